@@ -1,0 +1,1591 @@
+//! SIP messages: framing, lazy typed access, modification and serialisation.
+
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::error::{ParseError, ParseErrorKind, Position};
+use crate::grammar::{self, ValueError, is_token, is_wsp, text};
+use crate::headers::{
+    self, Auth, CSeq, Contact, ContentType, NameAddr, Replaces, SessionExpires, TokenParams,
+    TypedValue, Via,
+};
+use crate::name::{HeaderName, Method};
+use crate::uri::{self, Uri, UriContext};
+
+/// Bounds on what the parser accepts, so a peer cannot make it hold or scan
+/// unbounded input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParseLimits {
+    /// Largest whole message (start line, headers and body) in bytes.
+    pub max_message_size: usize,
+    /// Most header lines (folded continuations do not count).
+    pub max_headers: usize,
+}
+
+impl Default for ParseLimits {
+    /// 64 KiB per message (a UDP datagram cannot be larger) and 256 headers.
+    fn default() -> Self {
+        ParseLimits {
+            max_message_size: 65_535,
+            max_headers: 256,
+        }
+    }
+}
+
+/// How the message arrived, which decides how its body is delimited
+/// (RFC 3261 §18.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// One datagram: Content-Length may be absent (the body is the rest) and
+    /// must not exceed the bytes received; extra bytes are ignored.
+    Datagram,
+    /// A stream (TCP, TLS, WebSocket frame): Content-Length is mandatory.
+    Stream,
+}
+
+/// The first line of a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    /// `Method Request-URI SIP/2.0`
+    Request {
+        /// The method.
+        method: &'a Method,
+        /// The Request-URI as written.
+        uri: &'a str,
+    },
+    /// `SIP/2.0 Status-Code Reason-Phrase`
+    Response {
+        /// 100-699.
+        status: u16,
+        /// The reason phrase (may be empty, may hold UTF-8).
+        reason: &'a str,
+    },
+}
+
+/// One header line as written: its name, recognised kind and raw value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderField<'a> {
+    /// The recognised name (or [`HeaderName::Other`]).
+    pub kind: HeaderName,
+    /// The name as written (compact forms stay compact).
+    pub name: &'a str,
+    /// The value as written, without leading and trailing white space; folded
+    /// lines keep their line breaks.
+    pub value: &'a str,
+}
+
+/// A SIP request or response over one [`Bytes`] buffer.
+///
+/// Parsing splits the message into spans (start line, headers, body) and checks
+/// what every message must satisfy (RFC 3261 §8.1.1, §18.3, §20); typed header
+/// values are parsed on access from those spans, without copying. A message
+/// that was not modified serialises back byte for byte; a modified one in
+/// canonical form (full header names, unfolded values).
+///
+/// ```
+/// use sip_core::Message;
+///
+/// let msg = Message::parse(&b"OPTIONS sip:carol@example.com SIP/2.0\r\n\
+///     Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK74bf9\r\n\
+///     f: <sip:alice@example.com>;tag=9fxced76sl\r\n\
+///     To: <sip:carol@example.com>\r\n\
+///     Call-ID: 3848276298220188511@example.com\r\n\
+///     CSeq: 63104 OPTIONS\r\n\
+///     Max-Forwards: 70\r\n\
+///     Content-Length: 0\r\n\r\n"[..])?;
+/// assert_eq!(msg.via()?.branch(), Some("z9hG4bK74bf9"));
+/// assert_eq!(msg.from()?.tag(), Some("9fxced76sl"));
+/// assert_eq!(msg.cseq()?.seq, 63104);
+/// # Ok::<(), sip_core::ParseError>(())
+/// ```
+#[derive(Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: Start,
+    headers: Vec<Header>,
+    body: Text,
+    /// End of the message within `buf` (a datagram may carry extra bytes).
+    end: u32,
+    /// Offset of the empty line ending the headers, for error positions.
+    head_end: u32,
+    modified: bool,
+}
+
+#[derive(Debug, Clone)]
+enum Start {
+    Request { method: Method, uri: Text },
+    Response { status: u16, reason: Text },
+}
+
+/// Bytes either inside the parsed buffer or owned after a modification.
+#[derive(Debug, Clone)]
+enum Text {
+    Span(u32, u32),
+    Owned(Bytes),
+}
+
+#[derive(Debug, Clone)]
+struct Header {
+    kind: HeaderName,
+    name: Text,
+    value: Text,
+}
+
+impl Message {
+    /// Parses one datagram with the default [`ParseLimits`].
+    pub fn parse(datagram: impl Into<Bytes>) -> Result<Message, ParseError> {
+        Self::parse_with(datagram.into(), &ParseLimits::default(), Framing::Datagram)
+    }
+
+    /// Parses a message with explicit limits and framing.
+    pub fn parse_with(
+        buf: Bytes,
+        limits: &ParseLimits,
+        framing: Framing,
+    ) -> Result<Message, ParseError> {
+        parse_message(buf, limits, framing)
+    }
+
+    /// Starts a request; see [`RequestBuilder`].
+    pub fn request(method: Method, uri: &str) -> RequestBuilder {
+        RequestBuilder::new(method, uri)
+    }
+
+    /// Starts a response; see [`ResponseBuilder`].
+    pub fn response(status: u16, reason: &str) -> ResponseBuilder {
+        ResponseBuilder::new(status, reason)
+    }
+
+    /// Starts a response to `request` with its Via, From, To, Call-ID and CSeq
+    /// copied (RFC 3261 §8.2.6.2). Fails on a response.
+    pub fn response_to(
+        request: &Message,
+        status: u16,
+        reason: &str,
+    ) -> Result<ResponseBuilder, BuildError> {
+        if !request.is_request() {
+            return Err(BuildError::NotARequest);
+        }
+        let mut b = ResponseBuilder::new(status, reason);
+        for h in &request.headers {
+            if matches!(
+                h.kind,
+                HeaderName::Via
+                    | HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::CallId
+                    | HeaderName::CSeq
+            ) {
+                let name = h.kind.canonical().unwrap_or("");
+                b = b.header(name, &unfold(request.bytes_of(&h.value)))?;
+            }
+        }
+        Ok(b)
+    }
+
+    /// The start line.
+    pub fn start_line(&self) -> StartLine<'_> {
+        match &self.start {
+            Start::Request { method, uri } => StartLine::Request {
+                method,
+                uri: text(self.bytes_of(uri)),
+            },
+            Start::Response { status, reason } => StartLine::Response {
+                status: *status,
+                reason: text(self.bytes_of(reason)),
+            },
+        }
+    }
+
+    /// Whether this is a request.
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, Start::Request { .. })
+    }
+
+    /// The request method (`None` for a response).
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            Start::Request { method, .. } => Some(method),
+            Start::Response { .. } => None,
+        }
+    }
+
+    /// The Request-URI (`None` for a response).
+    pub fn request_uri(&self) -> Option<Uri<'_>> {
+        match &self.start {
+            Start::Request { uri, .. } => {
+                grammar::complete(self.bytes_of(uri), |i| uri::uri(i, UriContext::Whole)).ok()
+            }
+            Start::Response { .. } => None,
+        }
+    }
+
+    /// The status code (`None` for a request).
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            Start::Response { status, .. } => Some(status),
+            Start::Request { .. } => None,
+        }
+    }
+
+    /// The reason phrase (`None` for a request).
+    pub fn reason(&self) -> Option<&str> {
+        match &self.start {
+            Start::Response { reason, .. } => Some(text(self.bytes_of(reason))),
+            Start::Request { .. } => None,
+        }
+    }
+
+    /// The body (empty when there is none).
+    pub fn body(&self) -> &[u8] {
+        self.bytes_of(&self.body)
+    }
+
+    /// Every header line in order.
+    pub fn headers(&self) -> impl Iterator<Item = HeaderField<'_>> + '_ {
+        self.headers.iter().map(|h| HeaderField {
+            kind: h.kind,
+            name: text(self.bytes_of(&h.name)),
+            value: text(self.bytes_of(&h.value)),
+        })
+    }
+
+    /// The first value of the header called `name` (full or compact, any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        let i = self.position_of(name)?;
+        Some(text(self.bytes_of(&self.headers[i].value)))
+    }
+
+    /// Every value of the header called `name`, one per header line.
+    pub fn header_values<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'s str> + use<'s, 'n> {
+        let kind = HeaderName::from_bytes(name.as_bytes());
+        self.headers
+            .iter()
+            .filter(move |h| {
+                h.kind == kind
+                    && (kind != HeaderName::Other
+                        || self.bytes_of(&h.name).eq_ignore_ascii_case(name.as_bytes()))
+            })
+            .map(|h| text(self.bytes_of(&h.value)))
+    }
+
+    /// The topmost Via.
+    pub fn via(&self) -> Result<Via<'_>, ParseError> {
+        self.first(HeaderName::Via)
+    }
+
+    /// Every Via, top first.
+    pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, ParseError>> + '_ {
+        self.all(HeaderName::Via)
+    }
+
+    /// The From header.
+    pub fn from(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.first(HeaderName::From)
+    }
+
+    /// The To header.
+    pub fn to(&self) -> Result<NameAddr<'_>, ParseError> {
+        self.first(HeaderName::To)
+    }
+
+    /// The Call-ID.
+    pub fn call_id(&self) -> Result<&str, ParseError> {
+        let (idx, h) = self.find(HeaderName::CallId)?;
+        headers::call_id(self.bytes_of(&h.value)).map_err(|e| self.value_error(idx, 0, e))
+    }
+
+    /// The CSeq.
+    pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
+        self.first(HeaderName::CSeq)
+    }
+
+    /// Max-Forwards, when present.
+    pub fn max_forwards(&self) -> Result<Option<u8>, ParseError> {
+        self.number(HeaderName::MaxForwards, 255, "number from 0 to 255")
+            .map(|v| v.map(|v| u8::try_from(v).unwrap_or(u8::MAX)))
+    }
+
+    /// The first Contact, when present.
+    pub fn contact(&self) -> Result<Option<Contact<'_>>, ParseError> {
+        self.optional(HeaderName::Contact)
+    }
+
+    /// Every Contact value.
+    pub fn contacts(&self) -> impl Iterator<Item = Result<Contact<'_>, ParseError>> + '_ {
+        self.all(HeaderName::Contact)
+    }
+
+    /// Every Route value, top first.
+    pub fn routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.all(HeaderName::Route)
+    }
+
+    /// Every Record-Route value, top first.
+    pub fn record_routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.all(HeaderName::RecordRoute)
+    }
+
+    /// Every Path value (RFC 3327).
+    pub fn paths(&self) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.all(HeaderName::Path)
+    }
+
+    /// Every Service-Route value (RFC 3608).
+    pub fn service_routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.all(HeaderName::ServiceRoute)
+    }
+
+    /// Every P-Asserted-Identity value (RFC 3325).
+    pub fn p_asserted_identities(
+        &self,
+    ) -> impl Iterator<Item = Result<NameAddr<'_>, ParseError>> + '_ {
+        self.all(HeaderName::PAssertedIdentity)
+    }
+
+    /// The Content-Length as declared (checked when the message was parsed).
+    pub fn content_length(&self) -> Option<u32> {
+        self.number(HeaderName::ContentLength, u64::from(u32::MAX), "")
+            .ok()
+            .flatten()
+            .map(|v| u32::try_from(v).unwrap_or(u32::MAX))
+    }
+
+    /// The Content-Type, when present.
+    pub fn content_type(&self) -> Result<Option<ContentType<'_>>, ParseError> {
+        self.optional(HeaderName::ContentType)
+    }
+
+    /// Expires, when present.
+    pub fn expires(&self) -> Result<Option<u32>, ParseError> {
+        self.seconds(HeaderName::Expires)
+    }
+
+    /// Min-Expires, when present.
+    pub fn min_expires(&self) -> Result<Option<u32>, ParseError> {
+        self.seconds(HeaderName::MinExpires)
+    }
+
+    /// Every WWW-Authenticate challenge.
+    pub fn www_authenticate(&self) -> impl Iterator<Item = Result<Auth<'_>, ParseError>> + '_ {
+        self.all(HeaderName::WwwAuthenticate)
+    }
+
+    /// Every Proxy-Authenticate challenge.
+    pub fn proxy_authenticate(&self) -> impl Iterator<Item = Result<Auth<'_>, ParseError>> + '_ {
+        self.all(HeaderName::ProxyAuthenticate)
+    }
+
+    /// Every Authorization credential.
+    pub fn authorization(&self) -> impl Iterator<Item = Result<Auth<'_>, ParseError>> + '_ {
+        self.all(HeaderName::Authorization)
+    }
+
+    /// Every Proxy-Authorization credential.
+    pub fn proxy_authorization(&self) -> impl Iterator<Item = Result<Auth<'_>, ParseError>> + '_ {
+        self.all(HeaderName::ProxyAuthorization)
+    }
+
+    /// The methods in Allow.
+    pub fn allow(&self) -> impl Iterator<Item = Result<Method, ParseError>> + '_ {
+        self.tokens(HeaderName::Allow)
+            .map(|t| t.map(Method::from_token))
+    }
+
+    /// The option tags in Supported.
+    pub fn supported(&self) -> impl Iterator<Item = Result<&str, ParseError>> + '_ {
+        self.tokens(HeaderName::Supported)
+    }
+
+    /// The option tags in Require.
+    pub fn require(&self) -> impl Iterator<Item = Result<&str, ParseError>> + '_ {
+        self.tokens(HeaderName::Require)
+    }
+
+    /// The Event header (RFC 6665).
+    pub fn event(&self) -> Result<Option<TokenParams<'_>>, ParseError> {
+        self.optional(HeaderName::Event)
+    }
+
+    /// The Subscription-State header (RFC 6665).
+    pub fn subscription_state(&self) -> Result<Option<TokenParams<'_>>, ParseError> {
+        self.optional(HeaderName::SubscriptionState)
+    }
+
+    /// The Refer-To header (RFC 3515).
+    pub fn refer_to(&self) -> Result<Option<NameAddr<'_>>, ParseError> {
+        self.optional(HeaderName::ReferTo)
+    }
+
+    /// The Referred-By header (RFC 3892).
+    pub fn referred_by(&self) -> Result<Option<NameAddr<'_>>, ParseError> {
+        self.optional(HeaderName::ReferredBy)
+    }
+
+    /// The Replaces header (RFC 3891).
+    pub fn replaces(&self) -> Result<Option<Replaces<'_>>, ParseError> {
+        let Some((idx, h)) = self.find(HeaderName::Replaces).ok() else {
+            return Ok(None);
+        };
+        headers::replaces(self.bytes_of(&h.value))
+            .map(Some)
+            .map_err(|e| self.value_error(idx, 0, e))
+    }
+
+    /// The Session-Expires header (RFC 4028).
+    pub fn session_expires(&self) -> Result<Option<SessionExpires<'_>>, ParseError> {
+        let Some((idx, h)) = self.find(HeaderName::SessionExpires).ok() else {
+            return Ok(None);
+        };
+        headers::session_expires(self.bytes_of(&h.value))
+            .map(Some)
+            .map_err(|e| self.value_error(idx, 0, e))
+    }
+
+    /// Parses every header this crate knows and the Request-URI, and checks
+    /// the rules that span headers (a Contact `*` stands alone).
+    ///
+    /// [`Message::parse`] checks only what framing and routing need; call this
+    /// to hold a message to the full grammar.
+    pub fn validate(&self) -> Result<(), ParseError> {
+        for (idx, h) in self.headers.iter().enumerate() {
+            let v = self.bytes_of(&h.value);
+            let elems: Vec<(usize, &[u8])> = if h.kind.is_list() {
+                grammar::split_list(v).collect()
+            } else {
+                vec![(0, v)]
+            };
+            let err = |off: usize, e: ValueError| {
+                self.value_error(
+                    idx,
+                    off,
+                    ValueError {
+                        offset: e.offset,
+                        expected: e.expected,
+                    },
+                )
+            };
+            for &(off, e) in &elems {
+                let r: Result<(), ValueError> = match h.kind {
+                    HeaderName::Via => Via::parse_value(e).map(drop),
+                    HeaderName::From
+                    | HeaderName::To
+                    | HeaderName::Route
+                    | HeaderName::RecordRoute
+                    | HeaderName::ReferTo
+                    | HeaderName::ReferredBy
+                    | HeaderName::PAssertedIdentity
+                    | HeaderName::Path
+                    | HeaderName::ServiceRoute => NameAddr::parse_value(e).map(drop),
+                    HeaderName::Contact => Contact::parse_value(e).map(drop),
+                    HeaderName::CallId => headers::call_id(e).map(drop),
+                    HeaderName::CSeq => CSeq::parse_value(e).map(drop),
+                    HeaderName::MaxForwards => {
+                        headers::delta(e, 255, "number from 0 to 255").map(drop)
+                    }
+                    HeaderName::ContentLength
+                    | HeaderName::Expires
+                    | HeaderName::MinExpires
+                    | HeaderName::MinSe => {
+                        headers::delta(e, u64::from(u32::MAX), "delta seconds").map(drop)
+                    }
+                    HeaderName::ContentType => ContentType::parse_value(e).map(drop),
+                    HeaderName::WwwAuthenticate
+                    | HeaderName::Authorization
+                    | HeaderName::ProxyAuthenticate
+                    | HeaderName::ProxyAuthorization => Auth::parse_value(e).map(drop),
+                    HeaderName::Allow
+                    | HeaderName::Supported
+                    | HeaderName::Require
+                    | HeaderName::ProxyRequire
+                    | HeaderName::Unsupported
+                    | HeaderName::AllowEvents
+                    | HeaderName::ContentEncoding => {
+                        if elems.len() == 1 && grammar::sws(e).is_empty() {
+                            // An empty Allow or Supported is legal.
+                            if matches!(h.kind, HeaderName::Allow | HeaderName::Supported) {
+                                Ok(())
+                            } else {
+                                headers::nonempty(e)
+                            }
+                        } else {
+                            headers::check_token(e).map(drop)
+                        }
+                    }
+                    HeaderName::Event | HeaderName::SubscriptionState => {
+                        TokenParams::parse_value(e).map(drop)
+                    }
+                    HeaderName::Replaces => headers::replaces(e).map(drop),
+                    HeaderName::SessionExpires => headers::session_expires(e).map(drop),
+                    _ => Ok(()),
+                };
+                r.map_err(|er| err(off, er))?;
+            }
+            if h.kind == HeaderName::Contact {
+                let star = elems.iter().any(|(_, e)| grammar::sws(e) == b"*");
+                let others = self
+                    .headers
+                    .iter()
+                    .filter(|x| x.kind == HeaderName::Contact)
+                    .count();
+                if star && (elems.len() > 1 || others > 1) {
+                    return Err(self.value_error(
+                        idx,
+                        0,
+                        ValueError {
+                            offset: 0,
+                            expected: "* as the only Contact",
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The message as bytes: the original bytes when unmodified, else the
+    /// canonical form.
+    pub fn to_bytes(&self) -> Bytes {
+        if self.modified {
+            self.canonical()
+        } else {
+            self.buf.slice(..self.end as usize)
+        }
+    }
+
+    /// The canonical form: full header names, one space after the colon,
+    /// folded values unfolded, the body unchanged.
+    pub fn canonical(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.end as usize + 64);
+        self.write_start_line(&mut out);
+        for h in &self.headers {
+            match h.kind.canonical() {
+                Some(n) => out.put_slice(n.as_bytes()),
+                None => out.put_slice(self.bytes_of(&h.name)),
+            }
+            out.put_slice(b": ");
+            out.put_slice(unfold(self.bytes_of(&h.value)).as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(self.body());
+        out.freeze()
+    }
+
+    /// Whether the message was changed since it was parsed or built.
+    pub fn is_modified(&self) -> bool {
+        self.modified
+    }
+
+    /// Appends a header line.
+    pub fn push_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
+        let h = new_header(name, value)?;
+        self.headers.push(h);
+        self.modified = true;
+        Ok(())
+    }
+
+    /// Inserts a header line before every other (e.g. a proxy's Via).
+    pub fn prepend_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
+        let h = new_header(name, value)?;
+        self.headers.insert(0, h);
+        self.modified = true;
+        Ok(())
+    }
+
+    /// Replaces every line of the header called `name` with one line holding
+    /// `value`, at the place of the first (or at the end).
+    pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
+        let h = new_header(name, value)?;
+        let at = self.position_of(name);
+        self.remove_header(name);
+        match at {
+            Some(i) => self.headers.insert(i.min(self.headers.len()), h),
+            None => self.headers.push(h),
+        }
+        self.modified = true;
+        Ok(())
+    }
+
+    /// Removes every line of the header called `name`; returns how many.
+    pub fn remove_header(&mut self, name: &str) -> usize {
+        let kind = HeaderName::from_bytes(name.as_bytes());
+        let before = self.headers.len();
+        let buf = self.buf.clone();
+        self.headers.retain(|h| {
+            !(h.kind == kind
+                && (kind != HeaderName::Other
+                    || bytes_of(&buf, &h.name).eq_ignore_ascii_case(name.as_bytes())))
+        });
+        let removed = before - self.headers.len();
+        if removed > 0 {
+            self.modified = true;
+        }
+        removed
+    }
+
+    /// Removes the first value of the topmost Via (a response on its way back,
+    /// RFC 3261 §18.1.2); returns whether there was one.
+    pub fn pop_via(&mut self) -> bool {
+        let Some(idx) = self.headers.iter().position(|h| h.kind == HeaderName::Via) else {
+            return false;
+        };
+        let value = self.bytes_of(&self.headers[idx].value).to_vec();
+        let mut parts = grammar::split_list(&value);
+        parts.next();
+        let rest: Vec<&[u8]> = parts.map(|(_, e)| e).collect();
+        if rest.is_empty() {
+            self.headers.remove(idx);
+        } else {
+            self.headers[idx].value = Text::Owned(Bytes::from(rest.join(&b", "[..])));
+        }
+        self.modified = true;
+        true
+    }
+
+    /// Replaces the body and its Content-Type; Content-Length follows.
+    pub fn set_body(&mut self, content_type: Option<&str>, body: Bytes) -> Result<(), BuildError> {
+        match content_type {
+            Some(ct) => {
+                ContentType::parse(ct).map_err(BuildError::InvalidValue)?;
+                self.set_header("Content-Type", ct)?;
+            }
+            None => {
+                self.remove_header("Content-Type");
+            }
+        }
+        self.set_header("Content-Length", &body.len().to_string())?;
+        self.body = Text::Owned(body);
+        self.modified = true;
+        Ok(())
+    }
+
+    /// Replaces the Request-URI.
+    pub fn set_request_uri(&mut self, new_uri: &str) -> Result<(), BuildError> {
+        Uri::parse(new_uri).map_err(BuildError::InvalidValue)?;
+        match &mut self.start {
+            Start::Request { uri, .. } => {
+                *uri = Text::Owned(Bytes::copy_from_slice(new_uri.as_bytes()));
+                self.modified = true;
+                Ok(())
+            }
+            Start::Response { .. } => Err(BuildError::NotARequest),
+        }
+    }
+
+    fn write_start_line(&self, out: &mut BytesMut) {
+        match &self.start {
+            Start::Request { method, uri } => {
+                out.put_slice(method.as_str().as_bytes());
+                out.put_u8(b' ');
+                out.put_slice(self.bytes_of(uri));
+                out.put_slice(b" SIP/2.0\r\n");
+            }
+            Start::Response { status, reason } => {
+                out.put_slice(format!("SIP/2.0 {status} ").as_bytes());
+                out.put_slice(self.bytes_of(reason));
+                out.put_slice(b"\r\n");
+            }
+        }
+    }
+
+    fn position_of(&self, name: &str) -> Option<usize> {
+        let kind = HeaderName::from_bytes(name.as_bytes());
+        self.headers.iter().position(|h| {
+            h.kind == kind
+                && (kind != HeaderName::Other
+                    || self.bytes_of(&h.name).eq_ignore_ascii_case(name.as_bytes()))
+        })
+    }
+
+    fn bytes_of<'s>(&'s self, t: &'s Text) -> &'s [u8] {
+        bytes_of(&self.buf, t)
+    }
+
+    fn find(&self, kind: HeaderName) -> Result<(usize, &Header), ParseError> {
+        self.headers
+            .iter()
+            .enumerate()
+            .find(|(_, h)| h.kind == kind)
+            .ok_or_else(|| {
+                ParseError::at(
+                    ParseErrorKind::MissingHeader {
+                        header: headers::header_label(kind),
+                    },
+                    &self.buf,
+                    self.head_end as usize,
+                )
+            })
+    }
+
+    fn first<'s, T: TypedValue<'s>>(&'s self, kind: HeaderName) -> Result<T, ParseError> {
+        let (idx, h) = self.find(kind)?;
+        let v = self.bytes_of(&h.value);
+        let (off, elem) = if kind.is_list() {
+            grammar::split_list(v).next().unwrap_or((0, v))
+        } else {
+            (0, v)
+        };
+        T::parse_value(elem).map_err(|e| self.value_error(idx, off, e))
+    }
+
+    fn optional<'s, T: TypedValue<'s>>(
+        &'s self,
+        kind: HeaderName,
+    ) -> Result<Option<T>, ParseError> {
+        if self.headers.iter().any(|h| h.kind == kind) {
+            self.first(kind).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    fn all<'s, T: TypedValue<'s> + 's>(
+        &'s self,
+        kind: HeaderName,
+    ) -> impl Iterator<Item = Result<T, ParseError>> + 's {
+        self.elements(kind).map(move |(idx, off, e)| {
+            T::parse_value(e).map_err(|er| self.value_error(idx, off, er))
+        })
+    }
+
+    fn elements(&self, kind: HeaderName) -> impl Iterator<Item = (usize, usize, &[u8])> + '_ {
+        self.headers
+            .iter()
+            .enumerate()
+            .filter(move |(_, h)| h.kind == kind)
+            .flat_map(move |(idx, h)| {
+                let v = self.bytes_of(&h.value);
+                let parts: Box<dyn Iterator<Item = (usize, &[u8])>> = if kind.is_list() {
+                    Box::new(grammar::split_list(v).filter(|(_, e)| !e.is_empty()))
+                } else {
+                    Box::new(std::iter::once((0, v)))
+                };
+                parts.map(move |(off, e)| (idx, off, e))
+            })
+    }
+
+    fn tokens(&self, kind: HeaderName) -> impl Iterator<Item = Result<&str, ParseError>> + '_ {
+        self.elements(kind).map(move |(idx, off, e)| {
+            headers::check_token(e).map_err(|er| self.value_error(idx, off, er))
+        })
+    }
+
+    fn number(
+        &self,
+        kind: HeaderName,
+        max: u64,
+        what: &'static str,
+    ) -> Result<Option<u64>, ParseError> {
+        let Ok((idx, h)) = self.find(kind) else {
+            return Ok(None);
+        };
+        headers::delta(self.bytes_of(&h.value), max, what)
+            .map(Some)
+            .map_err(|e| self.value_error(idx, 0, e))
+    }
+
+    fn seconds(&self, kind: HeaderName) -> Result<Option<u32>, ParseError> {
+        self.number(kind, u64::from(u32::MAX), "delta seconds")
+            .map(|v| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
+    }
+
+    fn value_error(&self, idx: usize, elem_offset: usize, e: ValueError) -> ParseError {
+        let h = &self.headers[idx];
+        let kind = ParseErrorKind::InvalidHeader {
+            header: headers::header_label(h.kind),
+            expected: e.expected,
+        };
+        match h.value {
+            Text::Span(start, _) => {
+                ParseError::at(kind, &self.buf, start as usize + elem_offset + e.offset)
+            }
+            Text::Owned(_) => ParseError {
+                kind,
+                position: Position {
+                    line: u32::try_from(idx + 2).unwrap_or(u32::MAX),
+                    column: u32::try_from(elem_offset + e.offset + 1).unwrap_or(u32::MAX),
+                },
+            },
+        }
+    }
+}
+
+fn bytes_of<'s>(buf: &'s Bytes, t: &'s Text) -> &'s [u8] {
+    match t {
+        Text::Span(s, e) => &buf[*s as usize..*e as usize],
+        Text::Owned(b) => b,
+    }
+}
+
+/// Replaces every fold (white space around a line break) with one space.
+fn unfold(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    let s = text(v);
+    if !s.contains('\r') {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("\r\n") {
+        out.push_str(rest[..i].trim_end_matches([' ', '\t']));
+        out.push(' ');
+        rest = rest[i + 2..].trim_start_matches([' ', '\t']);
+    }
+    out.push_str(rest);
+    std::borrow::Cow::Owned(out)
+}
+
+fn new_header(name: &str, value: &str) -> Result<Header, BuildError> {
+    if name.is_empty() || !name.bytes().all(is_token) {
+        return Err(BuildError::InvalidName(name.to_owned()));
+    }
+    if value
+        .bytes()
+        .any(|c| c == b'\r' || c == b'\n' || (c < 0x20 && c != b'\t'))
+    {
+        return Err(BuildError::ControlCharacter(name.to_owned()));
+    }
+    Ok(Header {
+        kind: HeaderName::from_bytes(name.as_bytes()),
+        name: Text::Owned(Bytes::copy_from_slice(name.as_bytes())),
+        value: Text::Owned(Bytes::copy_from_slice(
+            value.trim_matches([' ', '\t']).as_bytes(),
+        )),
+    })
+}
+
+impl PartialEq for Message {
+    /// Messages are equal when their start lines, header names (compact and
+    /// full forms alike), unfolded header values and bodies are equal.
+    fn eq(&self, other: &Self) -> bool {
+        let start_eq = match (&self.start, &other.start) {
+            (
+                Start::Request {
+                    method: m1,
+                    uri: u1,
+                },
+                Start::Request {
+                    method: m2,
+                    uri: u2,
+                },
+            ) => m1 == m2 && self.bytes_of(u1) == other.bytes_of(u2),
+            (
+                Start::Response {
+                    status: s1,
+                    reason: r1,
+                },
+                Start::Response {
+                    status: s2,
+                    reason: r2,
+                },
+            ) => s1 == s2 && self.bytes_of(r1) == other.bytes_of(r2),
+            _ => false,
+        };
+        start_eq
+            && self.headers.len() == other.headers.len()
+            && self.headers.iter().zip(&other.headers).all(|(a, b)| {
+                a.kind == b.kind
+                    && (a.kind != HeaderName::Other
+                        || self
+                            .bytes_of(&a.name)
+                            .eq_ignore_ascii_case(other.bytes_of(&b.name)))
+                    && unfold(self.bytes_of(&a.value)) == unfold(other.bytes_of(&b.value))
+            })
+            && self.body() == other.body()
+    }
+}
+
+impl fmt::Debug for Message {
+    /// Shows the start line and header names only: values and bodies carry
+    /// personal data (numbers, names, addresses, credentials).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Message");
+        match &self.start {
+            Start::Request { method, .. } => d.field("method", method),
+            Start::Response { status, .. } => d.field("status", status),
+        };
+        d.field(
+            "headers",
+            &self
+                .headers
+                .iter()
+                .map(|h| h.kind.canonical().unwrap_or("extension"))
+                .collect::<Vec<_>>(),
+        )
+        .field("body_len", &self.body().len())
+        .finish()
+    }
+}
+
+/// A header or start line that cannot be put into a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A header name that is not a token.
+    #[error("invalid header name {0:?}")]
+    InvalidName(String),
+    /// A header value with a line break or control character.
+    #[error("control character in the value of {0}")]
+    ControlCharacter(String),
+    /// A value that does not follow its grammar.
+    #[error("invalid value: {0}")]
+    InvalidValue(ParseError),
+    /// The built message does not parse (e.g. a mandatory header is missing).
+    #[error("incomplete message: {0}")]
+    Incomplete(ParseError),
+    /// A request-only operation on a response.
+    #[error("not a request")]
+    NotARequest,
+}
+
+/// Builds a request. [`RequestBuilder::build`] checks it like a received one.
+#[derive(Debug, Clone)]
+pub struct RequestBuilder {
+    head: BytesMut,
+    body: Bytes,
+    has_length: bool,
+}
+
+/// Builds a response. [`ResponseBuilder::build`] checks it like a received one.
+#[derive(Debug, Clone)]
+pub struct ResponseBuilder {
+    inner: RequestBuilder,
+    to_tag: Option<String>,
+}
+
+impl RequestBuilder {
+    fn new(method: Method, uri: &str) -> Self {
+        let mut head = BytesMut::with_capacity(512);
+        head.put_slice(method.as_str().as_bytes());
+        head.put_u8(b' ');
+        head.put_slice(uri.as_bytes());
+        head.put_slice(b" SIP/2.0\r\n");
+        RequestBuilder {
+            head,
+            body: Bytes::new(),
+            has_length: false,
+        }
+    }
+
+    /// Adds a header line.
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self, BuildError> {
+        new_header(name, value)?;
+        if HeaderName::from_bytes(name.as_bytes()) == HeaderName::ContentLength {
+            self.has_length = true;
+        }
+        self.head.put_slice(name.as_bytes());
+        self.head.put_slice(b": ");
+        self.head
+            .put_slice(value.trim_matches([' ', '\t']).as_bytes());
+        self.head.put_slice(b"\r\n");
+        Ok(self)
+    }
+
+    /// Sets the body; Content-Length is added unless given.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// Finishes and checks the message.
+    pub fn build(self) -> Result<Message, BuildError> {
+        let mut out = self.head;
+        if !self.has_length {
+            out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+        }
+        out.put_slice(b"\r\n");
+        out.put_slice(&self.body);
+        Message::parse_with(
+            out.freeze(),
+            &ParseLimits {
+                max_message_size: usize::MAX,
+                max_headers: usize::MAX,
+            },
+            Framing::Datagram,
+        )
+        .map_err(BuildError::Incomplete)
+    }
+}
+
+impl ResponseBuilder {
+    fn new(status: u16, reason: &str) -> Self {
+        let mut head = BytesMut::with_capacity(512);
+        head.put_slice(format!("SIP/2.0 {status} {reason}\r\n").as_bytes());
+        ResponseBuilder {
+            inner: RequestBuilder {
+                head,
+                body: Bytes::new(),
+                has_length: false,
+            },
+            to_tag: None,
+        }
+    }
+
+    /// Adds a header line.
+    pub fn header(mut self, name: &str, value: &str) -> Result<Self, BuildError> {
+        self.inner = self.inner.header(name, value)?;
+        Ok(self)
+    }
+
+    /// Adds `;tag=` to the To header when it has none.
+    pub fn to_tag(mut self, tag: &str) -> Self {
+        self.to_tag = Some(tag.to_owned());
+        self
+    }
+
+    /// Sets the body; Content-Length is added unless given.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Self {
+        self.inner = self.inner.body(body);
+        self
+    }
+
+    /// Finishes and checks the message.
+    pub fn build(self) -> Result<Message, BuildError> {
+        let mut msg = self.inner.build()?;
+        if let Some(tag) = self.to_tag {
+            let to = msg.to().map_err(BuildError::InvalidValue)?;
+            if to.tag().is_none() {
+                let value = format!("{};tag={tag}", unfold(to_raw(&msg).as_bytes()));
+                msg.set_header("To", &value)?;
+                // A freshly built message is canonical already.
+                let again = Message::parse(msg.canonical()).map_err(BuildError::Incomplete)?;
+                return Ok(again);
+            }
+        }
+        Ok(msg)
+    }
+}
+
+fn to_raw(msg: &Message) -> String {
+    msg.header("To").unwrap_or("").to_owned()
+}
+
+/// Parses the framing and the checks every message must pass.
+fn parse_message(
+    buf: Bytes,
+    limits: &ParseLimits,
+    framing: Framing,
+) -> Result<Message, ParseError> {
+    let b = &buf[..];
+    if b.is_empty() || b.iter().all(|&c| c == b'\r' || c == b'\n') {
+        return Err(ParseError::at(ParseErrorKind::Empty, b, 0));
+    }
+    if b.len() > limits.max_message_size {
+        return Err(ParseError::at(
+            ParseErrorKind::MessageTooLarge {
+                size: b.len(),
+                limit: limits.max_message_size,
+            },
+            b,
+            limits.max_message_size,
+        ));
+    }
+    if b.len() > u32::MAX as usize {
+        return Err(ParseError::at(
+            ParseErrorKind::MessageTooLarge {
+                size: b.len(),
+                limit: u32::MAX as usize,
+            },
+            b,
+            0,
+        ));
+    }
+    let mut pos = 0usize;
+    let mut start_line: Option<(usize, usize)> = None;
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
+    let mut head_end = None;
+    let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
+    for nl in memchr::memchr_iter(b'\n', b) {
+        if nl == 0 || b[nl - 1] != b'\r' {
+            return err(ParseErrorKind::BadLineEnding, nl);
+        }
+        let end = nl - 1;
+        if end < pos {
+            // "\r\n" where the '\r' belongs to the previous line: a lone LF.
+            return err(ParseErrorKind::BadLineEnding, nl);
+        }
+        if let Some(cr) = memchr::memchr(b'\r', &b[pos..end]) {
+            return err(ParseErrorKind::BadLineEnding, pos + cr);
+        }
+        if end == pos {
+            if start_line.is_none() {
+                return err(
+                    ParseErrorKind::BadRequestLine {
+                        expected: "start line before an empty line",
+                    },
+                    pos,
+                );
+            }
+            head_end = Some(pos);
+            break;
+        }
+        if start_line.is_none() {
+            start_line = Some((pos, end));
+        } else if is_wsp(b[pos]) {
+            let Some(last) = headers.last_mut() else {
+                return err(ParseErrorKind::OrphanContinuation, pos);
+            };
+            let vend = trim_end(b, pos, end);
+            if let Text::Span(s, e) = &mut last.value {
+                if vend > pos && *s == *e {
+                    // the value so far was empty: it starts on this line
+                    *s = u32::try_from(
+                        pos + b[pos..vend].iter().take_while(|c| is_wsp(**c)).count(),
+                    )
+                    .unwrap_or(0);
+                }
+                if vend > pos {
+                    *e = u32::try_from(vend).unwrap_or(0);
+                }
+            }
+        } else {
+            if headers.len() >= limits.max_headers {
+                return err(
+                    ParseErrorKind::TooManyHeaders {
+                        limit: limits.max_headers,
+                    },
+                    pos,
+                );
+            }
+            let Some(colon) = memchr::memchr(b':', &b[pos..end]).map(|c| pos + c) else {
+                return err(ParseErrorKind::MissingColon, pos);
+            };
+            let name_end = trim_end(b, pos, colon);
+            let name = &b[pos..name_end];
+            if name.is_empty() || !name.iter().all(|&c| is_token(c)) {
+                let bad = name.iter().position(|&c| !is_token(c)).unwrap_or(0);
+                return err(ParseErrorKind::InvalidHeaderName, pos + bad);
+            }
+            let mut vstart = colon + 1;
+            while vstart < end && is_wsp(b[vstart]) {
+                vstart += 1;
+            }
+            let vend = trim_end(b, vstart, end);
+            headers.push(Header {
+                kind: HeaderName::from_bytes(name),
+                name: span(pos, name_end),
+                value: span(vstart, vend),
+            });
+        }
+        pos = nl + 1;
+    }
+    let Some(head_end) = head_end else {
+        return err(ParseErrorKind::UnterminatedHeaders, b.len());
+    };
+    if let Err(e) = std::str::from_utf8(&b[..head_end]) {
+        return err(ParseErrorKind::InvalidUtf8, e.valid_up_to());
+    }
+    let body_start = head_end + 2;
+    let (ls, le) = start_line.unwrap_or((0, 0));
+    let start = parse_start_line(b, ls, le)?;
+
+    // Checks across headers.
+    let mut count = [0u8; 6];
+    let mut first = [usize::MAX; 6];
+    let mut has_via = false;
+    for (i, h) in headers.iter().enumerate() {
+        let slot = match h.kind {
+            HeaderName::From => 0,
+            HeaderName::To => 1,
+            HeaderName::CallId => 2,
+            HeaderName::CSeq => 3,
+            HeaderName::MaxForwards => 4,
+            HeaderName::ContentLength => 5,
+            HeaderName::Via => {
+                has_via = true;
+                continue;
+            }
+            _ => continue,
+        };
+        count[slot] = count[slot].saturating_add(1);
+        if count[slot] == 1 {
+            first[slot] = i;
+        } else {
+            let Text::Span(s, _) = h.name else { continue };
+            return err(
+                ParseErrorKind::DuplicateHeader {
+                    header: headers::header_label(h.kind),
+                },
+                s as usize,
+            );
+        }
+    }
+    let missing = |header| err(ParseErrorKind::MissingHeader { header }, head_end);
+    if !has_via {
+        return missing("Via");
+    }
+    for (slot, name) in ["From", "To", "Call-ID", "CSeq"].into_iter().enumerate() {
+        if count[slot] == 0 {
+            return missing(name);
+        }
+    }
+    let is_request = matches!(start, Start::Request { .. });
+    if is_request && count[4] == 0 {
+        return missing("Max-Forwards");
+    }
+    let value_at = |i: usize| match headers[i].value {
+        Text::Span(s, e) => (s as usize, e as usize),
+        Text::Owned(_) => (0, 0),
+    };
+    let value_err = |i: usize, e: ValueError| {
+        let (s, _) = value_at(i);
+        Err(ParseError::at(
+            ParseErrorKind::InvalidHeader {
+                header: headers::header_label(headers[i].kind),
+                expected: e.expected,
+            },
+            b,
+            s + e.offset,
+        ))
+    };
+    let (cs, ce) = value_at(first[3]);
+    let cseq = match CSeq::parse_value(&b[cs..ce]) {
+        Ok(c) => c,
+        Err(e) => return value_err(first[3], e),
+    };
+    if let Start::Request { method, .. } = &start {
+        if !method.matches(cseq.method_token.as_bytes()) {
+            return err(
+                ParseErrorKind::CSeqMethodMismatch {
+                    cseq: cseq.method_token.to_owned(),
+                    request: method.as_str().to_owned(),
+                },
+                cs,
+            );
+        }
+    }
+    if count[4] == 1 {
+        let (s, e) = value_at(first[4]);
+        if let Err(er) = headers::delta(&b[s..e], 255, "number from 0 to 255") {
+            return value_err(first[4], er);
+        }
+    }
+    let available = b.len() - body_start.min(b.len());
+    let body_len = if count[5] == 1 {
+        let (s, e) = value_at(first[5]);
+        match headers::delta(&b[s..e], u64::from(u32::MAX), "length in bytes") {
+            Ok(n) => {
+                let n = usize::try_from(n).unwrap_or(usize::MAX);
+                if n > available {
+                    return err(
+                        ParseErrorKind::ContentLengthMismatch {
+                            declared: n,
+                            actual: available,
+                        },
+                        s,
+                    );
+                }
+                n
+            }
+            Err(er) => return value_err(first[5], er),
+        }
+    } else if framing == Framing::Stream {
+        return err(ParseErrorKind::MissingContentLength, head_end);
+    } else {
+        available
+    };
+    let end = body_start + body_len;
+    Ok(Message {
+        start,
+        headers,
+        body: span(body_start, end),
+        end: u32::try_from(end).unwrap_or(u32::MAX),
+        head_end: u32::try_from(head_end).unwrap_or(u32::MAX),
+        modified: false,
+        buf,
+    })
+}
+
+fn span(s: usize, e: usize) -> Text {
+    Text::Span(
+        u32::try_from(s).unwrap_or(u32::MAX),
+        u32::try_from(e).unwrap_or(u32::MAX),
+    )
+}
+
+fn trim_end(b: &[u8], start: usize, mut end: usize) -> usize {
+    while end > start && is_wsp(b[end - 1]) {
+        end -= 1;
+    }
+    end
+}
+
+fn is_sip_version(v: &[u8]) -> bool {
+    v.len() == 7 && v[..4].eq_ignore_ascii_case(b"SIP/") && &v[4..] == b"2.0"
+}
+
+/// `SIP/` 1*DIGIT `.` 1*DIGIT: a version we can name in a 505.
+fn looks_like_version(v: &[u8]) -> bool {
+    v.len() > 4
+        && v[..4].eq_ignore_ascii_case(b"SIP/")
+        && v[4..].split(|&c| c == b'.').count() == 2
+        && v[4..]
+            .split(|&c| c == b'.')
+            .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
+}
+
+fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError> {
+    let line = &b[ls..le];
+    let err = |kind, at: usize| Err(ParseError::at(kind, b, ls + at));
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        let sp = memchr::memchr(b' ', line).unwrap_or(line.len());
+        let version = &line[..sp];
+        if !is_sip_version(version) {
+            return if looks_like_version(version) {
+                err(ParseErrorKind::UnsupportedVersion, 0)
+            } else {
+                err(
+                    ParseErrorKind::BadStatusLine {
+                        expected: "SIP/2.0",
+                    },
+                    0,
+                )
+            };
+        }
+        let rest = &line[(sp + 1).min(line.len())..];
+        let code = &rest[..rest.len().min(3)];
+        if sp == line.len() || code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
+            return err(ParseErrorKind::StatusCodeOutOfRange, sp + 1);
+        }
+        let status = code
+            .iter()
+            .fold(0u16, |acc, c| acc * 10 + u16::from(c - b'0'));
+        if !(100..=699).contains(&status) {
+            return err(ParseErrorKind::StatusCodeOutOfRange, sp + 1);
+        }
+        let after = &rest[3..];
+        let reason_start = match after.first() {
+            None => ls + sp + 4,
+            Some(b' ') => ls + sp + 5,
+            Some(_) => {
+                return err(
+                    ParseErrorKind::BadStatusLine {
+                        expected: "space after the status code",
+                    },
+                    sp + 4,
+                );
+            }
+        };
+        if b[reason_start.min(le)..le]
+            .iter()
+            .any(|&c| c < 0x20 && c != b'\t')
+        {
+            return err(
+                ParseErrorKind::BadStatusLine {
+                    expected: "printable reason phrase",
+                },
+                reason_start - ls,
+            );
+        }
+        return Ok(Start::Response {
+            status,
+            reason: span(reason_start.min(le), le),
+        });
+    }
+    let m = line
+        .iter()
+        .position(|&c| !is_token(c))
+        .unwrap_or(line.len());
+    if m == 0 {
+        return err(ParseErrorKind::BadRequestLine { expected: "method" }, 0);
+    }
+    if line.get(m) != Some(&b' ') {
+        return err(
+            ParseErrorKind::BadRequestLine {
+                expected: "one space after the method",
+            },
+            m,
+        );
+    }
+    let uri_start = m + 1;
+    let Some(uri_len) = memchr::memchr(b' ', &line[uri_start..]) else {
+        return err(
+            ParseErrorKind::BadRequestLine {
+                expected: "space and SIP version after the Request-URI",
+            },
+            line.len(),
+        );
+    };
+    if uri_len == 0 {
+        return err(
+            ParseErrorKind::BadRequestLine {
+                expected: "Request-URI after a single space",
+            },
+            uri_start,
+        );
+    }
+    let uri_end = uri_start + uri_len;
+    let version = &line[uri_end + 1..];
+    if !is_sip_version(version) {
+        return if looks_like_version(version) {
+            err(ParseErrorKind::UnsupportedVersion, uri_end + 1)
+        } else {
+            err(
+                ParseErrorKind::BadRequestLine {
+                    expected: "SIP version 2.0 at the end of the request line",
+                },
+                uri_end + 1,
+            )
+        };
+    }
+    if let Err(e) = grammar::complete(&line[uri_start..uri_end], |i| {
+        uri::uri(i, UriContext::Whole)
+    }) {
+        return err(
+            ParseErrorKind::InvalidUri {
+                expected: e.expected,
+            },
+            uri_start + e.offset,
+        );
+    }
+    Ok(Start::Request {
+        method: Method::from_token(text(&line[..m])),
+        uri: span(ls + uri_start, ls + uri_end),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bKnashds8\r\n\
+Max-Forwards: 70\r\n\
+To: Bob <sip:bob@example.com>\r\n\
+From: \"Alice\" <sip:alice@example.com>;tag=1928301774\r\n\
+Call-ID: a84b4c76e66710@pc33.example.com\r\n\
+CSeq: 314159 INVITE\r\n\
+Contact: <sip:alice@pc33.example.com>\r\n\
+Content-Type: application/sdp\r\n\
+Content-Length: 4\r\n\
+\r\n\
+v=0\n";
+
+    #[test]
+    fn parses_and_reads_typed_headers() {
+        let m = Message::parse(INVITE).unwrap();
+        assert_eq!(m.method(), Some(&Method::Invite));
+        assert_eq!(m.via().unwrap().branch(), Some("z9hG4bKnashds8"));
+        assert_eq!(m.from().unwrap().tag(), Some("1928301774"));
+        assert_eq!(m.to().unwrap().tag(), None);
+        assert_eq!(m.call_id().unwrap(), "a84b4c76e66710@pc33.example.com");
+        assert_eq!(m.cseq().unwrap().seq, 314_159);
+        assert_eq!(m.max_forwards().unwrap(), Some(70));
+        assert_eq!(m.content_length(), Some(4));
+        assert_eq!(m.body(), b"v=0\n");
+        assert!(m.content_type().unwrap().unwrap().is("application", "sdp"));
+        m.validate().unwrap();
+        assert_eq!(&m.to_bytes()[..], INVITE);
+    }
+
+    #[test]
+    fn rfc3261_18_3_datagram_content_length() {
+        let mut extra = INVITE.to_vec();
+        extra.extend_from_slice(b"garbage");
+        let m = Message::parse(extra).unwrap();
+        assert_eq!(m.body(), b"v=0\n");
+        assert_eq!(&m.to_bytes()[..], INVITE);
+        let short = &INVITE[..INVITE.len() - 1];
+        let e = Message::parse(short).unwrap_err();
+        assert!(matches!(
+            e.kind,
+            ParseErrorKind::ContentLengthMismatch {
+                declared: 4,
+                actual: 3
+            }
+        ));
+        let e = Message::parse_with(
+            Bytes::from_static(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\n\r\n"),
+            &ParseLimits::default(),
+            Framing::Stream,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ParseErrorKind::MissingContentLength);
+    }
+
+    #[test]
+    fn modified_message_is_canonical() {
+        let raw = b"OPTIONS sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP h;branch=z9hG4bK1\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\ni: x\r\nCSeq: 1\r\n  OPTIONS\r\nMax-Forwards: 70\r\nl: 0\r\n\r\n";
+        let mut m = Message::parse(&raw[..]).unwrap();
+        assert_eq!(m.cseq().unwrap().method(), Method::Options);
+        m.prepend_header("Via", "SIP/2.0/UDP proxy.example.com;branch=z9hG4bK2")
+            .unwrap();
+        let out = m.to_bytes();
+        assert_eq!(
+            &out[..],
+            &b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP proxy.example.com;branch=z9hG4bK2\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"[..]
+        );
+        let again = Message::parse(out).unwrap();
+        assert_eq!(again, m);
+        assert_eq!(again.via().unwrap().branch(), Some("z9hG4bK2"));
+        let mut m = again;
+        assert!(m.pop_via());
+        assert_eq!(m.via().unwrap().branch(), Some("z9hG4bK1"));
+    }
+
+    #[test]
+    fn builder_and_response_to() {
+        let req = Message::request(Method::Register, "sip:registrar.example.com")
+            .header("Via", "SIP/2.0/UDP 192.0.2.4;branch=z9hG4bKreg1;rport")
+            .unwrap()
+            .header("From", "<sip:alice@example.com>;tag=a1")
+            .unwrap()
+            .header("To", "<sip:alice@example.com>")
+            .unwrap()
+            .header("Call-ID", "reg-1@192.0.2.4")
+            .unwrap()
+            .header("CSeq", "1 REGISTER")
+            .unwrap()
+            .header("Max-Forwards", "70")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(req.content_length(), Some(0));
+        let resp = Message::response_to(&req, 401, "Unauthorized")
+            .unwrap()
+            .header(
+                "WWW-Authenticate",
+                "Digest realm=\"example.com\", nonce=\"n1\", algorithm=SHA-256",
+            )
+            .unwrap()
+            .to_tag("srv1")
+            .build()
+            .unwrap();
+        assert_eq!(resp.status(), Some(401));
+        assert_eq!(resp.to().unwrap().tag(), Some("srv1"));
+        assert_eq!(resp.cseq().unwrap().seq, 1);
+        assert_eq!(resp.via().unwrap().branch(), Some("z9hG4bKreg1"));
+        let challenge = resp.www_authenticate().next().unwrap().unwrap();
+        assert_eq!(challenge.param("algorithm").unwrap(), "SHA-256");
+        let e = Message::request(Method::Options, "sip:a@b")
+            .build()
+            .unwrap_err();
+        assert!(matches!(e, BuildError::Incomplete(_)));
+        assert!(
+            Message::request(Method::Options, "sip:a@b")
+                .header("X", "a\r\nb")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn errors_name_line_and_column() {
+        let raw = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\r\n";
+        let e = Message::parse(&raw[..]).unwrap_err();
+        assert_eq!(e.position, Position { line: 6, column: 7 });
+        assert_eq!(
+            e.to_string(),
+            "CSeq method INVITE does not match request method OPTIONS at line 6, column 7"
+        );
+    }
+
+    #[test]
+    fn unfold_collapses_line_breaks() {
+        assert_eq!(unfold(b"a \r\n\t b"), "a b");
+        assert_eq!(unfold(b"ab"), "ab");
+    }
+}

@@ -1,0 +1,261 @@
+//! Splitting a byte stream (TCP, TLS, WebSocket) into messages.
+
+use bytes::{Buf, BytesMut};
+
+use crate::error::{ParseError, ParseErrorKind, Position};
+use crate::grammar::is_wsp;
+use crate::message::{Framing, Message, ParseLimits};
+use crate::name::HeaderName;
+
+/// What a stream carried next.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum StreamItem {
+    /// A complete message.
+    Message(Message),
+    /// A double CRLF keep-alive ping (RFC 5626 §4.4.1): answer with a single CRLF.
+    Ping,
+    /// A single CRLF: the pong to our ping.
+    Pong,
+}
+
+/// Splits arbitrary chunks of a stream into messages by Content-Length.
+///
+/// Memory is bounded: a header section or a declared message larger than
+/// [`ParseLimits::max_message_size`] is refused as soon as that is known,
+/// without buffering it. A framing error leaves the stream unusable (close
+/// the connection); a message that is framed correctly but fails to parse is
+/// reported and skipped, and decoding continues with the next one.
+///
+/// ```
+/// use sip_core::{StreamDecoder, StreamItem};
+///
+/// let mut d = StreamDecoder::default();
+/// d.push(b"\r\n\r\nOPTIONS sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\n");
+/// assert_eq!(d.next_item(), Some(Ok(StreamItem::Ping)));
+/// assert_eq!(d.next_item(), None); // waits for the rest
+/// d.push(b"From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\nCall-ID: c1\r\n\
+///          CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n");
+/// assert!(matches!(d.next_item(), Some(Ok(StreamItem::Message(_)))));
+/// ```
+#[derive(Debug)]
+pub struct StreamDecoder {
+    buf: BytesMut,
+    limits: ParseLimits,
+    /// Bytes already searched for the end of the header section.
+    scanned: usize,
+    /// Total length of the message being received, once known.
+    expected: Option<usize>,
+    failed: bool,
+}
+
+impl Default for StreamDecoder {
+    fn default() -> Self {
+        Self::new(ParseLimits::default())
+    }
+}
+
+impl StreamDecoder {
+    /// A decoder with the given limits.
+    pub fn new(limits: ParseLimits) -> Self {
+        StreamDecoder {
+            buf: BytesMut::new(),
+            limits,
+            scanned: 0,
+            expected: None,
+            failed: false,
+        }
+    }
+
+    /// Appends bytes read from the stream. Ignored after a framing error.
+    pub fn push(&mut self, data: &[u8]) {
+        if !self.failed {
+            self.buf.extend_from_slice(data);
+        }
+    }
+
+    /// Bytes held, waiting for the rest of a message.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Whether a framing error made the stream unusable.
+    pub fn is_failed(&self) -> bool {
+        self.failed
+    }
+
+    /// The next complete item, `None` when more bytes are needed.
+    pub fn next_item(&mut self) -> Option<Result<StreamItem, ParseError>> {
+        if self.failed {
+            return None;
+        }
+        if self.expected.is_none() {
+            // Keep-alives between messages.
+            if self.buf.starts_with(b"\r\n\r\n") {
+                self.buf.advance(4);
+                return Some(Ok(StreamItem::Ping));
+            }
+            if self.buf.starts_with(b"\r\n") {
+                if self.buf.len() == 3 && self.buf[2] == b'\r' {
+                    return None;
+                }
+                self.buf.advance(2);
+                return Some(Ok(StreamItem::Pong));
+            }
+            if self.buf.first() == Some(&b'\r') && self.buf.len() == 1 {
+                return None;
+            }
+            let from = self.scanned.saturating_sub(3);
+            let Some(found) = memchr::memmem::find(&self.buf[from..], b"\r\n\r\n") else {
+                self.scanned = self.buf.len();
+                if self.buf.len() > self.limits.max_message_size {
+                    return Some(Err(self.fail(ParseErrorKind::MessageTooLarge {
+                        size: self.buf.len(),
+                        limit: self.limits.max_message_size,
+                    })));
+                }
+                return None;
+            };
+            let head_len = from + found + 4;
+            let length = match content_length(&self.buf[..head_len]) {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    return Some(Err(self.fail(ParseErrorKind::MissingContentLength)));
+                }
+                Err(()) => {
+                    return Some(Err(self.fail(ParseErrorKind::InvalidHeader {
+                        header: "Content-Length",
+                        expected: "one length in bytes",
+                    })));
+                }
+            };
+            let total = head_len.saturating_add(length);
+            if total > self.limits.max_message_size {
+                return Some(Err(self.fail(ParseErrorKind::MessageTooLarge {
+                    size: total,
+                    limit: self.limits.max_message_size,
+                })));
+            }
+            self.expected = Some(total);
+        }
+        let total = self.expected?;
+        if self.buf.len() < total {
+            return None;
+        }
+        let frame = self.buf.split_to(total).freeze();
+        self.expected = None;
+        self.scanned = 0;
+        Some(Message::parse_with(frame, &self.limits, Framing::Stream).map(StreamItem::Message))
+    }
+
+    fn fail(&mut self, kind: ParseErrorKind) -> ParseError {
+        self.failed = true;
+        self.buf = BytesMut::new();
+        ParseError {
+            kind,
+            position: Position { line: 1, column: 1 },
+        }
+    }
+}
+
+/// Finds the Content-Length in a header section without parsing the rest.
+fn content_length(head: &[u8]) -> Result<Option<usize>, ()> {
+    let mut found = None;
+    for line in head.split(|&c| c == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = memchr::memchr(b':', line) else {
+            continue;
+        };
+        if line.first().is_some_and(|c| is_wsp(*c)) {
+            continue;
+        }
+        let mut name = &line[..colon];
+        while let Some((last, rest)) = name.split_last() {
+            if is_wsp(*last) {
+                name = rest;
+            } else {
+                break;
+            }
+        }
+        if HeaderName::from_bytes(name) != HeaderName::ContentLength {
+            continue;
+        }
+        let value = line[colon + 1..].trim_ascii();
+        if found.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        let n: usize = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or(())?;
+        found = Some(n);
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSG: &[u8] = b"MESSAGE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nl: 5\r\n\r\nhello";
+
+    #[test]
+    fn splits_messages_from_single_bytes() {
+        let mut d = StreamDecoder::default();
+        let mut stream = MSG.to_vec();
+        stream.extend_from_slice(b"\r\n");
+        stream.extend_from_slice(MSG);
+        let mut got = Vec::new();
+        for b in &stream {
+            d.push(std::slice::from_ref(b));
+            while let Some(item) = d.next_item() {
+                got.push(item.unwrap());
+            }
+        }
+        assert_eq!(got.len(), 3);
+        assert!(matches!(&got[0], StreamItem::Message(m) if m.body() == b"hello"));
+        assert_eq!(got[1], StreamItem::Pong);
+        assert!(matches!(&got[2], StreamItem::Message(_)));
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn refuses_oversize_declared_body_at_once() {
+        let mut d = StreamDecoder::new(ParseLimits {
+            max_message_size: 1000,
+            max_headers: 64,
+        });
+        d.push(b"MESSAGE sip:b@example.com SIP/2.0\r\nContent-Length: 100000\r\n\r\n");
+        let e = d.next_item().unwrap().unwrap_err();
+        assert!(matches!(e.kind, ParseErrorKind::MessageTooLarge { size, .. } if size > 100_000));
+        assert!(d.is_failed());
+        d.push(&[b'x'; 10_000]);
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn refuses_endless_headers() {
+        let mut d = StreamDecoder::new(ParseLimits {
+            max_message_size: 1000,
+            max_headers: 64,
+        });
+        for _ in 0..100 {
+            d.push(b"X-Filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n");
+            if let Some(r) = d.next_item() {
+                assert!(r.is_err());
+                return;
+            }
+        }
+        panic!("oversize header section was accepted");
+    }
+
+    #[test]
+    fn bad_message_is_skipped_and_stream_continues() {
+        let bad = b"MESSAGE sip:b@example.com SIP/2.0\r\nContent-Length: 0\r\n\r\n";
+        let mut d = StreamDecoder::default();
+        d.push(bad);
+        d.push(MSG);
+        assert!(d.next_item().unwrap().is_err());
+        assert!(matches!(d.next_item(), Some(Ok(StreamItem::Message(_)))));
+    }
+}
