@@ -18,7 +18,7 @@ Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REFER, NOTIFY, INFO, UPDATE\r\n\
 Supported: replaces, timer, 100rel\r\n\
 User-Agent: softphone-rs/0.1\r\n\
 Content-Type: application/sdp\r\n\
-Content-Length: 288\r\n\
+Content-Length: 279\r\n\
 \r\n\
 v=0\r\n\
 o=alice 2890844526 2890844526 IN IP4 client.atlanta.example.com\r\n\
@@ -55,7 +55,7 @@ CSeq: 1 INVITE\r\n\
 Contact: <sip:bob@client.biloxi.example.com>\r\n\
 Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n\
 Content-Type: application/sdp\r\n\
-Content-Length: 196\r\n\
+Content-Length: 198\r\n\
 \r\n\
 v=0\r\n\
 o=bob 2890844527 2890844527 IN IP4 client.biloxi.example.com\r\n\

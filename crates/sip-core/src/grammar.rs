@@ -155,7 +155,14 @@ fn run(i: &[u8], table: &[bool; 256]) -> usize {
 
 /// SWS: optional linear white space, folds included. Never fails.
 #[inline]
-pub(crate) fn sws(mut i: &[u8]) -> &[u8] {
+pub(crate) fn sws(i: &[u8]) -> &[u8] {
+    match i.first() {
+        Some(b' ' | b'\t' | b'\r') => sws_slow(i),
+        _ => i,
+    }
+}
+
+fn sws_slow(mut i: &[u8]) -> &[u8] {
     loop {
         let n = i.iter().position(|&c| !is_wsp(c)).unwrap_or(i.len());
         i = &i[n..];
@@ -417,19 +424,40 @@ impl<'a> Iterator for ListSplit<'a> {
         let start = self.pos;
         let v = self.value;
         let mut k = start;
-        let mut in_quote = false;
         let mut in_angle = false;
-        while k < v.len() {
+        loop {
+            let Some(p) = memchr::memchr3(b',', b'"', b'<', &v[k..]) else {
+                k = v.len();
+                break;
+            };
+            k += p;
             match v[k] {
-                b'\\' if in_quote => k += 1,
-                b'"' => in_quote = !in_quote,
-                b'<' if !in_quote => in_angle = true,
-                b'>' if !in_quote => in_angle = false,
-                b',' if !in_quote && !in_angle => break,
-                _ => {}
+                b'"' => {
+                    // Skip the quoted string, escapes included.
+                    k += 1;
+                    while k < v.len() && v[k] != b'"' {
+                        k += if v[k] == b'\\' { 2 } else { 1 };
+                    }
+                    k += 1;
+                }
+                b'<' => {
+                    in_angle = true;
+                    match memchr::memchr(b'>', &v[k..]) {
+                        Some(q) => {
+                            k += q + 1;
+                            in_angle = false;
+                        }
+                        None => k = v.len(),
+                    }
+                }
+                _ => break,
             }
-            k += 1;
+            if k >= v.len() {
+                k = v.len();
+                break;
+            }
         }
+        let _ = in_angle;
         let end = k.min(v.len());
         self.pos = end + 1;
         let raw = &v[start..end];

@@ -60,9 +60,14 @@ impl<'a> Params<'a> {
     /// `None` when absent, `Some(None)` for a flag, `Some(Some(v))` with a value.
     /// Names compare case-insensitively.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        let name = name.as_bytes();
+        let mut it = self.iter();
+        while let Some((n, v)) = it.next_raw() {
+            if n.eq_ignore_ascii_case(name) {
+                return Some(v.map(text));
+            }
+        }
+        None
     }
 
     /// The value of `name`, if present with a value.
@@ -94,10 +99,9 @@ pub struct ParamIter<'a> {
     rest: &'a [u8],
 }
 
-impl<'a> Iterator for ParamIter<'a> {
-    type Item = (&'a str, Option<&'a str>);
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<'a> ParamIter<'a> {
+    /// The next parameter as bytes, so lookups compare without converting.
+    fn next_raw(&mut self) -> Option<(&'a [u8], Option<&'a [u8]>)> {
         let i = sws(self.rest);
         let i = sws(i.strip_prefix(b";")?);
         let (i, name) = token(i).ok()?;
@@ -107,15 +111,23 @@ impl<'a> Iterator for ParamIter<'a> {
             if j.first() == Some(&b'"') {
                 let (r, q) = quoted_string(j).ok()?;
                 self.rest = r;
-                return Some((text(name), Some(text(q))));
+                return Some((name, Some(q)));
             }
             let n = grammar::param_value_run(j);
             self.rest = &j[n..];
-            Some((text(name), Some(text(&j[..n]))))
+            Some((name, Some(&j[..n])))
         } else {
             self.rest = i;
-            Some((text(name), None))
+            Some((name, None))
         }
+    }
+}
+
+impl<'a> Iterator for ParamIter<'a> {
+    type Item = (&'a str, Option<&'a str>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_raw().map(|(n, v)| (text(n), v.map(text)))
     }
 }
 
@@ -307,19 +319,23 @@ pub(crate) fn name_addr(i: &[u8]) -> PResult<'_, NameAddr<'_>> {
 impl<'a> TypedValue<'a> for NameAddr<'a> {
     fn parse_value(value: &'a [u8]) -> Result<Self, ValueError> {
         let na = complete(value, name_addr)?;
-        if let Some(q) = na.params.value("q") {
-            if qvalue(q).is_none() {
+        let mut it = na.params.iter();
+        while let Some((name, v)) = it.next_raw() {
+            let bad = if name.eq_ignore_ascii_case(b"q") {
+                v.and_then(|q| qvalue(text(q)))
+                    .is_none()
+                    .then_some("q value between 0 and 1")
+            } else if name.eq_ignore_ascii_case(b"expires") {
+                v.and_then(|e| text(e).parse::<u32>().ok())
+                    .is_none()
+                    .then_some("expires in seconds")
+            } else {
+                None
+            };
+            if let Some(expected) = bad {
                 return Err(ValueError {
                     offset: 0,
-                    expected: "q value between 0 and 1",
-                });
-            }
-        }
-        if let Some(e) = na.params.value("expires") {
-            if e.parse::<u32>().is_err() {
-                return Err(ValueError {
-                    offset: 0,
-                    expected: "expires in seconds",
+                    expected,
                 });
             }
         }
@@ -457,24 +473,22 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
         port,
         params: p,
     };
-    if let Some(ttl) = v.params.get("ttl") {
-        if ttl.and_then(|t| t.parse::<u8>().ok()).is_none() {
-            return fail(i, "ttl between 0 and 255");
-        }
-    }
-    if let Some(r) = v.params.get("received") {
-        if r.and_then(uri::parse_ip).is_none() {
-            return fail(i, "IP address in received");
-        }
-    }
-    if let Some(Some(r)) = v.params.get("rport") {
-        if r.parse::<u16>().is_err() {
-            return fail(i, "port in rport");
-        }
-    }
-    if let Some(b) = v.params.get("branch") {
-        if b.is_none_or(|b| !b.bytes().all(grammar::is_token) || b.is_empty()) {
-            return fail(i, "token in branch");
+    let mut it = v.params.iter();
+    while let Some((name, value)) = it.next_raw() {
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        let ok = if is(b"branch") {
+            value.is_some_and(|b| !b.is_empty() && b.iter().all(|&c| grammar::is_token(c)))
+        } else if is(b"rport") {
+            value.is_none_or(|r| text(r).parse::<u16>().is_ok())
+        } else if is(b"received") {
+            value.and_then(|r| uri::parse_ip(text(r))).is_some()
+        } else if is(b"ttl") {
+            value.and_then(|t| text(t).parse::<u8>().ok()).is_some()
+        } else {
+            true
+        };
+        if !ok {
+            return fail(i, "valid ttl, received, rport and branch parameters");
         }
     }
     Ok((i, v))

@@ -1176,8 +1176,10 @@ fn parse_message(
     let Some(head_end) = head_end else {
         return err(ParseErrorKind::UnterminatedHeaders, b.len());
     };
-    if let Err(e) = std::str::from_utf8(&b[..head_end]) {
-        return err(ParseErrorKind::InvalidUtf8, e.valid_up_to());
+    if !b[..head_end].is_ascii() {
+        if let Err(e) = std::str::from_utf8(&b[..head_end]) {
+            return err(ParseErrorKind::InvalidUtf8, e.valid_up_to());
+        }
     }
     let body_start = head_end + 2;
     let (ls, le) = start_line.unwrap_or((0, 0));
