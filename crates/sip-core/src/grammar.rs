@@ -1,6 +1,6 @@
 //! RFC 3261 §25 building blocks as nom parsers over bytes.
 //!
-//! Every parser here takes `&[u8]` and returns the rest; nothing allocates.
+//! Every parser here takes `&str` and returns the rest; nothing allocates.
 //! Character classes are lookup tables so the hot loops stay branch-light.
 
 use std::borrow::Cow;
@@ -11,24 +11,24 @@ use nom::error::ErrorKind;
 /// Why a grammar rule failed, and at which remaining input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct GrammarError<'a> {
-    pub(crate) input: &'a [u8],
+    pub(crate) input: &'a str,
     pub(crate) expected: &'static str,
 }
 
-impl<'a> nom::error::ParseError<&'a [u8]> for GrammarError<'a> {
-    fn from_error_kind(input: &'a [u8], _kind: ErrorKind) -> Self {
+impl<'a> nom::error::ParseError<&'a str> for GrammarError<'a> {
+    fn from_error_kind(input: &'a str, _kind: ErrorKind) -> Self {
         GrammarError {
             input,
             expected: "valid syntax",
         }
     }
 
-    fn append(_input: &'a [u8], _kind: ErrorKind, other: Self) -> Self {
+    fn append(_input: &'a str, _kind: ErrorKind, other: Self) -> Self {
         other
     }
 }
 
-pub(crate) type PResult<'a, O> = IResult<&'a [u8], O, GrammarError<'a>>;
+pub(crate) type PResult<'a, O> = IResult<&'a str, O, GrammarError<'a>>;
 
 /// A failure `offset` bytes into a header value or URI.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,15 +37,15 @@ pub(crate) struct ValueError {
     pub(crate) expected: &'static str,
 }
 
-pub(crate) fn fail<'a, O>(input: &'a [u8], expected: &'static str) -> PResult<'a, O> {
+pub(crate) fn fail<'a, O>(input: &'a str, expected: &'static str) -> PResult<'a, O> {
     Err(nom::Err::Error(GrammarError { input, expected }))
 }
 
 /// Runs `parser` over all of `value` (trailing whitespace allowed) and maps a
 /// failure to an offset within `value`.
 pub(crate) fn complete<'a, O>(
-    value: &'a [u8],
-    mut parser: impl FnMut(&'a [u8]) -> PResult<'a, O>,
+    value: &'a str,
+    mut parser: impl FnMut(&'a str) -> PResult<'a, O>,
 ) -> Result<O, ValueError> {
     match parser(value) {
         Ok((rest, out)) => {
@@ -71,7 +71,7 @@ pub(crate) fn complete<'a, O>(
 }
 
 /// Bytes between `whole` and its suffix `rest`.
-pub(crate) fn consumed<'a>(whole: &'a [u8], rest: &[u8]) -> &'a [u8] {
+pub(crate) fn consumed<'a>(whole: &'a str, rest: &str) -> &'a str {
     &whole[..whole.len() - rest.len()]
 }
 
@@ -147,26 +147,35 @@ pub(crate) fn is_wsp(c: u8) -> bool {
 
 /// Length of the leading run of bytes in `table`.
 #[inline]
-fn run(i: &[u8], table: &[bool; 256]) -> usize {
-    i.iter()
+fn run(i: &str, table: &[bool; 256]) -> usize {
+    i.as_bytes()
+        .iter()
         .position(|&c| !table[c as usize])
         .unwrap_or(i.len())
 }
 
 /// SWS: optional linear white space, folds included. Never fails.
 #[inline]
-pub(crate) fn sws(i: &[u8]) -> &[u8] {
-    match i.first() {
+pub(crate) fn sws(i: &str) -> &str {
+    match i.as_bytes().first() {
         Some(b' ' | b'\t' | b'\r') => sws_slow(i),
         _ => i,
     }
 }
 
-fn sws_slow(mut i: &[u8]) -> &[u8] {
+fn sws_slow(mut i: &str) -> &str {
     loop {
-        let n = i.iter().position(|&c| !is_wsp(c)).unwrap_or(i.len());
+        let n = i
+            .as_bytes()
+            .iter()
+            .position(|&c| !is_wsp(c))
+            .unwrap_or(i.len());
         i = &i[n..];
-        if i.len() >= 3 && i[0] == b'\r' && i[1] == b'\n' && is_wsp(i[2]) {
+        if i.len() >= 3
+            && i.as_bytes()[0] == b'\r'
+            && i.as_bytes()[1] == b'\n'
+            && is_wsp(i.as_bytes()[2])
+        {
             i = &i[2..];
         } else {
             return i;
@@ -175,7 +184,7 @@ fn sws_slow(mut i: &[u8]) -> &[u8] {
 }
 
 /// LWS: at least one white space character (possibly after a fold).
-pub(crate) fn lws(i: &[u8]) -> PResult<'_, ()> {
+pub(crate) fn lws(i: &str) -> PResult<'_, ()> {
     let rest = sws(i);
     if rest.len() == i.len() {
         fail(i, "white space")
@@ -184,7 +193,7 @@ pub(crate) fn lws(i: &[u8]) -> PResult<'_, ()> {
     }
 }
 
-pub(crate) fn token(i: &[u8]) -> PResult<'_, &[u8]> {
+pub(crate) fn token(i: &str) -> PResult<'_, &str> {
     let n = run(i, &TOKEN);
     if n == 0 {
         fail(i, "token")
@@ -193,7 +202,7 @@ pub(crate) fn token(i: &[u8]) -> PResult<'_, &[u8]> {
     }
 }
 
-pub(crate) fn word(i: &[u8]) -> PResult<'_, &[u8]> {
+pub(crate) fn word(i: &str) -> PResult<'_, &str> {
     let n = run(i, &WORD);
     if n == 0 {
         fail(i, "word")
@@ -202,9 +211,9 @@ pub(crate) fn word(i: &[u8]) -> PResult<'_, &[u8]> {
     }
 }
 
-pub(crate) fn digits(i: &[u8]) -> PResult<'_, &[u8]> {
+pub(crate) fn digits(i: &str) -> PResult<'_, &str> {
     let n = i
-        .iter()
+        .bytes()
         .position(|c| !c.is_ascii_digit())
         .unwrap_or(i.len());
     if n == 0 {
@@ -215,10 +224,10 @@ pub(crate) fn digits(i: &[u8]) -> PResult<'_, &[u8]> {
 }
 
 /// A decimal number that fits `max`.
-pub(crate) fn number<'a>(i: &'a [u8], max: u64, expected: &'static str) -> PResult<'a, u64> {
+pub(crate) fn number<'a>(i: &'a str, max: u64, expected: &'static str) -> PResult<'a, u64> {
     let (rest, d) = digits(i).map_err(|_| nom::Err::Error(GrammarError { input: i, expected }))?;
     let mut v: u64 = 0;
-    for &c in d {
+    for c in d.bytes() {
         v = match v
             .checked_mul(10)
             .and_then(|v| v.checked_add(u64::from(c - b'0')))
@@ -232,10 +241,10 @@ pub(crate) fn number<'a>(i: &'a [u8], max: u64, expected: &'static str) -> PResu
 
 /// Expects `c` after optional white space on both sides (SEMI, COMMA, EQUAL…).
 #[inline]
-pub(crate) fn sep(c: u8, expected: &'static str) -> impl Fn(&[u8]) -> PResult<'_, ()> {
-    move |i: &[u8]| {
+pub(crate) fn sep(c: u8, expected: &'static str) -> impl Fn(&str) -> PResult<'_, ()> {
+    move |i: &str| {
         let j = sws(i);
-        if j.first() == Some(&c) {
+        if j.as_bytes().first() == Some(&c) {
             Ok((sws(&j[1..]), ()))
         } else {
             fail(i, expected)
@@ -244,17 +253,17 @@ pub(crate) fn sep(c: u8, expected: &'static str) -> impl Fn(&[u8]) -> PResult<'_
 }
 
 /// A quoted string; returns the raw content between the quotes (escapes kept).
-pub(crate) fn quoted_string(i: &[u8]) -> PResult<'_, &[u8]> {
-    if i.first() != Some(&b'"') {
+pub(crate) fn quoted_string(i: &str) -> PResult<'_, &str> {
+    if i.as_bytes().first() != Some(&b'"') {
         return fail(i, "quoted string");
     }
     let body = &i[1..];
     let mut k = 0;
     while k < body.len() {
-        match body[k] {
+        match body.as_bytes()[k] {
             b'"' => return Ok((&body[k + 1..], &body[..k])),
             b'\\' => {
-                match body.get(k + 1) {
+                match body.as_bytes().get(k + 1) {
                     Some(b'\r' | b'\n') | None => {
                         return fail(&body[k..], "escaped character in quoted string");
                     }
@@ -263,7 +272,10 @@ pub(crate) fn quoted_string(i: &[u8]) -> PResult<'_, &[u8]> {
                 continue;
             }
             b'\r' => {
-                if body.len() > k + 2 && body[k + 1] == b'\n' && is_wsp(body[k + 2]) {
+                if body.len() > k + 2
+                    && body.as_bytes()[k + 1] == b'\n'
+                    && is_wsp(body.as_bytes()[k + 2])
+                {
                     k += 3;
                     continue;
                 }
@@ -327,7 +339,8 @@ pub(crate) fn percent_decode(raw: &str) -> Cow<'_, str> {
 }
 
 /// Checks that every `%` starts a valid `%HH` escape.
-pub(crate) fn escapes_valid(s: &[u8]) -> Option<usize> {
+pub(crate) fn escapes_valid(s: &str) -> Option<usize> {
+    let s = s.as_bytes();
     let mut k = 0;
     while let Some(p) = memchr::memchr(b'%', &s[k..]) {
         let at = k + p;
@@ -342,22 +355,22 @@ pub(crate) fn escapes_valid(s: &[u8]) -> Option<usize> {
     None
 }
 
-pub(crate) fn userinfo_run(i: &[u8]) -> usize {
+pub(crate) fn userinfo_run(i: &str) -> usize {
     run(i, &USERINFO)
 }
-pub(crate) fn hostname_run(i: &[u8]) -> usize {
+pub(crate) fn hostname_run(i: &str) -> usize {
     run(i, &HOSTNAME)
 }
-pub(crate) fn uri_param_run(i: &[u8]) -> usize {
+pub(crate) fn uri_param_run(i: &str) -> usize {
     run(i, &URI_PARAM)
 }
-pub(crate) fn uri_header_run(i: &[u8]) -> usize {
+pub(crate) fn uri_header_run(i: &str) -> usize {
     run(i, &URI_HEADER)
 }
-pub(crate) fn opaque_run(i: &[u8]) -> usize {
+pub(crate) fn opaque_run(i: &str) -> usize {
     run(i, &OPAQUE)
 }
-pub(crate) fn param_value_run(i: &[u8]) -> usize {
+pub(crate) fn param_value_run(i: &str) -> usize {
     run(i, &PARAM_VALUE)
 }
 
@@ -365,12 +378,12 @@ pub(crate) fn param_value_run(i: &[u8]) -> usize {
 ///
 /// gen-value = token / host / quoted-string; a bare IPv6 address is allowed
 /// because `received` carries one.
-pub(crate) fn generic_params(i: &[u8]) -> PResult<'_, &[u8]> {
+pub(crate) fn generic_params(i: &str) -> PResult<'_, &str> {
     let mut rest = i;
     let mut end = i;
     loop {
         let j = sws(rest);
-        if j.first() != Some(&b';') {
+        if j.as_bytes().first() != Some(&b';') {
             break;
         }
         let j = sws(&j[1..]);
@@ -381,9 +394,9 @@ pub(crate) fn generic_params(i: &[u8]) -> PResult<'_, &[u8]> {
             })
         })?;
         let k = sws(j);
-        let j = if k.first() == Some(&b'=') {
+        let j = if k.as_bytes().first() == Some(&b'=') {
             let k = sws(&k[1..]);
-            if k.first() == Some(&b'"') {
+            if k.as_bytes().first() == Some(&b'"') {
                 quoted_string(k)?.0
             } else {
                 let n = param_value_run(k);
@@ -404,18 +417,18 @@ pub(crate) fn generic_params(i: &[u8]) -> PResult<'_, &[u8]> {
 /// Splits a list header value at top-level commas (outside quotes and `<>`).
 ///
 /// Yields `(offset, element)` with surrounding white space trimmed.
-pub(crate) fn split_list(value: &[u8]) -> ListSplit<'_> {
+pub(crate) fn split_list(value: &str) -> ListSplit<'_> {
     ListSplit { value, pos: 0 }
 }
 
 #[derive(Debug)]
 pub(crate) struct ListSplit<'a> {
-    value: &'a [u8],
+    value: &'a str,
     pos: usize,
 }
 
 impl<'a> Iterator for ListSplit<'a> {
-    type Item = (usize, &'a [u8]);
+    type Item = (usize, &'a str);
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.pos > self.value.len() {
@@ -423,53 +436,40 @@ impl<'a> Iterator for ListSplit<'a> {
         }
         let start = self.pos;
         let v = self.value;
+        let vb = v.as_bytes();
         let mut k = start;
-        let mut in_angle = false;
         loop {
-            let Some(p) = memchr::memchr3(b',', b'"', b'<', &v[k..]) else {
-                k = v.len();
+            let Some(p) = memchr::memchr3(b',', b'"', b'<', &vb[k..]) else {
+                k = vb.len();
                 break;
             };
             k += p;
-            match v[k] {
+            match vb[k] {
                 b'"' => {
                     // Skip the quoted string, escapes included.
                     k += 1;
-                    while k < v.len() && v[k] != b'"' {
-                        k += if v[k] == b'\\' { 2 } else { 1 };
+                    while k < vb.len() && vb[k] != b'"' {
+                        k += if vb[k] == b'\\' { 2 } else { 1 };
                     }
                     k += 1;
                 }
-                b'<' => {
-                    in_angle = true;
-                    match memchr::memchr(b'>', &v[k..]) {
-                        Some(q) => {
-                            k += q + 1;
-                            in_angle = false;
-                        }
-                        None => k = v.len(),
-                    }
-                }
+                b'<' => match memchr::memchr(b'>', &vb[k..]) {
+                    Some(q) => k += q + 1,
+                    None => k = vb.len(),
+                },
                 _ => break,
             }
-            if k >= v.len() {
-                k = v.len();
+            if k >= vb.len() {
+                k = vb.len();
                 break;
             }
         }
-        let _ = in_angle;
-        let end = k.min(v.len());
+        // `k` is at a comma or the end: both are character boundaries.
+        let end = k;
         self.pos = end + 1;
-        let raw = &v[start..end];
+        let raw = v.get(start..end).unwrap_or("");
         let lead = raw.len() - sws(raw).len();
-        let mut elem = &raw[lead..];
-        while let Some((last, head)) = elem.split_last() {
-            if is_wsp(*last) || *last == b'\r' || *last == b'\n' {
-                elem = head;
-            } else {
-                break;
-            }
-        }
+        let elem = raw[lead..].trim_end_matches([' ', '\t', '\r', '\n']);
         Some((start + lead, elem))
     }
 }
@@ -480,49 +480,42 @@ mod tests {
 
     #[test]
     fn quoted_string_handles_escapes_and_folds() {
-        let (rest, q) = quoted_string(b"\"a \\\"b\\\" \\\\ c\" x").unwrap();
-        assert_eq!(q, b"a \\\"b\\\" \\\\ c");
-        assert_eq!(rest, b" x");
-        assert_eq!(unquote(text(q)), "a \"b\" \\ c");
-        assert!(quoted_string(b"\"open").is_err());
-        assert!(quoted_string(b"\"a\r\n b\"").is_ok());
-        assert!(quoted_string(b"\"a\r\nb\"").is_err());
+        let (rest, q) = quoted_string("\"a \\\"b\\\" \\\\ c\" x").unwrap();
+        assert_eq!(q, "a \\\"b\\\" \\\\ c");
+        assert_eq!(rest, " x");
+        assert_eq!(unquote(q), "a \"b\" \\ c");
+        assert!(quoted_string("\"open").is_err());
+        assert!(quoted_string("\"a\r\n b\"").is_ok());
+        assert!(quoted_string("\"a\r\nb\"").is_err());
     }
 
     #[test]
     fn sws_skips_folds_but_not_line_ends() {
-        assert_eq!(sws(b" \t\r\n  x"), b"x");
-        assert_eq!(sws(b" \r\nx"), b"\r\nx");
+        assert_eq!(sws(" \t\r\n  x"), "x");
+        assert_eq!(sws(" \r\nx"), "\r\nx");
     }
 
     #[test]
     fn list_split_respects_quotes_and_angles() {
-        let v: Vec<_> = split_list(b"\"a, b\" <sip:x@y;p=1,2>, sip:z , <sip:w>")
+        let v: Vec<_> = split_list("\"a, b\" <sip:x@y;p=1,2>, sip:z , <sip:w>")
             .map(|(_, e)| e)
             .collect();
-        assert_eq!(
-            v,
-            vec![
-                &b"\"a, b\" <sip:x@y;p=1,2>"[..],
-                &b"sip:z"[..],
-                &b"<sip:w>"[..]
-            ]
-        );
+        assert_eq!(v, vec!["\"a, b\" <sip:x@y;p=1,2>", "sip:z", "<sip:w>"]);
     }
 
     #[test]
     fn percent_decode_decodes_valid_escapes_only() {
         assert_eq!(percent_decode("a%20b"), "a b");
         assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(escapes_valid(b"a%2"), Some(1));
-        assert_eq!(escapes_valid(b"a%zz"), Some(1));
-        assert_eq!(escapes_valid(b"a%41b"), None);
+        assert_eq!(escapes_valid("a%2"), Some(1));
+        assert_eq!(escapes_valid("a%zz"), Some(1));
+        assert_eq!(escapes_valid("a%41b"), None);
     }
 
     #[test]
     fn number_rejects_overflow() {
-        assert_eq!(number(b"255", 255, "n").unwrap().1, 255);
-        assert!(number(b"256", 255, "n").is_err());
-        assert!(number(b"99999999999999999999999", u64::MAX, "n").is_err());
+        assert_eq!(number("255", 255, "n").unwrap().1, 255);
+        assert!(number("256", 255, "n").is_err());
+        assert!(number("99999999999999999999999", u64::MAX, "n").is_err());
     }
 }

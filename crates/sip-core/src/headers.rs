@@ -7,14 +7,14 @@ use std::fmt;
 
 use crate::error::{ParseError, ParseErrorKind, Position};
 use crate::grammar::{
-    self, PResult, ValueError, complete, consumed, fail, lws, quoted_string, sep, sws, text, token,
+    self, PResult, ValueError, complete, consumed, fail, lws, quoted_string, sep, sws, token,
 };
 use crate::name::{HeaderName, Method};
 use crate::uri::{self, Host, Uri, UriContext};
 
 /// A typed header value: how it is parsed from the raw value bytes.
 pub(crate) trait TypedValue<'a>: Sized {
-    fn parse_value(value: &'a [u8]) -> Result<Self, ValueError>;
+    fn parse_value(value: &'a str) -> Result<Self, ValueError>;
 }
 
 macro_rules! public_parse {
@@ -22,7 +22,7 @@ macro_rules! public_parse {
         impl<'a> $ty<'a> {
             #[doc = concat!("Parses one `", $header, "` value.")]
             pub fn parse(value: &'a str) -> Result<Self, ParseError> {
-                <Self as TypedValue<'a>>::parse_value(value.as_bytes()).map_err(|e| ParseError {
+                <Self as TypedValue<'a>>::parse_value(value).map_err(|e| ParseError {
                     kind: ParseErrorKind::InvalidHeader {
                         header: $header,
                         expected: e.expected,
@@ -52,19 +52,16 @@ impl<'a> Params<'a> {
     /// `(name, value)` pairs in order; quotes are removed from quoted values,
     /// escapes kept; a flag parameter has no value.
     pub fn iter(&self) -> ParamIter<'a> {
-        ParamIter {
-            rest: self.0.as_bytes(),
-        }
+        ParamIter { rest: self.0 }
     }
 
     /// `None` when absent, `Some(None)` for a flag, `Some(Some(v))` with a value.
     /// Names compare case-insensitively.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        let name = name.as_bytes();
         let mut it = self.iter();
         while let Some((n, v)) = it.next_raw() {
             if n.eq_ignore_ascii_case(name) {
-                return Some(v.map(text));
+                return Some(v);
             }
         }
         None
@@ -82,7 +79,7 @@ impl fmt::Display for Params<'_> {
             write!(f, ";{name}")?;
             if let Some(v) = value {
                 // Re-quote what was quoted: anything that is not a plain value.
-                if grammar::param_value_run(v.as_bytes()) == v.len() && !v.is_empty() {
+                if grammar::param_value_run(v) == v.len() && !v.is_empty() {
                     write!(f, "={v}")?;
                 } else {
                     write!(f, "=\"{v}\"")?;
@@ -96,19 +93,19 @@ impl fmt::Display for Params<'_> {
 /// Iterator over [`Params`].
 #[derive(Debug, Clone)]
 pub struct ParamIter<'a> {
-    rest: &'a [u8],
+    rest: &'a str,
 }
 
 impl<'a> ParamIter<'a> {
     /// The next parameter as bytes, so lookups compare without converting.
-    fn next_raw(&mut self) -> Option<(&'a [u8], Option<&'a [u8]>)> {
+    fn next_raw(&mut self) -> Option<(&'a str, Option<&'a str>)> {
         let i = sws(self.rest);
-        let i = sws(i.strip_prefix(b";")?);
+        let i = sws(i.strip_prefix(';')?);
         let (i, name) = token(i).ok()?;
         let j = sws(i);
-        if let Some(j) = j.strip_prefix(b"=") {
+        if let Some(j) = j.strip_prefix('=') {
             let j = sws(j);
-            if j.first() == Some(&b'"') {
+            if j.as_bytes().first() == Some(&b'"') {
                 let (r, q) = quoted_string(j).ok()?;
                 self.rest = r;
                 return Some((name, Some(q)));
@@ -127,13 +124,13 @@ impl<'a> Iterator for ParamIter<'a> {
     type Item = (&'a str, Option<&'a str>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.next_raw().map(|(n, v)| (text(n), v.map(text)))
+        self.next_raw()
     }
 }
 
-fn params(i: &[u8]) -> PResult<'_, Params<'_>> {
+fn params(i: &str) -> PResult<'_, Params<'_>> {
     let (r, raw) = grammar::generic_params(i)?;
-    Ok((r, Params(text(raw))))
+    Ok((r, Params(raw)))
 }
 
 /// A display name and address: From, To, Contact, Route, Record-Route,
@@ -248,40 +245,40 @@ fn qvalue(v: &str) -> Option<u16> {
     }
 }
 
-pub(crate) fn name_addr(i: &[u8]) -> PResult<'_, NameAddr<'_>> {
+pub(crate) fn name_addr(i: &str) -> PResult<'_, NameAddr<'_>> {
     let i = sws(i);
     let mut display = None;
     let mut quoted = false;
     let mut j = i;
-    if i.first() == Some(&b'"') {
+    if i.as_bytes().first() == Some(&b'"') {
         let (r, q) = quoted_string(i)?;
-        display = Some(text(q));
+        display = Some(q);
         quoted = true;
         j = sws(r);
-        if j.first() != Some(&b'<') {
+        if j.as_bytes().first() != Some(&b'<') {
             return fail(j, "< after the display name");
         }
-    } else if i.first() != Some(&b'<') {
+    } else if i.as_bytes().first() != Some(&b'<') {
         // Either `token *(LWS token) <uri>` or an addr-spec.
         let mut k = i;
         while let Ok((r, _)) = token(k) {
             k = sws(r);
         }
-        if k.first() == Some(&b'<') && k.len() < i.len() {
+        if k.as_bytes().first() == Some(&b'<') && k.len() < i.len() {
             let raw = consumed(i, k);
             let trimmed = raw.len()
                 - raw
-                    .iter()
+                    .bytes()
                     .rev()
                     .take_while(|c| c.is_ascii_whitespace())
                     .count();
-            display = Some(text(&raw[..trimmed]));
+            display = Some(&raw[..trimmed]);
             j = k;
         }
     }
-    if j.first() == Some(&b'<') {
+    if j.as_bytes().first() == Some(&b'<') {
         let inner = &j[1..];
-        let Some(end) = memchr::memchr(b'>', inner) else {
+        let Some(end) = memchr::memchr(b'>', inner.as_bytes()) else {
             return fail(j, "> closing the address");
         };
         let addr = complete(&inner[..end], |u| uri::uri(u, UriContext::Whole)).map_err(|e| {
@@ -317,16 +314,16 @@ pub(crate) fn name_addr(i: &[u8]) -> PResult<'_, NameAddr<'_>> {
 }
 
 impl<'a> TypedValue<'a> for NameAddr<'a> {
-    fn parse_value(value: &'a [u8]) -> Result<Self, ValueError> {
+    fn parse_value(value: &'a str) -> Result<Self, ValueError> {
         let na = complete(value, name_addr)?;
         let mut it = na.params.iter();
         while let Some((name, v)) = it.next_raw() {
-            let bad = if name.eq_ignore_ascii_case(b"q") {
-                v.and_then(|q| qvalue(text(q)))
+            let bad = if name.eq_ignore_ascii_case("q") {
+                v.and_then(|q| qvalue(q))
                     .is_none()
                     .then_some("q value between 0 and 1")
-            } else if name.eq_ignore_ascii_case(b"expires") {
-                v.and_then(|e| text(e).parse::<u32>().ok())
+            } else if name.eq_ignore_ascii_case("expires") {
+                v.and_then(|e| (e).parse::<u32>().ok())
                     .is_none()
                     .then_some("expires in seconds")
             } else {
@@ -364,8 +361,8 @@ impl<'a> Contact<'a> {
 }
 
 impl<'a> TypedValue<'a> for Contact<'a> {
-    fn parse_value(value: &'a [u8]) -> Result<Self, ValueError> {
-        if sws(value).trim_ascii_end() == b"*" {
+    fn parse_value(value: &'a str) -> Result<Self, ValueError> {
+        if sws(value).trim_end() == "*" {
             return Ok(Contact::Any);
         }
         NameAddr::parse_value(value).map(Contact::Address)
@@ -448,7 +445,7 @@ impl fmt::Display for Via<'_> {
     }
 }
 
-fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
+fn via(i: &str) -> PResult<'_, Via<'_>> {
     let (i, protocol) = token(sws(i)).map_err(|_| expected(i, "protocol name"))?;
     let (i, _) = sep(b'/', "/ after the protocol name")(i)?;
     let (i, version) = token(i).map_err(|_| expected(i, "protocol version"))?;
@@ -457,7 +454,7 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
     let (i, _) = lws(i).map_err(|_| expected(i, "white space before sent-by"))?;
     let (i, host) = uri::host(i)?;
     let j = sws(i);
-    let (i, port) = if j.first() == Some(&b':') {
+    let (i, port) = if j.as_bytes().first() == Some(&b':') {
         let k = sws(&j[1..]);
         let (r, n) = grammar::number(k, u64::from(u16::MAX), "sent-by port")?;
         (r, Some(u16::try_from(n).unwrap_or(u16::MAX)))
@@ -466,24 +463,24 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
     };
     let (i, p) = params(i)?;
     let v = Via {
-        protocol: text(protocol),
-        version: text(version),
-        transport: text(transport),
+        protocol: (protocol),
+        version: (version),
+        transport: (transport),
         host,
         port,
         params: p,
     };
     let mut it = v.params.iter();
     while let Some((name, value)) = it.next_raw() {
-        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
-        let ok = if is(b"branch") {
-            value.is_some_and(|b| !b.is_empty() && b.iter().all(|&c| grammar::is_token(c)))
-        } else if is(b"rport") {
-            value.is_none_or(|r| text(r).parse::<u16>().is_ok())
-        } else if is(b"received") {
-            value.and_then(|r| uri::parse_ip(text(r))).is_some()
-        } else if is(b"ttl") {
-            value.and_then(|t| text(t).parse::<u8>().ok()).is_some()
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        let ok = if is("branch") {
+            value.is_some_and(|b| !b.is_empty() && b.bytes().all(grammar::is_token))
+        } else if is("rport") {
+            value.is_none_or(|r| (r).parse::<u16>().is_ok())
+        } else if is("received") {
+            value.and_then(|r| uri::parse_ip(r)).is_some()
+        } else if is("ttl") {
+            value.and_then(|t| (t).parse::<u8>().ok()).is_some()
         } else {
             true
         };
@@ -494,7 +491,7 @@ fn via(i: &[u8]) -> PResult<'_, Via<'_>> {
     Ok((i, v))
 }
 
-fn expected<'a>(input: &'a [u8], what: &'static str) -> nom::Err<grammar::GrammarError<'a>> {
+fn expected<'a>(input: &'a str, what: &'static str) -> nom::Err<grammar::GrammarError<'a>> {
     nom::Err::Error(grammar::GrammarError {
         input,
         expected: what,
@@ -502,7 +499,7 @@ fn expected<'a>(input: &'a [u8], what: &'static str) -> nom::Err<grammar::Gramma
 }
 
 impl<'a> TypedValue<'a> for Via<'a> {
-    fn parse_value(value: &'a [u8]) -> Result<Self, ValueError> {
+    fn parse_value(value: &'a str) -> Result<Self, ValueError> {
         complete(value, via)
     }
 }
@@ -531,7 +528,7 @@ impl fmt::Display for CSeq<'_> {
 }
 
 impl<'a> TypedValue<'a> for CSeq<'a> {
-    fn parse_value(value: &'a [u8]) -> Result<Self, ValueError> {
+    fn parse_value(value: &'a str) -> Result<Self, ValueError> {
         complete(value, |i| {
             let (i, seq) = grammar::number(sws(i), (1 << 31) - 1, "sequence number below 2^31")?;
             let (i, _) = lws(i)?;
@@ -540,7 +537,7 @@ impl<'a> TypedValue<'a> for CSeq<'a> {
                 i,
                 CSeq {
                     seq: u32::try_from(seq).unwrap_or(0),
-                    method_token: text(m),
+                    method_token: (m),
                 },
             ))
         })
@@ -549,21 +546,21 @@ impl<'a> TypedValue<'a> for CSeq<'a> {
 public_parse!(CSeq, "CSeq");
 
 /// Call-ID = word [ "@" word ].
-pub(crate) fn call_id(value: &[u8]) -> Result<&str, ValueError> {
+pub(crate) fn call_id(value: &str) -> Result<&str, ValueError> {
     complete(value, |i| {
         let start = sws(i);
         let (r, _) = grammar::word(start)?;
-        let r = if r.first() == Some(&b'@') {
+        let r = if r.as_bytes().first() == Some(&b'@') {
             grammar::word(&r[1..])?.0
         } else {
             r
         };
-        Ok((r, text(consumed(start, r))))
+        Ok((r, (consumed(start, r))))
     })
 }
 
 /// A number header: Expires, Min-Expires, Max-Forwards, Content-Length, Min-SE.
-pub(crate) fn delta(value: &[u8], max: u64, what: &'static str) -> Result<u64, ValueError> {
+pub(crate) fn delta(value: &str, max: u64, what: &'static str) -> Result<u64, ValueError> {
     complete(value, |i| grammar::number(sws(i), max, what))
 }
 
@@ -589,15 +586,15 @@ impl<'a> AuthParams<'a> {
 
     /// `(name, raw value)` pairs; quoted values keep their escapes, without quotes.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, &'a str)> + 'a {
-        grammar::split_list(self.0.as_bytes()).filter_map(|(_, p)| {
+        grammar::split_list(self.0).filter_map(|(_, p)| {
             let (r, name) = token(p).ok()?;
-            let r = sws(r).strip_prefix(b"=")?;
+            let r = sws(r).strip_prefix('=')?;
             let r = sws(r);
             let v = match quoted_string(r) {
                 Ok((_, q)) => q,
                 Err(_) => r,
             };
-            Some((text(name), text(v)))
+            Some(((name), (v)))
         })
     }
 
@@ -622,10 +619,10 @@ impl fmt::Display for Auth<'_> {
     }
 }
 
-fn auth_param(i: &[u8]) -> PResult<'_, ()> {
+fn auth_param(i: &str) -> PResult<'_, ()> {
     let (i, _) = token(i).map_err(|_| expected(i, "auth parameter name"))?;
     let (i, _) = sep(b'=', "= after the parameter name")(i)?;
-    if i.first() == Some(&b'"') {
+    if i.as_bytes().first() == Some(&b'"') {
         let (i, _) = quoted_string(i)?;
         Ok((i, ()))
     } else {
@@ -635,31 +632,31 @@ fn auth_param(i: &[u8]) -> PResult<'_, ()> {
 }
 
 impl<'a> TypedValue<'a> for Auth<'a> {
-    fn parse_value(value: &'a [u8]) -> Result<Self, ValueError> {
+    fn parse_value(value: &'a str) -> Result<Self, ValueError> {
         complete(value, |i| {
             let (i, scheme) = token(sws(i)).map_err(|_| expected(i, "scheme"))?;
             let (i, _) = lws(i).map_err(|_| expected(i, "white space after the scheme"))?;
             let start = i;
             // token68 (e.g. Basic credentials) or an auth-param list.
             let t68 = i
-                .iter()
-                .position(|c| !(c.is_ascii_alphanumeric() || b"-._~+/".contains(c)))
+                .bytes()
+                .position(|c| !(c.is_ascii_alphanumeric() || b"-._~+/".contains(&c)))
                 .unwrap_or(i.len());
             let after = &i[t68..];
-            let eq = after.iter().take_while(|&&c| c == b'=').count();
+            let eq = after.as_bytes().iter().take_while(|&&c| c == b'=').count();
             if t68 > 0 && sws(&after[eq..]).is_empty() && !(eq == 1 && !after[1..].is_empty()) {
                 return Ok((
                     &after[eq..],
                     Auth {
-                        scheme: text(scheme),
-                        params: AuthParams(text(consumed(start, &after[eq..]))),
+                        scheme: (scheme),
+                        params: AuthParams(consumed(start, &after[eq..])),
                     },
                 ));
             }
             let (mut i, _) = auth_param(i)?;
             loop {
                 let j = sws(i);
-                if j.first() != Some(&b',') {
+                if j.as_bytes().first() != Some(&b',') {
                     break;
                 }
                 i = auth_param(sws(&j[1..]))?.0;
@@ -667,8 +664,8 @@ impl<'a> TypedValue<'a> for Auth<'a> {
             Ok((
                 i,
                 Auth {
-                    scheme: text(scheme),
-                    params: AuthParams(text(consumed(start, i))),
+                    scheme: (scheme),
+                    params: AuthParams(consumed(start, i)),
                 },
             ))
         })
@@ -701,7 +698,7 @@ impl fmt::Display for ContentType<'_> {
 }
 
 impl<'a> TypedValue<'a> for ContentType<'a> {
-    fn parse_value(value: &'a [u8]) -> Result<Self, ValueError> {
+    fn parse_value(value: &'a str) -> Result<Self, ValueError> {
         complete(value, |i| {
             let (i, mtype) = token(sws(i)).map_err(|_| expected(i, "media type"))?;
             let (i, _) = sep(b'/', "/ in the media type")(i)?;
@@ -710,8 +707,8 @@ impl<'a> TypedValue<'a> for ContentType<'a> {
             Ok((
                 i,
                 ContentType {
-                    mtype: text(mtype),
-                    subtype: text(subtype),
+                    mtype: (mtype),
+                    subtype: (subtype),
                     params: p,
                 },
             ))
@@ -737,8 +734,8 @@ impl fmt::Display for TokenParams<'_> {
 }
 
 fn token_params<'a>(
-    value: &'a [u8],
-    lead: fn(&'a [u8]) -> PResult<'a, &'a [u8]>,
+    value: &'a str,
+    lead: fn(&'a str) -> PResult<'a, &'a str>,
 ) -> Result<TokenParams<'a>, ValueError> {
     complete(value, |i| {
         let (i, v) = lead(sws(i))?;
@@ -746,7 +743,7 @@ fn token_params<'a>(
         Ok((
             i,
             TokenParams {
-                value: text(v),
+                value: (v),
                 params: p,
             },
         ))
@@ -763,15 +760,15 @@ pub type Replaces<'a> = TokenParams<'a>;
 pub type SessionExpires<'a> = TokenParams<'a>;
 
 impl<'a> TypedValue<'a> for TokenParams<'a> {
-    fn parse_value(value: &'a [u8]) -> Result<Self, ValueError> {
+    fn parse_value(value: &'a str) -> Result<Self, ValueError> {
         token_params(value, token)
     }
 }
 
-pub(crate) fn replaces(value: &[u8]) -> Result<Replaces<'_>, ValueError> {
+pub(crate) fn replaces(value: &str) -> Result<Replaces<'_>, ValueError> {
     let r = token_params(value, |i| {
         let (r, _) = grammar::word(i)?;
-        let r = if r.first() == Some(&b'@') {
+        let r = if r.as_bytes().first() == Some(&b'@') {
             grammar::word(&r[1..])?.0
         } else {
             r
@@ -787,7 +784,7 @@ pub(crate) fn replaces(value: &[u8]) -> Result<Replaces<'_>, ValueError> {
     Ok(r)
 }
 
-pub(crate) fn session_expires(value: &[u8]) -> Result<SessionExpires<'_>, ValueError> {
+pub(crate) fn session_expires(value: &str) -> Result<SessionExpires<'_>, ValueError> {
     let s = token_params(value, grammar::digits)?;
     if s.value.parse::<u32>().is_err() {
         return Err(ValueError {
@@ -838,15 +835,15 @@ pub(crate) fn header_label(name: HeaderName) -> &'static str {
     name.canonical().unwrap_or("extension")
 }
 
-pub(crate) fn check_token(value: &[u8]) -> Result<&str, ValueError> {
+pub(crate) fn check_token(value: &str) -> Result<&str, ValueError> {
     complete(value, |i| {
         let (r, t) = token(sws(i))?;
-        Ok((r, text(t)))
+        Ok((r, (t)))
     })
 }
 
 /// Ensures a value is not empty and starts after optional white space.
-pub(crate) fn nonempty(value: &[u8]) -> Result<(), ValueError> {
+pub(crate) fn nonempty(value: &str) -> Result<(), ValueError> {
     if sws(value).is_empty() {
         Err(ValueError {
             offset: 0,
@@ -956,11 +953,11 @@ mod tests {
 
     #[test]
     fn session_expires_and_replaces() {
-        let s = session_expires(b"1800;refresher=uac").unwrap();
+        let s = session_expires("1800;refresher=uac").unwrap();
         assert_eq!(s.delta_seconds(), Some(1800));
         assert_eq!(s.refresher(), Some("uac"));
         let r =
-            replaces(b"98732@sip.example.com;from-tag=r33th4x0r;to-tag=ff87ff;early-only").unwrap();
+            replaces("98732@sip.example.com;from-tag=r33th4x0r;to-tag=ff87ff;early-only").unwrap();
         assert_eq!(r.value, "98732@sip.example.com");
         assert_eq!(r.to_tag(), Some("ff87ff"));
         assert!(r.is_early_only());

@@ -215,7 +215,7 @@ impl Message {
     pub fn request_uri(&self) -> Option<Uri<'_>> {
         match &self.start {
             Start::Request { uri, .. } => {
-                grammar::complete(self.bytes_of(uri), |i| uri::uri(i, UriContext::Whole)).ok()
+                grammar::complete(self.str_of(uri), |i| uri::uri(i, UriContext::Whole)).ok()
             }
             Start::Response { .. } => None,
         }
@@ -247,7 +247,7 @@ impl Message {
         self.headers.iter().map(|h| HeaderField {
             kind: h.kind,
             name: text(self.bytes_of(&h.name)),
-            value: text(self.bytes_of(&h.value)),
+            value: self.str_of(&h.value),
         })
     }
 
@@ -270,7 +270,7 @@ impl Message {
                     && (kind != HeaderName::Other
                         || self.bytes_of(&h.name).eq_ignore_ascii_case(name.as_bytes()))
             })
-            .map(|h| text(self.bytes_of(&h.value)))
+            .map(|h| self.str_of(&h.value))
     }
 
     /// The topmost Via.
@@ -296,7 +296,7 @@ impl Message {
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&str, ParseError> {
         let (idx, h) = self.find(HeaderName::CallId)?;
-        headers::call_id(self.bytes_of(&h.value)).map_err(|e| self.value_error(idx, 0, e))
+        headers::call_id(self.str_of(&h.value)).map_err(|e| self.value_error(idx, 0, e))
     }
 
     /// The CSeq.
@@ -431,7 +431,7 @@ impl Message {
         let Some((idx, h)) = self.find(HeaderName::Replaces).ok() else {
             return Ok(None);
         };
-        headers::replaces(self.bytes_of(&h.value))
+        headers::replaces(self.str_of(&h.value))
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -441,7 +441,7 @@ impl Message {
         let Some((idx, h)) = self.find(HeaderName::SessionExpires).ok() else {
             return Ok(None);
         };
-        headers::session_expires(self.bytes_of(&h.value))
+        headers::session_expires(self.str_of(&h.value))
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -453,8 +453,8 @@ impl Message {
     /// to hold a message to the full grammar.
     pub fn validate(&self) -> Result<(), ParseError> {
         for (idx, h) in self.headers.iter().enumerate() {
-            let v = self.bytes_of(&h.value);
-            let elems: Vec<(usize, &[u8])> = if h.kind.is_list() {
+            let v = self.str_of(&h.value);
+            let elems: Vec<(usize, &str)> = if h.kind.is_list() {
                 grammar::split_list(v).collect()
             } else {
                 vec![(0, v)]
@@ -526,7 +526,7 @@ impl Message {
                 r.map_err(|er| err(off, er))?;
             }
             if h.kind == HeaderName::Contact {
-                let star = elems.iter().any(|(_, e)| grammar::sws(e) == b"*");
+                let star = elems.iter().any(|(_, e)| grammar::sws(e) == "*");
                 let others = self
                     .headers
                     .iter()
@@ -634,14 +634,14 @@ impl Message {
         let Some(idx) = self.headers.iter().position(|h| h.kind == HeaderName::Via) else {
             return false;
         };
-        let value = self.bytes_of(&self.headers[idx].value).to_vec();
+        let value = self.str_of(&self.headers[idx].value).to_owned();
         let mut parts = grammar::split_list(&value);
         parts.next();
-        let rest: Vec<&[u8]> = parts.map(|(_, e)| e).collect();
+        let rest: Vec<&str> = parts.map(|(_, e)| e).collect();
         if rest.is_empty() {
             self.headers.remove(idx);
         } else {
-            self.headers[idx].value = Text::Owned(Bytes::from(rest.join(&b", "[..])));
+            self.headers[idx].value = Text::Owned(Bytes::from(rest.join(", ")));
         }
         self.modified = true;
         true
@@ -706,6 +706,10 @@ impl Message {
         bytes_of(&self.buf, t)
     }
 
+    fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
+        text(self.bytes_of(t))
+    }
+
     fn find(&self, kind: HeaderName) -> Result<(usize, &Header), ParseError> {
         self.headers
             .iter()
@@ -724,7 +728,7 @@ impl Message {
 
     fn first<'s, T: TypedValue<'s>>(&'s self, kind: HeaderName) -> Result<T, ParseError> {
         let (idx, h) = self.find(kind)?;
-        let v = self.bytes_of(&h.value);
+        let v = self.str_of(&h.value);
         let (off, elem) = if kind.is_list() {
             grammar::split_list(v).next().unwrap_or((0, v))
         } else {
@@ -753,14 +757,14 @@ impl Message {
         })
     }
 
-    fn elements(&self, kind: HeaderName) -> impl Iterator<Item = (usize, usize, &[u8])> + '_ {
+    fn elements(&self, kind: HeaderName) -> impl Iterator<Item = (usize, usize, &str)> + '_ {
         self.headers
             .iter()
             .enumerate()
             .filter(move |(_, h)| h.kind == kind)
             .flat_map(move |(idx, h)| {
-                let v = self.bytes_of(&h.value);
-                let parts: Box<dyn Iterator<Item = (usize, &[u8])>> = if kind.is_list() {
+                let v = self.str_of(&h.value);
+                let parts: Box<dyn Iterator<Item = (usize, &str)>> = if kind.is_list() {
                     Box::new(grammar::split_list(v).filter(|(_, e)| !e.is_empty()))
                 } else {
                     Box::new(std::iter::once((0, v)))
@@ -784,7 +788,7 @@ impl Message {
         let Ok((idx, h)) = self.find(kind) else {
             return Ok(None);
         };
-        headers::delta(self.bytes_of(&h.value), max, what)
+        headers::delta(self.str_of(&h.value), max, what)
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -1245,7 +1249,7 @@ fn parse_message(
         ))
     };
     let (cs, ce) = value_at(first[3]);
-    let cseq = match CSeq::parse_value(&b[cs..ce]) {
+    let cseq = match CSeq::parse_value(text(&b[cs..ce])) {
         Ok(c) => c,
         Err(e) => return value_err(first[3], e),
     };
@@ -1262,14 +1266,14 @@ fn parse_message(
     }
     if count[4] == 1 {
         let (s, e) = value_at(first[4]);
-        if let Err(er) = headers::delta(&b[s..e], 255, "number from 0 to 255") {
+        if let Err(er) = headers::delta(text(&b[s..e]), 255, "number from 0 to 255") {
             return value_err(first[4], er);
         }
     }
     let available = b.len() - body_start.min(b.len());
     let body_len = if count[5] == 1 {
         let (s, e) = value_at(first[5]);
-        match headers::delta(&b[s..e], u64::from(u32::MAX), "length in bytes") {
+        match headers::delta(text(&b[s..e]), u64::from(u32::MAX), "length in bytes") {
             Ok(n) => {
                 let n = usize::try_from(n).unwrap_or(usize::MAX);
                 if n > available {
@@ -1434,7 +1438,7 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
             )
         };
     }
-    if let Err(e) = grammar::complete(&line[uri_start..uri_end], |i| {
+    if let Err(e) = grammar::complete(text(&line[uri_start..uri_end]), |i| {
         uri::uri(i, UriContext::Whole)
     }) {
         return err(

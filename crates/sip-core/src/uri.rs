@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::error::{ParseError, ParseErrorKind, Position};
-use crate::grammar::{self, PResult, complete, fail, text};
+use crate::grammar::{self, PResult, complete, fail};
 
 /// A URI as it appears in a Request-URI or a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +98,7 @@ pub(crate) enum UriContext {
 impl<'a> Uri<'a> {
     /// Parses a complete URI.
     pub fn parse(input: &'a str) -> Result<Self, ParseError> {
-        complete(input.as_bytes(), |i| uri(i, UriContext::Whole)).map_err(|e| ParseError {
+        complete(input, |i| uri(i, UriContext::Whole)).map_err(|e| ParseError {
             kind: ParseErrorKind::InvalidUri {
                 expected: e.expected,
             },
@@ -254,28 +254,28 @@ impl<'a> UriHeaders<'a> {
 }
 
 /// Parses a URI starting at `i`.
-pub(crate) fn uri(i: &[u8], ctx: UriContext) -> PResult<'_, Uri<'_>> {
+pub(crate) fn uri(i: &str, ctx: UriContext) -> PResult<'_, Uri<'_>> {
     let n = i
-        .iter()
+        .bytes()
         .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
         .unwrap_or(i.len());
-    if n == 0 || !i[0].is_ascii_alphabetic() || i.get(n) != Some(&b':') {
+    if n == 0 || !i.as_bytes()[0].is_ascii_alphabetic() || i.as_bytes().get(n) != Some(&b':') {
         return fail(i, "URI scheme");
     }
     let scheme = &i[..n];
     let rest = &i[n + 1..];
-    if scheme.eq_ignore_ascii_case(b"sip") {
+    if scheme.eq_ignore_ascii_case("sip") {
         sip_uri(rest, SipScheme::Sip, ctx)
-    } else if scheme.eq_ignore_ascii_case(b"sips") {
+    } else if scheme.eq_ignore_ascii_case("sips") {
         sip_uri(rest, SipScheme::Sips, ctx)
-    } else if scheme.eq_ignore_ascii_case(b"tel") {
+    } else if scheme.eq_ignore_ascii_case("tel") {
         tel_uri(rest, ctx)
     } else {
         let mut m = grammar::opaque_run(rest);
         if ctx == UriContext::AddrSpec {
             m = rest[..m]
-                .iter()
-                .position(|&c| c == b';' || c == b',')
+                .bytes()
+                .position(|c| c == b';' || c == b',')
                 .unwrap_or(m);
         }
         if m == 0 {
@@ -287,38 +287,38 @@ pub(crate) fn uri(i: &[u8], ctx: UriContext) -> PResult<'_, Uri<'_>> {
         Ok((
             &rest[m..],
             Uri::Other(AbsoluteUri {
-                scheme: text(scheme),
-                rest: text(&rest[..m]),
+                scheme: (scheme),
+                rest: (&rest[..m]),
             }),
         ))
     }
 }
 
-fn sip_uri(i: &[u8], scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>> {
+fn sip_uri(i: &str, scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>> {
     let n = grammar::userinfo_run(i);
     let (mut user, mut password, mut rest) = (None, None, i);
-    if i.get(n) == Some(&b'@') {
+    if i.as_bytes().get(n) == Some(&b'@') {
         let info = &i[..n];
-        let (u, p) = match memchr::memchr(b':', info) {
+        let (u, p) = match memchr::memchr(b':', info.as_bytes()) {
             Some(c) => (&info[..c], Some(&info[c + 1..])),
             None => (info, None),
         };
-        if u.is_empty() || !u.iter().all(|&c| grammar::is_user(c)) {
+        if u.is_empty() || !u.as_bytes().iter().all(|&c| grammar::is_user(c)) {
             return fail(i, "user part");
         }
         if let Some(at) = grammar::escapes_valid(u) {
             return fail(&i[at..], "%HH escape");
         }
         if let Some(p) = p {
-            if let Some(k) = p.iter().position(|&c| !grammar::is_password(c)) {
+            if let Some(k) = p.as_bytes().iter().position(|&c| !grammar::is_password(c)) {
                 return fail(&p[k..], "password");
             }
             if let Some(at) = grammar::escapes_valid(p) {
                 return fail(&p[at..], "%HH escape");
             }
-            password = Some(text(p));
+            password = Some(p);
         }
-        user = Some(text(u));
+        user = Some(u);
         rest = &i[n + 1..];
     }
     let (r, host) = host(rest)?;
@@ -337,7 +337,7 @@ fn sip_uri(i: &[u8], scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>>
     }
     let (r, params) = uri_params(r)?;
     out.params = params;
-    let r = if r.first() == Some(&b'?') {
+    let r = if r.as_bytes().first() == Some(&b'?') {
         let h = &r[1..];
         let mut k = 0;
         loop {
@@ -346,12 +346,12 @@ fn sip_uri(i: &[u8], scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>>
                 return fail(&h[k..], "URI header name");
             }
             k += name;
-            if h.get(k) != Some(&b'=') {
+            if h.as_bytes().get(k) != Some(&b'=') {
                 return fail(&h[k..], "= in URI header");
             }
             k += 1;
             k += grammar::uri_header_run(&h[k..]);
-            if h.get(k) == Some(&b'&') {
+            if h.as_bytes().get(k) == Some(&b'&') {
                 k += 1;
             } else {
                 break;
@@ -360,7 +360,7 @@ fn sip_uri(i: &[u8], scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>>
         if let Some(at) = grammar::escapes_valid(&h[..k]) {
             return fail(&h[at..], "%HH escape");
         }
-        out.headers = UriHeaders(text(&h[..k]));
+        out.headers = UriHeaders(&h[..k]);
         &h[k..]
     } else {
         r
@@ -368,15 +368,15 @@ fn sip_uri(i: &[u8], scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>>
     Ok((r, Uri::Sip(out)))
 }
 
-fn uri_params(i: &[u8]) -> PResult<'_, UriParams<'_>> {
+fn uri_params(i: &str) -> PResult<'_, UriParams<'_>> {
     let mut k = 0;
-    while i.get(k) == Some(&b';') {
+    while i.as_bytes().get(k) == Some(&b';') {
         let name = grammar::uri_param_run(&i[k + 1..]);
         if name == 0 {
             return fail(&i[k + 1..], "URI parameter name");
         }
         k += 1 + name;
-        if i.get(k) == Some(&b'=') {
+        if i.as_bytes().get(k) == Some(&b'=') {
             let value = grammar::uri_param_run(&i[k + 1..]);
             if value == 0 {
                 return fail(&i[k + 1..], "URI parameter value");
@@ -387,20 +387,20 @@ fn uri_params(i: &[u8]) -> PResult<'_, UriParams<'_>> {
     if let Some(at) = grammar::escapes_valid(&i[..k]) {
         return fail(&i[at..], "%HH escape");
     }
-    Ok((&i[k..], UriParams(text(&i[..k]))))
+    Ok((&i[k..], UriParams(&i[..k])))
 }
 
-fn tel_uri(i: &[u8], ctx: UriContext) -> PResult<'_, Uri<'_>> {
+fn tel_uri(i: &str, ctx: UriContext) -> PResult<'_, Uri<'_>> {
     let n = i
-        .iter()
-        .position(|&c| !grammar::is_tel_number(c))
+        .bytes()
+        .position(|c| !grammar::is_tel_number(c))
         .unwrap_or(i.len());
     let number = &i[..n];
-    let global = number.first() == Some(&b'+');
+    let global = number.as_bytes().first() == Some(&b'+');
     let has_digit = number
-        .iter()
-        .any(|c| c.is_ascii_hexdigit() || *c == b'*' || *c == b'#');
-    if !has_digit || (global && !number[1..].iter().any(u8::is_ascii_digit)) {
+        .bytes()
+        .any(|c| c.is_ascii_hexdigit() || c == b'*' || c == b'#');
+    if !has_digit || (global && !number[1..].bytes().any(|c| c.is_ascii_digit())) {
         return fail(i, "telephone number");
     }
     let (r, params) = if ctx == UriContext::Whole {
@@ -414,19 +414,19 @@ fn tel_uri(i: &[u8], ctx: UriContext) -> PResult<'_, Uri<'_>> {
     Ok((
         r,
         Uri::Tel(TelUri {
-            number: text(number),
+            number: (number),
             params,
         }),
     ))
 }
 
 /// host = hostname / IPv4address / IPv6reference.
-pub(crate) fn host(i: &[u8]) -> PResult<'_, Host<'_>> {
-    if i.first() == Some(&b'[') {
-        let Some(end) = memchr::memchr(b']', i) else {
+pub(crate) fn host(i: &str) -> PResult<'_, Host<'_>> {
+    if i.as_bytes().first() == Some(&b'[') {
+        let Some(end) = memchr::memchr(b']', i.as_bytes()) else {
             return fail(i, "IPv6 host reference closed by ]");
         };
-        return match text(&i[1..end]).parse::<Ipv6Addr>() {
+        return match (&i[1..end]).parse::<Ipv6Addr>() {
             Ok(a) => Ok((&i[end + 1..], Host::Ipv6(a))),
             Err(_) => fail(&i[1..], "IPv6 address"),
         };
@@ -436,19 +436,22 @@ pub(crate) fn host(i: &[u8]) -> PResult<'_, Host<'_>> {
         return fail(i, "host");
     }
     let h = &i[..n];
-    if h.iter().all(|c| c.is_ascii_digit() || *c == b'.') {
-        return match text(h).parse::<Ipv4Addr>() {
+    if h.as_bytes()
+        .iter()
+        .all(|c| c.is_ascii_digit() || *c == b'.')
+    {
+        return match (h).parse::<Ipv4Addr>() {
             Ok(a) => Ok((&i[n..], Host::Ipv4(a))),
             Err(_) => fail(i, "IPv4 address"),
         };
     }
-    let labels = h.strip_suffix(b".").unwrap_or(h);
-    for label in labels.split(|&c| c == b'.') {
-        if label.is_empty() || label[0] == b'-' || label[label.len() - 1] == b'-' {
+    let labels = h.strip_suffix('.').unwrap_or(h);
+    for label in labels.split('.') {
+        if label.is_empty() || label.starts_with('-') || label.ends_with('-') {
             return fail(i, "host name");
         }
     }
-    Ok((&i[n..], Host::Domain(text(h))))
+    Ok((&i[n..], Host::Domain(h)))
 }
 
 /// IPv6address without brackets (the `received` parameter).
@@ -457,8 +460,8 @@ pub(crate) fn parse_ip(s: &str) -> Option<std::net::IpAddr> {
 }
 
 /// `[":" port]`.
-pub(crate) fn opt_port(i: &[u8]) -> PResult<'_, Option<u16>> {
-    if i.first() != Some(&b':') {
+pub(crate) fn opt_port(i: &str) -> PResult<'_, Option<u16>> {
+    if i.as_bytes().first() != Some(&b':') {
         return Ok((i, None));
     }
     let (r, p) = grammar::number(&i[1..], u64::from(u16::MAX), "port")?;
