@@ -1,0 +1,1184 @@
+//! Adaptive jitter buffer (sans-IO).
+//!
+//! Packets go in with [`JitterBuffer::push`] when they arrive; once per
+//! frame period (20 ms by default) the audio side calls
+//! [`JitterBuffer::pop`] and gets a [`Playout`]: a frame to decode, a
+//! request to conceal a missing frame, or silence.
+//!
+//! # Time model
+//!
+//! Both calls take `now`. The buffer keeps no clock: it measures, for every
+//! packet, its *transit* `D = arrival - timestamp` (in milliseconds, with an
+//! arbitrary constant offset), and plays the frame with timestamp `ts` at
+//! the tick `now` when `now - ts` reaches the *playout transit* `P`. A
+//! packet is on time when `D <= P`.
+//!
+//! # How the target is chosen
+//!
+//! - The *baseline* `B` is the smallest transit seen over the last
+//!   [`JitterConfig::baseline_window`] (2 s by default). It follows slow
+//!   changes: clock drift between sender and receiver and queues that build
+//!   up or drain.
+//! - Every arrival adds its *relative delay* `D - B` to a sliding window of
+//!   the last [`JitterConfig::history`] packets (60 s by default). The
+//!   target relative delay `T` is the `1 - late_target` quantile of that
+//!   window (99 % by default): the smallest delay that would have let all
+//!   but 1 % of recent packets arrive in time. Rare delay spikes stay in the
+//!   window long enough to be planned for.
+//! - The target playout transit is `P* = B + T`, clamped to
+//!   `[B + min_delay, B + max_delay]`.
+//!
+//! # How the buffer follows the target
+//!
+//! The playout transit moves in whole frames, because the audio device
+//! takes a frame per tick:
+//!
+//! - *Stretch* (delay + 1 frame) when `P < P*`: the tick conceals (or stays
+//!   silent in a pause) instead of consuming a frame.
+//! - *Shrink* (delay - 1 frame) when `P - frame > P* + shrink_margin`. It
+//!   waits for a cheap moment: a frame that is missing anyway (lost or
+//!   late) is skipped instead of concealed, or a pause between talk spurts
+//!   is shortened. Only when no such moment comes within
+//!   [`JitterConfig::shrink_patience`] is a received frame dropped.
+//! - At the start of a talk spurt (marker bit, or a timestamp gap larger
+//!   than the sequence gap, which is how DTX pauses look) the first frame is
+//!   scheduled directly at the target, so pauses absorb most adaptation.
+//!
+//! # What else it handles
+//!
+//! Reordering (packets are kept sorted by timestamp), duplicates (dropped
+//! and counted), loss (concealed), late packets (dropped and counted),
+//! sequence and timestamp wrap-around, timestamp jumps and SSRC changes
+//! (the buffer resets and starts over), and a hard cap on packets held
+//! ([`JitterConfig::capacity`]).
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use media_engine::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout};
+//! use media_engine::rtp::Ssrc;
+//!
+//! let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+//! let t0 = Instant::now();
+//! for i in 0..10u16 {
+//!     let arrival = t0 + Duration::from_millis(20 * u64::from(i));
+//!     let packet = JitterPacket::new(Ssrc(1), i, u32::from(i) * 160, i == 0, vec![0xFFu8; 160]);
+//!     jb.push(arrival, packet);
+//! }
+//! let mut frames = 0;
+//! for tick in 0..20u64 {
+//!     if let Playout::Frame(frame) = jb.pop(t0 + Duration::from_millis(20 * tick)) {
+//!         assert_eq!(frame.payload.len(), 160);
+//!         frames += 1;
+//!     }
+//! }
+//! assert_eq!(frames, 10);
+//! ```
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use thiserror::Error;
+use tracing::{debug, trace};
+
+use crate::rtp::{SequenceUnwrapper, Ssrc, TimestampUnwrapper};
+
+/// How the playout delay is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DelayMode {
+    /// Follow the measured delay variation (see the module documentation).
+    Adaptive,
+    /// Play every frame this long after the transit of the first packet of
+    /// the stream; never adapt.
+    Fixed(Duration),
+}
+
+/// Settings of a [`JitterBuffer`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct JitterConfig {
+    /// RTP clock rate of the stream (8000 for G.711).
+    pub clock_rate: u32,
+    /// Duration of one frame and of one playout tick.
+    pub frame_duration: Duration,
+    /// Adaptive or fixed delay.
+    pub mode: DelayMode,
+    /// Most packets held; when full, the oldest is dropped.
+    pub capacity: usize,
+    /// Relative delay used until enough packets were measured.
+    pub initial_delay: Duration,
+    /// Smallest relative delay the adaptive mode targets.
+    pub min_delay: Duration,
+    /// Largest relative delay the adaptive mode targets.
+    pub max_delay: Duration,
+    /// Fraction of packets the adaptive target allows to be late.
+    pub late_target: f64,
+    /// Packets in the sliding window the delay quantile is taken over.
+    pub history: usize,
+    /// Window over which the smallest transit is tracked.
+    pub baseline_window: Duration,
+    /// Extra delay above the target needed before shrinking.
+    pub shrink_margin: Duration,
+    /// How long a shrink may wait for a missing frame or a pause before a
+    /// received frame is dropped instead.
+    pub shrink_patience: Duration,
+    /// A transit change larger than this is a timestamp jump: the buffer
+    /// resets.
+    pub jump_threshold: Duration,
+    /// A packet arriving on its own at most this late raises the target at
+    /// once by its lateness (see the module documentation).
+    pub boost_limit: Duration,
+    /// How fast that extra delay fades, per second.
+    pub boost_decay_per_second: Duration,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        JitterConfig {
+            clock_rate: 8000,
+            frame_duration: Duration::from_millis(20),
+            mode: DelayMode::Adaptive,
+            capacity: 256,
+            initial_delay: Duration::from_millis(60),
+            min_delay: Duration::ZERO,
+            max_delay: Duration::from_millis(1000),
+            late_target: 0.012,
+            history: 3000,
+            baseline_window: Duration::from_secs(1),
+            shrink_margin: Duration::ZERO,
+            shrink_patience: Duration::from_millis(300),
+            jump_threshold: Duration::from_secs(3),
+            boost_limit: Duration::from_millis(60),
+            boost_decay_per_second: Duration::from_millis(10),
+        }
+    }
+}
+
+impl JitterConfig {
+    /// Sets the delay mode.
+    pub fn with_mode(mut self, mode: DelayMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Sets the RTP clock rate and frame duration.
+    pub fn with_clock(mut self, clock_rate: u32, frame_duration: Duration) -> Self {
+        self.clock_rate = clock_rate;
+        self.frame_duration = frame_duration;
+        self
+    }
+
+    /// Sets the cap on packets held.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// Sets the fraction of packets the adaptive target lets be late.
+    pub fn with_late_target(mut self, late_target: f64) -> Self {
+        self.late_target = late_target;
+        self
+    }
+
+    /// Sets the bounds of the adaptive target.
+    pub fn with_delay_bounds(mut self, min_delay: Duration, max_delay: Duration) -> Self {
+        self.min_delay = min_delay;
+        self.max_delay = max_delay;
+        self
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum JitterConfigError {
+    /// The clock rate is zero.
+    #[error("clock rate must be positive")]
+    ZeroClockRate,
+    /// The frame duration is zero or not a whole number of clock ticks.
+    #[error("frame duration {frame:?} is not a positive whole number of ticks at {clock_rate} Hz")]
+    BadFrameDuration {
+        /// The duration given.
+        frame: Duration,
+        /// The clock rate given.
+        clock_rate: u32,
+    },
+    /// Capacity or history is zero.
+    #[error("capacity and history must be positive")]
+    ZeroCapacity,
+    /// The delay bounds are inverted.
+    #[error("min_delay {min:?} exceeds max_delay {max:?}")]
+    InvertedBounds {
+        /// The lower bound.
+        min: Duration,
+        /// The upper bound.
+        max: Duration,
+    },
+    /// The late target is not within 0..1.
+    #[error("late target {0} is not within 0 and 1")]
+    BadLateTarget(String),
+}
+
+/// A packet as the buffer sees it: the RTP fields it needs plus a payload
+/// of any type (encoded audio bytes, or anything the caller wants back).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JitterPacket<P> {
+    /// The synchronization source.
+    pub ssrc: Ssrc,
+    /// RTP sequence number.
+    pub sequence_number: u16,
+    /// RTP timestamp.
+    pub timestamp: u32,
+    /// RTP marker bit (start of a talk spurt for audio).
+    pub marker: bool,
+    /// The payload.
+    pub payload: P,
+}
+
+impl<P> JitterPacket<P> {
+    /// A packet from its parts.
+    pub fn new(ssrc: Ssrc, sequence_number: u16, timestamp: u32, marker: bool, payload: P) -> Self {
+        JitterPacket {
+            ssrc,
+            sequence_number,
+            timestamp,
+            marker,
+            payload,
+        }
+    }
+}
+
+/// What to play for one tick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Playout<P> {
+    /// Decode and play this frame.
+    Frame(JitterPacket<P>),
+    /// A frame is missing: run packet-loss concealment.
+    Conceal,
+    /// Nothing is due: before the first frame, or a pause between talk
+    /// spurts. Play silence or comfort noise.
+    Silence,
+}
+
+/// What [`JitterBuffer::push`] did with a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PushOutcome {
+    /// Held for playout.
+    Buffered,
+    /// Held for playout after the buffer reset for a new SSRC or a
+    /// timestamp jump.
+    BufferedAfterReset,
+    /// Already held or already played: dropped.
+    Duplicate,
+    /// Its playout time has passed: dropped.
+    Late,
+}
+
+/// Counters and gauges of a [`JitterBuffer`].
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct JitterStatistics {
+    /// Target delay above the fastest recent packet.
+    pub target_delay: Duration,
+    /// Current playout delay above the fastest recent packet.
+    pub current_delay: Duration,
+    /// Packets pushed.
+    pub received: u64,
+    /// Frames handed out for playing.
+    pub played: u64,
+    /// Packets that arrived after their playout time.
+    pub late: u64,
+    /// Duplicate packets discarded.
+    pub duplicates: u64,
+    /// Ticks that asked for concealment.
+    pub concealed: u64,
+    /// Ticks of silence.
+    pub silence: u64,
+    /// Times the delay grew by one frame.
+    pub stretched: u64,
+    /// Times the delay shrank by one frame.
+    pub shrunk: u64,
+    /// Received frames dropped to shrink the delay.
+    pub dropped_for_shrink: u64,
+    /// Packets dropped because the buffer was full.
+    pub overflow: u64,
+    /// Resets for a new SSRC or a timestamp jump.
+    pub resets: u64,
+    /// Packets discarded by resets.
+    pub flushed: u64,
+    /// Packets held now.
+    pub buffered: usize,
+}
+
+/// The adaptive jitter buffer. See the module documentation.
+#[derive(Debug)]
+pub struct JitterBuffer<P> {
+    config: JitterConfig,
+    /// Timestamp units per frame.
+    frame_ticks: u64,
+    frame_ms: f64,
+    epoch: Option<Instant>,
+    ssrc: Option<Ssrc>,
+    timestamps: TimestampUnwrapper,
+    sequences: SequenceUnwrapper,
+    packets: BTreeMap<u64, Entry<P>>,
+    /// Extended timestamp of the next frame to play, once playing.
+    cursor: Option<u64>,
+    /// Extended sequence number and timestamp of the last frame played.
+    last_played: Option<(u64, u64)>,
+    /// Consecutive ticks with nothing buffered.
+    empty_ticks: u32,
+    /// Transit of the first packet, the reference of the fixed mode.
+    anchor: Option<f64>,
+    /// Playout transit at the last tick.
+    playout_transit: Option<f64>,
+    /// Arrival of the previous packet, ms.
+    last_arrival_ms: Option<f64>,
+    /// Extra target delay after late packets: (value, when set).
+    boost: Option<(f64, f64)>,
+    /// Recently played or dropped extended sequence numbers.
+    recent: VecDeque<u64>,
+    estimator: DelayEstimator,
+    /// When the wish to shrink started, in ms since the epoch.
+    shrink_wanted_since: Option<f64>,
+    stats: JitterStatistics,
+}
+
+#[derive(Debug)]
+struct Entry<P> {
+    sequence: u64,
+    marker: bool,
+    packet: JitterPacket<P>,
+}
+
+const RECENT_SEQUENCES: usize = 256;
+/// Empty ticks concealed before the output turns to silence (60 ms, when
+/// concealment has faded out anyway).
+const CONCEAL_TICKS: u32 = 3;
+
+impl<P> JitterBuffer<P> {
+    /// A buffer with the given settings.
+    pub fn new(config: JitterConfig) -> Result<Self, JitterConfigError> {
+        if config.clock_rate == 0 {
+            return Err(JitterConfigError::ZeroClockRate);
+        }
+        let nanos = config.frame_duration.as_nanos() * u128::from(config.clock_rate);
+        if nanos == 0 || !nanos.is_multiple_of(1_000_000_000) {
+            return Err(JitterConfigError::BadFrameDuration {
+                frame: config.frame_duration,
+                clock_rate: config.clock_rate,
+            });
+        }
+        if config.capacity == 0 || config.history == 0 {
+            return Err(JitterConfigError::ZeroCapacity);
+        }
+        if config.min_delay > config.max_delay {
+            return Err(JitterConfigError::InvertedBounds {
+                min: config.min_delay,
+                max: config.max_delay,
+            });
+        }
+        if !(config.late_target > 0.0 && config.late_target < 1.0) {
+            return Err(JitterConfigError::BadLateTarget(
+                config.late_target.to_string(),
+            ));
+        }
+        let frame_ticks = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+        let estimator = DelayEstimator::new(&config);
+        Ok(JitterBuffer {
+            frame_ticks,
+            frame_ms: ms(config.frame_duration),
+            config,
+            epoch: None,
+            ssrc: None,
+            timestamps: TimestampUnwrapper::new(),
+            sequences: SequenceUnwrapper::new(),
+            packets: BTreeMap::new(),
+            cursor: None,
+            last_played: None,
+            empty_ticks: 0,
+            anchor: None,
+            playout_transit: None,
+            last_arrival_ms: None,
+            boost: None,
+            recent: VecDeque::with_capacity(RECENT_SEQUENCES),
+            estimator,
+            shrink_wanted_since: None,
+            stats: JitterStatistics::default(),
+        })
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &JitterConfig {
+        &self.config
+    }
+
+    /// Packets held.
+    pub fn len(&self) -> usize {
+        self.packets.len()
+    }
+
+    /// Whether no packet is held.
+    pub fn is_empty(&self) -> bool {
+        self.packets.is_empty()
+    }
+
+    /// Counters and gauges.
+    pub fn statistics(&self) -> JitterStatistics {
+        let mut stats = self.stats.clone();
+        stats.buffered = self.packets.len();
+        stats
+    }
+
+    /// Feeds a packet that arrived at `now`.
+    pub fn push(&mut self, now: Instant, packet: JitterPacket<P>) -> PushOutcome {
+        let now_ms = self.time(now);
+        self.stats.received += 1;
+        let mut reset = false;
+        if self.ssrc.is_some_and(|s| s != packet.ssrc) {
+            debug!(old = ?self.ssrc, new = %packet.ssrc, "jitter buffer reset: new ssrc");
+            self.reset();
+            reset = true;
+        }
+        if self.ssrc.is_some() {
+            let ts = self.timestamps.peek(packet.timestamp);
+            let transit = now_ms - self.ts_ms(ts);
+            if self
+                .estimator
+                .baseline()
+                .is_some_and(|b| (transit - b).abs() > ms(self.config.jump_threshold))
+            {
+                debug!(transit, "jitter buffer reset: timestamp jump");
+                self.reset();
+                reset = true;
+            }
+        }
+        self.ssrc = Some(packet.ssrc);
+        let ts = self.timestamps.unwrap(packet.timestamp);
+        let sequence = self.sequences.unwrap(packet.sequence_number);
+
+        if self.packets.contains_key(&ts) || self.recent.contains(&sequence) {
+            self.stats.duplicates += 1;
+            trace!(seq = packet.sequence_number, "duplicate dropped");
+            return PushOutcome::Duplicate;
+        }
+        let transit = now_ms - self.ts_ms(ts);
+        self.estimator.add(now_ms, transit);
+        self.anchor.get_or_insert(transit);
+
+        if self.cursor.is_some_and(|c| ts < c)
+            && self.packets.is_empty()
+            && self.empty_ticks > 0
+            && self.is_spurt_start(ts, sequence, packet.marker)
+        {
+            // The first packet of a talk spurt after a pause, later than the
+            // pause's running clock: start the spurt afresh at the target.
+            self.cursor = None;
+        }
+        if self.cursor.is_some_and(|c| ts < c) {
+            self.stats.late += 1;
+            self.remember(sequence);
+            self.react_to_late(now_ms, transit);
+            self.last_arrival_ms = Some(now_ms);
+            trace!(seq = packet.sequence_number, "late packet dropped");
+            return PushOutcome::Late;
+        }
+        if self.packets.len() >= self.config.capacity
+            && let Some((_, oldest)) = self.packets.pop_first()
+        {
+            self.stats.overflow += 1;
+            self.remember(oldest.sequence);
+            debug!(
+                seq = oldest.packet.sequence_number,
+                "jitter buffer full, oldest dropped"
+            );
+        }
+        self.last_arrival_ms = Some(now_ms);
+        let marker = packet.marker;
+        self.packets.insert(
+            ts,
+            Entry {
+                sequence,
+                marker,
+                packet,
+            },
+        );
+        if reset {
+            PushOutcome::BufferedAfterReset
+        } else {
+            PushOutcome::Buffered
+        }
+    }
+
+    /// What to play for the tick at `now`. Call once per frame duration.
+    pub fn pop(&mut self, now: Instant) -> Playout<P> {
+        let now_ms = self.time(now);
+        let target = self.target_transit(now_ms);
+        self.update_gauges(now_ms, target);
+        let Some(cursor) = self.cursor else {
+            return self.pop_before_start(now_ms, target);
+        };
+        let transit = now_ms - self.ts_ms(cursor);
+        self.playout_transit = Some(transit);
+        let adaptive = self.config.mode == DelayMode::Adaptive;
+        let want_stretch = adaptive && target.is_some_and(|t| transit < t);
+        let want_shrink = adaptive
+            && target.is_some_and(|t| transit - self.frame_ms > t + ms(self.config.shrink_margin));
+        if want_shrink {
+            self.shrink_wanted_since.get_or_insert(now_ms);
+        } else {
+            self.shrink_wanted_since = None;
+        }
+        // A received frame is dropped once the wish is old, or at once when
+        // the delay is more than a whole frame above the shrink threshold.
+        let shrink_overdue = self.shrink_wanted_since.is_some_and(|since| {
+            now_ms - since >= ms(self.config.shrink_patience)
+                || target.is_some_and(|t| {
+                    transit - 2.0 * self.frame_ms > t + ms(self.config.shrink_margin)
+                })
+        });
+
+        if self.packets.contains_key(&cursor) {
+            if want_stretch {
+                self.stats.stretched += 1;
+                return self.missing(false);
+            }
+            if shrink_overdue {
+                self.drop_for_shrink(cursor);
+            }
+            return self.play_at_cursor();
+        }
+
+        // The frame at the cursor is missing.
+        let next = self
+            .packets
+            .range(cursor..)
+            .next()
+            .map(|(&ts, entry)| (ts, self.starts_talk_spurt(ts, entry)));
+        match next {
+            None => {
+                // Nothing buffered: loss, a delay spike, or a pause.
+                self.empty_ticks += 1;
+                if want_stretch {
+                    self.stats.stretched += 1;
+                } else {
+                    self.cursor = Some(cursor + self.frame_ticks);
+                }
+                let faded = self.empty_ticks > CONCEAL_TICKS;
+                self.missing(faded)
+            }
+            Some((next_ts, true)) => {
+                // A pause: schedule the new spurt directly at the target.
+                let spurt_transit = now_ms - self.ts_ms(next_ts);
+                if target.is_none_or(|t| spurt_transit >= t) {
+                    if next_ts > cursor + self.frame_ticks {
+                        self.stats.shrunk += 1;
+                    }
+                    self.cursor = Some(next_ts);
+                    self.shrink_wanted_since = None;
+                    return self.play_at_cursor();
+                }
+                self.missing(true)
+            }
+            Some((_, false)) => {
+                // Lost, or still in flight while later frames are here.
+                if want_shrink {
+                    // Skip the missing frame instead of concealing it.
+                    self.stats.shrunk += 1;
+                    self.shrink_wanted_since = None;
+                    self.cursor = Some(cursor + self.frame_ticks);
+                    return self.play_at_cursor();
+                }
+                if want_stretch {
+                    self.stats.stretched += 1;
+                } else {
+                    self.cursor = Some(cursor + self.frame_ticks);
+                }
+                self.missing(false)
+            }
+        }
+    }
+
+    /// Drops everything and starts over, as for a new stream. Statistics
+    /// counters and the learned delay distribution are kept.
+    pub fn reset(&mut self) {
+        let dropped = self.packets.len();
+        self.packets.clear();
+        self.cursor = None;
+        self.last_played = None;
+        self.empty_ticks = 0;
+        self.anchor = None;
+        self.playout_transit = None;
+        self.boost = None;
+        self.recent.clear();
+        self.ssrc = None;
+        self.timestamps = TimestampUnwrapper::new();
+        self.sequences = SequenceUnwrapper::new();
+        self.estimator.reset_baseline();
+        self.shrink_wanted_since = None;
+        self.stats.resets += 1;
+        self.stats.flushed += u64::try_from(dropped).unwrap_or(u64::MAX);
+    }
+
+    fn time(&mut self, now: Instant) -> f64 {
+        let epoch = *self.epoch.get_or_insert(now);
+        ms(now.saturating_duration_since(epoch))
+    }
+
+    fn ts_ms(&self, ts: u64) -> f64 {
+        ts as f64 * 1000.0 / f64::from(self.config.clock_rate)
+    }
+
+    fn remember(&mut self, sequence: u64) {
+        if self.recent.len() == RECENT_SEQUENCES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(sequence);
+    }
+
+    /// The playout transit the buffer aims for, once a packet was seen.
+    fn target_transit(&self, now_ms: f64) -> Option<f64> {
+        let baseline = self.estimator.baseline()?;
+        let relative = match self.config.mode {
+            DelayMode::Fixed(d) => return Some(self.anchor.unwrap_or(baseline) + ms(d)),
+            DelayMode::Adaptive => {
+                let quantile = self
+                    .estimator
+                    .quantile()
+                    .unwrap_or(ms(self.config.initial_delay));
+                (quantile + self.boost(now_ms))
+                    .clamp(ms(self.config.min_delay), ms(self.config.max_delay))
+            }
+        };
+        Some(baseline + relative)
+    }
+
+    /// The extra delay added after late packets, decaying linearly.
+    fn boost(&self, now_ms: f64) -> f64 {
+        self.boost.map_or(0.0, |(value, at)| {
+            let decay = ms(self.config.boost_decay_per_second) * (now_ms - at) / 1000.0;
+            (value - decay).max(0.0)
+        })
+    }
+
+    /// A late packet that arrived on its own, a little too late, means the
+    /// path is getting slower faster than the baseline follows (a queue
+    /// building up): raise the target by the lateness at once. Packets that
+    /// arrive in a burst after a stall are not a trend and change nothing.
+    fn react_to_late(&mut self, now_ms: f64, transit: f64) {
+        if self.config.mode != DelayMode::Adaptive {
+            return;
+        }
+        let Some(playout) = self.playout_transit else {
+            return;
+        };
+        let lateness = transit - playout;
+        let spaced = self
+            .last_arrival_ms
+            .is_none_or(|last| now_ms - last >= self.frame_ms / 2.0);
+        if spaced && lateness > 0.0 && lateness <= ms(self.config.boost_limit) {
+            let boost = self.boost(now_ms) + lateness + self.frame_ms;
+            self.boost = Some((boost, now_ms));
+        }
+    }
+
+    fn update_gauges(&mut self, now_ms: f64, target: Option<f64>) {
+        let Some(baseline) = self.estimator.baseline() else {
+            return;
+        };
+        if let Some(t) = target {
+            self.stats.target_delay = duration_ms(t - baseline);
+        }
+        if let Some(c) = self.cursor {
+            self.stats.current_delay = duration_ms(now_ms - self.ts_ms(c) - baseline);
+        }
+    }
+
+    fn pop_before_start(&mut self, now_ms: f64, target: Option<f64>) -> Playout<P> {
+        let Some((&first_ts, _)) = self.packets.first_key_value() else {
+            self.stats.silence += 1;
+            return Playout::Silence;
+        };
+        let transit = now_ms - self.ts_ms(first_ts);
+        if target.is_some_and(|t| transit >= t) {
+            self.cursor = Some(first_ts);
+            return self.play_at_cursor();
+        }
+        self.stats.silence += 1;
+        Playout::Silence
+    }
+
+    /// Output for a tick without a frame: concealment while a frame was
+    /// expected, silence in a pause or once concealment has faded out.
+    fn missing(&mut self, silent: bool) -> Playout<P> {
+        if silent {
+            self.stats.silence += 1;
+            Playout::Silence
+        } else {
+            self.stats.concealed += 1;
+            Playout::Conceal
+        }
+    }
+
+    fn drop_for_shrink(&mut self, cursor: u64) {
+        if let Some(entry) = self.packets.remove(&cursor) {
+            self.remember(entry.sequence);
+            self.last_played = Some((entry.sequence, cursor));
+            self.stats.dropped_for_shrink += 1;
+        }
+        self.stats.shrunk += 1;
+        self.shrink_wanted_since = None;
+        self.cursor = Some(cursor + self.frame_ticks);
+    }
+
+    fn play_at_cursor(&mut self) -> Playout<P> {
+        let Some(cursor) = self.cursor else {
+            return self.missing(true);
+        };
+        self.cursor = Some(cursor + self.frame_ticks);
+        match self.packets.remove(&cursor) {
+            Some(entry) => {
+                self.remember(entry.sequence);
+                self.last_played = Some((entry.sequence, cursor));
+                self.empty_ticks = 0;
+                self.stats.played += 1;
+                Playout::Frame(entry.packet)
+            }
+            None => self.missing(false),
+        }
+    }
+
+    /// Whether the buffered packet at `ts` begins a talk spurt: its marker
+    /// is set, or the timestamps advanced further than the sequence numbers
+    /// since the last frame played (the sender paused).
+    fn starts_talk_spurt(&self, ts: u64, entry: &Entry<P>) -> bool {
+        self.is_spurt_start(ts, entry.sequence, entry.marker)
+    }
+
+    fn is_spurt_start(&self, ts: u64, sequence: u64, marker: bool) -> bool {
+        if marker {
+            return true;
+        }
+        let Some((last_seq, last_ts)) = self.last_played else {
+            return false;
+        };
+        let Some(seq_gap) = sequence.checked_sub(last_seq) else {
+            return false;
+        };
+        ts.saturating_sub(last_ts) > seq_gap * self.frame_ticks
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn duration_ms(value: f64) -> Duration {
+    if value.is_finite() && value > 0.0 {
+        Duration::from_secs_f64(value / 1000.0)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Tracks the baseline transit and the distribution of delays above it.
+#[derive(Debug)]
+struct DelayEstimator {
+    baseline_window_ms: f64,
+    /// (arrival ms, transit) with increasing transit: a monotone queue whose
+    /// front is the minimum over the window.
+    minima: VecDeque<(f64, f64)>,
+    /// Relative delays in arrival order.
+    window: VecDeque<f64>,
+    /// The same values, sorted.
+    sorted: Vec<f64>,
+    history: usize,
+    quantile: f64,
+    /// Samples needed before the quantile is trusted.
+    warmup: usize,
+}
+
+impl DelayEstimator {
+    fn new(config: &JitterConfig) -> Self {
+        DelayEstimator {
+            baseline_window_ms: ms(config.baseline_window),
+            minima: VecDeque::new(),
+            window: VecDeque::with_capacity(config.history.min(1 << 16)),
+            sorted: Vec::with_capacity(config.history.min(1 << 16)),
+            history: config.history,
+            quantile: 1.0 - config.late_target,
+            warmup: config.history.min(50),
+        }
+    }
+
+    fn add(&mut self, now_ms: f64, transit: f64) {
+        while self.minima.back().is_some_and(|&(_, d)| d >= transit) {
+            self.minima.pop_back();
+        }
+        self.minima.push_back((now_ms, transit));
+        while self
+            .minima
+            .front()
+            .is_some_and(|&(t, _)| t < now_ms - self.baseline_window_ms)
+        {
+            self.minima.pop_front();
+        }
+        let Some(baseline) = self.baseline() else {
+            return;
+        };
+        let relative = transit - baseline;
+        if self.window.len() == self.history
+            && let Some(old) = self.window.pop_front()
+        {
+            let at = self.sorted.partition_point(|&v| v < old);
+            if at < self.sorted.len() {
+                self.sorted.remove(at);
+            }
+        }
+        self.window.push_back(relative);
+        let at = self.sorted.partition_point(|&v| v < relative);
+        self.sorted.insert(at, relative);
+    }
+
+    fn baseline(&self) -> Option<f64> {
+        self.minima.front().map(|&(_, d)| d)
+    }
+
+    fn quantile(&self) -> Option<f64> {
+        if self.sorted.len() < self.warmup {
+            return None;
+        }
+        let n = self.sorted.len();
+        let rank = ((self.quantile * n as f64).ceil() as usize).clamp(1, n);
+        self.sorted.get(rank - 1).copied()
+    }
+
+    fn reset_baseline(&mut self) {
+        self.minima.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::epoch;
+
+    fn packet(seq: u16, ts: u32) -> JitterPacket<u16> {
+        JitterPacket::new(Ssrc(7), seq, ts, false, seq)
+    }
+
+    fn at(t0: Instant, ms: u64) -> Instant {
+        t0 + Duration::from_millis(ms)
+    }
+
+    /// A steady stream: frame `i` sent at `20 i` ms arrives `delay(i)` ms
+    /// later, carrying payload `i`.
+    fn stream(
+        range: std::ops::Range<u16>,
+        delay: impl Fn(u16) -> u64,
+    ) -> Vec<(u64, JitterPacket<u16>)> {
+        range
+            .map(|i| (20 * u64::from(i) + delay(i), packet(i, u32::from(i) * 160)))
+            .collect()
+    }
+
+    /// Replays `arrivals` on a virtual clock with a tick every 20 ms from
+    /// `first_tick`; packets arriving at a tick are pushed before it.
+    fn run(
+        jb: &mut JitterBuffer<u16>,
+        t0: Instant,
+        mut arrivals: Vec<(u64, JitterPacket<u16>)>,
+        first_tick: u64,
+        ticks: u64,
+    ) -> Vec<Playout<u16>> {
+        arrivals.sort_by_key(|a| a.0);
+        let mut pending = arrivals.into_iter().peekable();
+        let mut out = Vec::new();
+        for k in 0..ticks {
+            let t = first_tick + 20 * k;
+            while let Some((a, p)) = pending.next_if(|(a, _)| *a <= t) {
+                jb.push(at(t0, a), p);
+            }
+            out.push(jb.pop(at(t0, t)));
+        }
+        out
+    }
+
+    fn frames(out: &[Playout<u16>]) -> Vec<u16> {
+        out.iter()
+            .filter_map(|p| match p {
+                Playout::Frame(f) => Some(f.payload),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rejects_bad_configuration() {
+        let bad = JitterConfig::default().with_clock(0, Duration::from_millis(20));
+        assert!(matches!(
+            JitterBuffer::<u8>::new(bad),
+            Err(JitterConfigError::ZeroClockRate)
+        ));
+        let bad = JitterConfig::default().with_clock(8000, Duration::from_micros(10));
+        assert!(matches!(
+            JitterBuffer::<u8>::new(bad),
+            Err(JitterConfigError::BadFrameDuration { .. })
+        ));
+        let bad = JitterConfig::default().with_capacity(0);
+        assert!(matches!(
+            JitterBuffer::<u8>::new(bad),
+            Err(JitterConfigError::ZeroCapacity)
+        ));
+        let bad = JitterConfig::default()
+            .with_delay_bounds(Duration::from_millis(50), Duration::from_millis(10));
+        assert!(matches!(
+            JitterBuffer::<u8>::new(bad),
+            Err(JitterConfigError::InvertedBounds { .. })
+        ));
+        let bad = JitterConfig::default().with_late_target(1.5);
+        assert!(matches!(
+            JitterBuffer::<u8>::new(bad),
+            Err(JitterConfigError::BadLateTarget(_))
+        ));
+    }
+
+    #[test]
+    fn silence_before_the_first_packet_then_frames_in_order() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        assert_eq!(jb.pop(t0), Playout::Silence);
+        let out = run(&mut jb, t0, stream(0..20, |_| 5), 20, 30);
+        assert_eq!(frames(&out), (0..20).collect::<Vec<_>>());
+        // The initial target (60 ms) holds the first frame back.
+        assert_eq!(
+            out[..3],
+            [Playout::Silence, Playout::Silence, Playout::Silence]
+        );
+    }
+
+    #[test]
+    fn reordered_packets_play_in_timestamp_order() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        // Odd frames overtake the even ones.
+        let arrivals = stream(0..40, |i| if i % 2 == 0 { 30 } else { 5 });
+        let out = run(&mut jb, t0, arrivals, 0, 50);
+        assert_eq!(frames(&out), (0..40).collect::<Vec<_>>());
+        assert_eq!(jb.statistics().late, 0);
+    }
+
+    #[test]
+    fn duplicates_are_dropped_and_counted() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        assert_eq!(jb.push(t0, packet(0, 0)), PushOutcome::Buffered);
+        assert_eq!(jb.push(t0, packet(0, 0)), PushOutcome::Duplicate);
+        let out = run(&mut jb, t0, vec![], 60, 2);
+        assert_eq!(frames(&out), vec![0]);
+        // A copy of a frame already played is a duplicate, not late.
+        assert_eq!(jb.push(at(t0, 100), packet(0, 0)), PushOutcome::Duplicate);
+        assert_eq!(jb.statistics().duplicates, 2);
+        assert_eq!(jb.statistics().late, 0);
+    }
+
+    #[test]
+    fn lost_frame_is_concealed_and_playout_continues() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let mut arrivals = stream(0..10, |_| 0);
+        arrivals.remove(4);
+        let out = run(&mut jb, t0, arrivals, 0, 13);
+        let played: Vec<_> = out.iter().skip_while(|p| **p == Playout::Silence).collect();
+        assert_eq!(played[4], &Playout::Conceal);
+        assert_eq!(frames(&out), vec![0, 1, 2, 3, 5, 6, 7, 8, 9]);
+        assert_eq!(jb.statistics().concealed, 1);
+    }
+
+    #[test]
+    fn late_packet_is_dropped_and_counted() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        // Frame 4 is held up by 200 ms while the others flow.
+        let arrivals = stream(0..10, |i| if i == 4 { 200 } else { 0 });
+        let out = run(&mut jb, t0, arrivals, 0, 20);
+        assert_eq!(frames(&out), vec![0, 1, 2, 3, 5, 6, 7, 8, 9]);
+        assert_eq!(jb.statistics().late, 1);
+    }
+
+    #[test]
+    fn rfc3550_5_1_sequence_and_timestamp_wrap_are_seamless() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let seq0 = 65530u16;
+        let ts0 = u32::MAX - 3 * 160 + 1;
+        let arrivals = (0..12u16)
+            .map(|i| {
+                let seq = seq0.wrapping_add(i);
+                let ts = ts0.wrapping_add(u32::from(i) * 160);
+                (
+                    20 * u64::from(i),
+                    JitterPacket::new(Ssrc(7), seq, ts, false, i),
+                )
+            })
+            .collect();
+        let out = run(&mut jb, t0, arrivals, 0, 20);
+        assert_eq!(frames(&out), (0..12).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn ssrc_change_resets_and_plays_the_new_stream() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let mut arrivals = stream(0..5, |_| 0);
+        for i in 0..5u16 {
+            let p = JitterPacket::new(
+                Ssrc(99),
+                5000 + i,
+                123_456 + u32::from(i) * 160,
+                i == 0,
+                100 + i,
+            );
+            arrivals.push((120 + 20 * u64::from(i), p));
+        }
+        let out = run(&mut jb, t0, arrivals, 0, 20);
+        let played = frames(&out);
+        assert!(played.starts_with(&[0, 1, 2]), "{played:?}");
+        assert!(played.ends_with(&[100, 101, 102, 103, 104]), "{played:?}");
+        assert_eq!(jb.statistics().resets, 1);
+    }
+
+    #[test]
+    fn timestamp_jump_resets_instead_of_waiting_forever() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        // Same SSRC, consecutive sequence numbers, timestamps 10 minutes on.
+        let jump = 8000 * 600;
+        let arrivals = stream(0..10, |_| 0)
+            .into_iter()
+            .map(|(a, mut p)| {
+                if p.sequence_number >= 5 {
+                    p.timestamp += jump;
+                }
+                (a, p)
+            })
+            .collect();
+        let out = run(&mut jb, t0, arrivals, 0, 20);
+        let played = frames(&out);
+        assert!(played.ends_with(&[5, 6, 7, 8, 9]), "{played:?}");
+        assert_eq!(jb.statistics().resets, 1);
+        assert_eq!(jb.statistics().late, 0);
+    }
+
+    #[test]
+    fn talk_spurt_after_dtx_pause_plays_as_silence_then_frames() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        // Spurt 1: 10 frames; a 1 s pause without packets; spurt 2 with
+        // the marker set on its first packet.
+        let mut arrivals = stream(0..10, |_| 0);
+        for i in 0..10u16 {
+            let mut p = packet(10 + i, (60 + u32::from(i)) * 160);
+            p.marker = i == 0;
+            arrivals.push((1200 + 20 * u64::from(i), p));
+        }
+        let out = run(&mut jb, t0, arrivals, 0, 90);
+        assert_eq!(frames(&out), (0..20).collect::<Vec<_>>());
+        let stats = jb.statistics();
+        assert!(stats.silence >= 40, "{stats:?}");
+        // Only the ends of the two spurts are concealed before silence.
+        assert!(stats.concealed <= (2 * CONCEAL_TICKS).into(), "{stats:?}");
+    }
+
+    #[test]
+    fn dtx_pause_without_marker_is_detected_from_the_timestamp_gap() {
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let mut arrivals = stream(0..10, |_| 0);
+        // The second spurt also arrives 100 ms later than the first.
+        for i in 0..10u16 {
+            arrivals.push((
+                1300 + 20 * u64::from(i),
+                packet(10 + i, (60 + u32::from(i)) * 160),
+            ));
+        }
+        let out = run(&mut jb, t0, arrivals, 0, 90);
+        assert_eq!(frames(&out), (0..20).collect::<Vec<_>>());
+        assert_eq!(jb.statistics().late, 0);
+    }
+
+    #[test]
+    fn capacity_bounds_memory() {
+        let t0 = epoch();
+        let config = JitterConfig::default().with_capacity(16);
+        let mut jb = JitterBuffer::new(config).unwrap();
+        for i in 0..100u16 {
+            jb.push(t0, packet(i, u32::from(i) * 160));
+            assert!(jb.len() <= 16);
+        }
+        assert_eq!(jb.statistics().overflow, 84);
+    }
+
+    #[test]
+    fn adapts_target_to_jitter() {
+        // Frames delayed by 0 or 80 ms alternately: after learning, the
+        // target covers 80 ms and nothing more is late.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let _ = run(
+            &mut jb,
+            t0,
+            stream(0..200, |i| if i % 2 == 0 { 0 } else { 80 }),
+            0,
+            210,
+        );
+        let late_while_learning = jb.statistics().late;
+        let arrivals = stream(210..1200, |i| if i % 2 == 0 { 0 } else { 80 });
+        let out = run(&mut jb, t0, arrivals, 4200, 1000);
+        let stats = jb.statistics();
+        assert_eq!(stats.late, late_while_learning, "{stats:?}");
+        assert_eq!(frames(&out).len(), 990);
+        assert!(stats.target_delay >= Duration::from_millis(80), "{stats:?}");
+        assert!(
+            stats.target_delay <= Duration::from_millis(100),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn clock_drift_is_absorbed_by_shrinking() {
+        // The sender's clock runs 1 % fast: 101 frames per 100 ticks.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let arrivals: Vec<_> = (0..3000u16)
+            .map(|i| {
+                (
+                    (f64::from(i) * 19.8).round() as u64,
+                    packet(i, u32::from(i) * 160),
+                )
+            })
+            .collect();
+        let out = run(&mut jb, t0, arrivals, 0, 2980);
+        let stats = jb.statistics();
+        assert!(stats.shrunk >= 25, "{stats:?}");
+        assert!(
+            stats.current_delay < Duration::from_millis(100),
+            "{stats:?}"
+        );
+        assert!(frames(&out).windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn fixed_mode_keeps_its_delay() {
+        let t0 = epoch();
+        let config = JitterConfig::default().with_mode(DelayMode::Fixed(Duration::from_millis(40)));
+        let mut jb = JitterBuffer::new(config).unwrap();
+        let out = run(&mut jb, t0, stream(0..10, |_| 0), 0, 14);
+        // Frame 0 arrived at 0 ms; with 40 ms it plays at the 40 ms tick.
+        assert_eq!(out[..2], [Playout::Silence, Playout::Silence]);
+        assert!(matches!(&out[2], Playout::Frame(f) if f.payload == 0));
+        assert_eq!(frames(&out), (0..10).collect::<Vec<_>>());
+        assert_eq!(jb.statistics().stretched, 0);
+    }
+}
