@@ -117,7 +117,7 @@ static WORD: [bool; 256] = class(b"-.!%*_+`'~()<>:\\\"/[]?{}", true);
 static USERINFO: [bool; 256] = class(b"-_.!~*'()%&=+$,;?/:", true);
 static USER: [bool; 256] = class(b"-_.!~*'()%&=+$,;?/", true);
 static PASSWORD: [bool; 256] = class(b"-_.!~*'()%&=+$,", true);
-static HOSTNAME: [bool; 256] = class(b"-.", true);
+static HOST: [bool; 256] = class(b"-.", true);
 /// paramchar: param-unreserved / unreserved / escaped.
 static URI_PARAM: [bool; 256] = class(b"[]/:&+$-_.!~*'()%", true);
 /// hnv-unreserved / unreserved / escaped.
@@ -358,8 +358,8 @@ pub(crate) fn escapes_valid(s: &str) -> Option<usize> {
 pub(crate) fn userinfo_run(i: &str) -> usize {
     run(i, &USERINFO)
 }
-pub(crate) fn hostname_run(i: &str) -> usize {
-    run(i, &HOSTNAME)
+pub(crate) fn host_run(i: &str) -> usize {
+    run(i, &HOST)
 }
 pub(crate) fn uri_param_run(i: &str) -> usize {
     run(i, &URI_PARAM)

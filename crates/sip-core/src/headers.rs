@@ -319,7 +319,7 @@ impl<'a> TypedValue<'a> for NameAddr<'a> {
         let mut it = na.params.iter();
         while let Some((name, v)) = it.next_raw() {
             let bad = if name.eq_ignore_ascii_case("q") {
-                v.and_then(|q| qvalue(q))
+                v.and_then(qvalue)
                     .is_none()
                     .then_some("q value between 0 and 1")
             } else if name.eq_ignore_ascii_case("expires") {
@@ -478,7 +478,7 @@ fn via(i: &str) -> PResult<'_, Via<'_>> {
         } else if is("rport") {
             value.is_none_or(|r| (r).parse::<u16>().is_ok())
         } else if is("received") {
-            value.and_then(|r| uri::parse_ip(r)).is_some()
+            value.and_then(uri::parse_ip).is_some()
         } else if is("ttl") {
             value.and_then(|t| (t).parse::<u8>().ok()).is_some()
         } else {
@@ -644,7 +644,7 @@ impl<'a> TypedValue<'a> for Auth<'a> {
                 .unwrap_or(i.len());
             let after = &i[t68..];
             let eq = after.as_bytes().iter().take_while(|&&c| c == b'=').count();
-            if t68 > 0 && sws(&after[eq..]).is_empty() && !(eq == 1 && !after[1..].is_empty()) {
+            if t68 > 0 && sws(&after[eq..]).is_empty() {
                 return Ok((
                     &after[eq..],
                     Auth {
@@ -792,13 +792,13 @@ pub(crate) fn session_expires(value: &str) -> Result<SessionExpires<'_>, ValueEr
             expected: "delta seconds",
         });
     }
-    if let Some(r) = s.params.get("refresher") {
-        if !matches!(r, Some("uac" | "uas")) {
-            return Err(ValueError {
-                offset: 0,
-                expected: "refresher uac or uas",
-            });
-        }
+    if let Some(r) = s.params.get("refresher")
+        && !matches!(r, Some("uac" | "uas"))
+    {
+        return Err(ValueError {
+            offset: 0,
+            expected: "refresher uac or uas",
+        });
     }
     Ok(s)
 }

@@ -109,7 +109,17 @@ pub struct Message {
     end: u32,
     /// Offset of the empty line ending the headers, for error positions.
     head_end: u32,
+    /// Content-Length and CSeq as checked by the parser, valid while unmodified.
+    parsed: Parsed,
     modified: bool,
+}
+
+/// Values the parser had to read anyway, kept so reading them again is free.
+#[derive(Debug, Clone, Copy)]
+struct Parsed {
+    content_length: Option<u32>,
+    cseq: u32,
+    cseq_method: (u32, u32),
 }
 
 #[derive(Debug, Clone)]
@@ -301,7 +311,14 @@ impl Message {
 
     /// The CSeq.
     pub fn cseq(&self) -> Result<CSeq<'_>, ParseError> {
-        self.first(HeaderName::CSeq)
+        if self.modified {
+            return self.first(HeaderName::CSeq);
+        }
+        let (s, e) = self.parsed.cseq_method;
+        Ok(CSeq {
+            seq: self.parsed.cseq,
+            method_token: text(&self.buf[s as usize..e as usize]),
+        })
     }
 
     /// Max-Forwards, when present.
@@ -349,6 +366,9 @@ impl Message {
 
     /// The Content-Length as declared (checked when the message was parsed).
     pub fn content_length(&self) -> Option<u32> {
+        if !self.modified {
+            return self.parsed.content_length;
+        }
         self.number(HeaderName::ContentLength, u64::from(u32::MAX), "")
             .ok()
             .flatten()
@@ -1102,6 +1122,7 @@ fn parse_message(
     let mut start_line: Option<(usize, usize)> = None;
     let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut head_end = None;
+    let mut lines = 0usize;
     let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
     for nl in memchr::memchr_iter(b'\n', b) {
         if nl == 0 || b[nl - 1] != b'\r' {
@@ -1112,9 +1133,7 @@ fn parse_message(
             // "\r\n" where the '\r' belongs to the previous line: a lone LF.
             return err(ParseErrorKind::BadLineEnding, nl);
         }
-        if let Some(cr) = memchr::memchr(b'\r', &b[pos..end]) {
-            return err(ParseErrorKind::BadLineEnding, pos + cr);
-        }
+        lines += 1;
         if end == pos {
             if start_line.is_none() {
                 return err(
@@ -1155,15 +1174,28 @@ fn parse_message(
                     pos,
                 );
             }
-            let Some(colon) = memchr::memchr(b':', &b[pos..end]).map(|c| pos + c) else {
-                return err(ParseErrorKind::MissingColon, pos);
-            };
-            let name_end = trim_end(b, pos, colon);
-            let name = &b[pos..name_end];
-            if name.is_empty() || !name.iter().all(|&c| is_token(c)) {
-                let bad = name.iter().position(|&c| !is_token(c)).unwrap_or(0);
-                return err(ParseErrorKind::InvalidHeaderName, pos + bad);
+            // The name is a token, then optional white space and the colon.
+            let mut name_end = pos;
+            while name_end < end && is_token(b[name_end]) {
+                name_end += 1;
             }
+            let mut colon = name_end;
+            while colon < end && is_wsp(b[colon]) {
+                colon += 1;
+            }
+            if colon == end || b[colon] != b':' {
+                return if name_end > pos && colon == end
+                    || memchr::memchr(b':', &b[pos..end]).is_none()
+                {
+                    err(ParseErrorKind::MissingColon, pos)
+                } else {
+                    err(ParseErrorKind::InvalidHeaderName, name_end)
+                };
+            }
+            if name_end == pos {
+                return err(ParseErrorKind::InvalidHeaderName, pos);
+            }
+            let name = &b[pos..name_end];
             let mut vstart = colon + 1;
             while vstart < end && is_wsp(b[vstart]) {
                 vstart += 1;
@@ -1180,10 +1212,21 @@ fn parse_message(
     let Some(head_end) = head_end else {
         return err(ParseErrorKind::UnterminatedHeaders, b.len());
     };
-    if !b[..head_end].is_ascii() {
-        if let Err(e) = std::str::from_utf8(&b[..head_end]) {
-            return err(ParseErrorKind::InvalidUtf8, e.valid_up_to());
+    // Every line ended in CRLF; any other CR is a bare one.
+    if memchr::memchr_iter(b'\r', &b[..head_end + 2]).count() != lines {
+        let mut at = 0;
+        for cr in memchr::memchr_iter(b'\r', &b[..head_end + 2]) {
+            if b.get(cr + 1) != Some(&b'\n') {
+                at = cr;
+                break;
+            }
         }
+        return err(ParseErrorKind::BadLineEnding, at);
+    }
+    if !b[..head_end].is_ascii()
+        && let Err(e) = std::str::from_utf8(&b[..head_end])
+    {
+        return err(ParseErrorKind::InvalidUtf8, e.valid_up_to());
     }
     let body_start = head_end + 2;
     let (ls, le) = start_line.unwrap_or((0, 0));
@@ -1253,16 +1296,16 @@ fn parse_message(
         Ok(c) => c,
         Err(e) => return value_err(first[3], e),
     };
-    if let Start::Request { method, .. } = &start {
-        if !method.matches(cseq.method_token.as_bytes()) {
-            return err(
-                ParseErrorKind::CSeqMethodMismatch {
-                    cseq: cseq.method_token.to_owned(),
-                    request: method.as_str().to_owned(),
-                },
-                cs,
-            );
-        }
+    if let Start::Request { method, .. } = &start
+        && !method.matches(cseq.method_token.as_bytes())
+    {
+        return err(
+            ParseErrorKind::CSeqMethodMismatch {
+                cseq: cseq.method_token.to_owned(),
+                request: method.as_str().to_owned(),
+            },
+            cs,
+        );
     }
     if count[4] == 1 {
         let (s, e) = value_at(first[4]);
@@ -1295,7 +1338,17 @@ fn parse_message(
         available
     };
     let end = body_start + body_len;
+    let method_at = cs + (cseq.method_token.as_ptr() as usize - b[cs..].as_ptr() as usize);
+    let parsed = Parsed {
+        content_length: (count[5] == 1).then(|| u32::try_from(body_len).unwrap_or(u32::MAX)),
+        cseq: cseq.seq,
+        cseq_method: (
+            u32::try_from(method_at).unwrap_or(0),
+            u32::try_from(method_at + cseq.method_token.len()).unwrap_or(0),
+        ),
+    };
     Ok(Message {
+        parsed,
         start,
         headers,
         body: span(body_start, end),

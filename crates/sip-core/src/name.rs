@@ -93,7 +93,7 @@ impl fmt::Display for Method {
 }
 
 macro_rules! header_names {
-    ($( $variant:ident => $canonical:literal $(, $compact:literal)? ; )*) => {
+    ($( $variant:ident => $canonical:literal, $lower:literal $(, $compact:literal)? ; )*) => {
         /// A header field name. Known names are recognised case-insensitively and in
         /// their compact forms (RFC 3261 §7.3.3); others are [`HeaderName::Other`].
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -123,55 +123,62 @@ macro_rules! header_names {
                     $( $( if c == $compact { return HeaderName::$variant; } )? )*
                     return HeaderName::Other;
                 }
-                $( if name.len() == $canonical.len() && name.eq_ignore_ascii_case($canonical.as_bytes()) {
-                    return HeaderName::$variant;
-                } )*
-                HeaderName::Other
+                let mut lower = [0u8; 24];
+                if name.len() > lower.len() {
+                    return HeaderName::Other;
+                }
+                for (l, c) in lower.iter_mut().zip(name) {
+                    *l = c.to_ascii_lowercase();
+                }
+                match &lower[..name.len()] {
+                    $( $lower => HeaderName::$variant, )*
+                    _ => HeaderName::Other,
+                }
             }
         }
     };
 }
 
 header_names! {
-    Via => "Via", b'v';
-    From => "From", b'f';
-    To => "To", b't';
-    CallId => "Call-ID", b'i';
-    CSeq => "CSeq";
-    MaxForwards => "Max-Forwards";
-    Contact => "Contact", b'm';
-    ContentLength => "Content-Length", b'l';
-    ContentType => "Content-Type", b'c';
-    ContentEncoding => "Content-Encoding", b'e';
-    Route => "Route";
-    RecordRoute => "Record-Route";
-    Expires => "Expires";
-    MinExpires => "Min-Expires";
-    WwwAuthenticate => "WWW-Authenticate";
-    Authorization => "Authorization";
-    ProxyAuthenticate => "Proxy-Authenticate";
-    ProxyAuthorization => "Proxy-Authorization";
-    Allow => "Allow";
-    Supported => "Supported", b'k';
-    Require => "Require";
-    ProxyRequire => "Proxy-Require";
-    Unsupported => "Unsupported";
-    Event => "Event", b'o';
-    AllowEvents => "Allow-Events", b'u';
-    SubscriptionState => "Subscription-State";
-    ReferTo => "Refer-To", b'r';
-    ReferredBy => "Referred-By", b'b';
-    Replaces => "Replaces";
-    SessionExpires => "Session-Expires", b'x';
-    MinSe => "Min-SE";
-    PAssertedIdentity => "P-Asserted-Identity";
-    Subject => "Subject", b's';
-    Path => "Path";
-    ServiceRoute => "Service-Route";
-    UserAgent => "User-Agent";
-    Server => "Server";
-    RetryAfter => "Retry-After";
-    Timestamp => "Timestamp";
+    Via => "Via", b"via", b'v';
+    From => "From", b"from", b'f';
+    To => "To", b"to", b't';
+    CallId => "Call-ID", b"call-id", b'i';
+    CSeq => "CSeq", b"cseq";
+    MaxForwards => "Max-Forwards", b"max-forwards";
+    Contact => "Contact", b"contact", b'm';
+    ContentLength => "Content-Length", b"content-length", b'l';
+    ContentType => "Content-Type", b"content-type", b'c';
+    ContentEncoding => "Content-Encoding", b"content-encoding", b'e';
+    Route => "Route", b"route";
+    RecordRoute => "Record-Route", b"record-route";
+    Expires => "Expires", b"expires";
+    MinExpires => "Min-Expires", b"min-expires";
+    WwwAuthenticate => "WWW-Authenticate", b"www-authenticate";
+    Authorization => "Authorization", b"authorization";
+    ProxyAuthenticate => "Proxy-Authenticate", b"proxy-authenticate";
+    ProxyAuthorization => "Proxy-Authorization", b"proxy-authorization";
+    Allow => "Allow", b"allow";
+    Supported => "Supported", b"supported", b'k';
+    Require => "Require", b"require";
+    ProxyRequire => "Proxy-Require", b"proxy-require";
+    Unsupported => "Unsupported", b"unsupported";
+    Event => "Event", b"event", b'o';
+    AllowEvents => "Allow-Events", b"allow-events", b'u';
+    SubscriptionState => "Subscription-State", b"subscription-state";
+    ReferTo => "Refer-To", b"refer-to", b'r';
+    ReferredBy => "Referred-By", b"referred-by", b'b';
+    Replaces => "Replaces", b"replaces";
+    SessionExpires => "Session-Expires", b"session-expires", b'x';
+    MinSe => "Min-SE", b"min-se";
+    PAssertedIdentity => "P-Asserted-Identity", b"p-asserted-identity";
+    Subject => "Subject", b"subject", b's';
+    Path => "Path", b"path";
+    ServiceRoute => "Service-Route", b"service-route";
+    UserAgent => "User-Agent", b"user-agent";
+    Server => "Server", b"server";
+    RetryAfter => "Retry-After", b"retry-after";
+    Timestamp => "Timestamp", b"timestamp";
 }
 
 impl HeaderName {

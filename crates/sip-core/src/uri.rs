@@ -295,9 +295,12 @@ pub(crate) fn uri(i: &str, ctx: UriContext) -> PResult<'_, Uri<'_>> {
 }
 
 fn sip_uri(i: &str, scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>> {
-    let n = grammar::userinfo_run(i);
+    // Userinfo is present when an "@" follows a run of userinfo characters.
+    let n = memchr::memchr(b'@', i.as_bytes())
+        .filter(|&at| grammar::userinfo_run(&i[..at]) == at)
+        .unwrap_or(usize::MAX);
     let (mut user, mut password, mut rest) = (None, None, i);
-    if i.as_bytes().get(n) == Some(&b'@') {
+    if n != usize::MAX {
         let info = &i[..n];
         let (u, p) = match memchr::memchr(b':', info.as_bytes()) {
             Some(c) => (&info[..c], Some(&info[c + 1..])),
@@ -426,30 +429,36 @@ pub(crate) fn host(i: &str) -> PResult<'_, Host<'_>> {
         let Some(end) = memchr::memchr(b']', i.as_bytes()) else {
             return fail(i, "IPv6 host reference closed by ]");
         };
-        return match (&i[1..end]).parse::<Ipv6Addr>() {
+        return match i[1..end].parse::<Ipv6Addr>() {
             Ok(a) => Ok((&i[end + 1..], Host::Ipv6(a))),
             Err(_) => fail(&i[1..], "IPv6 address"),
         };
     }
-    let n = grammar::hostname_run(i);
+    let n = grammar::host_run(i);
     if n == 0 {
         return fail(i, "host");
     }
     let h = &i[..n];
-    if h.as_bytes()
-        .iter()
-        .all(|c| c.is_ascii_digit() || *c == b'.')
+    let hb = h.as_bytes();
+    let last = hb[n - 1];
+    if last.is_ascii_digit()
+        && hb[0].is_ascii_digit()
+        && hb.iter().all(|&c| c.is_ascii_digit() || c == b'.')
     {
-        return match (h).parse::<Ipv4Addr>() {
+        return match h.parse::<Ipv4Addr>() {
             Ok(a) => Ok((&i[n..], Host::Ipv4(a))),
             Err(_) => fail(i, "IPv4 address"),
         };
     }
-    let labels = h.strip_suffix('.').unwrap_or(h);
-    for label in labels.split('.') {
-        if label.is_empty() || label.starts_with('-') || label.ends_with('-') {
-            return fail(i, "host name");
-        }
+    // Labels are non-empty and neither start nor end with a hyphen; a
+    // trailing dot (a fully qualified name) is allowed.
+    let bad_label = last == b'-'
+        || memchr::memchr2_iter(b'.', b'-', hb).any(|p| {
+            let before = if p == 0 { b'.' } else { hb[p - 1] };
+            before == b'.' || (hb[p] == b'.' && before == b'-')
+        });
+    if bad_label {
+        return fail(i, "host name");
     }
     Ok((&i[n..], Host::Domain(h)))
 }

@@ -2,6 +2,11 @@
 //! serialises back byte for byte and survives a canonical round trip; every
 //! invalid one is refused with the expected complaint.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test fails loudly on a broken fixture"
+)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
