@@ -1,11 +1,13 @@
 //! # media-engine
 //!
-//! The pure media core of the softphone: RTP and RTCP (RFC 3550/3551) with
-//! receiver statistics and a call-quality estimate, G.711 with packet-loss
-//! concealment, an adaptive jitter buffer, and DTMF as RFC 4733
-//! telephone-events. It opens no socket, spawns no task and reads no
-//! clock: every input that depends on time takes `now` as an argument, so
-//! tests drive it on a virtual clock, exactly and fast.
+//! The pure media core of the softphone: SDP offer/answer (RFC 8866,
+//! RFC 3264), RTP and RTCP (RFC 3550/3551) with receiver statistics and a
+//! call-quality estimate, SRTP with SDES keys (RFC 3711, RFC 4568), G.711
+//! and Opus behind one codec interface, resampling, an adaptive jitter
+//! buffer, and DTMF as RFC 4733 telephone-events. It opens no socket,
+//! spawns no task and reads no clock: every input that depends on time
+//! takes `now` as an argument, so tests drive it on a virtual clock,
+//! exactly and fast.
 //!
 //! ## What is here
 //!
@@ -20,9 +22,21 @@
 //! | [`jitter`] | [`JitterBuffer`](jitter::JitterBuffer): adaptive playout delay, reordering, duplicates, loss, DTX, drift, statistics |
 //! | [`dtmf`] | RFC 4733 telephone-event payloads, a key-press encoder and a de-duplicating decoder |
 //! | [`trace`] | network traces (CSV), a deterministic generator of network conditions, and a replay that scores the jitter buffer |
+//! | [`sdp`] | [`SessionDescription`](sdp::SessionDescription) parse/write: origin, connection (IPv4/IPv6), timing, media sections, `rtpmap`, `fmtp`, `ptime`, direction, `rtcp-mux`, `rtcp`, `crypto`; unknown attributes kept |
+//! | [`negotiation`] | [`MediaNegotiation`](negotiation::MediaNegotiation): RFC 3264 offer/answer for audio, codec and payload-type choice, hold, RTCP multiplexing, SRTP policy and crypto suite choice, re-offers |
+//! | [`srtp`] | [`SrtpContext`](srtp::SrtpContext) over webrtc-srtp: AES_CM_128_HMAC_SHA1_80/_32 and AEAD_AES_128_GCM, keys from the OS CSPRNG, replay protection, SRTCP |
+//! | [`codec`] | [`AudioEncoder`](codec::AudioEncoder)/[`AudioDecoder`](codec::AudioDecoder) with concealment and FEC recovery; G.711 implementations |
+//! | [`opus`] | Opus at 48 kHz mono through libopus: bitrate, complexity, in-band FEC, DTX, PLC |
+//! | [`resample`] | [`Resampler`](resample::Resampler): fixed-size frames between device and codec rates (rubato) |
 //!
-//! Not here yet: SDP offer/answer, SRTP, Opus and resampling. Sockets live
-//! in `media-tokio`, audio devices in `media-audio`.
+//! Sockets live in `media-tokio`, audio devices in `media-audio`.
+//!
+//! ## Dependencies worth knowing
+//!
+//! SRTP is webrtc-srtp's; that crate depends on tokio for parts this crate
+//! does not use, so tokio appears in the dependency tree although nothing
+//! here runs on it. Opus links the system libopus through `audiopus`
+//! (`pkg-config` and `libopus-dev` on Debian).
 //!
 //! ## The receive loop
 //!
@@ -104,13 +118,19 @@
 //!
 //! None.
 
+pub mod codec;
 pub mod dtmf;
 pub mod g711;
 pub mod jitter;
+pub mod negotiation;
+pub mod opus;
 pub mod quality;
+pub mod resample;
 pub mod rtcp;
 pub mod rtp;
+pub mod sdp;
 pub mod session;
+pub mod srtp;
 pub mod stats;
 pub mod trace;
 

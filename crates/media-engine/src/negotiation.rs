@@ -1,0 +1,1410 @@
+//! SDP offer/answer for one audio stream (RFC 3264), with SDES-SRTP
+//! (RFC 4568).
+//!
+//! [`MediaNegotiation`] holds what the local side supports
+//! ([`MediaSettings`]) and the state of the exchange. It makes offers and
+//! answers and reads the other side's, and hands back a
+//! [`NegotiatedAudio`]: where to send, which codec and payload types, the
+//! packet time, the direction, RTCP multiplexing and the SRTP keys.
+//!
+//! The rules it follows:
+//!
+//! - Codecs (RFC 3264 §6.1): the answer lists the offered codecs the
+//!   answerer supports, in the answerer's order of preference, with the
+//!   offer's payload type numbers; both sides send the first codec of the
+//!   answer. PCMU (0) and PCMA (8) are static payload types; Opus
+//!   (`opus/48000/2`) and `telephone-event` (RFC 4733, events 0-16) are
+//!   dynamic and matched by their `rtpmap`.
+//! - Direction (RFC 3264 §6.1, §8.4): a `sendonly` offer (hold) is
+//!   answered `recvonly`, `recvonly` with `sendonly`, `inactive` with
+//!   `inactive`; the local direction ([`MediaNegotiation::set_direction`])
+//!   narrows both.
+//! - Packet time (RFC 3264 §5.1): each side asks for the `ptime` it wants
+//!   to receive; the sender follows it within the peer's `maxptime`.
+//! - RTCP multiplexing (RFC 5761 §5.1.1): used when both sides list
+//!   `a=rtcp-mux`; otherwise RTCP goes to `a=rtcp` (RFC 3605) or the next
+//!   port.
+//! - SRTP ([`SrtpPolicy`]): mandatory SRTP offers `RTP/SAVP` with
+//!   `a=crypto` lines and refuses plain RTP; best-effort SRTP offers
+//!   `RTP/AVP` with `a=crypto` lines and takes SRTP when the answer keeps a
+//!   crypto line. The answerer picks the first offered crypto line whose
+//!   suite it supports and answers with the same tag and suite and a fresh
+//!   key (RFC 4568 §7.1.1). Keys come from the operating system's CSPRNG.
+//! - Streams the answerer cannot take (video, an unknown protocol, a
+//!   second audio stream, no common codec, SRTP it cannot meet) are
+//!   answered with port 0 (RFC 3264 §6).
+//! - Every description the local side sends keeps the `o=` session id;
+//!   the version grows by one whenever the description changes
+//!   (RFC 3264 §8).
+//!
+//! ```
+//! use std::net::{IpAddr, Ipv4Addr};
+//! use media_engine::negotiation::{MediaNegotiation, MediaSettings};
+//! use media_engine::sdp::Direction;
+//! use rand::SeedableRng;
+//!
+//! let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+//! let alice_ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+//! let bob_ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
+//! let mut alice = MediaNegotiation::new(MediaSettings::new(alice_ip, 4000), &mut rng);
+//! let mut bob = MediaNegotiation::new(MediaSettings::new(bob_ip, 5000), &mut rng);
+//!
+//! let offer = alice.create_offer().unwrap();
+//! let answer = bob.handle_offer(&offer).unwrap();
+//! let at_alice = alice.handle_answer(&answer.description).unwrap();
+//! let at_bob = answer.audio.unwrap();
+//!
+//! assert_eq!(at_alice.remote_rtp.port(), 5000);
+//! assert_eq!(at_bob.remote_rtp.port(), 4000);
+//! assert_eq!(at_alice.codec, at_bob.codec);
+//! assert_eq!(at_alice.direction, Direction::SendRecv);
+//! // Mandatory SRTP by default: each side receives with the key the other sends with.
+//! let (a, b) = (at_alice.srtp.unwrap(), at_bob.srtp.unwrap());
+//! assert_eq!(a.remote, b.local);
+//! assert_eq!(a.local, b.remote);
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use rand::Rng;
+use thiserror::Error;
+use tracing::debug;
+
+use crate::sdp::{
+    Address, Attribute, Connection, CryptoAttribute, Direction, Fmtp, MediaDescription, MediaKind,
+    Origin, Protocol, RtpMap, SessionDescription,
+};
+use crate::srtp::{SrtpError, SrtpKeyMaterial, SrtpSuite};
+
+/// Payload type this side offers for Opus.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+/// Payload type this side offers for `telephone-event/8000`.
+pub const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
+
+/// The audio codecs this crate negotiates.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Codec {
+    /// G.711 mu-law, static payload type 0.
+    Pcmu,
+    /// G.711 A-law, static payload type 8.
+    Pcma,
+    /// Opus (RFC 7587), dynamic payload type, `opus/48000/2`.
+    Opus,
+}
+
+impl Codec {
+    /// The encoding name in `rtpmap`.
+    pub fn encoding_name(self) -> &'static str {
+        match self {
+            Codec::Pcmu => "PCMU",
+            Codec::Pcma => "PCMA",
+            Codec::Opus => "opus",
+        }
+    }
+
+    /// The RTP clock rate.
+    pub fn clock_rate(self) -> u32 {
+        match self {
+            Codec::Pcmu | Codec::Pcma => 8000,
+            Codec::Opus => 48000,
+        }
+    }
+
+    /// The static payload type, if the codec has one (RFC 3551 §6).
+    pub fn static_payload_type(self) -> Option<u8> {
+        match self {
+            Codec::Pcmu => Some(0),
+            Codec::Pcma => Some(8),
+            Codec::Opus => None,
+        }
+    }
+
+    /// The payload type this side offers.
+    pub fn offered_payload_type(self) -> u8 {
+        self.static_payload_type().unwrap_or(OPUS_PAYLOAD_TYPE)
+    }
+
+    fn rtpmap(self, payload_type: u8) -> RtpMap {
+        RtpMap {
+            payload_type,
+            encoding: self.encoding_name().to_owned(),
+            clock_rate: self.clock_rate(),
+            channels: (self == Codec::Opus).then_some(2),
+        }
+    }
+
+    /// The `fmtp` this side sends for the codec: Opus asks for in-band
+    /// FEC (RFC 7587 §6.1).
+    fn fmtp(self) -> Option<&'static str> {
+        match self {
+            Codec::Opus => Some("minptime=10;useinbandfec=1"),
+            Codec::Pcmu | Codec::Pcma => None,
+        }
+    }
+}
+
+/// How SRTP is offered and accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SrtpPolicy {
+    /// Plain RTP only: crypto lines are neither sent nor taken, and
+    /// `RTP/SAVP` offers are refused. Set it through
+    /// [`MediaSettings::dangerous`].
+    Disabled,
+    /// Offer `RTP/AVP` with crypto lines and use SRTP if the peer takes
+    /// it; accept plain RTP otherwise.
+    BestEffort,
+    /// Offer `RTP/SAVP`; refuse plain RTP.
+    Mandatory,
+}
+
+/// What the local side supports and wants.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MediaSettings {
+    /// The `o=` user name.
+    pub username: String,
+    /// The local media address, written in `o=` and `c=`.
+    pub address: IpAddr,
+    /// The local RTP port.
+    pub port: u16,
+    /// Codecs in order of preference.
+    pub codecs: Vec<Codec>,
+    /// Whether to offer and accept RFC 4733 telephone-events.
+    pub telephone_event: bool,
+    /// Packet time this side wants to receive, in milliseconds.
+    pub ptime: u32,
+    /// Longest packet time this side accepts, in milliseconds.
+    pub max_ptime: u32,
+    /// Whether to offer and accept RTCP multiplexing.
+    pub rtcp_mux: bool,
+    /// SRTP suites in order of preference.
+    pub crypto_suites: Vec<SrtpSuite>,
+    srtp: SrtpPolicy,
+}
+
+/// Settings that weaken security; reached through
+/// [`MediaSettings::dangerous`].
+#[derive(Debug)]
+pub struct DangerousMediaSettings<'a> {
+    settings: &'a mut MediaSettings,
+}
+
+impl MediaSettings {
+    /// Defaults: Opus, PCMU, PCMA; telephone-events; 20 ms; RTCP
+    /// multiplexing; mandatory SRTP with AES_CM_128_HMAC_SHA1_80, then
+    /// AEAD_AES_128_GCM, then AES_CM_128_HMAC_SHA1_32.
+    pub fn new(address: IpAddr, port: u16) -> Self {
+        MediaSettings {
+            username: "-".to_owned(),
+            address,
+            port,
+            codecs: vec![Codec::Opus, Codec::Pcmu, Codec::Pcma],
+            telephone_event: true,
+            ptime: 20,
+            max_ptime: 120,
+            rtcp_mux: true,
+            crypto_suites: vec![
+                SrtpSuite::AesCm128HmacSha1_80,
+                SrtpSuite::AeadAes128Gcm,
+                SrtpSuite::AesCm128HmacSha1_32,
+            ],
+            srtp: SrtpPolicy::Mandatory,
+        }
+    }
+
+    /// With codecs in this order of preference.
+    pub fn with_codecs(mut self, codecs: impl IntoIterator<Item = Codec>) -> Self {
+        self.codecs = codecs.into_iter().collect();
+        self
+    }
+
+    /// With SRTP suites in this order of preference.
+    pub fn with_crypto_suites(mut self, suites: impl IntoIterator<Item = SrtpSuite>) -> Self {
+        self.crypto_suites = suites.into_iter().collect();
+        self
+    }
+
+    /// With best-effort SRTP (`RTP/AVP` with crypto lines) instead of
+    /// mandatory SRTP.
+    pub fn with_best_effort_srtp(mut self) -> Self {
+        self.srtp = SrtpPolicy::BestEffort;
+        self
+    }
+
+    /// With mandatory SRTP (the default).
+    pub fn with_mandatory_srtp(mut self) -> Self {
+        self.srtp = SrtpPolicy::Mandatory;
+        self
+    }
+
+    /// With this packet time, in milliseconds.
+    pub fn with_ptime(mut self, ptime: u32) -> Self {
+        self.ptime = ptime;
+        self
+    }
+
+    /// With or without RTCP multiplexing.
+    pub fn with_rtcp_mux(mut self, rtcp_mux: bool) -> Self {
+        self.rtcp_mux = rtcp_mux;
+        self
+    }
+
+    /// With or without telephone-events.
+    pub fn with_telephone_event(mut self, telephone_event: bool) -> Self {
+        self.telephone_event = telephone_event;
+        self
+    }
+
+    /// The SRTP policy.
+    pub fn srtp_policy(&self) -> SrtpPolicy {
+        self.srtp
+    }
+
+    /// Options that weaken security.
+    pub fn dangerous(&mut self) -> DangerousMediaSettings<'_> {
+        DangerousMediaSettings { settings: self }
+    }
+}
+
+impl DangerousMediaSettings<'_> {
+    /// Plain RTP only: media travels unencrypted and unauthenticated.
+    pub fn disable_srtp(&mut self) -> &mut Self {
+        self.settings.srtp = SrtpPolicy::Disabled;
+        self
+    }
+}
+
+/// The SRTP keys of a negotiated stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NegotiatedSrtp {
+    /// The key this side protects with (it sent it in its description).
+    pub local: SrtpKeyMaterial,
+    /// The key this side unprotects with (the peer sent it).
+    pub remote: SrtpKeyMaterial,
+}
+
+/// The outcome of offer/answer for the audio stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct NegotiatedAudio {
+    /// Where to send RTP.
+    pub remote_rtp: SocketAddr,
+    /// Where to send RTCP (the RTP address when multiplexed).
+    pub remote_rtcp: SocketAddr,
+    /// The codec both sides send.
+    pub codec: Codec,
+    /// Payload type to send the codec with (the peer's number).
+    pub send_payload_type: u8,
+    /// Payload type the codec arrives with (this side's number).
+    pub receive_payload_type: u8,
+    /// The peer's `fmtp` for the codec, if any.
+    pub remote_fmtp: Option<String>,
+    /// Payload type to send telephone-events with, if negotiated.
+    pub send_telephone_event: Option<u8>,
+    /// Payload type telephone-events arrive with, if negotiated.
+    pub receive_telephone_event: Option<u8>,
+    /// Packet time to send with, in milliseconds.
+    pub ptime: u32,
+    /// What this side does: send, receive, both or neither.
+    pub direction: Direction,
+    /// Whether RTP and RTCP share one port.
+    pub rtcp_mux: bool,
+    /// The SRTP keys, or `None` for plain RTP.
+    pub srtp: Option<NegotiatedSrtp>,
+}
+
+/// An answer to a remote offer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// The description to send back.
+    pub description: SessionDescription,
+    /// The audio stream, or `None` when every stream was refused.
+    pub audio: Option<NegotiatedAudio>,
+}
+
+/// Why offer/answer failed.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum NegotiationError {
+    /// An offer was made and its answer has not come; a new offer must
+    /// wait (RFC 3264 §4). For SIP this is the 491 case.
+    #[error("an offer is already pending")]
+    OfferPending,
+    /// An answer arrived but no offer was made.
+    #[error("no offer is pending")]
+    NoPendingOffer,
+    /// The answer does not have one media section per offered section
+    /// (RFC 3264 §6).
+    #[error("answer has {answered} media sections, the offer had {offered}")]
+    MediaCountMismatch {
+        /// Sections offered.
+        offered: usize,
+        /// Sections answered.
+        answered: usize,
+    },
+    /// The peer refused the audio stream (port 0).
+    #[error("audio stream refused")]
+    AudioRejected,
+    /// The answer changed the transport protocol of the stream.
+    #[error("answer changed the transport protocol")]
+    ProtocolMismatch,
+    /// No codec of the answer is one this side offered and supports.
+    #[error("no common codec")]
+    NoCommonCodec,
+    /// SRTP is mandatory and the answer has no crypto line.
+    #[error("srtp required but not answered")]
+    SrtpRequired,
+    /// The answer's crypto line matches no offered tag and suite, or its
+    /// key is unusable.
+    #[error("answered crypto line does not match the offer")]
+    CryptoMismatch,
+    /// The media address is a host name, which a pure core cannot resolve.
+    #[error("media address is a host name")]
+    UnresolvedAddress,
+    /// The media section has no connection address at either level.
+    #[error("no connection address")]
+    MissingConnection,
+    /// Key material could not be made.
+    #[error(transparent)]
+    Srtp(#[from] SrtpError),
+}
+
+/// Offer/answer state of one call. See the module documentation.
+#[derive(Debug)]
+pub struct MediaNegotiation {
+    settings: MediaSettings,
+    session_id: u64,
+    last_local: Option<SessionDescription>,
+    pending_offer: Option<SessionDescription>,
+    /// One key per suite, made when first needed and kept across
+    /// re-offers so an unchanged session keeps an unchanged description.
+    keys: Vec<SrtpKeyMaterial>,
+    direction: Direction,
+}
+
+impl MediaNegotiation {
+    /// A negotiation with a session id drawn from `rng` (an identifier,
+    /// not a secret: a seeded RNG makes tests exact).
+    pub fn new<R: Rng + ?Sized>(settings: MediaSettings, rng: &mut R) -> Self {
+        MediaNegotiation {
+            settings,
+            session_id: rng.random_range(1..(1u64 << 62)),
+            last_local: None,
+            pending_offer: None,
+            keys: Vec::new(),
+            direction: Direction::SendRecv,
+        }
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &MediaSettings {
+        &self.settings
+    }
+
+    /// Sets the direction the next offer or answer asks for:
+    /// `sendonly` puts the peer on hold, `inactive` holds both ways,
+    /// `sendrecv` resumes.
+    pub fn set_direction(&mut self, direction: Direction) {
+        self.direction = direction;
+    }
+
+    /// Sets the local RTP port for the next offer or answer.
+    pub fn set_port(&mut self, port: u16) {
+        self.settings.port = port;
+    }
+
+    /// The description this side sent last, if any.
+    pub fn local_description(&self) -> Option<&SessionDescription> {
+        self.last_local.as_ref()
+    }
+
+    /// Whether an offer awaits its answer.
+    pub fn is_offer_pending(&self) -> bool {
+        self.pending_offer.is_some()
+    }
+
+    /// Makes an offer, or a re-offer once a session is up.
+    pub fn create_offer(&mut self) -> Result<SessionDescription, NegotiationError> {
+        if self.pending_offer.is_some() {
+            return Err(NegotiationError::OfferPending);
+        }
+        let protocol = match self.settings.srtp {
+            SrtpPolicy::Mandatory => Protocol::RtpSavp,
+            SrtpPolicy::BestEffort | SrtpPolicy::Disabled => Protocol::RtpAvp,
+        };
+        let mut codecs: Vec<(u8, Codec)> = self
+            .settings
+            .codecs
+            .iter()
+            .map(|&c| (c.offered_payload_type(), c))
+            .collect();
+        codecs.dedup_by_key(|(pt, _)| *pt);
+        let telephone_event = self
+            .settings
+            .telephone_event
+            .then_some(TELEPHONE_EVENT_PAYLOAD_TYPE);
+        let mut crypto = Vec::new();
+        if self.settings.srtp != SrtpPolicy::Disabled {
+            let suites = self.settings.crypto_suites.clone();
+            for (tag, suite) in (1u32..).zip(suites) {
+                crypto.push(self.key(suite)?.to_crypto_attribute(tag));
+            }
+        }
+        let media = self.audio_section(
+            protocol,
+            &codecs,
+            telephone_event,
+            self.direction,
+            self.settings.rtcp_mux,
+            crypto,
+        );
+        let offer = self.stamp(media);
+        debug!(version = offer.origin.session_version, "sdp offer made");
+        self.pending_offer = Some(offer.clone());
+        Ok(offer)
+    }
+
+    /// Forgets a pending offer, as when it was refused or timed out; the
+    /// session stays as it was before the offer.
+    pub fn cancel_offer(&mut self) {
+        self.pending_offer = None;
+    }
+
+    /// Reads the answer to the pending offer.
+    pub fn handle_answer(
+        &mut self,
+        answer: &SessionDescription,
+    ) -> Result<NegotiatedAudio, NegotiationError> {
+        let offer = self
+            .pending_offer
+            .take()
+            .ok_or(NegotiationError::NoPendingOffer)?;
+        if offer.media.len() != answer.media.len() {
+            return Err(NegotiationError::MediaCountMismatch {
+                offered: offer.media.len(),
+                answered: answer.media.len(),
+            });
+        }
+        let (ours, theirs) = (&offer.media[0], &answer.media[0]);
+        let result = self.read_answer(ours, theirs, answer);
+        // The offer was made either way: later descriptions build on it.
+        self.last_local = Some(offer);
+        result
+    }
+
+    /// Answers a remote offer (initial or re-offer).
+    pub fn handle_offer(&mut self, offer: &SessionDescription) -> Result<Answer, NegotiationError> {
+        if self.pending_offer.is_some() {
+            return Err(NegotiationError::OfferPending);
+        }
+        let mut sections = Vec::with_capacity(offer.media.len());
+        let mut audio = None;
+        for media in &offer.media {
+            let accepted = if audio.is_none() {
+                self.accept_stream(media, offer)?
+            } else {
+                None
+            };
+            match accepted {
+                Some((section, negotiated)) => {
+                    sections.push(section);
+                    audio = Some(negotiated);
+                }
+                None => {
+                    debug!(kind = media.kind.as_str(), "media stream refused");
+                    sections.push(MediaDescription::new(
+                        media.kind.clone(),
+                        0,
+                        media.protocol.clone(),
+                        media.formats.clone(),
+                    ));
+                }
+            }
+        }
+        let description = self.stamp_sections(sections);
+        Ok(Answer { description, audio })
+    }
+
+    // --- private helpers --------------------------------------------------
+
+    fn key(&mut self, suite: SrtpSuite) -> Result<SrtpKeyMaterial, SrtpError> {
+        if let Some(key) = self.keys.iter().find(|k| k.suite() == suite) {
+            return Ok(key.clone());
+        }
+        let key = SrtpKeyMaterial::generate(suite)?;
+        self.keys.push(key.clone());
+        Ok(key)
+    }
+
+    /// The audio `m=` section this side sends.
+    fn audio_section(
+        &self,
+        protocol: Protocol,
+        codecs: &[(u8, Codec)],
+        telephone_event: Option<u8>,
+        direction: Direction,
+        rtcp_mux: bool,
+        crypto: Vec<CryptoAttribute>,
+    ) -> MediaDescription {
+        let mut formats: Vec<String> = codecs.iter().map(|(pt, _)| pt.to_string()).collect();
+        let mut attributes = Vec::new();
+        for &(pt, codec) in codecs {
+            attributes.push(Attribute::RtpMap(codec.rtpmap(pt)));
+            if let Some(parameters) = codec.fmtp() {
+                attributes.push(Attribute::Fmtp(Fmtp {
+                    format: pt.to_string(),
+                    parameters: parameters.to_owned(),
+                }));
+            }
+        }
+        if let Some(pt) = telephone_event {
+            formats.push(pt.to_string());
+            attributes.push(Attribute::RtpMap(RtpMap {
+                payload_type: pt,
+                encoding: "telephone-event".to_owned(),
+                clock_rate: 8000,
+                channels: None,
+            }));
+            attributes.push(Attribute::Fmtp(Fmtp {
+                format: pt.to_string(),
+                parameters: "0-16".to_owned(),
+            }));
+        }
+        attributes.push(Attribute::Ptime(self.settings.ptime));
+        attributes.push(Attribute::MaxPtime(self.settings.max_ptime));
+        attributes.push(Attribute::Direction(direction));
+        if rtcp_mux {
+            attributes.push(Attribute::RtcpMux);
+        }
+        attributes.extend(crypto.into_iter().map(Attribute::Crypto));
+        MediaDescription {
+            attributes,
+            ..MediaDescription::new(MediaKind::Audio, self.settings.port, protocol, formats)
+        }
+    }
+
+    fn stamp(&mut self, media: MediaDescription) -> SessionDescription {
+        self.stamp_sections(vec![media])
+    }
+
+    /// Wraps media sections in a session description whose version grows
+    /// by one when it differs from the last one sent (RFC 3264 §8).
+    fn stamp_sections(&mut self, media: Vec<MediaDescription>) -> SessionDescription {
+        let mut description = SessionDescription::new(Origin {
+            username: self.settings.username.clone(),
+            session_id: self.session_id,
+            session_version: 1,
+            address: Address::Ip(self.settings.address),
+        });
+        description.connection = Some(Connection::new(self.settings.address));
+        description.media = media;
+        if let Some(last) = &self.last_local {
+            description.origin.session_version = last.origin.session_version;
+            if &description != last {
+                description.origin.session_version = last.origin.session_version.wrapping_add(1);
+            }
+        }
+        self.last_local = Some(description.clone());
+        description
+    }
+
+    fn read_answer(
+        &mut self,
+        ours: &MediaDescription,
+        theirs: &MediaDescription,
+        answer: &SessionDescription,
+    ) -> Result<NegotiatedAudio, NegotiationError> {
+        if theirs.port == 0 {
+            return Err(NegotiationError::AudioRejected);
+        }
+        if theirs.protocol != ours.protocol {
+            return Err(NegotiationError::ProtocolMismatch);
+        }
+        // Both sides send the first codec of the answer that was offered.
+        let (send_payload_type, codec) = theirs
+            .payload_types()
+            .find_map(|pt| {
+                let codec = codec_of(theirs, pt).or_else(|| {
+                    // A dynamic number without rtpmap: read it as offered.
+                    theirs
+                        .rtpmap(pt)
+                        .is_none()
+                        .then(|| codec_of(ours, pt))
+                        .flatten()
+                })?;
+                self.settings.codecs.contains(&codec).then_some((pt, codec))
+            })
+            .ok_or(NegotiationError::NoCommonCodec)?;
+        let receive_payload_type = ours
+            .payload_types()
+            .find(|&pt| codec_of(ours, pt) == Some(codec))
+            .ok_or(NegotiationError::NoCommonCodec)?;
+        let send_telephone_event = telephone_event_of(theirs, codec.clock_rate());
+        let receive_telephone_event =
+            send_telephone_event.and_then(|_| telephone_event_of(ours, codec.clock_rate()));
+
+        let srtp = match theirs.crypto().next() {
+            Some(answered) if self.settings.srtp != SrtpPolicy::Disabled => {
+                let offered = ours
+                    .crypto()
+                    .find(|c| c.tag == answered.tag && c.suite == answered.suite)
+                    .ok_or(NegotiationError::CryptoMismatch)?;
+                let local = SrtpKeyMaterial::from_crypto_attribute(offered)?;
+                let remote = SrtpKeyMaterial::from_crypto_attribute(answered)
+                    .map_err(|_| NegotiationError::CryptoMismatch)?;
+                Some(NegotiatedSrtp { local, remote })
+            }
+            _ if self.settings.srtp == SrtpPolicy::Mandatory => {
+                return Err(NegotiationError::SrtpRequired);
+            }
+            _ => None,
+        };
+        let remote_ip = connection_ip(theirs, answer)?;
+        let rtcp_mux = self.settings.rtcp_mux && ours.is_rtcp_mux() && theirs.is_rtcp_mux();
+        let local = ours.direction();
+        let remote = theirs.effective_direction(answer);
+        let direction = Direction::from_flags(
+            local.sends() && remote.receives() && !remote_ip.is_unspecified(),
+            local.receives() && remote.sends(),
+        );
+        Ok(NegotiatedAudio {
+            remote_rtp: SocketAddr::new(remote_ip, theirs.port),
+            remote_rtcp: rtcp_address(theirs, remote_ip, rtcp_mux),
+            codec,
+            send_payload_type,
+            receive_payload_type,
+            remote_fmtp: theirs.fmtp(send_payload_type).map(str::to_owned),
+            send_telephone_event,
+            receive_telephone_event,
+            ptime: self.send_ptime(theirs),
+            direction,
+            rtcp_mux,
+            srtp,
+        })
+    }
+
+    /// The answer section for an offered stream, or `None` to refuse it.
+    fn accept_stream(
+        &mut self,
+        offered: &MediaDescription,
+        offer: &SessionDescription,
+    ) -> Result<Option<(MediaDescription, NegotiatedAudio)>, NegotiationError> {
+        if offered.kind != MediaKind::Audio || offered.port == 0 {
+            return Ok(None);
+        }
+        let policy = self.settings.srtp;
+        let secure_profile = match offered.protocol {
+            Protocol::RtpAvp => false,
+            Protocol::RtpSavp => true,
+            _ => return Ok(None),
+        };
+        if secure_profile && policy == SrtpPolicy::Disabled {
+            return Ok(None);
+        }
+        // The answerer's preference among the offer's codecs.
+        let mut codecs: Vec<(u8, Codec)> = Vec::new();
+        for &wanted in &self.settings.codecs {
+            if let Some(pt) = offered
+                .payload_types()
+                .find(|&pt| codec_of(offered, pt) == Some(wanted))
+            {
+                codecs.push((pt, wanted));
+            }
+        }
+        let Some(&(payload_type, codec)) = codecs.first() else {
+            return Ok(None);
+        };
+        let telephone_event = if self.settings.telephone_event {
+            telephone_event_of(offered, codec.clock_rate())
+        } else {
+            None
+        };
+        // The first offered crypto line this side can run (RFC 4568 §7.1.1).
+        let chosen = if policy == SrtpPolicy::Disabled {
+            None
+        } else {
+            offered.crypto().find_map(|c| {
+                let remote = SrtpKeyMaterial::from_crypto_attribute(c).ok()?;
+                self.settings
+                    .crypto_suites
+                    .contains(&remote.suite())
+                    .then_some((c.tag, remote))
+            })
+        };
+        if chosen.is_none() && (secure_profile || policy == SrtpPolicy::Mandatory) {
+            return Ok(None);
+        }
+        let Ok(remote_ip) = connection_ip(offered, offer) else {
+            return Ok(None);
+        };
+        let (crypto, srtp) = match chosen {
+            Some((tag, remote)) => {
+                let local = self.key(remote.suite())?;
+                (
+                    vec![local.to_crypto_attribute(tag)],
+                    Some(NegotiatedSrtp { local, remote }),
+                )
+            }
+            None => (Vec::new(), None),
+        };
+        let remote_direction = offered.effective_direction(offer);
+        let direction = Direction::from_flags(
+            self.direction.sends() && remote_direction.receives(),
+            self.direction.receives() && remote_direction.sends(),
+        );
+        let rtcp_mux = self.settings.rtcp_mux && offered.is_rtcp_mux();
+        let mut section = self.audio_section(
+            offered.protocol.clone(),
+            &codecs,
+            telephone_event,
+            direction,
+            rtcp_mux,
+            crypto,
+        );
+        // Telephone-events are answered at the rate they were offered.
+        if let Some(pt) = telephone_event {
+            for attribute in &mut section.attributes {
+                if let Attribute::RtpMap(map) = attribute
+                    && map.payload_type == pt
+                {
+                    map.clock_rate = offered.rtpmap(pt).map_or(8000, |m| m.clock_rate);
+                }
+            }
+        }
+        let negotiated = NegotiatedAudio {
+            remote_rtp: SocketAddr::new(remote_ip, offered.port),
+            remote_rtcp: rtcp_address(offered, remote_ip, rtcp_mux),
+            codec,
+            send_payload_type: payload_type,
+            receive_payload_type: payload_type,
+            remote_fmtp: offered.fmtp(payload_type).map(str::to_owned),
+            send_telephone_event: telephone_event,
+            receive_telephone_event: telephone_event,
+            ptime: self.send_ptime(offered),
+            direction: Direction::from_flags(
+                direction.sends() && !remote_ip.is_unspecified(),
+                direction.receives(),
+            ),
+            rtcp_mux,
+            srtp,
+        };
+        Ok(Some((section, negotiated)))
+    }
+
+    /// The packet time to send with: the peer's `ptime` if it is one this
+    /// side can send, within the peer's `maxptime`, in whole 10 ms steps.
+    fn send_ptime(&self, remote: &MediaDescription) -> u32 {
+        let wanted = remote
+            .ptime()
+            .filter(|p| (10..=self.settings.max_ptime).contains(p))
+            .unwrap_or(self.settings.ptime);
+        let limit = remote.max_ptime().filter(|&m| m >= 10).unwrap_or(u32::MAX);
+        (wanted.min(limit) / 10 * 10).max(10)
+    }
+}
+
+/// The codec a payload type of a section stands for.
+fn codec_of(media: &MediaDescription, payload_type: u8) -> Option<Codec> {
+    match media.rtpmap(payload_type) {
+        Some(map) => {
+            let name = map.encoding.as_str();
+            let mono = map.channels.is_none_or(|c| c == 1);
+            if name.eq_ignore_ascii_case("PCMU") && map.clock_rate == 8000 && mono {
+                Some(Codec::Pcmu)
+            } else if name.eq_ignore_ascii_case("PCMA") && map.clock_rate == 8000 && mono {
+                Some(Codec::Pcma)
+            } else if name.eq_ignore_ascii_case("opus")
+                && map.clock_rate == 48000
+                && map.channels == Some(2)
+            {
+                Some(Codec::Opus)
+            } else {
+                None
+            }
+        }
+        None => match payload_type {
+            0 => Some(Codec::Pcmu),
+            8 => Some(Codec::Pcma),
+            _ => None,
+        },
+    }
+}
+
+/// The telephone-event payload type of a section: the one at the codec's
+/// clock rate, else the one at 8000 Hz.
+fn telephone_event_of(media: &MediaDescription, clock_rate: u32) -> Option<u8> {
+    let events: Vec<(u8, u32)> = media
+        .payload_types()
+        .filter_map(|pt| {
+            let map = media.rtpmap(pt)?;
+            map.encoding
+                .eq_ignore_ascii_case("telephone-event")
+                .then_some((pt, map.clock_rate))
+        })
+        .collect();
+    events
+        .iter()
+        .find(|(_, rate)| *rate == clock_rate)
+        .or_else(|| events.iter().find(|(_, rate)| *rate == 8000))
+        .map(|(pt, _)| *pt)
+}
+
+fn connection_ip(
+    media: &MediaDescription,
+    session: &SessionDescription,
+) -> Result<IpAddr, NegotiationError> {
+    let connection = media
+        .connection
+        .as_ref()
+        .or(session.connection.as_ref())
+        .ok_or(NegotiationError::MissingConnection)?;
+    connection
+        .address
+        .ip()
+        .ok_or(NegotiationError::UnresolvedAddress)
+}
+
+/// Where RTCP goes: the RTP address when multiplexed, else `a=rtcp`
+/// (RFC 3605), else the next port up (RFC 3550 §11).
+fn rtcp_address(media: &MediaDescription, ip: IpAddr, rtcp_mux: bool) -> SocketAddr {
+    if rtcp_mux {
+        return SocketAddr::new(ip, media.port);
+    }
+    match media.rtcp() {
+        Some(rtcp) => SocketAddr::new(
+            rtcp.address.as_ref().and_then(Address::ip).unwrap_or(ip),
+            rtcp.port,
+        ),
+        None => SocketAddr::new(ip, media.port.saturating_add(1)),
+    }
+}
+
+/// An unspecified address, as old-style hold writes it (RFC 3264 §8.4).
+pub const HOLD_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv6Addr;
+
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+
+    fn ip(last: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(192, 0, 2, last))
+    }
+
+    fn negotiation(settings: MediaSettings) -> MediaNegotiation {
+        MediaNegotiation::new(settings, &mut StdRng::seed_from_u64(7))
+    }
+
+    fn alice() -> MediaNegotiation {
+        negotiation(MediaSettings::new(ip(1), 4000))
+    }
+
+    fn bob() -> MediaNegotiation {
+        negotiation(MediaSettings::new(ip(2), 5000))
+    }
+
+    fn remote(text: &str) -> SessionDescription {
+        SessionDescription::parse(text).unwrap()
+    }
+
+    /// A plain offer from a desk phone: PCMA, PCMU, telephone-event.
+    fn plain_offer(extra: &str) -> SessionDescription {
+        remote(&format!(
+            "v=0\r\no=phone 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=audio 30000 RTP/AVP 8 0 101\r\na=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\n{extra}"
+        ))
+    }
+
+    fn plain(settings: MediaSettings) -> MediaSettings {
+        let mut settings = settings;
+        settings.dangerous().disable_srtp();
+        settings
+    }
+
+    #[test]
+    fn rfc3264_5_initial_offer_lists_codecs_in_preference_order() {
+        let offer = alice().create_offer().unwrap();
+        let m = &offer.media[0];
+        assert_eq!(m.protocol, Protocol::RtpSavp);
+        assert_eq!(m.formats, ["111", "0", "8", "101"]);
+        assert_eq!(m.rtpmap(111).unwrap().channels, Some(2));
+        assert_eq!(m.rtpmap(0).unwrap().encoding, "PCMU");
+        assert_eq!(m.rtpmap(101).unwrap().encoding, "telephone-event");
+        assert_eq!(m.rtpmap(101).unwrap().clock_rate, 8000);
+        assert_eq!(m.fmtp(101), Some("0-16"));
+        assert_eq!(m.fmtp(111), Some("minptime=10;useinbandfec=1"));
+        assert_eq!(m.ptime(), Some(20));
+        assert_eq!(m.direction(), Direction::SendRecv);
+        assert!(m.is_rtcp_mux());
+        let suites: Vec<_> = m.crypto().map(|c| (c.tag, c.suite.clone())).collect();
+        assert_eq!(suites.len(), 3);
+        assert_eq!(
+            suites[0],
+            (1, SrtpSuite::AesCm128HmacSha1_80.crypto_suite())
+        );
+        assert_eq!(suites[1], (2, SrtpSuite::AeadAes128Gcm.crypto_suite()));
+        // The offer survives the wire.
+        assert_eq!(
+            SessionDescription::parse(&offer.to_string()).unwrap(),
+            offer
+        );
+    }
+
+    #[test]
+    fn rfc3264_6_1_answerer_prefers_its_own_order_among_offered_codecs() {
+        let mut b = negotiation(
+            plain(MediaSettings::new(ip(2), 5000)).with_codecs([Codec::Pcmu, Codec::Pcma]),
+        );
+        let answer = b.handle_offer(&plain_offer("")).unwrap();
+        let m = &answer.description.media[0];
+        assert_eq!(m.formats, ["0", "8", "101"]);
+        let audio = answer.audio.unwrap();
+        assert_eq!(audio.codec, Codec::Pcmu);
+        assert_eq!(
+            (audio.send_payload_type, audio.receive_payload_type),
+            (0, 0)
+        );
+        assert_eq!(audio.send_telephone_event, Some(101));
+        assert_eq!(audio.remote_rtp, "198.51.100.7:30000".parse().unwrap());
+    }
+
+    #[test]
+    fn rfc3264_6_1_offerer_sends_the_answers_first_codec() {
+        let mut a = negotiation(plain(MediaSettings::new(ip(1), 4000)));
+        let offer = a.create_offer().unwrap();
+        let answer = remote(
+            "v=0\r\no=gw 5 5 IN IP4 198.51.100.9\r\ns=-\r\nc=IN IP4 198.51.100.9\r\nt=0 0\r\n\
+             m=audio 7000 RTP/AVP 8 0\r\na=ptime:30\r\n",
+        );
+        let audio = a.handle_answer(&answer).unwrap();
+        assert_eq!(audio.codec, Codec::Pcma);
+        assert_eq!(audio.send_payload_type, 8);
+        assert_eq!(audio.ptime, 30);
+        assert_eq!(audio.send_telephone_event, None);
+        assert!(!audio.rtcp_mux);
+        assert_eq!(audio.remote_rtcp, "198.51.100.9:7001".parse().unwrap());
+        assert_eq!(audio.srtp, None);
+        assert_eq!(offer.media[0].protocol, Protocol::RtpAvp);
+    }
+
+    #[test]
+    fn rfc3264_6_1_dynamic_payload_types_follow_the_offer_numbers() {
+        let offer = remote(
+            "v=0\r\no=x 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=audio 30000 RTP/AVP 96 97 0\r\na=rtpmap:96 OPUS/48000/2\r\na=fmtp:96 useinbandfec=1\r\n\
+             a=rtpmap:97 telephone-event/48000\r\na=rtpmap:98 telephone-event/8000\r\n",
+        );
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&offer).unwrap();
+        let audio = answer.audio.unwrap();
+        assert_eq!(audio.codec, Codec::Opus);
+        assert_eq!(audio.send_payload_type, 96);
+        assert_eq!(audio.remote_fmtp.as_deref(), Some("useinbandfec=1"));
+        // 98 is not in the m= line, so only 97 counts, at the codec's rate.
+        assert_eq!(audio.send_telephone_event, Some(97));
+        let m = &answer.description.media[0];
+        assert_eq!(m.formats, ["96", "0", "97"]);
+        assert_eq!(m.rtpmap(96).unwrap().encoding, "opus");
+        assert_eq!(m.rtpmap(97).unwrap().clock_rate, 48000);
+    }
+
+    #[test]
+    fn rfc3264_6_stream_without_common_codec_is_refused_with_port_0() {
+        let offer = remote(
+            "v=0\r\no=x 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=audio 30000 RTP/AVP 18 9\r\n",
+        );
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&offer).unwrap();
+        assert_eq!(answer.audio, None);
+        let m = &answer.description.media[0];
+        assert_eq!(m.port, 0);
+        assert_eq!(m.formats, ["18", "9"]);
+    }
+
+    #[test]
+    fn rfc3264_6_video_and_unknown_protocols_are_refused_with_port_0() {
+        let offer = remote(
+            "v=0\r\no=x 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=video 30002 RTP/AVP 99\r\na=rtpmap:99 H264/90000\r\n\
+             m=audio 30004 UDP/TLS/RTP/SAVPF 0\r\n\
+             m=audio 30000 RTP/AVP 0\r\n\
+             m=audio 30006 RTP/AVP 8\r\n",
+        );
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&offer).unwrap();
+        let ports: Vec<u16> = answer.description.media.iter().map(|m| m.port).collect();
+        assert_eq!(ports, [0, 0, 5000, 0]);
+        assert_eq!(answer.description.media[0].kind, MediaKind::Video);
+        assert_eq!(
+            answer.description.media[1].protocol,
+            Protocol::Other("UDP/TLS/RTP/SAVPF".into())
+        );
+        assert_eq!(answer.audio.unwrap().remote_rtp.port(), 30000);
+    }
+
+    #[test]
+    fn rfc3264_6_1_sendonly_offer_is_answered_recvonly() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&plain_offer("a=sendonly\r\n")).unwrap();
+        assert_eq!(answer.description.media[0].direction(), Direction::RecvOnly);
+        assert_eq!(answer.audio.unwrap().direction, Direction::RecvOnly);
+    }
+
+    #[test]
+    fn rfc3264_6_1_inactive_offer_is_answered_inactive() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&plain_offer("a=inactive\r\n")).unwrap();
+        assert_eq!(answer.description.media[0].direction(), Direction::Inactive);
+        assert_eq!(answer.audio.unwrap().direction, Direction::Inactive);
+    }
+
+    #[test]
+    fn rfc3264_6_1_recvonly_offer_is_answered_sendonly() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&plain_offer("a=recvonly\r\n")).unwrap();
+        assert_eq!(answer.description.media[0].direction(), Direction::SendOnly);
+    }
+
+    #[test]
+    fn rfc3264_6_1_session_level_direction_applies_to_the_stream() {
+        let offer = remote(
+            "v=0\r\no=x 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\na=sendonly\r\n\
+             m=audio 30000 RTP/AVP 0\r\n",
+        );
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&offer).unwrap();
+        assert_eq!(answer.description.media[0].direction(), Direction::RecvOnly);
+    }
+
+    #[test]
+    fn rfc3264_8_4_hold_and_resume_by_re_offer_increment_the_version() {
+        let (mut a, mut b) = (alice(), bob());
+        let offer = a.create_offer().unwrap();
+        let answer = b.handle_offer(&offer).unwrap();
+        a.handle_answer(&answer.description).unwrap();
+
+        // Hold: Alice re-offers sendonly; Bob answers recvonly.
+        a.set_direction(Direction::SendOnly);
+        let hold = a.create_offer().unwrap();
+        assert_eq!(hold.origin.session_id, offer.origin.session_id);
+        assert_eq!(
+            hold.origin.session_version,
+            offer.origin.session_version + 1
+        );
+        assert_eq!(hold.media[0].direction(), Direction::SendOnly);
+        let held = b.handle_offer(&hold).unwrap();
+        assert_eq!(held.description.media[0].direction(), Direction::RecvOnly);
+        assert_eq!(
+            held.description.origin.session_version,
+            answer.description.origin.session_version + 1
+        );
+        assert_eq!(held.audio.unwrap().direction, Direction::RecvOnly);
+        assert_eq!(
+            a.handle_answer(&held.description).unwrap().direction,
+            Direction::SendOnly
+        );
+
+        // Resume.
+        a.set_direction(Direction::SendRecv);
+        let resume = a.create_offer().unwrap();
+        assert_eq!(
+            resume.origin.session_version,
+            offer.origin.session_version + 2
+        );
+        let resumed = b.handle_offer(&resume).unwrap();
+        assert_eq!(
+            a.handle_answer(&resumed.description).unwrap().direction,
+            Direction::SendRecv
+        );
+    }
+
+    #[test]
+    fn rfc3264_8_unchanged_re_offer_keeps_the_version_and_keys() {
+        let (mut a, mut b) = (alice(), bob());
+        let offer = a.create_offer().unwrap();
+        let answer = b.handle_offer(&offer).unwrap();
+        let first = a.handle_answer(&answer.description).unwrap();
+        let again = a.create_offer().unwrap();
+        assert_eq!(again, offer);
+        let answer_again = b.handle_offer(&again).unwrap();
+        assert_eq!(answer_again.description, answer.description);
+        assert_eq!(a.handle_answer(&answer_again.description).unwrap(), first);
+    }
+
+    #[test]
+    fn rfc3264_8_3_2_re_offer_with_new_port_is_a_change() {
+        let (mut a, mut b) = (alice(), bob());
+        let offer = a.create_offer().unwrap();
+        a.handle_answer(&b.handle_offer(&offer).unwrap().description)
+            .unwrap();
+        a.set_port(4100);
+        let moved = a.create_offer().unwrap();
+        assert_eq!(
+            moved.origin.session_version,
+            offer.origin.session_version + 1
+        );
+        let audio = b.handle_offer(&moved).unwrap().audio.unwrap();
+        assert_eq!(audio.remote_rtp.port(), 4100);
+    }
+
+    #[test]
+    fn rfc3264_8_4_old_style_hold_address_stops_sending() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let offer = remote(
+            "v=0\r\no=x 1 2 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n",
+        );
+        let audio = b.handle_offer(&offer).unwrap().audio.unwrap();
+        assert_eq!(audio.remote_rtp.ip(), HOLD_ADDRESS);
+        assert!(!audio.direction.sends());
+        assert!(audio.direction.receives());
+    }
+
+    #[test]
+    fn rfc3264_4_second_offer_while_pending_is_refused() {
+        let mut a = alice();
+        a.create_offer().unwrap();
+        assert_eq!(a.create_offer(), Err(NegotiationError::OfferPending));
+        assert_eq!(
+            a.handle_offer(&plain_offer("")),
+            Err(NegotiationError::OfferPending)
+        );
+        a.cancel_offer();
+        assert!(a.create_offer().is_ok());
+        let mut b = bob();
+        assert_eq!(
+            b.handle_answer(&plain_offer("")),
+            Err(NegotiationError::NoPendingOffer)
+        );
+    }
+
+    #[test]
+    fn rfc3264_6_answer_with_wrong_section_count_is_an_error() {
+        let mut a = negotiation(plain(MediaSettings::new(ip(1), 4000)));
+        a.create_offer().unwrap();
+        let answer = remote("v=0\r\no=x 1 1 IN IP4 198.51.100.7\r\ns=-\r\nt=0 0\r\n");
+        assert_eq!(
+            a.handle_answer(&answer),
+            Err(NegotiationError::MediaCountMismatch {
+                offered: 1,
+                answered: 0
+            })
+        );
+    }
+
+    #[test]
+    fn rfc3264_6_refused_audio_is_reported() {
+        let mut a = negotiation(plain(MediaSettings::new(ip(1), 4000)));
+        a.create_offer().unwrap();
+        let answer = remote(
+            "v=0\r\no=x 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 0 RTP/AVP 0\r\n",
+        );
+        assert_eq!(
+            a.handle_answer(&answer),
+            Err(NegotiationError::AudioRejected)
+        );
+    }
+
+    #[test]
+    fn rfc3264_5_1_ptime_follows_the_receivers_wish_within_maxptime() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let audio = b
+            .handle_offer(&plain_offer("a=ptime:40\r\na=maxptime:30\r\n"))
+            .unwrap()
+            .audio
+            .unwrap();
+        assert_eq!(audio.ptime, 30);
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let audio = b
+            .handle_offer(&plain_offer("a=ptime:60\r\n"))
+            .unwrap()
+            .audio
+            .unwrap();
+        assert_eq!(audio.ptime, 60);
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&plain_offer("")).unwrap();
+        assert_eq!(answer.audio.unwrap().ptime, 20);
+        assert_eq!(answer.description.media[0].ptime(), Some(20));
+    }
+
+    #[test]
+    fn rfc5761_5_1_1_rtcp_mux_only_when_both_sides_list_it() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&plain_offer("a=rtcp-mux\r\n")).unwrap();
+        assert!(answer.description.media[0].is_rtcp_mux());
+        let audio = answer.audio.unwrap();
+        assert!(audio.rtcp_mux);
+        assert_eq!(audio.remote_rtcp, audio.remote_rtp);
+
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&plain_offer("")).unwrap();
+        assert!(!answer.description.media[0].is_rtcp_mux());
+        assert!(!answer.audio.unwrap().rtcp_mux);
+
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)).with_rtcp_mux(false));
+        let answer = b.handle_offer(&plain_offer("a=rtcp-mux\r\n")).unwrap();
+        assert!(!answer.description.media[0].is_rtcp_mux());
+    }
+
+    #[test]
+    fn rfc3605_rtcp_attribute_gives_the_rtcp_address() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let audio = b
+            .handle_offer(&plain_offer("a=rtcp:40000 IN IP6 2001:db8::9\r\n"))
+            .unwrap()
+            .audio
+            .unwrap();
+        assert_eq!(
+            audio.remote_rtcp,
+            SocketAddr::new(
+                IpAddr::V6("2001:db8::9".parse::<Ipv6Addr>().unwrap()),
+                40000
+            )
+        );
+    }
+
+    #[test]
+    fn rfc4568_7_1_1_answerer_takes_the_first_supported_crypto_line() {
+        let mut a = negotiation(MediaSettings::new(ip(1), 4000).with_crypto_suites([
+            SrtpSuite::AeadAes128Gcm,
+            SrtpSuite::AesCm128HmacSha1_32,
+            SrtpSuite::AesCm128HmacSha1_80,
+        ]));
+        let mut b = negotiation(MediaSettings::new(ip(2), 5000).with_crypto_suites([
+            SrtpSuite::AesCm128HmacSha1_80,
+            SrtpSuite::AesCm128HmacSha1_32,
+        ]));
+        let offer = a.create_offer().unwrap();
+        let answer = b.handle_offer(&offer).unwrap();
+        let crypto: Vec<_> = answer.description.media[0].crypto().collect();
+        assert_eq!(crypto.len(), 1);
+        // GCM (tag 1) is not supported by Bob; tag 2 is the first he runs.
+        assert_eq!(crypto[0].tag, 2);
+        assert_eq!(
+            crypto[0].suite,
+            SrtpSuite::AesCm128HmacSha1_32.crypto_suite()
+        );
+        let at_bob = answer.audio.unwrap().srtp.unwrap();
+        let at_alice = a.handle_answer(&answer.description).unwrap().srtp.unwrap();
+        assert_eq!(at_alice.local.suite(), SrtpSuite::AesCm128HmacSha1_32);
+        assert_eq!(at_alice.local, at_bob.remote);
+        assert_eq!(at_alice.remote, at_bob.local);
+        assert_ne!(at_alice.local, at_alice.remote);
+    }
+
+    #[test]
+    fn rfc4568_each_suite_negotiates_end_to_end() {
+        for suite in SrtpSuite::ALL {
+            let mut a = negotiation(MediaSettings::new(ip(1), 4000).with_crypto_suites([suite]));
+            let mut b = bob();
+            let offer = a.create_offer().unwrap();
+            let answer = b.handle_offer(&offer).unwrap();
+            let keys = a.handle_answer(&answer.description).unwrap().srtp.unwrap();
+            assert_eq!(keys.local.suite(), suite);
+            assert_eq!(answer.audio.unwrap().srtp.unwrap().remote, keys.local);
+        }
+    }
+
+    #[test]
+    fn rfc4568_mandatory_srtp_refuses_plain_offers() {
+        let mut b = bob();
+        let answer = b.handle_offer(&plain_offer("")).unwrap();
+        assert_eq!(answer.description.media[0].port, 0);
+        assert_eq!(answer.audio, None);
+    }
+
+    #[test]
+    fn rfc4568_mandatory_srtp_refuses_an_answer_without_crypto() {
+        let mut a = alice();
+        a.create_offer().unwrap();
+        let answer = remote(
+            "v=0\r\no=x 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 7000 RTP/SAVP 0\r\n",
+        );
+        assert_eq!(
+            a.handle_answer(&answer),
+            Err(NegotiationError::SrtpRequired)
+        );
+    }
+
+    #[test]
+    fn rfc4568_answer_with_unknown_tag_is_a_crypto_mismatch() {
+        let mut a = alice();
+        a.create_offer().unwrap();
+        let answer = remote(
+            "v=0\r\no=x 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\nm=audio 7000 RTP/SAVP 0\r\n\
+             a=crypto:9 AES_CM_128_HMAC_SHA1_80 inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n",
+        );
+        assert_eq!(
+            a.handle_answer(&answer),
+            Err(NegotiationError::CryptoMismatch)
+        );
+    }
+
+    #[test]
+    fn best_effort_srtp_offers_avp_with_crypto_and_uses_it_when_answered() {
+        let mut a = negotiation(MediaSettings::new(ip(1), 4000).with_best_effort_srtp());
+        let offer = a.create_offer().unwrap();
+        assert_eq!(offer.media[0].protocol, Protocol::RtpAvp);
+        assert_eq!(offer.media[0].crypto().count(), 3);
+        // A peer that does SRTP keeps a crypto line.
+        let mut b = bob();
+        let answer = b.handle_offer(&offer).unwrap();
+        assert_eq!(answer.description.media[0].protocol, Protocol::RtpAvp);
+        assert!(a.handle_answer(&answer.description).unwrap().srtp.is_some());
+        assert!(answer.audio.unwrap().srtp.is_some());
+    }
+
+    #[test]
+    fn best_effort_srtp_falls_back_to_rtp_with_a_plain_peer() {
+        let mut a = negotiation(MediaSettings::new(ip(1), 4000).with_best_effort_srtp());
+        let offer = a.create_offer().unwrap();
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let answer = b.handle_offer(&offer).unwrap();
+        assert_eq!(answer.description.media[0].crypto().count(), 0);
+        assert_eq!(answer.audio.unwrap().srtp, None);
+        assert_eq!(a.handle_answer(&answer.description).unwrap().srtp, None);
+        // And a best-effort answerer accepts a plain offer.
+        let mut c = negotiation(MediaSettings::new(ip(3), 6000).with_best_effort_srtp());
+        assert_eq!(
+            c.handle_offer(&plain_offer(""))
+                .unwrap()
+                .audio
+                .unwrap()
+                .srtp,
+            None
+        );
+    }
+
+    #[test]
+    fn disabled_srtp_refuses_savp_offers() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let offer = alice().create_offer().unwrap();
+        let answer = b.handle_offer(&offer).unwrap();
+        assert_eq!(answer.description.media[0].port, 0);
+        assert_eq!(answer.description.media[0].protocol, Protocol::RtpSavp);
+    }
+
+    #[test]
+    fn host_name_media_address_is_refused_not_resolved() {
+        let offer = remote(
+            "v=0\r\no=x 1 1 IN IP4 a.example\r\ns=-\r\nc=IN IP4 media.example\r\nt=0 0\r\nm=audio 30000 RTP/AVP 0\r\n",
+        );
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        assert_eq!(b.handle_offer(&offer).unwrap().description.media[0].port, 0);
+    }
+
+    #[test]
+    fn session_id_comes_from_the_injected_rng() {
+        let a = alice().create_offer().unwrap();
+        let b = alice().create_offer().unwrap();
+        assert_eq!(a.origin.session_id, b.origin.session_id);
+        assert_eq!(a.origin.session_version, 1);
+    }
+}
