@@ -8,7 +8,7 @@
 #   system libraries   pkg-config libasound2-dev libopus-dev
 #   real peers         sipp, kamailio, baresip, slapd, coturn, tshark, ...
 #                      (interop tests launch them on loopback, see crates/testkit)
-#   cargo tools        cargo-nextest, cargo-fuzz; cargo-deny when SETUP_DENY=1
+#   cargo tools        cargo-nextest, cargo-fuzz, cargo-deny (SETUP_DENY=0 skips it)
 #                      (building cargo-deny takes about 7 minutes on 2 cores)
 #
 # Runs as root, or through sudo otherwise.
@@ -114,12 +114,12 @@ install_cargo_tool() {
 install_cargo_tools() {
     install_cargo_tool nextest
     install_cargo_tool fuzz
-    if [[ ${SETUP_DENY:-0} == 1 ]]; then
+    if [[ ${SETUP_DENY:-1} == 1 ]]; then
         install_cargo_tool deny
     elif has_cargo_tool deny; then
         say "cargo-deny: present"
     else
-        say "cargo-deny: not installed (optional locally; SETUP_DENY=1 installs it)"
+        say "cargo-deny: not installed (SETUP_DENY=0 was given)"
     fi
 }
 
