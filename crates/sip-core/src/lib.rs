@@ -57,12 +57,14 @@
 //!
 //! None.
 
+pub mod endpoint;
 mod error;
 mod grammar;
 mod headers;
 mod message;
 mod name;
 mod stream;
+pub mod transaction;
 mod uri;
 
 pub use error::{ParseError, ParseErrorKind, Position};

@@ -1,0 +1,1091 @@
+//! The sans-IO SIP endpoint: transport-level processing (RFC 3261 §18) and
+//! transaction matching (§17.1.3, §17.2.3) around the transaction state
+//! machines.
+//!
+//! Bytes and time go in, transmissions, events and the next deadline come out:
+//!
+//! ```
+//! use std::time::Instant;
+//! use bytes::Bytes;
+//! use rand::SeedableRng;
+//! use sip_core::endpoint::{Endpoint, EndpointConfig, EndpointEvent, Input, Transport};
+//!
+//! let mut ep = Endpoint::new(EndpointConfig::default(), rand::rngs::StdRng::seed_from_u64(1));
+//! let now = Instant::now();
+//! ep.handle_input(now, Input::Datagram {
+//!     transport: Transport::Udp,
+//!     remote: "192.0.2.7:5060".parse().unwrap(),
+//!     data: Bytes::from_static(b"OPTIONS sip:a@192.0.2.1 SIP/2.0\r\n\
+//!         Via: SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKx1;rport\r\n\
+//!         From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@192.0.2.1>\r\n\
+//!         Call-ID: c1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"),
+//! });
+//! let Some(EndpointEvent::Request { transaction, request, .. }) = ep.poll_event() else { panic!() };
+//! let ok = sip_core::Message::response_to(&request, 200, "OK").unwrap().to_tag("t").build().unwrap();
+//! ep.send_response(now, transaction, ok).unwrap();
+//! let t = ep.poll_transmit().unwrap();
+//! assert_eq!(t.destination.addr, "192.0.2.7:5060".parse().unwrap());
+//! ```
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::RngCore;
+
+use crate::error::ParseError;
+use crate::message::{Framing, Message, ParseLimits};
+use crate::name::Method;
+use crate::stream::{StreamDecoder, StreamItem};
+use crate::transaction::{
+    ClientTransaction, Reliability, ServerTransaction, TimerConfig, TransactionEvent,
+    TransactionState,
+};
+use crate::uri::Host;
+
+/// A transport protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// UDP.
+    Udp,
+    /// TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls,
+    /// WebSocket (RFC 7118).
+    Ws,
+    /// Secure WebSocket (RFC 7118).
+    Wss,
+}
+
+impl Transport {
+    /// Whether the transport delivers reliably (everything but UDP).
+    pub fn reliability(self) -> Reliability {
+        match self {
+            Transport::Udp => Reliability::Unreliable,
+            _ => Reliability::Reliable,
+        }
+    }
+
+    /// The Via transport token.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "UDP",
+            Transport::Tcp => "TCP",
+            Transport::Tls => "TLS",
+            Transport::Ws => "WS",
+            Transport::Wss => "WSS",
+        }
+    }
+
+    /// Recognises a Via transport token (any case).
+    pub fn from_token(token: &str) -> Option<Transport> {
+        [
+            Transport::Udp,
+            Transport::Tcp,
+            Transport::Tls,
+            Transport::Ws,
+            Transport::Wss,
+        ]
+        .into_iter()
+        .find(|t| t.as_str().eq_ignore_ascii_case(token))
+    }
+}
+
+/// A connection chosen by the driver (a TCP, TLS or WebSocket stream).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnectionId(pub u64);
+
+/// Where a message goes or came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Destination {
+    /// The transport.
+    pub transport: Transport,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The connection to use or that carried the message, for stream transports.
+    pub connection: Option<ConnectionId>,
+}
+
+/// Bytes for the driver to send.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transmit {
+    /// Where to.
+    pub destination: Destination,
+    /// The serialised message (or a keep-alive).
+    pub payload: Bytes,
+}
+
+/// What the driver hands to the endpoint.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Input {
+    /// One datagram.
+    Datagram {
+        /// The transport (UDP).
+        transport: Transport,
+        /// The sender.
+        remote: SocketAddr,
+        /// The datagram.
+        data: Bytes,
+    },
+    /// Bytes read from a stream connection, in any chunking.
+    Stream {
+        /// The transport (TCP or TLS).
+        transport: Transport,
+        /// The connection.
+        connection: ConnectionId,
+        /// The peer.
+        remote: SocketAddr,
+        /// The bytes.
+        data: Bytes,
+    },
+    /// A message the driver framed itself (one WebSocket frame).
+    Message {
+        /// The transport.
+        transport: Transport,
+        /// The connection, for stream transports.
+        connection: Option<ConnectionId>,
+        /// The peer.
+        remote: SocketAddr,
+        /// The frame.
+        data: Bytes,
+    },
+    /// A connection closed; its decoder is dropped.
+    ConnectionClosed {
+        /// The connection.
+        connection: ConnectionId,
+    },
+    /// Sending to a destination failed (§17.1.4, §17.2.4).
+    TransportError {
+        /// Where the failed message was going.
+        destination: Destination,
+    },
+}
+
+/// A client transaction handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientTxId(u64);
+
+/// A server transaction handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerTxId(u64);
+
+/// What the endpoint tells its user.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EndpointEvent {
+    /// A new request (not ACK, not CANCEL) with its server transaction.
+    Request {
+        /// Respond through this transaction.
+        transaction: ServerTxId,
+        /// The request, with `received`/`rport` filled in (RFC 3581).
+        request: Message,
+        /// Where it came from.
+        source: Destination,
+    },
+    /// An ACK outside any transaction: the ACK for a 2xx (§13.3.1.4).
+    Ack {
+        /// The ACK.
+        request: Message,
+        /// Where it came from.
+        source: Destination,
+    },
+    /// A CANCEL matched this INVITE transaction and was answered 200; the
+    /// user should answer the INVITE with 487 (§9.2).
+    Cancelled {
+        /// The INVITE's transaction.
+        invite: ServerTxId,
+    },
+    /// A response for a client transaction.
+    Response {
+        /// The transaction.
+        transaction: ClientTxId,
+        /// The response.
+        response: Message,
+    },
+    /// A 2xx to an INVITE whose transaction has ended: a retransmission for
+    /// the dialog layer to ACK again (§13.2.2.4).
+    StrayResponse {
+        /// The response.
+        response: Message,
+    },
+    /// Timer B or F: no final response (treat as 408).
+    ClientTimedOut {
+        /// The transaction.
+        transaction: ClientTxId,
+    },
+    /// Timer H: the ACK for a final response never came.
+    ServerTimedOut {
+        /// The transaction.
+        transaction: ServerTxId,
+    },
+    /// The transport failed for a client transaction.
+    ClientTransportError {
+        /// The transaction.
+        transaction: ClientTxId,
+    },
+    /// The transport failed for a server transaction.
+    ServerTransportError {
+        /// The transaction.
+        transaction: ServerTxId,
+    },
+    /// A CRLF keep-alive pong arrived (RFC 5626 §4.4.1).
+    KeepAlivePong {
+        /// The connection.
+        connection: ConnectionId,
+    },
+    /// Input that could not be parsed was dropped (and answered 400 when a
+    /// response was possible).
+    BadMessage {
+        /// Where it came from.
+        source: Destination,
+        /// What was wrong.
+        error: ParseError,
+    },
+}
+
+/// Misuse of the endpoint API.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EndpointError {
+    /// The message is a response where a request was expected, or vice versa.
+    #[error("wrong kind of message for this operation")]
+    WrongKind,
+    /// The request's top Via has no RFC 3261 branch.
+    #[error("request has no top Via with a z9hG4bK branch")]
+    MissingBranch,
+    /// A transaction with this branch and method exists already.
+    #[error("a transaction with this branch exists already")]
+    DuplicateTransaction,
+    /// The transaction is unknown or has ended.
+    #[error("unknown or terminated transaction")]
+    UnknownTransaction,
+    /// CANCEL is only for INVITE transactions that have no final response.
+    #[error("the transaction cannot be cancelled")]
+    NotCancellable,
+    /// The response cannot be routed back (no usable Via).
+    #[error("no route for the response")]
+    NoRoute,
+}
+
+/// Endpoint settings.
+#[derive(Debug, Clone, Default)]
+pub struct EndpointConfig {
+    /// Transaction timers.
+    pub timers: TimerConfig,
+    /// Limits for incoming messages.
+    pub limits: ParseLimits,
+}
+
+/// Counters of what the endpoint did, for diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Messages dropped because they did not parse.
+    pub malformed: u64,
+    /// 400 responses sent for requests that parsed but broke a header grammar.
+    pub bad_requests_answered: u64,
+    /// Responses that matched no transaction.
+    pub stray_responses: u64,
+    /// Request retransmissions absorbed by server transactions.
+    pub retransmissions_absorbed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum ServerKey {
+    /// RFC 3261: branch, sent-by and method (ACK matches INVITE).
+    Rfc3261 {
+        branch: String,
+        sent_by: String,
+        method: Method,
+    },
+    /// RFC 2543 (no magic cookie): §17.2.3's fallback fields.
+    Rfc2543 {
+        request_uri: String,
+        from_tag: String,
+        call_id: String,
+        cseq: u32,
+        via: String,
+        method: Method,
+    },
+}
+
+#[derive(Debug)]
+struct ClientEntry {
+    tx: ClientTransaction,
+    destination: Destination,
+    key: (String, Method),
+    /// CANCEL asked before any provisional response (§9.1): sent on the first one.
+    cancel_pending: bool,
+}
+
+#[derive(Debug)]
+struct ServerEntry {
+    tx: ServerTransaction,
+    source: Destination,
+    key: ServerKey,
+}
+
+/// The SIP endpoint: transports in, transactions out. See the module docs.
+pub struct Endpoint<R> {
+    config: EndpointConfig,
+    rng: R,
+    next_id: u64,
+    clients: HashMap<ClientTxId, ClientEntry>,
+    client_keys: HashMap<(String, Method), ClientTxId>,
+    servers: HashMap<ServerTxId, ServerEntry>,
+    server_keys: HashMap<ServerKey, ServerTxId>,
+    decoders: HashMap<ConnectionId, StreamDecoder>,
+    deadlines: BinaryHeap<Reverse<(Instant, Kind)>>,
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<EndpointEvent>,
+    stats: EndpointStats,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Kind {
+    Client(ClientTxId),
+    Server(ServerTxId),
+}
+
+impl<R> fmt::Debug for Endpoint<R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("client_transactions", &self.clients.len())
+            .field("server_transactions", &self.servers.len())
+            .field("connections", &self.decoders.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+impl<R: RngCore> Endpoint<R> {
+    /// An endpoint with its settings and the generator for branches, tags
+    /// and Call-IDs (seed it in tests; these are identifiers, not keys).
+    pub fn new(config: EndpointConfig, rng: R) -> Self {
+        Endpoint {
+            config,
+            rng,
+            next_id: 1,
+            clients: HashMap::new(),
+            client_keys: HashMap::new(),
+            servers: HashMap::new(),
+            server_keys: HashMap::new(),
+            decoders: HashMap::new(),
+            deadlines: BinaryHeap::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &EndpointConfig {
+        &self.config
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> EndpointStats {
+        self.stats
+    }
+
+    /// Live transactions (client, server).
+    pub fn transaction_count(&self) -> (usize, usize) {
+        (self.clients.len(), self.servers.len())
+    }
+
+    /// A fresh Via branch with the RFC 3261 magic cookie.
+    pub fn new_branch(&mut self) -> String {
+        format!("z9hG4bK{}", self.token(10))
+    }
+
+    /// A fresh From or To tag.
+    pub fn new_tag(&mut self) -> String {
+        self.token(8)
+    }
+
+    /// A fresh Call-ID.
+    pub fn new_call_id(&mut self) -> String {
+        self.token(16)
+    }
+
+    fn token(&mut self, len: usize) -> String {
+        const ALPHABET: &[u8; 62] =
+            b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+        (0..len)
+            .map(|_| ALPHABET[(self.rng.next_u32() % 62) as usize] as char)
+            .collect()
+    }
+
+    /// Sends a request in a new client transaction. The request carries its
+    /// own top Via with a fresh branch (see [`new_branch`](Self::new_branch)).
+    /// An ACK for a 2xx has no transaction: use [`send_stateless`](Self::send_stateless).
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        request: Message,
+        destination: Destination,
+    ) -> Result<ClientTxId, EndpointError> {
+        let method = request.method().cloned().ok_or(EndpointError::WrongKind)?;
+        if method == Method::Ack {
+            return Err(EndpointError::WrongKind);
+        }
+        let branch = request
+            .via()
+            .ok()
+            .and_then(|v| {
+                v.branch()
+                    .filter(|b| b.starts_with("z9hG4bK"))
+                    .map(str::to_owned)
+            })
+            .ok_or(EndpointError::MissingBranch)?;
+        let key = (branch, method);
+        if self.client_keys.contains_key(&key) {
+            return Err(EndpointError::DuplicateTransaction);
+        }
+        let id = ClientTxId(self.next());
+        let tx = ClientTransaction::new(
+            now,
+            request,
+            self.config.timers,
+            destination.transport.reliability(),
+        );
+        self.client_keys.insert(key.clone(), id);
+        self.clients.insert(
+            id,
+            ClientEntry {
+                tx,
+                destination,
+                key,
+                cancel_pending: false,
+            },
+        );
+        self.drain_client(now, id);
+        Ok(id)
+    }
+
+    /// Sends a message outside any transaction (the ACK for a 2xx, a
+    /// stateless response).
+    pub fn send_stateless(&mut self, destination: Destination, message: &Message) {
+        self.transmits.push_back(Transmit {
+            destination,
+            payload: message.to_bytes(),
+        });
+    }
+
+    /// Sends a CRLF keep-alive ping on a stream connection (RFC 5626 §4.4.1).
+    pub fn send_keepalive(&mut self, destination: Destination) {
+        let payload = if destination.transport == Transport::Udp {
+            Bytes::from_static(b"\r\n")
+        } else {
+            Bytes::from_static(b"\r\n\r\n")
+        };
+        self.transmits.push_back(Transmit {
+            destination,
+            payload,
+        });
+    }
+
+    /// Responds through a server transaction.
+    pub fn send_response(
+        &mut self,
+        now: Instant,
+        transaction: ServerTxId,
+        response: Message,
+    ) -> Result<(), EndpointError> {
+        if response.is_request() {
+            return Err(EndpointError::WrongKind);
+        }
+        let entry = self
+            .servers
+            .get_mut(&transaction)
+            .ok_or(EndpointError::UnknownTransaction)?;
+        entry.tx.send_response(now, response);
+        self.drain_server(transaction);
+        Ok(())
+    }
+
+    /// Cancels an INVITE client transaction (§9.1): sends CANCEL now if a
+    /// provisional response arrived, otherwise as soon as one does.
+    pub fn cancel(&mut self, now: Instant, transaction: ClientTxId) -> Result<(), EndpointError> {
+        let entry = self
+            .clients
+            .get_mut(&transaction)
+            .ok_or(EndpointError::UnknownTransaction)?;
+        if entry.tx.request().method() != Some(&Method::Invite) {
+            return Err(EndpointError::NotCancellable);
+        }
+        match entry.tx.state() {
+            TransactionState::Calling => {
+                entry.cancel_pending = true;
+                Ok(())
+            }
+            TransactionState::Proceeding => self.send_cancel(now, transaction),
+            _ => Err(EndpointError::NotCancellable),
+        }
+    }
+
+    /// Feeds input from the driver.
+    pub fn handle_input(&mut self, now: Instant, input: Input) {
+        match input {
+            Input::Datagram {
+                transport,
+                remote,
+                data,
+            } => {
+                let source = Destination {
+                    transport,
+                    addr: remote,
+                    connection: None,
+                };
+                if data.iter().all(|&b| b == b'\r' || b == b'\n') {
+                    // A keep-alive over UDP (RFC 5626 §4.4.2 uses STUN; CRLF is tolerated).
+                    return;
+                }
+                match Message::parse_with(data, &self.config.limits, Framing::Datagram) {
+                    Ok(m) => self.handle_message(now, m, source),
+                    Err(error) => self.malformed(source, error),
+                }
+            }
+            Input::Stream {
+                transport,
+                connection,
+                remote,
+                data,
+            } => {
+                let source = Destination {
+                    transport,
+                    addr: remote,
+                    connection: Some(connection),
+                };
+                let limits = self.config.limits;
+                let decoder = self
+                    .decoders
+                    .entry(connection)
+                    .or_insert_with(|| StreamDecoder::new(limits));
+                decoder.push(&data);
+                let mut items = Vec::new();
+                while let Some(item) = decoder.next_item() {
+                    items.push(item);
+                }
+                for item in items {
+                    match item {
+                        Ok(StreamItem::Message(m)) => self.handle_message(now, m, source),
+                        Ok(StreamItem::Ping) => self.transmits.push_back(Transmit {
+                            destination: source,
+                            payload: Bytes::from_static(b"\r\n"),
+                        }),
+                        Ok(StreamItem::Pong) => {
+                            self.events
+                                .push_back(EndpointEvent::KeepAlivePong { connection });
+                        }
+                        Err(error) => self.malformed(source, error),
+                    }
+                }
+            }
+            Input::Message {
+                transport,
+                connection,
+                remote,
+                data,
+            } => {
+                let source = Destination {
+                    transport,
+                    addr: remote,
+                    connection,
+                };
+                match Message::parse_with(data, &self.config.limits, Framing::Stream) {
+                    Ok(m) => self.handle_message(now, m, source),
+                    Err(error) => self.malformed(source, error),
+                }
+            }
+            Input::ConnectionClosed { connection } => {
+                self.decoders.remove(&connection);
+            }
+            Input::TransportError { destination } => {
+                let clients: Vec<ClientTxId> = self
+                    .clients
+                    .iter()
+                    .filter(|(_, e)| same_target(&e.destination, &destination))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in clients {
+                    if let Some(e) = self.clients.get_mut(&id) {
+                        e.tx.handle_transport_error(now);
+                    }
+                    self.drain_client(now, id);
+                }
+                let servers: Vec<ServerTxId> = self
+                    .servers
+                    .iter()
+                    .filter(|(_, e)| same_target(&e.source, &destination))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in servers {
+                    if let Some(e) = self.servers.get_mut(&id) {
+                        e.tx.handle_transport_error(now);
+                    }
+                    self.drain_server(id);
+                }
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`. Safe to call early or repeatedly.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(Reverse((at, kind))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            match kind {
+                Kind::Client(id) => {
+                    if let Some(e) = self.clients.get_mut(&id) {
+                        e.tx.handle_timeout(now);
+                        self.drain_client(now, id);
+                    }
+                }
+                Kind::Server(id) => {
+                    if let Some(e) = self.servers.get_mut(&id) {
+                        e.tx.handle_timeout(now);
+                        self.drain_server(id);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// The next bytes to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<EndpointEvent> {
+        self.events.pop_front()
+    }
+
+    fn next(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn malformed(&mut self, source: Destination, error: ParseError) {
+        self.stats.malformed += 1;
+        self.events
+            .push_back(EndpointEvent::BadMessage { source, error });
+    }
+
+    fn handle_message(&mut self, now: Instant, message: Message, source: Destination) {
+        if message.is_request() {
+            self.handle_request(now, message, source);
+        } else {
+            self.handle_response(now, message);
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, response: Message) {
+        // §18.1.2: drop a response whose top Via is not ours is the driver's
+        // job; here the branch and CSeq method pick the transaction.
+        let key = match (response.via(), response.cseq()) {
+            (Ok(v), Ok(c)) => v.branch().map(|b| (b.to_owned(), c.method())),
+            _ => None,
+        };
+        let id = key.and_then(|k| self.client_keys.get(&k).copied());
+        match id {
+            Some(id) => {
+                if let Some(e) = self.clients.get_mut(&id) {
+                    e.tx.handle_response(now, response);
+                }
+                self.drain_client(now, id);
+            }
+            None => {
+                self.stats.stray_responses += 1;
+                let is_invite_2xx = matches!(response.status(), Some(200..=299))
+                    && response.cseq().is_ok_and(|c| c.method() == Method::Invite);
+                if is_invite_2xx {
+                    self.events
+                        .push_back(EndpointEvent::StrayResponse { response });
+                }
+            }
+        }
+    }
+
+    fn handle_request(&mut self, now: Instant, request: Message, source: Destination) {
+        if let Err(error) = request.validate() {
+            self.answer_bad_request(&request, source, &error);
+            self.malformed(source, error);
+            return;
+        }
+        let request = fill_received(request, source.addr);
+        let Some(key) = server_key(&request) else {
+            return;
+        };
+        let method = request.method().cloned().unwrap_or(Method::Ack);
+        if let Some(&id) = self.server_keys.get(&key) {
+            self.stats.retransmissions_absorbed += u64::from(method != Method::Ack);
+            if let Some(e) = self.servers.get_mut(&id) {
+                e.tx.handle_request(now, request);
+            }
+            self.drain_server(id);
+            return;
+        }
+        match method {
+            Method::Ack => {
+                self.events
+                    .push_back(EndpointEvent::Ack { request, source });
+            }
+            Method::Cancel => self.handle_cancel(now, request, source, key),
+            _ => {
+                let id = self.new_server(now, &request, source, key);
+                self.events.push_back(EndpointEvent::Request {
+                    transaction: id,
+                    request,
+                    source,
+                });
+                self.drain_server(id);
+            }
+        }
+    }
+
+    fn handle_cancel(
+        &mut self,
+        now: Instant,
+        cancel: Message,
+        source: Destination,
+        key: ServerKey,
+    ) {
+        let invite_key = match &key {
+            ServerKey::Rfc3261 {
+                branch, sent_by, ..
+            } => ServerKey::Rfc3261 {
+                branch: branch.clone(),
+                sent_by: sent_by.clone(),
+                method: Method::Invite,
+            },
+            ServerKey::Rfc2543 {
+                request_uri,
+                from_tag,
+                call_id,
+                cseq,
+                via,
+                ..
+            } => ServerKey::Rfc2543 {
+                request_uri: request_uri.clone(),
+                from_tag: from_tag.clone(),
+                call_id: call_id.clone(),
+                cseq: *cseq,
+                via: via.clone(),
+                method: Method::Invite,
+            },
+        };
+        let invite = self.server_keys.get(&invite_key).copied();
+        let id = self.new_server(now, &cancel, source, key);
+        let (status, reason) = if invite.is_some() {
+            (200, "OK")
+        } else {
+            (481, "Call/Transaction Does Not Exist")
+        };
+        if let Ok(resp) = Message::response_to(&cancel, status, reason)
+            .map(|b| b.to_tag(&self.token(8)))
+            .and_then(|b| b.build())
+            && let Some(e) = self.servers.get_mut(&id)
+        {
+            e.tx.send_response(now, resp);
+        }
+        self.drain_server(id);
+        if let Some(invite) = invite {
+            let proceeding = self
+                .servers
+                .get(&invite)
+                .is_some_and(|e| e.tx.state() == TransactionState::Proceeding);
+            if proceeding {
+                self.events.push_back(EndpointEvent::Cancelled { invite });
+            }
+        }
+    }
+
+    fn new_server(
+        &mut self,
+        now: Instant,
+        request: &Message,
+        source: Destination,
+        key: ServerKey,
+    ) -> ServerTxId {
+        let id = ServerTxId(self.next());
+        let trying = (request.method() == Some(&Method::Invite))
+            .then(|| {
+                Message::response_to(request, 100, "Trying")
+                    .ok()?
+                    .build()
+                    .ok()
+            })
+            .flatten();
+        let tx = ServerTransaction::new(
+            now,
+            request,
+            trying,
+            self.config.timers,
+            source.transport.reliability(),
+        );
+        self.server_keys.insert(key.clone(), id);
+        self.servers.insert(id, ServerEntry { tx, source, key });
+        id
+    }
+
+    fn answer_bad_request(&mut self, request: &Message, source: Destination, error: &ParseError) {
+        if request.method() == Some(&Method::Ack) {
+            return;
+        }
+        let reason = format!("Bad Request ({})", error.kind);
+        let Ok(builder) = Message::response_to(request, 400, &reason) else {
+            return;
+        };
+        let Ok(resp) = builder.build() else { return };
+        if let Some(destination) = response_destination(&resp, source) {
+            self.stats.bad_requests_answered += 1;
+            self.send_stateless(destination, &resp);
+        }
+    }
+
+    fn send_cancel(&mut self, now: Instant, invite_tx: ClientTxId) -> Result<(), EndpointError> {
+        let entry = self
+            .clients
+            .get_mut(&invite_tx)
+            .ok_or(EndpointError::UnknownTransaction)?;
+        entry.cancel_pending = false;
+        let destination = entry.destination;
+        let cancel = build_cancel(entry.tx.request()).ok_or(EndpointError::NotCancellable)?;
+        self.send_request(now, cancel, destination).map(drop)
+    }
+
+    fn drain_client(&mut self, now: Instant, id: ClientTxId) {
+        let mut send_cancel = false;
+        let mut ended = false;
+        if let Some(e) = self.clients.get_mut(&id) {
+            while let Some(m) = e.tx.poll_transmit() {
+                self.transmits.push_back(Transmit {
+                    destination: e.destination,
+                    payload: m.to_bytes(),
+                });
+            }
+            while let Some(ev) = e.tx.poll_event() {
+                match ev {
+                    TransactionEvent::Response(response) => {
+                        if e.cancel_pending && matches!(response.status(), Some(100..=199)) {
+                            send_cancel = true;
+                        }
+                        if !matches!(response.status(), Some(100..=199)) {
+                            e.cancel_pending = false;
+                        }
+                        self.events.push_back(EndpointEvent::Response {
+                            transaction: id,
+                            response,
+                        });
+                    }
+                    TransactionEvent::TimedOut => self
+                        .events
+                        .push_back(EndpointEvent::ClientTimedOut { transaction: id }),
+                    TransactionEvent::TransportError => self
+                        .events
+                        .push_back(EndpointEvent::ClientTransportError { transaction: id }),
+                    TransactionEvent::Terminated => ended = true,
+                    _ => {}
+                }
+            }
+            if let Some(at) = e.tx.poll_timeout() {
+                self.deadlines.push(Reverse((at, Kind::Client(id))));
+            }
+        }
+        if ended {
+            if let Some(e) = self.clients.remove(&id) {
+                self.client_keys.remove(&e.key);
+            }
+        } else if send_cancel {
+            // A CANCEL waiting for the first provisional response goes now.
+            let _ = self.send_cancel(now, id);
+        }
+    }
+
+    fn drain_server(&mut self, id: ServerTxId) {
+        let mut ended = false;
+        if let Some(e) = self.servers.get_mut(&id) {
+            while let Some(m) = e.tx.poll_transmit() {
+                if let Some(destination) = response_destination(&m, e.source) {
+                    self.transmits.push_back(Transmit {
+                        destination,
+                        payload: m.to_bytes(),
+                    });
+                }
+            }
+            while let Some(ev) = e.tx.poll_event() {
+                match ev {
+                    TransactionEvent::Ack(request) => self.events.push_back(EndpointEvent::Ack {
+                        request,
+                        source: e.source,
+                    }),
+                    TransactionEvent::TimedOut => self
+                        .events
+                        .push_back(EndpointEvent::ServerTimedOut { transaction: id }),
+                    TransactionEvent::TransportError => self
+                        .events
+                        .push_back(EndpointEvent::ServerTransportError { transaction: id }),
+                    TransactionEvent::Terminated => ended = true,
+                    _ => {}
+                }
+            }
+            if let Some(at) = e.tx.poll_timeout() {
+                self.deadlines.push(Reverse((at, Kind::Server(id))));
+            }
+        }
+        if ended && let Some(e) = self.servers.remove(&id) {
+            self.server_keys.remove(&e.key);
+        }
+    }
+}
+
+fn same_target(a: &Destination, b: &Destination) -> bool {
+    a.transport == b.transport
+        && (a.connection.is_some() && a.connection == b.connection || a.addr == b.addr)
+}
+
+/// RFC 3261 §17.2.3 matching key for a request (ACK and CANCEL keep their method
+/// here; ACK is mapped to INVITE so it finds the INVITE transaction).
+fn server_key(request: &Message) -> Option<ServerKey> {
+    let via = request.via().ok()?;
+    let method = match request.method()? {
+        Method::Ack => Method::Invite,
+        m => m.clone(),
+    };
+    match via.branch() {
+        Some(b) if b.starts_with("z9hG4bK") => Some(ServerKey::Rfc3261 {
+            branch: b.to_owned(),
+            sent_by: match via.port {
+                Some(p) => format!("{}:{p}", via.host),
+                None => via.host.to_string(),
+            },
+            method,
+        }),
+        _ => Some(ServerKey::Rfc2543 {
+            request_uri: request.request_uri()?.to_string(),
+            from_tag: request.from().ok()?.tag().unwrap_or("").to_owned(),
+            call_id: request.call_id().ok()?.to_owned(),
+            cseq: request.cseq().ok()?.seq,
+            via: via.to_string(),
+            method,
+        }),
+    }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581: record the source address in the top Via.
+fn fill_received(mut request: Message, source: SocketAddr) -> Message {
+    let Ok(via) = request.via() else {
+        return request;
+    };
+    let host_is_source = match via.host {
+        Host::Ipv4(a) => IpAddr::V4(a) == source.ip(),
+        Host::Ipv6(a) => IpAddr::V6(a) == source.ip(),
+        Host::Domain(_) => false,
+    };
+    let wants_rport = via.rport() == Some(None);
+    if host_is_source && !wants_rport {
+        return request;
+    }
+    let mut value = format!(
+        "{}/{}/{} {}",
+        via.protocol, via.version, via.transport, via.host
+    );
+    if let Some(p) = via.port {
+        value.push_str(&format!(":{p}"));
+    }
+    for (name, v) in via.params.iter() {
+        if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+            continue;
+        }
+        value.push(';');
+        value.push_str(name);
+        if let Some(v) = v {
+            value.push('=');
+            value.push_str(v);
+        }
+    }
+    if !host_is_source || wants_rport {
+        value.push_str(&format!(";received={}", source.ip()));
+    }
+    if wants_rport {
+        value.push_str(&format!(";rport={}", source.port()));
+    } else if let Some(Some(p)) = via.rport() {
+        value.push_str(&format!(";rport={p}"));
+    }
+    let original = request.clone();
+    if request.pop_via() && request.prepend_header("Via", &value).is_ok() {
+        request
+    } else {
+        original
+    }
+}
+
+/// RFC 3261 §18.2.2 and RFC 3581 §4: where a response goes.
+fn response_destination(response: &Message, source: Destination) -> Option<Destination> {
+    if source.transport != Transport::Udp {
+        // Back over the connection the request came in on.
+        return Some(source);
+    }
+    let via = response.via().ok()?;
+    let ip = via
+        .received()
+        .or(match via.host {
+            Host::Ipv4(a) => Some(IpAddr::V4(a)),
+            Host::Ipv6(a) => Some(IpAddr::V6(a)),
+            Host::Domain(_) => None,
+        })
+        .unwrap_or(source.addr.ip());
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => via.port.unwrap_or(5060),
+    };
+    Some(Destination {
+        transport: source.transport,
+        addr: SocketAddr::new(ip, port),
+        connection: None,
+    })
+}
+
+/// The CANCEL for an INVITE (§9.1): same Request-URI, Call-ID, To, From,
+/// top Via and Route, CSeq with the same number and method CANCEL.
+pub fn build_cancel(invite: &Message) -> Option<Message> {
+    let uri = match invite.start_line() {
+        crate::message::StartLine::Request { uri, .. } => uri,
+        crate::message::StartLine::Response { .. } => return None,
+    };
+    let cseq = invite.cseq().ok()?;
+    let mut b = Message::request(Method::Cancel, uri)
+        .header("Via", &invite.via().ok()?.to_string())
+        .ok()?
+        .header("Max-Forwards", "70")
+        .ok()?
+        .header("From", invite.header("From")?)
+        .ok()?
+        .header("To", invite.header("To")?)
+        .ok()?
+        .header("Call-ID", invite.header("Call-ID")?)
+        .ok()?
+        .header("CSeq", &format!("{} CANCEL", cseq.seq))
+        .ok()?;
+    for route in invite.header_values("Route") {
+        b = b.header("Route", route).ok()?;
+    }
+    b.build().ok()
+}

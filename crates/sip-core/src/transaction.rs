@@ -1,0 +1,896 @@
+//! The four transaction state machines of RFC 3261 §17, with the RFC 6026
+//! Accepted state, as sans-IO values.
+//!
+//! A transaction is fed messages and time, and is drained with
+//! [`poll_transmit`](ClientTransaction::poll_transmit),
+//! [`poll_event`](ClientTransaction::poll_event) and
+//! [`poll_timeout`](ClientTransaction::poll_timeout). It never reads a clock:
+//! every input carries `now`.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::message::Message;
+use crate::name::Method;
+
+/// Timer base values (RFC 3261 §17.1.1.1, table 4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimerConfig {
+    /// RTT estimate, 500 ms by default.
+    pub t1: Duration,
+    /// Longest retransmit interval for non-INVITE requests and INVITE responses, 4 s.
+    pub t2: Duration,
+    /// Longest time a message stays in the network, 5 s.
+    pub t4: Duration,
+    /// When an INVITE server transaction sends 100 Trying if the TU has not
+    /// answered (RFC 3261 §17.2.1), 200 ms.
+    pub trying_delay: Duration,
+}
+
+impl Default for TimerConfig {
+    fn default() -> Self {
+        TimerConfig {
+            t1: Duration::from_millis(500),
+            t2: Duration::from_secs(4),
+            t4: Duration::from_secs(5),
+            trying_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+/// Whether the transport retransmits for us (TCP, TLS, WS) or not (UDP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reliability {
+    /// TCP, TLS, WebSocket: no retransmissions, zero wait timers.
+    Reliable,
+    /// UDP: retransmissions and absorbing timers.
+    Unreliable,
+}
+
+/// Transaction states, named as in RFC 3261 §17 and RFC 6026.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionState {
+    /// INVITE client: request sent, no response yet.
+    Calling,
+    /// Non-INVITE client and server: request sent or received, no response yet.
+    Trying,
+    /// A provisional response was sent or received.
+    Proceeding,
+    /// A final non-2xx response was sent or received; absorbing retransmissions.
+    Completed,
+    /// INVITE server: the ACK for a non-2xx arrived.
+    Confirmed,
+    /// INVITE (RFC 6026): a 2xx was sent or received; absorbing retransmissions.
+    Accepted,
+    /// Done; the transaction can be dropped.
+    Terminated,
+}
+
+/// What a transaction tells its user.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum TransactionEvent {
+    /// A response for the user (client transactions): provisional, final,
+    /// and every 2xx in the Accepted state.
+    Response(Message),
+    /// A request retransmission or ACK for the user (server INVITE
+    /// transactions pass ACKs for 2xx received in Accepted).
+    Ack(Message),
+    /// Timer B or F fired: no final response arrived (a 408 for the user).
+    TimedOut,
+    /// The transport reported a failure sending this transaction's message.
+    TransportError,
+    /// The transaction reached Terminated.
+    Terminated,
+}
+
+/// A timer of RFC 3261 §17 (and RFC 6026's L and M).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Timer {
+    /// INVITE request retransmit (client, unreliable).
+    A,
+    /// INVITE transaction timeout (client).
+    B,
+    /// Wait for response retransmissions (client INVITE, Completed).
+    D,
+    /// Non-INVITE request retransmit (client, unreliable).
+    E,
+    /// Non-INVITE transaction timeout (client).
+    F,
+    /// INVITE final response retransmit (server, unreliable).
+    G,
+    /// Wait for ACK (server INVITE, Completed).
+    H,
+    /// Wait for ACK retransmissions (server INVITE, Confirmed).
+    I,
+    /// Wait for request retransmissions (server non-INVITE, Completed).
+    J,
+    /// Wait for response retransmissions (client non-INVITE, Completed).
+    K,
+    /// Wait in Accepted (server INVITE, RFC 6026).
+    L,
+    /// Wait in Accepted (client INVITE, RFC 6026).
+    M,
+    /// Send 100 Trying if the user has not answered (server INVITE).
+    Trying,
+}
+
+/// A small set of armed timers.
+#[derive(Debug, Clone, Default)]
+struct Timers {
+    armed: Vec<(Timer, Instant)>,
+}
+
+impl Timers {
+    fn set(&mut self, timer: Timer, at: Instant) {
+        self.cancel(timer);
+        self.armed.push((timer, at));
+    }
+
+    fn cancel(&mut self, timer: Timer) {
+        self.armed.retain(|(t, _)| *t != timer);
+    }
+
+    fn clear(&mut self) {
+        self.armed.clear();
+    }
+
+    fn next(&self) -> Option<Instant> {
+        self.armed.iter().map(|(_, at)| *at).min()
+    }
+
+    /// Removes and returns the earliest timer due at `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+        let (idx, _) = self
+            .armed
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, at))| *at <= now)
+            .min_by_key(|(_, (_, at))| *at)?;
+        Some(self.armed.swap_remove(idx).0)
+    }
+}
+
+/// Output queues shared by every transaction kind.
+#[derive(Debug, Clone, Default)]
+struct Outputs {
+    transmit: VecDeque<Message>,
+    events: VecDeque<TransactionEvent>,
+}
+
+/// A client transaction: INVITE (§17.1.1) or non-INVITE (§17.1.2).
+#[derive(Debug, Clone)]
+pub struct ClientTransaction {
+    request: Message,
+    invite: bool,
+    config: TimerConfig,
+    reliability: Reliability,
+    state: TransactionState,
+    timers: Timers,
+    out: Outputs,
+    /// Current retransmit interval (timers A and E).
+    interval: Duration,
+    /// The ACK for a non-2xx final response, resent on its retransmissions.
+    ack: Option<Message>,
+}
+
+impl ClientTransaction {
+    /// Starts a transaction: the request goes out at once.
+    pub fn new(
+        now: Instant,
+        request: Message,
+        config: TimerConfig,
+        reliability: Reliability,
+    ) -> Self {
+        let invite = request.method() == Some(&Method::Invite);
+        let mut tx = ClientTransaction {
+            invite,
+            config,
+            reliability,
+            state: if invite {
+                TransactionState::Calling
+            } else {
+                TransactionState::Trying
+            },
+            timers: Timers::default(),
+            out: Outputs::default(),
+            interval: config.t1,
+            ack: None,
+            request,
+        };
+        tx.out.transmit.push_back(tx.request.clone());
+        let retransmit = if invite { Timer::A } else { Timer::E };
+        let timeout = if invite { Timer::B } else { Timer::F };
+        if reliability == Reliability::Unreliable {
+            tx.timers.set(retransmit, now + config.t1);
+        }
+        tx.timers.set(timeout, now + config.t1 * 64);
+        tx
+    }
+
+    /// The request this transaction sends.
+    pub fn request(&self) -> &Message {
+        &self.request
+    }
+
+    /// The current state.
+    pub fn state(&self) -> TransactionState {
+        self.state
+    }
+
+    /// Feeds a response matched to this transaction (§17.1.3).
+    pub fn handle_response(&mut self, now: Instant, response: Message) {
+        let Some(status) = response.status() else {
+            return;
+        };
+        use TransactionState::*;
+        match (self.invite, self.state, status) {
+            // INVITE client (§17.1.1.2, RFC 6026 §8.4).
+            (true, Calling | Proceeding, 100..=199) => {
+                self.state = Proceeding;
+                self.timers.cancel(Timer::A);
+                self.out
+                    .events
+                    .push_back(TransactionEvent::Response(response));
+            }
+            (true, Calling | Proceeding, 200..=299) => {
+                self.state = Accepted;
+                self.timers.clear();
+                self.timers.set(Timer::M, now + self.config.t1 * 64);
+                self.out
+                    .events
+                    .push_back(TransactionEvent::Response(response));
+            }
+            (true, Accepted, 200..=299) => {
+                self.out
+                    .events
+                    .push_back(TransactionEvent::Response(response));
+            }
+            (true, Calling | Proceeding, _) => {
+                self.state = Completed;
+                self.timers.clear();
+                if let Some(ack) = build_ack(&self.request, &response) {
+                    self.out.transmit.push_back(ack.clone());
+                    self.ack = Some(ack);
+                }
+                let wait = match self.reliability {
+                    Reliability::Unreliable => Duration::from_secs(32).max(self.config.t1 * 64),
+                    Reliability::Reliable => Duration::ZERO,
+                };
+                self.timers.set(Timer::D, now + wait);
+                self.out
+                    .events
+                    .push_back(TransactionEvent::Response(response));
+                if wait.is_zero() {
+                    self.handle_timeout(now);
+                }
+            }
+            (true, Completed, 300..=699) => {
+                if let Some(ack) = &self.ack {
+                    self.out.transmit.push_back(ack.clone());
+                }
+            }
+            // Non-INVITE client (§17.1.2.2).
+            (false, Trying | Proceeding, 100..=199) => {
+                if self.state == Trying {
+                    self.state = Proceeding;
+                }
+                self.out
+                    .events
+                    .push_back(TransactionEvent::Response(response));
+            }
+            (false, Trying | Proceeding, _) => {
+                self.state = Completed;
+                self.timers.clear();
+                let wait = match self.reliability {
+                    Reliability::Unreliable => self.config.t4,
+                    Reliability::Reliable => Duration::ZERO,
+                };
+                self.timers.set(Timer::K, now + wait);
+                self.out
+                    .events
+                    .push_back(TransactionEvent::Response(response));
+                if wait.is_zero() {
+                    self.handle_timeout(now);
+                }
+            }
+            // Retransmissions in Completed, Accepted or Terminated are absorbed.
+            _ => {}
+        }
+    }
+
+    /// The transport failed to send this transaction's request (§17.1.4).
+    pub fn handle_transport_error(&mut self, _now: Instant) {
+        if self.state != TransactionState::Terminated {
+            self.out.events.push_back(TransactionEvent::TransportError);
+            self.terminate();
+        }
+    }
+
+    /// Fires every timer due at `now`. Safe to call early or twice.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::A if self.state == TransactionState::Calling => {
+                    self.out.transmit.push_back(self.request.clone());
+                    self.interval *= 2;
+                    self.timers.set(Timer::A, now + self.interval);
+                }
+                Timer::E
+                    if matches!(
+                        self.state,
+                        TransactionState::Trying | TransactionState::Proceeding
+                    ) =>
+                {
+                    self.out.transmit.push_back(self.request.clone());
+                    self.interval = if self.state == TransactionState::Proceeding {
+                        self.config.t2
+                    } else {
+                        (self.interval * 2).min(self.config.t2)
+                    };
+                    self.timers.set(Timer::E, now + self.interval);
+                }
+                Timer::B | Timer::F => {
+                    self.out.events.push_back(TransactionEvent::TimedOut);
+                    self.terminate();
+                }
+                Timer::D | Timer::K | Timer::M => self.terminate(),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// The next message to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.out.transmit.pop_front()
+    }
+
+    /// The next event for the user.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<TransactionEvent> {
+        self.out.events.pop_front()
+    }
+
+    fn terminate(&mut self) {
+        if self.state != TransactionState::Terminated {
+            self.state = TransactionState::Terminated;
+            self.timers.clear();
+            self.out.events.push_back(TransactionEvent::Terminated);
+        }
+    }
+}
+
+/// A server transaction: INVITE (§17.2.1) or non-INVITE (§17.2.2).
+#[derive(Debug, Clone)]
+pub struct ServerTransaction {
+    invite: bool,
+    config: TimerConfig,
+    reliability: Reliability,
+    state: TransactionState,
+    timers: Timers,
+    out: Outputs,
+    /// The last response sent, resent on request retransmissions.
+    last_response: Option<Message>,
+    /// The 100 Trying to send if the user stays silent (INVITE only).
+    trying: Option<Message>,
+    interval: Duration,
+}
+
+impl ServerTransaction {
+    /// Starts a transaction for a received request.
+    ///
+    /// For an INVITE, `trying` is the 100 Trying to send if the user has not
+    /// responded within [`TimerConfig::trying_delay`].
+    pub fn new(
+        now: Instant,
+        request: &Message,
+        trying: Option<Message>,
+        config: TimerConfig,
+        reliability: Reliability,
+    ) -> Self {
+        let invite = request.method() == Some(&Method::Invite);
+        let mut tx = ServerTransaction {
+            invite,
+            config,
+            reliability,
+            state: if invite {
+                TransactionState::Proceeding
+            } else {
+                TransactionState::Trying
+            },
+            timers: Timers::default(),
+            out: Outputs::default(),
+            last_response: None,
+            trying: None,
+            interval: config.t1,
+        };
+        if invite && let Some(t) = trying {
+            tx.trying = Some(t);
+            tx.timers.set(Timer::Trying, now + config.trying_delay);
+        }
+        tx
+    }
+
+    /// The current state.
+    pub fn state(&self) -> TransactionState {
+        self.state
+    }
+
+    /// Whether this serves an INVITE.
+    pub fn is_invite(&self) -> bool {
+        self.invite
+    }
+
+    /// A retransmission of the request, or an ACK for an INVITE's final response.
+    pub fn handle_request(&mut self, now: Instant, request: Message) {
+        use TransactionState::*;
+        let is_ack = request.method() == Some(&Method::Ack);
+        match (self.state, is_ack) {
+            (Proceeding | Completed, false) => {
+                if let Some(r) = &self.last_response {
+                    self.out.transmit.push_back(r.clone());
+                }
+            }
+            (Completed, true) if self.invite => {
+                self.state = Confirmed;
+                self.timers.cancel(Timer::G);
+                self.timers.cancel(Timer::H);
+                let wait = match self.reliability {
+                    Reliability::Unreliable => self.config.t4,
+                    Reliability::Reliable => Duration::ZERO,
+                };
+                self.timers.set(Timer::I, now + wait);
+                if wait.is_zero() {
+                    self.handle_timeout(now);
+                }
+            }
+            // RFC 6026: ACKs for the 2xx go to the user; INVITE retransmissions are absorbed.
+            (Accepted, true) => self.out.events.push_back(TransactionEvent::Ack(request)),
+            _ => {}
+        }
+    }
+
+    /// A response from the user. Ignored once a final response was sent
+    /// (except further 2xx in Accepted, which the user's core retransmits).
+    pub fn send_response(&mut self, now: Instant, response: Message) {
+        let Some(status) = response.status() else {
+            return;
+        };
+        use TransactionState::*;
+        match (self.invite, self.state, status) {
+            (_, Trying | Proceeding, 100..=199) => {
+                self.state = Proceeding;
+                self.timers.cancel(Timer::Trying);
+                self.trying = None;
+                self.out.transmit.push_back(response.clone());
+                self.last_response = Some(response);
+            }
+            (true, Proceeding, 200..=299) => {
+                self.state = Accepted;
+                self.timers.clear();
+                self.timers.set(Timer::L, now + self.config.t1 * 64);
+                self.out.transmit.push_back(response.clone());
+                self.last_response = Some(response);
+            }
+            (true, Accepted, 200..=299) => self.out.transmit.push_back(response),
+            (true, Proceeding, _) => {
+                self.state = Completed;
+                self.timers.clear();
+                self.out.transmit.push_back(response.clone());
+                self.last_response = Some(response);
+                if self.reliability == Reliability::Unreliable {
+                    self.interval = self.config.t1;
+                    self.timers.set(Timer::G, now + self.interval);
+                }
+                self.timers.set(Timer::H, now + self.config.t1 * 64);
+            }
+            (false, Trying | Proceeding, _) => {
+                self.state = Completed;
+                self.timers.clear();
+                self.out.transmit.push_back(response.clone());
+                self.last_response = Some(response);
+                let wait = match self.reliability {
+                    Reliability::Unreliable => self.config.t1 * 64,
+                    Reliability::Reliable => Duration::ZERO,
+                };
+                self.timers.set(Timer::J, now + wait);
+                if wait.is_zero() {
+                    self.handle_timeout(now);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The transport failed to send a response (§17.2.4).
+    pub fn handle_transport_error(&mut self, _now: Instant) {
+        if self.state != TransactionState::Terminated {
+            self.out.events.push_back(TransactionEvent::TransportError);
+            self.terminate();
+        }
+    }
+
+    /// Fires every timer due at `now`. Safe to call early or twice.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some(timer) = self.timers.pop_due(now) {
+            match timer {
+                Timer::Trying if self.state == TransactionState::Proceeding => {
+                    if let Some(t) = self.trying.take() {
+                        self.out.transmit.push_back(t.clone());
+                        self.last_response = Some(t);
+                    }
+                }
+                Timer::G if self.state == TransactionState::Completed => {
+                    if let Some(r) = &self.last_response {
+                        self.out.transmit.push_back(r.clone());
+                    }
+                    self.interval = (self.interval * 2).min(self.config.t2);
+                    self.timers.set(Timer::G, now + self.interval);
+                }
+                Timer::H => {
+                    // No ACK: the response was lost for good (§17.2.1).
+                    self.out.events.push_back(TransactionEvent::TimedOut);
+                    self.terminate();
+                }
+                Timer::I | Timer::J | Timer::L => self.terminate(),
+                _ => {}
+            }
+        }
+    }
+
+    /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.next()
+    }
+
+    /// The next message to send.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Message> {
+        self.out.transmit.pop_front()
+    }
+
+    /// The next event for the user.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<TransactionEvent> {
+        self.out.events.pop_front()
+    }
+
+    fn terminate(&mut self) {
+        if self.state != TransactionState::Terminated {
+            self.state = TransactionState::Terminated;
+            self.timers.clear();
+            self.out.events.push_back(TransactionEvent::Terminated);
+        }
+    }
+}
+
+/// The ACK for a non-2xx final response (RFC 3261 §17.1.1.3): same
+/// Request-URI, Call-ID, From, top Via and Route as the INVITE, the To of the
+/// response, CSeq with the INVITE's number and method ACK.
+pub fn build_ack(invite: &Message, response: &Message) -> Option<Message> {
+    let uri = match invite.start_line() {
+        crate::message::StartLine::Request { uri, .. } => uri,
+        crate::message::StartLine::Response { .. } => return None,
+    };
+    let cseq = invite.cseq().ok()?;
+    let mut b = Message::request(Method::Ack, uri);
+    let top_via = invite.via().ok()?;
+    b = b.header("Via", &top_via.to_string()).ok()?;
+    b = b.header("Max-Forwards", "70").ok()?;
+    b = b.header("From", invite.header("From")?).ok()?;
+    b = b.header("To", response.header("To")?).ok()?;
+    b = b.header("Call-ID", invite.header("Call-ID")?).ok()?;
+    b = b.header("CSeq", &format!("{} ACK", cseq.seq)).ok()?;
+    for route in invite.header_values("Route") {
+        b = b.header("Route", route).ok()?;
+    }
+    b.build().ok()
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "each test takes one real instant as its epoch and advances it by hand"
+)]
+mod tests {
+    use super::*;
+
+    fn invite() -> Message {
+        Message::request(Method::Invite, "sip:bob@example.com")
+            .header("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKinv1")
+            .unwrap()
+            .header("From", "<sip:alice@example.com>;tag=a")
+            .unwrap()
+            .header("To", "<sip:bob@example.com>")
+            .unwrap()
+            .header("Call-ID", "c1")
+            .unwrap()
+            .header("CSeq", "1 INVITE")
+            .unwrap()
+            .header("Max-Forwards", "70")
+            .unwrap()
+            .header("Route", "<sip:proxy.example.com;lr>")
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    fn options() -> Message {
+        Message::request(Method::Options, "sip:bob@example.com")
+            .header("Via", "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKopt1")
+            .unwrap()
+            .header("From", "<sip:alice@example.com>;tag=a")
+            .unwrap()
+            .header("To", "<sip:bob@example.com>")
+            .unwrap()
+            .header("Call-ID", "c2")
+            .unwrap()
+            .header("CSeq", "1 OPTIONS")
+            .unwrap()
+            .header("Max-Forwards", "70")
+            .unwrap()
+            .build()
+            .unwrap()
+    }
+
+    fn response(req: &Message, status: u16) -> Message {
+        Message::response_to(req, status, "X")
+            .unwrap()
+            .to_tag("b")
+            .build()
+            .unwrap()
+    }
+
+    /// Drives the transaction to its end, recording when each message left.
+    fn run_client(
+        mut tx: ClientTransaction,
+        start: Instant,
+    ) -> (Vec<Duration>, Vec<TransactionEvent>) {
+        let mut now = start;
+        let mut sent = Vec::new();
+        let mut events = Vec::new();
+        for _ in 0..100 {
+            while tx.poll_transmit().is_some() {
+                sent.push(now - start);
+            }
+            while let Some(e) = tx.poll_event() {
+                events.push(e);
+            }
+            let Some(deadline) = tx.poll_timeout() else {
+                break;
+            };
+            assert!(deadline >= now, "timeouts never go backwards");
+            now = deadline;
+            tx.handle_timeout(now);
+        }
+        (sent, events)
+    }
+
+    #[test]
+    fn rfc3261_17_1_1_2_timer_a_doubles_and_timer_b_times_out() {
+        let start = Instant::now();
+        let tx = ClientTransaction::new(
+            start,
+            invite(),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        let (sent, events) = run_client(tx, start);
+        let ms: Vec<u128> = sent.iter().map(Duration::as_millis).collect();
+        // A: 0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; B fires at 32 s.
+        assert_eq!(ms, vec![0, 500, 1500, 3500, 7500, 15500, 31500]);
+        assert_eq!(
+            events,
+            vec![TransactionEvent::TimedOut, TransactionEvent::Terminated]
+        );
+    }
+
+    #[test]
+    fn rfc3261_17_1_2_2_timer_e_caps_at_t2_and_timer_f_times_out() {
+        let start = Instant::now();
+        let tx = ClientTransaction::new(
+            start,
+            options(),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        let (sent, events) = run_client(tx, start);
+        let ms: Vec<u128> = sent.iter().map(Duration::as_millis).collect();
+        // E: 0.5, 1, 2, 4, then every T2 = 4 s until F at 32 s.
+        assert_eq!(
+            ms,
+            vec![
+                0, 500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
+        );
+        assert_eq!(
+            events,
+            vec![TransactionEvent::TimedOut, TransactionEvent::Terminated]
+        );
+    }
+
+    #[test]
+    fn rfc3261_17_1_2_2_proceeding_retransmits_every_t2() {
+        let start = Instant::now();
+        let req = options();
+        let mut tx = ClientTransaction::new(
+            start,
+            req.clone(),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        let _ = tx.poll_transmit();
+        tx.handle_response(start + Duration::from_millis(100), response(&req, 180));
+        assert_eq!(tx.state(), TransactionState::Proceeding);
+        let mut sent = Vec::new();
+        while let Some(t) = tx.poll_timeout() {
+            if t > start + Duration::from_secs(12) {
+                break;
+            }
+            let now = t;
+            tx.handle_timeout(now);
+            while tx.poll_transmit().is_some() {
+                sent.push((now - start).as_millis());
+            }
+        }
+        // The first E (armed at T1) fires, then the interval is T2.
+        assert_eq!(sent, vec![500, 4500, 8500]);
+    }
+
+    #[test]
+    fn reliable_transport_sends_once_and_waits_64_t1() {
+        let start = Instant::now();
+        let tx = ClientTransaction::new(
+            start,
+            options(),
+            TimerConfig::default(),
+            Reliability::Reliable,
+        );
+        let (sent, events) = run_client(tx, start);
+        assert_eq!(sent, vec![Duration::ZERO]);
+        assert_eq!(events[0], TransactionEvent::TimedOut);
+    }
+
+    #[test]
+    fn rfc3261_17_1_1_3_non_2xx_is_acked_in_the_transaction() {
+        let start = Instant::now();
+        let inv = invite();
+        let mut tx = ClientTransaction::new(
+            start,
+            inv.clone(),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        let _ = tx.poll_transmit();
+        let busy = response(&inv, 486);
+        tx.handle_response(start, busy.clone());
+        let ack = tx.poll_transmit().unwrap();
+        assert_eq!(ack.method(), Some(&Method::Ack));
+        assert_eq!(ack.via().unwrap().branch(), Some("z9hG4bKinv1"));
+        assert_eq!(ack.to().unwrap().tag(), Some("b"));
+        assert_eq!(ack.cseq().unwrap().seq, 1);
+        assert_eq!(ack.routes().count(), 1);
+        assert_eq!(tx.state(), TransactionState::Completed);
+        // A retransmitted 486 is answered with the same ACK, not passed up.
+        let _ = tx.poll_event();
+        tx.handle_response(start + Duration::from_secs(1), busy);
+        assert!(tx.poll_transmit().is_some());
+        assert_eq!(tx.poll_event(), None);
+        // Timer D: 32 s.
+        assert_eq!(tx.poll_timeout(), Some(start + Duration::from_secs(32)));
+    }
+
+    #[test]
+    fn rfc6026_accepted_passes_every_2xx_and_ends_on_timer_m() {
+        let start = Instant::now();
+        let inv = invite();
+        let mut tx = ClientTransaction::new(
+            start,
+            inv.clone(),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        let _ = tx.poll_transmit();
+        let ok = response(&inv, 200);
+        tx.handle_response(start, ok.clone());
+        tx.handle_response(start + Duration::from_secs(1), ok);
+        assert_eq!(tx.state(), TransactionState::Accepted);
+        assert!(matches!(
+            tx.poll_event(),
+            Some(TransactionEvent::Response(_))
+        ));
+        assert!(matches!(
+            tx.poll_event(),
+            Some(TransactionEvent::Response(_))
+        ));
+        // No ACK from the transaction for a 2xx.
+        assert!(tx.poll_transmit().is_none());
+        assert_eq!(tx.poll_timeout(), Some(start + Duration::from_secs(32)));
+    }
+
+    #[test]
+    fn rfc3261_17_2_1_trying_after_200_ms_and_timer_g_h() {
+        let start = Instant::now();
+        let inv = invite();
+        let trying = response(&inv, 100);
+        let mut tx = ServerTransaction::new(
+            start,
+            &inv,
+            Some(trying),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        assert_eq!(tx.poll_timeout(), Some(start + Duration::from_millis(200)));
+        tx.handle_timeout(start + Duration::from_millis(200));
+        assert_eq!(tx.poll_transmit().unwrap().status(), Some(100));
+        // A retransmitted INVITE gets the 100 again.
+        tx.handle_request(start + Duration::from_millis(500), inv.clone());
+        assert_eq!(tx.poll_transmit().unwrap().status(), Some(100));
+        // A final 486: G retransmits at 0.5, 1, 2, 4, 4... until H at 32 s.
+        let t0 = start + Duration::from_secs(1);
+        tx.send_response(t0, response(&inv, 486));
+        let _ = tx.poll_transmit();
+        let mut sent = Vec::new();
+        let mut now = t0;
+        while let Some(t) = tx.poll_timeout() {
+            now = t;
+            tx.handle_timeout(now);
+            while tx.poll_transmit().is_some() {
+                sent.push((now - t0).as_millis());
+            }
+        }
+        assert_eq!(&sent[..5], &[500, 1500, 3500, 7500, 11500]);
+        assert_eq!(now - t0, Duration::from_secs(32));
+        assert_eq!(tx.poll_event(), Some(TransactionEvent::TimedOut));
+    }
+
+    #[test]
+    fn rfc3261_17_2_1_ack_confirms_and_timer_i_ends() {
+        let start = Instant::now();
+        let inv = invite();
+        let mut tx = ServerTransaction::new(
+            start,
+            &inv,
+            None,
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        tx.send_response(start, response(&inv, 603));
+        let ack = build_ack(&inv, &response(&inv, 603)).unwrap();
+        tx.handle_request(start + Duration::from_millis(10), ack);
+        assert_eq!(tx.state(), TransactionState::Confirmed);
+        assert_eq!(
+            tx.poll_timeout(),
+            Some(start + Duration::from_millis(10) + Duration::from_secs(5))
+        );
+    }
+
+    #[test]
+    fn rfc3261_17_2_2_non_invite_server_absorbs_then_timer_j() {
+        let start = Instant::now();
+        let req = options();
+        let mut tx = ServerTransaction::new(
+            start,
+            &req,
+            None,
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        tx.send_response(start, response(&req, 200));
+        assert!(tx.poll_transmit().is_some());
+        tx.handle_request(start + Duration::from_secs(1), req);
+        assert!(
+            tx.poll_transmit().is_some(),
+            "retransmitted request gets the response again"
+        );
+        assert_eq!(tx.poll_timeout(), Some(start + Duration::from_secs(32)));
+    }
+}
