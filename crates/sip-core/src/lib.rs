@@ -57,6 +57,7 @@
 //!
 //! None.
 
+pub mod dialog;
 pub mod endpoint;
 mod error;
 mod grammar;
