@@ -14,7 +14,8 @@ fn token() -> impl Strategy<Value = String> {
 fn host() -> impl Strategy<Value = String> {
     prop_oneof![
         "[a-z][a-z0-9-]{0,10}[a-z0-9](\\.[a-z][a-z0-9]{0,8}){0,3}",
-        (0u8..=255, 0u8..=255, 0u8..=255, 1u8..=254).prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
+        (0u8..=255, 0u8..=255, 0u8..=255, 1u8..=254)
+            .prop_map(|(a, b, c, d)| format!("{a}.{b}.{c}.{d}")),
         any::<[u16; 8]>().prop_map(|s| format!("[{}]", std::net::Ipv6Addr::from(s))),
     ]
 }
@@ -25,7 +26,13 @@ fn sip_uri() -> impl Strategy<Value = String> {
         proptest::option::of("[a-zA-Z0-9_.!~*'()&=+$,;?/-]{1,12}|[a-z]{1,4}%20[a-z]{1,4}"),
         host(),
         proptest::option::of(1u16..),
-        proptest::collection::vec(("[a-z][a-z0-9-]{0,6}", proptest::option::of("[a-z0-9.]{1,8}")), 0..3),
+        proptest::collection::vec(
+            (
+                "[a-z][a-z0-9-]{0,6}",
+                proptest::option::of("[a-z0-9.]{1,8}"),
+            ),
+            0..3,
+        ),
     )
         .prop_map(|(scheme, user, host, port, params)| {
             let mut u = format!("{scheme}:");
@@ -135,7 +142,10 @@ fn build(g: &Generated) -> Message {
         None => format!("<{}>;tag={}", g.from_uri, g.from_tag),
     };
     let mut b = Message::request(g.method.clone(), &g.uri)
-        .header(name("Via", "v"), &format!("SIP/2.0/UDP 192.0.2.1:5060;branch={};rport", g.branch))
+        .header(
+            name("Via", "v"),
+            &format!("SIP/2.0/UDP 192.0.2.1:5060;branch={};rport", g.branch),
+        )
         .unwrap()
         .header(name("From", "f"), &from)
         .unwrap()
@@ -148,7 +158,9 @@ fn build(g: &Generated) -> Message {
         .header("Max-Forwards", &g.max_forwards.to_string())
         .unwrap();
     if let Some(c) = &g.contact {
-        b = b.header(name("Contact", "m"), &format!("<{c}>;expires=60")).unwrap();
+        b = b
+            .header(name("Contact", "m"), &format!("<{c}>;expires=60"))
+            .unwrap();
     }
     for (n, v) in &g.extra {
         b = b.header(n, v).unwrap();
