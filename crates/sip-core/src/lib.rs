@@ -57,11 +57,13 @@
 //!
 //! None.
 
+pub mod auth;
 mod error;
 mod grammar;
 mod headers;
 mod message;
 mod name;
+mod secret;
 mod stream;
 mod uri;
 
@@ -75,5 +77,6 @@ pub use message::{
     StartLine,
 };
 pub use name::{HeaderName, Method};
+pub use secret::Secret;
 pub use stream::{StreamDecoder, StreamItem};
 pub use uri::{AbsoluteUri, Host, SipScheme, SipUri, TelUri, Uri, UriHeaders, UriParams};
