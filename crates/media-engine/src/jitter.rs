@@ -476,7 +476,11 @@ impl<P> JitterBuffer<P> {
             // pause's running clock: start the spurt afresh at the target.
             self.cursor = None;
         }
-        if self.cursor.is_some_and(|c| ts < c) {
+        // Late: behind the playout clock, or, while a new talk spurt waits
+        // to start, not after the last frame played.
+        if self.cursor.is_some_and(|c| ts < c)
+            || self.last_played.is_some_and(|(_, last_ts)| ts <= last_ts)
+        {
             self.stats.late += 1;
             self.remember(sequence);
             self.react_to_late(now_ms, transit);
@@ -757,16 +761,15 @@ impl<P> JitterBuffer<P> {
     }
 
     fn is_spurt_start(&self, ts: u64, sequence: u64, marker: bool) -> bool {
-        if marker {
-            return true;
-        }
         let Some((last_seq, last_ts)) = self.last_played else {
-            return false;
+            return marker;
         };
-        let Some(seq_gap) = sequence.checked_sub(last_seq) else {
+        // A packet from before the last frame played starts nothing, marker
+        // or not: it is late, and playing it would go back in time.
+        if ts <= last_ts || sequence <= last_seq {
             return false;
-        };
-        ts.saturating_sub(last_ts) > seq_gap * self.frame_ticks
+        }
+        marker || ts - last_ts > (sequence - last_seq) * self.frame_ticks
     }
 }
 
@@ -1005,6 +1008,58 @@ mod tests {
         let out = run(&mut jb, t0, arrivals, 0, 20);
         assert_eq!(frames(&out), vec![0, 1, 2, 3, 5, 6, 7, 8, 9]);
         assert_eq!(jb.statistics().late, 1);
+    }
+
+    #[test]
+    fn marked_packet_older_than_the_last_frame_played_is_late_not_a_new_spurt() {
+        // Found by the jitter_ops fuzz target: after a pause, a packet with
+        // the marker bit but from before the frame already played was
+        // taken for a new talk spurt and played, going back in time.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let mut first = packet(36, 107 * 160);
+        first.marker = true;
+        jb.push(at(t0, 4), first);
+        let mut played = Vec::new();
+        for k in 1..=84 {
+            if let Playout::Frame(f) = jb.pop(at(t0, 20 * k)) {
+                played.push(f.sequence_number);
+            }
+        }
+        assert_eq!(played, [36]);
+        let mut old = packet(12, 71 * 160);
+        old.marker = true;
+        assert_eq!(jb.push(at(t0, 1699), old), PushOutcome::Late);
+        for k in 85..300 {
+            assert!(!matches!(jb.pop(at(t0, 20 * k)), Playout::Frame(_)));
+        }
+        assert_eq!(jb.statistics().late, 1);
+    }
+
+    #[test]
+    fn packet_older_than_the_last_frame_played_is_late_while_a_spurt_waits() {
+        // Found by the jitter_ops fuzz target: while a new talk spurt waited
+        // for its playout time, an older packet slipped in ahead of it and
+        // was played, going back in time.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        jb.push(at(t0, 7), packet(33, 125 * 160));
+        let mut played = Vec::new();
+        for k in 1..=41 {
+            if let Playout::Frame(f) = jb.pop(at(t0, 20 * k)) {
+                played.push(f.sequence_number);
+            }
+        }
+        let mut spurt = packet(60, 159 * 160);
+        spurt.marker = true;
+        assert_eq!(jb.push(at(t0, 839), spurt), PushOutcome::Buffered);
+        assert_eq!(jb.push(at(t0, 839), packet(61, 109 * 160)), PushOutcome::Late);
+        for k in 42..200 {
+            if let Playout::Frame(f) = jb.pop(at(t0, 20 * k)) {
+                played.push(f.sequence_number);
+            }
+        }
+        assert_eq!(played, [33, 60]);
     }
 
     #[test]

@@ -57,6 +57,7 @@
 //!
 //! None.
 
+pub mod auth;
 pub mod dialog;
 pub mod endpoint;
 mod error;
@@ -64,6 +65,7 @@ mod grammar;
 mod headers;
 mod message;
 mod name;
+mod secret;
 mod stream;
 pub mod transaction;
 mod uri;
@@ -78,5 +80,6 @@ pub use message::{
     StartLine,
 };
 pub use name::{HeaderName, Method};
+pub use secret::Secret;
 pub use stream::{StreamDecoder, StreamItem};
 pub use uri::{AbsoluteUri, Host, SipScheme, SipUri, TelUri, Uri, UriHeaders, UriParams};
