@@ -1,0 +1,65 @@
+//! `jitter_buffer`: one packet through the adaptive jitter buffer, a push
+//! when it arrives and a pop on the next 20 ms tick, in a steady stream
+//! with light jitter. The buffer and the clock live across iterations, as
+//! in a call.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use media_engine::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout};
+use media_engine::rtp::Ssrc;
+
+/// A steady sender: packet `i` is sent at `20 i` ms and arrives 0 to 7 ms
+/// later.
+struct Stream {
+    start: Instant,
+    index: u64,
+}
+
+impl Stream {
+    fn next<P>(&mut self, payload: P) -> (Instant, Instant, JitterPacket<P>) {
+        let i = self.index;
+        self.index += 1;
+        let tick = self.start + Duration::from_millis(20 * i);
+        let arrival = tick + Duration::from_millis(i * 7 % 8);
+        // Truncation is the wrap-around the wire does.
+        let packet = JitterPacket::new(Ssrc(1), i as u16, (i * 160) as u32, i == 0, payload);
+        (arrival, tick + Duration::from_millis(20), packet)
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let mut group = c.benchmark_group("jitter_buffer");
+    group.throughput(Throughput::Elements(1));
+
+    group.bench_function("push_pop/handle", |b| {
+        let mut buffer = JitterBuffer::new(JitterConfig::default()).expect("default config is valid");
+        let mut stream = Stream { start: Instant::now(), index: 0 };
+        b.iter(|| {
+            let (arrival, tick, packet) = stream.next(stream.index as u32);
+            buffer.push(arrival, black_box(packet));
+            match buffer.pop(tick) {
+                Playout::Frame(frame) => black_box(frame.payload),
+                Playout::Conceal | Playout::Silence => 0,
+            }
+        });
+    });
+
+    group.bench_function("push_pop/160_byte_payload", |b| {
+        let mut buffer = JitterBuffer::new(JitterConfig::default()).expect("default config is valid");
+        let mut stream = Stream { start: Instant::now(), index: 0 };
+        b.iter(|| {
+            let (arrival, tick, packet) = stream.next(vec![0xFFu8; 160]);
+            buffer.push(arrival, black_box(packet));
+            match buffer.pop(tick) {
+                Playout::Frame(frame) => black_box(frame.payload.len()),
+                Playout::Conceal | Playout::Silence => 0,
+            }
+        });
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
