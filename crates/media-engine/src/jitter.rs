@@ -792,10 +792,10 @@ struct DelayEstimator {
     /// (arrival ms, transit) with increasing transit: a monotone queue whose
     /// front is the minimum over the window.
     minima: VecDeque<(f64, f64)>,
-    /// Relative delays in arrival order.
-    window: VecDeque<f64>,
-    /// The same values, sorted.
-    sorted: Vec<f64>,
+    /// Relative delays in arrival order, as histogram bins.
+    window: VecDeque<u32>,
+    /// The same values, counted per bin.
+    histogram: DelayHistogram,
     history: usize,
     quantile: f64,
     /// Samples needed before the quantile is trusted.
@@ -808,7 +808,7 @@ impl DelayEstimator {
             baseline_window_ms: ms(config.baseline_window),
             minima: VecDeque::new(),
             window: VecDeque::with_capacity(config.history.min(1 << 16)),
-            sorted: Vec::with_capacity(config.history.min(1 << 16)),
+            histogram: DelayHistogram::new(ms(config.max_delay)),
             history: config.history,
             quantile: 1.0 - config.late_target,
             warmup: config.history.min(50),
@@ -830,18 +830,14 @@ impl DelayEstimator {
         let Some(baseline) = self.baseline() else {
             return;
         };
-        let relative = transit - baseline;
+        let bin = self.histogram.bin(transit - baseline);
         if self.window.len() == self.history
             && let Some(old) = self.window.pop_front()
         {
-            let at = self.sorted.partition_point(|&v| v < old);
-            if at < self.sorted.len() {
-                self.sorted.remove(at);
-            }
+            self.histogram.remove(old);
         }
-        self.window.push_back(relative);
-        let at = self.sorted.partition_point(|&v| v < relative);
-        self.sorted.insert(at, relative);
+        self.window.push_back(bin);
+        self.histogram.add(bin);
     }
 
     fn baseline(&self) -> Option<f64> {
@@ -849,16 +845,105 @@ impl DelayEstimator {
     }
 
     fn quantile(&self) -> Option<f64> {
-        if self.sorted.len() < self.warmup {
+        let n = self.window.len();
+        if n < self.warmup || n == 0 {
             return None;
         }
-        let n = self.sorted.len();
         let rank = ((self.quantile * n as f64).ceil() as usize).clamp(1, n);
-        self.sorted.get(rank - 1).copied()
+        Some(self.histogram.value_at_rank(rank))
     }
 
     fn reset_baseline(&mut self) {
         self.minima.clear();
+    }
+}
+
+/// Relative delays counted in bins of [`DELAY_BIN_MS`] (coarser only when
+/// `max_delay` is very long), held in a Fenwick tree: adding, removing and
+/// finding the k-th smallest value each take O(log bins) instead of the
+/// O(history) of a sorted list.
+///
+/// A value is counted in the bin at or above it, so a quantile is never
+/// underestimated, and by at most one bin. Values above the top bin, which
+/// lies at or above `max_delay`, count in the top bin: the target is
+/// clamped to `max_delay` anyway.
+#[derive(Debug)]
+struct DelayHistogram {
+    bin_ms: f64,
+    /// 1-based Fenwick tree over a power-of-two number of bins.
+    tree: Vec<u32>,
+}
+
+/// Width of a delay bin for the usual range of delays.
+const DELAY_BIN_MS: f64 = 0.1;
+
+/// Most bins a histogram uses, whatever `max_delay` is.
+const MAX_DELAY_BINS: usize = 1 << 15;
+
+impl DelayHistogram {
+    fn new(max_delay_ms: f64) -> Self {
+        let max_delay_ms = if max_delay_ms.is_finite() { max_delay_ms.max(0.0) } else { 0.0 };
+        let bin_ms = (max_delay_ms / (MAX_DELAY_BINS - 2) as f64).max(DELAY_BIN_MS);
+        // Bins up to and past max_delay; the count fits: at most MAX_DELAY_BINS.
+        let needed = (max_delay_ms / bin_ms).ceil() as usize + 2;
+        DelayHistogram {
+            bin_ms,
+            tree: vec![0; needed.next_power_of_two() + 1],
+        }
+    }
+
+    fn bins(&self) -> usize {
+        self.tree.len() - 1
+    }
+
+    /// The bin of a relative delay (never negative in use; NaN counts as 0).
+    fn bin(&self, value_ms: f64) -> u32 {
+        let top = self.bins() - 1;
+        let bin = (value_ms / self.bin_ms).ceil();
+        let bin = if bin.is_nan() || bin <= 0.0 {
+            0
+        } else if bin >= top as f64 {
+            top
+        } else {
+            bin as usize
+        };
+        // At most MAX_DELAY_BINS, so it fits.
+        u32::try_from(bin).unwrap_or(u32::MAX)
+    }
+
+    fn add(&mut self, bin: u32) {
+        let mut i = bin as usize + 1;
+        while i < self.tree.len() {
+            self.tree[i] += 1;
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    fn remove(&mut self, bin: u32) {
+        let mut i = bin as usize + 1;
+        while i < self.tree.len() {
+            self.tree[i] = self.tree[i].saturating_sub(1);
+            i += i & i.wrapping_neg();
+        }
+    }
+
+    /// The value of the `rank`-th smallest sample (1-based).
+    fn value_at_rank(&self, rank: usize) -> f64 {
+        // Descend the tree: the largest prefix with fewer than `rank` samples.
+        let mut position = 0;
+        let mut remaining = rank;
+        let mut step = self.bins();
+        while step > 0 {
+            let next = position + step;
+            if next < self.tree.len() && (self.tree[next] as usize) < remaining {
+                position = next;
+                remaining -= self.tree[next] as usize;
+            }
+            step /= 2;
+        }
+        // `position` samples' bins lie below the answer's bin, which is
+        // bin index `position` (0-based).
+        position.min(self.bins() - 1) as f64 * self.bin_ms
     }
 }
 
@@ -1060,6 +1145,34 @@ mod tests {
             }
         }
         assert_eq!(played, [33, 60]);
+    }
+
+    #[test]
+    fn delay_histogram_ranks_match_a_sorted_list() {
+        let mut histogram = DelayHistogram::new(1000.0);
+        // A deterministic spread of delays, some beyond max_delay.
+        let values: Vec<f64> = (0..2000u32).map(|i| f64::from(i.wrapping_mul(7919) % 13_000) / 10.0).collect();
+        let mut bins = Vec::new();
+        for &v in &values {
+            let bin = histogram.bin(v);
+            histogram.add(bin);
+            bins.push(bin);
+        }
+        // Remove the first 500, as the sliding window does.
+        for &bin in &bins[..500] {
+            histogram.remove(bin);
+        }
+        let mut kept: Vec<f64> = values[500..].to_vec();
+        kept.sort_by(f64::total_cmp);
+        for rank in [1, 2, 100, 750, 1485, 1499, 1500] {
+            let exact = kept[rank - 1];
+            let estimate = histogram.value_at_rank(rank);
+            if exact <= 1000.0 {
+                assert!(estimate >= exact && estimate - exact <= 0.1 + 1e-9, "rank {rank}: {estimate} for {exact}");
+            } else {
+                assert!(estimate >= 1000.0, "rank {rank}: {estimate} for {exact}");
+            }
+        }
     }
 
     #[test]
