@@ -452,11 +452,12 @@ impl Baresip {
     }
 
     /// Waits until the account is registered: a `REGISTER_OK` event, or
-    /// `reginfo` showing `OK`. A `REGISTER_FAIL` ends the wait with an error.
+    /// `reginfo` showing `OK`. A `REGISTER_FAIL` event or `ERR` in `reginfo`
+    /// (for example after a wrong password) ends the wait with an error.
     ///
     /// # Errors
     ///
-    /// [`PeerError::Control`] on `REGISTER_FAIL` (with the reason),
+    /// [`PeerError::Control`] when the registration failed (with the reason),
     /// [`PeerError::Timeout`] (with the log tail in the message).
     pub fn wait_registered(&self, limit: Duration) -> Result<()> {
         let start = Instant::now();
@@ -472,8 +473,16 @@ impl Baresip {
                     message: format!("REGISTER_FAIL: {}", fail.param),
                 });
             }
-            let info = self.command("reginfo", "")?;
-            if info.lines().any(|l| l.starts_with('>') && l.contains("OK")) {
+            let info = strip_ansi(&self.command("reginfo", "")?);
+            let mut accounts = info.lines().filter(|l| l.starts_with('>'));
+            if let Some(line) = accounts.clone().find(|l| l.contains(" ERR ")) {
+                return Err(PeerError::Control {
+                    peer: format!("baresip {}", self.name),
+                    command: "register".into(),
+                    message: format!("registration failed: {}", line.trim()),
+                });
+            }
+            if accounts.any(|l| l.contains(" OK ")) {
                 return Ok(());
             }
             if start.elapsed() >= limit {
@@ -701,6 +710,24 @@ fn read_loop(mut stream: TcpStream, shared: &(Mutex<Inbox>, Condvar)) {
     shared.1.notify_all();
 }
 
+/// Removes terminal colour sequences (`ESC [ ... m`) from baresip's text.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Removes one complete netstring from the front of `buffer`.
 /// `Ok(None)`: incomplete; `Err`: not a netstring.
 fn take_netstring(buffer: &mut Vec<u8>) -> std::result::Result<Option<Vec<u8>>, ()> {
@@ -735,6 +762,12 @@ mod tests {
         buffer.extend_from_slice(b"c,");
         assert_eq!(take_netstring(&mut buffer), Ok(Some(b"abc".to_vec())));
         assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn colour_sequences_are_stripped() {
+        let line = "> sip:carol@127.0.0.1:5060  \u{1b}[31mERR\u{1b}[;m kamailio";
+        assert_eq!(strip_ansi(line), "> sip:carol@127.0.0.1:5060  ERR kamailio");
     }
 
     #[test]

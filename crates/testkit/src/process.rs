@@ -436,12 +436,23 @@ mod tests {
     }
 
     #[test]
-    fn own_process_has_cpu_time() {
+    fn cpu_time_grows_while_the_process_computes() {
+        let me = std::process::id();
+        let before = cpu_seconds(me).unwrap();
+        let start = Instant::now();
         let mut x = 0u64;
-        for i in 0..2_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
+        while cpu_seconds(me).unwrap() <= before && start.elapsed() < Duration::from_secs(5) {
+            for i in 0..100_000u64 {
+                x = x.wrapping_mul(31).wrapping_add(i);
+            }
         }
         assert!(x != 1);
-        assert!(cpu_seconds(std::process::id()).unwrap() >= 0.0);
+        assert!(cpu_seconds(me).unwrap() > before);
+        assert!(cpu_seconds_with_children(me).unwrap() >= cpu_seconds(me).unwrap());
+    }
+
+    #[test]
+    fn cpu_time_of_a_missing_process_is_an_error() {
+        assert!(cpu_seconds(u32::MAX).is_err());
     }
 }

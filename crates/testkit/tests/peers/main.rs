@@ -12,4 +12,5 @@
 mod baresip;
 mod ca;
 mod kamailio;
+mod process;
 mod sipp;

@@ -22,6 +22,10 @@ fn builtin_uac_completes_one_call_against_builtin_uas() {
     assert!(uas.is_success(), "{}", uas.report());
     assert_eq!(uac.stats.successful_calls, 1, "{}", uac.report());
     assert_eq!(uac.stats.failed_calls, 0);
+    assert!(
+        uac.stats.columns.contains_key("SuccessfulCall(C)"),
+        "statistics come from the -trace_stat CSV"
+    );
     assert_eq!(uas.stats.successful_calls, 1, "{}", uas.report());
     assert!(
         uac.cpu_seconds.is_some(),
