@@ -233,17 +233,32 @@ impl PeerProcess {
             return self.status;
         }
         let w = self.child.id();
-        // Read the wrapper's reaped-children CPU time while it is a zombie,
-        // before reaping it: that is the peer's total CPU time.
         if let Ok(stat) = ProcStat::read(w)
             && stat.state == 'Z'
         {
+            // The wrapper has exited but is not reaped, so its PID (and the
+            // group id) cannot have been reused. Its reaped-children CPU time
+            // is the peer's total; anything left in its group is ours.
             self.children_cpu = Some(stat.children_cpu_seconds());
+            self.sweep_group(stat);
         }
         if let Ok(Some(status)) = self.child.try_wait() {
             self.status = Some(status);
         }
         self.status
+    }
+
+    /// SIGKILLs whatever is left in the wrapper's process group. A signal
+    /// that reaches the wrapper in the instant between its fork and its
+    /// bookkeeping makes it exit without forwarding it; the peer would
+    /// outlive it.
+    fn sweep_group(&self, wrapper: ProcStat) {
+        let w = self.child.id();
+        if wrapper.process_group == w
+            && let Some(group) = Pid::from_raw(w as i32)
+        {
+            let _ = kill_process_group(group, Signal::KILL);
+        }
     }
 
     /// Waits up to `limit` for the peer to exit.
@@ -302,10 +317,13 @@ impl PeerProcess {
             // The wrapper forwards SIGTERM to the peer and its workers.
             let _ = kill_process(pid, Signal::TERM);
             if self.wait_timeout(STOP_GRACE).is_none() {
-                if ProcStat::read(w).is_ok_and(|s| s.process_group == w) {
-                    let _ = kill_process_group(pid, Signal::KILL);
-                } else {
-                    let _ = kill_process(pid, Signal::KILL);
+                match ProcStat::read(w) {
+                    Ok(stat) if stat.process_group == w => {
+                        let _ = kill_process_group(pid, Signal::KILL);
+                    }
+                    _ => {
+                        let _ = kill_process(pid, Signal::KILL);
+                    }
                 }
             }
         }

@@ -262,10 +262,16 @@ fn stop_ends_the_process_group() {
     let kamailio = Kamailio::start().unwrap();
     let pid = kamailio.pid().unwrap();
     assert!(std::path::Path::new(&format!("/proc/{pid}")).exists());
+    let port = kamailio.sip_port();
     kamailio.stop().unwrap();
-    std::thread::sleep(Duration::from_millis(100));
-    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false);
-    assert!(!alive, "kamailio {pid} still runs after stop");
+    let gone = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+    };
+    let start = std::time::Instant::now();
+    while !gone(pid) && start.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(gone(pid), "kamailio {pid} still runs after stop");
+    // its workers (same process group) are gone too: nobody holds the port
+    assert!(!testkit::is_listening(testkit::Protocol::Udp, port));
 }
