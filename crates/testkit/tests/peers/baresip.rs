@@ -98,3 +98,24 @@ fn invalid_dtmf_is_refused_before_reaching_baresip() {
     assert!(matches!(err, PeerError::InvalidArgument(_)), "{err}");
     assert!(ua.command("reginfo", "").is_ok());
 }
+
+#[test]
+fn registers_over_tls_trusting_the_test_ca() {
+    let ca = testkit::TestCa::new().unwrap();
+    let kamailio = Kamailio::builder().with_tls(&ca).start().unwrap();
+    let bob = Baresip::builder("bob")
+        .registering_with(&kamailio, "bob", UaTransport::Tls)
+        .unwrap()
+        .with_ca_file(ca.ca_cert_path())
+        .start()
+        .unwrap();
+    bob.wait_registered(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("{e}\n{}", kamailio.log_tail(20)));
+    let contacts = kamailio
+        .wait_registered("bob", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        contacts[0].to_ascii_lowercase().contains("transport=tls"),
+        "{contacts:?}"
+    );
+}

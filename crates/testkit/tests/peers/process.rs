@@ -69,3 +69,51 @@ fn dropping_a_running_sipp_stops_it() {
     drop(uas);
     assert!(is_dead_soon(pid), "sipp {pid} survived the drop");
 }
+
+#[test]
+fn readiness_by_log_line_and_its_timeout() {
+    let dir = WorkDir::new("log-line").unwrap();
+    let mut process = PeerProcess::spawn(SpawnSpec {
+        name: "shell",
+        program: testkit::find_binary("sh", "dash").unwrap(),
+        args: vec![
+            "-c".into(),
+            "echo starting; sleep 0.2; echo ready now; sleep 30".into(),
+        ],
+        work_dir: dir.path(),
+        env: Vec::new(),
+        lifetime: Duration::from_secs(20),
+    })
+    .unwrap();
+    testkit::wait_for_log_line(&mut process, "ready now", Duration::from_secs(5)).unwrap();
+    let err = testkit::wait_for_log_line(&mut process, "never printed", Duration::from_millis(300))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, testkit::PeerError::NotReady { .. }), "{text}");
+    assert!(
+        text.contains("starting\nready now"),
+        "the error carries the log tail: {text}"
+    );
+}
+
+#[test]
+fn a_peer_that_exits_early_is_reported_with_its_log() {
+    let dir = WorkDir::new("early-exit").unwrap();
+    let mut process = PeerProcess::spawn(SpawnSpec {
+        name: "shell",
+        program: testkit::find_binary("sh", "dash").unwrap(),
+        args: vec!["-c".into(), "echo cannot bind; exit 3".into()],
+        work_dir: dir.path(),
+        env: Vec::new(),
+        lifetime: Duration::from_secs(20),
+    })
+    .unwrap();
+    let err = testkit::wait_until(&mut process, "a port", Duration::from_secs(5), || Ok(false))
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, testkit::PeerError::Exited { .. }), "{text}");
+    assert!(
+        text.contains("exit status: 3") && text.contains("cannot bind"),
+        "{text}"
+    );
+}
