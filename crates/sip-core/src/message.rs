@@ -863,7 +863,7 @@ fn unfold(v: &[u8]) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-fn new_header(name: &str, value: &str) -> Result<Header, BuildError> {
+fn check_header(name: &str, value: &str) -> Result<HeaderName, BuildError> {
     if name.is_empty() || !name.bytes().all(is_token) {
         return Err(BuildError::InvalidName(name.to_owned()));
     }
@@ -873,6 +873,11 @@ fn new_header(name: &str, value: &str) -> Result<Header, BuildError> {
     {
         return Err(BuildError::ControlCharacter(name.to_owned()));
     }
+    Ok(HeaderName::from_bytes(name.as_bytes()))
+}
+
+fn new_header(name: &str, value: &str) -> Result<Header, BuildError> {
+    check_header(name, value)?;
     Ok(Header {
         kind: HeaderName::from_bytes(name.as_bytes()),
         name: Text::Owned(Bytes::copy_from_slice(name.as_bytes())),
@@ -972,6 +977,8 @@ pub struct RequestBuilder {
     head: BytesMut,
     body: Bytes,
     has_length: bool,
+    /// Where the first To value ends, so a response can add its tag there.
+    to_end: Option<usize>,
 }
 
 /// Builds a response. [`ResponseBuilder::build`] checks it like a received one.
@@ -992,19 +999,23 @@ impl RequestBuilder {
             head,
             body: Bytes::new(),
             has_length: false,
+            to_end: None,
         }
     }
 
     /// Adds a header line.
     pub fn header(mut self, name: &str, value: &str) -> Result<Self, BuildError> {
-        new_header(name, value)?;
-        if HeaderName::from_bytes(name.as_bytes()) == HeaderName::ContentLength {
+        let kind = check_header(name, value)?;
+        if kind == HeaderName::ContentLength {
             self.has_length = true;
         }
         self.head.put_slice(name.as_bytes());
         self.head.put_slice(b": ");
         self.head
             .put_slice(value.trim_matches([' ', '\t']).as_bytes());
+        if kind == HeaderName::To && self.to_end.is_none() {
+            self.to_end = Some(self.head.len());
+        }
         self.head.put_slice(b"\r\n");
         Ok(self)
     }
@@ -1044,6 +1055,7 @@ impl ResponseBuilder {
                 head,
                 body: Bytes::new(),
                 has_length: false,
+                to_end: None,
             },
             to_tag: None,
         }
@@ -1068,24 +1080,25 @@ impl ResponseBuilder {
     }
 
     /// Finishes and checks the message.
-    pub fn build(self) -> Result<Message, BuildError> {
-        let mut msg = self.inner.build()?;
-        if let Some(tag) = self.to_tag {
-            let to = msg.to().map_err(BuildError::InvalidValue)?;
-            if to.tag().is_none() {
-                let value = format!("{};tag={tag}", unfold(to_raw(&msg).as_bytes()));
-                msg.set_header("To", &value)?;
-                // A freshly built message is canonical already.
-                let again = Message::parse(msg.canonical()).map_err(BuildError::Incomplete)?;
-                return Ok(again);
+    pub fn build(mut self) -> Result<Message, BuildError> {
+        if let (Some(tag), Some(end)) = (self.to_tag.take(), self.inner.to_end) {
+            // Splice `;tag=` into the To line unless it has a tag already.
+            let start = self.inner.head[..end]
+                .iter()
+                .rposition(|&c| c == b'\n')
+                .map_or(0, |p| p + 1);
+            let line = text(&self.inner.head[start..end]);
+            let value = line.split_once(':').map_or("", |(_, v)| v);
+            let has_tag = NameAddr::parse(value.trim()).is_ok_and(|n| n.tag().is_some());
+            if !has_tag {
+                let rest = self.inner.head.split_off(end);
+                self.inner.head.put_slice(b";tag=");
+                self.inner.head.put_slice(tag.as_bytes());
+                self.inner.head.unsplit(rest);
             }
         }
-        Ok(msg)
+        self.inner.build()
     }
-}
-
-fn to_raw(msg: &Message) -> String {
-    msg.header("To").unwrap_or("").to_owned()
 }
 
 /// Parses the framing and the checks every message must pass.
