@@ -65,6 +65,7 @@ mod grammar;
 mod headers;
 mod message;
 mod name;
+pub mod registration;
 mod secret;
 mod stream;
 pub mod transaction;

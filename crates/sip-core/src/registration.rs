@@ -1,0 +1,588 @@
+//! Client registration (RFC 3261 §10) as a sans-IO state machine: REGISTER
+//! with an expiry, refresh before it runs out, 423 Min-Expires, digest
+//! challenges, un-registration, retries with back-off, and the Path and
+//! Service-Route of RFC 3327 and RFC 3608.
+//!
+//! The registration builds complete requests (its own Via branch, Call-ID,
+//! tag and CSeq); the caller sends each through an
+//! [`Endpoint`](crate::endpoint::Endpoint) and feeds back the final
+//! response or the timeout.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rand::{CryptoRng, RngCore};
+
+use crate::auth::DigestClient;
+use crate::message::Message;
+use crate::name::Method;
+
+/// What to register and how.
+#[derive(Debug, Clone)]
+pub struct RegistrationConfig {
+    /// The registrar's URI (Request-URI), e.g. `sip:pbx.example.com`.
+    pub registrar: String,
+    /// The address of record, e.g. `sip:alice@example.com`.
+    pub aor: String,
+    /// Our contact URI, e.g. `sip:alice@192.0.2.4:5060;transport=tcp`.
+    pub contact: String,
+    /// Extra Contact header parameters (e.g. `;+sip.instance="<urn:uuid:…>";reg-id=1`).
+    pub contact_params: String,
+    /// The Via sent-by and transport of our requests, e.g. `SIP/2.0/TCP 192.0.2.4:5060`.
+    pub via_prefix: String,
+    /// Requested expiry in seconds.
+    pub expires: u32,
+    /// Outbound proxies for the Route header (name-addr text), in order.
+    pub route: Vec<String>,
+    /// First retry after a failure.
+    pub retry_base: Duration,
+    /// Longest wait between retries.
+    pub retry_max: Duration,
+}
+
+impl RegistrationConfig {
+    /// A configuration with the usual defaults: 3600 s, retries from 30 s up to 30 min.
+    pub fn new(registrar: &str, aor: &str, contact: &str, via_prefix: &str) -> Self {
+        RegistrationConfig {
+            registrar: registrar.to_owned(),
+            aor: aor.to_owned(),
+            contact: contact.to_owned(),
+            contact_params: String::new(),
+            via_prefix: via_prefix.to_owned(),
+            expires: 3600,
+            route: Vec::new(),
+            retry_base: Duration::from_secs(30),
+            retry_max: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// Where the registration stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationState {
+    /// Not registered and not trying.
+    Idle,
+    /// A REGISTER is on its way.
+    Registering,
+    /// Registered until the instant given.
+    Registered {
+        /// When the binding runs out.
+        until: Instant,
+    },
+    /// Removing the binding.
+    Unregistering,
+    /// The last attempt failed; the next is scheduled.
+    WaitingToRetry {
+        /// When the next attempt goes out.
+        at: Instant,
+    },
+}
+
+/// What the registration reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RegistrationEvent {
+    /// The registrar accepted the binding for this many seconds.
+    Registered {
+        /// Granted expiry.
+        expires: u32,
+    },
+    /// The binding was removed.
+    Unregistered,
+    /// An attempt failed; a retry is scheduled unless the failure is final.
+    Failed {
+        /// The status code (408 for a timeout).
+        status: u16,
+        /// The reason phrase or what went wrong.
+        reason: String,
+        /// Whether a retry is scheduled.
+        will_retry: bool,
+    },
+}
+
+/// A client registration. See the module docs.
+#[derive(Debug)]
+pub struct Registration {
+    config: RegistrationConfig,
+    auth: Option<DigestClient>,
+    state: RegistrationState,
+    call_id: String,
+    tag: String,
+    cseq: u32,
+    expires: u32,
+    failures: u32,
+    refresh_at: Option<Instant>,
+    outgoing: VecDeque<Message>,
+    events: VecDeque<RegistrationEvent>,
+    /// The request in flight, for challenges.
+    in_flight: Option<Message>,
+    service_route: Vec<String>,
+    path: Vec<String>,
+    auth_retries: u32,
+    unregister_after: bool,
+}
+
+impl Registration {
+    /// A registration with its identifiers drawn from `rng` and optional credentials.
+    pub fn new(
+        config: RegistrationConfig,
+        auth: Option<DigestClient>,
+        rng: &mut impl RngCore,
+    ) -> Self {
+        let expires = config.expires;
+        Registration {
+            config,
+            auth,
+            state: RegistrationState::Idle,
+            call_id: token(rng, 20),
+            tag: token(rng, 10),
+            cseq: 0,
+            expires,
+            failures: 0,
+            refresh_at: None,
+            outgoing: VecDeque::new(),
+            events: VecDeque::new(),
+            in_flight: None,
+            service_route: Vec::new(),
+            path: Vec::new(),
+            auth_retries: 0,
+            unregister_after: false,
+        }
+    }
+
+    /// The current state.
+    pub fn state(&self) -> RegistrationState {
+        self.state
+    }
+
+    /// The Service-Route the registrar returned (RFC 3608): the route for
+    /// requests sent with this registration.
+    pub fn service_route(&self) -> &[String] {
+        &self.service_route
+    }
+
+    /// The Path the registrar returned (RFC 3327).
+    pub fn path(&self) -> &[String] {
+        &self.path
+    }
+
+    /// The Call-ID all REGISTERs of this registration share.
+    pub fn call_id(&self) -> &str {
+        &self.call_id
+    }
+
+    /// Starts registering now.
+    pub fn register(&mut self, rng: &mut impl CryptoRng) {
+        self.unregister_after = false;
+        self.send(self.expires, rng);
+        self.state = RegistrationState::Registering;
+    }
+
+    /// Removes the binding (Expires: 0). While a REGISTER is in flight, the
+    /// removal follows its answer.
+    pub fn unregister(&mut self, rng: &mut impl CryptoRng) {
+        self.refresh_at = None;
+        if self.in_flight.is_some() && self.state == RegistrationState::Registering {
+            self.unregister_after = true;
+            return;
+        }
+        self.send(0, rng);
+        self.state = RegistrationState::Unregistering;
+    }
+
+    /// The final response to the last REGISTER.
+    pub fn handle_response(&mut self, now: Instant, response: &Message, rng: &mut impl CryptoRng) {
+        let Some(status) = response.status() else {
+            return;
+        };
+        if status < 200 {
+            return;
+        }
+        let Some(request) = self.in_flight.take() else {
+            return;
+        };
+        if response.cseq().map(|c| c.seq).ok() != request.cseq().map(|c| c.seq).ok() {
+            self.in_flight = Some(request);
+            return;
+        }
+        let unregistering = self.state == RegistrationState::Unregistering;
+        match status {
+            200..=299 if unregistering => {
+                self.state = RegistrationState::Idle;
+                self.events.push_back(RegistrationEvent::Unregistered);
+            }
+            200..=299 => {
+                self.failures = 0;
+                self.auth_retries = 0;
+                let granted = self.granted_expiry(response).unwrap_or(self.expires);
+                self.service_route = response
+                    .service_routes()
+                    .filter_map(|r| r.ok().map(|r| r.to_string()))
+                    .collect();
+                self.path = response
+                    .paths()
+                    .filter_map(|r| r.ok().map(|r| r.to_string()))
+                    .collect();
+                let until = now + Duration::from_secs(u64::from(granted));
+                self.state = RegistrationState::Registered { until };
+                // Refresh half-way for short bindings, else a margin before expiry.
+                let lead = if granted <= 64 {
+                    Duration::from_secs(u64::from(granted) / 2)
+                } else {
+                    Duration::from_secs(u64::from(granted).min(600) / 4 + 16)
+                        .min(Duration::from_secs(u64::from(granted) / 2))
+                };
+                self.refresh_at = Some(until - lead);
+                self.events
+                    .push_back(RegistrationEvent::Registered { expires: granted });
+                if self.unregister_after {
+                    self.unregister_after = false;
+                    self.unregister(rng);
+                }
+            }
+            401 | 407 => {
+                let answered = match self.auth.as_mut() {
+                    // The challenge is cached by realm; the next REGISTER
+                    // carries credentials through `authorize_request`.
+                    Some(client) if self.auth_retries < 3 => {
+                        client.handle_challenge(response, &request, rng).is_ok()
+                    }
+                    _ => false,
+                };
+                if answered {
+                    self.auth_retries += 1;
+                    let expires = if unregistering { 0 } else { self.expires };
+                    self.send(expires, rng);
+                } else {
+                    self.fail(now, status, response.reason().unwrap_or(""), false, rng);
+                }
+            }
+            423 => {
+                // Interval Too Brief: ask again with at least Min-Expires (§10.2.8).
+                match response.min_expires() {
+                    Ok(Some(min)) if min > self.expires => {
+                        self.expires = min;
+                        self.send(self.expires, rng);
+                    }
+                    _ => self.fail(now, status, "423 without a usable Min-Expires", true, rng),
+                }
+            }
+            _ => {
+                let retry = !matches!(status, 403 | 404 | 603);
+                self.fail(now, status, response.reason().unwrap_or(""), retry, rng);
+            }
+        }
+    }
+
+    /// The REGISTER got no final response (Timer F) or could not be sent.
+    pub fn handle_failure(&mut self, now: Instant, rng: &mut impl CryptoRng) {
+        if self.in_flight.take().is_some() {
+            self.fail(now, 408, "no response from the registrar", true, rng);
+        }
+    }
+
+    /// Runs refreshes and retries that are due.
+    pub fn handle_timeout(&mut self, now: Instant, rng: &mut impl CryptoRng) {
+        if self.refresh_at.is_some_and(|t| t <= now) && self.in_flight.is_none() {
+            self.refresh_at = None;
+            self.send(self.expires, rng);
+            if !matches!(self.state, RegistrationState::Registered { .. }) {
+                self.state = RegistrationState::Registering;
+            }
+        }
+        if let RegistrationState::WaitingToRetry { at } = self.state {
+            if at <= now {
+                self.send(self.expires, rng);
+                self.state = RegistrationState::Registering;
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has work next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            RegistrationState::WaitingToRetry { at } => Some(at),
+            _ => self.refresh_at,
+        }
+    }
+
+    /// The next REGISTER to send through the endpoint.
+    #[must_use]
+    pub fn poll_request(&mut self) -> Option<Message> {
+        let m = self.outgoing.pop_front()?;
+        self.in_flight = Some(m.clone());
+        Some(m)
+    }
+
+    /// The next event.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<RegistrationEvent> {
+        self.events.pop_front()
+    }
+
+    fn fail(
+        &mut self,
+        now: Instant,
+        status: u16,
+        reason: &str,
+        retry: bool,
+        rng: &mut impl RngCore,
+    ) {
+        self.failures += 1;
+        self.auth_retries = 0;
+        let will_retry = retry;
+        if retry {
+            // Exponential back-off with up to half of it random (RFC 5626 §4.5 in spirit).
+            let exp = self.failures.min(16) - 1;
+            let wait = self
+                .config
+                .retry_base
+                .saturating_mul(1 << exp)
+                .min(self.config.retry_max);
+            let jitter = wait.mul_f64(0.5 * f64::from(rng.next_u32()) / f64::from(u32::MAX));
+            let wait = wait - jitter;
+            self.state = RegistrationState::WaitingToRetry { at: now + wait };
+        } else {
+            self.state = RegistrationState::Idle;
+        }
+        self.refresh_at = None;
+        self.events.push_back(RegistrationEvent::Failed {
+            status,
+            reason: reason.to_owned(),
+            will_retry,
+        });
+    }
+
+    /// The expiry the registrar granted to our contact (§10.2.4): its
+    /// `expires` parameter, else the Expires header.
+    fn granted_expiry(&self, response: &Message) -> Option<u32> {
+        let ours = self.config.contact.to_ascii_lowercase();
+        let from_contact = response.contacts().filter_map(Result::ok).find_map(|c| {
+            let a = c.address()?;
+            (a.uri.to_string().to_ascii_lowercase() == ours)
+                .then(|| a.expires())
+                .flatten()
+        });
+        from_contact.or_else(|| response.expires().ok().flatten())
+    }
+
+    fn send(&mut self, expires: u32, rng: &mut impl CryptoRng) {
+        self.cseq += 1;
+        let branch = format!("z9hG4bK{}", token(rng, 12));
+        let mut b = Message::request(Method::Register, &self.config.registrar);
+        let contact = format!(
+            "<{}>{};expires={expires}",
+            self.config.contact, self.config.contact_params
+        );
+        let headers = [
+            (
+                "Via",
+                format!("{};branch={branch};rport", self.config.via_prefix),
+            ),
+            ("Max-Forwards", "70".to_owned()),
+            ("From", format!("<{}>;tag={}", self.config.aor, self.tag)),
+            ("To", format!("<{}>", self.config.aor)),
+            ("Call-ID", self.call_id.clone()),
+            ("CSeq", format!("{} REGISTER", self.cseq)),
+            ("Contact", contact),
+            ("Expires", expires.to_string()),
+            ("Supported", "path, outbound".to_owned()),
+        ];
+        for (name, value) in &headers {
+            b = match b.header(name, value) {
+                Ok(b) => b,
+                Err(_) => return,
+            };
+        }
+        for r in &self.config.route {
+            b = match b.header("Route", r) {
+                Ok(b) => b,
+                Err(_) => return,
+            };
+        }
+        let Ok(mut request) = b.build() else { return };
+        if let Some(client) = self.auth.as_mut() {
+            let _ = client.authorize_request(&mut request, rng);
+        }
+        self.outgoing.push_back(request);
+    }
+}
+
+fn token(rng: &mut impl RngCore, len: usize) -> String {
+    const ALPHABET: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    (0..len)
+        .map(|_| ALPHABET[(rng.next_u32() % 36) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "each test takes one real instant as its epoch and advances it by hand"
+)]
+mod tests {
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+
+    use super::*;
+    use crate::auth::{ChallengeKind, DigestVerifier, Verification};
+    use crate::secret::Secret;
+
+    fn config() -> RegistrationConfig {
+        RegistrationConfig::new(
+            "sip:pbx.example.com",
+            "sip:alice@example.com",
+            "sip:alice@192.0.2.4:5060",
+            "SIP/2.0/UDP 192.0.2.4:5060",
+        )
+    }
+
+    fn reply(req: &Message, status: u16, extra: &[(&str, &str)]) -> Message {
+        let mut b = Message::response_to(req, status, "X").unwrap().to_tag("r");
+        for (n, v) in extra {
+            b = b.header(n, v).unwrap();
+        }
+        b.build().unwrap()
+    }
+
+    #[test]
+    fn rfc3261_10_2_register_refreshes_before_expiry() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let now = Instant::now();
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        assert_eq!(req.expires().unwrap(), Some(3600));
+        assert!(req.contact().unwrap().unwrap().address().unwrap().expires() == Some(3600));
+        let ok = reply(
+            &req,
+            200,
+            &[
+                ("Contact", "<sip:alice@192.0.2.4:5060>;expires=120"),
+                ("Service-Route", "<sip:orig@sr.example.com;lr>"),
+            ],
+        );
+        reg.handle_response(now, &ok, &mut rng);
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrationEvent::Registered { expires: 120 })
+        );
+        assert_eq!(reg.service_route(), ["<sip:orig@sr.example.com;lr>"]);
+        let refresh = reg.poll_timeout().unwrap();
+        assert!(refresh > now && refresh < now + Duration::from_secs(120));
+        reg.handle_timeout(refresh, &mut rng);
+        let again = reg.poll_request().unwrap();
+        assert_eq!(
+            again.call_id().unwrap(),
+            req.call_id().unwrap(),
+            "same Call-ID (§10.2.4)"
+        );
+        assert_eq!(again.cseq().unwrap().seq, 2, "CSeq increases");
+    }
+
+    #[test]
+    fn rfc3261_10_2_8_423_raises_the_expiry() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let now = Instant::now();
+        let mut cfg = config();
+        cfg.expires = 60;
+        let mut reg = Registration::new(cfg, None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        reg.handle_response(now, &reply(&req, 423, &[("Min-Expires", "300")]), &mut rng);
+        let retry = reg.poll_request().unwrap();
+        assert_eq!(retry.expires().unwrap(), Some(300));
+    }
+
+    #[test]
+    fn rfc3261_22_challenge_is_answered_and_wrong_password_fails() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let now = Instant::now();
+        let mut verifier = DigestVerifier::new(ChallengeKind::Server, "example.com", &mut rng);
+        for (password, ok) in [("right", true), ("wrong", false)] {
+            let mut reg = Registration::new(
+                config(),
+                Some(DigestClient::new("alice", password)),
+                &mut rng,
+            );
+            reg.register(&mut rng);
+            let mut outcome = None;
+            for _ in 0..4 {
+                let Some(req) = reg.poll_request() else { break };
+                let resp = match verifier.verify(now, &req, |_| Some(Secret::new("right"))) {
+                    Verification::Authorized { .. } => reply(&req, 200, &[("Expires", "600")]),
+                    _ => {
+                        let b = Message::response_to(&req, 401, "Unauthorized")
+                            .unwrap()
+                            .to_tag("r");
+                        verifier
+                            .add_challenge(b, now, false, &mut rng)
+                            .unwrap()
+                            .build()
+                            .unwrap()
+                    }
+                };
+                reg.handle_response(now, &resp, &mut rng);
+                if let Some(e) = reg.poll_event() {
+                    outcome = Some(e);
+                    break;
+                }
+            }
+            match (ok, outcome) {
+                (true, Some(RegistrationEvent::Registered { expires: 600 })) => {}
+                (
+                    false,
+                    Some(RegistrationEvent::Failed {
+                        status: 401,
+                        will_retry: false,
+                        ..
+                    }),
+                ) => {}
+                (ok, other) => panic!("password ok={ok}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_maximum() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let mut now = Instant::now();
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let mut waits = Vec::new();
+        for _ in 0..8 {
+            let _ = reg.poll_request().unwrap();
+            reg.handle_failure(now, &mut rng);
+            let at = reg.poll_timeout().unwrap();
+            waits.push((at - now).as_secs_f64());
+            now = at;
+            reg.handle_timeout(now, &mut rng);
+        }
+        // base 30 s doubling, minus up to half as jitter, capped at 1800 s.
+        for (k, w) in waits.iter().enumerate() {
+            let full = (30.0 * 2f64.powi(k as i32)).min(1800.0);
+            assert!(
+                *w <= full && *w >= full / 2.0,
+                "attempt {k}: {w} s of {full}"
+            );
+        }
+    }
+
+    #[test]
+    fn unregister_sends_expires_zero() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let now = Instant::now();
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        reg.handle_response(now, &reply(&req, 200, &[("Expires", "600")]), &mut rng);
+        let _ = reg.poll_event();
+        reg.unregister(&mut rng);
+        let bye = reg.poll_request().unwrap();
+        assert_eq!(bye.expires().unwrap(), Some(0));
+        reg.handle_response(now, &reply(&bye, 200, &[]), &mut rng);
+        assert_eq!(reg.poll_event(), Some(RegistrationEvent::Unregistered));
+        assert_eq!(reg.state(), RegistrationState::Idle);
+    }
+}
