@@ -290,11 +290,11 @@ impl Registration {
                 self.state = RegistrationState::Registering;
             }
         }
-        if let RegistrationState::WaitingToRetry { at } = self.state {
-            if at <= now {
-                self.send(self.expires, rng);
-                self.state = RegistrationState::Registering;
-            }
+        if let RegistrationState::WaitingToRetry { at } = self.state
+            && at <= now
+        {
+            self.send(self.expires, rng);
+            self.state = RegistrationState::Registering;
         }
     }
 
