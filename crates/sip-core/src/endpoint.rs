@@ -154,6 +154,17 @@ pub enum Input {
         /// The frame.
         data: Bytes,
     },
+    /// A message the driver already parsed (checked like any other).
+    Parsed {
+        /// The transport.
+        transport: Transport,
+        /// The connection, for stream transports.
+        connection: Option<ConnectionId>,
+        /// The peer.
+        remote: SocketAddr,
+        /// The message.
+        message: Message,
+    },
     /// A connection closed; its decoder is dropped.
     ConnectionClosed {
         /// The connection.
@@ -601,6 +612,19 @@ impl<R: RngCore> Endpoint<R> {
                     Ok(m) => self.handle_message(now, m, source),
                     Err(error) => self.malformed(source, error),
                 }
+            }
+            Input::Parsed {
+                transport,
+                connection,
+                remote,
+                message,
+            } => {
+                let source = Destination {
+                    transport,
+                    addr: remote,
+                    connection,
+                };
+                self.handle_message(now, message, source);
             }
             Input::ConnectionClosed { connection } => {
                 self.decoders.remove(&connection);
