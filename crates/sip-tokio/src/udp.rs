@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::Bytes;
 use sip_core::{Framing, Message, ParseLimits};
 use tokio::net::UdpSocket;
 use tracing::{debug, trace};
@@ -22,11 +22,9 @@ pub(crate) async fn receive_loop(
     local: SocketAddr,
     limits: ParseLimits,
 ) {
-    let mut buf = BytesMut::with_capacity(MAX_DATAGRAM);
+    let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
-        buf.clear();
-        buf.reserve(MAX_DATAGRAM);
-        let (len, remote) = match socket.recv_buf_from(&mut buf).await {
+        let (len, remote) = match socket.recv_from(&mut buf).await {
             Ok(received) => received,
             Err(error) => {
                 debug!(error = %error, "UDP receive failed");
@@ -43,7 +41,9 @@ pub(crate) async fn receive_loop(
                 continue;
             }
         };
-        let datagram = buf.split().freeze();
+        // A copy the size of the datagram, so a message the core keeps does
+        // not pin a whole receive buffer.
+        let datagram = Bytes::copy_from_slice(&buf[..len]);
         // CRLF-only datagrams are keep-alives some peers send over UDP.
         if datagram.iter().all(|b| matches!(b, b'\r' | b'\n')) {
             trace!(size = len, "UDP keep-alive ignored");

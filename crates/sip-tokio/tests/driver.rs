@@ -854,3 +854,56 @@ async fn rfc7118_ws_binary_frame_and_crlf_keepalive() {
 async fn rfc7118_wss_exchange_with_the_sip_subprotocol() {
     secure_exchange(TransportKind::Wss).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn rfc7118_ws_trickled_frame_is_cut_off_after_the_read_timeout() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+    let config = TransportConfig::default().with_read_timeout(Duration::from_secs(5));
+    let (_server, mut server_rx, server_addr) =
+        listener(TransportKind::Ws, config, ListenerOptions::new()).await;
+    let mut handshake = format!("ws://{server_addr}/")
+        .into_client_request()
+        .unwrap();
+    handshake
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static("sip"));
+    let tcp = TcpStream::connect(server_addr).await.unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(handshake, tcp)
+        .await
+        .unwrap();
+    let mut peer = ws.into_inner();
+    peer.set_nodelay(true).unwrap();
+
+    // A masked text frame announcing 100 bytes, whose payload then trickles.
+    let start = Instant::now();
+    peer.write_all(&[0x81, 0x80 | 100, 1, 2, 3, 4])
+        .await
+        .unwrap();
+    let trickle = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if peer.write_all(b"X").await.is_err() {
+                return;
+            }
+        }
+    });
+    let closed = timeout(Duration::from_secs(60), server_rx.recv())
+        .await
+        .expect("slow peer was not cut off")
+        .unwrap();
+    assert!(matches!(
+        closed.event,
+        IncomingEvent::ConnectionClosed(CloseReason::ReadTimeout)
+    ));
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(5) && elapsed < Duration::from_secs(7),
+        "closed after {elapsed:?}"
+    );
+    timeout(Duration::from_secs(60), trickle)
+        .await
+        .expect("peer kept writing")
+        .unwrap();
+}
