@@ -662,6 +662,17 @@ mod tests {
             .with_ip("tls.example.com", [ip("192.0.2.4"), ip("2001:db8::4")])
     }
 
+    #[test]
+    fn locate_future_can_move_between_threads() {
+        fn assert_send<T: Send>(_: &T) {}
+        let dns = StaticResolver::new();
+        let locator = ServerLocator::new(&dns);
+        let uri = Uri::parse("sip:example.com").unwrap();
+        assert_send(&locator.locate(uri.as_sip().unwrap()));
+        let shared: std::sync::Arc<dyn Resolver> = std::sync::Arc::new(StaticResolver::new());
+        assert_send(&ServerLocator::new(shared));
+    }
+
     #[tokio::test]
     async fn rfc3263_4_numeric_host_needs_no_dns() {
         let dns = StaticResolver::new();

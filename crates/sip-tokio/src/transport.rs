@@ -54,11 +54,6 @@ impl TransportKind {
         matches!(self, TransportKind::Tls | TransportKind::Wss)
     }
 
-    /// Whether the transport is a connection (everything but UDP).
-    pub fn is_connection_oriented(self) -> bool {
-        self != TransportKind::Udp
-    }
-
     /// The transport token of a Via header: `UDP`, `TCP`, `TLS`, `WS`, `WSS`.
     pub fn via_transport(self) -> &'static str {
         match self {
@@ -389,9 +384,9 @@ pub enum IncomingEvent {
     Pong,
     /// The connection is gone; its identifier will not be used again.
     ConnectionClosed(CloseReason),
-    /// A failure that closed nothing the core knew of: a UDP receive error,
-    /// a failed handshake of an accepted connection (then `connection` is
-    /// `None`).
+    /// A failure that closed nothing the core knew of: a UDP receive error
+    /// (`remote` is then the local address), or a failed TLS or WebSocket
+    /// handshake of an accepted connection (`connection` is then `None`).
     TransportError(TransportError),
 }
 
@@ -528,8 +523,8 @@ pub struct Transports {
 
 impl Transports {
     /// A layer with no listener yet, and the receiver of everything that
-    /// arrives. Must be called within a tokio runtime before the first
-    /// `bind` or `send`.
+    /// arrives. `bind` and `send` spawn their tasks on the current tokio
+    /// runtime.
     pub fn new(config: TransportConfig) -> (Transports, mpsc::Receiver<Incoming>) {
         let (events, receiver) = mpsc::channel(config.channel_capacity.max(1));
         let shared = Arc::new(Shared {
@@ -987,4 +982,51 @@ impl Shared {
 /// personal data.
 pub(crate) fn connection_span(id: ConnectionId, kind: TransportKind) -> tracing::Span {
     tracing::info_span!("sip_connection", id = id.0, kind = %kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: &T) {}
+
+    #[test]
+    fn handle_and_futures_can_move_between_threads() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let _guard = runtime.enter();
+        let (transports, receiver) = Transports::new(TransportConfig::default());
+        assert_send(&transports);
+        assert_send(&receiver);
+        let addr: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        assert_send(&transports.bind(TransportKind::Udp, addr, ListenerOptions::new()));
+        assert_send(&transports.send(OutboundMessage::new(TransportKind::Tcp, addr, "x")));
+        assert_send(&transports.ping(ConnectionId(1)));
+    }
+
+    #[test]
+    fn incoming_reply_goes_back_the_way_it_came() {
+        let udp = Incoming {
+            kind: TransportKind::Udp,
+            local: "192.0.2.1:5060".parse().unwrap(),
+            remote: "198.51.100.7:40000".parse().unwrap(),
+            connection: None,
+            event: IncomingEvent::Pong,
+        };
+        let reply = udp.reply("SIP/2.0 200 OK");
+        assert_eq!(reply.destination, udp.remote);
+        assert_eq!(reply.local, Some(udp.local));
+        assert_eq!(reply.connection, None);
+
+        let tcp = Incoming {
+            kind: TransportKind::Tcp,
+            connection: Some(ConnectionId(9)),
+            ..udp
+        };
+        let reply = tcp.reply("SIP/2.0 200 OK");
+        assert_eq!(reply.kind, TransportKind::Tcp);
+        assert_eq!(reply.connection, Some(ConnectionId(9)));
+        assert_eq!(reply.local, None);
+    }
 }
