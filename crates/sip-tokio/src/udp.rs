@@ -1,0 +1,96 @@
+//! UDP: one task per socket, one message per datagram.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sip_core::{Framing, Message, ParseLimits};
+use tokio::net::UdpSocket;
+use tracing::{debug, trace};
+
+use crate::transport::{
+    Incoming, IncomingEvent, OutboundMessage, Sent, Shared, TransportError, TransportKind,
+};
+
+/// The largest UDP payload.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Receives datagrams until the layer shuts down or nobody listens.
+pub(crate) async fn receive_loop(
+    shared: Arc<Shared>,
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    limits: ParseLimits,
+) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    loop {
+        let (len, remote) = match socket.recv_from(&mut buf).await {
+            Ok(received) => received,
+            Err(error) => {
+                debug!(error = %error, "UDP receive failed");
+                let incoming = Incoming {
+                    kind: TransportKind::Udp,
+                    local,
+                    remote: local,
+                    connection: None,
+                    event: IncomingEvent::TransportError(TransportError::io("receive", error)),
+                };
+                if !shared.emit(incoming).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        // A copy the size of the datagram, so a message the core keeps does
+        // not pin a whole receive buffer.
+        let datagram = Bytes::copy_from_slice(&buf[..len]);
+        // CRLF-only datagrams are keep-alives some peers send over UDP.
+        if datagram.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+            trace!(size = len, "UDP keep-alive ignored");
+            continue;
+        }
+        let event = match Message::parse_with(datagram, &limits, Framing::Datagram) {
+            Ok(message) => {
+                debug!(
+                    method = ?message.method(),
+                    status = ?message.status(),
+                    size = len,
+                    "UDP message received"
+                );
+                IncomingEvent::Message(message)
+            }
+            Err(error) => {
+                // No answer from here: the core may answer 400 if it can.
+                debug!(error = %error.kind, size = len, "malformed UDP message");
+                IncomingEvent::BadMessage(error)
+            }
+        };
+        let incoming = Incoming {
+            kind: TransportKind::Udp,
+            local,
+            remote,
+            connection: None,
+            event,
+        };
+        if !shared.emit(incoming).await {
+            return;
+        }
+    }
+}
+
+/// Sends one datagram.
+pub(crate) async fn send(
+    shared: &Shared,
+    message: &OutboundMessage,
+) -> Result<Sent, TransportError> {
+    let (socket, local) = shared.udp_socket(message.local, message.destination)?;
+    socket
+        .send_to(&message.bytes, message.destination)
+        .await
+        .map_err(|e| TransportError::io("send", e))?;
+    trace!(size = message.bytes.len(), "UDP message sent");
+    Ok(Sent {
+        connection: None,
+        local,
+    })
+}
