@@ -5,8 +5,9 @@
 #   2. lints               cargo clippy, warnings are errors
 #   3. tests               cargo nextest (unit, scenario, property, driver, interop)
 #   4. doc tests           cargo test --doc (nextest does not run them)
-#   5. fuzz smoke runs     every cargo-fuzz target for FUZZ_SECONDS (default 60)
-#   6. dependency policy   cargo deny: licenses, bans, sources (when installed)
+#   5. interop load        sipp's uac, 4000 calls at 400/s, on sip-uas (scripts/sipp-load.sh)
+#   6. fuzz smoke runs     every cargo-fuzz target for FUZZ_SECONDS (default 60)
+#   7. dependency policy   cargo deny: licenses, bans, sources (when installed)
 #
 # Installs what it needs first (scripts/setup.sh). On 2 cores a cold run takes
 # about 10 minutes plus FUZZ_SECONDS per fuzz target.
@@ -98,6 +99,7 @@ step "cargo fmt" cargo fmt --all -- --check
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo nextest" run_nextest
 step "doc tests" cargo test --doc --workspace --locked
+step "interop: sipp load on sip-uas" "$root/scripts/sipp-load.sh"
 run_fuzz_smoke
 run_deny
 

@@ -135,12 +135,14 @@
 //! None.
 
 mod connection;
+mod driver;
 mod hickory;
 mod resolve;
 mod tls;
 mod transport;
 mod udp;
 
+pub use driver::{Driver, DriverEvent, core_transport, driver_transport, now};
 pub use hickory::HickoryResolver;
 pub use resolve::{
     BoxFuture, NaptrRecord, ResolveError, Resolver, ServerLocator, SrvRecord, StaticResolver,
