@@ -4,7 +4,8 @@
 //!
 //! Answers OPTIONS with 200; INVITE with 180 and a 200 carrying SDP (resent
 //! until the ACK comes, RFC 3261 §13.3.1.4); absorbs ACK; BYE with 200;
-//! CANCEL as RFC 3261 §9.2 says (200 to the CANCEL, 487 to the INVITE). Runs
+//! CANCEL as RFC 3261 §9.2 says (200 to the CANCEL, 487 to the INVITE);
+//! with `--hangup-after MS` it ends each call itself with BYE. Runs
 //! until interrupted or `--duration` passes, then prints what it served.
 #![allow(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
 
@@ -16,7 +17,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use sip_core::dialog::UasInviteResponder;
+use sip_core::dialog::{Dialog, UasInviteResponder};
 use sip_core::endpoint::{Destination, Endpoint, EndpointConfig, EndpointEvent, ServerTxId};
 use sip_core::transaction::TimerConfig;
 use sip_core::{Message, Method};
@@ -43,6 +44,10 @@ struct Args {
     /// Stop after this many seconds (default: run until interrupted).
     #[arg(long)]
     duration: Option<u64>,
+    /// End each answered call with a BYE of our own after this many
+    /// milliseconds (the far end hangs up).
+    #[arg(long)]
+    hangup_after: Option<u64>,
 }
 
 /// Counters printed at the end.
@@ -98,6 +103,8 @@ async fn main() -> anyhow::Result<()> {
     // INVITEs answered only with 180 so far (none: this UAS answers at once),
     // kept so a CANCEL finds them.
     let mut ringing: HashMap<ServerTxId, Message> = HashMap::new();
+    // Calls to end with our own BYE, and when.
+    let mut hangups: Vec<(Instant, Dialog, Destination)> = Vec::new();
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     loop {
@@ -107,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 .values()
                 .filter_map(|(r, _)| r.poll_timeout())
                 .min(),
+            hangups.iter().map(|(at, _, _)| *at).min(),
         ]
         .into_iter()
         .flatten()
@@ -127,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
                 match request.method() {
                     Some(Method::Invite) => {
                         served.invites += 1;
-                        answer_invite(
+                        let tag = answer_invite(
                             ep,
                             now,
                             transaction,
@@ -137,6 +145,12 @@ async fn main() -> anyhow::Result<()> {
                             &mut responders,
                             &mut ringing,
                         );
+                        if let (Some(ms), Some(tag)) = (args.hangup_after, tag) {
+                            let target = contact.trim_matches(['<', '>']);
+                            if let Some(dialog) = Dialog::as_uas(&request, &tag, target) {
+                                hangups.push((now + Duration::from_millis(ms), dialog, source));
+                            }
+                        }
                     }
                     Some(Method::Options) => {
                         served.options += 1;
@@ -179,6 +193,22 @@ async fn main() -> anyhow::Result<()> {
                 break;
             }
             _ => {}
+        }
+        // Far-end hang-ups that are due.
+        let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut hangups)
+            .into_iter()
+            .partition(|(at, _, _)| *at <= now);
+        hangups = later;
+        for (_, mut dialog, source) in due {
+            let ep = driver.endpoint();
+            let via = format!(
+                "SIP/2.0/{} {local};branch={};rport",
+                kind.via_transport(),
+                ep.new_branch()
+            );
+            if let Some(bye) = dialog.request(Method::Bye, &via) {
+                let _ = ep.send_request(now, bye, source);
+            }
         }
         // Resend 2xx whose ACK is late; forget those that never got one.
         let mut done = Vec::new();
@@ -234,7 +264,7 @@ fn answer_invite(
     contact: &str,
     responders: &mut HashMap<String, (UasInviteResponder, Destination)>,
     ringing: &mut HashMap<ServerTxId, Message>,
-) {
+) -> Option<String> {
     let tag = ep.new_tag();
     respond(ep, now, tx, request, 180, "Ringing", Some(&tag));
     let ok = Message::response_to(request, 200, "OK")
@@ -244,10 +274,10 @@ fn answer_invite(
         .and_then(|b| b.build());
     let Ok(ok) = ok else {
         ringing.insert(tx, request.clone());
-        return;
+        return None;
     };
     if ep.send_response(now, tx, ok.clone()).is_err() {
-        return;
+        return None;
     }
     // Over UDP the UAS core resends the 2xx until the ACK (§13.3.1.4); over a
     // reliable transport once is enough.
@@ -263,6 +293,7 @@ fn answer_invite(
             ),
         );
     }
+    Some(tag)
 }
 
 /// Where a stateless 2xx retransmission goes: back to the request's source.
