@@ -80,6 +80,7 @@ pub(crate) fn consumed<'a>(whole: &'a str, rest: &str) -> &'a str {
 /// The message parser validates the header section as UTF-8 and every rule
 /// splits at ASCII delimiters, so this does not fail on parsed input; the
 /// lossy fallback keeps a hand-built value from panicking.
+#[inline]
 pub(crate) fn text(bytes: &[u8]) -> &str {
     match std::str::from_utf8(bytes) {
         Ok(s) => s,
@@ -110,77 +111,345 @@ const fn class(chars: &[u8], alnum: bool) -> [bool; 256] {
     table
 }
 
-static TOKEN: [bool; 256] = class(b"-.!%*_+`'~", true);
-static WORD: [bool; 256] = class(b"-.!%*_+`'~()<>:\\\"/[]?{}", true);
+const TOKEN: [bool; 256] = class(b"-.!%*_+`'~", true);
+const WORD: [bool; 256] = class(b"-.!%*_+`'~()<>:\\\"/[]?{}", true);
 /// unreserved / escaped / user-unreserved / ":" and password characters:
 /// everything that may appear before the "@" of a SIP URI.
-static USERINFO: [bool; 256] = class(b"-_.!~*'()%&=+$,;?/:", true);
-static USER: [bool; 256] = class(b"-_.!~*'()%&=+$,;?/", true);
-static PASSWORD: [bool; 256] = class(b"-_.!~*'()%&=+$,", true);
-static HOST: [bool; 256] = class(b"-.", true);
+const USERINFO: [bool; 256] = class(b"-_.!~*'()%&=+$,;?/:", true);
+const PASSWORD: [bool; 256] = class(b"-_.!~*'()%&=+$,", true);
+const HOST: [bool; 256] = class(b"-.", true);
 /// paramchar: param-unreserved / unreserved / escaped.
-static URI_PARAM: [bool; 256] = class(b"[]/:&+$-_.!~*'()%", true);
+const URI_PARAM: [bool; 256] = class(b"[]/:&+$-_.!~*'()%", true);
 /// hnv-unreserved / unreserved / escaped.
-static URI_HEADER: [bool; 256] = class(b"[]/?:+$-_.!~*'()%", true);
+const URI_HEADER: [bool; 256] = class(b"[]/?:+$-_.!~*'()%", true);
 /// A generic-param value: token / host (with bare IPv6 for `received`).
-static PARAM_VALUE: [bool; 256] = class(b"-.!%*_+`'~:[]", true);
+const PARAM_VALUE: [bool; 256] = class(b"-.!%*_+`'~:[]", true);
 /// Characters of an absolute URI's opaque part (RFC 3986 without spaces).
-static OPAQUE: [bool; 256] = class(b"-_.!~*'()%;/?:@&=+$,#[]", true);
+const OPAQUE: [bool; 256] = class(b"-_.!~*'()%;/?:@&=+$,#[]", true);
 /// phonedigit-hex / visual separators / "*" "#" "+".
-static TEL_NUMBER: [bool; 256] = class(b"0123456789abcdefABCDEF*#+-.()", false);
+const TEL_NUMBER: [bool; 256] = class(b"0123456789abcdefABCDEF*#+-.()", false);
+const DIGIT: [bool; 256] = class(b"0123456789", false);
+const ALNUM: [bool; 256] = class(b"", true);
+/// Bytes inside userinfo that need a second look: the password colon and escapes.
+const USERINFO_SPECIAL: [bool; 256] = class(b":%", false);
+/// Bytes a quoted string holds without a second look: not `"`, not `\\`, no
+/// control character other than HTAB.
+const QUOTED_PLAIN: [bool; 256] = {
+    let mut t = [true; 256];
+    let mut c = 0;
+    while c < 0x20 {
+        t[c] = c == 0x09;
+        c += 1;
+    }
+    t[b'"' as usize] = false;
+    t[b'\\' as usize] = false;
+    t
+};
 
+/// Character classes as bits of one table, so a scan costs one load per byte.
+pub(crate) const C_TOKEN: u16 = 1;
+pub(crate) const C_WORD: u16 = 1 << 1;
+pub(crate) const C_USERINFO: u16 = 1 << 2;
+pub(crate) const C_PASSWORD: u16 = 1 << 3;
+pub(crate) const C_HOST: u16 = 1 << 4;
+pub(crate) const C_URI_PARAM: u16 = 1 << 5;
+pub(crate) const C_URI_HEADER: u16 = 1 << 6;
+pub(crate) const C_PARAM_VALUE: u16 = 1 << 7;
+pub(crate) const C_OPAQUE: u16 = 1 << 8;
+pub(crate) const C_TEL_NUMBER: u16 = 1 << 9;
+pub(crate) const C_DIGIT: u16 = 1 << 10;
+pub(crate) const C_ALNUM: u16 = 1 << 11;
+pub(crate) const C_USERINFO_SPECIAL: u16 = 1 << 12;
+pub(crate) const C_QUOTED_PLAIN: u16 = 1 << 13;
+
+const fn classes() -> [u16; 256] {
+    let tables: [(&[bool; 256], u16); 14] = [
+        (&TOKEN, C_TOKEN),
+        (&WORD, C_WORD),
+        (&USERINFO, C_USERINFO),
+        (&PASSWORD, C_PASSWORD),
+        (&HOST, C_HOST),
+        (&URI_PARAM, C_URI_PARAM),
+        (&URI_HEADER, C_URI_HEADER),
+        (&PARAM_VALUE, C_PARAM_VALUE),
+        (&OPAQUE, C_OPAQUE),
+        (&TEL_NUMBER, C_TEL_NUMBER),
+        (&DIGIT, C_DIGIT),
+        (&ALNUM, C_ALNUM),
+        (&USERINFO_SPECIAL, C_USERINFO_SPECIAL),
+        (&QUOTED_PLAIN, C_QUOTED_PLAIN),
+    ];
+    let mut out = [0u16; 256];
+    let mut t = 0;
+    while t < tables.len() {
+        let mut c = 0;
+        while c < 256 {
+            if tables[t].0[c] {
+                out[c] |= tables[t].1;
+            }
+            c += 1;
+        }
+        t += 1;
+    }
+    out
+}
+
+static CLASS: [u16; 256] = classes();
+
+/// The class bits of `c`.
+#[inline(always)]
+pub(crate) fn class_of(c: u8) -> u16 {
+    CLASS[c as usize]
+}
+
+/// The end of the run of bytes in `mask` starting at `k`, not beyond `limit`.
+///
+/// Eight bytes at a time while the run lasts: the classes of a block are
+/// combined, so a block inside the run costs one test.
+#[inline(always)]
+pub(crate) fn run_at(b: &[u8], mut k: usize, limit: usize, mask: u16) -> usize {
+    let b = &b[..limit.min(b.len())];
+    while let Some(block) = b.get(k..).and_then(|r| r.first_chunk::<8>()) {
+        let all = CLASS[block[0] as usize]
+            & CLASS[block[1] as usize]
+            & CLASS[block[2] as usize]
+            & CLASS[block[3] as usize]
+            & CLASS[block[4] as usize]
+            & CLASS[block[5] as usize]
+            & CLASS[block[6] as usize]
+            & CLASS[block[7] as usize];
+        if all & mask == 0 {
+            break;
+        }
+        k += 8;
+    }
+    while let Some(&c) = b.get(k) {
+        if CLASS[c as usize] & mask == 0 {
+            break;
+        }
+        k += 1;
+    }
+    k
+}
+
+#[inline]
 pub(crate) fn is_token(c: u8) -> bool {
-    TOKEN[c as usize]
+    CLASS[c as usize] & C_TOKEN != 0
 }
-pub(crate) fn is_user(c: u8) -> bool {
-    USER[c as usize]
-}
-pub(crate) fn is_password(c: u8) -> bool {
-    PASSWORD[c as usize]
-}
+#[inline]
 pub(crate) fn is_tel_number(c: u8) -> bool {
-    TEL_NUMBER[c as usize]
+    CLASS[c as usize] & C_TEL_NUMBER != 0
 }
+#[inline]
 pub(crate) fn is_wsp(c: u8) -> bool {
     c == b' ' || c == b'\t'
 }
 
-/// Length of the leading run of bytes in `table`.
+/// Length of the leading run of bytes in class `mask`.
 #[inline]
-fn run(i: &str, table: &[bool; 256]) -> usize {
-    i.as_bytes()
-        .iter()
-        .position(|&c| !table[c as usize])
-        .unwrap_or(i.len())
+fn run(i: &str, mask: u16) -> usize {
+    run_at(i.as_bytes(), 0, i.len(), mask)
 }
 
 /// SWS: optional linear white space, folds included. Never fails.
 #[inline]
 pub(crate) fn sws(i: &str) -> &str {
-    match i.as_bytes().first() {
-        Some(b' ' | b'\t' | b'\r') => sws_slow(i),
-        _ => i,
+    &i[sws_at(i.as_bytes(), 0, i.len())..]
+}
+
+/// [`sws`] over `b[k..limit]`: the index after the white space.
+#[inline(always)]
+pub(crate) fn sws_at(b: &[u8], k: usize, limit: usize) -> usize {
+    match b.get(k) {
+        Some(b' ' | b'\t' | b'\r') if k < limit => sws_slow_at(b, k, limit.min(b.len())),
+        _ => k,
     }
 }
 
-fn sws_slow(mut i: &str) -> &str {
+#[inline(never)]
+fn sws_slow_at(b: &[u8], mut k: usize, limit: usize) -> usize {
     loop {
-        let n = i
-            .as_bytes()
-            .iter()
-            .position(|&c| !is_wsp(c))
-            .unwrap_or(i.len());
-        i = &i[n..];
-        if i.len() >= 3
-            && i.as_bytes()[0] == b'\r'
-            && i.as_bytes()[1] == b'\n'
-            && is_wsp(i.as_bytes()[2])
-        {
-            i = &i[2..];
+        while k < limit && is_wsp(b[k]) {
+            k += 1;
+        }
+        if k + 3 <= limit && b[k] == b'\r' && b[k + 1] == b'\n' && is_wsp(b[k + 2]) {
+            k += 2;
         } else {
-            return i;
+            return k;
         }
     }
+}
+
+/// A failure at byte `at` of the text being parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fail {
+    pub(crate) at: usize,
+    pub(crate) expected: &'static str,
+}
+
+/// What an index-based rule returns: the index after what it read, and the value.
+pub(crate) type Step<T> = Result<(usize, T), Fail>;
+
+#[inline]
+pub(crate) fn fail_at<T>(at: usize, expected: &'static str) -> Result<T, Fail> {
+    Err(Fail { at, expected })
+}
+
+impl Fail {
+    /// The same failure for a nom-style rule that was given `i`.
+    pub(crate) fn into_nom(self, i: &str) -> nom::Err<GrammarError<'_>> {
+        nom::Err::Error(GrammarError {
+            input: i.get(self.at..).unwrap_or(""),
+            expected: self.expected,
+        })
+    }
+}
+
+impl From<Fail> for ValueError {
+    fn from(f: Fail) -> Self {
+        ValueError {
+            offset: f.at,
+            expected: f.expected,
+        }
+    }
+}
+
+/// The end of the value: only white space may follow `k`.
+#[inline]
+pub(crate) fn end_at(b: &[u8], k: usize) -> Result<(), Fail> {
+    let r = sws_at(b, k, b.len());
+    if r == b.len() {
+        Ok(())
+    } else {
+        fail_at(r, "end of value")
+    }
+}
+
+/// A decimal number at `b[k..limit]` that fits `max`.
+#[inline]
+pub(crate) fn number_at(
+    b: &[u8],
+    k: usize,
+    limit: usize,
+    max: u64,
+    expected: &'static str,
+) -> Step<u64> {
+    let mut p = k;
+    let mut v: u64 = 0;
+    let limit = limit.min(b.len());
+    while p < limit && b[p].is_ascii_digit() {
+        v = match v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u64::from(b[p] - b'0')))
+        {
+            Some(v) => v,
+            None => return fail_at(k, expected),
+        };
+        p += 1;
+    }
+    if p == k || v > max {
+        return fail_at(k, expected);
+    }
+    Ok((p, v))
+}
+
+/// A quoted string at `b[k..limit]`: the index after the closing quote and
+/// the index of that quote (the content is `k + 1..quote`).
+#[inline]
+pub(crate) fn quoted_string_at(b: &[u8], k: usize, limit: usize) -> Step<usize> {
+    let limit = limit.min(b.len());
+    if k >= limit || b[k] != b'"' {
+        return fail_at(k, "quoted string");
+    }
+    let mut p = k + 1;
+    loop {
+        while p < limit && class_of(b[p]) & C_QUOTED_PLAIN != 0 {
+            p += 1;
+        }
+        if p >= limit {
+            return fail_at(limit, "closing quote of quoted string");
+        }
+        match b[p] {
+            b'"' => return Ok((p + 1, p)),
+            b'\\' => {
+                if p + 1 >= limit || matches!(b[p + 1], b'\r' | b'\n') {
+                    return fail_at(p, "escaped character in quoted string");
+                }
+                p += 2;
+            }
+            b'\r' => {
+                if p + 2 < limit && b[p + 1] == b'\n' && is_wsp(b[p + 2]) {
+                    p += 3;
+                } else {
+                    return fail_at(p, "closing quote of quoted string");
+                }
+            }
+            b'\n' => return fail_at(p, "closing quote of quoted string"),
+            _ => return fail_at(p, "text in quoted string"),
+        }
+    }
+}
+
+/// `*( SEMI generic-param )` at `b[k..limit]`: returns where the parameters
+/// end and calls `each(name, value)` with index ranges for every parameter
+/// (a quoted value without its quotes).
+#[inline]
+pub(crate) fn generic_params_at(
+    b: &[u8],
+    k: usize,
+    limit: usize,
+    mut each: impl FnMut((usize, usize), Option<(usize, usize)>),
+) -> Result<usize, Fail> {
+    let limit = limit.min(b.len());
+    let mut end = k;
+    loop {
+        let j = sws_at(b, end, limit);
+        if j >= limit || b[j] != b';' {
+            return Ok(end);
+        }
+        let ns = sws_at(b, j + 1, limit);
+        let ne = run_at(b, ns, limit, C_TOKEN);
+        if ne == ns {
+            return fail_at(ns, "parameter name");
+        }
+        let q = sws_at(b, ne, limit);
+        if q < limit && b[q] == b'=' {
+            let v = sws_at(b, q + 1, limit);
+            if v < limit && b[v] == b'"' {
+                let (after, close) = quoted_string_at(b, v, limit)?;
+                each((ns, ne), Some((v + 1, close)));
+                end = after;
+            } else {
+                let ve = run_at(b, v, limit, C_PARAM_VALUE);
+                if ve == v {
+                    return fail_at(v, "parameter value");
+                }
+                each((ns, ne), Some((v, ve)));
+                end = ve;
+            }
+        } else {
+            each((ns, ne), None);
+            end = ne;
+        }
+    }
+}
+
+/// The first `%` in `b[k..e]` that does not start a `%HH` escape.
+#[inline]
+pub(crate) fn escape_error(b: &[u8], k: usize, e: usize) -> Option<usize> {
+    let e = e.min(b.len());
+    let mut p = k;
+    while p < e {
+        if b[p] == b'%' {
+            if p + 2 >= e || !(b[p + 1].is_ascii_hexdigit() && b[p + 2].is_ascii_hexdigit()) {
+                return Some(p);
+            }
+            p += 3;
+        } else {
+            p += 1;
+        }
+    }
+    None
 }
 
 /// LWS: at least one white space character (possibly after a fold).
@@ -194,7 +463,7 @@ pub(crate) fn lws(i: &str) -> PResult<'_, ()> {
 }
 
 pub(crate) fn token(i: &str) -> PResult<'_, &str> {
-    let n = run(i, &TOKEN);
+    let n = run(i, C_TOKEN);
     if n == 0 {
         fail(i, "token")
     } else {
@@ -203,7 +472,7 @@ pub(crate) fn token(i: &str) -> PResult<'_, &str> {
 }
 
 pub(crate) fn word(i: &str) -> PResult<'_, &str> {
-    let n = run(i, &WORD);
+    let n = run(i, C_WORD);
     if n == 0 {
         fail(i, "word")
     } else {
@@ -224,19 +493,12 @@ pub(crate) fn digits(i: &str) -> PResult<'_, &str> {
 }
 
 /// A decimal number that fits `max`.
+#[cfg(test)]
 pub(crate) fn number<'a>(i: &'a str, max: u64, expected: &'static str) -> PResult<'a, u64> {
-    let (rest, d) = digits(i).map_err(|_| nom::Err::Error(GrammarError { input: i, expected }))?;
-    let mut v: u64 = 0;
-    for c in d.bytes() {
-        v = match v
-            .checked_mul(10)
-            .and_then(|v| v.checked_add(u64::from(c - b'0')))
-        {
-            Some(v) if v <= max => v,
-            _ => return fail(i, expected),
-        };
+    match number_at(i.as_bytes(), 0, i.len(), max, expected) {
+        Ok((r, v)) => Ok((&i[r..], v)),
+        Err(f) => Err(f.into_nom(i)),
     }
-    Ok((rest, v))
 }
 
 /// Expects `c` after optional white space on both sides (SEMI, COMMA, EQUAL…).
@@ -254,41 +516,10 @@ pub(crate) fn sep(c: u8, expected: &'static str) -> impl Fn(&str) -> PResult<'_,
 
 /// A quoted string; returns the raw content between the quotes (escapes kept).
 pub(crate) fn quoted_string(i: &str) -> PResult<'_, &str> {
-    if i.as_bytes().first() != Some(&b'"') {
-        return fail(i, "quoted string");
+    match quoted_string_at(i.as_bytes(), 0, i.len()) {
+        Ok((r, close)) => Ok((&i[r..], &i[1..close])),
+        Err(f) => Err(f.into_nom(i)),
     }
-    let body = &i[1..];
-    let mut k = 0;
-    while k < body.len() {
-        match body.as_bytes()[k] {
-            b'"' => return Ok((&body[k + 1..], &body[..k])),
-            b'\\' => {
-                match body.as_bytes().get(k + 1) {
-                    Some(b'\r' | b'\n') | None => {
-                        return fail(&body[k..], "escaped character in quoted string");
-                    }
-                    Some(_) => k += 2,
-                }
-                continue;
-            }
-            b'\r' => {
-                if body.len() > k + 2
-                    && body.as_bytes()[k + 1] == b'\n'
-                    && is_wsp(body.as_bytes()[k + 2])
-                {
-                    k += 3;
-                    continue;
-                }
-                return fail(&body[k..], "closing quote of quoted string");
-            }
-            b'\n' => return fail(&body[k..], "closing quote of quoted string"),
-            c if c < 0x20 && c != b'\t' => {
-                return fail(&body[k..], "text in quoted string");
-            }
-            _ => k += 1,
-        }
-    }
-    fail(&i[i.len()..], "closing quote of quoted string")
 }
 
 /// Removes the backslash of every quoted-pair and unfolds line breaks.
@@ -340,38 +571,14 @@ pub(crate) fn percent_decode(raw: &str) -> Cow<'_, str> {
 
 /// Checks that every `%` starts a valid `%HH` escape.
 pub(crate) fn escapes_valid(s: &str) -> Option<usize> {
-    let s = s.as_bytes();
-    let mut k = 0;
-    while let Some(p) = memchr::memchr(b'%', &s[k..]) {
-        let at = k + p;
-        if at + 2 >= s.len() {
-            return Some(at);
-        }
-        if !(s[at + 1].is_ascii_hexdigit() && s[at + 2].is_ascii_hexdigit()) {
-            return Some(at);
-        }
-        k = at + 3;
-    }
-    None
+    escape_error(s.as_bytes(), 0, s.len())
 }
 
-pub(crate) fn userinfo_run(i: &str) -> usize {
-    run(i, &USERINFO)
-}
-pub(crate) fn host_run(i: &str) -> usize {
-    run(i, &HOST)
-}
 pub(crate) fn uri_param_run(i: &str) -> usize {
-    run(i, &URI_PARAM)
-}
-pub(crate) fn uri_header_run(i: &str) -> usize {
-    run(i, &URI_HEADER)
-}
-pub(crate) fn opaque_run(i: &str) -> usize {
-    run(i, &OPAQUE)
+    run(i, C_URI_PARAM)
 }
 pub(crate) fn param_value_run(i: &str) -> usize {
-    run(i, &PARAM_VALUE)
+    run(i, C_PARAM_VALUE)
 }
 
 /// `*( SEMI generic-param )`: returns the raw text of all parameters.
@@ -379,39 +586,10 @@ pub(crate) fn param_value_run(i: &str) -> usize {
 /// gen-value = token / host / quoted-string; a bare IPv6 address is allowed
 /// because `received` carries one.
 pub(crate) fn generic_params(i: &str) -> PResult<'_, &str> {
-    let mut rest = i;
-    let mut end = i;
-    loop {
-        let j = sws(rest);
-        if j.as_bytes().first() != Some(&b';') {
-            break;
-        }
-        let j = sws(&j[1..]);
-        let (j, _) = token(j).map_err(|_| {
-            nom::Err::Error(GrammarError {
-                input: j,
-                expected: "parameter name",
-            })
-        })?;
-        let k = sws(j);
-        let j = if k.as_bytes().first() == Some(&b'=') {
-            let k = sws(&k[1..]);
-            if k.as_bytes().first() == Some(&b'"') {
-                quoted_string(k)?.0
-            } else {
-                let n = param_value_run(k);
-                if n == 0 {
-                    return fail(k, "parameter value");
-                }
-                &k[n..]
-            }
-        } else {
-            j
-        };
-        rest = j;
-        end = j;
+    match generic_params_at(i.as_bytes(), 0, i.len(), |_, _| {}) {
+        Ok(end) => Ok((&i[end..], &i[..end])),
+        Err(f) => Err(f.into_nom(i)),
     }
-    Ok((end, consumed(i, end)))
 }
 
 /// Splits a list header value at top-level commas (outside quotes and `<>`).

@@ -7,7 +7,8 @@ use std::fmt;
 
 use crate::error::{ParseError, ParseErrorKind, Position};
 use crate::grammar::{
-    self, PResult, ValueError, complete, consumed, fail, lws, quoted_string, sep, sws, token,
+    self, Fail, PResult, ValueError, complete, consumed, fail_at, lws, quoted_string, sep, sws,
+    token,
 };
 use crate::name::{HeaderName, Method};
 use crate::uri::{self, Host, Uri, UriContext};
@@ -59,12 +60,7 @@ impl<'a> Params<'a> {
     /// Names compare case-insensitively.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
         let mut it = self.iter();
-        while let Some((n, v)) = it.next_raw() {
-            if n.eq_ignore_ascii_case(name) {
-                return Some(v);
-            }
-        }
-        None
+        it.find_raw(name.as_bytes())
     }
 
     /// The value of `name`, if present with a value.
@@ -96,26 +92,57 @@ pub struct ParamIter<'a> {
     rest: &'a str,
 }
 
+/// A byte range `start..end`.
+type Span = (usize, usize);
+
 impl<'a> ParamIter<'a> {
-    /// The next parameter as bytes, so lookups compare without converting.
-    fn next_raw(&mut self) -> Option<(&'a str, Option<&'a str>)> {
-        let i = sws(self.rest);
-        let i = sws(i.strip_prefix(';')?);
-        let (i, name) = token(i).ok()?;
-        let j = sws(i);
-        if let Some(j) = j.strip_prefix('=') {
-            let j = sws(j);
-            if j.as_bytes().first() == Some(&b'"') {
-                let (r, q) = quoted_string(j).ok()?;
-                self.rest = r;
-                return Some((name, Some(q)));
+    /// The next parameter as index ranges into `rest` and where it ends.
+    #[inline]
+    fn next_span(&self) -> Option<(Span, Option<Span>, usize)> {
+        let b = self.rest.as_bytes();
+        let n = b.len();
+        let i = grammar::sws_at(b, 0, n);
+        if i >= n || b[i] != b';' {
+            return None;
+        }
+        let ns = grammar::sws_at(b, i + 1, n);
+        let ne = grammar::run_at(b, ns, n, grammar::C_TOKEN);
+        if ne == ns {
+            return None;
+        }
+        let j = grammar::sws_at(b, ne, n);
+        if j < n && b[j] == b'=' {
+            let v = grammar::sws_at(b, j + 1, n);
+            if v < n && b[v] == b'"' {
+                let (r, close) = grammar::quoted_string_at(b, v, n).ok()?;
+                return Some(((ns, ne), Some((v + 1, close)), r));
             }
-            let n = grammar::param_value_run(j);
-            self.rest = &j[n..];
-            Some((name, Some(&j[..n])))
+            let ve = grammar::run_at(b, v, n, grammar::C_PARAM_VALUE);
+            Some(((ns, ne), Some((v, ve)), ve))
         } else {
-            self.rest = i;
-            Some((name, None))
+            Some(((ns, ne), None, ne))
+        }
+    }
+
+    /// The next parameter, as text.
+    #[inline]
+    fn next_raw(&mut self) -> Option<(&'a str, Option<&'a str>)> {
+        let ((ns, ne), value, end) = self.next_span()?;
+        let s = self.rest;
+        self.rest = &s[end..];
+        Some((&s[ns..ne], value.map(|(a, b)| &s[a..b])))
+    }
+
+    /// The value of the first remaining parameter called `name` (any case).
+    #[inline]
+    fn find_raw(&mut self, name: &[u8]) -> Option<Option<&'a str>> {
+        loop {
+            let ((ns, ne), value, end) = self.next_span()?;
+            let s = self.rest;
+            self.rest = &s[end..];
+            if s.as_bytes()[ns..ne].eq_ignore_ascii_case(name) {
+                return Some(value.map(|(a, b)| &s[a..b]));
+            }
         }
     }
 }
@@ -245,49 +272,56 @@ fn qvalue(v: &str) -> Option<u16> {
     }
 }
 
-pub(crate) fn name_addr(i: &str) -> PResult<'_, NameAddr<'_>> {
-    let i = sws(i);
+/// name-addr / addr-spec with header parameters, starting at `s[k]`.
+///
+/// Returns where it ended, the value, and whether a parameter is named like
+/// `q` or `expires` (one or seven characters), which need a closer look.
+#[inline]
+fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> {
+    let b = s.as_bytes();
+    let n = b.len();
+    let i = grammar::sws_at(b, k, n);
     let mut display = None;
     let mut quoted = false;
     let mut j = i;
-    if i.as_bytes().first() == Some(&b'"') {
-        let (r, q) = quoted_string(i)?;
-        display = Some(q);
+    let first = b.get(i).copied();
+    if first == Some(b'"') {
+        let (r, close) = grammar::quoted_string_at(b, i, n)?;
+        display = Some(&s[i + 1..close]);
         quoted = true;
-        j = sws(r);
-        if j.as_bytes().first() != Some(&b'<') {
-            return fail(j, "< after the display name");
+        j = grammar::sws_at(b, r, n);
+        if j >= n || b[j] != b'<' {
+            return fail_at(j, "< after the display name");
         }
-    } else if i.as_bytes().first() != Some(&b'<') {
+    } else if first != Some(b'<') {
         // Either `token *(LWS token) <uri>` or an addr-spec.
-        let mut k = i;
-        while let Ok((r, _)) = token(k) {
-            k = sws(r);
+        let mut t = i;
+        loop {
+            let e = grammar::run_at(b, t, n, grammar::C_TOKEN);
+            if e == t {
+                break;
+            }
+            t = grammar::sws_at(b, e, n);
         }
-        if k.as_bytes().first() == Some(&b'<') && k.len() < i.len() {
-            let raw = consumed(i, k);
-            let trimmed = raw.len()
-                - raw
-                    .bytes()
-                    .rev()
-                    .take_while(|c| c.is_ascii_whitespace())
-                    .count();
-            display = Some(&raw[..trimmed]);
-            j = k;
+        if t < n && b[t] == b'<' && t > i {
+            let mut e = t;
+            while e > i && b[e - 1].is_ascii_whitespace() {
+                e -= 1;
+            }
+            display = Some(&s[i..e]);
+            j = t;
         }
     }
-    if j.as_bytes().first() == Some(&b'<') {
-        let inner = &j[1..];
-        let Some(end) = memchr::memchr(b'>', inner.as_bytes()) else {
-            return fail(j, "> closing the address");
+    let mut check = false;
+    let mut note =
+        |(a, z): (usize, usize), _: Option<(usize, usize)>| check |= z - a == 1 || z - a == 7;
+    if j < n && b[j] == b'<' {
+        let Some(end) = memchr::memchr(b'>', &b[j + 1..]) else {
+            return fail_at(j, "> closing the address");
         };
-        let addr = complete(&inner[..end], |u| uri::uri(u, UriContext::Whole)).map_err(|e| {
-            nom::Err::Error(grammar::GrammarError {
-                input: &inner[e.offset..],
-                expected: e.expected,
-            })
-        })?;
-        let (r, p) = params(&inner[end + 1..])?;
+        let close = j + 1 + end;
+        let addr = uri::whole_uri_at(s, j + 1, close)?;
+        let r = grammar::generic_params_at(b, close + 1, n, &mut note)?;
         return Ok((
             r,
             NameAddr {
@@ -295,49 +329,62 @@ pub(crate) fn name_addr(i: &str) -> PResult<'_, NameAddr<'_>> {
                 display_quoted: quoted,
                 uri: addr,
                 bracketed: true,
-                params: p,
+                params: Params(&s[close + 1..r]),
             },
+            check,
         ));
     }
-    let (r, addr) = uri::uri(i, UriContext::AddrSpec)?;
-    let (r, p) = params(r)?;
+    let (r, addr) = uri::uri_at(s, i, n, UriContext::AddrSpec)?;
+    let e = grammar::generic_params_at(b, r, n, &mut note)?;
     Ok((
-        r,
+        e,
         NameAddr {
             display: None,
             display_quoted: false,
             uri: addr,
             bracketed: false,
-            params: p,
+            params: Params(&s[r..e]),
         },
+        check,
     ))
 }
 
 impl<'a> TypedValue<'a> for NameAddr<'a> {
+    #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
-        let na = complete(value, name_addr)?;
-        let mut it = na.params.iter();
-        while let Some((name, v)) = it.next_raw() {
-            let bad = if name.eq_ignore_ascii_case("q") {
-                v.and_then(qvalue)
-                    .is_none()
-                    .then_some("q value between 0 and 1")
-            } else if name.eq_ignore_ascii_case("expires") {
-                v.and_then(|e| (e).parse::<u32>().ok())
-                    .is_none()
-                    .then_some("expires in seconds")
-            } else {
-                None
-            };
-            if let Some(expected) = bad {
-                return Err(ValueError {
-                    offset: 0,
-                    expected,
-                });
-            }
+        let (r, na, check) = name_addr_at(value, 0)?;
+        grammar::end_at(value.as_bytes(), r)?;
+        if check {
+            check_contact_params(&na.params)?;
         }
         Ok(na)
     }
+}
+
+/// `q` and `expires` must hold a q-value and delta seconds.
+#[inline(never)]
+fn check_contact_params(params: &Params<'_>) -> Result<(), ValueError> {
+    let mut it = params.iter();
+    while let Some((name, v)) = it.next_raw() {
+        let bad = if name.eq_ignore_ascii_case("q") {
+            v.and_then(qvalue)
+                .is_none()
+                .then_some("q value between 0 and 1")
+        } else if name.eq_ignore_ascii_case("expires") {
+            v.and_then(|e| (e).parse::<u32>().ok())
+                .is_none()
+                .then_some("expires in seconds")
+        } else {
+            None
+        };
+        if let Some(expected) = bad {
+            return Err(ValueError {
+                offset: 0,
+                expected,
+            });
+        }
+    }
+    Ok(())
 }
 public_parse!(NameAddr, "From");
 
@@ -361,8 +408,10 @@ impl<'a> Contact<'a> {
 }
 
 impl<'a> TypedValue<'a> for Contact<'a> {
+    #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
-        if sws(value).trim_end() == "*" {
+        let b = value.as_bytes();
+        if b.get(grammar::sws_at(b, 0, b.len())) == Some(&b'*') && sws(value).trim_end() == "*" {
             return Ok(Contact::Any);
         }
         NameAddr::parse_value(value).map(Contact::Address)
@@ -445,50 +494,70 @@ impl fmt::Display for Via<'_> {
     }
 }
 
-fn via(i: &str) -> PResult<'_, Via<'_>> {
-    let (i, protocol) = token(sws(i)).map_err(|_| expected(i, "protocol name"))?;
-    let (i, _) = sep(b'/', "/ after the protocol name")(i)?;
-    let (i, version) = token(i).map_err(|_| expected(i, "protocol version"))?;
-    let (i, _) = sep(b'/', "/ after the protocol version")(i)?;
-    let (i, transport) = token(i).map_err(|_| expected(i, "transport"))?;
-    let (i, _) = lws(i).map_err(|_| expected(i, "white space before sent-by"))?;
-    let (i, host) = uri::host(i)?;
-    let j = sws(i);
-    let (i, port) = if j.as_bytes().first() == Some(&b':') {
-        let k = sws(&j[1..]);
-        let (r, n) = grammar::number(k, u64::from(u16::MAX), "sent-by port")?;
-        (r, Some(u16::try_from(n).unwrap_or(u16::MAX)))
+/// One Via value over all of `s`, in one pass.
+#[inline]
+fn via_at(s: &str) -> Result<Via<'_>, Fail> {
+    let b = s.as_bytes();
+    let n = b.len();
+    let token = |k: usize, what: &'static str| {
+        let e = grammar::run_at(b, k, n, grammar::C_TOKEN);
+        if e == k { fail_at(k, what) } else { Ok(e) }
+    };
+    let slash = |k: usize, what: &'static str| {
+        let j = grammar::sws_at(b, k, n);
+        if j < n && b[j] == b'/' {
+            Ok(grammar::sws_at(b, j + 1, n))
+        } else {
+            fail_at(k, what)
+        }
+    };
+    let ps = grammar::sws_at(b, 0, n);
+    let pe = token(ps, "protocol name").map_err(|f| Fail { at: 0, ..f })?;
+    let vs = slash(pe, "/ after the protocol name")?;
+    let ve = token(vs, "protocol version")?;
+    let ts = slash(ve, "/ after the protocol version")?;
+    let te = token(ts, "transport")?;
+    let hs = grammar::sws_at(b, te, n);
+    if hs == te {
+        return fail_at(te, "white space before sent-by");
+    }
+    let (he, host) = uri::host_at(s, hs, n)?;
+    let j = grammar::sws_at(b, he, n);
+    let (r, port) = if j < n && b[j] == b':' {
+        let k = grammar::sws_at(b, j + 1, n);
+        let (r, p) = grammar::number_at(b, k, n, u64::from(u16::MAX), "sent-by port")?;
+        (r, Some(u16::try_from(p).unwrap_or(u16::MAX)))
     } else {
-        (i, None)
+        (he, None)
     };
-    let (i, p) = params(i)?;
-    let v = Via {
-        protocol: (protocol),
-        version: (version),
-        transport: (transport),
-        host,
-        port,
-        params: p,
-    };
-    let mut it = v.params.iter();
-    while let Some((name, value)) = it.next_raw() {
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        let ok = if is("branch") {
-            value.is_some_and(|b| !b.is_empty() && b.bytes().all(grammar::is_token))
-        } else if is("rport") {
-            value.is_none_or(|r| (r).parse::<u16>().is_ok())
-        } else if is("received") {
+    let mut ok = true;
+    let end = grammar::generic_params_at(b, r, n, |(a, z), value| {
+        let name = &b[a..z];
+        let value = value.map(|(x, y)| &s[x..y]);
+        ok &= if name.eq_ignore_ascii_case(b"branch") {
+            value.is_some_and(|v| !v.is_empty() && v.bytes().all(grammar::is_token))
+        } else if name.eq_ignore_ascii_case(b"rport") {
+            value.is_none_or(|v| v.parse::<u16>().is_ok())
+        } else if name.eq_ignore_ascii_case(b"received") {
             value.and_then(uri::parse_ip).is_some()
-        } else if is("ttl") {
-            value.and_then(|t| (t).parse::<u8>().ok()).is_some()
+        } else if name.eq_ignore_ascii_case(b"ttl") {
+            value.and_then(|t| t.parse::<u8>().ok()).is_some()
         } else {
             true
         };
-        if !ok {
-            return fail(i, "valid ttl, received, rport and branch parameters");
-        }
+    })?;
+    if !ok {
+        return fail_at(end, "valid ttl, received, rport and branch parameters");
     }
-    Ok((i, v))
+    grammar::end_at(b, end)?;
+    Ok(Via {
+        protocol: &s[ps..pe],
+        version: &s[vs..ve],
+        transport: &s[ts..te],
+        host,
+        port,
+        params: Params(&s[r..end]),
+    })
 }
 
 fn expected<'a>(input: &'a str, what: &'static str) -> nom::Err<grammar::GrammarError<'a>> {
@@ -499,8 +568,9 @@ fn expected<'a>(input: &'a str, what: &'static str) -> nom::Err<grammar::Grammar
 }
 
 impl<'a> TypedValue<'a> for Via<'a> {
+    #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
-        complete(value, via)
+        Ok(via_at(value)?)
     }
 }
 public_parse!(Via, "Via");
@@ -528,40 +598,76 @@ impl fmt::Display for CSeq<'_> {
 }
 
 impl<'a> TypedValue<'a> for CSeq<'a> {
+    #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
-        complete(value, |i| {
-            let (i, seq) = grammar::number(sws(i), (1 << 31) - 1, "sequence number below 2^31")?;
-            let (i, _) = lws(i)?;
-            let (i, m) = token(i).map_err(|_| expected(i, "method"))?;
-            Ok((
-                i,
-                CSeq {
-                    seq: u32::try_from(seq).unwrap_or(0),
-                    method_token: (m),
-                },
-            ))
+        let (seq, (ms, me)) = cseq_at(value.as_bytes())?;
+        Ok(CSeq {
+            seq,
+            method_token: &value[ms..me],
         })
     }
 }
 public_parse!(CSeq, "CSeq");
 
+/// A CSeq value over bytes: the number and where the method token lies.
+#[inline]
+pub(crate) fn cseq_at(b: &[u8]) -> Result<(u32, (usize, usize)), Fail> {
+    let n = b.len();
+    let k = grammar::sws_at(b, 0, n);
+    let (r, seq) = grammar::number_at(b, k, n, (1 << 31) - 1, "sequence number below 2^31")?;
+    let ms = grammar::sws_at(b, r, n);
+    if ms == r {
+        return fail_at(r, "white space");
+    }
+    let me = grammar::run_at(b, ms, n, grammar::C_TOKEN);
+    if me == ms {
+        return fail_at(ms, "method");
+    }
+    grammar::end_at(b, me)?;
+    Ok((u32::try_from(seq).unwrap_or(0), (ms, me)))
+}
+
 /// Call-ID = word [ "@" word ].
+#[inline]
 pub(crate) fn call_id(value: &str) -> Result<&str, ValueError> {
-    complete(value, |i| {
-        let start = sws(i);
-        let (r, _) = grammar::word(start)?;
-        let r = if r.as_bytes().first() == Some(&b'@') {
-            grammar::word(&r[1..])?.0
-        } else {
-            r
-        };
-        Ok((r, (consumed(start, r))))
-    })
+    let b = value.as_bytes();
+    let n = b.len();
+    let start = grammar::sws_at(b, 0, n);
+    let mut r = grammar::run_at(b, start, n, grammar::C_WORD);
+    if r == start {
+        return Err(Fail {
+            at: start,
+            expected: "word",
+        }
+        .into());
+    }
+    if r < n && b[r] == b'@' {
+        let e = grammar::run_at(b, r + 1, n, grammar::C_WORD);
+        if e == r + 1 {
+            return Err(Fail {
+                at: r + 1,
+                expected: "word",
+            }
+            .into());
+        }
+        r = e;
+    }
+    grammar::end_at(b, r)?;
+    Ok(&value[start..r])
 }
 
 /// A number header: Expires, Min-Expires, Max-Forwards, Content-Length, Min-SE.
 pub(crate) fn delta(value: &str, max: u64, what: &'static str) -> Result<u64, ValueError> {
-    complete(value, |i| grammar::number(sws(i), max, what))
+    Ok(delta_at(value.as_bytes(), max, what)?)
+}
+
+/// [`delta`] over bytes.
+#[inline]
+pub(crate) fn delta_at(b: &[u8], max: u64, what: &'static str) -> Result<u64, Fail> {
+    let k = grammar::sws_at(b, 0, b.len());
+    let (r, v) = grammar::number_at(b, k, b.len(), max, what)?;
+    grammar::end_at(b, r)?;
+    Ok(v)
 }
 
 /// A challenge (WWW-Authenticate, Proxy-Authenticate) or credentials

@@ -5,7 +5,7 @@ use std::fmt;
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::error::{ParseError, ParseErrorKind, Position};
-use crate::grammar::{self, ValueError, is_token, is_wsp, text};
+use crate::grammar::{self, Fail, ValueError, is_token, is_wsp, text};
 use crate::headers::{
     self, Auth, CSeq, Contact, ContentType, NameAddr, Replaces, SessionExpires, TokenParams,
     TypedValue, Via,
@@ -722,14 +722,17 @@ impl Message {
         })
     }
 
+    #[inline]
     fn bytes_of<'s>(&'s self, t: &'s Text) -> &'s [u8] {
         bytes_of(&self.buf, t)
     }
 
+    #[inline]
     fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
         text(self.bytes_of(t))
     }
 
+    #[inline]
     fn find(&self, kind: HeaderName) -> Result<(usize, &Header), ParseError> {
         self.headers
             .iter()
@@ -746,10 +749,22 @@ impl Message {
             })
     }
 
+    #[inline]
     fn first<'s, T: TypedValue<'s>>(&'s self, kind: HeaderName) -> Result<T, ParseError> {
         let (idx, h) = self.find(kind)?;
+        self.parse_first(idx, h)
+    }
+
+    /// The first element of header line `idx` as a typed value.
+    #[inline]
+    fn parse_first<'s, T: TypedValue<'s>>(
+        &'s self,
+        idx: usize,
+        h: &'s Header,
+    ) -> Result<T, ParseError> {
         let v = self.str_of(&h.value);
-        let (off, elem) = if kind.is_list() {
+        // A list value without a comma is a single element.
+        let (off, elem) = if h.kind.is_list() && memchr::memchr(b',', v.as_bytes()).is_some() {
             grammar::split_list(v).next().unwrap_or((0, v))
         } else {
             (0, v)
@@ -757,14 +772,14 @@ impl Message {
         T::parse_value(elem).map_err(|e| self.value_error(idx, off, e))
     }
 
+    #[inline]
     fn optional<'s, T: TypedValue<'s>>(
         &'s self,
         kind: HeaderName,
     ) -> Result<Option<T>, ParseError> {
-        if self.headers.iter().any(|h| h.kind == kind) {
-            self.first(kind).map(Some)
-        } else {
-            Ok(None)
+        match self.headers.iter().position(|h| h.kind == kind) {
+            Some(idx) => self.parse_first(idx, &self.headers[idx]).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -818,6 +833,7 @@ impl Message {
             .map(|v| v.map(|v| u32::try_from(v).unwrap_or(u32::MAX)))
     }
 
+    #[cold]
     fn value_error(&self, idx: usize, elem_offset: usize, e: ValueError) -> ParseError {
         let h = &self.headers[idx];
         let kind = ParseErrorKind::InvalidHeader {
@@ -839,6 +855,7 @@ impl Message {
     }
 }
 
+#[inline]
 fn bytes_of<'s>(buf: &'s Bytes, t: &'s Text) -> &'s [u8] {
     match t {
         Text::Span(s, e) => &buf[*s as usize..*e as usize],
@@ -1136,8 +1153,16 @@ fn parse_message(
     let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut head_end = None;
     let mut lines = 0usize;
+    // The headers every message needs, noted as the lines go by: how many of
+    // From, To, Call-ID, CSeq, Max-Forwards and Content-Length, the first of
+    // each, and the first repeated one.
+    let mut count = [0u8; 6];
+    let mut first = [usize::MAX; 6];
+    let mut has_via = false;
+    let mut duplicate: Option<(HeaderName, usize)> = None;
     let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
-    for nl in memchr::memchr_iter(b'\n', b) {
+    while let Some(off) = memchr::memchr(b'\n', &b[pos..]) {
+        let nl = pos + off;
         if nl == 0 || b[nl - 1] != b'\r' {
             return err(ParseErrorKind::BadLineEnding, nl);
         }
@@ -1188,10 +1213,7 @@ fn parse_message(
                 );
             }
             // The name is a token, then optional white space and the colon.
-            let mut name_end = pos;
-            while name_end < end && is_token(b[name_end]) {
-                name_end += 1;
-            }
+            let name_end = grammar::run_at(b, pos, end, grammar::C_TOKEN);
             let mut colon = name_end;
             while colon < end && is_wsp(b[colon]) {
                 colon += 1;
@@ -1208,14 +1230,35 @@ fn parse_message(
             if name_end == pos {
                 return err(ParseErrorKind::InvalidHeaderName, pos);
             }
-            let name = &b[pos..name_end];
+            let kind = HeaderName::from_token_bytes(&b[pos..name_end]);
+            let slot = match kind {
+                HeaderName::From => 0,
+                HeaderName::To => 1,
+                HeaderName::CallId => 2,
+                HeaderName::CSeq => 3,
+                HeaderName::MaxForwards => 4,
+                HeaderName::ContentLength => 5,
+                HeaderName::Via => {
+                    has_via = true;
+                    6
+                }
+                _ => 6,
+            };
+            if slot < 6 {
+                count[slot] = count[slot].saturating_add(1);
+                if count[slot] == 1 {
+                    first[slot] = headers.len();
+                } else if duplicate.is_none() {
+                    duplicate = Some((kind, pos));
+                }
+            }
             let mut vstart = colon + 1;
             while vstart < end && is_wsp(b[vstart]) {
                 vstart += 1;
             }
             let vend = trim_end(b, vstart, end);
             headers.push(Header {
-                kind: HeaderName::from_bytes(name),
+                kind,
                 name: span(pos, name_end),
                 value: span(vstart, vend),
             });
@@ -1246,35 +1289,13 @@ fn parse_message(
     let start = parse_start_line(b, ls, le)?;
 
     // Checks across headers.
-    let mut count = [0u8; 6];
-    let mut first = [usize::MAX; 6];
-    let mut has_via = false;
-    for (i, h) in headers.iter().enumerate() {
-        let slot = match h.kind {
-            HeaderName::From => 0,
-            HeaderName::To => 1,
-            HeaderName::CallId => 2,
-            HeaderName::CSeq => 3,
-            HeaderName::MaxForwards => 4,
-            HeaderName::ContentLength => 5,
-            HeaderName::Via => {
-                has_via = true;
-                continue;
-            }
-            _ => continue,
-        };
-        count[slot] = count[slot].saturating_add(1);
-        if count[slot] == 1 {
-            first[slot] = i;
-        } else {
-            let Text::Span(s, _) = h.name else { continue };
-            return err(
-                ParseErrorKind::DuplicateHeader {
-                    header: headers::header_label(h.kind),
-                },
-                s as usize,
-            );
-        }
+    if let Some((kind, at)) = duplicate {
+        return err(
+            ParseErrorKind::DuplicateHeader {
+                header: headers::header_label(kind),
+            },
+            at,
+        );
     }
     let missing = |header| err(ParseErrorKind::MissingHeader { header }, head_end);
     if !has_via {
@@ -1293,7 +1314,7 @@ fn parse_message(
         Text::Span(s, e) => (s as usize, e as usize),
         Text::Owned(_) => (0, 0),
     };
-    let value_err = |i: usize, e: ValueError| {
+    let value_err = |i: usize, e: Fail| {
         let (s, _) = value_at(i);
         Err(ParseError::at(
             ParseErrorKind::InvalidHeader {
@@ -1301,20 +1322,21 @@ fn parse_message(
                 expected: e.expected,
             },
             b,
-            s + e.offset,
+            s + e.at,
         ))
     };
     let (cs, ce) = value_at(first[3]);
-    let cseq = match CSeq::parse_value(text(&b[cs..ce])) {
+    let (seq, (ms, me)) = match headers::cseq_at(&b[cs..ce]) {
         Ok(c) => c,
         Err(e) => return value_err(first[3], e),
     };
+    let (method_at, method_end) = (cs + ms, cs + me);
     if let Start::Request { method, .. } = &start
-        && !method.matches(cseq.method_token.as_bytes())
+        && !method.matches(&b[method_at..method_end])
     {
         return err(
             ParseErrorKind::CSeqMethodMismatch {
-                cseq: cseq.method_token.to_owned(),
+                cseq: text(&b[method_at..method_end]).to_owned(),
                 request: method.as_str().to_owned(),
             },
             cs,
@@ -1322,14 +1344,14 @@ fn parse_message(
     }
     if count[4] == 1 {
         let (s, e) = value_at(first[4]);
-        if let Err(er) = headers::delta(text(&b[s..e]), 255, "number from 0 to 255") {
+        if let Err(er) = headers::delta_at(&b[s..e], 255, "number from 0 to 255") {
             return value_err(first[4], er);
         }
     }
     let available = b.len() - body_start.min(b.len());
     let body_len = if count[5] == 1 {
         let (s, e) = value_at(first[5]);
-        match headers::delta(text(&b[s..e]), u64::from(u32::MAX), "length in bytes") {
+        match headers::delta_at(&b[s..e], u64::from(u32::MAX), "length in bytes") {
             Ok(n) => {
                 let n = usize::try_from(n).unwrap_or(usize::MAX);
                 if n > available {
@@ -1351,13 +1373,12 @@ fn parse_message(
         available
     };
     let end = body_start + body_len;
-    let method_at = cs + (cseq.method_token.as_ptr() as usize - b[cs..].as_ptr() as usize);
     let parsed = Parsed {
         content_length: (count[5] == 1).then(|| u32::try_from(body_len).unwrap_or(u32::MAX)),
-        cseq: cseq.seq,
+        cseq: seq,
         cseq_method: (
             u32::try_from(method_at).unwrap_or(0),
-            u32::try_from(method_at + cseq.method_token.len()).unwrap_or(0),
+            u32::try_from(method_end).unwrap_or(0),
         ),
     };
     Ok(Message {
@@ -1504,14 +1525,13 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
             )
         };
     }
-    if let Err(e) = grammar::complete(text(&line[uri_start..uri_end]), |i| {
-        uri::uri(i, UriContext::Whole)
-    }) {
+    let uri_text = text(&line[uri_start..uri_end]);
+    if let Err(e) = uri::whole_uri_at(uri_text, 0, uri_text.len()) {
         return err(
             ParseErrorKind::InvalidUri {
                 expected: e.expected,
             },
-            uri_start + e.offset,
+            uri_start + e.at,
         );
     }
     Ok(Start::Request {

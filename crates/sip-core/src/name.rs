@@ -117,27 +117,189 @@ macro_rules! header_names {
             }
 
             /// Recognises a header name (full or compact, any case).
+            #[inline]
             pub fn from_bytes(name: &[u8]) -> HeaderName {
                 if name.len() == 1 {
-                    let c = name[0].to_ascii_lowercase();
-                    $( $( if c == $compact { return HeaderName::$variant; } )? )*
+                    return match name[0].to_ascii_lowercase() {
+                        $( $( $compact => HeaderName::$variant, )? )*
+                        _ => HeaderName::Other,
+                    };
+                }
+                let Some(&(from, to)) = BY_LENGTH.get(name.len()) else {
                     return HeaderName::Other;
+                };
+                let key = NameKey::read(name).lowercase();
+                for known in &KNOWN[from as usize..to as usize] {
+                    if known.0 == key {
+                        return known.1;
+                    }
                 }
-                let mut lower = [0u8; 24];
-                if name.len() > lower.len() {
+                HeaderName::Other
+            }
+
+            /// [`HeaderName::from_bytes`] for a name the parser has checked
+            /// is a token: setting bit 5 lowers its letters and changes
+            /// nothing that could make it equal a known name.
+            #[inline]
+            pub(crate) fn from_token_bytes(name: &[u8]) -> HeaderName {
+                if name.len() == 1 {
+                    return Self::from_bytes(name);
+                }
+                let Some(&(from, to)) = BY_LENGTH.get(name.len()) else {
                     return HeaderName::Other;
+                };
+                const BIT5: u64 = 0x2020_2020_2020_2020;
+                let NameKey(head, mid, tail) = NameKey::read(name);
+                let key = NameKey(head | BIT5, mid | BIT5, tail | BIT5);
+                for known in &KNOWN_BIT5[from as usize..to as usize] {
+                    if known.0 == key {
+                        return known.1;
+                    }
                 }
-                for (l, c) in lower.iter_mut().zip(name) {
-                    *l = c.to_ascii_lowercase();
-                }
-                match &lower[..name.len()] {
-                    $( $lower => HeaderName::$variant, )*
-                    _ => HeaderName::Other,
-                }
+                HeaderName::Other
             }
         }
+
+        /// Every full name in lower case with its variant.
+        const NAMES: &[(&[u8], HeaderName)] = &[ $( ($lower, HeaderName::$variant), )* ];
     };
 }
+
+/// A name condensed to at most three words read at fixed places (the first,
+/// middle and last eight bytes, overlapping for short names), so a name
+/// compares in a few instructions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameKey(u64, u64, u64);
+
+impl NameKey {
+    const fn of(n: &[u8]) -> NameKey {
+        const fn word(n: &[u8], at: usize, width: usize) -> u64 {
+            let mut w = 0u64;
+            let mut i = 0;
+            while i < width {
+                w |= (n[at + i] as u64) << (8 * i);
+                i += 1;
+            }
+            w
+        }
+        let len = n.len();
+        let width = if len >= 8 {
+            8
+        } else if len >= 4 {
+            4
+        } else if len >= 2 {
+            2
+        } else {
+            len
+        };
+        let mid = if len > 16 { word(n, 8, 8) } else { 0 };
+        NameKey(word(n, 0, width), mid, word(n, len - width, width))
+    }
+
+    /// [`NameKey::of`] with whole-word loads.
+    #[inline]
+    fn read(n: &[u8]) -> NameKey {
+        if let (Some(head), Some(tail)) = (n.first_chunk::<8>(), n.last_chunk::<8>()) {
+            let mid = match n.get(8..16) {
+                Some(m) if n.len() > 16 => {
+                    m.first_chunk::<8>().map_or(0, |m| u64::from_le_bytes(*m))
+                }
+                _ => 0,
+            };
+            return NameKey(u64::from_le_bytes(*head), mid, u64::from_le_bytes(*tail));
+        }
+        if let (Some(head), Some(tail)) = (n.first_chunk::<4>(), n.last_chunk::<4>()) {
+            return NameKey(
+                u64::from(u32::from_le_bytes(*head)),
+                0,
+                u64::from(u32::from_le_bytes(*tail)),
+            );
+        }
+        if let (Some(head), Some(tail)) = (n.first_chunk::<2>(), n.last_chunk::<2>()) {
+            return NameKey(
+                u64::from(u16::from_le_bytes(*head)),
+                0,
+                u64::from(u16::from_le_bytes(*tail)),
+            );
+        }
+        NameKey::of(n)
+    }
+
+    /// ASCII lower case of every byte, eight at a time.
+    #[inline]
+    fn lowercase(self) -> NameKey {
+        const fn lower(x: u64) -> u64 {
+            const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+            const HIGH: u64 = 0x8080_8080_8080_8080;
+            let heptets = x & LOW7;
+            let at_least_a = heptets + 0x3f3f_3f3f_3f3f_3f3f;
+            let beyond_z = heptets + 0x2525_2525_2525_2525;
+            let upper = at_least_a & !beyond_z & !x & HIGH;
+            x | (upper >> 2)
+        }
+        NameKey(lower(self.0), lower(self.1), lower(self.2))
+    }
+}
+
+/// Longest known full name.
+const MAX_NAME: usize = 24;
+
+/// [`NAMES`] as keys, ordered by length.
+static KNOWN: [(NameKey, HeaderName); NAMES.len()] = {
+    let mut out = [(NameKey(0, 0, 0), HeaderName::Other); NAMES.len()];
+    let mut k = 0;
+    let mut len = 0;
+    while len <= MAX_NAME {
+        let mut i = 0;
+        while i < NAMES.len() {
+            if NAMES[i].0.len() == len {
+                out[k] = (NameKey::of(NAMES[i].0), NAMES[i].1);
+                k += 1;
+            }
+            i += 1;
+        }
+        len += 1;
+    }
+    assert!(
+        k == NAMES.len(),
+        "a known header name is longer than MAX_NAME"
+    );
+    out
+};
+
+/// [`KNOWN`] with bit 5 set in every byte of the key, padding included.
+static KNOWN_BIT5: [(NameKey, HeaderName); NAMES.len()] = {
+    const BIT5: u64 = 0x2020_2020_2020_2020;
+    let mut out = KNOWN;
+    let mut i = 0;
+    while i < out.len() {
+        let NameKey(h, m, t) = out[i].0;
+        out[i].0 = NameKey(h | BIT5, m | BIT5, t | BIT5);
+        i += 1;
+    }
+    out
+};
+
+/// For each name length, the range of [`KNOWN`] holding names that long.
+static BY_LENGTH: [(u8, u8); MAX_NAME + 1] = {
+    let mut out = [(0u8, 0u8); MAX_NAME + 1];
+    let mut start = 0;
+    let mut len = 0;
+    while len <= MAX_NAME {
+        let mut count = 0;
+        let mut i = 0;
+        while i < NAMES.len() {
+            if NAMES[i].0.len() == len {
+                count += 1;
+            }
+            i += 1;
+        }
+        out[len] = (start as u8, (start + count) as u8);
+        start += count;
+        len += 1;
+    }
+    out
+};
 
 header_names! {
     Via => "Via", b"via", b'v';
@@ -184,6 +346,7 @@ header_names! {
 impl HeaderName {
     /// Whether the header's grammar is a comma-separated list, so several
     /// values may share one line (RFC 3261 §7.3.1).
+    #[inline]
     pub fn is_list(self) -> bool {
         matches!(
             self,

@@ -8,7 +8,7 @@ use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::error::{ParseError, ParseErrorKind, Position};
-use crate::grammar::{self, PResult, complete, fail};
+use crate::grammar::{self, Fail, PResult, Step, fail, fail_at};
 
 /// A URI as it appears in a Request-URI or a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,11 +98,11 @@ pub(crate) enum UriContext {
 impl<'a> Uri<'a> {
     /// Parses a complete URI.
     pub fn parse(input: &'a str) -> Result<Self, ParseError> {
-        complete(input, |i| uri(i, UriContext::Whole)).map_err(|e| ParseError {
+        whole_uri_at(input, 0, input.len()).map_err(|e| ParseError {
             kind: ParseErrorKind::InvalidUri {
                 expected: e.expected,
             },
-            position: Position::of_offset(input.as_bytes(), e.offset),
+            position: Position::of_offset(input.as_bytes(), e.at),
         })
     }
 
@@ -255,77 +255,126 @@ impl<'a> UriHeaders<'a> {
 
 /// Parses a URI starting at `i`.
 pub(crate) fn uri(i: &str, ctx: UriContext) -> PResult<'_, Uri<'_>> {
-    let n = i
-        .bytes()
-        .position(|c| !(c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.')))
-        .unwrap_or(i.len());
-    if n == 0 || !i.as_bytes()[0].is_ascii_alphabetic() || i.as_bytes().get(n) != Some(&b':') {
-        return fail(i, "URI scheme");
+    match uri_at(i, 0, i.len(), ctx) {
+        Ok((r, u)) => Ok((&i[r..], u)),
+        Err(f) => Err(f.into_nom(i)),
     }
-    let scheme = &i[..n];
-    let rest = &i[n + 1..];
-    if scheme.eq_ignore_ascii_case("sip") {
-        sip_uri(rest, SipScheme::Sip, ctx)
-    } else if scheme.eq_ignore_ascii_case("sips") {
-        sip_uri(rest, SipScheme::Sips, ctx)
-    } else if scheme.eq_ignore_ascii_case("tel") {
-        tel_uri(rest, ctx)
+}
+
+/// A whole URI in `s[k..limit]` (Request-URI, inside `<>`): nothing but white
+/// space may follow it before `limit`.
+#[inline]
+pub(crate) fn whole_uri_at(s: &str, k: usize, limit: usize) -> Result<Uri<'_>, Fail> {
+    let (r, u) = uri_at(s, k, limit, UriContext::Whole)?;
+    let r2 = grammar::sws_at(s.as_bytes(), r, limit);
+    if r2 < limit {
+        return fail_at(r2, "end of value");
+    }
+    Ok(u)
+}
+
+/// A URI starting at `s[k]` that ends by `limit`; returns where it ended.
+#[inline]
+pub(crate) fn uri_at(s: &str, k: usize, limit: usize, ctx: UriContext) -> Step<Uri<'_>> {
+    let b = s.as_bytes();
+    let limit = limit.min(b.len());
+    let mut n = k;
+    while n < limit && (b[n].is_ascii_alphanumeric() || matches!(b[n], b'+' | b'-' | b'.')) {
+        n += 1;
+    }
+    if n == k || !b[k].is_ascii_alphabetic() || n >= limit || b[n] != b':' {
+        return fail_at(k, "URI scheme");
+    }
+    let scheme = &b[k..n];
+    let rest = n + 1;
+    if scheme.eq_ignore_ascii_case(b"sip") {
+        sip_uri_at(s, rest, limit, SipScheme::Sip, ctx)
+    } else if scheme.eq_ignore_ascii_case(b"sips") {
+        sip_uri_at(s, rest, limit, SipScheme::Sips, ctx)
+    } else if scheme.eq_ignore_ascii_case(b"tel") {
+        match tel_uri(&s[rest..limit], ctx) {
+            Ok((r, u)) => Ok((limit - r.len(), u)),
+            Err(nom::Err::Error(e) | nom::Err::Failure(e)) => {
+                fail_at(limit - e.input.len(), e.expected)
+            }
+            Err(nom::Err::Incomplete(_)) => fail_at(limit, "more input"),
+        }
     } else {
-        let mut m = grammar::opaque_run(rest);
+        let mut m = grammar::run_at(b, rest, limit, grammar::C_OPAQUE);
         if ctx == UriContext::AddrSpec {
-            m = rest[..m]
-                .bytes()
-                .position(|c| c == b';' || c == b',')
-                .unwrap_or(m);
+            m = b[rest..m]
+                .iter()
+                .position(|&c| c == b';' || c == b',')
+                .map_or(m, |p| rest + p);
         }
-        if m == 0 {
-            return fail(rest, "URI after scheme");
+        if m == rest {
+            return fail_at(rest, "URI after scheme");
         }
-        if let Some(at) = grammar::escapes_valid(&rest[..m]) {
-            return fail(&rest[at..], "%HH escape");
+        if let Some(at) = grammar::escape_error(b, rest, m) {
+            return fail_at(at, "%HH escape");
         }
         Ok((
-            &rest[m..],
+            m,
             Uri::Other(AbsoluteUri {
-                scheme: (scheme),
-                rest: (&rest[..m]),
+                scheme: &s[k..n],
+                rest: &s[rest..m],
             }),
         ))
     }
 }
 
-fn sip_uri(i: &str, scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>> {
-    // Userinfo is present when an "@" follows a run of userinfo characters.
-    let n = memchr::memchr(b'@', i.as_bytes())
-        .filter(|&at| grammar::userinfo_run(&i[..at]) == at)
-        .unwrap_or(usize::MAX);
-    let (mut user, mut password, mut rest) = (None, None, i);
-    if n != usize::MAX {
-        let info = &i[..n];
-        let (u, p) = match memchr::memchr(b':', info.as_bytes()) {
-            Some(c) => (&info[..c], Some(&info[c + 1..])),
-            None => (info, None),
-        };
-        if u.is_empty() || !u.as_bytes().iter().all(|&c| grammar::is_user(c)) {
-            return fail(i, "user part");
+/// The part of a SIP URI after the scheme, in one pass.
+#[inline]
+fn sip_uri_at(
+    s: &str,
+    k: usize,
+    limit: usize,
+    scheme: SipScheme,
+    ctx: UriContext,
+) -> Step<Uri<'_>> {
+    let b = s.as_bytes();
+    // Userinfo is present when an "@" ends a run of userinfo characters.
+    let mut p = k;
+    let mut colon = usize::MAX;
+    let mut percent = false;
+    while p < limit {
+        let c = grammar::class_of(b[p]);
+        if c & grammar::C_USERINFO == 0 {
+            break;
         }
-        if let Some(at) = grammar::escapes_valid(u) {
-            return fail(&i[at..], "%HH escape");
-        }
-        if let Some(p) = p {
-            if let Some(k) = p.as_bytes().iter().position(|&c| !grammar::is_password(c)) {
-                return fail(&p[k..], "password");
+        if c & grammar::C_USERINFO_SPECIAL != 0 {
+            if b[p] == b'%' {
+                percent = true;
+            } else if colon == usize::MAX {
+                colon = p;
             }
-            if let Some(at) = grammar::escapes_valid(p) {
-                return fail(&p[at..], "%HH escape");
-            }
-            password = Some(p);
         }
-        user = Some(u);
-        rest = &i[n + 1..];
+        p += 1;
     }
-    let (r, host) = host(rest)?;
-    let (r, port) = opt_port(r)?;
+    let (mut user, mut password, mut h) = (None, None, k);
+    if p < limit && b[p] == b'@' {
+        let user_end = colon.min(p);
+        if user_end == k {
+            return fail_at(k, "user part");
+        }
+        if percent && let Some(at) = grammar::escape_error(b, k, user_end) {
+            return fail_at(at, "%HH escape");
+        }
+        if colon < p {
+            let bad = grammar::run_at(b, colon + 1, p, grammar::C_PASSWORD);
+            if bad < p {
+                return fail_at(bad, "password");
+            }
+            if percent && let Some(at) = grammar::escape_error(b, colon + 1, p) {
+                return fail_at(at, "%HH escape");
+            }
+            password = Some(&s[colon + 1..p]);
+        }
+        user = Some(&s[k..user_end]);
+        h = p + 1;
+    }
+    let (r, host) = host_at(s, h, limit)?;
+    let (r, port) = opt_port_at(b, r, limit)?;
     let mut out = SipUri {
         scheme,
         user,
@@ -338,59 +387,51 @@ fn sip_uri(i: &str, scheme: SipScheme, ctx: UriContext) -> PResult<'_, Uri<'_>> 
     if ctx == UriContext::AddrSpec {
         return Ok((r, Uri::Sip(out)));
     }
-    let (r, params) = uri_params(r)?;
-    out.params = params;
-    let r = if r.as_bytes().first() == Some(&b'?') {
-        let h = &r[1..];
-        let mut k = 0;
+    let mut e = r;
+    while e < limit && b[e] == b';' {
+        let name = grammar::run_at(b, e + 1, limit, grammar::C_URI_PARAM);
+        if name == e + 1 {
+            return fail_at(e + 1, "URI parameter name");
+        }
+        e = name;
+        if e < limit && b[e] == b'=' {
+            let value = grammar::run_at(b, e + 1, limit, grammar::C_URI_PARAM);
+            if value == e + 1 {
+                return fail_at(e + 1, "URI parameter value");
+            }
+            e = value;
+        }
+    }
+    if let Some(at) = grammar::escape_error(b, r, e) {
+        return fail_at(at, "%HH escape");
+    }
+    out.params = UriParams(&s[r..e]);
+    if e < limit && b[e] == b'?' {
+        let h = e + 1;
+        let mut q = h;
         loop {
-            let name = grammar::uri_header_run(&h[k..]);
-            if name == 0 {
-                return fail(&h[k..], "URI header name");
+            let name = grammar::run_at(b, q, limit, grammar::C_URI_HEADER);
+            if name == q {
+                return fail_at(q, "URI header name");
             }
-            k += name;
-            if h.as_bytes().get(k) != Some(&b'=') {
-                return fail(&h[k..], "= in URI header");
+            q = name;
+            if q >= limit || b[q] != b'=' {
+                return fail_at(q, "= in URI header");
             }
-            k += 1;
-            k += grammar::uri_header_run(&h[k..]);
-            if h.as_bytes().get(k) == Some(&b'&') {
-                k += 1;
+            q = grammar::run_at(b, q + 1, limit, grammar::C_URI_HEADER);
+            if q < limit && b[q] == b'&' {
+                q += 1;
             } else {
                 break;
             }
         }
-        if let Some(at) = grammar::escapes_valid(&h[..k]) {
-            return fail(&h[at..], "%HH escape");
+        if let Some(at) = grammar::escape_error(b, h, q) {
+            return fail_at(at, "%HH escape");
         }
-        out.headers = UriHeaders(&h[..k]);
-        &h[k..]
-    } else {
-        r
-    };
-    Ok((r, Uri::Sip(out)))
-}
-
-fn uri_params(i: &str) -> PResult<'_, UriParams<'_>> {
-    let mut k = 0;
-    while i.as_bytes().get(k) == Some(&b';') {
-        let name = grammar::uri_param_run(&i[k + 1..]);
-        if name == 0 {
-            return fail(&i[k + 1..], "URI parameter name");
-        }
-        k += 1 + name;
-        if i.as_bytes().get(k) == Some(&b'=') {
-            let value = grammar::uri_param_run(&i[k + 1..]);
-            if value == 0 {
-                return fail(&i[k + 1..], "URI parameter value");
-            }
-            k += 1 + value;
-        }
+        out.headers = UriHeaders(&s[h..q]);
+        e = q;
     }
-    if let Some(at) = grammar::escapes_valid(&i[..k]) {
-        return fail(&i[at..], "%HH escape");
-    }
-    Ok((&i[k..], UriParams(&i[..k])))
+    Ok((e, Uri::Sip(out)))
 }
 
 fn tel_uri(i: &str, ctx: UriContext) -> PResult<'_, Uri<'_>> {
@@ -423,44 +464,53 @@ fn tel_uri(i: &str, ctx: UriContext) -> PResult<'_, Uri<'_>> {
     ))
 }
 
-/// host = hostname / IPv4address / IPv6reference.
-pub(crate) fn host(i: &str) -> PResult<'_, Host<'_>> {
-    if i.as_bytes().first() == Some(&b'[') {
-        let Some(end) = memchr::memchr(b']', i.as_bytes()) else {
-            return fail(i, "IPv6 host reference closed by ]");
+/// A host starting at `s[k]` that ends by `limit`, checked in one pass.
+#[inline]
+pub(crate) fn host_at(s: &str, k: usize, limit: usize) -> Step<Host<'_>> {
+    let b = s.as_bytes();
+    let limit = limit.min(b.len());
+    if k < limit && b[k] == b'[' {
+        let Some(end) = memchr::memchr(b']', &b[k..limit]) else {
+            return fail_at(k, "IPv6 host reference closed by ]");
         };
-        return match i[1..end].parse::<Ipv6Addr>() {
-            Ok(a) => Ok((&i[end + 1..], Host::Ipv6(a))),
-            Err(_) => fail(&i[1..], "IPv6 address"),
-        };
-    }
-    let n = grammar::host_run(i);
-    if n == 0 {
-        return fail(i, "host");
-    }
-    let h = &i[..n];
-    let hb = h.as_bytes();
-    let last = hb[n - 1];
-    if last.is_ascii_digit()
-        && hb[0].is_ascii_digit()
-        && hb.iter().all(|&c| c.is_ascii_digit() || c == b'.')
-    {
-        return match h.parse::<Ipv4Addr>() {
-            Ok(a) => Ok((&i[n..], Host::Ipv4(a))),
-            Err(_) => fail(i, "IPv4 address"),
+        return match s[k + 1..k + end].parse::<Ipv6Addr>() {
+            Ok(a) => Ok((k + end + 1, Host::Ipv6(a))),
+            Err(_) => fail_at(k + 1, "IPv6 address"),
         };
     }
     // Labels are non-empty and neither start nor end with a hyphen; a
     // trailing dot (a fully qualified name) is allowed.
-    let bad_label = last == b'-'
-        || memchr::memchr2_iter(b'.', b'-', hb).any(|p| {
-            let before = if p == 0 { b'.' } else { hb[p - 1] };
-            before == b'.' || (hb[p] == b'.' && before == b'-')
-        });
-    if bad_label {
-        return fail(i, "host name");
+    let mut q = k;
+    let mut bad_label = false;
+    while q < limit {
+        let c = grammar::class_of(b[q]);
+        if c & grammar::C_HOST == 0 {
+            break;
+        }
+        if c & grammar::C_ALNUM == 0 {
+            let before = if q == k { b'.' } else { b[q - 1] };
+            bad_label |= before == b'.' || (b[q] == b'.' && before == b'-');
+        }
+        q += 1;
     }
-    Ok((&i[n..], Host::Domain(h)))
+    if q == k {
+        return fail_at(k, "host");
+    }
+    let h = &b[k..q];
+    let last = h[h.len() - 1];
+    if last.is_ascii_digit()
+        && h[0].is_ascii_digit()
+        && h.iter().all(|&c| c.is_ascii_digit() || c == b'.')
+    {
+        return match s[k..q].parse::<Ipv4Addr>() {
+            Ok(a) => Ok((q, Host::Ipv4(a))),
+            Err(_) => fail_at(k, "IPv4 address"),
+        };
+    }
+    if bad_label || last == b'-' {
+        return fail_at(k, "host name");
+    }
+    Ok((q, Host::Domain(&s[k..q])))
 }
 
 /// IPv6address without brackets (the `received` parameter).
@@ -469,12 +519,36 @@ pub(crate) fn parse_ip(s: &str) -> Option<std::net::IpAddr> {
 }
 
 /// `[":" port]`.
-pub(crate) fn opt_port(i: &str) -> PResult<'_, Option<u16>> {
-    if i.as_bytes().first() != Some(&b':') {
-        return Ok((i, None));
+#[inline]
+pub(crate) fn opt_port_at(b: &[u8], k: usize, limit: usize) -> Step<Option<u16>> {
+    if k >= limit || b[k] != b':' {
+        return Ok((k, None));
     }
-    let (r, p) = grammar::number(&i[1..], u64::from(u16::MAX), "port")?;
+    let (r, p) = grammar::number_at(b, k + 1, limit, u64::from(u16::MAX), "port")?;
     Ok((r, Some(u16::try_from(p).unwrap_or(u16::MAX))))
+}
+
+/// URI parameters for `tel:`: `*( ";" pname [ "=" pvalue ] )`.
+fn uri_params(i: &str) -> PResult<'_, UriParams<'_>> {
+    let mut k = 0;
+    while i.as_bytes().get(k) == Some(&b';') {
+        let name = grammar::uri_param_run(&i[k + 1..]);
+        if name == 0 {
+            return fail(&i[k + 1..], "URI parameter name");
+        }
+        k += 1 + name;
+        if i.as_bytes().get(k) == Some(&b'=') {
+            let value = grammar::uri_param_run(&i[k + 1..]);
+            if value == 0 {
+                return fail(&i[k + 1..], "URI parameter value");
+            }
+            k += 1 + value;
+        }
+    }
+    if let Some(at) = grammar::escapes_valid(&i[..k]) {
+        return fail(&i[at..], "%HH escape");
+    }
+    Ok((&i[k..], UriParams(&i[..k])))
 }
 
 #[cfg(test)]
