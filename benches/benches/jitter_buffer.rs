@@ -34,8 +34,12 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
 
     group.bench_function("push_pop/handle", |b| {
-        let mut buffer = JitterBuffer::new(JitterConfig::default()).expect("default config is valid");
-        let mut stream = Stream { start: Instant::now(), index: 0 };
+        let mut buffer =
+            JitterBuffer::new(JitterConfig::default()).expect("default config is valid");
+        let mut stream = Stream {
+            start: Instant::now(),
+            index: 0,
+        };
         b.iter(|| {
             let (arrival, tick, packet) = stream.next(stream.index as u32);
             buffer.push(arrival, black_box(packet));
@@ -47,8 +51,12 @@ fn bench(c: &mut Criterion) {
     });
 
     group.bench_function("push_pop/160_byte_payload", |b| {
-        let mut buffer = JitterBuffer::new(JitterConfig::default()).expect("default config is valid");
-        let mut stream = Stream { start: Instant::now(), index: 0 };
+        let mut buffer =
+            JitterBuffer::new(JitterConfig::default()).expect("default config is valid");
+        let mut stream = Stream {
+            start: Instant::now(),
+            index: 0,
+        };
         b.iter(|| {
             let (arrival, tick, packet) = stream.next(vec![0xFFu8; 160]);
             buffer.push(arrival, black_box(packet));

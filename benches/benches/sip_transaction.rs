@@ -37,7 +37,10 @@ fn deliver(now: Instant, from: &mut Endpoint<StdRng>, from_port: u16, to: &mut E
 fn call(now: Instant, alice: &mut Endpoint<StdRng>, bob: &mut Endpoint<StdRng>, n: u64) -> usize {
     let branch = alice.new_branch();
     let invite = Message::request(Method::Invite, "sip:bob@127.0.0.1:5062")
-        .header("Via", &format!("SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport"))
+        .header(
+            "Via",
+            &format!("SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport"),
+        )
         .and_then(|b| b.header("Max-Forwards", "70"))
         .and_then(|b| b.header("From", "\"Alice\" <sip:alice@example.com>;tag=a1"))
         .and_then(|b| b.header("To", "<sip:bob@example.com>"))
@@ -48,7 +51,12 @@ fn call(now: Instant, alice: &mut Endpoint<StdRng>, bob: &mut Endpoint<StdRng>, 
         .expect("invite");
     alice.send_request(now, invite, dest(5062)).expect("send");
     deliver(now, alice, 5060, bob);
-    let Some(EndpointEvent::Request { transaction, request, .. }) = bob.poll_event() else {
+    let Some(EndpointEvent::Request {
+        transaction,
+        request,
+        ..
+    }) = bob.poll_event()
+    else {
         panic!("bob got no INVITE")
     };
     for (status, reason) in [(180, "Ringing"), (200, "OK")] {
@@ -67,7 +75,10 @@ fn call(now: Instant, alice: &mut Endpoint<StdRng>, bob: &mut Endpoint<StdRng>, 
     // ACK for the 2xx and BYE, as the dialog layer would send them.
     let ack_branch = alice.new_branch();
     let ack = Message::request(Method::Ack, "sip:bob@127.0.0.1:5062")
-        .header("Via", &format!("SIP/2.0/UDP 127.0.0.1:5060;branch={ack_branch};rport"))
+        .header(
+            "Via",
+            &format!("SIP/2.0/UDP 127.0.0.1:5060;branch={ack_branch};rport"),
+        )
         .and_then(|b| b.header("Max-Forwards", "70"))
         .and_then(|b| b.header("From", "\"Alice\" <sip:alice@example.com>;tag=a1"))
         .and_then(|b| b.header("To", "<sip:bob@example.com>;tag=b1"))
@@ -78,7 +89,10 @@ fn call(now: Instant, alice: &mut Endpoint<StdRng>, bob: &mut Endpoint<StdRng>, 
     alice.send_stateless(dest(5062), &ack);
     let bye_branch = alice.new_branch();
     let bye = Message::request(Method::Bye, "sip:bob@127.0.0.1:5062")
-        .header("Via", &format!("SIP/2.0/UDP 127.0.0.1:5060;branch={bye_branch};rport"))
+        .header(
+            "Via",
+            &format!("SIP/2.0/UDP 127.0.0.1:5060;branch={bye_branch};rport"),
+        )
         .and_then(|b| b.header("Max-Forwards", "70"))
         .and_then(|b| b.header("From", "\"Alice\" <sip:alice@example.com>;tag=a1"))
         .and_then(|b| b.header("To", "<sip:bob@example.com>;tag=b1"))
@@ -90,7 +104,12 @@ fn call(now: Instant, alice: &mut Endpoint<StdRng>, bob: &mut Endpoint<StdRng>, 
     deliver(now, alice, 5060, bob);
     while let Some(ev) = bob.poll_event() {
         events += 1;
-        if let EndpointEvent::Request { transaction, request, .. } = ev {
+        if let EndpointEvent::Request {
+            transaction,
+            request,
+            ..
+        } = ev
+        {
             let ok = Message::response_to(&request, 200, "OK")
                 .and_then(|b| b.build())
                 .expect("200");

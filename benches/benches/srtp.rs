@@ -27,39 +27,59 @@ fn advance(rtp: &mut [u8], seq: &mut u16) {
 
 fn bench(c: &mut Criterion) {
     for (suite, profile, name) in [
-        (SrtpSuite::AesCm128HmacSha1_80, ProtectionProfile::Aes128CmHmacSha1_80, "aes_cm_128_hmac_sha1_80"),
-        (SrtpSuite::AeadAes128Gcm, ProtectionProfile::AeadAes128Gcm, "aead_aes_128_gcm"),
+        (
+            SrtpSuite::AesCm128HmacSha1_80,
+            ProtectionProfile::Aes128CmHmacSha1_80,
+            "aes_cm_128_hmac_sha1_80",
+        ),
+        (
+            SrtpSuite::AeadAes128Gcm,
+            ProtectionProfile::AeadAes128Gcm,
+            "aead_aes_128_gcm",
+        ),
     ] {
         let mut group = c.benchmark_group(format!("srtp/{name}"));
         group.throughput(Throughput::Elements(1));
         let key = SrtpKeyMaterial::generate(suite).expect("the OS random source works");
 
         group.bench_function("media-engine", |b| {
-            let mut sender = SrtpContext::new(&key, &key, SrtpConfig::default()).expect("valid key");
-            let mut receiver = SrtpContext::new(&key, &key, SrtpConfig::default()).expect("valid key");
+            let mut sender =
+                SrtpContext::new(&key, &key, SrtpConfig::default()).expect("valid key");
+            let mut receiver =
+                SrtpContext::new(&key, &key, SrtpConfig::default()).expect("valid key");
             let (mut rtp, mut seq) = (packet(), 0u16);
             b.iter(|| {
                 advance(&mut rtp, &mut seq);
                 let protected = sender.protect_rtp(black_box(&rtp)).expect("protects");
-                receiver.unprotect_rtp(black_box(&protected)).expect("unprotects").len()
+                receiver
+                    .unprotect_rtp(black_box(&protected))
+                    .expect("unprotects")
+                    .len()
             });
         });
 
         group.bench_function("webrtc-srtp", |b| {
             let new = |replay: bool| {
                 let (srtp, srtcp) = if replay {
-                    (Some(srtp_replay_protection(128)), Some(srtcp_replay_protection(128)))
+                    (
+                        Some(srtp_replay_protection(128)),
+                        Some(srtcp_replay_protection(128)),
+                    )
                 } else {
                     (None, None)
                 };
-                Context::new(key.master_key(), key.master_salt(), profile, srtp, srtcp).expect("valid key")
+                Context::new(key.master_key(), key.master_salt(), profile, srtp, srtcp)
+                    .expect("valid key")
             };
             let (mut sender, mut receiver) = (new(false), new(true));
             let (mut rtp, mut seq) = (packet(), 0u16);
             b.iter(|| {
                 advance(&mut rtp, &mut seq);
                 let protected = sender.encrypt_rtp(black_box(&rtp)).expect("protects");
-                receiver.decrypt_rtp(black_box(&protected)).expect("unprotects").len()
+                receiver
+                    .decrypt_rtp(black_box(&protected))
+                    .expect("unprotects")
+                    .len()
             });
         });
         group.finish();

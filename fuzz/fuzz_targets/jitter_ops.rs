@@ -84,7 +84,10 @@ impl Harness {
             }
             self.last_played = Some(ts);
             let held = self.now - frame.payload;
-            let bound = self.config.jump_threshold + self.config.max_delay + self.config.boost_limit + 4 * FRAME;
+            let bound = self.config.jump_threshold
+                + self.config.max_delay
+                + self.config.boost_limit
+                + 4 * FRAME;
             assert!(held <= bound, "held {held:?} > {bound:?}");
         }
         assert!(self.buffer.len() <= self.config.capacity);
@@ -128,7 +131,8 @@ fuzz_target!(|input: Input| {
                     .base_ts
                     .wrapping_add_signed(i32::from(seq_delta) * FRAME_TICKS as i32)
                     .wrapping_add_signed(i32::from(skew_frames) * FRAME_TICKS as i32);
-                let arrival = (h.now + Duration::from_millis(u64::from(delay_ms % 20))).max(h.last_arrival);
+                let arrival =
+                    (h.now + Duration::from_millis(u64::from(delay_ms % 20))).max(h.last_arrival);
                 h.last_arrival = arrival;
                 let packet = JitterPacket::new(Ssrc(h.ssrc), seq, ts, marker, arrival);
                 h.buffer.push(arrival, packet);

@@ -9,9 +9,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(packet) = RtpPacket::parse(data) else {
         return;
     };
-    let bytes = packet
-        .to_bytes()
-        .expect("a parsed packet always writes");
+    let bytes = packet.to_bytes().expect("a parsed packet always writes");
     assert_eq!(bytes.len(), packet.wire_len());
     let again = RtpPacket::parse(&bytes).expect("written packet parses");
     assert_eq!(again, packet);

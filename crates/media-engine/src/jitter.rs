@@ -338,7 +338,10 @@ pub struct JitterBuffer<P> {
     /// Extra target delay after late packets: (value, when set).
     boost: Option<(f64, f64)>,
     /// Recently played or dropped extended sequence numbers.
-    recent: VecDeque<u64>,
+    recent: RecentSequences,
+    /// Gauges in ms, turned into durations only when statistics are read.
+    target_delay_ms: f64,
+    current_delay_ms: f64,
     estimator: DelayEstimator,
     /// When the wish to shrink started, in ms since the epoch.
     shrink_wanted_since: Option<f64>,
@@ -352,7 +355,69 @@ struct Entry<P> {
     packet: JitterPacket<P>,
 }
 
-const RECENT_SEQUENCES: usize = 256;
+/// How far back, in sequence numbers, played and dropped packets are
+/// remembered to recognise duplicates.
+const RECENT_SEQUENCES: u64 = 256;
+
+/// The extended sequence numbers played or dropped among the
+/// [`RECENT_SEQUENCES`] up to the highest one seen, as a bitmap: O(1) to
+/// check and to record.
+#[derive(Debug, Default)]
+struct RecentSequences {
+    highest: Option<u64>,
+    bits: [u64; (RECENT_SEQUENCES / 64) as usize],
+}
+
+impl RecentSequences {
+    fn contains(&self, sequence: u64) -> bool {
+        match self.highest {
+            Some(h) if sequence <= h && h - sequence < RECENT_SEQUENCES => self.bit(sequence),
+            _ => false,
+        }
+    }
+
+    fn insert(&mut self, sequence: u64) {
+        match self.highest {
+            Some(h) if sequence <= h => {
+                if h - sequence < RECENT_SEQUENCES {
+                    self.set(sequence);
+                }
+            }
+            Some(h) if sequence - h < RECENT_SEQUENCES => {
+                // Slots of the numbers that leave the window are reused.
+                for s in h + 1..sequence {
+                    self.unset(s);
+                }
+                self.set(sequence);
+                self.highest = Some(sequence);
+            }
+            _ => {
+                self.bits = Default::default();
+                self.set(sequence);
+                self.highest = Some(sequence);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+
+    fn bit(&self, sequence: u64) -> bool {
+        let slot = sequence % RECENT_SEQUENCES;
+        self.bits[(slot / 64) as usize] & (1 << (slot % 64)) != 0
+    }
+
+    fn set(&mut self, sequence: u64) {
+        let slot = sequence % RECENT_SEQUENCES;
+        self.bits[(slot / 64) as usize] |= 1 << (slot % 64);
+    }
+
+    fn unset(&mut self, sequence: u64) {
+        let slot = sequence % RECENT_SEQUENCES;
+        self.bits[(slot / 64) as usize] &= !(1 << (slot % 64));
+    }
+}
 /// Empty ticks concealed before the output turns to silence (60 ms, when
 /// concealment has faded out anyway).
 const CONCEAL_TICKS: u32 = 3;
@@ -402,7 +467,9 @@ impl<P> JitterBuffer<P> {
             playout_transit: None,
             last_arrival_ms: None,
             boost: None,
-            recent: VecDeque::with_capacity(RECENT_SEQUENCES),
+            recent: RecentSequences::default(),
+            target_delay_ms: 0.0,
+            current_delay_ms: 0.0,
             estimator,
             shrink_wanted_since: None,
             stats: JitterStatistics::default(),
@@ -428,6 +495,8 @@ impl<P> JitterBuffer<P> {
     pub fn statistics(&self) -> JitterStatistics {
         let mut stats = self.stats.clone();
         stats.buffered = self.packets.len();
+        stats.target_delay = duration_ms(self.target_delay_ms);
+        stats.current_delay = duration_ms(self.current_delay_ms);
         stats
     }
 
@@ -458,7 +527,7 @@ impl<P> JitterBuffer<P> {
         let ts = self.timestamps.unwrap(packet.timestamp);
         let sequence = self.sequences.unwrap(packet.sequence_number);
 
-        if self.packets.contains_key(&ts) || self.recent.contains(&sequence) {
+        if self.packets.contains_key(&ts) || self.recent.contains(sequence) {
             self.stats.duplicates += 1;
             trace!(seq = packet.sequence_number, "duplicate dropped");
             return PushOutcome::Duplicate;
@@ -635,10 +704,7 @@ impl<P> JitterBuffer<P> {
     }
 
     fn remember(&mut self, sequence: u64) {
-        if self.recent.len() == RECENT_SEQUENCES {
-            self.recent.pop_front();
-        }
-        self.recent.push_back(sequence);
+        self.recent.insert(sequence);
     }
 
     /// The playout transit the buffer aims for, once a packet was seen.
@@ -692,10 +758,10 @@ impl<P> JitterBuffer<P> {
             return;
         };
         if let Some(t) = target {
-            self.stats.target_delay = duration_ms(t - baseline);
+            self.target_delay_ms = t - baseline;
         }
         if let Some(c) = self.cursor {
-            self.stats.current_delay = duration_ms(now_ms - self.ts_ms(c) - baseline);
+            self.current_delay_ms = now_ms - self.ts_ms(c) - baseline;
         }
     }
 
@@ -797,7 +863,6 @@ struct DelayEstimator {
     /// The same values, counted per bin.
     histogram: DelayHistogram,
     history: usize,
-    quantile: f64,
     /// Samples needed before the quantile is trusted.
     warmup: usize,
 }
@@ -808,9 +873,8 @@ impl DelayEstimator {
             baseline_window_ms: ms(config.baseline_window),
             minima: VecDeque::new(),
             window: VecDeque::with_capacity(config.history.min(1 << 16)),
-            histogram: DelayHistogram::new(ms(config.max_delay)),
+            histogram: DelayHistogram::new(ms(config.max_delay), 1.0 - config.late_target),
             history: config.history,
-            quantile: 1.0 - config.late_target,
             warmup: config.history.min(50),
         }
     }
@@ -845,12 +909,10 @@ impl DelayEstimator {
     }
 
     fn quantile(&self) -> Option<f64> {
-        let n = self.window.len();
-        if n < self.warmup || n == 0 {
+        if self.window.len() < self.warmup {
             return None;
         }
-        let rank = ((self.quantile * n as f64).ceil() as usize).clamp(1, n);
-        Some(self.histogram.value_at_rank(rank))
+        self.histogram.value()
     }
 
     fn reset_baseline(&mut self) {
@@ -859,91 +921,126 @@ impl DelayEstimator {
 }
 
 /// Relative delays counted in bins of [`DELAY_BIN_MS`] (coarser only when
-/// `max_delay` is very long), held in a Fenwick tree: adding, removing and
-/// finding the k-th smallest value each take O(log bins) instead of the
-/// O(history) of a sorted list.
+/// `max_delay` is very long), with the bin of the wanted quantile kept up
+/// to date as samples come and go: each change moves it by a bin or a few,
+/// so adding, removing and reading the quantile cost O(1) in practice
+/// instead of the O(history) of a sorted list.
 ///
-/// A value is counted in the bin at or above it, so a quantile is never
+/// A value is counted in the bin at or above it, so the quantile is never
 /// underestimated, and by at most one bin. Values above the top bin, which
 /// lies at or above `max_delay`, count in the top bin: the target is
 /// clamped to `max_delay` anyway.
 #[derive(Debug)]
 struct DelayHistogram {
     bin_ms: f64,
-    /// 1-based Fenwick tree over a power-of-two number of bins.
-    tree: Vec<u32>,
+    counts: Vec<u32>,
+    total: usize,
+    /// The quantile wanted, in (0, 1].
+    quantile: f64,
+    /// The bin holding the quantile's sample, once there are samples.
+    quantile_bin: usize,
+    /// Samples in the bins below `quantile_bin`.
+    below: usize,
 }
 
 /// Width of a delay bin for the usual range of delays.
-const DELAY_BIN_MS: f64 = 0.1;
+const DELAY_BIN_MS: f64 = 0.5;
 
 /// Most bins a histogram uses, whatever `max_delay` is.
-const MAX_DELAY_BINS: usize = 1 << 15;
+const MAX_DELAY_BINS: usize = 1 << 12;
 
 impl DelayHistogram {
-    fn new(max_delay_ms: f64) -> Self {
-        let max_delay_ms = if max_delay_ms.is_finite() { max_delay_ms.max(0.0) } else { 0.0 };
+    fn new(max_delay_ms: f64, quantile: f64) -> Self {
+        let max_delay_ms = if max_delay_ms.is_finite() {
+            max_delay_ms.max(0.0)
+        } else {
+            0.0
+        };
         let bin_ms = (max_delay_ms / (MAX_DELAY_BINS - 2) as f64).max(DELAY_BIN_MS);
-        // Bins up to and past max_delay; the count fits: at most MAX_DELAY_BINS.
-        let needed = (max_delay_ms / bin_ms).ceil() as usize + 2;
+        // Bins up to and past max_delay: at most MAX_DELAY_BINS.
+        let bins = (max_delay_ms / bin_ms).ceil() as usize + 2;
         DelayHistogram {
             bin_ms,
-            tree: vec![0; needed.next_power_of_two() + 1],
+            counts: vec![0; bins],
+            total: 0,
+            quantile: quantile.clamp(f64::MIN_POSITIVE, 1.0),
+            quantile_bin: 0,
+            below: 0,
         }
-    }
-
-    fn bins(&self) -> usize {
-        self.tree.len() - 1
     }
 
     /// The bin of a relative delay (never negative in use; NaN counts as 0).
     fn bin(&self, value_ms: f64) -> u32 {
-        let top = self.bins() - 1;
-        let bin = (value_ms / self.bin_ms).ceil();
-        let bin = if bin.is_nan() || bin <= 0.0 {
+        let top = self.counts.len() - 1;
+        let scaled = value_ms / self.bin_ms;
+        let bin = if scaled.is_nan() || scaled <= 0.0 {
             0
-        } else if bin >= top as f64 {
+        } else if scaled >= top as f64 {
             top
         } else {
-            bin as usize
+            ceil_to_usize(scaled)
         };
         // At most MAX_DELAY_BINS, so it fits.
         u32::try_from(bin).unwrap_or(u32::MAX)
     }
 
     fn add(&mut self, bin: u32) {
-        let mut i = bin as usize + 1;
-        while i < self.tree.len() {
-            self.tree[i] += 1;
-            i += i & i.wrapping_neg();
+        let bin = (bin as usize).min(self.counts.len() - 1);
+        self.counts[bin] += 1;
+        self.total += 1;
+        if bin < self.quantile_bin {
+            self.below += 1;
         }
+        self.follow();
     }
 
     fn remove(&mut self, bin: u32) {
-        let mut i = bin as usize + 1;
-        while i < self.tree.len() {
-            self.tree[i] = self.tree[i].saturating_sub(1);
-            i += i & i.wrapping_neg();
+        let bin = (bin as usize).min(self.counts.len() - 1);
+        if self.counts[bin] == 0 {
+            return;
         }
+        self.counts[bin] -= 1;
+        self.total -= 1;
+        if bin < self.quantile_bin {
+            self.below -= 1;
+        }
+        self.follow();
     }
 
-    /// The value of the `rank`-th smallest sample (1-based).
-    fn value_at_rank(&self, rank: usize) -> f64 {
-        // Descend the tree: the largest prefix with fewer than `rank` samples.
-        let mut position = 0;
-        let mut remaining = rank;
-        let mut step = self.bins();
-        while step > 0 {
-            let next = position + step;
-            if next < self.tree.len() && (self.tree[next] as usize) < remaining {
-                position = next;
-                remaining -= self.tree[next] as usize;
-            }
-            step /= 2;
+    /// The quantile's value, if there are samples.
+    fn value(&self) -> Option<f64> {
+        (self.total > 0).then_some(self.quantile_bin as f64 * self.bin_ms)
+    }
+
+    /// Moves `quantile_bin` to the bin holding the sample of rank
+    /// `ceil(quantile * total)`.
+    fn follow(&mut self) {
+        if self.total == 0 {
+            return;
         }
-        // `position` samples' bins lie below the answer's bin, which is
-        // bin index `position` (0-based).
-        position.min(self.bins() - 1) as f64 * self.bin_ms
+        let rank = ceil_to_usize(self.quantile * self.total as f64).clamp(1, self.total);
+        while self.below >= rank && self.quantile_bin > 0 {
+            self.quantile_bin -= 1;
+            self.below -= self.counts[self.quantile_bin] as usize;
+        }
+        while self.below + (self.counts[self.quantile_bin] as usize) < rank
+            && self.quantile_bin + 1 < self.counts.len()
+        {
+            self.below += self.counts[self.quantile_bin] as usize;
+            self.quantile_bin += 1;
+        }
+    }
+}
+
+/// `x.ceil() as usize` for `0 <= x < 2^52`, without a libm call on targets
+/// that lack a rounding instruction (baseline x86-64): this sits on the
+/// per-packet path.
+fn ceil_to_usize(x: f64) -> usize {
+    let truncated = x as usize;
+    if (truncated as f64) < x {
+        truncated + 1
+    } else {
+        truncated
     }
 }
 
@@ -1138,7 +1235,10 @@ mod tests {
         let mut spurt = packet(60, 159 * 160);
         spurt.marker = true;
         assert_eq!(jb.push(at(t0, 839), spurt), PushOutcome::Buffered);
-        assert_eq!(jb.push(at(t0, 839), packet(61, 109 * 160)), PushOutcome::Late);
+        assert_eq!(
+            jb.push(at(t0, 839), packet(61, 109 * 160)),
+            PushOutcome::Late
+        );
         for k in 42..200 {
             if let Playout::Frame(f) = jb.pop(at(t0, 20 * k)) {
                 played.push(f.sequence_number);
@@ -1148,31 +1248,60 @@ mod tests {
     }
 
     #[test]
-    fn delay_histogram_ranks_match_a_sorted_list() {
-        let mut histogram = DelayHistogram::new(1000.0);
-        // A deterministic spread of delays, some beyond max_delay.
-        let values: Vec<f64> = (0..2000u32).map(|i| f64::from(i.wrapping_mul(7919) % 13_000) / 10.0).collect();
-        let mut bins = Vec::new();
-        for &v in &values {
-            let bin = histogram.bin(v);
-            histogram.add(bin);
-            bins.push(bin);
-        }
-        // Remove the first 500, as the sliding window does.
-        for &bin in &bins[..500] {
-            histogram.remove(bin);
-        }
-        let mut kept: Vec<f64> = values[500..].to_vec();
-        kept.sort_by(f64::total_cmp);
-        for rank in [1, 2, 100, 750, 1485, 1499, 1500] {
-            let exact = kept[rank - 1];
-            let estimate = histogram.value_at_rank(rank);
-            if exact <= 1000.0 {
-                assert!(estimate >= exact && estimate - exact <= 0.1 + 1e-9, "rank {rank}: {estimate} for {exact}");
-            } else {
-                assert!(estimate >= 1000.0, "rank {rank}: {estimate} for {exact}");
+    fn delay_histogram_quantile_matches_a_sorted_list() {
+        for quantile in [0.5, 0.9, 0.988, 1.0] {
+            let mut histogram = DelayHistogram::new(1000.0, quantile);
+            // A deterministic spread of delays, some beyond max_delay.
+            let values: Vec<f64> = (0..3000u32)
+                .map(|i| f64::from(i.wrapping_mul(7919) % 13_000) / 10.0)
+                .collect();
+            let mut bins = Vec::new();
+            for (i, &v) in values.iter().enumerate() {
+                let bin = histogram.bin(v);
+                histogram.add(bin);
+                bins.push(bin);
+                // A sliding window of 700 samples, as the estimator keeps.
+                if i >= 700 {
+                    histogram.remove(bins[i - 700]);
+                }
+                let start = i.saturating_sub(699);
+                let mut kept: Vec<f64> = values[start..=i].to_vec();
+                kept.sort_by(f64::total_cmp);
+                let rank = ((quantile * kept.len() as f64).ceil() as usize).clamp(1, kept.len());
+                let exact = kept[rank - 1];
+                let estimate = histogram.value().unwrap();
+                if exact <= 1000.0 {
+                    assert!(
+                        estimate >= exact && estimate - exact <= DELAY_BIN_MS + 1e-9,
+                        "q {quantile} sample {i}: {estimate} for {exact}"
+                    );
+                } else {
+                    assert!(
+                        estimate >= 1000.0,
+                        "q {quantile} sample {i}: {estimate} for {exact}"
+                    );
+                }
             }
         }
+    }
+
+    #[test]
+    fn recent_sequences_remember_a_window_below_the_highest() {
+        let mut recent = RecentSequences::default();
+        for s in [1000u64, 1001, 1003, 998] {
+            recent.insert(s);
+        }
+        assert!([1000, 1001, 1003, 998].iter().all(|&s| recent.contains(s)));
+        assert!(!recent.contains(1002) && !recent.contains(999) && !recent.contains(1004));
+        // Moving up forgets what falls out of the window, and only that.
+        recent.insert(1000 + RECENT_SEQUENCES);
+        assert!(!recent.contains(1000) && !recent.contains(998));
+        assert!(recent.contains(1001) && recent.contains(1003));
+        assert!(!recent.contains(1002 + RECENT_SEQUENCES - 1));
+        recent.insert(5000);
+        assert!(!recent.contains(1003) && recent.contains(5000));
+        recent.clear();
+        assert!(!recent.contains(5000));
     }
 
     #[test]

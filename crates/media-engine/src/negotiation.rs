@@ -82,6 +82,10 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// Payload type this side offers for `telephone-event/8000`.
 pub const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
 
+/// An unspecified address, as old-style hold writes it (RFC 3264 §8.4): a
+/// peer that offers it receives nothing from this side.
+pub const HOLD_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+
 /// The audio codecs this crate negotiates.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -882,9 +886,6 @@ fn rtcp_address(media: &MediaDescription, ip: IpAddr, rtcp_mux: bool) -> SocketA
     }
 }
 
-/// An unspecified address, as old-style hold writes it (RFC 3264 §8.4).
-pub const HOLD_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv6Addr;
@@ -1398,6 +1399,126 @@ mod tests {
         );
         let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
         assert_eq!(b.handle_offer(&offer).unwrap().description.media[0].port, 0);
+    }
+
+    /// A whole call in one direction: offer/answer, then a 1 kHz tone
+    /// captured at 44.1 kHz, resampled, Opus-encoded, sent as SRTP with the
+    /// negotiated keys and payload type over a path that loses a packet,
+    /// unprotected, buffered, decoded or concealed, and played at 16 kHz.
+    #[test]
+    fn negotiated_parameters_carry_a_call_end_to_end() {
+        use std::time::Duration;
+
+        use crate::codec;
+        use crate::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout};
+        use crate::resample::Resampler;
+        use crate::rtp::{RtpPacket, Ssrc};
+        use crate::srtp::{SrtpConfig, SrtpContext};
+        use crate::test_support::epoch;
+
+        let (mut a, mut b) = (alice(), bob());
+        let offer = a.create_offer().unwrap();
+        let answer = b.handle_offer(&offer).unwrap();
+        let at_alice = a.handle_answer(&answer.description).unwrap();
+        let at_bob = answer.audio.unwrap();
+        assert_eq!(at_alice.codec, Codec::Opus);
+        let keys = at_alice.srtp.clone().unwrap();
+        let mut alice_srtp =
+            SrtpContext::new(&keys.local, &keys.remote, SrtpConfig::default()).unwrap();
+        let keys = at_bob.srtp.clone().unwrap();
+        let mut bob_srtp =
+            SrtpContext::new(&keys.local, &keys.remote, SrtpConfig::default()).unwrap();
+
+        let mut capture = Resampler::new(44_100, 48_000, at_alice.ptime).unwrap();
+        let mut encoder = codec::encoder(at_alice.codec, at_alice.ptime).unwrap();
+        let mut decoder = codec::decoder(at_bob.codec, at_bob.ptime).unwrap();
+        let mut playback = Resampler::new(48_000, 16_000, at_bob.ptime).unwrap();
+        let mut jitter = JitterBuffer::new(
+            JitterConfig::default()
+                .with_clock(at_bob.codec.clock_rate(), Duration::from_millis(20)),
+        )
+        .unwrap();
+
+        let start = epoch();
+        let frames = 100usize;
+        let (mut played, mut concealed) = (Vec::new(), 0);
+        for tick in 0..frames + 10 {
+            let now = start + Duration::from_millis(20 * tick as u64);
+            if tick < frames {
+                // Alice: capture, resample, encode, packetize, protect.
+                let device: Vec<f32> = (0..882)
+                    .map(|i| {
+                        (0.4 * (2.0 * std::f64::consts::PI * 1000.0 * (tick * 882 + i) as f64
+                            / 44_100.0)
+                            .sin()) as f32
+                    })
+                    .collect();
+                let mut pcm = vec![0f32; 960];
+                capture.process_f32(&device, &mut pcm).unwrap();
+                let pcm: Vec<i16> = pcm.iter().map(|&s| (s * 32767.0) as i16).collect();
+                let mut payload = [0u8; 1500];
+                let len = encoder.encode(&pcm, &mut payload).unwrap();
+                let rtp = RtpPacket::new(
+                    at_alice.send_payload_type,
+                    tick as u16,
+                    (tick * 960) as u32,
+                    Ssrc(0xA11CE),
+                    payload[..len].to_vec(),
+                );
+                let srtp = alice_srtp.protect_rtp(&rtp.to_bytes().unwrap()).unwrap();
+                // The network loses packet 40 and delays the others a little.
+                if tick != 40 {
+                    let plain = bob_srtp.unprotect_rtp(&srtp).unwrap();
+                    let rtp = RtpPacket::parse(&plain).unwrap();
+                    assert_eq!(rtp.payload_type, at_bob.receive_payload_type);
+                    let arrival = now + Duration::from_millis(tick as u64 % 7);
+                    jitter.push(
+                        arrival,
+                        JitterPacket::new(
+                            rtp.ssrc,
+                            rtp.sequence_number,
+                            rtp.timestamp,
+                            rtp.marker,
+                            rtp.payload,
+                        ),
+                    );
+                }
+            }
+            // Bob's audio tick.
+            let mut pcm = [0i16; 960];
+            match jitter.pop(now + Duration::from_millis(10)) {
+                Playout::Frame(frame) => {
+                    decoder.decode(&frame.payload, &mut pcm).unwrap();
+                }
+                Playout::Conceal => {
+                    decoder.conceal(&mut pcm).unwrap();
+                    concealed += 1;
+                }
+                Playout::Silence => {}
+            }
+            let mut out = [0i16; 320];
+            playback.process_i16(&pcm, &mut out).unwrap();
+            played.extend_from_slice(&out);
+        }
+        // Every packet that arrived was played, or dropped while the buffer
+        // shrank from its initial delay to what this path needs.
+        let stats = jitter.statistics();
+        assert_eq!(stats.received, frames as u64 - 1);
+        assert_eq!(
+            stats.played + stats.dropped_for_shrink,
+            stats.received,
+            "{stats:?}"
+        );
+        assert_eq!(stats.late, 0);
+        assert!(concealed >= 1);
+        // The middle of the call is a 1 kHz tone at 16 kHz.
+        let middle = &played[16_000..16_000 + 8_000];
+        let crossings = middle
+            .windows(2)
+            .filter(|w| (w[0] < 0) != (w[1] < 0))
+            .count();
+        let hz = crossings as f64 / 2.0 / 0.5;
+        assert!((hz - 1000.0).abs() < 20.0, "{hz} Hz");
     }
 
     #[test]
