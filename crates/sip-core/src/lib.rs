@@ -5,8 +5,12 @@
 //! access, URIs (`sip`, `sips`, `tel`, any other scheme kept whole), a writer
 //! and builder, and a stream decoder for TCP, TLS and WebSocket.
 //!
-//! Transactions, dialogs, digest authentication and registration will join
-//! this crate as sans-IO state machines; the sockets live in `sip-tokio`.
+//! Above the messages, as sans-IO state machines: the four transactions of
+//! RFC 3261 §17 with RFC 6026 ([`transaction`]), the [`endpoint`] that
+//! matches messages to them and handles CANCEL, rport/received and 100
+//! Trying, [`dialog`]s with the 2xx/ACK exchange and glare back-off, digest
+//! [`auth`] (client and verifier, MD5, SHA-256, SHA-512-256) and client
+//! [`registration`]. The sockets live in `sip-tokio`.
 //!
 //! ## What parsing checks
 //!
