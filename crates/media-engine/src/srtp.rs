@@ -487,8 +487,9 @@ mod tests {
     /// The key derivation of RFC 3711 §4.3.1 with a key derivation rate of
     /// zero: AES-CM keystream with `x = label << 48 XOR salt` as IV.
     fn derive(master_key: &[u8], master_salt: &[u8], label: u8, len: usize) -> Vec<u8> {
+        // A 12-byte (GCM) master salt is padded with zeros (RFC 7714 §11).
         let mut iv = [0u8; 16];
-        iv[..14].copy_from_slice(master_salt);
+        iv[..master_salt.len()].copy_from_slice(master_salt);
         iv[7] ^= label;
         keystream(master_key, iv, len)
     }
@@ -523,6 +524,40 @@ mod tests {
         });
         let mut out = Vec::new();
         write_compound(&[rr], &mut out).unwrap();
+        out
+    }
+
+    /// An SRTP packet under AEAD_AES_128_GCM computed from RFC 7714 alone:
+    /// session keys by the AES-CM PRF (§11), IV = (0^16 || SSRC || ROC ||
+    /// SEQ) XOR session salt (§8.1), the header as associated data (§8.2),
+    /// a 16-byte tag after the ciphertext.
+    fn reference_srtp_gcm(master_key: &[u8], master_salt: &[u8], rtp: &[u8], roc: u32) -> Vec<u8> {
+        use aes_gcm::aead::{Aead, Payload};
+        use aes_gcm::{Aes128Gcm, KeyInit as _, Nonce};
+
+        let session_key = derive(master_key, master_salt, 0, 16);
+        let session_salt = derive(master_key, master_salt, 2, 12);
+        let packet = RtpPacket::parse(rtp).unwrap();
+        let header_len = rtp.len() - packet.payload.len() - usize::from(packet.padding);
+        let mut iv = [0u8; 12];
+        iv[2..6].copy_from_slice(&packet.ssrc.0.to_be_bytes());
+        iv[6..10].copy_from_slice(&roc.to_be_bytes());
+        iv[10..12].copy_from_slice(&packet.sequence_number.to_be_bytes());
+        for (v, s) in iv.iter_mut().zip(&session_salt) {
+            *v ^= s;
+        }
+        let cipher = Aes128Gcm::new_from_slice(&session_key).unwrap();
+        let sealed = cipher
+            .encrypt(
+                Nonce::from_slice(&iv),
+                Payload {
+                    msg: &rtp[header_len..],
+                    aad: &rtp[..header_len],
+                },
+            )
+            .unwrap();
+        let mut out = rtp[..header_len].to_vec();
+        out.extend_from_slice(&sealed);
         out
     }
 
@@ -584,6 +619,34 @@ mod tests {
             .unwrap();
             let protected = ctx.protect_rtp(&rtp).unwrap();
             assert_eq!(protected, reference_srtp(&key, &salt, &rtp, 0), "seq {seq}");
+        }
+    }
+
+    #[test]
+    fn rfc7714_8_gcm_protected_packet_matches_the_rfc_definition() {
+        let (_, mut ctx) = b3_context(SrtpSuite::AeadAes128Gcm);
+        let key = hex(B3_MASTER_KEY);
+        let salt = hex(B3_MASTER_SALT)[..12].to_vec();
+        let mut roc = 0;
+        for (i, seq) in [1u16, 2, 65535, 0, 1].into_iter().enumerate() {
+            if i == 3 {
+                roc = 1;
+            }
+            let rtp = RtpPacket::new(
+                111,
+                seq,
+                960 * i as u32,
+                Ssrc(0xDECA_FBAD),
+                (0..(20 + i * 30)).map(|b| b as u8).collect(),
+            )
+            .to_bytes()
+            .unwrap();
+            let protected = ctx.protect_rtp(&rtp).unwrap();
+            assert_eq!(
+                protected,
+                reference_srtp_gcm(&key, &salt, &rtp, roc),
+                "seq {seq}"
+            );
         }
     }
 
