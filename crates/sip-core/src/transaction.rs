@@ -299,14 +299,6 @@ impl ClientTransaction {
         }
     }
 
-    /// The transport failed to send this transaction's request (§17.1.4).
-    pub fn handle_transport_error(&mut self, _now: Instant) {
-        if self.state != TransactionState::Terminated {
-            self.out.events.push_back(TransactionEvent::TransportError);
-            self.terminate();
-        }
-    }
-
     /// Fires every timer due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
@@ -337,32 +329,6 @@ impl ClientTransaction {
                 Timer::D | Timer::K | Timer::M => self.terminate(),
                 _ => {}
             }
-        }
-    }
-
-    /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
-    }
-
-    /// The next message to send.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Message> {
-        self.out.transmit.pop_front()
-    }
-
-    /// The next event for the user.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<TransactionEvent> {
-        self.out.events.pop_front()
-    }
-
-    fn terminate(&mut self) {
-        if self.state != TransactionState::Terminated {
-            self.state = TransactionState::Terminated;
-            self.timers.clear();
-            self.out.events.push_back(TransactionEvent::Terminated);
         }
     }
 }
@@ -509,14 +475,6 @@ impl ServerTransaction {
         }
     }
 
-    /// The transport failed to send a response (§17.2.4).
-    pub fn handle_transport_error(&mut self, _now: Instant) {
-        if self.state != TransactionState::Terminated {
-            self.out.events.push_back(TransactionEvent::TransportError);
-            self.terminate();
-        }
-    }
-
     /// Fires every timer due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
@@ -544,33 +502,51 @@ impl ServerTransaction {
             }
         }
     }
-
-    /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
-    #[must_use]
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.next()
-    }
-
-    /// The next message to send.
-    #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Message> {
-        self.out.transmit.pop_front()
-    }
-
-    /// The next event for the user.
-    #[must_use]
-    pub fn poll_event(&mut self) -> Option<TransactionEvent> {
-        self.out.events.pop_front()
-    }
-
-    fn terminate(&mut self) {
-        if self.state != TransactionState::Terminated {
-            self.state = TransactionState::Terminated;
-            self.timers.clear();
-            self.out.events.push_back(TransactionEvent::Terminated);
-        }
-    }
 }
+
+/// The output side every transaction kind shares: draining and ending.
+macro_rules! transaction_outputs {
+    ($ty:ident, $failed:literal) => {
+        impl $ty {
+            #[doc = concat!("The transport failed to send ", $failed, ".")]
+            pub fn handle_transport_error(&mut self, _now: Instant) {
+                if self.state != TransactionState::Terminated {
+                    self.out.events.push_back(TransactionEvent::TransportError);
+                    self.terminate();
+                }
+            }
+
+            /// The next instant `handle_timeout` has work.
+            #[must_use]
+            pub fn poll_timeout(&self) -> Option<Instant> {
+                self.timers.next()
+            }
+
+            /// The next message to send.
+            #[must_use]
+            pub fn poll_transmit(&mut self) -> Option<Message> {
+                self.out.transmit.pop_front()
+            }
+
+            /// The next event for the user.
+            #[must_use]
+            pub fn poll_event(&mut self) -> Option<TransactionEvent> {
+                self.out.events.pop_front()
+            }
+
+            fn terminate(&mut self) {
+                if self.state != TransactionState::Terminated {
+                    self.state = TransactionState::Terminated;
+                    self.timers.clear();
+                    self.out.events.push_back(TransactionEvent::Terminated);
+                }
+            }
+        }
+    };
+}
+
+transaction_outputs!(ClientTransaction, "this transaction's request (§17.1.4)");
+transaction_outputs!(ServerTransaction, "a response (§17.2.4)");
 
 /// The ACK for a non-2xx final response (RFC 3261 §17.1.1.3): same
 /// Request-URI, Call-ID, From, top Via and Route as the INVITE, the To of the
