@@ -331,6 +331,8 @@ struct ClientEntry {
     key: (String, Method),
     /// CANCEL asked before any provisional response (§9.1): sent on the first one.
     cancel_pending: bool,
+    /// The deadline already in the endpoint's heap, so it is queued once.
+    scheduled: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -338,6 +340,8 @@ struct ServerEntry {
     tx: ServerTransaction,
     source: Destination,
     key: ServerKey,
+    /// The deadline already in the endpoint's heap, so it is queued once.
+    scheduled: Option<Instant>,
 }
 
 /// The SIP endpoint: transports in, transactions out. See the module docs.
@@ -472,6 +476,7 @@ impl<R: RngCore> Endpoint<R> {
                 destination,
                 key,
                 cancel_pending: false,
+                scheduled: None,
             },
         );
         self.drain_client(now, id);
@@ -668,12 +673,18 @@ impl<R: RngCore> Endpoint<R> {
             match kind {
                 Kind::Client(id) => {
                     if let Some(e) = self.clients.get_mut(&id) {
+                        if e.scheduled == Some(at) {
+                            e.scheduled = None;
+                        }
                         e.tx.handle_timeout(now);
                         self.drain_client(now, id);
                     }
                 }
                 Kind::Server(id) => {
                     if let Some(e) = self.servers.get_mut(&id) {
+                        if e.scheduled == Some(at) {
+                            e.scheduled = None;
+                        }
                         e.tx.handle_timeout(now);
                         self.drain_server(id);
                     }
@@ -865,7 +876,15 @@ impl<R: RngCore> Endpoint<R> {
             source.transport.reliability(),
         );
         self.server_keys.insert(key.clone(), id);
-        self.servers.insert(id, ServerEntry { tx, source, key });
+        self.servers.insert(
+            id,
+            ServerEntry {
+                tx,
+                source,
+                key,
+                scheduled: None,
+            },
+        );
         id
     }
 
@@ -929,8 +948,12 @@ impl<R: RngCore> Endpoint<R> {
                     _ => {}
                 }
             }
-            if let Some(at) = e.tx.poll_timeout() {
-                self.deadlines.push(Reverse((at, Kind::Client(id))));
+            let next = e.tx.poll_timeout();
+            if next != e.scheduled {
+                if let Some(at) = next {
+                    self.deadlines.push(Reverse((at, Kind::Client(id))));
+                }
+                e.scheduled = next;
             }
         }
         if ended {
@@ -970,8 +993,12 @@ impl<R: RngCore> Endpoint<R> {
                     _ => {}
                 }
             }
-            if let Some(at) = e.tx.poll_timeout() {
-                self.deadlines.push(Reverse((at, Kind::Server(id))));
+            let next = e.tx.poll_timeout();
+            if next != e.scheduled {
+                if let Some(at) = next {
+                    self.deadlines.push(Reverse((at, Kind::Server(id))));
+                }
+                e.scheduled = next;
             }
         }
         if ended && let Some(e) = self.servers.remove(&id) {
