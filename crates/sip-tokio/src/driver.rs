@@ -41,6 +41,9 @@ pub struct Driver<R> {
     connections: HashMap<u64, ConnectionId>,
     udp_local: Option<SocketAddr>,
     pending: Vec<DriverEvent>,
+    /// The transmit being sent, kept until the send returns so a caller
+    /// that drops [`Driver::next`] mid-send (in a `select!`) loses nothing.
+    sending: Option<endpoint::Transmit>,
 }
 
 /// The endpoint's view of a transport kind.
@@ -89,6 +92,7 @@ impl<R: RngCore> Driver<R> {
             connections: HashMap::new(),
             udp_local,
             pending: Vec::new(),
+            sending: None,
         }
     }
 
@@ -103,8 +107,19 @@ impl<R: RngCore> Driver<R> {
     }
 
     /// Sends everything the endpoint has queued.
+    ///
+    /// Cancel-safe: a transmit whose send was interrupted is sent again by
+    /// the next call (at worst a duplicate datagram, which SIP absorbs).
     pub async fn flush(&mut self) {
-        while let Some(t) = self.endpoint.poll_transmit() {
+        loop {
+            let t = match self.sending.take() {
+                Some(t) => t,
+                None => match self.endpoint.poll_transmit() {
+                    Some(t) => t,
+                    None => break,
+                },
+            };
+            self.sending = Some(t.clone());
             let kind = driver_transport(t.destination.transport);
             let mut out = OutboundMessage::new(kind, t.destination.addr, t.payload);
             if let Some(c) = t
@@ -119,7 +134,9 @@ impl<R: RngCore> Driver<R> {
             {
                 out = out.with_local(local);
             }
-            match self.transports.send(out).await {
+            let result = self.transports.send(out).await;
+            self.sending = None;
+            match result {
                 Ok(sent) => {
                     if let Some(c) = sent.connection {
                         self.connections.insert(c.as_u64(), c);
@@ -143,7 +160,8 @@ impl<R: RngCore> Driver<R> {
     }
 
     /// Runs I/O and timers until the endpoint has an event, `wakeup` passes,
-    /// or the transports shut down (`None`).
+    /// or the transports shut down (`None`). Cancel-safe (see [`flush`](Self::flush)),
+    /// so it can race a command channel in `select!`.
     pub async fn next(&mut self, wakeup: Option<Instant>) -> Option<DriverEvent> {
         loop {
             self.flush().await;
