@@ -110,6 +110,7 @@
 mod audio;
 mod baresip;
 mod ca;
+mod capture;
 mod error;
 mod kamailio;
 mod net;
@@ -124,6 +125,7 @@ pub use audio::{
 };
 pub use baresip::{AudioSource, Baresip, BaresipBuilder, BaresipEvent, UaTransport};
 pub use ca::{IssuedCert, SERVER_NAMES, TestCa};
+pub use capture::{Capture, UdpFlow};
 pub use error::{PeerError, Result};
 pub use kamailio::{
     DigestAlgorithm, Kamailio, KamailioBuilder, SipUser, default_users, options_ping,
