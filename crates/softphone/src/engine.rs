@@ -1,0 +1,2579 @@
+//! The phone's task: one loop that owns the SIP driver, the accounts and
+//! the calls, and answers the handles' commands.
+//!
+//! Everything that changes state happens here, in order, so there are no
+//! locks around the call table. Slow things (binding media sockets,
+//! resolving a name) are awaited in the loop: they are bounded and rare.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant, SystemTime};
+
+use config_export::{Account, DtmfMode};
+use media_engine::negotiation::{MediaNegotiation, NegotiatedAudio};
+use media_engine::sdp::{Direction, SessionDescription};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sip_core::auth::DigestClient;
+use sip_core::dialog::{Dialog, UasInviteResponder};
+use sip_core::endpoint::{
+    ClientTxId, Destination, Endpoint, EndpointConfig, EndpointEvent, ServerTxId, Transport,
+};
+use sip_core::registration::{Registration, RegistrationConfig, RegistrationEvent};
+use sip_core::transaction::TimerConfig;
+use sip_core::{Host, Message, Method, Uri};
+use sip_tokio::{
+    Driver, DriverEvent, ListenerOptions, OutboundMessage, TlsClientConfig, TransportConfig,
+    TransportKind, Transports, core_transport,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::call::{Call, CallInfo};
+use crate::config::{Listen, PhoneConfig};
+use crate::error::PhoneError;
+use crate::event::{
+    CallId, CallState, EndReason, Identity, PhoneEvent, QualityReport, RegistrationStatus,
+};
+use crate::history::{CallDirection, CallRecord, History};
+use crate::media::{self, CallMedia, MediaEvent, PreparedMedia};
+use crate::phone::{AccountInfo, Phone};
+
+type Reply<T> = oneshot::Sender<Result<T, PhoneError>>;
+
+/// What handles ask the task.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Dial {
+        account: Option<String>,
+        target: String,
+        reply: Reply<CallId>,
+    },
+    Answer {
+        call: CallId,
+        reply: Reply<()>,
+    },
+    Reject {
+        call: CallId,
+        status: u16,
+        reply: Reply<()>,
+    },
+    Hangup {
+        call: CallId,
+        reply: Reply<()>,
+    },
+    Hold {
+        call: CallId,
+        hold: bool,
+        reply: Reply<()>,
+    },
+    Mute {
+        call: CallId,
+        muted: bool,
+        reply: Reply<()>,
+    },
+    Dtmf {
+        call: CallId,
+        digits: String,
+        reply: Reply<()>,
+    },
+    Transfer {
+        call: CallId,
+        target: String,
+        reply: Reply<()>,
+    },
+    AttendedTransfer {
+        call: CallId,
+        other: CallId,
+        reply: Reply<()>,
+    },
+    Info {
+        call: CallId,
+        reply: Reply<CallInfo>,
+    },
+    Calls {
+        reply: Reply<Vec<CallInfo>>,
+    },
+    Accounts {
+        reply: Reply<Vec<AccountInfo>>,
+    },
+    History {
+        limit: usize,
+        reply: Reply<Vec<CallRecord>>,
+    },
+    Shutdown {
+        reply: Reply<()>,
+    },
+}
+
+/// Gap between DTMF digits sent one after another.
+const DTMF_GAP: Duration = Duration::from_millis(250);
+/// How long a DTMF event lasts.
+const DTMF_DURATION: Duration = Duration::from_millis(160);
+/// Shutdown waits this long for un-REGISTER answers.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+/// Methods we accept, for Allow.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, UPDATE";
+
+struct AccountState {
+    config: Account,
+    aor: String,
+    /// Registrar's transport and address.
+    kind: TransportKind,
+    server: SocketAddr,
+    server_name: Option<String>,
+    /// Our address for Via and Contact.
+    local: Option<SocketAddr>,
+    digest: DigestClient,
+    registration: Option<Registration>,
+    status: RegistrationStatus,
+    /// Routes for requests outside a dialog (outbound proxy or Service-Route).
+    route: Vec<String>,
+}
+
+impl AccountState {
+    fn contact(&self) -> Option<String> {
+        let local = self.local?;
+        let user = &self.config.user;
+        Some(match self.kind {
+            TransportKind::Udp => format!("sip:{user}@{local}"),
+            k => format!(
+                "sip:{user}@{local};transport={}",
+                k.via_transport().to_ascii_lowercase()
+            ),
+        })
+    }
+}
+
+/// Where a call's signalling stands; the public [`CallState`] is derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Outgoing, INVITE sent, no answer.
+    Calling,
+    /// Incoming, not answered.
+    Offered,
+    /// 2xx sent or received.
+    Confirmed,
+    /// BYE/CANCEL sent or received.
+    Ended,
+}
+
+/// An in-dialog client transaction and what it was for.
+#[derive(Debug, Clone)]
+enum Pending {
+    Invite,
+    ReInvite { hold: bool, request: Message },
+    Update,
+    Bye,
+    Refer,
+    Info,
+    Notify,
+}
+
+#[derive(Debug)]
+struct SessionTimer {
+    interval: Duration,
+    we_refresh: bool,
+    /// When we refresh (refresher) or give up (not refresher).
+    deadline: Instant,
+}
+
+struct CallLeg {
+    id: CallId,
+    account: usize,
+    direction: CallDirection,
+    phase: Phase,
+    state: CallState,
+    local: Identity,
+    remote: Identity,
+    dest: Destination,
+    /// Our INVITE (outgoing) or theirs (incoming).
+    invite: Message,
+    invite_tx: Option<ClientTxId>,
+    server_tx: Option<ServerTxId>,
+    local_tag: String,
+    dialog: Option<Dialog>,
+    negotiation: MediaNegotiation,
+    prepared: Option<PreparedMedia>,
+    media: Option<CallMedia>,
+    /// An incoming call's answer, made when the offer arrived.
+    answer_sdp: Option<String>,
+    responder: Option<(UasInviteResponder, Destination)>,
+    last_2xx: Option<Message>,
+    started: SystemTime,
+    answered: Option<SystemTime>,
+    local_hold: bool,
+    remote_hold: bool,
+    muted: bool,
+    cancel_requested: bool,
+    hangup_after_answer: bool,
+    dtmf_queue: VecDeque<char>,
+    next_dtmf: Option<Instant>,
+    timer: Option<SessionTimer>,
+    next_quality: Option<Instant>,
+    last_quality: Option<QualityReport>,
+    /// When we are the transferee: the call that asked for this one, and
+    /// its REFER subscription to notify.
+    transferred_from: Option<CallId>,
+    /// When we are the transferor and the peer accepted our REFER.
+    transferring: bool,
+    /// A glare (491) retry of a hold/resume re-INVITE.
+    reinvite_retry: Option<(Instant, bool)>,
+    end_reason: Option<EndReason>,
+    /// An incoming call's negotiated media, started at the answer.
+    pending_negotiated: Option<NegotiatedAudio>,
+}
+
+impl CallLeg {
+    fn info(&self) -> CallInfo {
+        CallInfo {
+            id: self.id,
+            direction: self.direction,
+            account: String::new(),
+            local: self.local.clone(),
+            remote: self.remote.clone(),
+            state: self.state.clone(),
+            started: self.started,
+            answered: self.answered,
+            muted: self.muted,
+            quality: self
+                .media
+                .as_ref()
+                .and_then(CallMedia::report)
+                .or_else(|| self.last_quality.clone()),
+        }
+    }
+
+    fn state_name(&self) -> String {
+        format!("{:?}", self.state)
+    }
+}
+
+struct Engine {
+    config: PhoneConfig,
+    driver: Driver<StdRng>,
+    rng: StdRng,
+    accounts: Vec<AccountState>,
+    calls: HashMap<CallId, CallLeg>,
+    by_call_id: HashMap<String, CallId>,
+    pending: HashMap<ClientTxId, (CallId, Pending)>,
+    reg_tx: HashMap<ClientTxId, usize>,
+    next_call: u64,
+    events: mpsc::UnboundedSender<PhoneEvent>,
+    media_tx: mpsc::UnboundedSender<MediaEvent>,
+    history: History,
+    /// The UDP listener: responses to UDP requests and our UDP requests.
+    udp_local: SocketAddr,
+    shutting_down: Option<(Instant, Reply<()>)>,
+    handles: mpsc::WeakUnboundedSender<Command>,
+}
+
+/// Binds the listeners, opens the history and starts the task.
+pub(crate) async fn start(
+    config: PhoneConfig,
+    events: mpsc::UnboundedSender<PhoneEvent>,
+) -> Result<mpsc::UnboundedSender<Command>, PhoneError> {
+    let history = match &config.history {
+        Some(path) => History::open(path)?,
+        None => History::in_memory()?,
+    };
+    let mut transport_config = TransportConfig::default();
+    let needs_tls = config
+        .config
+        .accounts
+        .iter()
+        .any(|a| matches!(transport_kind(a), TransportKind::Tls | TransportKind::Wss));
+    if needs_tls {
+        transport_config = transport_config.with_tls_client(tls_client(&config)?);
+    }
+    let (transports, incoming) = Transports::new(transport_config);
+    let bind = SocketAddr::new(config.bind, config.sip_port);
+    let udp_local = transports
+        .bind(TransportKind::Udp, bind, ListenerOptions::new())
+        .await
+        .map_err(|e| PhoneError::Network(format!("binding SIP UDP on {bind}: {e}")))?;
+    if config.listen == Listen::UdpAndTcp {
+        let tcp = SocketAddr::new(config.bind, udp_local.port());
+        transports
+            .bind(TransportKind::Tcp, tcp, ListenerOptions::new())
+            .await
+            .map_err(|e| PhoneError::Network(format!("binding SIP TCP on {tcp}: {e}")))?;
+    }
+    let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::from_os_rng());
+    let driver = Driver::new(transports, incoming, endpoint);
+    let mut accounts = Vec::new();
+    for account in &config.config.accounts {
+        accounts.push(account_state(account, &config).await?);
+    }
+    let (commands, commands_rx) = mpsc::unbounded_channel();
+    let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let mut engine = Engine {
+        config,
+        driver,
+        rng: StdRng::from_os_rng(),
+        accounts,
+        calls: HashMap::new(),
+        by_call_id: HashMap::new(),
+        pending: HashMap::new(),
+        reg_tx: HashMap::new(),
+        next_call: 1,
+        events,
+        media_tx,
+        history,
+        udp_local,
+        shutting_down: None,
+        handles: commands.downgrade(),
+    };
+    engine.open_accounts().await;
+    tokio::spawn(engine.run(commands_rx, media_rx));
+    Ok(commands)
+}
+
+fn transport_kind(account: &Account) -> TransportKind {
+    match account.transport {
+        config_export::Transport::Tcp => TransportKind::Tcp,
+        config_export::Transport::Tls => TransportKind::Tls,
+        config_export::Transport::Ws => TransportKind::Ws,
+        config_export::Transport::Wss => TransportKind::Wss,
+        _ => TransportKind::Udp,
+    }
+}
+
+fn tls_client(config: &PhoneConfig) -> Result<TlsClientConfig, PhoneError> {
+    use config_export::TrustAnchor;
+    let files: Vec<&str> = config
+        .config
+        .tls
+        .trust
+        .iter()
+        .filter_map(|t| match t {
+            TrustAnchor::File(f) => Some(f.as_str()),
+            _ => None,
+        })
+        .collect();
+    let result = match files.first() {
+        Some(f) => TlsClientConfig::with_ca_file(f),
+        None => TlsClientConfig::with_system_roots(),
+    };
+    result.map_err(|e| PhoneError::Config(format!("TLS trust: {e}")))
+}
+
+/// The host, port and transport a SIP URI points at.
+fn uri_target(uri: &str, default: TransportKind) -> Result<(String, u16, TransportKind), String> {
+    let parsed = Uri::parse(uri).map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
+    let Uri::Sip(sip) = &parsed else {
+        return Err(format!("{uri:?} is not a sip: or sips: URI"));
+    };
+    let kind = match sip.transport().map(str::to_ascii_lowercase).as_deref() {
+        Some("udp") => TransportKind::Udp,
+        Some("tcp") => TransportKind::Tcp,
+        Some("tls") => TransportKind::Tls,
+        Some("ws") => TransportKind::Ws,
+        Some("wss") => TransportKind::Wss,
+        _ if sip.scheme == sip_core::SipScheme::Sips => TransportKind::Tls,
+        _ => default,
+    };
+    let host = match sip.host {
+        Host::Domain(d) => d.to_owned(),
+        Host::Ipv4(a) => a.to_string(),
+        Host::Ipv6(a) => a.to_string(),
+    };
+    Ok((host, sip.port.unwrap_or(kind.default_port()), kind))
+}
+
+async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    let mut addrs = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?;
+    addrs.next().ok_or_else(|| format!("{host} has no address"))
+}
+
+async fn account_state(account: &Account, config: &PhoneConfig) -> Result<AccountState, PhoneError> {
+    let kind = transport_kind(account);
+    let bad = |why: String| PhoneError::Config(format!("account {:?}: {why}", account.id));
+    let (host, port, kind) = uri_target(&account.registrar, kind).map_err(bad)?;
+    let proxy = match account.outbound_proxies.first() {
+        Some(p) => Some(uri_target(p, kind).map_err(bad)?),
+        None => None,
+    };
+    let (server_host, server_port, kind) = proxy.clone().unwrap_or((host.clone(), port, kind));
+    let server = resolve(&server_host, server_port).await.map_err(bad)?;
+    let server_name = server_host.parse::<IpAddr>().is_err().then_some(server_host);
+    let auth_user = account.auth_user.as_deref().unwrap_or(&account.user);
+    let password = account
+        .password
+        .as_ref()
+        .map(|p| p.expose().to_owned())
+        .unwrap_or_default();
+    let route = account
+        .outbound_proxies
+        .first()
+        .map(|p| vec![format!("<{p};lr>")])
+        .unwrap_or_default();
+    let _ = config;
+    Ok(AccountState {
+        aor: format!("sip:{}@{host}", account.user),
+        config: account.clone(),
+        kind,
+        server,
+        server_name,
+        local: None,
+        digest: DigestClient::new(auth_user, password.as_str()),
+        registration: None,
+        status: RegistrationStatus::Unregistered,
+        route,
+    })
+}
+
+enum Wake {
+    Command(Option<Command>),
+    Driver(Option<DriverEvent>),
+    Media(Option<MediaEvent>),
+}
+
+impl Engine {
+    fn emit(&self, event: PhoneEvent) {
+        let _ = self.events.send(event);
+    }
+
+    fn now(&self) -> Instant {
+        sip_tokio::now()
+    }
+
+    /// Finds each account's local address and starts registering.
+    async fn open_accounts(&mut self) {
+        for i in 0..self.accounts.len() {
+            let local = self.local_address(i).await;
+            match local {
+                Ok(local) => self.accounts[i].local = Some(local),
+                Err(e) => {
+                    warn!(account = %self.accounts[i].config.id, error = %e, "account unreachable");
+                    self.accounts[i].status = RegistrationStatus::Failed {
+                        status: 503,
+                        reason: e,
+                        will_retry: false,
+                    };
+                    self.emit(PhoneEvent::Registration {
+                        account: self.accounts[i].config.id.clone(),
+                        status: self.accounts[i].status.clone(),
+                    });
+                    continue;
+                }
+            }
+            if self.config.register {
+                self.start_registration(i);
+            }
+        }
+    }
+
+    /// The address the account's server sees us at: the UDP listener (with
+    /// the interface that routes there when bound to every interface), or
+    /// a fresh connection's local end.
+    async fn local_address(&mut self, i: usize) -> Result<SocketAddr, String> {
+        let a = &self.accounts[i];
+        if a.kind == TransportKind::Udp {
+            if !self.udp_local.ip().is_unspecified() {
+                return Ok(self.udp_local);
+            }
+            let probe = std::net::UdpSocket::bind(SocketAddr::new(self.udp_local.ip(), 0))
+                .and_then(|s| s.connect(a.server).map(|()| s))
+                .and_then(|s| s.local_addr())
+                .map_err(|e| format!("no route to {}: {e}", a.server))?;
+            return Ok(SocketAddr::new(probe.ip(), self.udp_local.port()));
+        }
+        let mut ping = OutboundMessage::new(a.kind, a.server, &b"\r\n\r\n"[..]);
+        if let Some(name) = &a.server_name {
+            ping = ping.with_server_name(name.clone());
+        }
+        let sent = self.driver.transports().send(ping).await.map_err(|e| {
+            format!(
+                "connecting to {} over {}: {e}",
+                a.server,
+                a.kind.via_transport()
+            )
+        })?;
+        Ok(sent.local)
+    }
+
+    fn start_registration(&mut self, i: usize) {
+        let Some(contact) = self.accounts[i].contact() else {
+            return;
+        };
+        let a = &self.accounts[i];
+        let Some(local) = a.local else { return };
+        let mut rc = RegistrationConfig::new(
+            &a.config.registrar,
+            &a.aor,
+            &contact,
+            &format!("SIP/2.0/{} {local}", a.kind.via_transport()),
+        );
+        rc.expires = a.config.expiry;
+        rc.route = a.route.clone();
+        rc.retry_base = Duration::from_secs(5);
+        rc.retry_max = Duration::from_secs(300);
+        let auth_user = a.config.auth_user.as_deref().unwrap_or(&a.config.user);
+        let password = a
+            .config
+            .password
+            .as_ref()
+            .map(|p| p.expose().to_owned())
+            .unwrap_or_default();
+        let mut reg = Registration::new(
+            rc,
+            Some(DigestClient::new(auth_user, password.as_str())),
+            &mut self.rng,
+        );
+        reg.register(&mut self.rng);
+        self.accounts[i].registration = Some(reg);
+        self.set_reg_status(i, RegistrationStatus::Registering);
+        self.pump_registration(i);
+    }
+
+    fn set_reg_status(&mut self, i: usize, status: RegistrationStatus) {
+        if self.accounts[i].status != status {
+            self.accounts[i].status = status.clone();
+            self.emit(PhoneEvent::Registration {
+                account: self.accounts[i].config.id.clone(),
+                status,
+            });
+        }
+    }
+
+    fn pump_registration(&mut self, i: usize) {
+        let now = self.now();
+        let dest = Destination {
+            transport: core_transport(self.accounts[i].kind),
+            addr: self.accounts[i].server,
+            connection: None,
+        };
+        let mut requests = Vec::new();
+        let mut events = Vec::new();
+        if let Some(reg) = self.accounts[i].registration.as_mut() {
+            while let Some(r) = reg.poll_request() {
+                requests.push(r);
+            }
+            while let Some(e) = reg.poll_event() {
+                events.push(e);
+            }
+        }
+        for r in requests {
+            match self.driver.endpoint().send_request(now, r, dest) {
+                Ok(tx) => {
+                    self.reg_tx.insert(tx, i);
+                }
+                Err(e) => warn!(error = %e, "REGISTER not sent"),
+            }
+        }
+        for e in events {
+            let status = match e {
+                RegistrationEvent::Registered { expires } => {
+                    let sr: Vec<String> = self.accounts[i]
+                        .registration
+                        .as_ref()
+                        .map(|r| r.service_route().to_vec())
+                        .unwrap_or_default();
+                    if !sr.is_empty() {
+                        self.accounts[i].route = sr;
+                    }
+                    info!(account = %self.accounts[i].config.id, expires, "registered");
+                    RegistrationStatus::Registered { expires }
+                }
+                RegistrationEvent::Unregistered => RegistrationStatus::Unregistered,
+                RegistrationEvent::Failed {
+                    status,
+                    reason,
+                    will_retry,
+                } => {
+                    warn!(account = %self.accounts[i].config.id, status, will_retry, "registration failed");
+                    RegistrationStatus::Failed {
+                        status,
+                        reason,
+                        will_retry,
+                    }
+                }
+                _ => continue,
+            };
+            self.set_reg_status(i, status);
+        }
+    }
+
+    async fn run(
+        mut self,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+        mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
+    ) {
+        loop {
+            self.driver.flush().await;
+            if let Some((deadline, _)) = &self.shutting_down {
+                let regs_done = self.accounts.iter().all(|a| {
+                    a.registration.as_ref().is_none_or(|r| {
+                        matches!(
+                            r.state(),
+                            sip_core::registration::RegistrationState::Idle
+                                | sip_core::registration::RegistrationState::WaitingToRetry { .. }
+                        )
+                    })
+                });
+                if regs_done || self.now() >= *deadline {
+                    break;
+                }
+            }
+            let wakeup = self.next_wakeup();
+            let wake = tokio::select! {
+                c = commands.recv() => Wake::Command(c),
+                d = self.driver.next(wakeup) => Wake::Driver(d),
+                m = media_rx.recv() => Wake::Media(m),
+            };
+            match wake {
+                Wake::Command(Some(c)) => self.command(c).await,
+                Wake::Command(None) => {
+                    // Every handle is gone: nobody can hear about calls any more.
+                    if self.shutting_down.is_none() {
+                        self.begin_shutdown(None).await;
+                    }
+                }
+                Wake::Driver(Some(DriverEvent::Endpoint(e))) => self.endpoint_event(e).await,
+                Wake::Driver(Some(DriverEvent::SendFailed { destination, error })) => {
+                    debug!(to = %destination.addr, error = %error, "send failed");
+                }
+                Wake::Driver(Some(_)) => {}
+                Wake::Driver(None) => break,
+                Wake::Media(Some(m)) => self.media_event(m),
+                Wake::Media(None) => {}
+            }
+            self.timers().await;
+        }
+        for leg in self.calls.values_mut() {
+            if let Some(m) = leg.media.take() {
+                m.stop().await;
+            }
+        }
+        self.driver.transports().shutdown();
+        if let Some((_, reply)) = self.shutting_down.take() {
+            let _ = reply.send(Ok(()));
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut times: Vec<Instant> = Vec::new();
+        for a in &self.accounts {
+            if let Some(t) = a.registration.as_ref().and_then(Registration::poll_timeout) {
+                times.push(t);
+            }
+        }
+        for leg in self.calls.values() {
+            if let Some((r, _)) = &leg.responder
+                && let Some(t) = r.poll_timeout()
+            {
+                times.push(t);
+            }
+            times.extend(leg.next_dtmf);
+            times.extend(leg.timer.as_ref().map(|t| t.deadline));
+            times.extend(leg.next_quality);
+            times.extend(leg.reinvite_retry.map(|(t, _)| t));
+        }
+        if let Some((d, _)) = &self.shutting_down {
+            times.push(*d);
+        }
+        times.into_iter().min()
+    }
+
+    async fn timers(&mut self) {
+        let now = self.now();
+        for i in 0..self.accounts.len() {
+            let due = self.accounts[i]
+                .registration
+                .as_ref()
+                .and_then(Registration::poll_timeout)
+                .is_some_and(|t| t <= now);
+            if due {
+                if let Some(reg) = self.accounts[i].registration.as_mut() {
+                    reg.handle_timeout(now, &mut self.rng);
+                }
+                self.pump_registration(i);
+            }
+        }
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in ids {
+            self.call_timers(id, now).await;
+        }
+    }
+
+    async fn call_timers(&mut self, id: CallId, now: Instant) {
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        // 2xx retransmissions until the ACK (§13.3.1.4).
+        let mut resend = Vec::new();
+        let mut ack_lost = false;
+        if let Some((r, dest)) = leg.responder.as_mut() {
+            r.handle_timeout(now);
+            while let Some(m) = r.poll_transmit() {
+                resend.push((*dest, m));
+            }
+            if r.is_acked() {
+                leg.responder = None;
+            } else if r.has_failed(now) {
+                ack_lost = true;
+                leg.responder = None;
+            }
+        }
+        for (dest, m) in resend {
+            self.driver.endpoint().send_stateless(dest, &m);
+        }
+        if ack_lost {
+            warn!(call = %id, "no ACK for our 2xx: ending the call");
+            self.send_bye(id);
+            self.end_call(id, EndReason::Failed("no ACK for the answer".into()))
+                .await;
+            return;
+        }
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if leg.next_dtmf.is_some_and(|t| t <= now) {
+            self.send_next_dtmf(id, now);
+        }
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if leg.next_quality.is_some_and(|t| t <= now) {
+            leg.next_quality = Some(now + self.config.quality_interval);
+            if let Some(report) = leg.media.as_ref().and_then(CallMedia::report) {
+                leg.last_quality = Some(report.clone());
+                let _ = self.events.send(PhoneEvent::Quality { call: id, report });
+            }
+        }
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some((at, hold)) = leg.reinvite_retry
+            && at <= now
+        {
+            leg.reinvite_retry = None;
+            let _ = self.send_reinvite(id, hold);
+        }
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(t) = &leg.timer
+            && t.deadline <= now
+        {
+            if t.we_refresh {
+                let interval = t.interval;
+                if let Some(t) = leg.timer.as_mut() {
+                    // Until the refresh answers; the answer re-arms.
+                    t.deadline = now + interval / 2;
+                }
+                self.send_refresh(id);
+            } else {
+                info!(call = %id, "session timer expired");
+                self.send_bye(id);
+                self.end_call(id, EndReason::SessionExpired).await;
+            }
+        }
+    }
+
+    async fn command(&mut self, command: Command) {
+        match command {
+            Command::Dial {
+                account,
+                target,
+                reply,
+            } => {
+                let r = self.dial(account.as_deref(), &target, None).await;
+                let _ = reply.send(r);
+            }
+            Command::Answer { call, reply } => {
+                let r = self.answer(call).await;
+                let _ = reply.send(r);
+            }
+            Command::Reject {
+                call,
+                status,
+                reply,
+            } => {
+                let r = self.reject(call, status).await;
+                let _ = reply.send(r);
+            }
+            Command::Hangup { call, reply } => {
+                let r = self.hangup(call).await;
+                let _ = reply.send(r);
+            }
+            Command::Hold { call, hold, reply } => {
+                let r = self.hold(call, hold);
+                let _ = reply.send(r);
+            }
+            Command::Mute { call, muted, reply } => {
+                let r = match self.calls.get_mut(&call) {
+                    Some(leg) => {
+                        leg.muted = muted;
+                        if let Some(m) = &leg.media {
+                            m.set_muted(muted);
+                        }
+                        Ok(())
+                    }
+                    None => Err(PhoneError::NoSuchCall(call)),
+                };
+                let _ = reply.send(r);
+            }
+            Command::Dtmf {
+                call,
+                digits,
+                reply,
+            } => {
+                let r = self.queue_dtmf(call, &digits);
+                let _ = reply.send(r);
+            }
+            Command::Transfer {
+                call,
+                target,
+                reply,
+            } => {
+                let r = self.transfer(call, &target, None);
+                let _ = reply.send(r);
+            }
+            Command::AttendedTransfer { call, other, reply } => {
+                let r = self.attended_transfer(call, other);
+                let _ = reply.send(r);
+            }
+            Command::Info { call, reply } => {
+                let r = self
+                    .calls
+                    .get(&call)
+                    .map(|l| self.call_info(l))
+                    .ok_or(PhoneError::NoSuchCall(call));
+                let _ = reply.send(r);
+            }
+            Command::Calls { reply } => {
+                let mut all: Vec<CallInfo> = self.calls.values().map(|l| self.call_info(l)).collect();
+                all.sort_by_key(|c| c.id);
+                let _ = reply.send(Ok(all));
+            }
+            Command::Accounts { reply } => {
+                let all = self
+                    .accounts
+                    .iter()
+                    .map(|a| AccountInfo {
+                        id: a.config.id.clone(),
+                        aor: a.aor.clone(),
+                        status: a.status.clone(),
+                        local: a.local,
+                    })
+                    .collect();
+                let _ = reply.send(Ok(all));
+            }
+            Command::History { limit, reply } => {
+                let _ = reply.send(self.history.recent(limit).map_err(PhoneError::from));
+            }
+            Command::Shutdown { reply } => self.begin_shutdown(Some(reply)).await,
+        }
+    }
+
+    fn call_info(&self, leg: &CallLeg) -> CallInfo {
+        let mut info = leg.info();
+        info.account = self.accounts[leg.account].config.id.clone();
+        info
+    }
+
+    async fn begin_shutdown(&mut self, reply: Option<Reply<()>>) {
+        let ids: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in ids {
+            let _ = self.hangup(id).await;
+        }
+        for i in 0..self.accounts.len() {
+            let registered = matches!(
+                self.accounts[i].status,
+                RegistrationStatus::Registered { .. } | RegistrationStatus::Registering
+            );
+            if let Some(reg) = self.accounts[i].registration.as_mut() {
+                if registered {
+                    reg.unregister(&mut self.rng);
+                } else {
+                    self.accounts[i].registration = None;
+                }
+            }
+            self.pump_registration(i);
+        }
+        let deadline = self.now() + SHUTDOWN_GRACE;
+        let reply = reply.unwrap_or_else(|| oneshot::channel().0);
+        self.shutting_down = Some((deadline, reply));
+    }
+
+    fn account_index(&self, account: Option<&str>) -> Result<usize, PhoneError> {
+        match account {
+            Some(id) => self
+                .accounts
+                .iter()
+                .position(|a| a.config.id == id)
+                .ok_or_else(|| PhoneError::NoSuchAccount(id.to_owned())),
+            None if self.accounts.is_empty() => Err(PhoneError::NoSuchAccount(String::new())),
+            None => Ok(0),
+        }
+    }
+
+    fn via(&mut self, account: usize) -> Option<String> {
+        let a = &self.accounts[account];
+        let local = a.local?;
+        let t = a.kind.via_transport();
+        let branch = self.driver.endpoint().new_branch();
+        Some(format!("SIP/2.0/{t} {local};branch={branch};rport"))
+    }
+
+    fn local_identity(&self, account: usize) -> Identity {
+        let a = &self.accounts[account];
+        Identity {
+            uri: a.aor.clone(),
+            display_name: a.config.display_name.clone(),
+        }
+    }
+
+    fn media_settings(&self, port: u16, ip: IpAddr) -> media_engine::negotiation::MediaSettings {
+        media::settings(&self.config.config.media, ip, port)
+    }
+
+    /// Places a call. `replaces` carries the Replaces header of an
+    /// attended transfer we were asked to complete.
+    async fn dial(
+        &mut self,
+        account: Option<&str>,
+        target: &str,
+        replaces: Option<String>,
+    ) -> Result<CallId, PhoneError> {
+        if self.shutting_down.is_some() {
+            return Err(PhoneError::Stopped);
+        }
+        let ai = self.account_index(account)?;
+        let target_uri = self.normalise_target(ai, target)?;
+        let a = &self.accounts[ai];
+        let Some(local) = a.local else {
+            return Err(PhoneError::Network(format!(
+                "account {:?} has no connection to {}",
+                a.config.id, a.server
+            )));
+        };
+        // Through the registrar (or outbound proxy) when registering, else
+        // straight to the target's host.
+        let (dest_addr, kind) = if self.config.register || !a.route.is_empty() {
+            (a.server, a.kind)
+        } else {
+            let (host, port, kind) = uri_target(&target_uri, a.kind).map_err(|v| {
+                PhoneError::InvalidInput {
+                    what: "target",
+                    value: v,
+                }
+            })?;
+            (resolve(&host, port).await.map_err(PhoneError::Network)?, kind)
+        };
+        let dest = Destination {
+            transport: core_transport(kind),
+            addr: dest_addr,
+            connection: None,
+        };
+        let prepared = media::prepare(local.ip(), self.config.rtp_ports).await?;
+        let settings = self.media_settings(prepared.port(), local.ip());
+        let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
+        let offer = negotiation
+            .create_offer()
+            .map_err(|e| PhoneError::Media(e.to_string()))?;
+        let local_id = self.local_identity(ai);
+        let tag = self.driver.endpoint().new_tag();
+        let call_id = self.driver.endpoint().new_call_id();
+        let via = self.via(ai).ok_or(PhoneError::Stopped)?;
+        let contact = self.accounts[ai].contact().ok_or(PhoneError::Stopped)?;
+        let from = match &local_id.display_name {
+            Some(name) => format!("\"{}\" <{}>;tag={tag}", quote(name), local_id.uri),
+            None => format!("<{}>;tag={tag}", local_id.uri),
+        };
+        let mut b = Message::request(Method::Invite, &target_uri)
+            .header("Via", &via)
+            .and_then(|b| b.header("Max-Forwards", "70"))
+            .and_then(|b| b.header("From", &from))
+            .and_then(|b| b.header("To", &format!("<{target_uri}>")))
+            .and_then(|b| b.header("Call-ID", &call_id))
+            .and_then(|b| b.header("CSeq", "1 INVITE"))
+            .and_then(|b| b.header("Contact", &format!("<{contact}>")))
+            .and_then(|b| b.header("Allow", ALLOW))
+            .and_then(|b| b.header("Supported", "replaces, timer"))
+            .and_then(|b| b.header("User-Agent", &self.config.user_agent))
+            .map_err(|e| PhoneError::InvalidInput {
+                what: "target",
+                value: e.to_string(),
+            })?;
+        for r in &self.accounts[ai].route {
+            b = b.header("Route", r).map_err(|e| PhoneError::Config(e.to_string()))?;
+        }
+        if let Some(se) = self.config.session_expires {
+            b = b
+                .header("Session-Expires", &se.as_secs().to_string())
+                .and_then(|b| b.header("Min-SE", "90"))
+                .map_err(|e| PhoneError::Config(e.to_string()))?;
+        }
+        if let Some(r) = &replaces {
+            b = b.header("Replaces", r).map_err(|_| PhoneError::InvalidInput {
+                what: "Replaces",
+                value: r.clone(),
+            })?;
+        }
+        let mut invite = b
+            .header("Content-Type", "application/sdp")
+            .map(|b| b.body(offer.to_string().into_bytes()))
+            .and_then(|b| b.build())
+            .map_err(|e| PhoneError::InvalidInput {
+                what: "target",
+                value: e.to_string(),
+            })?;
+        // Credentials cached from the registration's challenge go along at once.
+        let _ = self.accounts[ai]
+            .digest
+            .authorize_request(&mut invite, &mut self.rng);
+        let now = self.now();
+        let tx = self
+            .driver
+            .endpoint()
+            .send_request(now, invite.clone(), dest)
+            .map_err(|e| PhoneError::Network(e.to_string()))?;
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        info!(call = %id, "dialing");
+        let leg = CallLeg {
+            id,
+            account: ai,
+            direction: CallDirection::Outgoing,
+            phase: Phase::Calling,
+            state: CallState::Dialing,
+            local: local_id,
+            remote: Identity {
+                uri: target_uri,
+                display_name: None,
+            },
+            dest,
+            invite,
+            invite_tx: Some(tx),
+            server_tx: None,
+            local_tag: tag,
+            dialog: None,
+            negotiation,
+            prepared: Some(prepared),
+            media: None,
+            answer_sdp: None,
+            responder: None,
+            last_2xx: None,
+            started: SystemTime::now(),
+            answered: None,
+            local_hold: false,
+            remote_hold: false,
+            muted: false,
+            cancel_requested: false,
+            hangup_after_answer: false,
+            dtmf_queue: VecDeque::new(),
+            next_dtmf: None,
+            timer: None,
+            next_quality: None,
+            last_quality: None,
+            transferred_from: None,
+            transferring: false,
+            reinvite_retry: None,
+            end_reason: None,
+            pending_negotiated: None,
+        };
+        self.pending.insert(tx, (id, Pending::Invite));
+        self.by_call_id.insert(call_id, id);
+        self.calls.insert(id, leg);
+        self.emit(PhoneEvent::CallState {
+            call: id,
+            state: CallState::Dialing,
+        });
+        Ok(id)
+    }
+
+    /// A full SIP URI for what the user typed: a URI as it is, `user@host`
+    /// with `sip:`, a bare user or number on the account's domain.
+    fn normalise_target(&self, ai: usize, target: &str) -> Result<String, PhoneError> {
+        let t = target.trim();
+        let invalid = || PhoneError::InvalidInput {
+            what: "target",
+            value: target.to_owned(),
+        };
+        if t.is_empty() || t.chars().any(|c| c.is_control() || c == ' ' || c == '<' || c == '>') {
+            return Err(invalid());
+        }
+        let uri = if t.starts_with("sip:") || t.starts_with("sips:") || t.starts_with("tel:") {
+            t.to_owned()
+        } else if t.contains('@') {
+            format!("sip:{t}")
+        } else {
+            let domain = self.accounts[ai]
+                .aor
+                .split_once('@')
+                .map(|(_, d)| d.to_owned())
+                .ok_or_else(invalid)?;
+            let user: String = t.chars().filter(|c| !matches!(c, '-' | '(' | ')' | '.')).collect();
+            format!("sip:{user}@{domain}")
+        };
+        Uri::parse(&uri).map_err(|_| invalid())?;
+        Ok(uri)
+    }
+
+    async fn answer(&mut self, id: CallId) -> Result<(), PhoneError> {
+        let now = self.now();
+        let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        if leg.phase != Phase::Offered {
+            return Err(PhoneError::InvalidState {
+                call: id,
+                action: "answer",
+                state: leg.state_name(),
+            });
+        }
+        let Some(tx) = leg.server_tx else {
+            return Err(PhoneError::NoSuchCall(id));
+        };
+        let sdp = leg.answer_sdp.clone().unwrap_or_default();
+        let contact = self.accounts[leg.account].contact().unwrap_or_default();
+        let mut b = Message::response_to(&leg.invite, 200, "OK")
+            .and_then(|b| b.header("Contact", &format!("<{contact}>")))
+            .and_then(|b| b.header("Allow", ALLOW))
+            .and_then(|b| b.header("Supported", "replaces, timer"))
+            .map_err(|e| PhoneError::Media(e.to_string()))?
+            .to_tag(&leg.local_tag);
+        if let Some(t) = &leg.timer {
+            b = b
+                .header(
+                    "Session-Expires",
+                    &format!("{};refresher=uac", t.interval.as_secs()),
+                )
+                .and_then(|b| b.header("Require", "timer"))
+                .map_err(|e| PhoneError::Media(e.to_string()))?;
+        }
+        let ok = b
+            .header("Content-Type", "application/sdp")
+            .map(|b| b.body(sdp.into_bytes()))
+            .and_then(|b| b.build())
+            .map_err(|e| PhoneError::Media(e.to_string()))?;
+        self.driver
+            .endpoint()
+            .send_response(now, tx, ok.clone())
+            .map_err(|e| PhoneError::Network(e.to_string()))?;
+        let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        if leg.dest.transport == Transport::Udp {
+            leg.responder = Some((
+                UasInviteResponder::new(now, ok, TimerConfig::default()),
+                response_destination(&leg.invite, leg.dest),
+            ));
+        }
+        if let Some(d) = leg.dialog.as_mut() {
+            d.state = sip_core::dialog::DialogState::Confirmed;
+        }
+        leg.phase = Phase::Confirmed;
+        leg.answered = Some(SystemTime::now());
+        if let Some(t) = leg.timer.as_mut() {
+            t.deadline = now + t.interval;
+        }
+        info!(call = %id, "answered");
+        self.start_media(id);
+        self.set_state(id, CallState::Connected);
+        Ok(())
+    }
+
+    async fn reject(&mut self, id: CallId, status: u16) -> Result<(), PhoneError> {
+        if !(300..700).contains(&status) {
+            return Err(PhoneError::InvalidInput {
+                what: "reject status",
+                value: status.to_string(),
+            });
+        }
+        let now = self.now();
+        let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        if leg.phase != Phase::Offered {
+            return Err(PhoneError::InvalidState {
+                call: id,
+                action: "reject",
+                state: leg.state_name(),
+            });
+        }
+        let reason = match status {
+            486 => "Busy Here",
+            603 => "Decline",
+            480 => "Temporarily Unavailable",
+            _ => "Rejected",
+        };
+        if let (Some(tx), Ok(resp)) = (
+            leg.server_tx,
+            Message::response_to(&leg.invite, status, reason)
+                .map(|b| b.to_tag(&leg.local_tag))
+                .and_then(|b| b.build()),
+        ) {
+            let _ = self.driver.endpoint().send_response(now, tx, resp);
+        }
+        self.end_call(id, EndReason::Declined { status }).await;
+        Ok(())
+    }
+
+    async fn hangup(&mut self, id: CallId) -> Result<(), PhoneError> {
+        let now = self.now();
+        let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        match leg.phase {
+            Phase::Calling => {
+                leg.cancel_requested = true;
+                if let Some(tx) = leg.invite_tx {
+                    let _ = self.driver.endpoint().cancel(now, tx);
+                }
+                // The call ends when the 487 (or a racing 2xx) arrives.
+                Ok(())
+            }
+            Phase::Offered => self.reject(id, 603).await,
+            Phase::Confirmed => {
+                self.send_bye(id);
+                self.end_call(id, EndReason::LocalHangup).await;
+                Ok(())
+            }
+            Phase::Ended => Err(PhoneError::NoSuchCall(id)),
+        }
+    }
+
+    /// A new in-dialog request with a fresh Via.
+    fn dialog_request(&mut self, id: CallId, method: Method) -> Option<Message> {
+        let account = self.calls.get(&id)?.account;
+        let via = self.via(account)?;
+        let leg = self.calls.get_mut(&id)?;
+        leg.dialog.as_mut()?.request(method, &via)
+    }
+
+    fn send_in_dialog(&mut self, id: CallId, request: Message, what: Pending) -> bool {
+        let now = self.now();
+        let Some(leg) = self.calls.get(&id) else {
+            return false;
+        };
+        let dest = leg.dest;
+        match self.driver.endpoint().send_request(now, request, dest) {
+            Ok(tx) => {
+                self.pending.insert(tx, (id, what));
+                true
+            }
+            Err(e) => {
+                warn!(call = %id, error = %e, "in-dialog request not sent");
+                false
+            }
+        }
+    }
+
+    fn send_bye(&mut self, id: CallId) {
+        if let Some(bye) = self.dialog_request(id, Method::Bye) {
+            self.send_in_dialog(id, bye, Pending::Bye);
+        }
+        if let Some(leg) = self.calls.get_mut(&id) {
+            leg.phase = Phase::Ended;
+        }
+    }
+
+    fn hold(&mut self, id: CallId, hold: bool) -> Result<(), PhoneError> {
+        let leg = self.calls.get(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        if leg.phase != Phase::Confirmed || leg.media.is_none() {
+            return Err(PhoneError::InvalidState {
+                call: id,
+                action: if hold { "hold" } else { "resume" },
+                state: leg.state_name(),
+            });
+        }
+        self.send_reinvite(id, hold)
+    }
+
+    fn send_reinvite(&mut self, id: CallId, hold: bool) -> Result<(), PhoneError> {
+        let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        leg.negotiation.set_direction(if hold {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        });
+        let offer = leg
+            .negotiation
+            .create_offer()
+            .map_err(|e| PhoneError::InvalidState {
+                call: id,
+                action: if hold { "hold" } else { "resume" },
+                state: e.to_string(),
+            })?;
+        let Some(mut request) = self.dialog_request(id, Method::Invite) else {
+            return Err(PhoneError::NoSuchCall(id));
+        };
+        let _ = request.push_header("Allow", ALLOW);
+        let _ = request.set_body(
+            Some("application/sdp"),
+            bytes::Bytes::from(offer.to_string()),
+        );
+        if !self.send_in_dialog(
+            id,
+            request.clone(),
+            Pending::ReInvite {
+                hold,
+                request: request.clone(),
+            },
+        ) {
+            if let Some(leg) = self.calls.get_mut(&id) {
+                leg.negotiation.cancel_offer();
+            }
+            return Err(PhoneError::Network("re-INVITE not sent".into()));
+        }
+        Ok(())
+    }
+
+    /// A session refresh: UPDATE when the peer allows it (no offer needed),
+    /// otherwise a re-INVITE with the current direction.
+    fn send_refresh(&mut self, id: CallId) {
+        let Some(leg) = self.calls.get(&id) else {
+            return;
+        };
+        let peer_allows_update = leg
+            .last_2xx
+            .as_ref()
+            .or(Some(&leg.invite))
+            .and_then(|m| m.header("Allow"))
+            .is_some_and(|a| a.split(',').any(|m| m.trim().eq_ignore_ascii_case("UPDATE")));
+        let interval = leg.timer.as_ref().map_or(1800, |t| t.interval.as_secs());
+        if peer_allows_update {
+            if let Some(mut update) = self.dialog_request(id, Method::Update) {
+                let _ = update.push_header("Session-Expires", &format!("{interval};refresher=uac"));
+                let _ = update.push_header("Supported", "timer");
+                self.send_in_dialog(id, update, Pending::Update);
+            }
+        } else {
+            let hold = leg.local_hold;
+            let _ = self.send_reinvite(id, hold);
+        }
+    }
+
+    fn queue_dtmf(&mut self, id: CallId, digits: &str) -> Result<(), PhoneError> {
+        let valid = !digits.is_empty()
+            && digits
+                .chars()
+                .all(|c| c.is_ascii_digit() || matches!(c.to_ascii_uppercase(), '*' | '#' | 'A'..='D'));
+        if !valid {
+            return Err(PhoneError::InvalidInput {
+                what: "DTMF digits",
+                value: digits.to_owned(),
+            });
+        }
+        let now = self.now();
+        let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        if leg.phase != Phase::Confirmed {
+            return Err(PhoneError::InvalidState {
+                call: id,
+                action: "send DTMF",
+                state: leg.state_name(),
+            });
+        }
+        leg.dtmf_queue
+            .extend(digits.chars().map(|c| c.to_ascii_uppercase()));
+        if leg.next_dtmf.is_none() {
+            leg.next_dtmf = Some(now);
+        }
+        Ok(())
+    }
+
+    fn send_next_dtmf(&mut self, id: CallId, now: Instant) {
+        let use_info = self.config.config.media.dtmf == DtmfMode::Info;
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let Some(digit) = leg.dtmf_queue.pop_front() else {
+            leg.next_dtmf = None;
+            return;
+        };
+        leg.next_dtmf = if leg.dtmf_queue.is_empty() {
+            None
+        } else {
+            Some(now + DTMF_GAP)
+        };
+        let sent_in_band = !use_info
+            && leg
+                .media
+                .as_ref()
+                .is_some_and(|m| m.send_dtmf(digit, DTMF_DURATION));
+        if sent_in_band {
+            return;
+        }
+        // SIP INFO (application/dtmf-relay): the widely deployed fallback.
+        if let Some(mut info) = self.dialog_request(id, Method::Info) {
+            let body = format!(
+                "Signal={digit}\r\nDuration={}\r\n",
+                DTMF_DURATION.as_millis()
+            );
+            let _ = info.set_body(Some("application/dtmf-relay"), bytes::Bytes::from(body));
+            self.send_in_dialog(id, info, Pending::Info);
+        }
+    }
+
+    fn transfer(
+        &mut self,
+        id: CallId,
+        target: &str,
+        replaces: Option<String>,
+    ) -> Result<(), PhoneError> {
+        let leg = self.calls.get(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        if leg.phase != Phase::Confirmed {
+            return Err(PhoneError::InvalidState {
+                call: id,
+                action: "transfer",
+                state: leg.state_name(),
+            });
+        }
+        let target = self.normalise_target(leg.account, target)?;
+        let referred_by = leg.local.uri.clone();
+        let refer_to = match replaces {
+            Some(r) => format!("<{target}?Replaces={}>", percent_encode(&r)),
+            None => format!("<{target}>"),
+        };
+        let mut refer = self
+            .dialog_request(id, Method::Refer)
+            .ok_or(PhoneError::NoSuchCall(id))?;
+        refer
+            .push_header("Refer-To", &refer_to)
+            .and_then(|()| refer.push_header("Referred-By", &format!("<{referred_by}>")))
+            .map_err(|_| PhoneError::InvalidInput {
+                what: "transfer target",
+                value: target.clone(),
+            })?;
+        if !self.send_in_dialog(id, refer, Pending::Refer) {
+            return Err(PhoneError::Network("REFER not sent".into()));
+        }
+        info!(call = %id, "transfer requested");
+        Ok(())
+    }
+
+    fn attended_transfer(&mut self, id: CallId, other: CallId) -> Result<(), PhoneError> {
+        let o = self.calls.get(&other).ok_or(PhoneError::NoSuchCall(other))?;
+        let Some(d) = o.dialog.as_ref().filter(|_| o.phase == Phase::Confirmed) else {
+            return Err(PhoneError::InvalidState {
+                call: other,
+                action: "be the target of a transfer",
+                state: o.state_name(),
+            });
+        };
+        // RFC 3891 §3: the recipient compares to-tag with its local tag, so
+        // the to-tag is the peer's tag in our dialog.
+        let replaces = format!(
+            "{};to-tag={};from-tag={}",
+            d.id.call_id, d.id.remote_tag, d.id.local_tag
+        );
+        let target = o.remote.uri.clone();
+        self.transfer(id, &target, Some(replaces))
+    }
+
+    fn set_state(&mut self, id: CallId, state: CallState) {
+        if let Some(leg) = self.calls.get_mut(&id)
+            && leg.state != state
+        {
+            leg.state = state.clone();
+            let _ = self.events.send(PhoneEvent::CallState { call: id, state });
+        }
+    }
+
+    fn hold_state(&mut self, id: CallId) {
+        let Some(leg) = self.calls.get(&id) else {
+            return;
+        };
+        if leg.phase != Phase::Confirmed {
+            return;
+        }
+        let state = if leg.local_hold || leg.remote_hold {
+            CallState::OnHold {
+                local: leg.local_hold,
+                remote: leg.remote_hold,
+            }
+        } else {
+            CallState::Connected
+        };
+        self.set_state(id, state);
+    }
+
+    /// Starts or updates media from the negotiation's outcome.
+    fn apply_negotiated(&mut self, id: CallId, negotiated: NegotiatedAudio) {
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        leg.remote_hold = matches!(
+            negotiated.direction,
+            Direction::RecvOnly | Direction::Inactive
+        ) && !leg.local_hold;
+        if let Some(m) = &leg.media {
+            m.update(&negotiated);
+            return;
+        }
+        let Some(prepared) = leg.prepared.take() else {
+            return;
+        };
+        match CallMedia::start(
+            id,
+            prepared,
+            &negotiated,
+            &self.config.audio,
+            &self.config.config.media,
+            self.media_tx.clone(),
+        ) {
+            Ok(m) => {
+                if leg.muted {
+                    m.set_muted(true);
+                }
+                leg.media = Some(m);
+                leg.next_quality = Some(self.now_instant() + self.config.quality_interval);
+            }
+            Err(e) => warn!(call = %id, error = %e, "media did not start"),
+        }
+    }
+
+    fn now_instant(&self) -> Instant {
+        sip_tokio::now()
+    }
+
+    /// For an incoming call: media starts at the answer.
+    fn start_media(&mut self, id: CallId) {
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some(n) = leg.pending_negotiated.take() {
+            self.apply_negotiated(id, n);
+        }
+    }
+
+    async fn end_call(&mut self, id: CallId, reason: EndReason) {
+        let Some(mut leg) = self.calls.remove(&id) else {
+            return;
+        };
+        leg.phase = Phase::Ended;
+        self.by_call_id.retain(|_, c| *c != id);
+        self.pending.retain(|_, (c, p)| *c != id || matches!(p, Pending::Bye | Pending::Notify));
+        let final_report = match leg.media.take() {
+            Some(m) => m.stop().await,
+            None => None,
+        }
+        .or(leg.last_quality.clone());
+        if let Some(report) = &final_report {
+            self.emit(PhoneEvent::Quality {
+                call: id,
+                report: report.clone(),
+            });
+        }
+        info!(call = %id, reason = %reason.as_text(), "call ended");
+        let record = CallRecord {
+            id: 0,
+            direction: leg.direction,
+            account: self.accounts[leg.account].config.id.clone(),
+            local_identity: leg.local.uri.clone(),
+            remote_identity: leg.remote.uri.clone(),
+            remote_name: leg.remote.display_name.clone(),
+            started: leg.started,
+            answered: leg.answered,
+            ended: SystemTime::now(),
+            end_reason: reason.as_text(),
+            codec: final_report.as_ref().map(|r| r.codec.clone()),
+            srtp: final_report.as_ref().and_then(|r| r.srtp.clone()),
+            mos: final_report.as_ref().map(|r| r.mos),
+        };
+        if let Err(e) = self.history.record(&record) {
+            warn!(error = %e, "call not written to the history");
+        }
+        leg.end_reason = Some(reason.clone());
+        self.emit(PhoneEvent::CallState {
+            call: id,
+            state: CallState::Ended(reason),
+        });
+        // A transfer we were asked for: tell the transferor how it went.
+        if let Some(orig) = leg.transferred_from
+            && leg.answered.is_none()
+        {
+            self.notify_transfer(orig, 487, "Request Terminated", true);
+        }
+    }
+
+    fn media_event(&mut self, m: MediaEvent) {
+        match m {
+            MediaEvent::Dtmf { call, digit } => {
+                if self.calls.contains_key(&call) {
+                    self.emit(PhoneEvent::Dtmf { call, digit });
+                }
+            }
+        }
+    }
+
+    async fn endpoint_event(&mut self, event: EndpointEvent) {
+        match event {
+            EndpointEvent::Request {
+                transaction,
+                request,
+                source,
+            } => self.request(transaction, request, source).await,
+            EndpointEvent::Ack { request, .. } => {
+                if let Ok(cid) = request.call_id()
+                    && let Some(id) = self.by_call_id.get(cid).copied()
+                    && let Some(leg) = self.calls.get_mut(&id)
+                    && let Some((r, _)) = leg.responder.as_mut()
+                {
+                    r.handle_ack();
+                    leg.responder = None;
+                }
+            }
+            EndpointEvent::Cancelled { invite } => {
+                let found = self
+                    .calls
+                    .values()
+                    .find(|l| l.server_tx == Some(invite) && l.phase == Phase::Offered)
+                    .map(|l| l.id);
+                if let Some(id) = found {
+                    let now = self.now();
+                    if let Some(leg) = self.calls.get(&id)
+                        && let Ok(resp) = Message::response_to(&leg.invite, 487, "Request Terminated")
+                            .map(|b| b.to_tag(&leg.local_tag))
+                            .and_then(|b| b.build())
+                    {
+                        let _ = self.driver.endpoint().send_response(now, invite, resp);
+                    }
+                    self.end_call(id, EndReason::RemoteCancelled).await;
+                }
+            }
+            EndpointEvent::Response {
+                transaction,
+                response,
+            } => self.response(transaction, response).await,
+            EndpointEvent::StrayResponse { response } => {
+                // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
+                if let Ok(cid) = response.call_id()
+                    && let Some(id) = self.by_call_id.get(cid).copied()
+                {
+                    self.send_ack(id, &response);
+                }
+            }
+            EndpointEvent::ClientTimedOut { transaction }
+            | EndpointEvent::ClientTransportError { transaction } => {
+                if let Some(i) = self.reg_tx.remove(&transaction) {
+                    let now = self.now();
+                    if let Some(reg) = self.accounts[i].registration.as_mut() {
+                        reg.handle_failure(now, &mut self.rng);
+                    }
+                    self.pump_registration(i);
+                    return;
+                }
+                if let Some((id, what)) = self.pending.remove(&transaction) {
+                    match what {
+                        Pending::Invite => self.end_call(id, EndReason::Timeout).await,
+                        Pending::ReInvite { .. } | Pending::Update => {
+                            // §14.1 / RFC 4028: no answer to a refresh ends the call.
+                            self.send_bye(id);
+                            self.end_call(id, EndReason::Failed("no answer to a re-INVITE".into()))
+                                .await;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            EndpointEvent::ServerTimedOut { .. } | EndpointEvent::ServerTransportError { .. } => {}
+            EndpointEvent::BadMessage { source, error } => {
+                debug!(from = %source.addr, error = %error, "unparseable SIP input dropped");
+            }
+            _ => {}
+        }
+    }
+
+    fn respond(&mut self, tx: ServerTxId, request: &Message, status: u16, reason: &str) {
+        let now = self.now();
+        let tag = self.driver.endpoint().new_tag();
+        let has_tag = request.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        if let Ok(resp) = Message::response_to(request, status, reason)
+            .map(|b| b.to_tag(has_tag.as_deref().unwrap_or(&tag)))
+            .and_then(|b| b.build())
+        {
+            let _ = self.driver.endpoint().send_response(now, tx, resp);
+        }
+    }
+
+    async fn request(&mut self, tx: ServerTxId, request: Message, source: Destination) {
+        let Some(method) = request.method().cloned() else {
+            return;
+        };
+        let in_dialog = request.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        if let Some(to_tag) = in_dialog {
+            let id = request
+                .call_id()
+                .ok()
+                .and_then(|c| self.by_call_id.get(c).copied())
+                .filter(|id| self.calls.get(id).is_some_and(|l| l.local_tag == to_tag));
+            match id {
+                Some(id) => self.in_dialog_request(id, tx, request, method, source).await,
+                None => self.respond(tx, &request, 481, "Call/Transaction Does Not Exist"),
+            }
+            return;
+        }
+        match method {
+            Method::Invite => self.incoming_invite(tx, request, source).await,
+            Method::Options => {
+                let now = self.now();
+                if let Ok(resp) = Message::response_to(&request, 200, "OK")
+                    .and_then(|b| b.header("Allow", ALLOW))
+                    .and_then(|b| b.header("Accept", "application/sdp"))
+                    .map(|b| {
+                        let tag = self.driver.endpoint().new_tag();
+                        b.to_tag(&tag)
+                    })
+                    .and_then(|b| b.build())
+                {
+                    let _ = self.driver.endpoint().send_response(now, tx, resp);
+                }
+            }
+            Method::Notify
+                if request
+                    .event()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.value.eq_ignore_ascii_case("check-sync")) =>
+            {
+                self.respond(tx, &request, 200, "OK");
+                self.emit(PhoneEvent::CheckSync);
+            }
+            _ => self.respond(tx, &request, 405, "Method Not Allowed"),
+        }
+    }
+
+    /// Which account a request is for: the one whose user the Request-URI
+    /// names, else the first.
+    fn account_for(&self, request: &Message) -> usize {
+        let user = request
+            .request_uri()
+            .and_then(|u| u.as_sip().and_then(|s| s.user.map(str::to_owned)));
+        user.and_then(|u| self.accounts.iter().position(|a| a.config.user == u))
+            .unwrap_or(0)
+    }
+
+    async fn incoming_invite(&mut self, tx: ServerTxId, request: Message, source: Destination) {
+        if self.accounts.is_empty() || self.shutting_down.is_some() {
+            self.respond(tx, &request, 480, "Temporarily Unavailable");
+            return;
+        }
+        let ai = self.account_for(&request);
+        let offer = match SessionDescription::parse_bytes(request.body()) {
+            Ok(o) if !request.body().is_empty() => o,
+            _ => {
+                // An INVITE without an offer would need ours in the 200 and
+                // the answer in the ACK; we ask for an offer instead.
+                self.respond(tx, &request, 488, "Not Acceptable Here");
+                return;
+            }
+        };
+        let Some(local) = self.accounts[ai].local.or(Some(self.udp_local)) else {
+            return;
+        };
+        let ip = if local.ip().is_unspecified() {
+            source.addr.ip()
+        } else {
+            local.ip()
+        };
+        let prepared = match media::prepare(ip, self.config.rtp_ports).await {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "no media port for an incoming call");
+                self.respond(tx, &request, 503, "Service Unavailable");
+                return;
+            }
+        };
+        let settings = self.media_settings(prepared.port(), ip);
+        let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
+        let answer = match negotiation.handle_offer(&offer) {
+            Ok(a) if a.audio.is_some() => a,
+            Ok(_) | Err(_) => {
+                self.respond(tx, &request, 488, "Not Acceptable Here");
+                return;
+            }
+        };
+        let tag = self.driver.endpoint().new_tag();
+        let contact = self.accounts[ai].contact().unwrap_or_else(|| {
+            format!("sip:{}@{}", self.accounts[ai].config.user, self.udp_local)
+        });
+        let Some(dialog) = Dialog::as_uas(&request, &tag, &contact) else {
+            self.respond(tx, &request, 400, "Bad Request");
+            return;
+        };
+        let from = request.from().ok();
+        let remote = Identity {
+            uri: from
+                .as_ref()
+                .map(|f| f.uri.to_string())
+                .unwrap_or_default(),
+            display_name: from
+                .as_ref()
+                .and_then(|f| f.display_name().map(|d| d.into_owned())),
+        };
+        let to = Identity {
+            uri: request
+                .request_uri()
+                .map(|u| u.to_string())
+                .unwrap_or_default(),
+            display_name: None,
+        };
+        let session_timer = request
+            .session_expires()
+            .ok()
+            .flatten()
+            .and_then(|s| s.delta_seconds())
+            .filter(|s| *s >= 90)
+            .map(|s| SessionTimer {
+                interval: Duration::from_secs(u64::from(s)),
+                we_refresh: false,
+                deadline: self.now() + Duration::from_secs(u64::from(s)),
+            });
+        let replaces = request.replaces().ok().flatten().map(|r| {
+            (
+                r.value.to_owned(),
+                r.to_tag().map(str::to_owned),
+                r.from_tag().map(str::to_owned),
+            )
+        });
+        let id = CallId(self.next_call);
+        self.next_call += 1;
+        let call_id = request.call_id().map(str::to_owned).unwrap_or_default();
+        let leg = CallLeg {
+            id,
+            account: ai,
+            direction: CallDirection::Incoming,
+            phase: Phase::Offered,
+            state: CallState::Incoming,
+            local: self.local_identity(ai),
+            remote: remote.clone(),
+            dest: source,
+            invite: request.clone(),
+            invite_tx: None,
+            server_tx: Some(tx),
+            local_tag: tag.clone(),
+            dialog: Some(dialog),
+            negotiation,
+            prepared: Some(prepared),
+            media: None,
+            answer_sdp: Some(answer.description.to_string()),
+            responder: None,
+            last_2xx: None,
+            started: SystemTime::now(),
+            answered: None,
+            local_hold: false,
+            remote_hold: false,
+            muted: false,
+            cancel_requested: false,
+            hangup_after_answer: false,
+            dtmf_queue: VecDeque::new(),
+            next_dtmf: None,
+            timer: session_timer,
+            next_quality: None,
+            last_quality: None,
+            transferred_from: None,
+            transferring: false,
+            reinvite_retry: None,
+            end_reason: None,
+            pending_negotiated: answer.audio,
+        };
+        self.calls.insert(id, leg);
+        self.by_call_id.insert(call_id, id);
+        // Attended transfer (RFC 3891): the new call takes the old one's place.
+        if let Some((cid, to_tag, from_tag)) = replaces {
+            let replaced = self
+                .calls
+                .values()
+                .find(|l| {
+                    l.id != id
+                        && l.dialog.as_ref().is_some_and(|d| {
+                            d.id.call_id == cid
+                                && to_tag.as_deref() == Some(d.id.local_tag.as_str())
+                                && from_tag.as_deref() == Some(d.id.remote_tag.as_str())
+                        })
+                })
+                .map(|l| l.id);
+            match replaced {
+                Some(old) => {
+                    info!(call = %id, replaces = %old, "call replaces another");
+                    let _ = self.answer(id).await;
+                    self.send_bye(old);
+                    self.end_call(old, EndReason::Replaced).await;
+                    self.emit(PhoneEvent::TransferCall {
+                        original: old,
+                        call: Call::new(id, self.phone()),
+                    });
+                    return;
+                }
+                None => {
+                    self.calls.remove(&id);
+                    self.respond(tx, &request, 481, "Call/Transaction Does Not Exist");
+                    return;
+                }
+            }
+        }
+        // Ringing, with our tag: an early dialog.
+        let now = self.now();
+        if let Ok(ringing) = Message::response_to(&request, 180, "Ringing")
+            .and_then(|b| b.header("Contact", &format!("<{contact}>")))
+            .map(|b| b.to_tag(&tag))
+            .and_then(|b| b.build())
+        {
+            let _ = self.driver.endpoint().send_response(now, tx, ringing);
+        }
+        info!(call = %id, "incoming call");
+        self.emit(PhoneEvent::IncomingCall {
+            call: Call::new(id, self.phone()),
+            from: remote,
+            to,
+        });
+    }
+
+    fn phone(&self) -> Phone {
+        Phone {
+            commands: self
+                .handles
+                .upgrade()
+                .unwrap_or_else(|| mpsc::unbounded_channel().0),
+        }
+    }
+
+    async fn in_dialog_request(
+        &mut self,
+        id: CallId,
+        tx: ServerTxId,
+        request: Message,
+        method: Method,
+        source: Destination,
+    ) {
+        let check = self
+            .calls
+            .get_mut(&id)
+            .and_then(|l| l.dialog.as_mut())
+            .map(|d| d.handle_request(&request));
+        if let Some(Err(e)) = check {
+            debug!(call = %id, error = %e, "in-dialog request refused");
+            self.respond(tx, &request, 500, "Server Internal Error");
+            return;
+        }
+        match method {
+            Method::Bye => {
+                self.respond(tx, &request, 200, "OK");
+                let answered = self
+                    .calls
+                    .get(&id)
+                    .is_some_and(|l| l.phase == Phase::Confirmed);
+                if answered {
+                    self.end_call(id, EndReason::RemoteHangup).await;
+                } else {
+                    self.end_call(id, EndReason::RemoteCancelled).await;
+                }
+            }
+            Method::Invite => self.reinvite(id, tx, request, source),
+            Method::Update => {
+                self.refresh_timer(id, &request);
+                let now = self.now();
+                let interval = self
+                    .calls
+                    .get(&id)
+                    .and_then(|l| l.timer.as_ref())
+                    .map(|t| t.interval.as_secs());
+                let mut b = Message::response_to(&request, 200, "OK");
+                if let Some(i) = interval {
+                    b = b.and_then(|b| b.header("Session-Expires", &format!("{i};refresher=uac")));
+                }
+                if let Ok(resp) = b.and_then(|b| b.build()) {
+                    let _ = self.driver.endpoint().send_response(now, tx, resp);
+                }
+            }
+            Method::Info => {
+                let digit = request
+                    .content_type()
+                    .ok()
+                    .flatten()
+                    .filter(|c| c.is("application", "dtmf-relay"))
+                    .and_then(|_| parse_dtmf_relay(request.body()));
+                self.respond(tx, &request, 200, "OK");
+                if let Some(digit) = digit {
+                    self.emit(PhoneEvent::Dtmf { call: id, digit });
+                }
+            }
+            Method::Refer => self.incoming_refer(id, tx, request).await,
+            Method::Notify => {
+                self.respond(tx, &request, 200, "OK");
+                let is_refer = request
+                    .event()
+                    .ok()
+                    .flatten()
+                    .is_some_and(|e| e.value.eq_ignore_ascii_case("refer"));
+                if is_refer && let Some(status) = sipfrag_status(request.body()) {
+                    self.emit(PhoneEvent::TransferProgress { call: id, status });
+                    let transferring = self.calls.get(&id).is_some_and(|l| l.transferring);
+                    if transferring && (200..300).contains(&status) {
+                        self.send_bye(id);
+                        self.end_call(id, EndReason::Transferred).await;
+                    }
+                }
+            }
+            Method::Options => self.respond(tx, &request, 200, "OK"),
+            _ => self.respond(tx, &request, 405, "Method Not Allowed"),
+        }
+    }
+
+    fn refresh_timer(&mut self, id: CallId, request: &Message) {
+        let now = self.now();
+        if let Some(leg) = self.calls.get_mut(&id) {
+            if let Some(se) = request
+                .session_expires()
+                .ok()
+                .flatten()
+                .and_then(|s| s.delta_seconds())
+            {
+                let interval = Duration::from_secs(u64::from(se.max(90)));
+                leg.timer = Some(SessionTimer {
+                    interval,
+                    we_refresh: false,
+                    deadline: now + interval,
+                });
+            } else if let Some(t) = leg.timer.as_mut() {
+                t.deadline = now + t.interval;
+            }
+        }
+    }
+
+    fn reinvite(&mut self, id: CallId, tx: ServerTxId, request: Message, source: Destination) {
+        let now = self.now();
+        self.refresh_timer(id, &request);
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if leg.negotiation.is_offer_pending() {
+            // Glare (§14.2): both sides re-INVITEd at once.
+            self.respond(tx, &request, 491, "Request Pending");
+            return;
+        }
+        let result = if request.body().is_empty() {
+            // No offer: ours goes in the 200 (the answer comes in the ACK;
+            // we keep the current session either way).
+            leg.negotiation.create_offer().map(|sdp| (sdp, None))
+        } else {
+            match SessionDescription::parse_bytes(request.body()) {
+                Ok(offer) => leg
+                    .negotiation
+                    .handle_offer(&offer)
+                    .map(|a| (a.description, a.audio)),
+                Err(_) => {
+                    self.respond(tx, &request, 400, "Bad Request");
+                    return;
+                }
+            }
+        };
+        let (sdp, negotiated) = match result {
+            Ok(r) => r,
+            Err(_) => {
+                self.respond(tx, &request, 488, "Not Acceptable Here");
+                return;
+            }
+        };
+        if request.body().is_empty() {
+            leg.negotiation.cancel_offer();
+        }
+        let contact = self.accounts[leg.account].contact().unwrap_or_default();
+        let mut b = Message::response_to(&request, 200, "OK")
+            .and_then(|b| b.header("Contact", &format!("<{contact}>")))
+            .and_then(|b| b.header("Allow", ALLOW));
+        if let Some(t) = &leg.timer {
+            let i = t.interval.as_secs();
+            b = b.and_then(|b| b.header("Session-Expires", &format!("{i};refresher=uac")));
+        }
+        let ok = b
+            .and_then(|b| b.header("Content-Type", "application/sdp"))
+            .map(|b| b.body(sdp.to_string().into_bytes()))
+            .and_then(|b| b.build());
+        let Ok(ok) = ok else { return };
+        let _ = self.driver.endpoint().send_response(now, tx, ok.clone());
+        if source.transport == Transport::Udp {
+            leg.responder = Some((
+                UasInviteResponder::new(now, ok, TimerConfig::default()),
+                response_destination(&request, source),
+            ));
+        }
+        if let Some(n) = negotiated {
+            self.apply_negotiated(id, n);
+            self.hold_state(id);
+        }
+    }
+
+    async fn incoming_refer(&mut self, id: CallId, tx: ServerTxId, request: Message) {
+        let target = request.refer_to().ok().flatten().map(|r| r.uri.to_string());
+        let Some(target) = target else {
+            self.respond(tx, &request, 400, "Bad Request");
+            return;
+        };
+        // Refer-To may carry headers for the new INVITE (Replaces for an
+        // attended transfer); the rest of the URI is the target.
+        let (uri, headers) = match target.split_once('?') {
+            Some((u, h)) => (u.to_owned(), h.to_owned()),
+            None => (target.clone(), String::new()),
+        };
+        let replaces = headers
+            .split('&')
+            .filter_map(|h| h.split_once('='))
+            .find(|(n, _)| n.eq_ignore_ascii_case("Replaces"))
+            .map(|(_, v)| percent_decode(v));
+        self.respond(tx, &request, 202, "Accepted");
+        self.notify_transfer(id, 100, "Trying", false);
+        let account = self
+            .calls
+            .get(&id)
+            .map(|l| self.accounts[l.account].config.id.clone());
+        match self.dial(account.as_deref(), &uri, replaces).await {
+            Ok(new) => {
+                if let Some(leg) = self.calls.get_mut(&new) {
+                    leg.transferred_from = Some(id);
+                }
+                info!(call = %id, new = %new, "transferred by the peer");
+                self.emit(PhoneEvent::TransferCall {
+                    original: id,
+                    call: Call::new(new, self.phone()),
+                });
+            }
+            Err(e) => {
+                warn!(call = %id, error = %e, "transfer target not callable");
+                self.notify_transfer(id, 503, "Service Unavailable", true);
+            }
+        }
+    }
+
+    /// NOTIFY for the implicit REFER subscription (RFC 3515 §2.4.4).
+    fn notify_transfer(&mut self, id: CallId, status: u16, reason: &str, last: bool) {
+        let Some(mut notify) = self.dialog_request(id, Method::Notify) else {
+            return;
+        };
+        let state = if last {
+            "terminated;reason=noresource"
+        } else {
+            "active;expires=60"
+        };
+        let _ = notify.push_header("Event", "refer");
+        let _ = notify.push_header("Subscription-State", state);
+        let _ = notify.set_body(
+            Some("message/sipfrag;version=2.0"),
+            bytes::Bytes::from(format!("SIP/2.0 {status} {reason}\r\n")),
+        );
+        self.send_in_dialog(id, notify, Pending::Notify);
+    }
+
+    fn send_ack(&mut self, id: CallId, response: &Message) {
+        let Some(account) = self.calls.get(&id).map(|l| l.account) else {
+            return;
+        };
+        let Some(via) = self.via(account) else { return };
+        let Some(leg) = self.calls.get(&id) else {
+            return;
+        };
+        let Some(seq) = response.cseq().ok().map(|c| c.seq) else {
+            return;
+        };
+        let Some(dialog) = leg.dialog.as_ref() else {
+            return;
+        };
+        if let Some(ack) = dialog.ack(seq, &via) {
+            let dest = leg.dest;
+            self.driver.endpoint().send_stateless(dest, &ack);
+        }
+    }
+
+    async fn response(&mut self, tx: ClientTxId, response: Message) {
+        let now = self.now();
+        if let Some(&i) = self.reg_tx.get(&tx) {
+            if response.status().is_some_and(|s| s >= 200) {
+                self.reg_tx.remove(&tx);
+                if let Some(reg) = self.accounts[i].registration.as_mut() {
+                    reg.handle_response(now, &response, &mut self.rng);
+                }
+                // A successful REGISTER challenge primes the INVITE credentials.
+                if matches!(response.status(), Some(401 | 407)) {
+                    let _ = response;
+                }
+                self.pump_registration(i);
+            }
+            return;
+        }
+        let Some((id, what)) = self.pending.get(&tx).cloned() else {
+            return;
+        };
+        let status = response.status().unwrap_or(0);
+        if status >= 200 {
+            self.pending.remove(&tx);
+        }
+        match what {
+            Pending::Invite => self.invite_response(id, tx, response, status).await,
+            Pending::ReInvite { hold, request } => {
+                self.reinvite_response(id, response, status, hold, request).await
+            }
+            Pending::Refer => {
+                if let Some(leg) = self.calls.get_mut(&id) {
+                    if (200..300).contains(&status) {
+                        leg.transferring = true;
+                        self.emit(PhoneEvent::TransferProgress { call: id, status });
+                    } else if status >= 300 {
+                        self.emit(PhoneEvent::TransferProgress { call: id, status });
+                    }
+                }
+            }
+            Pending::Update => {
+                if (200..300).contains(&status)
+                    && let Some(leg) = self.calls.get_mut(&id)
+                    && let Some(t) = leg.timer.as_mut()
+                {
+                    t.deadline = now + t.interval / 2;
+                }
+            }
+            Pending::Bye | Pending::Info | Pending::Notify => {}
+        }
+    }
+
+    async fn invite_response(&mut self, id: CallId, tx: ClientTxId, response: Message, status: u16) {
+        let now = self.now();
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match status {
+            100 => {}
+            101..=199 => {
+                let contact = self.accounts[leg.account].contact().unwrap_or_default();
+                if leg.dialog.is_none()
+                    && response.to().ok().and_then(|t| t.tag()).is_some()
+                {
+                    leg.dialog = Dialog::as_uac(&leg.invite, &response, &contact);
+                }
+                let mut state = CallState::Ringing;
+                if !response.body().is_empty()
+                    && leg.negotiation.is_offer_pending()
+                    && let Ok(answer) = SessionDescription::parse_bytes(response.body())
+                {
+                    match leg.negotiation.handle_answer(&answer) {
+                        Ok(n) => {
+                            self.apply_negotiated(id, n);
+                            state = CallState::EarlyMedia;
+                        }
+                        Err(e) => debug!(call = %id, error = %e, "early media refused"),
+                    }
+                } else if self.calls.get(&id).is_some_and(|l| l.media.is_some()) {
+                    state = CallState::EarlyMedia;
+                }
+                if status == 183 || status == 180 || state == CallState::EarlyMedia {
+                    self.set_state(id, state);
+                }
+            }
+            200..=299 => {
+                let contact = self.accounts[leg.account].contact().unwrap_or_default();
+                match leg.dialog.as_mut() {
+                    Some(d) if d.id.remote_tag == response.to().ok().and_then(|t| t.tag()).unwrap_or("") => {
+                        d.handle_response(&response);
+                        // The route set is fixed by the 2xx (§12.1.2).
+                        if let Some(fresh) = Dialog::as_uac(&leg.invite, &response, &contact) {
+                            d.route_set = fresh.route_set;
+                        }
+                    }
+                    _ => leg.dialog = Dialog::as_uac(&leg.invite, &response, &contact),
+                }
+                leg.last_2xx = Some(response.clone());
+                let first = leg.phase == Phase::Calling;
+                leg.phase = Phase::Confirmed;
+                if first {
+                    leg.answered = Some(SystemTime::now());
+                }
+                // RFC 4028: who refreshes, and how often.
+                if let Some(se) = response.session_expires().ok().flatten()
+                    && let Some(secs) = se.delta_seconds()
+                {
+                    let interval = Duration::from_secs(u64::from(secs.max(90)));
+                    let we_refresh = se.refresher() != Some("uas");
+                    leg.timer = Some(SessionTimer {
+                        interval,
+                        we_refresh,
+                        deadline: if we_refresh {
+                            now + interval / 2
+                        } else {
+                            now + interval
+                        },
+                    });
+                }
+                let negotiated = if leg.negotiation.is_offer_pending() {
+                    match SessionDescription::parse_bytes(response.body()) {
+                        Ok(answer) if !response.body().is_empty() => {
+                            Some(leg.negotiation.handle_answer(&answer))
+                        }
+                        _ => Some(Err(media_engine::negotiation::NegotiationError::NoPendingOffer)),
+                    }
+                } else {
+                    None
+                };
+                let cancelled = leg.cancel_requested;
+                self.send_ack(id, &response);
+                if cancelled {
+                    // The 2xx won the race with our CANCEL (§9.1): hang up.
+                    self.send_bye(id);
+                    self.end_call(id, EndReason::Cancelled).await;
+                    return;
+                }
+                match negotiated {
+                    Some(Ok(n)) => self.apply_negotiated(id, n),
+                    Some(Err(e)) => {
+                        warn!(call = %id, error = %e, "the answer's media is unusable");
+                        self.send_bye(id);
+                        self.end_call(id, EndReason::Failed(format!("media: {e}"))).await;
+                        return;
+                    }
+                    None => {}
+                }
+                if first {
+                    info!(call = %id, "answered by the peer");
+                    self.set_state(id, CallState::Connected);
+                    if let Some(orig) = self.calls.get(&id).and_then(|l| l.transferred_from) {
+                        self.notify_transfer(orig, 200, "OK", true);
+                    }
+                }
+            }
+            401 | 407 => {
+                let ai = leg.account;
+                let invite = leg.invite.clone();
+                let creds = self.accounts[ai]
+                    .digest
+                    .handle_challenge(&response, &invite, &mut self.rng);
+                let Ok(creds) = creds else {
+                    self.end_call(
+                        id,
+                        EndReason::Refused {
+                            status,
+                            reason: response.reason().unwrap_or("").to_owned(),
+                        },
+                    )
+                    .await;
+                    return;
+                };
+                let Some(via) = self.via(ai) else { return };
+                let Some(leg) = self.calls.get_mut(&id) else {
+                    return;
+                };
+                let mut retry = leg.invite.clone();
+                let seq = retry.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+                let _ = retry.set_header("Via", &via);
+                let _ = retry.set_header("CSeq", &format!("{seq} INVITE"));
+                retry.remove_header("Authorization");
+                retry.remove_header("Proxy-Authorization");
+                for c in &creds {
+                    let _ = c.add_to(&mut retry);
+                }
+                let dest = leg.dest;
+                leg.invite = retry.clone();
+                leg.negotiation.cancel_offer();
+                // The offer stays the same; the negotiation expects it pending again.
+                let _ = leg.negotiation.create_offer();
+                match self.driver.endpoint().send_request(now, retry, dest) {
+                    Ok(new_tx) => {
+                        if let Some(leg) = self.calls.get_mut(&id) {
+                            leg.invite_tx = Some(new_tx);
+                        }
+                        self.pending.insert(new_tx, (id, Pending::Invite));
+                    }
+                    Err(e) => {
+                        self.end_call(id, EndReason::Failed(format!("INVITE retry: {e}")))
+                            .await;
+                    }
+                }
+                let _ = tx;
+            }
+            _ => {
+                let reason = if status == 487 && leg.cancel_requested {
+                    EndReason::Cancelled
+                } else {
+                    EndReason::Refused {
+                        status,
+                        reason: response.reason().unwrap_or("").to_owned(),
+                    }
+                };
+                self.end_call(id, reason).await;
+            }
+        }
+    }
+
+    async fn reinvite_response(
+        &mut self,
+        id: CallId,
+        response: Message,
+        status: u16,
+        hold: bool,
+        request: Message,
+    ) {
+        let now = self.now();
+        if status < 200 {
+            return;
+        }
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if (200..300).contains(&status) {
+            let _ = request;
+            self.send_ack(id, &response);
+            let Some(leg) = self.calls.get_mut(&id) else {
+                return;
+            };
+            if let Some(t) = leg.timer.as_mut() {
+                t.deadline = if t.we_refresh {
+                    now + t.interval / 2
+                } else {
+                    now + t.interval
+                };
+            }
+            let negotiated = SessionDescription::parse_bytes(response.body())
+                .ok()
+                .map(|a| leg.negotiation.handle_answer(&a));
+            match negotiated {
+                Some(Ok(n)) => {
+                    leg.local_hold = hold;
+                    self.apply_negotiated(id, n);
+                    self.hold_state(id);
+                }
+                _ => {
+                    leg.negotiation.cancel_offer();
+                    warn!(call = %id, "re-INVITE answer unusable");
+                }
+            }
+            return;
+        }
+        leg.negotiation.cancel_offer();
+        if status == 491 {
+            // §14.1: try again after a random wait.
+            let owns = leg.direction == CallDirection::Outgoing;
+            let wait = sip_core::dialog::glare_backoff(owns, &mut self.rng);
+            leg.reinvite_retry = Some((now + wait, hold));
+        } else if matches!(status, 408 | 481) {
+            self.send_bye(id);
+            self.end_call(id, EndReason::Failed(format!("re-INVITE answered {status}")))
+                .await;
+        }
+    }
+}
+
+/// Where a stateless 2xx retransmission goes: back to the request's source
+/// (RFC 3581).
+fn response_destination(request: &Message, source: Destination) -> Destination {
+    let Ok(via) = request.via() else {
+        return source;
+    };
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => source.addr.port(),
+    };
+    let ip = via.received().unwrap_or(source.addr.ip());
+    Destination {
+        addr: SocketAddr::new(ip, port),
+        ..source
+    }
+}
+
+fn quote(s: &str) -> String {
+    s.replace('\\', "\\\\").replace('"', "\\\"")
+}
+
+/// `Signal=5` from an application/dtmf-relay body.
+fn parse_dtmf_relay(body: &[u8]) -> Option<char> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        if !k.trim().eq_ignore_ascii_case("signal") {
+            return None;
+        }
+        let c = v.trim().chars().next()?.to_ascii_uppercase();
+        (c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')).then_some(c)
+    })
+}
+
+/// The status code of a message/sipfrag body (`SIP/2.0 200 OK`).
+fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text.lines().next()?;
+    let mut parts = line.split_whitespace();
+    if parts.next()? != "SIP/2.0" {
+        return None;
+    }
+    parts.next()?.parse().ok().filter(|s| (100..700).contains(s))
+}
+
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() * 3);
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~' | b'!' | b'*') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len() + 0
+            && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtmf_relay_bodies() {
+        assert_eq!(parse_dtmf_relay(b"Signal=5\r\nDuration=160\r\n"), Some('5'));
+        assert_eq!(parse_dtmf_relay(b"signal= #\r\n"), Some('#'));
+        assert_eq!(parse_dtmf_relay(b"Signal=x\r\n"), None);
+        assert_eq!(parse_dtmf_relay(b"Duration=160\r\n"), None);
+        assert_eq!(parse_dtmf_relay(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn sipfrag_status_lines() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status(b"SIP/2.0 100 Trying"), Some(100));
+        assert_eq!(sipfrag_status(b"HTTP/1.1 200 OK"), None);
+        assert_eq!(sipfrag_status(b"SIP/2.0 9999 X"), None);
+        assert_eq!(sipfrag_status(b""), None);
+    }
+
+    #[test]
+    fn replaces_survives_percent_encoding() {
+        let r = "abc@host;to-tag=1;from-tag=2";
+        let enc = percent_encode(r);
+        assert!(!enc.contains(';') && !enc.contains('@') && !enc.contains('='));
+        assert_eq!(percent_decode(&enc), r);
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn uri_targets() {
+        assert_eq!(
+            uri_target("sip:bob@127.0.0.1:5070", TransportKind::Udp).unwrap(),
+            ("127.0.0.1".into(), 5070, TransportKind::Udp)
+        );
+        assert_eq!(
+            uri_target("sip:pbx.example.com;transport=tcp", TransportKind::Udp).unwrap(),
+            ("pbx.example.com".into(), 5060, TransportKind::Tcp)
+        );
+        assert_eq!(
+            uri_target("sips:pbx.example.com", TransportKind::Udp).unwrap(),
+            ("pbx.example.com".into(), 5061, TransportKind::Tls)
+        );
+        assert!(uri_target("tel:+123", TransportKind::Udp).is_err());
+        assert!(uri_target("not a uri", TransportKind::Udp).is_err());
+    }
+}

@@ -1,0 +1,208 @@
+//! A call's media: RTP sockets (media-tokio), the audio stream
+//! (media-engine) and the audio device (media-audio), put together.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use media_audio::{AudioBackend, AudioFormat, AudioGuard, BackendChoice, select_backend};
+use media_engine::dtmf::Digit;
+use media_engine::negotiation::{Codec, MediaSettings, NegotiatedAudio};
+use media_engine::srtp::SrtpSuite;
+use media_engine::stream::{AudioStream, AudioStreamConfig, AudioStreamEvent, StreamStatistics};
+use media_tokio::{AudioChannel, AudioChannelHandle, MediaSockets, PortRange};
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use crate::config::AudioSetup;
+use crate::error::PhoneError;
+use crate::event::{CallId, QualityReport};
+
+/// What media tells the phone's task.
+#[derive(Debug)]
+pub(crate) enum MediaEvent {
+    /// An RFC 4733 digit arrived.
+    Dtmf { call: CallId, digit: char },
+}
+
+/// Sockets bound for a call before its offer or answer is written.
+#[derive(Debug)]
+pub(crate) struct PreparedMedia {
+    sockets: MediaSockets,
+}
+
+impl PreparedMedia {
+    pub(crate) fn port(&self) -> u16 {
+        self.sockets.rtp_port()
+    }
+}
+
+/// Binds an RTP/RTCP port pair from the range.
+pub(crate) async fn prepare(ip: IpAddr, ports: (u16, u16)) -> Result<PreparedMedia, PhoneError> {
+    let range = PortRange::new(ports.0, ports.1)
+        .map_err(|e| PhoneError::Config(format!("RTP ports {}-{}: {e}", ports.0, ports.1)))?;
+    let sockets = MediaSockets::bind(ip, range)
+        .await
+        .map_err(|e| PhoneError::Network(format!("RTP sockets on {ip}: {e}")))?;
+    Ok(PreparedMedia { sockets })
+}
+
+fn codec_by_name(name: &str) -> Option<Codec> {
+    match name.to_ascii_lowercase().as_str() {
+        "opus" => Some(Codec::Opus),
+        "pcmu" => Some(Codec::Pcmu),
+        "pcma" => Some(Codec::Pcma),
+        _ => None,
+    }
+}
+
+/// Offer/answer settings from the configuration's media section.
+pub(crate) fn settings(media: &config_export::Media, ip: IpAddr, port: u16) -> MediaSettings {
+    let codecs: Vec<Codec> = media.codecs.iter().filter_map(|c| codec_by_name(c)).collect();
+    let mut s = MediaSettings::new(ip, port);
+    if !codecs.is_empty() {
+        s = s.with_codecs(codecs);
+    }
+    s = s.with_telephone_event(true);
+    match media.srtp {
+        config_export::SrtpPolicy::Mandatory => s.with_mandatory_srtp(),
+        config_export::SrtpPolicy::Off => {
+            s.dangerous().disable_srtp();
+            s
+        }
+        _ => s.with_best_effort_srtp(),
+    }
+}
+
+fn suite_name(s: SrtpSuite) -> String {
+    s.crypto_suite().to_string()
+}
+
+fn report(stats: &StreamStatistics) -> QualityReport {
+    QualityReport {
+        codec: stats.codec.encoding_name().to_owned(),
+        srtp: stats.srtp_suite.map(suite_name),
+        packets_sent: stats.packets_sent,
+        packets_received: stats.packets_received,
+        loss_percent: stats.loss_percent.max(0.0),
+        jitter_ms: stats.jitter_ms,
+        rtt_ms: stats.round_trip_time.map(|d| d.as_secs_f64() * 1000.0),
+        mos: stats.quality.mos,
+    }
+}
+
+/// A call's running media.
+#[derive(Debug)]
+pub(crate) struct CallMedia {
+    channel: AudioChannelHandle,
+    guard: Arc<Mutex<Option<AudioGuard>>>,
+}
+
+fn backend(setup: &AudioSetup) -> Result<Box<dyn AudioBackend>, String> {
+    match setup {
+        AudioSetup::Auto => {
+            let (b, notice) = select_backend(BackendChoice::Auto);
+            if let Some(n) = notice {
+                info!(notice = %n, "audio");
+            }
+            Ok(b)
+        }
+        AudioSetup::Null => Ok(select_backend(BackendChoice::Null).0),
+        AudioSetup::Wav { play, record } => Ok(select_backend(BackendChoice::Wav {
+            source: play.clone(),
+            sink: record.clone(),
+        })
+        .0),
+        AudioSetup::Custom(f) => f(),
+    }
+}
+
+impl CallMedia {
+    /// Starts media on the prepared sockets.
+    pub(crate) fn start(
+        call: CallId,
+        prepared: PreparedMedia,
+        negotiated: &NegotiatedAudio,
+        audio: &AudioSetup,
+        media: &config_export::Media,
+        events: mpsc::UnboundedSender<MediaEvent>,
+    ) -> Result<CallMedia, PhoneError> {
+        let jitter = media_engine::jitter::JitterConfig::default().with_delay_bounds(
+            Duration::from_millis(u64::from(media.jitter_min_ms)),
+            Duration::from_millis(u64::from(media.jitter_max_ms.max(media.jitter_min_ms))),
+        );
+        let config = AudioStreamConfig::new(format!("softphone-{}", call.0)).with_jitter(jitter);
+        let stream = AudioStream::new(negotiated, config, &mut rand::rng())
+            .map_err(|e| PhoneError::Media(e.to_string()))?;
+        let mut backend = backend(audio).map_err(PhoneError::Media)?;
+        let device = backend
+            .open(AudioFormat::new(stream.sample_rate()))
+            .or_else(|e| {
+                warn!(error = %e, "audio device failed; using the null device");
+                select_backend(BackendChoice::Null)
+                    .0
+                    .open(AudioFormat::new(stream.sample_rate()))
+            })
+            .map_err(|e| PhoneError::Media(format!("audio: {e}")))?;
+        let (port, guard) = device.into_parts();
+        let port = media_tokio::AudioPort {
+            capture: port.capture,
+            playback: port.playback,
+            sample_rate: port.sample_rate,
+        };
+        let channel = AudioChannel::spawn(stream, prepared.sockets, port);
+        let mut rx = channel.events();
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if let AudioStreamEvent::DtmfReceived(d) = ev
+                    && events
+                        .send(MediaEvent::Dtmf {
+                            call,
+                            digit: d.to_char(),
+                        })
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        Ok(CallMedia {
+            channel,
+            guard: Arc::new(Mutex::new(Some(guard))),
+        })
+    }
+
+    /// The figures so far.
+    pub(crate) fn report(&self) -> Option<QualityReport> {
+        Some(report(&self.channel.statistics()))
+    }
+
+    /// Applies a new offer/answer outcome (hold, resume, new address).
+    pub(crate) fn update(&self, negotiated: &NegotiatedAudio) {
+        self.channel.update(negotiated.clone());
+    }
+
+    pub(crate) fn set_muted(&self, muted: bool) {
+        self.channel.set_muted(muted);
+    }
+
+    /// Sends one digit as RFC 4733 events; false when telephone-events were
+    /// not negotiated (the caller falls back to SIP INFO).
+    pub(crate) fn send_dtmf(&self, digit: char, duration: Duration) -> bool {
+        let Some(d) = Digit::from_char(digit) else {
+            return false;
+        };
+        self.channel.send_dtmf(d, duration).is_ok()
+    }
+
+    /// Stops media (RTCP BYE) and the device; returns the final figures.
+    pub(crate) async fn stop(self) -> Option<QualityReport> {
+        let stats = self.channel.stop().await;
+        if let Ok(mut g) = self.guard.lock()
+            && let Some(g) = g.take()
+        {
+            let _ = g.stop();
+        }
+        stats.map(|s| report(&s))
+    }
+}

@@ -1,0 +1,206 @@
+//! `dialer`: the reference softphone for the terminal, built on the
+//! `softphone` crate.
+//!
+//! ```text
+//! dialer demo                         two phones on loopback call each other
+//! dialer call TARGET --registrar URI --user U --password P [...]
+//! dialer answer [--registrar URI --user U --password P] [--auto] [...]
+//! dialer register --registrar URI --user U --password P [--stay S]
+//! dialer shell [--registrar URI --user U --password P]
+//! dialer history [--limit N]
+//! ```
+//!
+//! Exit status: 0 when the job succeeded (a call answered and ended
+//! normally, a registration held), 1 when it failed, 2 for bad arguments.
+#![allow(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
+#![allow(clippy::print_stderr, reason = "a command-line tool reports errors on stderr")]
+
+mod demo;
+mod options;
+mod session;
+mod shell;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::options::{AccountArgs, MediaArgs};
+
+#[derive(Parser, Debug)]
+#[command(name = "dialer", version, about = "A softphone for the terminal")]
+struct Cli {
+    /// Where all state lives (call history); default: the platform's data directory.
+    #[arg(long, global = true)]
+    profile: Option<PathBuf>,
+    /// Write logs to this file (personal data masked) instead of stderr.
+    #[arg(long, global = true)]
+    log_file: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Two phones in this process call each other over loopback with SRTP,
+    /// each sending a tone and checking it hears the other's.
+    Demo {
+        /// Codec for the demo call.
+        #[arg(long, default_value = "opus")]
+        codec: String,
+        /// How long the call lasts, in seconds.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
+    /// Register and call TARGET; hang up after --hangup-after or on the far end's BYE.
+    Call {
+        /// A SIP URI, or a user/number on the registrar's domain.
+        target: String,
+        #[command(flatten)]
+        account: AccountArgs,
+        #[command(flatten)]
+        media: MediaArgs,
+        /// Hang up after this many seconds of conversation.
+        #[arg(long)]
+        hangup_after: Option<u64>,
+        /// Send these DTMF digits once the call is answered.
+        #[arg(long)]
+        dtmf: Option<String>,
+        /// Give up when nobody answers within this many seconds.
+        #[arg(long, default_value_t = 60)]
+        ring_timeout: u64,
+    },
+    /// Wait for calls (registering when a registrar is given).
+    Answer {
+        #[command(flatten)]
+        account: AccountArgs,
+        #[command(flatten)]
+        media: MediaArgs,
+        /// Answer calls automatically.
+        #[arg(long)]
+        auto: bool,
+        /// Hang up each answered call after this many seconds.
+        #[arg(long)]
+        hangup_after: Option<u64>,
+        /// Stop after this many calls ended.
+        #[arg(long)]
+        calls: Option<u32>,
+        /// Stop after this many seconds in all.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
+    /// Register and report each registration state change.
+    Register {
+        #[command(flatten)]
+        account: AccountArgs,
+        /// Keep the registration alive this many seconds, then remove it.
+        #[arg(long)]
+        stay: Option<u64>,
+    },
+    /// An interactive phone: call, answer, hangup, hold, resume, transfer,
+    /// dtmf, mute, status, history, quit.
+    Shell {
+        #[command(flatten)]
+        account: AccountArgs,
+        #[command(flatten)]
+        media: MediaArgs,
+    },
+    /// The most recent calls.
+    History {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = options::init_logging(cli.log_file.as_deref(), cli.verbose, cli.quiet) {
+        eprintln!("dialer: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("dialer: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let profile = match options::profile_dir(cli.profile.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dialer: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Demo { codec, seconds } => demo::run(&codec, seconds).await,
+            Command::Call {
+                target,
+                account,
+                media,
+                hangup_after,
+                dtmf,
+                ring_timeout,
+            } => {
+                session::call(
+                    &profile,
+                    &target,
+                    &account,
+                    &media,
+                    hangup_after,
+                    dtmf.as_deref(),
+                    ring_timeout,
+                )
+                .await
+            }
+            Command::Answer {
+                account,
+                media,
+                auto,
+                hangup_after,
+                calls,
+                duration,
+            } => {
+                session::answer(
+                    &profile,
+                    &account,
+                    &media,
+                    auto,
+                    hangup_after,
+                    calls,
+                    duration,
+                )
+                .await
+            }
+            Command::Register { account, stay } => session::register(&profile, &account, stay).await,
+            Command::Shell { account, media } => shell::run(&profile, &account, &media).await,
+            Command::History { limit } => session::history(&profile, limit),
+        }
+    });
+    // Media and socket tasks end with the runtime; bound the wait.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("dialer: error: {e:#}");
+            if e.downcast_ref::<options::UsageError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Command-line options shared by the commands, and turning them into a
+//! phone configuration.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use config_export::{Account, Config, Secret, SrtpPolicy, Transport, TrustAnchor};
+use softphone::{AudioSetup, Listen, PhoneConfig};
+
+/// A mistake in the arguments (exit status 2).
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl fmt::Display for UsageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    UsageError(msg.into()).into()
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct AccountArgs {
+    /// The registrar, e.g. sip:pbx.example.com or sip:127.0.0.1:5060.
+    #[arg(long)]
+    pub registrar: Option<String>,
+    /// SIP user name (the user part of our address).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Digest password (prefer the DIALER_PASSWORD environment variable: the
+    /// command line is visible to other users).
+    #[arg(long, env = "DIALER_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Digest user name when it differs from --user.
+    #[arg(long)]
+    pub auth_user: Option<String>,
+    /// Our display name.
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// udp, tcp, tls, ws or wss.
+    #[arg(long, default_value = "udp")]
+    pub transport: String,
+    /// A CA certificate (PEM) that TLS servers must chain to; default: the system's roots.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Local address to bind SIP and RTP to.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub bind: IpAddr,
+    /// Local SIP port (0: any).
+    #[arg(long, default_value_t = 0)]
+    pub sip_port: u16,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct MediaArgs {
+    /// Codec to use: pcmu, pcma or opus (default: opus, then pcmu, then pcma).
+    #[arg(long)]
+    pub codec: Option<String>,
+    /// SRTP: off, optional or mandatory.
+    #[arg(long, default_value = "optional")]
+    pub srtp: String,
+    /// Send this WAV file instead of the microphone.
+    #[arg(long)]
+    pub play: Option<PathBuf>,
+    /// Record what the far end sends to this WAV file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// RTP ports to use, LOW-HIGH.
+    #[arg(long, default_value = "16384-32767")]
+    pub rtp_ports: String,
+}
+
+/// The phone configuration for the options: one account `cli`.
+pub fn phone_config(
+    profile: &Path,
+    account: &AccountArgs,
+    media: Option<&MediaArgs>,
+    needs_registrar: bool,
+) -> Result<PhoneConfig> {
+    let transport = Transport::from_str(&account.transport.to_ascii_lowercase())
+        .map_err(|_| usage(format!("--transport {:?}: use udp, tcp, tls, ws or wss", account.transport)))?;
+    let user = account.user.clone().unwrap_or_else(|| "dialer".to_owned());
+    let register = account.registrar.is_some();
+    if needs_registrar && !register {
+        return Err(usage("--registrar, --user and --password are needed"));
+    }
+    let registrar = match &account.registrar {
+        Some(r) => r.clone(),
+        None => {
+            let ip = if account.bind.is_unspecified() {
+                "127.0.0.1".to_owned()
+            } else {
+                account.bind.to_string()
+            };
+            format!("sip:{ip}")
+        }
+    };
+    if register && account.user.is_none() {
+        return Err(usage("--registrar needs --user"));
+    }
+    let mut acct = Account::new("cli", user, registrar);
+    acct.password = account.password.clone().map(Secret::new);
+    acct.auth_user = account.auth_user.clone();
+    acct.display_name = account.display_name.clone();
+    acct.transport = transport;
+    let mut config = Config::default();
+    config.accounts.push(acct);
+    if let Some(ca) = &account.ca {
+        if !ca.is_file() {
+            return Err(usage(format!("--ca {}: no such file", ca.display())));
+        }
+        config
+            .tls
+            .trust
+            .push(TrustAnchor::File(ca.display().to_string()));
+    }
+    let mut audio = AudioSetup::Auto;
+    let mut rtp_ports = None;
+    if let Some(m) = media {
+        if let Some(codec) = &m.codec {
+            let name = match codec.to_ascii_lowercase().as_str() {
+                "pcmu" => "PCMU",
+                "pcma" => "PCMA",
+                "opus" => "opus",
+                other => return Err(usage(format!("--codec {other:?}: use pcmu, pcma or opus"))),
+            };
+            config.media.codecs = vec![name.to_owned()];
+        }
+        config.media.srtp = SrtpPolicy::from_str(&m.srtp.to_ascii_lowercase())
+            .map_err(|_| usage(format!("--srtp {:?}: use off, optional or mandatory", m.srtp)))?;
+        let bad_ports = || usage(format!("--rtp-ports {:?}: use LOW-HIGH, e.g. 16384-32767", m.rtp_ports));
+        let (lo, hi) = m.rtp_ports.split_once('-').ok_or_else(bad_ports)?;
+        let (lo, hi): (u16, u16) = (
+            lo.trim().parse().map_err(|_| bad_ports())?,
+            hi.trim().parse().map_err(|_| bad_ports())?,
+        );
+        if lo >= hi {
+            return Err(bad_ports());
+        }
+        rtp_ports = Some((lo, hi));
+        if m.play.is_some() || m.record.is_some() {
+            if let Some(p) = &m.play
+                && !p.is_file()
+            {
+                return Err(usage(format!("--play {}: no such file", p.display())));
+            }
+            audio = AudioSetup::Wav {
+                play: m.play.clone(),
+                record: m.record.clone(),
+            };
+        }
+    }
+    let mut pc = PhoneConfig::new(config);
+    pc.bind = account.bind;
+    pc.sip_port = account.sip_port;
+    pc.listen = Listen::UdpAndTcp;
+    pc.register = register;
+    pc.audio = audio;
+    pc.history = Some(profile.join("history.sqlite"));
+    if let Some(p) = rtp_ports {
+        pc.rtp_ports = p;
+    }
+    Ok(pc)
+}
+
+/// The profile directory, created when missing.
+pub fn profile_dir(given: Option<&Path>) -> Result<PathBuf> {
+    let dir = match given {
+        Some(d) => d.to_path_buf(),
+        None => directories::ProjectDirs::from("org", "softphone-rs", "dialer")
+            .map(|p| p.data_dir().to_path_buf())
+            .ok_or_else(|| usage("no home directory: pass --profile DIR"))?,
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the profile directory {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Logs to stderr or a file; RUST_LOG overrides -v/-q.
+pub fn init_logging(file: Option<&Path>, verbose: u8, quiet: bool) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| usage(format!("--log-file {}: {e}", path.display())))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init()
+                .map_err(|e| anyhow::anyhow!("logging: {e}"))
+        }
+        None => builder
+            .with_writer(std::io::stderr)
+            .try_init()
+            .map_err(|e| anyhow::anyhow!("logging: {e}")),
+    }
+}
