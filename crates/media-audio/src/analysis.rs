@@ -43,7 +43,10 @@ pub fn dominant_frequency(samples: &[i16], sample_rate: u32) -> Option<f64> {
     }
     let rate = f64::from(sample_rate);
     // At most one second; the mean removed so DC does not win.
-    let window = &samples[..samples.len().min(sample_rate as usize).max(MIN_ANALYSIS_SAMPLES)];
+    let window = &samples[..samples
+        .len()
+        .min(sample_rate as usize)
+        .max(MIN_ANALYSIS_SAMPLES)];
     let mean = window.iter().map(|&s| f64::from(s)).sum::<f64>() / window.len() as f64;
     let centred: Vec<f64> = window.iter().map(|&s| f64::from(s) - mean).collect();
     let level = (centred.iter().map(|s| s * s).sum::<f64>() / centred.len() as f64).sqrt();
@@ -66,7 +69,8 @@ pub fn dominant_frequency(samples: &[i16], sample_rate: u32) -> Option<f64> {
         .filter(|&f| f > 0.0 && f < rate / 2.0)
         .map(|f| (f, goertzel_power(&centred, rate, f)))
         .collect();
-    let best = (0..candidates.len()).max_by(|&a, &b| candidates[a].1.total_cmp(&candidates[b].1))?;
+    let best =
+        (0..candidates.len()).max_by(|&a, &b| candidates[a].1.total_cmp(&candidates[b].1))?;
     let frequency = candidates[best].0;
     // Parabola through the peak and its neighbours.
     if best == 0 || best + 1 == candidates.len() {
@@ -114,7 +118,15 @@ mod tests {
     #[test]
     fn clean_tones_measure_within_one_percent_at_common_rates() {
         for rate in [8000u32, 16_000, 48_000] {
-            for frequency in [110.0, 300.0, 440.0, 1000.0, 1234.5, 3000.0, f64::from(rate) * 0.45] {
+            for frequency in [
+                110.0,
+                300.0,
+                440.0,
+                1000.0,
+                1234.5,
+                3000.0,
+                f64::from(rate) * 0.45,
+            ] {
                 for len in [rate as usize / 10, rate as usize] {
                     let samples = tone(frequency, rate, len, 8000.0);
                     let measured = dominant_frequency(&samples, rate).unwrap();
@@ -151,8 +163,14 @@ mod tests {
     fn silence_and_short_input_have_no_frequency() {
         assert_eq!(dominant_frequency(&[0; 8000], 8000), None);
         assert_eq!(dominant_frequency(&[100; 8000], 8000), None, "DC only");
-        assert_eq!(dominant_frequency(&tone(1000.0, 8000, 32, 8000.0), 8000), None);
-        assert_eq!(dominant_frequency(&tone(1000.0, 8000, 800, 8000.0), 0), None);
+        assert_eq!(
+            dominant_frequency(&tone(1000.0, 8000, 32, 8000.0), 8000),
+            None
+        );
+        assert_eq!(
+            dominant_frequency(&tone(1000.0, 8000, 800, 8000.0), 0),
+            None
+        );
     }
 
     #[test]

@@ -31,8 +31,7 @@ const FORMATS: [SampleFormat; 8] = [
 
 /// Rates tried, besides the preferred one and the devices' own limits.
 const COMMON_RATES: [u32; 12] = [
-    8000, 11_025, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000, 88_200, 96_000, 176_400,
-    192_000,
+    8000, 11_025, 16_000, 22_050, 24_000, 32_000, 44_100, 48_000, 88_200, 96_000, 176_400, 192_000,
 ];
 
 /// Sound devices of the system's default cpal host (ALSA on Linux,
@@ -107,7 +106,9 @@ impl CpalBackend {
         let host = cpal::default_host();
         let default_input = host.default_input_device();
         let default_output = host.default_output_device();
-        let devices = host.devices().map_err(|source| AudioError::Host { source })?;
+        let devices = host
+            .devices()
+            .map_err(|source| AudioError::Host { source })?;
         Ok(devices
             .map(|device| DeviceInfo {
                 name: device.to_string(),
@@ -152,22 +153,23 @@ impl CpalBackend {
                 source,
             })?
             .collect();
-        let choice = negotiate(&input_ranges, &output_ranges, preferred.sample_rate).map_err(
-            |failure| match failure {
-                Unusable::Capture => AudioError::NoUsableConfig {
-                    direction: Direction::Capture,
-                    device: input_name.clone(),
-                },
-                Unusable::Playback => AudioError::NoUsableConfig {
-                    direction: Direction::Playback,
-                    device: output_name.clone(),
-                },
-                Unusable::NoCommonRate => AudioError::NoCommonRate {
-                    input: input_name.clone(),
-                    output: output_name.clone(),
-                },
-            },
-        )?;
+        let choice =
+            negotiate(&input_ranges, &output_ranges, preferred.sample_rate).map_err(|failure| {
+                match failure {
+                    Unusable::Capture => AudioError::NoUsableConfig {
+                        direction: Direction::Capture,
+                        device: input_name.clone(),
+                    },
+                    Unusable::Playback => AudioError::NoUsableConfig {
+                        direction: Direction::Playback,
+                        device: output_name.clone(),
+                    },
+                    Unusable::NoCommonRate => AudioError::NoCommonRate {
+                        input: input_name.clone(),
+                        output: output_name.clone(),
+                    },
+                }
+            })?;
         let format = AudioFormat::new(choice.sample_rate);
         tracing::debug!(
             input = %input_name,
@@ -589,26 +591,52 @@ mod tests {
 
     use super::*;
 
-    fn range(channels: u16, min: u32, max: u32, format: SampleFormat) -> SupportedStreamConfigRange {
+    fn range(
+        channels: u16,
+        min: u32,
+        max: u32,
+        format: SampleFormat,
+    ) -> SupportedStreamConfigRange {
         SupportedStreamConfigRange::new(channels, min, max, SupportedBufferSize::Unknown, format)
     }
 
     #[test]
     fn the_preferred_rate_is_used_when_both_sides_support_it() {
-        let input = [range(2, 8000, 96_000, SampleFormat::F32), range(1, 8000, 96_000, SampleFormat::I16)];
+        let input = [
+            range(2, 8000, 96_000, SampleFormat::F32),
+            range(1, 8000, 96_000, SampleFormat::I16),
+        ];
         let output = [range(2, 44_100, 48_000, SampleFormat::F32)];
         let chosen = negotiate(&input, &output, 48_000).unwrap();
         assert_eq!(chosen.sample_rate, 48_000);
-        assert_eq!(chosen.input, StreamChoice { channels: 1, format: SampleFormat::I16 });
-        assert_eq!(chosen.output, StreamChoice { channels: 2, format: SampleFormat::F32 });
+        assert_eq!(
+            chosen.input,
+            StreamChoice {
+                channels: 1,
+                format: SampleFormat::I16
+            }
+        );
+        assert_eq!(
+            chosen.output,
+            StreamChoice {
+                channels: 2,
+                format: SampleFormat::F32
+            }
+        );
     }
 
     #[test]
     fn the_nearest_common_rate_is_used_otherwise() {
         // A 16 kHz call on a card that runs 44.1 and 48 kHz only.
-        let input = [range(2, 44_100, 44_100, SampleFormat::I16), range(2, 48_000, 48_000, SampleFormat::I16)];
+        let input = [
+            range(2, 44_100, 44_100, SampleFormat::I16),
+            range(2, 48_000, 48_000, SampleFormat::I16),
+        ];
         let output = [range(2, 44_100, 48_000, SampleFormat::F32)];
-        assert_eq!(negotiate(&input, &output, 16_000).unwrap().sample_rate, 44_100);
+        assert_eq!(
+            negotiate(&input, &output, 16_000).unwrap().sample_rate,
+            44_100
+        );
         // An odd hardware rate is found from the range limits.
         let odd = [range(1, 22_000, 22_000, SampleFormat::I16)];
         assert_eq!(negotiate(&odd, &odd, 16_000).unwrap().sample_rate, 22_000);
@@ -621,7 +649,10 @@ mod tests {
         assert_eq!(negotiate(&dsd, &fine, 48_000), Err(Unusable::Capture));
         assert_eq!(negotiate(&fine, &dsd, 48_000), Err(Unusable::Playback));
         let other = [range(2, 44_100, 44_100, SampleFormat::F32)];
-        assert_eq!(negotiate(&fine, &other, 48_000), Err(Unusable::NoCommonRate));
+        assert_eq!(
+            negotiate(&fine, &other, 48_000),
+            Err(Unusable::NoCommonRate)
+        );
     }
 
     #[test]
@@ -634,8 +665,18 @@ mod tests {
         let got: Vec<i16> = std::iter::from_fn(|| out.pop().ok()).collect();
         // Full-scale +1.0 saturates at 32767 before the average.
         assert_eq!(got, vec![16384, -32768, 16383]);
-        assert_eq!(status.capture_samples.load(std::sync::atomic::Ordering::Relaxed), 3);
-        assert_eq!(status.capture_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            status
+                .capture_samples
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        assert_eq!(
+            status
+                .capture_dropped
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
     }
 
     #[test]
@@ -647,22 +688,122 @@ mod tests {
         let mut data = [9.0f32; 7]; // three stereo frames and a stray sample
         playback_block(&mut data, 2, &mut out, &status);
         assert_eq!(data, [0.5, 0.5, -1.0, -1.0, 0.0, 0.0, 0.0]);
-        assert_eq!(status.playback_samples.load(std::sync::atomic::Ordering::Relaxed), 2);
-        assert_eq!(status.playback_silence.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(
+            status
+                .playback_samples
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
+        assert_eq!(
+            status
+                .playback_silence
+                .load(std::sync::atomic::Ordering::Relaxed),
+            1
+        );
         let mut unsigned = [0u16; 2];
         playback_block(&mut unsigned, 1, &mut out, &status);
         assert_eq!(unsigned, [32768, 32768]);
+    }
+
+    fn callbacks_of<T>(channels: usize, capture: &mut [T], playback: &mut [T], rounds: usize)
+    where
+        T: SizedSample + FromSample<i16>,
+        i16: FromSample<T>,
+    {
+        let status = Status::default();
+        let (mut capture_in, mut capture_out) = rtrb::RingBuffer::new(1024);
+        let (mut playback_in, mut playback_out) = rtrb::RingBuffer::new(1024);
+        let (mut events, _events_out) = event_ring();
+        let mut media = [0i16; 256];
+        let before = crate::alloc_count::allocations();
+        for round in 0..rounds {
+            capture_block(capture, channels, &mut capture_in, &status);
+            let (got, _) = capture_out.pop_partial_slice(&mut media);
+            // Every other round the media side falls behind: overrun and underrun paths.
+            if round % 2 == 0 {
+                let _ = playback_in.push_partial_slice(got);
+            }
+            playback_block(playback, channels, &mut playback_out, &status);
+            on_stream_error(
+                cpal::ErrorKind::Xrun,
+                Direction::Capture,
+                &status,
+                &mut events,
+            );
+        }
+        assert_eq!(
+            crate::alloc_count::allocations(),
+            before,
+            "{}",
+            std::any::type_name::<T>()
+        );
+        assert!(
+            status
+                .playback_samples
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+        assert!(
+            status
+                .playback_silence
+                .load(std::sync::atomic::Ordering::Relaxed)
+                > 0
+        );
+    }
+
+    #[test]
+    fn callbacks_never_allocate() {
+        let probe = crate::alloc_count::allocations();
+        drop(std::hint::black_box(vec![0u8; 16]));
+        assert!(
+            crate::alloc_count::allocations() > probe,
+            "the counter counts"
+        );
+        let mut f32_in: Vec<f32> = (0..960).map(|i| (i as f32 / 960.0) - 0.5).collect();
+        callbacks_of(2, &mut f32_in, &mut vec![0.0f32; 960], 200);
+        callbacks_of(1, &mut vec![100i16; 480], &mut vec![0i16; 480], 200);
+        callbacks_of(2, &mut vec![40_000u16; 882], &mut vec![0u16; 882], 200);
+        callbacks_of(6, &mut vec![1i32 << 20; 1536], &mut vec![0i32; 1536], 200);
+        callbacks_of(2, &mut vec![0.25f64; 320], &mut vec![0.0f64; 320], 200);
     }
 
     #[test]
     fn a_vanished_device_is_an_event_and_a_flag() {
         let status = Status::default();
         let (mut events, mut out) = event_ring();
-        on_stream_error(cpal::ErrorKind::Xrun, Direction::Playback, &status, &mut events);
-        assert!(!status.device_lost.load(std::sync::atomic::Ordering::Relaxed));
-        on_stream_error(cpal::ErrorKind::DeviceNotAvailable, Direction::Capture, &status, &mut events);
-        assert!(status.device_lost.load(std::sync::atomic::Ordering::Relaxed));
-        assert_eq!(out.pop(), Ok(AudioEvent::Xrun { direction: Direction::Playback }));
-        assert_eq!(out.pop(), Ok(AudioEvent::DeviceLost { direction: Direction::Capture }));
+        on_stream_error(
+            cpal::ErrorKind::Xrun,
+            Direction::Playback,
+            &status,
+            &mut events,
+        );
+        assert!(
+            !status
+                .device_lost
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        on_stream_error(
+            cpal::ErrorKind::DeviceNotAvailable,
+            Direction::Capture,
+            &status,
+            &mut events,
+        );
+        assert!(
+            status
+                .device_lost
+                .load(std::sync::atomic::Ordering::Relaxed)
+        );
+        assert_eq!(
+            out.pop(),
+            Ok(AudioEvent::Xrun {
+                direction: Direction::Playback
+            })
+        );
+        assert_eq!(
+            out.pop(),
+            Ok(AudioEvent::DeviceLost {
+                direction: Direction::Capture
+            })
+        );
     }
 }

@@ -231,7 +231,11 @@ pub(crate) struct StoppableThread {
 impl StoppableThread {
     /// Spawns `body` with the flag it must watch; `timeout` bounds the wait
     /// on stop.
-    pub(crate) fn spawn<F>(name: &'static str, timeout: Duration, body: F) -> Result<Self, AudioError>
+    pub(crate) fn spawn<F>(
+        name: &'static str,
+        timeout: Duration,
+        body: F,
+    ) -> Result<Self, AudioError>
     where
         F: FnOnce(Arc<AtomicBool>) -> Result<(), AudioError> + Send + 'static,
     {

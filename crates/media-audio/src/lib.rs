@@ -78,6 +78,8 @@
 //! # }
 //! ```
 
+#[cfg(test)]
+mod alloc_count;
 pub mod analysis;
 mod cpal_backend;
 mod device;
@@ -93,8 +95,7 @@ pub use device::{AudioBackend, AudioDevice, AudioFormat, AudioPort, Direction, R
 pub use error::AudioError;
 pub use guard::{AudioEvent, AudioGuard, AudioStats};
 pub use paced::{
-    CaptureSource, DEFAULT_PERIOD, NullBackend, PacedBackend, PlaybackSink, ToneBackend,
-    WavBackend,
+    CaptureSource, DEFAULT_PERIOD, NullBackend, PacedBackend, PlaybackSink, ToneBackend, WavBackend,
 };
 pub use recording::Recording;
 pub use select::{BackendChoice, select_backend};

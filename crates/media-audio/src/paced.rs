@@ -247,10 +247,7 @@ fn open_paced(backend: &PacedBackend, preferred: AudioFormat) -> Result<AudioDev
                 AudioFormat::new(loaded.sample_rate),
             )
         }
-        CaptureSource::Tone(tone) => (
-            SourceState::tone(*tone, preferred.sample_rate)?,
-            preferred,
-        ),
+        CaptureSource::Tone(tone) => (SourceState::tone(*tone, preferred.sample_rate)?, preferred),
     };
     let status = Arc::new(Status::default());
     let (paced_events, paced_events_out) = event_ring();

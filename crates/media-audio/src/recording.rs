@@ -145,10 +145,8 @@ impl RecordBuffer {
         let skip = samples.len().saturating_sub(capacity);
         self.claimed.store(end, Ordering::Relaxed);
         fence(Ordering::Release);
-        let mut index = start + skip as u64;
-        for &sample in &samples[skip..] {
+        for (index, &sample) in (start + skip as u64..).zip(&samples[skip..]) {
             self.slots[(index % capacity as u64) as usize].store(sample, Ordering::Relaxed);
-            index += 1;
         }
         self.written.store(end, Ordering::Release);
     }
@@ -165,7 +163,10 @@ impl RecordBuffer {
         fence(Ordering::Acquire);
         // Samples below `claimed - capacity` may have been overwritten while
         // they were copied.
-        let valid_from = self.claimed.load(Ordering::Relaxed).saturating_sub(capacity);
+        let valid_from = self
+            .claimed
+            .load(Ordering::Relaxed)
+            .saturating_sub(capacity);
         if valid_from > start {
             let stale = usize::try_from(valid_from - start).map_or(out.len(), |s| s.min(out.len()));
             out.drain(..stale);
