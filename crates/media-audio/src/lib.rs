@@ -11,10 +11,11 @@
 //! | [`ToneBackend`] | a sine tone | kept in memory ([`Recording`]) | system clock, own thread |
 //! | [`PacedBackend`] | any [`CaptureSource`] | any [`PlaybackSink`] | system clock, own thread |
 //!
-//! [`select_backend`] picks one at run time; [`BackendChoice::Auto`] tries
-//! the default sound device and falls back to the null device with a
-//! notice that says why (a machine without a sound card is normal here:
-//! servers, CI, containers).
+//! [`select_backend`] picks one at run time; [`BackendChoice::Auto`] opens
+//! the default sound device as a test and falls back to the null device
+//! with a notice that says why (a machine without a sound card is normal:
+//! servers, CI, containers). On Linux, ALSA itself prints diagnostics on
+//! stderr while looking for a card that is not there.
 //!
 //! ## The rings
 //!

@@ -157,7 +157,9 @@ impl AudioBackend for NullBackend {
 
 /// A WAV file as capture and a WAV file recording playback; either side
 /// optional (silence, discard). With a source, the device runs at the
-/// source file's sample rate; otherwise at the preferred rate.
+/// source file's sample rate; otherwise at the preferred rate. Each open
+/// creates the sink file anew (mono 16-bit), and stopping the device
+/// finalizes it; its header is also brought up to date every second.
 #[derive(Debug, Clone)]
 pub struct WavBackend(PacedBackend);
 
