@@ -28,6 +28,7 @@
 //! | [`codec`] | [`AudioEncoder`](codec::AudioEncoder)/[`AudioDecoder`](codec::AudioDecoder) with concealment and FEC recovery; G.711 implementations |
 //! | [`opus`] | Opus at 48 kHz mono through libopus: bitrate, complexity, in-band FEC, DTX, PLC |
 //! | [`resample`] | [`Resampler`](resample::Resampler): fixed-size frames between device and codec rates (rubato) |
+//! | [`stream`] | [`AudioStream`](stream::AudioStream): one negotiated audio stream put together (RTP session, SRTP, codec, jitter buffer, DTMF), ticked once per packet time; statistics with a MOS estimate |
 //!
 //! Sockets live in `media-tokio`, audio devices in `media-audio`.
 //!
@@ -132,6 +133,7 @@ pub mod sdp;
 pub mod session;
 pub mod srtp;
 pub mod stats;
+pub mod stream;
 pub mod trace;
 
 #[cfg(test)]
