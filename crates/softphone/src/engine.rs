@@ -206,7 +206,6 @@ struct CallLeg {
     remote_hold: bool,
     muted: bool,
     cancel_requested: bool,
-    hangup_after_answer: bool,
     dtmf_queue: VecDeque<char>,
     next_dtmf: Option<Instant>,
     timer: Option<SessionTimer>,
@@ -735,7 +734,7 @@ impl Engine {
             return;
         };
         if leg.next_dtmf.is_some_and(|t| t <= now) {
-            self.send_next_dtmf(id, now);
+            self.send_next_dtmf(id, now).await;
         }
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
@@ -812,7 +811,7 @@ impl Engine {
                     Some(leg) => {
                         leg.muted = muted;
                         if let Some(m) = &leg.media {
-                            m.set_muted(muted);
+                            m.set_muted(muted).await;
                         }
                         Ok(())
                     }
@@ -1068,7 +1067,6 @@ impl Engine {
             remote_hold: false,
             muted: false,
             cancel_requested: false,
-            hangup_after_answer: false,
             dtmf_queue: VecDeque::new(),
             next_dtmf: None,
             timer: None,
@@ -1173,7 +1171,7 @@ impl Engine {
             t.deadline = now + t.interval;
         }
         info!(call = %id, "answered");
-        self.start_media(id);
+        self.start_media(id).await;
         self.set_state(id, CallState::Connected);
         Ok(())
     }
@@ -1373,7 +1371,7 @@ impl Engine {
         Ok(())
     }
 
-    fn send_next_dtmf(&mut self, id: CallId, now: Instant) {
+    async fn send_next_dtmf(&mut self, id: CallId, now: Instant) {
         let use_info = self.config.config.media.dtmf == DtmfMode::Info;
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
@@ -1387,11 +1385,10 @@ impl Engine {
         } else {
             Some(now + DTMF_GAP)
         };
-        let sent_in_band = !use_info
-            && leg
-                .media
-                .as_ref()
-                .is_some_and(|m| m.send_dtmf(digit, DTMF_DURATION));
+        let sent_in_band = match (&leg.media, use_info) {
+            (Some(m), false) => m.send_dtmf(digit, DTMF_DURATION).await,
+            _ => false,
+        };
         if sent_in_band {
             return;
         }
@@ -1490,7 +1487,7 @@ impl Engine {
     }
 
     /// Starts or updates media from the negotiation's outcome.
-    fn apply_negotiated(&mut self, id: CallId, negotiated: NegotiatedAudio) {
+    async fn apply_negotiated(&mut self, id: CallId, negotiated: NegotiatedAudio) {
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
         };
@@ -1499,12 +1496,13 @@ impl Engine {
             Direction::RecvOnly | Direction::Inactive
         ) && !leg.local_hold;
         if let Some(m) = &leg.media {
-            m.update(&negotiated);
+            m.update(&negotiated).await;
             return;
         }
         let Some(prepared) = leg.prepared.take() else {
             return;
         };
+        let first_report = sip_tokio::now() + self.config.quality_interval;
         match CallMedia::start(
             id,
             prepared,
@@ -1515,26 +1513,22 @@ impl Engine {
         ) {
             Ok(m) => {
                 if leg.muted {
-                    m.set_muted(true);
+                    m.set_muted(true).await;
                 }
                 leg.media = Some(m);
-                leg.next_quality = Some(self.now_instant() + self.config.quality_interval);
+                leg.next_quality = Some(first_report);
             }
             Err(e) => warn!(call = %id, error = %e, "media did not start"),
         }
     }
 
-    fn now_instant(&self) -> Instant {
-        sip_tokio::now()
-    }
-
     /// For an incoming call: media starts at the answer.
-    fn start_media(&mut self, id: CallId) {
+    async fn start_media(&mut self, id: CallId) {
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
         };
         if let Some(n) = leg.pending_negotiated.take() {
-            self.apply_negotiated(id, n);
+            self.apply_negotiated(id, n).await;
         }
     }
 
@@ -1857,7 +1851,6 @@ impl Engine {
             remote_hold: false,
             muted: false,
             cancel_requested: false,
-            hangup_after_answer: false,
             dtmf_queue: VecDeque::new(),
             next_dtmf: None,
             timer: session_timer,
@@ -1961,7 +1954,7 @@ impl Engine {
                     self.end_call(id, EndReason::RemoteCancelled).await;
                 }
             }
-            Method::Invite => self.reinvite(id, tx, request, source),
+            Method::Invite => self.reinvite(id, tx, request, source).await,
             Method::Update => {
                 self.refresh_timer(id, &request);
                 let now = self.now();
@@ -2033,7 +2026,7 @@ impl Engine {
         }
     }
 
-    fn reinvite(&mut self, id: CallId, tx: ServerTxId, request: Message, source: Destination) {
+    async fn reinvite(&mut self, id: CallId, tx: ServerTxId, request: Message, source: Destination) {
         let now = self.now();
         self.refresh_timer(id, &request);
         let Some(leg) = self.calls.get_mut(&id) else {
@@ -2091,7 +2084,7 @@ impl Engine {
             ));
         }
         if let Some(n) = negotiated {
-            self.apply_negotiated(id, n);
+            self.apply_negotiated(id, n).await;
             self.hold_state(id);
         }
     }
@@ -2247,7 +2240,7 @@ impl Engine {
                 {
                     match leg.negotiation.handle_answer(&answer) {
                         Ok(n) => {
-                            self.apply_negotiated(id, n);
+                            self.apply_negotiated(id, n).await;
                             state = CallState::EarlyMedia;
                         }
                         Err(e) => debug!(call = %id, error = %e, "early media refused"),
@@ -2312,7 +2305,7 @@ impl Engine {
                     return;
                 }
                 match negotiated {
-                    Some(Ok(n)) => self.apply_negotiated(id, n),
+                    Some(Ok(n)) => self.apply_negotiated(id, n).await,
                     Some(Err(e)) => {
                         warn!(call = %id, error = %e, "the answer's media is unusable");
                         self.send_bye(id);
@@ -2426,7 +2419,7 @@ impl Engine {
             match negotiated {
                 Some(Ok(n)) => {
                     leg.local_hold = hold;
-                    self.apply_negotiated(id, n);
+                    self.apply_negotiated(id, n).await;
                     self.hold_state(id);
                 }
                 _ => {

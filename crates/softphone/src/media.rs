@@ -2,7 +2,6 @@
 //! (media-engine) and the audio device (media-audio), put together.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use media_audio::{AudioBackend, AudioFormat, AudioGuard, BackendChoice, select_backend};
@@ -10,7 +9,9 @@ use media_engine::dtmf::Digit;
 use media_engine::negotiation::{Codec, MediaSettings, NegotiatedAudio};
 use media_engine::srtp::SrtpSuite;
 use media_engine::stream::{AudioStream, AudioStreamConfig, AudioStreamEvent, StreamStatistics};
-use media_tokio::{AudioChannel, AudioChannelHandle, MediaSockets, PortRange};
+use media_tokio::{
+    AudioChannel, AudioChannelHandle, ChannelConfig, ChannelStatistics, MediaSockets, PortRange,
+};
 use tokio::sync::mpsc;
 use tracing::{info, warn};
 
@@ -33,7 +34,7 @@ pub(crate) struct PreparedMedia {
 
 impl PreparedMedia {
     pub(crate) fn port(&self) -> u16 {
-        self.sockets.rtp_port()
+        self.sockets.rtp_addr().port()
     }
 }
 
@@ -41,7 +42,8 @@ impl PreparedMedia {
 pub(crate) async fn prepare(ip: IpAddr, ports: (u16, u16)) -> Result<PreparedMedia, PhoneError> {
     let range = PortRange::new(ports.0, ports.1)
         .map_err(|e| PhoneError::Config(format!("RTP ports {}-{}: {e}", ports.0, ports.1)))?;
-    let sockets = MediaSockets::bind(ip, range)
+    // RTCP gets its own port too: the answer may refuse rtcp-mux.
+    let sockets = MediaSockets::bind(ip, range, false)
         .await
         .map_err(|e| PhoneError::Network(format!("RTP sockets on {ip}: {e}")))?;
     Ok(PreparedMedia { sockets })
@@ -75,10 +77,11 @@ pub(crate) fn settings(media: &config_export::Media, ip: IpAddr, port: u16) -> M
 }
 
 fn suite_name(s: SrtpSuite) -> String {
-    s.crypto_suite().to_string()
+    s.crypto_suite().as_str().to_owned()
 }
 
-fn report(stats: &StreamStatistics) -> QualityReport {
+fn report(channel: &ChannelStatistics) -> QualityReport {
+    let stats: &StreamStatistics = &channel.stream;
     QualityReport {
         codec: stats.codec.encoding_name().to_owned(),
         srtp: stats.srtp_suite.map(suite_name),
@@ -95,7 +98,8 @@ fn report(stats: &StreamStatistics) -> QualityReport {
 #[derive(Debug)]
 pub(crate) struct CallMedia {
     channel: AudioChannelHandle,
-    guard: Arc<Mutex<Option<AudioGuard>>>,
+    /// Behind a lock only so the handle is `Sync`; nothing contends.
+    guard: std::sync::Mutex<Option<AudioGuard>>,
 }
 
 fn backend(setup: &AudioSetup) -> Result<Box<dyn AudioBackend>, String> {
@@ -111,6 +115,7 @@ fn backend(setup: &AudioSetup) -> Result<Box<dyn AudioBackend>, String> {
         AudioSetup::Wav { play, record } => Ok(select_backend(BackendChoice::Wav {
             source: play.clone(),
             sink: record.clone(),
+            looped: false,
         })
         .0),
         AudioSetup::Custom(f) => f(),
@@ -132,7 +137,16 @@ impl CallMedia {
             Duration::from_millis(u64::from(media.jitter_max_ms.max(media.jitter_min_ms))),
         );
         let config = AudioStreamConfig::new(format!("softphone-{}", call.0)).with_jitter(jitter);
-        let stream = AudioStream::new(negotiated, config, &mut rand::rng())
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let stream = AudioStream::new(
+            sip_tokio::now(),
+            media_engine::rtcp::NtpTimestamp::from_unix(wall),
+            negotiated,
+            config,
+            &mut rand::rng(),
+        )
             .map_err(|e| PhoneError::Media(e.to_string()))?;
         let mut backend = backend(audio).map_err(PhoneError::Media)?;
         let device = backend
@@ -145,30 +159,28 @@ impl CallMedia {
             })
             .map_err(|e| PhoneError::Media(format!("audio: {e}")))?;
         let (port, guard) = device.into_parts();
-        let port = media_tokio::AudioPort {
-            capture: port.capture,
-            playback: port.playback,
-            sample_rate: port.sample_rate,
-        };
-        let channel = AudioChannel::spawn(stream, prepared.sockets, port);
+        let port = media_tokio::AudioPort::new(port.capture, port.playback, port.sample_rate);
+        let channel = AudioChannel::spawn(stream, prepared.sockets, port, ChannelConfig::default())
+            .map_err(|e| PhoneError::Media(e.to_string()))?;
         let mut rx = channel.events();
         tokio::spawn(async move {
-            while let Some(ev) = rx.recv().await {
-                if let AudioStreamEvent::DtmfReceived(d) = ev
-                    && events
-                        .send(MediaEvent::Dtmf {
-                            call,
-                            digit: d.to_char(),
-                        })
-                        .is_err()
-                {
-                    break;
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                match rx.recv().await {
+                    Ok(AudioStreamEvent::DtmfReceived(d)) => {
+                        let digit = d.to_char();
+                        if events.send(MediaEvent::Dtmf { call, digit }).is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => break,
                 }
             }
         });
         Ok(CallMedia {
             channel,
-            guard: Arc::new(Mutex::new(Some(guard))),
+            guard: std::sync::Mutex::new(Some(guard)),
         })
     }
 
@@ -178,31 +190,33 @@ impl CallMedia {
     }
 
     /// Applies a new offer/answer outcome (hold, resume, new address).
-    pub(crate) fn update(&self, negotiated: &NegotiatedAudio) {
-        self.channel.update(negotiated.clone());
+    pub(crate) async fn update(&self, negotiated: &NegotiatedAudio) {
+        if let Err(e) = self.channel.update(negotiated.clone()).await {
+            warn!(error = %e, "media update refused");
+        }
     }
 
-    pub(crate) fn set_muted(&self, muted: bool) {
-        self.channel.set_muted(muted);
+    pub(crate) async fn set_muted(&self, muted: bool) {
+        let _ = self.channel.set_muted(muted).await;
     }
 
     /// Sends one digit as RFC 4733 events; false when telephone-events were
     /// not negotiated (the caller falls back to SIP INFO).
-    pub(crate) fn send_dtmf(&self, digit: char, duration: Duration) -> bool {
+    pub(crate) async fn send_dtmf(&self, digit: char, duration: Duration) -> bool {
         let Some(d) = Digit::from_char(digit) else {
             return false;
         };
-        self.channel.send_dtmf(d, duration).is_ok()
+        self.channel.send_dtmf(d, duration).await.is_ok()
     }
 
     /// Stops media (RTCP BYE) and the device; returns the final figures.
     pub(crate) async fn stop(self) -> Option<QualityReport> {
         let stats = self.channel.stop().await;
-        if let Ok(mut g) = self.guard.lock()
-            && let Some(g) = g.take()
-        {
-            let _ = g.stop();
+        let guard = self.guard.into_inner().ok().flatten();
+        if let Some(g) = guard {
+            // Joining the device thread is bounded (about a second at most).
+            let _ = tokio::task::spawn_blocking(move || g.stop()).await;
         }
-        stats.map(|s| report(&s))
+        Some(report(&stats))
     }
 }

@@ -89,7 +89,7 @@ fn print_report(name: &str, r: Option<&QualityReport>) {
     }
 }
 
-pub async fn run(codec: &str, seconds: u64) -> Result<bool> {
+pub(crate) async fn run(codec: &str, seconds: u64) -> Result<bool> {
     let alice_heard = Recording::new(Duration::from_secs(30));
     let bob_heard = Recording::new(Duration::from_secs(30));
     let (alice, mut alice_events) = Phone::start(config("alice", ALICE_TONE, &alice_heard, codec)?)

@@ -13,7 +13,7 @@ use softphone::{AudioSetup, Listen, PhoneConfig};
 
 /// A mistake in the arguments (exit status 2).
 #[derive(Debug)]
-pub struct UsageError(pub String);
+pub(crate) struct UsageError(pub(crate) String);
 
 impl fmt::Display for UsageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -28,58 +28,58 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct AccountArgs {
+pub(crate) struct AccountArgs {
     /// The registrar, e.g. sip:pbx.example.com or sip:127.0.0.1:5060.
     #[arg(long)]
-    pub registrar: Option<String>,
+    pub(crate) registrar: Option<String>,
     /// SIP user name (the user part of our address).
     #[arg(long)]
-    pub user: Option<String>,
+    pub(crate) user: Option<String>,
     /// Digest password (prefer the DIALER_PASSWORD environment variable: the
     /// command line is visible to other users).
     #[arg(long, env = "DIALER_PASSWORD", hide_env_values = true)]
-    pub password: Option<String>,
+    pub(crate) password: Option<String>,
     /// Digest user name when it differs from --user.
     #[arg(long)]
-    pub auth_user: Option<String>,
+    pub(crate) auth_user: Option<String>,
     /// Our display name.
     #[arg(long)]
-    pub display_name: Option<String>,
+    pub(crate) display_name: Option<String>,
     /// udp, tcp, tls, ws or wss.
     #[arg(long, default_value = "udp")]
-    pub transport: String,
+    pub(crate) transport: String,
     /// A CA certificate (PEM) that TLS servers must chain to; default: the system's roots.
     #[arg(long)]
-    pub ca: Option<PathBuf>,
+    pub(crate) ca: Option<PathBuf>,
     /// Local address to bind SIP and RTP to.
     #[arg(long, default_value = "0.0.0.0")]
-    pub bind: IpAddr,
+    pub(crate) bind: IpAddr,
     /// Local SIP port (0: any).
     #[arg(long, default_value_t = 0)]
-    pub sip_port: u16,
+    pub(crate) sip_port: u16,
 }
 
 #[derive(Args, Debug, Clone)]
-pub struct MediaArgs {
+pub(crate) struct MediaArgs {
     /// Codec to use: pcmu, pcma or opus (default: opus, then pcmu, then pcma).
     #[arg(long)]
-    pub codec: Option<String>,
+    pub(crate) codec: Option<String>,
     /// SRTP: off, optional or mandatory.
     #[arg(long, default_value = "optional")]
-    pub srtp: String,
+    pub(crate) srtp: String,
     /// Send this WAV file instead of the microphone.
     #[arg(long)]
-    pub play: Option<PathBuf>,
+    pub(crate) play: Option<PathBuf>,
     /// Record what the far end sends to this WAV file.
     #[arg(long)]
-    pub record: Option<PathBuf>,
+    pub(crate) record: Option<PathBuf>,
     /// RTP ports to use, LOW-HIGH.
     #[arg(long, default_value = "16384-32767")]
-    pub rtp_ports: String,
+    pub(crate) rtp_ports: String,
 }
 
 /// The phone configuration for the options: one account `cli`.
-pub fn phone_config(
+pub(crate) fn phone_config(
     profile: &Path,
     account: &AccountArgs,
     media: Option<&MediaArgs>,
@@ -172,7 +172,7 @@ pub fn phone_config(
 }
 
 /// The profile directory, created when missing.
-pub fn profile_dir(given: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn profile_dir(given: Option<&Path>) -> Result<PathBuf> {
     let dir = match given {
         Some(d) => d.to_path_buf(),
         None => directories::ProjectDirs::from("org", "softphone-rs", "dialer")
@@ -185,7 +185,7 @@ pub fn profile_dir(given: Option<&Path>) -> Result<PathBuf> {
 }
 
 /// Logs to stderr or a file; RUST_LOG overrides -v/-q.
-pub fn init_logging(file: Option<&Path>, verbose: u8, quiet: bool) -> Result<()> {
+pub(crate) fn init_logging(file: Option<&Path>, verbose: u8, quiet: bool) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let level = match (quiet, verbose) {
         (true, _) => "error",

@@ -61,7 +61,7 @@ fn clock(d: Duration) -> String {
     format!("{:02}:{:02}", s / 60, s % 60)
 }
 
-pub async fn call(
+pub(crate) async fn call(
     profile: &Path,
     target: &str,
     account: &AccountArgs,
@@ -178,7 +178,7 @@ async fn follow_call(
     }
 }
 
-pub async fn answer(
+pub(crate) async fn answer(
     profile: &Path,
     account: &AccountArgs,
     media: &MediaArgs,
@@ -267,7 +267,7 @@ pub async fn answer(
     Ok(all_ok && ended > 0)
 }
 
-pub async fn register(profile: &Path, account: &AccountArgs, stay: Option<u64>) -> Result<bool> {
+pub(crate) async fn register(profile: &Path, account: &AccountArgs, stay: Option<u64>) -> Result<bool> {
     let config = phone_config(profile, account, None, true)?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
     let mut ok = wait_registered(&mut events, Duration::from_secs(15)).await?;
@@ -276,7 +276,6 @@ pub async fn register(profile: &Path, account: &AccountArgs, stay: Option<u64>) 
         while let Ok(Some(ev)) = timeout_at(deadline, events.next()).await {
             if let PhoneEvent::Registration { status, .. } = ev {
                 print_registration(&status);
-                ok = matches!(status, RegistrationStatus::Registered { .. });
             }
         }
         let accounts = phone.accounts().await?;
@@ -293,7 +292,7 @@ pub async fn register(profile: &Path, account: &AccountArgs, stay: Option<u64>) 
     Ok(ok)
 }
 
-pub fn history(profile: &Path, limit: usize) -> Result<bool> {
+pub(crate) fn history(profile: &Path, limit: usize) -> Result<bool> {
     let h = History::open(&profile.join("history.sqlite"))?;
     let calls = h.recent(limit)?;
     if calls.is_empty() {

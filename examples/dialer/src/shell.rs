@@ -192,7 +192,7 @@ impl Shell {
     }
 }
 
-pub async fn run(profile: &Path, account: &AccountArgs, media: &MediaArgs) -> Result<bool> {
+pub(crate) async fn run(profile: &Path, account: &AccountArgs, media: &MediaArgs) -> Result<bool> {
     let config = phone_config(profile, account, Some(media), false)?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
     if let Some(local) = phone.accounts().await?.first().and_then(|a| a.local) {

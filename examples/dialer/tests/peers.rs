@@ -127,10 +127,10 @@ fn call_baresip(
     capture_plain: Option<bool>,
 ) {
     let s = setup(ca);
-    let (ua_transport, bs_codec) = match transport {
-        "tcp" => (UaTransport::Tcp, codec),
-        "tls" => (UaTransport::Tls, codec),
-        _ => (UaTransport::Udp, codec),
+    let ua_transport = match transport {
+        "tcp" => UaTransport::Tcp,
+        "tls" => UaTransport::Tls,
+        _ => UaTransport::Udp,
     };
     let bs_source = if codec == "opus" {
         AudioSource::Sine(BARESIP_TONE as u32)
