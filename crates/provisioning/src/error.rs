@@ -153,7 +153,7 @@ pub enum ProvisionError {
         /// Column of the error, from 1, in characters.
         column: Option<usize>,
         /// The error, with the element path.
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
     /// Includes are nested deeper than the limit.
     #[error("{url}: includes nested deeper than {limit}")]
@@ -181,7 +181,7 @@ pub enum ProvisionError {
         /// The file.
         path: PathBuf,
         /// What is wrong with it.
-        source: ConfigError,
+        source: Box<ConfigError>,
     },
     /// Reading or writing the profile directory failed.
     #[error("{path}: {source}")]
@@ -236,7 +236,7 @@ impl ProvisionError {
             url: url.to_owned(),
             line: source.position.map(|p| p.line),
             column: source.position.map(|p| p.column),
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -304,7 +304,7 @@ fn transport_error(url: &Url, error: &reqwest::Error) -> ProvisionError {
 }
 
 /// The rustls error somewhere in the chain. `io::Error` hides its inner
-/// error from `source()`, so look inside it too.
+/// error from `source()` (and may wrap another `io::Error`), so look inside.
 fn find_tls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     // Error chains are short; the bound guards against a cyclic one.
@@ -314,10 +314,7 @@ fn find_tls_error<'e>(error: &'e (dyn std::error::Error + 'static)) -> Option<&'
             return Some(tls);
         }
         if let Some(inner) = e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
-            if let Some(tls) = inner.downcast_ref::<rustls::Error>() {
-                return Some(tls);
-            }
-            current = inner.source().or_else(|| e.source());
+            current = Some(inner);
             continue;
         }
         current = e.source();

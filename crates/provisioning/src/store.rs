@@ -77,9 +77,10 @@ impl Store {
         };
         match Import::new().import(&bytes) {
             Ok(config) => Ok(Some(config)),
-            Err(config_export::ImportError::Invalid(source)) => {
-                Err(ProvisionError::Stored { path, source })
-            }
+            Err(config_export::ImportError::Invalid(source)) => Err(ProvisionError::Stored {
+                path,
+                source: Box::new(source),
+            }),
             Err(other) => Err(ProvisionError::store(
                 path,
                 io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
@@ -119,7 +120,7 @@ impl Store {
             .map_err(|e| match e {
                 config_export::ExportError::Invalid(source) => ProvisionError::Stored {
                     path: self.config_path(),
-                    source,
+                    source: Box::new(source),
                 },
                 other => {
                     ProvisionError::store(self.config_path(), io::Error::other(other.to_string()))
