@@ -1386,6 +1386,10 @@ mod tests {
         );
         assert_eq!(config.push.as_ref().unwrap().provider, "apns");
         assert_eq!(config.privacy.history_retention_days, 365);
+        assert_eq!(
+            config.provisioning.as_ref().unwrap().check_interval,
+            Some(86_400)
+        );
         assert!(config.is_locked("softphone-config/account[office]/registrar"));
         assert!(config.is_locked("softphone-config/media/codec[2]"));
         assert!(!config.is_locked("softphone-config/account[home]/registrar"));

@@ -69,8 +69,9 @@
 //!
 //! ## Time
 //!
-//! [`Schedule`] reads no clock. [`Provisioner::run_periodic`] reads tokio's
-//! clock, so `#[tokio::test(start_paused = true)]` drives it.
+//! [`Schedule`] reads no clock: tests drive it with a virtual one.
+//! [`Provisioner::run_periodic`] sleeps on tokio's clock. HTTP time limits
+//! are tokio timers too.
 //!
 //! ## Feature flags
 //!

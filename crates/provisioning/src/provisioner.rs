@@ -226,8 +226,8 @@ impl Provisioner {
     /// asks. `on_result` sees every check's result.
     ///
     /// It runs until the future is dropped (or its task aborted); a check
-    /// cut off that way leaves the store as it was or fully updated. Time
-    /// is tokio's clock, so paused-time tests control it.
+    /// cut off that way leaves the store as it was or fully updated. It
+    /// sleeps on tokio's clock; the timing rules are [`Schedule`]'s.
     pub async fn run_periodic(&self, mut on_result: impl FnMut(&Result<Outcome, ProvisionError>)) {
         let now = || tokio::time::Instant::now().into_std();
         let mut schedule = Schedule::new(now(), RetryPolicy::default());

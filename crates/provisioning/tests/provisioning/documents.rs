@@ -314,7 +314,10 @@ async fn an_exported_configuration_provisions_to_an_equal_one() {
         Config::from_xml(include_str!("../../../../docs/examples/provisioning.xml")).unwrap();
     config.provisioning = Some(Provisioning {
         check_interval: Some(3600),
-        extra: Extra::default(),
+        extra: Extra {
+            elements: vec!["<x-window>night</x-window>".to_owned()],
+            ..Extra::default()
+        },
     });
     config
         .extra
