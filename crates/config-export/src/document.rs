@@ -6,8 +6,9 @@ use std::str::FromStr;
 
 use crate::error::{ConfigError, ErrorKind, Position};
 use crate::model::{
-    Account, Config, ContactSource, DEFAULT_EXPIRY, DtmfMode, Extra, LdapSource, Media,
-    OAuthSource, Privacy, Push, ROOT, Relay, SrtpPolicy, Tls, Transport, TrustAnchor, Turn,
+    Account, Config, ContactSource, DEFAULT_EXPIRY, DtmfMode, Extra, LdapSource,
+    MAX_CHECK_INTERVAL, MIN_CHECK_INTERVAL, Media, OAuthSource, Privacy, Provisioning, Push, ROOT,
+    Relay, SrtpPolicy, Tls, Transport, TrustAnchor, Turn,
 };
 use crate::secret::Secret;
 use crate::xml::{self, Element, Node};
@@ -140,6 +141,7 @@ impl Reader<'_> {
             ));
         }
         let mut level = Level::open(self, root, ROOT.to_owned(), &["version"])?;
+        let includes = level.values("include", self)?;
         let mut accounts = Vec::new();
         for element in level.elements("account") {
             accounts.push(self.account(element)?);
@@ -168,7 +170,12 @@ impl Reader<'_> {
             Some(e) => self.privacy(e)?,
             None => Privacy::default(),
         };
+        let provisioning = match level.single("provisioning", self)? {
+            Some(e) => Some(self.provisioning(e)?),
+            None => None,
+        };
         Ok(Config {
+            includes,
             accounts,
             tls,
             media,
@@ -176,7 +183,16 @@ impl Reader<'_> {
             relay,
             push,
             privacy,
+            provisioning,
             locked: BTreeSet::new(),
+            extra: level.finish(),
+        })
+    }
+
+    fn provisioning(&mut self, element: &Element) -> Result<Provisioning, ConfigError> {
+        let mut level = Level::open(self, element, format!("{ROOT}/provisioning"), &[])?;
+        Ok(Provisioning {
+            check_interval: level.parsed("check-interval", "a number of seconds", self)?,
             extra: level.finish(),
         })
     }
@@ -629,10 +645,25 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         ROOT,
         &config.extra,
         &[
-            "account", "tls", "media", "contacts", "relay", "push", "privacy",
+            "include",
+            "account",
+            "tls",
+            "media",
+            "contacts",
+            "relay",
+            "push",
+            "privacy",
+            "provisioning",
         ],
         &["version"],
     )?;
+    for (i, include) in config.includes.iter().enumerate() {
+        let segment = format!("include[{}]", i + 1);
+        v.text(ROOT, &segment, include, true)?;
+        if include.contains(char::is_whitespace) {
+            return Err(invalid(ROOT, &segment, "a URL without white space"));
+        }
+    }
     let mut ids = HashSet::new();
     for account in &config.accounts {
         v.id(&format!("{ROOT}/account"), &account.id, &mut ids)?;
@@ -819,6 +850,17 @@ fn validate(config: &Config) -> Result<(), ConfigError> {
         ],
         &[],
     )?;
+
+    if let Some(provisioning) = &config.provisioning {
+        let path = format!("{ROOT}/provisioning");
+        if provisioning
+            .check_interval
+            .is_some_and(|i| !(MIN_CHECK_INTERVAL..=MAX_CHECK_INTERVAL).contains(&i))
+        {
+            return Err(invalid(&path, "check-interval", "60 to 2592000 seconds"));
+        }
+        v.extra(&path, &provisioning.extra, &["check-interval"], &[])?;
+    }
     Ok(())
 }
 
@@ -970,6 +1012,7 @@ fn write(config: &Config, redact: bool) -> (Element, BTreeSet<String>) {
     let mut root = w.open(ROOT.to_owned(), ROOT);
     root.attributes
         .push(("version".to_owned(), VERSION.to_owned()));
+    w.list(&mut root, ROOT, "include", &config.includes, &config.extra);
     for account in &config.accounts {
         let path = Config::account_path(&account.id);
         let mut e = w.open(path.clone(), "account");
@@ -1187,6 +1230,23 @@ fn write(config: &Config, redact: bool) -> (Element, BTreeSet<String>) {
     );
     root.children.push(Node::Element(w.close(e, x)));
 
+    if let Some(provisioning) = &config.provisioning {
+        let path = format!("{ROOT}/provisioning");
+        let x = &provisioning.extra;
+        let mut e = w.open(path.clone(), "provisioning");
+        if let Some(interval) = provisioning.check_interval {
+            w.value(
+                &mut e,
+                &path,
+                "check-interval",
+                "check-interval",
+                &interval.to_string(),
+                x,
+            );
+        }
+        root.children.push(Node::Element(w.close(e, x)));
+    }
+
     let root = w.close(root, &config.extra);
     (root, w.paths)
 }
@@ -1326,6 +1386,10 @@ mod tests {
         );
         assert_eq!(config.push.as_ref().unwrap().provider, "apns");
         assert_eq!(config.privacy.history_retention_days, 365);
+        assert_eq!(
+            config.provisioning.as_ref().unwrap().check_interval,
+            Some(86_400)
+        );
         assert!(config.is_locked("softphone-config/account[office]/registrar"));
         assert!(config.is_locked("softphone-config/media/codec[2]"));
         assert!(!config.is_locked("softphone-config/account[home]/registrar"));
@@ -1526,6 +1590,51 @@ mod tests {
             assert!(EXAMPLE.contains(secret));
         }
         assert_eq!(redacted.matches(REDACTED).count(), 5);
+    }
+
+    #[test]
+    fn includes_and_provisioning_round_trip() {
+        let text = r#"<softphone-config version="1">
+  <include>https://prov.example.com/common.xml</include>
+  <include x-note="site">site/{user}.xml</include>
+  <provisioning locked="true">
+    <check-interval>3600</check-interval>
+    <x-jitter>5</x-jitter>
+  </provisioning>
+</softphone-config>"#;
+        let config = Config::from_xml(text).unwrap();
+        assert_eq!(
+            config.includes,
+            ["https://prov.example.com/common.xml", "site/{user}.xml"]
+        );
+        let provisioning = config.provisioning.as_ref().unwrap();
+        assert_eq!(provisioning.check_interval, Some(3600));
+        assert_eq!(provisioning.extra.elements, ["<x-jitter>5</x-jitter>"]);
+        assert!(config.is_locked("softphone-config/provisioning/check-interval"));
+        assert_eq!(
+            config.extra.value_attributes["include[2]"],
+            [("x-note".to_owned(), "site".to_owned())]
+        );
+        let written = config.write_xml(false);
+        assert!(written.contains("<include x-note=\"site\">site/{user}.xml</include>"));
+        assert_eq!(Config::from_xml(&written).unwrap(), config);
+        let empty =
+            Config::from_xml("<softphone-config version=\"1\"><provisioning/></softphone-config>")
+                .unwrap();
+        assert_eq!(empty.provisioning, Some(Provisioning::default()));
+        assert_eq!(Config::from_xml(&empty.write_xml(false)).unwrap(), empty);
+    }
+
+    #[test]
+    fn include_and_interval_values_are_checked() {
+        let text = "<softphone-config version=\"1\">\n<provisioning>\n<check-interval>5</check-interval>\n</provisioning>\n</softphone-config>";
+        let error = Config::from_xml(text).unwrap_err();
+        assert_eq!(error.path, "softphone-config/provisioning/check-interval");
+        assert_eq!(error.position, Some(Position { line: 3, column: 1 }));
+        let text = "<softphone-config version=\"1\">\n<include>a.xml</include>\n<include>b c.xml</include>\n</softphone-config>";
+        let error = Config::from_xml(text).unwrap_err();
+        assert_eq!(error.path, "softphone-config/include[2]");
+        assert_eq!(error.position, Some(Position { line: 3, column: 1 }));
     }
 
     #[test]

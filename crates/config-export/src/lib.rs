@@ -8,7 +8,8 @@
 //! What this crate is:
 //!
 //! - a typed [`Config`]: [`Account`]s, [`Tls`] trust, [`Media`], contact
-//!   sources ([`Contacts`]), [`Relay`], [`Push`] and [`Privacy`];
+//!   sources ([`Contacts`]), [`Relay`], [`Push`], [`Privacy`], the
+//!   [`Provisioning`] re-check interval and the URLs of included documents;
 //! - a reader, [`Config::from_xml`], that checks the whole document before
 //!   returning anything and answers bad input with a [`ConfigError`] naming
 //!   the element path, line and column;
@@ -91,8 +92,9 @@ pub use export::{
     PlaintextExport,
 };
 pub use model::{
-    Account, Config, ContactSource, Contacts, DtmfMode, Extra, LdapSource, Media, OAuthSource,
-    Privacy, Push, Relay, SrtpPolicy, Tls, Transport, TrustAnchor, Turn, UnknownKeyword,
+    Account, Config, ContactSource, Contacts, DtmfMode, Extra, LdapSource, MAX_CHECK_INTERVAL,
+    MIN_CHECK_INTERVAL, Media, OAuthSource, Privacy, Provisioning, Push, Relay, SrtpPolicy, Tls,
+    Transport, TrustAnchor, Turn, UnknownKeyword,
 };
 pub use secret::Secret;
 pub use xml::{MAX_DEPTH, MAX_DOCUMENT_BYTES};

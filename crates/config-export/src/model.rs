@@ -10,6 +10,10 @@ use crate::secret::Secret;
 /// one export file holds.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Config {
+    /// URLs of other documents this one includes (`<include>`), in document
+    /// order. The `provisioning` crate fetches and merges them; a
+    /// configuration it stores has them resolved and this list empty.
+    pub includes: Vec<String>,
     /// SIP accounts, in document order (`<account>`).
     pub accounts: Vec<Account>,
     /// Certificates trusted for TLS, in addition to or instead of the
@@ -25,6 +29,9 @@ pub struct Config {
     pub push: Option<Push>,
     /// Privacy settings (`<privacy>`).
     pub privacy: Privacy,
+    /// How the provisioning client re-checks this document
+    /// (`<provisioning>`), if the document says.
+    pub provisioning: Option<Provisioning>,
     /// Paths of the elements an administrator locked with
     /// `locked="true"`, such as `softphone-config/media/srtp`. A locked
     /// element locks everything inside it: see [`Config::is_locked`].
@@ -413,3 +420,18 @@ impl Default for Privacy {
         }
     }
 }
+
+/// How the provisioning client keeps the document fresh (`<provisioning>`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Provisioning {
+    /// Seconds between two checks for a new document, 60 to 2592000
+    /// (`<check-interval>`); the client's own default when absent.
+    pub check_interval: Option<u32>,
+    /// Unknown attributes and elements of `<provisioning>`.
+    pub extra: Extra,
+}
+
+/// Shortest accepted `<check-interval>`, in seconds.
+pub const MIN_CHECK_INTERVAL: u32 = 60;
+/// Longest accepted `<check-interval>`, in seconds (30 days).
+pub const MAX_CHECK_INTERVAL: u32 = 2_592_000;

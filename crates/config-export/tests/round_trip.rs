@@ -1,8 +1,8 @@
 //! Property: import(export(config)) == config, plaintext and encrypted.
 
 use config_export::{
-    Account, Config, ContactSource, DtmfMode, Export, Extra, Import, LdapSource, OAuthSource, Push,
-    Secret, SrtpPolicy, Transport, TrustAnchor, Turn,
+    Account, Config, ContactSource, DtmfMode, Export, Extra, Import, LdapSource, OAuthSource,
+    Provisioning, Push, Secret, SrtpPolicy, Transport, TrustAnchor, Turn,
 };
 use proptest::prelude::*;
 use proptest::sample::select;
@@ -144,6 +144,8 @@ prop_compose! {
         push in prop::option::of((required(), "[a-f0-9]{1,16}", prop::option::of(text()), extra(""))),
         privacy in (any::<bool>(), any::<bool>(), 0u32..=36_500, 0u32..=36_500, extra("")),
         root_extra in extra("version"),
+        includes in prop::collection::vec("https://[a-z.]{1,8}/[a-z{}_]{1,8}[.]xml", 0..3),
+        provisioning in prop::option::of((prop::option::of(60u32..=2_592_000), extra(""))),
         lock_flags in prop::collection::vec(any::<bool>(), 4),
     ) -> Config {
         let mut config = Config::default();
@@ -168,6 +170,8 @@ prop_compose! {
         config.privacy.log_retention_days = logs;
         config.privacy.extra = privacy_extra;
         config.extra = root_extra;
+        config.includes = includes;
+        config.provisioning = provisioning.map(|(check_interval, extra)| Provisioning { check_interval, extra });
         let mut candidates = vec![
             "softphone-config".to_owned(),
             "softphone-config/media/srtp".to_owned(),

@@ -10,6 +10,7 @@
 //! | [`Kamailio`] | registrar + proxy, digest auth (MD5 or SHA-256), UDP, TCP, TLS | `kamailio` (`kamailio-tls-modules` for TLS) |
 //! | [`Baresip`] | a headless user agent, driven over its `ctrl_tcp` socket | `baresip-core` |
 //! | [`TestCa`] | a CA and server certificates made with rcgen (no program needed) | — |
+//! | [`HttpServer`] | HTTPS (or HTTP) on a thread: documents, Basic/Digest auth, redirects, 304, broken bodies, a request log | — |
 //!
 //! ## What every launcher guarantees
 //!
@@ -112,6 +113,7 @@ mod baresip;
 mod ca;
 mod capture;
 mod error;
+mod https;
 mod kamailio;
 mod net;
 mod process;
@@ -127,6 +129,9 @@ pub use baresip::{AudioSource, Baresip, BaresipBuilder, BaresipEvent, UaTranspor
 pub use ca::{IssuedCert, SERVER_NAMES, TestCa};
 pub use capture::{Capture, UdpFlow};
 pub use error::{PeerError, Result};
+pub use https::{
+    DEFAULT_HTTP_LIFETIME, HTTP_REALM, HttpServer, HttpServerBuilder, LoggedRequest, Resource,
+};
 pub use kamailio::{
     DigestAlgorithm, Kamailio, KamailioBuilder, SipUser, default_users, options_ping,
 };

@@ -1,0 +1,156 @@
+//! URL templates: `{user}` and `{installation_id}` replaced by their
+//! percent-encoded values.
+
+use reqwest::Url;
+
+use crate::error::ProvisionError;
+
+/// The values placeholders stand for.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Placeholders {
+    pub(crate) user: Option<String>,
+    pub(crate) installation_id: String,
+}
+
+/// Replaces the placeholders in `template`. Values are percent-encoded
+/// (everything but RFC 3986 unreserved characters), so a value can neither
+/// add a path segment nor a query parameter.
+pub(crate) fn expand(template: &str, values: &Placeholders) -> Result<String, ProvisionError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find(['{', '}']) {
+        out.push_str(&rest[..open]);
+        if rest[open..].starts_with('}') {
+            return Err(ProvisionError::InvalidUrl {
+                url: template.to_owned(),
+                reason: "`}` without `{`",
+            });
+        }
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return Err(ProvisionError::InvalidUrl {
+                url: template.to_owned(),
+                reason: "`{` without `}`",
+            });
+        };
+        let name = &after[..close];
+        let value = match name {
+            "user" => values
+                .user
+                .as_deref()
+                .ok_or(ProvisionError::MissingPlaceholder {
+                    template: template.to_owned(),
+                    name: "user",
+                })?,
+            "installation_id" => values.installation_id.as_str(),
+            _ => {
+                return Err(ProvisionError::UnknownPlaceholder {
+                    template: template.to_owned(),
+                    name: name.to_owned(),
+                });
+            }
+        };
+        percent_encode(value, &mut out);
+        rest = &after[close + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Expands `template` and resolves it against `base` (for includes given
+/// relative to the including document), refusing what is not http(s) or
+/// carries credentials.
+pub(crate) fn resolve(
+    template: &str,
+    values: &Placeholders,
+    base: Option<&Url>,
+) -> Result<Url, ProvisionError> {
+    let expanded = expand(template, values)?;
+    let invalid = |reason| ProvisionError::InvalidUrl {
+        url: template.to_owned(),
+        reason,
+    };
+    let url = match base {
+        Some(base) => base.join(&expanded),
+        None => Url::parse(&expanded),
+    }
+    .map_err(|_| invalid("not an absolute URL"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(invalid("the scheme is neither https nor http"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid("credentials in the URL; give them as Credentials"));
+    }
+    if url.host().is_none() {
+        return Err(invalid("no host"));
+    }
+    Ok(url)
+}
+
+fn percent_encode(value: &str, out: &mut String) {
+    for byte in value.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push('%');
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(byte >> 4)]));
+            out.push(char::from(b"0123456789ABCDEF"[usize::from(byte & 15)]));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn values() -> Placeholders {
+        Placeholders {
+            user: Some("Zoë O'Neil/7?x=1&y".to_owned()),
+            installation_id: "0f3a".to_owned(),
+        }
+    }
+
+    #[test]
+    fn placeholders_are_replaced_and_percent_encoded() {
+        let url = expand(
+            "https://p.example/{user}/cfg.xml?id={installation_id}",
+            &values(),
+        )
+        .unwrap();
+        assert_eq!(
+            url,
+            "https://p.example/Zo%C3%AB%20O%27Neil%2F7%3Fx%3D1%26y/cfg.xml?id=0f3a"
+        );
+        let parsed = resolve(&url, &values(), None).unwrap();
+        assert_eq!(parsed.path_segments().unwrap().count(), 2);
+        assert_eq!(parsed.query(), Some("id=0f3a"));
+    }
+
+    #[test]
+    fn unknown_missing_and_unbalanced_placeholders_are_errors() {
+        assert!(matches!(
+            expand("https://p/{mac}.xml", &values()),
+            Err(ProvisionError::UnknownPlaceholder { name, .. }) if name == "mac"
+        ));
+        let no_user = Placeholders::default();
+        assert!(matches!(
+            expand("https://p/{user}.xml", &no_user),
+            Err(ProvisionError::MissingPlaceholder { name: "user", .. })
+        ));
+        assert!(expand("https://p/{user.xml", &values()).is_err());
+        assert!(expand("https://p/user}.xml", &values()).is_err());
+    }
+
+    #[test]
+    fn relative_urls_resolve_against_the_base_and_credentials_are_refused() {
+        let base = Url::parse("https://p.example/site/a.xml").unwrap();
+        let url = resolve("common/{installation_id}.xml", &values(), Some(&base)).unwrap();
+        assert_eq!(url.as_str(), "https://p.example/site/common/0f3a.xml");
+        assert!(matches!(
+            resolve("https://u:pw@p.example/a.xml", &values(), None),
+            Err(ProvisionError::InvalidUrl { .. })
+        ));
+        assert!(resolve("ftp://p.example/a.xml", &values(), None).is_err());
+        assert!(resolve("a.xml", &values(), None).is_err());
+    }
+}
