@@ -1,0 +1,263 @@
+//! Phones of this crate talking to each other on loopback, no server:
+//! a second call while the first is on hold, attended transfer (REFER with
+//! Replaces, RFC 3891) with every side played by this crate, DTMF both as
+//! RFC 4733 events and as SIP INFO, mute, and what the history keeps.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed step should fail loudly"
+)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use config_export::{Account, Config, DtmfMode, SrtpPolicy};
+use media_audio::{Recording, Tone, ToneBackend, analysis};
+use softphone::{
+    AudioSetup, Call, CallDirection, CallState, EndReason, Events, Phone, PhoneConfig, PhoneEvent,
+};
+use tokio::time::{Instant, timeout_at};
+
+const LIMIT: Duration = Duration::from_secs(10);
+
+struct Party {
+    phone: Phone,
+    events: Events,
+    addr: SocketAddr,
+    heard: Recording,
+}
+
+async fn party(user: &str, tone: f64, dtmf: DtmfMode) -> Party {
+    let mut c = Config::default();
+    c.accounts.push(Account::new(user, user, "sip:127.0.0.1"));
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Optional;
+    c.media.dtmf = dtmf;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    let heard = Recording::new(Duration::from_secs(20));
+    let rec = heard.clone();
+    pc.audio = AudioSetup::Custom(Arc::new(move || {
+        Ok(Box::new(ToneBackend::with_recording(Tone::new(tone), rec.clone())))
+    }));
+    let (phone, events) = Phone::start(pc).await.unwrap();
+    let addr = phone.accounts().await.unwrap()[0].local.unwrap();
+    Party {
+        phone,
+        events,
+        addr,
+        heard,
+    }
+}
+
+async fn next_matching(
+    events: &mut Events,
+    what: &str,
+    mut pred: impl FnMut(&PhoneEvent) -> bool,
+) -> PhoneEvent {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        match timeout_at(deadline, events.next()).await {
+            Err(_) => panic!("timed out waiting for {what}"),
+            Ok(None) => panic!("phone stopped while waiting for {what}"),
+            Ok(Some(e)) if pred(&e) => return e,
+            Ok(Some(_)) => {}
+        }
+    }
+}
+
+async fn incoming(events: &mut Events) -> Call {
+    match next_matching(events, "an incoming call", |e| {
+        matches!(e, PhoneEvent::IncomingCall { .. })
+    })
+    .await
+    {
+        PhoneEvent::IncomingCall { call, .. } => call,
+        _ => unreachable!(),
+    }
+}
+
+async fn state_of(events: &mut Events, call: &Call, what: &str, pred: impl Fn(&CallState) -> bool) -> CallState {
+    let id = call.id();
+    match next_matching(events, what, |e| {
+        matches!(e, PhoneEvent::CallState { call, state } if *call == id && pred(state))
+    })
+    .await
+    {
+        PhoneEvent::CallState { state, .. } => state,
+        _ => unreachable!(),
+    }
+}
+
+/// Alice calls `to` and `to` answers; returns both ends.
+async fn connect(alice: &mut Party, to: &mut Party, user: &str) -> (Call, Call) {
+    let a = alice
+        .phone
+        .dial(None, &format!("sip:{user}@{}", to.addr))
+        .await
+        .unwrap();
+    let b = incoming(&mut to.events).await;
+    b.answer().await.unwrap();
+    state_of(&mut alice.events, &a, "the answer", |s| *s == CallState::Connected).await;
+    (a, b)
+}
+
+fn hears(r: &Recording, frequency: f64) -> bool {
+    let rate = r.sample_rate().unwrap_or(8000);
+    analysis::dominant_frequency(&r.latest(Duration::from_millis(500)), rate)
+        .is_some_and(|f| (f - frequency).abs() < frequency * 0.02)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
+    let mut carol = party("carol", 1200.0, DtmfMode::Rfc4733).await;
+
+    let (ab, _ba) = connect(&mut alice, &mut bob, "bob").await;
+    ab.hold().await.unwrap();
+    let held = state_of(&mut alice.events, &ab, "hold", |s| matches!(s, CallState::OnHold { .. })).await;
+    assert_eq!(held, CallState::OnHold { local: true, remote: false });
+
+    // A second call while the first waits on hold.
+    let (ac, ca) = connect(&mut alice, &mut carol, "carol").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(hears(&alice.heard, 1200.0), "alice should hear carol");
+    let calls = alice.phone.calls().await.unwrap();
+    assert_eq!(calls.len(), 2);
+
+    // Bob is asked to call Carol in place of Alice.
+    ab.transfer_to_call(&ac).await.unwrap();
+    let new_bob = match next_matching(&mut bob.events, "bob's transfer call", |e| {
+        matches!(e, PhoneEvent::TransferCall { .. })
+    })
+    .await
+    {
+        PhoneEvent::TransferCall { call, .. } => call,
+        _ => unreachable!(),
+    };
+    let new_carol = match next_matching(&mut carol.events, "carol's replacing call", |e| {
+        matches!(e, PhoneEvent::TransferCall { .. })
+    })
+    .await
+    {
+        PhoneEvent::TransferCall { original, call } => {
+            assert_eq!(original, ca.id());
+            call
+        }
+        _ => unreachable!(),
+    };
+    // Both of Alice's calls end, in whichever order the messages cross.
+    let mut ends = std::collections::HashMap::new();
+    while ends.len() < 2 {
+        if let PhoneEvent::CallState {
+            call,
+            state: CallState::Ended(reason),
+        } = next_matching(&mut alice.events, "alice's calls ending", |e| {
+            matches!(e, PhoneEvent::CallState { state: CallState::Ended(_), .. })
+        })
+        .await
+        {
+            ends.insert(call, reason);
+        }
+    }
+    assert_eq!(ends[&ab.id()], EndReason::Transferred);
+    assert_eq!(ends[&ac.id()], EndReason::RemoteHangup);
+    assert!(alice.phone.calls().await.unwrap().is_empty());
+
+    // Bob and Carol now talk.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(new_bob.info().await.unwrap().state, CallState::Connected);
+    assert_eq!(new_carol.info().await.unwrap().state, CallState::Connected);
+    assert!(hears(&bob.heard, 1200.0), "bob should hear carol");
+    assert!(hears(&carol.heard, 700.0), "carol should hear bob");
+
+    new_bob.hangup().await.unwrap();
+    state_of(&mut carol.events, &new_carol, "the end", |s| matches!(s, CallState::Ended(_))).await;
+    let history = alice.phone.history(10).await.unwrap();
+    assert_eq!(history.len(), 2);
+    assert!(history.iter().all(|h| h.direction == CallDirection::Outgoing));
+    assert!(history.iter().any(|h| h.end_reason == "transferred"));
+    for p in [&alice, &bob, &carol] {
+        p.phone.shutdown().await.unwrap();
+    }
+}
+
+async fn dtmf_round(mode: DtmfMode) {
+    let mut alice = party("alice", 440.0, mode).await;
+    let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
+    let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
+    ab.send_dtmf("42*#").await.unwrap();
+    assert!(ab.send_dtmf("4x").await.is_err(), "bad digits are refused");
+    let mut got = String::new();
+    while got.len() < 4 {
+        match next_matching(&mut bob.events, "a digit", |e| matches!(e, PhoneEvent::Dtmf { .. })).await {
+            PhoneEvent::Dtmf { call, digit } => {
+                assert_eq!(call, ba.id());
+                got.push(digit);
+            }
+            _ => unreachable!(),
+        }
+    }
+    assert_eq!(got, "42*#");
+    ab.hangup().await.unwrap();
+    state_of(&mut bob.events, &ba, "the end", |s| matches!(s, CallState::Ended(_))).await;
+    alice.phone.shutdown().await.unwrap();
+    bob.phone.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_as_rtp_events() {
+    dtmf_round(DtmfMode::Rfc4733).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtmf_as_sip_info() {
+    dtmf_round(DtmfMode::Info).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mute_silences_what_the_peer_hears() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
+    let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(hears(&bob.heard, 440.0));
+    ab.set_muted(true).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rms = analysis::rms(&bob.heard.latest(Duration::from_millis(300)));
+    assert!(rms < 50.0, "bob still hears alice while muted: rms {rms:.0}");
+    assert!(ab.info().await.unwrap().muted);
+    ab.set_muted(false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(hears(&bob.heard, 440.0));
+    ba.hangup().await.unwrap();
+    let ended = state_of(&mut alice.events, &ab, "the end", |s| matches!(s, CallState::Ended(_))).await;
+    assert_eq!(ended, CallState::Ended(EndReason::RemoteHangup));
+    alice.phone.shutdown().await.unwrap();
+    bob.phone.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_on_unknown_or_ended_calls_are_typed_errors() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
+    assert!(alice.phone.dial(None, "").await.is_err());
+    assert!(alice.phone.dial(Some("nobody"), "bob").await.is_err());
+    let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
+    assert!(ba.answer().await.is_err(), "answering twice is refused");
+    ab.hangup().await.unwrap();
+    state_of(&mut bob.events, &ba, "the end", |s| matches!(s, CallState::Ended(_))).await;
+    assert!(matches!(
+        ab.hold().await,
+        Err(softphone::PhoneError::NoSuchCall(_))
+    ));
+    alice.phone.shutdown().await.unwrap();
+    bob.phone.shutdown().await.unwrap();
+    assert!(matches!(
+        alice.phone.calls().await,
+        Err(softphone::PhoneError::Stopped)
+    ));
+}
