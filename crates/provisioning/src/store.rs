@@ -114,7 +114,13 @@ impl Store {
 
     /// Replaces the stored configuration with `config`, atomically. Returns
     /// whether the file changed.
-    pub(crate) fn save(&self, config: &Config) -> Result<bool, ProvisionError> {
+    ///
+    /// # Errors
+    ///
+    /// [`ProvisionError::Stored`] when `config` does not validate, and
+    /// [`ProvisionError::Store`] when the file cannot be written; the stored
+    /// configuration is then unchanged.
+    pub fn save(&self, config: &Config) -> Result<bool, ProvisionError> {
         let document = Export::new(config)
             .plaintext()
             .map_err(|e| match e {

@@ -1,0 +1,277 @@
+//! The profile's configuration: the provisioned (or imported) document in
+//! the provisioning store, with the user's local overrides on top.
+//!
+//! `provision`, `config show`, `config set`, `export` and `import`.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use config_export::{Config, Export, Import, Secret};
+use provisioning::{Credentials, LocalOverrides, Override, Settings, Store, merge};
+use serde_json::{Value, json};
+
+use crate::options::UsageError;
+
+const OVERRIDES_FILE: &str = "overrides.json";
+const ROOT: &str = "softphone-config/";
+
+/// Short names for settings users change often.
+fn expand_key(key: &str) -> String {
+    match key {
+        "crash_reports" => "softphone-config/privacy/crash-reports".into(),
+        "log_personal_data" => "softphone-config/privacy/log-personal-data".into(),
+        "srtp" => "softphone-config/media/srtp".into(),
+        "dtmf" => "softphone-config/media/dtmf".into(),
+        k if k.starts_with(ROOT) => k.into(),
+        k => format!("{ROOT}{}", k.replace('.', "/")),
+    }
+}
+
+fn expand_value(value: &str) -> String {
+    match value {
+        "on" | "yes" => "true".into(),
+        "off" | "no" => "false".into(),
+        v => v.into(),
+    }
+}
+
+fn load_overrides(profile: &Path) -> Result<LocalOverrides> {
+    let path = profile.join(OVERRIDES_FILE);
+    let mut overrides = LocalOverrides::new();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(overrides),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let entries: Vec<Value> = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON list of overrides", path.display()))?;
+    for e in entries {
+        let Some(p) = e.get("path").and_then(Value::as_str) else {
+            bail!("{}: an override without a path", path.display());
+        };
+        if let Some(v) = e.get("set").and_then(Value::as_str) {
+            overrides.set(p, v);
+        } else if let Some(list) = e.get("list").and_then(Value::as_array) {
+            overrides.set_list(p, list.iter().filter_map(Value::as_str));
+        } else {
+            overrides.clear(p);
+        }
+    }
+    Ok(overrides)
+}
+
+fn save_overrides(profile: &Path, overrides: &LocalOverrides) -> Result<()> {
+    let list: Vec<Value> = overrides
+        .iter()
+        .map(|(p, o)| match o {
+            Override::Set(v) => json!({"path": p, "set": v}),
+            Override::List(l) => json!({"path": p, "list": l}),
+            Override::Clear => json!({"path": p, "clear": true}),
+        })
+        .collect();
+    let path = profile.join(OVERRIDES_FILE);
+    let tmp = profile.join(format!("{OVERRIDES_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&list)?)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
+
+/// The configuration in effect: stored document plus local overrides.
+/// `None` when nothing was provisioned, imported or set.
+pub(crate) fn effective(profile: &Path) -> Result<Option<Config>> {
+    let store = Store::open(profile)?;
+    let base = store.load()?;
+    let overrides = load_overrides(profile)?;
+    if base.is_none() && overrides.is_empty() {
+        return Ok(None);
+    }
+    let merged = merge(&base.unwrap_or_default(), &overrides);
+    for r in &merged.refused {
+        eprintln!("dialer: local setting {} ignored: {}", r.path, r.reason);
+    }
+    Ok(Some(merged.config))
+}
+
+pub(crate) async fn provision(
+    profile: &Path,
+    url: &str,
+    user: Option<&str>,
+    password: Option<&str>,
+    ca: Option<&Path>,
+) -> Result<bool> {
+    let mut settings = Settings::new(url);
+    match (user, password) {
+        (Some(u), Some(p)) => settings = settings.with_credentials(Credentials::new(u, p)),
+        (Some(u), None) => settings = settings.with_user(u),
+        (None, Some(_)) => bail!(UsageError("--password needs --user".into())),
+        (None, None) => {}
+    }
+    if let Some(ca) = ca {
+        settings = settings.with_ca_file(ca)?;
+    }
+    let outcome = provisioning::provision(profile, settings).await?;
+    println!(
+        "provisioned {} account(s) from {} document(s){}",
+        outcome.config.accounts.len(),
+        outcome.documents.len(),
+        if outcome.changed { "" } else { " (unchanged)" }
+    );
+    for a in &outcome.config.accounts {
+        println!("account {}: registrar {}", a.id, a.registrar);
+    }
+    Ok(true)
+}
+
+fn masked(s: &Option<Secret>) -> Value {
+    match s {
+        Some(_) => json!("********"),
+        None => Value::Null,
+    }
+}
+
+fn config_json(c: &Config) -> Value {
+    json!({
+        "accounts": c.accounts.iter().map(|a| json!({
+            "id": a.id,
+            "user": a.user,
+            "auth_user": a.auth_user,
+            "password": masked(&a.password),
+            "display_name": a.display_name,
+            "registrar": a.registrar,
+            "outbound_proxies": a.outbound_proxies,
+            "transport": a.transport.as_str(),
+            "expiry": a.expiry,
+        })).collect::<Vec<_>>(),
+        "media": {
+            "codecs": c.media.codecs,
+            "srtp": c.media.srtp.as_str(),
+            "dtmf": c.media.dtmf.as_str(),
+            "jitter_min_ms": c.media.jitter_min_ms,
+            "jitter_max_ms": c.media.jitter_max_ms,
+        },
+        "relay": { "proxies": c.relay.proxies, "turn": c.relay.turn.as_ref().map(|t| json!({
+            "server": t.server, "user": t.user, "password": masked(&t.password),
+        })) },
+        "push": c.push.as_ref().map(|p| json!({"provider": p.provider, "prid": "********", "param": p.param})),
+        "privacy": {
+            "crash_reports": c.privacy.crash_reports,
+            "log_personal_data": c.privacy.log_personal_data,
+            "history_retention_days": c.privacy.history_retention_days,
+            "log_retention_days": c.privacy.log_retention_days,
+        },
+        "locked": c.locked.iter().collect::<Vec<_>>(),
+    })
+}
+
+pub(crate) fn show(profile: &Path, as_json: bool) -> Result<bool> {
+    let config = effective(profile)?.unwrap_or_default();
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&config_json(&config))?);
+    } else {
+        print!("{}", Export::new(&config).redacted()?);
+    }
+    Ok(true)
+}
+
+pub(crate) fn set(profile: &Path, key: &str, value: &str) -> Result<bool> {
+    let store = Store::open(profile)?;
+    let base = store.load()?.unwrap_or_default();
+    let path = expand_key(key);
+    let mut overrides = load_overrides(profile)?;
+    let mut trial = overrides.clone();
+    trial.set(path.clone(), expand_value(value));
+    let merged = merge(&base, &trial);
+    if let Some(r) = merged.refused.iter().find(|r| r.path == path) {
+        bail!(UsageError(format!("{key}: {}", r.reason)));
+    }
+    overrides.set(path.clone(), expand_value(value));
+    save_overrides(profile, &overrides)?;
+    if key == "crash_reports" && merged.config.privacy.crash_reports {
+        println!("crash reports on: reports are scrubbed of personal data before they are sent");
+    }
+    println!("{path} = {}", expand_value(value));
+    Ok(true)
+}
+
+/// The export passphrase: DIALER_PASSPHRASE, else asked without echo.
+fn passphrase(confirm: bool) -> Result<Secret> {
+    if let Ok(p) = std::env::var("DIALER_PASSPHRASE") {
+        if p.is_empty() {
+            bail!(UsageError("DIALER_PASSPHRASE is empty".into()));
+        }
+        return Ok(Secret::new(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!(UsageError(
+            "no passphrase: set DIALER_PASSPHRASE or run on a terminal".into()
+        ));
+    }
+    let p = rpassword::prompt_password("passphrase: ")?;
+    if confirm {
+        let again = rpassword::prompt_password("again: ")?;
+        if again != p {
+            bail!(UsageError("the passphrases differ".into()));
+        }
+    }
+    if p.is_empty() {
+        bail!(UsageError("an empty passphrase".into()));
+    }
+    Ok(Secret::new(p))
+}
+
+pub(crate) fn export(profile: &Path, file: &Path, plaintext: bool, redacted: bool) -> Result<bool> {
+    let config = effective(profile)?.context("nothing to export: the profile has no configuration")?;
+    let text = if redacted {
+        Export::new(&config).redacted()?
+    } else if plaintext {
+        eprintln!("dialer: warning: the export holds passwords and tokens in clear text");
+        Export::new(&config).plaintext()?.document
+    } else {
+        Export::new(&config).encrypt(&passphrase(true)?)?
+    };
+    let tmp = file.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)
+            .with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    println!(
+        "exported {} account(s) to {} ({})",
+        config.accounts.len(),
+        file.display(),
+        if redacted {
+            "redacted"
+        } else if plaintext {
+            "plaintext"
+        } else {
+            "encrypted"
+        }
+    );
+    Ok(true)
+}
+
+pub(crate) fn import(profile: &Path, file: &Path) -> Result<bool> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let encrypted = bytes.starts_with(b"-----BEGIN AGE") || bytes.starts_with(b"age-encryption");
+    let secret;
+    let mut import = Import::new();
+    if encrypted {
+        secret = passphrase(false)?;
+        import = import.with_passphrase(&secret);
+    }
+    // Import validates everything before the store is touched.
+    let config = import
+        .import(&bytes)
+        .with_context(|| format!("importing {}", file.display()))?;
+    Store::open(profile)?.save(&config)?;
+    println!(
+        "imported {} account(s) from {}",
+        config.accounts.len(),
+        file.display()
+    );
+    Ok(true)
+}
