@@ -550,3 +550,11 @@ async fn rfc4961_a_nat_rebinding_is_followed() {
     bob.stop().await;
     nat.task.abort();
 }
+
+#[test]
+fn handles_and_statistics_cross_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<AudioChannelHandle>();
+    send_sync::<ChannelStatistics>();
+    send_sync::<MediaSockets>();
+}
