@@ -1865,6 +1865,35 @@ mod tests {
     }
 
     #[test]
+    fn rfc3550_8_a_new_remote_source_is_reported_and_played() {
+        let (mut call, n) = start_call(Codec::Pcmu, Some(SrtpSuite::AesCm128HmacSha1_80));
+        call.run(20, |_, _| 1);
+        let old = call.a.stream.local_ssrc();
+        let _ = events(&mut call.b.stream);
+        // The peer restarts its stream (a new SSRC, same keys), as after a
+        // transfer on a media server.
+        let mut rng = StdRng::seed_from_u64(77);
+        let restarted = AudioStream::new(
+            call.now,
+            wall(),
+            &n.at_alice,
+            AudioStreamConfig::new("a2"),
+            &mut rng,
+        )
+        .unwrap();
+        let new = restarted.local_ssrc();
+        assert_ne!(new, old);
+        call.a.stream = restarted;
+        call.run(30, |_, _| 1);
+        assert_eq!(
+            events(&mut call.b.stream).first(),
+            Some(&AudioStreamEvent::RemoteSsrcChanged { old, new })
+        );
+        assert_eq!(call.b.stream.remote_ssrc(), Some(new));
+        assert_frequency(call.b.tail(10), 8000, 1000.0);
+    }
+
+    #[test]
     fn frames_of_the_wrong_size_are_refused() {
         let (mut call, _) = start_call(Codec::Pcmu, None);
         let now = call.now;

@@ -1,6 +1,11 @@
 //! Two audio channels on 127.0.0.1: tones, DTMF and statistics through
 //! real sockets, and remote-address latching against strays and a NAT
 //! rebinding.
+//!
+//! The clock is tokio's paused one: it moves only when every task waits,
+//! and a datagram on loopback is readable before that, so a second of call
+//! runs in a fraction of one and a busy machine cannot stall the media
+//! into late packets.
 
 #![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
 
@@ -292,17 +297,17 @@ async fn tones_dtmf_and_quality(codec: Codec, suite: SrtpSuite) {
     ));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn pcmu_with_aes_cm_128_hmac_sha1_80_carries_tones_and_dtmf() {
     tones_dtmf_and_quality(Codec::Pcmu, SrtpSuite::AesCm128HmacSha1_80).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn opus_with_aead_aes_128_gcm_carries_tones_and_dtmf() {
     tones_dtmf_and_quality(Codec::Opus, SrtpSuite::AeadAes128Gcm).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn dropping_every_handle_ends_the_task_with_a_bye() {
     let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
     let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
@@ -353,7 +358,7 @@ async fn assert_silent(socket: &UdpSocket, wait: Duration) {
     assert!(got.is_err(), "the stray address received media: {got:?}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn rfc4961_stray_packets_cannot_hijack_the_flow() {
     for suite in [Some(SrtpSuite::AesCm128HmacSha1_80), None] {
         let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
@@ -490,7 +495,7 @@ async fn nat(alice: SocketAddr, bob: SocketAddr) -> Nat {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn rfc4961_a_nat_rebinding_is_followed() {
     let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
     let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
@@ -544,4 +549,12 @@ async fn rfc4961_a_nat_rebinding_is_followed() {
     alice.stop().await;
     bob.stop().await;
     nat.task.abort();
+}
+
+#[test]
+fn handles_and_statistics_cross_threads() {
+    fn send_sync<T: Send + Sync + Clone>() {}
+    send_sync::<AudioChannelHandle>();
+    send_sync::<ChannelStatistics>();
+    send_sync::<MediaSockets>();
 }
