@@ -17,6 +17,7 @@
 
 mod demo;
 mod options;
+mod profile;
 mod session;
 mod shell;
 
@@ -44,6 +45,25 @@ struct Cli {
     quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigAction {
+    /// Print the configuration in effect (secrets masked).
+    Show {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a setting locally, e.g. `media/srtp mandatory` or
+    /// `crash_reports on`; settings the administrator locked are refused.
+    Set {
+        /// The setting: an element path such as `media/srtp` or
+        /// `account[office]/display-name`, or a short name.
+        key: String,
+        /// The new value.
+        value: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -110,6 +130,43 @@ enum Command {
         account: AccountArgs,
         #[command(flatten)]
         media: MediaArgs,
+    },
+    /// Fetch the configuration from the provisioning server and store it in
+    /// the profile (it replaces the stored one only when valid).
+    Provision {
+        /// The document's URL; `{user}` and `{installation_id}` are filled in.
+        url: String,
+        /// User for HTTP authentication (and `{user}`).
+        #[arg(long)]
+        user: Option<String>,
+        /// Password for HTTP authentication.
+        #[arg(long, env = "DIALER_PROVISIONING_PASSWORD", hide_env_values = true)]
+        password: Option<String>,
+        /// A CA certificate (PEM) the server must chain to; default: the system's roots.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+    },
+    /// Show or change the configuration.
+    Config {
+        #[command(subcommand)]
+        action: ConfigAction,
+    },
+    /// Export the configuration: encrypted with a passphrase (from
+    /// DIALER_PASSPHRASE or asked), or in plaintext or redacted when asked.
+    Export {
+        /// Where to write it.
+        file: PathBuf,
+        /// Write passwords and tokens in clear text.
+        #[arg(long, conflicts_with = "redacted")]
+        plaintext: bool,
+        /// Replace every secret (for support).
+        #[arg(long)]
+        redacted: bool,
+    },
+    /// Import an exported configuration; nothing changes unless all of it is valid.
+    Import {
+        /// The export file.
+        file: PathBuf,
     },
     /// The most recent calls.
     History {
@@ -187,6 +244,33 @@ fn main() -> ExitCode {
             Command::Register { account, stay } => session::register(&profile, &account, stay).await,
             Command::Shell { account, media } => shell::run(&profile, &account, &media).await,
             Command::History { limit } => session::history(&profile, limit),
+            Command::Provision {
+                url,
+                user,
+                password,
+                ca,
+            } => {
+                profile::provision(
+                    &profile,
+                    &url,
+                    user.as_deref(),
+                    password.as_deref(),
+                    ca.as_deref(),
+                )
+                .await
+            }
+            Command::Config {
+                action: ConfigAction::Show { json },
+            } => profile::show(&profile, json),
+            Command::Config {
+                action: ConfigAction::Set { key, value },
+            } => profile::set(&profile, &key, &value),
+            Command::Export {
+                file,
+                plaintext,
+                redacted,
+            } => profile::export(&profile, &file, plaintext, redacted),
+            Command::Import { file } => profile::import(&profile, &file),
         }
     });
     // Media and socket tasks end with the runtime; bound the wait.

@@ -64,9 +64,9 @@ pub(crate) struct MediaArgs {
     /// Codec to use: pcmu, pcma or opus (default: opus, then pcmu, then pcma).
     #[arg(long)]
     pub(crate) codec: Option<String>,
-    /// SRTP: off, optional or mandatory.
-    #[arg(long, default_value = "optional")]
-    pub(crate) srtp: String,
+    /// SRTP: off, optional or mandatory (default: the configuration's, else optional).
+    #[arg(long)]
+    pub(crate) srtp: Option<String>,
     /// Send this WAV file instead of the microphone.
     #[arg(long)]
     pub(crate) play: Option<PathBuf>,
@@ -85,10 +85,16 @@ pub(crate) fn phone_config(
     media: Option<&MediaArgs>,
     needs_registrar: bool,
 ) -> Result<PhoneConfig> {
+    // Without account options, the profile's configuration (provisioned,
+    // imported or set) is used.
+    let stored = match &account.registrar {
+        None => crate::profile::effective(profile)?.filter(|c| !c.accounts.is_empty()),
+        Some(_) => None,
+    };
     let transport = Transport::from_str(&account.transport.to_ascii_lowercase())
         .map_err(|_| usage(format!("--transport {:?}: use udp, tcp, tls, ws or wss", account.transport)))?;
     let user = account.user.clone().unwrap_or_else(|| "dialer".to_owned());
-    let register = account.registrar.is_some();
+    let register = account.registrar.is_some() || stored.is_some();
     if needs_registrar && !register {
         return Err(usage("--registrar, --user and --password are needed"));
     }
@@ -103,7 +109,7 @@ pub(crate) fn phone_config(
             format!("sip:{ip}")
         }
     };
-    if register && account.user.is_none() {
+    if account.registrar.is_some() && account.user.is_none() {
         return Err(usage("--registrar needs --user"));
     }
     let mut acct = Account::new("cli", user, registrar);
@@ -111,8 +117,14 @@ pub(crate) fn phone_config(
     acct.auth_user = account.auth_user.clone();
     acct.display_name = account.display_name.clone();
     acct.transport = transport;
-    let mut config = Config::default();
-    config.accounts.push(acct);
+    let mut config = match stored {
+        Some(c) => c,
+        None => {
+            let mut c = Config::default();
+            c.accounts.push(acct);
+            c
+        }
+    };
     if let Some(ca) = &account.ca {
         if !ca.is_file() {
             return Err(usage(format!("--ca {}: no such file", ca.display())));
@@ -134,8 +146,10 @@ pub(crate) fn phone_config(
             };
             config.media.codecs = vec![name.to_owned()];
         }
-        config.media.srtp = SrtpPolicy::from_str(&m.srtp.to_ascii_lowercase())
-            .map_err(|_| usage(format!("--srtp {:?}: use off, optional or mandatory", m.srtp)))?;
+        if let Some(srtp) = &m.srtp {
+            config.media.srtp = SrtpPolicy::from_str(&srtp.to_ascii_lowercase())
+                .map_err(|_| usage(format!("--srtp {srtp:?}: use off, optional or mandatory")))?;
+        }
         let bad_ports = || usage(format!("--rtp-ports {:?}: use LOW-HIGH, e.g. 16384-32767", m.rtp_ports));
         let (lo, hi) = m.rtp_ports.split_once('-').ok_or_else(bad_ports)?;
         let (lo, hi): (u16, u16) = (

@@ -1,0 +1,179 @@
+//! The dialer's configuration commands end to end: `provision` from a real
+//! HTTPS server (testkit, test CA, Basic auth), `register` with the
+//! provisioned account against Kamailio, `config show` and `config set`
+//! (locked fields refused), `export` and `import` (encrypted by default, a
+//! wrong passphrase changes nothing), and export -> provision losslessly.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed step should fail loudly"
+)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::{HttpServer, Kamailio, Resource, TestCa};
+
+struct Run {
+    ok: bool,
+    code: Option<i32>,
+    out: String,
+}
+
+fn dialer(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60")
+        .arg(env!("CARGO_BIN_EXE_dialer"))
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("DIALER_PASSPHRASE")
+        .env_remove("DIALER_PASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    Run {
+        ok: o.status.success(),
+        code: o.status.code(),
+        out: format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+}
+
+fn document(kamailio: &Kamailio) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<softphone-config version="1">
+  <account id="office">
+    <user>alice</user>
+    <password>{}</password>
+    <display-name>Alice Example</display-name>
+    <registrar>sip:127.0.0.1:{}</registrar>
+    <transport>udp</transport>
+    <expiry>300</expiry>
+  </account>
+  <media>
+    <codec>PCMU</codec>
+    <srtp locked="true">optional</srtp>
+  </media>
+</softphone-config>
+"#,
+        kamailio.user("alice").unwrap().password,
+        kamailio.sip_port()
+    )
+}
+
+#[test]
+fn provision_register_configure_export_and_import() {
+    let ca = TestCa::new().unwrap();
+    let kamailio = Kamailio::builder()
+        .with_lifetime(Duration::from_secs(90))
+        .start()
+        .unwrap();
+    let doc = document(&kamailio);
+    let server = HttpServer::https(ca.server())
+        .serve(
+            "/alice.xml",
+            Resource::document(doc.clone()).with_basic_auth("alice", "web-pw"),
+        )
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile");
+    let ca_path = ca.ca_cert_path().display().to_string();
+    let url = server.url("/alice.xml");
+
+    // Wrong credentials: nothing stored.
+    let r = dialer(
+        &profile,
+        &["provision", &url, "--user", "alice", "--password", "nope", "--ca", &ca_path],
+        &[],
+    );
+    assert!(!r.ok, "{}", r.out);
+    assert!(!profile.join("provisioned.xml").exists());
+    // Without the CA the certificate is not trusted.
+    let r = dialer(&profile, &["provision", &url, "--user", "alice", "--password", "web-pw"], &[]);
+    assert!(!r.ok, "{}", r.out);
+
+    let r = dialer(
+        &profile,
+        &["provision", &url, "--user", "alice", "--password", "web-pw", "--ca", &ca_path],
+        &[],
+    );
+    assert!(r.ok, "{}", r.out);
+    assert!(r.out.contains("provisioned 1 account"), "{}", r.out);
+
+    // The provisioned account registers with no account options given.
+    let r = dialer(&profile, &["register"], &[]);
+    assert!(r.ok, "{}\n{}", r.out, kamailio.log_tail(20));
+    assert!(r.out.contains("registered (expires"), "{}", r.out);
+
+    // Secrets never show.
+    let password = kamailio.user("alice").unwrap().password.clone();
+    let r = dialer(&profile, &["config", "show", "--json"], &[]);
+    assert!(r.ok, "{}", r.out);
+    assert!(r.out.contains("\"registrar\""), "{}", r.out);
+    assert!(!r.out.contains(&password), "the password leaked: {}", r.out);
+    let r = dialer(&profile, &["config", "show"], &[]);
+    assert!(!r.out.contains(&password), "the password leaked: {}", r.out);
+
+    // Local settings: a free one is kept, a locked one refused.
+    let r = dialer(&profile, &["config", "set", "crash_reports", "on"], &[]);
+    assert!(r.ok, "{}", r.out);
+    let r = dialer(&profile, &["config", "set", "media/srtp", "off"], &[]);
+    assert_eq!(r.code, Some(2), "{}", r.out);
+    let r = dialer(&profile, &["config", "show", "--json"], &[]);
+    assert!(r.out.contains("\"crash_reports\": true"), "{}", r.out);
+    assert!(r.out.contains("\"srtp\": \"optional\""), "{}", r.out);
+
+    // Encrypted export, then import elsewhere.
+    let export = dir.path().join("alice.age");
+    let r = dialer(&profile, &["export", export.to_str().unwrap()], &[]);
+    assert_eq!(r.code, Some(2), "no passphrase must be a usage error: {}", r.out);
+    let pass = [("DIALER_PASSPHRASE", "correct horse")];
+    let r = dialer(&profile, &["export", export.to_str().unwrap()], &pass);
+    assert!(r.ok, "{}", r.out);
+    let bytes = std::fs::read(&export).unwrap();
+    assert!(!String::from_utf8_lossy(&bytes).contains(&password));
+    let other = dir.path().join("other");
+    let r = dialer(
+        &other,
+        &["import", export.to_str().unwrap()],
+        &[("DIALER_PASSPHRASE", "wrong")],
+    );
+    assert!(!r.ok, "{}", r.out);
+    assert!(!other.join("provisioned.xml").exists(), "a failed import stored something");
+    let r = dialer(&other, &["import", export.to_str().unwrap()], &pass);
+    assert!(r.ok, "{}", r.out);
+    let a = dialer(&profile, &["config", "show", "--json"], &[]);
+    let b = dialer(&other, &["config", "show", "--json"], &[]);
+    assert_eq!(a.out, b.out, "import did not reproduce the export");
+
+    // A plaintext export is itself a provisioning document.
+    let plain = dir.path().join("alice.xml");
+    let r = dialer(&profile, &["export", plain.to_str().unwrap(), "--plaintext"], &[]);
+    assert!(r.ok && r.out.contains("warning"), "{}", r.out);
+    server.serve(
+        "/exported.xml",
+        Resource::document(std::fs::read_to_string(&plain).unwrap()),
+    );
+    let third = dir.path().join("third");
+    let r = dialer(
+        &third,
+        &["provision", &server.url("/exported.xml"), "--ca", &ca_path],
+        &[],
+    );
+    assert!(r.ok, "{}", r.out);
+    let c = dialer(&third, &["config", "show", "--json"], &[]);
+    assert_eq!(a.out, c.out, "export -> provision lost something");
+
+    // A redacted export has no secrets at all.
+    let redacted = dir.path().join("support.xml");
+    let r = dialer(&profile, &["export", redacted.to_str().unwrap(), "--redacted"], &[]);
+    assert!(r.ok, "{}", r.out);
+    assert!(!std::fs::read_to_string(&redacted).unwrap().contains(&password));
+}
