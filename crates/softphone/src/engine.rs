@@ -390,7 +390,10 @@ async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     addrs.next().ok_or_else(|| format!("{host} has no address"))
 }
 
-async fn account_state(account: &Account, config: &PhoneConfig) -> Result<AccountState, PhoneError> {
+async fn account_state(
+    account: &Account,
+    config: &PhoneConfig,
+) -> Result<AccountState, PhoneError> {
     let kind = transport_kind(account);
     let bad = |why: String| PhoneError::Config(format!("account {:?}: {why}", account.id));
     let (host, port, kind) = uri_target(&account.registrar, kind).map_err(bad)?;
@@ -400,7 +403,10 @@ async fn account_state(account: &Account, config: &PhoneConfig) -> Result<Accoun
     };
     let (server_host, server_port, kind) = proxy.clone().unwrap_or((host.clone(), port, kind));
     let server = resolve(&server_host, server_port).await.map_err(bad)?;
-    let server_name = server_host.parse::<IpAddr>().is_err().then_some(server_host);
+    let server_name = server_host
+        .parse::<IpAddr>()
+        .is_err()
+        .then_some(server_host);
     let auth_user = account.auth_user.as_deref().unwrap_or(&account.user);
     let password = account
         .password
@@ -848,7 +854,8 @@ impl Engine {
                 let _ = reply.send(r);
             }
             Command::Calls { reply } => {
-                let mut all: Vec<CallInfo> = self.calls.values().map(|l| self.call_info(l)).collect();
+                let mut all: Vec<CallInfo> =
+                    self.calls.values().map(|l| self.call_info(l)).collect();
                 all.sort_by_key(|c| c.id);
                 let _ = reply.send(Ok(all));
             }
@@ -959,13 +966,15 @@ impl Engine {
         let (dest_addr, kind) = if self.config.register || !a.route.is_empty() {
             (a.server, a.kind)
         } else {
-            let (host, port, kind) = uri_target(&target_uri, a.kind).map_err(|v| {
-                PhoneError::InvalidInput {
+            let (host, port, kind) =
+                uri_target(&target_uri, a.kind).map_err(|v| PhoneError::InvalidInput {
                     what: "target",
                     value: v,
-                }
-            })?;
-            (resolve(&host, port).await.map_err(PhoneError::Network)?, kind)
+                })?;
+            (
+                resolve(&host, port).await.map_err(PhoneError::Network)?,
+                kind,
+            )
         };
         let dest = Destination {
             transport: core_transport(kind),
@@ -1003,7 +1012,9 @@ impl Engine {
                 value: e.to_string(),
             })?;
         for r in &self.accounts[ai].route {
-            b = b.header("Route", r).map_err(|e| PhoneError::Config(e.to_string()))?;
+            b = b
+                .header("Route", r)
+                .map_err(|e| PhoneError::Config(e.to_string()))?;
         }
         if let Some(se) = self.config.session_expires {
             b = b
@@ -1012,10 +1023,12 @@ impl Engine {
                 .map_err(|e| PhoneError::Config(e.to_string()))?;
         }
         if let Some(r) = &replaces {
-            b = b.header("Replaces", r).map_err(|_| PhoneError::InvalidInput {
-                what: "Replaces",
-                value: r.clone(),
-            })?;
+            b = b
+                .header("Replaces", r)
+                .map_err(|_| PhoneError::InvalidInput {
+                    what: "Replaces",
+                    value: r.clone(),
+                })?;
         }
         let mut invite = b
             .header("Content-Type", "application/sdp")
@@ -1096,7 +1109,10 @@ impl Engine {
             what: "target",
             value: target.to_owned(),
         };
-        if t.is_empty() || t.chars().any(|c| c.is_control() || c == ' ' || c == '<' || c == '>') {
+        if t.is_empty()
+            || t.chars()
+                .any(|c| c.is_control() || c == ' ' || c == '<' || c == '>')
+        {
             return Err(invalid());
         }
         let uri = if t.starts_with("sip:") || t.starts_with("sips:") || t.starts_with("tel:") {
@@ -1109,7 +1125,10 @@ impl Engine {
                 .split_once('@')
                 .map(|(_, d)| d.to_owned())
                 .ok_or_else(invalid)?;
-            let user: String = t.chars().filter(|c| !matches!(c, '-' | '(' | ')' | '.')).collect();
+            let user: String = t
+                .chars()
+                .filter(|c| !matches!(c, '-' | '(' | ')' | '.'))
+                .collect();
             format!("sip:{user}@{domain}")
         };
         Uri::parse(&uri).map_err(|_| invalid())?;
@@ -1329,7 +1348,10 @@ impl Engine {
             .as_ref()
             .or(Some(&leg.invite))
             .and_then(|m| m.header("Allow"))
-            .is_some_and(|a| a.split(',').any(|m| m.trim().eq_ignore_ascii_case("UPDATE")));
+            .is_some_and(|a| {
+                a.split(',')
+                    .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+            });
         let interval = leg.timer.as_ref().map_or(1800, |t| t.interval.as_secs());
         if peer_allows_update {
             if let Some(mut update) = self.dialog_request(id, Method::Update) {
@@ -1345,9 +1367,9 @@ impl Engine {
 
     fn queue_dtmf(&mut self, id: CallId, digits: &str) -> Result<(), PhoneError> {
         let valid = !digits.is_empty()
-            && digits
-                .chars()
-                .all(|c| c.is_ascii_digit() || matches!(c.to_ascii_uppercase(), '*' | '#' | 'A'..='D'));
+            && digits.chars().all(|c| {
+                c.is_ascii_digit() || matches!(c.to_ascii_uppercase(), '*' | '#' | 'A'..='D')
+            });
         if !valid {
             return Err(PhoneError::InvalidInput {
                 what: "DTMF digits",
@@ -1441,7 +1463,10 @@ impl Engine {
     }
 
     fn attended_transfer(&mut self, id: CallId, other: CallId) -> Result<(), PhoneError> {
-        let o = self.calls.get(&other).ok_or(PhoneError::NoSuchCall(other))?;
+        let o = self
+            .calls
+            .get(&other)
+            .ok_or(PhoneError::NoSuchCall(other))?;
         let Some(d) = o.dialog.as_ref().filter(|_| o.phase == Phase::Confirmed) else {
             return Err(PhoneError::InvalidState {
                 call: other,
@@ -1538,7 +1563,8 @@ impl Engine {
         };
         leg.phase = Phase::Ended;
         self.by_call_id.retain(|_, c| *c != id);
-        self.pending.retain(|_, (c, p)| *c != id || matches!(p, Pending::Bye | Pending::Notify));
+        self.pending
+            .retain(|_, (c, p)| *c != id || matches!(p, Pending::Bye | Pending::Notify));
         let final_report = match leg.media.take() {
             Some(m) => m.stop().await,
             None => None,
@@ -1618,9 +1644,10 @@ impl Engine {
                 if let Some(id) = found {
                     let now = self.now();
                     if let Some(leg) = self.calls.get(&id)
-                        && let Ok(resp) = Message::response_to(&leg.invite, 487, "Request Terminated")
-                            .map(|b| b.to_tag(&leg.local_tag))
-                            .and_then(|b| b.build())
+                        && let Ok(resp) =
+                            Message::response_to(&leg.invite, 487, "Request Terminated")
+                                .map(|b| b.to_tag(&leg.local_tag))
+                                .and_then(|b| b.build())
                     {
                         let _ = self.driver.endpoint().send_response(now, invite, resp);
                     }
@@ -1694,7 +1721,10 @@ impl Engine {
                 .and_then(|c| self.by_call_id.get(c).copied())
                 .filter(|id| self.calls.get(id).is_some_and(|l| l.local_tag == to_tag));
             match id {
-                Some(id) => self.in_dialog_request(id, tx, request, method, source).await,
+                Some(id) => {
+                    self.in_dialog_request(id, tx, request, method, source)
+                        .await
+                }
                 None => self.respond(tx, &request, 481, "Call/Transaction Does Not Exist"),
             }
             return;
@@ -1780,19 +1810,16 @@ impl Engine {
             }
         };
         let tag = self.driver.endpoint().new_tag();
-        let contact = self.accounts[ai].contact().unwrap_or_else(|| {
-            format!("sip:{}@{}", self.accounts[ai].config.user, self.udp_local)
-        });
+        let contact = self.accounts[ai]
+            .contact()
+            .unwrap_or_else(|| format!("sip:{}@{}", self.accounts[ai].config.user, self.udp_local));
         let Some(dialog) = Dialog::as_uas(&request, &tag, &contact) else {
             self.respond(tx, &request, 400, "Bad Request");
             return;
         };
         let from = request.from().ok();
         let remote = Identity {
-            uri: from
-                .as_ref()
-                .map(|f| f.uri.to_string())
-                .unwrap_or_default(),
+            uri: from.as_ref().map(|f| f.uri.to_string()).unwrap_or_default(),
             display_name: from
                 .as_ref()
                 .and_then(|f| f.display_name().map(|d| d.into_owned())),
@@ -2026,7 +2053,13 @@ impl Engine {
         }
     }
 
-    async fn reinvite(&mut self, id: CallId, tx: ServerTxId, request: Message, source: Destination) {
+    async fn reinvite(
+        &mut self,
+        id: CallId,
+        tx: ServerTxId,
+        request: Message,
+        source: Destination,
+    ) {
         let now = self.now();
         self.refresh_timer(id, &request);
         let Some(leg) = self.calls.get_mut(&id) else {
@@ -2053,12 +2086,9 @@ impl Engine {
                 }
             }
         };
-        let (sdp, negotiated) = match result {
-            Ok(r) => r,
-            Err(_) => {
-                self.respond(tx, &request, 488, "Not Acceptable Here");
-                return;
-            }
+        let Ok((sdp, negotiated)) = result else {
+            self.respond(tx, &request, 488, "Not Acceptable Here");
+            return;
         };
         if request.body().is_empty() {
             leg.negotiation.cancel_offer();
@@ -2195,7 +2225,8 @@ impl Engine {
         match what {
             Pending::Invite => self.invite_response(id, tx, response, status).await,
             Pending::ReInvite { hold, request } => {
-                self.reinvite_response(id, response, status, hold, request).await
+                self.reinvite_response(id, response, status, hold, request)
+                    .await
             }
             Pending::Refer => {
                 if let Some(leg) = self.calls.get_mut(&id) {
@@ -2219,7 +2250,13 @@ impl Engine {
         }
     }
 
-    async fn invite_response(&mut self, id: CallId, tx: ClientTxId, response: Message, status: u16) {
+    async fn invite_response(
+        &mut self,
+        id: CallId,
+        tx: ClientTxId,
+        response: Message,
+        status: u16,
+    ) {
         let now = self.now();
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
@@ -2228,9 +2265,7 @@ impl Engine {
             100 => {}
             101..=199 => {
                 let contact = self.accounts[leg.account].contact().unwrap_or_default();
-                if leg.dialog.is_none()
-                    && response.to().ok().and_then(|t| t.tag()).is_some()
-                {
+                if leg.dialog.is_none() && response.to().ok().and_then(|t| t.tag()).is_some() {
                     leg.dialog = Dialog::as_uac(&leg.invite, &response, &contact);
                 }
                 let mut state = CallState::Ringing;
@@ -2255,7 +2290,10 @@ impl Engine {
             200..=299 => {
                 let contact = self.accounts[leg.account].contact().unwrap_or_default();
                 match leg.dialog.as_mut() {
-                    Some(d) if d.id.remote_tag == response.to().ok().and_then(|t| t.tag()).unwrap_or("") => {
+                    Some(d)
+                        if d.id.remote_tag
+                            == response.to().ok().and_then(|t| t.tag()).unwrap_or("") =>
+                    {
                         d.handle_response(&response);
                         // The route set is fixed by the 2xx (§12.1.2).
                         if let Some(fresh) = Dialog::as_uac(&leg.invite, &response, &contact) {
@@ -2291,7 +2329,9 @@ impl Engine {
                         Ok(answer) if !response.body().is_empty() => {
                             Some(leg.negotiation.handle_answer(&answer))
                         }
-                        _ => Some(Err(media_engine::negotiation::NegotiationError::NoPendingOffer)),
+                        _ => Some(Err(
+                            media_engine::negotiation::NegotiationError::NoPendingOffer,
+                        )),
                     }
                 } else {
                     None
@@ -2309,7 +2349,8 @@ impl Engine {
                     Some(Err(e)) => {
                         warn!(call = %id, error = %e, "the answer's media is unusable");
                         self.send_bye(id);
-                        self.end_call(id, EndReason::Failed(format!("media: {e}"))).await;
+                        self.end_call(id, EndReason::Failed(format!("media: {e}")))
+                            .await;
                         return;
                     }
                     None => {}
@@ -2325,9 +2366,10 @@ impl Engine {
             401 | 407 => {
                 let ai = leg.account;
                 let invite = leg.invite.clone();
-                let creds = self.accounts[ai]
-                    .digest
-                    .handle_challenge(&response, &invite, &mut self.rng);
+                let creds =
+                    self.accounts[ai]
+                        .digest
+                        .handle_challenge(&response, &invite, &mut self.rng);
                 let Ok(creds) = creds else {
                     self.end_call(
                         id,
@@ -2437,8 +2479,11 @@ impl Engine {
             leg.reinvite_retry = Some((now + wait, hold));
         } else if matches!(status, 408 | 481) {
             self.send_bye(id);
-            self.end_call(id, EndReason::Failed(format!("re-INVITE answered {status}")))
-                .await;
+            self.end_call(
+                id,
+                EndReason::Failed(format!("re-INVITE answered {status}")),
+            )
+            .await;
         }
     }
 }
@@ -2485,7 +2530,11 @@ fn sipfrag_status(body: &[u8]) -> Option<u16> {
     if parts.next()? != "SIP/2.0" {
         return None;
     }
-    parts.next()?.parse().ok().filter(|s| (100..700).contains(s))
+    parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|s| (100..700).contains(s))
 }
 
 fn percent_encode(s: &str) -> String {
@@ -2506,7 +2555,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%'
-            && i + 2 < bytes.len() + 0
+            && i + 2 < bytes.len()
             && let Some(v) = std::str::from_utf8(&bytes[i + 1..i + 3])
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok())

@@ -102,8 +102,7 @@ impl CallRecord {
 }
 
 /// Migrations, in order; `user_version` counts how many ran.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE calls (
+const MIGRATIONS: &[&str] = &["CREATE TABLE calls (
         id INTEGER PRIMARY KEY,
         direction TEXT NOT NULL,
         account TEXT NOT NULL,
@@ -119,8 +118,7 @@ const MIGRATIONS: &[&str] = &[
         srtp TEXT,
         mos REAL
     );
-    CREATE INDEX calls_started ON calls(started_ms);",
-];
+    CREATE INDEX calls_started ON calls(started_ms);"];
 
 /// The call history store.
 #[derive(Debug)]
@@ -157,8 +155,10 @@ impl History {
         };
         // WAL keeps readers (an export) from blocking the writer; secure_delete
         // overwrites erased rows.
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "secure_delete", "ON").map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(db)?;
         let version: u32 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .map_err(db)?;
@@ -264,10 +264,7 @@ impl History {
     /// Deletes calls that started before `cutoff`; returns how many.
     pub fn purge_before(&self, cutoff: SystemTime) -> Result<usize, HistoryError> {
         self.conn
-            .execute(
-                "DELETE FROM calls WHERE started_ms < ?1",
-                [unix_ms(cutoff)],
-            )
+            .execute("DELETE FROM calls WHERE started_ms < ?1", [unix_ms(cutoff)])
             .map_err(|e| self.err(e))
     }
 

@@ -60,7 +60,11 @@ fn codec_by_name(name: &str) -> Option<Codec> {
 
 /// Offer/answer settings from the configuration's media section.
 pub(crate) fn settings(media: &config_export::Media, ip: IpAddr, port: u16) -> MediaSettings {
-    let codecs: Vec<Codec> = media.codecs.iter().filter_map(|c| codec_by_name(c)).collect();
+    let codecs: Vec<Codec> = media
+        .codecs
+        .iter()
+        .filter_map(|c| codec_by_name(c))
+        .collect();
     let mut s = MediaSettings::new(ip, port);
     if !codecs.is_empty() {
         s = s.with_codecs(codecs);
@@ -147,7 +151,7 @@ impl CallMedia {
             config,
             &mut rand::rng(),
         )
-            .map_err(|e| PhoneError::Media(e.to_string()))?;
+        .map_err(|e| PhoneError::Media(e.to_string()))?;
         let mut backend = backend(audio).map_err(PhoneError::Media)?;
         let device = backend
             .open(AudioFormat::new(stream.sample_rate()))

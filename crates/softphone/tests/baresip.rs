@@ -54,7 +54,11 @@ fn baresip(p: &Peers, user: &str, auto_answer: bool) -> Baresip {
         .unwrap()
         .with_auto_answer(auto_answer)
         .with_codecs(&["pcmu"])
-        .with_audio_source(AudioSource::File(tone(&p.dir, &format!("{user}.wav"), 1000.0)))
+        .with_audio_source(AudioSource::File(tone(
+            &p.dir,
+            &format!("{user}.wav"),
+            1000.0,
+        )))
         .with_recording(true)
         .with_lifetime(Duration::from_secs(90))
         .start()
@@ -124,10 +128,16 @@ async fn wait(
     }
 }
 
-async fn wait_state(events: &mut Events, what: &str, pred: impl Fn(&CallState) -> bool) -> CallState {
-    match wait(events, what, |e| {
-        matches!(e, PhoneEvent::CallState { state, .. } if pred(state))
-    })
+async fn wait_state(
+    events: &mut Events,
+    what: &str,
+    pred: impl Fn(&CallState) -> bool,
+) -> CallState {
+    match wait(
+        events,
+        what,
+        |e| matches!(e, PhoneEvent::CallState { state, .. } if pred(state)),
+    )
     .await
     {
         PhoneEvent::CallState { state, .. } => state,
@@ -150,7 +160,10 @@ async fn hold_resume_dtmf_and_far_end_bye() {
     bob.wait_event("CALL_ESTABLISHED", LIMIT).unwrap();
 
     call.hold().await.unwrap();
-    let held = wait_state(&mut events, "hold", |s| matches!(s, CallState::OnHold { .. })).await;
+    let held = wait_state(&mut events, "hold", |s| {
+        matches!(s, CallState::OnHold { .. })
+    })
+    .await;
     assert_eq!(
         held,
         CallState::OnHold {
@@ -174,10 +187,17 @@ async fn hold_resume_dtmf_and_far_end_bye() {
     // The far end hangs up.
     tokio::time::sleep(Duration::from_secs(1)).await;
     bob.hangup().unwrap();
-    let ended = wait_state(&mut events, "the far end's BYE", |s| matches!(s, CallState::Ended(_))).await;
+    let ended = wait_state(&mut events, "the far end's BYE", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
     assert_eq!(ended, CallState::Ended(EndReason::RemoteHangup));
     let a = analyze_wav(&heard, Duration::from_millis(500)).unwrap();
-    assert!(a.is_tone(1000.0, 0.02), "heard {:.1} Hz", a.dominant_frequency);
+    assert!(
+        a.is_tone(1000.0, 0.02),
+        "heard {:.1} Hz",
+        a.dominant_frequency
+    );
     let history = phone.history(5).await.unwrap();
     assert_eq!(history.len(), 1);
     assert_eq!(history[0].end_reason, "remote hangup");
@@ -197,7 +217,10 @@ async fn cancel_before_answer_and_busy() {
     bob.wait_event("CALL_INCOMING", LIMIT).unwrap();
     wait_state(&mut events, "ringing", |s| *s == CallState::Ringing).await;
     call.hangup().await.unwrap();
-    let ended = wait_state(&mut events, "the cancel", |s| matches!(s, CallState::Ended(_))).await;
+    let ended = wait_state(&mut events, "the cancel", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
     assert_eq!(ended, CallState::Ended(EndReason::Cancelled));
     bob.wait_event("CALL_CLOSED", LIMIT).unwrap();
 
@@ -205,7 +228,10 @@ async fn cancel_before_answer_and_busy() {
     phone.dial(None, &bob_uri(&p, "bob")).await.unwrap();
     bob.wait_event("CALL_INCOMING", LIMIT).unwrap();
     bob.hangup().unwrap();
-    let ended = wait_state(&mut events, "the refusal", |s| matches!(s, CallState::Ended(_))).await;
+    let ended = wait_state(&mut events, "the refusal", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
     match ended {
         CallState::Ended(EndReason::Refused { status, .. }) => {
             assert!((400..700).contains(&status), "status {status}");
@@ -225,8 +251,16 @@ async fn blind_transfer_to_a_third_user_agent() {
     wait_state(&mut events, "answer", |s| *s == CallState::Connected).await;
     bob.wait_event("CALL_ESTABLISHED", LIMIT).unwrap();
     call.transfer(&bob_uri(&p, "carol")).await.unwrap();
-    let ended = wait_state(&mut events, "the transfer", |s| matches!(s, CallState::Ended(_))).await;
-    assert_eq!(ended, CallState::Ended(EndReason::Transferred), "{}", bob.log_tail(40));
+    let ended = wait_state(&mut events, "the transfer", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
+    assert_eq!(
+        ended,
+        CallState::Ended(EndReason::Transferred),
+        "{}",
+        bob.log_tail(40)
+    );
     let e = carol.wait_event("CALL_ESTABLISHED", LIMIT).unwrap();
     assert!(e.peer_uri.contains("bob"), "carol talks to {}", e.peer_uri);
     phone.shutdown().await.unwrap();
@@ -253,16 +287,27 @@ async fn a_call_from_baresip_is_answered() {
     call.hangup().await.unwrap();
     bob.wait_event("CALL_CLOSED", LIMIT).unwrap();
     let a = analyze_wav(&heard, Duration::from_millis(500)).unwrap();
-    assert!(a.is_tone(1000.0, 0.02), "heard {:.1} Hz", a.dominant_frequency);
+    assert!(
+        a.is_tone(1000.0, 0.02),
+        "heard {:.1} Hz",
+        a.dominant_frequency
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     let bs = loop {
         if let Some(p) = bob.received_audio() {
             break p;
         }
-        assert!(std::time::Instant::now() < deadline, "baresip recorded nothing");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "baresip recorded nothing"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     let a = analyze_wav(&bs, Duration::from_millis(500)).unwrap();
-    assert!(a.is_tone(440.0, 0.02), "baresip heard {:.1} Hz", a.dominant_frequency);
+    assert!(
+        a.is_tone(440.0, 0.02),
+        "baresip heard {:.1} Hz",
+        a.dominant_frequency
+    );
     phone.shutdown().await.unwrap();
 }

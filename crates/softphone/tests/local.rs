@@ -40,7 +40,10 @@ async fn party(user: &str, tone: f64, dtmf: DtmfMode) -> Party {
     let heard = Recording::new(Duration::from_secs(20));
     let rec = heard.clone();
     pc.audio = AudioSetup::Custom(Arc::new(move || {
-        Ok(Box::new(ToneBackend::with_recording(Tone::new(tone), rec.clone())))
+        Ok(Box::new(ToneBackend::with_recording(
+            Tone::new(tone),
+            rec.clone(),
+        )))
     }));
     let (phone, events) = Phone::start(pc).await.unwrap();
     let addr = phone.accounts().await.unwrap()[0].local.unwrap();
@@ -79,11 +82,18 @@ async fn incoming(events: &mut Events) -> Call {
     }
 }
 
-async fn state_of(events: &mut Events, call: &Call, what: &str, pred: impl Fn(&CallState) -> bool) -> CallState {
+async fn state_of(
+    events: &mut Events,
+    call: &Call,
+    what: &str,
+    pred: impl Fn(&CallState) -> bool,
+) -> CallState {
     let id = call.id();
-    match next_matching(events, what, |e| {
-        matches!(e, PhoneEvent::CallState { call, state } if *call == id && pred(state))
-    })
+    match next_matching(
+        events,
+        what,
+        |e| matches!(e, PhoneEvent::CallState { call, state } if *call == id && pred(state)),
+    )
     .await
     {
         PhoneEvent::CallState { state, .. } => state,
@@ -100,7 +110,10 @@ async fn connect(alice: &mut Party, to: &mut Party, user: &str) -> (Call, Call) 
         .unwrap();
     let b = incoming(&mut to.events).await;
     b.answer().await.unwrap();
-    state_of(&mut alice.events, &a, "the answer", |s| *s == CallState::Connected).await;
+    state_of(&mut alice.events, &a, "the answer", |s| {
+        *s == CallState::Connected
+    })
+    .await;
     (a, b)
 }
 
@@ -118,8 +131,17 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
 
     let (ab, _ba) = connect(&mut alice, &mut bob, "bob").await;
     ab.hold().await.unwrap();
-    let held = state_of(&mut alice.events, &ab, "hold", |s| matches!(s, CallState::OnHold { .. })).await;
-    assert_eq!(held, CallState::OnHold { local: true, remote: false });
+    let held = state_of(&mut alice.events, &ab, "hold", |s| {
+        matches!(s, CallState::OnHold { .. })
+    })
+    .await;
+    assert_eq!(
+        held,
+        CallState::OnHold {
+            local: true,
+            remote: false
+        }
+    );
 
     // A second call while the first waits on hold.
     let (ac, ca) = connect(&mut alice, &mut carol, "carol").await;
@@ -130,13 +152,13 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
 
     // Bob is asked to call Carol in place of Alice.
     ab.transfer_to_call(&ac).await.unwrap();
-    let new_bob = match next_matching(&mut bob.events, "bob's transfer call", |e| {
-        matches!(e, PhoneEvent::TransferCall { .. })
-    })
-    .await
-    {
-        PhoneEvent::TransferCall { call, .. } => call,
-        _ => unreachable!(),
+    let PhoneEvent::TransferCall { call: new_bob, .. } =
+        next_matching(&mut bob.events, "bob's transfer call", |e| {
+            matches!(e, PhoneEvent::TransferCall { .. })
+        })
+        .await
+    else {
+        unreachable!()
     };
     let new_carol = match next_matching(&mut carol.events, "carol's replacing call", |e| {
         matches!(e, PhoneEvent::TransferCall { .. })
@@ -156,7 +178,13 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
             call,
             state: CallState::Ended(reason),
         } = next_matching(&mut alice.events, "alice's calls ending", |e| {
-            matches!(e, PhoneEvent::CallState { state: CallState::Ended(_), .. })
+            matches!(
+                e,
+                PhoneEvent::CallState {
+                    state: CallState::Ended(_),
+                    ..
+                }
+            )
         })
         .await
         {
@@ -175,10 +203,17 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
     assert!(hears(&carol.heard, 700.0), "carol should hear bob");
 
     new_bob.hangup().await.unwrap();
-    state_of(&mut carol.events, &new_carol, "the end", |s| matches!(s, CallState::Ended(_))).await;
+    state_of(&mut carol.events, &new_carol, "the end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
     let history = alice.phone.history(10).await.unwrap();
     assert_eq!(history.len(), 2);
-    assert!(history.iter().all(|h| h.direction == CallDirection::Outgoing));
+    assert!(
+        history
+            .iter()
+            .all(|h| h.direction == CallDirection::Outgoing)
+    );
     assert!(history.iter().any(|h| h.end_reason == "transferred"));
     for p in [&alice, &bob, &carol] {
         p.phone.shutdown().await.unwrap();
@@ -193,7 +228,11 @@ async fn dtmf_round(mode: DtmfMode) {
     assert!(ab.send_dtmf("4x").await.is_err(), "bad digits are refused");
     let mut got = String::new();
     while got.len() < 4 {
-        match next_matching(&mut bob.events, "a digit", |e| matches!(e, PhoneEvent::Dtmf { .. })).await {
+        match next_matching(&mut bob.events, "a digit", |e| {
+            matches!(e, PhoneEvent::Dtmf { .. })
+        })
+        .await
+        {
             PhoneEvent::Dtmf { call, digit } => {
                 assert_eq!(call, ba.id());
                 got.push(digit);
@@ -203,7 +242,10 @@ async fn dtmf_round(mode: DtmfMode) {
     }
     assert_eq!(got, "42*#");
     ab.hangup().await.unwrap();
-    state_of(&mut bob.events, &ba, "the end", |s| matches!(s, CallState::Ended(_))).await;
+    state_of(&mut bob.events, &ba, "the end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
     alice.phone.shutdown().await.unwrap();
     bob.phone.shutdown().await.unwrap();
 }
@@ -228,13 +270,19 @@ async fn mute_silences_what_the_peer_hears() {
     ab.set_muted(true).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let rms = analysis::rms(&bob.heard.latest(Duration::from_millis(300)));
-    assert!(rms < 50.0, "bob still hears alice while muted: rms {rms:.0}");
+    assert!(
+        rms < 50.0,
+        "bob still hears alice while muted: rms {rms:.0}"
+    );
     assert!(ab.info().await.unwrap().muted);
     ab.set_muted(false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(hears(&bob.heard, 440.0));
     ba.hangup().await.unwrap();
-    let ended = state_of(&mut alice.events, &ab, "the end", |s| matches!(s, CallState::Ended(_))).await;
+    let ended = state_of(&mut alice.events, &ab, "the end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
     assert_eq!(ended, CallState::Ended(EndReason::RemoteHangup));
     alice.phone.shutdown().await.unwrap();
     bob.phone.shutdown().await.unwrap();
@@ -249,7 +297,10 @@ async fn commands_on_unknown_or_ended_calls_are_typed_errors() {
     let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
     assert!(ba.answer().await.is_err(), "answering twice is refused");
     ab.hangup().await.unwrap();
-    state_of(&mut bob.events, &ba, "the end", |s| matches!(s, CallState::Ended(_))).await;
+    state_of(&mut bob.events, &ba, "the end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
     assert!(matches!(
         ab.hold().await,
         Err(softphone::PhoneError::NoSuchCall(_))

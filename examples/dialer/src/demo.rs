@@ -98,7 +98,12 @@ pub(crate) async fn run(codec: &str, seconds: u64) -> Result<bool> {
     let (bob, mut bob_events) = Phone::start(config("bob", BOB_TONE, &bob_heard, codec)?)
         .await
         .context("starting Bob's phone")?;
-    let bob_account = bob.accounts().await?.into_iter().next().context("Bob has no account")?;
+    let bob_account = bob
+        .accounts()
+        .await?
+        .into_iter()
+        .next()
+        .context("Bob has no account")?;
     let alice_account = alice
         .accounts()
         .await?
@@ -106,7 +111,14 @@ pub(crate) async fn run(codec: &str, seconds: u64) -> Result<bool> {
         .next()
         .context("Alice has no account")?;
     let bob_addr = bob_account.local.context("Bob has no SIP address")?;
-    println!("alice: {} at {}", alice_account.aor, alice_account.local.map(|a| a.to_string()).unwrap_or_default());
+    println!(
+        "alice: {} at {}",
+        alice_account.aor,
+        alice_account
+            .local
+            .map(|a| a.to_string())
+            .unwrap_or_default()
+    );
     println!("bob:   {} at {bob_addr}", bob_account.aor);
 
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -118,15 +130,23 @@ pub(crate) async fn run(codec: &str, seconds: u64) -> Result<bool> {
         matches!(e, PhoneEvent::IncomingCall { .. })
     })
     .await?;
-    let PhoneEvent::IncomingCall { call: bob_call, from, .. } = incoming else {
+    let PhoneEvent::IncomingCall {
+        call: bob_call,
+        from,
+        ..
+    } = incoming
+    else {
         unreachable!("filtered above")
     };
     println!("bob: incoming call from {from}");
     bob_call.answer().await.context("Bob answers")?;
     let id = call.id();
-    wait_for(&mut alice_events, deadline, "the answer", |e| {
-        matches!(e, PhoneEvent::CallState { call, state: CallState::Connected } if *call == id)
-    })
+    wait_for(
+        &mut alice_events,
+        deadline,
+        "the answer",
+        |e| matches!(e, PhoneEvent::CallState { call, state: CallState::Connected } if *call == id),
+    )
     .await?;
     println!("alice: call answered; talking for {seconds} s");
     tokio::time::sleep(Duration::from_secs(seconds)).await;
@@ -152,6 +172,13 @@ pub(crate) async fn run(codec: &str, seconds: u64) -> Result<bool> {
     }
     let _ = tokio::join!(alice.shutdown(), bob.shutdown());
     let ok = alice_ok && bob_ok && encrypted;
-    println!("demo: {}", if ok { "audio flowed both ways" } else { "FAILED" });
+    println!(
+        "demo: {}",
+        if ok {
+            "audio flowed both ways"
+        } else {
+            "FAILED"
+        }
+    );
     Ok(ok)
 }

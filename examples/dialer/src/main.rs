@@ -13,7 +13,10 @@
 //! Exit status: 0 when the job succeeded (a call answered and ended
 //! normally, a registration held), 1 when it failed, 2 for bad arguments.
 #![allow(clippy::print_stdout, reason = "a command-line tool reports on stdout")]
-#![allow(clippy::print_stderr, reason = "a command-line tool reports errors on stderr")]
+#![allow(
+    clippy::print_stderr,
+    reason = "a command-line tool reports errors on stderr"
+)]
 
 mod demo;
 mod options;
@@ -241,7 +244,9 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Register { account, stay } => session::register(&profile, &account, stay).await,
+            Command::Register { account, stay } => {
+                session::register(&profile, &account, stay).await
+            }
             Command::Shell { account, media } => shell::run(&profile, &account, &media).await,
             Command::History { limit } => session::history(&profile, limit),
             Command::Provision {

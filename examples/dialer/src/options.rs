@@ -91,8 +91,12 @@ pub(crate) fn phone_config(
         None => crate::profile::effective(profile)?.filter(|c| !c.accounts.is_empty()),
         Some(_) => None,
     };
-    let transport = Transport::from_str(&account.transport.to_ascii_lowercase())
-        .map_err(|_| usage(format!("--transport {:?}: use udp, tcp, tls, ws or wss", account.transport)))?;
+    let transport = Transport::from_str(&account.transport.to_ascii_lowercase()).map_err(|_| {
+        usage(format!(
+            "--transport {:?}: use udp, tcp, tls, ws or wss",
+            account.transport
+        ))
+    })?;
     let user = account.user.clone().unwrap_or_else(|| "dialer".to_owned());
     let register = account.registrar.is_some() || stored.is_some();
     if needs_registrar && !register {
@@ -150,7 +154,12 @@ pub(crate) fn phone_config(
             config.media.srtp = SrtpPolicy::from_str(&srtp.to_ascii_lowercase())
                 .map_err(|_| usage(format!("--srtp {srtp:?}: use off, optional or mandatory")))?;
         }
-        let bad_ports = || usage(format!("--rtp-ports {:?}: use LOW-HIGH, e.g. 16384-32767", m.rtp_ports));
+        let bad_ports = || {
+            usage(format!(
+                "--rtp-ports {:?}: use LOW-HIGH, e.g. 16384-32767",
+                m.rtp_ports
+            ))
+        };
         let (lo, hi) = m.rtp_ports.split_once('-').ok_or_else(bad_ports)?;
         let (lo, hi): (u16, u16) = (
             lo.trim().parse().map_err(|_| bad_ports())?,

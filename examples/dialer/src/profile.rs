@@ -222,7 +222,8 @@ fn passphrase(confirm: bool) -> Result<Secret> {
 }
 
 pub(crate) fn export(profile: &Path, file: &Path, plaintext: bool, redacted: bool) -> Result<bool> {
-    let config = effective(profile)?.context("nothing to export: the profile has no configuration")?;
+    let config =
+        effective(profile)?.context("nothing to export: the profile has no configuration")?;
     let text = if redacted {
         Export::new(&config).redacted()?
     } else if plaintext {
@@ -233,8 +234,8 @@ pub(crate) fn export(profile: &Path, file: &Path, plaintext: bool, redacted: boo
     };
     let tmp = file.with_extension("tmp");
     {
-        let mut f = std::fs::File::create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
+        let mut f =
+            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         f.write_all(text.as_bytes())?;
         f.sync_all()?;
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use softphone::{
-    CallDirection, CallId, CallState, Events, History, Phone, PhoneEvent,
-    QualityReport, RegistrationStatus,
+    CallDirection, CallId, CallState, Events, History, Phone, PhoneEvent, QualityReport,
+    RegistrationStatus,
 };
 use tokio::time::{Instant, sleep_until, timeout_at};
 
@@ -79,7 +79,15 @@ pub(crate) async fn call(
     }
     let call = phone.dial(None, target).await.context("dialing")?;
     println!("calling {target}");
-    let ok = follow_call(&phone, &mut events, call.id(), hangup_after, dtmf, ring_timeout).await;
+    let ok = follow_call(
+        &phone,
+        &mut events,
+        call.id(),
+        hangup_after,
+        dtmf,
+        ring_timeout,
+    )
+    .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), phone.shutdown()).await;
     Ok(ok)
 }
@@ -101,11 +109,15 @@ async fn follow_call(
     let mut next_tick = Instant::now() + Duration::from_secs(1);
     let mut last_quality: Option<QualityReport> = None;
     loop {
-        let wake = [Some(next_tick), hangup_at, answered_at.is_none().then_some(ring_deadline)]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(next_tick);
+        let wake = [
+            Some(next_tick),
+            hangup_at,
+            answered_at.is_none().then_some(ring_deadline),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(next_tick);
         tokio::select! {
             ev = events.next() => {
                 let Some(ev) = ev else { return false };
@@ -209,7 +221,8 @@ pub(crate) async fn answer(
                 Ok(ev) => ev,
                 Err(_) => {
                     let now = Instant::now();
-                    let (due, later): (Vec<_>, Vec<_>) = hangups.into_iter().partition(|(t, _)| *t <= now);
+                    let (due, later): (Vec<_>, Vec<_>) =
+                        hangups.into_iter().partition(|(t, _)| *t <= now);
                     hangups = later;
                     for (_, id) in due {
                         println!("hanging up");
@@ -267,7 +280,11 @@ pub(crate) async fn answer(
     Ok(all_ok && ended > 0)
 }
 
-pub(crate) async fn register(profile: &Path, account: &AccountArgs, stay: Option<u64>) -> Result<bool> {
+pub(crate) async fn register(
+    profile: &Path,
+    account: &AccountArgs,
+    stay: Option<u64>,
+) -> Result<bool> {
     let config = phone_config(profile, account, None, true)?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
     let mut ok = wait_registered(&mut events, Duration::from_secs(15)).await?;

@@ -149,12 +149,18 @@ impl Shell {
                 self.registration = match status {
                     RegistrationStatus::Registered { .. } => "registered".into(),
                     RegistrationStatus::Registering => "registering".into(),
-                    RegistrationStatus::Failed { status, .. } => format!("registration failed {status}"),
+                    RegistrationStatus::Failed { status, .. } => {
+                        format!("registration failed {status}")
+                    }
                     _ => "not registered".into(),
                 };
             }
             PhoneEvent::IncomingCall { call, from, .. } => {
-                println!("incoming call from {} ({}): answer or reject", from.user(), call.id());
+                println!(
+                    "incoming call from {} ({}): answer or reject",
+                    from.user(),
+                    call.id()
+                );
                 self.incoming = Some(call);
             }
             PhoneEvent::TransferCall { call, .. } => {

@@ -74,7 +74,11 @@ fn baresip_heard(b: &Baresip) -> PathBuf {
         if let Some(p) = b.received_audio() {
             return p;
         }
-        assert!(Instant::now() < deadline, "baresip recorded nothing:\n{}", b.log_tail(40));
+        assert!(
+            Instant::now() < deadline,
+            "baresip recorded nothing:\n{}",
+            b.log_tail(40)
+        );
         thread::sleep(Duration::from_millis(100));
     }
 }
@@ -178,20 +182,20 @@ fn call_baresip(
     let play_s = play.display().to_string();
     let heard_s = heard.display().to_string();
     let mut args: Vec<&str> = vec![
-            "call",
-            &target,
-            "--codec",
-            codec,
-            "--srtp",
-            srtp,
-            "--play",
-            &play_s,
-            "--record",
-            &heard_s,
-            "--hangup-after",
-            "3",
-            "--rtp-ports",
-            &rtp_ports,
+        "call",
+        &target,
+        "--codec",
+        codec,
+        "--srtp",
+        srtp,
+        "--play",
+        &play_s,
+        "--record",
+        &heard_s,
+        "--hangup-after",
+        "3",
+        "--rtp-ports",
+        &rtp_ports,
     ];
     args.extend(owned.iter().map(String::as_str));
     let run = dialer(&s.dir, &args, Duration::from_secs(60));
@@ -207,7 +211,10 @@ fn call_baresip(
             .iter()
             .filter(|f| rtp.contains(&f.src_port) && f.rtp_packets >= 20)
             .collect();
-        assert!(!outgoing.is_empty(), "no RTP from the dialer captured: {flows:?}");
+        assert!(
+            !outgoing.is_empty(),
+            "no RTP from the dialer captured: {flows:?}"
+        );
         for f in outgoing {
             assert_eq!(
                 !f.looks_encrypted(),

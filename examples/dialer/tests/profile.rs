@@ -3,10 +3,7 @@
 //! provisioned account against Kamailio, `config show` and `config set`
 //! (locked fields refused), `export` and `import` (encrypted by default, a
 //! wrong passphrase changes nothing), and export -> provision losslessly.
-#![allow(
-    clippy::unwrap_used,
-    reason = "a failed step should fail loudly"
-)]
+#![allow(clippy::unwrap_used, reason = "a failed step should fail loudly")]
 
 use std::path::Path;
 use std::process::Command;
@@ -78,7 +75,7 @@ fn provision_register_configure_export_and_import() {
     let server = HttpServer::https(ca.server())
         .serve(
             "/alice.xml",
-            Resource::document(doc.clone()).with_basic_auth("alice", "web-pw"),
+            Resource::document(doc).with_basic_auth("alice", "web-pw"),
         )
         .start()
         .unwrap();
@@ -90,18 +87,40 @@ fn provision_register_configure_export_and_import() {
     // Wrong credentials: nothing stored.
     let r = dialer(
         &profile,
-        &["provision", &url, "--user", "alice", "--password", "nope", "--ca", &ca_path],
+        &[
+            "provision",
+            &url,
+            "--user",
+            "alice",
+            "--password",
+            "nope",
+            "--ca",
+            &ca_path,
+        ],
         &[],
     );
     assert!(!r.ok, "{}", r.out);
     assert!(!profile.join("provisioned.xml").exists());
     // Without the CA the certificate is not trusted.
-    let r = dialer(&profile, &["provision", &url, "--user", "alice", "--password", "web-pw"], &[]);
+    let r = dialer(
+        &profile,
+        &["provision", &url, "--user", "alice", "--password", "web-pw"],
+        &[],
+    );
     assert!(!r.ok, "{}", r.out);
 
     let r = dialer(
         &profile,
-        &["provision", &url, "--user", "alice", "--password", "web-pw", "--ca", &ca_path],
+        &[
+            "provision",
+            &url,
+            "--user",
+            "alice",
+            "--password",
+            "web-pw",
+            "--ca",
+            &ca_path,
+        ],
         &[],
     );
     assert!(r.ok, "{}", r.out);
@@ -133,7 +152,12 @@ fn provision_register_configure_export_and_import() {
     // Encrypted export, then import elsewhere.
     let export = dir.path().join("alice.age");
     let r = dialer(&profile, &["export", export.to_str().unwrap()], &[]);
-    assert_eq!(r.code, Some(2), "no passphrase must be a usage error: {}", r.out);
+    assert_eq!(
+        r.code,
+        Some(2),
+        "no passphrase must be a usage error: {}",
+        r.out
+    );
     let pass = [("DIALER_PASSPHRASE", "correct horse")];
     let r = dialer(&profile, &["export", export.to_str().unwrap()], &pass);
     assert!(r.ok, "{}", r.out);
@@ -146,7 +170,10 @@ fn provision_register_configure_export_and_import() {
         &[("DIALER_PASSPHRASE", "wrong")],
     );
     assert!(!r.ok, "{}", r.out);
-    assert!(!other.join("provisioned.xml").exists(), "a failed import stored something");
+    assert!(
+        !other.join("provisioned.xml").exists(),
+        "a failed import stored something"
+    );
     let r = dialer(&other, &["import", export.to_str().unwrap()], &pass);
     assert!(r.ok, "{}", r.out);
     let a = dialer(&profile, &["config", "show", "--json"], &[]);
@@ -155,7 +182,11 @@ fn provision_register_configure_export_and_import() {
 
     // A plaintext export is itself a provisioning document.
     let plain = dir.path().join("alice.xml");
-    let r = dialer(&profile, &["export", plain.to_str().unwrap(), "--plaintext"], &[]);
+    let r = dialer(
+        &profile,
+        &["export", plain.to_str().unwrap(), "--plaintext"],
+        &[],
+    );
     assert!(r.ok && r.out.contains("warning"), "{}", r.out);
     server.serve(
         "/exported.xml",
@@ -173,7 +204,15 @@ fn provision_register_configure_export_and_import() {
 
     // A redacted export has no secrets at all.
     let redacted = dir.path().join("support.xml");
-    let r = dialer(&profile, &["export", redacted.to_str().unwrap(), "--redacted"], &[]);
+    let r = dialer(
+        &profile,
+        &["export", redacted.to_str().unwrap(), "--redacted"],
+        &[],
+    );
     assert!(r.ok, "{}", r.out);
-    assert!(!std::fs::read_to_string(&redacted).unwrap().contains(&password));
+    assert!(
+        !std::fs::read_to_string(&redacted)
+            .unwrap()
+            .contains(&password)
+    );
 }
