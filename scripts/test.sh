@@ -85,6 +85,9 @@ run_fuzz_smoke() {
 
 run_deny() {
     if cargo deny --version >/dev/null 2>&1; then
+        # cargo deny reads the metadata of every platform's dependencies,
+        # so fetch the ones the build did not need (Windows-only crates).
+        step "cargo fetch" cargo fetch --locked --quiet
         step "cargo deny" cargo deny --offline check licenses bans sources
     else
         printf '\n==> cargo deny: skipped, cargo-deny is not installed (SETUP_DENY=1 scripts/setup.sh installs it; CI always runs it)\n'
