@@ -265,7 +265,12 @@ struct Engine {
     udp_local: SocketAddr,
     shutting_down: Option<(Instant, Reply<()>)>,
     handles: mpsc::WeakUnboundedSender<Command>,
+    /// When calls older than the retention window are next purged.
+    next_purge: Instant,
 }
+
+/// How often the history is purged while the phone runs.
+const PURGE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Binds the listeners, opens the history and starts the task.
 pub(crate) async fn start(
@@ -322,7 +327,9 @@ pub(crate) async fn start(
         udp_local,
         shutting_down: None,
         handles: commands.downgrade(),
+        next_purge: sip_tokio::now(),
     };
+    engine.purge_history();
     engine.open_accounts().await;
     tokio::spawn(engine.run(commands_rx, media_rx));
     Ok(commands)
@@ -440,6 +447,20 @@ enum Wake {
 }
 
 impl Engine {
+    /// Removes calls older than the configured retention window.
+    fn purge_history(&mut self) {
+        self.next_purge = self.now() + PURGE_INTERVAL;
+        let days = u64::from(self.config.config.privacy.history_retention_days);
+        let cutoff = SystemTime::now()
+            .checked_sub(Duration::from_secs(days * 24 * 3600))
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        match self.history.purge_before(cutoff) {
+            Ok(0) => {}
+            Ok(n) => info!(calls = n, days, "call history purged"),
+            Err(e) => warn!(error = %e, "call history not purged"),
+        }
+    }
+
     fn emit(&self, event: PhoneEvent) {
         let _ = self.events.send(event);
     }
@@ -683,11 +704,15 @@ impl Engine {
         if let Some((d, _)) = &self.shutting_down {
             times.push(*d);
         }
+        times.push(self.next_purge);
         times.into_iter().min()
     }
 
     async fn timers(&mut self) {
         let now = self.now();
+        if self.next_purge <= now {
+            self.purge_history();
+        }
         for i in 0..self.accounts.len() {
             let due = self.accounts[i]
                 .registration
@@ -1536,12 +1561,15 @@ impl Engine {
             &self.config.config.media,
             self.media_tx.clone(),
         ) {
-            Ok(m) => {
+            Ok((m, notice)) => {
                 if leg.muted {
                     m.set_muted(true).await;
                 }
                 leg.media = Some(m);
                 leg.next_quality = Some(first_report);
+                if let Some(text) = notice {
+                    let _ = self.events.send(PhoneEvent::Notice { text });
+                }
             }
             Err(e) => warn!(call = %id, error = %e, "media did not start"),
         }

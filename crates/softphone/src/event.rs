@@ -263,4 +263,10 @@ pub enum PhoneEvent {
     },
     /// The PBX asked for a provisioning re-check (NOTIFY Event: check-sync).
     CheckSync,
+    /// Something the user should know that is not an error, e.g. that no
+    /// sound card was found and the null device is used.
+    Notice {
+        /// What to show.
+        text: String,
+    },
 }

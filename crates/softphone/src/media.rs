@@ -106,23 +106,28 @@ pub(crate) struct CallMedia {
     guard: std::sync::Mutex<Option<AudioGuard>>,
 }
 
-fn backend(setup: &AudioSetup) -> Result<Box<dyn AudioBackend>, String> {
+/// The backend for a call, and a notice for the user when the sound card
+/// could not be used.
+fn backend(setup: &AudioSetup) -> Result<(Box<dyn AudioBackend>, Option<String>), String> {
     match setup {
         AudioSetup::Auto => {
             let (b, notice) = select_backend(BackendChoice::Auto);
-            if let Some(n) = notice {
+            if let Some(n) = &notice {
                 info!(notice = %n, "audio");
             }
-            Ok(b)
+            Ok((b, notice))
         }
-        AudioSetup::Null => Ok(select_backend(BackendChoice::Null).0),
-        AudioSetup::Wav { play, record } => Ok(select_backend(BackendChoice::Wav {
-            source: play.clone(),
-            sink: record.clone(),
-            looped: false,
-        })
-        .0),
-        AudioSetup::Custom(f) => f(),
+        AudioSetup::Null => Ok((select_backend(BackendChoice::Null).0, None)),
+        AudioSetup::Wav { play, record } => Ok((
+            select_backend(BackendChoice::Wav {
+                source: play.clone(),
+                sink: record.clone(),
+                looped: false,
+            })
+            .0,
+            None,
+        )),
+        AudioSetup::Custom(f) => f().map(|b| (b, None)),
     }
 }
 
@@ -135,7 +140,7 @@ impl CallMedia {
         audio: &AudioSetup,
         media: &config_export::Media,
         events: mpsc::UnboundedSender<MediaEvent>,
-    ) -> Result<CallMedia, PhoneError> {
+    ) -> Result<(CallMedia, Option<String>), PhoneError> {
         let jitter = media_engine::jitter::JitterConfig::default().with_delay_bounds(
             Duration::from_millis(u64::from(media.jitter_min_ms)),
             Duration::from_millis(u64::from(media.jitter_max_ms.max(media.jitter_min_ms))),
@@ -152,16 +157,20 @@ impl CallMedia {
             &mut rand::rng(),
         )
         .map_err(|e| PhoneError::Media(e.to_string()))?;
-        let mut backend = backend(audio).map_err(PhoneError::Media)?;
-        let device = backend
-            .open(AudioFormat::new(stream.sample_rate()))
-            .or_else(|e| {
+        let (mut backend, mut notice) = backend(audio).map_err(PhoneError::Media)?;
+        let device = match backend.open(AudioFormat::new(stream.sample_rate())) {
+            Ok(d) => d,
+            Err(e) => {
                 warn!(error = %e, "audio device failed; using the null device");
+                notice = Some(format!(
+                    "the audio device failed ({e}); using the null device: nothing is heard or sent"
+                ));
                 select_backend(BackendChoice::Null)
                     .0
                     .open(AudioFormat::new(stream.sample_rate()))
-            })
-            .map_err(|e| PhoneError::Media(format!("audio: {e}")))?;
+                    .map_err(|e| PhoneError::Media(format!("audio: {e}")))?
+            }
+        };
         let (port, guard) = device.into_parts();
         let port = media_tokio::AudioPort::new(port.capture, port.playback, port.sample_rate);
         let channel = AudioChannel::spawn(stream, prepared.sockets, port, ChannelConfig::default())
@@ -182,10 +191,13 @@ impl CallMedia {
                 }
             }
         });
-        Ok(CallMedia {
-            channel,
-            guard: std::sync::Mutex::new(Some(guard)),
-        })
+        Ok((
+            CallMedia {
+                channel,
+                guard: std::sync::Mutex::new(Some(guard)),
+            },
+            notice,
+        ))
     }
 
     /// The figures so far.

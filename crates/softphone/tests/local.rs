@@ -312,3 +312,49 @@ async fn commands_on_unknown_or_ended_calls_are_typed_errors() {
         Err(softphone::PhoneError::Stopped)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_older_than_the_retention_window_are_purged_at_start() {
+    use softphone::{CallRecord, History};
+    use std::time::SystemTime;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.sqlite");
+    let day = Duration::from_secs(24 * 3600);
+    let record = |age_days: u32, who: &str| {
+        let started = SystemTime::now() - day * age_days;
+        CallRecord {
+            id: 0,
+            direction: CallDirection::Incoming,
+            account: "alice".into(),
+            local_identity: "sip:alice@127.0.0.1".into(),
+            remote_identity: format!("sip:{who}@127.0.0.1"),
+            remote_name: None,
+            started,
+            answered: None,
+            ended: started,
+            end_reason: "missed".into(),
+            codec: None,
+            srtp: None,
+            mos: None,
+        }
+    };
+    {
+        let h = History::open(&path).unwrap();
+        h.record(&record(400, "old")).unwrap();
+        h.record(&record(10, "recent")).unwrap();
+    }
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.privacy.history_retention_days = 30;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    pc.history = Some(path.clone());
+    let (phone, _events) = Phone::start(pc).await.unwrap();
+    let kept = phone.history(10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].remote_identity, "sip:recent@127.0.0.1");
+    phone.shutdown().await.unwrap();
+}

@@ -162,6 +162,7 @@ async fn follow_call(
                     },
                     PhoneEvent::Quality { call: c, report } if c == id => last_quality = Some(report),
                     PhoneEvent::Dtmf { call: c, digit } if c == id => println!("dtmf received: {digit}"),
+                    PhoneEvent::Notice { text } => println!("notice: {text}"),
                     PhoneEvent::TransferProgress { status, .. } => println!("transfer: {status}"),
                     _ => {}
                 }
@@ -266,6 +267,7 @@ pub(crate) async fn answer(
             },
             PhoneEvent::Quality { report, .. } => print_quality(&report),
             PhoneEvent::Dtmf { digit, .. } => println!("dtmf received: {digit}"),
+            PhoneEvent::Notice { text } => println!("notice: {text}"),
             PhoneEvent::Registration { status, .. } => print_registration(&status),
             _ => {}
         }

@@ -191,6 +191,7 @@ impl Shell {
                 }
             }
             PhoneEvent::Dtmf { digit, .. } => println!("dtmf received: {digit}"),
+            PhoneEvent::Notice { text } => println!("notice: {text}"),
             PhoneEvent::TransferProgress { status, .. } => println!("transfer: {status}"),
             _ => return,
         }
