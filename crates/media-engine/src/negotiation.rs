@@ -82,6 +82,10 @@ pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 /// Payload type this side offers for `telephone-event/8000`.
 pub const TELEPHONE_EVENT_PAYLOAD_TYPE: u8 = 101;
 
+/// Payload type this side offers for `telephone-event/48000`, beside Opus:
+/// RFC 4733 events share the audio's RTP clock.
+pub const TELEPHONE_EVENT_48K_PAYLOAD_TYPE: u8 = 110;
+
 /// An unspecified address, as old-style hold writes it (RFC 3264 §8.4): a
 /// peer that offers it receives nothing from this side.
 pub const HOLD_ADDRESS: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
@@ -446,10 +450,22 @@ impl MediaNegotiation {
             .map(|&c| (c.offered_payload_type(), c))
             .collect();
         codecs.dedup_by_key(|(pt, _)| *pt);
-        let telephone_event = self
-            .settings
-            .telephone_event
-            .then_some(TELEPHONE_EVENT_PAYLOAD_TYPE);
+        // One telephone-event per audio clock rate offered, so the events
+        // can run on the codec's clock whichever codec the peer picks.
+        let mut telephone_events: Vec<(u8, u32)> = Vec::new();
+        if self.settings.telephone_event {
+            for (_, codec) in &codecs {
+                let rate = codec.clock_rate();
+                let pt = if rate == 48_000 {
+                    TELEPHONE_EVENT_48K_PAYLOAD_TYPE
+                } else {
+                    TELEPHONE_EVENT_PAYLOAD_TYPE
+                };
+                if !telephone_events.contains(&(pt, rate)) && matches!(rate, 8000 | 48_000) {
+                    telephone_events.push((pt, rate));
+                }
+            }
+        }
         let mut crypto = Vec::new();
         if self.settings.srtp != SrtpPolicy::Disabled {
             let suites = self.settings.crypto_suites.clone();
@@ -460,7 +476,7 @@ impl MediaNegotiation {
         let media = self.audio_section(
             protocol,
             &codecs,
-            telephone_event,
+            &telephone_events,
             self.direction,
             self.settings.rtcp_mux,
             crypto,
@@ -548,7 +564,7 @@ impl MediaNegotiation {
         &self,
         protocol: Protocol,
         codecs: &[(u8, Codec)],
-        telephone_event: Option<u8>,
+        telephone_events: &[(u8, u32)],
         direction: Direction,
         rtcp_mux: bool,
         crypto: Vec<CryptoAttribute>,
@@ -564,12 +580,12 @@ impl MediaNegotiation {
                 }));
             }
         }
-        if let Some(pt) = telephone_event {
+        for &(pt, clock_rate) in telephone_events {
             formats.push(pt.to_string());
             attributes.push(Attribute::RtpMap(RtpMap {
                 payload_type: pt,
                 encoding: "telephone-event".to_owned(),
-                clock_rate: 8000,
+                clock_rate,
                 channels: None,
             }));
             attributes.push(Attribute::Fmtp(Fmtp {
@@ -760,24 +776,19 @@ impl MediaNegotiation {
             self.direction.receives() && remote_direction.sends(),
         );
         let rtcp_mux = self.settings.rtcp_mux && offered.is_rtcp_mux();
-        let mut section = self.audio_section(
+        // Telephone-events are answered at the rate they were offered.
+        let answered_events: Vec<(u8, u32)> = telephone_event
+            .map(|pt| (pt, offered.rtpmap(pt).map_or(8000, |m| m.clock_rate)))
+            .into_iter()
+            .collect();
+        let section = self.audio_section(
             offered.protocol.clone(),
             &codecs,
-            telephone_event,
+            &answered_events,
             direction,
             rtcp_mux,
             crypto,
         );
-        // Telephone-events are answered at the rate they were offered.
-        if let Some(pt) = telephone_event {
-            for attribute in &mut section.attributes {
-                if let Attribute::RtpMap(map) = attribute
-                    && map.payload_type == pt
-                {
-                    map.clock_rate = offered.rtpmap(pt).map_or(8000, |m| m.clock_rate);
-                }
-            }
-        }
         let negotiated = NegotiatedAudio {
             remote_rtp: SocketAddr::new(remote_ip, offered.port),
             remote_rtcp: rtcp_address(offered, remote_ip, rtcp_mux),
@@ -915,6 +926,23 @@ mod tests {
         SessionDescription::parse(text).unwrap()
     }
 
+    #[test]
+    fn opus_events_run_on_the_opus_clock_end_to_end() {
+        let mut a = alice();
+        let mut b = bob();
+        let offer = a.create_offer().unwrap();
+        let answer = b.handle_offer(&offer).unwrap();
+        let theirs = answer.audio.unwrap();
+        assert_eq!(theirs.codec, Codec::Opus);
+        assert_eq!(theirs.send_telephone_event, Some(110));
+        let ours = a.handle_answer(&answer.description).unwrap();
+        assert_eq!(ours.send_telephone_event, Some(110));
+        assert_eq!(
+            answer.description.media[0].rtpmap(110).unwrap().clock_rate,
+            48000
+        );
+    }
+
     /// A plain offer from a desk phone: PCMA, PCMU, telephone-event.
     fn plain_offer(extra: &str) -> SessionDescription {
         remote(&format!(
@@ -934,9 +962,12 @@ mod tests {
         let offer = alice().create_offer().unwrap();
         let m = &offer.media[0];
         assert_eq!(m.protocol, Protocol::RtpSavp);
-        assert_eq!(m.formats, ["111", "0", "8", "101"]);
+        // A telephone-event per clock rate: Opus's 48 kHz and G.711's 8 kHz.
+        assert_eq!(m.formats, ["111", "0", "8", "110", "101"]);
         assert_eq!(m.rtpmap(111).unwrap().channels, Some(2));
         assert_eq!(m.rtpmap(0).unwrap().encoding, "PCMU");
+        assert_eq!(m.rtpmap(110).unwrap().encoding, "telephone-event");
+        assert_eq!(m.rtpmap(110).unwrap().clock_rate, 48000);
         assert_eq!(m.rtpmap(101).unwrap().encoding, "telephone-event");
         assert_eq!(m.rtpmap(101).unwrap().clock_rate, 8000);
         assert_eq!(m.fmtp(101), Some("0-16"));
