@@ -254,3 +254,89 @@ fn demo_call_passes() {
     assert!(run.text.contains("AES_CM_128_HMAC_SHA1_80"), "{}", run.text);
     assert!(started.elapsed() < Duration::from_secs(60));
 }
+
+#[test]
+fn baresip_calls_the_dialer_in_answer_mode() {
+    let s = setup(None);
+    let bob = Baresip::builder("bob")
+        .registering_with(&s.kamailio, "bob", UaTransport::Udp)
+        .unwrap()
+        .with_codecs(&["pcmu"])
+        .with_audio_source(AudioSource::File(tone_file(
+            &s.dir,
+            "bs.wav",
+            narrowband(BARESIP_TONE, 10),
+        )))
+        .with_recording(true)
+        .with_lifetime(Duration::from_secs(90))
+        .start()
+        .unwrap();
+    bob.wait_registered(Duration::from_secs(10)).unwrap();
+    let play = tone_file(&s.dir, "alice.wav", narrowband(DIALER_TONE, 10));
+    let heard = s.dir.join("alice-heard.wav");
+    let mut args: Vec<String> = [
+        "answer",
+        "--auto",
+        "--calls",
+        "1",
+        "--hangup-after",
+        "3",
+        "--duration",
+        "40",
+        "--play",
+        play.to_str().unwrap(),
+        "--record",
+        heard.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    args.extend(registrar_args(&s.kamailio, "udp"));
+    let profile = s.dir.clone();
+    let handle = thread::spawn(move || {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        dialer(&profile, &refs, Duration::from_secs(60))
+    });
+    s.kamailio
+        .wait_registered("alice", Duration::from_secs(15))
+        .unwrap();
+    bob.dial(&format!("sip:alice@127.0.0.1:{}", s.kamailio.sip_port()))
+        .unwrap();
+    let run = handle.join().unwrap();
+    let log = format!("{}\n--- baresip ---\n{}", run.text, bob.log_tail(30));
+    assert!(run.ok, "answer mode failed:\n{log}");
+    assert!(run.text.contains("incoming call from bob"), "{log}");
+    assert_tone(&heard, BARESIP_TONE, "the dialer", &log);
+    assert_tone(&baresip_heard(&bob), DIALER_TONE, "baresip", &log);
+}
+
+#[test]
+fn the_shell_takes_commands_from_a_pipe() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_dialer"))
+        .arg("--profile")
+        .arg(dir.path())
+        .args(["shell", "--bind", "127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"help\nstatus\nhangup\nfrobnicate\nhistory\nquit\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("commands: call TARGET"), "{text}");
+    assert!(text.contains("account cli:"), "{text}");
+    assert!(text.contains("error: no call"), "{text}");
+    assert!(text.contains("unknown command \"frobnicate\""), "{text}");
+}
