@@ -358,3 +358,36 @@ async fn calls_older_than_the_retention_window_are_purged_at_start() {
     assert_eq!(kept[0].remote_identity, "sip:recent@127.0.0.1");
     phone.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_sync_notify_is_answered_and_reported() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let local = socket.local_addr().unwrap();
+    let notify = format!(
+        "NOTIFY sip:alice@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKcheck1\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
+         To: <sip:alice@127.0.0.1>\r\n\
+         Call-ID: check-sync-1@127.0.0.1\r\n\
+         CSeq: 1 NOTIFY\r\n\
+         Event: check-sync\r\n\
+         Subscription-State: terminated\r\n\
+         Content-Length: 0\r\n\r\n",
+        to = alice.addr
+    );
+    socket.send_to(notify.as_bytes(), alice.addr).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let (n, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&buf[..n]);
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    next_matching(&mut alice.events, "the check-sync event", |e| {
+        matches!(e, PhoneEvent::CheckSync)
+    })
+    .await;
+    alice.phone.shutdown().await.unwrap();
+}
