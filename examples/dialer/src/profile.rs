@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use crate::options::UsageError;
 
 const OVERRIDES_FILE: &str = "overrides.json";
+const SOURCE_FILE: &str = "provisioning-source.json";
 const ROOT: &str = "softphone-config/";
 
 /// Short names for settings users change often.
@@ -112,6 +113,11 @@ pub(crate) async fn provision(
         settings = settings.with_ca_file(ca)?;
     }
     let outcome = provisioning::provision(profile, settings).await?;
+    // Kept for re-checks the PBX asks for (NOTIFY check-sync); the password
+    // is not stored: a re-check takes it from DIALER_PROVISIONING_PASSWORD.
+    let source = json!({"url": url, "user": user, "ca": ca.map(|c| c.display().to_string())});
+    std::fs::write(profile.join(SOURCE_FILE), serde_json::to_vec_pretty(&source)?)
+        .context("remembering the provisioning URL")?;
     println!(
         "provisioned {} account(s) from {} document(s){}",
         outcome.config.accounts.len(),
@@ -122,6 +128,22 @@ pub(crate) async fn provision(
         println!("account {}: registrar {}", a.id, a.registrar);
     }
     Ok(true)
+}
+
+/// Provisions again from the URL of the last `provision`, as the PBX asked
+/// with a NOTIFY check-sync. False when the profile was never provisioned.
+pub(crate) async fn recheck(profile: &Path) -> Result<bool> {
+    let Ok(text) = std::fs::read(profile.join(SOURCE_FILE)) else {
+        return Ok(false);
+    };
+    let source: Value = serde_json::from_slice(&text).context("reading the provisioning source")?;
+    let Some(url) = source.get("url").and_then(Value::as_str) else {
+        return Ok(false);
+    };
+    let user = source.get("user").and_then(Value::as_str);
+    let ca = source.get("ca").and_then(Value::as_str).map(Path::new);
+    let password = std::env::var("DIALER_PROVISIONING_PASSWORD").ok();
+    provision(profile, url, user, password.as_deref(), ca).await
 }
 
 fn masked(s: &Option<Secret>) -> Value {

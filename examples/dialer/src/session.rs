@@ -268,6 +268,14 @@ pub(crate) async fn answer(
             PhoneEvent::Quality { report, .. } => print_quality(&report),
             PhoneEvent::Dtmf { digit, .. } => println!("dtmf received: {digit}"),
             PhoneEvent::Notice { text } => println!("notice: {text}"),
+            PhoneEvent::CheckSync => {
+                println!("the PBX asks for a provisioning re-check");
+                match crate::profile::recheck(profile).await {
+                    Ok(true) => println!("configuration re-checked; it applies to the next start"),
+                    Ok(false) => println!("this profile was not provisioned: nothing to re-check"),
+                    Err(e) => println!("re-check failed: {e:#}"),
+                }
+            }
             PhoneEvent::Registration { status, .. } => print_registration(&status),
             _ => {}
         }
