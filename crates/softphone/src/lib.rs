@@ -35,6 +35,7 @@
 
 mod call;
 mod config;
+pub mod diagnostics;
 mod engine;
 mod error;
 mod event;
@@ -44,6 +45,7 @@ mod phone;
 
 pub use call::{Call, CallInfo};
 pub use config::{AudioFactory, AudioSetup, Config, Listen, PhoneConfig};
+pub use diagnostics::Pii;
 pub use error::PhoneError;
 pub use event::{
     CallId, CallState, EndReason, Identity, PhoneEvent, QualityReport, RegistrationStatus,

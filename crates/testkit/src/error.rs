@@ -98,6 +98,16 @@ pub enum PeerError {
     /// A launcher was given an argument it cannot use.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A server received something it could not make sense of.
+    #[error("{peer}: received a malformed {what}: {message}")]
+    Malformed {
+        /// Which server.
+        peer: String,
+        /// What was received.
+        what: String,
+        /// What was wrong with it.
+        message: String,
+    },
 }
 
 impl PeerError {

@@ -2,12 +2,12 @@
 //! resources, for provisioning tests.
 //!
 //! It speaks just enough HTTP/1.1 for a client under test: one request per
-//! connection (`Connection: close`), GET and HEAD, Basic and Digest
+//! connection (`Connection: close`), GET, HEAD and POST, Basic and Digest
 //! authentication (RFC 7617, RFC 7616 with MD5 and SHA-256, `qop=auth`),
 //! redirects, `ETag` / `Last-Modified` with `304 Not Modified`, and the broken
 //! answers a client must survive: a body shorter than its `Content-Length`,
 //! and bodies of any size, with or without a declared length. Every request
-//! is logged so a test can check what the client sent.
+//! is logged, with its body, so a test can check what the client sent.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -48,6 +48,8 @@ pub const HTTP_REALM: &str = "testkit";
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest request head accepted.
 const MAX_HEAD: usize = 64 * 1024;
+/// Largest request body kept; the rest is not read.
+const MAX_BODY: u64 = 1 << 20;
 
 /// What the server answers on one path.
 ///
@@ -219,6 +221,8 @@ pub struct LoggedRequest {
     pub headers: Vec<(String, String)>,
     /// The status answered.
     pub status: u16,
+    /// The request body (up to 1 MiB), such as a POSTed document.
+    pub body: Vec<u8>,
 }
 
 impl LoggedRequest {
@@ -501,6 +505,7 @@ struct Request {
     method: String,
     target: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 impl Request {
@@ -529,6 +534,7 @@ fn exchange(stream: &mut (impl Read + Write), shared: &Shared) -> io::Result<()>
         target: request.target.clone(),
         headers: request.headers.clone(),
         status: answer.status,
+        body: request.body.clone(),
     });
     answer.write(stream, request.method == "HEAD")
 }
@@ -568,11 +574,13 @@ fn read_request(reader: &mut impl BufRead) -> io::Result<Request> {
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
         .and_then(|(_, v)| v.parse::<u64>().ok())
         .unwrap_or(0);
-    io::copy(&mut reader.take(length.min(1 << 20)), &mut io::sink())?;
+    let mut body = Vec::new();
+    reader.take(length.min(MAX_BODY)).read_to_end(&mut body)?;
     Ok(Request {
         method,
         target,
         headers,
+        body,
     })
 }
 

@@ -11,6 +11,7 @@
 //! | [`Baresip`] | a headless user agent, driven over its `ctrl_tcp` socket | `baresip-core` |
 //! | [`TestCa`] | a CA and server certificates made with rcgen (no program needed) | — |
 //! | [`HttpServer`] | HTTPS (or HTTP) on a thread: documents, Basic/Digest auth, redirects, 304, broken bodies, a request log | — |
+//! | [`CrashCollector`] | a Sentry-compatible crash-report endpoint on plain HTTP: keeps the envelopes, hands over the events as JSON | — |
 //!
 //! ## What every launcher guarantees
 //!
@@ -112,6 +113,7 @@ mod audio;
 mod baresip;
 mod ca;
 mod capture;
+mod crash;
 mod error;
 mod https;
 mod kamailio;
@@ -128,6 +130,7 @@ pub use audio::{
 pub use baresip::{AudioSource, Baresip, BaresipBuilder, BaresipEvent, UaTransport};
 pub use ca::{IssuedCert, SERVER_NAMES, TestCa};
 pub use capture::{Capture, UdpFlow};
+pub use crash::{CRASH_KEY, CRASH_PROJECT, CrashCollector, Envelope, EnvelopeItem};
 pub use error::{PeerError, Result};
 pub use https::{
     DEFAULT_HTTP_LIFETIME, HTTP_REALM, HttpServer, HttpServerBuilder, LoggedRequest, Resource,
