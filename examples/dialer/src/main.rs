@@ -19,7 +19,9 @@
 )]
 
 mod demo;
+mod contacts;
 mod options;
+mod privacy;
 mod profile;
 mod session;
 mod shell;
@@ -37,9 +39,18 @@ struct Cli {
     /// Where all state lives (call history); default: the platform's data directory.
     #[arg(long, global = true)]
     profile: Option<PathBuf>,
-    /// Write logs to this file (personal data masked) instead of stderr.
+    /// Write logs to this file (rotated; personal data masked); default:
+    /// `logs/dialer.log` in the profile.
     #[arg(long, global = true)]
     log_file: Option<PathBuf>,
+    /// Log numbers, names and addresses unmasked, for debugging (passwords
+    /// and tokens are never logged).
+    #[arg(long, global = true)]
+    log_pii: bool,
+    /// Where crash reports go, when the user opted in
+    /// (`config set crash_reports on`).
+    #[arg(long, global = true, env = "DIALER_CRASH_DSN")]
+    crash_dsn: Option<String>,
     /// More log output (-v info, -vv debug, -vvv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
@@ -48,6 +59,36 @@ struct Cli {
     quiet: bool,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum LogsAction {
+    /// Bundle the log files into one file, personal data masked.
+    Export {
+        /// The bundle to write.
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DebugAction {
+    /// Panic on purpose, through the crash-report hook (sent only after opt-in).
+    Crash,
+}
+
+#[derive(Subcommand, Debug)]
+enum PrivacyAction {
+    /// Everything the profile holds about you, as JSON.
+    Export {
+        /// Where to write it.
+        file: PathBuf,
+    },
+    /// Delete call history, contacts, caches, logs and push tokens for good.
+    Erase {
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -171,6 +212,21 @@ enum Command {
         /// The export file.
         file: PathBuf,
     },
+    /// Logs for support.
+    Logs {
+        #[command(subcommand)]
+        action: LogsAction,
+    },
+    /// Diagnostics.
+    Debug {
+        #[command(subcommand)]
+        action: DebugAction,
+    },
+    /// Your data: export all of it, or erase it.
+    Privacy {
+        #[command(subcommand)]
+        action: PrivacyAction,
+    },
     /// The most recent calls.
     History {
         /// How many.
@@ -181,10 +237,44 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = options::init_logging(cli.log_file.as_deref(), cli.verbose, cli.quiet) {
-        eprintln!("dialer: {e}");
-        return ExitCode::from(2);
-    }
+    let profile = match options::profile_dir(cli.profile.as_deref()) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("dialer: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = match profile::effective(&profile) {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("dialer: the profile's configuration is unusable: {e:#}");
+            return ExitCode::from(1);
+        }
+    };
+    let log_file = cli
+        .log_file
+        .clone()
+        .unwrap_or_else(|| profile.join("logs").join("dialer.log"));
+    let _logs = match options::init_logging(
+        &log_file,
+        cli.verbose,
+        cli.quiet,
+        cli.log_pii,
+        &settings.privacy,
+    ) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("dialer: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let _crash = match options::init_crash_reports(&profile, cli.crash_dsn.as_deref(), &settings.privacy) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("dialer: crash reports: {e:#}");
+            None
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -194,13 +284,6 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("dialer: cannot start the runtime: {e}");
             return ExitCode::from(1);
-        }
-    };
-    let profile = match options::profile_dir(cli.profile.as_deref()) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("dialer: {e:#}");
-            return ExitCode::from(2);
         }
     };
     let result = runtime.block_on(async move {
@@ -276,6 +359,18 @@ fn main() -> ExitCode {
                 redacted,
             } => profile::export(&profile, &file, plaintext, redacted),
             Command::Import { file } => profile::import(&profile, &file),
+            Command::Logs {
+                action: LogsAction::Export { file },
+            } => options::export_logs(&log_file, &file),
+            Command::Debug {
+                action: DebugAction::Crash,
+            } => Ok(options::debug_crash(_crash.is_some())),
+            Command::Privacy {
+                action: PrivacyAction::Export { file },
+            } => privacy::export(&profile, &file),
+            Command::Privacy {
+                action: PrivacyAction::Erase { yes },
+            } => privacy::erase(&profile, yes, &log_file),
         }
     });
     // Media and socket tasks end with the runtime; bound the wait.

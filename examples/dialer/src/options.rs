@@ -9,6 +9,10 @@ use std::str::FromStr;
 use anyhow::{Context, Result};
 use clap::Args;
 use config_export::{Account, Config, Secret, SrtpPolicy, Transport, TrustAnchor};
+use softphone::diagnostics::{
+    CrashConfig, CrashGuard, LogConfig, LogGuard, PERSONAL_DATA_WARNING,
+    init_logging as init_logging_with,
+};
 use softphone::{AudioSetup, Listen, PhoneConfig};
 
 /// A mistake in the arguments (exit status 2).
@@ -207,9 +211,15 @@ pub(crate) fn profile_dir(given: Option<&Path>) -> Result<PathBuf> {
     Ok(dir)
 }
 
-/// Logs to stderr or a file; RUST_LOG overrides -v/-q.
-pub(crate) fn init_logging(file: Option<&Path>, verbose: u8, quiet: bool) -> Result<()> {
-    use tracing_subscriber::EnvFilter;
+/// Logs to a rotating file with personal data masked; RUST_LOG overrides
+/// -v/-q. Log files older than the retention window are removed.
+pub(crate) fn init_logging(
+    file: &Path,
+    verbose: u8,
+    quiet: bool,
+    log_pii: bool,
+    privacy: &config_export::Privacy,
+) -> Result<LogGuard> {
     let level = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -217,24 +227,61 @@ pub(crate) fn init_logging(file: Option<&Path>, verbose: u8, quiet: bool) -> Res
         (false, 2) => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| usage(format!("--log-file {}: {e}", path.display())))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
-                .try_init()
-                .map_err(|e| anyhow::anyhow!("logging: {e}"))
-        }
-        None => builder
-            .with_writer(std::io::stderr)
-            .try_init()
-            .map_err(|e| anyhow::anyhow!("logging: {e}")),
+    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| level.to_owned());
+    if let Some(dir) = file.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| usage(format!("--log-file {}: {e}", file.display())))?;
     }
+    let mut config = LogConfig::new(filter)
+        .with_file(file)
+        .with_privacy(privacy);
+    if log_pii {
+        eprintln!("dialer: warning: {PERSONAL_DATA_WARNING}");
+        config = config.with_log_personal_data(true);
+    }
+    init_logging_with(config).map_err(|e| usage(format!("logging: {e}")))
+}
+
+/// Crash reports, only when the user opted in and a DSN is known.
+pub(crate) fn init_crash_reports(
+    profile: &Path,
+    dsn: Option<&str>,
+    privacy: &config_export::Privacy,
+) -> Result<Option<CrashGuard>> {
+    let mut config = CrashConfig::new(concat!("dialer@", env!("CARGO_PKG_VERSION")))
+        .with_privacy(privacy)
+        .with_private_path(profile);
+    if let Some(dsn) = dsn {
+        config = config.with_dsn(dsn);
+    }
+    Ok(softphone::diagnostics::init_crash_reports(config)?)
+}
+
+/// `debug crash`: a panic through the crash hook, on a thread of its own.
+pub(crate) fn debug_crash(reporting: bool) -> bool {
+    let panicked = softphone::diagnostics::trigger_test_panic();
+    println!(
+        "test panic {}; {}",
+        if panicked { "raised" } else { "did not happen" },
+        if reporting {
+            "a scrubbed crash report was sent"
+        } else {
+            "no report was sent (crash reports are off: `config set crash_reports on` and --crash-dsn)"
+        }
+    );
+    panicked
+}
+
+/// `logs export`: the log files in one bundle, personal data masked.
+pub(crate) fn export_logs(log_file: &Path, bundle: &Path) -> Result<bool> {
+    let export = softphone::diagnostics::export_logs(log_file, bundle)?;
+    println!(
+        "exported {} log file(s), {} line(s), to {}",
+        export.files.len(),
+        export.lines,
+        export.bundle.display()
+    );
+    Ok(true)
 }

@@ -153,7 +153,7 @@ fn masked(s: &Option<Secret>) -> Value {
     }
 }
 
-fn config_json(c: &Config) -> Value {
+pub(crate) fn config_json(c: &Config) -> Value {
     json!({
         "accounts": c.accounts.iter().map(|a| json!({
             "id": a.id,
