@@ -1,0 +1,301 @@
+//! Phone number normalisation (E.164 through `phonenumber`) and the
+//! trailing-digits rule for numbers that do not normalise.
+
+use std::{fmt, str::FromStr};
+
+use phonenumber::{Mode, country};
+
+/// Longest input taken for a phone number; longer text is kept as written
+/// but not parsed.
+pub const MAX_NUMBER_LEN: usize = 64;
+
+/// How many trailing digits two numbers must share when one of them could
+/// not be normalised (the classic caller-ID rule).
+pub const TRAILING_DIGITS: usize = 7;
+
+/// A region (ISO 3166-1 alpha-2, such as `DE`), used to read numbers written
+/// in national form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Region {
+    id: country::Id,
+    code: [u8; 2],
+}
+
+impl Region {
+    /// The region's two-letter code, upper case.
+    #[must_use]
+    pub fn code(&self) -> &str {
+        // Built from two ASCII upper-case letters in `from_str`.
+        std::str::from_utf8(&self.code).unwrap_or("ZZ")
+    }
+
+    pub(crate) fn id(self) -> country::Id {
+        self.id
+    }
+}
+
+impl fmt::Display for Region {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+/// A region code that is not two letters known to the numbering metadata.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown region code {0:?} (expected ISO 3166-1 alpha-2, such as \"DE\")")]
+pub struct UnknownRegion(pub String);
+
+impl FromStr for Region {
+    type Err = UnknownRegion;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let upper = s.trim().to_ascii_uppercase();
+        if upper.len() != 2 || !upper.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(UnknownRegion(s.to_owned()));
+        }
+        let id = country::Id::from_str(&upper).map_err(|_| UnknownRegion(s.to_owned()))?;
+        let b = upper.as_bytes();
+        Ok(Region {
+            id,
+            code: [b[0], b[1]],
+        })
+    }
+}
+
+/// A phone number as read from text, with what matching needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizedNumber {
+    /// `+` and digits, when the number is a valid number for its region.
+    pub e164: Option<String>,
+    /// The extension, when one was written (`x12`, `ext. 12`, `;ext=12`).
+    pub extension: Option<String>,
+    /// The digits as written, extension excluded.
+    pub digits: String,
+    /// National form digits with the trunk prefix (`0301000042`), when
+    /// normalised.
+    pub national: Option<String>,
+}
+
+impl NormalizedNumber {
+    /// The digits the trailing-digits rule compares: the E.164 digits when
+    /// there are some, otherwise the digits as written.
+    #[must_use]
+    pub fn match_digits(&self) -> &str {
+        match &self.e164 {
+            Some(e164) => e164.trim_start_matches('+'),
+            None => &self.digits,
+        }
+    }
+
+    /// The digit strings a typed query is matched against (E.164 digits,
+    /// national digits, digits as written), without duplicates.
+    #[must_use]
+    pub fn search_forms(&self) -> Vec<String> {
+        let mut forms: Vec<String> = Vec::with_capacity(3);
+        let candidates = [
+            self.e164.as_deref().map(|e| e.trim_start_matches('+')),
+            self.national.as_deref(),
+            Some(self.digits.as_str()),
+        ];
+        for form in candidates.into_iter().flatten() {
+            if !form.is_empty() && !forms.iter().any(|f| f == form) {
+                forms.push(form.to_owned());
+            }
+        }
+        forms
+    }
+}
+
+/// Reads a phone number written by a person or a directory.
+///
+/// `+49 30 1000042`, `030 1000042` (with region `DE`), `0049 30 1000042`,
+/// `tel:+49-30-1000042` all give `+49301000042`. An extension after `x`,
+/// `ext`, `ext.`, `;ext=` or `#` is kept apart. Text that is too long, has
+/// letters outside an extension, or is not a valid number for its region
+/// gets no E.164 form; its digits are still kept for the trailing-digits
+/// rule. Never panics.
+#[must_use]
+pub fn normalize(raw: &str, region: Option<Region>) -> NormalizedNumber {
+    let text = raw.trim();
+    let text = text
+        .strip_prefix("tel:")
+        .or_else(|| text.strip_prefix("TEL:"))
+        .unwrap_or(text);
+    let (main, extension) = split_extension(text);
+    let digits: String = main.chars().filter(char::is_ascii_digit).collect();
+    let mut out = NormalizedNumber {
+        e164: None,
+        extension,
+        digits,
+        national: None,
+    };
+    if text.len() > MAX_NUMBER_LEN || out.digits.len() < 3 || out.digits.len() > 17 {
+        return out;
+    }
+    let plain = main.chars().all(|c| {
+        c.is_ascii_digit() || matches!(c, '+' | '-' | '(' | ')' | '/' | '.' | ' ' | '\u{a0}')
+    });
+    let plus_ok = main.rfind('+').is_none_or(|i| main[..i].trim().is_empty());
+    if !plain || !plus_ok {
+        return out;
+    }
+    // Rebuild the number from its digits and an optional leading `+`, so
+    // the parser only ever sees a simple string.
+    let cleaned = if main.trim_start().starts_with('+') {
+        format!("+{}", out.digits)
+    } else {
+        out.digits.clone()
+    };
+    let Ok(parsed) = phonenumber::parse(region.map(Region::id), &cleaned) else {
+        return out;
+    };
+    if !phonenumber::is_valid(&parsed) {
+        return out;
+    }
+    let e164 = parsed.format().mode(Mode::E164).to_string();
+    let national: String = parsed
+        .format()
+        .mode(Mode::National)
+        .to_string()
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect();
+    if e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit()) {
+        out.e164 = Some(e164);
+        out.national = (!national.is_empty()).then_some(national);
+    }
+    out
+}
+
+/// Whether two digit strings denote the same number by their trailing
+/// digits: equal, or, with leading zeros (trunk and international
+/// prefixes) removed, the shorter one is the end of the longer one and has
+/// at least [`TRAILING_DIGITS`] digits. So `0301000042` matches
+/// `49301000042`, and `1000042` (written without area code) matches both.
+#[must_use]
+pub fn trailing_digits_match(a: &str, b: &str) -> bool {
+    if a.is_empty() || b.is_empty() {
+        return false;
+    }
+    if a == b {
+        return true;
+    }
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    let n = a.len().min(b.len());
+    n >= TRAILING_DIGITS && a[a.len() - n..] == b[b.len() - n..]
+}
+
+/// The index key of the trailing-digits rule: the last [`TRAILING_DIGITS`]
+/// digits (all of them when there are fewer).
+#[must_use]
+pub fn tail_key(digits: &str) -> &str {
+    &digits[digits.len().saturating_sub(TRAILING_DIGITS)..]
+}
+
+fn split_extension(text: &str) -> (&str, Option<String>) {
+    let lower = text.to_ascii_lowercase();
+    let markers = [";ext=", "extension", "ext.", "ext", "x", "#"];
+    for marker in markers {
+        if let Some(at) = lower.find(marker) {
+            let (main, rest) = (&text[..at], &text[at + marker.len()..]);
+            let ext: String = rest.chars().filter(char::is_ascii_digit).collect();
+            let rest_ok = rest
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == ' ' || c == '.' || c == ':');
+            if !ext.is_empty() && rest_ok && main.chars().any(|c| c.is_ascii_digit()) {
+                return (main, Some(ext));
+            }
+        }
+    }
+    (text, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn de() -> Option<Region> {
+        Some("de".parse().unwrap())
+    }
+
+    #[test]
+    fn international_national_and_00_forms_agree() {
+        for raw in [
+            "+49 30 1000042",
+            "030 1000042",
+            "0049 30 1000042",
+            "+49 (30) 100-0042",
+            "tel:+49-30-1000042",
+            "030/1000042",
+        ] {
+            let n = normalize(raw, de());
+            assert_eq!(n.e164.as_deref(), Some("+49301000042"), "{raw}");
+            assert_eq!(n.national.as_deref(), Some("0301000042"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn extensions_are_kept_apart() {
+        for raw in ["+49 30 1000042 x12", "+49 30 1000042 ext. 12", "+49301000042;ext=12"] {
+            let n = normalize(raw, de());
+            assert_eq!(n.e164.as_deref(), Some("+49301000042"), "{raw}");
+            assert_eq!(n.extension.as_deref(), Some("12"), "{raw}");
+        }
+    }
+
+    #[test]
+    fn national_form_needs_a_region() {
+        let n = normalize("030 1000042", None);
+        assert_eq!(n.e164, None);
+        assert_eq!(n.digits, "0301000042");
+        assert_eq!(normalize("+44 20 7946 0042", de()).e164.as_deref(), Some("+442079460042"));
+    }
+
+    #[test]
+    fn short_and_odd_numbers_keep_their_digits() {
+        let n = normalize("4711", de());
+        assert_eq!((n.e164, n.digits.as_str()), (None, "4711"));
+        let n = normalize("CALL-ME 123", de());
+        assert_eq!(n.e164, None);
+        assert_eq!(normalize("", de()).digits, "");
+    }
+
+    #[test]
+    fn regions_parse_case_insensitively() {
+        assert_eq!("de".parse::<Region>().unwrap().code(), "DE");
+        assert_eq!("GB".parse::<Region>().unwrap().to_string(), "GB");
+        assert!("XX".parse::<Region>().is_err());
+        assert!("DEU".parse::<Region>().is_err());
+        assert!("".parse::<Region>().is_err());
+    }
+
+    #[test]
+    fn trailing_digits_rule() {
+        assert!(trailing_digits_match("49301000042", "1000042"));
+        assert!(trailing_digits_match("4711", "4711"));
+        assert!(!trailing_digits_match("49304711", "4711"));
+        assert!(!trailing_digits_match("49301000042", "49301000043"));
+        assert!(trailing_digits_match("0301000042", "49301000042"));
+        assert!(!trailing_digits_match("0891000042", "49301000042"));
+        assert!(!trailing_digits_match("", ""));
+        assert_eq!(tail_key("49301000042"), "1000042");
+        assert_eq!(tail_key("4711"), "4711");
+    }
+
+    proptest! {
+        #[test]
+        fn normalize_never_panics(raw in ".{0,80}", region in prop::sample::select(vec!["DE", "US", "GB", "CH", "FR"])) {
+            let n = normalize(&raw, region.parse().ok());
+            if let Some(e164) = n.e164 {
+                prop_assert!(e164.starts_with('+'));
+            }
+        }
+
+        #[test]
+        fn normalize_never_panics_on_phone_like_text(raw in "[0-9+ ()./x#-]{0,30}", region in prop::sample::select(vec!["DE", "US", "CH", "IT"])) {
+            let _ = normalize(&raw, region.parse().ok());
+        }
+    }
+}
