@@ -90,7 +90,7 @@ pub use model::{
 };
 pub use number::{
     MAX_NUMBER_LEN, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, normalize, tail_key,
-    trailing_digits_match,
+    trailing_digits_match, written_digits,
 };
 pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};
 pub use photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError};

@@ -131,6 +131,10 @@ pub struct ContactNumber {
     /// The extension, when one was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension: Option<String>,
+    /// National form digits with the trunk prefix (`0301000042`), when
+    /// normalised; searched as typed digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub national: Option<String>,
 }
 
 impl ContactNumber {
@@ -151,6 +155,7 @@ impl ContactNumber {
                 raw,
                 e164: true,
                 extension: n.extension,
+                national: n.national,
             },
             None => Self {
                 kind,
@@ -158,6 +163,7 @@ impl ContactNumber {
                 raw,
                 e164: false,
                 extension: n.extension,
+                national: None,
             },
         }
     }
@@ -169,20 +175,14 @@ impl ContactNumber {
     }
 
     /// The number as matching sees it: digits as written, and the E.164
-    /// and national forms when it was normalised.
+    /// and national forms when it was normalised. Does not parse again.
     #[must_use]
     pub fn normalized(&self) -> NormalizedNumber {
-        let written = number::normalize(&self.raw, None);
-        let national = if self.e164 {
-            number::normalize(&self.number, None).national
-        } else {
-            None
-        };
         NormalizedNumber {
             e164: self.e164.then(|| self.number.clone()),
             extension: self.extension.clone(),
-            digits: written.digits,
-            national,
+            digits: number::written_digits(&self.raw),
+            national: self.national.clone().filter(|_| self.e164),
         }
     }
 }

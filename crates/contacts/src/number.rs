@@ -167,6 +167,21 @@ pub fn normalize(raw: &str, region: Option<Region>) -> NormalizedNumber {
     out
 }
 
+/// The digits of a number as written, without its extension.
+#[must_use]
+pub fn written_digits(raw: &str) -> String {
+    let text = raw.trim();
+    let text = text
+        .strip_prefix("tel:")
+        .or_else(|| text.strip_prefix("TEL:"))
+        .unwrap_or(text);
+    split_extension(text)
+        .0
+        .chars()
+        .filter(char::is_ascii_digit)
+        .collect()
+}
+
 /// Whether two digit strings denote the same number by their trailing
 /// digits: equal, or, with leading zeros (trunk and international
 /// prefixes) removed, the shorter one is the end of the longer one and has
