@@ -89,7 +89,7 @@ pub use model::{
     UnknownSource,
 };
 pub use number::{
-    MAX_NUMBER_LEN, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, normalize, tail_key,
+    MAX_NUMBER_LEN, e164_candidates, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, normalize, tail_key,
     trailing_digits_match, written_digits,
 };
 pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};

@@ -3,7 +3,7 @@
 
 use std::{fmt, str::FromStr};
 
-use phonenumber::{Mode, country};
+use phonenumber::{country, metadata::DATABASE};
 
 /// Longest input taken for a phone number; longer text is kept as written
 /// but not parsed.
@@ -87,16 +87,15 @@ impl NormalizedNumber {
         }
     }
 
-    /// The digit strings a typed query is matched against (E.164 digits,
-    /// national digits, digits as written), without duplicates.
+    /// The digit strings a typed query is matched against: E.164 digits
+    /// and national digits when normalised, otherwise the digits as written.
     #[must_use]
     pub fn search_forms(&self) -> Vec<String> {
-        let mut forms: Vec<String> = Vec::with_capacity(3);
-        let candidates = [
-            self.e164.as_deref().map(|e| e.trim_start_matches('+')),
-            self.national.as_deref(),
-            Some(self.digits.as_str()),
-        ];
+        let mut forms: Vec<String> = Vec::with_capacity(2);
+        let candidates = match &self.e164 {
+            Some(e164) => [Some(e164.trim_start_matches('+')), self.national.as_deref()],
+            None => [Some(self.digits.as_str()), None],
+        };
         for form in candidates.into_iter().flatten() {
             if !form.is_empty() && !forms.iter().any(|f| f == form) {
                 forms.push(form.to_owned());
@@ -152,18 +151,71 @@ pub fn normalize(raw: &str, region: Option<Region>) -> NormalizedNumber {
     if !phonenumber::is_valid(&parsed) {
         return out;
     }
-    let e164 = parsed.format().mode(Mode::E164).to_string();
-    let national: String = parsed
-        .format()
-        .mode(Mode::National)
-        .to_string()
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect();
-    if e164.starts_with('+') && e164[1..].bytes().all(|b| b.is_ascii_digit()) {
-        out.e164 = Some(e164);
-        out.national = (!national.is_empty()).then_some(national);
+    // E.164 is `+`, country code, national significant number; the national
+    // form puts the region's trunk prefix before the latter. Built by hand:
+    // the library's formatter runs its format regexes for every call.
+    let nsn = parsed.national().to_string();
+    let trunk = parsed
+        .metadata(&DATABASE)
+        .and_then(|m| m.national_prefix())
+        .unwrap_or_default();
+    out.e164 = Some(format!("+{}{nsn}", parsed.code().value()));
+    out.national = Some(format!("{trunk}{nsn}"));
+    out
+}
+
+/// The E.164 forms a typed number can have, worked out without the full
+/// parser, for an exact lookup: `+` and digits as written; in `region`,
+/// digits after its international prefix (`00`), or its country code
+/// before the digits after its trunk prefix (`0`) or before all digits. Only
+/// useful against numbers already validated (the store's), since these
+/// candidates are not checked.
+#[must_use]
+pub fn e164_candidates(raw: &str, region: Option<Region>) -> Vec<String> {
+    let text = raw.trim();
+    let text = text
+        .strip_prefix("tel:")
+        .or_else(|| text.strip_prefix("TEL:"))
+        .unwrap_or(text);
+    let (main, _) = split_extension(text);
+    let plain = main.chars().all(|c| {
+        c.is_ascii_digit() || matches!(c, '+' | '-' | '(' | ')' | '/' | '.' | ' ' | '\u{a0}')
+    });
+    let digits: String = main.chars().filter(char::is_ascii_digit).collect();
+    if !plain || digits.len() < 4 || digits.len() > 17 {
+        return Vec::new();
     }
+    let trimmed = main.trim_start();
+    if trimmed.starts_with('+') {
+        return if trimmed[1..].contains('+') {
+            Vec::new()
+        } else {
+            vec![format!("+{digits}")]
+        };
+    }
+    if main.contains('+') {
+        return Vec::new();
+    }
+    let Some(meta) = region.and_then(|r| DATABASE.by_id(r.code())) else {
+        return Vec::new();
+    };
+    let code = meta.country_code();
+    let mut out = Vec::with_capacity(2);
+    let international = meta
+        .preferred_international_prefix()
+        .or_else(|| meta.international_prefix().map(|r| r.as_str()))
+        .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    if let Some(rest) = international.and_then(|p| digits.strip_prefix(p))
+        && !rest.is_empty()
+    {
+        out.push(format!("+{rest}"));
+    }
+    match meta.national_prefix().and_then(|p| digits.strip_prefix(p)) {
+        Some(rest) if !rest.is_empty() => out.push(format!("+{code}{rest}")),
+        Some(_) => {}
+        None => out.push(format!("+{code}{digits}")),
+    }
+    out.dedup();
     out
 }
 
@@ -275,6 +327,21 @@ mod tests {
         let n = normalize("CALL-ME 123", de());
         assert_eq!(n.e164, None);
         assert_eq!(normalize("", de()).digits, "");
+    }
+
+    #[test]
+    fn candidates_cover_the_written_forms() {
+        assert_eq!(e164_candidates("+49 30 1000042", None), ["+49301000042"]);
+        assert_eq!(e164_candidates("030 1000042", de()), ["+49301000042"]);
+        assert_eq!(e164_candidates("0049 30 1000042", de()), ["+49301000042", "+49049301000042"]);
+        assert_eq!(e164_candidates("(212) 555-1234", "US".parse().ok()), ["+12125551234"]);
+        assert!(e164_candidates("030 1000042", None).is_empty());
+        assert!(e164_candidates("12+3456", de()).is_empty());
+        assert!(e164_candidates("call me", de()).is_empty());
+        for raw in ["+49 30 1000042", "030 1000042", "0049 30 1000042", "0170 2000042"] {
+            let full = normalize(raw, de()).e164.unwrap();
+            assert!(e164_candidates(raw, de()).contains(&full), "{raw}");
+        }
     }
 
     #[test]

@@ -136,6 +136,12 @@ impl Contacts {
         &self.store
     }
 
+    /// The in-memory search index.
+    #[must_use]
+    pub fn index(&self) -> &SearchIndex {
+        &self.index
+    }
+
     /// The photo cache.
     #[must_use]
     pub fn photos(&self) -> &PhotoCache {

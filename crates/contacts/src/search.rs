@@ -7,7 +7,7 @@
 
 use std::{
     cmp::Ordering,
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap},
     ops::Bound,
 };
 
@@ -194,6 +194,10 @@ pub(crate) fn candidate_budget(limit: usize) -> usize {
 #[derive(Debug, Default)]
 pub struct SearchIndex {
     slots: Vec<Option<IndexEntry>>,
+    // Per slot, dense (ranking touches thousands of candidates): whether it
+    // is live, and its rank key without the match kind (see `rank_key`).
+    alive: Vec<bool>,
+    keys: Vec<u64>,
     by_id: HashMap<ContactId, u32>,
     words: BTreeMap<Box<str>, Vec<u32>>,
     forms: BTreeMap<Box<str>, Vec<u32>>,
@@ -254,15 +258,19 @@ impl SearchIndex {
         for word in &entry.words {
             push_posting(&mut self.words, word, slot);
         }
-        let mut grams = HashSet::new();
+        let mut grams: Vec<usize> = Vec::new();
         for form in &entry.number_forms {
             push_posting(&mut self.forms, form, slot);
             grams.extend(trigrams(form));
         }
+        grams.sort_unstable();
+        grams.dedup();
         for gram in grams {
             self.trigrams[gram].push(slot);
         }
         self.by_id.insert(entry.id, slot);
+        self.alive.push(true);
+        self.keys.push(base_key(&entry));
         self.slots.push(Some(entry));
         self.live += 1;
     }
@@ -274,6 +282,9 @@ impl SearchIndex {
         };
         if let Some(s) = self.slots.get_mut(slot as usize) {
             *s = None;
+        }
+        if let Some(a) = self.alive.get_mut(slot as usize) {
+            *a = false;
         }
         self.live -= 1;
         if self.slots.len() > 1024 && self.live < self.slots.len() / 2 {
@@ -288,6 +299,10 @@ impl SearchIndex {
             && let Some(Some(entry)) = self.slots.get_mut(slot as usize)
         {
             entry.favourite = favourite;
+            let key = base_key(entry);
+            if let Some(k) = self.keys.get_mut(slot as usize) {
+                *k = key;
+            }
         }
     }
 
@@ -329,17 +344,29 @@ impl SearchIndex {
                 }
             });
         }
-        let candidates = candidates.unwrap_or_default();
-        let mut ranked: Vec<(&IndexEntry, MatchKind)> = candidates
+        // Rank by a dense integer key first (favourite, kind, first bytes
+        // of the name); only the best `budget` (and ties at the cut) are
+        // ordered by the full rule.
+        let mut keyed: Vec<(u64, u32, MatchKind)> = candidates
+            .unwrap_or_default()
             .into_iter()
-            .filter_map(|(slot, kind)| Some((self.slots.get(slot as usize)?.as_ref()?, kind)))
+            .map(|(slot, kind)| (self.keys[slot as usize] | kind_bits(kind), slot, kind))
             .collect();
         let budget = candidate_budget(limit);
-        if ranked.len() > budget {
-            ranked.select_nth_unstable_by(budget - 1, |a, b| rank(*a, *b));
-            ranked.truncate(budget);
+        if keyed.len() > budget {
+            keyed.select_nth_unstable_by_key(budget - 1, |k| k.0);
+            let cut = keyed[budget - 1].0;
+            let ties: Vec<(u64, u32, MatchKind)> =
+                keyed[budget..].iter().filter(|k| k.0 == cut).copied().collect();
+            keyed.truncate(budget);
+            keyed.extend(ties);
         }
+        let mut ranked: Vec<(&IndexEntry, MatchKind)> = keyed
+            .into_iter()
+            .filter_map(|(_, slot, kind)| Some((self.slots.get(slot as usize)?.as_ref()?, kind)))
+            .collect();
         ranked.sort_unstable_by(|a, b| rank(*a, *b));
+        ranked.truncate(budget);
         merge_duplicates(&ranked, limit)
     }
 
@@ -382,14 +409,34 @@ impl SearchIndex {
                 }
             }
             Term::Digits(d) => {
-                let rarest = trigrams(d).min_by_key(|&g| self.trigrams[g].len());
-                if let Some(gram) = rarest {
-                    for &slot in &self.trigrams[gram] {
+                // Exact and prefix matches come from the ordered forms;
+                // infix ones from the intersection of the query's trigram
+                // lists (sorted by slot), checked when longer than a trigram.
+                for (form, slots) in prefix_range(&self.forms, d) {
+                    let kind = if form.as_ref() == d.as_str() {
+                        MatchKind::Exact
+                    } else {
+                        MatchKind::Prefix
+                    };
+                    for &slot in slots {
+                        mark(slot, kind, scratch);
+                    }
+                }
+                let mut lists: Vec<&Vec<u32>> = trigrams(d).map(|g| &self.trigrams[g]).collect();
+                lists.sort_by_key(|l| l.len());
+                lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
+                if let Some((first, rest)) = lists.split_first() {
+                    for &slot in first.iter() {
+                        if scratch[slot as usize] != 0
+                            || !rest.iter().all(|l| l.binary_search(&slot).is_ok())
+                        {
+                            continue;
+                        }
                         let Some(Some(entry)) = self.slots.get(slot as usize) else {
                             continue;
                         };
-                        if let Some(kind) = classify(term, entry) {
-                            mark(slot, kind, scratch);
+                        if d.len() == 3 || entry.number_forms.iter().any(|f| f.contains(d.as_str())) {
+                            mark(slot, MatchKind::Infix, scratch);
                         }
                     }
                 }
@@ -397,7 +444,7 @@ impl SearchIndex {
         }
         let out = touched
             .iter()
-            .filter(|&&slot| matches!(self.slots.get(slot as usize), Some(Some(_))))
+            .filter(|&&slot| self.alive.get(slot as usize).copied().unwrap_or(false))
             .filter_map(|&slot| decode(scratch[slot as usize]).map(|k| (slot, k)))
             .collect();
         for slot in touched {
@@ -405,6 +452,17 @@ impl SearchIndex {
         }
         out
     }
+}
+
+/// Favourite (bit 63 clear) and the first name bytes (bits 0..61): an
+/// order consistent with [`rank`], coarser only in the last 3 bits of the
+/// 8th byte.
+fn base_key(entry: &IndexEntry) -> u64 {
+    (u64::from(!entry.favourite) << 63) | (entry.sort_prefix() >> 3)
+}
+
+fn kind_bits(kind: MatchKind) -> u64 {
+    u64::from(code(kind) - 1) << 61
 }
 
 fn word_match(term: &str, word: &str) -> Option<MatchKind> {

@@ -584,25 +584,20 @@ impl Store {
         number: &str,
         default_region: Option<Region>,
     ) -> Result<Option<Contact>, StoreError> {
-        let wanted = number::normalize(number, default_region);
-        if let Some(e164) = &wanted.e164 {
-            let found = self
-                .conn
-                .prepare_cached(
-                    "SELECT c.id, c.data, c.favourite FROM numbers n \
-                     JOIN contacts c ON c.id = n.contact_id WHERE n.e164 = ?1 \
-                     ORDER BY c.favourite DESC, c.source = 'local' DESC, c.id LIMIT 1",
-                )
-                .and_then(|mut stmt| {
-                    stmt.query_row([e164], |row| {
-                        Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
-                    })
-                    .optional()
-                })
-                .map_err(StoreError::sql("looking up a number"))?;
-            if let Some((id, data, favourite)) = found {
-                return decode(ContactId(id), &data, favourite).map(Some);
+        // Stored numbers were validated when stored, so an exact match on a
+        // candidate needs no parsing; the full parser runs only on a miss.
+        let candidates = number::e164_candidates(number, default_region);
+        for candidate in &candidates {
+            if let Some(found) = self.exact_number(candidate)? {
+                return Ok(Some(found));
             }
+        }
+        let wanted = number::normalize(number, default_region);
+        if let Some(e164) = &wanted.e164
+            && !candidates.contains(e164)
+            && let Some(found) = self.exact_number(e164)?
+        {
+            return Ok(Some(found));
         }
         let digits = wanted.match_digits();
         if digits.len() < 3 {
@@ -646,6 +641,26 @@ impl Store {
             Some((_, _, neg_id)) => self.get(ContactId(-neg_id)),
             None => Ok(None),
         }
+    }
+
+    fn exact_number(&self, e164: &str) -> Result<Option<Contact>, StoreError> {
+        let found = self
+            .conn
+            .prepare_cached(
+                "SELECT c.id, c.data, c.favourite FROM numbers n \
+                 JOIN contacts c ON c.id = n.contact_id WHERE n.e164 = ?1 \
+                 ORDER BY c.favourite DESC, c.source = 'local' DESC, c.id LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row([e164], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get(2)?))
+                })
+                .optional()
+            })
+            .map_err(StoreError::sql("looking up a number"))?;
+        found
+            .map(|(id, data, favourite)| decode(ContactId(id), &data, favourite))
+            .transpose()
     }
 
     /// Search through the FTS5 tables: the same matching, ranking and
