@@ -67,7 +67,7 @@ impl IndexEntry {
         let mut number_forms: Vec<String> = Vec::new();
         for n in &contact.numbers {
             for form in n.normalized().search_forms() {
-                if !number_forms.contains(&form) {
+                if form.len() <= FORM_DIGITS && !number_forms.contains(&form) {
                     number_forms.push(form);
                 }
             }
@@ -200,7 +200,8 @@ pub struct SearchIndex {
     keys: Vec<u64>,
     by_id: HashMap<ContactId, u32>,
     words: BTreeMap<Box<str>, Vec<u32>>,
-    forms: BTreeMap<Box<str>, Vec<u32>>,
+    // (packed digit form, slot), sorted: see `pack_form`.
+    forms: Vec<(u64, u32)>,
     trigrams: Vec<Vec<u32>>,
     live: usize,
 }
@@ -222,8 +223,9 @@ impl SearchIndex {
     pub fn from_entries(entries: impl IntoIterator<Item = IndexEntry>) -> Self {
         let mut index = Self::new();
         for entry in entries {
-            index.insert(entry);
+            index.insert_unsorted(entry);
         }
+        index.forms.sort_unstable();
         index
     }
 
@@ -248,6 +250,17 @@ impl SearchIndex {
 
     /// Adds a contact, replacing its previous entry.
     pub fn insert(&mut self, entry: IndexEntry) {
+        let start = self.forms.len();
+        self.insert_unsorted(entry);
+        // Move the new forms into place; one contact adds a handful.
+        let added: Vec<(u64, u32)> = self.forms.drain(start..).collect();
+        for form in added {
+            let at = self.forms.partition_point(|f| *f < form);
+            self.forms.insert(at, form);
+        }
+    }
+
+    fn insert_unsorted(&mut self, entry: IndexEntry) {
         self.remove(entry.id);
         if self.trigrams.len() != TRIGRAMS {
             self.trigrams = vec![Vec::new(); TRIGRAMS];
@@ -260,7 +273,9 @@ impl SearchIndex {
         }
         let mut grams: Vec<usize> = Vec::new();
         for form in &entry.number_forms {
-            push_posting(&mut self.forms, form, slot);
+            if let Some(packed) = pack_form(form) {
+                self.forms.push((packed, slot));
+            }
             grams.extend(trigrams(form));
         }
         grams.sort_unstable();
@@ -320,8 +335,10 @@ impl SearchIndex {
         }
         let mut scratch = vec![0u8; self.slots.len()];
         let mut candidates: Option<Vec<(u32, MatchKind)>> = None;
+        let budget = candidate_budget(limit);
+        let single = terms.len() == 1;
         for term in &terms {
-            let matched = self.term_matches(term, &mut scratch);
+            let matched = self.term_matches(term, &mut scratch, single.then_some(budget));
             candidates = Some(match candidates {
                 None => matched,
                 Some(mut previous) => {
@@ -352,7 +369,6 @@ impl SearchIndex {
             .into_iter()
             .map(|(slot, kind)| (self.keys[slot as usize] | kind_bits(kind), slot, kind))
             .collect();
-        let budget = candidate_budget(limit);
         if keyed.len() > budget {
             keyed.select_nth_unstable_by_key(budget - 1, |k| k.0);
             let cut = keyed[budget - 1].0;
@@ -371,18 +387,17 @@ impl SearchIndex {
     }
 
     /// Every live slot matching `term`, each once with its best match.
-    /// `scratch` is all zeros on entry and on return.
-    fn term_matches(&self, term: &Term, scratch: &mut [u8]) -> Vec<(u32, MatchKind)> {
+    /// `scratch` is all zeros on entry and on return. With `enough` (a
+    /// one-term query), infix matches that cannot reach the first `enough`
+    /// results are left out: non-favourites, once that many exact or prefix
+    /// matches were found.
+    fn term_matches(
+        &self,
+        term: &Term,
+        scratch: &mut [u8],
+        enough: Option<usize>,
+    ) -> Vec<(u32, MatchKind)> {
         let mut touched: Vec<u32> = Vec::new();
-        let mut mark = |slot: u32, kind: MatchKind, scratch: &mut [u8]| {
-            let cell = &mut scratch[slot as usize];
-            if *cell == 0 {
-                touched.push(slot);
-                *cell = code(kind);
-            } else {
-                *cell = (*cell).min(code(kind));
-            }
-        };
         match term {
             Term::Word(w) => {
                 for (word, slots) in prefix_range(&self.words, w) {
@@ -392,42 +407,38 @@ impl SearchIndex {
                         MatchKind::Prefix
                     };
                     for &slot in slots {
-                        mark(slot, kind, scratch);
-                    }
-                }
-            }
-            Term::Digits(d) if d.len() < 3 => {
-                for (form, slots) in prefix_range(&self.forms, d) {
-                    let kind = if form.as_ref() == d.as_str() {
-                        MatchKind::Exact
-                    } else {
-                        MatchKind::Prefix
-                    };
-                    for &slot in slots {
-                        mark(slot, kind, scratch);
+                        mark(&mut touched, scratch, slot, kind);
                     }
                 }
             }
             Term::Digits(d) => {
-                // Exact and prefix matches come from the ordered forms;
-                // infix ones from the intersection of the query's trigram
-                // lists (sorted by slot), checked when longer than a trigram.
-                for (form, slots) in prefix_range(&self.forms, d) {
-                    let kind = if form.as_ref() == d.as_str() {
+                // Exact and prefix matches are a range of the sorted forms;
+                // infix ones come from the intersection of the query's
+                // trigram lists (sorted by slot), checked when longer than
+                // one trigram.
+                for &(packed, slot) in self.form_range(d) {
+                    let len = (packed % 32) as usize;
+                    if len < d.len() {
+                        continue;
+                    }
+                    let kind = if len == d.len() {
                         MatchKind::Exact
                     } else {
                         MatchKind::Prefix
                     };
-                    for &slot in slots {
-                        mark(slot, kind, scratch);
-                    }
+                    mark(&mut touched, scratch, slot, kind);
                 }
+                let favourites_only = enough.is_some_and(|n| {
+                    touched.len() >= n
+                        && touched.iter().filter(|&&s| self.alive[s as usize]).count() >= n
+                });
                 let mut lists: Vec<&Vec<u32>> = trigrams(d).map(|g| &self.trigrams[g]).collect();
                 lists.sort_by_key(|l| l.len());
                 lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
                 if let Some((first, rest)) = lists.split_first() {
                     for &slot in first.iter() {
                         if scratch[slot as usize] != 0
+                            || (favourites_only && self.keys[slot as usize] >> 63 == 1)
                             || !rest.iter().all(|l| l.binary_search(&slot).is_ok())
                         {
                             continue;
@@ -436,7 +447,7 @@ impl SearchIndex {
                             continue;
                         };
                         if d.len() == 3 || entry.number_forms.iter().any(|f| f.contains(d.as_str())) {
-                            mark(slot, MatchKind::Infix, scratch);
+                            mark(&mut touched, scratch, slot, MatchKind::Infix);
                         }
                     }
                 }
@@ -454,6 +465,38 @@ impl SearchIndex {
     }
 }
 
+impl SearchIndex {
+    /// The forms whose first `digits.len()` digits are `digits` (plus
+    /// shorter forms padded to the same value, which the caller skips).
+    fn form_range(&self, digits: &str) -> &[(u64, u32)] {
+        let Some(packed) = pack_form(digits) else {
+            return &[];
+        };
+        let padded = packed / 32;
+        let step = 10u64.pow((FORM_DIGITS - digits.len()) as u32);
+        let lo = padded * 32;
+        let hi = (padded + step) * 32;
+        let start = self.forms.partition_point(|f| f.0 < lo);
+        let end = self.forms.partition_point(|f| f.0 < hi);
+        &self.forms[start..end]
+    }
+}
+
+/// Longest digit form in the ordered index.
+const FORM_DIGITS: usize = 17;
+
+/// A digit string as one integer that sorts like the string: the digits
+/// right-padded with zeros to [`FORM_DIGITS`] places, times 32, plus the
+/// length. `None` for anything else.
+fn pack_form(digits: &str) -> Option<u64> {
+    if digits.is_empty() || digits.len() > FORM_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    let padded = value.checked_mul(10u64.pow((FORM_DIGITS - digits.len()) as u32))?;
+    padded.checked_mul(32)?.checked_add(digits.len() as u64)
+}
+
 /// Favourite (bit 63 clear) and the first name bytes (bits 0..61): an
 /// order consistent with [`rank`], coarser only in the last 3 bits of the
 /// 8th byte.
@@ -463,6 +506,17 @@ fn base_key(entry: &IndexEntry) -> u64 {
 
 fn kind_bits(kind: MatchKind) -> u64 {
     u64::from(code(kind) - 1) << 61
+}
+
+/// Records `kind` for `slot`, keeping the best kind seen.
+fn mark(touched: &mut Vec<u32>, scratch: &mut [u8], slot: u32, kind: MatchKind) {
+    let cell = &mut scratch[slot as usize];
+    if *cell == 0 {
+        touched.push(slot);
+        *cell = code(kind);
+    } else {
+        *cell = (*cell).min(code(kind));
+    }
 }
 
 fn word_match(term: &str, word: &str) -> Option<MatchKind> {
@@ -636,6 +690,38 @@ mod tests {
             ranked.sort_by(|a, b| rank(*a, *b));
             assert_eq!(index.search(query, 10), merge_duplicates(&ranked, 10), "{query}");
         }
+    }
+
+    #[test]
+    fn a_favourite_infix_match_still_leads_many_prefix_matches() {
+        let de = "DE".parse().ok();
+        let mut entries: Vec<IndexEntry> = (0..200)
+            .map(|i| {
+                let c = Contact::new(&format!("Person {i:03}"))
+                    .with_number(NumberKind::Work, &format!("+49 30 {}", 1_000_000 + i), de);
+                entry(i, Source::Local, c)
+            })
+            .collect();
+        let mut fav = entry(
+            500,
+            Source::Local,
+            Contact::new("Zz Favourite").with_number(NumberKind::Work, "+49 89 4930111", de),
+        );
+        fav.favourite = true;
+        entries.push(fav);
+        let index = SearchIndex::from_entries(entries.clone());
+        let hits = index.search("4930", 5);
+        assert_eq!(hits[0].id, ContactId(500));
+        assert_eq!(hits[0].kind, MatchKind::Infix);
+        assert_eq!(hits[1].kind, MatchKind::Prefix);
+        let terms = fold::query_terms("4930");
+        let mut ranked: Vec<(&IndexEntry, MatchKind)> = entries
+            .iter()
+            .filter_map(|e| classify_all(&terms, e).map(|k| (e, k)))
+            .collect();
+        ranked.sort_by(|a, b| rank(*a, *b));
+        ranked.truncate(candidate_budget(5));
+        assert_eq!(hits, merge_duplicates(&ranked, 5));
     }
 
     #[test]
