@@ -1,7 +1,98 @@
-//! # contacts (skeleton)
+//! # contacts
 //!
-//! The contact model, a SQLite store with full-text search as you type, E.164
-//! number normalisation and caller lookup, and sources that sync into it:
-//! local, LDAP/LDAPS, Google People and Exchange (Microsoft Graph).
+//! The contacts of a softphone: a contact model, a SQLite store with
+//! full-text search, E.164 number normalisation and caller lookup, and LDAP
+//! and LDAPS directories that sync into the store or are searched live.
 //!
-//! **Status:** not implemented yet; this crate exports nothing.
+//! ```no_run
+//! use contacts::{Contact, Contacts, LdapSource, NumberKind};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let de = "DE".parse().ok();
+//! let mut book = Contacts::open("/path/to/profile")?.with_default_region(de);
+//! book.add(Contact::new("Jörg Müller").with_number(NumberKind::Mobile, "0170 2000042", de))?;
+//!
+//! let corp = LdapSource::new("corp", "ldaps://ldap.example.com", "ou=people,dc=example,dc=com")?;
+//! let report = book.sync_ldap(&corp).await?; // one transaction; nothing changes on failure
+//! println!("{} added, {} removed", report.counts.added, report.counts.removed);
+//!
+//! for hit in book.search("mull", 10)? {          // "mull" finds "Müller"
+//!     println!("{}", serde_json::to_string(&hit)?);
+//! }
+//! if let Some(caller) = book.lookup("+49 170 2000042", de)? {
+//!     println!("call from {}", caller.display_name);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Parts
+//!
+//! | part | what | I/O |
+//! |---|---|---|
+//! | [`Contact`] and friends | the model; serde JSON (`display_name`, `organization`, `numbers: [{type, number, raw}]`, `source`, ...) | none |
+//! | [`normalize`], [`Region`] | E.164 through `phonenumber`, extensions kept, trailing-digits rule | none |
+//! | [`fold`], [`SearchIndex`] | case and accent folding; search as you type in memory | none |
+//! | [`Store`] | SQLite (WAL, numbered migrations), number index, FTS5 (diacritics removed), sync tokens and deletions | file |
+//! | [`PhotoCache`] | photos on disk by SHA-256 | file |
+//! | [`LdapSource`] | LDAP, LDAPS, StartTLS, anonymous or simple bind, paged results (RFC 2696), time and size limits, RFC 4515 escaping | network (tokio) |
+//! | [`Contacts`] | all of the above for one profile directory | file, network |
+//!
+//! ## Search
+//!
+//! Every word of a query must be the start of a word of the name or the
+//! organisation (`"mull"` finds "Müller", `"braten"` finds "Bråten",
+//! `"anna mul"` needs both); digits are found anywhere in a number, in its
+//! E.164, national or written form (`"0301000"`, `"+49 30"`, `"000042"`).
+//! Results rank favourites first, then exact before prefix before infix
+//! matches, then by name. A contact from one source that shares an E.164
+//! number or an e-mail address with a better-ranked contact from another
+//! source is merged into it. [`SearchIndex`] answers from memory;
+//! [`Store::search`] gives the same answer through FTS5 without the index.
+//!
+//! ## Caller lookup
+//!
+//! [`Contacts::lookup`] normalises the number and finds it by exact E.164.
+//! Stored numbers that could not be normalised (internal extensions, numbers
+//! without area code) are compared by their trailing digits instead.
+//!
+//! ## Syncing
+//!
+//! A sync reads the whole directory first; only then, in one transaction,
+//! does it add, update and remove contacts. A directory that fails part way
+//! (connection lost, size or time limit exceeded) changes nothing; running
+//! the same sync twice changes nothing the second time. Favourite marks and
+//! contact ids survive syncs. Deletions are recorded ([`Store::deletions`]).
+//!
+//! ## Not here (yet)
+//!
+//! Google People and Exchange sources; their incremental syncs will use
+//! [`Store::apply_changes`] and the stored sync token.
+
+mod error;
+pub mod fold;
+mod ldap;
+mod model;
+mod number;
+mod phonebook;
+mod photo;
+mod search;
+mod store;
+
+pub use error::{StoreError, SyncError};
+pub use ldap::{
+    AttributeMap, DirectoryEntry, EntryError, Fetched, LdapBind, LdapError, LdapSource,
+    MAX_ENTRIES, MAX_TEXT_LEN, MAX_VALUES, Password, SkippedEntry, TlsTrust, escape_filter_value,
+};
+pub use model::{
+    Contact, ContactId, ContactNumber, ImAddress, NumberKind, PhotoRef, PostalAddress, Source,
+    UnknownSource,
+};
+pub use number::{
+    MAX_NUMBER_LEN, e164_candidates, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, normalize, tail_key,
+    trailing_digits_match, written_digits,
+};
+pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};
+pub use photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError};
+pub use search::{IndexEntry, IndexHit, MatchKind, SearchIndex, classify, classify_all, merge_duplicates, rank};
+pub use store::{Deletion, SCHEMA_VERSION, Store, SyncCounts, SyncState};

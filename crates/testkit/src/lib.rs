@@ -9,6 +9,7 @@
 //! | [`Sipp`] | `sipp`, scripted SIP traffic, built-in or XML scenarios | `sip-tester` |
 //! | [`Kamailio`] | registrar + proxy, digest auth (MD5 or SHA-256), UDP, TCP, TLS | `kamailio` (`kamailio-tls-modules` for TLS) |
 //! | [`Baresip`] | a headless user agent, driven over its `ctrl_tcp` socket | `baresip-core` |
+//! | [`Slapd`] | OpenLDAP directory of generated people, ldap://, StartTLS, ldaps:// | `slapd`, `ldap-utils` |
 //! | [`TestCa`] | a CA and server certificates made with rcgen (no program needed) | — |
 //! | [`HttpServer`] | HTTPS (or HTTP) on a thread: documents, Basic/Digest auth, redirects, 304, broken bodies, a request log | — |
 //! | [`CrashCollector`] | a Sentry-compatible crash-report endpoint on plain HTTP: keeps the envelopes, hands over the events as JSON | — |
@@ -120,6 +121,7 @@ mod kamailio;
 mod net;
 mod process;
 mod sipp;
+mod slapd;
 
 use std::path::PathBuf;
 
@@ -145,6 +147,10 @@ pub use net::{
 pub use process::{
     KEEP_ENV, PeerProcess, STOP_GRACE, SpawnSpec, WorkDir, cpu_seconds, cpu_seconds_with_children,
     find_binary, tail_lines,
+};
+pub use slapd::{
+    DirectoryPerson, LDAP_ADMIN_DN, LDAP_ADMIN_PASSWORD, LDAP_BASE_DN, LDAP_PEOPLE_DN, Slapd,
+    SlapdBuilder, directory_people, ldif_attribute, tiny_jpeg,
 };
 pub use sipp::{Scenario, ShippedScenario, Sipp, SippOutcome, SippRun, SippStats, SippTransport};
 

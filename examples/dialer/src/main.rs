@@ -62,6 +62,58 @@ struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
+enum ContactsAction {
+    /// Copy a directory's people into the store (the configuration's
+    /// directories when no --ldap is given).
+    Sync(contacts::SyncArgs),
+    /// Search as you type: every word of the query matches the start of a
+    /// name word, the organisation, or digits of a number.
+    Search {
+        /// The query.
+        query: String,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// Who has this number (exit 1 when nobody).
+    Lookup {
+        /// The number, in any common form.
+        number: String,
+        /// Region for a number in national form, e.g. DE.
+        #[arg(long)]
+        region: Option<String>,
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a local contact.
+    Add {
+        /// Display name.
+        name: String,
+        /// A number, optionally with its type: `mobile:+49 170 1234567`.
+        #[arg(long = "number")]
+        numbers: Vec<String>,
+        /// Organisation.
+        #[arg(long)]
+        organization: Option<String>,
+        /// An e-mail address.
+        #[arg(long = "email")]
+        emails: Vec<String>,
+        /// Region for numbers in national form.
+        #[arg(long)]
+        region: Option<String>,
+    },
+    /// Remove a local contact by id.
+    Remove {
+        /// The id `contacts search --json` shows.
+        id: i64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum LogsAction {
     /// Bundle the log files into one file, personal data masked.
     Export {
@@ -212,6 +264,11 @@ enum Command {
         /// The export file.
         file: PathBuf,
     },
+    /// Contacts: sync from a directory, search, look up a number, add, remove.
+    Contacts {
+        #[command(subcommand)]
+        action: ContactsAction,
+    },
     /// Logs for support.
     Logs {
         #[command(subcommand)]
@@ -359,6 +416,32 @@ fn main() -> ExitCode {
                 redacted,
             } => profile::export(&profile, &file, plaintext, redacted),
             Command::Import { file } => profile::import(&profile, &file),
+            Command::Contacts { action } => match action {
+                ContactsAction::Sync(args) => contacts::sync(&profile, &args).await,
+                ContactsAction::Search { query, json, limit } => {
+                    contacts::search(&profile, &query, json, limit)
+                }
+                ContactsAction::Lookup {
+                    number,
+                    region,
+                    json,
+                } => contacts::lookup(&profile, &number, region.as_deref(), json),
+                ContactsAction::Add {
+                    name,
+                    numbers,
+                    organization,
+                    emails,
+                    region,
+                } => contacts::add(
+                    &profile,
+                    &name,
+                    &numbers,
+                    organization.as_deref(),
+                    &emails,
+                    region.as_deref(),
+                ),
+                ContactsAction::Remove { id } => contacts::remove(&profile, id),
+            },
             Command::Logs {
                 action: LogsAction::Export { file },
             } => options::export_logs(&log_file, &file),

@@ -14,3 +14,4 @@ mod ca;
 mod kamailio;
 mod process;
 mod sipp;
+mod slapd;
