@@ -79,6 +79,9 @@ pub struct PhoneConfig {
     pub audio: AudioSetup,
     /// The call history database; `None` keeps history in memory only.
     pub history: Option<PathBuf>,
+    /// The contacts database (the `contacts` crate's store) that names the
+    /// callers of incoming calls; `None` leaves names as the caller sent them.
+    pub contacts: Option<PathBuf>,
     /// Session timer interval we ask for (RFC 4028); `None` turns session
     /// timers off.
     pub session_expires: Option<Duration>,
@@ -102,6 +105,7 @@ impl PhoneConfig {
             register: true,
             audio: AudioSetup::Auto,
             history: None,
+            contacts: None,
             session_expires: Some(Duration::from_secs(1800)),
             quality_interval: Duration::from_secs(5),
             user_agent: format!("softphone-rs/{}", env!("CARGO_PKG_VERSION")),

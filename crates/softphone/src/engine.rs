@@ -1852,6 +1852,10 @@ impl Engine {
                 .as_ref()
                 .and_then(|f| f.display_name().map(|d| d.into_owned())),
         };
+        let mut remote = remote;
+        if let Some(name) = self.caller_name(&remote) {
+            remote.display_name = Some(name);
+        }
         let to = Identity {
             uri: request
                 .request_uri()
@@ -1967,6 +1971,30 @@ impl Engine {
             from: remote,
             to,
         });
+    }
+
+    /// The caller's name from the contacts, looked up by the number or user
+    /// part of their address; `None` when no store is configured or nobody
+    /// has that number.
+    fn caller_name(&self, caller: &Identity) -> Option<String> {
+        let path = self.config.contacts.as_ref()?;
+        if !path.exists() {
+            return None;
+        }
+        let store = match contacts::Store::open(path) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "contacts unavailable for caller lookup");
+                return None;
+            }
+        };
+        match store.lookup(caller.user(), None) {
+            Ok(found) => found.map(|c| c.display_name),
+            Err(e) => {
+                warn!(error = %e, "caller lookup failed");
+                None
+            }
+        }
     }
 
     fn phone(&self) -> Phone {

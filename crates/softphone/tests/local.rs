@@ -391,3 +391,52 @@ async fn a_check_sync_notify_is_answered_and_reported() {
     .await;
     alice.phone.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incoming_call_is_named_from_the_contacts() {
+    use contacts::{Contact, ContactNumber, Contacts, NumberKind};
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut book = Contacts::open(dir.path()).unwrap();
+        let mut c = Contact::new("Alice Example");
+        c.numbers
+            .push(ContactNumber::new(NumberKind::Work, "+49 30 1234567", None));
+        book.add(c).unwrap();
+    }
+    let start = |user: &'static str, contacts: Option<std::path::PathBuf>| async move {
+        let mut c = Config::default();
+        c.accounts.push(Account::new(user, user, "sip:127.0.0.1"));
+        c.media.codecs = vec!["PCMU".into()];
+        let mut pc = PhoneConfig::new(c);
+        pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        pc.register = false;
+        pc.audio = AudioSetup::Null;
+        pc.contacts = contacts;
+        Phone::start(pc).await.unwrap()
+    };
+    let (alice, _alice_events) = start("+49301234567", None).await;
+    let (bob, mut bob_events) = start(
+        "bob",
+        Some(dir.path().join(contacts::DATABASE_FILE)),
+    )
+    .await;
+    let bob_addr = bob.accounts().await.unwrap()[0].local.unwrap();
+    alice
+        .dial(None, &format!("sip:bob@{bob_addr}"))
+        .await
+        .unwrap();
+    let (call, from) = match next_matching(&mut bob_events, "the incoming call", |e| {
+        matches!(e, PhoneEvent::IncomingCall { .. })
+    })
+    .await
+    {
+        PhoneEvent::IncomingCall { call, from, .. } => (call, from),
+        _ => unreachable!(),
+    };
+    assert_eq!(from.display_name.as_deref(), Some("Alice Example"));
+    call.reject(486).await.unwrap();
+    let history = bob.history(5).await.unwrap();
+    assert_eq!(history[0].remote_name.as_deref(), Some("Alice Example"));
+    alice.shutdown().await.unwrap();
+    bob.shutdown().await.unwrap();
+}

@@ -192,6 +192,7 @@ pub(crate) fn phone_config(
     pc.register = register;
     pc.audio = audio;
     pc.history = Some(profile.join("history.sqlite"));
+    pc.contacts = Some(profile.join(contacts::DATABASE_FILE));
     if let Some(p) = rtp_ports {
         pc.rtp_ports = p;
     }
