@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::call::{Call, CallInfo};
 use crate::config::{Listen, PhoneConfig};
+use crate::diagnostics::Pii;
 use crate::error::PhoneError;
 use crate::event::{
     CallId, CallState, EndReason, Identity, PhoneEvent, QualityReport, RegistrationStatus,
@@ -604,7 +605,12 @@ impl Engine {
                     if !sr.is_empty() {
                         self.accounts[i].route = sr;
                     }
-                    info!(account = %self.accounts[i].config.id, expires, "registered");
+                    info!(
+                        account = %self.accounts[i].config.id,
+                        aor = %Pii::sip_uri(&self.accounts[i].aor),
+                        expires,
+                        "registered"
+                    );
                     RegistrationStatus::Registered { expires }
                 }
                 RegistrationEvent::Unregistered => RegistrationStatus::Unregistered,
@@ -1075,7 +1081,9 @@ impl Engine {
             .map_err(|e| PhoneError::Network(e.to_string()))?;
         let id = CallId(self.next_call);
         self.next_call += 1;
-        info!(call = %id, "dialing");
+        let leg_target_log = target_uri.clone();
+        let leg_local_log = local_id.uri.clone();
+        info!(call = %id, to = %Pii::sip_uri(&leg_target_log), from = %Pii::sip_uri(&leg_local_log), dest = %Pii::ip(dest.addr), "dialing");
         let leg = CallLeg {
             id,
             account: ai,
@@ -1957,6 +1965,7 @@ impl Engine {
             }
         }
         // Ringing, with our tag: an early dialog.
+        let from_log = remote.to_string();
         let now = self.now();
         if let Ok(ringing) = Message::response_to(&request, 180, "Ringing")
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
@@ -1965,7 +1974,12 @@ impl Engine {
         {
             let _ = self.driver.endpoint().send_response(now, tx, ringing);
         }
-        info!(call = %id, "incoming call");
+        info!(
+            call = %id,
+            from = %Pii::name_addr(&from_log),
+            source = %Pii::ip(source.addr),
+            "incoming call"
+        );
         self.emit(PhoneEvent::IncomingCall {
             call: Call::new(id, self.phone()),
             from: remote,

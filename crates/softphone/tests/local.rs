@@ -415,11 +415,7 @@ async fn an_incoming_call_is_named_from_the_contacts() {
         Phone::start(pc).await.unwrap()
     };
     let (alice, _alice_events) = start("+49301234567", None).await;
-    let (bob, mut bob_events) = start(
-        "bob",
-        Some(dir.path().join(contacts::DATABASE_FILE)),
-    )
-    .await;
+    let (bob, mut bob_events) = start("bob", Some(dir.path().join(contacts::DATABASE_FILE))).await;
     let bob_addr = bob.accounts().await.unwrap()[0].local.unwrap();
     alice
         .dial(None, &format!("sip:bob@{bob_addr}"))

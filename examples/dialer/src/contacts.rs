@@ -19,8 +19,9 @@ fn open(profile: &Path) -> Result<Contacts> {
 
 fn region(text: Option<&str>) -> Result<Option<Region>> {
     text.map(|r| {
-        Region::from_str(&r.to_ascii_uppercase())
-            .map_err(|_| UsageError(format!("--region {r:?}: use a two-letter country code")).into())
+        Region::from_str(&r.to_ascii_uppercase()).map_err(|_| {
+            UsageError(format!("--region {r:?}: use a two-letter country code")).into()
+        })
     })
     .transpose()
 }
@@ -129,7 +130,15 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
                         (Some(dn), Some(p)) => Some((dn.as_str(), p.as_str())),
                         _ => None,
                     };
-                    let mut s = ldap_source(&l.id, &l.url, &l.base, bind, args.ca.as_deref(), args.starttls, region)?;
+                    let mut s = ldap_source(
+                        &l.id,
+                        &l.url,
+                        &l.base,
+                        bind,
+                        args.ca.as_deref(),
+                        args.starttls,
+                        region,
+                    )?;
                     if let Some(f) = &l.filter {
                         s = s.with_filter(f);
                     }
@@ -181,7 +190,12 @@ pub(crate) fn search(profile: &Path, query: &str, json_out: bool, limit: usize) 
 }
 
 /// Exit status 1 (false) when nobody has the number.
-pub(crate) fn lookup(profile: &Path, number: &str, region_arg: Option<&str>, json_out: bool) -> Result<bool> {
+pub(crate) fn lookup(
+    profile: &Path,
+    number: &str,
+    region_arg: Option<&str>,
+    json_out: bool,
+) -> Result<bool> {
     let book = open(profile)?;
     let found = book.lookup(number, region(region_arg)?)?;
     match (&found, json_out) {
@@ -210,7 +224,11 @@ pub(crate) fn add(
         let (kind, raw) = match n.split_once(':') {
             Some((k, rest)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphabetic()) => {
                 let kind: NumberKind = serde_json::from_value(json!(k.to_ascii_lowercase()))
-                    .map_err(|_| UsageError(format!("--number {n:?}: type is work, mobile, home, fax or other")))?;
+                    .map_err(|_| {
+                        UsageError(format!(
+                            "--number {n:?}: type is work, mobile, home, fax or other"
+                        ))
+                    })?;
                 (kind, rest)
             }
             _ => (NumberKind::Other, n.as_str()),
@@ -273,7 +291,10 @@ pub(crate) fn erase(profile: &Path) -> Result<usize> {
     };
     for t in virtual_tables.iter().chain(tables.iter()) {
         // FTS5 shadow tables are emptied through their virtual table.
-        if virtual_tables.iter().any(|v| t != v && t.starts_with(&format!("{v}_"))) {
+        if virtual_tables
+            .iter()
+            .any(|v| t != v && t.starts_with(&format!("{v}_")))
+        {
             continue;
         }
         conn.execute(&format!("DELETE FROM \"{}\"", t.replace('"', "\"\"")), [])?;

@@ -18,8 +18,8 @@
     reason = "a command-line tool reports errors on stderr"
 )]
 
-mod demo;
 mod contacts;
+mod demo;
 mod options;
 mod privacy;
 mod profile;
@@ -325,13 +325,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let _crash = match options::init_crash_reports(&profile, cli.crash_dsn.as_deref(), &settings.privacy) {
-        Ok(g) => g,
-        Err(e) => {
-            eprintln!("dialer: crash reports: {e:#}");
-            None
-        }
-    };
+    let _crash =
+        match options::init_crash_reports(&profile, cli.crash_dsn.as_deref(), &settings.privacy) {
+            Ok(g) => g,
+            Err(e) => {
+                eprintln!("dialer: crash reports: {e:#}");
+                None
+            }
+        };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

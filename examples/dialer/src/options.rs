@@ -235,9 +235,7 @@ pub(crate) fn init_logging(
         std::fs::create_dir_all(dir)
             .map_err(|e| usage(format!("--log-file {}: {e}", file.display())))?;
     }
-    let mut config = LogConfig::new(filter)
-        .with_file(file)
-        .with_privacy(privacy);
+    let mut config = LogConfig::new(filter).with_file(file).with_privacy(privacy);
     if log_pii {
         eprintln!("dialer: warning: {PERSONAL_DATA_WARNING}");
         config = config.with_log_personal_data(true);

@@ -1,0 +1,253 @@
+//! Privacy end to end with the dialer binary: logs that hold none of the
+//! identities a call used and no credentials, crash reports only after
+//! opt-in and scrubbed, the personal data export, and erasure.
+#![allow(clippy::unwrap_used, reason = "a failed step should fail loudly")]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use testkit::{AudioSource, Baresip, CrashCollector, Kamailio, Tone, UaTransport, write_tone};
+
+struct Run {
+    ok: bool,
+    out: String,
+}
+
+fn dialer(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new("timeout");
+    cmd.arg("60")
+        .arg(env!("CARGO_BIN_EXE_dialer"))
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .env_remove("DIALER_CRASH_DSN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let o = cmd.output().unwrap();
+    Run {
+        ok: o.status.success(),
+        out: format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+}
+
+#[test]
+fn the_demo_log_holds_none_of_the_identities_it_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("demo.log");
+    let run = dialer(
+        dir.path(),
+        &["--log-file", log.to_str().unwrap(), "demo"],
+        &[("RUST_LOG", "debug")],
+    );
+    assert!(run.ok, "{}", run.out);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.lines().count() > 10,
+        "the debug log is nearly empty:\n{text}"
+    );
+    // The identities the demo printed: `alice: sip:alice@127.0.0.1 at 127.0.0.1:PORT`.
+    let mut identities = Vec::new();
+    for line in run.out.lines() {
+        if let Some(rest) = line
+            .strip_prefix("alice: sip:")
+            .or_else(|| line.strip_prefix("bob:   sip:"))
+        {
+            let mut parts = rest.split(" at ");
+            identities.push(format!("sip:{}", parts.next().unwrap()));
+            identities.push(parts.next().unwrap().trim().to_owned());
+        }
+    }
+    assert_eq!(identities.len(), 4, "{}", run.out);
+    identities.extend(["Demo alice".to_owned(), "Demo bob".to_owned()]);
+    for id in &identities {
+        assert!(!text.contains(id.as_str()), "the log holds {id:?}");
+    }
+    assert!(!text.contains("Authorization: Digest"));
+    // With the switch on, the same identities appear (the masking is real).
+    let log2 = dir.path().join("demo-pii.log");
+    let run = dialer(
+        dir.path(),
+        &["--log-file", log2.to_str().unwrap(), "--log-pii", "demo"],
+        &[("RUST_LOG", "debug")],
+    );
+    assert!(run.ok, "{}", run.out);
+    let text = std::fs::read_to_string(&log2).unwrap();
+    assert!(text.contains(identities[0].as_str()), "{text}");
+}
+
+#[test]
+fn a_call_is_exported_then_erased_and_credentials_never_logged() {
+    let kamailio = Kamailio::builder()
+        .with_lifetime(Duration::from_secs(90))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tone = dir.path().join("t.wav");
+    let mut t = Tone::narrowband(1000.0);
+    t.duration = Duration::from_secs(5);
+    write_tone(&tone, &t).unwrap();
+    let bob = Baresip::builder("bob")
+        .registering_with(&kamailio, "bob", UaTransport::Udp)
+        .unwrap()
+        .with_auto_answer(true)
+        .with_codecs(&["pcmu"])
+        .with_audio_source(AudioSource::File(tone.clone()))
+        .with_lifetime(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    bob.wait_registered(Duration::from_secs(10)).unwrap();
+    let profile = dir.path().join("profile");
+    let log = dir.path().join("call.log");
+    let password = kamailio.user("alice").unwrap().password.clone();
+    let registrar = format!("sip:127.0.0.1:{}", kamailio.sip_port());
+    let target = format!("sip:bob@127.0.0.1:{}", kamailio.sip_port());
+    let run = dialer(
+        &profile,
+        &[
+            "--log-file",
+            log.to_str().unwrap(),
+            "call",
+            &target,
+            "--registrar",
+            &registrar,
+            "--user",
+            "alice",
+            "--bind",
+            "127.0.0.1",
+            "--codec",
+            "pcmu",
+            "--play",
+            tone.to_str().unwrap(),
+            "--hangup-after",
+            "1",
+        ],
+        &[
+            ("RUST_LOG", "trace"),
+            ("DIALER_PASSWORD", password.as_str()),
+        ],
+    );
+    assert!(run.ok, "{}", run.out);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("REGISTER") || text.lines().count() > 20,
+        "trace log too thin"
+    );
+    assert!(
+        !text.contains(password.as_str()),
+        "the password is in the log"
+    );
+    for line in text.lines().filter(|l| l.contains("Authorization:")) {
+        assert!(
+            !line.contains("response=") && !line.contains("nonce="),
+            "an Authorization value is in the log: {line}"
+        );
+    }
+    assert!(
+        !text.contains("sip:alice@"),
+        "alice's address is in the log"
+    );
+
+    let r = dialer(
+        &profile,
+        &[
+            "contacts",
+            "add",
+            "Bob Builder",
+            "--number",
+            "mobile:+44 20 7946 0018",
+        ],
+        &[],
+    );
+    assert!(r.ok, "{}", r.out);
+    let export = dir.path().join("mine.json");
+    let r = dialer(
+        &profile,
+        &["privacy", "export", export.to_str().unwrap()],
+        &[],
+    );
+    assert!(r.ok, "{}", r.out);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    let calls = doc["call_history"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{doc:#}");
+    assert_eq!(calls[0]["remote_identity"], target);
+    assert_eq!(doc["contacts"].as_array().unwrap().len(), 1);
+    assert!(!doc.to_string().contains(password.as_str()));
+    assert!(!doc["log_files"].as_array().unwrap().is_empty() || log.exists());
+
+    let r = dialer(&profile, &["privacy", "erase"], &[]);
+    assert!(
+        !r.ok,
+        "erase without --yes and without a terminal must refuse: {}",
+        r.out
+    );
+    let r = dialer(&profile, &["privacy", "erase", "--yes"], &[]);
+    assert!(r.ok, "{}", r.out);
+    let r = dialer(
+        &profile,
+        &["privacy", "export", export.to_str().unwrap()],
+        &[],
+    );
+    assert!(r.ok, "{}", r.out);
+    let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(&export).unwrap()).unwrap();
+    assert_eq!(doc["call_history"].as_array().unwrap().len(), 0, "{doc:#}");
+    assert_eq!(doc["contacts"].as_array().unwrap().len(), 0, "{doc:#}");
+    // Nothing of the erased records is left in the store files.
+    for name in ["history.sqlite", "contacts.sqlite3"] {
+        let p = profile.join(name);
+        if p.exists() {
+            let bytes = std::fs::read(&p).unwrap();
+            let needle = b"Bob Builder";
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{name} still holds a contact"
+            );
+            let needle = target.as_bytes();
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "{name} still holds the call"
+            );
+        }
+    }
+}
+
+#[test]
+fn crash_reports_only_after_opt_in_and_scrubbed() {
+    let collector = CrashCollector::start().unwrap();
+    let dsn = collector.dsn();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile-of-alice-4930123456");
+    let r = dialer(&profile, &["--crash-dsn", &dsn, "debug", "crash"], &[]);
+    assert!(r.ok, "{}", r.out);
+    assert!(r.out.contains("no report was sent"), "{}", r.out);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        collector.events().unwrap().is_empty(),
+        "a report arrived without opt-in"
+    );
+
+    let r = dialer(&profile, &["config", "set", "crash_reports", "on"], &[]);
+    assert!(r.ok, "{}", r.out);
+    let r = dialer(&profile, &["--crash-dsn", &dsn, "debug", "crash"], &[]);
+    assert!(r.ok, "{}", r.out);
+    let events = collector
+        .wait_for_events(1, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(events.len(), 1);
+    let text = events[0].to_string();
+    assert!(text.contains("dialer@"), "no release in {text}");
+    assert!(
+        !text.contains("4930123456"),
+        "the profile path leaked: {text}"
+    );
+    assert!(
+        !text.contains(profile.to_str().unwrap()),
+        "a user path leaked: {text}"
+    );
+}
