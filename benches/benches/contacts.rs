@@ -27,10 +27,46 @@ const SYLLABLES: [&str; 48] = [
     "fèv", "re", "ja", "ger", "ni", "el",
 ];
 const GIVEN: [&str; 40] = [
-    "Anna", "Jörg", "Zoë", "José", "Åsa", "Łukasz", "Renée", "Søren", "Çağla", "Ines", "Noah",
-    "Olga", "François", "Mia", "Paul", "Björn", "Émilie", "Sven", "Núria", "Kai", "Dörte", "Ana",
-    "Michael", "Sabine", "Thomas", "Julia", "Stefan", "Laura", "Andreas", "Katrin", "Peter",
-    "Nina", "Markus", "Sandra", "Tobias", "Lea", "Jan", "Eva", "Felix", "Marie",
+    "Anna",
+    "Jörg",
+    "Zoë",
+    "José",
+    "Åsa",
+    "Łukasz",
+    "Renée",
+    "Søren",
+    "Çağla",
+    "Ines",
+    "Noah",
+    "Olga",
+    "François",
+    "Mia",
+    "Paul",
+    "Björn",
+    "Émilie",
+    "Sven",
+    "Núria",
+    "Kai",
+    "Dörte",
+    "Ana",
+    "Michael",
+    "Sabine",
+    "Thomas",
+    "Julia",
+    "Stefan",
+    "Laura",
+    "Andreas",
+    "Katrin",
+    "Peter",
+    "Nina",
+    "Markus",
+    "Sandra",
+    "Tobias",
+    "Lea",
+    "Jan",
+    "Eva",
+    "Felix",
+    "Marie",
 ];
 const ORG_SUFFIX: [&str; 5] = ["GmbH", "AG", "KG", "Ltd", "SE"];
 
@@ -59,7 +95,9 @@ fn generate(region: Option<Region>) -> Vec<Contact> {
     let orgs: Vec<String> = (0..500)
         .map(|i| format!("{} {}", name(&mut rng), ORG_SUFFIX[i % ORG_SUFFIX.len()]))
         .collect();
-    let areas = ["30", "89", "40", "221", "69", "711", "170", "151", "160", "176"];
+    let areas = [
+        "30", "89", "40", "221", "69", "711", "170", "151", "160", "176",
+    ];
     (0..CONTACTS)
         .map(|i| {
             let given = GIVEN[rng.random_range(0..GIVEN.len())];
@@ -70,7 +108,11 @@ fn generate(region: Option<Region>) -> Vec<Contact> {
                 let area = areas[rng.random_range(0..areas.len())];
                 let subscriber = rng.random_range(1_000_000..9_999_999);
                 let kind = [NumberKind::Work, NumberKind::Mobile, NumberKind::Home][k];
-                numbers.push(ContactNumber::new(kind, &number(&mut rng, area, subscriber), region));
+                numbers.push(ContactNumber::new(
+                    kind,
+                    &number(&mut rng, area, subscriber),
+                    region,
+                ));
             }
             Contact {
                 source_id: Some(format!("uid=bench{i},ou=people")),
@@ -99,10 +141,24 @@ fn query_mix(contacts: &[Contact]) -> Vec<String> {
             queries.push(chars[..len].iter().collect::<String>());
         }
         let given = c.given_name.clone().unwrap_or_default();
-        queries.push(format!("{} {}", given, chars.iter().take(3).collect::<String>()));
-        let org: String = c.organization.clone().unwrap_or_default().chars().take(4).collect();
+        queries.push(format!(
+            "{} {}",
+            given,
+            chars.iter().take(3).collect::<String>()
+        ));
+        let org: String = c
+            .organization
+            .clone()
+            .unwrap_or_default()
+            .chars()
+            .take(4)
+            .collect();
         queries.push(org);
-        let digits: String = c.numbers[0].raw.chars().filter(char::is_ascii_digit).collect();
+        let digits: String = c.numbers[0]
+            .raw
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect();
         let len = rng.random_range(3..=8.min(digits.len()));
         let start = rng.random_range(0..=digits.len() - len);
         queries.push(digits[start..start + len].to_owned());
@@ -129,9 +185,14 @@ fn setup() -> (tempfile::TempDir, Contacts, Vec<Contact>) {
     }
     let stored = started.elapsed();
     let started = Instant::now();
-    let mut book = Contacts::open(dir.path()).expect("open").with_default_region(region);
+    let mut book = Contacts::open(dir.path())
+        .expect("open")
+        .with_default_region(region);
     let opened = started.elapsed();
-    let ids: Vec<_> = (1..=CONTACTS as i64).step_by(50).map(contacts::ContactId).collect();
+    let ids: Vec<_> = (1..=CONTACTS as i64)
+        .step_by(50)
+        .map(contacts::ContactId)
+        .collect();
     for id in ids {
         book.set_favourite(id, true).expect("favourite");
     }
@@ -149,10 +210,15 @@ fn bench(c: &mut Criterion) {
     // matched contacts loaded from the store), the index alone, and the
     // FTS5 path (one pass: its one-letter queries are slow).
     let index = book.index();
-    let paths: [(&str, usize, &dyn Fn(&str) -> usize); 3] = [
-        ("index", 3, &|q| book.search(q, LIMIT).map(|h| h.len()).unwrap_or(0)),
+    type Run<'a> = &'a dyn Fn(&str) -> usize;
+    let paths: [(&str, usize, Run<'_>); 3] = [
+        ("index", 3, &|q| {
+            book.search(q, LIMIT).map(|h| h.len()).unwrap_or(0)
+        }),
         ("index_ids_only", 3, &|q| index.search(q, LIMIT).len()),
-        ("fts5", 1, &|q| book.store().search(q, LIMIT).map(|h| h.len()).unwrap_or(0)),
+        ("fts5", 1, &|q| {
+            book.store().search(q, LIMIT).map(|h| h.len()).unwrap_or(0)
+        }),
     ];
     for (path, rounds, run) in paths {
         let mut samples = Vec::with_capacity(queries.len() * rounds);
@@ -168,7 +234,7 @@ fn bench(c: &mut Criterion) {
         }
         let (p50, p99, max) = percentiles(samples);
         let mut slowest: Vec<(Duration, &String)> = per_query.into_iter().zip(&queries).collect();
-        slowest.sort_by(|a, b| b.0.cmp(&a.0));
+        slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
         let slowest: Vec<String> = slowest
             .iter()
             .take(4)
@@ -193,7 +259,11 @@ fn bench(c: &mut Criterion) {
     group.bench_function("fts5/mix", |b| {
         b.iter(|| {
             i = (i + 1) % queries.len();
-            black_box(book.store().search(black_box(&queries[i]), LIMIT).expect("search"))
+            black_box(
+                book.store()
+                    .search(black_box(&queries[i]), LIMIT)
+                    .expect("search"),
+            )
         });
     });
     for q in ["m", "mül", "anna mül", "0301", "4567"] {
@@ -215,7 +285,12 @@ fn bench(c: &mut Criterion) {
         b.iter(|| black_box(book.lookup(black_box(&national), region).expect("lookup")));
     });
     group.bench_function("miss", |b| {
-        b.iter(|| black_box(book.lookup(black_box("+49 30 0000001"), region).expect("lookup")));
+        b.iter(|| {
+            black_box(
+                book.lookup(black_box("+49 30 0000001"), region)
+                    .expect("lookup"),
+            )
+        });
     });
     group.bench_function("extension_miss", |b| {
         b.iter(|| black_box(book.lookup(black_box("4711"), region).expect("lookup")));

@@ -126,7 +126,10 @@ mod tests {
     #[test]
     fn words_keep_joined_and_split_forms() {
         assert_eq!(words("Seán O'Brien"), ["sean", "obrien", "o", "brien"]);
-        assert_eq!(words("Jean-Luc  Picard"), ["jeanluc", "jean", "luc", "picard"]);
+        assert_eq!(
+            words("Jean-Luc  Picard"),
+            ["jeanluc", "jean", "luc", "picard"]
+        );
         assert_eq!(words("  "), Vec::<String>::new());
         assert_eq!(words("Anna anna ANNA"), ["anna"]);
     }

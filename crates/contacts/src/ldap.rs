@@ -215,7 +215,7 @@ pub enum LdapError {
         /// The URL.
         url: String,
         /// The underlying error.
-        source: ldap3::LdapError,
+        source: Box<ldap3::LdapError>,
     },
     /// The server refused the bind.
     #[error("bind as {dn:?} refused: result code {code} {message}")]
@@ -244,7 +244,7 @@ pub enum LdapError {
         /// The operation.
         during: &'static str,
         /// The underlying error.
-        source: ldap3::LdapError,
+        source: Box<ldap3::LdapError>,
     },
     /// The directory did not answer within the time limit.
     #[error("directory did not finish within {0:?}")]
@@ -318,15 +318,16 @@ impl DirectoryEntry {
     /// [`EntryError::Malformed`], [`EntryError::DnNotUtf8`].
     pub fn from_result_entry(tag: StructureTag) -> Result<Self, EntryError> {
         if tag.id != 4 {
-            return Err(EntryError::Malformed("not a SearchResultEntry (application 4)"));
+            return Err(EntryError::Malformed(
+                "not a SearchResultEntry (application 4)",
+            ));
         }
         let PL::C(parts) = tag.payload else {
             return Err(EntryError::Malformed("entry is not constructed"));
         };
         let mut parts = parts.into_iter();
         let Some(StructureTag {
-            payload: PL::P(dn),
-            ..
+            payload: PL::P(dn), ..
         }) = parts.next()
         else {
             return Err(EntryError::Malformed("entry has no DN octet string"));
@@ -356,14 +357,18 @@ impl DirectoryEntry {
                 }),
             ) = (pair.next(), pair.next())
             else {
-                return Err(EntryError::Malformed("attribute lacks a type or a value set"));
+                return Err(EntryError::Malformed(
+                    "attribute lacks a type or a value set",
+                ));
             };
             let name = String::from_utf8(name)
                 .map_err(|_| EntryError::Malformed("attribute type is not UTF-8"))?;
             let mut bytes = Vec::with_capacity(values.len().min(MAX_VALUES));
             for value in values.into_iter().take(MAX_VALUES) {
                 let PL::P(v) = value.payload else {
-                    return Err(EntryError::Malformed("attribute value is not an octet string"));
+                    return Err(EntryError::Malformed(
+                        "attribute value is not an octet string",
+                    ));
                 };
                 bytes.push(v);
             }
@@ -501,11 +506,12 @@ impl DirectoryEntry {
             photo: None,
             favourite: false,
         };
-        contact.display_name = contact
-            .derived_display_name()
-            .ok_or_else(|| EntryError::NoName {
-                dn: self.dn.clone(),
-            })?;
+        contact.display_name =
+            contact
+                .derived_display_name()
+                .ok_or_else(|| EntryError::NoName {
+                    dn: self.dn.clone(),
+                })?;
         let photo = map
             .photo
             .iter()
@@ -675,7 +681,9 @@ impl LdapSource {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| LdapError::Certificate(e.to_string()))?;
         if certs.is_empty() {
-            return Err(LdapError::Certificate("no CERTIFICATE block in the PEM text".into()));
+            return Err(LdapError::Certificate(
+                "no CERTIFICATE block in the PEM text".into(),
+            ));
         }
         Ok(self.with_trust(TlsTrust::Certificates(certs)))
     }
@@ -759,7 +767,12 @@ impl LdapSource {
     /// Any [`LdapError`].
     pub async fn fetch(&self) -> Result<Fetched, LdapError> {
         let limit = self.time_limit;
-        match tokio::time::timeout(limit, self.fetch_inner(&self.filter, self.size_limit, false)).await {
+        match tokio::time::timeout(
+            limit,
+            self.fetch_inner(&self.filter, self.size_limit, false),
+        )
+        .await
+        {
             Ok(result) => result,
             Err(_) => Err(LdapError::TimedOut(limit)),
         }
@@ -780,7 +793,8 @@ impl LdapSource {
         };
         let size = u32::try_from(limit.saturating_mul(4).clamp(1, 500)).unwrap_or(500);
         let time = self.time_limit;
-        let fetched = match tokio::time::timeout(time, self.fetch_inner(&filter, size, true)).await {
+        let fetched = match tokio::time::timeout(time, self.fetch_inner(&filter, size, true)).await
+        {
             Ok(result) => result?,
             Err(_) => return Err(LdapError::TimedOut(time)),
         };
@@ -801,7 +815,12 @@ impl LdapSource {
         Ok(index
             .search(query, limit)
             .into_iter()
-            .filter_map(|hit| usize::try_from(hit.id.0).ok().and_then(|i| contacts.get(i)).cloned())
+            .filter_map(|hit| {
+                usize::try_from(hit.id.0)
+                    .ok()
+                    .and_then(|i| contacts.get(i))
+                    .cloned()
+            })
             .collect())
     }
 
@@ -896,7 +915,9 @@ impl LdapSource {
         }
         let mut settings = LdapConnSettings::new().set_conn_timeout(self.connect_timeout);
         if secure {
-            settings = settings.set_config(self.tls_config()?).set_starttls(self.starttls);
+            settings = settings
+                .set_config(self.tls_config()?)
+                .set_starttls(self.starttls);
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
             .await
@@ -908,7 +929,7 @@ impl LdapSource {
                 .await
                 .map_err(|source| LdapError::Protocol {
                     during: "bind",
-                    source,
+                    source: Box::new(source),
                 })?;
             if result.rc != 0 {
                 return Err(LdapError::Bind {
@@ -936,9 +957,16 @@ impl LdapSource {
         let mut adapters: Vec<Box<dyn Adapter<'_, String, Vec<String>>>> =
             vec![Box::new(EntriesOnly::new())];
         if let (Some(page), false) = (self.page_size, partial_ok) {
-            adapters.push(Box::new(PagedResults::new(i32::try_from(page).unwrap_or(i32::MAX))));
+            adapters.push(Box::new(PagedResults::new(
+                i32::try_from(page).unwrap_or(i32::MAX),
+            )));
         }
-        let protocol = |during| move |source| LdapError::Protocol { during, source };
+        let protocol = |during| {
+            move |source| LdapError::Protocol {
+                during,
+                source: Box::new(source),
+            }
+        };
         let mut stream = ldap
             .with_search_options(options)
             .with_timeout(self.time_limit)
@@ -1043,7 +1071,7 @@ fn connect_error(url: &str, source: ldap3::LdapError) -> LdapError {
     }
     LdapError::Connect {
         url: url.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 
@@ -1097,7 +1125,11 @@ mod tests {
                     16,
                     vec![
                         prim(4, name.as_bytes()),
-                        cons(TagClass::Universal, 17, values.iter().map(|v| prim(4, v)).collect()),
+                        cons(
+                            TagClass::Universal,
+                            17,
+                            values.iter().map(|v| prim(4, v)).collect(),
+                        ),
                     ],
                 )
             })
@@ -1131,16 +1163,27 @@ mod tests {
         );
         let entry = DirectoryEntry::from_result_entry(tag).unwrap();
         let source = Source::Ldap("corp".into());
-        let (c, photo) = entry.to_contact(&AttributeMap::default(), &source, de()).unwrap();
+        let (c, photo) = entry
+            .to_contact(&AttributeMap::default(), &source, de())
+            .unwrap();
         assert_eq!(c.display_name, "Zoë Meyer");
         assert_eq!(c.family_name.as_deref(), Some("Meyer"));
         assert_eq!(c.organization.as_deref(), Some("Initech"));
-        assert_eq!(c.source_id.as_deref(), Some("uid=u1,ou=people,dc=example,dc=test"));
-        let numbers: Vec<(&str, NumberKind)> =
-            c.numbers.iter().map(|n| (n.number.as_str(), n.kind)).collect();
+        assert_eq!(
+            c.source_id.as_deref(),
+            Some("uid=u1,ou=people,dc=example,dc=test")
+        );
+        let numbers: Vec<(&str, NumberKind)> = c
+            .numbers
+            .iter()
+            .map(|n| (n.number.as_str(), n.kind))
+            .collect();
         assert_eq!(
             numbers,
-            [("+49301000042", NumberKind::Work), ("+491702000042", NumberKind::Mobile)],
+            [
+                ("+49301000042", NumberKind::Work),
+                ("+491702000042", NumberKind::Mobile)
+            ],
             "the same number written twice is kept once"
         );
         assert_eq!(c.emails, ["zoe@example.test"]);
@@ -1161,37 +1204,65 @@ mod tests {
         };
         assert!(DirectoryEntry::from_result_entry(primitive).is_err());
         let bad_dn = entry_tag(&[0xFF, 0xFE], &[]);
-        assert_eq!(DirectoryEntry::from_result_entry(bad_dn), Err(EntryError::DnNotUtf8));
+        assert_eq!(
+            DirectoryEntry::from_result_entry(bad_dn),
+            Err(EntryError::DnNotUtf8)
+        );
         let no_values = cons(
             TagClass::Application,
             4,
             vec![
                 prim(4, b"uid=x"),
-                cons(TagClass::Universal, 16, vec![cons(TagClass::Universal, 16, vec![prim(4, b"cn")])]),
+                cons(
+                    TagClass::Universal,
+                    16,
+                    vec![cons(TagClass::Universal, 16, vec![prim(4, b"cn")])],
+                ),
             ],
         );
         assert!(DirectoryEntry::from_result_entry(no_values).is_err());
 
         let map = AttributeMap::default();
         let source = Source::Ldap("x".into());
-        let latin1 = DirectoryEntry::from_result_entry(entry_tag(b"uid=a", &[("cn", &[b"M\xfcller"])])).unwrap();
-        assert!(matches!(latin1.to_contact(&map, &source, None), Err(EntryError::NotUtf8 { .. })));
-        let nameless = DirectoryEntry::from_result_entry(entry_tag(b"uid=b", &[("title", &[b"CEO"])])).unwrap();
-        assert!(matches!(nameless.to_contact(&map, &source, None), Err(EntryError::NoName { .. })));
+        let latin1 =
+            DirectoryEntry::from_result_entry(entry_tag(b"uid=a", &[("cn", &[b"M\xfcller"])]))
+                .unwrap();
+        assert!(matches!(
+            latin1.to_contact(&map, &source, None),
+            Err(EntryError::NotUtf8 { .. })
+        ));
+        let nameless =
+            DirectoryEntry::from_result_entry(entry_tag(b"uid=b", &[("title", &[b"CEO"])]))
+                .unwrap();
+        assert!(matches!(
+            nameless.to_contact(&map, &source, None),
+            Err(EntryError::NoName { .. })
+        ));
         let long = vec![b'a'; MAX_TEXT_LEN + 1];
-        let huge = DirectoryEntry::from_result_entry(entry_tag(b"uid=c", &[("cn", &[&long])])).unwrap();
-        assert!(matches!(huge.to_contact(&map, &source, None), Err(EntryError::ValueTooLong { .. })));
+        let huge =
+            DirectoryEntry::from_result_entry(entry_tag(b"uid=c", &[("cn", &[&long])])).unwrap();
+        assert!(matches!(
+            huge.to_contact(&map, &source, None),
+            Err(EntryError::ValueTooLong { .. })
+        ));
         let id_map = AttributeMap {
             id: Some("entryUUID".into()),
             ..AttributeMap::default()
         };
-        let no_id = DirectoryEntry::from_result_entry(entry_tag(b"uid=d", &[("cn", &[b"D"])])).unwrap();
-        assert!(matches!(no_id.to_contact(&id_map, &source, None), Err(EntryError::MissingId { .. })));
+        let no_id =
+            DirectoryEntry::from_result_entry(entry_tag(b"uid=d", &[("cn", &[b"D"])])).unwrap();
+        assert!(matches!(
+            no_id.to_contact(&id_map, &source, None),
+            Err(EntryError::MissingId { .. })
+        ));
     }
 
     #[test]
     fn rfc4515_escaping() {
-        assert_eq!(escape_filter_value("a*b(c)d\\e\0"), "a\\2ab\\28c\\29d\\5ce\\00");
+        assert_eq!(
+            escape_filter_value("a*b(c)d\\e\0"),
+            "a\\2ab\\28c\\29d\\5ce\\00"
+        );
         assert_eq!(escape_filter_value("Müller"), "Müller");
     }
 
@@ -1199,7 +1270,12 @@ mod tests {
     fn query_filters_escape_user_input() {
         let source = LdapSource::new("corp", "ldap://127.0.0.1:389", "dc=x").unwrap();
         let filter = source.query_filter("*)(objectClass=*").unwrap();
-        assert!(filter.starts_with("(&(objectClass=inetOrgPerson)(|(displayName=*\\2a\\29\\28objectClass=\\2a*)"), "{filter}");
+        assert!(
+            filter.starts_with(
+                "(&(objectClass=inetOrgPerson)(|(displayName=*\\2a\\29\\28objectClass=\\2a*)"
+            ),
+            "{filter}"
+        );
         assert_eq!(filter.matches('(').count(), filter.matches(')').count());
         assert!(source.query_filter("  ").is_none());
         let digits = source
@@ -1224,7 +1300,9 @@ mod tests {
             .with_simple_bind("cn=a", password);
         assert!(!format!("{source:?}").contains("hunter2"));
         assert!(matches!(
-            LdapSource::new("corp", "ldap://x", "dc=x").unwrap().with_trusted_pem("nothing"),
+            LdapSource::new("corp", "ldap://x", "dc=x")
+                .unwrap()
+                .with_trusted_pem("nothing"),
             Err(LdapError::Certificate(_))
         ));
     }
@@ -1234,18 +1312,26 @@ mod tests {
         let source = LdapSource::new("corp", "ldap://127.0.0.1:9", "dc=x")
             .unwrap()
             .with_simple_bind("cn=a", Password::new("p"));
-        assert!(matches!(source.fetch().await, Err(LdapError::InvalidConfig { .. })));
+        assert!(matches!(
+            source.fetch().await,
+            Err(LdapError::InvalidConfig { .. })
+        ));
         let both = LdapSource::new("corp", "ldaps://127.0.0.1:9", "dc=x")
             .unwrap()
             .with_starttls(true);
-        assert!(matches!(both.fetch().await, Err(LdapError::InvalidConfig { .. })));
+        assert!(matches!(
+            both.fetch().await,
+            Err(LdapError::InvalidConfig { .. })
+        ));
     }
 
     fn arb_tag() -> impl Strategy<Value = StructureTag> {
-        let leaf = (0u64..20, prop::collection::vec(any::<u8>(), 0..12)).prop_map(|(id, b)| StructureTag {
-            class: TagClass::Universal,
-            id,
-            payload: PL::P(b),
+        let leaf = (0u64..20, prop::collection::vec(any::<u8>(), 0..12)).prop_map(|(id, b)| {
+            StructureTag {
+                class: TagClass::Universal,
+                id,
+                payload: PL::P(b),
+            }
         });
         leaf.prop_recursive(4, 32, 4, |inner| {
             (0u64..20, prop::collection::vec(inner, 0..4)).prop_map(|(id, v)| StructureTag {

@@ -89,10 +89,12 @@ pub use model::{
     UnknownSource,
 };
 pub use number::{
-    MAX_NUMBER_LEN, e164_candidates, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, normalize, tail_key,
-    trailing_digits_match, written_digits,
+    MAX_NUMBER_LEN, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, e164_candidates,
+    normalize, tail_key, trailing_digits_match, written_digits,
 };
 pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};
 pub use photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError};
-pub use search::{IndexEntry, IndexHit, MatchKind, SearchIndex, classify, classify_all, merge_duplicates, rank};
+pub use search::{
+    IndexEntry, IndexHit, MatchKind, SearchIndex, classify, classify_all, merge_duplicates, rank,
+};
 pub use store::{Deletion, SCHEMA_VERSION, Store, SyncCounts, SyncState};

@@ -67,7 +67,9 @@ impl FromStr for Source {
         if s == "local" {
             return Ok(Self::Local);
         }
-        let (kind, name) = s.split_once(':').ok_or_else(|| UnknownSource(s.to_owned()))?;
+        let (kind, name) = s
+            .split_once(':')
+            .ok_or_else(|| UnknownSource(s.to_owned()))?;
         if name.is_empty() {
             return Err(UnknownSource(s.to_owned()));
         }
@@ -370,7 +372,10 @@ impl Contact {
     /// The folded organisation words.
     #[must_use]
     pub fn organization_words(&self) -> Vec<String> {
-        self.organization.as_deref().map(fold::words).unwrap_or_default()
+        self.organization
+            .as_deref()
+            .map(fold::words)
+            .unwrap_or_default()
     }
 
     /// The keys duplicates across sources are merged by: E.164 numbers and

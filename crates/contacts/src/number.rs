@@ -186,8 +186,8 @@ pub fn e164_candidates(raw: &str, region: Option<Region>) -> Vec<String> {
         return Vec::new();
     }
     let trimmed = main.trim_start();
-    if trimmed.starts_with('+') {
-        return if trimmed[1..].contains('+') {
+    if let Some(after_plus) = trimmed.strip_prefix('+') {
+        return if after_plus.contains('+') {
             Vec::new()
         } else {
             vec![format!("+{digits}")]
@@ -305,7 +305,11 @@ mod tests {
 
     #[test]
     fn extensions_are_kept_apart() {
-        for raw in ["+49 30 1000042 x12", "+49 30 1000042 ext. 12", "+49301000042;ext=12"] {
+        for raw in [
+            "+49 30 1000042 x12",
+            "+49 30 1000042 ext. 12",
+            "+49301000042;ext=12",
+        ] {
             let n = normalize(raw, de());
             assert_eq!(n.e164.as_deref(), Some("+49301000042"), "{raw}");
             assert_eq!(n.extension.as_deref(), Some("12"), "{raw}");
@@ -317,7 +321,10 @@ mod tests {
         let n = normalize("030 1000042", None);
         assert_eq!(n.e164, None);
         assert_eq!(n.digits, "0301000042");
-        assert_eq!(normalize("+44 20 7946 0042", de()).e164.as_deref(), Some("+442079460042"));
+        assert_eq!(
+            normalize("+44 20 7946 0042", de()).e164.as_deref(),
+            Some("+442079460042")
+        );
     }
 
     #[test]
@@ -333,12 +340,23 @@ mod tests {
     fn candidates_cover_the_written_forms() {
         assert_eq!(e164_candidates("+49 30 1000042", None), ["+49301000042"]);
         assert_eq!(e164_candidates("030 1000042", de()), ["+49301000042"]);
-        assert_eq!(e164_candidates("0049 30 1000042", de()), ["+49301000042", "+49049301000042"]);
-        assert_eq!(e164_candidates("(212) 555-1234", "US".parse().ok()), ["+12125551234"]);
+        assert_eq!(
+            e164_candidates("0049 30 1000042", de()),
+            ["+49301000042", "+49049301000042"]
+        );
+        assert_eq!(
+            e164_candidates("(212) 555-1234", "US".parse().ok()),
+            ["+12125551234"]
+        );
         assert!(e164_candidates("030 1000042", None).is_empty());
         assert!(e164_candidates("12+3456", de()).is_empty());
         assert!(e164_candidates("call me", de()).is_empty());
-        for raw in ["+49 30 1000042", "030 1000042", "0049 30 1000042", "0170 2000042"] {
+        for raw in [
+            "+49 30 1000042",
+            "030 1000042",
+            "0049 30 1000042",
+            "0170 2000042",
+        ] {
             let full = normalize(raw, de()).e164.unwrap();
             assert!(e164_candidates(raw, de()).contains(&full), "{raw}");
         }

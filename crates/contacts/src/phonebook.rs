@@ -266,7 +266,11 @@ impl Contacts {
     /// # Errors
     ///
     /// [`StoreError::Photo`], and as [`Contacts::add`].
-    pub fn add_with_photo(&mut self, mut contact: Contact, photo: &[u8]) -> Result<ContactId, StoreError> {
+    pub fn add_with_photo(
+        &mut self,
+        mut contact: Contact,
+        photo: &[u8],
+    ) -> Result<ContactId, StoreError> {
         contact.photo = Some(self.photos.store(photo)?);
         self.add(contact)
     }
@@ -351,7 +355,9 @@ impl Contacts {
                         match self.photos.store(&bytes) {
                             Ok(photo) => contact.photo = Some(photo),
                             Err(PhotoError::Io { path, source }) => {
-                                return Err(StoreError::Photo(PhotoError::Io { path, source }).into());
+                                return Err(
+                                    StoreError::Photo(PhotoError::Io { path, source }).into()
+                                );
                             }
                             Err(error) => {
                                 tracing::debug!(%error, "directory photo dropped");
@@ -370,7 +376,9 @@ impl Contacts {
                 }
             }
         }
-        report.counts = self.store.replace_source_keeping(&source, &contacts, &keep, None)?;
+        report.counts = self
+            .store
+            .replace_source_keeping(&source, &contacts, &keep, None)?;
         self.index = SearchIndex::from_entries(self.store.index_entries()?);
         let in_use = self.store.photo_hashes()?;
         self.photos.retain(&in_use).map_err(StoreError::from)?;

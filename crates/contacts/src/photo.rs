@@ -182,7 +182,9 @@ fn sniff(bytes: &[u8]) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 0xFF, 0xD9];
+    const JPEG: &[u8] = &[
+        0xFF, 0xD8, 0xFF, 0xE0, 0, 16, b'J', b'F', b'I', b'F', 0, 0xFF, 0xD9,
+    ];
 
     #[test]
     fn same_bytes_are_stored_once_under_their_hash() {

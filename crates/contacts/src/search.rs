@@ -20,9 +20,7 @@ use crate::{
 
 /// How well a contact matched a query: the weakest match over the query's
 /// terms. Ordered best first.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum MatchKind {
     /// Every term equals a whole word or a whole number.
@@ -322,7 +320,10 @@ impl SearchIndex {
     }
 
     fn compact(&mut self) {
-        let entries: Vec<IndexEntry> = std::mem::take(&mut self.slots).into_iter().flatten().collect();
+        let entries: Vec<IndexEntry> = std::mem::take(&mut self.slots)
+            .into_iter()
+            .flatten()
+            .collect();
         *self = Self::from_entries(entries);
     }
 
@@ -345,14 +346,12 @@ impl SearchIndex {
                     for &(slot, kind) in &matched {
                         scratch[slot as usize] = code(kind);
                     }
-                    previous.retain_mut(|(slot, kind)| {
-                        match decode(scratch[*slot as usize]) {
-                            Some(k) => {
-                                *kind = (*kind).max(k);
-                                true
-                            }
-                            None => false,
+                    previous.retain_mut(|(slot, kind)| match decode(scratch[*slot as usize]) {
+                        Some(k) => {
+                            *kind = (*kind).max(k);
+                            true
                         }
+                        None => false,
                     });
                     for &(slot, _) in &matched {
                         scratch[slot as usize] = 0;
@@ -372,8 +371,11 @@ impl SearchIndex {
         if keyed.len() > budget {
             keyed.select_nth_unstable_by_key(budget - 1, |k| k.0);
             let cut = keyed[budget - 1].0;
-            let ties: Vec<(u64, u32, MatchKind)> =
-                keyed[budget..].iter().filter(|k| k.0 == cut).copied().collect();
+            let ties: Vec<(u64, u32, MatchKind)> = keyed[budget..]
+                .iter()
+                .filter(|k| k.0 == cut)
+                .copied()
+                .collect();
             keyed.truncate(budget);
             keyed.extend(ties);
         }
@@ -446,7 +448,8 @@ impl SearchIndex {
                         let Some(Some(entry)) = self.slots.get(slot as usize) else {
                             continue;
                         };
-                        if d.len() == 3 || entry.number_forms.iter().any(|f| f.contains(d.as_str())) {
+                        if d.len() == 3 || entry.number_forms.iter().any(|f| f.contains(d.as_str()))
+                        {
                             mark(&mut touched, scratch, slot, MatchKind::Infix);
                         }
                     }
@@ -489,7 +492,10 @@ const FORM_DIGITS: usize = 17;
 /// right-padded with zeros to [`FORM_DIGITS`] places, times 32, plus the
 /// length. `None` for anything else.
 fn pack_form(digits: &str) -> Option<u64> {
-    if digits.is_empty() || digits.len() > FORM_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    if digits.is_empty()
+        || digits.len() > FORM_DIGITS
+        || !digits.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let value: u64 = digits.parse().ok()?;
@@ -605,11 +611,27 @@ mod tests {
     fn sample() -> SearchIndex {
         let de = "DE".parse().ok();
         SearchIndex::from_entries([
-            entry(1, Source::Local, Contact::new("Jörg Müller").with_number(NumberKind::Work, "030 1000042", de)),
-            entry(2, Source::Local, Contact::new("Åsa Bråten").with_organization("Bäckerei Öztürk")),
+            entry(
+                1,
+                Source::Local,
+                Contact::new("Jörg Müller").with_number(NumberKind::Work, "030 1000042", de),
+            ),
+            entry(
+                2,
+                Source::Local,
+                Contact::new("Åsa Bråten").with_organization("Bäckerei Öztürk"),
+            ),
             entry(3, Source::Local, Contact::new("Mull Exact")),
-            entry(4, Source::Local, Contact::new("Anna Mullins").with_number(NumberKind::Mobile, "+49 170 2000042", de)),
-            entry(5, Source::Ldap("corp".into()), Contact::new("Jörg Müller").with_number(NumberKind::Work, "+49 30 1000042", de)),
+            entry(
+                4,
+                Source::Local,
+                Contact::new("Anna Mullins").with_number(NumberKind::Mobile, "+49 170 2000042", de),
+            ),
+            entry(
+                5,
+                Source::Ldap("corp".into()),
+                Contact::new("Jörg Müller").with_number(NumberKind::Work, "+49 30 1000042", de),
+            ),
         ])
     }
 
@@ -680,15 +702,34 @@ mod tests {
     #[test]
     fn the_index_agrees_with_classify_on_every_query() {
         let index = sample();
-        let entries: Vec<IndexEntry> = (1..=5).filter_map(|i| index.get(ContactId(i)).cloned()).collect();
-        for query in ["m", "mu", "mull", "j", "0", "03", "030", "42", "00004", "ba", "x", "anna 0170"] {
+        let entries: Vec<IndexEntry> = (1..=5)
+            .filter_map(|i| index.get(ContactId(i)).cloned())
+            .collect();
+        for query in [
+            "m",
+            "mu",
+            "mull",
+            "j",
+            "0",
+            "03",
+            "030",
+            "42",
+            "00004",
+            "ba",
+            "x",
+            "anna 0170",
+        ] {
             let terms = fold::query_terms(query);
             let mut ranked: Vec<(&IndexEntry, MatchKind)> = entries
                 .iter()
                 .filter_map(|e| classify_all(&terms, e).map(|k| (e, k)))
                 .collect();
             ranked.sort_by(|a, b| rank(*a, *b));
-            assert_eq!(index.search(query, 10), merge_duplicates(&ranked, 10), "{query}");
+            assert_eq!(
+                index.search(query, 10),
+                merge_duplicates(&ranked, 10),
+                "{query}"
+            );
         }
     }
 
@@ -697,8 +738,11 @@ mod tests {
         let de = "DE".parse().ok();
         let mut entries: Vec<IndexEntry> = (0..200)
             .map(|i| {
-                let c = Contact::new(&format!("Person {i:03}"))
-                    .with_number(NumberKind::Work, &format!("+49 30 {}", 1_000_000 + i), de);
+                let c = Contact::new(&format!("Person {i:03}")).with_number(
+                    NumberKind::Work,
+                    &format!("+49 30 {}", 1_000_000 + i),
+                    de,
+                );
                 entry(i, Source::Local, c)
             })
             .collect();

@@ -175,7 +175,11 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        for (from, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(found).unwrap_or(0)) {
+        for (from, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(found).unwrap_or(0))
+        {
             let version = from as u32 + 1;
             let migration = |source| StoreError::Migration { version, source };
             let tx = conn.transaction().map_err(migration)?;
@@ -230,7 +234,8 @@ impl Store {
         let contact = prepared(contact, Source::Local, None)?;
         let tx = self.transaction()?;
         let id = write_contact(&tx, None, &contact, contact.favourite)?;
-        tx.commit().map_err(StoreError::sql("committing an insert"))?;
+        tx.commit()
+            .map_err(StoreError::sql("committing an insert"))?;
         Ok(id)
     }
 
@@ -260,7 +265,8 @@ impl Store {
         let tx = self.transaction()?;
         delete_contact(&tx, id)?;
         record_deletion(&tx, &Source::Local, &id.to_string())?;
-        tx.commit().map_err(StoreError::sql("committing a delete"))?;
+        tx.commit()
+            .map_err(StoreError::sql("committing a delete"))?;
         Ok(contact)
     }
 
@@ -316,7 +322,11 @@ impl Store {
             .map_err(StoreError::sql("listing contacts"))?;
         let rows = stmt
             .query_map([source.to_string()], |row| {
-                Ok((row.get::<_, i64>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?))
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, bool>(2)?,
+                ))
             })
             .map_err(StoreError::sql("listing contacts"))?;
         let mut out = Vec::new();
@@ -797,7 +807,12 @@ fn decode(id: ContactId, data: &str, favourite: bool) -> Result<Contact, StoreEr
 }
 
 fn index_entry_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Option<IndexEntry>> {
-    let split = |s: String| -> Vec<String> { s.split(' ').filter(|w| !w.is_empty()).map(str::to_owned).collect() };
+    let split = |s: String| -> Vec<String> {
+        s.split(' ')
+            .filter(|w| !w.is_empty())
+            .map(str::to_owned)
+            .collect()
+    };
     let source: String = row.get(1)?;
     let Ok(source) = source.parse::<Source>() else {
         return Ok(None);
@@ -898,8 +913,13 @@ fn write_contact(
             if digits.is_empty() {
                 continue;
             }
-            stmt.execute(params![id.0, normalized.e164, digits, number::tail_key(digits)])
-                .map_err(StoreError::sql("indexing numbers"))?;
+            stmt.execute(params![
+                id.0,
+                normalized.e164,
+                digits,
+                number::tail_key(digits)
+            ])
+            .map_err(StoreError::sql("indexing numbers"))?;
         }
     }
     let names = contact.name_words().join(" ");
@@ -931,7 +951,11 @@ fn delete_contact(tx: &Transaction<'_>, id: ContactId) -> Result<(), StoreError>
     Ok(())
 }
 
-fn record_deletion(tx: &Transaction<'_>, source: &Source, source_id: &str) -> Result<(), StoreError> {
+fn record_deletion(
+    tx: &Transaction<'_>,
+    source: &Source,
+    source_id: &str,
+) -> Result<(), StoreError> {
     tx.prepare_cached("INSERT INTO deletions (source, source_id, deleted_at) VALUES (?1, ?2, ?3)")
         .and_then(|mut stmt| stmt.execute(params![source.to_string(), source_id, now()]))
         .map_err(StoreError::sql("recording a deletion"))?;
@@ -996,22 +1020,42 @@ mod tests {
     fn local_contacts_are_added_edited_and_deleted() {
         let mut store = Store::open_in_memory().unwrap();
         let id = store
-            .insert(&Contact::new("Jörg Müller").with_number(NumberKind::Mobile, "0170 2000042", de()))
+            .insert(&Contact::new("Jörg Müller").with_number(
+                NumberKind::Mobile,
+                "0170 2000042",
+                de(),
+            ))
             .unwrap();
-        assert_eq!(store.lookup("+491702000042", None).unwrap().unwrap().id, Some(id));
+        assert_eq!(
+            store.lookup("+491702000042", None).unwrap().unwrap().id,
+            Some(id)
+        );
         let mut edited = store.get(id).unwrap().unwrap();
-        edited.numbers = vec![crate::ContactNumber::new(NumberKind::Work, "030 555 1234", de())];
+        edited.numbers = vec![crate::ContactNumber::new(
+            NumberKind::Work,
+            "030 555 1234",
+            de(),
+        )];
         store.update(id, &edited).unwrap();
         assert!(store.lookup("+491702000042", None).unwrap().is_none());
-        assert_eq!(store.lookup("0305551234", de()).unwrap().unwrap().id, Some(id));
+        assert_eq!(
+            store.lookup("0305551234", de()).unwrap().unwrap().id,
+            Some(id)
+        );
         assert_eq!(store.search("jorg", 5).unwrap()[0].id, id);
         store.remove(id).unwrap();
         assert!(store.get(id).unwrap().is_none());
         assert!(store.search("jorg", 5).unwrap().is_empty());
         assert!(store.lookup("0305551234", de()).unwrap().is_none());
-        assert_eq!(store.deletions(&Source::Local).unwrap()[0].source_id, id.to_string());
+        assert_eq!(
+            store.deletions(&Source::Local).unwrap()[0].source_id,
+            id.to_string()
+        );
         assert!(matches!(store.remove(id), Err(StoreError::NotFound(_))));
-        assert!(matches!(store.insert(&Contact::default()), Err(StoreError::Empty)));
+        assert!(matches!(
+            store.insert(&Contact::default()),
+            Err(StoreError::Empty)
+        ));
     }
 
     #[test]
@@ -1024,9 +1068,15 @@ mod tests {
             directory_contact("c", "Clara Cruz", "+49 30 1000003"),
         ];
         let first = store.replace_source(&source, &batch, Some("t1")).unwrap();
-        assert_eq!((first.added, first.updated, first.removed, first.unchanged), (3, 0, 0, 0));
+        assert_eq!(
+            (first.added, first.updated, first.removed, first.unchanged),
+            (3, 0, 0, 0)
+        );
         let again = store.replace_source(&source, &batch, Some("t1")).unwrap();
-        assert_eq!((again.added, again.updated, again.removed, again.unchanged), (0, 0, 0, 3));
+        assert_eq!(
+            (again.added, again.updated, again.removed, again.unchanged),
+            (0, 0, 0, 3)
+        );
 
         let bernd = store.lookup("+49301000002", None).unwrap().unwrap();
         store.set_favourite(bernd.id.unwrap(), true).unwrap();
@@ -1034,13 +1084,19 @@ mod tests {
         changed[1].title = Some("CEO".into());
         changed.remove(2);
         let third = store.replace_source(&source, &changed, Some("t2")).unwrap();
-        assert_eq!((third.added, third.updated, third.removed, third.unchanged), (0, 1, 1, 1));
+        assert_eq!(
+            (third.added, third.updated, third.removed, third.unchanged),
+            (0, 1, 1, 1)
+        );
         let bernd_after = store.lookup("+49301000002", None).unwrap().unwrap();
         assert_eq!(bernd_after.id, bernd.id, "ids are stable across syncs");
         assert!(bernd_after.favourite, "favourite marks survive syncs");
         assert_eq!(bernd_after.title.as_deref(), Some("CEO"));
         assert!(store.lookup("+49301000003", None).unwrap().is_none());
-        assert_eq!(store.deletions(&source).unwrap()[0].source_id, "uid=c,ou=people");
+        assert_eq!(
+            store.deletions(&source).unwrap()[0].source_id,
+            "uid=c,ou=people"
+        );
         let state = store.sync_state(&source).unwrap().unwrap();
         assert_eq!((state.token.as_deref(), state.contacts), (Some("t2"), 2));
         assert!(matches!(
@@ -1085,7 +1141,10 @@ mod tests {
             .unwrap();
         assert_eq!((counts.added, counts.removed), (1, 1));
         assert_eq!(store.contacts_of(&source).unwrap().len(), 2);
-        assert_eq!(store.sync_state(&source).unwrap().unwrap().token.as_deref(), Some("t2"));
+        assert_eq!(
+            store.sync_state(&source).unwrap().unwrap().token.as_deref(),
+            Some("t2")
+        );
         assert!(matches!(
             store.replace_source(&Source::Local, &batch, None),
             Err(StoreError::NotSyncable(_))
@@ -1102,12 +1161,22 @@ mod tests {
             .insert(&Contact::new("No Area Code").with_number(NumberKind::Work, "555 0123", None))
             .unwrap();
         let national = store
-            .insert(&Contact::new("Stored Without Region").with_number(NumberKind::Work, "089 3000042", None))
+            .insert(&Contact::new("Stored Without Region").with_number(
+                NumberKind::Work,
+                "089 3000042",
+                None,
+            ))
             .unwrap();
         assert_eq!(store.lookup("4711", de()).unwrap().unwrap().id, Some(ext));
         assert!(store.lookup("+49 30 4711", de()).unwrap().is_none());
-        assert_eq!(store.lookup("+49 30 5550123", de()).unwrap().unwrap().id, Some(local_form));
-        assert_eq!(store.lookup("+49 89 3000042", de()).unwrap().unwrap().id, Some(national));
+        assert_eq!(
+            store.lookup("+49 30 5550123", de()).unwrap().unwrap().id,
+            Some(local_form)
+        );
+        assert_eq!(
+            store.lookup("+49 89 3000042", de()).unwrap().unwrap().id,
+            Some(national)
+        );
         assert!(store.lookup("+49 30 3000042", de()).unwrap().is_none());
         assert!(store.lookup("", de()).unwrap().is_none());
     }
@@ -1117,14 +1186,24 @@ mod tests {
         let mut store = Store::open_in_memory().unwrap();
         let source = Source::Ldap("corp".into());
         store
-            .replace_source(&source, &[directory_contact("a", "Switchboard", "+49 30 1000000")], None)
+            .replace_source(
+                &source,
+                &[directory_contact("a", "Switchboard", "+49 30 1000000")],
+                None,
+            )
             .unwrap();
         let local = store
             .insert(&Contact::new("My Note").with_number(NumberKind::Work, "030 1000000", de()))
             .unwrap();
-        assert_eq!(store.lookup("+49301000000", None).unwrap().unwrap().id, Some(local));
+        assert_eq!(
+            store.lookup("+49301000000", None).unwrap().unwrap().id,
+            Some(local)
+        );
         let dir_id = store.contacts_of(&source).unwrap()[0].id.unwrap();
         store.set_favourite(dir_id, true).unwrap();
-        assert_eq!(store.lookup("+49301000000", None).unwrap().unwrap().id, Some(dir_id));
+        assert_eq!(
+            store.lookup("+49301000000", None).unwrap().unwrap().id,
+            Some(dir_id)
+        );
     }
 }

@@ -33,13 +33,18 @@ async fn full_sync_pages_past_the_server_size_limit_and_is_idempotent() {
         .start()
         .unwrap();
     let profile = tempfile::tempdir().unwrap();
-    let mut book = Contacts::open(profile.path()).unwrap().with_default_region(de());
+    let mut book = Contacts::open(profile.path())
+        .unwrap()
+        .with_default_region(de());
     let corp = source(&slapd.url());
 
     let started = Instant::now();
     let report = book.sync_ldap(&corp).await.unwrap();
     println!("first sync of 3000 entries: {:?}", started.elapsed());
-    assert_eq!(report.fetched, 3000, "paged results must go past the 500 limit");
+    assert_eq!(
+        report.fetched, 3000,
+        "paged results must go past the 500 limit"
+    );
     assert_eq!(report.counts.added, 3000);
     assert!(report.skipped.is_empty(), "{:?}", report.skipped);
     assert_eq!(report.photos_rejected, 0);
@@ -49,8 +54,15 @@ async fn full_sync_pages_past_the_server_size_limit_and_is_idempotent() {
     // Numbers written in international, 00 and national form all normalise.
     for i in [42usize, 41, 40, 7] {
         let person = &people[i - 1];
-        let found = book.lookup(&person.telephone_e164().unwrap(), None).unwrap().unwrap();
-        assert_eq!(found.display_name, person.common_name, "{}", person.telephone);
+        let found = book
+            .lookup(&person.telephone_e164().unwrap(), None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            found.display_name, person.common_name,
+            "{}",
+            person.telephone
+        );
         assert_eq!(found.source, Source::Ldap("corp".into()));
         let by_mobile = book.lookup(&person.mobile, de()).unwrap().unwrap();
         assert_eq!(by_mobile.id, found.id);
@@ -66,12 +78,24 @@ async fn full_sync_pages_past_the_server_size_limit_and_is_idempotent() {
     // Search: accents and case ignored, every hit really matches.
     let braten = book.search("braten", 20).unwrap();
     assert_eq!(braten.len(), 20);
-    assert!(braten.iter().all(|h| h.contact.family_name.as_deref() == Some("Bråten")));
+    assert!(
+        braten
+            .iter()
+            .all(|h| h.contact.family_name.as_deref() == Some("Bråten"))
+    );
     let mull = book.search("mull", 5).unwrap();
-    assert!(mull.iter().all(|h| h.contact.display_name.contains("Müller")), "{mull:?}");
+    assert!(
+        mull.iter()
+            .all(|h| h.contact.display_name.contains("Müller")),
+        "{mull:?}"
+    );
     let zoe_mey = book.search("zoe mey", 50).unwrap();
     assert!(!zoe_mey.is_empty());
-    assert!(zoe_mey.iter().all(|h| h.contact.display_name == "Zoë Meyer"));
+    assert!(
+        zoe_mey
+            .iter()
+            .all(|h| h.contact.display_name == "Zoë Meyer")
+    );
     let by_digits = book.search("1000042", 5).unwrap();
     assert_eq!(by_digits[0].contact.display_name, people[41].common_name);
     assert_eq!(by_digits[0].kind, MatchKind::Infix);
@@ -79,16 +103,35 @@ async fn full_sync_pages_past_the_server_size_limit_and_is_idempotent() {
     assert_eq!(exact[0].kind, MatchKind::Exact);
 
     // The FTS5 path in the store gives the same answers as the index.
-    for query in ["br", "braten", "mull", "soc gen", "zoe mey", "0301000", "2000042", "7", "ólafs"] {
-        let fts: Vec<_> = book.store().search(query, 15).unwrap().iter().map(|h| h.id).collect();
-        let index: Vec<_> = book.search(query, 15).unwrap().iter().map(|h| h.contact.id.unwrap()).collect();
+    for query in [
+        "br", "braten", "mull", "soc gen", "zoe mey", "0301000", "2000042", "7", "ólafs",
+    ] {
+        let fts: Vec<_> = book
+            .store()
+            .search(query, 15)
+            .unwrap()
+            .iter()
+            .map(|h| h.id)
+            .collect();
+        let index: Vec<_> = book
+            .search(query, 15)
+            .unwrap()
+            .iter()
+            .map(|h| h.contact.id.unwrap())
+            .collect();
         assert_eq!(fts, index, "{query}");
     }
 
     // Photos are cached by hash and match the directory's bytes.
-    let with_photo = book.lookup(&people[4].mobile_e164(), None).unwrap().unwrap();
+    let with_photo = book
+        .lookup(&people[4].mobile_e164(), None)
+        .unwrap()
+        .unwrap();
     let path = book.photo_path(&with_photo).unwrap();
-    assert_eq!(std::fs::read(path).unwrap(), people[4].photo.clone().unwrap());
+    assert_eq!(
+        std::fs::read(path).unwrap(),
+        people[4].photo.clone().unwrap()
+    );
 
     // JSON for the dialer.
     let json = serde_json::to_value(&exact[0]).unwrap();
@@ -105,10 +148,19 @@ async fn full_sync_pages_past_the_server_size_limit_and_is_idempotent() {
     let again = book.sync_ldap(&corp).await.unwrap();
     println!("second sync (no change): {:?}", started.elapsed());
     assert_eq!(
-        (again.counts.added, again.counts.updated, again.counts.removed, again.counts.unchanged),
+        (
+            again.counts.added,
+            again.counts.updated,
+            again.counts.removed,
+            again.counts.unchanged
+        ),
         (0, 0, 0, 3000)
     );
-    assert_eq!(book.lookup("7001", de()).unwrap().unwrap().id, ext.id, "ids are stable");
+    assert_eq!(
+        book.lookup("7001", de()).unwrap().unwrap().id,
+        ext.id,
+        "ids are stable"
+    );
 
     // Changes at the source: one deleted, one modified, one added.
     let gone = &people[2];
@@ -125,7 +177,12 @@ async fn full_sync_pages_past_the_server_size_limit_and_is_idempotent() {
         .unwrap();
     let third = book.sync_ldap(&corp).await.unwrap();
     assert_eq!(
-        (third.counts.added, third.counts.updated, third.counts.removed, third.counts.unchanged),
+        (
+            third.counts.added,
+            third.counts.updated,
+            third.counts.removed,
+            third.counts.unchanged
+        ),
         (1, 1, 1, 2998)
     );
     assert!(book.lookup(&gone.mobile_e164(), None).unwrap().is_none());
@@ -134,8 +191,17 @@ async fn full_sync_pages_past_the_server_size_limit_and_is_idempotent() {
     assert_eq!(deletions[0].source_id, gone.dn());
     let changed_now = book.lookup(&changed.mobile_e164(), None).unwrap().unwrap();
     assert_eq!(changed_now.title.as_deref(), Some("Chief Listener"));
-    assert_eq!(book.search("aero", 5).unwrap()[0].contact.display_name, "Ådne Ærø");
-    assert_eq!(book.lookup("+49 40 5551234", None).unwrap().unwrap().display_name, "Ådne Ærø");
+    assert_eq!(
+        book.search("aero", 5).unwrap()[0].contact.display_name,
+        "Ådne Ærø"
+    );
+    assert_eq!(
+        book.lookup("+49 40 5551234", None)
+            .unwrap()
+            .unwrap()
+            .display_name,
+        "Ådne Ærø"
+    );
     let state = book.sync_state(&corp.source()).unwrap().unwrap();
     assert_eq!(state.contacts, 3000);
 }
@@ -165,7 +231,12 @@ async fn a_sync_that_fails_part_way_keeps_what_was_stored() {
     );
     assert_eq!(book.len(), 3001);
     assert_eq!(book.store().len().unwrap(), 3001);
-    assert!(book.store().deletions(&Source::Ldap("corp".into())).unwrap().is_empty());
+    assert!(
+        book.store()
+            .deletions(&Source::Ldap("corp".into()))
+            .unwrap()
+            .is_empty()
+    );
 
     // A client-side size limit below the directory's size fails the same way.
     let capped = source(&slapd.url()).with_size_limit(100);
@@ -176,9 +247,15 @@ async fn a_sync_that_fails_part_way_keeps_what_was_stored() {
     let url = slapd.url();
     slapd.stop().unwrap();
     let err = book.sync_ldap(&source(&url)).await.unwrap_err();
-    assert!(matches!(err, SyncError::Directory(LdapError::Connect { .. })), "{err}");
+    assert!(
+        matches!(err, SyncError::Directory(LdapError::Connect { .. })),
+        "{err}"
+    );
     assert_eq!(book.len(), 3001);
-    assert_eq!(book.search("local fr", 5).unwrap()[0].contact.id, Some(local));
+    assert_eq!(
+        book.search("local fr", 5).unwrap()[0].contact.id,
+        Some(local)
+    );
     assert!(book.lookup("+49 30 1000042", None).unwrap().is_some());
 
     // Reopening the profile finds everything.
@@ -213,7 +290,9 @@ async fn ldaps_and_starttls_trust_only_the_configured_ca() {
 
     let other = TestCa::new().unwrap();
     for untrusted in [
-        source(&ldaps).with_trusted_pem(other.ca_cert_pem()).unwrap(),
+        source(&ldaps)
+            .with_trusted_pem(other.ca_cert_pem())
+            .unwrap(),
         source(&ldaps).with_trust(TlsTrust::SystemRoots),
         source(&slapd.url())
             .with_starttls(true)
@@ -237,15 +316,22 @@ async fn ldaps_and_starttls_trust_only_the_configured_ca() {
         .unwrap()
         .with_simple_bind(LDAP_ADMIN_DN, Password::new("wrong"));
     let err = book.sync_ldap(&wrong_password).await.unwrap_err();
-    assert!(matches!(err, SyncError::Directory(LdapError::Bind { code: 49, .. })), "{err}");
+    assert!(
+        matches!(err, SyncError::Directory(LdapError::Bind { code: 49, .. })),
+        "{err}"
+    );
 
-    let cleartext = source(&slapd.url()).with_simple_bind(LDAP_ADMIN_DN, Password::new(LDAP_ADMIN_PASSWORD));
+    let cleartext =
+        source(&slapd.url()).with_simple_bind(LDAP_ADMIN_DN, Password::new(LDAP_ADMIN_PASSWORD));
     assert!(matches!(
         book.sync_ldap(&cleartext).await,
         Err(SyncError::Directory(LdapError::InvalidConfig { .. }))
     ));
     let allowed = cleartext.with_cleartext_bind_allowed(true);
-    assert_eq!(book.sync_ldap(&allowed).await.unwrap().counts.unchanged, 250);
+    assert_eq!(
+        book.sync_ldap(&allowed).await.unwrap().counts.unchanged,
+        250
+    );
 }
 
 #[tokio::test]
@@ -264,18 +350,37 @@ async fn live_directory_search_escapes_user_input() {
     let mut book = Contacts::open(profile.path()).unwrap();
 
     // Nothing synced: the directory answers.
-    let hits = book.search_with_directory("(Sales) *Star", 10, &corp).await.unwrap();
+    let hits = book
+        .search_with_directory("(Sales) *Star", 10, &corp)
+        .await
+        .unwrap();
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0].contact.display_name, "Ann (Sales) *Star*");
     assert_eq!(hits[0].contact.id, None);
 
     // Filter metacharacters are data, not filter syntax.
-    for injection in ["*)(objectClass=*", "*", "x)(|(cn=*", "\\2a", "*)(uid=tricky"] {
-        let hits = book.search_with_directory(injection, 10, &corp).await.unwrap();
+    for injection in [
+        "*)(objectClass=*",
+        "*",
+        "x)(|(cn=*",
+        "\\2a",
+        "*)(uid=tricky",
+    ] {
+        let hits = book
+            .search_with_directory(injection, 10, &corp)
+            .await
+            .unwrap();
         assert!(hits.is_empty(), "{injection}: {hits:?}");
-        assert!(corp.search(injection, 10).await.unwrap().is_empty(), "{injection}");
+        assert!(
+            corp.search(injection, 10).await.unwrap().is_empty(),
+            "{injection}"
+        );
     }
-    assert!(corp.query_filter("*)(objectClass=*").unwrap().contains("\\2a\\29\\28objectClass=\\2a"));
+    assert!(
+        corp.query_filter("*)(objectClass=*")
+            .unwrap()
+            .contains("\\2a\\29\\28objectClass=\\2a")
+    );
 
     // Words and numbers, ranked like local search.
     let people = slapd.people();
@@ -287,7 +392,10 @@ async fn live_directory_search_escapes_user_input() {
 
     // After a sync the store answers; the directory is asked only to fill up.
     book.sync_ldap(&corp).await.unwrap();
-    let hits = book.search_with_directory("ann (sales)", 10, &corp).await.unwrap();
+    let hits = book
+        .search_with_directory("ann (sales)", 10, &corp)
+        .await
+        .unwrap();
     assert_eq!(hits.len(), 1);
     assert!(hits[0].contact.id.is_some(), "the stored copy is returned");
 }

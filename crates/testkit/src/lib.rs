@@ -138,11 +138,11 @@ pub use process::{
     KEEP_ENV, PeerProcess, STOP_GRACE, SpawnSpec, WorkDir, cpu_seconds, cpu_seconds_with_children,
     find_binary, tail_lines,
 };
+pub use sipp::{Scenario, ShippedScenario, Sipp, SippOutcome, SippRun, SippStats, SippTransport};
 pub use slapd::{
     DirectoryPerson, LDAP_ADMIN_DN, LDAP_ADMIN_PASSWORD, LDAP_BASE_DN, LDAP_PEOPLE_DN, Slapd,
     SlapdBuilder, directory_people, ldif_attribute, tiny_jpeg,
 };
-pub use sipp::{Scenario, ShippedScenario, Sipp, SippOutcome, SippRun, SippStats, SippTransport};
 
 /// `crates/testkit/peers/`: the shipped configs and scenarios.
 #[must_use]

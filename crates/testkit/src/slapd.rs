@@ -29,12 +29,48 @@ pub const LDAP_ADMIN_DN: &str = "cn=admin,dc=example,dc=test";
 pub const LDAP_ADMIN_PASSWORD: &str = "secret";
 
 const GIVEN: [&str; 22] = [
-    "Anna", "Jörg", "Zoë", "José", "Åsa", "Łukasz", "Renée", "Søren", "Çağla", "Ines", "Noah",
-    "Olga", "François", "Mia", "Paul", "Björn", "Émilie", "Sven", "Núria", "Kai", "Dörte", "Ana",
+    "Anna",
+    "Jörg",
+    "Zoë",
+    "José",
+    "Åsa",
+    "Łukasz",
+    "Renée",
+    "Søren",
+    "Çağla",
+    "Ines",
+    "Noah",
+    "Olga",
+    "François",
+    "Mia",
+    "Paul",
+    "Björn",
+    "Émilie",
+    "Sven",
+    "Núria",
+    "Kai",
+    "Dörte",
+    "Ana",
 ];
 const FAMILY: [&str; 19] = [
-    "Müller", "Bråten", "García", "Øster", "Dvořák", "Schmidt", "Łęcki", "Nguyễn", "O'Brien",
-    "Fischer", "Weber", "Kovač", "Hoffmann", "Ólafsdóttir", "Meyer", "Strauß", "Lefèvre", "Jäger",
+    "Müller",
+    "Bråten",
+    "García",
+    "Øster",
+    "Dvořák",
+    "Schmidt",
+    "Łęcki",
+    "Nguyễn",
+    "O'Brien",
+    "Fischer",
+    "Weber",
+    "Kovač",
+    "Hoffmann",
+    "Ólafsdóttir",
+    "Meyer",
+    "Strauß",
+    "Lefèvre",
+    "Jäger",
     "Ibáñez",
 ];
 const ORGS: [&str; 6] = [
@@ -87,7 +123,7 @@ impl DirectoryPerson {
         let family = FAMILY[(i * 7) % FAMILY.len()];
         let work = 1_000_000 + i;
         let mobile = 2_000_000 + i;
-        let telephone = if i % 50 == 0 {
+        let telephone = if i.is_multiple_of(50) {
             format!("7{:03}", (i / 50) % 1000)
         } else {
             match i % 3 {
@@ -106,13 +142,17 @@ impl DirectoryPerson {
             title: TITLES[i % TITLES.len()].to_owned(),
             mail: format!("user{i:04}@example.test"),
             telephone,
-            mobile: if i % 2 == 0 {
+            mobile: if i.is_multiple_of(2) {
                 format!("+49 170 {mobile}")
             } else {
                 format!("0170 {mobile}")
             },
-            home: (i % 3 == 0).then(|| format!("089 {}", 3_000_000 + i)),
-            photo: (i % 5 == 0).then(|| tiny_jpeg(40 + ((i * 37) % 180) as u8)),
+            home: i
+                .is_multiple_of(3)
+                .then(|| format!("089 {}", 3_000_000 + i)),
+            photo: i
+                .is_multiple_of(5)
+                .then(|| tiny_jpeg(40 + ((i * 37) % 180) as u8)),
         }
     }
 
@@ -120,7 +160,7 @@ impl DirectoryPerson {
     /// extensions.
     #[must_use]
     pub fn telephone_e164(&self) -> Option<String> {
-        (self.index % 50 != 0).then(|| format!("+4930{}", 1_000_000 + self.index))
+        (!self.index.is_multiple_of(50)).then(|| format!("+4930{}", 1_000_000 + self.index))
     }
 
     /// The E.164 form of [`Self::mobile`].
@@ -237,7 +277,9 @@ pub fn tiny_jpeg(gray: u8) -> Vec<u8> {
         bits.push('1');
     }
     for chunk in bits.as_bytes().chunks(8) {
-        let byte = chunk.iter().fold(0u8, |acc, &b| (acc << 1) | u8::from(b == b'1'));
+        let byte = chunk
+            .iter()
+            .fold(0u8, |acc, &b| (acc << 1) | u8::from(b == b'1'));
         out.push(byte);
         if byte == 0xFF {
             out.push(0);
@@ -416,9 +458,12 @@ impl SlapdBuilder {
             lifetime: self.lifetime,
         })?;
         for port in std::iter::once(ldap_port).chain(ldaps_port) {
-            net::wait_until(&mut process, "the LDAP listener", self.ready_timeout, || {
-                Ok(net::is_listening(Protocol::Tcp, port))
-            })?;
+            net::wait_until(
+                &mut process,
+                "the LDAP listener",
+                self.ready_timeout,
+                || Ok(net::is_listening(Protocol::Tcp, port)),
+            )?;
         }
         Ok(Slapd {
             process,
@@ -492,7 +537,15 @@ impl Slapd {
         let mut child = Command::new(timeout)
             .arg("30")
             .arg(ldapmodify)
-            .args(["-x", "-H", &self.url(), "-D", LDAP_ADMIN_DN, "-w", LDAP_ADMIN_PASSWORD])
+            .args([
+                "-x",
+                "-H",
+                &self.url(),
+                "-D",
+                LDAP_ADMIN_DN,
+                "-w",
+                LDAP_ADMIN_PASSWORD,
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -532,7 +585,16 @@ impl Slapd {
         let output = Command::new(timeout)
             .arg("30")
             .arg(ldapsearch)
-            .args(["-x", "-LLL", "-H", &self.url(), "-b", LDAP_PEOPLE_DN, "-E", "pr=200/noprompt"])
+            .args([
+                "-x",
+                "-LLL",
+                "-H",
+                &self.url(),
+                "-b",
+                LDAP_PEOPLE_DN,
+                "-E",
+                "pr=200/noprompt",
+            ])
             .arg(filter)
             .arg("dn")
             .stdin(Stdio::null())
