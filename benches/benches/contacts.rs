@@ -210,7 +210,8 @@ fn bench(c: &mut Criterion) {
     // matched contacts loaded from the store), the index alone, and the
     // FTS5 path (one pass: its one-letter queries are slow).
     let index = book.index();
-    let paths: [(&str, usize, &dyn Fn(&str) -> usize); 3] = [
+    type Run<'a> = &'a dyn Fn(&str) -> usize;
+    let paths: [(&str, usize, Run<'_>); 3] = [
         ("index", 3, &|q| {
             book.search(q, LIMIT).map(|h| h.len()).unwrap_or(0)
         }),
@@ -233,7 +234,7 @@ fn bench(c: &mut Criterion) {
         }
         let (p50, p99, max) = percentiles(samples);
         let mut slowest: Vec<(Duration, &String)> = per_query.into_iter().zip(&queries).collect();
-        slowest.sort_by(|a, b| b.0.cmp(&a.0));
+        slowest.sort_by_key(|s| std::cmp::Reverse(s.0));
         let slowest: Vec<String> = slowest
             .iter()
             .take(4)

@@ -215,7 +215,7 @@ pub enum LdapError {
         /// The URL.
         url: String,
         /// The underlying error.
-        source: ldap3::LdapError,
+        source: Box<ldap3::LdapError>,
     },
     /// The server refused the bind.
     #[error("bind as {dn:?} refused: result code {code} {message}")]
@@ -244,7 +244,7 @@ pub enum LdapError {
         /// The operation.
         during: &'static str,
         /// The underlying error.
-        source: ldap3::LdapError,
+        source: Box<ldap3::LdapError>,
     },
     /// The directory did not answer within the time limit.
     #[error("directory did not finish within {0:?}")]
@@ -929,7 +929,7 @@ impl LdapSource {
                 .await
                 .map_err(|source| LdapError::Protocol {
                     during: "bind",
-                    source,
+                    source: Box::new(source),
                 })?;
             if result.rc != 0 {
                 return Err(LdapError::Bind {
@@ -961,7 +961,12 @@ impl LdapSource {
                 i32::try_from(page).unwrap_or(i32::MAX),
             )));
         }
-        let protocol = |during| move |source| LdapError::Protocol { during, source };
+        let protocol = |during| {
+            move |source| LdapError::Protocol {
+                during,
+                source: Box::new(source),
+            }
+        };
         let mut stream = ldap
             .with_search_options(options)
             .with_timeout(self.time_limit)
@@ -1066,7 +1071,7 @@ fn connect_error(url: &str, source: ldap3::LdapError) -> LdapError {
     }
     LdapError::Connect {
         url: url.to_owned(),
-        source,
+        source: Box::new(source),
     }
 }
 

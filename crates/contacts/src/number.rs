@@ -186,8 +186,8 @@ pub fn e164_candidates(raw: &str, region: Option<Region>) -> Vec<String> {
         return Vec::new();
     }
     let trimmed = main.trim_start();
-    if trimmed.starts_with('+') {
-        return if trimmed[1..].contains('+') {
+    if let Some(after_plus) = trimmed.strip_prefix('+') {
+        return if after_plus.contains('+') {
             Vec::new()
         } else {
             vec![format!("+{digits}")]

@@ -147,8 +147,12 @@ impl DirectoryPerson {
             } else {
                 format!("0170 {mobile}")
             },
-            home: i.is_multiple_of(3).then(|| format!("089 {}", 3_000_000 + i)),
-            photo: i.is_multiple_of(5).then(|| tiny_jpeg(40 + ((i * 37) % 180) as u8)),
+            home: i
+                .is_multiple_of(3)
+                .then(|| format!("089 {}", 3_000_000 + i)),
+            photo: i
+                .is_multiple_of(5)
+                .then(|| tiny_jpeg(40 + ((i * 37) % 180) as u8)),
         }
     }
 
