@@ -421,13 +421,13 @@ async fn an_incoming_call_is_named_from_the_contacts() {
         .dial(None, &format!("sip:bob@{bob_addr}"))
         .await
         .unwrap();
-    let (call, from) = match next_matching(&mut bob_events, "the incoming call", |e| {
-        matches!(e, PhoneEvent::IncomingCall { .. })
-    })
-    .await
-    {
-        PhoneEvent::IncomingCall { call, from, .. } => (call, from),
-        _ => unreachable!(),
+    let PhoneEvent::IncomingCall { call, from, .. } =
+        next_matching(&mut bob_events, "the incoming call", |e| {
+            matches!(e, PhoneEvent::IncomingCall { .. })
+        })
+        .await
+    else {
+        unreachable!()
     };
     assert_eq!(from.display_name.as_deref(), Some("Alice Example"));
     call.reject(486).await.unwrap();
