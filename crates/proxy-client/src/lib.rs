@@ -1,8 +1,9 @@
-//! # proxy-client (skeleton)
+//! # proxy-client
 //!
 //! The client side of reaching a PBX through a relay proxy: SIP outbound flows
 //! (RFC 5626) over TLS, TCP and secure WebSocket with keep-alives, fail-over and
 //! back-off; push registration (RFC 8599); and TURN allocations (RFC 8656) for
 //! media.
-//!
-//! **Status:** not implemented yet; this crate exports nothing.
+
+pub mod stun;
+pub mod turn;
