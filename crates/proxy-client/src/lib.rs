@@ -7,3 +7,9 @@
 
 pub mod stun;
 pub mod turn;
+pub mod turn_socket;
+
+/// tokio's clock as the `std` instant the cores take, so paused tests control it.
+fn now() -> std::time::Instant {
+    tokio::time::Instant::now().into_std()
+}

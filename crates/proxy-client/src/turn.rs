@@ -447,6 +447,15 @@ impl<R: RngCore> TurnClient<R> {
         }
     }
 
+    /// Whether `peer` has an installed permission (and its channel, when
+    /// channels are used).
+    #[must_use]
+    pub fn is_peer_ready(&self, peer: SocketAddr) -> bool {
+        self.peers
+            .get(&self.peer_key(peer))
+            .is_some_and(|p| matches!(p.state, PeerState::Ready { .. }))
+    }
+
     /// The counters.
     #[must_use]
     pub fn statistics(&self) -> TurnStatistics {

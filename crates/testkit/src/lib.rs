@@ -9,6 +9,7 @@
 //! | [`Sipp`] | `sipp`, scripted SIP traffic, built-in or XML scenarios | `sip-tester` |
 //! | [`Kamailio`] | registrar + proxy, digest auth (MD5 or SHA-256), UDP, TCP, TLS | `kamailio` (`kamailio-tls-modules` for TLS) |
 //! | [`Baresip`] | a headless user agent, driven over its `ctrl_tcp` socket | `baresip-core` |
+//! | [`Coturn`] | TURN relay (RFC 8656): long-term users or a REST secret, relayed traffic read from its log | `coturn` |
 //! | [`TestCa`] | a CA and server certificates made with rcgen (no program needed) | — |
 //! | [`HttpServer`] | HTTPS (or HTTP) on a thread: documents, Basic/Digest auth, redirects, 304, broken bodies, a request log | — |
 //!
@@ -112,6 +113,7 @@ mod audio;
 mod baresip;
 mod ca;
 mod capture;
+mod coturn;
 mod error;
 mod https;
 mod kamailio;
@@ -128,6 +130,7 @@ pub use audio::{
 pub use baresip::{AudioSource, Baresip, BaresipBuilder, BaresipEvent, UaTransport};
 pub use ca::{IssuedCert, SERVER_NAMES, TestCa};
 pub use capture::{Capture, UdpFlow};
+pub use coturn::{Coturn, CoturnBuilder, TURN_REALM, TurnAuth, TurnSession, TurnUsage};
 pub use error::{PeerError, Result};
 pub use https::{
     DEFAULT_HTTP_LIFETIME, HTTP_REALM, HttpServer, HttpServerBuilder, LoggedRequest, Resource,

@@ -1,0 +1,432 @@
+//! [`TurnSocket`]: a UDP socket whose datagrams go through a TURN relay.
+//!
+//! It runs a [`TurnClient`] on a tokio task over one UDP socket to the
+//! server and offers `send_to(data, peer)` / `recv_from(buf)` like
+//! [`tokio::net::UdpSocket`], so RTP and RTCP can use the relayed address
+//! unchanged. Peers see the relayed address as our address.
+//!
+//! ```no_run
+//! use proxy_client::turn::{TurnConfig, TurnCredentials};
+//! use proxy_client::turn_socket::TurnSocket;
+//!
+//! # async fn run() -> Result<(), proxy_client::turn_socket::TurnSocketError> {
+//! let server = "127.0.0.1:3478".parse().unwrap();
+//! let socket = TurnSocket::allocate(TurnConfig::new(server, TurnCredentials::long_term("alice", "secret"))).await?;
+//! let relayed = socket.relayed_addr(); // put this in the SDP
+//! let peer = "127.0.0.1:40000".parse().unwrap();
+//! socket.add_peer(peer).await?; // let the peer reach us before we send
+//! socket.send_to(b"rtp", peer).await?;
+//! let mut buf = [0u8; 1500];
+//! let (n, from) = socket.recv_from(&mut buf).await?;
+//! # let _ = (relayed, n, from);
+//! socket.close().await;
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug};
+
+use crate::turn::{
+    AllocationState, TurnClient, TurnConfig, TurnCredentials, TurnError, TurnEvent,
+    TurnStatistics,
+};
+
+/// Datagrams from peers held until [`TurnSocket::recv_from`] takes them;
+/// beyond this, new ones are dropped (and counted).
+const RECEIVE_QUEUE: usize = 1024;
+/// How long [`TurnSocket::close`] waits for the server to confirm.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// What can go wrong with a [`TurnSocket`].
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum TurnSocketError {
+    /// The TURN protocol failed (refused credentials, timeout, lost allocation...).
+    #[error(transparent)]
+    Turn(#[from] TurnError),
+    /// A socket operation failed.
+    #[error("{operation} failed: {source}")]
+    Io {
+        /// `bind`, `send` or `receive`.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Arc<io::Error>,
+    },
+    /// The socket was closed.
+    #[error("TURN socket closed")]
+    Closed,
+}
+
+/// REST-style credentials valid for `validity` from now (reads the system
+/// clock; see [`TurnCredentials::rest`]).
+#[must_use]
+pub fn rest_credentials(shared_secret: &str, user: &str, validity: Duration) -> TurnCredentials {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the driver reads the wall clock for the credential's expiry"
+    )]
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    TurnCredentials::rest(shared_secret, user, now + validity.as_secs())
+}
+
+#[derive(Debug)]
+enum Command {
+    Send { peer: SocketAddr, data: Vec<u8> },
+    AddPeer { peer: SocketAddr, reply: oneshot::Sender<Result<(), TurnError>> },
+    Close { reply: oneshot::Sender<()> },
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    statistics: TurnStatistics,
+    dropped_received: u64,
+    failure: Option<TurnError>,
+}
+
+/// A relayed UDP socket. See the module docs. Dropping it releases the
+/// allocation in the background.
+#[derive(Debug)]
+pub struct TurnSocket {
+    commands: mpsc::Sender<Command>,
+    data: tokio::sync::Mutex<mpsc::Receiver<(SocketAddr, Vec<u8>)>>,
+    shared: Arc<Mutex<Shared>>,
+    local: SocketAddr,
+    relayed: SocketAddr,
+    mapped: Option<SocketAddr>,
+}
+
+impl TurnSocket {
+    /// Binds a UDP socket (on loopback for a loopback server, else on the
+    /// unspecified address of the server's family) and allocates.
+    ///
+    /// # Errors
+    ///
+    /// [`TurnSocketError::Io`] when binding fails, [`TurnSocketError::Turn`]
+    /// when the allocation fails ([`TurnError::Unauthorized`] for refused
+    /// credentials, [`TurnError::Timeout`] without an answer).
+    pub async fn allocate(config: TurnConfig) -> Result<TurnSocket, TurnSocketError> {
+        let ip: IpAddr = match config.server.ip() {
+            ip if ip.is_loopback() => ip,
+            IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+            IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        Self::allocate_from(SocketAddr::new(ip, 0), config).await
+    }
+
+    /// As [`allocate`](Self::allocate), from the given local address.
+    ///
+    /// # Errors
+    ///
+    /// As [`allocate`](Self::allocate).
+    pub async fn allocate_from(
+        local: SocketAddr,
+        mut config: TurnConfig,
+    ) -> Result<TurnSocket, TurnSocketError> {
+        config.reliable = false;
+        let socket = UdpSocket::bind(local).await.map_err(|e| io_error("bind", e))?;
+        let local = socket.local_addr().map_err(|e| io_error("bind", e))?;
+        let server = config.server;
+        let mut client = TurnClient::new(config, StdRng::from_os_rng());
+        let now = crate::now();
+        client.allocate(now)?;
+        let (commands, command_rx) = mpsc::channel(256);
+        let (data_tx, data_rx) = mpsc::channel(RECEIVE_QUEUE);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let shared = Arc::new(Mutex::new(Shared::default()));
+        let task = Task {
+            socket,
+            client,
+            commands: command_rx,
+            data: data_tx,
+            shared: shared.clone(),
+            ready: Some(ready_tx),
+            waiters: Vec::new(),
+            closing: None,
+        };
+        let span = tracing::debug_span!("turn_socket", server = %server);
+        tokio::spawn(task.run().instrument(span));
+        let (relayed, mapped) = ready_rx.await.map_err(|_| TurnSocketError::Closed)??;
+        Ok(TurnSocket {
+            commands,
+            data: tokio::sync::Mutex::new(data_rx),
+            shared,
+            local,
+            relayed,
+            mapped,
+        })
+    }
+
+    /// The relayed address: where peers send to reach us.
+    #[must_use]
+    pub fn relayed_addr(&self) -> SocketAddr {
+        self.relayed
+    }
+
+    /// Our address as the TURN server saw it (server-reflexive).
+    #[must_use]
+    pub fn mapped_addr(&self) -> Option<SocketAddr> {
+        self.mapped
+    }
+
+    /// The local UDP socket's address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// Installs a permission (or binds a channel) for `peer` and waits for
+    /// the server to confirm, so the peer can send first.
+    ///
+    /// # Errors
+    ///
+    /// [`TurnSocketError::Turn`] when the server refuses, [`TurnSocketError::Closed`].
+    pub async fn add_peer(&self, peer: SocketAddr) -> Result<(), TurnSocketError> {
+        let (reply, result) = oneshot::channel();
+        self.commands
+            .send(Command::AddPeer { peer, reply })
+            .await
+            .map_err(|_| self.closed())?;
+        result.await.map_err(|_| self.closed())?.map_err(Into::into)
+    }
+
+    /// Sends a datagram to `peer` through the relay. Returns the length
+    /// handed over; datagrams sent before the peer's permission exists are
+    /// queued (a few) until it does.
+    ///
+    /// # Errors
+    ///
+    /// [`TurnError::FamilyMismatch`], [`TurnError::TooLarge`], the error
+    /// that ended the allocation, or [`TurnSocketError::Closed`].
+    pub async fn send_to(&self, data: &[u8], peer: SocketAddr) -> Result<usize, TurnSocketError> {
+        if peer.is_ipv4() != self.relayed.is_ipv4() {
+            return Err(TurnError::FamilyMismatch {
+                peer,
+                relayed: self.relayed,
+            }
+            .into());
+        }
+        if data.len() > usize::from(u16::MAX) - 36 {
+            return Err(TurnError::TooLarge(data.len()).into());
+        }
+        self.commands
+            .send(Command::Send {
+                peer,
+                data: data.to_vec(),
+            })
+            .await
+            .map_err(|_| self.closed())?;
+        Ok(data.len())
+    }
+
+    /// Receives the next datagram from a peer: its length (cut to `buf`)
+    /// and the peer's address.
+    ///
+    /// # Errors
+    ///
+    /// The error that ended the allocation, or [`TurnSocketError::Closed`].
+    pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr), TurnSocketError> {
+        let mut data = self.data.lock().await;
+        match data.recv().await {
+            Some((peer, datagram)) => {
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                Ok((n, peer))
+            }
+            None => Err(self.closed()),
+        }
+    }
+
+    /// The client's counters, plus datagrams dropped because nobody read them.
+    #[must_use]
+    pub fn statistics(&self) -> TurnStatistics {
+        let shared = lock(&self.shared);
+        let mut s = shared.statistics;
+        s.dropped += shared.dropped_received;
+        s
+    }
+
+    /// Releases the allocation and waits (up to 3 s) for the server to confirm.
+    pub async fn close(self) {
+        let (reply, done) = oneshot::channel();
+        if self.commands.send(Command::Close { reply }).await.is_ok() {
+            let _ = tokio::time::timeout(CLOSE_WAIT + Duration::from_secs(1), done).await;
+        }
+    }
+
+    fn closed(&self) -> TurnSocketError {
+        match lock(&self.shared).failure.clone() {
+            Some(error) => TurnSocketError::Turn(error),
+            None => TurnSocketError::Closed,
+        }
+    }
+}
+
+type Ready = oneshot::Sender<Result<(SocketAddr, Option<SocketAddr>), TurnSocketError>>;
+
+struct Task {
+    socket: UdpSocket,
+    client: TurnClient<StdRng>,
+    commands: mpsc::Receiver<Command>,
+    data: mpsc::Sender<(SocketAddr, Vec<u8>)>,
+    shared: Arc<Mutex<Shared>>,
+    ready: Option<Ready>,
+    waiters: Vec<(SocketAddr, oneshot::Sender<Result<(), TurnError>>)>,
+    closing: Option<(tokio::time::Instant, Option<oneshot::Sender<()>>)>,
+}
+
+impl Task {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            if !self.pump().await {
+                break;
+            }
+            let deadline = [
+                self.client.poll_timeout().map(tokio::time::Instant::from_std),
+                self.closing.as_ref().map(|(d, _)| *d),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let sleep = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, from)) => self.client.handle_input(crate::now(), from, &buf[..n]),
+                    // ICMP errors surface here on Linux; the transaction timers decide.
+                    Err(error) => debug!(%error, "TURN socket receive error"),
+                },
+                command = self.commands.recv(), if self.closing.is_none() => match command {
+                    Some(command) => self.command(command),
+                    None => self.start_close(None),
+                },
+                () = sleep => {
+                    if self.closing.as_ref().is_some_and(|(d, _)| *d <= tokio::time::Instant::now()) {
+                        break;
+                    }
+                    self.client.handle_timeout(crate::now());
+                }
+            }
+        }
+        if let Some((_, Some(reply))) = self.closing.take() {
+            let _ = reply.send(());
+        }
+    }
+
+    fn command(&mut self, command: Command) {
+        let now = crate::now();
+        match command {
+            Command::Send { peer, data } => {
+                if let Err(error) = self.client.send_to(now, peer, &data) {
+                    debug!(%error, "TURN send refused");
+                }
+            }
+            Command::AddPeer { peer, reply } => match self.client.add_peer(now, peer) {
+                Ok(()) => {
+                    if self.client.is_peer_ready(peer) {
+                        let _ = reply.send(Ok(()));
+                    } else {
+                        self.waiters.push((peer, reply));
+                    }
+                }
+                Err(error) => {
+                    let _ = reply.send(Err(error));
+                }
+            },
+            Command::Close { reply } => self.start_close(Some(reply)),
+        }
+    }
+
+    fn start_close(&mut self, reply: Option<oneshot::Sender<()>>) {
+        self.client.close(crate::now());
+        self.closing = Some((tokio::time::Instant::now() + CLOSE_WAIT, reply));
+    }
+
+    /// Sends what the client queued and handles its events; false once the
+    /// allocation is over.
+    async fn pump(&mut self) -> bool {
+        while let Some(t) = self.client.poll_transmit() {
+            if let Err(error) = self.socket.send_to(&t.data, t.destination).await {
+                debug!(%error, "TURN socket send error");
+            }
+        }
+        let mut alive = true;
+        while let Some(event) = self.client.poll_event() {
+            match event {
+                TurnEvent::Allocated {
+                    relayed, mapped, ..
+                } => {
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Ok((relayed, mapped)));
+                    }
+                }
+                TurnEvent::Data { peer, data } => {
+                    if self.data.try_send((peer, data)).is_err() {
+                        lock(&self.shared).dropped_received += 1;
+                    }
+                }
+                TurnEvent::ChannelBound { peer, .. } => self.answer(|p| p == peer, Ok(())),
+                TurnEvent::PermissionInstalled { peer } => {
+                    self.answer(|p| p.ip() == peer, Ok(()));
+                }
+                TurnEvent::PeerFailed { peer, error } => {
+                    self.answer(|p| p == peer || p.ip() == peer.ip(), Err(error));
+                }
+                TurnEvent::Failed(error) => {
+                    debug!(%error, "TURN allocation over");
+                    if let Some(ready) = self.ready.take() {
+                        let _ = ready.send(Err(error.clone().into()));
+                    }
+                    self.answer(|_| true, Err(error.clone()));
+                    lock(&self.shared).failure = Some(error);
+                    alive = false;
+                }
+                TurnEvent::Closed => {
+                    self.answer(|_| true, Err(TurnError::NotAllocated));
+                    alive = false;
+                }
+                _ => {}
+            }
+        }
+        lock(&self.shared).statistics = self.client.statistics();
+        alive && self.client.state() != AllocationState::Closed
+    }
+
+    fn answer(&mut self, matches: impl Fn(SocketAddr) -> bool, result: Result<(), TurnError>) {
+        let mut keep = Vec::new();
+        for (peer, reply) in self.waiters.drain(..) {
+            if matches(peer) {
+                let _ = reply.send(result.clone());
+            } else {
+                keep.push((peer, reply));
+            }
+        }
+        self.waiters = keep;
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn io_error(operation: &'static str, source: io::Error) -> TurnSocketError {
+    TurnSocketError::Io {
+        operation,
+        source: Arc::new(source),
+    }
+}
