@@ -5,11 +5,18 @@
 //! back-off; push registration (RFC 8599); and TURN allocations (RFC 8656) for
 //! media.
 
+mod instance;
+pub mod outbound;
+pub mod push;
 pub mod stun;
 pub mod turn;
+#[cfg(feature = "tokio")]
 pub mod turn_socket;
 
+pub use instance::{InstanceId, InstanceIdError};
+
 /// tokio's clock as the `std` instant the cores take, so paused tests control it.
+#[cfg(feature = "tokio")]
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
 }

@@ -828,6 +828,19 @@ fn text(value: &[u8], max: usize) -> Result<String, &'static str> {
     String::from_utf8(value.to_vec()).map_err(|_| "text is not UTF-8")
 }
 
+/// The reason phrase, repaired to UTF-8 and cut to 763 bytes (RFC 8489 §14.8).
+fn reason_text(value: &[u8]) -> String {
+    let mut reason = String::from_utf8_lossy(value).into_owned();
+    if reason.len() > 763 {
+        let mut end = 763;
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        reason.truncate(end);
+    }
+    reason
+}
+
 fn decode_attribute(kind: u16, value: &[u8], tid: &TransactionId) -> Result<Attribute, &'static str> {
     let u32_value = || -> Result<u32, &'static str> {
         <[u8; 4]>::try_from(value)
@@ -856,7 +869,7 @@ fn decode_attribute(kind: u16, value: &[u8], tid: &TransactionId) -> Result<Attr
             }
             Attribute::ErrorCode {
                 code: class * 100 + number,
-                reason: String::from_utf8_lossy(&value[4..value.len().min(767)]).into_owned(),
+                reason: reason_text(&value[4..]),
             }
         }
         attr::UNKNOWN_ATTRIBUTES => {
