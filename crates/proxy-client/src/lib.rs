@@ -7,6 +7,8 @@
 
 mod instance;
 pub mod outbound;
+#[cfg(feature = "tokio")]
+pub mod outbound_client;
 pub mod push;
 pub mod stun;
 pub mod turn;

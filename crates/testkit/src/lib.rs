@@ -136,7 +136,7 @@ pub use https::{
     DEFAULT_HTTP_LIFETIME, HTTP_REALM, HttpServer, HttpServerBuilder, LoggedRequest, Resource,
 };
 pub use kamailio::{
-    DigestAlgorithm, Kamailio, KamailioBuilder, SipUser, default_users, options_ping,
+    Binding, DigestAlgorithm, Kamailio, KamailioBuilder, SipUser, default_users, options_ping,
 };
 pub use net::{
     LOCALHOST, Protocol, free_port, free_udp_range, is_listening, tcp_connects, wait_for_log_line,
