@@ -53,8 +53,14 @@ impl InstanceId {
     pub fn parse(text: &str) -> Result<InstanceId, InstanceIdError> {
         let bad = || InstanceIdError::Malformed(text.chars().take(64).collect());
         let t = text.trim();
-        let t = t.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(t);
-        let t = t.strip_prefix('<').and_then(|t| t.strip_suffix('>')).unwrap_or(t);
+        let t = t
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(t);
+        let t = t
+            .strip_prefix('<')
+            .and_then(|t| t.strip_suffix('>'))
+            .unwrap_or(t);
         let t = match t.get(..9) {
             Some(p) if p.eq_ignore_ascii_case("urn:uuid:") => &t[9..],
             _ => t,
@@ -128,7 +134,10 @@ mod tests {
         assert!(text.starts_with("urn:uuid:"));
         assert_eq!(text.len(), 45);
         assert_eq!(&text[23..24], "4", "version nibble: {text}");
-        assert!(matches!(&text[28..29], "8" | "9" | "a" | "b"), "variant: {text}");
+        assert!(
+            matches!(&text[28..29], "8" | "9" | "a" | "b"),
+            "variant: {text}"
+        );
         assert_eq!(InstanceId::parse(&text).unwrap(), id);
         assert_eq!(InstanceId::parse(&text.to_uppercase()).unwrap(), id);
         let param = id.contact_param();
@@ -142,7 +151,13 @@ mod tests {
         let id = InstanceId::parse("urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6").unwrap();
         assert_eq!(id.as_bytes()[0], 0xf8);
         assert_eq!(id.urn(), "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6");
-        for bad in ["", "urn:uuid:", "f81d4fae7dec11d0a76500a0c91e6bf6", "urn:uuid:g81d4fae-7dec-11d0-a765-00a0c91e6bf6", "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6x"] {
+        for bad in [
+            "",
+            "urn:uuid:",
+            "f81d4fae7dec11d0a76500a0c91e6bf6",
+            "urn:uuid:g81d4fae-7dec-11d0-a765-00a0c91e6bf6",
+            "urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6x",
+        ] {
             assert!(InstanceId::parse(bad).is_err(), "{bad}");
         }
     }

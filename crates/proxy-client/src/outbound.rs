@@ -22,6 +22,7 @@
 //! flows.start(now);
 //! let Some(FlowAction::Connect { flow, proxy: 0, .. }) = flows.poll_action() else { panic!() };
 //! flows.handle_connect_failed(now, flow);                // first proxy dead
+//! assert_eq!(flows.poll_action(), Some(FlowAction::Close { flow }));
 //! assert!(matches!(flows.poll_action(), Some(FlowAction::FlowFailed { .. })));
 //! assert!(matches!(flows.poll_action(), Some(FlowAction::Connect { proxy: 1, .. }))); // next proxy at once
 //! ```
@@ -413,14 +414,18 @@ impl<R: RngCore> FlowManager<R> {
     /// The connection for `flow` is open: the REGISTER goes next.
     pub fn handle_connected(&mut self, now: Instant, flow: FlowId) {
         let Some(i) = self.slot_of(flow) else { return };
-        if let Slot::Connecting { proxy, deadline, .. } = self.slots[i] {
+        if let Slot::Connecting {
+            proxy, deadline, ..
+        } = self.slots[i]
+        {
             self.slots[i] = Slot::Registering {
                 flow,
                 proxy,
                 deadline,
             };
             let reg_id = reg_id(i);
-            self.actions.push_back(FlowAction::Register { flow, reg_id });
+            self.actions
+                .push_back(FlowAction::Register { flow, reg_id });
         }
         let _ = now;
     }
@@ -477,7 +482,12 @@ impl<R: RngCore> FlowManager<R> {
         retry_after: Option<Duration>,
     ) {
         if let Some(i) = self.slot_of(flow) {
-            self.fail(now, i, FlowFailure::RegistrationFailed { status }, retry_after);
+            self.fail(
+                now,
+                i,
+                FlowFailure::RegistrationFailed { status },
+                retry_after,
+            );
         }
     }
 
@@ -681,11 +691,11 @@ impl<R: RngCore> FlowManager<R> {
     #[must_use]
     pub fn flow(&self, flow: FlowId) -> Option<(u32, usize)> {
         let i = self.slot_of(flow)?;
-        let proxy = match self.slots[i] {
-            Slot::Connecting { proxy, .. }
-            | Slot::Registering { proxy, .. }
-            | Slot::Up { proxy, .. } => proxy,
-            _ => return None,
+        let (Slot::Connecting { proxy, .. }
+        | Slot::Registering { proxy, .. }
+        | Slot::Up { proxy, .. }) = self.slots[i]
+        else {
+            return None;
         };
         Some((reg_id(i), proxy))
     }
@@ -710,9 +720,9 @@ impl<R: RngCore> FlowManager<R> {
 
     fn flow_of(&self, i: usize) -> Option<FlowId> {
         match self.slots[i] {
-            Slot::Connecting { flow, .. } | Slot::Registering { flow, .. } | Slot::Up { flow, .. } => {
-                Some(flow)
-            }
+            Slot::Connecting { flow, .. }
+            | Slot::Registering { flow, .. }
+            | Slot::Up { flow, .. } => Some(flow),
             _ => None,
         }
     }
@@ -723,9 +733,9 @@ impl<R: RngCore> FlowManager<R> {
 
     fn proxy_of(&self, i: usize) -> Option<usize> {
         match self.slots[i] {
-            Slot::Connecting { proxy, .. } | Slot::Registering { proxy, .. } | Slot::Up { proxy, .. } => {
-                Some(proxy)
-            }
+            Slot::Connecting { proxy, .. }
+            | Slot::Registering { proxy, .. }
+            | Slot::Up { proxy, .. } => Some(proxy),
             _ => None,
         }
     }
@@ -736,7 +746,13 @@ impl<R: RngCore> FlowManager<R> {
         };
         let was_up = matches!(self.slots[i], Slot::Up { .. });
         self.slots[i] = Slot::Idle;
-        debug!(reg_id = reg_id(i), proxy, ?reason, was_up, "outbound flow failed");
+        debug!(
+            reg_id = reg_id(i),
+            proxy,
+            ?reason,
+            was_up,
+            "outbound flow failed"
+        );
         self.actions.push_back(FlowAction::Close { flow });
         self.actions.push_back(FlowAction::FlowFailed {
             flow,
@@ -824,7 +840,12 @@ pub fn contact_params(instance: &crate::InstanceId, reg_id: u32) -> String {
 /// tells the proxy that we support outbound (§4.2.1 and §5.4). UDP has no
 /// transport parameter.
 #[must_use]
-pub fn contact_uri(user: &str, local: SocketAddr, transport: Transport, extra_uri_params: &str) -> String {
+pub fn contact_uri(
+    user: &str,
+    local: SocketAddr,
+    transport: Transport,
+    extra_uri_params: &str,
+) -> String {
     let transport = match transport {
         Transport::Udp => String::new(),
         t => format!(";transport={}", t.as_str().to_ascii_lowercase()),

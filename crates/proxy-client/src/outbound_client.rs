@@ -42,7 +42,9 @@ use sip_core::endpoint::{
     self, ClientTxId, Destination, Endpoint, EndpointConfig, EndpointEvent, Input, ServerTxId,
     Transport,
 };
-use sip_core::registration::{Registration, RegistrationConfig, RegistrationEvent, RegistrationState};
+use sip_core::registration::{
+    Registration, RegistrationConfig, RegistrationEvent, RegistrationState,
+};
 use sip_core::{Message, Secret, Uri};
 use sip_tokio::{
     ConnectionId, Incoming, IncomingEvent, OutboundMessage, Resolver, ServerLocator,
@@ -255,10 +257,7 @@ impl OutboundHandle {
     /// Every reg-id's state.
     #[must_use]
     pub fn status(&self) -> Vec<FlowStatus> {
-        self.status
-            .lock()
-            .map(|s| s.clone())
-            .unwrap_or_default()
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
     /// The transports the flows run on (to inspect connections).
@@ -341,6 +340,8 @@ impl OutboundClient {
             push,
             contexts: HashMap::new(),
             connections: HashMap::new(),
+            closing: HashMap::new(),
+            deferred: Vec::new(),
             shutdown: None,
         };
         tokio::spawn(task.run().instrument(tracing::debug_span!("sip_outbound")));
@@ -389,6 +390,10 @@ struct Task {
     push: PushState,
     contexts: HashMap<FlowId, FlowContext>,
     connections: HashMap<u64, ConnectionId>,
+    /// Connections being closed, with their proxy.
+    closing: HashMap<u64, (Transport, SocketAddr)>,
+    /// New flows waiting for an old connection to the same proxy to close.
+    deferred: Vec<(FlowId, ProxyTarget)>,
     shutdown: Option<(tokio::time::Instant, oneshot::Sender<()>)>,
 }
 
@@ -521,28 +526,16 @@ impl Task {
                         retry_after: None,
                     },
                 );
-                if matches!(target.transport, Transport::Ws | Transport::Wss) {
-                    // RFC 7118: the first REGISTER opens the connection; the
-                    // Contact uses an .invalid host.
-                    self.flows.handle_connected(now, flow);
-                } else if target.transport == Transport::Udp {
-                    warn!("UDP flows are not driven by this client");
-                    self.flows.handle_connect_failed(now, flow);
+                // A send reuses any open connection to the proxy: wait until
+                // the old flow's connection is gone before opening the new one.
+                let busy = self
+                    .closing
+                    .values()
+                    .any(|(t, a)| *t == target.transport && *a == target.addr);
+                if busy {
+                    self.deferred.push((flow, target));
                 } else {
-                    let mut ping = OutboundMessage::new(
-                        driver_transport(target.transport),
-                        target.addr,
-                        &b"\r\n\r\n"[..],
-                    );
-                    if let Some(name) = &target.server_name {
-                        ping = ping.with_server_name(name.clone());
-                    }
-                    let transports = self.transports.clone();
-                    let tx = self.internal_tx.clone();
-                    tokio::spawn(async move {
-                        let result = transports.send(ping).await;
-                        let _ = tx.send(Connected { flow, result });
-                    });
+                    self.open(flow, target);
                 }
             }
             FlowAction::Register { flow, .. } => self.register(flow),
@@ -562,7 +555,10 @@ impl Task {
                     && let Some(c) = ctx.connection
                 {
                     self.connections.remove(&c.as_u64());
-                    let _ = self.transports.close(c).await;
+                    if self.transports.close(c).await.is_ok() {
+                        self.closing
+                            .insert(c.as_u64(), (ctx.target.transport, ctx.target.addr));
+                    }
                 }
             }
             FlowAction::FlowUp {
@@ -598,6 +594,34 @@ impl Task {
             FlowAction::BackingOff { reg_id, until } => {
                 self.emit(OutboundEvent::BackingOff { reg_id, until });
             }
+        }
+    }
+
+    /// Opens the connection of a new flow.
+    fn open(&mut self, flow: FlowId, target: ProxyTarget) {
+        let now = crate::now();
+        if matches!(target.transport, Transport::Ws | Transport::Wss) {
+            // RFC 7118: the first REGISTER opens the connection; the
+            // Contact uses an .invalid host.
+            self.flows.handle_connected(now, flow);
+        } else if target.transport == Transport::Udp {
+            warn!("UDP flows are not driven by this client");
+            self.flows.handle_connect_failed(now, flow);
+        } else {
+            let mut ping = OutboundMessage::new(
+                driver_transport(target.transport),
+                target.addr,
+                &b"\r\n\r\n"[..],
+            );
+            if let Some(name) = &target.server_name {
+                ping = ping.with_server_name(name.clone());
+            }
+            let transports = self.transports.clone();
+            let tx = self.internal_tx.clone();
+            tokio::spawn(async move {
+                let result = transports.send(ping).await;
+                let _ = tx.send(Connected { flow, result });
+            });
         }
     }
 
@@ -645,7 +669,8 @@ impl Task {
         let same = ctx.registration.is_some() && ctx.contact == contact;
         if !same {
             let via = format!("SIP/2.0/{} {host}", transport.as_str());
-            let mut rc = RegistrationConfig::new(&self.config.registrar, &self.config.aor, &contact, &via);
+            let mut rc =
+                RegistrationConfig::new(&self.config.registrar, &self.config.aor, &contact, &via);
             rc.contact_params = contact_params(&self.config.instance, ctx.reg_id);
             rc.expires = self.config.expires;
             if self.config.route_via_proxy {
@@ -816,7 +841,8 @@ impl Task {
                 out = out.with_connection(*c);
             }
             let flow = self.contexts.iter().find_map(|(id, c)| {
-                (c.target.addr == t.destination.addr && c.target.transport == t.destination.transport)
+                (c.target.addr == t.destination.addr
+                    && c.target.transport == t.destination.transport)
                     .then_some(*id)
             });
             if let Some(name) = flow
@@ -862,7 +888,9 @@ impl Task {
         if let Some(c) = incoming.connection {
             self.connections.insert(c.as_u64(), c);
         }
-        let connection = incoming.connection.map(|c| endpoint::ConnectionId(c.as_u64()));
+        let connection = incoming
+            .connection
+            .map(|c| endpoint::ConnectionId(c.as_u64()));
         match incoming.event {
             IncomingEvent::Message(message) => self.endpoint.handle_input(
                 now,
@@ -881,6 +909,9 @@ impl Task {
             IncomingEvent::ConnectionClosed(reason) => {
                 if let Some(c) = incoming.connection {
                     self.connections.remove(&c.as_u64());
+                    if self.closing.remove(&c.as_u64()).is_some() {
+                        self.open_deferred();
+                    }
                     if let Some(flow) = self.flow_of_connection(c) {
                         debug!(?reason, "flow connection closed");
                         if let Some(ctx) = self.contexts.get_mut(&flow) {
@@ -895,6 +926,22 @@ impl Task {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Opens the deferred flows whose proxy has no closing connection left.
+    fn open_deferred(&mut self) {
+        let deferred = std::mem::take(&mut self.deferred);
+        for (flow, target) in deferred {
+            let busy = self
+                .closing
+                .values()
+                .any(|(t, a)| *t == target.transport && *a == target.addr);
+            if busy {
+                self.deferred.push((flow, target));
+            } else if self.contexts.contains_key(&flow) {
+                self.open(flow, target);
+            }
         }
     }
 

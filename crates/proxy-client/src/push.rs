@@ -220,19 +220,33 @@ mod tests {
 
     #[test]
     fn rfc8599_4_1_1_contact_uri_parameters() {
-        let token = PushToken::new("apns", "00fc13adff785122b4ad28809a3420982341241421348097878e577c991de8f0")
-            .unwrap()
-            .with_param("DEF123GHIJ.com.example.yourapp.voip")
-            .unwrap();
+        let token = PushToken::new(
+            "apns",
+            "00fc13adff785122b4ad28809a3420982341241421348097878e577c991de8f0",
+        )
+        .unwrap()
+        .with_param("DEF123GHIJ.com.example.yourapp.voip")
+        .unwrap();
         assert_eq!(
             token.uri_params(),
             ";pn-provider=apns;pn-param=DEF123GHIJ.com.example.yourapp.voip;pn-prid=00fc13adff785122b4ad28809a3420982341241421348097878e577c991de8f0"
         );
         let fcm = PushToken::new("fcm", "a b;c=d").unwrap();
         assert_eq!(fcm.uri_params(), ";pn-provider=fcm;pn-prid=a%20b%3Bc%3Dd");
-        assert!(!format!("{fcm:?}").contains("a b"), "the token is not printed");
-        assert_eq!(PushToken::new("", "x"), Err(PushError::Empty { field: "pn-provider" }));
-        assert!(matches!(PushToken::new("a;b", "x"), Err(PushError::InvalidProvider(_))));
+        assert!(
+            !format!("{fcm:?}").contains("a b"),
+            "the token is not printed"
+        );
+        assert_eq!(
+            PushToken::new("", "x"),
+            Err(PushError::Empty {
+                field: "pn-provider"
+            })
+        );
+        assert!(matches!(
+            PushToken::new("a;b", "x"),
+            Err(PushError::InvalidProvider(_))
+        ));
     }
 
     #[test]
@@ -240,10 +254,16 @@ mod tests {
         let mut push = PushState::new(Some(PushToken::new("fcm", "t1").unwrap()));
         assert!(push.is_active());
         assert_eq!(push.handle_register_status(200), PushOutcome::Unchanged);
-        assert_eq!(push.handle_register_status(555), PushOutcome::RetryWithoutPush);
+        assert_eq!(
+            push.handle_register_status(555),
+            PushOutcome::RetryWithoutPush
+        );
         assert_eq!(push.uri_params(), "");
         assert_eq!(push.handle_register_status(555), PushOutcome::Unchanged);
-        assert!(!push.set_token(Some(PushToken::new("fcm", "t1").unwrap())), "same token");
+        assert!(
+            !push.set_token(Some(PushToken::new("fcm", "t1").unwrap())),
+            "same token"
+        );
         assert!(push.set_token(Some(PushToken::new("fcm", "t2").unwrap())));
         assert_eq!(push.uri_params(), ";pn-provider=fcm;pn-prid=t2");
         assert!(push.set_token(None));

@@ -357,7 +357,7 @@ impl StunMessage {
                 cookie,
             });
         }
-        if length % 4 != 0 {
+        if !length.is_multiple_of(4) {
             return Err(StunError::UnalignedLength(length));
         }
         if data.len() - HEADER_LEN != usize::from(length) {
@@ -424,11 +424,13 @@ impl StunMessage {
                     after_integrity = true;
                 }
                 _ => {
-                    let attribute = decode_attribute(kind, value, &transaction_id)
-                        .map_err(|reason| StunError::BadAttribute {
-                            kind,
-                            offset,
-                            reason,
+                    let attribute =
+                        decode_attribute(kind, value, &transaction_id).map_err(|reason| {
+                            StunError::BadAttribute {
+                                kind,
+                                offset,
+                                reason,
+                            }
                         })?;
                     message.attributes.push(attribute);
                 }
@@ -707,7 +709,7 @@ fn put_attr(out: &mut Vec<u8>, kind: u16, value: &[u8]) {
     out.extend_from_slice(&kind.to_be_bytes());
     out.extend_from_slice(&(len as u16).to_be_bytes());
     out.extend_from_slice(&value[..len]);
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
@@ -738,7 +740,9 @@ fn encode_attribute(out: &mut Vec<u8>, a: &Attribute, tid: &TransactionId) {
             put_attr(out, attr::UNKNOWN_ATTRIBUTES, &v);
         }
         Attribute::Lifetime(l) => put_attr(out, attr::LIFETIME, &l.to_be_bytes()),
-        Attribute::RequestedTransport(p) => put_attr(out, attr::REQUESTED_TRANSPORT, &[*p, 0, 0, 0]),
+        Attribute::RequestedTransport(p) => {
+            put_attr(out, attr::REQUESTED_TRANSPORT, &[*p, 0, 0, 0])
+        }
         Attribute::ChannelNumber(c) => {
             let b = c.to_be_bytes();
             put_attr(out, attr::CHANNEL_NUMBER, &[b[0], b[1], 0, 0]);
@@ -841,7 +845,11 @@ fn reason_text(value: &[u8]) -> String {
     reason
 }
 
-fn decode_attribute(kind: u16, value: &[u8], tid: &TransactionId) -> Result<Attribute, &'static str> {
+fn decode_attribute(
+    kind: u16,
+    value: &[u8],
+    tid: &TransactionId,
+) -> Result<Attribute, &'static str> {
     let u32_value = || -> Result<u32, &'static str> {
         <[u8; 4]>::try_from(value)
             .map(u32::from_be_bytes)
@@ -850,9 +858,7 @@ fn decode_attribute(kind: u16, value: &[u8], tid: &TransactionId) -> Result<Attr
     Ok(match kind {
         attr::MAPPED_ADDRESS => Attribute::MappedAddress(parse_address(value, None)?),
         attr::XOR_MAPPED_ADDRESS => Attribute::XorMappedAddress(parse_address(value, Some(tid))?),
-        attr::XOR_RELAYED_ADDRESS => {
-            Attribute::XorRelayedAddress(parse_address(value, Some(tid))?)
-        }
+        attr::XOR_RELAYED_ADDRESS => Attribute::XorRelayedAddress(parse_address(value, Some(tid))?),
         attr::XOR_PEER_ADDRESS => Attribute::XorPeerAddress(parse_address(value, Some(tid))?),
         attr::USERNAME => Attribute::Username(text(value, 513)?),
         attr::REALM => Attribute::Realm(text(value, 763)?),
@@ -873,7 +879,7 @@ fn decode_attribute(kind: u16, value: &[u8], tid: &TransactionId) -> Result<Attr
             }
         }
         attr::UNKNOWN_ATTRIBUTES => {
-            if value.len() % 2 != 0 {
+            if !value.len().is_multiple_of(2) {
                 return Err("odd length");
             }
             Attribute::UnknownAttributes(
@@ -910,20 +916,15 @@ mod tests {
     /// RFC 5769 §2.2: sample IPv4 response.
     #[test]
     fn rfc5769_2_2_ipv4_response_decodes_and_verifies() {
-        let data = hex(
-            "0101 003c 2112a442 b7e7a701 bc34d686 fa87dfae
+        let data = hex("0101 003c 2112a442 b7e7a701 bc34d686 fa87dfae
              8022 000b 74657374 20766563 746f7220
              0020 0008 0001a147 e112a643
              0008 0014 2b91f599 fd9e90c3 8c7489f9 2af9ba53 f06be7d7
-             8028 0004 c07d4c96",
-        );
+             8028 0004 c07d4c96");
         let m = StunMessage::decode(&data).unwrap();
         assert_eq!(m.class, Class::Success);
         assert_eq!(m.method, Method::BINDING);
-        assert_eq!(
-            m.mapped_address(),
-            Some("192.0.2.1:32853".parse().unwrap())
-        );
+        assert_eq!(m.mapped_address(), Some("192.0.2.1:32853".parse().unwrap()));
         assert!(m.has_fingerprint());
         assert!(m.verify_integrity(&IntegrityKey::short_term("VOkJxbRl1RmTxUk/WvJxBt")));
         assert!(!m.verify_integrity(&IntegrityKey::short_term("wrong")));
@@ -932,17 +933,19 @@ mod tests {
     /// RFC 5769 §2.3: sample IPv6 response.
     #[test]
     fn rfc5769_2_3_ipv6_response_decodes() {
-        let data = hex(
-            "0101 0048 2112a442 b7e7a701 bc34d686 fa87dfae
+        let data = hex("0101 0048 2112a442 b7e7a701 bc34d686 fa87dfae
              8022 000b 74657374 20766563 746f7220
              0020 0014 0002a147 0113a9fa a5d3f179 bc25f4b5 bed2b9d9
              0008 0014 a382954e 4be67bf1 1784c97c 8292c275 bfe3ed41
-             8028 0004 c8fb0b4c",
-        );
+             8028 0004 c8fb0b4c");
         let m = StunMessage::decode(&data).unwrap();
         assert_eq!(
             m.mapped_address(),
-            Some("[2001:db8:1234:5678:11:2233:4455:6677]:32853".parse().unwrap())
+            Some(
+                "[2001:db8:1234:5678:11:2233:4455:6677]:32853"
+                    .parse()
+                    .unwrap()
+            )
         );
         assert!(m.verify_integrity(&IntegrityKey::short_term("VOkJxbRl1RmTxUk/WvJxBt")));
     }
@@ -950,17 +953,19 @@ mod tests {
     /// RFC 5769 §2.4: request with long-term authentication.
     #[test]
     fn rfc5769_2_4_long_term_key_verifies() {
-        let data = hex(
-            "0001 0060 2112a442 78ad3433 c6ad72c0 29da412e
+        let data = hex("0001 0060 2112a442 78ad3433 c6ad72c0 29da412e
              0006 0012 e3839ee3 8388e383 aae38383 e382afe3 82b90000
              0015 001c 662f2f34 39396b39 35346436 4f4c3334 6f4c3946 53547679 36347341
              0014 000b 6578616d 706c652e 6f726700
-             0008 0014 f67024 65 6dd64a3e 02b8e071 2e85c9a2 8ca89666",
-        );
+             0008 0014 f67024 65 6dd64a3e 02b8e071 2e85c9a2 8ca89666");
         let m = StunMessage::decode(&data).unwrap();
         assert_eq!(m.realm(), Some("example.org"));
         // The username is "マトリックス" and the password "TheMatrIX" after SASLprep.
-        let key = IntegrityKey::long_term("\u{30de}\u{30c8}\u{30ea}\u{30c3}\u{30af}\u{30b9}", "example.org", "TheMatrIX");
+        let key = IntegrityKey::long_term(
+            "\u{30de}\u{30c8}\u{30ea}\u{30c3}\u{30af}\u{30b9}",
+            "example.org",
+            "TheMatrIX",
+        );
         assert!(m.verify_integrity(&key));
     }
 
@@ -984,7 +989,10 @@ mod tests {
         let bytes = m.encode(Some(&key), true);
         let back = StunMessage::decode(&bytes).unwrap();
         assert_eq!(back.attributes, m.attributes);
-        assert_eq!((back.class, back.method), (Class::Request, Method::CHANNEL_BIND));
+        assert_eq!(
+            (back.class, back.method),
+            (Class::Request, Method::CHANNEL_BIND)
+        );
         assert!(back.verify_integrity(&key));
         assert!(back.has_fingerprint());
     }
@@ -1015,14 +1023,20 @@ mod tests {
         let mut ok = StunMessage::new(Class::Request, Method::BINDING, TransactionId([0; 12]))
             .encode(None, false);
         ok[4] = 0;
-        assert!(matches!(StunMessage::decode(&ok), Err(StunError::NotStun { .. })));
+        assert!(matches!(
+            StunMessage::decode(&ok),
+            Err(StunError::NotStun { .. })
+        ));
         let mut m = StunMessage::new(Class::Request, Method::BINDING, TransactionId([0; 12]))
             .with(Attribute::Lifetime(1))
             .encode(None, false);
         m[HEADER_LEN + 3] = 40; // attribute longer than the message
         assert!(matches!(
             StunMessage::decode(&m),
-            Err(StunError::AttributeOverrun { kind: 0x000D, offset: 20 })
+            Err(StunError::AttributeOverrun {
+                kind: 0x000D,
+                offset: 20
+            })
         ));
         m[HEADER_LEN + 3] = 3; // LIFETIME of 3 bytes
         assert!(matches!(

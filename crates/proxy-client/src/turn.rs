@@ -515,7 +515,12 @@ impl<R: RngCore> TurnClient<R> {
     ///
     /// [`TurnError::NotAllocated`], [`TurnError::FamilyMismatch`],
     /// [`TurnError::NoChannelLeft`], [`TurnError::TooLarge`].
-    pub fn send_to(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) -> Result<(), TurnError> {
+    pub fn send_to(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), TurnError> {
         if data.len() > usize::from(u16::MAX) - 36 {
             return Err(TurnError::TooLarge(data.len()));
         }
@@ -608,7 +613,11 @@ impl<R: RngCore> TurnClient<R> {
                 pending.transmits += 1;
                 self.stats.requests_sent += 1;
                 self.stats.retransmissions += 1;
-                trace!(op = pending.operation.name(), n = pending.transmits, "retransmit");
+                trace!(
+                    op = pending.operation.name(),
+                    n = pending.transmits,
+                    "retransmit"
+                );
                 self.transmits.push_back(TurnTransmit {
                     destination: self.config.server,
                     data: pending.bytes.clone(),
@@ -637,7 +646,9 @@ impl<R: RngCore> TurnClient<R> {
         let refresh: Vec<(SocketAddr, Option<u16>)> = self
             .peers
             .iter()
-            .filter(|(_, p)| matches!(p.state, PeerState::Ready { refresh_at } if refresh_at <= now))
+            .filter(
+                |(_, p)| matches!(p.state, PeerState::Ready { refresh_at } if refresh_at <= now),
+            )
             .map(|(k, p)| (*k, p.channel))
             .collect();
         for (key, channel) in refresh {
@@ -751,7 +762,11 @@ impl<R: RngCore> TurnClient<R> {
     fn free_channel(&mut self) -> Option<u16> {
         for _ in FIRST_CHANNEL..=LAST_CHANNEL {
             let c = self.next_channel;
-            self.next_channel = if c >= LAST_CHANNEL { FIRST_CHANNEL } else { c + 1 };
+            self.next_channel = if c >= LAST_CHANNEL {
+                FIRST_CHANNEL
+            } else {
+                c + 1
+            };
             if !self.channels.contains_key(&c) {
                 return Some(c);
             }
@@ -802,7 +817,9 @@ impl<R: RngCore> TurnClient<R> {
         match (&self.realm, &self.nonce, &self.key) {
             (Some(realm), Some(nonce), Some(key)) => {
                 m = m
-                    .with(Attribute::Username(self.config.credentials.username.clone()))
+                    .with(Attribute::Username(
+                        self.config.credentials.username.clone(),
+                    ))
                     .with(Attribute::Realm(realm.clone()))
                     .with(Attribute::Nonce(nonce.clone()));
                 (m.encode(Some(key), true), true)
@@ -855,7 +872,10 @@ impl<R: RngCore> TurnClient<R> {
         let code = message.error_code().map(|(c, _)| c);
         let unsigned_ok = matches!(code, Some(400 | 401 | 438));
         if pending.authenticated && !unsigned_ok {
-            let valid = self.key.as_ref().is_some_and(|k| message.verify_integrity(k));
+            let valid = self
+                .key
+                .as_ref()
+                .is_some_and(|k| message.verify_integrity(k));
             if !valid {
                 debug!("TURN response failed the integrity check");
                 self.stats.ignored_input += 1;

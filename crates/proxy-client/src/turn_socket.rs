@@ -35,8 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug};
 
 use crate::turn::{
-    AllocationState, TurnClient, TurnConfig, TurnCredentials, TurnError, TurnEvent,
-    TurnStatistics,
+    AllocationState, TurnClient, TurnConfig, TurnCredentials, TurnError, TurnEvent, TurnStatistics,
 };
 
 /// Datagrams from peers held until [`TurnSocket::recv_from`] takes them;
@@ -82,9 +81,17 @@ pub fn rest_credentials(shared_secret: &str, user: &str, validity: Duration) -> 
 
 #[derive(Debug)]
 enum Command {
-    Send { peer: SocketAddr, data: Vec<u8> },
-    AddPeer { peer: SocketAddr, reply: oneshot::Sender<Result<(), TurnError>> },
-    Close { reply: oneshot::Sender<()> },
+    Send {
+        peer: SocketAddr,
+        data: Vec<u8>,
+    },
+    AddPeer {
+        peer: SocketAddr,
+        reply: oneshot::Sender<Result<(), TurnError>>,
+    },
+    Close {
+        reply: oneshot::Sender<()>,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -134,7 +141,9 @@ impl TurnSocket {
         mut config: TurnConfig,
     ) -> Result<TurnSocket, TurnSocketError> {
         config.reliable = false;
-        let socket = UdpSocket::bind(local).await.map_err(|e| io_error("bind", e))?;
+        let socket = UdpSocket::bind(local)
+            .await
+            .map_err(|e| io_error("bind", e))?;
         let local = socket.local_addr().map_err(|e| io_error("bind", e))?;
         let server = config.server;
         let mut client = TurnClient::new(config, StdRng::from_os_rng());
@@ -293,7 +302,9 @@ impl Task {
                 break;
             }
             let deadline = [
-                self.client.poll_timeout().map(tokio::time::Instant::from_std),
+                self.client
+                    .poll_timeout()
+                    .map(tokio::time::Instant::from_std),
                 self.closing.as_ref().map(|(d, _)| *d),
             ]
             .into_iter()
@@ -376,7 +387,8 @@ impl Task {
                     }
                 }
                 TurnEvent::Data { peer, data } => {
-                    if self.data.try_send((peer, data)).is_err() {
+                    let full = self.data.try_send((peer, data)).is_err();
+                    if full {
                         lock(&self.shared).dropped_received += 1;
                     }
                 }
@@ -421,7 +433,9 @@ impl Task {
 }
 
 fn lock(shared: &Mutex<Shared>) -> std::sync::MutexGuard<'_, Shared> {
-    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    shared
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn io_error(operation: &'static str, source: io::Error) -> TurnSocketError {

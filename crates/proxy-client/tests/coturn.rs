@@ -3,7 +3,8 @@
 //! ways and counted by coturn, refused credentials, stale nonces.
 #![allow(
     clippy::unwrap_used,
-    reason = "a failed interop step should fail loudly"
+    clippy::print_stdout,
+    reason = "a failed interop step should fail loudly; the numbers measured are printed"
 )]
 
 use std::net::SocketAddr;
@@ -69,20 +70,31 @@ fn assert_relayed(coturn: &Coturn, username: &str, at_least: u64) {
     let sessions = coturn
         .wait_for_ended_sessions(username, Duration::from_secs(10))
         .unwrap();
-    let peer = sessions.iter().filter_map(|s| s.peer).fold((0, 0, 0, 0), |a, u| {
-        (
-            a.0 + u.received_packets,
-            a.1 + u.sent_packets,
-            a.2 + u.received_bytes,
-            a.3 + u.sent_bytes,
-        )
-    });
+    let peer = sessions
+        .iter()
+        .filter_map(|s| s.peer)
+        .fold((0, 0, 0, 0), |a, u| {
+            (
+                a.0 + u.received_packets,
+                a.1 + u.sent_packets,
+                a.2 + u.received_bytes,
+                a.3 + u.sent_bytes,
+            )
+        });
     println!(
         "coturn peer side for {username}: received {} packets / {} bytes, sent {} packets / {} bytes",
         peer.0, peer.2, peer.1, peer.3
     );
-    assert!(peer.0 >= at_least, "coturn relayed {} packets from peers", peer.0);
-    assert!(peer.1 >= at_least, "coturn relayed {} packets to peers", peer.1);
+    assert!(
+        peer.0 >= at_least,
+        "coturn relayed {} packets from peers",
+        peer.0
+    );
+    assert!(
+        peer.1 >= at_least,
+        "coturn relayed {} packets to peers",
+        peer.1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,12 +117,20 @@ async fn long_term_credentials_relay_100_datagrams_each_way_through_channels() {
     socket.close().await;
 
     assert_relayed(&coturn, "alice", DATAGRAMS as u64);
-    assert!(coturn.sessions().iter().any(|s| s.username == "alice" && s.allocated));
+    assert!(
+        coturn
+            .sessions()
+            .iter()
+            .any(|s| s.username == "alice" && s.allocated)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rest_credentials_relay_between_two_turn_sockets_with_send_indications() {
-    let coturn = Coturn::builder().with_rest_secret("rest-shared-secret").start().unwrap();
+    let coturn = Coturn::builder()
+        .with_rest_secret("rest-shared-secret")
+        .start()
+        .unwrap();
     let alice_creds = rest_credentials("rest-shared-secret", "alice", Duration::from_secs(600));
     let alice_name = alice_creds.username().to_owned();
     assert!(alice_name.ends_with(":alice"));
@@ -131,14 +151,23 @@ async fn rest_credentials_relay_between_two_turn_sockets_with_send_indications()
     let mut buf = [0u8; 2048];
     for i in 0..DATAGRAMS {
         alice.send_to(&datagram(3, i), b).await.unwrap();
-        let (n, from) = timeout(LIMIT, bob.recv_from(&mut buf)).await.unwrap().unwrap();
+        let (n, from) = timeout(LIMIT, bob.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((from, &buf[..n]), (a, datagram(3, i).as_slice()));
         bob.send_to(&datagram(4, i), a).await.unwrap();
-        let (n, from) = timeout(LIMIT, alice.recv_from(&mut buf)).await.unwrap().unwrap();
+        let (n, from) = timeout(LIMIT, alice.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((from, &buf[..n]), (b, datagram(4, i).as_slice()));
     }
     let s = alice.statistics();
-    assert!(s.send_indications_sent >= DATAGRAMS as u64 && s.channel_data_sent == 0, "{s:?}");
+    assert!(
+        s.send_indications_sent >= DATAGRAMS as u64 && s.channel_data_sent == 0,
+        "{s:?}"
+    );
     assert!(bob.statistics().channel_data_sent >= DATAGRAMS as u64);
     alice.close().await;
     bob.close().await;
@@ -149,22 +178,34 @@ async fn rest_credentials_relay_between_two_turn_sockets_with_send_indications()
 async fn a_wrong_password_is_refused_with_a_typed_error() {
     let coturn = Coturn::start().unwrap();
     let config = TurnConfig::new(coturn.addr(), TurnCredentials::long_term("alice", "WRONG"));
-    let error = timeout(LIMIT, TurnSocket::allocate(config)).await.unwrap().unwrap_err();
+    let error = timeout(LIMIT, TurnSocket::allocate(config))
+        .await
+        .unwrap()
+        .unwrap_err();
     match error {
         TurnSocketError::Turn(TurnError::Unauthorized { username, realm }) => {
-            assert_eq!((username.as_str(), realm.as_str()), ("alice", coturn.realm()));
+            assert_eq!(
+                (username.as_str(), realm.as_str()),
+                ("alice", coturn.realm())
+            );
         }
         other => panic!("expected Unauthorized, got {other:?}"),
     }
     assert!(coturn.auth_failures() >= 1, "{}", coturn.log_tail(20));
 
     // A REST credential signed with the wrong secret is refused the same way.
-    let rest = Coturn::builder().with_rest_secret("right-secret").start().unwrap();
+    let rest = Coturn::builder()
+        .with_rest_secret("right-secret")
+        .start()
+        .unwrap();
     let config = TurnConfig::new(
         rest.addr(),
         rest_credentials("wrong-secret", "alice", Duration::from_secs(600)),
     );
-    let error = timeout(LIMIT, TurnSocket::allocate(config)).await.unwrap().unwrap_err();
+    let error = timeout(LIMIT, TurnSocket::allocate(config))
+        .await
+        .unwrap()
+        .unwrap_err();
     assert!(
         matches!(error, TurnSocketError::Turn(TurnError::Unauthorized { .. })),
         "{error:?}"
@@ -177,17 +218,33 @@ async fn a_stale_nonce_is_renewed_without_losing_the_allocation() {
         .with_nonce_lifetime(Duration::from_secs(1))
         .start()
         .unwrap();
-    let config = TurnConfig::new(coturn.addr(), TurnCredentials::long_term("bob", "bob-secret"));
+    let config = TurnConfig::new(
+        coturn.addr(),
+        TurnCredentials::long_term("bob", "bob-secret"),
+    );
     let socket = TurnSocket::allocate(config).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     // The nonce is stale now: the ChannelBind gets 438 and is sent again.
     let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let peer_addr: SocketAddr = peer.local_addr().unwrap();
-    timeout(LIMIT, socket.add_peer(peer_addr)).await.unwrap().unwrap();
+    timeout(LIMIT, socket.add_peer(peer_addr))
+        .await
+        .unwrap()
+        .unwrap();
     let log = std::fs::read_to_string(coturn.log_path()).unwrap();
-    assert!(log.contains("438"), "coturn never answered 438:\n{}", coturn.log_tail(30));
+    assert!(
+        log.contains("438"),
+        "coturn never answered 438:\n{}",
+        coturn.log_tail(30)
+    );
     socket.send_to(b"after 438", peer_addr).await.unwrap();
     let mut buf = [0u8; 64];
-    let (n, from) = timeout(LIMIT, peer.recv_from(&mut buf)).await.unwrap().unwrap();
-    assert_eq!((&buf[..n], from), (&b"after 438"[..], socket.relayed_addr()));
+    let (n, from) = timeout(LIMIT, peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (&buf[..n], from),
+        (&b"after 438"[..], socket.relayed_addr())
+    );
 }

@@ -4,15 +4,20 @@
 //! recovery after a Kamailio restart, a new push token, and 555.
 #![allow(
     clippy::unwrap_used,
-    reason = "a failed interop step should fail loudly"
+    clippy::print_stdout,
+    reason = "a failed interop step should fail loudly; the numbers measured are printed"
 )]
 
 use std::net::{SocketAddr, TcpListener};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use proxy_client::InstanceId;
 use proxy_client::outbound::{FlowFailure, OutboundConfig, ProxyTarget};
-use proxy_client::outbound_client::{OutboundClient, OutboundClientConfig, OutboundEvent, OutboundHandle};
+use proxy_client::outbound_client::{
+    OutboundClient, OutboundClientConfig, OutboundEvent, OutboundHandle,
+};
 use proxy_client::push::PushToken;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -42,9 +47,15 @@ fn client_config(
     let tls = TlsClientConfig::with_ca_pem(ca.ca_cert_pem().as_bytes()).unwrap();
     let registrar = format!("sip:127.0.0.1:{}", kamailio.sip_port());
     let aor = format!("sip:{USER}@127.0.0.1");
-    OutboundClientConfig::new(&registrar, &aor, USER, instance, OutboundConfig::new(proxies))
-        .with_credentials(USER, PASSWORD)
-        .with_transport(TransportConfig::default().with_tls_client(tls))
+    OutboundClientConfig::new(
+        &registrar,
+        &aor,
+        USER,
+        instance,
+        OutboundConfig::new(proxies),
+    )
+    .with_credentials(USER, PASSWORD)
+    .with_transport(TransportConfig::default().with_tls_client(tls))
 }
 
 /// Waits for the first event `pick` accepts, collecting all on the way.
@@ -94,7 +105,11 @@ async fn binding_where(kamailio: &Kamailio, ok: impl Fn(&Binding) -> bool) -> Bi
 
 async fn start(
     config: OutboundClientConfig,
-) -> (OutboundHandle, mpsc::Receiver<OutboundEvent>, Vec<OutboundEvent>) {
+) -> (
+    OutboundHandle,
+    mpsc::Receiver<OutboundEvent>,
+    Vec<OutboundEvent>,
+) {
     let (handle, events) = OutboundClient::spawn(config).unwrap();
     (handle, events, Vec::new())
 }
@@ -104,13 +119,20 @@ async fn registers_over_tls_with_instance_reg_id_ob_and_push_parameters() {
     let ca = TestCa::new().unwrap();
     let kamailio = Kamailio::builder().with_tls(&ca).start().unwrap();
     let id = instance(1);
-    let token = PushToken::new("fcm", "token-one").unwrap().with_param("proj-42").unwrap();
+    let token = PushToken::new("fcm", "token-one")
+        .unwrap()
+        .with_param("proj-42")
+        .unwrap();
     let config = client_config(&kamailio, &ca, vec![tls_target(&kamailio)], id).with_push(token);
     let (handle, mut events, mut seen) = start(config).await;
 
-    let (reg_id, contact) = wait_for(&mut events, &mut seen, Duration::from_secs(15), registered).await;
+    let (reg_id, contact) =
+        wait_for(&mut events, &mut seen, Duration::from_secs(15), registered).await;
     assert_eq!(reg_id, 1);
-    assert!(contact.contains(";transport=tls;ob;pn-provider=fcm"), "{contact}");
+    assert!(
+        contact.contains(";transport=tls;ob;pn-provider=fcm"),
+        "{contact}"
+    );
     let binding = binding_where(&kamailio, |b| b.address.contains("token-one")).await;
     println!("binding at the registrar: {binding:?}");
     assert!(binding.address.contains(";ob"), "{binding:?}");
@@ -121,7 +143,10 @@ async fn registers_over_tls_with_instance_reg_id_ob_and_push_parameters() {
     let stored = binding.instance.clone().unwrap();
     assert!(stored.contains(&id.to_string()), "{stored} vs {id}");
     assert!(
-        binding.received.as_deref().is_some_and(|r| r.contains("transport=tls")),
+        binding
+            .received
+            .as_deref()
+            .is_some_and(|r| r.contains("transport=tls")),
         "{binding:?}"
     );
 
@@ -165,14 +190,23 @@ async fn a_dead_first_proxy_fails_over_to_the_second() {
         ProxyTarget::new(Transport::Tls, dead).with_server_name("sip.test"),
         tls_target(&kamailio),
     ];
-    let (handle, mut events, mut seen) = start(client_config(&kamailio, &ca, proxies, instance(2))).await;
+    let (handle, mut events, mut seen) =
+        start(client_config(&kamailio, &ca, proxies, instance(2))).await;
     let started = Instant::now();
-    let proxy = wait_for(&mut events, &mut seen, Duration::from_secs(15), |e| match e {
-        OutboundEvent::FlowUp { proxy, .. } => Some(*proxy),
-        _ => None,
-    })
+    let proxy = wait_for(
+        &mut events,
+        &mut seen,
+        Duration::from_secs(15),
+        |e| match e {
+            OutboundEvent::FlowUp { proxy, .. } => Some(*proxy),
+            _ => None,
+        },
+    )
     .await;
-    println!("up on proxy {proxy} after {:?}; events: {seen:?}", started.elapsed());
+    println!(
+        "up on proxy {proxy} after {:?}; events: {seen:?}",
+        started.elapsed()
+    );
     assert_eq!(proxy, 1);
     assert!(seen.iter().any(|e| matches!(
         e,
@@ -182,7 +216,10 @@ async fn a_dead_first_proxy_fails_over_to_the_second() {
             ..
         }
     )));
-    assert!(started.elapsed() < Duration::from_secs(5), "fail-over does not wait");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "fail-over does not wait"
+    );
     binding_where(&kamailio, |b| b.reg_id == Some(1)).await;
     handle.shutdown().await;
 }
@@ -201,11 +238,19 @@ async fn the_client_is_back_within_30_s_after_a_kamailio_restart() {
 
     let restarted = Instant::now();
     tokio::task::block_in_place(|| kamailio.restart()).unwrap();
-    assert!(kamailio.registered_bindings(USER).unwrap().is_empty(), "the location table starts empty");
-    wait_for(&mut events, &mut seen, Duration::from_secs(30), |e| match e {
-        OutboundEvent::FlowFailed { reason, .. } => Some(*reason),
-        _ => None,
-    })
+    assert!(
+        kamailio.registered_bindings(USER).unwrap().is_empty(),
+        "the location table starts empty"
+    );
+    wait_for(
+        &mut events,
+        &mut seen,
+        Duration::from_secs(30),
+        |e| match e {
+            OutboundEvent::FlowFailed { reason, .. } => Some(*reason),
+            _ => None,
+        },
+    )
     .await;
     wait_for(&mut events, &mut seen, Duration::from_secs(30), registered).await;
     binding_where(&kamailio, |b| b.reg_id == Some(1)).await;
@@ -218,17 +263,28 @@ async fn the_client_is_back_within_30_s_after_a_kamailio_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_555_makes_the_client_register_without_push_parameters() {
     let ca = TestCa::new().unwrap();
-    let kamailio = Kamailio::builder().with_tls(&ca).with_push_refused().start().unwrap();
+    let kamailio = Kamailio::builder()
+        .with_tls(&ca)
+        .with_push_refused()
+        .start()
+        .unwrap();
     let token = PushToken::new("apns", "abcdef").unwrap();
-    let config = client_config(&kamailio, &ca, vec![tls_target(&kamailio)], instance(4)).with_push(token);
+    let config =
+        client_config(&kamailio, &ca, vec![tls_target(&kamailio)], instance(4)).with_push(token);
     let (handle, mut events, mut seen) = start(config).await;
     let (_, contact) = wait_for(&mut events, &mut seen, Duration::from_secs(15), registered).await;
-    assert!(seen.iter().any(|e| matches!(e, OutboundEvent::PushRefused { reg_id: 1 })), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|e| matches!(e, OutboundEvent::PushRefused { reg_id: 1 })),
+        "{seen:?}"
+    );
     assert!(!contact.contains("pn-"), "{contact}");
     let binding = binding_where(&kamailio, |b| b.reg_id == Some(1)).await;
     assert!(!binding.address.contains("pn-"), "{binding:?}");
     assert!(
-        !seen.iter().any(|e| matches!(e, OutboundEvent::FlowFailed { .. })),
+        !seen
+            .iter()
+            .any(|e| matches!(e, OutboundEvent::FlowFailed { .. })),
         "a 555 is not a flow failure: {seen:?}"
     );
     handle.shutdown().await;

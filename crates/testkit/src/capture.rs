@@ -188,7 +188,7 @@ fn rtp_payload(p: &[u8]) -> Option<&[u8]> {
 }
 
 fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())

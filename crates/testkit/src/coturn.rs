@@ -190,9 +190,12 @@ impl CoturnBuilder {
             env: Vec::new(),
             lifetime: self.lifetime,
         })?;
-        net::wait_until(&mut process, "the UDP and TCP listeners", self.ready_timeout, || {
-            Ok(net::is_listening(Protocol::Udp, port) && net::is_listening(Protocol::Tcp, port))
-        })?;
+        net::wait_until(
+            &mut process,
+            "the UDP and TCP listeners",
+            self.ready_timeout,
+            || Ok(net::is_listening(Protocol::Udp, port) && net::is_listening(Protocol::Tcp, port)),
+        )?;
         if let Some(tls_port) = tls_port {
             net::wait_until(&mut process, "the TLS listener", self.ready_timeout, || {
                 Ok(net::is_listening(Protocol::Tcp, tls_port))
@@ -278,8 +281,7 @@ impl Coturn {
     /// 127.0.0.1:port for TURN over TLS, when enabled.
     #[must_use]
     pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_port
-            .map(|p| SocketAddr::from((net::LOCALHOST, p)))
+        self.tls_port.map(|p| SocketAddr::from((net::LOCALHOST, p)))
     }
 
     /// The relay port range.
@@ -326,7 +328,11 @@ impl Coturn {
     /// # Errors
     ///
     /// [`PeerError::Timeout`] when none ended within `limit`.
-    pub fn wait_for_ended_sessions(&self, username: &str, limit: Duration) -> Result<Vec<TurnSession>> {
+    pub fn wait_for_ended_sessions(
+        &self,
+        username: &str,
+        limit: Duration,
+    ) -> Result<Vec<TurnSession>> {
         let start = Instant::now();
         loop {
             let ended: Vec<TurnSession> = self

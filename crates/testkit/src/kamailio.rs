@@ -436,7 +436,9 @@ impl Kamailio {
         self.process.stop()?;
         let log = self.process.log_path().to_path_buf();
         let _ = fs::rename(&log, log.with_extension("log.1"));
-        self.process = self.launch.spawn(self.dir.path(), self.sip_port, self.tls_port)?;
+        self.process = self
+            .launch
+            .spawn(self.dir.path(), self.sip_port, self.tls_port)?;
         Ok(())
     }
 
@@ -547,7 +549,9 @@ fn parse_bindings(text: &str) -> Vec<Binding> {
             });
             continue;
         }
-        let Some(b) = bindings.last_mut() else { continue };
+        let Some(b) = bindings.last_mut() else {
+            continue;
+        };
         let present = !value.is_empty() && value != "[not set]";
         match key {
             "Instance" if present => b.instance = Some(value.to_owned()),

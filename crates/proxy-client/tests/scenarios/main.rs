@@ -23,7 +23,10 @@ pub struct FixedRng {
 impl FixedRng {
     /// Jitter at its lowest (50 % of a back-off, 80 % of a keep-alive).
     pub fn lowest() -> Self {
-        FixedRng { value: 0, counter: 0 }
+        FixedRng {
+            value: 0,
+            counter: 0,
+        }
     }
 
     /// Jitter at its highest (100 %).

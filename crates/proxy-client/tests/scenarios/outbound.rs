@@ -12,7 +12,12 @@ use crate::FixedRng;
 
 fn proxies(n: usize, transport: Transport) -> Vec<ProxyTarget> {
     (0..n)
-        .map(|i| ProxyTarget::new(transport, format!("127.0.0.{}:5061", i + 1).parse().unwrap()))
+        .map(|i| {
+            ProxyTarget::new(
+                transport,
+                format!("127.0.0.{}:5061", i + 1).parse().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -82,7 +87,10 @@ fn rfc5626_4_5_back_off_doubles_from_30_s_up_to_1800_s_with_jitter() {
             // 50 % of 60, 120, 240, 480, 960, 1800 ...
             [30, 60, 120, 240, 480, 900, 900, 900],
         ),
-        (FixedRng::highest(), [60, 120, 240, 480, 960, 1800, 1800, 1800]),
+        (
+            FixedRng::highest(),
+            [60, 120, 240, 480, 960, 1800, 1800, 1800],
+        ),
     ] {
         let t0 = Instant::now();
         let mut m = manager(1, 1, rng);
@@ -124,7 +132,11 @@ fn rfc5626_4_5_base_is_90_s_while_another_flow_is_up() {
             _ => None,
         })
         .collect();
-    assert_eq!(connects.iter().map(|c| c.1).collect::<Vec<_>>(), [0, 1], "one proxy per flow");
+    assert_eq!(
+        connects.iter().map(|c| c.1).collect::<Vec<_>>(),
+        [0, 1],
+        "one proxy per flow"
+    );
     bring_up(&mut m, t0, connects[0].0);
     m.handle_connect_failed(t0, connects[1].0);
     let actions = drain(&mut m);
@@ -161,7 +173,10 @@ fn rfc5626_4_4_1_missing_pong_fails_the_flow_and_it_is_replaced_at_once() {
     let t = t + Duration::from_millis(300) + Duration::from_secs(96);
     assert_eq!(m.poll_timeout(), Some(t));
     m.handle_timeout(t);
-    assert!(matches!(drain(&mut m)[..], [FlowAction::SendKeepAlive { .. }]));
+    assert!(matches!(
+        drain(&mut m)[..],
+        [FlowAction::SendKeepAlive { .. }]
+    ));
     // No pong: failed after 10 s, and replaced on the same proxy without
     // waiting, since the flow had been up.
     assert_eq!(m.poll_timeout(), Some(t + Duration::from_secs(10)));
@@ -217,13 +232,20 @@ fn rfc5626_4_4_2_stun_keepalive_on_udp_and_nat_rebinding_fails_the_flow() {
             other => panic!("{other:?}"),
         };
         let request = StunMessage::decode(&ping).unwrap();
-        assert_eq!((request.class, request.method), (Class::Request, Method::BINDING));
+        assert_eq!(
+            (request.class, request.method),
+            (Class::Request, Method::BINDING)
+        );
         let response = StunMessage::new(Class::Success, Method::BINDING, request.transaction_id)
             .with(Attribute::XorMappedAddress(mapped.parse().unwrap()))
             .encode(None, true);
         // A response to another transaction is not our pong.
-        let stray = StunMessage::new(Class::Success, Method::BINDING, proxy_client::stun::TransactionId([9; 12]))
-            .encode(None, true);
+        let stray = StunMessage::new(
+            Class::Success,
+            Method::BINDING,
+            proxy_client::stun::TransactionId([9; 12]),
+        )
+        .encode(None, true);
         assert!(!m.handle_stun(t, flow, &stray));
         assert!(m.handle_stun(t, flow, &response));
     };
@@ -304,9 +326,21 @@ fn proxy_restart_recovers_and_a_push_wake_skips_the_back_off() {
     assert_eq!(m.proxy_failures(), [0], "success resets the count");
     // Woken again while up: a fast re-registration on the live flow.
     m.wake(t + Duration::from_secs(1));
-    assert_eq!(drain(&mut m), [FlowAction::Register { flow: woken, reg_id: 1 }]);
+    assert_eq!(
+        drain(&mut m),
+        [FlowAction::Register {
+            flow: woken,
+            reg_id: 1
+        }]
+    );
     m.reregister();
-    assert_eq!(drain(&mut m), [FlowAction::Register { flow: woken, reg_id: 1 }]);
+    assert_eq!(
+        drain(&mut m),
+        [FlowAction::Register {
+            flow: woken,
+            reg_id: 1
+        }]
+    );
     m.stop();
     assert_eq!(drain(&mut m), [FlowAction::Close { flow: woken }]);
     assert_eq!(m.poll_timeout(), None);

@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use proxy_client::stun::{Attribute, ChannelData, Class, IntegrityKey, Method, StunMessage};
-use proxy_client::turn::{AllocationState, TurnClient, TurnConfig, TurnCredentials, TurnError, TurnEvent};
+use proxy_client::turn::{
+    AllocationState, TurnClient, TurnConfig, TurnCredentials, TurnError, TurnEvent,
+};
 
 use crate::FixedRng;
 
@@ -70,8 +72,10 @@ impl Server {
         let request = StunMessage::decode(data).unwrap();
         if request.class == Class::Indication {
             assert_eq!(request.method, Method::SEND);
-            self.relayed_data
-                .push((request.peer_address().unwrap(), request.data().unwrap().to_vec()));
+            self.relayed_data.push((
+                request.peer_address().unwrap(),
+                request.data().unwrap().to_vec(),
+            ));
             return None;
         }
         self.requests.push((request.method, request.lifetime()));
@@ -88,7 +92,9 @@ impl Server {
         if request.method == Method::ALLOCATE {
             response = response
                 .with(Attribute::XorRelayedAddress(relayed()))
-                .with(Attribute::XorMappedAddress("203.0.113.9:61000".parse().unwrap()))
+                .with(Attribute::XorMappedAddress(
+                    "203.0.113.9:61000".parse().unwrap(),
+                ))
                 .with(Attribute::Lifetime(600));
         } else if request.method == Method::REFRESH {
             response = response.with(Attribute::Lifetime(request.lifetime().unwrap()));
@@ -99,7 +105,8 @@ impl Server {
                     _ => None,
                 })
                 .unwrap();
-            self.channels.insert(channel, request.peer_address().unwrap());
+            self.channels
+                .insert(channel, request.peer_address().unwrap());
         }
         Some(response.encode(Some(&self.key), true))
     }
@@ -143,7 +150,11 @@ fn rfc8656_7_allocate_answers_the_401_then_relays_through_a_channel() {
             lifetime: Duration::from_secs(600)
         }]
     );
-    assert_eq!(s.requests.len(), 2, "unauthenticated, then with credentials");
+    assert_eq!(
+        s.requests.len(),
+        2,
+        "unauthenticated, then with credentials"
+    );
     assert!(matches!(c.state(), AllocationState::Allocated { .. }));
 
     // Sending before the channel exists queues; the ChannelBind's answer flushes.
@@ -151,24 +162,47 @@ fn rfc8656_7_allocate_answers_the_401_then_relays_through_a_channel() {
     c.send_to(now, peer(), b"two").unwrap();
     assert!(!c.is_peer_ready(peer()));
     let events = exchange(&mut c, &mut s, now);
-    assert_eq!(events, [TurnEvent::ChannelBound { peer: peer(), channel: 0x4000 }]);
-    assert_eq!(s.relayed_data, [(peer(), b"one".to_vec()), (peer(), b"two".to_vec())]);
+    assert_eq!(
+        events,
+        [TurnEvent::ChannelBound {
+            peer: peer(),
+            channel: 0x4000
+        }]
+    );
+    assert_eq!(
+        s.relayed_data,
+        [(peer(), b"one".to_vec()), (peer(), b"two".to_vec())]
+    );
     assert_eq!(c.statistics().channel_data_sent, 2);
 
     // From the peer: as ChannelData and as a Data indication.
-    c.handle_input(now, server_addr(), &ChannelData::encode(0x4000, b"back", false));
-    let indication = StunMessage::new(Class::Indication, Method::DATA, proxy_client::stun::TransactionId([3; 12]))
-        .with(Attribute::XorPeerAddress(peer()))
-        .with(Attribute::Data(b"also".to_vec()))
-        .encode(None, true);
+    c.handle_input(
+        now,
+        server_addr(),
+        &ChannelData::encode(0x4000, b"back", false),
+    );
+    let indication = StunMessage::new(
+        Class::Indication,
+        Method::DATA,
+        proxy_client::stun::TransactionId([3; 12]),
+    )
+    .with(Attribute::XorPeerAddress(peer()))
+    .with(Attribute::Data(b"also".to_vec()))
+    .encode(None, true);
     c.handle_input(now, server_addr(), &indication);
     // Not from the server: ignored.
     c.handle_input(now, peer(), &ChannelData::encode(0x4000, b"forged", false));
     assert_eq!(
         std::iter::from_fn(|| c.poll_event()).collect::<Vec<_>>(),
         [
-            TurnEvent::Data { peer: peer(), data: b"back".to_vec() },
-            TurnEvent::Data { peer: peer(), data: b"also".to_vec() }
+            TurnEvent::Data {
+                peer: peer(),
+                data: b"back".to_vec()
+            },
+            TurnEvent::Data {
+                peer: peer(),
+                data: b"also".to_vec()
+            }
         ]
     );
     assert_eq!(c.statistics().ignored_input, 1);
@@ -184,10 +218,19 @@ fn rfc8656_send_indications_after_create_permission() {
     let other_port: SocketAddr = "198.51.100.7:4002".parse().unwrap();
     c.send_to(now, other_port, b"y").unwrap(); // same IP: one permission
     let events = exchange(&mut c, &mut s, now);
-    assert_eq!(events, [TurnEvent::PermissionInstalled { peer: peer().ip() }]);
-    assert_eq!(s.relayed_data, [(peer(), b"x".to_vec()), (other_port, b"y".to_vec())]);
     assert_eq!(
-        s.requests.iter().filter(|r| r.0 == Method::CREATE_PERMISSION).count(),
+        events,
+        [TurnEvent::PermissionInstalled { peer: peer().ip() }]
+    );
+    assert_eq!(
+        s.relayed_data,
+        [(peer(), b"x".to_vec()), (other_port, b"y".to_vec())]
+    );
+    assert_eq!(
+        s.requests
+            .iter()
+            .filter(|r| r.0 == Method::CREATE_PERMISSION)
+            .count(),
         1
     );
     assert_eq!(c.statistics().send_indications_sent, 2);
@@ -208,11 +251,16 @@ fn rfc8489_6_2_1_requests_are_retransmitted_then_time_out_after_39_5_s() {
         while c.poll_transmit().is_some() {
             sent.push((now - t0).as_millis());
         }
-        let Some(deadline) = c.poll_timeout() else { break };
+        let Some(deadline) = c.poll_timeout() else {
+            break;
+        };
         now = deadline;
         c.handle_timeout(now);
         if let Some(event) = c.poll_event() {
-            assert_eq!(event, TurnEvent::Failed(TurnError::Timeout { method: "Allocate" }));
+            assert_eq!(
+                event,
+                TurnEvent::Failed(TurnError::Timeout { method: "Allocate" })
+            );
             break;
         }
     }
@@ -235,7 +283,10 @@ fn rfc8656_7_3_refresh_a_minute_before_expiry_through_a_stale_nonce() {
     c.handle_timeout(t);
     assert_eq!(
         exchange(&mut c, &mut s, t),
-        [TurnEvent::ChannelBound { peer: peer(), channel: 0x4000 }]
+        [TurnEvent::ChannelBound {
+            peer: peer(),
+            channel: 0x4000
+        }]
     );
     // ... and the allocation 60 s before its 600 s run out; the server
     // has changed its nonce (438), the client follows.
@@ -247,8 +298,17 @@ fn rfc8656_7_3_refresh_a_minute_before_expiry_through_a_stale_nonce() {
     assert_eq!(c.poll_timeout(), Some(t));
     c.handle_timeout(t);
     let events = exchange(&mut c, &mut s, t);
-    assert_eq!(events, [TurnEvent::Refreshed { lifetime: Duration::from_secs(600) }]);
-    let refreshes: Vec<_> = s.requests.iter().filter(|r| r.0 == Method::REFRESH).collect();
+    assert_eq!(
+        events,
+        [TurnEvent::Refreshed {
+            lifetime: Duration::from_secs(600)
+        }]
+    );
+    let refreshes: Vec<_> = s
+        .requests
+        .iter()
+        .filter(|r| r.0 == Method::REFRESH)
+        .collect();
     assert_eq!(refreshes.len(), 2, "the 438 and the retry");
     match c.state() {
         AllocationState::Allocated { expires, .. } => {
@@ -286,7 +346,10 @@ fn rfc8656_a_refused_password_and_a_forged_response_are_told_apart() {
     let request = StunMessage::decode(&second.data).unwrap();
     let forged = StunMessage::new(Class::Success, Method::ALLOCATE, request.transaction_id)
         .with(Attribute::XorRelayedAddress(relayed()))
-        .encode(Some(&IntegrityKey::long_term("alice", REALM, "guess")), true);
+        .encode(
+            Some(&IntegrityKey::long_term("alice", REALM, "guess")),
+            true,
+        );
     c.handle_input(now, server_addr(), &forged);
     assert_eq!(c.poll_event(), None);
     assert_eq!(c.statistics().ignored_input, 1);
