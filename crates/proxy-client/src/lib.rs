@@ -10,7 +10,7 @@
 //! | [`InstanceId`] | the installation's UUID URN | RFC 5626 §4.1 |
 //! | [`stun`] | STUN messages, MESSAGE-INTEGRITY, FINGERPRINT, ChannelData | RFC 8489 |
 //! | [`turn`] | sans-IO [`TurnClient`](turn::TurnClient): Allocate (long-term and REST credentials), Refresh, CreatePermission, ChannelBind, Send/Data | RFC 8656 |
-//! | [`turn_socket`] | [`TurnSocket`](turn_socket::TurnSocket): `send_to`/`recv_from` through a TURN relay on tokio | RFC 8656 |
+//! | [`turn_socket`] | [`TurnSocket`](turn_socket::TurnSocket): `send_to`/`recv_from` through a TURN relay on tokio, reached over UDP, TCP or TLS | RFC 8656 |
 //!
 //! It is not a user agent: calls, dialogs and media stay with the caller.
 //! The outbound client hands incoming requests over and registers; the

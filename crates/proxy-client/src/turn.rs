@@ -223,6 +223,9 @@ pub enum TurnError {
     /// All 4096 channel numbers are in use.
     #[error("no channel number left")]
     NoChannelLeft,
+    /// The connection to the TURN server (TCP, TLS) closed.
+    #[error("the connection to the TURN server closed")]
+    ConnectionLost,
     /// The datagram is larger than TURN can carry (65535 bytes).
     #[error("datagram of {0} bytes is too large")]
     TooLarge(usize),
@@ -493,6 +496,15 @@ impl<R: RngCore> TurnClient<R> {
                 self.events.push_back(TurnEvent::Closed);
             }
             AllocationState::Closing | AllocationState::Closed => {}
+        }
+    }
+
+    /// The stream to the server closed (TCP, TLS): the allocation is gone.
+    pub fn handle_connection_lost(&mut self) {
+        match self.state {
+            AllocationState::Closed => {}
+            AllocationState::Closing => self.finish_close(),
+            _ => self.lose(TurnError::ConnectionLost),
         }
     }
 

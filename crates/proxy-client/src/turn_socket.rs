@@ -30,10 +30,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use tokio::net::UdpSocket;
+use rustls_pki_types::ServerName;
+use sip_tokio::TlsClientConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
+use tokio_rustls::TlsConnector;
 use tracing::{Instrument, debug};
 
+use crate::stun::{ChannelData, StunMessage};
 use crate::turn::{
     AllocationState, TurnClient, TurnConfig, TurnCredentials, TurnError, TurnEvent, TurnStatistics,
 };
@@ -43,6 +48,27 @@ use crate::turn::{
 const RECEIVE_QUEUE: usize = 1024;
 /// How long [`TurnSocket::close`] waits for the server to confirm.
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
+/// Connecting (and the TLS handshake) to the TURN server must finish within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the client reaches the TURN server. The relayed side is UDP in
+/// every case (REQUESTED-TRANSPORT 17).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum TurnTransport {
+    /// UDP (port 3478 usually).
+    Udp,
+    /// TCP (RFC 8656 §3.1; usually port 3478).
+    Tcp,
+    /// TLS over TCP (usually port 5349 or 443), the certificate verified
+    /// for `server_name`.
+    Tls {
+        /// The name the server's certificate must carry.
+        server_name: String,
+        /// Trusted roots.
+        tls: TlsClientConfig,
+    },
+}
 
 /// What can go wrong with a [`TurnSocket`].
 #[derive(Debug, Clone, thiserror::Error)]
@@ -54,7 +80,7 @@ pub enum TurnSocketError {
     /// A socket operation failed.
     #[error("{operation} failed: {source}")]
     Io {
-        /// `bind`, `send` or `receive`.
+        /// `bind`, `connect`, `TLS handshake`, `send` or `receive`.
         operation: &'static str,
         /// The underlying error.
         #[source]
@@ -63,6 +89,12 @@ pub enum TurnSocketError {
     /// The socket was closed.
     #[error("TURN socket closed")]
     Closed,
+    /// Connecting to the TURN server took too long.
+    #[error("connecting to the TURN server timed out")]
+    ConnectTimeout,
+    /// The TLS server name is not a DNS name or IP address.
+    #[error("invalid TLS server name {0:?}")]
+    InvalidServerName(String),
 }
 
 /// REST-style credentials valid for `validity` from now (reads the system
@@ -138,13 +170,64 @@ impl TurnSocket {
     /// As [`allocate`](Self::allocate).
     pub async fn allocate_from(
         local: SocketAddr,
-        mut config: TurnConfig,
+        config: TurnConfig,
     ) -> Result<TurnSocket, TurnSocketError> {
-        config.reliable = false;
         let socket = UdpSocket::bind(local)
             .await
             .map_err(|e| io_error("bind", e))?;
         let local = socket.local_addr().map_err(|e| io_error("bind", e))?;
+        Self::start(Link::Udp(socket), local, config).await
+    }
+
+    /// Allocates over the given client-to-server transport: UDP as
+    /// [`allocate`](Self::allocate), or a TCP or TLS connection to
+    /// `config.server` for networks that let no UDP out.
+    ///
+    /// # Errors
+    ///
+    /// As [`allocate`](Self::allocate), plus [`TurnSocketError::ConnectTimeout`],
+    /// [`TurnSocketError::InvalidServerName`] and connect or handshake failures.
+    pub async fn allocate_over(
+        transport: TurnTransport,
+        config: TurnConfig,
+    ) -> Result<TurnSocket, TurnSocketError> {
+        let (tls, server_name) = match transport {
+            TurnTransport::Udp => return Self::allocate(config).await,
+            TurnTransport::Tcp => (None, None),
+            TurnTransport::Tls { server_name, tls } => (Some(tls), Some(server_name)),
+        };
+        let connect = async {
+            let stream = TcpStream::connect(config.server)
+                .await
+                .map_err(|e| io_error("connect", e))?;
+            let _ = stream.set_nodelay(true);
+            let local = stream.local_addr().map_err(|e| io_error("connect", e))?;
+            let link = match (tls, server_name) {
+                (Some(tls), Some(name)) => {
+                    let server_name = ServerName::try_from(name.clone())
+                        .map_err(|_| TurnSocketError::InvalidServerName(name))?;
+                    let stream = TlsConnector::from(tls.rustls().clone())
+                        .connect(server_name, stream)
+                        .await
+                        .map_err(|e| io_error("TLS handshake", e))?;
+                    Link::stream(stream)
+                }
+                _ => Link::stream(stream),
+            };
+            Ok::<_, TurnSocketError>((link, local))
+        };
+        let (link, local) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+            .await
+            .map_err(|_| TurnSocketError::ConnectTimeout)??;
+        Self::start(link, local, config).await
+    }
+
+    async fn start(
+        link: Link,
+        local: SocketAddr,
+        mut config: TurnConfig,
+    ) -> Result<TurnSocket, TurnSocketError> {
+        config.reliable = !matches!(link, Link::Udp(_));
         let server = config.server;
         let mut client = TurnClient::new(config, StdRng::from_os_rng());
         let now = crate::now();
@@ -154,7 +237,8 @@ impl TurnSocket {
         let (ready_tx, ready_rx) = oneshot::channel();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let task = Task {
-            socket,
+            link,
+            server,
             client,
             commands: command_rx,
             data: data_tx,
@@ -188,7 +272,7 @@ impl TurnSocket {
         self.mapped
     }
 
-    /// The local UDP socket's address.
+    /// The local address (of the UDP socket or the TCP connection).
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.local
@@ -283,8 +367,91 @@ impl TurnSocket {
 
 type Ready = oneshot::Sender<Result<(SocketAddr, Option<SocketAddr>), TurnSocketError>>;
 
+/// The path to the TURN server.
+enum Link {
+    Udp(UdpSocket),
+    Stream {
+        reader: Box<dyn AsyncRead + Unpin + Send>,
+        writer: Box<dyn AsyncWrite + Unpin + Send>,
+        /// Bytes read but not yet a whole frame.
+        buffer: Vec<u8>,
+    },
+}
+
+impl Link {
+    fn stream<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(stream: S) -> Link {
+        let (reader, writer) = tokio::io::split(stream);
+        Link::Stream {
+            reader: Box::new(reader),
+            writer: Box::new(writer),
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Waits for input: a datagram, or bytes on the stream cut into STUN
+    /// messages and ChannelData frames (RFC 8656 §12.5). Cancel-safe: the
+    /// only await is the read itself. An empty list with `Ok` means nothing
+    /// complete yet; `Err` a closed or broken stream.
+    async fn receive(
+        &mut self,
+        server: SocketAddr,
+        scratch: &mut [u8],
+    ) -> io::Result<Vec<(SocketAddr, Vec<u8>)>> {
+        match self {
+            Link::Udp(socket) => {
+                let (n, from) = socket.recv_from(scratch).await?;
+                Ok(vec![(from, scratch[..n].to_vec())])
+            }
+            Link::Stream { reader, buffer, .. } => {
+                let n = reader.read(scratch).await?;
+                if n == 0 {
+                    return Err(io::ErrorKind::UnexpectedEof.into());
+                }
+                buffer.extend_from_slice(&scratch[..n]);
+                let mut frames = Vec::new();
+                loop {
+                    let length = if ChannelData::is_channel_data(buffer) {
+                        ChannelData::frame_len(buffer)
+                    } else if buffer.first().is_some_and(|b| *b < 0x40) {
+                        StunMessage::frame_len(buffer)
+                    } else if buffer.is_empty() {
+                        None
+                    } else {
+                        return Err(io::ErrorKind::InvalidData.into());
+                    };
+                    match length {
+                        Some(len) if buffer.len() >= len => {
+                            let rest = buffer.split_off(len);
+                            frames.push((server, std::mem::replace(buffer, rest)));
+                        }
+                        _ => break,
+                    }
+                }
+                Ok(frames)
+            }
+        }
+    }
+
+    async fn send(&mut self, data: &[u8], to: SocketAddr) -> io::Result<()> {
+        match self {
+            Link::Udp(socket) => socket.send_to(data, to).await.map(|_| ()),
+            Link::Stream { writer, .. } => writer.write_all(data).await,
+        }
+    }
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Link::Udp(_) => "Link::Udp",
+            Link::Stream { .. } => "Link::Stream",
+        })
+    }
+}
+
 struct Task {
-    socket: UdpSocket,
+    link: Link,
+    server: SocketAddr,
     client: TurnClient<StdRng>,
     commands: mpsc::Receiver<Command>,
     data: mpsc::Sender<(SocketAddr, Vec<u8>)>,
@@ -317,10 +484,21 @@ impl Task {
                 }
             };
             tokio::select! {
-                received = self.socket.recv_from(&mut buf) => match received {
-                    Ok((n, from)) => self.client.handle_input(crate::now(), from, &buf[..n]),
-                    // ICMP errors surface here on Linux; the transaction timers decide.
-                    Err(error) => debug!(%error, "TURN socket receive error"),
+                received = self.link.receive(self.server, &mut buf) => match received {
+                    Ok(frames) => {
+                        let now = crate::now();
+                        for (from, frame) in frames {
+                            self.client.handle_input(now, from, &frame);
+                        }
+                    }
+                    Err(error) if matches!(self.link, Link::Udp(_)) => {
+                        // ICMP errors surface here on Linux; the transaction timers decide.
+                        debug!(%error, "TURN socket receive error");
+                    }
+                    Err(error) => {
+                        debug!(%error, "TURN connection closed");
+                        self.client.handle_connection_lost();
+                    }
                 },
                 command = self.commands.recv(), if self.closing.is_none() => match command {
                     Some(command) => self.command(command),
@@ -372,8 +550,12 @@ impl Task {
     /// allocation is over.
     async fn pump(&mut self) -> bool {
         while let Some(t) = self.client.poll_transmit() {
-            if let Err(error) = self.socket.send_to(&t.data, t.destination).await {
+            if let Err(error) = self.link.send(&t.data, t.destination).await {
                 debug!(%error, "TURN socket send error");
+                if !matches!(self.link, Link::Udp(_)) {
+                    self.client.handle_connection_lost();
+                    break;
+                }
             }
         }
         let mut alive = true;

@@ -11,7 +11,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use proxy_client::turn::{TurnConfig, TurnCredentials, TurnError};
-use proxy_client::turn_socket::{TurnSocket, TurnSocketError, rest_credentials};
+use proxy_client::turn_socket::{TurnSocket, TurnSocketError, TurnTransport, rest_credentials};
+use sip_tokio::TlsClientConfig;
 use testkit::Coturn;
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
@@ -246,5 +247,73 @@ async fn a_stale_nonce_is_renewed_without_losing_the_allocation() {
     assert_eq!(
         (&buf[..n], from),
         (&b"after 438"[..], socket.relayed_addr())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_over_tcp_and_tls_relays_100_datagrams_each_way() {
+    let ca = testkit::TestCa::new().unwrap();
+    let coturn = Coturn::builder().with_tls(&ca).start().unwrap();
+    let peer = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+
+    let tcp = TurnSocket::allocate_over(
+        TurnTransport::Tcp,
+        TurnConfig::new(
+            coturn.addr(),
+            TurnCredentials::long_term("alice", "alice-secret"),
+        ),
+    )
+    .await
+    .unwrap();
+    exchange_with_plain_peer(&tcp, &peer).await;
+    assert_eq!(
+        tcp.statistics().retransmissions,
+        0,
+        "no retransmissions over TCP"
+    );
+    tcp.close().await;
+    assert_relayed(&coturn, "alice", DATAGRAMS as u64);
+
+    let tls = TlsClientConfig::with_ca_pem(ca.ca_cert_pem().as_bytes()).unwrap();
+    let over_tls = TurnSocket::allocate_over(
+        TurnTransport::Tls {
+            server_name: "localhost".into(),
+            tls,
+        },
+        TurnConfig::new(
+            coturn.tls_addr().unwrap(),
+            TurnCredentials::long_term("bob", "bob-secret"),
+        ),
+    )
+    .await
+    .unwrap();
+    exchange_with_plain_peer(&over_tls, &peer).await;
+    over_tls.close().await;
+    assert_relayed(&coturn, "bob", DATAGRAMS as u64);
+
+    // A server whose certificate is not trusted is refused.
+    let other = testkit::TestCa::new().unwrap();
+    let untrusted = TlsClientConfig::with_ca_pem(other.ca_cert_pem().as_bytes()).unwrap();
+    let error = TurnSocket::allocate_over(
+        TurnTransport::Tls {
+            server_name: "localhost".into(),
+            tls: untrusted,
+        },
+        TurnConfig::new(
+            coturn.tls_addr().unwrap(),
+            TurnCredentials::long_term("bob", "bob-secret"),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            TurnSocketError::Io {
+                operation: "TLS handshake",
+                ..
+            }
+        ),
+        "{error:?}"
     );
 }
