@@ -27,8 +27,13 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Incoming requests on the flows (an INVITE for this user) come out as
-//! [`OutboundEvent::Request`]; answer them with [`OutboundHandle::respond`].
+//! Signalling travels over the flows both ways: incoming requests (an INVITE
+//! for this user) come out as [`OutboundEvent::Request`], answered with
+//! [`OutboundHandle::respond`]; the app's own requests go with
+//! [`OutboundHandle::send_request`] (responses as [`OutboundEvent::Response`]),
+//! ACKs for 2xx with [`OutboundHandle::send_stateless`]. The dialog layer
+//! stays with the app; [`OutboundEvent::FlowUp`] gives the Contact and Via
+//! to put in its requests.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -55,8 +60,8 @@ use tracing::{Instrument, debug, info, warn};
 
 use crate::InstanceId;
 use crate::outbound::{
-    FlowAction, FlowFailure, FlowId, FlowManager, FlowStatus, OutboundConfig, OutboundError,
-    ProxyTarget, contact_params, contact_uri,
+    FlowAction, FlowFailure, FlowId, FlowManager, FlowState, FlowStatus, OutboundConfig,
+    OutboundError, ProxyTarget, contact_params, contact_uri,
 };
 use crate::push::{PushOutcome, PushState, PushToken};
 
@@ -146,8 +151,10 @@ pub enum OutboundEvent {
         reg_id: u32,
         /// Index of its proxy.
         proxy: usize,
-        /// The Contact URI registered on it.
+        /// The Contact URI registered on it (use it in dialog-forming requests).
         contact: String,
+        /// The Via sent-by of requests on this flow, e.g. `SIP/2.0/TLS 192.0.2.4:40312`.
+        via: String,
     },
     /// A flow failed; a replacement is on its way or backing off.
     FlowFailed {
@@ -188,6 +195,28 @@ pub enum OutboundEvent {
         /// The reg-id.
         reg_id: u32,
     },
+    /// A response to a request sent with [`OutboundHandle::send_request`]
+    /// (provisional ones too; the last one is final).
+    Response {
+        /// The request's identifier.
+        request: RequestId,
+        /// The response.
+        response: Message,
+    },
+    /// A 2xx retransmission for an INVITE whose transaction has ended: the
+    /// dialog layer sends its ACK again.
+    StrayResponse {
+        /// The response.
+        response: Message,
+    },
+    /// A request sent with [`OutboundHandle::send_request`] got no final
+    /// response: no flow was up, the transport failed, or Timer B/F fired.
+    RequestFailed {
+        /// The request's identifier.
+        request: RequestId,
+        /// What happened.
+        reason: RequestFailure,
+    },
     /// A request arrived on a flow; answer it with [`OutboundHandle::respond`].
     Request {
         /// The flow's reg-id, if it came on one.
@@ -199,6 +228,25 @@ pub enum OutboundEvent {
     },
 }
 
+/// Names a request sent with [`OutboundHandle::send_request`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RequestId(pub u64);
+
+/// Why a request sent over a flow got no final response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RequestFailure {
+    /// No flow was up (or not the one asked for).
+    NoFlow,
+    /// The request was refused by the transaction layer (no Via branch,
+    /// duplicate branch, a response instead of a request).
+    Rejected,
+    /// The flow's transport failed.
+    TransportError,
+    /// No final response in time (Timer B or F).
+    TimedOut,
+}
+
 /// The client is gone.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the outbound client has stopped")]
@@ -206,6 +254,16 @@ pub struct ClientStopped;
 
 #[derive(Debug)]
 enum Command {
+    SendRequest {
+        id: RequestId,
+        request: Message,
+        reg_id: Option<u32>,
+    },
+    SendStateless {
+        message: Message,
+        reg_id: Option<u32>,
+    },
+    Cancel(RequestId),
     SetPush(Option<PushToken>),
     Wake,
     Respond(ServerTxId, Message),
@@ -216,6 +274,7 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct OutboundHandle {
     commands: mpsc::UnboundedSender<Command>,
+    next_request: Arc<std::sync::atomic::AtomicU64>,
     status: Arc<Mutex<Vec<FlowStatus>>>,
     transports: Transports,
 }
@@ -241,6 +300,63 @@ impl OutboundHandle {
     /// [`ClientStopped`].
     pub fn woken_by_push(&self) -> Result<(), ClientStopped> {
         self.commands.send(Command::Wake).map_err(|_| ClientStopped)
+    }
+
+    /// Sends a request (INVITE, MESSAGE, OPTIONS, BYE, ...) in a client
+    /// transaction over the flow with `reg_id`, or any flow that is up. The
+    /// request carries its own top Via with a `z9hG4bK` branch, built from
+    /// the flow's [`OutboundEvent::FlowUp`] `via`; dialog-forming requests use
+    /// its `contact`. Responses come as [`OutboundEvent::Response`], failures
+    /// as [`OutboundEvent::RequestFailed`].
+    ///
+    /// # Errors
+    ///
+    /// [`ClientStopped`].
+    pub fn send_request(
+        &self,
+        request: Message,
+        reg_id: Option<u32>,
+    ) -> Result<RequestId, ClientStopped> {
+        let id = RequestId(
+            self.next_request
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        );
+        self.commands
+            .send(Command::SendRequest {
+                id,
+                request,
+                reg_id,
+            })
+            .map_err(|_| ClientStopped)?;
+        Ok(id)
+    }
+
+    /// Sends a message outside any transaction over a flow (the ACK for a
+    /// 2xx). Dropped when no flow is up.
+    ///
+    /// # Errors
+    ///
+    /// [`ClientStopped`].
+    pub fn send_stateless(
+        &self,
+        message: Message,
+        reg_id: Option<u32>,
+    ) -> Result<(), ClientStopped> {
+        self.commands
+            .send(Command::SendStateless { message, reg_id })
+            .map_err(|_| ClientStopped)
+    }
+
+    /// Cancels an INVITE sent with [`send_request`](Self::send_request)
+    /// (CANCEL goes once a provisional response arrived).
+    ///
+    /// # Errors
+    ///
+    /// [`ClientStopped`].
+    pub fn cancel(&self, request: RequestId) -> Result<(), ClientStopped> {
+        self.commands
+            .send(Command::Cancel(request))
+            .map_err(|_| ClientStopped)
     }
 
     /// Answers a request from [`OutboundEvent::Request`].
@@ -342,12 +458,14 @@ impl OutboundClient {
             connections: HashMap::new(),
             closing: HashMap::new(),
             deferred: Vec::new(),
+            requests: HashMap::new(),
             shutdown: None,
         };
         tokio::spawn(task.run().instrument(tracing::debug_span!("sip_outbound")));
         Ok((
             OutboundHandle {
                 commands,
+                next_request: Arc::new(std::sync::atomic::AtomicU64::new(1)),
                 status,
                 transports,
             },
@@ -375,6 +493,25 @@ struct FlowContext {
     retry_after: Option<Duration>,
 }
 
+impl FlowContext {
+    /// `SIP/2.0/TLS 192.0.2.4:40312`, or the .invalid host on WebSocket.
+    fn via(&self) -> String {
+        let host = match self.local {
+            Some(local) => local.to_string(),
+            None => self.invalid_host.clone(),
+        };
+        format!("SIP/2.0/{} {host}", self.target.transport.as_str())
+    }
+
+    fn destination(&self) -> Destination {
+        Destination {
+            transport: self.target.transport,
+            addr: self.target.addr,
+            connection: self.connection.map(|c| endpoint::ConnectionId(c.as_u64())),
+        }
+    }
+}
+
 struct Task {
     config: OutboundClientConfig,
     flows: FlowManager<StdRng>,
@@ -394,6 +531,8 @@ struct Task {
     closing: HashMap<u64, (Transport, SocketAddr)>,
     /// New flows waiting for an old connection to the same proxy to close.
     deferred: Vec<(FlowId, ProxyTarget)>,
+    /// The app's requests in flight.
+    requests: HashMap<ClientTxId, RequestId>,
     shutdown: Option<(tokio::time::Instant, oneshot::Sender<()>)>,
 }
 
@@ -566,16 +705,17 @@ impl Task {
                 reg_id,
                 proxy,
             } => {
-                let contact = self
+                let (contact, via) = self
                     .contexts
                     .get(&flow)
-                    .map(|c| c.contact.clone())
+                    .map(|c| (c.contact.clone(), c.via()))
                     .unwrap_or_default();
                 info!(reg_id, proxy, "outbound flow up");
                 self.emit(OutboundEvent::FlowUp {
                     reg_id,
                     proxy,
                     contact,
+                    via,
                 });
             }
             FlowAction::FlowFailed {
@@ -668,7 +808,7 @@ impl Task {
         };
         let same = ctx.registration.is_some() && ctx.contact == contact;
         if !same {
-            let via = format!("SIP/2.0/{} {host}", transport.as_str());
+            let via = ctx.via();
             let mut rc =
                 RegistrationConfig::new(&self.config.registrar, &self.config.aor, &contact, &via);
             rc.contact_params = contact_params(&self.config.instance, ctx.reg_id);
@@ -768,6 +908,43 @@ impl Task {
     fn endpoint_event(&mut self, event: EndpointEvent) {
         let now = crate::now();
         match event {
+            EndpointEvent::Response {
+                transaction,
+                response,
+            } if self.requests.contains_key(&transaction) => {
+                let final_response = response.status().is_some_and(|s| s >= 200);
+                let request = if final_response {
+                    self.requests.remove(&transaction)
+                } else {
+                    self.requests.get(&transaction).copied()
+                };
+                if let Some(request) = request {
+                    self.emit(OutboundEvent::Response { request, response });
+                }
+            }
+            EndpointEvent::ClientTimedOut { transaction }
+                if self.requests.contains_key(&transaction) =>
+            {
+                if let Some(request) = self.requests.remove(&transaction) {
+                    self.emit(OutboundEvent::RequestFailed {
+                        request,
+                        reason: RequestFailure::TimedOut,
+                    });
+                }
+            }
+            EndpointEvent::ClientTransportError { transaction }
+                if self.requests.contains_key(&transaction) =>
+            {
+                if let Some(request) = self.requests.remove(&transaction) {
+                    self.emit(OutboundEvent::RequestFailed {
+                        request,
+                        reason: RequestFailure::TransportError,
+                    });
+                }
+            }
+            EndpointEvent::StrayResponse { response } => {
+                self.emit(OutboundEvent::StrayResponse { response });
+            }
             EndpointEvent::Response {
                 transaction,
                 response,
@@ -945,9 +1122,63 @@ impl Task {
         }
     }
 
+    /// The flow to send the app's messages on: `reg_id`'s if it is up, else
+    /// the first one up.
+    fn flow_for(&self, reg_id: Option<u32>) -> Option<&FlowContext> {
+        let up: Vec<FlowId> = self
+            .flows
+            .status()
+            .into_iter()
+            .filter(|s| s.state == FlowState::Up && reg_id.is_none_or(|r| r == s.reg_id))
+            .filter_map(|s| s.flow)
+            .collect();
+        up.first().and_then(|f| self.contexts.get(f))
+    }
+
     fn command(&mut self, command: Command) {
         let now = crate::now();
         match command {
+            Command::SendRequest {
+                id,
+                request,
+                reg_id,
+            } => {
+                let Some(destination) = self.flow_for(reg_id).map(FlowContext::destination) else {
+                    self.emit(OutboundEvent::RequestFailed {
+                        request: id,
+                        reason: RequestFailure::NoFlow,
+                    });
+                    return;
+                };
+                match self.endpoint.send_request(now, request, destination) {
+                    Ok(tx) => {
+                        self.requests.insert(tx, id);
+                    }
+                    Err(error) => {
+                        debug!(%error, "request refused");
+                        self.emit(OutboundEvent::RequestFailed {
+                            request: id,
+                            reason: RequestFailure::Rejected,
+                        });
+                    }
+                }
+            }
+            Command::SendStateless { message, reg_id } => {
+                if let Some(destination) = self.flow_for(reg_id).map(FlowContext::destination) {
+                    self.endpoint.send_stateless(destination, &message);
+                }
+            }
+            Command::Cancel(id) => {
+                let tx = self
+                    .requests
+                    .iter()
+                    .find_map(|(tx, r)| (*r == id).then_some(*tx));
+                if let Some(tx) = tx
+                    && let Err(error) = self.endpoint.cancel(now, tx)
+                {
+                    debug!(%error, "cancel refused");
+                }
+            }
             Command::SetPush(token) => {
                 if self.push.set_token(token) {
                     self.flows.reregister();

@@ -13,8 +13,8 @@ use std::time::Duration;
 use proxy_client::InstanceId;
 use proxy_client::outbound::{OutboundConfig, ProxyTarget};
 use proxy_client::outbound_client::{OutboundClient, OutboundClientConfig, OutboundEvent};
-use sip_core::Message;
 use sip_core::endpoint::Transport;
+use sip_core::{Message, Method};
 use sip_tokio::{
     IncomingEvent, ListenerOptions, TlsClientConfig, TlsServerConfig, TransportConfig,
     TransportKind, Transports,
@@ -47,23 +47,47 @@ async fn registrar(
     let responder = server.clone();
     tokio::spawn(async move {
         while let Some(i) = incoming.recv().await {
-            if let IncomingEvent::Message(request) = &i.event
-                && request.is_request()
-            {
-                let contact = request.header("Contact").unwrap_or("").to_owned();
-                let ok = Message::response_to(request, 200, "OK")
-                    .unwrap()
-                    .to_tag("reg")
+            let IncomingEvent::Message(message) = &i.event else {
+                continue;
+            };
+            let _ = seen_tx.send(message.clone());
+            if !message.is_request() {
+                continue;
+            }
+            let mut ok = Message::response_to(message, 200, "OK")
+                .unwrap()
+                .to_tag("reg");
+            if message.method() == Some(&Method::Register) {
+                let contact = message.header("Contact").unwrap_or("").to_owned();
+                ok = ok
                     .header("Contact", &contact)
                     .unwrap()
                     .header("Flow-Timer", &flow_timer.to_string())
                     .unwrap()
                     .header("Require", "outbound")
+                    .unwrap();
+            }
+            let _ = responder
+                .send(i.reply(ok.build().unwrap().to_bytes()))
+                .await;
+            if message.method() == Some(&Method::Options) {
+                // Our own request to the client, over its flow.
+                let options = Message::request(Method::Options, "sip:alice@example.test")
+                    .header("Via", "SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKserver1")
+                    .unwrap()
+                    .header("From", "<sip:registrar@example.test>;tag=s1")
+                    .unwrap()
+                    .header("To", "<sip:alice@example.test>")
+                    .unwrap()
+                    .header("Call-ID", "server-options-1")
+                    .unwrap()
+                    .header("CSeq", "1 OPTIONS")
+                    .unwrap()
+                    .header("Max-Forwards", "70")
                     .unwrap()
                     .build()
                     .unwrap();
-                let _ = seen_tx.send(request.clone());
-                let _ = responder.send(i.reply(ok.to_bytes())).await;
+                let _ = responder.send(i.reply(options.to_bytes())).await;
             }
         }
     });
@@ -188,5 +212,108 @@ async fn a_tcp_flow_the_registrar_drops_is_replaced() {
         next_event(&mut events).await,
         OutboundEvent::Registered { .. }
     ));
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn requests_travel_both_ways_over_the_flow() {
+    let ca = TestCa::new().unwrap();
+    let (addr, _server, mut seen) = registrar(TransportKind::Tcp, &ca, 120).await;
+    let (handle, mut events) =
+        OutboundClient::spawn(config(ProxyTarget::new(Transport::Tcp, addr), &ca)).unwrap();
+    let _register = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap();
+    let via = loop {
+        if let OutboundEvent::FlowUp { via, contact, .. } = next_event(&mut events).await {
+            assert!(contact.contains(";transport=tcp;ob"));
+            break via;
+        }
+    };
+    assert!(via.starts_with("SIP/2.0/TCP 127.0.0.1:"), "{via}");
+
+    // Client -> registrar, over the flow.
+    let options = Message::request(Method::Options, "sip:example.test")
+        .header("Via", &format!("{via};branch=z9hG4bKclient1;rport"))
+        .unwrap()
+        .header("From", "<sip:alice@example.test>;tag=c1")
+        .unwrap()
+        .header("To", "<sip:example.test>")
+        .unwrap()
+        .header("Call-ID", "client-options-1")
+        .unwrap()
+        .header("CSeq", "1 OPTIONS")
+        .unwrap()
+        .header("Max-Forwards", "70")
+        .unwrap()
+        .build()
+        .unwrap();
+    let id = handle.send_request(options, Some(1)).unwrap();
+    let mut answered = false;
+    let mut incoming = None;
+    while !(answered && incoming.is_some()) {
+        match next_event(&mut events).await {
+            OutboundEvent::Response { request, response } => {
+                assert_eq!((request, response.status()), (id, Some(200)));
+                answered = true;
+            }
+            OutboundEvent::Request {
+                reg_id,
+                transaction,
+                request,
+            } => {
+                // Registrar -> client, over the same flow.
+                assert_eq!(reg_id, Some(1));
+                assert_eq!(request.call_id().unwrap(), "server-options-1");
+                incoming = Some((transaction, request));
+            }
+            _ => {}
+        }
+    }
+    let (transaction, request) = incoming.unwrap();
+    let ok = Message::response_to(&request, 200, "OK")
+        .unwrap()
+        .to_tag("c")
+        .build()
+        .unwrap();
+    handle.respond(transaction, ok).unwrap();
+    let response = loop {
+        let m = tokio::time::timeout(Duration::from_secs(5), seen.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        if !m.is_request() {
+            break m;
+        }
+    };
+    assert_eq!(response.status(), Some(200));
+    assert_eq!(response.call_id().unwrap(), "server-options-1");
+
+    // A request for a flow that does not exist fails at once.
+    let orphan = Message::request(Method::Options, "sip:example.test")
+        .header("Via", &format!("{via};branch=z9hG4bKclient2"))
+        .unwrap()
+        .header("From", "<sip:alice@example.test>;tag=c2")
+        .unwrap()
+        .header("To", "<sip:example.test>")
+        .unwrap()
+        .header("Call-ID", "client-options-2")
+        .unwrap()
+        .header("CSeq", "1 OPTIONS")
+        .unwrap()
+        .header("Max-Forwards", "70")
+        .unwrap()
+        .build()
+        .unwrap();
+    let id = handle.send_request(orphan, Some(7)).unwrap();
+    loop {
+        if let OutboundEvent::RequestFailed { request, reason } = next_event(&mut events).await {
+            assert_eq!(
+                (request, reason),
+                (id, proxy_client::outbound_client::RequestFailure::NoFlow)
+            );
+            break;
+        }
+    }
     handle.shutdown().await;
 }
