@@ -80,6 +80,7 @@ pub struct KamailioBuilder {
     users: Vec<SipUser>,
     algorithm: DigestAlgorithm,
     tls: Option<(String, String)>,
+    push_refused: bool,
     lifetime: Duration,
     ready_timeout: Duration,
 }
@@ -90,6 +91,7 @@ impl Default for KamailioBuilder {
             users: default_users(),
             algorithm: DigestAlgorithm::Md5,
             tls: None,
+            push_refused: false,
             lifetime: Duration::from_secs(300),
             ready_timeout: Duration::from_secs(15),
         }
@@ -129,6 +131,15 @@ impl KamailioBuilder {
     #[must_use]
     pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetime = lifetime;
+        self
+    }
+
+    /// Answers a REGISTER whose Contact carries RFC 8599 push parameters
+    /// (`pn-provider`) with `555 Push Notification Service Not Supported`,
+    /// as a proxy without push support does.
+    #[must_use]
+    pub fn with_push_refused(mut self) -> Self {
+        self.push_refused = true;
         self
     }
 
@@ -188,12 +199,45 @@ impl KamailioBuilder {
             dir.write("tls/server.key.pem", key)?;
             args.extend(["-A", "WITH_TLS"].map(OsString::from));
         }
+        if self.push_refused {
+            args.extend(["-A", "WITH_PUSH_REFUSED"].map(OsString::from));
+        }
 
-        let mut process = PeerProcess::spawn(SpawnSpec {
-            name: "kamailio",
+        let launch = Launch {
             program,
             args,
-            work_dir: dir.path(),
+            lifetime: self.lifetime,
+            ready_timeout: self.ready_timeout,
+        };
+        let process = launch.spawn(dir.path(), sip_port, tls_port)?;
+        Ok(Kamailio {
+            process,
+            dir,
+            sip_port,
+            tls_port,
+            users: self.users,
+            algorithm: self.algorithm,
+            launch,
+        })
+    }
+}
+
+/// How Kamailio was started, to start it again the same way.
+#[derive(Debug, Clone)]
+struct Launch {
+    program: PathBuf,
+    args: Vec<OsString>,
+    lifetime: Duration,
+    ready_timeout: Duration,
+}
+
+impl Launch {
+    fn spawn(&self, dir: &Path, sip_port: u16, tls_port: Option<u16>) -> Result<PeerProcess> {
+        let mut process = PeerProcess::spawn(SpawnSpec {
+            name: "kamailio",
+            program: self.program.clone(),
+            args: self.args.clone(),
+            work_dir: dir,
             env: Vec::new(),
             lifetime: self.lifetime,
         })?;
@@ -212,15 +256,25 @@ impl KamailioBuilder {
                 Ok(net::is_listening(Protocol::Tcp, port))
             })?;
         }
-        Ok(Kamailio {
-            process,
-            dir,
-            sip_port,
-            tls_port,
-            users: self.users,
-            algorithm: self.algorithm,
-        })
+        Ok(process)
     }
+}
+
+/// One contact binding as `kamcmd ul.lookup` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI, with its URI parameters (`ob`, `pn-*`).
+    pub address: String,
+    /// The `+sip.instance` value (e.g. `<urn:uuid:…>`), if any.
+    pub instance: Option<String>,
+    /// The `reg-id`, if any (0 means none).
+    pub reg_id: Option<u32>,
+    /// Seconds until the binding expires.
+    pub expires: Option<u32>,
+    /// The source address the REGISTER came from (`sip:IP:PORT;transport=…`).
+    pub received: Option<String>,
+    /// The User-Agent.
+    pub user_agent: Option<String>,
 }
 
 /// A running Kamailio: registrar (digest auth against a static user list,
@@ -239,6 +293,7 @@ pub struct Kamailio {
     tls_port: Option<u16>,
     users: Vec<SipUser>,
     algorithm: DigestAlgorithm,
+    launch: Launch,
 }
 
 impl Kamailio {
@@ -315,6 +370,15 @@ impl Kamailio {
     ///
     /// [`PeerError::NotInstalled`] without `kamcmd`, [`PeerError::Io`].
     pub fn registered_contacts(&self, user: &str) -> Result<Vec<String>> {
+        let text = self.ul_lookup(user)?;
+        Ok(text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Address: "))
+            .map(str::to_owned)
+            .collect())
+    }
+
+    fn ul_lookup(&self, user: &str) -> Result<String> {
         let kamcmd = find_binary("kamcmd", "kamailio")?;
         let timeout = find_binary("timeout", "coreutils")?;
         let socket = format!("unix:{}/kamailio_ctl", self.dir.path().display());
@@ -325,12 +389,7 @@ impl Kamailio {
             .stdin(Stdio::null())
             .output()
             .map_err(|e| PeerError::io("running kamcmd", e))?;
-        let text = String::from_utf8_lossy(&output.stdout);
-        Ok(text
-            .lines()
-            .filter_map(|l| l.trim().strip_prefix("Address: "))
-            .map(str::to_owned)
-            .collect())
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
 
     /// Waits until `user` has at least one registered contact.
@@ -354,6 +413,33 @@ impl Kamailio {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// The bindings registered for `user`, with the fields RFC 5626 and
+    /// RFC 8599 care about, read over the control socket (`kamcmd ul.lookup`).
+    ///
+    /// # Errors
+    ///
+    /// [`PeerError::NotInstalled`] without `kamcmd`, [`PeerError::Io`].
+    pub fn registered_bindings(&self, user: &str) -> Result<Vec<Binding>> {
+        Ok(parse_bindings(&self.ul_lookup(user)?))
+    }
+
+    /// Stops Kamailio and starts it again on the same ports with the same
+    /// configuration (the in-memory location table starts empty). The old
+    /// log is kept as `kamailio.log.1`.
+    ///
+    /// # Errors
+    ///
+    /// As [`KamailioBuilder::start`].
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.stop()?;
+        let log = self.process.log_path().to_path_buf();
+        let _ = fs::rename(&log, log.with_extension("log.1"));
+        self.process = self
+            .launch
+            .spawn(self.dir.path(), self.sip_port, self.tls_port)?;
+        Ok(())
     }
 
     /// PID of the main Kamailio process.
@@ -444,6 +530,39 @@ pub fn options_ping(to: SocketAddr, limit: Duration) -> Result<u16> {
             return Ok(code);
         }
     }
+}
+
+/// Reads `kamcmd ul.lookup` output: one `Contact: {` block per binding with
+/// `Address:`, `Expires:`, `Received:`, `User-Agent:`, `Instance:`, `Reg-Id:`.
+fn parse_bindings(text: &str) -> Vec<Binding> {
+    let mut bindings: Vec<Binding> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let Some((key, value)) = line.split_once(": ") else {
+            continue;
+        };
+        let value = value.trim();
+        if key == "Address" {
+            bindings.push(Binding {
+                address: value.to_owned(),
+                ..Binding::default()
+            });
+            continue;
+        }
+        let Some(b) = bindings.last_mut() else {
+            continue;
+        };
+        let present = !value.is_empty() && value != "[not set]";
+        match key {
+            "Instance" if present => b.instance = Some(value.to_owned()),
+            "Reg-Id" => b.reg_id = value.parse().ok(),
+            "Expires" => b.expires = value.parse().ok(),
+            "Received" if present => b.received = Some(value.to_owned()),
+            "User-Agent" if present => b.user_agent = Some(value.to_owned()),
+            _ => {}
+        }
+    }
+    bindings
 }
 
 fn shipped(name: &str) -> Result<String> {

@@ -10,6 +10,7 @@
 //! | [`Kamailio`] | registrar + proxy, digest auth (MD5 or SHA-256), UDP, TCP, TLS | `kamailio` (`kamailio-tls-modules` for TLS) |
 //! | [`Baresip`] | a headless user agent, driven over its `ctrl_tcp` socket | `baresip-core` |
 //! | [`Slapd`] | OpenLDAP directory of generated people, ldap://, StartTLS, ldaps:// | `slapd`, `ldap-utils` |
+//! | [`Coturn`] | TURN relay (RFC 8656): long-term users or a REST secret, relayed traffic read from its log | `coturn` |
 //! | [`TestCa`] | a CA and server certificates made with rcgen (no program needed) | — |
 //! | [`HttpServer`] | HTTPS (or HTTP) on a thread: documents, Basic/Digest auth, redirects, 304, broken bodies, a request log | — |
 //! | [`CrashCollector`] | a Sentry-compatible crash-report endpoint on plain HTTP: keeps the envelopes, hands over the events as JSON | — |
@@ -114,6 +115,7 @@ mod audio;
 mod baresip;
 mod ca;
 mod capture;
+mod coturn;
 mod crash;
 mod error;
 mod https;
@@ -132,13 +134,14 @@ pub use audio::{
 pub use baresip::{AudioSource, Baresip, BaresipBuilder, BaresipEvent, UaTransport};
 pub use ca::{IssuedCert, SERVER_NAMES, TestCa};
 pub use capture::{Capture, UdpFlow};
+pub use coturn::{Coturn, CoturnBuilder, TURN_REALM, TurnAuth, TurnSession, TurnUsage};
 pub use crash::{CRASH_KEY, CRASH_PROJECT, CrashCollector, Envelope, EnvelopeItem};
 pub use error::{PeerError, Result};
 pub use https::{
     DEFAULT_HTTP_LIFETIME, HTTP_REALM, HttpServer, HttpServerBuilder, LoggedRequest, Resource,
 };
 pub use kamailio::{
-    DigestAlgorithm, Kamailio, KamailioBuilder, SipUser, default_users, options_ping,
+    Binding, DigestAlgorithm, Kamailio, KamailioBuilder, SipUser, default_users, options_ping,
 };
 pub use net::{
     LOCALHOST, Protocol, free_port, free_udp_range, is_listening, tcp_connects, wait_for_log_line,

@@ -11,6 +11,7 @@
 
 mod baresip;
 mod ca;
+mod coturn;
 mod kamailio;
 mod process;
 mod sipp;
