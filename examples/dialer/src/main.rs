@@ -23,6 +23,7 @@ mod demo;
 mod options;
 mod privacy;
 mod profile;
+mod relay;
 mod session;
 mod shell;
 
@@ -211,10 +212,16 @@ enum Command {
         #[arg(long)]
         duration: Option<u64>,
     },
-    /// Register and report each registration state change.
+    /// Register and report each registration state change; through relay
+    /// proxies (SIP outbound) with --proxy, with push parameters with --push-*.
     Register {
         #[command(flatten)]
         account: AccountArgs,
+        /// A relay proxy (repeat for fail-over), e.g. sip:relay.example.com;transport=tls.
+        #[arg(long = "proxy")]
+        proxies: Vec<String>,
+        #[command(flatten)]
+        push: relay::PushArgs,
         /// Keep the registration alive this many seconds, then remove it.
         #[arg(long)]
         stay: Option<u64>,
@@ -385,8 +392,17 @@ fn main() -> ExitCode {
                 )
                 .await
             }
-            Command::Register { account, stay } => {
-                session::register(&profile, &account, stay).await
+            Command::Register {
+                account,
+                proxies,
+                push,
+                stay,
+            } => {
+                if proxies.is_empty() && !push.is_set() {
+                    session::register(&profile, &account, stay).await
+                } else {
+                    relay::register(&profile, &account, &proxies, &push, stay).await
+                }
             }
             Command::Shell { account, media } => shell::run(&profile, &account, &media).await,
             Command::History { limit } => session::history(&profile, limit),

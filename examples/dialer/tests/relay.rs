@@ -1,0 +1,110 @@
+//! `dialer register` through a relay proxy: Kamailio over TLS with the
+//! outbound (`+sip.instance`, `reg-id`, `ob`) and push (`pn-*`) parameters
+//! visible in the registrar's binding, and a dead first proxy skipped.
+#![allow(
+    clippy::unwrap_used,
+    reason = "a failed interop step should fail loudly"
+)]
+
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use testkit::{Kamailio, TestCa};
+
+#[test]
+fn registration_through_a_tls_relay_with_push_and_fail_over() {
+    let ca = TestCa::new().unwrap();
+    let kamailio = Kamailio::builder()
+        .with_tls(&ca)
+        .with_lifetime(Duration::from_secs(90))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let dead = testkit::free_port().unwrap();
+    let args: Vec<String> = vec![
+        "--profile".into(),
+        dir.path().display().to_string(),
+        "register".into(),
+        "--registrar".into(),
+        format!("sip:127.0.0.1:{}", kamailio.sip_port()),
+        "--user".into(),
+        "alice".into(),
+        "--password".into(),
+        kamailio.user("alice").unwrap().password.clone(),
+        "--proxy".into(),
+        format!("sip:127.0.0.1:{dead};transport=tls"),
+        "--proxy".into(),
+        format!(
+            "sip:127.0.0.1:{};transport=tls",
+            kamailio.tls_port().unwrap()
+        ),
+        "--ca".into(),
+        ca.ca_cert_path().display().to_string(),
+        "--push-provider".into(),
+        "fcm".into(),
+        "--push-prid".into(),
+        "device-token-1".into(),
+        "--push-param".into(),
+        "proj-7".into(),
+        "--stay".into(),
+        "6".into(),
+    ];
+    let child = thread::spawn(move || {
+        Command::new("timeout")
+            .arg("60")
+            .arg(env!("CARGO_BIN_EXE_dialer"))
+            .args(&args)
+            .output()
+            .unwrap()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let binding = loop {
+        let found = kamailio
+            .registered_bindings("alice")
+            .unwrap_or_default()
+            .into_iter()
+            .next();
+        if let Some(b) = found {
+            break b;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no binding:\n{}",
+            kamailio.log_tail(30)
+        );
+        thread::sleep(Duration::from_millis(200));
+    };
+    let out = child.join().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("flow up through proxy 2"), "{text}");
+    assert!(binding.address.contains(";ob"), "{binding:?}");
+    assert!(binding.address.contains("pn-provider=fcm"), "{binding:?}");
+    assert!(
+        binding.address.contains("pn-prid=device-token-1"),
+        "{binding:?}"
+    );
+    assert!(binding.address.contains("pn-param=proj-7"), "{binding:?}");
+    assert!(binding.address.contains("transport=tls"), "{binding:?}");
+    assert!(
+        binding
+            .instance
+            .as_deref()
+            .is_some_and(|i| i.contains("urn:uuid:")),
+        "{binding:?}"
+    );
+    assert_eq!(binding.reg_id, Some(1), "{binding:?}");
+    // The instance id is kept in the profile for the next start.
+    let id = std::fs::read_to_string(dir.path().join("instance-id")).unwrap();
+    assert!(
+        binding
+            .instance
+            .unwrap()
+            .contains(id.trim().trim_start_matches("urn:uuid:"))
+    );
+}
