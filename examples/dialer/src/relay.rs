@@ -165,9 +165,8 @@ pub(crate) async fn register(
             (false, None) => first_deadline,
             (true, None) => break,
         };
-        let ev = match timeout_at(deadline, events.recv()).await {
-            Ok(Some(ev)) => ev,
-            Ok(None) | Err(_) => break,
+        let Ok(Some(ev)) = timeout_at(deadline, events.recv()).await else {
+            break;
         };
         match ev {
             OutboundEvent::FlowUp { proxy, .. } => println!("flow up through proxy {}", proxy + 1),
