@@ -143,7 +143,6 @@ pub fn init_logging(config: LogConfig) -> Result<LogGuard, LogError> {
         Some(path) => Some(Arc::new(RollingFile::open(path, config.rotation())?)),
         None => None,
     };
-    set_log_personal_data(config.log_personal_data);
     let installed = match &file {
         Some(file) => tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -157,6 +156,7 @@ pub fn init_logging(config: LogConfig) -> Result<LogGuard, LogError> {
             .try_init(),
     };
     installed.map_err(|_| LogError::AlreadyInstalled)?;
+    set_log_personal_data(config.log_personal_data);
     if config.log_personal_data {
         let line = format!(
             "{}  WARN softphone::diagnostics: {PERSONAL_DATA_WARNING}\n",

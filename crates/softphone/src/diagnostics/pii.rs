@@ -175,10 +175,9 @@ pub(crate) const MASK: &str = "***";
 pub(crate) fn mask_keep_tail(text: &str, out: &mut String) {
     let count = text.chars().count();
     if count < 5 {
-        out.extend(std::iter::repeat_n(
-            '*',
-            count.max(if count == 0 { 0 } else { 3 }),
-        ));
+        // At least three stars, so a short value does not show its length.
+        let stars = if count == 0 { 0 } else { count.max(3) };
+        out.extend(std::iter::repeat_n('*', stars));
         return;
     }
     out.extend(std::iter::repeat_n('*', count - 2));

@@ -135,7 +135,25 @@ pub fn mask_personal_data(text: &str) -> Cow<'_, str> {
     let mut at = 0;
     while at < bytes.len() {
         let b = bytes[at];
-        let next = match b {
+        if b.is_ascii_alphabetic() || b == b'_' {
+            // A word: maybe a name field or an IPv6 address; digits glued to
+            // its letters are never a number, so skip it whole.
+            if at == 0 || !is_ident(bytes[at - 1]) {
+                name_field_at(text, at, &mut edits);
+            }
+            if b.is_ascii_hexdigit()
+                && let Some(end) = address_or_number_at(text, at, &mut edits)
+            {
+                at = end;
+                continue;
+            }
+            at += 1;
+            while at < bytes.len() && is_word(bytes[at]) {
+                at += 1;
+            }
+            continue;
+        }
+        at = match b {
             b'@' => {
                 user_part_before(text, at, &mut edits);
                 at + 1
@@ -144,15 +162,11 @@ pub fn mask_personal_data(text: &str) -> Cow<'_, str> {
                 display_name_before(text, at, &mut edits);
                 at + 1
             }
-            b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' | b':' | b'+' | b'(' => {
+            b'0'..=b'9' | b':' | b'+' | b'(' => {
                 address_or_number_at(text, at, &mut edits).unwrap_or(at + 1)
             }
             _ => at + 1,
         };
-        if (b.is_ascii_alphabetic() || b == b'_') && (at == 0 || !is_ident(bytes[at - 1])) {
-            name_field_at(text, at, &mut edits);
-        }
-        at = next;
     }
     edits.apply(text)
 }
@@ -316,7 +330,26 @@ fn user_part_before(text: &str, at: usize, edits: &mut Edits) {
     if !host_follows {
         return;
     }
-    let mut start = at;
+    let start = user_chars_before(bytes, at);
+    // `scheme:user:password@`: what stands before `@` is the password, and
+    // the user comes before it.
+    if start > 0 && bytes[start - 1] == b':' {
+        let user_start = user_chars_before(bytes, start - 1);
+        let after_scheme = user_start > 0 && matches!(bytes[user_start - 1], b':' | b'/');
+        if after_scheme && user_start < start - 1 {
+            if !bytes[start..at].iter().all(|b| *b == b'*') {
+                edits.push(start, at, MASK);
+            }
+            mask_user_span(text, user_start, start - 1, edits);
+            return;
+        }
+    }
+    mask_user_span(text, start, at, edits);
+}
+
+/// Where the run of user-part characters ending at `end` starts.
+fn user_chars_before(bytes: &[u8], end: usize) -> usize {
+    let mut start = end;
     while start > 0
         && (bytes[start - 1].is_ascii_alphanumeric()
             || matches!(
@@ -326,8 +359,13 @@ fn user_part_before(text: &str, at: usize, edits: &mut Edits) {
     {
         start -= 1;
     }
+    start
+}
+
+fn mask_user_span(text: &str, start: usize, at: usize, edits: &mut Edits) {
     let user = &text[start..at];
-    if user.is_empty() || user.bytes().all(|b| b == b'*') {
+    // A `*` means it was masked already (masking twice changes nothing).
+    if user.is_empty() || user.contains('*') {
         return;
     }
     let mut masked = String::new();
@@ -406,13 +444,13 @@ fn name_field_at(text: &str, at: usize, edits: &mut Edits) {
     while end < bytes.len() && is_ident(bytes[end]) {
         end += 1;
     }
+    let Some(value) = after_separator(bytes, end) else {
+        return;
+    };
     let ident = &text[at..end];
     if !NAME_FIELDS.iter().any(|f| ident.eq_ignore_ascii_case(f)) {
         return;
     }
-    let Some(value) = after_separator(bytes, end) else {
-        return;
-    };
     let quoted = matches!(bytes.get(value), Some(b'"' | b'\'' | b'\\'));
     let span = if quoted {
         value_span(bytes, value)

@@ -64,6 +64,18 @@ pub fn redact_secrets(text: &str) -> Cow<'_, str> {
             end += 1;
         }
         let ident = &text[at..end];
+        // Most words are not followed by a separator: skip the name checks.
+        let separated = matches!(
+            bytes.get(skip_spaces(
+                bytes,
+                end + usize::from(matches!(bytes.get(end), Some(b'"' | b'\'' | b'\\')))
+            )),
+            Some(b'=' | b':' | b',' | b'"')
+        );
+        if !separated && !ident.eq_ignore_ascii_case("bearer") {
+            at = end;
+            continue;
+        }
         if ends_with_ignore_case(ident, "authorization") {
             authorization_value(bytes, end, &mut edits);
         } else if ident.eq_ignore_ascii_case("bearer") {
@@ -72,6 +84,17 @@ pub fn redact_secrets(text: &str) -> Cow<'_, str> {
             if let Some((start, stop)) =
                 after_separator(bytes, end).and_then(|v| value_span(bytes, v))
             {
+                // `user:password@host` with a user named like a secret: the
+                // value ends at the `@`, so the host stays and the user part
+                // can still be found and masked.
+                let stop = if bytes.get(end) == Some(&b':') {
+                    bytes[start..stop]
+                        .iter()
+                        .position(|b| *b == b'@')
+                        .map_or(stop, |i| start + i)
+                } else {
+                    stop
+                };
                 edits.push(start, stop, "***");
             }
         } else if bytes.get(end) == Some(&b':') {
