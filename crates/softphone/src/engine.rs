@@ -477,7 +477,7 @@ impl Engine {
             match local {
                 Ok(local) => self.accounts[i].local = Some(local),
                 Err(e) => {
-                    warn!(account = %self.accounts[i].config.id, error = %e, "account unreachable");
+                    warn!(account = %self.accounts[i].config.id, error = %Pii::text(&e), "account unreachable");
                     self.accounts[i].status = RegistrationStatus::Failed {
                         status: 503,
                         reason: e,
@@ -669,7 +669,7 @@ impl Engine {
                 }
                 Wake::Driver(Some(DriverEvent::Endpoint(e))) => self.endpoint_event(e).await,
                 Wake::Driver(Some(DriverEvent::SendFailed { destination, error })) => {
-                    debug!(to = %destination.addr, error = %error, "send failed");
+                    debug!(to = %Pii::ip(destination.addr), error = %error, "send failed");
                 }
                 Wake::Driver(Some(_)) => {}
                 Wake::Driver(None) => break,
@@ -1727,7 +1727,7 @@ impl Engine {
             }
             EndpointEvent::ServerTimedOut { .. } | EndpointEvent::ServerTransportError { .. } => {}
             EndpointEvent::BadMessage { source, error } => {
-                debug!(from = %source.addr, error = %error, "unparseable SIP input dropped");
+                debug!(from = %Pii::ip(source.addr), error = %error, "unparseable SIP input dropped");
             }
             _ => {}
         }
@@ -2224,7 +2224,7 @@ impl Engine {
                 });
             }
             Err(e) => {
-                warn!(call = %id, error = %e, "transfer target not callable");
+                warn!(call = %id, error = %Pii::text(e.to_string()), "transfer target not callable");
                 self.notify_transfer(id, 503, "Service Unavailable", true);
             }
         }
