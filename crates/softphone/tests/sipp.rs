@@ -1,0 +1,87 @@
+//! The softphone against sipp: early media (183 with SDP) before the answer.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed interop step should fail loudly"
+)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config_export::{Account, Config, SrtpPolicy};
+use softphone::{AudioSetup, CallState, EndReason, Phone, PhoneConfig, PhoneEvent};
+use testkit::{Scenario, Sipp};
+use tokio::time::{Instant, timeout_at};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_flows_before_the_answer() {
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_early_media.xml");
+    let media_port = testkit::free_udp_range(2).unwrap();
+    let sipp = Sipp::new(Scenario::File(scenario))
+        .with_media(*media_port.start(), true)
+        .with_calls(1)
+        .with_call_duration(Duration::from_secs(2))
+        .with_timeout(Duration::from_secs(30))
+        .spawn()
+        .unwrap();
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let call = phone
+        .dial(None, &format!("sip:service@{}", sipp.addr()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut states = Vec::new();
+    let mut early_packets = 0;
+    loop {
+        let ev = timeout_at(deadline, events.next()).await.unwrap().unwrap();
+        if let PhoneEvent::CallState { state, .. } = ev {
+            if state == CallState::Connected {
+                // Media ran to the 183's address before the answer. (sipp's
+                // echo returns our own SSRC, which RTP rightly refuses as a
+                // collision, so what we sent is the measure.)
+                early_packets = call
+                    .info()
+                    .await
+                    .unwrap()
+                    .quality
+                    .map_or(0, |q| q.packets_sent);
+            }
+            let ended = matches!(state, CallState::Ended(_));
+            states.push(state);
+            if ended {
+                break;
+            }
+        }
+    }
+    assert_eq!(
+        states,
+        vec![
+            CallState::Dialing,
+            CallState::EarlyMedia,
+            CallState::Connected,
+            CallState::Ended(EndReason::RemoteHangup)
+        ]
+    );
+    assert!(
+        early_packets >= 40,
+        "only {early_packets} RTP packets went out during 1.5 s of early media"
+    );
+    let outcome = sipp.wait().unwrap();
+    assert!(
+        outcome.status.success(),
+        "{}\n{}",
+        outcome.log_tail,
+        outcome.errors
+    );
+    phone.shutdown().await.unwrap();
+}
