@@ -92,7 +92,7 @@ fn heard_frequency(r: &Recording) -> Option<f64> {
 
 fn assert_hears(who: &str, r: &Recording, frequency: f64) {
     let heard = heard_frequency(r);
-    println!("{who} hears {heard:?} Hz (expects {frequency} Hz)");
+    eprintln!("{who} hears {heard:?} Hz (expects {frequency} Hz)");
     assert!(
         heard.is_some_and(|f| (f - frequency).abs() < frequency * 0.02),
         "{who} heard {heard:?}, not {frequency} Hz"
@@ -112,7 +112,7 @@ fn relayed(coturn: &Coturn, user: &str) -> (u64, u64) {
         .fold((0, 0), |(r, s), u| {
             (r + u.received_packets, s + u.sent_packets)
         });
-    println!(
+    eprintln!(
         "coturn relayed for {user}: {} packets from peers, {} to peers",
         counts.0, counts.1
     );
@@ -126,13 +126,13 @@ async fn call_for_a_second(alice: &mut Party, bob: &mut Party) {
         .dial(None, &format!("sip:bob@{}", bob.addr))
         .await
         .unwrap();
-    let b = match next_matching(&mut bob.events, "the incoming call", |e| {
-        matches!(e, PhoneEvent::IncomingCall { .. })
-    })
-    .await
-    {
-        PhoneEvent::IncomingCall { call, .. } => call,
-        _ => unreachable!(),
+    let PhoneEvent::IncomingCall { call: b, .. } =
+        next_matching(&mut bob.events, "the incoming call", |e| {
+            matches!(e, PhoneEvent::IncomingCall { .. })
+        })
+        .await
+    else {
+        unreachable!("only an incoming call matches")
     };
     b.answer().await.unwrap();
     wait_state(&mut alice.events, &a, "the answer", |s| {
