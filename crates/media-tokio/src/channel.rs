@@ -19,7 +19,7 @@ use tokio::time::{Interval, MissedTickBehavior};
 use tracing::{Instrument, debug, debug_span, trace};
 
 use crate::latch::RemoteLatch;
-use crate::socket::{MediaSockets, canonical, destination_for};
+use crate::socket::{MediaSockets, Transport, canonical, destination_for};
 
 /// The audio device's side of a call: rings of mono 16-bit samples at the
 /// device's rate. The device writes `capture`'s other end and reads
@@ -355,17 +355,22 @@ enum Port {
 
 impl Driver {
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
-        let rtp = Arc::clone(self.sockets.rtp_socket());
+        let transport = self.sockets.transport().clone();
         let rtcp = self.sockets.rtcp_socket().cloned();
         let mut rtp_buffer = vec![0u8; RECEIVE_BUFFER];
         let mut rtcp_buffer = vec![0u8; RECEIVE_BUFFER];
         let mut ticker = ticker(self.stream.frame_duration());
+        let (remote_rtp, remote_rtcp) = (self.rtp_latch.current(), self.rtcp_latch.current());
+        self.permit(remote_rtp, remote_rtcp);
         debug!("audio channel started");
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.tick(),
-                received = rtp.recv_from(&mut rtp_buffer) => match received {
-                    Ok((len, from)) => self.receive(Port::Rtp, from, &rtp_buffer[..len]),
+                received = receive_main(&transport, &mut rtp_buffer) => match received {
+                    Ok((len, from)) => {
+                        let port = self.port_of(from);
+                        self.receive(port, from, &rtp_buffer[..len]);
+                    }
                     Err(error) => self.receive_error(&error),
                 },
                 received = receive(rtcp.as_deref(), &mut rtcp_buffer) => match received {
@@ -493,6 +498,47 @@ impl Driver {
         }
     }
 
+    /// Which stream a datagram on the main socket belongs to: through a
+    /// relay, one address carries both, so the peer's RTCP address tells
+    /// RTCP apart when it is not multiplexed.
+    fn port_of(&self, from: SocketAddr) -> Port {
+        let from = canonical(from);
+        let relayed = matches!(self.sockets.transport(), Transport::Relay(_));
+        if relayed
+            && !self.stream.negotiated().rtcp_mux
+            && from == self.rtcp_latch.current()
+            && from != self.rtp_latch.current()
+        {
+            Port::Rtcp
+        } else {
+            Port::Rtp
+        }
+    }
+
+    /// Asks the relay, if any, to let the peer's addresses in. In the
+    /// background: a slow relay must not stall the audio.
+    fn permit(&self, rtp: SocketAddr, rtcp: SocketAddr) {
+        let Transport::Relay(relay) = self.sockets.transport() else {
+            return;
+        };
+        let mut peers = vec![rtp];
+        if rtcp != rtp {
+            peers.push(rtcp);
+        }
+        for peer in peers {
+            if peer.ip().is_unspecified() || peer.port() == 0 {
+                continue;
+            }
+            let relay = Arc::clone(relay);
+            tokio::spawn(async move {
+                match relay.permit(peer).await {
+                    Ok(()) => debug!(%peer, "relay permits the peer"),
+                    Err(error) => debug!(%peer, %error, "relay permission failed"),
+                }
+            });
+        }
+    }
+
     fn receive_error(&mut self, error: &std::io::Error) {
         self.counters.receive_errors += 1;
         trace!(%error, "receive failed");
@@ -534,6 +580,9 @@ impl Driver {
         if old.remote_rtcp != negotiated.remote_rtcp {
             self.rtcp_latch.reset(negotiated.remote_rtcp);
         }
+        if old.remote_rtp != negotiated.remote_rtp || old.remote_rtcp != negotiated.remote_rtcp {
+            self.permit(negotiated.remote_rtp, negotiated.remote_rtcp);
+        }
         Ok(())
     }
 
@@ -542,29 +591,30 @@ impl Driver {
     async fn flush(&mut self) {
         while let Some(transmit) = self.stream.poll_transmit() {
             let multiplexed = self.stream.negotiated().rtcp_mux;
-            let (socket, remote) = match (transmit.kind, self.sockets.rtcp_socket()) {
-                (TransmitKind::Rtp, _) => (self.sockets.rtp_socket(), self.rtp_latch.current()),
-                (TransmitKind::Rtcp, _) if multiplexed => {
-                    (self.sockets.rtp_socket(), self.rtp_latch.current())
-                }
-                (TransmitKind::Rtcp, Some(rtcp)) => (rtcp, self.rtcp_latch.current()),
-                (TransmitKind::Rtcp, None) => {
-                    (self.sockets.rtp_socket(), self.rtcp_latch.current())
-                }
+            let remote = match transmit.kind {
+                TransmitKind::Rtp => self.rtp_latch.current(),
+                TransmitKind::Rtcp if multiplexed => self.rtp_latch.current(),
+                TransmitKind::Rtcp => self.rtcp_latch.current(),
             };
             // An old-style hold address (0.0.0.0) or port 0: nowhere to send.
             if remote.ip().is_unspecified() || remote.port() == 0 {
                 continue;
             }
-            let local = if Arc::ptr_eq(socket, self.sockets.rtp_socket()) {
-                self.sockets.rtp_addr()
-            } else {
-                self.sockets.rtcp_addr()
+            let sent = match self.sockets.transport() {
+                Transport::Relay(relay) => relay.send_to(&transmit.data, remote).await,
+                Transport::Udp { rtp, rtcp } => {
+                    let (socket, local) = match (transmit.kind, rtcp) {
+                        (TransmitKind::Rtcp, Some(rtcp)) if !multiplexed => {
+                            (rtcp, self.sockets.rtcp_addr())
+                        }
+                        _ => (rtp, self.sockets.rtp_addr()),
+                    };
+                    socket
+                        .send_to(&transmit.data, destination_for(local, remote))
+                        .await
+                }
             };
-            if let Err(error) = socket
-                .send_to(&transmit.data, destination_for(local, remote))
-                .await
-            {
+            if let Err(error) = sent {
                 self.counters.send_errors += 1;
                 trace!(%error, "send failed");
             }
@@ -619,6 +669,24 @@ fn ticker(period: Duration) -> Interval {
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     ticker
+}
+
+/// Receives on the RTP socket or the relay.
+async fn receive_main(
+    transport: &Transport,
+    buffer: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr)> {
+    match transport {
+        Transport::Udp { rtp, .. } => rtp.recv_from(buffer).await,
+        Transport::Relay(relay) => {
+            let received = relay.recv_from(buffer).await;
+            if received.is_err() {
+                // A failed relay fails at once: pause so it cannot spin the loop.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            received
+        }
+    }
 }
 
 /// Receives on the RTCP socket, or waits forever without one.

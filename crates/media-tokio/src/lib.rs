@@ -77,6 +77,16 @@
 //! start and skipping taken ones; an exhausted range is
 //! [`BindError::RangeExhausted`].
 //!
+//! ## Through a relay
+//!
+//! [`MediaSockets::relayed`] wraps a [`RelaySocket`] (a TURN allocation,
+//! implemented outside this crate): RTP and RTCP then leave from and
+//! arrive at its one relayed address, which goes in the SDP. The task
+//! asks the relay to permit the peer's RTP and RTCP addresses when it
+//! starts and whenever an update changes them, without blocking on the
+//! answer. Datagrams from the peer's RTCP address (when RTCP is not
+//! multiplexed) are RTCP; all others are RTP, demultiplexed as usual.
+//!
 //! ## Symmetric RTP and latching
 //!
 //! Media is sent from the port it is received on (RFC 4961), to the
@@ -128,9 +138,11 @@
 
 mod channel;
 pub mod latch;
+pub mod relay;
 mod socket;
 
 pub use channel::{
     AudioChannel, AudioChannelHandle, AudioPort, ChannelConfig, ChannelError, ChannelStatistics,
 };
+pub use relay::{RelayFuture, RelaySocket};
 pub use socket::{BindError, MediaSockets, PortRange};

@@ -9,6 +9,8 @@ use thiserror::Error;
 use tokio::net::UdpSocket;
 use tracing::{debug, trace};
 
+use crate::relay::RelaySocket;
+
 /// An inclusive range of UDP ports for media.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PortRange {
@@ -104,14 +106,26 @@ pub enum BindError {
     },
 }
 
-/// The UDP sockets of one audio stream: RTP on an even port and, unless
-/// RTCP is multiplexed, RTCP on the next port (RFC 3550 §11).
+/// The sockets of one audio stream: UDP with RTP on an even port and,
+/// unless RTCP is multiplexed, RTCP on the next port (RFC 3550 §11); or a
+/// [`RelaySocket`] carrying both.
 #[derive(Clone, Debug)]
 pub struct MediaSockets {
-    rtp: Arc<UdpSocket>,
-    rtcp: Option<Arc<UdpSocket>>,
+    transport: Transport,
     rtp_addr: SocketAddr,
     rtcp_addr: SocketAddr,
+}
+
+/// Where datagrams really go.
+#[derive(Clone, Debug)]
+pub(crate) enum Transport {
+    /// Local UDP sockets.
+    Udp {
+        rtp: Arc<UdpSocket>,
+        rtcp: Option<Arc<UdpSocket>>,
+    },
+    /// Everything through one relay.
+    Relay(Arc<dyn RelaySocket>),
 }
 
 impl MediaSockets {
@@ -157,8 +171,10 @@ impl MediaSockets {
             })?;
             debug!(port, tries = tried + 1, rtcp_mux, "media sockets bound");
             return Ok(MediaSockets {
-                rtp: Arc::new(rtp),
-                rtcp: rtcp.map(Arc::new),
+                transport: Transport::Udp {
+                    rtp: Arc::new(rtp),
+                    rtcp: rtcp.map(Arc::new),
+                },
                 rtp_addr,
                 rtcp_addr,
             });
@@ -168,6 +184,19 @@ impl MediaSockets {
             last: range.last,
             tried: ports.len(),
         })
+    }
+
+    /// Media through a relay: RTP and RTCP both leave from and arrive at
+    /// its relayed address, so the SDP should offer rtcp-mux (a peer that
+    /// refuses it sends RTCP to the next port, which the relay does not
+    /// have; RTP is unaffected).
+    pub fn relayed(relay: Arc<dyn RelaySocket>) -> Self {
+        let addr = relay.relayed_addr();
+        MediaSockets {
+            transport: Transport::Relay(relay),
+            rtp_addr: addr,
+            rtcp_addr: addr,
+        }
     }
 
     /// The local RTP address: the port to write in SDP.
@@ -180,19 +209,37 @@ impl MediaSockets {
         self.rtcp_addr
     }
 
-    /// Whether there is no separate RTCP socket.
+    /// Whether there is no separate RTCP socket (always so on a relay).
     pub fn is_rtcp_mux(&self) -> bool {
-        self.rtcp.is_none()
+        self.rtcp_socket().is_none()
     }
 
-    /// The RTP socket.
-    pub fn rtp_socket(&self) -> &Arc<UdpSocket> {
-        &self.rtp
+    /// The RTP socket; `None` on a relay.
+    pub fn rtp_socket(&self) -> Option<&Arc<UdpSocket>> {
+        match &self.transport {
+            Transport::Udp { rtp, .. } => Some(rtp),
+            Transport::Relay(_) => None,
+        }
     }
 
-    /// The RTCP socket, if RTCP is not multiplexed.
+    /// The RTCP socket, if RTCP has its own UDP port.
     pub fn rtcp_socket(&self) -> Option<&Arc<UdpSocket>> {
-        self.rtcp.as_ref()
+        match &self.transport {
+            Transport::Udp { rtcp, .. } => rtcp.as_ref(),
+            Transport::Relay(_) => None,
+        }
+    }
+
+    /// The relay, when media goes through one.
+    pub fn relay(&self) -> Option<&Arc<dyn RelaySocket>> {
+        match &self.transport {
+            Transport::Relay(relay) => Some(relay),
+            Transport::Udp { .. } => None,
+        }
+    }
+
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
     }
 }
 
@@ -265,7 +312,7 @@ mod tests {
             assert_eq!(port % 2, 0);
             assert_eq!(sockets.rtcp_addr(), SocketAddr::new(ip, port + 1));
             assert_eq!(
-                sockets.rtp_socket().local_addr().unwrap(),
+                sockets.rtp_socket().unwrap().local_addr().unwrap(),
                 sockets.rtp_addr()
             );
             assert!(!sockets.is_rtcp_mux());

@@ -558,3 +558,89 @@ fn handles_and_statistics_cross_threads() {
     send_sync::<ChannelStatistics>();
     send_sync::<MediaSockets>();
 }
+
+/// A relay standing in for a TURN allocation: a loopback UDP socket whose
+/// address is the "relayed" one; it counts what goes through it and the
+/// peers it was asked to permit.
+#[derive(Debug)]
+struct FakeRelay {
+    socket: UdpSocket,
+    permitted: Mutex<Vec<SocketAddr>>,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl media_tokio::RelaySocket for FakeRelay {
+    fn relayed_addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    fn permit(&self, peer: SocketAddr) -> media_tokio::RelayFuture<'_, std::io::Result<()>> {
+        self.permitted.lock().unwrap().push(peer);
+        Box::pin(async { Ok(()) })
+    }
+
+    fn send_to<'a>(
+        &'a self,
+        data: &'a [u8],
+        peer: SocketAddr,
+    ) -> media_tokio::RelayFuture<'a, std::io::Result<usize>> {
+        self.sent.fetch_add(1, Ordering::Relaxed);
+        Box::pin(self.socket.send_to(data, peer))
+    }
+
+    fn recv_from<'a>(
+        &'a self,
+        buf: &'a mut [u8],
+    ) -> media_tokio::RelayFuture<'a, std::io::Result<(usize, SocketAddr)>> {
+        Box::pin(async move {
+            let received = self.socket.recv_from(buf).await;
+            self.received.fetch_add(1, Ordering::Relaxed);
+            received
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn media_through_a_relay_carries_tones_both_ways() {
+    let relay = Arc::new(FakeRelay {
+        socket: UdpSocket::bind((LOCALHOST, 0)).await.unwrap(),
+        permitted: Mutex::new(Vec::new()),
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+    });
+    let a_sockets = MediaSockets::relayed(relay.clone());
+    assert_eq!(a_sockets.rtp_addr(), relay.socket.local_addr().unwrap());
+    assert!(a_sockets.rtp_socket().is_none() && a_sockets.relay().is_some());
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_addr = b_sockets.rtp_addr();
+    let (at_alice, at_bob) = negotiate(
+        &a_sockets,
+        &b_sockets,
+        Codec::Pcmu,
+        Some(SrtpSuite::AesCm128HmacSha1_80),
+    );
+    let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
+    let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
+    sleep(Duration::from_millis(1000)).await;
+
+    let window = Duration::from_millis(400);
+    assert_tone(&bob.last_played(window), 8_000, 1000.0, "bob");
+    assert_tone(&alice.last_played(window), 8_000, 600.0, "alice");
+    let (sent, received) = (
+        relay.sent.load(Ordering::Relaxed),
+        relay.received.load(Ordering::Relaxed),
+    );
+    eprintln!("relay: sent {sent} received {received}");
+    assert!(
+        sent > 40 && received > 40,
+        "sent {sent} received {received}"
+    );
+    assert_eq!(*relay.permitted.lock().unwrap(), [b_addr]);
+    assert_eq!(
+        bob.handle.statistics().remote_rtp,
+        relay.socket.local_addr().unwrap()
+    );
+    let (a, b) = (alice.stop().await, bob.stop().await);
+    assert_eq!(a.send_errors + b.send_errors, 0);
+}

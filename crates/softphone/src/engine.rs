@@ -388,7 +388,7 @@ fn uri_target(uri: &str, default: TransportKind) -> Result<(String, u16, Transpo
     Ok((host, sip.port.unwrap_or(kind.default_port()), kind))
 }
 
-async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
     if let Ok(ip) = host.parse::<IpAddr>() {
         return Ok(SocketAddr::new(ip, port));
     }
@@ -1012,8 +1012,13 @@ impl Engine {
             addr: dest_addr,
             connection: None,
         };
-        let prepared = media::prepare(local.ip(), self.config.rtp_ports).await?;
-        let settings = self.media_settings(prepared.port(), local.ip());
+        let prepared = media::prepare(
+            local.ip(),
+            self.config.rtp_ports,
+            self.config.config.relay.turn.as_ref(),
+        )
+        .await?;
+        let settings = self.media_settings(prepared.addr().port(), prepared.addr().ip());
         let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
         let offer = negotiation
             .create_offer()
@@ -1828,7 +1833,8 @@ impl Engine {
         } else {
             local.ip()
         };
-        let prepared = match media::prepare(ip, self.config.rtp_ports).await {
+        let turn = self.config.config.relay.turn.as_ref();
+        let prepared = match media::prepare(ip, self.config.rtp_ports, turn).await {
             Ok(p) => p,
             Err(e) => {
                 warn!(error = %e, "no media port for an incoming call");
@@ -1836,7 +1842,7 @@ impl Engine {
                 return;
             }
         };
-        let settings = self.media_settings(prepared.port(), ip);
+        let settings = self.media_settings(prepared.addr().port(), prepared.addr().ip());
         let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
         let answer = match negotiation.handle_offer(&offer) {
             Ok(a) if a.audio.is_some() => a,

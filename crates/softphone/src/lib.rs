@@ -42,6 +42,7 @@ mod event;
 pub mod history;
 mod media;
 mod phone;
+mod turn;
 
 pub use call::{Call, CallInfo};
 pub use config::{AudioFactory, AudioSetup, Config, Listen, PhoneConfig};

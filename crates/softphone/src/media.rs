@@ -1,7 +1,8 @@
 //! A call's media: RTP sockets (media-tokio), the audio stream
 //! (media-engine) and the audio device (media-audio), put together.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use media_audio::{AudioBackend, AudioFormat, AudioGuard, BackendChoice, select_backend};
@@ -33,13 +34,30 @@ pub(crate) struct PreparedMedia {
 }
 
 impl PreparedMedia {
-    pub(crate) fn port(&self) -> u16 {
-        self.sockets.rtp_addr().port()
+    /// The address for the SDP: the local RTP port, or the relayed address.
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.sockets.rtp_addr()
     }
 }
 
-/// Binds an RTP/RTCP port pair from the range.
-pub(crate) async fn prepare(ip: IpAddr, ports: (u16, u16)) -> Result<PreparedMedia, PhoneError> {
+/// Allocates a relayed address on the TURN server when one is configured,
+/// else (or when the allocation fails, which is logged) binds an RTP/RTCP
+/// port pair from the range.
+pub(crate) async fn prepare(
+    ip: IpAddr,
+    ports: (u16, u16),
+    turn: Option<&config_export::Turn>,
+) -> Result<PreparedMedia, PhoneError> {
+    if let Some(turn) = turn {
+        match crate::turn::allocate(turn).await {
+            Ok(relay) => {
+                let sockets = MediaSockets::relayed(Arc::new(relay));
+                info!(relayed = %sockets.rtp_addr(), "media through the TURN relay");
+                return Ok(PreparedMedia { sockets });
+            }
+            Err(e) => warn!(error = %e, "no TURN relay; media goes direct"),
+        }
+    }
     let range = PortRange::new(ports.0, ports.1)
         .map_err(|e| PhoneError::Config(format!("RTP ports {}-{}: {e}", ports.0, ports.1)))?;
     // RTCP gets its own port too: the answer may refuse rtcp-mux.
