@@ -61,6 +61,10 @@ pub(crate) struct AccountArgs {
     /// Local SIP port (0: any).
     #[arg(long, default_value_t = 0)]
     pub(crate) sip_port: u16,
+    /// An outbound (relay) proxy that signalling goes through, e.g.
+    /// sip:relay.example.com;transport=tls (repeat for several).
+    #[arg(long = "proxy")]
+    pub(crate) proxies: Vec<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -80,6 +84,16 @@ pub(crate) struct MediaArgs {
     /// RTP ports to use, LOW-HIGH.
     #[arg(long, default_value = "16384-32767")]
     pub(crate) rtp_ports: String,
+    /// A TURN server that relays the call's media, host:port or
+    /// turn:host:port[?transport=udp|tcp].
+    #[arg(long)]
+    pub(crate) turn: Option<String>,
+    /// TURN user (long-term credentials).
+    #[arg(long)]
+    pub(crate) turn_user: Option<String>,
+    /// TURN password.
+    #[arg(long, env = "DIALER_TURN_PASSWORD", hide_env_values = true)]
+    pub(crate) turn_password: Option<String>,
 }
 
 /// The phone configuration for the options: one account `cli`.
@@ -121,6 +135,7 @@ pub(crate) fn phone_config(
         return Err(usage("--registrar needs --user"));
     }
     let mut acct = Account::new("cli", user, registrar);
+    acct.outbound_proxies = account.proxies.clone();
     acct.password = account.password.clone().map(Secret::new);
     acct.auth_user = account.auth_user.clone();
     acct.display_name = account.display_name.clone();
@@ -173,6 +188,14 @@ pub(crate) fn phone_config(
             return Err(bad_ports());
         }
         rtp_ports = Some((lo, hi));
+        if let Some(server) = &m.turn {
+            config.relay.turn = Some(config_export::Turn {
+                server: server.clone(),
+                user: m.turn_user.clone(),
+                password: m.turn_password.clone().map(Secret::new),
+                extra: Default::default(),
+            });
+        }
         if m.play.is_some() || m.record.is_some() {
             if let Some(p) = &m.play
                 && !p.is_file()

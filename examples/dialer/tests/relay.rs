@@ -108,3 +108,119 @@ fn registration_through_a_tls_relay_with_push_and_fail_over() {
             .contains(id.trim().trim_start_matches("urn:uuid:"))
     );
 }
+
+#[test]
+fn a_call_through_the_tls_proxy_with_media_through_turn() {
+    use testkit::{AudioSource, Baresip, Coturn, Tone, UaTransport, analyze_wav, write_tone};
+    let ca = TestCa::new().unwrap();
+    let kamailio = Kamailio::builder()
+        .with_tls(&ca)
+        .with_lifetime(Duration::from_secs(90))
+        .start()
+        .unwrap();
+    let coturn = Coturn::builder()
+        .with_users(&[("media", "media-secret")])
+        .with_lifetime(Duration::from_secs(90))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tone = |name: &str, f: f64| {
+        let p = dir.path().join(name);
+        let mut t = Tone::narrowband(f);
+        t.duration = Duration::from_secs(10);
+        write_tone(&p, &t).unwrap();
+        p
+    };
+    let bob_wav = tone("bob.wav", 1000.0);
+    let alice_wav = tone("alice.wav", 440.0);
+    let bob = Baresip::builder("bob")
+        .registering_with(&kamailio, "bob", UaTransport::Udp)
+        .unwrap()
+        .with_auto_answer(true)
+        .with_codecs(&["pcmu"])
+        .with_audio_source(AudioSource::File(bob_wav))
+        .with_recording(true)
+        .with_lifetime(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    bob.wait_registered(Duration::from_secs(10)).unwrap();
+    let heard = dir.path().join("heard.wav");
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_dialer"))
+        .arg("--profile")
+        .arg(dir.path())
+        .args([
+            "call",
+            &format!("sip:bob@127.0.0.1:{}", kamailio.sip_port()),
+            "--registrar",
+            &format!("sip:127.0.0.1:{}", kamailio.sip_port()),
+            "--proxy",
+            &format!(
+                "sip:127.0.0.1:{};transport=tls",
+                kamailio.tls_port().unwrap()
+            ),
+            "--transport",
+            "tls",
+            "--user",
+            "alice",
+            "--password",
+            &kamailio.user("alice").unwrap().password,
+            "--bind",
+            "127.0.0.1",
+            "--codec",
+            "pcmu",
+            "--turn",
+            &coturn.addr().to_string(),
+            "--turn-user",
+            "media",
+            "--turn-password",
+            "media-secret",
+            "--play",
+            alice_wav.to_str().unwrap(),
+            "--record",
+            heard.to_str().unwrap(),
+            "--hangup-after",
+            "2",
+        ])
+        .arg("--ca")
+        .arg(ca.ca_cert_path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}\n--- baresip ---\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        bob.log_tail(20)
+    );
+    assert!(out.status.success(), "{text}");
+    let a = analyze_wav(&heard, Duration::from_millis(500)).unwrap();
+    assert!(
+        a.is_tone(1000.0, 0.02),
+        "the dialer heard {:.1} Hz\n{text}",
+        a.dominant_frequency
+    );
+    let sessions = coturn
+        .wait_for_ended_sessions("media", Duration::from_secs(10))
+        .unwrap();
+    let peer = sessions[0].peer.unwrap();
+    assert!(
+        peer.received_packets > 40 && peer.sent_packets > 40,
+        "coturn relayed {peer:?}\n{text}"
+    );
+    // baresip heard the dialer through the relay.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let recorded = loop {
+        if let Some(p) = bob.received_audio() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "baresip recorded nothing");
+        thread::sleep(Duration::from_millis(100));
+    };
+    let b = analyze_wav(&recorded, Duration::from_millis(500)).unwrap();
+    assert!(
+        b.is_tone(440.0, 0.02),
+        "baresip heard {:.1} Hz\n{text}",
+        b.dominant_frequency
+    );
+}
