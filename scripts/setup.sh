@@ -21,7 +21,7 @@ APT_PACKAGES=(
     # build: alsa-sys (under cpal) and audiopus_sys (system libopus)
     pkg-config libasound2-dev libopus-dev
     # real peers for the interop tests
-    sip-tester kamailio kamailio-sqlite-modules kamailio-tls-modules
+    sip-tester kamailio kamailio-sqlite-modules kamailio-tls-modules kamailio-websocket-modules
     baresip-core slapd ldap-utils coturn tshark openssl sqlite3 iproute2
 )
 # Daemons that apt starts as system services on a host with systemd. The tests

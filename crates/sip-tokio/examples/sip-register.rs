@@ -1,6 +1,6 @@
 //! `sip-register`: registers with a SIP registrar.
 //!
-//! `sip-register --registrar URI --user U --password P [--transport udp|tcp|tls|ws]
+//! `sip-register --registrar URI --user U --password P [--transport udp|tcp|tls|ws|wss]
 //!  [--ca FILE] [--expires N] [--once]`
 //!
 //! Exits 0 once the registrar answers 200 and prints the granted expiry. With
@@ -37,7 +37,7 @@ struct Args {
     /// Password.
     #[arg(long)]
     password: String,
-    /// udp, tcp, tls or ws.
+    /// udp, tcp, tls, ws or wss.
     #[arg(long, default_value = "udp")]
     transport: String,
     /// CA certificate (PEM) that TLS servers must chain to; default: the system roots.
@@ -78,6 +78,7 @@ async fn run(args: Args) -> Result<(), Failure> {
         "tcp" => TransportKind::Tcp,
         "tls" => TransportKind::Tls,
         "ws" => TransportKind::Ws,
+        "wss" => TransportKind::Wss,
         other => return Err(Failure::Usage(format!("unknown transport {other:?}"))),
     };
     let uri =

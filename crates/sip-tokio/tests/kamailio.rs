@@ -33,6 +33,8 @@ fn sip_register() -> PathBuf {
 fn register(kamailio: &Kamailio, ca: &TestCa, transport: &str, password: &str) -> (bool, String) {
     let (port, scheme) = match transport {
         "tls" => (kamailio.tls_port().unwrap(), "sip"),
+        "ws" => (kamailio.ws_port().unwrap(), "sip"),
+        "wss" => (kamailio.wss_port().unwrap(), "sip"),
         _ => (kamailio.sip_port(), "sip"),
     };
     let out = Command::new("timeout")
@@ -104,4 +106,30 @@ fn tls_with_an_untrusted_ca_fails() {
         text.contains("TLS") || text.contains("certificate") || text.contains("connecting"),
         "{text}"
     );
+}
+
+#[test]
+fn registration_over_websocket_and_secure_websocket() {
+    let ca = TestCa::new().unwrap();
+    let kamailio = Kamailio::builder()
+        .with_user("alice", "alice-pw")
+        .with_tls(&ca)
+        .with_websocket()
+        .with_lifetime(std::time::Duration::from_secs(60))
+        .start()
+        .unwrap();
+    for transport in ["ws", "wss"] {
+        let (ok, text) = register(&kamailio, &ca, transport, "alice-pw");
+        assert!(ok, "{transport}: {text}\n{}", kamailio.log_tail(30));
+        assert!(text.contains("registered: expires"), "{transport}: {text}");
+        let contacts = kamailio
+            .wait_registered("alice", std::time::Duration::from_secs(5))
+            .unwrap();
+        assert!(
+            contacts
+                .iter()
+                .any(|c| c.contains(&format!("transport={transport}"))),
+            "{transport}: {contacts:?}"
+        );
+    }
 }

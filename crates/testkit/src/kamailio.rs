@@ -80,6 +80,7 @@ pub struct KamailioBuilder {
     users: Vec<SipUser>,
     algorithm: DigestAlgorithm,
     tls: Option<(String, String)>,
+    websocket: bool,
     push_refused: bool,
     lifetime: Duration,
     ready_timeout: Duration,
@@ -91,6 +92,7 @@ impl Default for KamailioBuilder {
             users: default_users(),
             algorithm: DigestAlgorithm::Md5,
             tls: None,
+            websocket: false,
             push_refused: false,
             lifetime: Duration::from_secs(300),
             ready_timeout: Duration::from_secs(15),
@@ -127,6 +129,14 @@ impl KamailioBuilder {
         self
     }
 
+    /// Listens for SIP over WebSocket (RFC 7118) too, on its own port, and
+    /// over secure WebSocket when TLS is on (needs `kamailio-websocket-modules`).
+    #[must_use]
+    pub fn with_websocket(mut self) -> Self {
+        self.websocket = true;
+        self
+    }
+
     /// Hard upper bound on the process's life (default 300 s).
     #[must_use]
     pub fn with_lifetime(mut self, lifetime: Duration) -> Self {
@@ -160,6 +170,12 @@ impl KamailioBuilder {
                 package: "kamailio-tls-modules",
             });
         }
+        if self.websocket && !module_installed("websocket.so") {
+            return Err(PeerError::NotInstalled {
+                binary: "websocket.so (kamailio module)",
+                package: "kamailio-websocket-modules",
+            });
+        }
         let mut users_cfg = String::new();
         for user in &self.users {
             if !is_plain(&user.name) || !is_plain(&user.password) {
@@ -180,11 +196,23 @@ impl KamailioBuilder {
             Some(_) => Some(net::free_port()?),
             None => None,
         };
+        let ws_port = if self.websocket {
+            Some(net::free_port()?)
+        } else {
+            None
+        };
+        let wss_port = if self.websocket && self.tls.is_some() {
+            Some(net::free_port()?)
+        } else {
+            None
+        };
         let run_dir = dir.path().to_string_lossy().into_owned();
         let fill = |template: &str| {
             template
                 .replace("@SIP_PORT@", &sip_port.to_string())
                 .replace("@TLS_PORT@", &tls_port.unwrap_or(0).to_string())
+                .replace("@WS_PORT@", &ws_port.unwrap_or(0).to_string())
+                .replace("@WSS_PORT@", &wss_port.unwrap_or(0).to_string())
                 .replace("@RUN_DIR@", &run_dir)
                 .replace("@DIGEST_ALGORITHM@", self.algorithm.as_str())
                 .replace("@USERS@\n", &users_cfg)
@@ -202,12 +230,16 @@ impl KamailioBuilder {
         if self.push_refused {
             args.extend(["-A", "WITH_PUSH_REFUSED"].map(OsString::from));
         }
+        if self.websocket {
+            args.extend(["-A", "WITH_WS"].map(OsString::from));
+        }
 
         let launch = Launch {
             program,
             args,
             lifetime: self.lifetime,
             ready_timeout: self.ready_timeout,
+            extra_ports: ws_port.into_iter().chain(wss_port).collect(),
         };
         let process = launch.spawn(dir.path(), sip_port, tls_port)?;
         Ok(Kamailio {
@@ -215,6 +247,8 @@ impl KamailioBuilder {
             dir,
             sip_port,
             tls_port,
+            ws_port,
+            wss_port,
             users: self.users,
             algorithm: self.algorithm,
             launch,
@@ -229,6 +263,8 @@ struct Launch {
     args: Vec<OsString>,
     lifetime: Duration,
     ready_timeout: Duration,
+    /// WS and WSS listeners to wait for.
+    extra_ports: Vec<u16>,
 }
 
 impl Launch {
@@ -255,6 +291,14 @@ impl Launch {
             net::wait_until(&mut process, "the TLS listener", self.ready_timeout, || {
                 Ok(net::is_listening(Protocol::Tcp, port))
             })?;
+        }
+        for &port in &self.extra_ports {
+            net::wait_until(
+                &mut process,
+                "the WebSocket listener",
+                self.ready_timeout,
+                || Ok(net::is_listening(Protocol::Tcp, port)),
+            )?;
         }
         Ok(process)
     }
@@ -291,6 +335,8 @@ pub struct Kamailio {
     dir: WorkDir,
     sip_port: u16,
     tls_port: Option<u16>,
+    ws_port: Option<u16>,
+    wss_port: Option<u16>,
     users: Vec<SipUser>,
     algorithm: DigestAlgorithm,
     launch: Launch,
@@ -322,6 +368,18 @@ impl Kamailio {
     #[must_use]
     pub fn tls_port(&self) -> Option<u16> {
         self.tls_port
+    }
+
+    /// The WebSocket port (with [`KamailioBuilder::with_websocket`]).
+    #[must_use]
+    pub fn ws_port(&self) -> Option<u16> {
+        self.ws_port
+    }
+
+    /// The secure WebSocket port (with WebSocket and TLS).
+    #[must_use]
+    pub fn wss_port(&self) -> Option<u16> {
+        self.wss_port
     }
 
     /// 127.0.0.1:[`Self::sip_port`].
