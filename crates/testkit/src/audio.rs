@@ -102,6 +102,19 @@ impl WavAnalysis {
         let near = |f: f64| (f - frequency).abs() <= tolerance * frequency;
         self.is_audible() && near(self.zero_crossing_frequency) && near(self.dominant_frequency)
     }
+
+    /// Whether a tone came through a call: audible, the dominant frequency
+    /// within `tolerance` of `frequency`, and the zero-crossing estimate
+    /// within five times that. A call's recording may hold a few concealed
+    /// or dropped frames (network or scheduling hiccups); each phase jump
+    /// adds zero crossings but hardly moves the spectrum's peak.
+    #[must_use]
+    pub fn is_tone_heard(&self, frequency: f64, tolerance: f64) -> bool {
+        let near = |f: f64, t: f64| (f - frequency).abs() <= t * frequency;
+        self.is_audible()
+            && near(self.dominant_frequency, tolerance)
+            && near(self.zero_crossing_frequency, 5.0 * tolerance)
+    }
 }
 
 /// Measures the first channel of a 16-bit PCM WAV file, skipping its first

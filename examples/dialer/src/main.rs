@@ -217,9 +217,6 @@ enum Command {
     Register {
         #[command(flatten)]
         account: AccountArgs,
-        /// A relay proxy (repeat for fail-over), e.g. sip:relay.example.com;transport=tls.
-        #[arg(long = "proxy")]
-        proxies: Vec<String>,
         #[command(flatten)]
         push: relay::PushArgs,
         /// Keep the registration alive this many seconds, then remove it.
@@ -394,13 +391,15 @@ fn main() -> ExitCode {
             }
             Command::Register {
                 account,
-                proxies,
                 push,
                 stay,
             } => {
-                if proxies.is_empty() && !push.is_set() {
+                // Through relay proxies (RFC 5626 flows) when proxies or push
+                // parameters are given; a plain registration otherwise.
+                if account.proxies.is_empty() && !push.is_set() {
                     session::register(&profile, &account, stay).await
                 } else {
+                    let proxies = account.proxies.clone();
                     relay::register(&profile, &account, &proxies, &push, stay).await
                 }
             }

@@ -60,9 +60,10 @@ fn assert_tone(path: &Path, expected: f64, who: &str, log: &str) {
     let a = analyze_wav(path, Duration::from_millis(500))
         .unwrap_or_else(|e| panic!("{who}: cannot read {}: {e}\n{log}", path.display()));
     assert!(
-        a.is_tone(expected, 0.02),
-        "{who} heard {:.1} Hz (rms {:.0}), expected {expected} Hz\n{log}",
+        a.is_tone_heard(expected, 0.02),
+        "{who} heard {:.1} Hz (zero crossings {:.1} Hz, rms {:.0}), expected {expected} Hz\n{log}",
         a.dominant_frequency,
+        a.zero_crossing_frequency,
         a.rms
     );
 }

@@ -196,7 +196,7 @@ fn a_call_through_the_tls_proxy_with_media_through_turn() {
     assert!(out.status.success(), "{text}");
     let a = analyze_wav(&heard, Duration::from_millis(500)).unwrap();
     assert!(
-        a.is_tone(1000.0, 0.02),
+        a.is_tone_heard(1000.0, 0.02),
         "the dialer heard {:.1} Hz\n{text}",
         a.dominant_frequency
     );
@@ -219,8 +219,55 @@ fn a_call_through_the_tls_proxy_with_media_through_turn() {
     };
     let b = analyze_wav(&recorded, Duration::from_millis(500)).unwrap();
     assert!(
-        b.is_tone(440.0, 0.02),
+        b.is_tone_heard(440.0, 0.02),
         "baresip heard {:.1} Hz\n{text}",
         b.dominant_frequency
     );
+}
+
+#[test]
+fn registration_through_a_secure_websocket_relay() {
+    let ca = TestCa::new().unwrap();
+    let kamailio = Kamailio::builder()
+        .with_tls(&ca)
+        .with_websocket()
+        .with_lifetime(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_dialer"))
+        .arg("--profile")
+        .arg(dir.path())
+        .args([
+            "register",
+            "--registrar",
+            &format!("sip:127.0.0.1:{}", kamailio.sip_port()),
+            "--user",
+            "alice",
+            "--password",
+            &kamailio.user("alice").unwrap().password,
+            "--proxy",
+            &format!(
+                "sip:127.0.0.1:{};transport=wss",
+                kamailio.wss_port().unwrap()
+            ),
+            "--push-provider",
+            "apns",
+            "--push-prid",
+            "tok-9",
+        ])
+        .arg("--ca")
+        .arg(ca.ca_cert_path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        kamailio.log_tail(20)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("registered (expires"), "{text}");
 }
