@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 
 use crate::options::UsageError;
 
+/// The source name of a directory synced from the command line.
+const MANUAL_DIRECTORY: &str = "directory";
+
 fn open(profile: &Path) -> Result<Contacts> {
     Contacts::open(profile).context("opening the contacts")
 }
@@ -111,7 +114,7 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
                 _ => None,
             };
             sources.push(ldap_source(
-                "directory",
+                MANUAL_DIRECTORY,
                 url,
                 base,
                 bind,
@@ -301,4 +304,44 @@ pub(crate) fn erase(profile: &Path) -> Result<usize> {
     }
     conn.execute_batch("VACUUM; PRAGMA wal_checkpoint(TRUNCATE);")?;
     Ok(count)
+}
+
+/// Removes the cached contacts of directories the configuration no longer
+/// names: remote contacts go with their source. Contacts added on this
+/// device, and those of a directory synced by hand (`contacts sync --ldap`),
+/// stay. Returns how many were removed.
+pub(crate) fn prune_unconfigured(profile: &Path, config: &config_export::Config) -> Result<usize> {
+    if !profile.join(DATABASE_FILE).exists() {
+        return Ok(0);
+    }
+    let configured: Vec<String> = config
+        .contacts
+        .sources
+        .iter()
+        .filter_map(|s| match s {
+            config_export::ContactSource::Ldap(l) => Some(l.id.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut store = contacts::Store::open(&profile.join(DATABASE_FILE))?;
+    let mut stale: Vec<contacts::Source> = Vec::new();
+    for e in store.index_entries()? {
+        if let contacts::Source::Ldap(name) = &e.source
+            && name != MANUAL_DIRECTORY
+            && !configured.contains(name)
+            && !stale.contains(&e.source)
+        {
+            stale.push(e.source.clone());
+        }
+    }
+    let mut removed = 0;
+    for source in &stale {
+        let counts = store.replace_source(source, &[], None)?;
+        removed += counts.removed;
+        println!(
+            "removed {} contacts of {source}, no longer configured",
+            counts.removed
+        );
+    }
+    Ok(removed)
 }

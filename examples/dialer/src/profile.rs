@@ -130,6 +130,9 @@ pub(crate) async fn provision(
     for a in &outcome.config.accounts {
         println!("account {}: registrar {}", a.id, a.registrar);
     }
+    if let Some(config) = effective(profile)? {
+        crate::contacts::prune_unconfigured(profile, &config)?;
+    }
     Ok(true)
 }
 
@@ -294,6 +297,9 @@ pub(crate) fn import(profile: &Path, file: &Path) -> Result<bool> {
         .import(&bytes)
         .with_context(|| format!("importing {}", file.display()))?;
     Store::open(profile)?.save(&config)?;
+    if let Some(effective) = effective(profile)? {
+        crate::contacts::prune_unconfigured(profile, &effective)?;
+    }
     println!(
         "imported {} account(s) from {}",
         config.accounts.len(),
