@@ -347,6 +347,7 @@ pub struct JitterStatistics {
 #[derive(Debug)]
 pub struct JitterBuffer<P> {
     config: JitterConfig,
+    config_ms: ConfigMs,
     /// Timestamp units per frame.
     frame_ticks: u64,
     frame_ms: f64,
@@ -380,6 +381,43 @@ pub struct JitterBuffer<P> {
     /// When the wish to shrink started, in ms since the epoch.
     shrink_wanted_since: Option<f64>,
     stats: JitterStatistics,
+}
+
+/// The configured durations in ms, converted once: the conversions sat
+/// on the per-packet path.
+#[derive(Debug)]
+struct ConfigMs {
+    boost_decay_per_second: f64,
+    boost_limit: f64,
+    feedback_ceiling: f64,
+    feedback_floor: f64,
+    feedback_lateness_limit: f64,
+    feedback_step: f64,
+    initial_delay: f64,
+    jump_threshold: f64,
+    max_delay: f64,
+    min_delay: f64,
+    shrink_margin: f64,
+    shrink_patience: f64,
+}
+
+impl ConfigMs {
+    fn new(config: &JitterConfig) -> Self {
+        ConfigMs {
+            boost_decay_per_second: ms(config.boost_decay_per_second),
+            boost_limit: ms(config.boost_limit),
+            feedback_ceiling: ms(config.feedback_ceiling),
+            feedback_floor: ms(config.feedback_floor),
+            feedback_lateness_limit: ms(config.feedback_lateness_limit),
+            feedback_step: ms(config.feedback_step),
+            initial_delay: ms(config.initial_delay),
+            jump_threshold: ms(config.jump_threshold),
+            max_delay: ms(config.max_delay),
+            min_delay: ms(config.min_delay),
+            shrink_margin: ms(config.shrink_margin),
+            shrink_patience: ms(config.shrink_patience),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -488,6 +526,7 @@ impl<P> JitterBuffer<P> {
         Ok(JitterBuffer {
             frame_ticks,
             frame_ms: ms(config.frame_duration),
+            config_ms: ConfigMs::new(&config),
             config,
             epoch: None,
             ssrc: None,
@@ -551,7 +590,7 @@ impl<P> JitterBuffer<P> {
             if self
                 .estimator
                 .baseline()
-                .is_some_and(|b| (transit - b).abs() > ms(self.config.jump_threshold))
+                .is_some_and(|b| (transit - b).abs() > self.config_ms.jump_threshold)
             {
                 debug!(transit, "jitter buffer reset: timestamp jump");
                 self.reset();
@@ -588,7 +627,7 @@ impl<P> JitterBuffer<P> {
             self.stats.late += 1;
             if self
                 .playout_transit
-                .is_none_or(|p| transit - p <= ms(self.config.feedback_lateness_limit))
+                .is_none_or(|p| transit - p <= self.config_ms.feedback_lateness_limit)
             {
                 self.feedback(true);
             }
@@ -639,7 +678,7 @@ impl<P> JitterBuffer<P> {
         let adaptive = self.config.mode == DelayMode::Adaptive;
         let want_stretch = adaptive && target.is_some_and(|t| transit < t);
         let want_shrink = adaptive
-            && target.is_some_and(|t| transit - self.frame_ms > t + ms(self.config.shrink_margin));
+            && target.is_some_and(|t| transit - self.frame_ms > t + self.config_ms.shrink_margin);
         if want_shrink {
             self.shrink_wanted_since.get_or_insert(now_ms);
         } else {
@@ -648,9 +687,9 @@ impl<P> JitterBuffer<P> {
         // A received frame is dropped once the wish is old, or at once when
         // the delay is more than a whole frame above the shrink threshold.
         let shrink_overdue = self.shrink_wanted_since.is_some_and(|since| {
-            now_ms - since >= ms(self.config.shrink_patience)
+            now_ms - since >= self.config_ms.shrink_patience
                 || target.is_some_and(|t| {
-                    transit - 2.0 * self.frame_ms > t + ms(self.config.shrink_margin)
+                    transit - 2.0 * self.frame_ms > t + self.config_ms.shrink_margin
                 })
         });
 
@@ -758,9 +797,9 @@ impl<P> JitterBuffer<P> {
                 let quantile = self
                     .estimator
                     .quantile()
-                    .unwrap_or(ms(self.config.initial_delay));
+                    .unwrap_or(self.config_ms.initial_delay);
                 (quantile + self.boost(now_ms) + self.feedback_ms)
-                    .clamp(ms(self.config.min_delay), ms(self.config.max_delay))
+                    .clamp(self.config_ms.min_delay, self.config_ms.max_delay)
             }
         };
         Some(baseline + relative)
@@ -769,7 +808,7 @@ impl<P> JitterBuffer<P> {
     /// The extra delay added after late packets, decaying linearly.
     fn boost(&self, now_ms: f64) -> f64 {
         self.boost.map_or(0.0, |(value, at)| {
-            let decay = ms(self.config.boost_decay_per_second) * (now_ms - at) / 1000.0;
+            let decay = self.config_ms.boost_decay_per_second * (now_ms - at) / 1000.0;
             (value - decay).max(0.0)
         })
     }
@@ -785,15 +824,15 @@ impl<P> JitterBuffer<P> {
         if self.config.mode != DelayMode::Adaptive {
             return;
         }
-        let step = ms(self.config.feedback_step);
+        let step = self.config_ms.feedback_step;
         let change = if late {
             step * (1.0 - self.config.feedback_late_rate)
         } else {
             -step * self.config.feedback_late_rate
         };
         self.feedback_ms = (self.feedback_ms + change).clamp(
-            -ms(self.config.feedback_floor),
-            ms(self.config.feedback_ceiling),
+            -self.config_ms.feedback_floor,
+            self.config_ms.feedback_ceiling,
         );
     }
 
@@ -812,7 +851,7 @@ impl<P> JitterBuffer<P> {
         let spaced = self
             .last_arrival_ms
             .is_none_or(|last| now_ms - last >= self.frame_ms / 2.0);
-        if spaced && lateness > 0.0 && lateness <= ms(self.config.boost_limit) {
+        if spaced && lateness > 0.0 && lateness <= self.config_ms.boost_limit {
             let boost = self.boost(now_ms) + lateness + self.frame_ms;
             self.boost = Some((boost, now_ms));
         }
