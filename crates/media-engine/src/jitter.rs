@@ -25,8 +25,18 @@
 //!   window (99 % by default): the smallest delay that would have let all
 //!   but 1 % of recent packets arrive in time. Rare delay spikes stay in the
 //!   window long enough to be planned for.
-//! - The target playout transit is `P* = B + T`, clamped to
-//!   `[B + min_delay, B + max_delay]`.
+//! - A *late-rate feedback* `F` corrects the quantile: it rises by
+//!   [`JitterConfig::feedback_step`] per late packet and falls by
+//!   [`JitterConfig::feedback_late_rate`] of a step per packet on time,
+//!   within `[-feedback_floor, feedback_ceiling]`. The playout delay moves
+//!   on the frame grid, so the quantile alone lands it anywhere up to a
+//!   frame above the target; the feedback makes it alternate between the
+//!   two grid positions around the target in the proportion that keeps
+//!   the late rate at `feedback_late_rate`. Packets later than
+//!   [`JitterConfig::feedback_lateness_limit`] (stalls no sensible delay
+//!   covers) do not move it.
+//! - The target playout transit is `P* = B + T + F`, with `T + F` clamped
+//!   to `[min_delay, max_delay]`.
 //!
 //! # How the buffer follows the target
 //!
@@ -126,10 +136,25 @@ pub struct JitterConfig {
     /// resets.
     pub jump_threshold: Duration,
     /// A packet arriving on its own at most this late raises the target at
-    /// once by its lateness (see the module documentation).
+    /// once by its lateness (see the module documentation). Zero, the
+    /// default, turns this off.
     pub boost_limit: Duration,
     /// How fast that extra delay fades, per second.
     pub boost_decay_per_second: Duration,
+    /// Fraction of packets the late-rate feedback lets be late in the long
+    /// run (see the module documentation).
+    pub feedback_late_rate: f64,
+    /// How much a late packet raises the feedback correction; every packet
+    /// on time lowers it by `feedback_late_rate` times this. Zero turns the
+    /// feedback off.
+    pub feedback_step: Duration,
+    /// Lowest correction: the target may drop this far below the quantile.
+    pub feedback_floor: Duration,
+    /// Highest correction above the quantile.
+    pub feedback_ceiling: Duration,
+    /// Late packets later than this (a stall no sensible delay covers)
+    /// do not move the feedback.
+    pub feedback_lateness_limit: Duration,
 }
 
 impl Default for JitterConfig {
@@ -148,8 +173,15 @@ impl Default for JitterConfig {
             shrink_margin: Duration::ZERO,
             shrink_patience: Duration::from_millis(300),
             jump_threshold: Duration::from_secs(3),
-            boost_limit: Duration::from_millis(60),
+            // Off: the late-rate feedback does this job without the
+            // overshoot after a single late packet.
+            boost_limit: Duration::ZERO,
             boost_decay_per_second: Duration::from_millis(10),
+            feedback_late_rate: 0.005,
+            feedback_step: Duration::from_millis(1),
+            feedback_floor: Duration::from_millis(20),
+            feedback_ceiling: Duration::from_millis(30),
+            feedback_lateness_limit: Duration::from_millis(80),
         }
     }
 }
@@ -315,6 +347,7 @@ pub struct JitterStatistics {
 #[derive(Debug)]
 pub struct JitterBuffer<P> {
     config: JitterConfig,
+    config_ms: ConfigMs,
     /// Timestamp units per frame.
     frame_ticks: u64,
     frame_ms: f64,
@@ -337,6 +370,8 @@ pub struct JitterBuffer<P> {
     last_arrival_ms: Option<f64>,
     /// Extra target delay after late packets: (value, when set).
     boost: Option<(f64, f64)>,
+    /// Late-rate feedback added to the target, ms (negative lowers it).
+    feedback_ms: f64,
     /// Recently played or dropped extended sequence numbers.
     recent: RecentSequences,
     /// Gauges in ms, turned into durations only when statistics are read.
@@ -346,6 +381,43 @@ pub struct JitterBuffer<P> {
     /// When the wish to shrink started, in ms since the epoch.
     shrink_wanted_since: Option<f64>,
     stats: JitterStatistics,
+}
+
+/// The configured durations in ms, converted once: the conversions sat
+/// on the per-packet path.
+#[derive(Debug)]
+struct ConfigMs {
+    boost_decay_per_second: f64,
+    boost_limit: f64,
+    feedback_ceiling: f64,
+    feedback_floor: f64,
+    feedback_lateness_limit: f64,
+    feedback_step: f64,
+    initial_delay: f64,
+    jump_threshold: f64,
+    max_delay: f64,
+    min_delay: f64,
+    shrink_margin: f64,
+    shrink_patience: f64,
+}
+
+impl ConfigMs {
+    fn new(config: &JitterConfig) -> Self {
+        ConfigMs {
+            boost_decay_per_second: ms(config.boost_decay_per_second),
+            boost_limit: ms(config.boost_limit),
+            feedback_ceiling: ms(config.feedback_ceiling),
+            feedback_floor: ms(config.feedback_floor),
+            feedback_lateness_limit: ms(config.feedback_lateness_limit),
+            feedback_step: ms(config.feedback_step),
+            initial_delay: ms(config.initial_delay),
+            jump_threshold: ms(config.jump_threshold),
+            max_delay: ms(config.max_delay),
+            min_delay: ms(config.min_delay),
+            shrink_margin: ms(config.shrink_margin),
+            shrink_patience: ms(config.shrink_patience),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -454,6 +526,7 @@ impl<P> JitterBuffer<P> {
         Ok(JitterBuffer {
             frame_ticks,
             frame_ms: ms(config.frame_duration),
+            config_ms: ConfigMs::new(&config),
             config,
             epoch: None,
             ssrc: None,
@@ -467,6 +540,7 @@ impl<P> JitterBuffer<P> {
             playout_transit: None,
             last_arrival_ms: None,
             boost: None,
+            feedback_ms: 0.0,
             recent: RecentSequences::default(),
             target_delay_ms: 0.0,
             current_delay_ms: 0.0,
@@ -516,7 +590,7 @@ impl<P> JitterBuffer<P> {
             if self
                 .estimator
                 .baseline()
-                .is_some_and(|b| (transit - b).abs() > ms(self.config.jump_threshold))
+                .is_some_and(|b| (transit - b).abs() > self.config_ms.jump_threshold)
             {
                 debug!(transit, "jitter buffer reset: timestamp jump");
                 self.reset();
@@ -551,6 +625,12 @@ impl<P> JitterBuffer<P> {
             || self.last_played.is_some_and(|(_, last_ts)| ts <= last_ts)
         {
             self.stats.late += 1;
+            if self
+                .playout_transit
+                .is_none_or(|p| transit - p <= self.config_ms.feedback_lateness_limit)
+            {
+                self.feedback(true);
+            }
             self.remember(sequence);
             self.react_to_late(now_ms, transit);
             self.last_arrival_ms = Some(now_ms);
@@ -567,6 +647,7 @@ impl<P> JitterBuffer<P> {
                 "jitter buffer full, oldest dropped"
             );
         }
+        self.feedback(false);
         self.last_arrival_ms = Some(now_ms);
         let marker = packet.marker;
         self.packets.insert(
@@ -597,7 +678,7 @@ impl<P> JitterBuffer<P> {
         let adaptive = self.config.mode == DelayMode::Adaptive;
         let want_stretch = adaptive && target.is_some_and(|t| transit < t);
         let want_shrink = adaptive
-            && target.is_some_and(|t| transit - self.frame_ms > t + ms(self.config.shrink_margin));
+            && target.is_some_and(|t| transit - self.frame_ms > t + self.config_ms.shrink_margin);
         if want_shrink {
             self.shrink_wanted_since.get_or_insert(now_ms);
         } else {
@@ -606,9 +687,9 @@ impl<P> JitterBuffer<P> {
         // A received frame is dropped once the wish is old, or at once when
         // the delay is more than a whole frame above the shrink threshold.
         let shrink_overdue = self.shrink_wanted_since.is_some_and(|since| {
-            now_ms - since >= ms(self.config.shrink_patience)
+            now_ms - since >= self.config_ms.shrink_patience
                 || target.is_some_and(|t| {
-                    transit - 2.0 * self.frame_ms > t + ms(self.config.shrink_margin)
+                    transit - 2.0 * self.frame_ms > t + self.config_ms.shrink_margin
                 })
         });
 
@@ -716,9 +797,9 @@ impl<P> JitterBuffer<P> {
                 let quantile = self
                     .estimator
                     .quantile()
-                    .unwrap_or(ms(self.config.initial_delay));
-                (quantile + self.boost(now_ms))
-                    .clamp(ms(self.config.min_delay), ms(self.config.max_delay))
+                    .unwrap_or(self.config_ms.initial_delay);
+                (quantile + self.boost(now_ms) + self.feedback_ms)
+                    .clamp(self.config_ms.min_delay, self.config_ms.max_delay)
             }
         };
         Some(baseline + relative)
@@ -727,9 +808,32 @@ impl<P> JitterBuffer<P> {
     /// The extra delay added after late packets, decaying linearly.
     fn boost(&self, now_ms: f64) -> f64 {
         self.boost.map_or(0.0, |(value, at)| {
-            let decay = ms(self.config.boost_decay_per_second) * (now_ms - at) / 1000.0;
+            let decay = self.config_ms.boost_decay_per_second * (now_ms - at) / 1000.0;
             (value - decay).max(0.0)
         })
+    }
+
+    /// Integral control of the late rate: the quantile alone lands the
+    /// playout delay on the frame grid anywhere up to a frame above the
+    /// target, or misses spikes the window undersamples. The correction
+    /// rises by `feedback_step` per late packet and falls by
+    /// `feedback_late_rate` of that per packet on time, so in the long run
+    /// the delay dithers between the two grid positions around the target
+    /// in the proportion that makes `feedback_late_rate` of packets late.
+    fn feedback(&mut self, late: bool) {
+        if self.config.mode != DelayMode::Adaptive {
+            return;
+        }
+        let step = self.config_ms.feedback_step;
+        let change = if late {
+            step * (1.0 - self.config.feedback_late_rate)
+        } else {
+            -step * self.config.feedback_late_rate
+        };
+        self.feedback_ms = (self.feedback_ms + change).clamp(
+            -self.config_ms.feedback_floor,
+            self.config_ms.feedback_ceiling,
+        );
     }
 
     /// A late packet that arrived on its own, a little too late, means the
@@ -747,7 +851,7 @@ impl<P> JitterBuffer<P> {
         let spaced = self
             .last_arrival_ms
             .is_none_or(|last| now_ms - last >= self.frame_ms / 2.0);
-        if spaced && lateness > 0.0 && lateness <= ms(self.config.boost_limit) {
+        if spaced && lateness > 0.0 && lateness <= self.config_ms.boost_limit {
             let boost = self.boost(now_ms) + lateness + self.frame_ms;
             self.boost = Some((boost, now_ms));
         }
@@ -1420,7 +1524,9 @@ mod tests {
     #[test]
     fn adapts_target_to_jitter() {
         // Frames delayed by 0 or 80 ms alternately: after learning, the
-        // target covers 80 ms and nothing more is late.
+        // playout delay covers 80 ms and nothing more is late. With no late
+        // packet the feedback lowers the target below the quantile, but not
+        // by a whole frame within 20 s.
         let t0 = epoch();
         let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
         let _ = run(
@@ -1436,7 +1542,8 @@ mod tests {
         let stats = jb.statistics();
         assert_eq!(stats.late, late_while_learning, "{stats:?}");
         assert_eq!(frames(&out).len(), 990);
-        assert!(stats.target_delay >= Duration::from_millis(80), "{stats:?}");
+        assert_eq!(stats.current_delay, Duration::from_millis(80), "{stats:?}");
+        assert!(stats.target_delay > Duration::from_millis(60), "{stats:?}");
         assert!(
             stats.target_delay <= Duration::from_millis(100),
             "{stats:?}"
