@@ -4,7 +4,7 @@ use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::error::{ParseError, ParseErrorKind, Position};
+use crate::error::{ParseError, ParseErrorKind};
 use crate::grammar::{self, Fail, ValueError, is_token, is_wsp, text};
 use crate::headers::{
     self, Auth, CSeq, Contact, ContentType, NameAddr, Replaces, SessionExpires, TokenParams,
@@ -104,7 +104,7 @@ pub struct Message {
     buf: Bytes,
     start: Start,
     headers: Vec<Header>,
-    body: Text,
+    body: Span,
     /// End of the message within `buf` (a datagram may carry extra bytes).
     end: u32,
     /// Offset of the empty line ending the headers, for error positions.
@@ -124,22 +124,25 @@ struct Parsed {
 
 #[derive(Debug, Clone)]
 enum Start {
-    Request { method: Method, uri: Text },
-    Response { status: u16, reason: Text },
+    Request { method: Method, uri: Span },
+    Response { status: u16, reason: Span },
 }
 
-/// Bytes either inside the parsed buffer or owned after a modification.
-#[derive(Debug, Clone)]
-enum Text {
-    Span(u32, u32),
-    Owned(Bytes),
+/// Bytes `start..end` of the message's buffer. Every part of a message lies
+/// in its one buffer: a modification writes a new buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Span {
+    start: u32,
+    end: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Header {
     kind: HeaderName,
-    name: Text,
-    value: Text,
+    /// Whether the value spans folded lines (and needs unfolding to print).
+    folded: bool,
+    name: Span,
+    value: Span,
 }
 
 impl Message {
@@ -188,7 +191,8 @@ impl Message {
                     | HeaderName::CSeq
             ) {
                 let name = h.kind.canonical().unwrap_or("");
-                b = b.header(name, &unfold(request.bytes_of(&h.value)))?;
+                let value = request.value_of(h);
+                b = b.header(name, &value)?;
             }
         }
         Ok(b)
@@ -199,11 +203,11 @@ impl Message {
         match &self.start {
             Start::Request { method, uri } => StartLine::Request {
                 method,
-                uri: text(self.bytes_of(uri)),
+                uri: text(self.bytes_of(*uri)),
             },
             Start::Response { status, reason } => StartLine::Response {
                 status: *status,
-                reason: text(self.bytes_of(reason)),
+                reason: text(self.bytes_of(*reason)),
             },
         }
     }
@@ -225,7 +229,7 @@ impl Message {
     pub fn request_uri(&self) -> Option<Uri<'_>> {
         match &self.start {
             Start::Request { uri, .. } => {
-                grammar::complete(self.str_of(uri), |i| uri::uri(i, UriContext::Whole)).ok()
+                grammar::complete(self.str_of(*uri), |i| uri::uri(i, UriContext::Whole)).ok()
             }
             Start::Response { .. } => None,
         }
@@ -242,29 +246,29 @@ impl Message {
     /// The reason phrase (`None` for a request).
     pub fn reason(&self) -> Option<&str> {
         match &self.start {
-            Start::Response { reason, .. } => Some(text(self.bytes_of(reason))),
+            Start::Response { reason, .. } => Some(text(self.bytes_of(*reason))),
             Start::Request { .. } => None,
         }
     }
 
     /// The body (empty when there is none).
     pub fn body(&self) -> &[u8] {
-        self.bytes_of(&self.body)
+        self.bytes_of(self.body)
     }
 
     /// Every header line in order.
     pub fn headers(&self) -> impl Iterator<Item = HeaderField<'_>> + '_ {
         self.headers.iter().map(|h| HeaderField {
             kind: h.kind,
-            name: text(self.bytes_of(&h.name)),
-            value: self.str_of(&h.value),
+            name: text(self.bytes_of(h.name)),
+            value: self.str_of(h.value),
         })
     }
 
     /// The first value of the header called `name` (full or compact, any case).
     pub fn header(&self, name: &str) -> Option<&str> {
         let i = self.position_of(name)?;
-        Some(text(self.bytes_of(&self.headers[i].value)))
+        Some(text(self.bytes_of(self.headers[i].value)))
     }
 
     /// Every value of the header called `name`, one per header line.
@@ -278,9 +282,9 @@ impl Message {
             .filter(move |h| {
                 h.kind == kind
                     && (kind != HeaderName::Other
-                        || self.bytes_of(&h.name).eq_ignore_ascii_case(name.as_bytes()))
+                        || self.bytes_of(h.name).eq_ignore_ascii_case(name.as_bytes()))
             })
-            .map(|h| self.str_of(&h.value))
+            .map(|h| self.str_of(h.value))
     }
 
     /// The topmost Via.
@@ -306,7 +310,7 @@ impl Message {
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&str, ParseError> {
         let (idx, h) = self.find(HeaderName::CallId)?;
-        headers::call_id(self.str_of(&h.value)).map_err(|e| self.value_error(idx, 0, e))
+        headers::call_id(self.str_of(h.value)).map_err(|e| self.value_error(idx, 0, e))
     }
 
     /// The CSeq.
@@ -451,7 +455,7 @@ impl Message {
         let Some((idx, h)) = self.find(HeaderName::Replaces).ok() else {
             return Ok(None);
         };
-        headers::replaces(self.str_of(&h.value))
+        headers::replaces(self.str_of(h.value))
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -461,7 +465,7 @@ impl Message {
         let Some((idx, h)) = self.find(HeaderName::SessionExpires).ok() else {
             return Ok(None);
         };
-        headers::session_expires(self.str_of(&h.value))
+        headers::session_expires(self.str_of(h.value))
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -473,94 +477,42 @@ impl Message {
     /// to hold a message to the full grammar.
     pub fn validate(&self) -> Result<(), ParseError> {
         for (idx, h) in self.headers.iter().enumerate() {
-            let v = self.str_of(&h.value);
-            let elems: Vec<(usize, &str)> = if h.kind.is_list() {
-                grammar::split_list(v).collect()
-            } else {
-                vec![(0, v)]
-            };
-            let err = |off: usize, e: ValueError| {
-                self.value_error(
-                    idx,
-                    off,
-                    ValueError {
-                        offset: e.offset,
-                        expected: e.expected,
-                    },
+            // Parsing or building checked these while the message is unchanged.
+            if !self.modified
+                && matches!(
+                    h.kind,
+                    HeaderName::CSeq | HeaderName::MaxForwards | HeaderName::ContentLength
                 )
-            };
-            for &(off, e) in &elems {
-                let r: Result<(), ValueError> = match h.kind {
-                    HeaderName::Via => Via::parse_value(e).map(drop),
-                    HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::Route
-                    | HeaderName::RecordRoute
-                    | HeaderName::ReferTo
-                    | HeaderName::ReferredBy
-                    | HeaderName::PAssertedIdentity
-                    | HeaderName::Path
-                    | HeaderName::ServiceRoute => NameAddr::parse_value(e).map(drop),
-                    HeaderName::Contact => Contact::parse_value(e).map(drop),
-                    HeaderName::CallId => headers::call_id(e).map(drop),
-                    HeaderName::CSeq => CSeq::parse_value(e).map(drop),
-                    HeaderName::MaxForwards => {
-                        headers::delta(e, 255, "number from 0 to 255").map(drop)
-                    }
-                    HeaderName::ContentLength
-                    | HeaderName::Expires
-                    | HeaderName::MinExpires
-                    | HeaderName::MinSe => {
-                        headers::delta(e, u64::from(u32::MAX), "delta seconds").map(drop)
-                    }
-                    HeaderName::ContentType => ContentType::parse_value(e).map(drop),
-                    HeaderName::WwwAuthenticate
-                    | HeaderName::Authorization
-                    | HeaderName::ProxyAuthenticate
-                    | HeaderName::ProxyAuthorization => Auth::parse_value(e).map(drop),
-                    HeaderName::Allow
-                    | HeaderName::Supported
-                    | HeaderName::Require
-                    | HeaderName::ProxyRequire
-                    | HeaderName::Unsupported
-                    | HeaderName::AllowEvents
-                    | HeaderName::ContentEncoding => {
-                        if elems.len() == 1 && grammar::sws(e).is_empty() {
-                            // An empty Allow or Supported is legal.
-                            if matches!(h.kind, HeaderName::Allow | HeaderName::Supported) {
-                                Ok(())
-                            } else {
-                                headers::nonempty(e)
-                            }
-                        } else {
-                            headers::check_token(e).map(drop)
-                        }
-                    }
-                    HeaderName::Event | HeaderName::SubscriptionState => {
-                        TokenParams::parse_value(e).map(drop)
-                    }
-                    HeaderName::Replaces => headers::replaces(e).map(drop),
-                    HeaderName::SessionExpires => headers::session_expires(e).map(drop),
-                    _ => Ok(()),
-                };
-                r.map_err(|er| err(off, er))?;
+            {
+                continue;
             }
-            if h.kind == HeaderName::Contact {
-                let star = elems.iter().any(|(_, e)| grammar::sws(e) == "*");
-                let others = self
-                    .headers
-                    .iter()
-                    .filter(|x| x.kind == HeaderName::Contact)
-                    .count();
-                if star && (elems.len() > 1 || others > 1) {
-                    return Err(self.value_error(
-                        idx,
-                        0,
-                        ValueError {
-                            offset: 0,
-                            expected: "* as the only Contact",
-                        },
-                    ));
+            if h.kind == HeaderName::Other {
+                continue;
+            }
+            let v = self.str_of(h.value);
+            let err = |off: usize, e: ValueError| self.value_error(idx, off, e);
+            if h.kind.is_list() && memchr::memchr(b',', v.as_bytes()).is_some() {
+                let n = grammar::split_list(v).count();
+                let mut star = false;
+                for (off, e) in grammar::split_list(v) {
+                    check_value(h.kind, e, n == 1).map_err(|er| err(off, er))?;
+                    star |= grammar::sws(e) == "*";
+                }
+                if h.kind == HeaderName::Contact && star && n > 1 {
+                    return Err(err(0, STAR_ALONE));
+                }
+            } else {
+                check_value(h.kind, v, true).map_err(|er| err(0, er))?;
+                if h.kind == HeaderName::Contact
+                    && grammar::sws(v) == "*"
+                    && self
+                        .headers
+                        .iter()
+                        .filter(|x| x.kind == HeaderName::Contact)
+                        .nth(1)
+                        .is_some()
+                {
+                    return Err(err(0, STAR_ALONE));
                 }
             }
         }
@@ -570,30 +522,19 @@ impl Message {
     /// The message as bytes: the original bytes when unmodified, else the
     /// canonical form.
     pub fn to_bytes(&self) -> Bytes {
-        if self.modified {
-            self.canonical()
-        } else {
-            self.buf.slice(..self.end as usize)
-        }
+        // A modification writes the canonical form, so the buffer is right
+        // either way.
+        self.buf.slice(..self.end as usize)
     }
 
     /// The canonical form: full header names, one space after the colon,
     /// folded values unfolded, the body unchanged.
     pub fn canonical(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.end as usize + 64);
-        self.write_start_line(&mut out);
-        for h in &self.headers {
-            match h.kind.canonical() {
-                Some(n) => out.put_slice(n.as_bytes()),
-                None => out.put_slice(self.bytes_of(&h.name)),
-            }
-            out.put_slice(b": ");
-            out.put_slice(unfold(self.bytes_of(&h.value)).as_bytes());
-            out.put_slice(b"\r\n");
+        if self.modified {
+            return self.to_bytes();
         }
-        out.put_slice(b"\r\n");
-        out.put_slice(self.body());
-        out.freeze()
+        let pieces: Vec<Piece<'_>> = (0..self.headers.len()).map(Piece::Kept).collect();
+        self.write_canonical(None, &pieces, self.body()).0.freeze()
     }
 
     /// Whether the message was changed since it was parsed or built.
@@ -603,47 +544,40 @@ impl Message {
 
     /// Appends a header line.
     pub fn push_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
-        let h = new_header(name, value)?;
-        self.headers.push(h);
-        self.modified = true;
+        let h = new_piece(name, value)?;
+        let mut pieces = self.kept();
+        pieces.push(h);
+        self.rewrite(None, &pieces, None);
         Ok(())
     }
 
     /// Inserts a header line before every other (e.g. a proxy's Via).
     pub fn prepend_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
-        let h = new_header(name, value)?;
-        self.headers.insert(0, h);
-        self.modified = true;
+        let h = new_piece(name, value)?;
+        let mut pieces = self.kept();
+        pieces.insert(0, h);
+        self.rewrite(None, &pieces, None);
         Ok(())
     }
 
     /// Replaces every line of the header called `name` with one line holding
     /// `value`, at the place of the first (or at the end).
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
-        let h = new_header(name, value)?;
-        let at = self.position_of(name);
-        self.remove_header(name);
-        match at {
-            Some(i) => self.headers.insert(i.min(self.headers.len()), h),
-            None => self.headers.push(h),
-        }
-        self.modified = true;
+        let h = new_piece(name, value)?;
+        let pieces = self.with_header_set(name, h);
+        self.rewrite(None, &pieces, None);
         Ok(())
     }
 
     /// Removes every line of the header called `name`; returns how many.
     pub fn remove_header(&mut self, name: &str) -> usize {
-        let kind = HeaderName::from_bytes(name.as_bytes());
-        let before = self.headers.len();
-        let buf = self.buf.clone();
-        self.headers.retain(|h| {
-            !(h.kind == kind
-                && (kind != HeaderName::Other
-                    || bytes_of(&buf, &h.name).eq_ignore_ascii_case(name.as_bytes())))
-        });
-        let removed = before - self.headers.len();
+        let pieces: Vec<Piece<'_>> = (0..self.headers.len())
+            .filter(|&i| !self.is_named(&self.headers[i], name))
+            .map(Piece::Kept)
+            .collect();
+        let removed = self.headers.len() - pieces.len();
         if removed > 0 {
-            self.modified = true;
+            self.rewrite(None, &pieces, None);
         }
         removed
     }
@@ -654,62 +588,222 @@ impl Message {
         let Some(idx) = self.headers.iter().position(|h| h.kind == HeaderName::Via) else {
             return false;
         };
-        let value = self.str_of(&self.headers[idx].value).to_owned();
+        let value = self.value_of(&self.headers[idx]).into_owned();
         let mut parts = grammar::split_list(&value);
         parts.next();
         let rest: Vec<&str> = parts.map(|(_, e)| e).collect();
+        let joined = rest.join(", ");
+        let mut pieces = self.kept();
         if rest.is_empty() {
-            self.headers.remove(idx);
+            pieces.remove(idx);
         } else {
-            self.headers[idx].value = Text::Owned(Bytes::from(rest.join(", ")));
+            pieces[idx] = Piece::New(HeaderName::Via, "Via", &joined);
         }
-        self.modified = true;
+        self.rewrite(None, &pieces, None);
         true
+    }
+
+    /// Replaces the first value of the topmost Via with `value` where it
+    /// stands (RFC 3581 `received` and `rport`): one copy of the message.
+    pub(crate) fn replace_top_via(&mut self, value: &str) -> Result<(), BuildError> {
+        check_header("Via", value)?;
+        let value = value.trim_matches([' ', '\t']);
+        let Some(idx) = self.headers.iter().position(|h| h.kind == HeaderName::Via) else {
+            return Ok(());
+        };
+        let old = self.value_of(&self.headers[idx]);
+        let mut joined = String::new();
+        if memchr::memchr(b',', old.as_bytes()).is_some() {
+            let mut parts = grammar::split_list(&old);
+            parts.next();
+            joined.push_str(value);
+            for (_, e) in parts {
+                joined.push_str(", ");
+                joined.push_str(e);
+            }
+        }
+        let mut pieces = self.kept();
+        pieces[idx] = Piece::New(
+            HeaderName::Via,
+            "Via",
+            if joined.is_empty() { value } else { &joined },
+        );
+        self.rewrite(None, &pieces, None);
+        Ok(())
     }
 
     /// Replaces the body and its Content-Type; Content-Length follows.
     pub fn set_body(&mut self, content_type: Option<&str>, body: Bytes) -> Result<(), BuildError> {
-        match content_type {
+        let mut pieces = match content_type {
             Some(ct) => {
                 ContentType::parse(ct).map_err(BuildError::InvalidValue)?;
-                self.set_header("Content-Type", ct)?;
+                self.with_header_set("Content-Type", new_piece("Content-Type", ct)?)
             }
-            None => {
-                self.remove_header("Content-Type");
-            }
+            None => (0..self.headers.len())
+                .filter(|&i| self.headers[i].kind != HeaderName::ContentType)
+                .map(Piece::Kept)
+                .collect(),
+        };
+        let mut digits = [0u8; 20];
+        let length = decimal(body.len() as u64, &mut digits);
+        let at = pieces.iter().position(|p| match p {
+            Piece::Kept(i) => self.headers[*i].kind == HeaderName::ContentLength,
+            Piece::New(k, ..) => *k == HeaderName::ContentLength,
+        });
+        pieces.retain(|p| match p {
+            Piece::Kept(i) => self.headers[*i].kind != HeaderName::ContentLength,
+            Piece::New(k, ..) => *k != HeaderName::ContentLength,
+        });
+        let cl = Piece::New(HeaderName::ContentLength, "Content-Length", length);
+        match at {
+            Some(i) => pieces.insert(i.min(pieces.len()), cl),
+            None => pieces.push(cl),
         }
-        self.set_header("Content-Length", &body.len().to_string())?;
-        self.body = Text::Owned(body);
-        self.modified = true;
+        self.rewrite(None, &pieces, Some(&body));
         Ok(())
     }
 
     /// Replaces the Request-URI.
     pub fn set_request_uri(&mut self, new_uri: &str) -> Result<(), BuildError> {
         Uri::parse(new_uri).map_err(BuildError::InvalidValue)?;
-        match &mut self.start {
-            Start::Request { uri, .. } => {
-                *uri = Text::Owned(Bytes::copy_from_slice(new_uri.as_bytes()));
-                self.modified = true;
-                Ok(())
-            }
-            Start::Response { .. } => Err(BuildError::NotARequest),
+        if !self.is_request() {
+            return Err(BuildError::NotARequest);
         }
+        let pieces = self.kept();
+        self.rewrite(Some(new_uri), &pieces, None);
+        Ok(())
     }
 
-    fn write_start_line(&self, out: &mut BytesMut) {
-        match &self.start {
+    /// Every header kept as it is.
+    fn kept(&self) -> Vec<Piece<'static>> {
+        (0..self.headers.len()).map(Piece::Kept).collect()
+    }
+
+    /// The headers with every line called `name` replaced by `h`, at the
+    /// place of the first (or at the end).
+    fn with_header_set<'p>(&self, name: &str, h: Piece<'p>) -> Vec<Piece<'p>> {
+        let mut pieces: Vec<Piece<'p>> = Vec::with_capacity(self.headers.len() + 1);
+        let mut placed = false;
+        for (i, x) in self.headers.iter().enumerate() {
+            if self.is_named(x, name) {
+                if !placed {
+                    pieces.push(h);
+                    placed = true;
+                }
+            } else {
+                pieces.push(Piece::Kept(i));
+            }
+        }
+        if !placed {
+            pieces.push(h);
+        }
+        pieces
+    }
+
+    fn is_named(&self, h: &Header, name: &str) -> bool {
+        let kind = HeaderName::from_bytes(name.as_bytes());
+        h.kind == kind
+            && (kind != HeaderName::Other
+                || self.bytes_of(h.name).eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// Writes the canonical form with `pieces` as the headers and returns
+    /// the buffer and where each part lies in it.
+    fn write_canonical(
+        &self,
+        new_uri: Option<&str>,
+        pieces: &[Piece<'_>],
+        body: &[u8],
+    ) -> (BytesMut, Start, Vec<Header>, usize) {
+        let mut out = BytesMut::with_capacity(self.end as usize + 128);
+        let start = match &self.start {
             Start::Request { method, uri } => {
                 out.put_slice(method.as_str().as_bytes());
                 out.put_u8(b' ');
-                out.put_slice(self.bytes_of(uri));
+                let s = out.len();
+                match new_uri {
+                    Some(u) => out.put_slice(u.as_bytes()),
+                    None => out.put_slice(self.bytes_of(*uri)),
+                }
+                let uri = span(s, out.len());
                 out.put_slice(b" SIP/2.0\r\n");
+                Start::Request {
+                    method: method.clone(),
+                    uri,
+                }
             }
             Start::Response { status, reason } => {
-                out.put_slice(format!("SIP/2.0 {status} ").as_bytes());
-                out.put_slice(self.bytes_of(reason));
+                out.put_slice(b"SIP/2.0 ");
+                let mut digits = [0u8; 20];
+                out.put_slice(decimal(u64::from(*status), &mut digits).as_bytes());
+                out.put_u8(b' ');
+                let s = out.len();
+                out.put_slice(self.bytes_of(*reason));
+                let reason = span(s, out.len());
                 out.put_slice(b"\r\n");
+                Start::Response {
+                    status: *status,
+                    reason,
+                }
             }
+        };
+        let mut headers = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let (kind, name, value) = match *p {
+                Piece::Kept(i) => {
+                    let h = &self.headers[i];
+                    let name = match h.kind.canonical() {
+                        Some(n) => n.as_bytes(),
+                        None => self.bytes_of(h.name),
+                    };
+                    (h.kind, name, self.value_of(h))
+                }
+                Piece::New(kind, name, value) => (
+                    kind,
+                    kind.canonical().unwrap_or(name).as_bytes(),
+                    std::borrow::Cow::Borrowed(value),
+                ),
+            };
+            let ns = out.len();
+            out.put_slice(name);
+            let ne = out.len();
+            out.put_slice(b": ");
+            let vs = out.len();
+            out.put_slice(value.as_bytes());
+            headers.push(Header {
+                kind,
+                folded: false,
+                name: span(ns, ne),
+                value: span(vs, out.len()),
+            });
+            out.put_slice(b"\r\n");
+        }
+        let head_end = out.len();
+        out.put_slice(b"\r\n");
+        out.put_slice(body);
+        (out, start, headers, head_end)
+    }
+
+    /// Replaces the message with its canonical form holding `pieces`.
+    fn rewrite(&mut self, new_uri: Option<&str>, pieces: &[Piece<'_>], body: Option<&[u8]>) {
+        let (out, start, headers, head_end) =
+            self.write_canonical(new_uri, pieces, body.unwrap_or(self.body()));
+        let end = out.len();
+        self.body = span(head_end + 2, end);
+        self.buf = out.freeze();
+        self.start = start;
+        self.headers = headers;
+        self.end = u32::try_from(end).unwrap_or(u32::MAX);
+        self.head_end = u32::try_from(head_end).unwrap_or(u32::MAX);
+        self.modified = true;
+    }
+
+    /// A header's value as one line (folds replaced by a space).
+    fn value_of(&self, h: &Header) -> std::borrow::Cow<'_, str> {
+        if h.folded {
+            unfold(self.bytes_of(h.value))
+        } else {
+            std::borrow::Cow::Borrowed(self.str_of(h.value))
         }
     }
 
@@ -718,17 +812,19 @@ impl Message {
         self.headers.iter().position(|h| {
             h.kind == kind
                 && (kind != HeaderName::Other
-                    || self.bytes_of(&h.name).eq_ignore_ascii_case(name.as_bytes()))
+                    || self.bytes_of(h.name).eq_ignore_ascii_case(name.as_bytes()))
         })
     }
 
     #[inline]
-    fn bytes_of<'s>(&'s self, t: &'s Text) -> &'s [u8] {
-        bytes_of(&self.buf, t)
+    fn bytes_of(&self, t: Span) -> &[u8] {
+        self.buf
+            .get(t.start as usize..t.end as usize)
+            .unwrap_or_default()
     }
 
     #[inline]
-    fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
+    fn str_of(&self, t: Span) -> &str {
         text(self.bytes_of(t))
     }
 
@@ -762,7 +858,7 @@ impl Message {
         idx: usize,
         h: &'s Header,
     ) -> Result<T, ParseError> {
-        let v = self.str_of(&h.value);
+        let v = self.str_of(h.value);
         // A list value without a comma is a single element.
         let (off, elem) = if h.kind.is_list() && memchr::memchr(b',', v.as_bytes()).is_some() {
             grammar::split_list(v).next().unwrap_or((0, v))
@@ -798,7 +894,7 @@ impl Message {
             .enumerate()
             .filter(move |(_, h)| h.kind == kind)
             .flat_map(move |(idx, h)| {
-                let v = self.str_of(&h.value);
+                let v = self.str_of(h.value);
                 let parts: Box<dyn Iterator<Item = (usize, &str)>> = if kind.is_list() {
                     Box::new(grammar::split_list(v).filter(|(_, e)| !e.is_empty()))
                 } else {
@@ -823,7 +919,7 @@ impl Message {
         let Ok((idx, h)) = self.find(kind) else {
             return Ok(None);
         };
-        headers::delta(self.str_of(&h.value), max, what)
+        headers::delta(self.str_of(h.value), max, what)
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -840,27 +936,90 @@ impl Message {
             header: headers::header_label(h.kind),
             expected: e.expected,
         };
-        match h.value {
-            Text::Span(start, _) => {
-                ParseError::at(kind, &self.buf, start as usize + elem_offset + e.offset)
-            }
-            Text::Owned(_) => ParseError {
-                kind,
-                position: Position {
-                    line: u32::try_from(idx + 2).unwrap_or(u32::MAX),
-                    column: u32::try_from(elem_offset + e.offset + 1).unwrap_or(u32::MAX),
-                },
-            },
-        }
+        ParseError::at(
+            kind,
+            &self.buf,
+            h.value.start as usize + elem_offset + e.offset,
+        )
     }
 }
 
-#[inline]
-fn bytes_of<'s>(buf: &'s Bytes, t: &'s Text) -> &'s [u8] {
-    match t {
-        Text::Span(s, e) => &buf[*s as usize..*e as usize],
-        Text::Owned(b) => b,
+/// A header line of a message being rewritten: one it has, or a new one.
+#[derive(Debug, Clone, Copy)]
+enum Piece<'a> {
+    Kept(usize),
+    New(HeaderName, &'a str, &'a str),
+}
+
+const STAR_ALONE: ValueError = ValueError {
+    offset: 0,
+    expected: "* as the only Contact",
+};
+
+/// One element of a known header held to its grammar; `single` when it is
+/// the value's only element.
+fn check_value(kind: HeaderName, e: &str, single: bool) -> Result<(), ValueError> {
+    match kind {
+        HeaderName::Via => Via::parse_value(e).map(drop),
+        HeaderName::From
+        | HeaderName::To
+        | HeaderName::Route
+        | HeaderName::RecordRoute
+        | HeaderName::ReferTo
+        | HeaderName::ReferredBy
+        | HeaderName::PAssertedIdentity
+        | HeaderName::Path
+        | HeaderName::ServiceRoute => NameAddr::parse_value(e).map(drop),
+        HeaderName::Contact => Contact::parse_value(e).map(drop),
+        HeaderName::CallId => headers::call_id(e).map(drop),
+        HeaderName::CSeq => CSeq::parse_value(e).map(drop),
+        HeaderName::MaxForwards => headers::delta(e, 255, "number from 0 to 255").map(drop),
+        HeaderName::ContentLength
+        | HeaderName::Expires
+        | HeaderName::MinExpires
+        | HeaderName::MinSe => headers::delta(e, u64::from(u32::MAX), "delta seconds").map(drop),
+        HeaderName::ContentType => ContentType::parse_value(e).map(drop),
+        HeaderName::WwwAuthenticate
+        | HeaderName::Authorization
+        | HeaderName::ProxyAuthenticate
+        | HeaderName::ProxyAuthorization => Auth::parse_value(e).map(drop),
+        HeaderName::Allow
+        | HeaderName::Supported
+        | HeaderName::Require
+        | HeaderName::ProxyRequire
+        | HeaderName::Unsupported
+        | HeaderName::AllowEvents
+        | HeaderName::ContentEncoding => {
+            if single && grammar::sws(e).is_empty() {
+                // An empty Allow or Supported is legal.
+                if matches!(kind, HeaderName::Allow | HeaderName::Supported) {
+                    Ok(())
+                } else {
+                    headers::nonempty(e)
+                }
+            } else {
+                headers::check_token(e).map(drop)
+            }
+        }
+        HeaderName::Event | HeaderName::SubscriptionState => TokenParams::parse_value(e).map(drop),
+        HeaderName::Replaces => headers::replaces(e).map(drop),
+        HeaderName::SessionExpires => headers::session_expires(e).map(drop),
+        _ => Ok(()),
     }
+}
+
+/// `n` in decimal, written into `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    text(&buf[i..])
 }
 
 /// Replaces every fold (white space around a line break) with one space.
@@ -881,27 +1040,23 @@ fn unfold(v: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 fn check_header(name: &str, value: &str) -> Result<HeaderName, BuildError> {
-    if name.is_empty() || !name.bytes().all(is_token) {
+    let n = name.as_bytes();
+    if n.is_empty() || grammar::run_at(n, 0, n.len(), grammar::C_TOKEN) != n.len() {
         return Err(BuildError::InvalidName(name.to_owned()));
     }
-    if value
+    // No early exit, so the loop runs on whole vectors.
+    let control = value
         .bytes()
-        .any(|c| c == b'\r' || c == b'\n' || (c < 0x20 && c != b'\t'))
-    {
+        .fold(false, |acc, c| acc | ((c < 0x20) & (c != b'\t')));
+    if control {
         return Err(BuildError::ControlCharacter(name.to_owned()));
     }
-    Ok(HeaderName::from_bytes(name.as_bytes()))
+    Ok(HeaderName::from_token_bytes(n))
 }
 
-fn new_header(name: &str, value: &str) -> Result<Header, BuildError> {
-    check_header(name, value)?;
-    Ok(Header {
-        kind: HeaderName::from_bytes(name.as_bytes()),
-        name: Text::Owned(Bytes::copy_from_slice(name.as_bytes())),
-        value: Text::Owned(Bytes::copy_from_slice(
-            value.trim_matches([' ', '\t']).as_bytes(),
-        )),
-    })
+fn new_piece<'a>(name: &'a str, value: &'a str) -> Result<Piece<'a>, BuildError> {
+    let kind = check_header(name, value)?;
+    Ok(Piece::New(kind, name, value.trim_matches([' ', '\t'])))
 }
 
 impl PartialEq for Message {
@@ -918,7 +1073,7 @@ impl PartialEq for Message {
                     method: m2,
                     uri: u2,
                 },
-            ) => m1 == m2 && self.bytes_of(u1) == other.bytes_of(u2),
+            ) => m1 == m2 && self.bytes_of(*u1) == other.bytes_of(*u2),
             (
                 Start::Response {
                     status: s1,
@@ -928,7 +1083,7 @@ impl PartialEq for Message {
                     status: s2,
                     reason: r2,
                 },
-            ) => s1 == s2 && self.bytes_of(r1) == other.bytes_of(r2),
+            ) => s1 == s2 && self.bytes_of(*r1) == other.bytes_of(*r2),
             _ => false,
         };
         start_eq
@@ -937,9 +1092,9 @@ impl PartialEq for Message {
                 a.kind == b.kind
                     && (a.kind != HeaderName::Other
                         || self
-                            .bytes_of(&a.name)
-                            .eq_ignore_ascii_case(other.bytes_of(&b.name)))
-                    && unfold(self.bytes_of(&a.value)) == unfold(other.bytes_of(&b.value))
+                            .bytes_of(a.name)
+                            .eq_ignore_ascii_case(other.bytes_of(b.name)))
+                    && self.value_of(a) == other.value_of(b)
             })
             && self.body() == other.body()
     }
@@ -992,10 +1147,14 @@ pub enum BuildError {
 #[derive(Debug, Clone)]
 pub struct RequestBuilder {
     head: BytesMut,
+    /// Where the start line ends (before its CRLF).
+    line_end: usize,
+    /// The header lines written so far.
+    headers: Vec<Header>,
     body: Bytes,
     has_length: bool,
-    /// Where the first To value ends, so a response can add its tag there.
-    to_end: Option<usize>,
+    /// The first To line, so a response can add its tag there.
+    to: Option<usize>,
 }
 
 /// Builds a response. [`ResponseBuilder::build`] checks it like a received one.
@@ -1011,12 +1170,20 @@ impl RequestBuilder {
         head.put_slice(method.as_str().as_bytes());
         head.put_u8(b' ');
         head.put_slice(uri.as_bytes());
-        head.put_slice(b" SIP/2.0\r\n");
+        head.put_slice(b" SIP/2.0");
+        Self::with_start_line(head)
+    }
+
+    fn with_start_line(mut head: BytesMut) -> Self {
+        let line_end = head.len();
+        head.put_slice(b"\r\n");
         RequestBuilder {
             head,
+            line_end,
+            headers: Vec::with_capacity(12),
             body: Bytes::new(),
             has_length: false,
-            to_end: None,
+            to: None,
         }
     }
 
@@ -1026,15 +1193,31 @@ impl RequestBuilder {
         if kind == HeaderName::ContentLength {
             self.has_length = true;
         }
-        self.head.put_slice(name.as_bytes());
-        self.head.put_slice(b": ");
-        self.head
-            .put_slice(value.trim_matches([' ', '\t']).as_bytes());
-        if kind == HeaderName::To && self.to_end.is_none() {
-            self.to_end = Some(self.head.len());
+        if kind == HeaderName::To && self.to.is_none() {
+            self.to = Some(self.headers.len());
         }
-        self.head.put_slice(b"\r\n");
+        self.push(
+            kind,
+            name.as_bytes(),
+            value.trim_matches([' ', '\t']).as_bytes(),
+        );
         Ok(self)
+    }
+
+    fn push(&mut self, kind: HeaderName, name: &[u8], value: &[u8]) {
+        let ns = self.head.len();
+        self.head.put_slice(name);
+        let ne = self.head.len();
+        self.head.put_slice(b": ");
+        let vs = self.head.len();
+        self.head.put_slice(value);
+        self.headers.push(Header {
+            kind,
+            folded: false,
+            name: span(ns, ne),
+            value: span(vs, self.head.len()),
+        });
+        self.head.put_slice(b"\r\n");
     }
 
     /// Sets the body; Content-Length is added unless given.
@@ -1043,20 +1226,23 @@ impl RequestBuilder {
         self
     }
 
-    /// Finishes and checks the message.
-    pub fn build(self) -> Result<Message, BuildError> {
-        let mut out = self.head;
+    /// Finishes and checks the message: what [`Message::parse`] would check,
+    /// from the spans written, without parsing the bytes again.
+    pub fn build(mut self) -> Result<Message, BuildError> {
         if !self.has_length {
-            out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+            let mut digits = [0u8; 20];
+            let n = decimal(self.body.len() as u64, &mut digits).as_bytes();
+            self.push(HeaderName::ContentLength, b"Content-Length", n);
         }
+        let mut out = self.head;
+        let head_end = out.len();
         out.put_slice(b"\r\n");
         out.put_slice(&self.body);
-        Message::parse_with(
+        finish(
             out.freeze(),
-            &ParseLimits {
-                max_message_size: usize::MAX,
-                max_headers: usize::MAX,
-            },
+            (0, self.line_end),
+            self.headers,
+            head_end,
             Framing::Datagram,
         )
         .map_err(BuildError::Incomplete)
@@ -1066,14 +1252,13 @@ impl RequestBuilder {
 impl ResponseBuilder {
     fn new(status: u16, reason: &str) -> Self {
         let mut head = BytesMut::with_capacity(512);
-        head.put_slice(format!("SIP/2.0 {status} {reason}\r\n").as_bytes());
+        head.put_slice(b"SIP/2.0 ");
+        let mut digits = [0u8; 20];
+        head.put_slice(decimal(u64::from(status), &mut digits).as_bytes());
+        head.put_u8(b' ');
+        head.put_slice(reason.as_bytes());
         ResponseBuilder {
-            inner: RequestBuilder {
-                head,
-                body: Bytes::new(),
-                has_length: false,
-                to_end: None,
-            },
+            inner: RequestBuilder::with_start_line(head),
             to_tag: None,
         }
     }
@@ -1098,20 +1283,26 @@ impl ResponseBuilder {
 
     /// Finishes and checks the message.
     pub fn build(mut self) -> Result<Message, BuildError> {
-        if let (Some(tag), Some(end)) = (self.to_tag.take(), self.inner.to_end) {
+        if let (Some(tag), Some(idx)) = (self.to_tag.take(), self.inner.to) {
             // Splice `;tag=` into the To line unless it has a tag already.
-            let start = self.inner.head[..end]
-                .iter()
-                .rposition(|&c| c == b'\n')
-                .map_or(0, |p| p + 1);
-            let line = text(&self.inner.head[start..end]);
-            let value = line.split_once(':').map_or("", |(_, v)| v);
-            let has_tag = NameAddr::parse(value.trim()).is_ok_and(|n| n.tag().is_some());
+            let value = self.inner.headers[idx].value;
+            let end = value.end as usize;
+            let has_tag = NameAddr::parse(text(&self.inner.head[value.start as usize..end]))
+                .is_ok_and(|n| n.tag().is_some());
             if !has_tag {
+                check_header("To", &tag)?;
                 let rest = self.inner.head.split_off(end);
                 self.inner.head.put_slice(b";tag=");
                 self.inner.head.put_slice(tag.as_bytes());
                 self.inner.head.unsplit(rest);
+                let shift = u32::try_from(5 + tag.len()).unwrap_or(u32::MAX);
+                self.inner.headers[idx].value.end += shift;
+                for h in &mut self.inner.headers[idx + 1..] {
+                    for s in [&mut h.name, &mut h.value] {
+                        s.start += shift;
+                        s.end += shift;
+                    }
+                }
             }
         }
         self.inner.build()
@@ -1153,13 +1344,6 @@ fn parse_message(
     let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut head_end = None;
     let mut lines = 0usize;
-    // The headers every message needs, noted as the lines go by: how many of
-    // From, To, Call-ID, CSeq, Max-Forwards and Content-Length, the first of
-    // each, and the first repeated one.
-    let mut count = [0u8; 6];
-    let mut first = [usize::MAX; 6];
-    let mut has_via = false;
-    let mut duplicate: Option<(HeaderName, usize)> = None;
     let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
     while let Some(off) = memchr::memchr(b'\n', &b[pos..]) {
         let nl = pos + off;
@@ -1191,17 +1375,17 @@ fn parse_message(
                 return err(ParseErrorKind::OrphanContinuation, pos);
             };
             let vend = trim_end(b, pos, end);
-            if let Text::Span(s, e) = &mut last.value {
-                if vend > pos && *s == *e {
-                    // the value so far was empty: it starts on this line
-                    *s = u32::try_from(
-                        pos + b[pos..vend].iter().take_while(|c| is_wsp(**c)).count(),
-                    )
-                    .unwrap_or(0);
-                }
-                if vend > pos {
-                    *e = u32::try_from(vend).unwrap_or(0);
-                }
+            let v = &mut last.value;
+            if vend > pos && v.start == v.end {
+                // the value so far was empty: it starts on this line
+                v.start =
+                    u32::try_from(pos + b[pos..vend].iter().take_while(|c| is_wsp(**c)).count())
+                        .unwrap_or(0);
+            } else if vend > pos {
+                last.folded = true;
+            }
+            if vend > pos {
+                v.end = u32::try_from(vend).unwrap_or(0);
             }
         } else {
             if headers.len() >= limits.max_headers {
@@ -1231,27 +1415,6 @@ fn parse_message(
                 return err(ParseErrorKind::InvalidHeaderName, pos);
             }
             let kind = HeaderName::from_token_bytes(&b[pos..name_end]);
-            let slot = match kind {
-                HeaderName::From => 0,
-                HeaderName::To => 1,
-                HeaderName::CallId => 2,
-                HeaderName::CSeq => 3,
-                HeaderName::MaxForwards => 4,
-                HeaderName::ContentLength => 5,
-                HeaderName::Via => {
-                    has_via = true;
-                    6
-                }
-                _ => 6,
-            };
-            if slot < 6 {
-                count[slot] = count[slot].saturating_add(1);
-                if count[slot] == 1 {
-                    first[slot] = headers.len();
-                } else if duplicate.is_none() {
-                    duplicate = Some((kind, pos));
-                }
-            }
             let mut vstart = colon + 1;
             while vstart < end && is_wsp(b[vstart]) {
                 vstart += 1;
@@ -1259,6 +1422,7 @@ fn parse_message(
             let vend = trim_end(b, vstart, end);
             headers.push(Header {
                 kind,
+                folded: false,
                 name: span(pos, name_end),
                 value: span(vstart, vend),
             });
@@ -1284,11 +1448,56 @@ fn parse_message(
     {
         return err(ParseErrorKind::InvalidUtf8, e.valid_up_to());
     }
+    finish(
+        buf,
+        start_line.unwrap_or((0, 0)),
+        headers,
+        head_end,
+        framing,
+    )
+}
+
+/// The checks on a framed message, parsed or built: the start line, the
+/// mandatory headers, CSeq, Max-Forwards and Content-Length.
+fn finish(
+    buf: Bytes,
+    (ls, le): (usize, usize),
+    headers: Vec<Header>,
+    head_end: usize,
+    framing: Framing,
+) -> Result<Message, ParseError> {
+    let b = &buf[..];
+    let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
     let body_start = head_end + 2;
-    let (ls, le) = start_line.unwrap_or((0, 0));
     let start = parse_start_line(b, ls, le)?;
 
-    // Checks across headers.
+    // How many of From, To, Call-ID, CSeq, Max-Forwards and Content-Length,
+    // the first of each, and the first repeated one.
+    let mut count = [0u8; 6];
+    let mut first = [usize::MAX; 6];
+    let mut has_via = false;
+    let mut duplicate: Option<(HeaderName, usize)> = None;
+    for (i, h) in headers.iter().enumerate() {
+        let slot = match h.kind {
+            HeaderName::From => 0,
+            HeaderName::To => 1,
+            HeaderName::CallId => 2,
+            HeaderName::CSeq => 3,
+            HeaderName::MaxForwards => 4,
+            HeaderName::ContentLength => 5,
+            HeaderName::Via => {
+                has_via = true;
+                continue;
+            }
+            _ => continue,
+        };
+        count[slot] = count[slot].saturating_add(1);
+        if count[slot] == 1 {
+            first[slot] = i;
+        } else if duplicate.is_none() {
+            duplicate = Some((h.kind, h.name.start as usize));
+        }
+    }
     if let Some((kind, at)) = duplicate {
         return err(
             ParseErrorKind::DuplicateHeader {
@@ -1310,9 +1519,11 @@ fn parse_message(
     if is_request && count[4] == 0 {
         return missing("Max-Forwards");
     }
-    let value_at = |i: usize| match headers[i].value {
-        Text::Span(s, e) => (s as usize, e as usize),
-        Text::Owned(_) => (0, 0),
+    let value_at = |i: usize| {
+        (
+            headers[i].value.start as usize,
+            headers[i].value.end as usize,
+        )
     };
     let value_err = |i: usize, e: Fail| {
         let (s, _) = value_at(i);
@@ -1393,11 +1604,11 @@ fn parse_message(
     })
 }
 
-fn span(s: usize, e: usize) -> Text {
-    Text::Span(
-        u32::try_from(s).unwrap_or(u32::MAX),
-        u32::try_from(e).unwrap_or(u32::MAX),
-    )
+fn span(s: usize, e: usize) -> Span {
+    Span {
+        start: u32::try_from(s).unwrap_or(u32::MAX),
+        end: u32::try_from(e).unwrap_or(u32::MAX),
+    }
 }
 
 fn trim_end(b: &[u8], start: usize, mut end: usize) -> usize {
@@ -1543,6 +1754,7 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Position;
 
     const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bKnashds8\r\n\
