@@ -349,15 +349,45 @@ pub struct Endpoint<R> {
     config: EndpointConfig,
     rng: R,
     next_id: u64,
-    clients: HashMap<ClientTxId, ClientEntry>,
+    clients: HashMap<ClientTxId, ClientEntry, IdHasher>,
     client_keys: HashMap<(String, Method), ClientTxId>,
-    servers: HashMap<ServerTxId, ServerEntry>,
+    servers: HashMap<ServerTxId, ServerEntry, IdHasher>,
     server_keys: HashMap<ServerKey, ServerTxId>,
     decoders: HashMap<ConnectionId, StreamDecoder>,
     deadlines: BinaryHeap<Reverse<(Instant, Kind)>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
     stats: EndpointStats,
+}
+
+/// Hashes the endpoint's own sequential transaction ids. They are not
+/// chosen by peers, so a multiplicative hash serves; keys taken from
+/// messages keep the standard, seeded hasher.
+#[derive(Debug, Clone, Copy, Default)]
+struct IdHasher(u64);
+
+impl std::hash::BuildHasher for IdHasher {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -385,9 +415,9 @@ impl<R: RngCore> Endpoint<R> {
             config,
             rng,
             next_id: 1,
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             client_keys: HashMap::new(),
-            servers: HashMap::new(),
+            servers: HashMap::default(),
             server_keys: HashMap::new(),
             decoders: HashMap::new(),
             deadlines: BinaryHeap::new(),

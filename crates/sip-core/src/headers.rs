@@ -497,6 +497,51 @@ impl fmt::Display for Via<'_> {
 /// One Via value over all of `s`, in one pass.
 #[inline]
 fn via_at(s: &str) -> Result<Via<'_>, Fail> {
+    via_spans(s).map(|v| v.resolve(s))
+}
+
+/// Where the parts of a Via value lie in its text, so a message can keep its
+/// top Via parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViaSpans {
+    protocol: (u32, u32),
+    version: (u32, u32),
+    transport: (u32, u32),
+    host: HostSpan,
+    port: Option<u16>,
+    params: (u32, u32),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostSpan {
+    Domain(u32, u32),
+    Ipv4(std::net::Ipv4Addr),
+    Ipv6(std::net::Ipv6Addr),
+}
+
+impl ViaSpans {
+    /// The Via over the text it was parsed from.
+    #[inline]
+    pub(crate) fn resolve(self, s: &str) -> Via<'_> {
+        let at = |(a, b): (u32, u32)| s.get(a as usize..b as usize).unwrap_or("");
+        Via {
+            protocol: at(self.protocol),
+            version: at(self.version),
+            transport: at(self.transport),
+            host: match self.host {
+                HostSpan::Domain(a, b) => Host::Domain(at((a, b))),
+                HostSpan::Ipv4(a) => Host::Ipv4(a),
+                HostSpan::Ipv6(a) => Host::Ipv6(a),
+            },
+            port: self.port,
+            params: Params(at(self.params)),
+        }
+    }
+}
+
+/// [`via_at`] as spans.
+#[inline]
+pub(crate) fn via_spans(s: &str) -> Result<ViaSpans, Fail> {
     let b = s.as_bytes();
     let n = b.len();
     let token = |k: usize, what: &'static str| {
@@ -550,13 +595,26 @@ fn via_at(s: &str) -> Result<Via<'_>, Fail> {
         return fail_at(end, "valid ttl, received, rport and branch parameters");
     }
     grammar::end_at(b, end)?;
-    Ok(Via {
-        protocol: &s[ps..pe],
-        version: &s[vs..ve],
-        transport: &s[ts..te],
-        host,
+    let span = |a: usize, b: usize| {
+        (
+            u32::try_from(a).unwrap_or(u32::MAX),
+            u32::try_from(b).unwrap_or(u32::MAX),
+        )
+    };
+    Ok(ViaSpans {
+        protocol: span(ps, pe),
+        version: span(vs, ve),
+        transport: span(ts, te),
+        host: match host {
+            Host::Domain(_) => {
+                let (a, b) = span(hs, he);
+                HostSpan::Domain(a, b)
+            }
+            Host::Ipv4(a) => HostSpan::Ipv4(a),
+            Host::Ipv6(a) => HostSpan::Ipv6(a),
+        },
         port,
-        params: Params(&s[r..end]),
+        params: span(r, end),
     })
 }
 

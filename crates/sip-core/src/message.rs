@@ -3,12 +3,13 @@
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 
 use crate::error::{ParseError, ParseErrorKind};
 use crate::grammar::{self, Fail, ValueError, is_token, is_wsp, text};
 use crate::headers::{
     self, Auth, CSeq, Contact, ContentType, NameAddr, Replaces, SessionExpires, TokenParams,
-    TypedValue, Via,
+    TypedValue, Via, ViaSpans,
 };
 use crate::name::{HeaderName, Method};
 use crate::uri::{self, Uri, UriContext};
@@ -102,6 +103,9 @@ pub struct HeaderField<'a> {
 #[derive(Clone)]
 pub struct Message {
     buf: Bytes,
+    /// The start line and headers of `buf`, checked as UTF-8 once, so reading
+    /// a value as text costs nothing more.
+    head: ByteString,
     start: Start,
     headers: Vec<Header>,
     body: Span,
@@ -111,7 +115,37 @@ pub struct Message {
     head_end: u32,
     /// Content-Length and CSeq as checked by the parser, valid while unmodified.
     parsed: Parsed,
+    /// The first value of the topmost Via, parsed once: every transaction
+    /// step reads it.
+    top_via: Option<TopVia>,
     modified: bool,
+}
+
+/// The first Via value: its header, its offset in the header's value, and
+/// what parsing it gave.
+#[derive(Debug, Clone, Copy)]
+struct TopVia {
+    idx: usize,
+    offset: usize,
+    via: Result<ViaSpans, ValueError>,
+}
+
+impl TopVia {
+    fn of(head: &str, headers: &[Header]) -> Option<TopVia> {
+        let idx = headers.iter().position(|h| h.kind == HeaderName::Via)?;
+        let v = headers[idx].value;
+        let v = head.get(v.start as usize..v.end as usize).unwrap_or("");
+        let (offset, elem) = if memchr::memchr(b',', v.as_bytes()).is_some() {
+            grammar::split_list(v).next().unwrap_or((0, v))
+        } else {
+            (0, v)
+        };
+        Some(TopVia {
+            idx,
+            offset,
+            via: headers::via_spans(elem).map_err(ValueError::from),
+        })
+    }
 }
 
 /// Values the parser had to read anyway, kept so reading them again is free.
@@ -192,7 +226,15 @@ impl Message {
             ) {
                 let name = h.kind.canonical().unwrap_or("");
                 let value = request.value_of(h);
-                b = b.header(name, &value)?;
+                // The name is canonical and the value trimmed and unfolded:
+                // only a control character could make it unfit.
+                if has_control(value.as_bytes()) {
+                    return Err(BuildError::ControlCharacter(name.to_owned()));
+                }
+                if h.kind == HeaderName::To && b.inner.to.is_none() {
+                    b.inner.to = Some(b.inner.headers.len());
+                }
+                b.inner.push(h.kind, name.as_bytes(), value.as_bytes());
             }
         }
         Ok(b)
@@ -203,11 +245,11 @@ impl Message {
         match &self.start {
             Start::Request { method, uri } => StartLine::Request {
                 method,
-                uri: text(self.bytes_of(*uri)),
+                uri: self.str_of(*uri),
             },
             Start::Response { status, reason } => StartLine::Response {
                 status: *status,
-                reason: text(self.bytes_of(*reason)),
+                reason: self.str_of(*reason),
             },
         }
     }
@@ -246,7 +288,7 @@ impl Message {
     /// The reason phrase (`None` for a request).
     pub fn reason(&self) -> Option<&str> {
         match &self.start {
-            Start::Response { reason, .. } => Some(text(self.bytes_of(*reason))),
+            Start::Response { reason, .. } => Some(self.str_of(*reason)),
             Start::Request { .. } => None,
         }
     }
@@ -260,7 +302,7 @@ impl Message {
     pub fn headers(&self) -> impl Iterator<Item = HeaderField<'_>> + '_ {
         self.headers.iter().map(|h| HeaderField {
             kind: h.kind,
-            name: text(self.bytes_of(h.name)),
+            name: self.str_of(h.name),
             value: self.str_of(h.value),
         })
     }
@@ -268,7 +310,7 @@ impl Message {
     /// The first value of the header called `name` (full or compact, any case).
     pub fn header(&self, name: &str) -> Option<&str> {
         let i = self.position_of(name)?;
-        Some(text(self.bytes_of(self.headers[i].value)))
+        Some(self.str_of(self.headers[i].value))
     }
 
     /// Every value of the header called `name`, one per header line.
@@ -289,7 +331,22 @@ impl Message {
 
     /// The topmost Via.
     pub fn via(&self) -> Result<Via<'_>, ParseError> {
-        self.first(HeaderName::Via)
+        match self.top_via {
+            Some(TopVia {
+                idx,
+                offset,
+                via: Ok(spans),
+            }) => {
+                let v = self.str_of(self.headers[idx].value);
+                Ok(spans.resolve(v.get(offset..).unwrap_or("")))
+            }
+            Some(TopVia {
+                idx,
+                offset,
+                via: Err(e),
+            }) => Err(self.value_error(idx, offset, e)),
+            None => self.first(HeaderName::Via),
+        }
     }
 
     /// Every Via, top first.
@@ -321,7 +378,7 @@ impl Message {
         let (s, e) = self.parsed.cseq_method;
         Ok(CSeq {
             seq: self.parsed.cseq,
-            method_token: text(&self.buf[s as usize..e as usize]),
+            method_token: self.head.get(s as usize..e as usize).unwrap_or(""),
         })
     }
 
@@ -488,6 +545,17 @@ impl Message {
             }
             if h.kind == HeaderName::Other {
                 continue;
+            }
+            if let Some(top) = self.top_via
+                && top.idx == idx
+                && top.offset == 0
+            {
+                // Parsed with the message; a single value needs no second look.
+                match top.via {
+                    Err(e) => return Err(self.value_error(idx, 0, e)),
+                    Ok(_) if memchr::memchr(b',', self.bytes_of(h.value)).is_none() => continue,
+                    Ok(_) => {}
+                }
             }
             let v = self.str_of(h.value);
             let err = |off: usize, e: ValueError| self.value_error(idx, off, e);
@@ -791,17 +859,20 @@ impl Message {
         let end = out.len();
         self.body = span(head_end + 2, end);
         self.buf = out.freeze();
+        // Written from text, so this holds.
+        self.head = ByteString::try_from(self.buf.slice(..head_end)).unwrap_or_default();
         self.start = start;
         self.headers = headers;
         self.end = u32::try_from(end).unwrap_or(u32::MAX);
         self.head_end = u32::try_from(head_end).unwrap_or(u32::MAX);
+        self.top_via = TopVia::of(&self.head, &self.headers);
         self.modified = true;
     }
 
     /// A header's value as one line (folds replaced by a space).
     fn value_of(&self, h: &Header) -> std::borrow::Cow<'_, str> {
         if h.folded {
-            unfold(self.bytes_of(h.value))
+            unfold(self.str_of(h.value))
         } else {
             std::borrow::Cow::Borrowed(self.str_of(h.value))
         }
@@ -825,7 +896,9 @@ impl Message {
 
     #[inline]
     fn str_of(&self, t: Span) -> &str {
-        text(self.bytes_of(t))
+        self.head
+            .get(t.start as usize..t.end as usize)
+            .unwrap_or("")
     }
 
     #[inline]
@@ -1023,8 +1096,7 @@ fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
 }
 
 /// Replaces every fold (white space around a line break) with one space.
-fn unfold(v: &[u8]) -> std::borrow::Cow<'_, str> {
-    let s = text(v);
+fn unfold(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains('\r') {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -1044,14 +1116,18 @@ fn check_header(name: &str, value: &str) -> Result<HeaderName, BuildError> {
     if n.is_empty() || grammar::run_at(n, 0, n.len(), grammar::C_TOKEN) != n.len() {
         return Err(BuildError::InvalidName(name.to_owned()));
     }
-    // No early exit, so the loop runs on whole vectors.
-    let control = value
-        .bytes()
-        .fold(false, |acc, c| acc | ((c < 0x20) & (c != b'\t')));
-    if control {
+    if has_control(value.as_bytes()) {
         return Err(BuildError::ControlCharacter(name.to_owned()));
     }
     Ok(HeaderName::from_token_bytes(n))
+}
+
+/// Whether `v` holds a control character other than HTAB (CR and LF
+/// included).
+fn has_control(v: &[u8]) -> bool {
+    // No early exit, so the loop runs on whole vectors.
+    v.iter()
+        .fold(false, |acc, &c| acc | ((c < 0x20) & (c != b'\t')))
 }
 
 fn new_piece<'a>(name: &'a str, value: &'a str) -> Result<Piece<'a>, BuildError> {
@@ -1238,8 +1314,12 @@ impl RequestBuilder {
         let head_end = out.len();
         out.put_slice(b"\r\n");
         out.put_slice(&self.body);
+        let buf = out.freeze();
+        // Written from text, so this holds.
+        let head = ByteString::try_from(buf.slice(..head_end)).unwrap_or_default();
         finish(
-            out.freeze(),
+            buf,
+            head,
             (0, self.line_end),
             self.headers,
             head_end,
@@ -1443,13 +1523,13 @@ fn parse_message(
         }
         return err(ParseErrorKind::BadLineEnding, at);
     }
-    if !b[..head_end].is_ascii()
-        && let Err(e) = std::str::from_utf8(&b[..head_end])
-    {
-        return err(ParseErrorKind::InvalidUtf8, e.valid_up_to());
-    }
+    let head = match ByteString::try_from(buf.slice(..head_end)) {
+        Ok(h) => h,
+        Err(e) => return err(ParseErrorKind::InvalidUtf8, e.valid_up_to()),
+    };
     finish(
         buf,
+        head,
         start_line.unwrap_or((0, 0)),
         headers,
         head_end,
@@ -1461,6 +1541,7 @@ fn parse_message(
 /// mandatory headers, CSeq, Max-Forwards and Content-Length.
 fn finish(
     buf: Bytes,
+    head: ByteString,
     (ls, le): (usize, usize),
     headers: Vec<Header>,
     head_end: usize,
@@ -1469,7 +1550,7 @@ fn finish(
     let b = &buf[..];
     let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
     let body_start = head_end + 2;
-    let start = parse_start_line(b, ls, le)?;
+    let start = parse_start_line(&head, ls, le)?;
 
     // How many of From, To, Call-ID, CSeq, Max-Forwards and Content-Length,
     // the first of each, and the first repeated one.
@@ -1594,6 +1675,8 @@ fn finish(
     };
     Ok(Message {
         parsed,
+        top_via: TopVia::of(&head, &headers),
+        head,
         start,
         headers,
         body: span(body_start, end),
@@ -1632,7 +1715,8 @@ fn looks_like_version(v: &[u8]) -> bool {
             .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
 }
 
-fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError> {
+fn parse_start_line(h: &str, ls: usize, le: usize) -> Result<Start, ParseError> {
+    let b = h.as_bytes();
     let line = &b[ls..le];
     let err = |kind, at: usize| Err(ParseError::at(kind, b, ls + at));
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
@@ -1736,7 +1820,7 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
             )
         };
     }
-    let uri_text = text(&line[uri_start..uri_end]);
+    let uri_text = h.get(ls + uri_start..ls + uri_end).unwrap_or("");
     if let Err(e) = uri::whole_uri_at(uri_text, 0, uri_text.len()) {
         return err(
             ParseErrorKind::InvalidUri {
@@ -1746,7 +1830,7 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
         );
     }
     Ok(Start::Request {
-        method: Method::from_token(text(&line[..m])),
+        method: Method::from_token(h.get(ls..ls + m).unwrap_or("")),
         uri: span(ls + uri_start, ls + uri_end),
     })
 }
@@ -1889,7 +1973,7 @@ v=0\n";
 
     #[test]
     fn unfold_collapses_line_breaks() {
-        assert_eq!(unfold(b"a \r\n\t b"), "a b");
-        assert_eq!(unfold(b"ab"), "ab");
+        assert_eq!(unfold("a \r\n\t b"), "a b");
+        assert_eq!(unfold("ab"), "ab");
     }
 }

@@ -502,9 +502,9 @@ pub(crate) fn host_at(s: &str, k: usize, limit: usize) -> Step<Host<'_>> {
         && h[0].is_ascii_digit()
         && h.iter().all(|&c| c.is_ascii_digit() || c == b'.')
     {
-        return match s[k..q].parse::<Ipv4Addr>() {
-            Ok(a) => Ok((q, Host::Ipv4(a))),
-            Err(_) => fail_at(k, "IPv4 address"),
+        return match ipv4(h) {
+            Some(a) => Ok((q, Host::Ipv4(a))),
+            None => fail_at(k, "IPv4 address"),
         };
     }
     if bad_label || last == b'-' {
@@ -515,7 +515,33 @@ pub(crate) fn host_at(s: &str, k: usize, limit: usize) -> Step<Host<'_>> {
 
 /// IPv6address without brackets (the `received` parameter).
 pub(crate) fn parse_ip(s: &str) -> Option<std::net::IpAddr> {
-    s.parse().ok()
+    match ipv4(s.as_bytes()) {
+        Some(a) => Some(std::net::IpAddr::V4(a)),
+        None => s.parse().ok(),
+    }
+}
+
+/// Dotted-quad IPv4 as `Ipv4Addr` parses it (four decimal octets, no
+/// leading zeros), without its general-purpose parser.
+#[inline]
+fn ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (n, part) in b.split(|&c| c == b'.').enumerate() {
+        if n >= 4 || part.is_empty() || part.len() > 3 || (part.len() > 1 && part[0] == b'0') {
+            return None;
+        }
+        let mut v: u16 = 0;
+        for &c in part {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + u16::from(c - b'0');
+        }
+        octets[n] = u8::try_from(v).ok()?;
+        i = n + 1;
+    }
+    (i == 4).then(|| Ipv4Addr::from(octets))
 }
 
 /// `[":" port]`.
@@ -624,6 +650,27 @@ mod tests {
         assert!(Uri::parse("mailto:a@b.example").is_ok());
         assert!(Uri::parse("no-scheme").is_err());
         assert!(Uri::parse("sip:a b@c").is_err());
+    }
+
+    #[test]
+    fn ipv4_agrees_with_std() {
+        for s in [
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "1.2.3.",
+            "",
+            "a.b.c.d",
+            "1.2.3.0004",
+            "10.0.0.10",
+        ] {
+            assert_eq!(ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+        }
     }
 
     #[test]
