@@ -215,7 +215,7 @@ impl Message {
             return Err(BuildError::NotARequest);
         }
         let mut b = ResponseBuilder::new(status, reason);
-        for h in &request.headers {
+        for (i, h) in request.headers.iter().enumerate() {
             if matches!(
                 h.kind,
                 HeaderName::Via
@@ -233,6 +233,16 @@ impl Message {
                 }
                 if h.kind == HeaderName::To && b.inner.to.is_none() {
                     b.inner.to = Some(b.inner.headers.len());
+                }
+                if let Some(top) = request.top_via
+                    && top.idx == i
+                    && !h.folded
+                {
+                    // The same text, so the same spans within it.
+                    b.inner.top_via = Some(TopVia {
+                        idx: b.inner.headers.len(),
+                        ..top
+                    });
                 }
                 b.inner.push(h.kind, name.as_bytes(), value.as_bytes());
             }
@@ -1231,6 +1241,8 @@ pub struct RequestBuilder {
     has_length: bool,
     /// The first To line, so a response can add its tag there.
     to: Option<usize>,
+    /// The top Via as parsed in the request a response copies it from.
+    top_via: Option<TopVia>,
 }
 
 /// Builds a response. [`ResponseBuilder::build`] checks it like a received one.
@@ -1260,6 +1272,7 @@ impl RequestBuilder {
             body: Bytes::new(),
             has_length: false,
             to: None,
+            top_via: None,
         }
     }
 
@@ -1324,6 +1337,7 @@ impl RequestBuilder {
             self.headers,
             head_end,
             Framing::Datagram,
+            self.top_via,
         )
         .map_err(BuildError::Incomplete)
     }
@@ -1534,6 +1548,7 @@ fn parse_message(
         headers,
         head_end,
         framing,
+        None,
     )
 }
 
@@ -1546,6 +1561,7 @@ fn finish(
     headers: Vec<Header>,
     head_end: usize,
     framing: Framing,
+    top_via: Option<TopVia>,
 ) -> Result<Message, ParseError> {
     let b = &buf[..];
     let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
@@ -1675,7 +1691,7 @@ fn finish(
     };
     Ok(Message {
         parsed,
-        top_via: TopVia::of(&head, &headers),
+        top_via: top_via.or_else(|| TopVia::of(&head, &headers)),
         head,
         start,
         headers,
