@@ -1164,20 +1164,9 @@ fn push_ip(out: &mut String, ip: IpAddr) {
     }
 }
 
-fn push_decimal(out: &mut String, mut n: u64) {
+fn push_decimal(out: &mut String, n: u64) {
     let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[i..] {
-        out.push(char::from(d));
-    }
+    out.push_str(crate::message::decimal(n, &mut digits));
 }
 
 /// RFC 3261 §18.2.2 and RFC 3581 §4: where a response goes.

@@ -516,7 +516,9 @@ pub(crate) struct ViaSpans {
 enum HostSpan {
     Domain(u32, u32),
     Ipv4(std::net::Ipv4Addr),
-    Ipv6(std::net::Ipv6Addr),
+    /// Where the address lies (without brackets): read again on access,
+    /// which is rare, to keep the span small.
+    Ipv6(u32, u32),
 }
 
 impl ViaSpans {
@@ -531,7 +533,9 @@ impl ViaSpans {
             host: match self.host {
                 HostSpan::Domain(a, b) => Host::Domain(at((a, b))),
                 HostSpan::Ipv4(a) => Host::Ipv4(a),
-                HostSpan::Ipv6(a) => Host::Ipv6(a),
+                HostSpan::Ipv6(a, b) => at((a, b))
+                    .parse()
+                    .map_or(Host::Domain(at((a, b))), Host::Ipv6),
             },
             port: self.port,
             params: Params(at(self.params)),
@@ -611,7 +615,10 @@ pub(crate) fn via_spans(s: &str) -> Result<ViaSpans, Fail> {
                 HostSpan::Domain(a, b)
             }
             Host::Ipv4(a) => HostSpan::Ipv4(a),
-            Host::Ipv6(a) => HostSpan::Ipv6(a),
+            Host::Ipv6(_) => {
+                let (a, b) = span(hs + 1, he - 1);
+                HostSpan::Ipv6(a, b)
+            }
         },
         port,
         params: span(r, end),

@@ -102,17 +102,13 @@ pub struct HeaderField<'a> {
 /// ```
 #[derive(Clone)]
 pub struct Message {
+    /// The whole message and nothing after it.
     buf: Bytes,
-    /// The start line and headers of `buf`, checked as UTF-8 once, so reading
-    /// a value as text costs nothing more.
+    /// The start line and headers of `buf` (up to the empty line), checked as
+    /// UTF-8 once, so reading a value as text costs nothing more.
     head: ByteString,
     start: Start,
     headers: Vec<Header>,
-    body: Span,
-    /// End of the message within `buf` (a datagram may carry extra bytes).
-    end: u32,
-    /// Offset of the empty line ending the headers, for error positions.
-    head_end: u32,
     /// Content-Length and CSeq as checked by the parser, valid while unmodified.
     parsed: Parsed,
     /// The first value of the topmost Via, parsed once: every transaction
@@ -125,8 +121,8 @@ pub struct Message {
 /// what parsing it gave.
 #[derive(Debug, Clone, Copy)]
 struct TopVia {
-    idx: usize,
-    offset: usize,
+    idx: u32,
+    offset: u32,
     via: Result<ViaSpans, ValueError>,
 }
 
@@ -141,8 +137,8 @@ impl TopVia {
             (0, v)
         };
         Some(TopVia {
-            idx,
-            offset,
+            idx: u32::try_from(idx).ok()?,
+            offset: u32::try_from(offset).ok()?,
             via: headers::via_spans(elem).map_err(ValueError::from),
         })
     }
@@ -235,14 +231,12 @@ impl Message {
                     b.inner.to = Some(b.inner.headers.len());
                 }
                 if let Some(top) = request.top_via
-                    && top.idx == i
+                    && top.idx as usize == i
                     && !h.folded
+                    && let Ok(idx) = u32::try_from(b.inner.headers.len())
                 {
                     // The same text, so the same spans within it.
-                    b.inner.top_via = Some(TopVia {
-                        idx: b.inner.headers.len(),
-                        ..top
-                    });
+                    b.inner.top_via = Some(TopVia { idx, ..top });
                 }
                 b.inner.push(h.kind, name.as_bytes(), value.as_bytes());
             }
@@ -305,7 +299,7 @@ impl Message {
 
     /// The body (empty when there is none).
     pub fn body(&self) -> &[u8] {
-        self.bytes_of(self.body)
+        self.buf.get(self.head.len() + 2..).unwrap_or_default()
     }
 
     /// Every header line in order.
@@ -347,14 +341,14 @@ impl Message {
                 offset,
                 via: Ok(spans),
             }) => {
-                let v = self.str_of(self.headers[idx].value);
-                Ok(spans.resolve(v.get(offset..).unwrap_or("")))
+                let v = self.str_of(self.headers[idx as usize].value);
+                Ok(spans.resolve(v.get(offset as usize..).unwrap_or("")))
             }
             Some(TopVia {
                 idx,
                 offset,
                 via: Err(e),
-            }) => Err(self.value_error(idx, offset, e)),
+            }) => Err(self.value_error(idx as usize, offset as usize, e)),
             None => self.first(HeaderName::Via),
         }
     }
@@ -557,7 +551,7 @@ impl Message {
                 continue;
             }
             if let Some(top) = self.top_via
-                && top.idx == idx
+                && top.idx as usize == idx
                 && top.offset == 0
             {
                 // Parsed with the message; a single value needs no second look.
@@ -602,7 +596,7 @@ impl Message {
     pub fn to_bytes(&self) -> Bytes {
         // A modification writes the canonical form, so the buffer is right
         // either way.
-        self.buf.slice(..self.end as usize)
+        self.buf.clone()
     }
 
     /// The canonical form: full header names, one space after the colon,
@@ -793,7 +787,7 @@ impl Message {
         pieces: &[Piece<'_>],
         body: &[u8],
     ) -> (BytesMut, Start, Vec<Header>, usize) {
-        let mut out = BytesMut::with_capacity(self.end as usize + 128);
+        let mut out = BytesMut::with_capacity(self.buf.len() + 128);
         let start = match &self.start {
             Start::Request { method, uri } => {
                 out.put_slice(method.as_str().as_bytes());
@@ -866,15 +860,11 @@ impl Message {
     fn rewrite(&mut self, new_uri: Option<&str>, pieces: &[Piece<'_>], body: Option<&[u8]>) {
         let (out, start, headers, head_end) =
             self.write_canonical(new_uri, pieces, body.unwrap_or(self.body()));
-        let end = out.len();
-        self.body = span(head_end + 2, end);
         self.buf = out.freeze();
         // Written from text, so this holds.
         self.head = ByteString::try_from(self.buf.slice(..head_end)).unwrap_or_default();
         self.start = start;
         self.headers = headers;
-        self.end = u32::try_from(end).unwrap_or(u32::MAX);
-        self.head_end = u32::try_from(head_end).unwrap_or(u32::MAX);
         self.top_via = TopVia::of(&self.head, &self.headers);
         self.modified = true;
     }
@@ -923,7 +913,7 @@ impl Message {
                         header: headers::header_label(kind),
                     },
                     &self.buf,
-                    self.head_end as usize,
+                    self.head.len(),
                 )
             })
     }
@@ -1092,7 +1082,7 @@ fn check_value(kind: HeaderName, e: &str, single: bool) -> Result<(), ValueError
 }
 
 /// `n` in decimal, written into `buf`.
-fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -1695,11 +1685,12 @@ fn finish(
         head,
         start,
         headers,
-        body: span(body_start, end),
-        end: u32::try_from(end).unwrap_or(u32::MAX),
-        head_end: u32::try_from(head_end).unwrap_or(u32::MAX),
         modified: false,
-        buf,
+        buf: {
+            let mut buf = buf;
+            buf.truncate(end);
+            buf
+        },
     })
 }
 
