@@ -139,7 +139,12 @@ impl TopVia {
         Some(TopVia {
             idx: u32::try_from(idx).ok()?,
             offset: u32::try_from(offset).ok()?,
-            via: headers::via_spans(elem).map_err(ValueError::from),
+            via: match headers::via_spans(elem) {
+                Ok(Some(v)) => Ok(v),
+                // Too long to keep as spans: read it when asked.
+                Ok(None) => return None,
+                Err(e) => Err(ValueError::from(e)),
+            },
         })
     }
 }
@@ -1982,5 +1987,20 @@ v=0\n";
     fn unfold_collapses_line_breaks() {
         assert_eq!(unfold("a \r\n\t b"), "a b");
         assert_eq!(unfold("ab"), "ab");
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Message {} TopVia {} ViaSpans {} Start {} Parsed {} Header {}",
+            std::mem::size_of::<super::Message>(),
+            std::mem::size_of::<Option<super::TopVia>>(),
+            std::mem::size_of::<super::ViaSpans>(),
+            std::mem::size_of::<super::Start>(),
+            std::mem::size_of::<super::Parsed>(),
+            std::mem::size_of::<super::Header>()
+        );
     }
 }
