@@ -2,7 +2,7 @@
 //! the workload of the `sip_transaction` benchmark.
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use sip_core::endpoint::{Destination, Endpoint, EndpointEvent, Input, Transport};
@@ -121,5 +121,24 @@ pub(crate) fn call(
     while alice.poll_event().is_some() {
         events += 1;
     }
+    events
+}
+
+/// Every transaction of a call has ended by then (Timers H, J, L and M are
+/// 64*T1 = 32 s; I and K are T4 = 5 s).
+pub(crate) const CALL_SPAN: Duration = Duration::from_secs(64);
+
+/// [`call`] at `now`, then both endpoints' timers up to `now + CALL_SPAN`, so
+/// every transaction of the call has ended and memory stays bounded, as in a
+/// server that runs for hours.
+pub(crate) fn call_to_the_end(
+    now: Instant,
+    alice: &mut Endpoint<StdRng>,
+    bob: &mut Endpoint<StdRng>,
+    n: u64,
+) -> usize {
+    let events = call(now, alice, bob, n);
+    alice.handle_timeout(now + CALL_SPAN);
+    bob.handle_timeout(now + CALL_SPAN);
     events
 }
