@@ -37,7 +37,7 @@ use bytes::Bytes;
 use rand::RngCore;
 
 use crate::error::ParseError;
-use crate::message::{Framing, Message, ParseLimits};
+use crate::message::{Framing, Message, ParseLimits, push_ip};
 use crate::name::Method;
 use crate::stream::{StreamDecoder, StreamItem};
 use crate::transaction::{
@@ -1095,6 +1095,17 @@ fn fill_received(mut request: Message, source: SocketAddr) -> Message {
     if host_is_source && !wants_rport {
         return request;
     }
+    let port = match rport {
+        Some(None) => Some(source.port()),
+        Some(Some(p)) => Some(p),
+        None => None,
+    };
+    if request.set_via_received(source.ip(), port) {
+        return request;
+    }
+    let Ok(via) = request.via() else {
+        return request;
+    };
     let mut value = String::with_capacity(via.params.as_str().len() + 96);
     value.push_str(via.protocol);
     value.push('/');
@@ -1145,28 +1156,11 @@ fn push_sent_by(out: &mut String, host: &Host<'_>, port: Option<u16>) {
     }
 }
 
-/// An IP address in its usual text form, without the formatting machinery
-/// for IPv4.
-fn push_ip(out: &mut String, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(a) => {
-            for (i, o) in a.octets().into_iter().enumerate() {
-                if i > 0 {
-                    out.push('.');
-                }
-                push_decimal(out, u64::from(o));
-            }
-        }
-        IpAddr::V6(a) => {
-            use std::fmt::Write;
-            let _ = write!(out, "{a}");
-        }
-    }
-}
-
 fn push_decimal(out: &mut String, n: u64) {
     let mut digits = [0u8; 20];
-    out.push_str(crate::message::decimal(n, &mut digits));
+    for &d in crate::message::decimal(n, &mut digits) {
+        out.push(char::from(d));
+    }
 }
 
 /// RFC 3261 §18.2.2 and RFC 3581 §4: where a response goes.

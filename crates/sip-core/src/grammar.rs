@@ -232,6 +232,13 @@ pub(crate) fn run_at(b: &[u8], mut k: usize, limit: usize, mask: u16) -> usize {
     k
 }
 
+/// Whether `v` holds a comma (a list value with more than one element, or a
+/// comma inside one).
+#[inline]
+pub(crate) fn find_comma(v: &str) -> bool {
+    memchr::memchr(b',', v.as_bytes()).is_some()
+}
+
 #[inline]
 pub(crate) fn is_token(c: u8) -> bool {
     CLASS[c as usize] & C_TOKEN != 0

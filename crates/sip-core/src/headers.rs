@@ -642,6 +642,31 @@ enum HostSpan {
 }
 
 impl ViaSpans {
+    /// Where the parameters start and end.
+    pub(crate) fn params_span(&self) -> (usize, usize) {
+        (usize::from(self.params.0), usize::from(self.params.1))
+    }
+
+    /// The same Via with its parameters at `start..end` and the branch value
+    /// at `branch` within them.
+    pub(crate) fn with_params(
+        self,
+        start: usize,
+        end: usize,
+        branch: Option<(usize, usize)>,
+    ) -> Option<ViaSpans> {
+        let at = |x: usize| u16::try_from(x).ok();
+        let hot = match branch {
+            Some((a, b)) => Hot::Branch(Some(Some((at(a)?, at(b)?)))),
+            None => Hot::Branch(None),
+        };
+        Some(ViaSpans {
+            params: (at(start)?, at(end)?),
+            hot,
+            ..self
+        })
+    }
+
     /// The Via over the text it was parsed from.
     #[inline]
     pub(crate) fn resolve(self, s: &str) -> Via<'_> {

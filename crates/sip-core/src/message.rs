@@ -683,6 +683,73 @@ impl Message {
     /// Replaces the first value of the topmost Via with `value` where it
     /// stands (RFC 3581 `received` and `rport`): one copy of the message.
     pub(crate) fn replace_top_via(&mut self, value: &str) -> Result<(), BuildError> {
+        self.replace_top_via_with(value, None)
+    }
+
+    /// RFC 3581: sets `received` (and `rport` when given) on the top Via, its
+    /// other parameters kept in order and the text before them as written, so
+    /// the parsed spans carry over. Returns false, changing nothing, when the
+    /// top Via is not a lone, parsed, unfolded value.
+    pub(crate) fn set_via_received(
+        &mut self,
+        received: std::net::IpAddr,
+        rport: Option<u16>,
+    ) -> bool {
+        let Some(top) = self.top_via else {
+            return false;
+        };
+        let Ok(spans) = top.via else {
+            return false;
+        };
+        let h = self.headers[top.idx as usize];
+        let value = self.str_of(h.value);
+        if h.folded || top.offset != 0 || grammar::find_comma(value) {
+            return false;
+        }
+        let (ps, _) = spans.params_span();
+        let via = spans.resolve(value);
+        let mut new = String::with_capacity(value.len() + 48);
+        new.push_str(value.get(..ps).unwrap_or(""));
+        let mut branch = None;
+        for (name, v) in via.params.iter() {
+            if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+                continue;
+            }
+            new.push(';');
+            new.push_str(name);
+            if let Some(v) = v {
+                new.push('=');
+                let at = new.len() - ps;
+                new.push_str(v);
+                if branch.is_none() && name.eq_ignore_ascii_case("branch") {
+                    branch = Some((at, new.len() - ps));
+                }
+            }
+        }
+        new.push_str(";received=");
+        push_ip(&mut new, received);
+        if let Some(p) = rport {
+            new.push_str(";rport=");
+            let mut digits = [0u8; 20];
+            new.push_str(text(decimal(u64::from(p), &mut digits)));
+        }
+        let hint = spans
+            .with_params(ps, new.len(), branch)
+            .map(|v| TopVia { via: Ok(v), ..top });
+        if has_control(new.as_bytes()) {
+            return false;
+        }
+        let mut pieces = self.kept();
+        pieces[top.idx as usize] = Piece::New(HeaderName::Via, "Via", &new);
+        self.rewrite_with(None, &pieces, None, hint);
+        true
+    }
+
+    fn replace_top_via_with(
+        &mut self,
+        value: &str,
+        hint: Option<TopVia>,
+    ) -> Result<(), BuildError> {
         check_header("Via", value)?;
         let value = value.trim_matches([' ', '\t']);
         let Some(idx) = self.headers.iter().position(|h| h.kind == HeaderName::Via) else {
@@ -705,7 +772,7 @@ impl Message {
             "Via",
             if joined.is_empty() { value } else { &joined },
         );
-        self.rewrite(None, &pieces, None);
+        self.rewrite_with(None, &pieces, None, hint);
         Ok(())
     }
 
@@ -722,7 +789,7 @@ impl Message {
                 .collect(),
         };
         let mut digits = [0u8; 20];
-        let length = decimal(body.len() as u64, &mut digits);
+        let length = text(decimal(body.len() as u64, &mut digits));
         let at = pieces.iter().position(|p| match p {
             Piece::Kept(i) => self.headers[*i].kind == HeaderName::ContentLength,
             Piece::New(k, ..) => *k == HeaderName::ContentLength,
@@ -812,7 +879,7 @@ impl Message {
             Start::Response { status, reason } => {
                 out.put_slice(b"SIP/2.0 ");
                 let mut digits = [0u8; 20];
-                out.put_slice(decimal(u64::from(*status), &mut digits).as_bytes());
+                out.put_slice(decimal(u64::from(*status), &mut digits));
                 out.put_u8(b' ');
                 let s = out.len();
                 out.put_slice(self.bytes_of(*reason));
@@ -863,6 +930,17 @@ impl Message {
 
     /// Replaces the message with its canonical form holding `pieces`.
     fn rewrite(&mut self, new_uri: Option<&str>, pieces: &[Piece<'_>], body: Option<&[u8]>) {
+        self.rewrite_with(new_uri, pieces, body, None);
+    }
+
+    /// [`Message::rewrite`] with the top Via already known.
+    fn rewrite_with(
+        &mut self,
+        new_uri: Option<&str>,
+        pieces: &[Piece<'_>],
+        body: Option<&[u8]>,
+        top_via: Option<TopVia>,
+    ) {
         let (out, start, headers, head_end) =
             self.write_canonical(new_uri, pieces, body.unwrap_or(self.body()));
         self.buf = out.freeze();
@@ -870,7 +948,7 @@ impl Message {
         self.head = ByteString::try_from(self.buf.slice(..head_end)).unwrap_or_default();
         self.start = start;
         self.headers = headers;
-        self.top_via = TopVia::of(&self.head, &self.headers);
+        self.top_via = top_via.or_else(|| TopVia::of(&self.head, &self.headers));
         self.modified = true;
     }
 
@@ -1086,8 +1164,30 @@ fn check_value(kind: HeaderName, e: &str, single: bool) -> Result<(), ValueError
     }
 }
 
+/// An IP address in its usual text form, without the formatting machinery
+/// for IPv4.
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                let mut digits = [0u8; 20];
+                for &d in decimal(u64::from(o), &mut digits) {
+                    out.push(char::from(d));
+                }
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{a}");
+        }
+    }
+}
+
 /// `n` in decimal, written into `buf`.
-pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
     let mut i = buf.len();
     loop {
         i -= 1;
@@ -1097,7 +1197,7 @@ pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
             break;
         }
     }
-    text(&buf[i..])
+    &buf[i..]
 }
 
 /// Replaces every fold (white space around a line break) with one space.
@@ -1315,7 +1415,7 @@ impl RequestBuilder {
     pub fn build(mut self) -> Result<Message, BuildError> {
         if !self.has_length {
             let mut digits = [0u8; 20];
-            let n = decimal(self.body.len() as u64, &mut digits).as_bytes();
+            let n = decimal(self.body.len() as u64, &mut digits);
             self.push(HeaderName::ContentLength, b"Content-Length", n);
         }
         let mut out = self.head;
@@ -1343,7 +1443,7 @@ impl ResponseBuilder {
         let mut head = BytesMut::with_capacity(512);
         head.put_slice(b"SIP/2.0 ");
         let mut digits = [0u8; 20];
-        head.put_slice(decimal(u64::from(status), &mut digits).as_bytes());
+        head.put_slice(decimal(u64::from(status), &mut digits));
         head.put_u8(b' ');
         head.put_slice(reason.as_bytes());
         ResponseBuilder {
@@ -1970,6 +2070,32 @@ v=0\n";
                 .header("X", "a\r\nb")
                 .is_err()
         );
+    }
+
+    #[test]
+    fn rfc3581_received_and_rport_keep_the_via_readable() {
+        let raw = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5070;rport;received=203.0.113.1;branch=z9hG4bKq;ttl=3\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let mut m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+        assert!(m.set_via_received("198.51.100.7".parse().unwrap(), Some(40000)));
+        let via = m.via().unwrap();
+        let again = Message::parse(m.to_bytes()).unwrap();
+        assert_eq!(via, again.via().unwrap());
+        assert_eq!(via.branch(), Some("z9hG4bKq"));
+        assert_eq!(via.received(), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(via.rport(), Some(Some(40000)));
+        assert_eq!(via.ttl(), Some(3));
+        assert_eq!(via.port, Some(5070));
+        assert_eq!(
+            again.header("Via"),
+            Some(
+                "SIP/2.0/UDP 192.0.2.9:5070;branch=z9hG4bKq;ttl=3;received=198.51.100.7;rport=40000"
+            )
+        );
+        // Two values in one line: left to the general path.
+        let two = raw.replace(";ttl=3", ";ttl=3, SIP/2.0/UDP h2;branch=z9hG4bKr");
+        let mut m = Message::parse(two.into_bytes()).unwrap();
+        assert!(!m.set_via_received("198.51.100.7".parse().unwrap(), None));
+        assert!(!m.is_modified());
     }
 
     #[test]
