@@ -397,7 +397,7 @@ fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> 
     let mut check = false;
     let mut tag = Hot::Tag(None);
     if j < n && b[j] == b'<' {
-        let Some(end) = memchr::memchr(b'>', &b[j + 1..]) else {
+        let Some(end) = grammar::find_byte(&b[j + 1..], b'>') else {
             return fail_at(j, "> closing the address");
         };
         let close = j + 1 + end;

@@ -131,7 +131,7 @@ impl TopVia {
         let idx = headers.iter().position(|h| h.kind == HeaderName::Via)?;
         let v = headers[idx].value;
         let v = head.get(v.start as usize..v.end as usize).unwrap_or("");
-        let (offset, elem) = if memchr::memchr(b',', v.as_bytes()).is_some() {
+        let (offset, elem) = if grammar::find_comma(v) {
             grammar::split_list(v).next().unwrap_or((0, v))
         } else {
             (0, v)
@@ -562,13 +562,13 @@ impl Message {
                 // Parsed with the message; a single value needs no second look.
                 match top.via {
                     Err(e) => return Err(self.value_error(idx, 0, e)),
-                    Ok(_) if memchr::memchr(b',', self.bytes_of(h.value)).is_none() => continue,
+                    Ok(_) if !grammar::find_comma(self.str_of(h.value)) => continue,
                     Ok(_) => {}
                 }
             }
             let v = self.str_of(h.value);
             let err = |off: usize, e: ValueError| self.value_error(idx, off, e);
-            if h.kind.is_list() && memchr::memchr(b',', v.as_bytes()).is_some() {
+            if h.kind.is_list() && grammar::find_comma(v) {
                 let n = grammar::split_list(v).count();
                 let mut star = false;
                 for (off, e) in grammar::split_list(v) {
@@ -757,7 +757,7 @@ impl Message {
         };
         let old = self.value_of(&self.headers[idx]);
         let mut joined = String::new();
-        if memchr::memchr(b',', old.as_bytes()).is_some() {
+        if grammar::find_comma(&old) {
             let mut parts = grammar::split_list(&old);
             parts.next();
             joined.push_str(value);
@@ -1016,7 +1016,7 @@ impl Message {
     ) -> Result<T, ParseError> {
         let v = self.str_of(h.value);
         // A list value without a comma is a single element.
-        let (off, elem) = if h.kind.is_list() && memchr::memchr(b',', v.as_bytes()).is_some() {
+        let (off, elem) = if h.kind.is_list() && grammar::find_comma(v) {
             grammar::split_list(v).next().unwrap_or((0, v))
         } else {
             (0, v)
@@ -1534,7 +1534,7 @@ fn parse_message(
     let mut head_end = None;
     let mut lines = 0usize;
     let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
-    while let Some(off) = memchr::memchr(b'\n', &b[pos..]) {
+    while let Some(off) = grammar::find_byte(&b[pos..], b'\n') {
         let nl = pos + off;
         if nl == 0 || b[nl - 1] != b'\r' {
             return err(ParseErrorKind::BadLineEnding, nl);
@@ -1832,7 +1832,7 @@ fn parse_start_line(h: &str, ls: usize, le: usize) -> Result<Start, ParseError> 
     let line = &b[ls..le];
     let err = |kind, at: usize| Err(ParseError::at(kind, b, ls + at));
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
-        let sp = memchr::memchr(b' ', line).unwrap_or(line.len());
+        let sp = grammar::find_byte(line, b' ').unwrap_or(line.len());
         let version = &line[..sp];
         if !is_sip_version(version) {
             return if looks_like_version(version) {
@@ -1902,7 +1902,7 @@ fn parse_start_line(h: &str, ls: usize, le: usize) -> Result<Start, ParseError> 
         );
     }
     let uri_start = m + 1;
-    let Some(uri_len) = memchr::memchr(b' ', &line[uri_start..]) else {
+    let Some(uri_len) = grammar::find_byte(&line[uri_start..], b' ') else {
         return err(
             ParseErrorKind::BadRequestLine {
                 expected: "space and SIP version after the Request-URI",
