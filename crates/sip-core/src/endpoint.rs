@@ -37,7 +37,7 @@ use bytes::Bytes;
 use rand::RngCore;
 
 use crate::error::ParseError;
-use crate::message::{Framing, Message, ParseLimits};
+use crate::message::{Framing, Message, ParseLimits, push_ip};
 use crate::name::Method;
 use crate::stream::{StreamDecoder, StreamItem};
 use crate::transaction::{
@@ -349,15 +349,45 @@ pub struct Endpoint<R> {
     config: EndpointConfig,
     rng: R,
     next_id: u64,
-    clients: HashMap<ClientTxId, ClientEntry>,
+    clients: HashMap<ClientTxId, ClientEntry, IdHasher>,
     client_keys: HashMap<(String, Method), ClientTxId>,
-    servers: HashMap<ServerTxId, ServerEntry>,
+    servers: HashMap<ServerTxId, ServerEntry, IdHasher>,
     server_keys: HashMap<ServerKey, ServerTxId>,
     decoders: HashMap<ConnectionId, StreamDecoder>,
     deadlines: BinaryHeap<Reverse<(Instant, Kind)>>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<EndpointEvent>,
     stats: EndpointStats,
+}
+
+/// Hashes the endpoint's own sequential transaction ids. They are not
+/// chosen by peers, so a multiplicative hash serves; keys taken from
+/// messages keep the standard, seeded hasher.
+#[derive(Debug, Clone, Copy, Default)]
+struct IdHasher(u64);
+
+impl std::hash::BuildHasher for IdHasher {
+    type Hasher = IdHasher;
+
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -385,9 +415,9 @@ impl<R: RngCore> Endpoint<R> {
             config,
             rng,
             next_id: 1,
-            clients: HashMap::new(),
+            clients: HashMap::default(),
             client_keys: HashMap::new(),
-            servers: HashMap::new(),
+            servers: HashMap::default(),
             server_keys: HashMap::new(),
             decoders: HashMap::new(),
             deadlines: BinaryHeap::new(),
@@ -414,7 +444,10 @@ impl<R: RngCore> Endpoint<R> {
 
     /// A fresh Via branch with the RFC 3261 magic cookie.
     pub fn new_branch(&mut self) -> String {
-        format!("z9hG4bK{}", self.token(10))
+        let mut b = String::with_capacity(17);
+        b.push_str("z9hG4bK");
+        self.push_token(&mut b, 10);
+        b
     }
 
     /// A fresh From or To tag.
@@ -428,11 +461,17 @@ impl<R: RngCore> Endpoint<R> {
     }
 
     fn token(&mut self, len: usize) -> String {
+        let mut t = String::with_capacity(len);
+        self.push_token(&mut t, len);
+        t
+    }
+
+    fn push_token(&mut self, out: &mut String, len: usize) {
         const ALPHABET: &[u8; 62] =
             b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
-        (0..len)
-            .map(|_| ALPHABET[(self.rng.next_u32() % 62) as usize] as char)
-            .collect()
+        for _ in 0..len {
+            out.push(char::from(ALPHABET[(self.rng.next_u32() % 62) as usize]));
+        }
     }
 
     /// Sends a request in a new client transaction. The request carries its
@@ -1021,14 +1060,15 @@ fn server_key(request: &Message) -> Option<ServerKey> {
         m => m.clone(),
     };
     match via.branch() {
-        Some(b) if b.starts_with("z9hG4bK") => Some(ServerKey::Rfc3261 {
-            branch: b.to_owned(),
-            sent_by: match via.port {
-                Some(p) => format!("{}:{p}", via.host),
-                None => via.host.to_string(),
-            },
-            method,
-        }),
+        Some(b) if b.starts_with("z9hG4bK") => {
+            let mut sent_by = String::with_capacity(48);
+            push_sent_by(&mut sent_by, &via.host, via.port);
+            Some(ServerKey::Rfc3261 {
+                branch: b.to_owned(),
+                sent_by,
+                method,
+            })
+        }
         _ => Some(ServerKey::Rfc2543 {
             request_uri: request.request_uri()?.to_string(),
             from_tag: request.from().ok()?.tag().unwrap_or("").to_owned(),
@@ -1050,17 +1090,30 @@ fn fill_received(mut request: Message, source: SocketAddr) -> Message {
         Host::Ipv6(a) => IpAddr::V6(a) == source.ip(),
         Host::Domain(_) => false,
     };
-    let wants_rport = via.rport() == Some(None);
+    let rport = via.rport();
+    let wants_rport = rport == Some(None);
     if host_is_source && !wants_rport {
         return request;
     }
-    let mut value = format!(
-        "{}/{}/{} {}",
-        via.protocol, via.version, via.transport, via.host
-    );
-    if let Some(p) = via.port {
-        value.push_str(&format!(":{p}"));
+    let port = match rport {
+        Some(None) => Some(source.port()),
+        Some(Some(p)) => Some(p),
+        None => None,
+    };
+    if request.set_via_received(source.ip(), port) {
+        return request;
     }
+    let Ok(via) = request.via() else {
+        return request;
+    };
+    let mut value = String::with_capacity(via.params.as_str().len() + 96);
+    value.push_str(via.protocol);
+    value.push('/');
+    value.push_str(via.version);
+    value.push('/');
+    value.push_str(via.transport);
+    value.push(' ');
+    push_sent_by(&mut value, &via.host, via.port);
     for (name, v) in via.params.iter() {
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
@@ -1072,19 +1125,41 @@ fn fill_received(mut request: Message, source: SocketAddr) -> Message {
             value.push_str(v);
         }
     }
-    if !host_is_source || wants_rport {
-        value.push_str(&format!(";received={}", source.ip()));
-    }
+    value.push_str(";received=");
+    push_ip(&mut value, source.ip());
     if wants_rport {
-        value.push_str(&format!(";rport={}", source.port()));
-    } else if let Some(Some(p)) = via.rport() {
-        value.push_str(&format!(";rport={p}"));
+        value.push_str(";rport=");
+        push_decimal(&mut value, u64::from(source.port()));
+    } else if let Some(Some(p)) = rport {
+        value.push_str(";rport=");
+        push_decimal(&mut value, u64::from(p));
     }
-    let original = request.clone();
-    if request.pop_via() && request.prepend_header("Via", &value).is_ok() {
-        request
-    } else {
-        original
+    // Only a control character could fail, and a parsed Via has none.
+    let _ = request.replace_top_via(&value);
+    request
+}
+
+/// `host[:port]` as written in a Via.
+fn push_sent_by(out: &mut String, host: &Host<'_>, port: Option<u16>) {
+    match host {
+        Host::Domain(d) => out.push_str(d),
+        Host::Ipv4(a) => push_ip(out, IpAddr::V4(*a)),
+        Host::Ipv6(a) => {
+            out.push('[');
+            push_ip(out, IpAddr::V6(*a));
+            out.push(']');
+        }
+    }
+    if let Some(p) = port {
+        out.push(':');
+        push_decimal(out, u64::from(p));
+    }
+}
+
+fn push_decimal(out: &mut String, n: u64) {
+    let mut digits = [0u8; 20];
+    for &d in crate::message::decimal(n, &mut digits) {
+        out.push(char::from(d));
     }
 }
 

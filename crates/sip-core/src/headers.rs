@@ -36,29 +36,96 @@ macro_rules! public_parse {
 }
 
 /// Header parameters: the raw `;name=value` text after a header value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Params<'a>(&'a str);
+#[derive(Clone, Copy, Default)]
+pub struct Params<'a> {
+    raw: &'a str,
+    /// What [`Params::get`] answers for the one parameter read most from
+    /// this header (`tag`, `branch`), noted while the value was parsed.
+    hot: Hot,
+}
+
+/// A parameter looked up once while parsing: `found` is [`Params::get`]'s
+/// answer as offsets into the raw text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) enum Hot {
+    #[default]
+    Unknown,
+    Tag(Found),
+    Branch(Found),
+}
+
+/// `None` when absent, `Some(None)` for a flag, `Some(Some(span))` with a value.
+pub(crate) type Found = Option<Option<(u16, u16)>>;
+
+impl Hot {
+    /// Notes parameter `name` with its value (indexes into the text whose
+    /// parameters start at `base`) when it is the first called `hot`.
+    #[inline]
+    pub(crate) fn note(
+        &mut self,
+        hot: &[u8],
+        name: &[u8],
+        value: Option<(usize, usize)>,
+        base: usize,
+    ) {
+        // Only the first one counts, and once lost it stays lost.
+        if !matches!(self, Hot::Tag(None) | Hot::Branch(None)) {
+            return;
+        }
+        if name.len() == hot.len() && name.eq_ignore_ascii_case(hot) {
+            let at = |x: usize| u16::try_from(x - base).ok();
+            let found = match value {
+                Some((a, b)) => match (at(a), at(b)) {
+                    (Some(a), Some(b)) => Some(Some((a, b))),
+                    _ => {
+                        *self = Hot::Unknown;
+                        return;
+                    }
+                },
+                None => Some(None),
+            };
+            *self = if hot == b"tag" {
+                Hot::Tag(found)
+            } else {
+                Hot::Branch(found)
+            };
+        }
+    }
+}
 
 impl<'a> Params<'a> {
+    pub(crate) fn new(raw: &'a str, hot: Hot) -> Self {
+        Params { raw, hot }
+    }
+
     /// The raw text, starting with `;` (or empty).
     pub fn as_str(&self) -> &'a str {
-        self.0
+        self.raw
     }
 
     /// Whether there are no parameters.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.raw.is_empty()
     }
 
     /// `(name, value)` pairs in order; quotes are removed from quoted values,
     /// escapes kept; a flag parameter has no value.
     pub fn iter(&self) -> ParamIter<'a> {
-        ParamIter { rest: self.0 }
+        ParamIter { rest: self.raw }
     }
 
     /// `None` when absent, `Some(None)` for a flag, `Some(Some(v))` with a value.
     /// Names compare case-insensitively.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
+        let found = match self.hot {
+            Hot::Tag(f) if name.eq_ignore_ascii_case("tag") => Some(f),
+            Hot::Branch(f) if name.eq_ignore_ascii_case("branch") => Some(f),
+            _ => None,
+        };
+        if let Some(f) = found {
+            let raw = self.raw;
+            return f.map(|v| v.map(|(a, b)| raw.get(a as usize..b as usize).unwrap_or("")));
+        }
         let mut it = self.iter();
         it.find_raw(name.as_bytes())
     }
@@ -66,6 +133,21 @@ impl<'a> Params<'a> {
     /// The value of `name`, if present with a value.
     pub fn value(&self, name: &str) -> Option<&'a str> {
         self.get(name).flatten()
+    }
+}
+
+impl PartialEq for Params<'_> {
+    /// Parameters are equal when their text is.
+    fn eq(&self, other: &Self) -> bool {
+        self.raw == other.raw
+    }
+}
+
+impl Eq for Params<'_> {}
+
+impl fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Params").field(&self.raw).finish()
     }
 }
 
@@ -157,7 +239,7 @@ impl<'a> Iterator for ParamIter<'a> {
 
 fn params(i: &str) -> PResult<'_, Params<'_>> {
     let (r, raw) = grammar::generic_params(i)?;
-    Ok((r, Params(raw)))
+    Ok((r, Params::new(raw, Hot::Unknown)))
 }
 
 /// A display name and address: From, To, Contact, Route, Record-Route,
@@ -313,15 +395,14 @@ fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> 
         }
     }
     let mut check = false;
-    let mut note =
-        |(a, z): (usize, usize), _: Option<(usize, usize)>| check |= z - a == 1 || z - a == 7;
+    let mut tag = Hot::Tag(None);
     if j < n && b[j] == b'<' {
-        let Some(end) = memchr::memchr(b'>', &b[j + 1..]) else {
+        let Some(end) = grammar::find_byte(&b[j + 1..], b'>') else {
             return fail_at(j, "> closing the address");
         };
         let close = j + 1 + end;
         let addr = uri::whole_uri_at(s, j + 1, close)?;
-        let r = grammar::generic_params_at(b, close + 1, n, &mut note)?;
+        let r = name_addr_params(b, close + 1, n, &mut check, &mut tag)?;
         return Ok((
             r,
             NameAddr {
@@ -329,13 +410,13 @@ fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> 
                 display_quoted: quoted,
                 uri: addr,
                 bracketed: true,
-                params: Params(&s[close + 1..r]),
+                params: Params::new(&s[close + 1..r], tag),
             },
             check,
         ));
     }
     let (r, addr) = uri::uri_at(s, i, n, UriContext::AddrSpec)?;
-    let e = grammar::generic_params_at(b, r, n, &mut note)?;
+    let e = name_addr_params(b, r, n, &mut check, &mut tag)?;
     Ok((
         e,
         NameAddr {
@@ -343,10 +424,26 @@ fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> 
             display_quoted: false,
             uri: addr,
             bracketed: false,
-            params: Params(&s[r..e]),
+            params: Params::new(&s[r..e], tag),
         },
         check,
     ))
+}
+
+/// The header parameters of a name-addr at `b[k..n]`, noting the tag and
+/// whether a parameter is named like `q` or `expires`.
+#[inline]
+fn name_addr_params(
+    b: &[u8],
+    k: usize,
+    n: usize,
+    check: &mut bool,
+    tag: &mut Hot,
+) -> Result<usize, Fail> {
+    grammar::generic_params_at(b, k, n, |(a, z), v| {
+        *check |= z - a == 1 || z - a == 7;
+        tag.note(b"tag", &b[a..z], v, k);
+    })
 }
 
 impl<'a> TypedValue<'a> for NameAddr<'a> {
@@ -497,6 +594,130 @@ impl fmt::Display for Via<'_> {
 /// One Via value over all of `s`, in one pass.
 #[inline]
 fn via_at(s: &str) -> Result<Via<'_>, Fail> {
+    let p = via_parts(s)?;
+    let at = |(a, b): (usize, usize)| s.get(a..b).unwrap_or("");
+    Ok(Via {
+        protocol: at(p.protocol),
+        version: at(p.version),
+        transport: at(p.transport),
+        host: p.host,
+        port: p.port,
+        params: Params::new(at(p.params), p.hot),
+    })
+}
+
+/// A Via value as parsed: index ranges into its text.
+#[derive(Debug, Clone, Copy)]
+struct ViaParts<'a> {
+    protocol: (usize, usize),
+    version: (usize, usize),
+    transport: (usize, usize),
+    host: Host<'a>,
+    host_at: (usize, usize),
+    port: Option<u16>,
+    params: (usize, usize),
+    hot: Hot,
+}
+
+/// Where the parts of a Via value lie in its text, compactly, so a message
+/// can keep its top Via parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ViaSpans {
+    protocol: (u16, u16),
+    version: (u16, u16),
+    transport: (u16, u16),
+    host: HostSpan,
+    port: Option<u16>,
+    params: (u16, u16),
+    hot: Hot,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HostSpan {
+    Domain(u16, u16),
+    Ipv4(std::net::Ipv4Addr),
+    /// Where the address lies (without brackets): read again on access,
+    /// which is rare, to keep the span small.
+    Ipv6(u16, u16),
+}
+
+impl ViaSpans {
+    /// Where the parameters start and end.
+    pub(crate) fn params_span(&self) -> (usize, usize) {
+        (usize::from(self.params.0), usize::from(self.params.1))
+    }
+
+    /// The same Via with its parameters at `start..end` and the branch value
+    /// at `branch` within them.
+    pub(crate) fn with_params(
+        self,
+        start: usize,
+        end: usize,
+        branch: Option<(usize, usize)>,
+    ) -> Option<ViaSpans> {
+        let at = |x: usize| u16::try_from(x).ok();
+        let hot = match branch {
+            Some((a, b)) => Hot::Branch(Some(Some((at(a)?, at(b)?)))),
+            None => Hot::Branch(None),
+        };
+        Some(ViaSpans {
+            params: (at(start)?, at(end)?),
+            hot,
+            ..self
+        })
+    }
+
+    /// The Via over the text it was parsed from.
+    #[inline]
+    pub(crate) fn resolve(self, s: &str) -> Via<'_> {
+        let at = |(a, b): (u16, u16)| s.get(usize::from(a)..usize::from(b)).unwrap_or("");
+        Via {
+            protocol: at(self.protocol),
+            version: at(self.version),
+            transport: at(self.transport),
+            host: match self.host {
+                HostSpan::Domain(a, b) => Host::Domain(at((a, b))),
+                HostSpan::Ipv4(a) => Host::Ipv4(a),
+                HostSpan::Ipv6(a, b) => at((a, b))
+                    .parse()
+                    .map_or(Host::Domain(at((a, b))), Host::Ipv6),
+            },
+            port: self.port,
+            params: Params::new(at(self.params), self.hot),
+        }
+    }
+}
+
+/// [`via_at`] as compact spans: `Ok(None)` for a value too long for them.
+#[inline]
+pub(crate) fn via_spans(s: &str) -> Result<Option<ViaSpans>, Fail> {
+    let p = via_parts(s)?;
+    let span = |(a, b): (usize, usize)| Some((u16::try_from(a).ok()?, u16::try_from(b).ok()?));
+    let spans = || {
+        Some(ViaSpans {
+            protocol: span(p.protocol)?,
+            version: span(p.version)?,
+            transport: span(p.transport)?,
+            host: match p.host {
+                Host::Domain(_) => {
+                    let (a, b) = span(p.host_at)?;
+                    HostSpan::Domain(a, b)
+                }
+                Host::Ipv4(a) => HostSpan::Ipv4(a),
+                Host::Ipv6(_) => {
+                    let (a, b) = span((p.host_at.0 + 1, p.host_at.1 - 1))?;
+                    HostSpan::Ipv6(a, b)
+                }
+            },
+            port: p.port,
+            params: span(p.params)?,
+            hot: p.hot,
+        })
+    };
+    Ok(spans())
+}
+
+fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
     let b = s.as_bytes();
     let n = b.len();
     let token = |k: usize, what: &'static str| {
@@ -531,9 +752,11 @@ fn via_at(s: &str) -> Result<Via<'_>, Fail> {
         (he, None)
     };
     let mut ok = true;
-    let end = grammar::generic_params_at(b, r, n, |(a, z), value| {
+    let mut hot = Hot::Branch(None);
+    let end = grammar::generic_params_at(b, r, n, |(a, z), span| {
         let name = &b[a..z];
-        let value = value.map(|(x, y)| &s[x..y]);
+        hot.note(b"branch", name, span, r);
+        let value = span.map(|(x, y)| &s[x..y]);
         ok &= if name.eq_ignore_ascii_case(b"branch") {
             value.is_some_and(|v| !v.is_empty() && v.bytes().all(grammar::is_token))
         } else if name.eq_ignore_ascii_case(b"rport") {
@@ -550,13 +773,15 @@ fn via_at(s: &str) -> Result<Via<'_>, Fail> {
         return fail_at(end, "valid ttl, received, rport and branch parameters");
     }
     grammar::end_at(b, end)?;
-    Ok(Via {
-        protocol: &s[ps..pe],
-        version: &s[vs..ve],
-        transport: &s[ts..te],
+    Ok(ViaParts {
+        protocol: (ps, pe),
+        version: (vs, ve),
+        transport: (ts, te),
         host,
+        host_at: (hs, he),
         port,
-        params: Params(&s[r..end]),
+        params: (r, end),
+        hot,
     })
 }
 
@@ -1007,6 +1232,25 @@ mod tests {
         assert!(NameAddr::parse("\"open <sip:a@b>").is_err());
         let n = NameAddr::parse("\"Zoë\" <tel:+441234567890>").unwrap();
         assert_eq!(n.display_name().unwrap(), "Zoë");
+    }
+
+    #[test]
+    fn parameters_noted_while_parsing_read_like_a_scan() {
+        for v in [
+            "<sip:a@b>;x=1;TAG=abc;tag=def",
+            "<sip:a@b>;tag",
+            "<sip:a@b>;tag=\"q d\";x",
+            "sip:a@b;tag=7",
+            "<sip:a@b>",
+        ] {
+            let n = NameAddr::parse(v).unwrap();
+            let scanned = n.params.iter().find(|(k, _)| k.eq_ignore_ascii_case("tag"));
+            assert_eq!(n.params.get("tag"), scanned.map(|(_, v)| v), "{v}");
+            assert_eq!(n.params.get("Tag"), n.params.get("tag"), "{v}");
+        }
+        let via = Via::parse("SIP/2.0/UDP h;rport;BRANCH=z9hG4bK1;branch=z9hG4bK2").unwrap();
+        assert_eq!(via.branch(), Some("z9hG4bK1"));
+        assert_eq!(via.rport(), Some(None));
     }
 
     #[test]

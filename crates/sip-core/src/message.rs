@@ -3,12 +3,13 @@
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use bytestring::ByteString;
 
-use crate::error::{ParseError, ParseErrorKind, Position};
+use crate::error::{ParseError, ParseErrorKind};
 use crate::grammar::{self, Fail, ValueError, is_token, is_wsp, text};
 use crate::headers::{
     self, Auth, CSeq, Contact, ContentType, NameAddr, Replaces, SessionExpires, TokenParams,
-    TypedValue, Via,
+    TypedValue, Via, ViaSpans,
 };
 use crate::name::{HeaderName, Method};
 use crate::uri::{self, Uri, UriContext};
@@ -101,17 +102,51 @@ pub struct HeaderField<'a> {
 /// ```
 #[derive(Clone)]
 pub struct Message {
+    /// The whole message and nothing after it.
     buf: Bytes,
+    /// The start line and headers of `buf` (up to the empty line), checked as
+    /// UTF-8 once, so reading a value as text costs nothing more.
+    head: ByteString,
     start: Start,
     headers: Vec<Header>,
-    body: Text,
-    /// End of the message within `buf` (a datagram may carry extra bytes).
-    end: u32,
-    /// Offset of the empty line ending the headers, for error positions.
-    head_end: u32,
     /// Content-Length and CSeq as checked by the parser, valid while unmodified.
     parsed: Parsed,
+    /// The first value of the topmost Via, parsed once: every transaction
+    /// step reads it.
+    top_via: Option<TopVia>,
     modified: bool,
+}
+
+/// The first Via value: its header, its offset in the header's value, and
+/// what parsing it gave.
+#[derive(Debug, Clone, Copy)]
+struct TopVia {
+    idx: u32,
+    offset: u32,
+    via: Result<ViaSpans, ValueError>,
+}
+
+impl TopVia {
+    fn of(head: &str, headers: &[Header]) -> Option<TopVia> {
+        let idx = headers.iter().position(|h| h.kind == HeaderName::Via)?;
+        let v = headers[idx].value;
+        let v = head.get(v.start as usize..v.end as usize).unwrap_or("");
+        let (offset, elem) = if grammar::find_comma(v) {
+            grammar::split_list(v).next().unwrap_or((0, v))
+        } else {
+            (0, v)
+        };
+        Some(TopVia {
+            idx: u32::try_from(idx).ok()?,
+            offset: u32::try_from(offset).ok()?,
+            via: match headers::via_spans(elem) {
+                Ok(Some(v)) => Ok(v),
+                // Too long to keep as spans: read it when asked.
+                Ok(None) => return None,
+                Err(e) => Err(ValueError::from(e)),
+            },
+        })
+    }
 }
 
 /// Values the parser had to read anyway, kept so reading them again is free.
@@ -124,22 +159,25 @@ struct Parsed {
 
 #[derive(Debug, Clone)]
 enum Start {
-    Request { method: Method, uri: Text },
-    Response { status: u16, reason: Text },
+    Request { method: Method, uri: Span },
+    Response { status: u16, reason: Span },
 }
 
-/// Bytes either inside the parsed buffer or owned after a modification.
-#[derive(Debug, Clone)]
-enum Text {
-    Span(u32, u32),
-    Owned(Bytes),
+/// Bytes `start..end` of the message's buffer. Every part of a message lies
+/// in its one buffer: a modification writes a new buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Span {
+    start: u32,
+    end: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Header {
     kind: HeaderName,
-    name: Text,
-    value: Text,
+    /// Whether the value spans folded lines (and needs unfolding to print).
+    folded: bool,
+    name: Span,
+    value: Span,
 }
 
 impl Message {
@@ -178,7 +216,7 @@ impl Message {
             return Err(BuildError::NotARequest);
         }
         let mut b = ResponseBuilder::new(status, reason);
-        for h in &request.headers {
+        for (i, h) in request.headers.iter().enumerate() {
             if matches!(
                 h.kind,
                 HeaderName::Via
@@ -188,7 +226,24 @@ impl Message {
                     | HeaderName::CSeq
             ) {
                 let name = h.kind.canonical().unwrap_or("");
-                b = b.header(name, &unfold(request.bytes_of(&h.value)))?;
+                let value = request.value_of(h);
+                // The name is canonical and the value trimmed and unfolded:
+                // only a control character could make it unfit.
+                if has_control(value.as_bytes()) {
+                    return Err(BuildError::ControlCharacter(name.to_owned()));
+                }
+                if h.kind == HeaderName::To && b.inner.to.is_none() {
+                    b.inner.to = Some(b.inner.headers.len());
+                }
+                if let Some(top) = request.top_via
+                    && top.idx as usize == i
+                    && !h.folded
+                    && let Ok(idx) = u32::try_from(b.inner.headers.len())
+                {
+                    // The same text, so the same spans within it.
+                    b.inner.top_via = Some(TopVia { idx, ..top });
+                }
+                b.inner.push(h.kind, name.as_bytes(), value.as_bytes());
             }
         }
         Ok(b)
@@ -199,11 +254,11 @@ impl Message {
         match &self.start {
             Start::Request { method, uri } => StartLine::Request {
                 method,
-                uri: text(self.bytes_of(uri)),
+                uri: self.str_of(*uri),
             },
             Start::Response { status, reason } => StartLine::Response {
                 status: *status,
-                reason: text(self.bytes_of(reason)),
+                reason: self.str_of(*reason),
             },
         }
     }
@@ -225,7 +280,7 @@ impl Message {
     pub fn request_uri(&self) -> Option<Uri<'_>> {
         match &self.start {
             Start::Request { uri, .. } => {
-                grammar::complete(self.str_of(uri), |i| uri::uri(i, UriContext::Whole)).ok()
+                grammar::complete(self.str_of(*uri), |i| uri::uri(i, UriContext::Whole)).ok()
             }
             Start::Response { .. } => None,
         }
@@ -242,29 +297,29 @@ impl Message {
     /// The reason phrase (`None` for a request).
     pub fn reason(&self) -> Option<&str> {
         match &self.start {
-            Start::Response { reason, .. } => Some(text(self.bytes_of(reason))),
+            Start::Response { reason, .. } => Some(self.str_of(*reason)),
             Start::Request { .. } => None,
         }
     }
 
     /// The body (empty when there is none).
     pub fn body(&self) -> &[u8] {
-        self.bytes_of(&self.body)
+        self.buf.get(self.head.len() + 2..).unwrap_or_default()
     }
 
     /// Every header line in order.
     pub fn headers(&self) -> impl Iterator<Item = HeaderField<'_>> + '_ {
         self.headers.iter().map(|h| HeaderField {
             kind: h.kind,
-            name: text(self.bytes_of(&h.name)),
-            value: self.str_of(&h.value),
+            name: self.str_of(h.name),
+            value: self.str_of(h.value),
         })
     }
 
     /// The first value of the header called `name` (full or compact, any case).
     pub fn header(&self, name: &str) -> Option<&str> {
         let i = self.position_of(name)?;
-        Some(text(self.bytes_of(&self.headers[i].value)))
+        Some(self.str_of(self.headers[i].value))
     }
 
     /// Every value of the header called `name`, one per header line.
@@ -278,14 +333,29 @@ impl Message {
             .filter(move |h| {
                 h.kind == kind
                     && (kind != HeaderName::Other
-                        || self.bytes_of(&h.name).eq_ignore_ascii_case(name.as_bytes()))
+                        || self.bytes_of(h.name).eq_ignore_ascii_case(name.as_bytes()))
             })
-            .map(|h| self.str_of(&h.value))
+            .map(|h| self.str_of(h.value))
     }
 
     /// The topmost Via.
     pub fn via(&self) -> Result<Via<'_>, ParseError> {
-        self.first(HeaderName::Via)
+        match self.top_via {
+            Some(TopVia {
+                idx,
+                offset,
+                via: Ok(spans),
+            }) => {
+                let v = self.str_of(self.headers[idx as usize].value);
+                Ok(spans.resolve(v.get(offset as usize..).unwrap_or("")))
+            }
+            Some(TopVia {
+                idx,
+                offset,
+                via: Err(e),
+            }) => Err(self.value_error(idx as usize, offset as usize, e)),
+            None => self.first(HeaderName::Via),
+        }
     }
 
     /// Every Via, top first.
@@ -306,7 +376,7 @@ impl Message {
     /// The Call-ID.
     pub fn call_id(&self) -> Result<&str, ParseError> {
         let (idx, h) = self.find(HeaderName::CallId)?;
-        headers::call_id(self.str_of(&h.value)).map_err(|e| self.value_error(idx, 0, e))
+        headers::call_id(self.str_of(h.value)).map_err(|e| self.value_error(idx, 0, e))
     }
 
     /// The CSeq.
@@ -317,7 +387,7 @@ impl Message {
         let (s, e) = self.parsed.cseq_method;
         Ok(CSeq {
             seq: self.parsed.cseq,
-            method_token: text(&self.buf[s as usize..e as usize]),
+            method_token: self.head.get(s as usize..e as usize).unwrap_or(""),
         })
     }
 
@@ -451,7 +521,7 @@ impl Message {
         let Some((idx, h)) = self.find(HeaderName::Replaces).ok() else {
             return Ok(None);
         };
-        headers::replaces(self.str_of(&h.value))
+        headers::replaces(self.str_of(h.value))
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -461,7 +531,7 @@ impl Message {
         let Some((idx, h)) = self.find(HeaderName::SessionExpires).ok() else {
             return Ok(None);
         };
-        headers::session_expires(self.str_of(&h.value))
+        headers::session_expires(self.str_of(h.value))
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -473,94 +543,53 @@ impl Message {
     /// to hold a message to the full grammar.
     pub fn validate(&self) -> Result<(), ParseError> {
         for (idx, h) in self.headers.iter().enumerate() {
-            let v = self.str_of(&h.value);
-            let elems: Vec<(usize, &str)> = if h.kind.is_list() {
-                grammar::split_list(v).collect()
-            } else {
-                vec![(0, v)]
-            };
-            let err = |off: usize, e: ValueError| {
-                self.value_error(
-                    idx,
-                    off,
-                    ValueError {
-                        offset: e.offset,
-                        expected: e.expected,
-                    },
+            // Parsing or building checked these while the message is unchanged.
+            if !self.modified
+                && matches!(
+                    h.kind,
+                    HeaderName::CSeq | HeaderName::MaxForwards | HeaderName::ContentLength
                 )
-            };
-            for &(off, e) in &elems {
-                let r: Result<(), ValueError> = match h.kind {
-                    HeaderName::Via => Via::parse_value(e).map(drop),
-                    HeaderName::From
-                    | HeaderName::To
-                    | HeaderName::Route
-                    | HeaderName::RecordRoute
-                    | HeaderName::ReferTo
-                    | HeaderName::ReferredBy
-                    | HeaderName::PAssertedIdentity
-                    | HeaderName::Path
-                    | HeaderName::ServiceRoute => NameAddr::parse_value(e).map(drop),
-                    HeaderName::Contact => Contact::parse_value(e).map(drop),
-                    HeaderName::CallId => headers::call_id(e).map(drop),
-                    HeaderName::CSeq => CSeq::parse_value(e).map(drop),
-                    HeaderName::MaxForwards => {
-                        headers::delta(e, 255, "number from 0 to 255").map(drop)
-                    }
-                    HeaderName::ContentLength
-                    | HeaderName::Expires
-                    | HeaderName::MinExpires
-                    | HeaderName::MinSe => {
-                        headers::delta(e, u64::from(u32::MAX), "delta seconds").map(drop)
-                    }
-                    HeaderName::ContentType => ContentType::parse_value(e).map(drop),
-                    HeaderName::WwwAuthenticate
-                    | HeaderName::Authorization
-                    | HeaderName::ProxyAuthenticate
-                    | HeaderName::ProxyAuthorization => Auth::parse_value(e).map(drop),
-                    HeaderName::Allow
-                    | HeaderName::Supported
-                    | HeaderName::Require
-                    | HeaderName::ProxyRequire
-                    | HeaderName::Unsupported
-                    | HeaderName::AllowEvents
-                    | HeaderName::ContentEncoding => {
-                        if elems.len() == 1 && grammar::sws(e).is_empty() {
-                            // An empty Allow or Supported is legal.
-                            if matches!(h.kind, HeaderName::Allow | HeaderName::Supported) {
-                                Ok(())
-                            } else {
-                                headers::nonempty(e)
-                            }
-                        } else {
-                            headers::check_token(e).map(drop)
-                        }
-                    }
-                    HeaderName::Event | HeaderName::SubscriptionState => {
-                        TokenParams::parse_value(e).map(drop)
-                    }
-                    HeaderName::Replaces => headers::replaces(e).map(drop),
-                    HeaderName::SessionExpires => headers::session_expires(e).map(drop),
-                    _ => Ok(()),
-                };
-                r.map_err(|er| err(off, er))?;
+            {
+                continue;
             }
-            if h.kind == HeaderName::Contact {
-                let star = elems.iter().any(|(_, e)| grammar::sws(e) == "*");
-                let others = self
-                    .headers
-                    .iter()
-                    .filter(|x| x.kind == HeaderName::Contact)
-                    .count();
-                if star && (elems.len() > 1 || others > 1) {
-                    return Err(self.value_error(
-                        idx,
-                        0,
-                        ValueError {
-                            offset: 0,
-                            expected: "* as the only Contact",
-                        },
-                    ));
+            if h.kind == HeaderName::Other {
+                continue;
+            }
+            if let Some(top) = self.top_via
+                && top.idx as usize == idx
+                && top.offset == 0
+            {
+                // Parsed with the message; a single value needs no second look.
+                match top.via {
+                    Err(e) => return Err(self.value_error(idx, 0, e)),
+                    Ok(_) if !grammar::find_comma(self.str_of(h.value)) => continue,
+                    Ok(_) => {}
+                }
+            }
+            let v = self.str_of(h.value);
+            let err = |off: usize, e: ValueError| self.value_error(idx, off, e);
+            if h.kind.is_list() && grammar::find_comma(v) {
+                let n = grammar::split_list(v).count();
+                let mut star = false;
+                for (off, e) in grammar::split_list(v) {
+                    check_value(h.kind, e, n == 1).map_err(|er| err(off, er))?;
+                    star |= grammar::sws(e) == "*";
+                }
+                if h.kind == HeaderName::Contact && star && n > 1 {
+                    return Err(err(0, STAR_ALONE));
+                }
+            } else {
+                check_value(h.kind, v, true).map_err(|er| err(0, er))?;
+                if h.kind == HeaderName::Contact
+                    && grammar::sws(v) == "*"
+                    && self
+                        .headers
+                        .iter()
+                        .filter(|x| x.kind == HeaderName::Contact)
+                        .nth(1)
+                        .is_some()
+                {
+                    return Err(err(0, STAR_ALONE));
                 }
             }
         }
@@ -570,30 +599,19 @@ impl Message {
     /// The message as bytes: the original bytes when unmodified, else the
     /// canonical form.
     pub fn to_bytes(&self) -> Bytes {
-        if self.modified {
-            self.canonical()
-        } else {
-            self.buf.slice(..self.end as usize)
-        }
+        // A modification writes the canonical form, so the buffer is right
+        // either way.
+        self.buf.clone()
     }
 
     /// The canonical form: full header names, one space after the colon,
     /// folded values unfolded, the body unchanged.
     pub fn canonical(&self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.end as usize + 64);
-        self.write_start_line(&mut out);
-        for h in &self.headers {
-            match h.kind.canonical() {
-                Some(n) => out.put_slice(n.as_bytes()),
-                None => out.put_slice(self.bytes_of(&h.name)),
-            }
-            out.put_slice(b": ");
-            out.put_slice(unfold(self.bytes_of(&h.value)).as_bytes());
-            out.put_slice(b"\r\n");
+        if self.modified {
+            return self.to_bytes();
         }
-        out.put_slice(b"\r\n");
-        out.put_slice(self.body());
-        out.freeze()
+        let pieces: Vec<Piece<'_>> = (0..self.headers.len()).map(Piece::Kept).collect();
+        self.write_canonical(None, &pieces, self.body()).0.freeze()
     }
 
     /// Whether the message was changed since it was parsed or built.
@@ -603,47 +621,40 @@ impl Message {
 
     /// Appends a header line.
     pub fn push_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
-        let h = new_header(name, value)?;
-        self.headers.push(h);
-        self.modified = true;
+        let h = new_piece(name, value)?;
+        let mut pieces = self.kept();
+        pieces.push(h);
+        self.rewrite(None, &pieces, None);
         Ok(())
     }
 
     /// Inserts a header line before every other (e.g. a proxy's Via).
     pub fn prepend_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
-        let h = new_header(name, value)?;
-        self.headers.insert(0, h);
-        self.modified = true;
+        let h = new_piece(name, value)?;
+        let mut pieces = self.kept();
+        pieces.insert(0, h);
+        self.rewrite(None, &pieces, None);
         Ok(())
     }
 
     /// Replaces every line of the header called `name` with one line holding
     /// `value`, at the place of the first (or at the end).
     pub fn set_header(&mut self, name: &str, value: &str) -> Result<(), BuildError> {
-        let h = new_header(name, value)?;
-        let at = self.position_of(name);
-        self.remove_header(name);
-        match at {
-            Some(i) => self.headers.insert(i.min(self.headers.len()), h),
-            None => self.headers.push(h),
-        }
-        self.modified = true;
+        let h = new_piece(name, value)?;
+        let pieces = self.with_header_set(name, h);
+        self.rewrite(None, &pieces, None);
         Ok(())
     }
 
     /// Removes every line of the header called `name`; returns how many.
     pub fn remove_header(&mut self, name: &str) -> usize {
-        let kind = HeaderName::from_bytes(name.as_bytes());
-        let before = self.headers.len();
-        let buf = self.buf.clone();
-        self.headers.retain(|h| {
-            !(h.kind == kind
-                && (kind != HeaderName::Other
-                    || bytes_of(&buf, &h.name).eq_ignore_ascii_case(name.as_bytes())))
-        });
-        let removed = before - self.headers.len();
+        let pieces: Vec<Piece<'_>> = (0..self.headers.len())
+            .filter(|&i| !self.is_named(&self.headers[i], name))
+            .map(Piece::Kept)
+            .collect();
+        let removed = self.headers.len() - pieces.len();
         if removed > 0 {
-            self.modified = true;
+            self.rewrite(None, &pieces, None);
         }
         removed
     }
@@ -654,62 +665,299 @@ impl Message {
         let Some(idx) = self.headers.iter().position(|h| h.kind == HeaderName::Via) else {
             return false;
         };
-        let value = self.str_of(&self.headers[idx].value).to_owned();
+        let value = self.value_of(&self.headers[idx]).into_owned();
         let mut parts = grammar::split_list(&value);
         parts.next();
         let rest: Vec<&str> = parts.map(|(_, e)| e).collect();
+        let joined = rest.join(", ");
+        let mut pieces = self.kept();
         if rest.is_empty() {
-            self.headers.remove(idx);
+            pieces.remove(idx);
         } else {
-            self.headers[idx].value = Text::Owned(Bytes::from(rest.join(", ")));
+            pieces[idx] = Piece::New(HeaderName::Via, "Via", &joined);
         }
-        self.modified = true;
+        self.rewrite(None, &pieces, None);
         true
+    }
+
+    /// Replaces the first value of the topmost Via with `value` where it
+    /// stands (RFC 3581 `received` and `rport`): one copy of the message.
+    pub(crate) fn replace_top_via(&mut self, value: &str) -> Result<(), BuildError> {
+        self.replace_top_via_with(value, None)
+    }
+
+    /// RFC 3581: sets `received` (and `rport` when given) on the top Via, its
+    /// other parameters kept in order and the text before them as written, so
+    /// the parsed spans carry over. Returns false, changing nothing, when the
+    /// top Via is not a lone, parsed, unfolded value.
+    pub(crate) fn set_via_received(
+        &mut self,
+        received: std::net::IpAddr,
+        rport: Option<u16>,
+    ) -> bool {
+        let Some(top) = self.top_via else {
+            return false;
+        };
+        let Ok(spans) = top.via else {
+            return false;
+        };
+        let h = self.headers[top.idx as usize];
+        let value = self.str_of(h.value);
+        if h.folded || top.offset != 0 || grammar::find_comma(value) {
+            return false;
+        }
+        let (ps, _) = spans.params_span();
+        let via = spans.resolve(value);
+        let mut new = String::with_capacity(value.len() + 48);
+        new.push_str(value.get(..ps).unwrap_or(""));
+        let mut branch = None;
+        for (name, v) in via.params.iter() {
+            if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+                continue;
+            }
+            new.push(';');
+            new.push_str(name);
+            if let Some(v) = v {
+                new.push('=');
+                let at = new.len() - ps;
+                new.push_str(v);
+                if branch.is_none() && name.eq_ignore_ascii_case("branch") {
+                    branch = Some((at, new.len() - ps));
+                }
+            }
+        }
+        new.push_str(";received=");
+        push_ip(&mut new, received);
+        if let Some(p) = rport {
+            new.push_str(";rport=");
+            let mut digits = [0u8; 20];
+            new.push_str(text(decimal(u64::from(p), &mut digits)));
+        }
+        let hint = spans
+            .with_params(ps, new.len(), branch)
+            .map(|v| TopVia { via: Ok(v), ..top });
+        if has_control(new.as_bytes()) {
+            return false;
+        }
+        let mut pieces = self.kept();
+        pieces[top.idx as usize] = Piece::New(HeaderName::Via, "Via", &new);
+        self.rewrite_with(None, &pieces, None, hint);
+        true
+    }
+
+    fn replace_top_via_with(
+        &mut self,
+        value: &str,
+        hint: Option<TopVia>,
+    ) -> Result<(), BuildError> {
+        check_header("Via", value)?;
+        let value = value.trim_matches([' ', '\t']);
+        let Some(idx) = self.headers.iter().position(|h| h.kind == HeaderName::Via) else {
+            return Ok(());
+        };
+        let old = self.value_of(&self.headers[idx]);
+        let mut joined = String::new();
+        if grammar::find_comma(&old) {
+            let mut parts = grammar::split_list(&old);
+            parts.next();
+            joined.push_str(value);
+            for (_, e) in parts {
+                joined.push_str(", ");
+                joined.push_str(e);
+            }
+        }
+        let mut pieces = self.kept();
+        pieces[idx] = Piece::New(
+            HeaderName::Via,
+            "Via",
+            if joined.is_empty() { value } else { &joined },
+        );
+        self.rewrite_with(None, &pieces, None, hint);
+        Ok(())
     }
 
     /// Replaces the body and its Content-Type; Content-Length follows.
     pub fn set_body(&mut self, content_type: Option<&str>, body: Bytes) -> Result<(), BuildError> {
-        match content_type {
+        let mut pieces = match content_type {
             Some(ct) => {
                 ContentType::parse(ct).map_err(BuildError::InvalidValue)?;
-                self.set_header("Content-Type", ct)?;
+                self.with_header_set("Content-Type", new_piece("Content-Type", ct)?)
             }
-            None => {
-                self.remove_header("Content-Type");
-            }
+            None => (0..self.headers.len())
+                .filter(|&i| self.headers[i].kind != HeaderName::ContentType)
+                .map(Piece::Kept)
+                .collect(),
+        };
+        let mut digits = [0u8; 20];
+        let length = text(decimal(body.len() as u64, &mut digits));
+        let at = pieces.iter().position(|p| match p {
+            Piece::Kept(i) => self.headers[*i].kind == HeaderName::ContentLength,
+            Piece::New(k, ..) => *k == HeaderName::ContentLength,
+        });
+        pieces.retain(|p| match p {
+            Piece::Kept(i) => self.headers[*i].kind != HeaderName::ContentLength,
+            Piece::New(k, ..) => *k != HeaderName::ContentLength,
+        });
+        let cl = Piece::New(HeaderName::ContentLength, "Content-Length", length);
+        match at {
+            Some(i) => pieces.insert(i.min(pieces.len()), cl),
+            None => pieces.push(cl),
         }
-        self.set_header("Content-Length", &body.len().to_string())?;
-        self.body = Text::Owned(body);
-        self.modified = true;
+        self.rewrite(None, &pieces, Some(&body));
         Ok(())
     }
 
     /// Replaces the Request-URI.
     pub fn set_request_uri(&mut self, new_uri: &str) -> Result<(), BuildError> {
         Uri::parse(new_uri).map_err(BuildError::InvalidValue)?;
-        match &mut self.start {
-            Start::Request { uri, .. } => {
-                *uri = Text::Owned(Bytes::copy_from_slice(new_uri.as_bytes()));
-                self.modified = true;
-                Ok(())
-            }
-            Start::Response { .. } => Err(BuildError::NotARequest),
+        if !self.is_request() {
+            return Err(BuildError::NotARequest);
         }
+        let pieces = self.kept();
+        self.rewrite(Some(new_uri), &pieces, None);
+        Ok(())
     }
 
-    fn write_start_line(&self, out: &mut BytesMut) {
-        match &self.start {
+    /// Every header kept as it is.
+    fn kept(&self) -> Vec<Piece<'static>> {
+        (0..self.headers.len()).map(Piece::Kept).collect()
+    }
+
+    /// The headers with every line called `name` replaced by `h`, at the
+    /// place of the first (or at the end).
+    fn with_header_set<'p>(&self, name: &str, h: Piece<'p>) -> Vec<Piece<'p>> {
+        let mut pieces: Vec<Piece<'p>> = Vec::with_capacity(self.headers.len() + 1);
+        let mut placed = false;
+        for (i, x) in self.headers.iter().enumerate() {
+            if self.is_named(x, name) {
+                if !placed {
+                    pieces.push(h);
+                    placed = true;
+                }
+            } else {
+                pieces.push(Piece::Kept(i));
+            }
+        }
+        if !placed {
+            pieces.push(h);
+        }
+        pieces
+    }
+
+    fn is_named(&self, h: &Header, name: &str) -> bool {
+        let kind = HeaderName::from_bytes(name.as_bytes());
+        h.kind == kind
+            && (kind != HeaderName::Other
+                || self.bytes_of(h.name).eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// Writes the canonical form with `pieces` as the headers and returns
+    /// the buffer and where each part lies in it.
+    fn write_canonical(
+        &self,
+        new_uri: Option<&str>,
+        pieces: &[Piece<'_>],
+        body: &[u8],
+    ) -> (BytesMut, Start, Vec<Header>, usize) {
+        let mut out = BytesMut::with_capacity(self.buf.len() + 128);
+        let start = match &self.start {
             Start::Request { method, uri } => {
                 out.put_slice(method.as_str().as_bytes());
                 out.put_u8(b' ');
-                out.put_slice(self.bytes_of(uri));
+                let s = out.len();
+                match new_uri {
+                    Some(u) => out.put_slice(u.as_bytes()),
+                    None => out.put_slice(self.bytes_of(*uri)),
+                }
+                let uri = span(s, out.len());
                 out.put_slice(b" SIP/2.0\r\n");
+                Start::Request {
+                    method: method.clone(),
+                    uri,
+                }
             }
             Start::Response { status, reason } => {
-                out.put_slice(format!("SIP/2.0 {status} ").as_bytes());
-                out.put_slice(self.bytes_of(reason));
+                out.put_slice(b"SIP/2.0 ");
+                let mut digits = [0u8; 20];
+                out.put_slice(decimal(u64::from(*status), &mut digits));
+                out.put_u8(b' ');
+                let s = out.len();
+                out.put_slice(self.bytes_of(*reason));
+                let reason = span(s, out.len());
                 out.put_slice(b"\r\n");
+                Start::Response {
+                    status: *status,
+                    reason,
+                }
             }
+        };
+        let mut headers = Vec::with_capacity(pieces.len());
+        for p in pieces {
+            let (kind, name, value) = match *p {
+                Piece::Kept(i) => {
+                    let h = &self.headers[i];
+                    let name = match h.kind.canonical() {
+                        Some(n) => n.as_bytes(),
+                        None => self.bytes_of(h.name),
+                    };
+                    (h.kind, name, self.value_of(h))
+                }
+                Piece::New(kind, name, value) => (
+                    kind,
+                    kind.canonical().unwrap_or(name).as_bytes(),
+                    std::borrow::Cow::Borrowed(value),
+                ),
+            };
+            let ns = out.len();
+            out.put_slice(name);
+            let ne = out.len();
+            out.put_slice(b": ");
+            let vs = out.len();
+            out.put_slice(value.as_bytes());
+            headers.push(Header {
+                kind,
+                folded: false,
+                name: span(ns, ne),
+                value: span(vs, out.len()),
+            });
+            out.put_slice(b"\r\n");
+        }
+        let head_end = out.len();
+        out.put_slice(b"\r\n");
+        out.put_slice(body);
+        (out, start, headers, head_end)
+    }
+
+    /// Replaces the message with its canonical form holding `pieces`.
+    fn rewrite(&mut self, new_uri: Option<&str>, pieces: &[Piece<'_>], body: Option<&[u8]>) {
+        self.rewrite_with(new_uri, pieces, body, None);
+    }
+
+    /// [`Message::rewrite`] with the top Via already known.
+    fn rewrite_with(
+        &mut self,
+        new_uri: Option<&str>,
+        pieces: &[Piece<'_>],
+        body: Option<&[u8]>,
+        top_via: Option<TopVia>,
+    ) {
+        let (out, start, headers, head_end) =
+            self.write_canonical(new_uri, pieces, body.unwrap_or(self.body()));
+        self.buf = out.freeze();
+        // Written from text, so this holds.
+        self.head = ByteString::try_from(self.buf.slice(..head_end)).unwrap_or_default();
+        self.start = start;
+        self.headers = headers;
+        self.top_via = top_via.or_else(|| TopVia::of(&self.head, &self.headers));
+        self.modified = true;
+    }
+
+    /// A header's value as one line (folds replaced by a space).
+    fn value_of(&self, h: &Header) -> std::borrow::Cow<'_, str> {
+        if h.folded {
+            unfold(self.str_of(h.value))
+        } else {
+            std::borrow::Cow::Borrowed(self.str_of(h.value))
         }
     }
 
@@ -718,18 +966,22 @@ impl Message {
         self.headers.iter().position(|h| {
             h.kind == kind
                 && (kind != HeaderName::Other
-                    || self.bytes_of(&h.name).eq_ignore_ascii_case(name.as_bytes()))
+                    || self.bytes_of(h.name).eq_ignore_ascii_case(name.as_bytes()))
         })
     }
 
     #[inline]
-    fn bytes_of<'s>(&'s self, t: &'s Text) -> &'s [u8] {
-        bytes_of(&self.buf, t)
+    fn bytes_of(&self, t: Span) -> &[u8] {
+        self.buf
+            .get(t.start as usize..t.end as usize)
+            .unwrap_or_default()
     }
 
     #[inline]
-    fn str_of<'s>(&'s self, t: &'s Text) -> &'s str {
-        text(self.bytes_of(t))
+    fn str_of(&self, t: Span) -> &str {
+        self.head
+            .get(t.start as usize..t.end as usize)
+            .unwrap_or("")
     }
 
     #[inline]
@@ -744,7 +996,7 @@ impl Message {
                         header: headers::header_label(kind),
                     },
                     &self.buf,
-                    self.head_end as usize,
+                    self.head.len(),
                 )
             })
     }
@@ -762,9 +1014,9 @@ impl Message {
         idx: usize,
         h: &'s Header,
     ) -> Result<T, ParseError> {
-        let v = self.str_of(&h.value);
+        let v = self.str_of(h.value);
         // A list value without a comma is a single element.
-        let (off, elem) = if h.kind.is_list() && memchr::memchr(b',', v.as_bytes()).is_some() {
+        let (off, elem) = if h.kind.is_list() && grammar::find_comma(v) {
             grammar::split_list(v).next().unwrap_or((0, v))
         } else {
             (0, v)
@@ -798,7 +1050,7 @@ impl Message {
             .enumerate()
             .filter(move |(_, h)| h.kind == kind)
             .flat_map(move |(idx, h)| {
-                let v = self.str_of(&h.value);
+                let v = self.str_of(h.value);
                 let parts: Box<dyn Iterator<Item = (usize, &str)>> = if kind.is_list() {
                     Box::new(grammar::split_list(v).filter(|(_, e)| !e.is_empty()))
                 } else {
@@ -823,7 +1075,7 @@ impl Message {
         let Ok((idx, h)) = self.find(kind) else {
             return Ok(None);
         };
-        headers::delta(self.str_of(&h.value), max, what)
+        headers::delta(self.str_of(h.value), max, what)
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
     }
@@ -840,32 +1092,116 @@ impl Message {
             header: headers::header_label(h.kind),
             expected: e.expected,
         };
-        match h.value {
-            Text::Span(start, _) => {
-                ParseError::at(kind, &self.buf, start as usize + elem_offset + e.offset)
+        ParseError::at(
+            kind,
+            &self.buf,
+            h.value.start as usize + elem_offset + e.offset,
+        )
+    }
+}
+
+/// A header line of a message being rewritten: one it has, or a new one.
+#[derive(Debug, Clone, Copy)]
+enum Piece<'a> {
+    Kept(usize),
+    New(HeaderName, &'a str, &'a str),
+}
+
+const STAR_ALONE: ValueError = ValueError {
+    offset: 0,
+    expected: "* as the only Contact",
+};
+
+/// One element of a known header held to its grammar; `single` when it is
+/// the value's only element.
+fn check_value(kind: HeaderName, e: &str, single: bool) -> Result<(), ValueError> {
+    match kind {
+        HeaderName::Via => Via::parse_value(e).map(drop),
+        HeaderName::From
+        | HeaderName::To
+        | HeaderName::Route
+        | HeaderName::RecordRoute
+        | HeaderName::ReferTo
+        | HeaderName::ReferredBy
+        | HeaderName::PAssertedIdentity
+        | HeaderName::Path
+        | HeaderName::ServiceRoute => NameAddr::parse_value(e).map(drop),
+        HeaderName::Contact => Contact::parse_value(e).map(drop),
+        HeaderName::CallId => headers::call_id(e).map(drop),
+        HeaderName::CSeq => CSeq::parse_value(e).map(drop),
+        HeaderName::MaxForwards => headers::delta(e, 255, "number from 0 to 255").map(drop),
+        HeaderName::ContentLength
+        | HeaderName::Expires
+        | HeaderName::MinExpires
+        | HeaderName::MinSe => headers::delta(e, u64::from(u32::MAX), "delta seconds").map(drop),
+        HeaderName::ContentType => ContentType::parse_value(e).map(drop),
+        HeaderName::WwwAuthenticate
+        | HeaderName::Authorization
+        | HeaderName::ProxyAuthenticate
+        | HeaderName::ProxyAuthorization => Auth::parse_value(e).map(drop),
+        HeaderName::Allow
+        | HeaderName::Supported
+        | HeaderName::Require
+        | HeaderName::ProxyRequire
+        | HeaderName::Unsupported
+        | HeaderName::AllowEvents
+        | HeaderName::ContentEncoding => {
+            if single && grammar::sws(e).is_empty() {
+                // An empty Allow or Supported is legal.
+                if matches!(kind, HeaderName::Allow | HeaderName::Supported) {
+                    Ok(())
+                } else {
+                    headers::nonempty(e)
+                }
+            } else {
+                headers::check_token(e).map(drop)
             }
-            Text::Owned(_) => ParseError {
-                kind,
-                position: Position {
-                    line: u32::try_from(idx + 2).unwrap_or(u32::MAX),
-                    column: u32::try_from(elem_offset + e.offset + 1).unwrap_or(u32::MAX),
-                },
-            },
+        }
+        HeaderName::Event | HeaderName::SubscriptionState => TokenParams::parse_value(e).map(drop),
+        HeaderName::Replaces => headers::replaces(e).map(drop),
+        HeaderName::SessionExpires => headers::session_expires(e).map(drop),
+        _ => Ok(()),
+    }
+}
+
+/// An IP address in its usual text form, without the formatting machinery
+/// for IPv4.
+pub(crate) fn push_ip(out: &mut String, ip: std::net::IpAddr) {
+    match ip {
+        std::net::IpAddr::V4(a) => {
+            for (i, o) in a.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                let mut digits = [0u8; 20];
+                for &d in decimal(u64::from(o), &mut digits) {
+                    out.push(char::from(d));
+                }
+            }
+        }
+        std::net::IpAddr::V6(a) => {
+            use std::fmt::Write;
+            let _ = write!(out, "{a}");
         }
     }
 }
 
-#[inline]
-fn bytes_of<'s>(buf: &'s Bytes, t: &'s Text) -> &'s [u8] {
-    match t {
-        Text::Span(s, e) => &buf[*s as usize..*e as usize],
-        Text::Owned(b) => b,
+/// `n` in decimal, written into `buf`.
+pub(crate) fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
     }
+    &buf[i..]
 }
 
 /// Replaces every fold (white space around a line break) with one space.
-fn unfold(v: &[u8]) -> std::borrow::Cow<'_, str> {
-    let s = text(v);
+fn unfold(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains('\r') {
         return std::borrow::Cow::Borrowed(s);
     }
@@ -881,27 +1217,27 @@ fn unfold(v: &[u8]) -> std::borrow::Cow<'_, str> {
 }
 
 fn check_header(name: &str, value: &str) -> Result<HeaderName, BuildError> {
-    if name.is_empty() || !name.bytes().all(is_token) {
+    let n = name.as_bytes();
+    if n.is_empty() || grammar::run_at(n, 0, n.len(), grammar::C_TOKEN) != n.len() {
         return Err(BuildError::InvalidName(name.to_owned()));
     }
-    if value
-        .bytes()
-        .any(|c| c == b'\r' || c == b'\n' || (c < 0x20 && c != b'\t'))
-    {
+    if has_control(value.as_bytes()) {
         return Err(BuildError::ControlCharacter(name.to_owned()));
     }
-    Ok(HeaderName::from_bytes(name.as_bytes()))
+    Ok(HeaderName::from_token_bytes(n))
 }
 
-fn new_header(name: &str, value: &str) -> Result<Header, BuildError> {
-    check_header(name, value)?;
-    Ok(Header {
-        kind: HeaderName::from_bytes(name.as_bytes()),
-        name: Text::Owned(Bytes::copy_from_slice(name.as_bytes())),
-        value: Text::Owned(Bytes::copy_from_slice(
-            value.trim_matches([' ', '\t']).as_bytes(),
-        )),
-    })
+/// Whether `v` holds a control character other than HTAB (CR and LF
+/// included).
+fn has_control(v: &[u8]) -> bool {
+    // No early exit, so the loop runs on whole vectors.
+    v.iter()
+        .fold(false, |acc, &c| acc | ((c < 0x20) & (c != b'\t')))
+}
+
+fn new_piece<'a>(name: &'a str, value: &'a str) -> Result<Piece<'a>, BuildError> {
+    let kind = check_header(name, value)?;
+    Ok(Piece::New(kind, name, value.trim_matches([' ', '\t'])))
 }
 
 impl PartialEq for Message {
@@ -918,7 +1254,7 @@ impl PartialEq for Message {
                     method: m2,
                     uri: u2,
                 },
-            ) => m1 == m2 && self.bytes_of(u1) == other.bytes_of(u2),
+            ) => m1 == m2 && self.bytes_of(*u1) == other.bytes_of(*u2),
             (
                 Start::Response {
                     status: s1,
@@ -928,7 +1264,7 @@ impl PartialEq for Message {
                     status: s2,
                     reason: r2,
                 },
-            ) => s1 == s2 && self.bytes_of(r1) == other.bytes_of(r2),
+            ) => s1 == s2 && self.bytes_of(*r1) == other.bytes_of(*r2),
             _ => false,
         };
         start_eq
@@ -937,9 +1273,9 @@ impl PartialEq for Message {
                 a.kind == b.kind
                     && (a.kind != HeaderName::Other
                         || self
-                            .bytes_of(&a.name)
-                            .eq_ignore_ascii_case(other.bytes_of(&b.name)))
-                    && unfold(self.bytes_of(&a.value)) == unfold(other.bytes_of(&b.value))
+                            .bytes_of(a.name)
+                            .eq_ignore_ascii_case(other.bytes_of(b.name)))
+                    && self.value_of(a) == other.value_of(b)
             })
             && self.body() == other.body()
     }
@@ -992,10 +1328,16 @@ pub enum BuildError {
 #[derive(Debug, Clone)]
 pub struct RequestBuilder {
     head: BytesMut,
+    /// Where the start line ends (before its CRLF).
+    line_end: usize,
+    /// The header lines written so far.
+    headers: Vec<Header>,
     body: Bytes,
     has_length: bool,
-    /// Where the first To value ends, so a response can add its tag there.
-    to_end: Option<usize>,
+    /// The first To line, so a response can add its tag there.
+    to: Option<usize>,
+    /// The top Via as parsed in the request a response copies it from.
+    top_via: Option<TopVia>,
 }
 
 /// Builds a response. [`ResponseBuilder::build`] checks it like a received one.
@@ -1011,12 +1353,21 @@ impl RequestBuilder {
         head.put_slice(method.as_str().as_bytes());
         head.put_u8(b' ');
         head.put_slice(uri.as_bytes());
-        head.put_slice(b" SIP/2.0\r\n");
+        head.put_slice(b" SIP/2.0");
+        Self::with_start_line(head)
+    }
+
+    fn with_start_line(mut head: BytesMut) -> Self {
+        let line_end = head.len();
+        head.put_slice(b"\r\n");
         RequestBuilder {
             head,
+            line_end,
+            headers: Vec::with_capacity(12),
             body: Bytes::new(),
             has_length: false,
-            to_end: None,
+            to: None,
+            top_via: None,
         }
     }
 
@@ -1026,15 +1377,31 @@ impl RequestBuilder {
         if kind == HeaderName::ContentLength {
             self.has_length = true;
         }
-        self.head.put_slice(name.as_bytes());
-        self.head.put_slice(b": ");
-        self.head
-            .put_slice(value.trim_matches([' ', '\t']).as_bytes());
-        if kind == HeaderName::To && self.to_end.is_none() {
-            self.to_end = Some(self.head.len());
+        if kind == HeaderName::To && self.to.is_none() {
+            self.to = Some(self.headers.len());
         }
-        self.head.put_slice(b"\r\n");
+        self.push(
+            kind,
+            name.as_bytes(),
+            value.trim_matches([' ', '\t']).as_bytes(),
+        );
         Ok(self)
+    }
+
+    fn push(&mut self, kind: HeaderName, name: &[u8], value: &[u8]) {
+        let ns = self.head.len();
+        self.head.put_slice(name);
+        let ne = self.head.len();
+        self.head.put_slice(b": ");
+        let vs = self.head.len();
+        self.head.put_slice(value);
+        self.headers.push(Header {
+            kind,
+            folded: false,
+            name: span(ns, ne),
+            value: span(vs, self.head.len()),
+        });
+        self.head.put_slice(b"\r\n");
     }
 
     /// Sets the body; Content-Length is added unless given.
@@ -1043,21 +1410,29 @@ impl RequestBuilder {
         self
     }
 
-    /// Finishes and checks the message.
-    pub fn build(self) -> Result<Message, BuildError> {
-        let mut out = self.head;
+    /// Finishes and checks the message: what [`Message::parse`] would check,
+    /// from the spans written, without parsing the bytes again.
+    pub fn build(mut self) -> Result<Message, BuildError> {
         if !self.has_length {
-            out.put_slice(format!("Content-Length: {}\r\n", self.body.len()).as_bytes());
+            let mut digits = [0u8; 20];
+            let n = decimal(self.body.len() as u64, &mut digits);
+            self.push(HeaderName::ContentLength, b"Content-Length", n);
         }
+        let mut out = self.head;
+        let head_end = out.len();
         out.put_slice(b"\r\n");
         out.put_slice(&self.body);
-        Message::parse_with(
-            out.freeze(),
-            &ParseLimits {
-                max_message_size: usize::MAX,
-                max_headers: usize::MAX,
-            },
+        let buf = out.freeze();
+        // Written from text, so this holds.
+        let head = ByteString::try_from(buf.slice(..head_end)).unwrap_or_default();
+        finish(
+            buf,
+            head,
+            (0, self.line_end),
+            self.headers,
+            head_end,
             Framing::Datagram,
+            self.top_via,
         )
         .map_err(BuildError::Incomplete)
     }
@@ -1066,14 +1441,13 @@ impl RequestBuilder {
 impl ResponseBuilder {
     fn new(status: u16, reason: &str) -> Self {
         let mut head = BytesMut::with_capacity(512);
-        head.put_slice(format!("SIP/2.0 {status} {reason}\r\n").as_bytes());
+        head.put_slice(b"SIP/2.0 ");
+        let mut digits = [0u8; 20];
+        head.put_slice(decimal(u64::from(status), &mut digits));
+        head.put_u8(b' ');
+        head.put_slice(reason.as_bytes());
         ResponseBuilder {
-            inner: RequestBuilder {
-                head,
-                body: Bytes::new(),
-                has_length: false,
-                to_end: None,
-            },
+            inner: RequestBuilder::with_start_line(head),
             to_tag: None,
         }
     }
@@ -1098,20 +1472,26 @@ impl ResponseBuilder {
 
     /// Finishes and checks the message.
     pub fn build(mut self) -> Result<Message, BuildError> {
-        if let (Some(tag), Some(end)) = (self.to_tag.take(), self.inner.to_end) {
+        if let (Some(tag), Some(idx)) = (self.to_tag.take(), self.inner.to) {
             // Splice `;tag=` into the To line unless it has a tag already.
-            let start = self.inner.head[..end]
-                .iter()
-                .rposition(|&c| c == b'\n')
-                .map_or(0, |p| p + 1);
-            let line = text(&self.inner.head[start..end]);
-            let value = line.split_once(':').map_or("", |(_, v)| v);
-            let has_tag = NameAddr::parse(value.trim()).is_ok_and(|n| n.tag().is_some());
+            let value = self.inner.headers[idx].value;
+            let end = value.end as usize;
+            let has_tag = NameAddr::parse(text(&self.inner.head[value.start as usize..end]))
+                .is_ok_and(|n| n.tag().is_some());
             if !has_tag {
+                check_header("To", &tag)?;
                 let rest = self.inner.head.split_off(end);
                 self.inner.head.put_slice(b";tag=");
                 self.inner.head.put_slice(tag.as_bytes());
                 self.inner.head.unsplit(rest);
+                let shift = u32::try_from(5 + tag.len()).unwrap_or(u32::MAX);
+                self.inner.headers[idx].value.end += shift;
+                for h in &mut self.inner.headers[idx + 1..] {
+                    for s in [&mut h.name, &mut h.value] {
+                        s.start += shift;
+                        s.end += shift;
+                    }
+                }
             }
         }
         self.inner.build()
@@ -1153,15 +1533,8 @@ fn parse_message(
     let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut head_end = None;
     let mut lines = 0usize;
-    // The headers every message needs, noted as the lines go by: how many of
-    // From, To, Call-ID, CSeq, Max-Forwards and Content-Length, the first of
-    // each, and the first repeated one.
-    let mut count = [0u8; 6];
-    let mut first = [usize::MAX; 6];
-    let mut has_via = false;
-    let mut duplicate: Option<(HeaderName, usize)> = None;
     let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
-    while let Some(off) = memchr::memchr(b'\n', &b[pos..]) {
+    while let Some(off) = grammar::find_byte(&b[pos..], b'\n') {
         let nl = pos + off;
         if nl == 0 || b[nl - 1] != b'\r' {
             return err(ParseErrorKind::BadLineEnding, nl);
@@ -1191,17 +1564,17 @@ fn parse_message(
                 return err(ParseErrorKind::OrphanContinuation, pos);
             };
             let vend = trim_end(b, pos, end);
-            if let Text::Span(s, e) = &mut last.value {
-                if vend > pos && *s == *e {
-                    // the value so far was empty: it starts on this line
-                    *s = u32::try_from(
-                        pos + b[pos..vend].iter().take_while(|c| is_wsp(**c)).count(),
-                    )
-                    .unwrap_or(0);
-                }
-                if vend > pos {
-                    *e = u32::try_from(vend).unwrap_or(0);
-                }
+            let v = &mut last.value;
+            if vend > pos && v.start == v.end {
+                // the value so far was empty: it starts on this line
+                v.start =
+                    u32::try_from(pos + b[pos..vend].iter().take_while(|c| is_wsp(**c)).count())
+                        .unwrap_or(0);
+            } else if vend > pos {
+                last.folded = true;
+            }
+            if vend > pos {
+                v.end = u32::try_from(vend).unwrap_or(0);
             }
         } else {
             if headers.len() >= limits.max_headers {
@@ -1231,27 +1604,6 @@ fn parse_message(
                 return err(ParseErrorKind::InvalidHeaderName, pos);
             }
             let kind = HeaderName::from_token_bytes(&b[pos..name_end]);
-            let slot = match kind {
-                HeaderName::From => 0,
-                HeaderName::To => 1,
-                HeaderName::CallId => 2,
-                HeaderName::CSeq => 3,
-                HeaderName::MaxForwards => 4,
-                HeaderName::ContentLength => 5,
-                HeaderName::Via => {
-                    has_via = true;
-                    6
-                }
-                _ => 6,
-            };
-            if slot < 6 {
-                count[slot] = count[slot].saturating_add(1);
-                if count[slot] == 1 {
-                    first[slot] = headers.len();
-                } else if duplicate.is_none() {
-                    duplicate = Some((kind, pos));
-                }
-            }
             let mut vstart = colon + 1;
             while vstart < end && is_wsp(b[vstart]) {
                 vstart += 1;
@@ -1259,6 +1611,7 @@ fn parse_message(
             let vend = trim_end(b, vstart, end);
             headers.push(Header {
                 kind,
+                folded: false,
                 name: span(pos, name_end),
                 value: span(vstart, vend),
             });
@@ -1279,16 +1632,64 @@ fn parse_message(
         }
         return err(ParseErrorKind::BadLineEnding, at);
     }
-    if !b[..head_end].is_ascii()
-        && let Err(e) = std::str::from_utf8(&b[..head_end])
-    {
-        return err(ParseErrorKind::InvalidUtf8, e.valid_up_to());
-    }
-    let body_start = head_end + 2;
-    let (ls, le) = start_line.unwrap_or((0, 0));
-    let start = parse_start_line(b, ls, le)?;
+    let head = match ByteString::try_from(buf.slice(..head_end)) {
+        Ok(h) => h,
+        Err(e) => return err(ParseErrorKind::InvalidUtf8, e.valid_up_to()),
+    };
+    finish(
+        buf,
+        head,
+        start_line.unwrap_or((0, 0)),
+        headers,
+        head_end,
+        framing,
+        None,
+    )
+}
 
-    // Checks across headers.
+/// The checks on a framed message, parsed or built: the start line, the
+/// mandatory headers, CSeq, Max-Forwards and Content-Length.
+fn finish(
+    buf: Bytes,
+    head: ByteString,
+    (ls, le): (usize, usize),
+    headers: Vec<Header>,
+    head_end: usize,
+    framing: Framing,
+    top_via: Option<TopVia>,
+) -> Result<Message, ParseError> {
+    let b = &buf[..];
+    let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
+    let body_start = head_end + 2;
+    let start = parse_start_line(&head, ls, le)?;
+
+    // How many of From, To, Call-ID, CSeq, Max-Forwards and Content-Length,
+    // the first of each, and the first repeated one.
+    let mut count = [0u8; 6];
+    let mut first = [usize::MAX; 6];
+    let mut has_via = false;
+    let mut duplicate: Option<(HeaderName, usize)> = None;
+    for (i, h) in headers.iter().enumerate() {
+        let slot = match h.kind {
+            HeaderName::From => 0,
+            HeaderName::To => 1,
+            HeaderName::CallId => 2,
+            HeaderName::CSeq => 3,
+            HeaderName::MaxForwards => 4,
+            HeaderName::ContentLength => 5,
+            HeaderName::Via => {
+                has_via = true;
+                continue;
+            }
+            _ => continue,
+        };
+        count[slot] = count[slot].saturating_add(1);
+        if count[slot] == 1 {
+            first[slot] = i;
+        } else if duplicate.is_none() {
+            duplicate = Some((h.kind, h.name.start as usize));
+        }
+    }
     if let Some((kind, at)) = duplicate {
         return err(
             ParseErrorKind::DuplicateHeader {
@@ -1310,9 +1711,11 @@ fn parse_message(
     if is_request && count[4] == 0 {
         return missing("Max-Forwards");
     }
-    let value_at = |i: usize| match headers[i].value {
-        Text::Span(s, e) => (s as usize, e as usize),
-        Text::Owned(_) => (0, 0),
+    let value_at = |i: usize| {
+        (
+            headers[i].value.start as usize,
+            headers[i].value.end as usize,
+        )
     };
     let value_err = |i: usize, e: Fail| {
         let (s, _) = value_at(i);
@@ -1383,21 +1786,24 @@ fn parse_message(
     };
     Ok(Message {
         parsed,
+        top_via: top_via.or_else(|| TopVia::of(&head, &headers)),
+        head,
         start,
         headers,
-        body: span(body_start, end),
-        end: u32::try_from(end).unwrap_or(u32::MAX),
-        head_end: u32::try_from(head_end).unwrap_or(u32::MAX),
         modified: false,
-        buf,
+        buf: {
+            let mut buf = buf;
+            buf.truncate(end);
+            buf
+        },
     })
 }
 
-fn span(s: usize, e: usize) -> Text {
-    Text::Span(
-        u32::try_from(s).unwrap_or(u32::MAX),
-        u32::try_from(e).unwrap_or(u32::MAX),
-    )
+fn span(s: usize, e: usize) -> Span {
+    Span {
+        start: u32::try_from(s).unwrap_or(u32::MAX),
+        end: u32::try_from(e).unwrap_or(u32::MAX),
+    }
 }
 
 fn trim_end(b: &[u8], start: usize, mut end: usize) -> usize {
@@ -1421,11 +1827,12 @@ fn looks_like_version(v: &[u8]) -> bool {
             .all(|p| !p.is_empty() && p.iter().all(u8::is_ascii_digit))
 }
 
-fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError> {
+fn parse_start_line(h: &str, ls: usize, le: usize) -> Result<Start, ParseError> {
+    let b = h.as_bytes();
     let line = &b[ls..le];
     let err = |kind, at: usize| Err(ParseError::at(kind, b, ls + at));
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
-        let sp = memchr::memchr(b' ', line).unwrap_or(line.len());
+        let sp = grammar::find_byte(line, b' ').unwrap_or(line.len());
         let version = &line[..sp];
         if !is_sip_version(version) {
             return if looks_like_version(version) {
@@ -1495,7 +1902,7 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
         );
     }
     let uri_start = m + 1;
-    let Some(uri_len) = memchr::memchr(b' ', &line[uri_start..]) else {
+    let Some(uri_len) = grammar::find_byte(&line[uri_start..], b' ') else {
         return err(
             ParseErrorKind::BadRequestLine {
                 expected: "space and SIP version after the Request-URI",
@@ -1525,7 +1932,7 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
             )
         };
     }
-    let uri_text = text(&line[uri_start..uri_end]);
+    let uri_text = h.get(ls + uri_start..ls + uri_end).unwrap_or("");
     if let Err(e) = uri::whole_uri_at(uri_text, 0, uri_text.len()) {
         return err(
             ParseErrorKind::InvalidUri {
@@ -1535,7 +1942,7 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
         );
     }
     Ok(Start::Request {
-        method: Method::from_token(text(&line[..m])),
+        method: Method::from_token(h.get(ls..ls + m).unwrap_or("")),
         uri: span(ls + uri_start, ls + uri_end),
     })
 }
@@ -1543,6 +1950,7 @@ fn parse_start_line(b: &[u8], ls: usize, le: usize) -> Result<Start, ParseError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Position;
 
     const INVITE: &[u8] = b"INVITE sip:bob@example.com SIP/2.0\r\n\
 Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bKnashds8\r\n\
@@ -1665,6 +2073,32 @@ v=0\n";
     }
 
     #[test]
+    fn rfc3581_received_and_rport_keep_the_via_readable() {
+        let raw = "OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.9:5070;rport;received=203.0.113.1;branch=z9hG4bKq;ttl=3\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+        let mut m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+        assert!(m.set_via_received("198.51.100.7".parse().unwrap(), Some(40000)));
+        let via = m.via().unwrap();
+        let again = Message::parse(m.to_bytes()).unwrap();
+        assert_eq!(via, again.via().unwrap());
+        assert_eq!(via.branch(), Some("z9hG4bKq"));
+        assert_eq!(via.received(), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(via.rport(), Some(Some(40000)));
+        assert_eq!(via.ttl(), Some(3));
+        assert_eq!(via.port, Some(5070));
+        assert_eq!(
+            again.header("Via"),
+            Some(
+                "SIP/2.0/UDP 192.0.2.9:5070;branch=z9hG4bKq;ttl=3;received=198.51.100.7;rport=40000"
+            )
+        );
+        // Two values in one line: left to the general path.
+        let two = raw.replace(";ttl=3", ";ttl=3, SIP/2.0/UDP h2;branch=z9hG4bKr");
+        let mut m = Message::parse(two.into_bytes()).unwrap();
+        assert!(!m.set_via_received("198.51.100.7".parse().unwrap(), None));
+        assert!(!m.is_modified());
+    }
+
+    #[test]
     fn errors_name_line_and_column() {
         let raw = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\r\n";
         let e = Message::parse(&raw[..]).unwrap_err();
@@ -1677,7 +2111,22 @@ v=0\n";
 
     #[test]
     fn unfold_collapses_line_breaks() {
-        assert_eq!(unfold(b"a \r\n\t b"), "a b");
-        assert_eq!(unfold(b"ab"), "ab");
+        assert_eq!(unfold("a \r\n\t b"), "a b");
+        assert_eq!(unfold("ab"), "ab");
+    }
+}
+#[cfg(test)]
+mod size_probe {
+    #[test]
+    fn sizes() {
+        eprintln!(
+            "Message {} TopVia {} ViaSpans {} Start {} Parsed {} Header {}",
+            std::mem::size_of::<super::Message>(),
+            std::mem::size_of::<Option<super::TopVia>>(),
+            std::mem::size_of::<super::ViaSpans>(),
+            std::mem::size_of::<super::Start>(),
+            std::mem::size_of::<super::Parsed>(),
+            std::mem::size_of::<super::Header>()
+        );
     }
 }

@@ -478,34 +478,29 @@ pub(crate) fn host_at(s: &str, k: usize, limit: usize) -> Step<Host<'_>> {
             Err(_) => fail_at(k + 1, "IPv6 address"),
         };
     }
-    // Labels are non-empty and neither start nor end with a hyphen; a
-    // trailing dot (a fully qualified name) is allowed.
-    let mut q = k;
-    let mut bad_label = false;
-    while q < limit {
-        let c = grammar::class_of(b[q]);
-        if c & grammar::C_HOST == 0 {
-            break;
-        }
-        if c & grammar::C_ALNUM == 0 {
-            let before = if q == k { b'.' } else { b[q - 1] };
-            bad_label |= before == b'.' || (b[q] == b'.' && before == b'-');
-        }
-        q += 1;
-    }
+    let q = grammar::run_at(b, k, limit, grammar::C_HOST);
     if q == k {
         return fail_at(k, "host");
     }
     let h = &b[k..q];
     let last = h[h.len() - 1];
-    if last.is_ascii_digit()
-        && h[0].is_ascii_digit()
-        && h.iter().all(|&c| c.is_ascii_digit() || c == b'.')
-    {
-        return match s[k..q].parse::<Ipv4Addr>() {
-            Ok(a) => Ok((q, Host::Ipv4(a))),
-            Err(_) => fail_at(k, "IPv4 address"),
-        };
+    if last.is_ascii_digit() && h[0].is_ascii_digit() {
+        if let Some(a) = ipv4(h) {
+            return Ok((q, Host::Ipv4(a)));
+        }
+        if h.iter().all(|&c| c.is_ascii_digit() || c == b'.') {
+            return fail_at(k, "IPv4 address");
+        }
+    }
+    // Labels are non-empty and neither start nor end with a hyphen; a
+    // trailing dot (a fully qualified name) is allowed.
+    let mut prev = b'.';
+    let mut bad_label = false;
+    for &c in h {
+        if c == b'.' || c == b'-' {
+            bad_label |= prev == b'.' || (c == b'.' && prev == b'-');
+        }
+        prev = c;
     }
     if bad_label || last == b'-' {
         return fail_at(k, "host name");
@@ -515,7 +510,44 @@ pub(crate) fn host_at(s: &str, k: usize, limit: usize) -> Step<Host<'_>> {
 
 /// IPv6address without brackets (the `received` parameter).
 pub(crate) fn parse_ip(s: &str) -> Option<std::net::IpAddr> {
-    s.parse().ok()
+    match ipv4(s.as_bytes()) {
+        Some(a) => Some(std::net::IpAddr::V4(a)),
+        None => s.parse().ok(),
+    }
+}
+
+/// Dotted-quad IPv4 as `Ipv4Addr` parses it (four decimal octets, no
+/// leading zeros), in one pass.
+#[inline]
+fn ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut n = 0;
+    let mut v: u16 = 0;
+    let mut digits = 0;
+    for &c in b {
+        if c == b'.' {
+            if digits == 0 || n == 3 {
+                return None;
+            }
+            octets[n] = u8::try_from(v).ok()?;
+            n += 1;
+            v = 0;
+            digits = 0;
+        } else if c.is_ascii_digit() {
+            if (digits > 0 && v == 0) || digits == 3 {
+                return None;
+            }
+            v = v * 10 + u16::from(c - b'0');
+            digits += 1;
+        } else {
+            return None;
+        }
+    }
+    if digits == 0 || n != 3 {
+        return None;
+    }
+    octets[3] = u8::try_from(v).ok()?;
+    Some(Ipv4Addr::from(octets))
 }
 
 /// `[":" port]`.
@@ -624,6 +656,27 @@ mod tests {
         assert!(Uri::parse("mailto:a@b.example").is_ok());
         assert!(Uri::parse("no-scheme").is_err());
         assert!(Uri::parse("sip:a b@c").is_err());
+    }
+
+    #[test]
+    fn ipv4_agrees_with_std() {
+        for s in [
+            "192.0.2.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "256.1.1.1",
+            "01.2.3.4",
+            "1.2.3",
+            "1.2.3.4.5",
+            "1..3.4",
+            "1.2.3.",
+            "",
+            "a.b.c.d",
+            "1.2.3.0004",
+            "10.0.0.10",
+        ] {
+            assert_eq!(ipv4(s.as_bytes()), s.parse::<Ipv4Addr>().ok(), "{s}");
+        }
     }
 
     #[test]
