@@ -70,16 +70,21 @@
 //! [`Store::apply_changes`] and the stored sync token.
 
 mod error;
+mod exchange;
 pub mod fold;
+mod google;
 mod ldap;
 mod model;
 mod number;
+mod oauth;
 mod phonebook;
 mod photo;
 mod search;
 mod store;
 
 pub use error::{StoreError, SyncError};
+pub use exchange::{ExchangeSource, SELECT as GRAPH_SELECT, graph_to_contact};
+pub use google::{GoogleSource, PERSON_FIELDS, person_to_contact};
 pub use ldap::{
     AttributeMap, DirectoryEntry, EntryError, Fetched, LdapBind, LdapError, LdapSource,
     MAX_ENTRIES, MAX_TEXT_LEN, MAX_VALUES, Password, SkippedEntry, TlsTrust, escape_filter_value,
@@ -91,6 +96,10 @@ pub use model::{
 pub use number::{
     MAX_NUMBER_LEN, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, e164_candidates,
     normalize, tail_key, trailing_digits_match, written_digits,
+};
+pub use oauth::{
+    Changes, CloudError, CloudHttp, LOGIN_TIMEOUT, LoginFlow, MAX_PAGES, MAX_RETRY_AFTER,
+    OAuthConfig, OAuthSession, RefreshToken, load_refresh_token, save_refresh_token,
 };
 pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};
 pub use photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError};
