@@ -131,8 +131,7 @@ impl ExchangeSource {
                 };
                 if item.get("@removed").is_some() {
                     changes.deleted.push(id.to_owned());
-                } else if let Some(contact) = graph_to_contact(item, &source, self.default_region)
-                {
+                } else if let Some(contact) = graph_to_contact(item, &source, self.default_region) {
                     changes.changed.push(contact);
                 } else {
                     changes.skipped += 1;

@@ -190,7 +190,11 @@ fn kind_of(kind: Option<&str>) -> NumberKind {
 
 /// A People API `Person` as a contact; `None` when it has nothing to show.
 #[must_use]
-pub fn person_to_contact(person: &Value, source: &Source, region: Option<Region>) -> Option<Contact> {
+pub fn person_to_contact(
+    person: &Value,
+    source: &Source,
+    region: Option<Region>,
+) -> Option<Contact> {
     let mut c = Contact {
         source: source.clone(),
         source_id: text(person, "resourceName").map(str::to_owned),
@@ -236,9 +240,7 @@ pub fn person_to_contact(person: &Value, source: &Source, region: Option<Region>
         .iter()
         .filter_map(|im| {
             Some(ImAddress {
-                service: text(im, "protocol")
-                    .unwrap_or("other")
-                    .to_ascii_lowercase(),
+                service: text(im, "protocol").unwrap_or("other").to_ascii_lowercase(),
                 handle: text(im, "username")?.to_owned(),
             })
         })
@@ -253,7 +255,12 @@ pub fn person_to_contact(person: &Value, source: &Source, region: Option<Region>
             postal_code: text(a, "postalCode").unwrap_or_default().to_owned(),
             country: text(a, "country").unwrap_or_default().to_owned(),
         })
-        .filter(|a| *a != PostalAddress { kind: a.kind, ..PostalAddress::default() })
+        .filter(|a| {
+            *a != PostalAddress {
+                kind: a.kind,
+                ..PostalAddress::default()
+            }
+        })
         .collect();
     c.urls = list(person, "urls")
         .iter()

@@ -228,8 +228,8 @@ impl OAuthConfig {
             client = client.set_client_secret(ClientSecret::new(secret.clone()));
         }
         if let Some(redirect) = redirect {
-            client =
-                client.set_redirect_uri(RedirectUrl::new(redirect.to_owned()).map_err(bad(redirect))?);
+            client = client
+                .set_redirect_uri(RedirectUrl::new(redirect.to_owned()).map_err(bad(redirect))?);
         }
         Ok(client)
     }
@@ -351,13 +351,21 @@ impl CloudHttp {
                 429 | 503 if limited < MAX_RATE_LIMITED => {
                     let wait = retry_after.unwrap_or(Duration::from_secs(1));
                     if wait > self.max_retry_after {
-                        return Err(CloudError::RateLimited { url: text, retry_after });
+                        return Err(CloudError::RateLimited {
+                            url: text,
+                            retry_after,
+                        });
                     }
                     tracing::info!(url = %text, ?wait, "rate limited; waiting");
                     limited += 1;
                     tokio::time::sleep(wait).await;
                 }
-                429 => return Err(CloudError::RateLimited { url: text, retry_after }),
+                429 => {
+                    return Err(CloudError::RateLimited {
+                        url: text,
+                        retry_after,
+                    });
+                }
                 _ => {
                     let body = String::from_utf8_lossy(&body);
                     if body.contains("EXPIRED_SYNC_TOKEN") {
@@ -439,7 +447,8 @@ impl OAuthSession {
         let margin = Duration::from_secs(60);
         match &self.access {
             Some((token, expiry))
-                if expiry.is_none_or(|at| at.saturating_duration_since(Instant::now()) > margin) =>
+                if expiry
+                    .is_none_or(|at| at.saturating_duration_since(Instant::now()) > margin) =>
             {
                 Ok(token.clone())
             }
@@ -540,7 +549,11 @@ impl LoginFlow {
     ///
     /// [`CloudError::LoginTimedOut`], [`CloudError::StateMismatch`],
     /// [`CloudError::Denied`], [`CloudError::Token`].
-    pub async fn finish(self, http: &CloudHttp, limit: Duration) -> Result<OAuthSession, CloudError> {
+    pub async fn finish(
+        self,
+        http: &CloudHttp,
+        limit: Duration,
+    ) -> Result<OAuthSession, CloudError> {
         let code = tokio::time::timeout(limit, self.wait_for_code())
             .await
             .map_err(|_| CloudError::LoginTimedOut(limit))??;
@@ -597,7 +610,9 @@ impl LoginFlow {
             let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
             if url.path() != "/" || (get("code").is_none() && get("error").is_none()) {
                 let _ = stream
-                    .write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    .write_all(
+                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    )
                     .await;
                 continue;
             }

@@ -145,7 +145,9 @@ pub struct FakeCloud {
 }
 
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    state
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl FakeCloud {
@@ -232,9 +234,12 @@ impl FakeCloud {
 
     /// Makes every sync token and delta link issued so far expired (410).
     pub fn expire_sync_tokens(&self) {
-        let mut state = lock(&self.state);
-        state.google.valid_from = state.google.seq + 1;
-        state.graph.valid_from = state.graph.seq + 1;
+        let mut guard = lock(&self.state);
+        let state = &mut *guard;
+        for book in [&mut state.google, &mut state.graph] {
+            book.seq += 1;
+            book.valid_from = book.seq;
+        }
     }
 
     /// Makes every access token issued so far expired (401).
@@ -431,7 +436,10 @@ fn route(request: &Request, addr: SocketAddr, state: &Mutex<State>) -> Answer {
         ("POST", "/token") => token(request, state),
         ("GET", "/v1/people/me/connections") => api(request, state, |r, s| people(r, s)),
         ("GET", "/v1.0/me/contacts/delta") => api(request, state, |r, s| graph(r, s, addr)),
-        _ => Answer::json(404, &json!({"error": {"code": 404, "message": "not found"}})),
+        _ => Answer::json(
+            404,
+            &json!({"error": {"code": 404, "message": "not found"}}),
+        ),
     }
 }
 
@@ -484,7 +492,10 @@ fn client_of(request: &Request, params: &HashMap<String, String>) -> Option<Stri
     if let Some(id) = params.get("client_id") {
         return Some(id.clone());
     }
-    let basic = request.headers.get("authorization")?.strip_prefix("Basic ")?;
+    let basic = request
+        .headers
+        .get("authorization")?
+        .strip_prefix("Basic ")?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(basic)
         .ok()?;
@@ -565,9 +576,10 @@ fn api(
                 headers: vec![("Retry-After".into(), retry_after.to_string())],
                 body: json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}).to_string(),
             },
-            Some(Fault::Status(status)) => {
-                Answer::json(status, &json!({"error": {"code": status, "message": "fault"}}))
-            }
+            Some(Fault::Status(status)) => Answer::json(
+                status,
+                &json!({"error": {"code": status, "message": "fault"}}),
+            ),
             None => handler(request, &mut s),
         }
     };
@@ -596,7 +608,10 @@ fn people(request: &Request, s: &mut State) -> Answer {
         );
     }
     let Some(offset) = offset_of(q.get("pageToken")) else {
-        return Answer::json(400, &json!({"error": {"code": 400, "message": "bad pageToken"}}));
+        return Answer::json(
+            400,
+            &json!({"error": {"code": 400, "message": "bad pageToken"}}),
+        );
     };
     let page_size = q
         .get("pageSize")
@@ -610,13 +625,13 @@ fn people(request: &Request, s: &mut State) -> Answer {
                 .strip_prefix("sync-")
                 .and_then(|n| n.parse::<u64>().ok());
             match since {
-                Some(since) if since + 1 >= book.valid_from => book
+                Some(since) if since >= book.valid_from => book
                     .changed_since(since)
                     .iter()
                     .map(|id| {
-                        book.items.get(id).cloned().unwrap_or_else(|| {
-                            json!({"resourceName": id, "metadata": {"deleted": true}})
-                        })
+                        book.items.get(id).cloned().unwrap_or_else(
+                            || json!({"resourceName": id, "metadata": {"deleted": true}}),
+                        )
                     })
                     .collect(),
                 _ => {
@@ -632,7 +647,12 @@ fn people(request: &Request, s: &mut State) -> Answer {
         }
         None => book.items.values().cloned().collect(),
     };
-    let page: Vec<Value> = entries.iter().skip(offset).take(page_size).cloned().collect();
+    let page: Vec<Value> = entries
+        .iter()
+        .skip(offset)
+        .take(page_size)
+        .cloned()
+        .collect();
     let mut body = json!({"totalItems": entries.len(), "totalPeople": entries.len()});
     if !page.is_empty() {
         body["connections"] = Value::Array(page);
@@ -661,7 +681,7 @@ fn graph(request: &Request, s: &mut State, addr: SocketAddr) -> Answer {
         (since.parse::<u64>().ok(), offset)
     } else if let Some(delta) = q.get("$deltatoken") {
         match delta.parse::<u64>() {
-            Ok(since) if since + 1 >= book.valid_from => (Some(since), 0),
+            Ok(since) if since >= book.valid_from => (Some(since), 0),
             _ => {
                 return Answer::json(
                     410,
@@ -686,7 +706,12 @@ fn graph(request: &Request, s: &mut State, addr: SocketAddr) -> Answer {
             .collect(),
         None => book.items.values().cloned().collect(),
     };
-    let page: Vec<Value> = entries.iter().skip(offset).take(s.page_size).cloned().collect();
+    let page: Vec<Value> = entries
+        .iter()
+        .skip(offset)
+        .take(s.page_size)
+        .cloned()
+        .collect();
     let mut body = json!({"value": page});
     if offset + s.page_size < entries.len() {
         let since_text = since.map_or_else(|| "full".to_owned(), |n| n.to_string());

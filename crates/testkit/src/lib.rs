@@ -115,8 +115,8 @@
 mod audio;
 mod baresip;
 mod ca;
-mod cloud;
 mod capture;
+mod cloud;
 mod coturn;
 mod crash;
 mod error;
@@ -136,8 +136,8 @@ pub use audio::{
 pub use baresip::{AudioSource, Baresip, BaresipBuilder, BaresipEvent, UaTransport};
 pub use ca::{IssuedCert, SERVER_NAMES, TestCa};
 pub use capture::{Capture, UdpFlow};
-pub use coturn::{Coturn, CoturnBuilder, TURN_REALM, TurnAuth, TurnSession, TurnUsage};
 pub use cloud::{ApiRequest, FAKE_CLIENT_ID, FakeCloud, Fault};
+pub use coturn::{Coturn, CoturnBuilder, TURN_REALM, TurnAuth, TurnSession, TurnUsage};
 pub use crash::{CRASH_KEY, CRASH_PROJECT, CrashCollector, Envelope, EnvelopeItem};
 pub use error::{PeerError, Result};
 pub use https::{
