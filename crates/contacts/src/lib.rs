@@ -99,7 +99,7 @@ pub use number::{
 };
 pub use oauth::{
     Changes, CloudError, CloudHttp, LOGIN_TIMEOUT, LoginFlow, MAX_PAGES, MAX_RETRY_AFTER,
-    OAuthConfig, OAuthSession, RefreshToken, load_refresh_token, save_refresh_token,
+    OAuthConfig, OAuthSession, RefreshToken, StoredLogin,
 };
 pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};
 pub use photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError};

@@ -641,57 +641,103 @@ impl LoginFlow {
     }
 }
 
-/// Writes a refresh token to `path` with mode 0600 (replacing the file).
-///
-/// # Errors
-///
-/// [`CloudError::TokenFile`].
-pub fn save_refresh_token(path: &Path, token: &RefreshToken) -> Result<(), CloudError> {
-    let err = |source| CloudError::TokenFile {
-        path: path.to_path_buf(),
-        source,
-    };
-    let body = serde_json::json!({ "refresh_token": token.expose() }).to_string();
-    let tmp = path.with_extension("tmp");
-    {
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let mut file = options.open(&tmp).map_err(err)?;
-        io::Write::write_all(&mut file, body.as_bytes()).map_err(err)?;
-        file.sync_all().map_err(err)?;
-    }
-    std::fs::rename(&tmp, path).map_err(err)
+/// A login kept on disk: the client, the endpoints used and the refresh
+/// token. A file with mode 0600 in the profile (a desktop keyring is not
+/// available on headless machines).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredLogin {
+    /// The account's name for the source (`google:<account>`).
+    pub account: String,
+    /// The OAuth client id.
+    pub client_id: String,
+    /// The client secret of installed-app clients that have one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_secret: Option<String>,
+    /// The authorization endpoint.
+    pub auth_url: String,
+    /// The token endpoint.
+    pub token_url: String,
+    /// The API server, when not the provider's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
+    /// The refresh token.
+    pub refresh_token: RefreshToken,
 }
 
-/// Reads a refresh token written by [`save_refresh_token`]; `None` when
-/// the file does not exist.
-///
-/// # Errors
-///
-/// [`CloudError::TokenFile`].
-pub fn load_refresh_token(path: &Path) -> Result<Option<RefreshToken>, CloudError> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => {
-            return Err(CloudError::TokenFile {
-                path: path.to_path_buf(),
-                source,
-            });
+impl StoredLogin {
+    /// The login of a session.
+    #[must_use]
+    pub fn new(account: &str, session: &OAuthSession) -> Self {
+        Self {
+            account: account.to_owned(),
+            client_id: session.config.client_id.clone(),
+            client_secret: session.config.client_secret.clone(),
+            auth_url: session.config.auth_url.clone(),
+            token_url: session.config.token_url.clone(),
+            api_url: None,
+            refresh_token: session.refresh.clone(),
         }
-    };
-    #[derive(Deserialize)]
-    struct File {
-        refresh_token: RefreshToken,
     }
-    serde_json::from_str::<File>(&text)
-        .map(|f| Some(f.refresh_token))
-        .map_err(|e| CloudError::TokenFile {
+
+    /// A session from this login, with `base`'s scopes
+    /// ([`OAuthConfig::google`] or [`OAuthConfig::microsoft`]).
+    #[must_use]
+    pub fn session(&self, base: OAuthConfig) -> OAuthSession {
+        let mut config = base.with_endpoints(&self.auth_url, &self.token_url);
+        config.client_id.clone_from(&self.client_id);
+        config.client_secret.clone_from(&self.client_secret);
+        OAuthSession::new(config, self.refresh_token.clone())
+    }
+
+    /// Writes the file with mode 0600 (replacing it atomically).
+    ///
+    /// # Errors
+    ///
+    /// [`CloudError::TokenFile`].
+    pub fn save(&self, path: &Path) -> Result<(), CloudError> {
+        let err = |source| CloudError::TokenFile {
             path: path.to_path_buf(),
-            source: io::Error::new(io::ErrorKind::InvalidData, e),
-        })
+            source,
+        };
+        let body = serde_json::to_string_pretty(self)
+            .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        let tmp = path.with_extension("tmp");
+        {
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(&tmp).map_err(err)?;
+            io::Write::write_all(&mut file, body.as_bytes()).map_err(err)?;
+            file.sync_all().map_err(err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(err)
+    }
+
+    /// Reads a file written by [`StoredLogin::save`]; `None` when there is
+    /// none.
+    ///
+    /// # Errors
+    ///
+    /// [`CloudError::TokenFile`].
+    pub fn load(path: &Path) -> Result<Option<Self>, CloudError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(CloudError::TokenFile {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| CloudError::TokenFile {
+                path: path.to_path_buf(),
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            })
+    }
 }
 
 /// What one read of a cloud source gave.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use contacts::{
     CloudError, CloudHttp, Contacts, ExchangeSource, GoogleSource, LoginFlow, OAuthConfig,
-    OAuthSession, RefreshToken, Source, SyncError, load_refresh_token, save_refresh_token,
+    OAuthSession, RefreshToken, Source, StoredLogin, SyncError,
 };
 use serde_json::{Value, json};
 use testkit::{FAKE_CLIENT_ID, FakeCloud, Fault};
@@ -510,16 +510,18 @@ async fn login_with_pkce_and_loopback_redirect() {
 
     let (dir, mut book) = book();
     let path = dir.path().join("oauth-google.json");
-    save_refresh_token(&path, session.refresh_token()).expect("save");
+    let login = StoredLogin::new("me@example.com", &session);
+    login.save(&path).expect("save");
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
-    assert_eq!(
-        load_refresh_token(&path).expect("load").as_ref(),
-        Some(session.refresh_token())
-    );
+    let loaded = StoredLogin::load(&path).expect("load").expect("there");
+    assert_eq!(loaded, login);
+    assert_eq!(&loaded.refresh_token, session.refresh_token());
+    assert_eq!(loaded.token_url, fake.token_url());
+    assert!(!format!("{loaded:?}").contains(session.refresh_token().expose()));
     let report = book
         .sync_google(&google(&fake), &http, &mut session)
         .await
