@@ -113,7 +113,9 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
     if args.google || args.exchange {
         let chosen: Vec<Cloud> = Cloud::ALL
             .into_iter()
-            .filter(|c| (*c == Cloud::Google && args.google) || (*c == Cloud::Exchange && args.exchange))
+            .filter(|c| {
+                (*c == Cloud::Google && args.google) || (*c == Cloud::Exchange && args.exchange)
+            })
             .collect();
         let mut book = open(profile)?;
         let ok = sync_clouds(profile, &mut book, &chosen, true, region).await?;
@@ -394,13 +396,20 @@ fn cloud_http(urls: &[Option<&str>]) -> Result<CloudHttp> {
             .iter()
             .any(|p| u.starts_with(p))
     };
-    let plain: Vec<&str> = urls.iter().flatten().copied().filter(|u| u.starts_with("http:")).collect();
+    let plain: Vec<&str> = urls
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|u| u.starts_with("http:"))
+        .collect();
     if plain.is_empty() {
         Ok(http)
     } else if plain.iter().all(|u| loopback(u)) {
         Ok(http.dangerous_allow_plain_http())
     } else {
-        bail!(UsageError(format!("plain http is only allowed to loopback: {plain:?}")))
+        bail!(UsageError(format!(
+            "plain http is only allowed to loopback: {plain:?}"
+        )))
     }
 }
 
