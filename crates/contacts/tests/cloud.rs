@@ -112,7 +112,7 @@ async fn google_full_sync_reads_every_page() {
         .expect("sync");
     assert_eq!(report.counts.added, 7);
     let pages = fake.api_requests();
-    println!("full sync: {} pages, {:?}", pages.len(), report.counts);
+    eprintln!("full sync: {} pages, {:?}", pages.len(), report.counts);
     assert_eq!(pages.len(), 3, "7 people in pages of 3");
     assert!(
         pages[0]
@@ -164,7 +164,7 @@ async fn google_incremental_sync_applies_changes_and_deletions() {
         .sync_google(&source, &http, &mut session)
         .await
         .expect("second sync");
-    println!("incremental: {:?}", report.counts);
+    eprintln!("incremental: {:?}", report.counts);
     assert_eq!(
         (
             report.counts.added,
@@ -222,7 +222,7 @@ async fn google_expired_sync_token_falls_back_to_a_full_sync() {
         .expect("resync");
     let requests = &fake.api_requests()[before..];
     let statuses: Vec<u16> = requests.iter().map(|r| r.status).collect();
-    println!("expired token: statuses {statuses:?}, {:?}", report.counts);
+    eprintln!("expired token: statuses {statuses:?}, {:?}", report.counts);
     assert_eq!(statuses, [410, 200, 200]);
     assert!(!requests[1].target.contains("syncToken"));
     assert_eq!((report.counts.unchanged, report.counts.removed), (6, 1));
@@ -254,7 +254,7 @@ async fn expired_access_token_is_refreshed_once() {
         .iter()
         .map(|r| r.status)
         .collect();
-    println!("401 then: {statuses:?}, grants {:?}", fake.token_grants());
+    eprintln!("401 then: {statuses:?}, grants {:?}", fake.token_grants());
     assert_eq!(statuses, [401, 200]);
     assert_eq!(fake.token_grants(), ["refresh_token", "refresh_token"]);
 }
@@ -269,7 +269,7 @@ async fn revoked_refresh_token_fails_without_changes() {
         .sync_google(&google(&fake), &http(), &mut session)
         .await
         .expect_err("refused");
-    println!("{error}");
+    eprintln!("{error}");
     assert!(
         matches!(error, SyncError::Cloud(CloudError::Token(ref t)) if t.contains("invalid_grant"))
     );
@@ -289,7 +289,7 @@ async fn rate_limit_waits_for_retry_after() {
         .expect("sync");
     let took = started.elapsed();
     let statuses: Vec<u16> = fake.api_requests().iter().map(|r| r.status).collect();
-    println!("429: statuses {statuses:?}, took {took:?}");
+    eprintln!("429: statuses {statuses:?}, took {took:?}");
     assert_eq!(statuses, [200, 429, 200, 200]);
     assert!(took >= Duration::from_secs(1), "waited Retry-After");
     let requests = fake.api_requests();
@@ -345,7 +345,7 @@ async fn a_sync_failing_half_way_keeps_what_was_stored() {
         .sync_google(&source, &http, &mut session)
         .await
         .expect_err("fails");
-    println!("half way: {error}");
+    eprintln!("half way: {error}");
     assert!(matches!(
         error,
         SyncError::Cloud(CloudError::Status { status: 500, .. })
@@ -378,7 +378,7 @@ async fn exchange_delta_sync_pages_changes_and_removals() {
         .await
         .expect("full");
     let requests = fake.api_requests();
-    println!("graph full: {} pages, {:?}", requests.len(), report.counts);
+    eprintln!("graph full: {} pages, {:?}", requests.len(), report.counts);
     assert_eq!(report.counts.added, 7);
     assert_eq!(requests.len(), 3);
     assert!(requests[0].target.contains("%24select=displayName"));
@@ -406,7 +406,7 @@ async fn exchange_delta_sync_pages_changes_and_removals() {
         .sync_exchange(&source, &http, &mut session)
         .await
         .expect("delta");
-    println!("graph delta: {:?}", report.counts);
+    eprintln!("graph delta: {:?}", report.counts);
     assert_eq!(
         (
             report.counts.added,
@@ -487,7 +487,7 @@ async fn login_with_pkce_and_loopback_redirect() {
     let http = http();
     let flow = LoginFlow::start(config(&fake), &http).await.expect("start");
     let url = flow.authorize_url().to_owned();
-    println!("authorize: {url}");
+    eprintln!("authorize: {url}");
     assert!(url.starts_with(&fake.auth_url()));
     for part in [
         "code_challenge_method=S256",

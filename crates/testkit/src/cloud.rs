@@ -434,7 +434,7 @@ fn route(request: &Request, addr: SocketAddr, state: &Mutex<State>) -> Answer {
     match (request.method.as_str(), request.path.as_str()) {
         ("GET", "/authorize") => authorize(request, state),
         ("POST", "/token") => token(request, state),
-        ("GET", "/v1/people/me/connections") => api(request, state, |r, s| people(r, s)),
+        ("GET", "/v1/people/me/connections") => api(request, state, people),
         ("GET", "/v1.0/me/contacts/delta") => api(request, state, |r, s| graph(r, s, addr)),
         _ => Answer::json(
             404,
@@ -560,7 +560,7 @@ fn api(
         .get("authorization")
         .and_then(|h| h.strip_prefix("Bearer "))
         .map(str::to_owned);
-    let answer = if !bearer.is_some_and(|t| s.access_tokens.get(&t) == Some(&true)) {
+    let answer = if bearer.is_none_or(|t| s.access_tokens.get(&t) != Some(&true)) {
         Answer {
             status: 401,
             headers: vec![(

@@ -125,7 +125,7 @@ fn google_and_exchange_login_then_sync() {
     assert!(!ok && out.contains("google-login"), "{out}");
 
     let out = login(&profile, &fake, "google");
-    println!("{out}");
+    eprintln!("{out}");
     assert!(out.contains("signed in to google:me"));
     let file = profile.join("oauth-google.json");
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
@@ -135,7 +135,7 @@ fn google_and_exchange_login_then_sync() {
         &profile,
         &["contacts", "sync", "--google", "--region", "DE"],
     );
-    println!("{out}");
+    eprintln!("{out}");
     assert!(ok, "{out}");
     assert!(out.contains("3 contacts in the store"), "{out}");
 
@@ -144,7 +144,7 @@ fn google_and_exchange_login_then_sync() {
     assert!(profile.join("oauth-exchange.json").exists());
     // No flags: every signed-in account.
     let (ok, out) = dialer(&profile, &["contacts", "sync", "--region", "DE"]);
-    println!("{out}");
+    eprintln!("{out}");
     assert!(ok, "{out}");
     assert!(out.contains("synced google:me") && out.contains("synced exchange:me"));
     assert!(out.contains("5 contacts in the store"), "{out}");
