@@ -572,3 +572,48 @@ async fn plain_http_is_refused_unless_allowed() {
         "RefreshToken(<redacted>) <redacted>"
     );
 }
+
+#[tokio::test]
+async fn the_token_endpoint_checks_the_pkce_verifier() {
+    let fake = FakeCloud::start(3).expect("fake");
+    let http = http();
+    let flow = LoginFlow::start(config(&fake), &http).await.expect("start");
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("browser");
+    let answer = browser
+        .get(flow.authorize_url())
+        .send()
+        .await
+        .expect("authorize");
+    let location = answer
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
+        .expect("location")
+        .to_owned();
+    let code = location
+        .split(['?', '&'])
+        .find_map(|p| p.strip_prefix("code="))
+        .expect("code")
+        .to_owned();
+    let post = |verifier: &str| {
+        browser
+            .post(fake.token_url())
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .body(format!(
+                "grant_type=authorization_code&code={code}&client_id={FAKE_CLIENT_ID}\
+                 &redirect_uri={}&code_verifier={verifier}",
+                flow.redirect_uri().replace(':', "%3A").replace('/', "%2F")
+            ))
+            .send()
+    };
+    let wrong = post("a-verifier-that-does-not-match-the-challenge-at-all-0123")
+        .await
+        .expect("post");
+    assert_eq!(wrong.status().as_u16(), 400);
+    let body = wrong.text().await.expect("body");
+    eprintln!("wrong verifier: {body}");
+    assert!(body.contains("invalid_grant") && body.contains("PKCE"));
+}
