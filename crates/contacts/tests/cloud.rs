@@ -617,3 +617,28 @@ async fn the_token_endpoint_checks_the_pkce_verifier() {
     eprintln!("wrong verifier: {body}");
     assert!(body.contains("invalid_grant") && body.contains("PKCE"));
 }
+
+#[tokio::test]
+async fn a_rotated_refresh_token_replaces_the_old_one() {
+    let fake = FakeCloud::start(3).expect("fake");
+    fake.rotate_refresh_tokens(true);
+    seed_graph(&fake);
+    let (_dir, mut book) = book();
+    let source = exchange(&fake);
+    let http = http();
+    let first = RefreshToken::new(fake.issue_refresh_token());
+    let mut session = OAuthSession::new(config(&fake), first.clone());
+    book.sync_exchange(&source, &http, &mut session)
+        .await
+        .expect("sync");
+    assert_ne!(session.refresh_token(), &first, "rotated");
+    fake.expire_access_tokens();
+    book.sync_exchange(&source, &http, &mut session)
+        .await
+        .expect("second refresh uses the new token");
+    let mut stale = OAuthSession::new(config(&fake), first);
+    assert!(matches!(
+        stale.refresh(&http).await,
+        Err(CloudError::Token(ref t)) if t.contains("invalid_grant")
+    ));
+}

@@ -11,7 +11,8 @@
 //! - `POST /token` with `grant_type=authorization_code` checks
 //!   `BASE64URL(SHA-256(code_verifier)) == code_challenge`, the redirect URI
 //!   and that the code is used once; `grant_type=refresh_token` issues a new
-//!   access token. Errors are 400 `{"error": "invalid_grant"}`.
+//!   access token (and, when rotating, a new refresh token that replaces
+//!   the old one). Errors are 400 `{"error": "invalid_grant"}`.
 //! - `GET /v1/people/me/connections` needs `personFields`; pages with
 //!   `pageToken`/`nextPageToken`; `requestSyncToken=true` gives a
 //!   `nextSyncToken` on the last page; `syncToken` lists the changes since,
@@ -121,6 +122,7 @@ struct State {
     api_log: Vec<ApiRequest>,
     token_grants: Vec<String>,
     counter: u64,
+    rotate: bool,
 }
 
 impl State {
@@ -255,6 +257,12 @@ impl FakeCloud {
         let token = state.fresh("rt");
         state.refresh_tokens.push(token.clone());
         token
+    }
+
+    /// Whether a refresh issues a new refresh token and retires the old one
+    /// (as Microsoft's identity platform does).
+    pub fn rotate_refresh_tokens(&self, rotate: bool) {
+        lock(&self.state).rotate = rotate;
     }
 
     /// The faults the next API requests get, in order; `None` answers
@@ -528,10 +536,21 @@ fn token(request: &Request, state: &Mutex<State>) -> Answer {
             Some(rt)
         }
         "refresh_token" => {
-            if !s.refresh_tokens.iter().any(|t| t == get("refresh_token")) {
+            let Some(at) = s
+                .refresh_tokens
+                .iter()
+                .position(|t| t == get("refresh_token"))
+            else {
                 return oauth_error("invalid_grant", "unknown refresh token");
+            };
+            if s.rotate {
+                s.refresh_tokens.remove(at);
+                let rt = s.fresh("rt");
+                s.refresh_tokens.push(rt.clone());
+                Some(rt)
+            } else {
+                None
             }
-            None
         }
         _ => return oauth_error("unsupported_grant_type", "unsupported grant_type"),
     };
