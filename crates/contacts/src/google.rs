@@ -145,6 +145,13 @@ impl GoogleSource {
                 } else if let Some(contact) =
                     person_to_contact(person, &source, self.default_region)
                 {
+                    // Google's placeholder pictures (initials) are marked default.
+                    let photo = list(person, "photos")
+                        .iter()
+                        .find(|p| !p.get("default").and_then(Value::as_bool).unwrap_or(false));
+                    if let Some(url) = photo.and_then(|p| text(p, "url")) {
+                        changes.photos.push((name.to_owned(), url.to_owned()));
+                    }
                     changes.changed.push(contact);
                 } else {
                     changes.skipped += 1;

@@ -94,7 +94,9 @@
 //! [`MAX_RETRY_AFTER`], three times). Every page is read before anything is
 //! written, so a sync failing part way changes nothing. Endpoints are
 //! `https` only; [`CloudHttp::dangerous_allow_plain_http`] exists for test
-//! servers on loopback. Photos are not downloaded yet.
+//! servers on loopback. Google photos are downloaded (placeholders
+//! skipped, without the access token) into the photo cache; Exchange photos
+//! are not fetched.
 
 mod error;
 mod exchange;

@@ -381,6 +381,41 @@ impl CloudHttp {
         }
     }
 
+    /// GETs a photo without credentials, at most `limit` bytes.
+    pub(crate) async fn get_photo(&self, url: &str, limit: usize) -> Result<Vec<u8>, CloudError> {
+        let parsed = self.check_url(url)?;
+        let mut response =
+            self.client
+                .get(parsed)
+                .send()
+                .await
+                .map_err(|source| CloudError::Http {
+                    url: url.to_owned(),
+                    source,
+                })?;
+        if !response.status().is_success() {
+            return Err(CloudError::Status {
+                url: url.to_owned(),
+                status: response.status().as_u16(),
+                body: String::new(),
+            });
+        }
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|source| CloudError::Http {
+            url: url.to_owned(),
+            source,
+        })? {
+            if bytes.len() + chunk.len() > limit {
+                return Err(CloudError::Malformed {
+                    url: url.to_owned(),
+                    message: format!("photo larger than {limit} bytes"),
+                });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(bytes)
+    }
+
     async fn send(&self, request: HttpRequest) -> Result<HttpResponse, reqwest::Error> {
         let (parts, body) = request.into_parts();
         let response = self
@@ -757,6 +792,9 @@ pub struct Changes {
     pub skipped: usize,
     /// Pages read.
     pub pages: usize,
+    /// Photos to download: (source id, URL). Fetched without the access
+    /// token (Google serves them from another host).
+    pub photos: Vec<(String, String)>,
 }
 
 /// Checks that a link from the server stays on the API's origin.

@@ -13,7 +13,7 @@ use crate::{
     model::{Contact, ContactId, Source},
     number::Region,
     oauth::{Changes, CloudHttp, OAuthSession},
-    photo::{PhotoCache, PhotoError},
+    photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError},
     search::{IndexEntry, IndexHit, MatchKind, SearchIndex},
     store::{Store, SyncCounts, SyncState},
 };
@@ -404,8 +404,34 @@ impl Contacts {
     ) -> Result<SyncReport, SyncError> {
         let origin = source.source();
         let token = self.store.sync_state(&origin)?.and_then(|s| s.token);
-        let changes = source.fetch(http, session, token.as_deref()).await?;
-        self.apply_cloud(origin, changes)
+        let mut changes = source.fetch(http, session, token.as_deref()).await?;
+        let mut rejected = 0;
+        for (source_id, url) in std::mem::take(&mut changes.photos) {
+            let stored = match http.get_photo(&url, MAX_PHOTO_BYTES).await {
+                Ok(bytes) => self.photos.store(&bytes).map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match stored {
+                Ok(photo) => {
+                    if let Some(c) = changes
+                        .changed
+                        .iter_mut()
+                        .find(|c| c.source_id.as_deref() == Some(source_id.as_str()))
+                    {
+                        c.photo = Some(photo);
+                    }
+                }
+                Err(error) => {
+                    tracing::debug!(%error, "contact photo dropped");
+                    rejected += 1;
+                }
+            }
+        }
+        let mut report = self.apply_cloud(origin, changes)?;
+        report.photos_rejected = rejected;
+        let in_use = self.store.photo_hashes()?;
+        self.photos.retain(&in_use).map_err(StoreError::from)?;
+        Ok(report)
     }
 
     /// Syncs an Exchange account through Microsoft Graph's delta query,

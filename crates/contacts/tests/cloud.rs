@@ -642,3 +642,44 @@ async fn a_rotated_refresh_token_replaces_the_old_one() {
         Err(CloudError::Token(ref t)) if t.contains("invalid_grant")
     ));
 }
+
+#[tokio::test]
+async fn google_photos_are_cached_and_placeholders_skipped() {
+    let fake = FakeCloud::start(3).expect("fake");
+    let base = fake.base_url();
+    let mut with_photo = person("Anna", "Bild", "030 1000070");
+    with_photo["photos"] =
+        json!([{"url": format!("{base}/photo/200"), "metadata": {"primary": true}}]);
+    fake.put_person("p0", with_photo);
+    let mut placeholder = person("Bernd", "Bild", "030 1000071");
+    placeholder["photos"] = json!([{"url": format!("{base}/photo/10"), "default": true}]);
+    fake.put_person("p1", placeholder);
+    let mut broken = person("Clara", "Bild", "030 1000072");
+    broken["photos"] = json!([{"url": format!("{base}/photo/none")}]);
+    fake.put_person("p2", broken);
+    let (_dir, mut book) = book();
+    let report = book
+        .sync_google(&google(&fake), &http(), &mut session(&fake))
+        .await
+        .expect("sync");
+    assert_eq!((report.counts.added, report.photos_rejected), (3, 1));
+    let de = "DE".parse().ok();
+    let anna = book
+        .lookup("030 1000070", de)
+        .expect("lookup")
+        .expect("anna");
+    let photo = anna.photo.as_ref().expect("photo");
+    assert_eq!(photo.media_type, "image/jpeg");
+    let path = book.photo_path(&anna).expect("cached");
+    assert_eq!(std::fs::read(path).expect("file"), testkit::tiny_jpeg(200));
+    let bernd = book
+        .lookup("030 1000071", de)
+        .expect("lookup")
+        .expect("bernd");
+    assert!(bernd.photo.is_none(), "placeholder not kept");
+    let clara = book
+        .lookup("030 1000072", de)
+        .expect("lookup")
+        .expect("clara");
+    assert!(clara.photo.is_none(), "synced without the broken photo");
+}

@@ -24,6 +24,7 @@
 //!   expired delta token gives 410 `syncStateNotFound`.
 //! - API calls without a valid bearer token get 401; scheduled faults give
 //!   429 with `Retry-After` or a 5xx.
+//! - `GET /photo/<0-255>` serves a small JPEG without a token.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -325,7 +326,7 @@ struct Request {
 struct Answer {
     status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    body: Vec<u8>,
 }
 
 impl Answer {
@@ -333,7 +334,7 @@ impl Answer {
         Self {
             status,
             headers: vec![("Content-Type".into(), "application/json".into())],
-            body: body.to_string(),
+            body: body.to_string().into_bytes(),
         }
     }
 }
@@ -354,7 +355,7 @@ fn serve(stream: TcpStream, addr: SocketAddr, state: &Mutex<State>) -> io::Resul
         answer.body.len()
     ));
     out.write_all(head.as_bytes())?;
-    out.write_all(answer.body.as_bytes())?;
+    out.write_all(&answer.body)?;
     out.flush()
 }
 
@@ -443,6 +444,7 @@ fn route(request: &Request, addr: SocketAddr, state: &Mutex<State>) -> Answer {
         ("GET", "/authorize") => authorize(request, state),
         ("POST", "/token") => token(request, state),
         ("GET", "/v1/people/me/connections") => api(request, state, people),
+        ("GET", path) if path.starts_with("/photo/") => photo(path),
         ("GET", "/v1.0/me/contacts/delta") => api(request, state, |r, s| graph(r, s, addr)),
         _ => Answer::json(
             404,
@@ -492,7 +494,7 @@ fn authorize(request: &Request, state: &Mutex<State>) -> Answer {
     Answer {
         status: 302,
         headers: vec![("Location".into(), location)],
-        body: String::new(),
+        body: Vec::new(),
     }
 }
 
@@ -586,14 +588,18 @@ fn api(
                 "WWW-Authenticate".into(),
                 "Bearer error=\"invalid_token\"".into(),
             )],
-            body: json!({"error": {"code": 401, "status": "UNAUTHENTICATED"}}).to_string(),
+            body: json!({"error": {"code": 401, "status": "UNAUTHENTICATED"}})
+                .to_string()
+                .into_bytes(),
         }
     } else {
         match s.faults.pop_front().flatten() {
             Some(Fault::RateLimited { retry_after }) => Answer {
                 status: 429,
                 headers: vec![("Retry-After".into(), retry_after.to_string())],
-                body: json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}}).to_string(),
+                body: json!({"error": {"code": 429, "status": "RESOURCE_EXHAUSTED"}})
+                    .to_string()
+                    .into_bytes(),
             },
             Some(Fault::Status(status)) => Answer::json(
                 status,
@@ -742,4 +748,17 @@ fn graph(request: &Request, s: &mut State, addr: SocketAddr) -> Answer {
         body["@odata.deltaLink"] = Value::String(format!("{base}?$deltatoken={}", book.seq));
     }
     Answer::json(200, &body)
+}
+
+/// `/photo/<gray>`: a small JPEG of that grey level (0-255), no token
+/// needed (like Google's photo host).
+fn photo(path: &str) -> Answer {
+    match path.trim_start_matches("/photo/").parse::<u8>() {
+        Ok(gray) => Answer {
+            status: 200,
+            headers: vec![("Content-Type".into(), "image/jpeg".into())],
+            body: crate::tiny_jpeg(gray),
+        },
+        Err(_) => Answer::json(404, &json!({"error": "no such photo"})),
+    }
 }
