@@ -5,6 +5,7 @@ use std::{io, path::PathBuf};
 use crate::{
     ldap::LdapError,
     model::{ContactId, Source},
+    oauth::CloudError,
     photo::PhotoError,
 };
 
@@ -106,6 +107,9 @@ pub enum SyncError {
     /// The directory could not be read to the end.
     #[error("reading the directory failed: {0}")]
     Directory(#[from] LdapError),
+    /// A cloud source (Google, Exchange) could not be read to the end.
+    #[error("reading the cloud source failed: {0}")]
+    Cloud(#[from] CloudError),
     /// Writing what was read failed.
     #[error("storing the synced contacts failed: {0}")]
     Store(#[from] StoreError),

@@ -2,7 +2,9 @@
 //!
 //! The contacts of a softphone: a contact model, a SQLite store with
 //! full-text search, E.164 number normalisation and caller lookup, and LDAP
-//! and LDAPS directories that sync into the store or are searched live.
+//! and LDAPS directories that sync into the store or are searched live, and
+//! Google People and Exchange (Microsoft Graph) address books synced
+//! incrementally after an OAuth 2.0 login.
 //!
 //! ```no_run
 //! use contacts::{Contact, Contacts, LdapSource, NumberKind};
@@ -36,6 +38,9 @@
 //! | [`Store`] | SQLite (WAL, numbered migrations), number index, FTS5 (diacritics removed), sync tokens and deletions | file |
 //! | [`PhotoCache`] | photos on disk by SHA-256 | file |
 //! | [`LdapSource`] | LDAP, LDAPS, StartTLS, anonymous or simple bind, paged results (RFC 2696), time and size limits, RFC 4515 escaping | network (tokio) |
+//! | [`LoginFlow`], [`OAuthSession`], [`StoredLogin`] | OAuth 2.0 for installed apps: PKCE S256, loopback redirect, state check, refresh; the refresh token never printed ([`RefreshToken`]), kept in a 0600 file | network, file |
+//! | [`GoogleSource`] | People API `connections.list`: pages, sync tokens, full resync when a token expires | network |
+//! | [`ExchangeSource`] | Graph `/me/contacts/delta`: next and delta links, `@removed` | network |
 //! | [`Contacts`] | all of the above for one profile directory | file, network |
 //!
 //! ## Search
@@ -64,22 +69,51 @@
 //! the same sync twice changes nothing the second time. Favourite marks and
 //! contact ids survive syncs. Deletions are recorded ([`Store::deletions`]).
 //!
-//! ## Not here (yet)
+//! ## Google and Exchange
 //!
-//! Google People and Exchange sources; their incremental syncs will use
-//! [`Store::apply_changes`] and the stored sync token.
+//! ```no_run
+//! use std::time::Duration;
+//! use contacts::{CloudHttp, Contacts, GoogleSource, LoginFlow, OAuthConfig, StoredLogin};
+//!
+//! # async fn run(book: &mut Contacts) -> Result<(), Box<dyn std::error::Error>> {
+//! let http = CloudHttp::new()?;
+//! let flow = LoginFlow::start(OAuthConfig::google("CLIENT_ID"), &http).await?;
+//! println!("open {}", flow.authorize_url());     // the user signs in there
+//! let mut session = flow.finish(&http, Duration::from_secs(300)).await?;
+//! StoredLogin::new("me", &session).save("oauth-google.json".as_ref())?; // mode 0600
+//! let report = book.sync_google(&GoogleSource::new("me"), &http, &mut session).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The first sync reads every page and stores the sync token (Google's
+//! `nextSyncToken`, Graph's `@odata.deltaLink`); later syncs read only the
+//! changes and apply them with [`Store::apply_changes`]. An expired token
+//! (410) gives a full sync, which keeps contact ids and favourites. A 401
+//! refreshes the access token once; a 429 waits for `Retry-After` (up to
+//! [`MAX_RETRY_AFTER`], three times). Every page is read before anything is
+//! written, so a sync failing part way changes nothing. Endpoints are
+//! `https` only; [`CloudHttp::dangerous_allow_plain_http`] exists for test
+//! servers on loopback. Google photos are downloaded (placeholders
+//! skipped, without the access token) into the photo cache; Exchange photos
+//! are not fetched.
 
 mod error;
+mod exchange;
 pub mod fold;
+mod google;
 mod ldap;
 mod model;
 mod number;
+mod oauth;
 mod phonebook;
 mod photo;
 mod search;
 mod store;
 
 pub use error::{StoreError, SyncError};
+pub use exchange::{ExchangeSource, SELECT as GRAPH_SELECT, graph_to_contact};
+pub use google::{GoogleSource, PERSON_FIELDS, person_to_contact};
 pub use ldap::{
     AttributeMap, DirectoryEntry, EntryError, Fetched, LdapBind, LdapError, LdapSource,
     MAX_ENTRIES, MAX_TEXT_LEN, MAX_VALUES, Password, SkippedEntry, TlsTrust, escape_filter_value,
@@ -91,6 +125,10 @@ pub use model::{
 pub use number::{
     MAX_NUMBER_LEN, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, e164_candidates,
     normalize, tail_key, trailing_digits_match, written_digits,
+};
+pub use oauth::{
+    Changes, CloudError, CloudHttp, LOGIN_TIMEOUT, LoginFlow, MAX_PAGES, MAX_RETRY_AFTER,
+    OAuthConfig, OAuthSession, RefreshToken, StoredLogin,
 };
 pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};
 pub use photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError};

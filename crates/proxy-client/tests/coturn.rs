@@ -173,7 +173,8 @@ async fn rest_credentials_relay_between_two_turn_sockets_with_send_indications()
     // (RFC 8656 §12), so under load the first few may go that way.
     let s = bob.statistics();
     assert!(
-        s.channel_data_sent > 0 && s.channel_data_sent + s.send_indications_sent >= DATAGRAMS as u64,
+        s.channel_data_sent > 0
+            && s.channel_data_sent + s.send_indications_sent >= DATAGRAMS as u64,
         "{s:?}"
     );
     alice.close().await;

@@ -13,6 +13,7 @@
 //! | [`Coturn`] | TURN relay (RFC 8656): long-term users or a REST secret, relayed traffic read from its log | `coturn` |
 //! | [`TestCa`] | a CA and server certificates made with rcgen (no program needed) | — |
 //! | [`HttpServer`] | HTTPS (or HTTP) on a thread: documents, Basic/Digest auth, redirects, 304, broken bodies, a request log | — |
+//! | [`FakeCloud`] | Google People API, Microsoft Graph contacts delta and an OAuth 2.0 server with PKCE, on plain HTTP: pages, sync tokens, 401/410/429 | — |
 //! | [`CrashCollector`] | a Sentry-compatible crash-report endpoint on plain HTTP: keeps the envelopes, hands over the events as JSON | — |
 //!
 //! ## What every launcher guarantees
@@ -115,6 +116,7 @@ mod audio;
 mod baresip;
 mod ca;
 mod capture;
+mod cloud;
 mod coturn;
 mod crash;
 mod error;
@@ -134,6 +136,7 @@ pub use audio::{
 pub use baresip::{AudioSource, Baresip, BaresipBuilder, BaresipEvent, UaTransport};
 pub use ca::{IssuedCert, SERVER_NAMES, TestCa};
 pub use capture::{Capture, UdpFlow};
+pub use cloud::{ApiRequest, FAKE_CLIENT_ID, FakeCloud, Fault};
 pub use coturn::{Coturn, CoturnBuilder, TURN_REALM, TurnAuth, TurnSession, TurnUsage};
 pub use crash::{CRASH_KEY, CRASH_PROJECT, CrashCollector, Envelope, EnvelopeItem};
 pub use error::{PeerError, Result};

@@ -5,9 +5,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use anyhow::{Context, Result, bail};
+use std::time::Duration;
+
 use contacts::{
-    Contact, ContactId, ContactNumber, Contacts, DATABASE_FILE, LdapSource, NumberKind, Password,
-    Region,
+    CloudHttp, Contact, ContactId, ContactNumber, Contacts, DATABASE_FILE, ExchangeSource,
+    GoogleSource, LdapSource, LoginFlow, NumberKind, OAuthConfig, Password, Region, StoredLogin,
 };
 use serde_json::{Value, json};
 
@@ -78,6 +80,12 @@ pub(crate) struct SyncArgs {
     /// Default region for numbers written in national form.
     #[arg(long)]
     pub(crate) region: Option<String>,
+    /// Sync the Google account signed in to with `contacts google-login`.
+    #[arg(long)]
+    pub(crate) google: bool,
+    /// Sync the Exchange account signed in to with `contacts exchange-login`.
+    #[arg(long)]
+    pub(crate) exchange: bool,
 }
 
 fn ldap_source(
@@ -105,6 +113,19 @@ fn ldap_source(
 
 pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
     let region = region(args.region.as_deref())?;
+    if args.google || args.exchange {
+        let chosen: Vec<Cloud> = Cloud::ALL
+            .into_iter()
+            .filter(|c| {
+                (*c == Cloud::Google && args.google) || (*c == Cloud::Exchange && args.exchange)
+            })
+            .collect();
+        let mut book = open(profile)?;
+        let ok = sync_clouds(profile, &mut book, &chosen, true, region).await?;
+        println!("{} contacts in the store", book.len());
+        return Ok(ok);
+    }
+    let signed_in = Cloud::ALL.iter().any(|c| c.login_file(profile).exists());
     let mut sources = Vec::new();
     match (&args.ldap, &args.base) {
         (Some(url), Some(base)) => {
@@ -148,9 +169,11 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
                     sources.push(s);
                 }
             }
-            if sources.is_empty() {
+            if sources.is_empty() && !signed_in {
                 bail!(UsageError(
-                    "no directory: give --ldap URL --base DN, or configure one".into()
+                    "no directory: give --ldap URL --base DN, configure one, or sign in with \
+                     contacts google-login / exchange-login"
+                        .into()
                 ));
             }
         }
@@ -171,6 +194,9 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
                 println!("sync of {} failed, stored contacts kept: {e}", s.name());
             }
         }
+    }
+    if args.ldap.is_none() {
+        ok &= sync_clouds(profile, &mut book, &Cloud::ALL, false, region).await?;
     }
     println!("{} contacts in the store", book.len());
     Ok(ok)
@@ -270,6 +296,12 @@ pub(crate) fn export_json(profile: &Path) -> Result<Vec<Value>> {
 /// table emptied with secure_delete on, then VACUUM; photos removed by the
 /// caller with the profile's caches.
 pub(crate) fn erase(profile: &Path) -> Result<usize> {
+    for cloud in Cloud::ALL {
+        match std::fs::remove_file(cloud.login_file(profile)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
     let path = profile.join(DATABASE_FILE);
     if !path.exists() {
         return Ok(0);
@@ -344,4 +376,184 @@ pub(crate) fn prune_unconfigured(profile: &Path, config: &config_export::Config)
         );
     }
     Ok(removed)
+}
+
+/// A cloud address book the dialer can sign in to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cloud {
+    Google,
+    Exchange,
+}
+
+impl Cloud {
+    const ALL: [Self; 2] = [Self::Google, Self::Exchange];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Google => "google",
+            Self::Exchange => "exchange",
+        }
+    }
+
+    /// `profile/oauth-<name>.json`, mode 0600: the refresh token.
+    fn login_file(self, profile: &Path) -> PathBuf {
+        profile.join(format!("oauth-{}.json", self.name()))
+    }
+
+    fn config(self, client_id: &str) -> OAuthConfig {
+        match self {
+            Self::Google => OAuthConfig::google(client_id),
+            Self::Exchange => OAuthConfig::microsoft(client_id),
+        }
+    }
+}
+
+/// Options of `contacts google-login` and `contacts exchange-login`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct LoginArgs {
+    /// The OAuth client id of the app registration (installed / desktop app).
+    #[arg(long)]
+    pub(crate) client_id: String,
+    /// The client secret, for desktop clients that have one (Google's).
+    #[arg(long, env = "DIALER_OAUTH_CLIENT_SECRET", hide_env_values = true)]
+    pub(crate) client_secret: Option<String>,
+    /// A name for the account; the contacts' source is `google:NAME`.
+    #[arg(long, default_value = "default")]
+    pub(crate) account: String,
+    /// Seconds to wait for the browser to come back (at most 600).
+    #[arg(long, default_value_t = 300)]
+    pub(crate) timeout: u64,
+    #[arg(long, hide = true)]
+    pub(crate) auth_url: Option<String>,
+    #[arg(long, hide = true)]
+    pub(crate) token_url: Option<String>,
+    #[arg(long, hide = true)]
+    pub(crate) api_url: Option<String>,
+}
+
+/// Plain http only to a loopback test server.
+fn cloud_http(urls: &[Option<&str>]) -> Result<CloudHttp> {
+    let http = CloudHttp::new()?;
+    let loopback = |u: &str| {
+        ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
+            .iter()
+            .any(|p| u.starts_with(p))
+    };
+    let plain: Vec<&str> = urls
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|u| u.starts_with("http:"))
+        .collect();
+    if plain.is_empty() {
+        Ok(http)
+    } else if plain.iter().all(|u| loopback(u)) {
+        Ok(http.dangerous_allow_plain_http())
+    } else {
+        bail!(UsageError(format!(
+            "plain http is only allowed to loopback: {plain:?}"
+        )))
+    }
+}
+
+/// Prints the authorization URL, waits for the loopback redirect and keeps
+/// the refresh token in the profile.
+pub(crate) async fn login(profile: &Path, cloud: Cloud, args: &LoginArgs) -> Result<bool> {
+    let http = cloud_http(&[
+        args.auth_url.as_deref(),
+        args.token_url.as_deref(),
+        args.api_url.as_deref(),
+    ])?;
+    let mut config = cloud.config(&args.client_id);
+    if let (Some(auth), Some(token)) = (&args.auth_url, &args.token_url) {
+        config = config.with_endpoints(auth, token);
+    }
+    if let Some(secret) = &args.client_secret {
+        config = config.with_client_secret(secret);
+    }
+    let flow = LoginFlow::start(config, &http).await?;
+    println!("Open this address in a browser and sign in:");
+    println!("{}", flow.authorize_url());
+    println!("Waiting for the browser on {} ...", flow.redirect_uri());
+    std::io::Write::flush(&mut std::io::stdout())?;
+    let limit = Duration::from_secs(args.timeout.clamp(1, 600));
+    let session = flow.finish(&http, limit).await?;
+    std::fs::create_dir_all(profile)?;
+    let mut stored = StoredLogin::new(&args.account, &session);
+    stored.api_url.clone_from(&args.api_url);
+    let path = cloud.login_file(profile);
+    stored.save(&path)?;
+    println!(
+        "signed in to {}:{}; refresh token kept in {} (mode 0600)",
+        cloud.name(),
+        args.account,
+        path.display()
+    );
+    Ok(true)
+}
+
+/// Syncs the given clouds (or every one signed in to when `explicit` is
+/// false). Whether all succeeded.
+async fn sync_clouds(
+    profile: &Path,
+    book: &mut Contacts,
+    clouds: &[Cloud],
+    explicit: bool,
+    region: Option<Region>,
+) -> Result<bool> {
+    let mut ok = true;
+    for &cloud in clouds {
+        let path = cloud.login_file(profile);
+        let Some(mut stored) = StoredLogin::load(&path)? else {
+            if explicit {
+                bail!(UsageError(format!(
+                    "not signed in to {0}: run `contacts {0}-login --client-id ID` first",
+                    cloud.name()
+                )));
+            }
+            continue;
+        };
+        let http = cloud_http(&[
+            Some(stored.auth_url.as_str()),
+            Some(stored.token_url.as_str()),
+            stored.api_url.as_deref(),
+        ])?;
+        let mut session = stored.session(cloud.config(&stored.client_id));
+        let result = match cloud {
+            Cloud::Google => {
+                let mut s = GoogleSource::new(&stored.account).with_default_region(region);
+                if let Some(api) = &stored.api_url {
+                    s = s.with_api_base(api);
+                }
+                book.sync_google(&s, &http, &mut session).await
+            }
+            Cloud::Exchange => {
+                let mut s = ExchangeSource::new(&stored.account).with_default_region(region);
+                if let Some(api) = &stored.api_url {
+                    s = s.with_api_base(api);
+                }
+                book.sync_exchange(&s, &http, &mut session).await
+            }
+        };
+        // Providers may rotate the refresh token.
+        if session.refresh_token() != &stored.refresh_token {
+            stored.refresh_token = session.refresh_token().clone();
+            stored.save(&path)?;
+        }
+        match result {
+            Ok(r) => println!(
+                "synced {}: {} changes read; {:?}",
+                r.source, r.fetched, r.counts
+            ),
+            Err(e) => {
+                ok = false;
+                println!(
+                    "sync of {}:{} failed, stored contacts kept: {e}",
+                    cloud.name(),
+                    stored.account
+                );
+            }
+        }
+    }
+    Ok(ok)
 }

@@ -67,6 +67,11 @@ enum ContactsAction {
     /// Copy a directory's people into the store (the configuration's
     /// directories when no --ldap is given).
     Sync(contacts::SyncArgs),
+    /// Sign in to a Google account (OAuth, loopback redirect): prints the
+    /// address to open in a browser; `contacts sync` then includes it.
+    GoogleLogin(contacts::LoginArgs),
+    /// Sign in to an Exchange / Microsoft 365 account (Microsoft Graph).
+    ExchangeLogin(contacts::LoginArgs),
     /// Search as you type: every word of the query matches the start of a
     /// name word, the organisation, or digits of a number.
     Search {
@@ -434,6 +439,12 @@ fn main() -> ExitCode {
             Command::Import { file } => profile::import(&profile, &file),
             Command::Contacts { action } => match action {
                 ContactsAction::Sync(args) => contacts::sync(&profile, &args).await,
+                ContactsAction::GoogleLogin(args) => {
+                    contacts::login(&profile, contacts::Cloud::Google, &args).await
+                }
+                ContactsAction::ExchangeLogin(args) => {
+                    contacts::login(&profile, contacts::Cloud::Exchange, &args).await
+                }
                 ContactsAction::Search { query, json, limit } => {
                     contacts::search(&profile, &query, json, limit)
                 }
