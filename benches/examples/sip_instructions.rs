@@ -28,8 +28,7 @@ mod sip_fields;
 #[path = "../benches/support/sip_call.rs"]
 mod sip_call;
 
-const USAGE: &str =
-    "usage: sip_instructions ours-all|rsip-all|ours-invite|rsip-invite|call ITERATIONS";
+const USAGE: &str = "usage: sip_instructions ours-all|rsip-all|ours-invite|rsip-invite|call|name-addr|via ITERATIONS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -74,6 +73,26 @@ fn main() -> ExitCode {
             for i in 0..n {
                 let now = start + sip_call::CALL_SPAN * u32::try_from(i).unwrap_or(u32::MAX);
                 black_box(sip_call::call_to_the_end(now, &mut alice, &mut bob, i));
+            }
+        }
+        "name-addr" => {
+            let from = "\"Alice Liddell\" <sip:alice@atlanta.example.com>;tag=9fxced76sl";
+            for _ in 0..n {
+                black_box(
+                    sip_core::NameAddr::parse(black_box(from))
+                        .map(|a| a.tag())
+                        .ok(),
+                );
+            }
+        }
+        "via" => {
+            let via = "SIP/2.0/UDP client.atlanta.example.com:5060;branch=z9hG4bK74bf9;rport";
+            for _ in 0..n {
+                black_box(
+                    sip_core::Via::parse(black_box(via))
+                        .map(|v| v.branch())
+                        .ok(),
+                );
             }
         }
         _ => {

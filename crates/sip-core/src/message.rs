@@ -2115,18 +2115,3 @@ v=0\n";
         assert_eq!(unfold("ab"), "ab");
     }
 }
-#[cfg(test)]
-mod size_probe {
-    #[test]
-    fn sizes() {
-        eprintln!(
-            "Message {} TopVia {} ViaSpans {} Start {} Parsed {} Header {}",
-            std::mem::size_of::<super::Message>(),
-            std::mem::size_of::<Option<super::TopVia>>(),
-            std::mem::size_of::<super::ViaSpans>(),
-            std::mem::size_of::<super::Start>(),
-            std::mem::size_of::<super::Parsed>(),
-            std::mem::size_of::<super::Header>()
-        );
-    }
-}
