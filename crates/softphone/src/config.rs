@@ -79,6 +79,10 @@ pub struct PhoneConfig {
     pub audio: AudioSetup,
     /// The call history database; `None` keeps history in memory only.
     pub history: Option<PathBuf>,
+    /// The service log file whose rotated files older than the privacy
+    /// settings' log retention the phone removes daily (see
+    /// [`crate::diagnostics::purge_old_logs`]); `None` leaves logs alone.
+    pub log_file: Option<PathBuf>,
     /// The contacts database (the `contacts` crate's store) that names the
     /// callers of incoming calls; `None` leaves names as the caller sent them.
     pub contacts: Option<PathBuf>,
@@ -106,6 +110,7 @@ impl PhoneConfig {
             audio: AudioSetup::Auto,
             history: None,
             contacts: None,
+            log_file: None,
             session_expires: Some(Duration::from_secs(1800)),
             quality_interval: Duration::from_secs(5),
             user_agent: format!("softphone-rs/{}", env!("CARGO_PKG_VERSION")),

@@ -460,6 +460,20 @@ impl Engine {
             Ok(n) => info!(calls = n, days, "call history purged"),
             Err(e) => warn!(error = %e, "call history not purged"),
         }
+        if let Some(log) = &self.config.log_file {
+            let log_days = self.config.config.privacy.log_retention_days;
+            match crate::diagnostics::purge_old_logs(log, log_days) {
+                Ok(removed) if !removed.is_empty() => {
+                    info!(
+                        files = removed.len(),
+                        days = log_days,
+                        "old log files removed"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "old log files not removed"),
+            }
+        }
     }
 
     fn emit(&self, event: PhoneEvent) {

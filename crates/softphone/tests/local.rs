@@ -436,3 +436,39 @@ async fn an_incoming_call_is_named_from_the_contacts() {
     alice.shutdown().await.unwrap();
     bob.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotated_logs_older_than_their_window_are_removed_at_start() {
+    use std::time::SystemTime;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("dialer.log");
+    std::fs::write(&log, "current\n").unwrap();
+    let old = dir.path().join("dialer.log.2");
+    let recent = dir.path().join("dialer.log.1");
+    for p in [&old, &recent] {
+        std::fs::write(p, "rotated\n").unwrap();
+    }
+    let day = Duration::from_secs(24 * 3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(SystemTime::now() - day * 40)
+        .unwrap();
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.privacy.log_retention_days = 30;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    pc.log_file = Some(log.clone());
+    let (phone, _events) = Phone::start(pc).await.unwrap();
+    assert!(
+        !old.exists(),
+        "a 40-day-old rotated log survived a 30-day window"
+    );
+    assert!(recent.exists() && log.exists());
+    phone.shutdown().await.unwrap();
+}

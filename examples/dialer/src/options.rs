@@ -216,6 +216,7 @@ pub(crate) fn phone_config(
     pc.audio = audio;
     pc.history = Some(profile.join("history.sqlite"));
     pc.contacts = Some(profile.join(contacts::DATABASE_FILE));
+    pc.log_file = Some(profile.join("logs").join("dialer.log"));
     if let Some(p) = rtp_ports {
         pc.rtp_ports = p;
     }

@@ -116,8 +116,11 @@ pub(crate) async fn provision(
     // Kept for re-checks the PBX asks for (NOTIFY check-sync); the password
     // is not stored: a re-check takes it from DIALER_PROVISIONING_PASSWORD.
     let source = json!({"url": url, "user": user, "ca": ca.map(|c| c.display().to_string())});
-    std::fs::write(profile.join(SOURCE_FILE), serde_json::to_vec_pretty(&source)?)
-        .context("remembering the provisioning URL")?;
+    std::fs::write(
+        profile.join(SOURCE_FILE),
+        serde_json::to_vec_pretty(&source)?,
+    )
+    .context("remembering the provisioning URL")?;
     println!(
         "provisioned {} account(s) from {} document(s){}",
         outcome.config.accounts.len(),
