@@ -1,12 +1,12 @@
-//! Crash reports end to end: a child process (this test binary, entering
-//! `crash_child`) panics with personal data in its message, and a local
-//! collector shows what left the process.
+//! Crash reports end to end: a child process (the `crash-child` example)
+//! panics with personal data in its message, and a local collector shows
+//! what left the process.
 
 use std::process::{Command, Output, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use softphone::diagnostics::{CrashConfig, TEST_PANIC_MESSAGE, init_crash_reports};
+use softphone::diagnostics::TEST_PANIC_MESSAGE;
 use testkit::CrashCollector;
 
 /// Selects the child's mode: `on`, `off` or `test-report`.
@@ -14,19 +14,9 @@ const MODE_ENV: &str = "SOFTPHONE_CRASH_CHILD";
 /// The collector's DSN, for the child.
 const DSN_ENV: &str = "SOFTPHONE_CRASH_DSN";
 const RELEASE: &str = concat!("softphone-crash-test@", env!("CARGO_PKG_VERSION"));
-/// Marks the planted panic in the child's stderr.
+/// Marks the planted panic in the child's stderr (as the example writes it).
 const MARKER: &str = "crash-test-marker";
 const OS_USER: &str = "jdoe-planted";
-
-/// The panic message: personal data and secrets of every kind.
-fn planted_message(home: &str) -> String {
-    format!(
-        "{MARKER}: call from \"Jane Plantedname\" <sip:jane.planted@pbx.example.com> \
-         (+49 30 98765432, callback +4930987654321) via 198.51.100.77 and [2001:db8:77::42]:5060 \
-         failed; history {home}/.local/share/dialer/history.sqlite, notes {home}/Documents/notes.txt, \
-         password=hunter2-planted, Authorization: Digest username=\"jane\", response=\"deadbeefplanted\""
-    )
-}
 
 /// What must not be in anything the collector received.
 fn planted_secrets(home: &str) -> Vec<String> {
@@ -56,30 +46,26 @@ fn planted_secrets(home: &str) -> Vec<String> {
     planted
 }
 
-/// Runs in the child process only (the tests below start it).
-#[test]
-#[ignore = "the crashing child process of the crash-report tests, which run it"]
-fn crash_child() {
-    let mode = std::env::var(MODE_ENV)
-        .expect("crash_child is started by the crash-report tests with SOFTPHONE_CRASH_CHILD set");
-    let dsn = std::env::var(DSN_ENV).expect("the collector's DSN");
-    let home = std::env::var("HOME").expect("a planted HOME");
-    let config = CrashConfig::new(RELEASE)
-        .with_enabled(mode != "off")
-        .with_dsn(dsn)
-        .with_private_path(format!("{home}/.local/share/dialer"))
-        .with_shutdown_timeout(Duration::from_secs(5));
-    let guard = init_crash_reports(config).expect("crash reports set up");
-    assert_eq!(guard.is_some(), mode != "off");
-    if mode == "test-report" {
-        let guard = guard.expect("on");
-        assert!(
-            guard.send_test_report(Duration::from_secs(5)),
-            "test report not sent"
-        );
-        return;
-    }
-    panic!("{}", planted_message(&home));
+/// The `crash-child` example, which cargo builds beside the test binaries.
+fn crash_child() -> std::path::PathBuf {
+    let target = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
+    let bin = target
+        .parent()
+        .expect("the target directory")
+        .join(profile)
+        .join("examples")
+        .join("crash-child");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p softphone --example crash-child`",
+        bin.display()
+    );
+    bin
 }
 
 struct Child {
@@ -92,14 +78,7 @@ fn run_child(mode: &str, collector: &CrashCollector) -> Child {
     let home = tempfile::tempdir().expect("temp dir");
     let home = home.path().join("users").join(OS_USER);
     let home = home.to_str().expect("utf-8 path").to_owned();
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args([
-            "--exact",
-            "crash_child",
-            "--include-ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
+    let mut child = Command::new(crash_child())
         .env(MODE_ENV, mode)
         .env(DSN_ENV, collector.dsn())
         // The environment cannot turn reports on behind the user's back.
