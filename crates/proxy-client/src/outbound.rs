@@ -43,6 +43,15 @@
 //!   random 50-100 %, where `base` is 30 s when no flow is up and 90 s
 //!   otherwise, `max` 1800 s (§4.5). A 503 Retry-After can only lengthen
 //!   the wait. Success resets the count.
+//! - Recovery window: for 30 s after a flow that was up fails, a *connect*
+//!   to the same proxy that is refused or unreachable does not count as a
+//!   failure while no other proxy is eligible; the connect is tried again
+//!   after 0.5, 1, 2, 4, 4 ... s (each times a random 50-100 %). A relay
+//!   that restarts refuses connections for a few seconds; without this the
+//!   first refused reconnect would cost 30-60 s of back-off. No REGISTER
+//!   reaches the registrar during these retries, so the §4.5 wait, which
+//!   protects it from registration storms, still governs every REGISTER
+//!   failure, and the jitter spreads a relay's clients over its restart.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -118,6 +127,28 @@ impl BackoffConfig {
     }
 }
 
+/// The recovery window after a flow that was up failed (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecoveryConfig {
+    /// How long after the failure refused connects are retried without
+    /// counting (default 30 s; zero turns the window off).
+    pub window: Duration,
+    /// The first retry's upper bound (default 500 ms); it doubles per retry.
+    pub first_retry: Duration,
+    /// The largest upper bound between retries (default 4 s).
+    pub max_retry: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        RecoveryConfig {
+            window: Duration::from_secs(30),
+            first_retry: Duration::from_millis(500),
+            max_retry: Duration::from_secs(4),
+        }
+    }
+}
+
 /// Keep-alive timing (§4.4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KeepAliveConfig {
@@ -149,6 +180,8 @@ pub struct OutboundConfig {
     pub flows: usize,
     /// Back-off waits.
     pub backoff: BackoffConfig,
+    /// Reconnects after a flow that was up failed.
+    pub recovery: RecoveryConfig,
     /// Keep-alives.
     pub keepalive: KeepAliveConfig,
     /// Connecting and registering must finish within this (default 40 s,
@@ -164,6 +197,7 @@ impl OutboundConfig {
             proxies,
             flows: 1,
             backoff: BackoffConfig::default(),
+            recovery: RecoveryConfig::default(),
             keepalive: KeepAliveConfig::default(),
             setup_timeout: Duration::from_secs(40),
         }
@@ -341,6 +375,14 @@ enum Slot {
     },
 }
 
+/// A reg-id inside its recovery window.
+#[derive(Debug, Clone, Copy)]
+struct Recovery {
+    proxy: usize,
+    until: Instant,
+    retries: u32,
+}
+
 #[derive(Debug, Clone, Copy, Default)]
 struct ProxyHealth {
     failures: u32,
@@ -353,6 +395,7 @@ pub struct FlowManager<R> {
     config: OutboundConfig,
     rng: R,
     slots: Vec<Slot>,
+    recovering: Vec<Option<Recovery>>,
     proxies: Vec<ProxyHealth>,
     next_flow: u64,
     actions: VecDeque<FlowAction>,
@@ -377,6 +420,7 @@ impl<R: RngCore> FlowManager<R> {
         }
         Ok(FlowManager {
             slots: vec![Slot::Idle; config.flows],
+            recovering: vec![None; config.flows],
             proxies: vec![ProxyHealth::default(); config.proxies.len()],
             config,
             rng,
@@ -408,6 +452,7 @@ impl<R: RngCore> FlowManager<R> {
                 self.actions.push_back(FlowAction::Close { flow });
             }
             self.slots[i] = Slot::Idle;
+            self.recovering[i] = None;
         }
     }
 
@@ -444,6 +489,7 @@ impl<R: RngCore> FlowManager<R> {
         match self.slots[i] {
             Slot::Registering { proxy, .. } => {
                 self.proxies[proxy] = ProxyHealth::default();
+                self.recovering[i] = None;
                 let interval = self.keepalive_interval(proxy, flow_timer);
                 let next_ping = now + self.jitter(interval, 0.8);
                 self.slots[i] = Slot::Up {
@@ -760,7 +806,16 @@ impl<R: RngCore> FlowManager<R> {
             proxy,
             reason,
         });
-        if !was_up {
+        if was_up {
+            let window = self.config.recovery.window;
+            self.recovering[i] = (!window.is_zero()).then_some(Recovery {
+                proxy,
+                until: now + window,
+                retries: 0,
+            });
+        } else if reason == FlowFailure::ConnectFailed && self.retry_in_window(now, i, proxy) {
+            return;
+        } else {
             // A failure to form a flow counts against the proxy (§4.5).
             let all_failed = !self.is_up();
             let health = &mut self.proxies[proxy];
@@ -774,6 +829,49 @@ impl<R: RngCore> FlowManager<R> {
             self.proxies[proxy].not_before = Some(now + wait);
         }
         self.try_connect(now, i);
+    }
+
+    /// Inside the recovery window with no other proxy to go to: wait a
+    /// short, growing, jittered step and connect to the same proxy again.
+    fn retry_in_window(&mut self, now: Instant, i: usize, proxy: usize) -> bool {
+        let Some(recovery) = self.recovering[i] else {
+            return false;
+        };
+        if recovery.proxy != proxy
+            || now >= recovery.until
+            || self.other_proxy_eligible(now, i, proxy)
+        {
+            return false;
+        }
+        let recovery_config = self.config.recovery;
+        let bound = recovery_config
+            .first_retry
+            .saturating_mul(1u32 << recovery.retries.min(20))
+            .min(recovery_config.max_retry);
+        let until = now + self.jitter(bound, 0.5);
+        self.recovering[i] = Some(Recovery {
+            retries: recovery.retries.saturating_add(1),
+            ..recovery
+        });
+        debug!(
+            reg_id = reg_id(i),
+            proxy, "connect refused in the recovery window"
+        );
+        self.slots[i] = Slot::Waiting { until };
+        self.actions.push_back(FlowAction::BackingOff {
+            reg_id: reg_id(i),
+            until,
+        });
+        true
+    }
+
+    /// Whether a proxy other than `proxy`, unused by other reg-ids, may be
+    /// tried now.
+    fn other_proxy_eligible(&self, now: Instant, i: usize, proxy: usize) -> bool {
+        (0..self.proxies.len())
+            .filter(|&p| p != proxy)
+            .filter(|&p| !(0..self.slots.len()).any(|j| j != i && self.proxy_of(j) == Some(p)))
+            .any(|p| self.proxies[p].not_before.is_none_or(|t| t <= now))
     }
 
     fn try_connect(&mut self, now: Instant, i: usize) {

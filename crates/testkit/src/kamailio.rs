@@ -491,7 +491,18 @@ impl Kamailio {
     ///
     /// As [`KamailioBuilder::start`].
     pub fn restart(&mut self) -> Result<()> {
+        self.restart_after(Duration::ZERO)
+    }
+
+    /// As [`restart`](Self::restart), with Kamailio down for `down` (at
+    /// most 60 s) between the stop and the start, as during an upgrade.
+    ///
+    /// # Errors
+    ///
+    /// As [`KamailioBuilder::start`].
+    pub fn restart_after(&mut self, down: Duration) -> Result<()> {
         self.process.stop()?;
+        std::thread::sleep(down.min(Duration::from_secs(60)));
         let log = self.process.log_path().to_path_buf();
         let _ = fs::rename(&log, log.with_extension("log.1"));
         self.process = self

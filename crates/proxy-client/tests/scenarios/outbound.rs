@@ -306,17 +306,43 @@ fn proxy_restart_recovers_and_a_push_wake_skips_the_back_off() {
     m.start(t0);
     let (flow, _) = connect_of(&drain(&mut m)).unwrap();
     bring_up(&mut m, t0, flow);
-    // The proxy restarts: the connection closes, the immediate reconnect
-    // is refused, the next try waits 60 s (100 % of 30 * 2).
-    let t = t0 + Duration::from_secs(5);
-    m.handle_closed(t, flow);
-    let (again, _) = connect_of(&drain(&mut m)).unwrap();
-    m.handle_connect_failed(t, again);
-    let actions = drain(&mut m);
-    assert!(actions.contains(&FlowAction::BackingOff {
-        reg_id: 1,
-        until: t + Duration::from_secs(60)
-    }));
+    // The proxy restarts: the connection closes, and inside the 30 s
+    // recovery window refused connects are retried after 0.5, 1, 2, 4, 4 ...
+    // s (100 % of each with this RNG) without counting as failures.
+    let closed = t0 + Duration::from_secs(5);
+    m.handle_closed(closed, flow);
+    let mut t = closed;
+    let mut waits = Vec::new();
+    let (mut attempt, _) = connect_of(&drain(&mut m)).unwrap();
+    let backed_off_until = loop {
+        m.handle_connect_failed(t, attempt);
+        let actions = drain(&mut m);
+        let until = actions
+            .iter()
+            .find_map(|a| match a {
+                FlowAction::BackingOff { until, .. } => Some(*until),
+                _ => None,
+            })
+            .unwrap();
+        if m.proxy_failures() != [0] {
+            break until - t;
+        }
+        waits.push(until - t);
+        assert_eq!(m.poll_timeout(), Some(until));
+        t = until;
+        m.handle_timeout(t);
+        attempt = connect_of(&drain(&mut m)).unwrap().0;
+        assert!(waits.len() < 20, "the window ends");
+    };
+    let ms = |v: u64| Duration::from_millis(v);
+    assert_eq!(
+        waits,
+        [500, 1000, 2000, 4000, 4000, 4000, 4000, 4000, 4000, 4000].map(ms)
+    );
+    assert!(t - closed >= Duration::from_secs(30));
+    // Past the window the refused connect counts: 100 % of 30 * 2.
+    assert_eq!(m.proxy_failures(), [1]);
+    assert_eq!(backed_off_until, Duration::from_secs(60));
     // A push notification wakes the app: try now, not in 60 s.
     let t = t + Duration::from_secs(1);
     m.wake(t);
@@ -344,6 +370,52 @@ fn proxy_restart_recovers_and_a_push_wake_skips_the_back_off() {
     m.stop();
     assert_eq!(drain(&mut m), [FlowAction::Close { flow: woken }]);
     assert_eq!(m.poll_timeout(), None);
+}
+
+#[test]
+fn a_relay_back_within_the_window_is_used_at_once_and_a_register_failure_still_counts() {
+    let t0 = Instant::now();
+    let mut m = manager(1, 1, FixedRng::lowest());
+    m.start(t0);
+    let (flow, _) = connect_of(&drain(&mut m)).unwrap();
+    bring_up(&mut m, t0, flow);
+    m.handle_closed(t0, flow);
+    let (refused, _) = connect_of(&drain(&mut m)).unwrap();
+    m.handle_connect_failed(t0, refused);
+    // 50 % of the first 0.5 s step with this RNG.
+    assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_millis(250)));
+    let t = t0 + Duration::from_millis(250);
+    m.handle_timeout(t);
+    let (again, _) = connect_of(&drain(&mut m)).unwrap();
+    // Connected, but the REGISTER is refused: that counts (§4.5), window or not.
+    m.handle_connected(t, again);
+    drain(&mut m);
+    m.handle_registration_failed(t, again, 503, None);
+    let actions = drain(&mut m);
+    assert!(actions.contains(&FlowAction::BackingOff {
+        reg_id: 1,
+        until: t + Duration::from_secs(30)
+    }));
+    assert_eq!(m.proxy_failures(), [1]);
+}
+
+#[test]
+fn a_refused_reconnect_fails_over_at_once_when_another_proxy_is_eligible() {
+    let t0 = Instant::now();
+    let mut m = manager(2, 1, FixedRng::highest());
+    m.start(t0);
+    let (flow, proxy) = connect_of(&drain(&mut m)).unwrap();
+    assert_eq!(proxy, 0);
+    bring_up(&mut m, t0, flow);
+    m.handle_closed(t0, flow);
+    let (again, proxy) = connect_of(&drain(&mut m)).unwrap();
+    assert_eq!(proxy, 0, "the same proxy first");
+    m.handle_connect_failed(t0, again);
+    let (next, proxy) = connect_of(&drain(&mut m)).unwrap();
+    assert_eq!(proxy, 1, "no retry in the window while proxy 2 can be used");
+    assert_eq!(m.proxy_failures(), [1, 0]);
+    bring_up(&mut m, t0, next);
+    assert!(m.is_up());
 }
 
 #[test]
