@@ -123,6 +123,9 @@ struct AccountState {
     kind: TransportKind,
     server: SocketAddr,
     server_name: Option<String>,
+    /// Where signalling may go, in order of preference: the outbound
+    /// proxies, or the registrar.
+    servers: Vec<Server>,
     /// Our address for Via and Contact.
     local: Option<SocketAddr>,
     digest: DigestClient,
@@ -132,7 +135,26 @@ struct AccountState {
     route: Vec<String>,
 }
 
+/// An outbound proxy (or the registrar) an account can send through.
+#[derive(Debug, Clone)]
+struct Server {
+    kind: TransportKind,
+    addr: SocketAddr,
+    name: Option<String>,
+    /// The Route preloaded for requests outside a dialog.
+    route: Vec<String>,
+}
+
 impl AccountState {
+    /// Sends through `servers[k]` from now on.
+    fn use_server(&mut self, k: usize) {
+        let server = self.servers[k].clone();
+        self.kind = server.kind;
+        self.server = server.addr;
+        self.server_name = server.name;
+        self.route = server.route;
+    }
+
     fn contact(&self) -> Option<String> {
         let local = self.local?;
         let user = &self.config.user;
@@ -405,39 +427,46 @@ async fn account_state(
     let kind = transport_kind(account);
     let bad = |why: String| PhoneError::Config(format!("account {:?}: {why}", account.id));
     let (host, port, kind) = uri_target(&account.registrar, kind).map_err(bad)?;
-    let proxy = match account.outbound_proxies.first() {
-        Some(p) => Some(uri_target(p, kind).map_err(bad)?),
-        None => None,
-    };
-    let (server_host, server_port, kind) = proxy.clone().unwrap_or((host.clone(), port, kind));
-    let server = resolve(&server_host, server_port).await.map_err(bad)?;
-    let server_name = server_host
-        .parse::<IpAddr>()
-        .is_err()
-        .then_some(server_host);
+    // Signalling goes to the first outbound proxy that can be reached, in
+    // the configured order, else straight to the registrar.
+    let mut servers = Vec::new();
+    for p in &account.outbound_proxies {
+        let (proxy_host, proxy_port, proxy_kind) = uri_target(p, kind).map_err(bad)?;
+        servers.push(Server {
+            kind: proxy_kind,
+            addr: resolve(&proxy_host, proxy_port).await.map_err(bad)?,
+            name: proxy_host.parse::<IpAddr>().is_err().then_some(proxy_host),
+            route: vec![format!("<{p};lr>")],
+        });
+    }
+    if servers.is_empty() {
+        servers.push(Server {
+            kind,
+            addr: resolve(&host, port).await.map_err(bad)?,
+            name: host.parse::<IpAddr>().is_err().then(|| host.clone()),
+            route: Vec::new(),
+        });
+    }
+    let first = servers[0].clone();
     let auth_user = account.auth_user.as_deref().unwrap_or(&account.user);
     let password = account
         .password
         .as_ref()
         .map(|p| p.expose().to_owned())
         .unwrap_or_default();
-    let route = account
-        .outbound_proxies
-        .first()
-        .map(|p| vec![format!("<{p};lr>")])
-        .unwrap_or_default();
     let _ = config;
     Ok(AccountState {
         aor: format!("sip:{}@{host}", account.user),
         config: account.clone(),
-        kind,
-        server,
-        server_name,
+        kind: first.kind,
+        server: first.addr,
+        server_name: first.name,
+        servers,
         local: None,
         digest: DigestClient::new(auth_user, password.as_str()),
         registration: None,
         status: RegistrationStatus::Unregistered,
-        route,
+        route: first.route,
     })
 }
 
@@ -487,7 +516,14 @@ impl Engine {
     /// Finds each account's local address and starts registering.
     async fn open_accounts(&mut self) {
         for i in 0..self.accounts.len() {
-            let local = self.local_address(i).await;
+            let mut local = self.local_address(i).await;
+            // A proxy that cannot be reached: fail over to the next one.
+            for k in 1..self.accounts[i].servers.len() {
+                let Err(e) = &local else { break };
+                warn!(account = %self.accounts[i].config.id, proxy = k, error = %Pii::text(e), "outbound proxy unreachable, trying the next");
+                self.accounts[i].use_server(k);
+                local = self.local_address(i).await;
+            }
             match local {
                 Ok(local) => self.accounts[i].local = Some(local),
                 Err(e) => {

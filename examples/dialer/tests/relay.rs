@@ -1,6 +1,7 @@
 //! `dialer register` through a relay proxy: Kamailio over TLS with the
 //! outbound (`+sip.instance`, `reg-id`, `ob`) and push (`pn-*`) parameters
-//! visible in the registrar's binding, and a dead first proxy skipped.
+//! visible in the registrar's binding, and a dead first proxy skipped, by
+//! registrations and by calls.
 #![allow(
     clippy::unwrap_used,
     reason = "a failed interop step should fail loudly"
@@ -110,7 +111,7 @@ fn registration_through_a_tls_relay_with_push_and_fail_over() {
 }
 
 #[test]
-fn a_call_through_the_tls_proxy_with_media_through_turn() {
+fn a_call_through_the_second_tls_proxy_with_media_through_turn() {
     use testkit::{AudioSource, Baresip, Coturn, Tone, UaTransport, analyze_wav, write_tone};
     let ca = TestCa::new().unwrap();
     let kamailio = Kamailio::builder()
@@ -145,6 +146,8 @@ fn a_call_through_the_tls_proxy_with_media_through_turn() {
         .unwrap();
     bob.wait_registered(Duration::from_secs(10)).unwrap();
     let heard = dir.path().join("heard.wav");
+    // The first proxy is dead: the call fails over to the second.
+    let dead = testkit::free_port().unwrap();
     let out = Command::new("timeout")
         .arg("60")
         .arg(env!("CARGO_BIN_EXE_dialer"))
@@ -155,6 +158,8 @@ fn a_call_through_the_tls_proxy_with_media_through_turn() {
             &format!("sip:bob@127.0.0.1:{}", kamailio.sip_port()),
             "--registrar",
             &format!("sip:127.0.0.1:{}", kamailio.sip_port()),
+            "--proxy",
+            &format!("sip:127.0.0.1:{dead};transport=tls"),
             "--proxy",
             &format!(
                 "sip:127.0.0.1:{};transport=tls",
