@@ -290,6 +290,8 @@ struct Engine {
     handles: mpsc::WeakUnboundedSender<Command>,
     /// When calls older than the retention window are next purged.
     next_purge: Instant,
+    /// The TLS trust, loaded when an account, proxy or TURN server needs it.
+    tls: Option<TlsClientConfig>,
 }
 
 /// How often the history is purged while the phone runs.
@@ -305,14 +307,26 @@ pub(crate) async fn start(
         None => History::in_memory()?,
     };
     let mut transport_config = TransportConfig::default();
-    let needs_tls = config
+    let secure = |k: TransportKind| matches!(k, TransportKind::Tls | TransportKind::Wss);
+    let needs_tls = config.config.accounts.iter().any(|a| {
+        let kind = transport_kind(a);
+        secure(kind)
+            || a.outbound_proxies
+                .iter()
+                .any(|p| uri_target(p, kind).is_ok_and(|(_, _, k)| secure(k)))
+    }) || config
         .config
-        .accounts
-        .iter()
-        .any(|a| matches!(transport_kind(a), TransportKind::Tls | TransportKind::Wss));
-    if needs_tls {
-        transport_config = transport_config.with_tls_client(tls_client(&config)?);
-    }
+        .relay
+        .turn
+        .as_ref()
+        .is_some_and(crate::turn::needs_tls);
+    let tls = if needs_tls {
+        let tls = tls_client(&config)?;
+        transport_config = transport_config.with_tls_client(tls.clone());
+        Some(tls)
+    } else {
+        None
+    };
     let (transports, incoming) = Transports::new(transport_config);
     let bind = SocketAddr::new(config.bind, config.sip_port);
     let udp_local = transports
@@ -351,6 +365,7 @@ pub(crate) async fn start(
         shutting_down: None,
         handles: commands.downgrade(),
         next_purge: sip_tokio::now(),
+        tls,
     };
     engine.purge_history();
     engine.open_accounts().await;
@@ -1066,6 +1081,7 @@ impl Engine {
             local.ip(),
             self.config.rtp_ports,
             self.config.config.relay.turn.as_ref(),
+            self.tls.as_ref(),
         )
         .await?;
         let settings = self.media_settings(prepared.addr().port(), prepared.addr().ip());
@@ -1884,14 +1900,15 @@ impl Engine {
             local.ip()
         };
         let turn = self.config.config.relay.turn.as_ref();
-        let prepared = match media::prepare(ip, self.config.rtp_ports, turn).await {
-            Ok(p) => p,
-            Err(e) => {
-                warn!(error = %e, "no media port for an incoming call");
-                self.respond(tx, &request, 503, "Service Unavailable");
-                return;
-            }
-        };
+        let prepared =
+            match media::prepare(ip, self.config.rtp_ports, turn, self.tls.as_ref()).await {
+                Ok(p) => p,
+                Err(e) => {
+                    warn!(error = %e, "no media port for an incoming call");
+                    self.respond(tx, &request, 503, "Service Unavailable");
+                    return;
+                }
+            };
         let settings = self.media_settings(prepared.addr().port(), prepared.addr().ip());
         let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
         let answer = match negotiation.handle_offer(&offer) {

@@ -47,9 +47,10 @@ pub(crate) async fn prepare(
     ip: IpAddr,
     ports: (u16, u16),
     turn: Option<&config_export::Turn>,
+    tls: Option<&sip_tokio::TlsClientConfig>,
 ) -> Result<PreparedMedia, PhoneError> {
     if let Some(turn) = turn {
-        match crate::turn::allocate(turn).await {
+        match crate::turn::allocate(turn, tls).await {
             Ok(relay) => {
                 let sockets = MediaSockets::relayed(Arc::new(relay));
                 info!(relayed = %sockets.rtp_addr(), "media through the TURN relay");

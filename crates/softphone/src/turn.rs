@@ -8,6 +8,7 @@ use std::time::Duration;
 use media_tokio::{RelayFuture, RelaySocket};
 use proxy_client::turn::{TurnConfig, TurnCredentials};
 use proxy_client::turn_socket::{TurnSocket, TurnTransport};
+use sip_tokio::TlsClientConfig;
 
 /// How long a call waits for an allocation before going without one.
 const ALLOCATE_LIMIT: Duration = Duration::from_secs(5);
@@ -41,43 +42,60 @@ impl RelaySocket for TurnRelay {
     }
 }
 
-/// Where a `<turn><server>` points: `host:port`, `host`, or a `turn:`
-/// URI (RFC 7065) with an optional `?transport=udp|tcp`.
+/// How the client reaches the TURN server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerTransport {
+    Udp,
+    Tcp,
+    Tls,
+}
+
+/// Where a `<turn><server>` points: `host:port`, `host`, or a `turn:` or
+/// `turns:` URI (RFC 7065) with an optional `?transport=udp|tcp`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TurnServer {
     pub(crate) host: String,
     pub(crate) port: u16,
-    pub(crate) tcp: bool,
+    pub(crate) transport: ServerTransport,
 }
 
 impl TurnServer {
     pub(crate) fn parse(server: &str) -> Result<TurnServer, String> {
         let server = server.trim();
         let lower = server.to_ascii_lowercase();
-        if lower.starts_with("turns:") {
-            return Err(format!(
-                "{server:?}: turns: (TLS) is not supported for media"
-            ));
-        }
-        let rest = if lower.starts_with("turn:") {
-            &server[5..]
+        let (rest, secure) = if lower.starts_with("turns:") {
+            (&server[6..], true)
+        } else if lower.starts_with("turn:") {
+            (&server[5..], false)
         } else {
-            server
+            (server, false)
         };
         let (hostport, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let tcp = match query.to_ascii_lowercase().as_str() {
-            "" | "transport=udp" => false,
-            "transport=tcp" => true,
-            other => return Err(format!("{server:?}: unknown parameter {other:?}")),
+        let transport = match (query.to_ascii_lowercase().as_str(), secure) {
+            ("" | "transport=udp", false) => ServerTransport::Udp,
+            ("transport=tcp", false) => ServerTransport::Tcp,
+            ("" | "transport=tcp", true) => ServerTransport::Tls,
+            ("transport=udp", true) => {
+                return Err(format!(
+                    "{server:?}: turns: runs over TLS, not UDP (RFC 7065)"
+                ));
+            }
+            (other, _) => return Err(format!("{server:?}: unknown parameter {other:?}")),
         };
         let (host, port) =
             split_host_port(hostport).ok_or_else(|| format!("{server:?} is not host[:port]"))?;
         Ok(TurnServer {
             host: host.to_owned(),
-            port: port.unwrap_or(3478),
-            tcp,
+            port: port.unwrap_or(if secure { 5349 } else { 3478 }),
+            transport,
         })
     }
+}
+
+/// Whether `<turn><server>` asks for TLS, so the phone needs its trust
+/// settings loaded.
+pub(crate) fn needs_tls(turn: &config_export::Turn) -> bool {
+    TurnServer::parse(&turn.server).is_ok_and(|s| s.transport == ServerTransport::Tls)
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -103,17 +121,31 @@ fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     }
 }
 
-/// Allocates a relayed address on the configured server.
-pub(crate) async fn allocate(turn: &config_export::Turn) -> Result<TurnRelay, String> {
+/// Allocates a relayed address on the configured server; `tls` is the
+/// phone's trust for a `turns:` server (its certificate is verified for
+/// the host name in the URI).
+pub(crate) async fn allocate(
+    turn: &config_export::Turn,
+    tls: Option<&TlsClientConfig>,
+) -> Result<TurnRelay, String> {
     let server = TurnServer::parse(&turn.server)?;
     let addr = crate::engine::resolve(&server.host, server.port).await?;
     let user = turn.user.as_deref().unwrap_or_default();
     let password = turn.password.as_ref().map_or("", |p| p.expose());
     let config = TurnConfig::new(addr, TurnCredentials::long_term(user, password));
-    let (transport, what) = if server.tcp {
-        (TurnTransport::Tcp, "TCP")
-    } else {
-        (TurnTransport::Udp, "UDP")
+    let (transport, what) = match server.transport {
+        ServerTransport::Udp => (TurnTransport::Udp, "UDP"),
+        ServerTransport::Tcp => (TurnTransport::Tcp, "TCP"),
+        ServerTransport::Tls => {
+            let tls = tls.ok_or("a turns: server needs the phone's TLS trust settings")?;
+            (
+                TurnTransport::Tls {
+                    server_name: server.host.clone(),
+                    tls: tls.clone(),
+                },
+                "TLS",
+            )
+        }
     };
     let socket = tokio::time::timeout(ALLOCATE_LIMIT, TurnSocket::allocate_over(transport, config))
         .await
@@ -129,7 +161,7 @@ mod tests {
     use super::*;
 
     fn parsed(s: &str) -> Result<(String, u16, bool), String> {
-        TurnServer::parse(s).map(|t| (t.host, t.port, t.tcp))
+        TurnServer::parse(s).map(|t| (t.host, t.port, t.transport == ServerTransport::Tcp))
     }
 
     #[test]
@@ -148,7 +180,16 @@ mod tests {
         );
         assert_eq!(parsed("TURN:[::1]:3480"), Ok(("::1".into(), 3480, false)));
         assert_eq!(parsed("turn:[::1]"), Ok(("::1".into(), 3478, false)));
-        assert!(parsed("turns:turn.example.org").is_err());
+        let tls = |s: &str| TurnServer::parse(s).map(|t| (t.port, t.transport));
+        assert_eq!(
+            tls("turns:turn.example.org"),
+            Ok((5349, ServerTransport::Tls))
+        );
+        assert_eq!(
+            tls("TURNS:turn.example.org:443?transport=tcp"),
+            Ok((443, ServerTransport::Tls))
+        );
+        assert!(parsed("turns:turn.example.org?transport=udp").is_err());
         assert!(parsed("turn:host:0").is_err());
         assert!(parsed("turn:host:x").is_err());
         assert!(parsed("turn:host?transport=sctp").is_err());

@@ -11,10 +11,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use config_export::{Account, Config, Secret, SrtpPolicy, Turn};
+use config_export::{Account, Config, Secret, SrtpPolicy, TrustAnchor, Turn};
 use media_audio::{Recording, Tone, ToneBackend, analysis};
 use softphone::{AudioSetup, Call, CallState, Events, Phone, PhoneConfig, PhoneEvent};
-use testkit::Coturn;
+use testkit::{Coturn, TestCa};
 use tokio::time::{Instant, sleep, timeout_at};
 
 const LIMIT: Duration = Duration::from_secs(10);
@@ -28,16 +28,33 @@ struct Party {
 
 /// A phone on 127.0.0.1 sending `tone`, through `turn` when given.
 async fn party(user: &str, tone: f64, turn: Option<(&Coturn, &str, &str)>) -> Party {
+    party_with(user, tone, turn, None).await
+}
+
+/// As [`party`]; with `ca`, the TURN server is reached over TLS (`turns:`)
+/// and its certificate verified against that CA.
+async fn party_with(
+    user: &str,
+    tone: f64,
+    turn: Option<(&Coturn, &str, &str)>,
+    ca: Option<&TestCa>,
+) -> Party {
     let mut c = Config::default();
     c.accounts.push(Account::new(user, user, "sip:127.0.0.1"));
     c.media.codecs = vec!["PCMU".into()];
     c.media.srtp = SrtpPolicy::Optional;
     c.relay.turn = turn.map(|(coturn, name, password)| Turn {
-        server: format!("turn:{}", coturn.addr()),
+        server: match ca {
+            Some(_) => format!("turns:{}", coturn.tls_addr().expect("coturn with TLS")),
+            None => format!("turn:{}", coturn.addr()),
+        },
         user: Some(name.into()),
         password: Some(Secret::new(password)),
         extra: Default::default(),
     });
+    if let Some(ca) = ca {
+        c.tls.trust = vec![TrustAnchor::File(ca.ca_cert_path().display().to_string())];
+    }
     let mut pc = PhoneConfig::new(c);
     pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     pc.register = false;
@@ -185,6 +202,34 @@ async fn rtp_between_two_relayed_phones_carries_audio_both_ways() {
         );
         assert!(to_peers > 40, "{user}: only {to_peers} packets relayed out");
     }
+    alice.phone.shutdown().await.unwrap();
+    bob.phone.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtp_through_coturn_over_tls_carries_audio_both_ways() {
+    let ca = TestCa::new().unwrap();
+    let coturn = Coturn::builder()
+        .with_users(&[("alice", "alice-secret")])
+        .with_tls(&ca)
+        .start()
+        .expect("coturn (turnserver) is needed for this test");
+    let mut alice = party_with(
+        "alice",
+        440.0,
+        Some((&coturn, "alice", "alice-secret")),
+        Some(&ca),
+    )
+    .await;
+    let mut bob = party("bob", 700.0, None).await;
+    call_for_a_second(&mut alice, &mut bob).await;
+
+    let (from_peers, to_peers) = relayed(&coturn, "alice");
+    assert!(
+        from_peers > 40,
+        "only {from_peers} packets relayed from bob"
+    );
+    assert!(to_peers > 40, "only {to_peers} packets relayed to bob");
     alice.phone.shutdown().await.unwrap();
     bob.phone.shutdown().await.unwrap();
 }
