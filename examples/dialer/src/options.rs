@@ -84,8 +84,9 @@ pub(crate) struct MediaArgs {
     /// RTP ports to use, LOW-HIGH.
     #[arg(long, default_value = "16384-32767")]
     pub(crate) rtp_ports: String,
-    /// A TURN server that relays the call's media, host:port or
-    /// turn:host:port[?transport=udp|tcp].
+    /// A TURN server that relays the call's media: host:port,
+    /// turn:host:port[?transport=udp|tcp], or turns:host:port (TLS, the
+    /// certificate checked against --ca or the system's roots).
     #[arg(long)]
     pub(crate) turn: Option<String>,
     /// TURN user (long-term credentials).
