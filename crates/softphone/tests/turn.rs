@@ -136,6 +136,16 @@ fn relayed(coturn: &Coturn, user: &str) -> (u64, u64) {
     counts
 }
 
+/// coturn relayed more than 40 packets (0.8 s of audio) each way for `user`.
+fn assert_relayed_both_ways(coturn: &Coturn, user: &str) {
+    let (from_peers, to_peers) = relayed(coturn, user);
+    assert!(
+        from_peers > 40,
+        "{user}: only {from_peers} packets relayed in"
+    );
+    assert!(to_peers > 40, "{user}: only {to_peers} packets relayed out");
+}
+
 /// Alice calls Bob, a second of tones both ways, Alice hangs up.
 async fn call_for_a_second(alice: &mut Party, bob: &mut Party) {
     let a = alice
@@ -177,12 +187,7 @@ async fn rtp_through_coturn_to_a_direct_peer_carries_audio_both_ways() {
     let mut bob = party("bob", 700.0, None).await;
     call_for_a_second(&mut alice, &mut bob).await;
 
-    let (from_peers, to_peers) = relayed(&coturn, "alice");
-    assert!(
-        from_peers > 40,
-        "only {from_peers} packets relayed from bob"
-    );
-    assert!(to_peers > 40, "only {to_peers} packets relayed to bob");
+    assert_relayed_both_ways(&coturn, "alice");
     alice.phone.shutdown().await.unwrap();
     bob.phone.shutdown().await.unwrap();
 }
@@ -195,12 +200,7 @@ async fn rtp_between_two_relayed_phones_carries_audio_both_ways() {
     call_for_a_second(&mut alice, &mut bob).await;
 
     for user in ["alice", "bob"] {
-        let (from_peers, to_peers) = relayed(&coturn, user);
-        assert!(
-            from_peers > 40,
-            "{user}: only {from_peers} packets relayed in"
-        );
-        assert!(to_peers > 40, "{user}: only {to_peers} packets relayed out");
+        assert_relayed_both_ways(&coturn, user);
     }
     alice.phone.shutdown().await.unwrap();
     bob.phone.shutdown().await.unwrap();
@@ -224,12 +224,7 @@ async fn rtp_through_coturn_over_tls_carries_audio_both_ways() {
     let mut bob = party("bob", 700.0, None).await;
     call_for_a_second(&mut alice, &mut bob).await;
 
-    let (from_peers, to_peers) = relayed(&coturn, "alice");
-    assert!(
-        from_peers > 40,
-        "only {from_peers} packets relayed from bob"
-    );
-    assert!(to_peers > 40, "only {to_peers} packets relayed to bob");
+    assert_relayed_both_ways(&coturn, "alice");
     alice.phone.shutdown().await.unwrap();
     bob.phone.shutdown().await.unwrap();
 }
