@@ -11,8 +11,8 @@ use sip_core::endpoint::{self, Destination, Endpoint, EndpointEvent, Input, Tran
 use tokio::sync::mpsc;
 
 use crate::transport::{
-    ConnectionId, Incoming, IncomingEvent, OutboundMessage, TransportError, TransportKind,
-    Transports,
+    CloseReason, ConnectionId, Incoming, IncomingEvent, OutboundMessage, TransportError,
+    TransportKind, Transports,
 };
 
 /// What [`Driver::next`] returns.
@@ -23,6 +23,16 @@ pub enum DriverEvent {
     Endpoint(EndpointEvent),
     /// The caller's own deadline passed.
     Wakeup,
+    /// A connection closed (by the peer, an error or idleness); the
+    /// endpoint was told too. A flow's owner re-forms it from here.
+    ConnectionClosed {
+        /// The connection.
+        connection: ConnectionId,
+        /// The far end.
+        remote: SocketAddr,
+        /// Why.
+        reason: CloseReason,
+    },
     /// A send failed; the endpoint was told too.
     SendFailed {
         /// Where it was going.
@@ -215,11 +225,18 @@ impl<R: RngCore> Driver<R> {
                     message,
                 },
             ),
-            IncomingEvent::ConnectionClosed(_) => {
+            IncomingEvent::ConnectionClosed(reason) => {
                 if let Some(c) = connection {
-                    self.connections.remove(&c.0);
+                    let closed = self.connections.remove(&c.0);
                     self.endpoint
                         .handle_input(now, Input::ConnectionClosed { connection: c });
+                    if let Some(connection) = closed {
+                        self.pending.push(DriverEvent::ConnectionClosed {
+                            connection,
+                            remote: incoming.remote,
+                            reason,
+                        });
+                    }
                 }
             }
             IncomingEvent::Pong => {

@@ -93,6 +93,11 @@ pub struct PhoneConfig {
     pub quality_interval: Duration,
     /// The `User-Agent` header.
     pub user_agent: String,
+    /// This installation's `+sip.instance` (RFC 5626), used when an account
+    /// registers through outbound proxies. Keep it across starts (the
+    /// dialer stores it in its profile); `None` makes a new one per start,
+    /// so the registrar sees a new device each time.
+    pub instance: Option<proxy_client::InstanceId>,
 }
 
 impl PhoneConfig {
@@ -114,6 +119,7 @@ impl PhoneConfig {
             session_expires: Some(Duration::from_secs(1800)),
             quality_interval: Duration::from_secs(5),
             user_agent: format!("softphone-rs/{}", env!("CARGO_PKG_VERSION")),
+            instance: None,
         }
     }
 }

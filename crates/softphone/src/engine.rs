@@ -29,6 +29,8 @@ use sip_tokio::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+mod flows;
+
 use crate::call::{Call, CallInfo};
 use crate::config::{Listen, PhoneConfig};
 use crate::diagnostics::Pii;
@@ -98,6 +100,13 @@ pub(crate) enum Command {
     Accounts {
         reply: Reply<Vec<AccountInfo>>,
     },
+    Wake {
+        reply: Reply<()>,
+    },
+    SetPushToken {
+        token: Option<proxy_client::push::PushToken>,
+        reply: Reply<()>,
+    },
     History {
         limit: usize,
         reply: Reply<Vec<CallRecord>>,
@@ -133,6 +142,8 @@ struct AccountState {
     status: RegistrationStatus,
     /// Routes for requests outside a dialog (outbound proxy or Service-Route).
     route: Vec<String>,
+    /// RFC 5626 flows when registering through stream-transport proxies.
+    flows: Option<flows::AccountFlows>,
 }
 
 /// An outbound proxy (or the registrar) an account can send through.
@@ -158,10 +169,15 @@ impl AccountState {
     fn contact(&self) -> Option<String> {
         let local = self.local?;
         let user = &self.config.user;
+        let outbound = self
+            .flows
+            .as_ref()
+            .map(flows::AccountFlows::uri_params)
+            .unwrap_or_default();
         Some(match self.kind {
-            TransportKind::Udp => format!("sip:{user}@{local}"),
+            TransportKind::Udp => format!("sip:{user}@{local}{outbound}"),
             k => format!(
-                "sip:{user}@{local};transport={}",
+                "sip:{user}@{local};transport={}{outbound}",
                 k.via_transport().to_ascii_lowercase()
             ),
         })
@@ -342,16 +358,26 @@ pub(crate) async fn start(
     }
     let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::from_os_rng());
     let driver = Driver::new(transports, incoming, endpoint);
+    let mut rng = StdRng::from_os_rng();
+    let push = push_token(&config)?;
     let mut accounts = Vec::new();
     for account in &config.config.accounts {
-        accounts.push(account_state(account, &config).await?);
+        let mut state = account_state(account, &config).await?;
+        if config.register && !account.outbound_proxies.is_empty() {
+            let instance = config
+                .instance
+                .unwrap_or_else(|| proxy_client::InstanceId::generate(&mut rng));
+            state.flows =
+                flows::AccountFlows::new(&state.servers, instance, push.clone(), &mut rng);
+        }
+        accounts.push(state);
     }
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         config,
         driver,
-        rng: StdRng::from_os_rng(),
+        rng,
         accounts,
         calls: HashMap::new(),
         by_call_id: HashMap::new(),
@@ -381,6 +407,21 @@ fn transport_kind(account: &Account) -> TransportKind {
         config_export::Transport::Wss => TransportKind::Wss,
         _ => TransportKind::Udp,
     }
+}
+
+/// The configuration's push token (RFC 8599), for registrations through a
+/// relay.
+fn push_token(config: &PhoneConfig) -> Result<Option<proxy_client::push::PushToken>, PhoneError> {
+    let Some(push) = &config.config.push else {
+        return Ok(None);
+    };
+    let bad = |e: proxy_client::push::PushError| PhoneError::Config(format!("push: {e}"));
+    let token =
+        proxy_client::push::PushToken::new(&push.provider, push.prid.expose()).map_err(bad)?;
+    Ok(Some(match &push.param {
+        Some(p) => token.with_param(p).map_err(bad)?,
+        None => token,
+    }))
 }
 
 fn tls_client(config: &PhoneConfig) -> Result<TlsClientConfig, PhoneError> {
@@ -482,6 +523,7 @@ async fn account_state(
         registration: None,
         status: RegistrationStatus::Unregistered,
         route: first.route,
+        flows: None,
     })
 }
 
@@ -531,6 +573,10 @@ impl Engine {
     /// Finds each account's local address and starts registering.
     async fn open_accounts(&mut self) {
         for i in 0..self.accounts.len() {
+            if self.accounts[i].flows.is_some() {
+                self.start_flows(i);
+                continue;
+            }
             let mut local = self.local_address(i).await;
             // A proxy that cannot be reached: fail over to the next one.
             for k in 1..self.accounts[i].servers.len() {
@@ -559,22 +605,32 @@ impl Engine {
                 self.start_registration(i);
             }
         }
+        self.drive_flows().await;
     }
 
     /// The address the account's server sees us at: the UDP listener (with
     /// the interface that routes there when bound to every interface), or
     /// a fresh connection's local end.
     async fn local_address(&mut self, i: usize) -> Result<SocketAddr, String> {
+        self.open_connection(i).await.map(|(local, _)| local)
+    }
+
+    /// As [`local_address`](Self::local_address), with the connection a
+    /// stream transport opened (or reused).
+    async fn open_connection(
+        &mut self,
+        i: usize,
+    ) -> Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String> {
         let a = &self.accounts[i];
         if a.kind == TransportKind::Udp {
             if !self.udp_local.ip().is_unspecified() {
-                return Ok(self.udp_local);
+                return Ok((self.udp_local, None));
             }
             let probe = std::net::UdpSocket::bind(SocketAddr::new(self.udp_local.ip(), 0))
                 .and_then(|s| s.connect(a.server).map(|()| s))
                 .and_then(|s| s.local_addr())
                 .map_err(|e| format!("no route to {}: {e}", a.server))?;
-            return Ok(SocketAddr::new(probe.ip(), self.udp_local.port()));
+            return Ok((SocketAddr::new(probe.ip(), self.udp_local.port()), None));
         }
         let mut ping = OutboundMessage::new(a.kind, a.server, &b"\r\n\r\n"[..]);
         if let Some(name) = &a.server_name {
@@ -587,7 +643,7 @@ impl Engine {
                 a.kind.via_transport()
             )
         })?;
-        Ok(sent.local)
+        Ok((sent.local, sent.connection))
     }
 
     fn start_registration(&mut self, i: usize) {
@@ -604,6 +660,9 @@ impl Engine {
         );
         rc.expires = a.config.expiry;
         rc.route = a.route.clone();
+        if let Some(f) = &a.flows {
+            rc.contact_params = f.header_params();
+        }
         rc.retry_base = Duration::from_secs(5);
         rc.retry_max = Duration::from_secs(300);
         let auth_user = a.config.auth_user.as_deref().unwrap_or(&a.config.user);
@@ -639,7 +698,12 @@ impl Engine {
         let dest = Destination {
             transport: core_transport(self.accounts[i].kind),
             addr: self.accounts[i].server,
-            connection: None,
+            // Over the flow's own connection when there is one.
+            connection: self.accounts[i]
+                .flows
+                .as_ref()
+                .and_then(flows::AccountFlows::connection)
+                .map(|c| sip_core::endpoint::ConnectionId(c.as_u64())),
         };
         let mut requests = Vec::new();
         let mut events = Vec::new();
@@ -676,6 +740,7 @@ impl Engine {
                         expires,
                         "registered"
                     );
+                    self.flow_registered(i);
                     RegistrationStatus::Registered { expires }
                 }
                 RegistrationEvent::Unregistered => RegistrationStatus::Unregistered,
@@ -685,11 +750,20 @@ impl Engine {
                     will_retry,
                 } => {
                     warn!(account = %self.accounts[i].config.id, status, will_retry, "registration failed");
-                    RegistrationStatus::Failed {
-                        status,
-                        reason,
-                        will_retry,
+                    let flows = self.accounts[i].flows.is_some();
+                    self.set_reg_status(
+                        i,
+                        RegistrationStatus::Failed {
+                            status,
+                            reason,
+                            // The flow manager retries, on this proxy or the next.
+                            will_retry: will_retry || flows,
+                        },
+                    );
+                    if flows && self.shutting_down.is_none() {
+                        self.flow_registration_failed(i, status);
                     }
+                    continue;
                 }
                 _ => continue,
             };
@@ -733,6 +807,9 @@ impl Engine {
                     }
                 }
                 Wake::Driver(Some(DriverEvent::Endpoint(e))) => self.endpoint_event(e).await,
+                Wake::Driver(Some(DriverEvent::ConnectionClosed { connection, .. })) => {
+                    self.flow_connection_closed(connection);
+                }
                 Wake::Driver(Some(DriverEvent::SendFailed { destination, error })) => {
                     debug!(to = %Pii::ip(destination.addr), error = %error, "send failed");
                 }
@@ -760,6 +837,9 @@ impl Engine {
             if let Some(t) = a.registration.as_ref().and_then(Registration::poll_timeout) {
                 times.push(t);
             }
+            if self.shutting_down.is_none() {
+                times.extend(a.flows.as_ref().and_then(flows::AccountFlows::poll_timeout));
+            }
         }
         for leg in self.calls.values() {
             if let Some((r, _)) = &leg.responder
@@ -784,6 +864,7 @@ impl Engine {
         if self.next_purge <= now {
             self.purge_history();
         }
+        self.drive_flows().await;
         for i in 0..self.accounts.len() {
             let due = self.accounts[i]
                 .registration
@@ -954,6 +1035,14 @@ impl Engine {
                     self.calls.values().map(|l| self.call_info(l)).collect();
                 all.sort_by_key(|c| c.id);
                 let _ = reply.send(Ok(all));
+            }
+            Command::Wake { reply } => {
+                self.wake_flows();
+                let _ = reply.send(Ok(()));
+            }
+            Command::SetPushToken { token, reply } => {
+                self.set_push_token(token);
+                let _ = reply.send(Ok(()));
             }
             Command::Accounts { reply } => {
                 let all = self
@@ -1797,6 +1886,7 @@ impl Engine {
                 }
             }
             EndpointEvent::ServerTimedOut { .. } | EndpointEvent::ServerTransportError { .. } => {}
+            EndpointEvent::KeepAlivePong { connection } => self.flow_pong(connection.0),
             EndpointEvent::BadMessage { source, error } => {
                 debug!(from = %Pii::ip(source.addr), error = %error, "unparseable SIP input dropped");
             }
@@ -2347,12 +2437,11 @@ impl Engine {
         if let Some(&i) = self.reg_tx.get(&tx) {
             if response.status().is_some_and(|s| s >= 200) {
                 self.reg_tx.remove(&tx);
+                if response.status().is_some_and(|s| s < 300) {
+                    self.note_flow_timer(i, &response);
+                }
                 if let Some(reg) = self.accounts[i].registration.as_mut() {
                     reg.handle_response(now, &response, &mut self.rng);
-                }
-                // A successful REGISTER challenge primes the INVITE credentials.
-                if matches!(response.status(), Some(401 | 407)) {
-                    let _ = response;
                 }
                 self.pump_registration(i);
             }

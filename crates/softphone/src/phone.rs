@@ -112,6 +112,24 @@ impl Phone {
         self.ask(|reply| Command::Accounts { reply }).await
     }
 
+    /// The app was woken by a push notification (or the network came
+    /// back): accounts registered through relay proxies register again at
+    /// once, so the INVITE the proxy holds can be delivered (RFC 8599), and
+    /// a proxy that is backing off is tried now.
+    pub async fn wake(&self) -> Result<(), PhoneError> {
+        self.ask(|reply| Command::Wake { reply }).await
+    }
+
+    /// Hands over a new push token (or `None` to stop push): accounts
+    /// registered through relay proxies register again with it.
+    pub async fn set_push_token(
+        &self,
+        token: Option<proxy_client::push::PushToken>,
+    ) -> Result<(), PhoneError> {
+        self.ask(|reply| Command::SetPushToken { token, reply })
+            .await
+    }
+
     /// The most recent calls from the history, newest first.
     pub async fn history(&self, limit: usize) -> Result<Vec<CallRecord>, PhoneError> {
         self.ask(|reply| Command::History { limit, reply }).await

@@ -218,6 +218,16 @@ pub(crate) fn phone_config(
     pc.history = Some(profile.join("history.sqlite"));
     pc.contacts = Some(profile.join(contacts::DATABASE_FILE));
     pc.log_file = Some(profile.join("logs").join("dialer.log"));
+    // Registrations through relay proxies carry this installation's
+    // +sip.instance, kept in the profile like `dialer register`'s.
+    if pc
+        .config
+        .accounts
+        .iter()
+        .any(|a| !a.outbound_proxies.is_empty())
+    {
+        pc.instance = Some(crate::relay::instance_id(profile)?);
+    }
     if let Some(p) = rtp_ports {
         pc.rtp_ports = p;
     }

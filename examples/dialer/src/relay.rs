@@ -41,7 +41,7 @@ impl PushArgs {
 }
 
 /// This installation's `+sip.instance`, made once and kept in the profile.
-fn instance_id(profile: &Path) -> Result<InstanceId> {
+pub(crate) fn instance_id(profile: &Path) -> Result<InstanceId> {
     let path = profile.join(INSTANCE_FILE);
     if let Ok(text) = std::fs::read_to_string(&path)
         && let Ok(id) = InstanceId::parse(text.trim())

@@ -1,0 +1,325 @@
+//! SIP outbound (RFC 5626) for an account that registers through relay
+//! proxies over TCP, TLS or WebSocket: proxy-client's sans-IO
+//! [`FlowManager`] decides (which proxy, when to ping, when to re-form a
+//! flow, how long to back off), this module carries its actions out on the
+//! phone's own transports, so requests from the PBX arrive over the flow.
+
+use std::time::Duration;
+
+use proxy_client::InstanceId;
+use proxy_client::outbound::{
+    FlowAction, FlowId, FlowManager, OutboundConfig, ProxyTarget, contact_params,
+};
+use proxy_client::push::{PushOutcome, PushState, PushToken};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sip_tokio::{ConnectionId, OutboundMessage, TransportKind, core_transport};
+use tracing::{info, warn};
+
+use super::{Engine, Server};
+use crate::diagnostics::Pii;
+use crate::event::RegistrationStatus;
+
+/// One account's flow (reg-id 1) and what it registers with.
+pub(super) struct AccountFlows {
+    manager: FlowManager<StdRng>,
+    instance: InstanceId,
+    push: PushState,
+    /// The flow being formed or up, and its connection once open.
+    current: Option<(FlowId, Option<ConnectionId>)>,
+    /// The Flow-Timer of the last successful REGISTER.
+    flow_timer: Option<Duration>,
+    /// The Contact the registration on the current flow was made with.
+    registered_contact: Option<String>,
+}
+
+impl AccountFlows {
+    /// Flows over `servers` when every one of them is a stream transport
+    /// (a UDP flow needs STUN keep-alives, which the phone's UDP socket
+    /// cannot take back).
+    pub(super) fn new(
+        servers: &[Server],
+        instance: InstanceId,
+        push: Option<PushToken>,
+        rng: &mut StdRng,
+    ) -> Option<AccountFlows> {
+        if servers.is_empty() || servers.iter().any(|s| s.kind == TransportKind::Udp) {
+            return None;
+        }
+        let targets = servers
+            .iter()
+            .map(|s| {
+                let target = ProxyTarget::new(core_transport(s.kind), s.addr);
+                match &s.name {
+                    Some(name) => target.with_server_name(name),
+                    None => target,
+                }
+            })
+            .collect();
+        let manager = FlowManager::new(OutboundConfig::new(targets), StdRng::from_rng(rng)).ok()?;
+        Some(AccountFlows {
+            manager,
+            instance,
+            push: PushState::new(push),
+            current: None,
+            flow_timer: None,
+            registered_contact: None,
+        })
+    }
+
+    /// `;ob` and the push parameters for the Contact URI.
+    pub(super) fn uri_params(&self) -> String {
+        format!(";ob{}", self.push.uri_params())
+    }
+
+    /// `+sip.instance` and `reg-id` for the Contact header.
+    pub(super) fn header_params(&self) -> String {
+        contact_params(&self.instance, 1)
+    }
+
+    /// The current flow when it runs over `connection`.
+    fn flow_on(&self, connection: u64) -> Option<FlowId> {
+        match self.current {
+            Some((flow, Some(c))) if c.as_u64() == connection => Some(flow),
+            _ => None,
+        }
+    }
+
+    /// The current flow's connection.
+    pub(super) fn connection(&self) -> Option<ConnectionId> {
+        self.current.and_then(|(_, c)| c)
+    }
+
+    fn flow(&self) -> Option<FlowId> {
+        self.current.map(|(f, _)| f)
+    }
+
+    pub(super) fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.manager.poll_timeout()
+    }
+}
+
+impl Engine {
+    /// Starts the account's flow manager: its first Connect follows.
+    pub(super) fn start_flows(&mut self, i: usize) {
+        let now = self.now();
+        if let Some(f) = self.accounts[i].flows.as_mut() {
+            f.manager.start(now);
+        }
+    }
+
+    /// The REGISTER on the flow succeeded: keep-alives start.
+    pub(super) fn flow_registered(&mut self, i: usize) {
+        let now = self.now();
+        let contact = self.accounts[i].contact();
+        if let Some(f) = self.accounts[i].flows.as_mut()
+            && let Some(flow) = f.flow()
+        {
+            f.registered_contact = contact;
+            f.manager.handle_registered(now, flow, f.flow_timer);
+        }
+    }
+
+    /// The REGISTER on the flow failed. A 555 means the proxy takes no push:
+    /// register again without the pn-* parameters (RFC 8599 §4.1.2);
+    /// anything else fails the flow and the manager backs off.
+    pub(super) fn flow_registration_failed(&mut self, i: usize, status: u16) {
+        let now = self.now();
+        let Some(f) = self.accounts[i].flows.as_mut() else {
+            return;
+        };
+        if f.push.handle_register_status(status) == PushOutcome::RetryWithoutPush {
+            warn!(account = %self.accounts[i].config.id, "the proxy refused push (555); registering without it");
+            self.start_registration(i);
+            return;
+        }
+        if let Some(flow) = f.flow() {
+            f.manager
+                .handle_registration_failed(now, flow, status, None);
+        }
+        self.accounts[i].registration = None;
+    }
+
+    /// Reads the Flow-Timer of a successful REGISTER response (§4.4.1).
+    pub(super) fn note_flow_timer(&mut self, i: usize, response: &sip_core::Message) {
+        if let Some(f) = self.accounts[i].flows.as_mut() {
+            f.flow_timer = response
+                .header("Flow-Timer")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|&s| s > 0)
+                .map(Duration::from_secs);
+        }
+    }
+
+    /// A CRLF pong arrived on `connection`.
+    pub(super) fn flow_pong(&mut self, connection: u64) {
+        let now = self.now();
+        for a in &mut self.accounts {
+            if let Some(f) = a.flows.as_mut()
+                && let Some(flow) = f.flow_on(connection)
+            {
+                f.manager.handle_pong(now, flow);
+            }
+        }
+    }
+
+    /// A connection closed: the flow on it has failed.
+    pub(super) fn flow_connection_closed(&mut self, connection: ConnectionId) {
+        let now = self.now();
+        for a in &mut self.accounts {
+            if let Some(f) = a.flows.as_mut()
+                && let Some(flow) = f.flow_on(connection.as_u64())
+            {
+                f.current = Some((flow, None));
+                f.manager.handle_closed(now, flow);
+            }
+        }
+    }
+
+    /// Woken by a push (or the network came back): register again on the
+    /// flow, or try a backing-off proxy now.
+    pub(super) fn wake_flows(&mut self) {
+        let now = self.now();
+        for a in &mut self.accounts {
+            if let Some(f) = a.flows.as_mut() {
+                f.manager.wake(now);
+            }
+        }
+    }
+
+    /// A new push token (or none): register again with it.
+    pub(super) fn set_push_token(&mut self, token: Option<PushToken>) {
+        for a in &mut self.accounts {
+            if let Some(f) = a.flows.as_mut()
+                && f.push.set_token(token.clone())
+            {
+                f.manager.reregister();
+            }
+        }
+    }
+
+    /// Runs the managers' timers and carries out their actions.
+    pub(super) async fn drive_flows(&mut self) {
+        // Shutting down: the un-REGISTERs go over the flows as they are.
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let now = self.now();
+        for i in 0..self.accounts.len() {
+            let Some(f) = self.accounts[i].flows.as_mut() else {
+                continue;
+            };
+            if f.manager.poll_timeout().is_some_and(|t| t <= now) {
+                f.manager.handle_timeout(now);
+            }
+            // Bounded: each action is carried out once; a burst of
+            // failures ends in a BackingOff.
+            for _ in 0..64 {
+                let Some(action) = self.accounts[i]
+                    .flows
+                    .as_mut()
+                    .and_then(|f| f.manager.poll_action())
+                else {
+                    break;
+                };
+                self.flow_action(i, action).await;
+            }
+        }
+    }
+
+    async fn flow_action(&mut self, i: usize, action: FlowAction) {
+        let id = self.accounts[i].config.id.clone();
+        match action {
+            FlowAction::Connect { flow, proxy, .. } => {
+                self.accounts[i].use_server(proxy);
+                let opened = self.open_connection(i).await;
+                let now = self.now();
+                let a = &mut self.accounts[i];
+                let Some(f) = a.flows.as_mut() else { return };
+                match opened {
+                    Ok((local, connection)) => {
+                        a.local = Some(local);
+                        f.current = Some((flow, connection));
+                        f.manager.handle_connected(now, flow);
+                    }
+                    Err(e) => {
+                        warn!(account = %id, proxy = proxy + 1, error = %Pii::text(&e), "outbound proxy unreachable");
+                        f.current = Some((flow, None));
+                        f.manager.handle_connect_failed(now, flow);
+                    }
+                }
+            }
+            FlowAction::Register { flow, .. } => {
+                let a = &self.accounts[i];
+                let same = a.flows.as_ref().is_some_and(|f| {
+                    f.flow() == Some(flow)
+                        && f.registered_contact.is_some()
+                        && f.registered_contact == a.contact()
+                });
+                match self.accounts[i].registration.as_mut() {
+                    // The binding stands; refresh it with the same Call-ID.
+                    Some(reg) if same => {
+                        reg.register(&mut self.rng);
+                        self.pump_registration(i);
+                    }
+                    _ => self.start_registration(i),
+                }
+            }
+            FlowAction::SendKeepAlive { flow, payload } => {
+                let a = &self.accounts[i];
+                let Some(connection) = a
+                    .flows
+                    .as_ref()
+                    .and_then(|f| f.current)
+                    .filter(|(f, _)| *f == flow)
+                    .and_then(|(_, c)| c)
+                else {
+                    return;
+                };
+                let ping =
+                    OutboundMessage::new(a.kind, a.server, payload).with_connection(connection);
+                if self.driver.transports().send(ping).await.is_err() {
+                    let now = self.now();
+                    if let Some(f) = self.accounts[i].flows.as_mut() {
+                        f.manager.handle_closed(now, flow);
+                    }
+                }
+            }
+            FlowAction::Close { flow } => {
+                let Some(f) = self.accounts[i].flows.as_mut() else {
+                    return;
+                };
+                if let Some((current, connection)) = f.current
+                    && current == flow
+                {
+                    f.current = None;
+                    f.registered_contact = None;
+                    // The binding went with the flow; a new flow registers anew.
+                    self.accounts[i].registration = None;
+                    if let Some(c) = connection {
+                        let _ = self.driver.transports().close(c).await;
+                    }
+                }
+            }
+            FlowAction::FlowUp { proxy, .. } => {
+                info!(account = %id, proxy = proxy + 1, "outbound flow up");
+            }
+            FlowAction::FlowFailed { proxy, reason, .. } => {
+                warn!(account = %id, proxy = proxy + 1, ?reason, "outbound flow failed");
+                self.set_reg_status(
+                    i,
+                    RegistrationStatus::Failed {
+                        status: 503,
+                        reason: format!("flow through proxy {} failed: {reason:?}", proxy + 1),
+                        will_retry: true,
+                    },
+                );
+            }
+            FlowAction::BackingOff { until, .. } => {
+                let wait = until.saturating_duration_since(self.now());
+                info!(account = %id, wait_ms = wait.as_millis(), "outbound flows backing off");
+            }
+            _ => {}
+        }
+    }
+}
