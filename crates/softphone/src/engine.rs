@@ -756,10 +756,10 @@ impl Engine {
                         RegistrationStatus::Failed {
                             status,
                             reason,
-                            // The flow manager retries, on this proxy or the next.
-                            will_retry: will_retry || flows,
+                            will_retry,
                         },
                     );
+                    // The flow manager re-forms the flow, after its back-off.
                     if flows && self.shutting_down.is_none() {
                         self.flow_registration_failed(i, status);
                     }

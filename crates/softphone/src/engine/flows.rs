@@ -305,19 +305,24 @@ impl Engine {
                 info!(account = %id, proxy = proxy + 1, "outbound flow up");
             }
             FlowAction::FlowFailed { proxy, reason, .. } => {
+                // A replacement is formed at once (or a BackingOff follows).
                 warn!(account = %id, proxy = proxy + 1, ?reason, "outbound flow failed");
-                self.set_reg_status(
-                    i,
-                    RegistrationStatus::Failed {
-                        status: 503,
-                        reason: format!("flow through proxy {} failed: {reason:?}", proxy + 1),
-                        will_retry: true,
-                    },
-                );
+                self.set_reg_status(i, RegistrationStatus::Registering);
             }
             FlowAction::BackingOff { until, .. } => {
                 let wait = until.saturating_duration_since(self.now());
                 info!(account = %id, wait_ms = wait.as_millis(), "outbound flows backing off");
+                self.set_reg_status(
+                    i,
+                    RegistrationStatus::Failed {
+                        status: 503,
+                        reason: format!(
+                            "no relay proxy reachable; trying again in {} ms",
+                            wait.as_millis()
+                        ),
+                        will_retry: true,
+                    },
+                );
             }
             _ => {}
         }
