@@ -680,6 +680,21 @@ impl Message {
         true
     }
 
+    /// The raw value of the first Via header line (every Via value on it).
+    pub(crate) fn top_via_value(&self) -> Option<&str> {
+        let idx = match self.top_via {
+            Some(top) => top.idx as usize,
+            None => self.headers.iter().position(|h| h.kind == HeaderName::Via)?,
+        };
+        let v = self.headers.get(idx)?.value;
+        self.head.get(v.start as usize..v.end as usize)
+    }
+
+    /// [`top_via_value`](Self::top_via_value), sharing the message's buffer.
+    pub(crate) fn top_via_value_shared(&self) -> Option<ByteString> {
+        self.top_via_value().map(|v| self.head.slice_ref(v))
+    }
+
     /// Replaces the first value of the topmost Via with `value` where it
     /// stands (RFC 3581 `received` and `rport`): one copy of the message.
     pub(crate) fn replace_top_via(&mut self, value: &str) -> Result<(), BuildError> {
