@@ -1263,3 +1263,49 @@ pub fn build_cancel(invite: &Message) -> Option<Message> {
     }
     b.build().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(via: &str) -> Message {
+        Message::request(Method::Options, "sip:a@192.0.2.1")
+            .header("Via", via)
+            .and_then(|b| b.header("From", "<sip:b@example.com>;tag=1"))
+            .and_then(|b| b.header("To", "<sip:a@192.0.2.1>"))
+            .and_then(|b| b.header("Call-ID", "c1"))
+            .and_then(|b| b.header("CSeq", "1 OPTIONS"))
+            .and_then(|b| b.header("Max-Forwards", "70"))
+            .and_then(|b| b.build())
+            .unwrap()
+    }
+
+    /// The reply address worked out while filling in `received` is the one
+    /// §18.2.2 and RFC 3581 give for the filled-in Via.
+    #[test]
+    fn reply_address_matches_response_destination() {
+        let source: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let udp = Destination {
+            transport: Transport::Udp,
+            addr: source,
+            connection: None,
+        };
+        for via in [
+            "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa;rport",
+            "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKa;rport=5999",
+            "SIP/2.0/UDP 192.0.2.7:5070;received=198.51.100.1;branch=z9hG4bKa",
+            "SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bKa",
+            "SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bKa;rport",
+            "SIP/2.0/UDP host.example.com;branch=z9hG4bKa",
+            "SIP/2.0/UDP host.example.com:5062;rport;branch=z9hG4bKa",
+            "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKa;rport",
+            "SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bKa, SIP/2.0/UDP 10.0.0.2",
+        ] {
+            let (filled, reply_to) = fill_received(request(via), source);
+            let expected = response_destination(&filled, udp).map(|d| d.addr);
+            assert_eq!(reply_to, expected, "{via}");
+        }
+    }
+}
