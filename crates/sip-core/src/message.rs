@@ -684,7 +684,10 @@ impl Message {
     pub(crate) fn top_via_value(&self) -> Option<&str> {
         let idx = match self.top_via {
             Some(top) => top.idx as usize,
-            None => self.headers.iter().position(|h| h.kind == HeaderName::Via)?,
+            None => self
+                .headers
+                .iter()
+                .position(|h| h.kind == HeaderName::Via)?,
         };
         let v = self.headers.get(idx)?.value;
         self.head.get(v.start as usize..v.end as usize)

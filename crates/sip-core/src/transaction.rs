@@ -310,10 +310,8 @@ impl ClientTransaction {
                     self.handle_timeout(now);
                 }
             }
-            (true, Completed, 300..=699) => {
-                if self.ack.is_some() {
-                    self.out.transmit.push_back(Out::Ack);
-                }
+            (true, Completed, 300..=699) if self.ack.is_some() => {
+                self.out.transmit.push_back(Out::Ack);
             }
             // Non-INVITE client (§17.1.2.2).
             (false, Trying | Proceeding, 100..=199) => {
@@ -468,10 +466,8 @@ impl ServerTransaction {
         use TransactionState::*;
         let is_ack = request.method() == Some(&Method::Ack);
         match (self.state, is_ack) {
-            (Proceeding | Completed, false) => {
-                if self.last_response.is_some() {
-                    self.out.transmit.push_back(Out::LastResponse);
-                }
+            (Proceeding | Completed, false) if self.last_response.is_some() => {
+                self.out.transmit.push_back(Out::LastResponse);
             }
             (Completed, true) if self.invite => {
                 self.state = Confirmed;
