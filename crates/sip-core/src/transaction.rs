@@ -505,6 +505,7 @@ impl ServerTransaction {
             (true, Proceeding, 200..=299) => {
                 self.state = Accepted;
                 self.timers.clear();
+                self.trying = None;
                 self.timers.set(Timer::L, now + self.config.t1 * 64);
                 self.set_last_response(response);
             }
@@ -512,6 +513,7 @@ impl ServerTransaction {
             (true, Proceeding, _) => {
                 self.state = Completed;
                 self.timers.clear();
+                self.trying = None;
                 self.set_last_response(response);
                 if self.reliability == Reliability::Unreliable {
                     self.interval = self.config.t1;
