@@ -34,6 +34,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use bytes::Bytes;
+use bytestring::ByteString;
 use rand::RngCore;
 
 use crate::error::ParseError;
@@ -305,30 +306,17 @@ pub struct EndpointStats {
     pub retransmissions_absorbed: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum ServerKey {
-    /// RFC 3261: branch, sent-by and method (ACK matches INVITE).
-    Rfc3261 {
-        branch: String,
-        sent_by: String,
-        method: Method,
-    },
-    /// RFC 2543 (no magic cookie): §17.2.3's fallback fields.
-    Rfc2543 {
-        request_uri: String,
-        from_tag: String,
-        call_id: String,
-        cseq: u32,
-        via: String,
-        method: Method,
-    },
-}
+/// A matching key (§17.1.3, §17.2.3) as one byte string: its fields, each
+/// with its length before it, the method last. One allocation per
+/// transaction, none per lookup (the endpoint writes lookups into a scratch
+/// buffer), and one hash over one slice.
+type Key = Box<[u8]>;
 
 #[derive(Debug)]
 struct ClientEntry {
     tx: ClientTransaction,
     destination: Destination,
-    key: (String, Method),
+    key: Key,
     /// CANCEL asked before any provisional response (§9.1): sent on the first one.
     cancel_pending: bool,
     /// The deadline already in the endpoint's heap, so it is queued once.
@@ -339,7 +327,10 @@ struct ClientEntry {
 struct ServerEntry {
     tx: ServerTransaction,
     source: Destination,
-    key: ServerKey,
+    key: Key,
+    /// Over UDP: the request's top Via line (after RFC 3581) and where
+    /// responses carrying that same line go (§18.2.2), worked out once.
+    reply: Option<(ByteString, Destination)>,
     /// The deadline already in the endpoint's heap, so it is queued once.
     scheduled: Option<Instant>,
 }
@@ -350,9 +341,11 @@ pub struct Endpoint<R> {
     rng: R,
     next_id: u64,
     clients: HashMap<ClientTxId, ClientEntry, IdHasher>,
-    client_keys: HashMap<(String, Method), ClientTxId>,
+    client_keys: HashMap<Key, ClientTxId>,
     servers: HashMap<ServerTxId, ServerEntry, IdHasher>,
-    server_keys: HashMap<ServerKey, ServerTxId>,
+    server_keys: HashMap<Key, ServerTxId>,
+    /// Where lookup keys are written.
+    scratch: Vec<u8>,
     decoders: HashMap<ConnectionId, StreamDecoder>,
     deadlines: BinaryHeap<Reverse<(Instant, Kind)>>,
     transmits: VecDeque<Transmit>,
@@ -419,6 +412,7 @@ impl<R: RngCore> Endpoint<R> {
             client_keys: HashMap::new(),
             servers: HashMap::default(),
             server_keys: HashMap::new(),
+            scratch: Vec::with_capacity(64),
             decoders: HashMap::new(),
             deadlines: BinaryHeap::new(),
             transmits: VecDeque::new(),
@@ -487,19 +481,16 @@ impl<R: RngCore> Endpoint<R> {
         if method == Method::Ack {
             return Err(EndpointError::WrongKind);
         }
-        let branch = request
-            .via()
-            .ok()
-            .and_then(|v| {
-                v.branch()
-                    .filter(|b| b.starts_with("z9hG4bK"))
-                    .map(str::to_owned)
-            })
+        let via = request.via().ok();
+        let branch = via
+            .as_ref()
+            .and_then(|v| v.branch().filter(|b| b.starts_with("z9hG4bK")))
             .ok_or(EndpointError::MissingBranch)?;
-        let key = (branch, method);
-        if self.client_keys.contains_key(&key) {
+        client_key(&mut self.scratch, branch, &method);
+        if self.client_keys.contains_key(&self.scratch[..]) {
             return Err(EndpointError::DuplicateTransaction);
         }
+        let key: Key = self.scratch.as_slice().into();
         let id = ClientTxId(self.next());
         let tx = ClientTransaction::new(
             now,
@@ -773,11 +764,13 @@ impl<R: RngCore> Endpoint<R> {
     fn handle_response(&mut self, now: Instant, response: Message) {
         // §18.1.2: drop a response whose top Via is not ours is the driver's
         // job; here the branch and CSeq method pick the transaction.
-        let key = match (response.via(), response.cseq()) {
-            (Ok(v), Ok(c)) => v.branch().map(|b| (b.to_owned(), c.method())),
+        let id = match (response.via(), response.cseq()) {
+            (Ok(v), Ok(c)) => v.branch().and_then(|b| {
+                client_key(&mut self.scratch, b, &c.method());
+                self.client_keys.get(&self.scratch[..]).copied()
+            }),
             _ => None,
         };
-        let id = key.and_then(|k| self.client_keys.get(&k).copied());
         match id {
             Some(id) => {
                 if let Some(e) = self.clients.get_mut(&id) {
@@ -803,12 +796,25 @@ impl<R: RngCore> Endpoint<R> {
             self.malformed(source, error);
             return;
         }
-        let request = fill_received(request, source.addr);
-        let Some(key) = server_key(&request) else {
+        let (request, reply_to) = fill_received(request, source.addr);
+        let mut key = std::mem::take(&mut self.scratch);
+        self.handle_request_keyed(now, request, source, reply_to, &mut key);
+        self.scratch = key;
+    }
+
+    fn handle_request_keyed(
+        &mut self,
+        now: Instant,
+        request: Message,
+        source: Destination,
+        reply_to: Option<SocketAddr>,
+        key: &mut Vec<u8>,
+    ) {
+        let Some(method_at) = server_key(&request, key) else {
             return;
         };
         let method = request.method().cloned().unwrap_or(Method::Ack);
-        if let Some(&id) = self.server_keys.get(&key) {
+        if let Some(&id) = self.server_keys.get(&key[..]) {
             self.stats.retransmissions_absorbed += u64::from(method != Method::Ack);
             if let Some(e) = self.servers.get_mut(&id) {
                 e.tx.handle_request(now, request);
@@ -821,9 +827,22 @@ impl<R: RngCore> Endpoint<R> {
                 self.events
                     .push_back(EndpointEvent::Ack { request, source });
             }
-            Method::Cancel => self.handle_cancel(now, request, source, key),
+            Method::Cancel => self.handle_cancel(now, request, source, key, method_at),
             _ => {
-                let id = self.new_server(now, &request, source, key);
+                let reply = reply_to
+                    .filter(|_| source.transport == Transport::Udp)
+                    .and_then(|addr| {
+                        let via = request.top_via_value_shared()?;
+                        Some((
+                            via,
+                            Destination {
+                                transport: source.transport,
+                                addr,
+                                connection: None,
+                            },
+                        ))
+                    });
+                let id = self.new_server(now, &request, source, key, reply);
                 self.events.push_back(EndpointEvent::Request {
                     transaction: id,
                     request,
@@ -839,34 +858,14 @@ impl<R: RngCore> Endpoint<R> {
         now: Instant,
         cancel: Message,
         source: Destination,
-        key: ServerKey,
+        key: &mut Vec<u8>,
+        method_at: usize,
     ) {
-        let invite_key = match &key {
-            ServerKey::Rfc3261 {
-                branch, sent_by, ..
-            } => ServerKey::Rfc3261 {
-                branch: branch.clone(),
-                sent_by: sent_by.clone(),
-                method: Method::Invite,
-            },
-            ServerKey::Rfc2543 {
-                request_uri,
-                from_tag,
-                call_id,
-                cseq,
-                via,
-                ..
-            } => ServerKey::Rfc2543 {
-                request_uri: request_uri.clone(),
-                from_tag: from_tag.clone(),
-                call_id: call_id.clone(),
-                cseq: *cseq,
-                via: via.clone(),
-                method: Method::Invite,
-            },
-        };
-        let invite = self.server_keys.get(&invite_key).copied();
-        let id = self.new_server(now, &cancel, source, key);
+        let id = self.new_server(now, &cancel, source, key, None);
+        // The INVITE's key: the same fields, method INVITE.
+        key.truncate(method_at);
+        push_field(key, Method::Invite.as_str().as_bytes());
+        let invite = self.server_keys.get(&key[..]).copied();
         let (status, reason) = if invite.is_some() {
             (200, "OK")
         } else {
@@ -896,24 +895,17 @@ impl<R: RngCore> Endpoint<R> {
         now: Instant,
         request: &Message,
         source: Destination,
-        key: ServerKey,
+        key: &[u8],
+        reply: Option<(ByteString, Destination)>,
     ) -> ServerTxId {
         let id = ServerTxId(self.next());
-        let trying = (request.method() == Some(&Method::Invite))
-            .then(|| {
-                Message::response_to(request, 100, "Trying")
-                    .ok()?
-                    .build()
-                    .ok()
-            })
-            .flatten();
-        let tx = ServerTransaction::new(
+        let tx = ServerTransaction::new_lazy_trying(
             now,
             request,
-            trying,
             self.config.timers,
             source.transport.reliability(),
         );
+        let key: Key = key.into();
         self.server_keys.insert(key.clone(), id);
         self.servers.insert(
             id,
@@ -921,6 +913,7 @@ impl<R: RngCore> Endpoint<R> {
                 tx,
                 source,
                 key,
+                reply,
                 scheduled: None,
             },
         );
@@ -957,10 +950,10 @@ impl<R: RngCore> Endpoint<R> {
         let mut send_cancel = false;
         let mut ended = false;
         if let Some(e) = self.clients.get_mut(&id) {
-            while let Some(m) = e.tx.poll_transmit() {
+            while let Some(payload) = e.tx.poll_transmit_with(Message::to_bytes) {
                 self.transmits.push_back(Transmit {
                     destination: e.destination,
-                    payload: m.to_bytes(),
+                    payload,
                 });
             }
             while let Some(ev) = e.tx.poll_event() {
@@ -1008,11 +1001,18 @@ impl<R: RngCore> Endpoint<R> {
     fn drain_server(&mut self, id: ServerTxId) {
         let mut ended = false;
         if let Some(e) = self.servers.get_mut(&id) {
-            while let Some(m) = e.tx.poll_transmit() {
-                if let Some(destination) = response_destination(&m, e.source) {
+            let (source, reply) = (e.source, &e.reply);
+            while let Some((destination, payload)) = e.tx.poll_transmit_with(|m| {
+                let destination = match reply {
+                    Some((via, d)) if m.top_via_value() == Some(&**via) => Some(*d),
+                    _ => response_destination(m, source),
+                };
+                (destination, m.to_bytes())
+            }) {
+                if let Some(destination) = destination {
                     self.transmits.push_back(Transmit {
                         destination,
-                        payload: m.to_bytes(),
+                        payload,
                     });
                 }
             }
@@ -1051,39 +1051,80 @@ fn same_target(a: &Destination, b: &Destination) -> bool {
         && (a.connection.is_some() && a.connection == b.connection || a.addr == b.addr)
 }
 
-/// RFC 3261 §17.2.3 matching key for a request (ACK and CANCEL keep their method
-/// here; ACK is mapped to INVITE so it finds the INVITE transaction).
-fn server_key(request: &Message) -> Option<ServerKey> {
+/// Appends one key field: its length, then its bytes.
+fn push_field(out: &mut Vec<u8>, field: &[u8]) {
+    let len = u32::try_from(field.len()).unwrap_or(u32::MAX);
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(field);
+}
+
+/// RFC 3261 §17.1.3 matching key for a response: branch and CSeq method.
+fn client_key(out: &mut Vec<u8>, branch: &str, method: &Method) {
+    out.clear();
+    push_field(out, branch.as_bytes());
+    push_field(out, method.as_str().as_bytes());
+}
+
+/// RFC 3261 §17.2.3 matching key for a request, written to `out` (ACK and
+/// CANCEL keep their method here; ACK is mapped to INVITE so it finds the
+/// INVITE transaction). Returns where the method field starts.
+fn server_key(request: &Message, out: &mut Vec<u8>) -> Option<usize> {
+    out.clear();
     let via = request.via().ok()?;
     let method = match request.method()? {
-        Method::Ack => Method::Invite,
-        m => m.clone(),
+        Method::Ack => &Method::Invite,
+        m => m,
     };
     match via.branch() {
         Some(b) if b.starts_with("z9hG4bK") => {
-            let mut sent_by = String::with_capacity(48);
-            push_sent_by(&mut sent_by, &via.host, via.port);
-            Some(ServerKey::Rfc3261 {
-                branch: b.to_owned(),
-                sent_by,
-                method,
-            })
+            // RFC 3261: branch, sent-by and method.
+            out.push(b'3');
+            push_field(out, b.as_bytes());
+            // sent-by: the host, tagged by kind (an address in binary is
+            // its canonical text's equal), then the port if written.
+            match &via.host {
+                Host::Domain(d) => {
+                    out.push(b'd');
+                    push_field(out, d.as_bytes());
+                }
+                Host::Ipv4(a) => {
+                    out.push(b'4');
+                    out.extend_from_slice(&a.octets());
+                }
+                Host::Ipv6(a) => {
+                    out.push(b'6');
+                    out.extend_from_slice(&a.octets());
+                }
+            }
+            match via.port {
+                Some(p) => {
+                    out.push(b':');
+                    out.extend_from_slice(&p.to_le_bytes());
+                }
+                None => out.push(b'-'),
+            }
         }
-        _ => Some(ServerKey::Rfc2543 {
-            request_uri: request.request_uri()?.to_string(),
-            from_tag: request.from().ok()?.tag().unwrap_or("").to_owned(),
-            call_id: request.call_id().ok()?.to_owned(),
-            cseq: request.cseq().ok()?.seq,
-            via: via.to_string(),
-            method,
-        }),
+        _ => {
+            // RFC 2543 (no magic cookie): §17.2.3's fallback fields.
+            out.push(b'2');
+            push_field(out, request.request_uri()?.to_string().as_bytes());
+            push_field(out, request.from().ok()?.tag().unwrap_or("").as_bytes());
+            push_field(out, request.call_id().ok()?.as_bytes());
+            out.extend_from_slice(&request.cseq().ok()?.seq.to_le_bytes());
+            push_field(out, via.to_string().as_bytes());
+        }
     }
+    let method_at = out.len();
+    push_field(out, method.as_str().as_bytes());
+    Some(method_at)
 }
 
 /// RFC 3261 §18.2.1 and RFC 3581: record the source address in the top Via.
-fn fill_received(mut request: Message, source: SocketAddr) -> Message {
+/// Also returns where responses with this top Via go over UDP (§18.2.2, what
+/// [`response_destination`] would find in it), known here at no cost.
+fn fill_received(mut request: Message, source: SocketAddr) -> (Message, Option<SocketAddr>) {
     let Ok(via) = request.via() else {
-        return request;
+        return (request, None);
     };
     let host_is_source = match via.host {
         Host::Ipv4(a) => IpAddr::V4(a) == source.ip(),
@@ -1092,19 +1133,24 @@ fn fill_received(mut request: Message, source: SocketAddr) -> Message {
     };
     let rport = via.rport();
     let wants_rport = rport == Some(None);
-    if host_is_source && !wants_rport {
-        return request;
-    }
     let port = match rport {
         Some(None) => Some(source.port()),
         Some(Some(p)) => Some(p),
         None => None,
     };
+    let reply_port = port.or(via.port).unwrap_or(5060);
+    if host_is_source && !wants_rport {
+        // Unchanged: a `received` the sender wrote still wins.
+        let ip = via.received().unwrap_or(source.ip());
+        return (request, Some(SocketAddr::new(ip, reply_port)));
+    }
+    // From here on `received` is the source address.
+    let reply_to = Some(SocketAddr::new(source.ip(), reply_port));
     if request.set_via_received(source.ip(), port) {
-        return request;
+        return (request, reply_to);
     }
     let Ok(via) = request.via() else {
-        return request;
+        return (request, None);
     };
     let mut value = String::with_capacity(via.params.as_str().len() + 96);
     value.push_str(via.protocol);
@@ -1135,8 +1181,10 @@ fn fill_received(mut request: Message, source: SocketAddr) -> Message {
         push_decimal(&mut value, u64::from(p));
     }
     // Only a control character could fail, and a parsed Via has none.
-    let _ = request.replace_top_via(&value);
-    request
+    match request.replace_top_via(&value) {
+        Ok(()) => (request, reply_to),
+        Err(_) => (request, None),
+    }
 }
 
 /// `host[:port]` as written in a Via.
@@ -1214,4 +1262,50 @@ pub fn build_cancel(invite: &Message) -> Option<Message> {
         b = b.header("Route", route).ok()?;
     }
     b.build().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(via: &str) -> Message {
+        Message::request(Method::Options, "sip:a@192.0.2.1")
+            .header("Via", via)
+            .and_then(|b| b.header("From", "<sip:b@example.com>;tag=1"))
+            .and_then(|b| b.header("To", "<sip:a@192.0.2.1>"))
+            .and_then(|b| b.header("Call-ID", "c1"))
+            .and_then(|b| b.header("CSeq", "1 OPTIONS"))
+            .and_then(|b| b.header("Max-Forwards", "70"))
+            .and_then(|b| b.build())
+            .unwrap()
+    }
+
+    /// The reply address worked out while filling in `received` is the one
+    /// §18.2.2 and RFC 3581 give for the filled-in Via.
+    #[test]
+    fn reply_address_matches_response_destination() {
+        let source: SocketAddr = "192.0.2.7:40000".parse().unwrap();
+        let udp = Destination {
+            transport: Transport::Udp,
+            addr: source,
+            connection: None,
+        };
+        for via in [
+            "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKa;rport",
+            "SIP/2.0/UDP 192.0.2.7;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.0.2.7:5070;branch=z9hG4bKa;rport=5999",
+            "SIP/2.0/UDP 192.0.2.7:5070;received=198.51.100.1;branch=z9hG4bKa",
+            "SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bKa",
+            "SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bKa;rport",
+            "SIP/2.0/UDP host.example.com;branch=z9hG4bKa",
+            "SIP/2.0/UDP host.example.com:5062;rport;branch=z9hG4bKa",
+            "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKa;rport",
+            "SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bKa, SIP/2.0/UDP 10.0.0.2",
+        ] {
+            let (filled, reply_to) = fill_received(request(via), source);
+            let expected = response_destination(&filled, udp).map(|d| d.addr);
+            assert_eq!(reply_to, expected, "{via}");
+        }
+    }
 }

@@ -680,6 +680,24 @@ impl Message {
         true
     }
 
+    /// The raw value of the first Via header line (every Via value on it).
+    pub(crate) fn top_via_value(&self) -> Option<&str> {
+        let idx = match self.top_via {
+            Some(top) => top.idx as usize,
+            None => self
+                .headers
+                .iter()
+                .position(|h| h.kind == HeaderName::Via)?,
+        };
+        let v = self.headers.get(idx)?.value;
+        self.head.get(v.start as usize..v.end as usize)
+    }
+
+    /// [`top_via_value`](Self::top_via_value), sharing the message's buffer.
+    pub(crate) fn top_via_value_shared(&self) -> Option<ByteString> {
+        self.top_via_value().map(|v| self.head.slice_ref(v))
+    }
+
     /// Replaces the first value of the topmost Via with `value` where it
     /// stands (RFC 3581 `received` and `rport`): one copy of the message.
     pub(crate) fn replace_top_via(&mut self, value: &str) -> Result<(), BuildError> {
@@ -1476,15 +1494,21 @@ impl ResponseBuilder {
             // Splice `;tag=` into the To line unless it has a tag already.
             let value = self.inner.headers[idx].value;
             let end = value.end as usize;
-            let has_tag = NameAddr::parse(text(&self.inner.head[value.start as usize..end]))
-                .is_ok_and(|n| n.tag().is_some());
+            let v = &self.inner.head[value.start as usize..end];
+            // Only a value with the letters "tag" in it can have the
+            // parameter: parse just those.
+            let has_tag = v.windows(3).any(|w| w.eq_ignore_ascii_case(b"tag"))
+                && NameAddr::parse(text(v)).is_ok_and(|n| n.tag().is_some());
             if !has_tag {
                 check_header("To", &tag)?;
-                let rest = self.inner.head.split_off(end);
-                self.inner.head.put_slice(b";tag=");
-                self.inner.head.put_slice(tag.as_bytes());
-                self.inner.head.unsplit(rest);
-                let shift = u32::try_from(5 + tag.len()).unwrap_or(u32::MAX);
+                // Moved along in place: no second buffer.
+                let len = self.inner.head.len();
+                let added = 5 + tag.len();
+                self.inner.head.resize(len + added, 0);
+                self.inner.head.copy_within(end..len, end + added);
+                self.inner.head[end..end + 5].copy_from_slice(b";tag=");
+                self.inner.head[end + 5..end + added].copy_from_slice(tag.as_bytes());
+                let shift = u32::try_from(added).unwrap_or(u32::MAX);
                 self.inner.headers[idx].value.end += shift;
                 for h in &mut self.inner.headers[idx + 1..] {
                     for s in [&mut h.name, &mut h.value] {

@@ -115,28 +115,40 @@ pub enum Timer {
     Trying,
 }
 
+/// How many timers can be armed at once. No state arms more than two (A and
+/// B, E and F, G and H); a fixed array keeps them off the heap.
+const TIMER_SLOTS: usize = 4;
+
 /// A small set of armed timers.
 #[derive(Debug, Clone, Default)]
 struct Timers {
-    armed: Vec<(Timer, Instant)>,
+    armed: [Option<(Timer, Instant)>; TIMER_SLOTS],
 }
 
 impl Timers {
     fn set(&mut self, timer: Timer, at: Instant) {
         self.cancel(timer);
-        self.armed.push((timer, at));
+        let free = self.armed.iter().position(Option::is_none);
+        // Unreachable while no state arms more than TIMER_SLOTS timers; the
+        // newest timer wins over the last slot if one ever did.
+        let slot = free.unwrap_or(TIMER_SLOTS - 1);
+        self.armed[slot] = Some((timer, at));
     }
 
     fn cancel(&mut self, timer: Timer) {
-        self.armed.retain(|(t, _)| *t != timer);
+        for slot in &mut self.armed {
+            if slot.is_some_and(|(t, _)| t == timer) {
+                *slot = None;
+            }
+        }
     }
 
     fn clear(&mut self) {
-        self.armed.clear();
+        self.armed = [None; TIMER_SLOTS];
     }
 
     fn next(&self) -> Option<Instant> {
-        self.armed.iter().map(|(_, at)| *at).min()
+        self.armed.iter().flatten().map(|(_, at)| *at).min()
     }
 
     /// Removes and returns the earliest timer due at `now`.
@@ -145,17 +157,41 @@ impl Timers {
             .armed
             .iter()
             .enumerate()
-            .filter(|(_, (_, at))| *at <= now)
-            .min_by_key(|(_, (_, at))| *at)?;
-        Some(self.armed.swap_remove(idx).0)
+            .filter_map(|(i, slot)| slot.map(|(_, at)| (i, at)))
+            .filter(|(_, at)| *at <= now)
+            .min_by_key(|(_, at)| *at)?;
+        self.armed[idx].take().map(|(t, _)| t)
     }
+}
+
+/// A message waiting to be sent. The transaction's own request, ACK and last
+/// response are named rather than copied: most are sent once.
+#[derive(Debug, Clone)]
+enum Out {
+    Message(Message),
+    /// The client transaction's request.
+    Request,
+    /// The client transaction's ACK for a non-2xx final response.
+    Ack,
+    /// The server transaction's last response.
+    LastResponse,
 }
 
 /// Output queues shared by every transaction kind.
 #[derive(Debug, Clone, Default)]
 struct Outputs {
-    transmit: VecDeque<Message>,
+    transmit: VecDeque<Out>,
     events: VecDeque<TransactionEvent>,
+}
+
+/// Where a server INVITE transaction's 100 Trying comes from.
+#[derive(Debug, Clone)]
+enum Trying {
+    /// Built by the user.
+    Ready(Message),
+    /// Built from this request when Timer Trying fires: most INVITEs are
+    /// answered before, and the copy costs less than a response.
+    FromRequest(Message),
 }
 
 /// A client transaction: INVITE (§17.1.1) or non-INVITE (§17.1.2).
@@ -198,7 +234,7 @@ impl ClientTransaction {
             ack: None,
             request,
         };
-        tx.out.transmit.push_back(tx.request.clone());
+        tx.out.transmit.push_back(Out::Request);
         let retransmit = if invite { Timer::A } else { Timer::E };
         let timeout = if invite { Timer::B } else { Timer::F };
         if reliability == Reliability::Unreliable {
@@ -216,6 +252,15 @@ impl ClientTransaction {
     /// The current state.
     pub fn state(&self) -> TransactionState {
         self.state
+    }
+
+    fn message_ref<'a>(&'a self, out: &'a Out) -> Option<&'a Message> {
+        match out {
+            Out::Message(m) => Some(m),
+            Out::Request => Some(&self.request),
+            Out::Ack => self.ack.as_ref(),
+            Out::LastResponse => None,
+        }
     }
 
     /// Feeds a response matched to this transaction (§17.1.3).
@@ -250,8 +295,8 @@ impl ClientTransaction {
                 self.state = Completed;
                 self.timers.clear();
                 if let Some(ack) = build_ack(&self.request, &response) {
-                    self.out.transmit.push_back(ack.clone());
                     self.ack = Some(ack);
+                    self.out.transmit.push_back(Out::Ack);
                 }
                 let wait = match self.reliability {
                     Reliability::Unreliable => Duration::from_secs(32).max(self.config.t1 * 64),
@@ -265,10 +310,8 @@ impl ClientTransaction {
                     self.handle_timeout(now);
                 }
             }
-            (true, Completed, 300..=699) => {
-                if let Some(ack) = &self.ack {
-                    self.out.transmit.push_back(ack.clone());
-                }
+            (true, Completed, 300..=699) if self.ack.is_some() => {
+                self.out.transmit.push_back(Out::Ack);
             }
             // Non-INVITE client (§17.1.2.2).
             (false, Trying | Proceeding, 100..=199) => {
@@ -304,7 +347,7 @@ impl ClientTransaction {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::A if self.state == TransactionState::Calling => {
-                    self.out.transmit.push_back(self.request.clone());
+                    self.out.transmit.push_back(Out::Request);
                     self.interval *= 2;
                     self.timers.set(Timer::A, now + self.interval);
                 }
@@ -314,7 +357,7 @@ impl ClientTransaction {
                         TransactionState::Trying | TransactionState::Proceeding
                     ) =>
                 {
-                    self.out.transmit.push_back(self.request.clone());
+                    self.out.transmit.push_back(Out::Request);
                     self.interval = if self.state == TransactionState::Proceeding {
                         self.config.t2
                     } else {
@@ -345,7 +388,7 @@ pub struct ServerTransaction {
     /// The last response sent, resent on request retransmissions.
     last_response: Option<Message>,
     /// The 100 Trying to send if the user stays silent (INVITE only).
-    trying: Option<Message>,
+    trying: Option<Trying>,
     interval: Duration,
 }
 
@@ -358,6 +401,30 @@ impl ServerTransaction {
         now: Instant,
         request: &Message,
         trying: Option<Message>,
+        config: TimerConfig,
+        reliability: Reliability,
+    ) -> Self {
+        Self::with_trying(now, request, trying.map(Trying::Ready), config, reliability)
+    }
+
+    /// Starts a transaction for a received request whose 100 Trying, if it
+    /// is due (INVITE, no response within [`TimerConfig::trying_delay`]), is
+    /// built from `request` then.
+    pub(crate) fn new_lazy_trying(
+        now: Instant,
+        request: &Message,
+        config: TimerConfig,
+        reliability: Reliability,
+    ) -> Self {
+        let trying = (request.method() == Some(&Method::Invite))
+            .then(|| Trying::FromRequest(request.clone()));
+        Self::with_trying(now, request, trying, config, reliability)
+    }
+
+    fn with_trying(
+        now: Instant,
+        request: &Message,
+        trying: Option<Trying>,
         config: TimerConfig,
         reliability: Reliability,
     ) -> Self {
@@ -399,10 +466,8 @@ impl ServerTransaction {
         use TransactionState::*;
         let is_ack = request.method() == Some(&Method::Ack);
         match (self.state, is_ack) {
-            (Proceeding | Completed, false) => {
-                if let Some(r) = &self.last_response {
-                    self.out.transmit.push_back(r.clone());
-                }
+            (Proceeding | Completed, false) if self.last_response.is_some() => {
+                self.out.transmit.push_back(Out::LastResponse);
             }
             (Completed, true) if self.invite => {
                 self.state = Confirmed;
@@ -435,22 +500,21 @@ impl ServerTransaction {
                 self.state = Proceeding;
                 self.timers.cancel(Timer::Trying);
                 self.trying = None;
-                self.out.transmit.push_back(response.clone());
-                self.last_response = Some(response);
+                self.set_last_response(response);
             }
             (true, Proceeding, 200..=299) => {
                 self.state = Accepted;
                 self.timers.clear();
+                self.trying = None;
                 self.timers.set(Timer::L, now + self.config.t1 * 64);
-                self.out.transmit.push_back(response.clone());
-                self.last_response = Some(response);
+                self.set_last_response(response);
             }
-            (true, Accepted, 200..=299) => self.out.transmit.push_back(response),
+            (true, Accepted, 200..=299) => self.out.transmit.push_back(Out::Message(response)),
             (true, Proceeding, _) => {
                 self.state = Completed;
                 self.timers.clear();
-                self.out.transmit.push_back(response.clone());
-                self.last_response = Some(response);
+                self.trying = None;
+                self.set_last_response(response);
                 if self.reliability == Reliability::Unreliable {
                     self.interval = self.config.t1;
                     self.timers.set(Timer::G, now + self.interval);
@@ -460,8 +524,7 @@ impl ServerTransaction {
             (false, Trying | Proceeding, _) => {
                 self.state = Completed;
                 self.timers.clear();
-                self.out.transmit.push_back(response.clone());
-                self.last_response = Some(response);
+                self.set_last_response(response);
                 let wait = match self.reliability {
                     Reliability::Unreliable => self.config.t1 * 64,
                     Reliability::Reliable => Duration::ZERO,
@@ -475,19 +538,49 @@ impl ServerTransaction {
         }
     }
 
+    /// Queues `response` and keeps it for retransmissions. Queued copies of
+    /// the response it replaces become copies of their own.
+    fn set_last_response(&mut self, response: Message) {
+        if let Some(old) = &self.last_response {
+            for out in &mut self.out.transmit {
+                if matches!(out, Out::LastResponse) {
+                    *out = Out::Message(old.clone());
+                }
+            }
+        }
+        self.last_response = Some(response);
+        self.out.transmit.push_back(Out::LastResponse);
+    }
+
+    fn message_ref<'a>(&'a self, out: &'a Out) -> Option<&'a Message> {
+        match out {
+            Out::Message(m) => Some(m),
+            Out::LastResponse => self.last_response.as_ref(),
+            Out::Request | Out::Ack => None,
+        }
+    }
+
     /// Fires every timer due at `now`. Safe to call early or twice.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(timer) = self.timers.pop_due(now) {
             match timer {
                 Timer::Trying if self.state == TransactionState::Proceeding => {
-                    if let Some(t) = self.trying.take() {
-                        self.out.transmit.push_back(t.clone());
-                        self.last_response = Some(t);
+                    let trying = match self.trying.take() {
+                        Some(Trying::Ready(t)) => Some(t),
+                        Some(Trying::FromRequest(request)) => {
+                            Message::response_to(&request, 100, "Trying")
+                                .and_then(|b| b.build())
+                                .ok()
+                        }
+                        None => None,
+                    };
+                    if let Some(t) = trying {
+                        self.set_last_response(t);
                     }
                 }
                 Timer::G if self.state == TransactionState::Completed => {
-                    if let Some(r) = &self.last_response {
-                        self.out.transmit.push_back(r.clone());
+                    if self.last_response.is_some() {
+                        self.out.transmit.push_back(Out::LastResponse);
                     }
                     self.interval = (self.interval * 2).min(self.config.t2);
                     self.timers.set(Timer::G, now + self.interval);
@@ -525,7 +618,20 @@ macro_rules! transaction_outputs {
             /// The next message to send.
             #[must_use]
             pub fn poll_transmit(&mut self) -> Option<Message> {
-                self.out.transmit.pop_front()
+                self.poll_transmit_with(Message::clone)
+            }
+
+            /// The next message to send, lent to `f` rather than copied.
+            pub(crate) fn poll_transmit_with<T>(
+                &mut self,
+                f: impl FnOnce(&Message) -> T,
+            ) -> Option<T> {
+                while let Some(out) = self.out.transmit.pop_front() {
+                    if let Some(m) = self.message_ref(&out) {
+                        return Some(f(m));
+                    }
+                }
+                None
             }
 
             /// The next event for the user.
