@@ -254,45 +254,6 @@ pub(crate) fn find_byte2(hay: &[u8], n1: u8, n2: u8) -> Option<usize> {
     memchr::memchr2(n1, n2, hay)
 }
 
-const LO: u64 = 0x0101_0101_0101_0101;
-const HI: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of every byte of `w` that equals `c`, exactly (no carries
-/// between bytes).
-#[inline(always)]
-pub(crate) fn eq_bytes(w: u64, c: u8) -> u64 {
-    let x = w ^ (LO * u64::from(c));
-    !(((x & !HI) + !HI) | x) & HI
-}
-
-/// `v` as little-endian words of eight bytes; the last word holds the
-/// remaining bytes with zeros above them.
-#[inline(always)]
-pub(crate) fn words(v: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    let (chunks, rest) = v.as_chunks::<8>();
-    chunks
-        .iter()
-        .map(|c| u64::from_le_bytes(*c))
-        .chain((!rest.is_empty()).then(|| {
-            rest.iter()
-                .rev()
-                .fold(0u64, |w, &c| (w << 8) | u64::from(c))
-        }))
-}
-
-/// Whether `v` holds byte `c` (not zero), eight bytes at a time.
-#[inline]
-pub(crate) fn has_byte(v: &[u8], c: u8) -> bool {
-    words(v).fold(0, |m, w| m | eq_bytes(w, c)) != 0
-}
-
-/// Whether `v` holds a control character other than HTAB; written without
-/// early exit so it vectorises.
-#[inline]
-pub(crate) fn has_ctl(v: &[u8]) -> bool {
-    v.iter().fold(false, |a, &c| a | ((c < 0x20) & (c != b'\t')))
-}
-
 /// Whether `v` holds a comma (a list value with more than one element, or a
 /// comma inside one).
 #[inline]
@@ -430,15 +391,6 @@ pub(crate) fn quoted_string_at(b: &[u8], k: usize, limit: usize) -> Step<usize> 
         return fail_at(k, "quoted string");
     }
     let mut p = k + 1;
-    // Most quoted strings hold no escape, fold or control character: find
-    // the closing quote with one search and check the content without
-    // branches; anything else takes the byte loop below.
-    if let Some(q) = find_byte2(&b[p..limit], b'"', b'\\')
-        && b[p + q] == b'"'
-        && !has_ctl(&b[p..p + q])
-    {
-        return Ok((p + q + 1, p + q));
-    }
     loop {
         while p < limit && class_of(b[p]) & C_QUOTED_PLAIN != 0 {
             p += 1;
@@ -515,9 +467,6 @@ pub(crate) fn generic_params_at(
 #[inline]
 pub(crate) fn escape_error(b: &[u8], k: usize, e: usize) -> Option<usize> {
     let e = e.min(b.len());
-    if k >= e || !has_byte(&b[k..e], b'%') {
-        return None;
-    }
     let mut p = k;
     while p < e {
         if b[p] == b'%' {

@@ -358,7 +358,7 @@ fn qvalue(v: &str) -> Option<u16> {
 ///
 /// Returns where it ended, the value, and whether a parameter is named like
 /// `q` or `expires` (one or seven characters), which need a closer look.
-#[inline]
+#[inline(always)]
 fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> {
     let b = s.as_bytes();
     let n = b.len();
@@ -766,15 +766,13 @@ fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
         let value = span.map(|(x, y)| &s[x..y]);
         // The length picks the one name to compare.
         ok &= match name.len() {
-            6 if name.eq_ignore_ascii_case(b"branch") => span.is_some_and(|(x, y)| {
-                y > x && grammar::run_at(b, x, y, grammar::C_TOKEN) == y
-            }),
+            6 if name.eq_ignore_ascii_case(b"branch") => {
+                span.is_some_and(|(x, y)| y > x && grammar::run_at(b, x, y, grammar::C_TOKEN) == y)
+            }
             5 if name.eq_ignore_ascii_case(b"rport") => {
                 value.is_none_or(|v| v.parse::<u16>().is_ok())
             }
-            8 if name.eq_ignore_ascii_case(b"received") => {
-                value.and_then(uri::parse_ip).is_some()
-            }
+            8 if name.eq_ignore_ascii_case(b"received") => value.and_then(uri::parse_ip).is_some(),
             3 if name.eq_ignore_ascii_case(b"ttl") => {
                 value.and_then(|t| t.parse::<u8>().ok()).is_some()
             }

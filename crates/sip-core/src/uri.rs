@@ -263,7 +263,7 @@ pub(crate) fn uri(i: &str, ctx: UriContext) -> PResult<'_, Uri<'_>> {
 
 /// A whole URI in `s[k..limit]` (Request-URI, inside `<>`): nothing but white
 /// space may follow it before `limit`.
-#[inline]
+#[inline(always)]
 pub(crate) fn whole_uri_at(s: &str, k: usize, limit: usize) -> Result<Uri<'_>, Fail> {
     let (r, u) = uri_at(s, k, limit, UriContext::Whole)?;
     let r2 = grammar::sws_at(s.as_bytes(), r, limit);
@@ -274,7 +274,7 @@ pub(crate) fn whole_uri_at(s: &str, k: usize, limit: usize) -> Result<Uri<'_>, F
 }
 
 /// A URI starting at `s[k]` that ends by `limit`; returns where it ended.
-#[inline]
+#[inline(always)]
 pub(crate) fn uri_at(s: &str, k: usize, limit: usize, ctx: UriContext) -> Step<Uri<'_>> {
     let b = s.as_bytes();
     let limit = limit.min(b.len());
@@ -335,7 +335,7 @@ pub(crate) fn uri_at(s: &str, k: usize, limit: usize, ctx: UriContext) -> Step<U
 }
 
 /// The part of a SIP URI after the scheme, in one pass.
-#[inline]
+#[inline(always)]
 fn sip_uri_at(
     s: &str,
     k: usize,
@@ -348,8 +348,11 @@ fn sip_uri_at(
     let p = grammar::run_at(b, k, limit, grammar::C_USERINFO);
     let (mut user, mut password, mut h) = (None, None, k);
     if p < limit && b[p] == b'@' {
-        let colon = b[k..p].iter().position(|&c| c == b':').map_or(usize::MAX, |c| k + c);
-        let percent = grammar::has_byte(&b[k..p], b'%');
+        let colon = b[k..p]
+            .iter()
+            .position(|&c| c == b':')
+            .map_or(usize::MAX, |c| k + c);
+        let percent = b[k..p].iter().any(|&c| c == b'%');
         let user_end = colon.min(p);
         if user_end == k {
             return fail_at(k, "user part");
@@ -494,13 +497,13 @@ pub(crate) fn host_at(s: &str, k: usize, limit: usize) -> Step<Host<'_>> {
     // ".-" or "-." and no "." or "-" first; checked over byte pairs without
     // branches, eight bytes at a time: a byte's bit shifted up by 8 is the
     // next byte's, and a dot is taken to stand before the first byte.
-    let bad = h[1..].iter().zip(h.iter()).fold(
-        matches!(h[0], b'.' | b'-'),
-        |bad, (&c, &prev)| {
+    let bad = h[1..]
+        .iter()
+        .zip(h.iter())
+        .fold(matches!(h[0], b'.' | b'-'), |bad, (&c, &prev)| {
             let punct = (c == b'.') | (c == b'-');
             bad | (punct & (prev == b'.')) | ((c == b'.') & (prev == b'-'))
-        },
-    );
+        });
     if bad || last == b'-' {
         return fail_at(k, "host name");
     }
