@@ -498,8 +498,7 @@ pub(crate) fn host_at(s: &str, k: usize, limit: usize) -> Step<Host<'_>> {
     // Labels are non-empty and neither start nor end with a hyphen; a
     // trailing dot (a fully qualified name) is allowed. That is: no "..",
     // ".-" or "-." and no "." or "-" first; checked over byte pairs without
-    // branches, eight bytes at a time: a byte's bit shifted up by 8 is the
-    // next byte's, and a dot is taken to stand before the first byte.
+    // branches, so no state carries from one byte to the next.
     let bad = h[1..]
         .iter()
         .zip(h.iter())
