@@ -244,6 +244,16 @@ pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
     memchr::memchr(needle, hay)
 }
 
+/// The first `n1` or `n2` in `hay` (see [`find_byte`]).
+#[inline]
+pub(crate) fn find_byte2(hay: &[u8], n1: u8, n2: u8) -> Option<usize> {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(two) = memchr::arch::x86_64::sse2::memchr::Two::new(n1, n2) {
+        return two.find(hay);
+    }
+    memchr::memchr2(n1, n2, hay)
+}
+
 /// Whether `v` holds a comma (a list value with more than one element, or a
 /// comma inside one).
 #[inline]

@@ -358,7 +358,7 @@ fn qvalue(v: &str) -> Option<u16> {
 ///
 /// Returns where it ended, the value, and whether a parameter is named like
 /// `q` or `expires` (one or seven characters), which need a closer look.
-#[inline]
+#[inline(always)]
 fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> {
     let b = s.as_bytes();
     let n = b.len();
@@ -732,11 +732,18 @@ fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
             fail_at(k, what)
         }
     };
-    let ps = grammar::sws_at(b, 0, n);
-    let pe = token(ps, "protocol name").map_err(|f| Fail { at: 0, ..f })?;
-    let vs = slash(pe, "/ after the protocol name")?;
-    let ve = token(vs, "protocol version")?;
-    let ts = slash(ve, "/ after the protocol version")?;
+    // The usual "SIP/2.0/" without the general token and slash rules.
+    let (ps, pe, vs, ve, ts) = match b.first_chunk::<8>() {
+        Some(w) if w[..4].eq_ignore_ascii_case(b"SIP/") && &w[4..] == b"2.0/" => (0, 3, 4, 7, 8),
+        _ => {
+            let ps = grammar::sws_at(b, 0, n);
+            let pe = token(ps, "protocol name").map_err(|f| Fail { at: 0, ..f })?;
+            let vs = slash(pe, "/ after the protocol name")?;
+            let ve = token(vs, "protocol version")?;
+            let ts = slash(ve, "/ after the protocol version")?;
+            (ps, pe, vs, ve, ts)
+        }
+    };
     let te = token(ts, "transport")?;
     let hs = grammar::sws_at(b, te, n);
     if hs == te {
@@ -757,16 +764,19 @@ fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
         let name = &b[a..z];
         hot.note(b"branch", name, span, r);
         let value = span.map(|(x, y)| &s[x..y]);
-        ok &= if name.eq_ignore_ascii_case(b"branch") {
-            value.is_some_and(|v| !v.is_empty() && v.bytes().all(grammar::is_token))
-        } else if name.eq_ignore_ascii_case(b"rport") {
-            value.is_none_or(|v| v.parse::<u16>().is_ok())
-        } else if name.eq_ignore_ascii_case(b"received") {
-            value.and_then(uri::parse_ip).is_some()
-        } else if name.eq_ignore_ascii_case(b"ttl") {
-            value.and_then(|t| t.parse::<u8>().ok()).is_some()
-        } else {
-            true
+        // The length picks the one name to compare.
+        ok &= match name.len() {
+            6 if name.eq_ignore_ascii_case(b"branch") => {
+                span.is_some_and(|(x, y)| y > x && grammar::run_at(b, x, y, grammar::C_TOKEN) == y)
+            }
+            5 if name.eq_ignore_ascii_case(b"rport") => {
+                value.is_none_or(|v| v.parse::<u16>().is_ok())
+            }
+            8 if name.eq_ignore_ascii_case(b"received") => value.and_then(uri::parse_ip).is_some(),
+            3 if name.eq_ignore_ascii_case(b"ttl") => {
+                value.and_then(|t| t.parse::<u8>().ok()).is_some()
+            }
+            _ => true,
         };
     })?;
     if !ok {

@@ -1556,19 +1556,15 @@ fn parse_message(
     let mut start_line: Option<(usize, usize)> = None;
     let mut headers: Vec<Header> = Vec::with_capacity(16);
     let mut head_end = None;
-    let mut lines = 0usize;
     let err = |kind, at: usize| Err(ParseError::at(kind, b, at));
-    while let Some(off) = grammar::find_byte(&b[pos..], b'\n') {
-        let nl = pos + off;
-        if nl == 0 || b[nl - 1] != b'\r' {
-            return err(ParseErrorKind::BadLineEnding, nl);
+    // One search per line for CR or LF: a line ends in CRLF, and any other
+    // CR or LF is a bare one.
+    while let Some(off) = grammar::find_byte2(&b[pos..], b'\r', b'\n') {
+        let end = pos + off;
+        if b[end] != b'\r' || b.get(end + 1) != Some(&b'\n') {
+            return err(ParseErrorKind::BadLineEnding, end);
         }
-        let end = nl - 1;
-        if end < pos {
-            // "\r\n" where the '\r' belongs to the previous line: a lone LF.
-            return err(ParseErrorKind::BadLineEnding, nl);
-        }
-        lines += 1;
+        let nl = end + 1;
         if end == pos {
             if start_line.is_none() {
                 return err(
@@ -1645,17 +1641,6 @@ fn parse_message(
     let Some(head_end) = head_end else {
         return err(ParseErrorKind::UnterminatedHeaders, b.len());
     };
-    // Every line ended in CRLF; any other CR is a bare one.
-    if memchr::memchr_iter(b'\r', &b[..head_end + 2]).count() != lines {
-        let mut at = 0;
-        for cr in memchr::memchr_iter(b'\r', &b[..head_end + 2]) {
-            if b.get(cr + 1) != Some(&b'\n') {
-                at = cr;
-                break;
-            }
-        }
-        return err(ParseErrorKind::BadLineEnding, at);
-    }
     let head = match ByteString::try_from(buf.slice(..head_end)) {
         Ok(h) => h,
         Err(e) => return err(ParseErrorKind::InvalidUtf8, e.valid_up_to()),

@@ -263,7 +263,7 @@ pub(crate) fn uri(i: &str, ctx: UriContext) -> PResult<'_, Uri<'_>> {
 
 /// A whole URI in `s[k..limit]` (Request-URI, inside `<>`): nothing but white
 /// space may follow it before `limit`.
-#[inline]
+#[inline(always)]
 pub(crate) fn whole_uri_at(s: &str, k: usize, limit: usize) -> Result<Uri<'_>, Fail> {
     let (r, u) = uri_at(s, k, limit, UriContext::Whole)?;
     let r2 = grammar::sws_at(s.as_bytes(), r, limit);
@@ -274,10 +274,21 @@ pub(crate) fn whole_uri_at(s: &str, k: usize, limit: usize) -> Result<Uri<'_>, F
 }
 
 /// A URI starting at `s[k]` that ends by `limit`; returns where it ended.
-#[inline]
+#[inline(always)]
 pub(crate) fn uri_at(s: &str, k: usize, limit: usize, ctx: UriContext) -> Step<Uri<'_>> {
     let b = s.as_bytes();
     let limit = limit.min(b.len());
+    // The usual scheme first, without the general scan.
+    if let Some(w) = b.get(k..limit).and_then(|r| r.first_chunk::<4>())
+        && w[..3].eq_ignore_ascii_case(b"sip")
+    {
+        if w[3] == b':' {
+            return sip_uri_at(s, k + 4, limit, SipScheme::Sip, ctx);
+        }
+        if (w[3] | 0x20) == b's' && b.get(k + 4) == Some(&b':') && k + 4 < limit {
+            return sip_uri_at(s, k + 5, limit, SipScheme::Sips, ctx);
+        }
+    }
     let mut n = k;
     while n < limit && (b[n].is_ascii_alphanumeric() || matches!(b[n], b'+' | b'-' | b'.')) {
         n += 1;
@@ -324,7 +335,7 @@ pub(crate) fn uri_at(s: &str, k: usize, limit: usize, ctx: UriContext) -> Step<U
 }
 
 /// The part of a SIP URI after the scheme, in one pass.
-#[inline]
+#[inline(always)]
 fn sip_uri_at(
     s: &str,
     k: usize,
@@ -334,25 +345,17 @@ fn sip_uri_at(
 ) -> Step<Uri<'_>> {
     let b = s.as_bytes();
     // Userinfo is present when an "@" ends a run of userinfo characters.
-    let mut p = k;
-    let mut colon = usize::MAX;
-    let mut percent = false;
-    while p < limit {
-        let c = grammar::class_of(b[p]);
-        if c & grammar::C_USERINFO == 0 {
-            break;
-        }
-        if c & grammar::C_USERINFO_SPECIAL != 0 {
-            if b[p] == b'%' {
-                percent = true;
-            } else if colon == usize::MAX {
-                colon = p;
-            }
-        }
-        p += 1;
-    }
+    let p = grammar::run_at(b, k, limit, grammar::C_USERINFO);
     let (mut user, mut password, mut h) = (None, None, k);
     if p < limit && b[p] == b'@' {
+        let colon = b[k..p]
+            .iter()
+            .position(|&c| c == b':')
+            .map_or(usize::MAX, |c| k + c);
+        // A byte loop: `contains` goes through memchr, which costs more on
+        // a user part of a few bytes.
+        #[allow(clippy::manual_contains)]
+        let percent = b[k..p].iter().any(|&c| c == b'%');
         let user_end = colon.min(p);
         if user_end == k {
             return fail_at(k, "user part");
@@ -493,16 +496,17 @@ pub(crate) fn host_at(s: &str, k: usize, limit: usize) -> Step<Host<'_>> {
         }
     }
     // Labels are non-empty and neither start nor end with a hyphen; a
-    // trailing dot (a fully qualified name) is allowed.
-    let mut prev = b'.';
-    let mut bad_label = false;
-    for &c in h {
-        if c == b'.' || c == b'-' {
-            bad_label |= prev == b'.' || (c == b'.' && prev == b'-');
-        }
-        prev = c;
-    }
-    if bad_label || last == b'-' {
+    // trailing dot (a fully qualified name) is allowed. That is: no "..",
+    // ".-" or "-." and no "." or "-" first; checked over byte pairs without
+    // branches, so no state carries from one byte to the next.
+    let bad = h[1..]
+        .iter()
+        .zip(h.iter())
+        .fold(matches!(h[0], b'.' | b'-'), |bad, (&c, &prev)| {
+            let punct = (c == b'.') | (c == b'-');
+            bad | (punct & (prev == b'.')) | ((c == b'.') & (prev == b'-'))
+        });
+    if bad || last == b'-' {
         return fail_at(k, "host name");
     }
     Ok((q, Host::Domain(&s[k..q])))
