@@ -602,6 +602,13 @@ impl Store {
                 return Ok(Some(found));
             }
         }
+        // A miss usually ends here, without the parser: no stored number
+        // has a trailing-digit key the number's compared digits can have.
+        if let Some(keys) = number::lookup_tail_keys(number, default_region)
+            && !self.any_tail(&keys)?
+        {
+            return Ok(None);
+        }
         let wanted = number::normalize(number, default_region);
         if let Some(e164) = &wanted.e164
             && !candidates.contains(e164)
@@ -651,6 +658,30 @@ impl Store {
             Some((_, _, neg_id)) => self.get(ContactId(-neg_id)),
             None => Ok(None),
         }
+    }
+
+    /// Whether any stored number has one of `keys` as its trailing-digit
+    /// key (one indexed query per six keys).
+    fn any_tail(&self, keys: &[String]) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM numbers WHERE tail IN (?1, ?2, ?3, ?4, ?5, ?6))",
+            )
+            .map_err(StoreError::sql("looking up a number"))?;
+        for chunk in keys.chunks(6) {
+            let key = |i: usize| chunk.get(i).unwrap_or(&chunk[0]).as_str();
+            let found: bool = stmt
+                .query_row(
+                    params![key(0), key(1), key(2), key(3), key(4), key(5)],
+                    |row| row.get(0),
+                )
+                .map_err(StoreError::sql("looking up a number"))?;
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn exact_number(&self, e164: &str) -> Result<Option<Contact>, StoreError> {
