@@ -238,8 +238,18 @@ impl Contacts {
         number: &str,
         default_region: Option<Region>,
     ) -> Result<Option<Contact>, StoreError> {
-        self.store
-            .lookup(number, default_region.or(self.default_region))
+        // Exact E.164 matches come from the index (kept in step with the
+        // store); the store reads the contact and does the rest.
+        let region = default_region.or(self.default_region);
+        let candidates = crate::number::e164_candidates(number, region);
+        for candidate in &candidates {
+            if let Some(id) = self.index.by_number(candidate)
+                && let Some(contact) = self.store.get(id)?
+            {
+                return Ok(Some(contact));
+            }
+        }
+        self.store.lookup_beyond(number, region, &candidates)
     }
 
     /// One contact.

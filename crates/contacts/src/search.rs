@@ -6,8 +6,8 @@
 //! [`merge_duplicates`], so they give the same answer.
 
 use std::{
-    cmp::Ordering,
-    collections::{BTreeMap, HashMap},
+    cmp::{Ordering, Reverse},
+    collections::{BTreeMap, BinaryHeap, HashMap},
     ops::Bound,
 };
 
@@ -189,6 +189,13 @@ pub(crate) fn candidate_budget(limit: usize) -> usize {
 /// Words and number forms sit in ordered maps (a prefix is a range); digits
 /// inside numbers are found through trigram lists. Removing a contact only
 /// frees its slot; the index compacts itself when half of it is free.
+///
+/// Slots are handed out in rank order when the index is built (favourites
+/// first, then by name), so every posting list is in rank order too: a
+/// one-word query reads only the first few entries of each list instead
+/// of every match. Contacts added or (un)marked as favourites since are
+/// checked one by one until there are enough of them to lay the index out
+/// again.
 #[derive(Debug, Default)]
 pub struct SearchIndex {
     slots: Vec<Option<IndexEntry>>,
@@ -198,11 +205,26 @@ pub struct SearchIndex {
     keys: Vec<u64>,
     by_id: HashMap<ContactId, u32>,
     words: BTreeMap<Box<str>, Vec<u32>>,
+    // Word prefixes of up to `SHORT_PREFIX` characters: one list each, so
+    // a one-letter query does not walk thousands of words.
+    short_prefixes: HashMap<Box<str>, Vec<u32>>,
     // (packed digit form, slot), sorted: see `pack_form`.
     forms: Vec<(u64, u32)>,
+    // (packed E.164 digits, slot), sorted: caller lookups.
+    numbers: Vec<(u64, u32)>,
     trigrams: Vec<Vec<u32>>,
     live: usize,
+    // Slots below `ordered` are in rank order as built, those below
+    // `fav_end` favourites; `moved` marks the ones whose favourite mark
+    // changed since. `unordered` lists those and the slots added since.
+    ordered: u32,
+    fav_end: u32,
+    moved: Vec<bool>,
+    unordered: Vec<u32>,
 }
+
+/// Word prefixes up to this many characters have their own posting list.
+const SHORT_PREFIX: usize = 2;
 
 const TRIGRAMS: usize = 1000;
 
@@ -219,11 +241,22 @@ impl SearchIndex {
     /// An index over `entries`.
     #[must_use]
     pub fn from_entries(entries: impl IntoIterator<Item = IndexEntry>) -> Self {
+        let mut entries: Vec<IndexEntry> = entries.into_iter().collect();
+        entries.sort_by(|a, b| rank((a, MatchKind::Exact), (b, MatchKind::Exact)));
         let mut index = Self::new();
         for entry in entries {
             index.insert_unsorted(entry);
         }
         index.forms.sort_unstable();
+        index.numbers.sort_unstable();
+        index.ordered = u32::try_from(index.slots.len()).unwrap_or(u32::MAX);
+        let favourites = index
+            .slots
+            .iter()
+            .take_while(|s| s.as_ref().is_some_and(|e| e.favourite))
+            .count();
+        index.fav_end = u32::try_from(favourites).unwrap_or(u32::MAX);
+        index.unordered.clear();
         index
     }
 
@@ -248,13 +281,24 @@ impl SearchIndex {
 
     /// Adds a contact, replacing its previous entry.
     pub fn insert(&mut self, entry: IndexEntry) {
-        let start = self.forms.len();
+        // Removing first: it may compact the index, which renumbers slots.
+        self.remove(entry.id);
+        let (forms, numbers) = (self.forms.len(), self.numbers.len());
+        let slots = self.slots.len();
         self.insert_unsorted(entry);
         // Move the new forms into place; one contact adds a handful.
-        let added: Vec<(u64, u32)> = self.forms.drain(start..).collect();
-        for form in added {
-            let at = self.forms.partition_point(|f| *f < form);
-            self.forms.insert(at, form);
+        for (list, start) in [(&mut self.forms, forms), (&mut self.numbers, numbers)] {
+            let added: Vec<(u64, u32)> = list.drain(start..).collect();
+            for form in added {
+                let at = list.partition_point(|f| *f < form);
+                list.insert(at, form);
+            }
+        }
+        if self.slots.len() > slots
+            && let Ok(slot) = u32::try_from(slots)
+        {
+            self.unordered.push(slot);
+            self.relayout_if_needed();
         }
     }
 
@@ -268,6 +312,19 @@ impl SearchIndex {
         };
         for word in &entry.words {
             push_posting(&mut self.words, word, slot);
+            for n in 1..=SHORT_PREFIX {
+                if let Some((end, _)) = word.char_indices().nth(n) {
+                    push_short(&mut self.short_prefixes, &word[..end], slot);
+                } else {
+                    push_short(&mut self.short_prefixes, word, slot);
+                    break;
+                }
+            }
+        }
+        for key in &entry.merge_keys {
+            if let Some(packed) = key.strip_prefix('+').and_then(pack_form) {
+                self.numbers.push((packed, slot));
+            }
         }
         let mut grams: Vec<usize> = Vec::new();
         for form in &entry.number_forms {
@@ -283,6 +340,7 @@ impl SearchIndex {
         }
         self.by_id.insert(entry.id, slot);
         self.alive.push(true);
+        self.moved.push(false);
         self.keys.push(base_key(&entry));
         self.slots.push(Some(entry));
         self.live += 1;
@@ -311,12 +369,51 @@ impl SearchIndex {
         if let Some(&slot) = self.by_id.get(&id)
             && let Some(Some(entry)) = self.slots.get_mut(slot as usize)
         {
+            if entry.favourite == favourite {
+                return;
+            }
             entry.favourite = favourite;
             let key = base_key(entry);
             if let Some(k) = self.keys.get_mut(slot as usize) {
                 *k = key;
             }
+            if slot < self.ordered
+                && let Some(moved) = self.moved.get_mut(slot as usize)
+                && !*moved
+            {
+                *moved = true;
+                self.unordered.push(slot);
+                self.relayout_if_needed();
+            }
         }
+    }
+
+    /// The contact that has `e164` (`+` and digits) among its numbers:
+    /// favourites first, then local contacts, then the oldest.
+    #[must_use]
+    pub fn by_number(&self, e164: &str) -> Option<ContactId> {
+        let packed = pack_form(e164.strip_prefix('+')?)?;
+        let start = self.numbers.partition_point(|n| n.0 < packed);
+        self.numbers[start..]
+            .iter()
+            .take_while(|n| n.0 == packed)
+            .filter_map(|&(_, slot)| self.slots.get(slot as usize)?.as_ref())
+            .max_by_key(|e| (e.favourite, e.source.is_local(), Reverse(e.id)))
+            .map(|e| e.id)
+    }
+
+    /// Lays the index out again once the slots out of rank order would
+    /// cost a query more than a few percent of a full scan.
+    fn relayout_if_needed(&mut self) {
+        if self.unordered.len() > (self.live / 64).max(64) {
+            self.compact();
+        }
+    }
+
+    /// Whether a slot below `ordered` is live and still in rank order.
+    fn in_order(&self, slot: u32) -> bool {
+        self.alive.get(slot as usize).copied().unwrap_or(false)
+            && !self.moved.get(slot as usize).copied().unwrap_or(true)
     }
 
     fn compact(&mut self) {
@@ -337,9 +434,14 @@ impl SearchIndex {
         let mut scratch = vec![0u8; self.slots.len()];
         let mut candidates: Option<Vec<(u32, MatchKind)>> = None;
         let budget = candidate_budget(limit);
-        let single = terms.len() == 1;
-        for term in &terms {
-            let matched = self.term_matches(term, &mut scratch, single.then_some(budget));
+        let several = if let [term] = terms.as_slice() {
+            candidates = Some(self.first_matches(term, &mut scratch, budget));
+            &[][..]
+        } else {
+            terms.as_slice()
+        };
+        for term in several {
+            let matched = self.term_matches(term, &mut scratch);
             candidates = Some(match candidates {
                 None => matched,
                 Some(mut previous) => {
@@ -388,17 +490,146 @@ impl SearchIndex {
         merge_duplicates(&ranked, limit)
     }
 
-    /// Every live slot matching `term`, each once with its best match.
-    /// `scratch` is all zeros on entry and on return. With `enough` (a
-    /// one-term query), infix matches that cannot reach the first `enough`
-    /// results are left out: non-favourites, once that many exact or prefix
-    /// matches were found.
-    fn term_matches(
+    /// The live slots matching a one-term query that can be among its best
+    /// `budget`, each once with its best match; `scratch` is all zeros on
+    /// entry and on return.
+    ///
+    /// In a posting list in rank order, a slot behind `budget` others of
+    /// the same favourite mark that matched at least as well cannot be among
+    /// the best `budget`: each list is read, per favourite mark, only until
+    /// `budget` matches. Slots out of rank order are checked one by one.
+    fn first_matches(&self, term: &Term, scratch: &mut [u8], budget: usize) -> Vec<(u32, MatchKind)> {
+        let mut touched: Vec<u32> = Vec::new();
+        match term {
+            Term::Word(w) => {
+                if let Some(list) = self.words.get(w.as_str()) {
+                    self.take_first(list, budget, &mut touched, scratch, |_, _| {
+                        Some(MatchKind::Exact)
+                    });
+                }
+                let prefix = |_: u32, _: &[u8]| Some(MatchKind::Prefix);
+                if w.chars().count() <= SHORT_PREFIX {
+                    if let Some(list) = self.short_prefixes.get(w.as_str()) {
+                        self.take_first(list, budget, &mut touched, scratch, prefix);
+                    }
+                } else {
+                    for (word, list) in prefix_range(&self.words, w) {
+                        if word.as_ref() != w.as_str() {
+                            self.take_first(list, budget, &mut touched, scratch, prefix);
+                        }
+                    }
+                }
+            }
+            Term::Digits(d) => {
+                self.take_first_forms(d.len(), budget, &mut touched, scratch, self.form_range(d));
+                let mut lists: Vec<&Vec<u32>> = trigrams(d).map(|g| &self.trigrams[g]).collect();
+                lists.sort_by_key(|l| l.len());
+                lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
+                if let Some((first, rest)) = lists.split_first() {
+                    self.take_first(first, budget, &mut touched, scratch, |slot, scratch| {
+                        if scratch[slot as usize] != 0
+                            || !rest.iter().all(|l| l.binary_search(&slot).is_ok())
+                        {
+                            return None;
+                        }
+                        let entry = self.slots.get(slot as usize)?.as_ref()?;
+                        (d.len() == 3 || entry.number_forms.iter().any(|f| f.contains(d.as_str())))
+                            .then_some(MatchKind::Infix)
+                    });
+                }
+            }
+        }
+        for &slot in &self.unordered {
+            if let Some(Some(entry)) = self.slots.get(slot as usize)
+                && let Some(kind) = classify(term, entry)
+            {
+                mark(&mut touched, scratch, slot, kind);
+            }
+        }
+        let out = touched
+            .iter()
+            .filter(|&&slot| self.alive.get(slot as usize).copied().unwrap_or(false))
+            .filter_map(|&slot| decode(scratch[slot as usize]).map(|k| (slot, k)))
+            .collect();
+        for slot in touched {
+            scratch[slot as usize] = 0;
+        }
+        out
+    }
+
+    /// Marks the first `budget` slots of `list` (ascending) in rank order
+    /// that `check` accepts, among favourites and among the others.
+    fn take_first(
         &self,
-        term: &Term,
+        list: &[u32],
+        budget: usize,
+        touched: &mut Vec<u32>,
         scratch: &mut [u8],
-        enough: Option<usize>,
-    ) -> Vec<(u32, MatchKind)> {
+        mut check: impl FnMut(u32, &[u8]) -> Option<MatchKind>,
+    ) {
+        let split = list.partition_point(|&s| s < self.fav_end);
+        for part in [&list[..split], &list[split..]] {
+            let mut taken = 0;
+            for &slot in part {
+                if slot >= self.ordered || taken == budget {
+                    break;
+                }
+                if !self.in_order(slot) {
+                    continue;
+                }
+                if let Some(kind) = check(slot, scratch) {
+                    mark(touched, scratch, slot, kind);
+                    taken += 1;
+                }
+            }
+        }
+    }
+
+    /// [`SearchIndex::take_first`] for a range of the sorted forms (not in
+    /// slot order): the lowest `budget` slots in rank order per favourite
+    /// mark and match kind, kept in bounded heaps.
+    fn take_first_forms(
+        &self,
+        len: usize,
+        budget: usize,
+        touched: &mut Vec<u32>,
+        scratch: &mut [u8],
+        range: &[(u64, u32)],
+    ) {
+        let mut lowest: [BinaryHeap<u32>; 4] = Default::default();
+        for &(packed, slot) in range {
+            let form_len = (packed % 32) as usize;
+            if form_len < len || slot >= self.ordered {
+                continue;
+            }
+            let group = usize::from(slot >= self.fav_end) * 2 + usize::from(form_len > len);
+            let heap = &mut lowest[group];
+            if heap.len() == budget && heap.peek().is_some_and(|&top| slot >= top) {
+                continue;
+            }
+            if !self.in_order(slot) || heap.iter().any(|&s| s == slot) {
+                continue;
+            }
+            heap.push(slot);
+            if heap.len() > budget {
+                heap.pop();
+            }
+        }
+        for (group, heap) in lowest.into_iter().enumerate() {
+            let kind = if group % 2 == 0 {
+                MatchKind::Exact
+            } else {
+                MatchKind::Prefix
+            };
+            for slot in heap {
+                mark(touched, scratch, slot, kind);
+            }
+        }
+    }
+
+    /// Every live slot matching `term`, each once with its best match.
+    /// `scratch` is all zeros on entry and on return.
+    fn term_matches(&self, term: &Term, scratch: &mut [u8]) -> Vec<(u32, MatchKind)> {
         let mut touched: Vec<u32> = Vec::new();
         match term {
             Term::Word(w) => {
@@ -430,17 +661,12 @@ impl SearchIndex {
                     };
                     mark(&mut touched, scratch, slot, kind);
                 }
-                let favourites_only = enough.is_some_and(|n| {
-                    touched.len() >= n
-                        && touched.iter().filter(|&&s| self.alive[s as usize]).count() >= n
-                });
                 let mut lists: Vec<&Vec<u32>> = trigrams(d).map(|g| &self.trigrams[g]).collect();
                 lists.sort_by_key(|l| l.len());
                 lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
                 if let Some((first, rest)) = lists.split_first() {
                     for &slot in first.iter() {
                         if scratch[slot as usize] != 0
-                            || (favourites_only && self.keys[slot as usize] >> 63 == 1)
                             || !rest.iter().all(|l| l.binary_search(&slot).is_ok())
                         {
                             continue;
@@ -569,6 +795,19 @@ fn decode(code: u8) -> Option<MatchKind> {
 }
 
 fn push_posting(map: &mut BTreeMap<Box<str>, Vec<u32>>, key: &str, slot: u32) {
+    match map.get_mut(key) {
+        Some(list) => {
+            if list.last() != Some(&slot) {
+                list.push(slot);
+            }
+        }
+        None => {
+            map.insert(key.into(), vec![slot]);
+        }
+    }
+}
+
+fn push_short(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, slot: u32) {
     match map.get_mut(key) {
         Some(list) => {
             if list.last() != Some(&slot) {
@@ -766,6 +1005,89 @@ mod tests {
         ranked.sort_by(|a, b| rank(*a, *b));
         ranked.truncate(candidate_budget(5));
         assert_eq!(hits, merge_duplicates(&ranked, 5));
+    }
+
+    /// The brute-force answer: every live entry classified, ranked, cut to
+    /// the candidate budget and merged.
+    fn brute_force(index: &SearchIndex, ids: &[i64], query: &str, limit: usize) -> Vec<IndexHit> {
+        let entries: Vec<&IndexEntry> = ids.iter().filter_map(|&i| index.get(ContactId(i))).collect();
+        let terms = fold::query_terms(query);
+        let mut ranked: Vec<(&IndexEntry, MatchKind)> = entries
+            .iter()
+            .filter_map(|e| classify_all(&terms, e).map(|k| (*e, k)))
+            .collect();
+        ranked.sort_by(|a, b| rank(*a, *b));
+        ranked.truncate(candidate_budget(limit));
+        merge_duplicates(&ranked, limit)
+    }
+
+    #[test]
+    fn reading_lists_in_rank_order_agrees_with_brute_force_after_changes() {
+        const SYL: [&str; 12] = ["ma", "mül", "ler", "an", "na", "ber", "o", "li", "sø", "ren", "m", "el"];
+        let de = "DE".parse().ok();
+        let mut seed: u64 = 7;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let make = |i: i64, next: &mut dyn FnMut(u64) -> u64| {
+            let name: String = (0..1 + next(3)).map(|_| SYL[next(12) as usize]).collect();
+            let given = SYL[next(12) as usize];
+            let source = if next(4) == 0 { Source::Ldap("corp".into()) } else { Source::Local };
+            let contact = Contact::new(&format!("{given} {name}"))
+                .with_number(NumberKind::Work, &format!("+49 30 {}", 1_000_000 + next(3000)), de)
+                .with_number(NumberKind::Mobile, &format!("0170 {}", 2_000_000 + next(300_000)), de);
+            let mut e = entry(i, source, contact);
+            e.favourite = next(20) == 0;
+            e
+        };
+        let mut ids: Vec<i64> = (1..=3000).collect();
+        let mut index = SearchIndex::from_entries(ids.iter().map(|&i| make(i, &mut next)));
+        let queries = [
+            "m", "ma", "mül", "mulle", "o", "an", "na m", "el", "s", "so", "ren", "x", "30", "49", "4930",
+            "0170", "1000", "01702", "000", "123", "0042", "491702", "ma 0170", "1",
+        ];
+        let check = |index: &SearchIndex, ids: &[i64], stage: &str| {
+            for q in queries {
+                for limit in [1, 5, 20] {
+                    assert_eq!(index.search(q, limit), brute_force(index, ids, q, limit), "{stage}: {q:?} limit {limit}");
+                }
+            }
+        };
+        check(&index, &ids, "built");
+        // Marks and new contacts stay below the relayout threshold...
+        for i in (1..=3000).step_by(97) {
+            index.set_favourite(ContactId(i), next(2) == 0);
+        }
+        for i in 3001..=3030 {
+            index.insert(make(i, &mut next));
+            ids.push(i);
+        }
+        for i in (5..3000).step_by(301) {
+            index.remove(ContactId(i));
+        }
+        ids.retain(|i| (i - 5) % 301 != 0 || *i >= 3000);
+        assert!(!index.unordered.is_empty());
+        check(&index, &ids, "changed");
+        // ... and past it, which lays the index out again.
+        for i in (2..=3000).step_by(13) {
+            index.set_favourite(ContactId(i), true);
+        }
+        assert!(index.unordered.len() <= 64);
+        check(&index, &ids, "laid out again");
+    }
+
+    #[test]
+    fn by_number_prefers_favourites_then_local_then_oldest() {
+        let mut index = sample();
+        assert_eq!(index.by_number("+49301000042"), Some(ContactId(1)));
+        index.set_favourite(ContactId(5), true);
+        assert_eq!(index.by_number("+49301000042"), Some(ContactId(5)));
+        index.remove(ContactId(5));
+        assert_eq!(index.by_number("+49301000042"), Some(ContactId(1)));
+        assert_eq!(index.by_number("+491702000042"), Some(ContactId(4)));
+        assert_eq!(index.by_number("+49301000043"), None);
+        assert_eq!(index.by_number("0301000042"), None);
     }
 
     #[test]

@@ -602,6 +602,17 @@ impl Store {
                 return Ok(Some(found));
             }
         }
+        self.lookup_beyond(number, default_region, &candidates)
+    }
+
+    /// [`Store::lookup`] after no contact had any of `candidates`
+    /// ([`number::e164_candidates`] of `number`).
+    pub(crate) fn lookup_beyond(
+        &self,
+        number: &str,
+        default_region: Option<Region>,
+        candidates: &[String],
+    ) -> Result<Option<Contact>, StoreError> {
         // A miss usually ends here, without the parser: no stored number
         // has a trailing-digit key the number's compared digits can have.
         if let Some(keys) = number::lookup_tail_keys(number, default_region)
