@@ -260,11 +260,21 @@ pub fn lookup_tail_keys(raw: &str, region: Option<Region>) -> Option<Vec<String>
     }
     // The international prefix is stripped as the parser does: matched at
     // the start, and not followed by a 0.
-    let after_idd = region_meta
+    // A prefix of plain digits (most regions' `00`) is matched without the
+    // metadata's regex, which sits behind a shared lock and a small cache.
+    let idd_end = region_meta
         .and_then(|m| m.international_prefix())
-        .and_then(|re| re.find(&digits))
-        .filter(|m| m.start() == 0 && !digits[m.end()..].starts_with('0'))
-        .map(|m| &digits[m.end()..]);
+        .and_then(|re| {
+            let source = re.as_str();
+            if !source.is_empty() && source.bytes().all(|b| b.is_ascii_digit()) {
+                digits.starts_with(source).then_some(source.len())
+            } else {
+                re.find(&digits).filter(|m| m.start() == 0).map(|m| m.end())
+            }
+        });
+    let after_idd = idd_end
+        .map(|end| &digits[end..])
+        .filter(|rest| !rest.starts_with('0'));
     let code = match (plus, after_idd, region_meta) {
         (false, None, Some(meta)) => meta.country_code(),
         (true, None, _) | (_, Some(_), _) => {

@@ -216,11 +216,16 @@ pub struct SearchIndex {
     live: usize,
     // Slots below `ordered` are in rank order as built, those below
     // `fav_end` favourites; `moved` marks the ones whose favourite mark
-    // changed since. `unordered` lists those and the slots added since.
+    // changed since. `unordered` lists those and the slots added since;
+    // their words and forms are copied into one buffer (`side_text`,
+    // ranges per slot), so checking them one by one reads memory in order.
     ordered: u32,
     fav_end: u32,
     moved: Vec<bool>,
     unordered: Vec<u32>,
+    side_words: Vec<(u32, u32, u32)>,
+    side_forms: Vec<(u32, u32, u32)>,
+    side_text: String,
 }
 
 /// Word prefixes up to this many characters have their own posting list.
@@ -297,8 +302,7 @@ impl SearchIndex {
         if self.slots.len() > slots
             && let Ok(slot) = u32::try_from(slots)
         {
-            self.unordered.push(slot);
-            self.relayout_if_needed();
+            self.push_unordered(slot);
         }
     }
 
@@ -382,8 +386,7 @@ impl SearchIndex {
                 && !*moved
             {
                 *moved = true;
-                self.unordered.push(slot);
-                self.relayout_if_needed();
+                self.push_unordered(slot);
             }
         }
     }
@@ -402,11 +405,28 @@ impl SearchIndex {
             .map(|e| e.id)
     }
 
-    /// Lays the index out again once the slots out of rank order would
-    /// cost a query more than a few percent of a full scan.
-    fn relayout_if_needed(&mut self) {
-        if self.unordered.len() > (self.live / 64).max(64) {
+    /// Records a slot out of rank order; lays the index out again once
+    /// there are more than a few percent of them.
+    fn push_unordered(&mut self, slot: u32) {
+        if self.unordered.len() >= (self.live / 64).max(64) {
             self.compact();
+            return;
+        }
+        self.unordered.push(slot);
+        let Some(Some(entry)) = self.slots.get(slot as usize) else {
+            return;
+        };
+        let text = &mut self.side_text;
+        for (texts, side) in [
+            (&entry.words, &mut self.side_words),
+            (&entry.number_forms, &mut self.side_forms),
+        ] {
+            for t in texts {
+                let start = u32::try_from(text.len()).unwrap_or(u32::MAX);
+                text.push_str(t);
+                let end = u32::try_from(text.len()).unwrap_or(u32::MAX);
+                side.push((slot, start, end));
+            }
         }
     }
 
@@ -502,31 +522,44 @@ impl SearchIndex {
         let mut touched: Vec<u32> = Vec::new();
         match term {
             Term::Word(w) => {
+                let budget = [budget; 2];
                 if let Some(list) = self.words.get(w.as_str()) {
-                    self.take_first(list, budget, &mut touched, scratch, |_, _| {
+                    self.take_first(list.iter().copied(), budget, &mut touched, scratch, |_, _| {
                         Some(MatchKind::Exact)
                     });
                 }
                 let prefix = |_: u32, _: &[u8]| Some(MatchKind::Prefix);
                 if w.chars().count() <= SHORT_PREFIX {
                     if let Some(list) = self.short_prefixes.get(w.as_str()) {
-                        self.take_first(list, budget, &mut touched, scratch, prefix);
+                        self.take_first(list.iter().copied(), budget, &mut touched, scratch, prefix);
                     }
                 } else {
                     for (word, list) in prefix_range(&self.words, w) {
                         if word.as_ref() != w.as_str() {
-                            self.take_first(list, budget, &mut touched, scratch, prefix);
+                            self.take_first(list.iter().copied(), budget, &mut touched, scratch, prefix);
                         }
                     }
                 }
             }
             Term::Digits(d) => {
-                self.take_first_forms(d.len(), budget, &mut touched, scratch, self.form_range(d));
+                let found =
+                    self.take_first_forms(d.len(), budget, &mut touched, scratch, self.form_range(d));
+                // Infix matches rank after the prefix ones of the same
+                // favourite mark: only so many can still make the cut.
+                let budget = found.map(|n| budget.saturating_sub(n));
                 let mut lists: Vec<&Vec<u32>> = trigrams(d).map(|g| &self.trigrams[g]).collect();
                 lists.sort_by_key(|l| l.len());
                 lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
-                if let Some((first, rest)) = lists.split_first() {
-                    self.take_first(first, budget, &mut touched, scratch, |slot, scratch| {
+                // The two shortest lists are merged (both ascending), the
+                // others searched; the digits are checked last.
+                let (first, second, rest) = match lists.as_slice() {
+                    [] => (None, None, &[][..]),
+                    [one] => (Some(*one), None, &[][..]),
+                    [one, two, rest @ ..] => (Some(*one), Some(*two), rest),
+                };
+                if let Some(first) = first {
+                    let common = intersect(first, second.map_or(first.as_slice(), |l| l.as_slice()));
+                    self.take_first(common, budget, &mut touched, scratch, |slot, scratch| {
                         if scratch[slot as usize] != 0
                             || !rest.iter().all(|l| l.binary_search(&slot).is_ok())
                         {
@@ -539,9 +572,15 @@ impl SearchIndex {
                 }
             }
         }
-        for &slot in &self.unordered {
-            if let Some(Some(entry)) = self.slots.get(slot as usize)
-                && let Some(kind) = classify(term, entry)
+        let (side, matches): (_, fn(&str, &str) -> Option<MatchKind>) = match term {
+            Term::Word(w) => ((&self.side_words, w), word_match),
+            Term::Digits(d) => ((&self.side_forms, d), digits_match),
+        };
+        let (side, term_text) = side;
+        for &(slot, start, end) in side {
+            if let Some(text) = self.side_text.get(start as usize..end as usize)
+                && let Some(kind) = matches(term_text, text)
+                && self.slots.get(slot as usize).is_some_and(Option::is_some)
             {
                 mark(&mut touched, scratch, slot, kind);
             }
@@ -557,37 +596,46 @@ impl SearchIndex {
         out
     }
 
-    /// Marks the first `budget` slots of `list` (ascending) in rank order
+    /// Marks the first `budget` slots of `slots` (ascending) in rank order
     /// that `check` accepts, among favourites and among the others.
     fn take_first(
         &self,
-        list: &[u32],
-        budget: usize,
+        slots: impl Iterator<Item = u32>,
+        budget: [usize; 2],
         touched: &mut Vec<u32>,
         scratch: &mut [u8],
         mut check: impl FnMut(u32, &[u8]) -> Option<MatchKind>,
     ) {
-        let split = list.partition_point(|&s| s < self.fav_end);
-        for part in [&list[..split], &list[split..]] {
-            let mut taken = 0;
-            for &slot in part {
-                if slot >= self.ordered || taken == budget {
-                    break;
-                }
-                if !self.in_order(slot) {
+        let mut favourites = true;
+        let mut taken = 0;
+        for slot in slots {
+            if slot >= self.ordered {
+                break;
+            }
+            if favourites && slot >= self.fav_end {
+                favourites = false;
+                taken = 0;
+            }
+            if taken == budget[usize::from(!favourites)] {
+                if favourites {
                     continue;
                 }
-                if let Some(kind) = check(slot, scratch) {
-                    mark(touched, scratch, slot, kind);
-                    taken += 1;
-                }
+                break;
+            }
+            if !self.in_order(slot) {
+                continue;
+            }
+            if let Some(kind) = check(slot, scratch) {
+                mark(touched, scratch, slot, kind);
+                taken += 1;
             }
         }
     }
 
     /// [`SearchIndex::take_first`] for a range of the sorted forms (not in
     /// slot order): the lowest `budget` slots in rank order per favourite
-    /// mark and match kind, kept in bounded heaps.
+    /// mark and match kind, kept in bounded heaps. Returns how many slots
+    /// it marked among favourites and among the others.
     fn take_first_forms(
         &self,
         len: usize,
@@ -595,7 +643,7 @@ impl SearchIndex {
         touched: &mut Vec<u32>,
         scratch: &mut [u8],
         range: &[(u64, u32)],
-    ) {
+    ) -> [usize; 2] {
         let mut lowest: [BinaryHeap<u32>; 4] = Default::default();
         for &(packed, slot) in range {
             let form_len = (packed % 32) as usize;
@@ -615,6 +663,7 @@ impl SearchIndex {
                 heap.pop();
             }
         }
+        let mut marked = [0; 2];
         for (group, heap) in lowest.into_iter().enumerate() {
             let kind = if group % 2 == 0 {
                 MatchKind::Exact
@@ -622,9 +671,12 @@ impl SearchIndex {
                 MatchKind::Prefix
             };
             for slot in heap {
+                let before = touched.len();
                 mark(touched, scratch, slot, kind);
+                marked[group / 2] += touched.len() - before;
             }
         }
+        marked
     }
 
     /// Every live slot matching `term`, each once with its best match.
@@ -805,6 +857,32 @@ fn push_posting(map: &mut BTreeMap<Box<str>, Vec<u32>>, key: &str, slot: u32) {
             map.insert(key.into(), vec![slot]);
         }
     }
+}
+
+/// The slots in both ascending lists, ascending. A much longer second
+/// list is searched rather than walked.
+fn intersect<'a>(a: &'a [u32], b: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
+    let (mut i, mut j) = (0, 0);
+    let gallop = b.len() > a.len().saturating_mul(16);
+    std::iter::from_fn(move || {
+        while i < a.len() && j < b.len() {
+            let want = a[i];
+            if gallop {
+                j += b[j..].partition_point(|&x| x < want);
+            }
+            match b.get(j).map(|&x| x.cmp(&want)) {
+                Some(Ordering::Less) => j += 1,
+                Some(Ordering::Greater) => i += 1,
+                Some(Ordering::Equal) => {
+                    i += 1;
+                    j += 1;
+                    return Some(want);
+                }
+                None => return None,
+            }
+        }
+        None
+    })
 }
 
 fn push_short(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, slot: u32) {
