@@ -506,14 +506,20 @@ impl Contacts {
     }
 
     fn load_hits(&self, hits: &[IndexHit]) -> Result<Vec<SearchHit>, StoreError> {
+        // One query for every contact shown or merged.
+        let ids: Vec<ContactId> = hits
+            .iter()
+            .flat_map(|h| std::iter::once(h.id).chain(h.merged.iter().copied()))
+            .collect();
+        let mut loaded = self.store.get_many(&ids)?;
         let mut out = Vec::with_capacity(hits.len());
         for hit in hits {
-            let Some(mut contact) = self.store.get(hit.id)? else {
+            let Some(mut contact) = loaded.remove(&hit.id) else {
                 continue;
             };
             let mut merged_from = Vec::with_capacity(hit.merged.len());
-            for &other in &hit.merged {
-                let Some(other) = self.store.get(other)? else {
+            for other in &hit.merged {
+                let Some(other) = loaded.remove(other) else {
                     continue;
                 };
                 for n in other.numbers {

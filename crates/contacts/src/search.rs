@@ -518,57 +518,89 @@ impl SearchIndex {
     /// the same favourite mark that matched at least as well cannot be among
     /// the best `budget`: each list is read, per favourite mark, only until
     /// `budget` matches. Slots out of rank order are checked one by one.
-    fn first_matches(&self, term: &Term, scratch: &mut [u8], budget: usize) -> Vec<(u32, MatchKind)> {
+    fn first_matches(
+        &self,
+        term: &Term,
+        scratch: &mut [u8],
+        budget: usize,
+    ) -> Vec<(u32, MatchKind)> {
         let mut touched: Vec<u32> = Vec::new();
         match term {
             Term::Word(w) => {
                 let budget = [budget; 2];
                 if let Some(list) = self.words.get(w.as_str()) {
-                    self.take_first(list.iter().copied(), budget, &mut touched, scratch, |_, _| {
-                        Some(MatchKind::Exact)
-                    });
+                    self.take_first(
+                        list.iter().copied(),
+                        budget,
+                        &mut touched,
+                        scratch,
+                        |_, _| Some(MatchKind::Exact),
+                    );
                 }
                 let prefix = |_: u32, _: &[u8]| Some(MatchKind::Prefix);
                 if w.chars().count() <= SHORT_PREFIX {
                     if let Some(list) = self.short_prefixes.get(w.as_str()) {
-                        self.take_first(list.iter().copied(), budget, &mut touched, scratch, prefix);
+                        self.take_first(
+                            list.iter().copied(),
+                            budget,
+                            &mut touched,
+                            scratch,
+                            prefix,
+                        );
                     }
                 } else {
                     for (word, list) in prefix_range(&self.words, w) {
                         if word.as_ref() != w.as_str() {
-                            self.take_first(list.iter().copied(), budget, &mut touched, scratch, prefix);
+                            self.take_first(
+                                list.iter().copied(),
+                                budget,
+                                &mut touched,
+                                scratch,
+                                prefix,
+                            );
                         }
                     }
                 }
             }
             Term::Digits(d) => {
-                let found =
-                    self.take_first_forms(d.len(), budget, &mut touched, scratch, self.form_range(d));
+                let found = self.take_first_forms(
+                    d.len(),
+                    budget,
+                    &mut touched,
+                    scratch,
+                    self.form_range(d),
+                );
                 // Infix matches rank after the prefix ones of the same
                 // favourite mark: only so many can still make the cut.
                 let budget = found.map(|n| budget.saturating_sub(n));
                 let mut lists: Vec<&Vec<u32>> = trigrams(d).map(|g| &self.trigrams[g]).collect();
                 lists.sort_by_key(|l| l.len());
                 lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
-                // The two shortest lists are merged (both ascending), the
-                // others searched; the digits are checked last.
-                let (first, second, rest) = match lists.as_slice() {
-                    [] => (None, None, &[][..]),
-                    [one] => (Some(*one), None, &[][..]),
-                    [one, two, rest @ ..] => (Some(*one), Some(*two), rest),
-                };
-                if let Some(first) = first {
-                    let common = intersect(first, second.map_or(first.as_slice(), |l| l.as_slice()));
-                    self.take_first(common, budget, &mut touched, scratch, |slot, scratch| {
-                        if scratch[slot as usize] != 0
-                            || !rest.iter().all(|l| l.binary_search(&slot).is_ok())
-                        {
-                            return None;
-                        }
-                        let entry = self.slots.get(slot as usize)?.as_ref()?;
-                        (d.len() == 3 || entry.number_forms.iter().any(|f| f.contains(d.as_str())))
+                // The shortest list is walked; the others (all ascending)
+                // are searched forward from where the last search ended, so
+                // each is read about once; the digits are checked last.
+                if let Some((first, rest)) = lists.split_first() {
+                    let mut cursors = vec![0usize; rest.len()];
+                    self.take_first(
+                        first.iter().copied(),
+                        budget,
+                        &mut touched,
+                        scratch,
+                        |slot, scratch| {
+                            if scratch[slot as usize] != 0
+                                || !rest
+                                    .iter()
+                                    .zip(cursors.iter_mut())
+                                    .all(|(list, at)| seek(list, at, slot))
+                            {
+                                return None;
+                            }
+                            let entry = self.slots.get(slot as usize)?.as_ref()?;
+                            (d.len() == 3
+                                || entry.number_forms.iter().any(|f| f.contains(d.as_str())))
                             .then_some(MatchKind::Infix)
-                    });
+                        },
+                    );
                 }
             }
         }
@@ -859,30 +891,20 @@ fn push_posting(map: &mut BTreeMap<Box<str>, Vec<u32>>, key: &str, slot: u32) {
     }
 }
 
-/// The slots in both ascending lists, ascending. A much longer second
-/// list is searched rather than walked.
-fn intersect<'a>(a: &'a [u32], b: &'a [u32]) -> impl Iterator<Item = u32> + 'a {
-    let (mut i, mut j) = (0, 0);
-    let gallop = b.len() > a.len().saturating_mul(16);
-    std::iter::from_fn(move || {
-        while i < a.len() && j < b.len() {
-            let want = a[i];
-            if gallop {
-                j += b[j..].partition_point(|&x| x < want);
-            }
-            match b.get(j).map(|&x| x.cmp(&want)) {
-                Some(Ordering::Less) => j += 1,
-                Some(Ordering::Greater) => i += 1,
-                Some(Ordering::Equal) => {
-                    i += 1;
-                    j += 1;
-                    return Some(want);
-                }
-                None => return None,
-            }
-        }
-        None
-    })
+/// Moves `at` forward in the ascending `list` to the first slot not below
+/// `want` (galloping, then bisecting); whether that slot is `want`.
+fn seek(list: &[u32], at: &mut usize, want: u32) -> bool {
+    let (mut lo, mut step) = (*at, 1);
+    while lo + step < list.len() && list[lo + step] < want {
+        lo += step;
+        step *= 2;
+    }
+    let hi = (lo + step + 1).min(list.len());
+    *at = lo
+        + list
+            .get(lo..hi)
+            .map_or(0, |part| part.partition_point(|&x| x < want));
+    list.get(*at) == Some(&want)
 }
 
 fn push_short(map: &mut HashMap<Box<str>, Vec<u32>>, key: &str, slot: u32) {
@@ -1088,7 +1110,10 @@ mod tests {
     /// The brute-force answer: every live entry classified, ranked, cut to
     /// the candidate budget and merged.
     fn brute_force(index: &SearchIndex, ids: &[i64], query: &str, limit: usize) -> Vec<IndexHit> {
-        let entries: Vec<&IndexEntry> = ids.iter().filter_map(|&i| index.get(ContactId(i))).collect();
+        let entries: Vec<&IndexEntry> = ids
+            .iter()
+            .filter_map(|&i| index.get(ContactId(i)))
+            .collect();
         let terms = fold::query_terms(query);
         let mut ranked: Vec<(&IndexEntry, MatchKind)> = entries
             .iter()
@@ -1101,20 +1126,36 @@ mod tests {
 
     #[test]
     fn reading_lists_in_rank_order_agrees_with_brute_force_after_changes() {
-        const SYL: [&str; 12] = ["ma", "mül", "ler", "an", "na", "ber", "o", "li", "sø", "ren", "m", "el"];
+        const SYL: [&str; 12] = [
+            "ma", "mül", "ler", "an", "na", "ber", "o", "li", "sø", "ren", "m", "el",
+        ];
         let de = "DE".parse().ok();
         let mut seed: u64 = 7;
         let mut next = move |n: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (seed >> 33) % n
         };
         let make = |i: i64, next: &mut dyn FnMut(u64) -> u64| {
             let name: String = (0..1 + next(3)).map(|_| SYL[next(12) as usize]).collect();
             let given = SYL[next(12) as usize];
-            let source = if next(4) == 0 { Source::Ldap("corp".into()) } else { Source::Local };
+            let source = if next(4) == 0 {
+                Source::Ldap("corp".into())
+            } else {
+                Source::Local
+            };
             let contact = Contact::new(&format!("{given} {name}"))
-                .with_number(NumberKind::Work, &format!("+49 30 {}", 1_000_000 + next(3000)), de)
-                .with_number(NumberKind::Mobile, &format!("0170 {}", 2_000_000 + next(300_000)), de);
+                .with_number(
+                    NumberKind::Work,
+                    &format!("+49 30 {}", 1_000_000 + next(3000)),
+                    de,
+                )
+                .with_number(
+                    NumberKind::Mobile,
+                    &format!("0170 {}", 2_000_000 + next(300_000)),
+                    de,
+                );
             let mut e = entry(i, source, contact);
             e.favourite = next(20) == 0;
             e
@@ -1122,13 +1163,17 @@ mod tests {
         let mut ids: Vec<i64> = (1..=3000).collect();
         let mut index = SearchIndex::from_entries(ids.iter().map(|&i| make(i, &mut next)));
         let queries = [
-            "m", "ma", "mül", "mulle", "o", "an", "na m", "el", "s", "so", "ren", "x", "30", "49", "4930",
-            "0170", "1000", "01702", "000", "123", "0042", "491702", "ma 0170", "1",
+            "m", "ma", "mül", "mulle", "o", "an", "na m", "el", "s", "so", "ren", "x", "30", "49",
+            "4930", "0170", "1000", "01702", "000", "123", "0042", "491702", "ma 0170", "1",
         ];
         let check = |index: &SearchIndex, ids: &[i64], stage: &str| {
             for q in queries {
                 for limit in [1, 5, 20] {
-                    assert_eq!(index.search(q, limit), brute_force(index, ids, q, limit), "{stage}: {q:?} limit {limit}");
+                    assert_eq!(
+                        index.search(q, limit),
+                        brute_force(index, ids, q, limit),
+                        "{stage}: {q:?} limit {limit}"
+                    );
                 }
             }
         };

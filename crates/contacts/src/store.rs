@@ -310,6 +310,37 @@ impl Store {
             .transpose()
     }
 
+    /// Several contacts in one query, by id; ids not stored are left out.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn get_many(&self, ids: &[ContactId]) -> Result<HashMap<ContactId, Contact>, StoreError> {
+        let list = serde_json::to_string(&ids.iter().map(|id| id.0).collect::<Vec<i64>>())
+            .unwrap_or_else(|_| "[]".to_owned());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, data, favourite FROM contacts \
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .map_err(StoreError::sql("reading contacts"))?;
+        let mut rows = stmt
+            .query([list])
+            .map_err(StoreError::sql("reading contacts"))?;
+        let mut out = HashMap::with_capacity(ids.len());
+        while let Some(row) = rows.next().map_err(StoreError::sql("reading contacts"))? {
+            let id = ContactId(row.get(0).map_err(StoreError::sql("reading contacts"))?);
+            let favourite: bool = row.get(2).map_err(StoreError::sql("reading contacts"))?;
+            let data = row
+                .get_ref(1)
+                .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+                .map_err(StoreError::sql("reading contacts"))?;
+            out.insert(id, decode(id, data, favourite)?);
+        }
+        Ok(out)
+    }
+
     /// Every contact of a source, by id.
     ///
     /// # Errors
@@ -1042,6 +1073,20 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn get_many_reads_the_stored_ids_and_skips_the_others() {
+        let mut store = Store::open_in_memory().unwrap();
+        let a = store.insert(&Contact::new("Åsa Bråten")).unwrap();
+        let b = store.insert(&Contact::new("Jörg Müller")).unwrap();
+        store.set_favourite(b, true).unwrap();
+        let found = store.get_many(&[b, ContactId(999), a]).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[&a].display_name, "Åsa Bråten");
+        assert!(found[&b].favourite);
+        assert_eq!(found[&b].id, Some(b));
+        assert!(store.get_many(&[]).unwrap().is_empty());
     }
 
     #[test]
