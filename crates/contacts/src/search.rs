@@ -187,7 +187,7 @@ pub(crate) fn candidate_budget(limit: usize) -> usize {
 /// An in-memory search index over [`IndexEntry`]s.
 ///
 /// Words and number forms sit in ordered maps (a prefix is a range); digits
-/// inside numbers are found through trigram lists. Removing a contact only
+/// inside numbers are found through trigram and 4-digit lists. Removing a contact only
 /// frees its slot; the index compacts itself when half of it is free.
 ///
 /// Slots are handed out in rank order when the index is built (favourites
@@ -212,7 +212,10 @@ pub struct SearchIndex {
     forms: Vec<(u64, u32)>,
     // (packed E.164 digits, slot), sorted: caller lookups.
     numbers: Vec<(u64, u32)>,
-    trigrams: Vec<Vec<u32>>,
+    // Slots per digit trigram (codes 0..1000) and per 4-digit group (1000
+    // plus its value): a query of 4 digits or more reads the latter, far
+    // fewer of which share a number's digits by chance.
+    grams: Vec<Vec<u32>>,
     live: usize,
     // Slots below `ordered` are in rank order as built, those below
     // `fav_end` favourites; `moved` marks the ones whose favourite mark
@@ -231,14 +234,14 @@ pub struct SearchIndex {
 /// Word prefixes up to this many characters have their own posting list.
 const SHORT_PREFIX: usize = 2;
 
-const TRIGRAMS: usize = 1000;
+const GRAMS: usize = 11_000;
 
 impl SearchIndex {
     /// An empty index.
     #[must_use]
     pub fn new() -> Self {
         Self {
-            trigrams: vec![Vec::new(); TRIGRAMS],
+            grams: vec![Vec::new(); GRAMS],
             ..Self::default()
         }
     }
@@ -308,8 +311,8 @@ impl SearchIndex {
 
     fn insert_unsorted(&mut self, entry: IndexEntry) {
         self.remove(entry.id);
-        if self.trigrams.len() != TRIGRAMS {
-            self.trigrams = vec![Vec::new(); TRIGRAMS];
+        if self.grams.len() != GRAMS {
+            self.grams = vec![Vec::new(); GRAMS];
         }
         let Ok(slot) = u32::try_from(self.slots.len()) else {
             return;
@@ -335,12 +338,13 @@ impl SearchIndex {
             if let Some(packed) = pack_form(form) {
                 self.forms.push((packed, slot));
             }
-            grams.extend(trigrams(form));
+            grams.extend(digit_grams(form, 3));
+            grams.extend(digit_grams(form, 4));
         }
         grams.sort_unstable();
         grams.dedup();
         for gram in grams {
-            self.trigrams[gram].push(slot);
+            self.grams[gram].push(slot);
         }
         self.by_id.insert(entry.id, slot);
         self.alive.push(true);
@@ -573,7 +577,7 @@ impl SearchIndex {
                 // Infix matches rank after the prefix ones of the same
                 // favourite mark: only so many can still make the cut.
                 let budget = found.map(|n| budget.saturating_sub(n));
-                let mut lists: Vec<&Vec<u32>> = trigrams(d).map(|g| &self.trigrams[g]).collect();
+                let mut lists: Vec<&Vec<u32>> = query_grams(d).map(|g| &self.grams[g]).collect();
                 lists.sort_by_key(|l| l.len());
                 lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
                 // The shortest list is walked; the others (all ascending)
@@ -596,7 +600,7 @@ impl SearchIndex {
                                 return None;
                             }
                             let entry = self.slots.get(slot as usize)?.as_ref()?;
-                            (d.len() == 3
+                            (d.len() <= 4
                                 || entry.number_forms.iter().any(|f| f.contains(d.as_str())))
                             .then_some(MatchKind::Infix)
                         },
@@ -731,8 +735,8 @@ impl SearchIndex {
             Term::Digits(d) => {
                 // Exact and prefix matches are a range of the sorted forms;
                 // infix ones come from the intersection of the query's
-                // trigram lists (sorted by slot), checked when longer than
-                // one trigram.
+                // digit-group lists (sorted by slot), checked when longer than
+                // one group.
                 for &(packed, slot) in self.form_range(d) {
                     let len = (packed % 32) as usize;
                     if len < d.len() {
@@ -745,7 +749,7 @@ impl SearchIndex {
                     };
                     mark(&mut touched, scratch, slot, kind);
                 }
-                let mut lists: Vec<&Vec<u32>> = trigrams(d).map(|g| &self.trigrams[g]).collect();
+                let mut lists: Vec<&Vec<u32>> = query_grams(d).map(|g| &self.grams[g]).collect();
                 lists.sort_by_key(|l| l.len());
                 lists.dedup_by(|a, b| std::ptr::eq(*a, *b));
                 if let Some((first, rest)) = lists.split_first() {
@@ -758,7 +762,7 @@ impl SearchIndex {
                         let Some(Some(entry)) = self.slots.get(slot as usize) else {
                             continue;
                         };
-                        if d.len() == 3 || entry.number_forms.iter().any(|f| f.contains(d.as_str()))
+                        if d.len() <= 4 || entry.number_forms.iter().any(|f| f.contains(d.as_str()))
                         {
                             mark(&mut touched, scratch, slot, MatchKind::Infix);
                         }
@@ -928,13 +932,24 @@ fn prefix_range<'a>(
         .take_while(move |(k, _)| k.starts_with(prefix))
 }
 
-/// The trigram codes (0..1000) of a digit string.
-fn trigrams(digits: &str) -> impl Iterator<Item = usize> + '_ {
-    digits.as_bytes().windows(3).filter_map(|w| {
-        w.iter().try_fold(0usize, |acc, &b| {
-            b.is_ascii_digit().then(|| acc * 10 + usize::from(b - b'0'))
-        })
+/// The `n`-digit group codes (3: 0..1000, 4: 1000..11 000) of a digit
+/// string.
+fn digit_grams(digits: &str, n: usize) -> impl Iterator<Item = usize> + '_ {
+    let base = if n == 4 { 1000 } else { 0 };
+    digits.as_bytes().windows(n).filter_map(move |w| {
+        w.iter()
+            .try_fold(0usize, |acc, &b| {
+                b.is_ascii_digit().then(|| acc * 10 + usize::from(b - b'0'))
+            })
+            .map(|code| base + code)
     })
+}
+
+/// The groups a digit query is looked up by: its trigram when it has 3
+/// digits, its 4-digit groups when longer (none when shorter).
+fn query_grams(digits: &str) -> impl Iterator<Item = usize> + '_ {
+    let n = if digits.len() == 3 { 3 } else { 4 };
+    digit_grams(digits, n)
 }
 
 #[cfg(test)]
