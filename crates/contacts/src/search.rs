@@ -206,7 +206,7 @@ pub struct SearchIndex {
     by_id: HashMap<ContactId, u32>,
     words: BTreeMap<Box<str>, Vec<u32>>,
     // Word prefixes of up to `SHORT_PREFIX` characters: one list each, so
-    // a one-letter query does not walk thousands of words.
+    // a query of a few letters does not walk thousands of words.
     short_prefixes: HashMap<Box<str>, Vec<u32>>,
     // (packed digit form, slot), sorted: see `pack_form`.
     forms: Vec<(u64, u32)>,
@@ -232,7 +232,7 @@ pub struct SearchIndex {
 }
 
 /// Word prefixes up to this many characters have their own posting list.
-const SHORT_PREFIX: usize = 2;
+const SHORT_PREFIX: usize = 3;
 
 const GRAMS: usize = 11_000;
 
