@@ -305,6 +305,26 @@ fn bench(c: &mut Criterion) {
     }
     let (p50, p99, max) = percentiles(samples);
     eprintln!("contacts_lookup: 1000 raw numbers: p50 {p50:.2?}, p99 {p99:.2?}, max {max:.2?}");
+
+    // Misses, each a different number in an area code no contact has, in
+    // the three written forms: their last 7 digits are random, so some
+    // share them with a stored number and take the full path.
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut samples = Vec::new();
+    let mut found = 0;
+    for _ in 0..1000 {
+        let subscriber = rng.random_range(1_000_000..9_999_999);
+        let raw = number(&mut rng, "33", subscriber);
+        let t = Instant::now();
+        let hit = book.lookup(black_box(&raw), region).expect("lookup");
+        samples.push(t.elapsed());
+        found += usize::from(hit.is_some());
+    }
+    assert_eq!(found, 0, "numbers in area 33 are not stored");
+    let (p50, p99, max) = percentiles(samples);
+    eprintln!(
+        "contacts_lookup: 1000 different misses: p50 {p50:.2?}, p99 {p99:.2?}, max {max:.2?}"
+    );
 }
 
 criterion_group!(benches, bench);

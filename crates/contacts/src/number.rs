@@ -219,6 +219,100 @@ pub fn e164_candidates(raw: &str, region: Option<Region>) -> Vec<String> {
     out
 }
 
+/// The trailing-digit keys ([`tail_key`]) that the digits a lookup
+/// compares (`normalize(raw, region).match_digits()`) can have, worked out
+/// without the full parser; `None` when that cannot be told cheaply.
+///
+/// The parser takes the country code from `+`, the region's international
+/// prefix or the region, and then only strips prefixes from the rest, unless
+/// the metadata has a national prefix transform rule (then `None`). So an
+/// E.164 form is a country code before a suffix of the digits as written:
+/// when the suffix has at least [`TRAILING_DIGITS`] digits its key is the
+/// written digits' key, otherwise one of a few short forms. A number that
+/// does not normalise compares its written digits. An empty list means the
+/// lookup compares fewer than three digits and finds nothing.
+#[must_use]
+pub fn lookup_tail_keys(raw: &str, region: Option<Region>) -> Option<Vec<String>> {
+    let text = raw.trim();
+    let text = text
+        .strip_prefix("tel:")
+        .or_else(|| text.strip_prefix("TEL:"))
+        .unwrap_or(text);
+    let (main, _) = split_extension(text);
+    let digits: String = main.chars().filter(char::is_ascii_digit).collect();
+    if digits.len() < 3 {
+        return Some(Vec::new());
+    }
+    let mut keys = vec![tail_key(&digits).to_owned()];
+    // The cases where `normalize` gives up before parsing.
+    let plain = main.chars().all(|c| {
+        c.is_ascii_digit() || matches!(c, '+' | '-' | '(' | ')' | '/' | '.' | ' ' | '\u{a0}')
+    });
+    let plus_ok = main.rfind('+').is_none_or(|i| main[..i].trim().is_empty());
+    if text.len() > MAX_NUMBER_LEN || digits.len() > 17 || !plain || !plus_ok {
+        return Some(keys);
+    }
+    let plus = main.trim_start().starts_with('+');
+    let region_meta = region.and_then(|r| DATABASE.by_id(r.code()));
+    if !plus && region_meta.is_none() {
+        // No country code to be found: the parser fails.
+        return Some(keys);
+    }
+    // The international prefix is stripped as the parser does: matched at
+    // the start, and not followed by a 0.
+    // A prefix of plain digits (most regions' `00`) is matched without the
+    // metadata's regex, which sits behind a shared lock and a small cache.
+    let idd_end = region_meta
+        .and_then(|m| m.international_prefix())
+        .and_then(|re| {
+            let source = re.as_str();
+            if !source.is_empty() && source.bytes().all(|b| b.is_ascii_digit()) {
+                digits.starts_with(source).then_some(source.len())
+            } else {
+                re.find(&digits).filter(|m| m.start() == 0).map(|m| m.end())
+            }
+        });
+    let after_idd = idd_end
+        .map(|end| &digits[end..])
+        .filter(|rest| !rest.starts_with('0'));
+    let code = match (plus, after_idd, region_meta) {
+        (false, None, Some(meta)) => meta.country_code(),
+        (true, None, _) | (_, Some(_), _) => {
+            let rest = after_idd.unwrap_or(&digits);
+            if rest.len() <= 2 || rest.starts_with('0') {
+                return Some(keys);
+            }
+            let found = (1..=3.min(rest.len()))
+                .filter_map(|len| rest[..len].parse::<u16>().ok())
+                .find(|code| DATABASE.by_code(code).is_some());
+            match found {
+                Some(code) => code,
+                None => return Some(keys),
+            }
+        }
+        (false, None, None) => return Some(keys),
+    };
+    let transforms = match region_meta {
+        Some(meta) => meta.national_prefix_transform_rule().is_some(),
+        None => DATABASE.by_code(&code).is_none_or(|metas| {
+            metas
+                .iter()
+                .any(|m| m.national_prefix_transform_rule().is_some())
+        }),
+    };
+    if transforms {
+        return None;
+    }
+    for len in 2..TRAILING_DIGITS.min(digits.len() + 1) {
+        let short = format!("{code}{}", &digits[digits.len() - len..]);
+        let key = tail_key(&short).to_owned();
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Some(keys)
+}
+
 /// The digits of a number as written, without its extension.
 #[must_use]
 pub fn written_digits(raw: &str) -> String {
@@ -390,6 +484,34 @@ mod tests {
             let n = normalize(&raw, region.parse().ok());
             if let Some(e164) = n.e164 {
                 prop_assert!(e164.starts_with('+'));
+            }
+        }
+
+        #[test]
+        fn lookup_keys_cover_what_the_parser_compares(
+            raw in "[+]?[0-9][0-9 ()/.-]{0,18}",
+            region in prop::sample::select(vec!["", "DE", "US", "GB", "CH", "FR", "IT", "AR", "BR", "MX", "AT", "NZ"]),
+        ) {
+            let region: Option<Region> = region.parse().ok();
+            let n = normalize(&raw, region);
+            let digits = n.match_digits();
+            if let Some(keys) = lookup_tail_keys(&raw, region) && digits.len() >= 3 {
+                prop_assert!(keys.iter().any(|k| k == tail_key(digits)), "{raw:?} {region:?}: {digits} not in {keys:?}");
+            }
+        }
+
+        #[test]
+        fn lookup_keys_cover_well_formed_numbers(
+            prefix in prop::sample::select(vec!["+", "00", "0", "", "+0", "011", "0015", "+1 ", "+54 9 ", "015"]),
+            body in "[1-9][0-9]{1,12}",
+            region in prop::sample::select(vec!["", "DE", "US", "GB", "IT", "AR", "BR", "MX", "AU", "NZ"]),
+        ) {
+            let raw = format!("{prefix}{body}");
+            let region: Option<Region> = region.parse().ok();
+            let n = normalize(&raw, region);
+            let digits = n.match_digits();
+            if let Some(keys) = lookup_tail_keys(&raw, region) && digits.len() >= 3 {
+                prop_assert!(keys.iter().any(|k| k == tail_key(digits)), "{raw:?} {region:?}: {digits} not in {keys:?}");
             }
         }
 

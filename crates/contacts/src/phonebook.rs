@@ -238,8 +238,18 @@ impl Contacts {
         number: &str,
         default_region: Option<Region>,
     ) -> Result<Option<Contact>, StoreError> {
-        self.store
-            .lookup(number, default_region.or(self.default_region))
+        // Exact E.164 matches come from the index (kept in step with the
+        // store); the store reads the contact and does the rest.
+        let region = default_region.or(self.default_region);
+        let candidates = crate::number::e164_candidates(number, region);
+        for candidate in &candidates {
+            if let Some(id) = self.index.by_number(candidate)
+                && let Some(contact) = self.store.get(id)?
+            {
+                return Ok(Some(contact));
+            }
+        }
+        self.store.lookup_beyond(number, region, &candidates)
     }
 
     /// One contact.
@@ -496,14 +506,20 @@ impl Contacts {
     }
 
     fn load_hits(&self, hits: &[IndexHit]) -> Result<Vec<SearchHit>, StoreError> {
+        // One query for every contact shown or merged.
+        let ids: Vec<ContactId> = hits
+            .iter()
+            .flat_map(|h| std::iter::once(h.id).chain(h.merged.iter().copied()))
+            .collect();
+        let mut loaded = self.store.get_many(&ids)?;
         let mut out = Vec::with_capacity(hits.len());
         for hit in hits {
-            let Some(mut contact) = self.store.get(hit.id)? else {
+            let Some(mut contact) = loaded.remove(&hit.id) else {
                 continue;
             };
             let mut merged_from = Vec::with_capacity(hit.merged.len());
-            for &other in &hit.merged {
-                let Some(other) = self.store.get(other)? else {
+            for other in &hit.merged {
+                let Some(other) = loaded.remove(other) else {
                     continue;
                 };
                 for n in other.numbers {

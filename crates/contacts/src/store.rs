@@ -310,6 +310,37 @@ impl Store {
             .transpose()
     }
 
+    /// Several contacts in one query, by id; ids not stored are left out.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`], [`StoreError::Corrupt`].
+    pub fn get_many(&self, ids: &[ContactId]) -> Result<HashMap<ContactId, Contact>, StoreError> {
+        let list = serde_json::to_string(&ids.iter().map(|id| id.0).collect::<Vec<i64>>())
+            .unwrap_or_else(|_| "[]".to_owned());
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT id, data, favourite FROM contacts \
+                 WHERE id IN (SELECT value FROM json_each(?1))",
+            )
+            .map_err(StoreError::sql("reading contacts"))?;
+        let mut rows = stmt
+            .query([list])
+            .map_err(StoreError::sql("reading contacts"))?;
+        let mut out = HashMap::with_capacity(ids.len());
+        while let Some(row) = rows.next().map_err(StoreError::sql("reading contacts"))? {
+            let id = ContactId(row.get(0).map_err(StoreError::sql("reading contacts"))?);
+            let favourite: bool = row.get(2).map_err(StoreError::sql("reading contacts"))?;
+            let data = row
+                .get_ref(1)
+                .and_then(|v| v.as_str().map_err(rusqlite::Error::from))
+                .map_err(StoreError::sql("reading contacts"))?;
+            out.insert(id, decode(id, data, favourite)?);
+        }
+        Ok(out)
+    }
+
     /// Every contact of a source, by id.
     ///
     /// # Errors
@@ -602,6 +633,24 @@ impl Store {
                 return Ok(Some(found));
             }
         }
+        self.lookup_beyond(number, default_region, &candidates)
+    }
+
+    /// [`Store::lookup`] after no contact had any of `candidates`
+    /// ([`number::e164_candidates`] of `number`).
+    pub(crate) fn lookup_beyond(
+        &self,
+        number: &str,
+        default_region: Option<Region>,
+        candidates: &[String],
+    ) -> Result<Option<Contact>, StoreError> {
+        // A miss usually ends here, without the parser: no stored number
+        // has a trailing-digit key the number's compared digits can have.
+        if let Some(keys) = number::lookup_tail_keys(number, default_region)
+            && !self.any_tail(&keys)?
+        {
+            return Ok(None);
+        }
         let wanted = number::normalize(number, default_region);
         if let Some(e164) = &wanted.e164
             && !candidates.contains(e164)
@@ -651,6 +700,30 @@ impl Store {
             Some((_, _, neg_id)) => self.get(ContactId(-neg_id)),
             None => Ok(None),
         }
+    }
+
+    /// Whether any stored number has one of `keys` as its trailing-digit
+    /// key (one indexed query per six keys).
+    fn any_tail(&self, keys: &[String]) -> Result<bool, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM numbers WHERE tail IN (?1, ?2, ?3, ?4, ?5, ?6))",
+            )
+            .map_err(StoreError::sql("looking up a number"))?;
+        for chunk in keys.chunks(6) {
+            let key = |i: usize| chunk.get(i).unwrap_or(&chunk[0]).as_str();
+            let found: bool = stmt
+                .query_row(
+                    params![key(0), key(1), key(2), key(3), key(4), key(5)],
+                    |row| row.get(0),
+                )
+                .map_err(StoreError::sql("looking up a number"))?;
+            if found {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn exact_number(&self, e164: &str) -> Result<Option<Contact>, StoreError> {
@@ -1000,6 +1073,20 @@ mod tests {
             .pragma_query_value(None, "journal_mode", |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal");
+    }
+
+    #[test]
+    fn get_many_reads_the_stored_ids_and_skips_the_others() {
+        let mut store = Store::open_in_memory().unwrap();
+        let a = store.insert(&Contact::new("Åsa Bråten")).unwrap();
+        let b = store.insert(&Contact::new("Jörg Müller")).unwrap();
+        store.set_favourite(b, true).unwrap();
+        let found = store.get_many(&[b, ContactId(999), a]).unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found[&a].display_name, "Åsa Bråten");
+        assert!(found[&b].favourite);
+        assert_eq!(found[&b].id, Some(b));
+        assert!(store.get_many(&[]).unwrap().is_empty());
     }
 
     #[test]
