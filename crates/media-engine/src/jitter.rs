@@ -155,6 +155,10 @@ pub struct JitterConfig {
     /// Late packets later than this (a stall no sensible delay covers)
     /// do not move the feedback.
     pub feedback_lateness_limit: Duration,
+    /// Most a frame may be stretched or compressed by
+    /// [`JitterBuffer::pop_scaled`] to move the delay between whole
+    /// frames. Zero turns time-scaling off.
+    pub time_scale_limit: Duration,
 }
 
 impl Default for JitterConfig {
@@ -177,11 +181,12 @@ impl Default for JitterConfig {
             // overshoot after a single late packet.
             boost_limit: Duration::ZERO,
             boost_decay_per_second: Duration::from_millis(10),
-            feedback_late_rate: 0.005,
+            feedback_late_rate: 0.01,
             feedback_step: Duration::from_millis(1),
-            feedback_floor: Duration::from_millis(20),
+            feedback_floor: Duration::from_millis(40),
             feedback_ceiling: Duration::from_millis(30),
-            feedback_lateness_limit: Duration::from_millis(80),
+            feedback_lateness_limit: Duration::from_secs(1),
+            time_scale_limit: Duration::from_millis(5),
         }
     }
 }
@@ -292,6 +297,19 @@ pub enum Playout<P> {
     Silence,
 }
 
+/// What [`JitterBuffer::pop_scaled`] returns: what to play, and for how
+/// long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScaledPlayout<P> {
+    /// What to play.
+    pub playout: Playout<P>,
+    /// How long to play it, in RTP clock units: the frame length, or for a
+    /// frame a little more (stretch) or less (compress). The audio side
+    /// time-scales the decoded frame to this length, for instance with
+    /// [`crate::timescale::time_scale`].
+    pub duration: u32,
+}
+
 /// What [`JitterBuffer::push`] did with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -331,6 +349,10 @@ pub struct JitterStatistics {
     pub stretched: u64,
     /// Times the delay shrank by one frame.
     pub shrunk: u64,
+    /// Frames played stretched by [`JitterBuffer::pop_scaled`].
+    pub scaled_longer: u64,
+    /// Frames played compressed by [`JitterBuffer::pop_scaled`].
+    pub scaled_shorter: u64,
     /// Received frames dropped to shrink the delay.
     pub dropped_for_shrink: u64,
     /// Packets dropped because the buffer was full.
@@ -388,6 +410,8 @@ pub struct JitterBuffer<P> {
     estimator: DelayEstimator,
     /// When the wish to shrink started.
     shrink_wanted_since: Option<i64>,
+    /// Length change of the frame the last pop returned, timestamp units.
+    scale: i64,
     stats: JitterStatistics,
 }
 
@@ -410,6 +434,7 @@ struct ConfigUs {
     min_delay: i64,
     shrink_margin: i64,
     shrink_patience: i64,
+    time_scale_limit: i64,
 }
 
 impl ConfigUs {
@@ -435,6 +460,7 @@ impl ConfigUs {
             min_delay: us(config.min_delay),
             shrink_margin: us(config.shrink_margin),
             shrink_patience: us(config.shrink_patience),
+            time_scale_limit: us(config.time_scale_limit),
         }
     }
 }
@@ -567,7 +593,6 @@ impl RecentSequences {
 /// concealment has faded out anyway).
 const CONCEAL_TICKS: u32 = 3;
 
-
 impl<P> JitterBuffer<P> {
     /// A buffer with the given settings.
     pub fn new(config: JitterConfig) -> Result<Self, JitterConfigError> {
@@ -624,6 +649,7 @@ impl<P> JitterBuffer<P> {
             current_delay_us: 0,
             estimator,
             shrink_wanted_since: None,
+            scale: 0,
             stats: JitterStatistics::default(),
         })
     }
@@ -749,6 +775,43 @@ impl<P> JitterBuffer<P> {
 
     /// What to play for the tick at `now`. Call once per frame duration.
     pub fn pop(&mut self, now: Instant) -> Playout<P> {
+        self.pop_at(now, None)
+    }
+
+    /// What to play next and for how long, for an audio side that
+    /// time-scales frames: `now` is the device's tick and `queued` the
+    /// audio it already holds, so this frame starts playing at
+    /// `now + queued`. Call whenever the queue holds less than a frame,
+    /// with the same `now` until it holds at least one.
+    ///
+    /// Besides the whole-frame moves of [`pop`](Self::pop), the delay
+    /// moves between frame positions by stretching or compressing frames
+    /// by up to [`JitterConfig::time_scale_limit`] each: lowering it by a
+    /// frame compresses a few frames instead of dropping one, and raising
+    /// it by less than a frame stretches a few instead of concealing a
+    /// whole one. Between moves `queued` returns to zero, so frames play
+    /// as soon as they are taken.
+    pub fn pop_scaled(&mut self, now: Instant, queued: Duration) -> ScaledPlayout<P> {
+        let scaling = self.config_us.time_scale_limit > 0 && self.config_us.adaptive;
+        let queued_us = us(queued).rem_euclid(self.frame_us.max(1));
+        let playout = self.pop_at(now, if scaling { Some(queued_us) } else { None });
+        let scale = if matches!(playout, Playout::Frame(_)) {
+            self.scale
+        } else {
+            0
+        };
+        let frame = i64::try_from(self.frame_ticks).unwrap_or(i64::MAX);
+        ScaledPlayout {
+            playout,
+            duration: u32::try_from(frame + scale).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// `queued`: with time-scaling, the audio queued ahead of this frame
+    /// (less than a frame), µs.
+    fn pop_at(&mut self, now: Instant, queued: Option<i64>) -> Playout<P> {
+        let scaling = queued.is_some();
+        self.scale = 0;
         let now_us = self.time(now);
         let target = self.target_transit(now_us);
         self.update_gauges(now_us, target);
@@ -759,6 +822,10 @@ impl<P> JitterBuffer<P> {
         self.playout_transit = Some(transit);
         let adaptive = self.config_us.adaptive;
         let want_stretch = adaptive && target.is_some_and(|t| transit < t);
+        // With time-scaling, a whole frame of stretch (concealing) only
+        // for a deficit of a frame or more; smaller ones stretch frames.
+        let conceal_stretch =
+            want_stretch && (!scaling || target.is_some_and(|t| transit + self.frame_us <= t));
         let want_shrink = adaptive
             && target.is_some_and(|t| transit - self.frame_us > t + self.config_us.shrink_margin);
         if want_shrink {
@@ -769,10 +836,10 @@ impl<P> JitterBuffer<P> {
         // A received frame is dropped once the wish is old, or at once when
         // the delay is more than a whole frame above the shrink threshold.
         let shrink_overdue = self.shrink_wanted_since.is_some_and(|since| {
-            now_us - since >= self.config_us.shrink_patience
-                || target.is_some_and(|t| {
-                    transit - 2 * self.frame_us > t + self.config_us.shrink_margin
-                })
+            // Time-scaling compresses instead of waiting to drop a frame.
+            (!scaling && now_us - since >= self.config_us.shrink_patience)
+                || target
+                    .is_some_and(|t| transit - 2 * self.frame_us > t + self.config_us.shrink_margin)
         });
 
         // The first packet at or after the cursor.
@@ -785,12 +852,14 @@ impl<P> JitterBuffer<P> {
             }
         };
         if next.is_some_and(|i| self.packets[i].ts == cursor) {
-            if want_stretch {
+            if conceal_stretch {
                 self.stats.stretched += 1;
                 return self.missing(false);
             }
             if shrink_overdue {
                 self.drop_for_shrink(cursor);
+            } else if let Some(queued) = queued {
+                self.scale_frame(queued, want_stretch, want_shrink);
             }
             return self.play_at_cursor();
         }
@@ -842,6 +911,34 @@ impl<P> JitterBuffer<P> {
                 self.missing(false)
             }
         }
+    }
+
+    /// Chooses the length change of the frame about to play. A move
+    /// starts from an aligned queue (`queued` zero): stretching when the
+    /// delay is below the target, compressing when it is a frame above.
+    /// It goes on until the queue is aligned again: stretching until a
+    /// whole frame was added (the device then skips a take), compressing
+    /// until the queue is empty.
+    #[inline]
+    fn scale_frame(&mut self, queued: i64, want_stretch: bool, want_shrink: bool) {
+        let limit = self.config_us.time_scale_limit;
+        let change_us = if want_stretch {
+            limit.min(self.frame_us - queued)
+        } else if queued > 0 {
+            -limit.min(queued)
+        } else if want_shrink {
+            -limit
+        } else {
+            0
+        };
+        let change = change_us * i64::try_from(self.us_den).unwrap_or(1)
+            / i64::try_from(self.us_num).unwrap_or(1);
+        if change > 0 {
+            self.stats.scaled_longer += 1;
+        } else if change < 0 {
+            self.stats.scaled_shorter += 1;
+        }
+        self.scale = change;
     }
 
     /// Drops everything and starts over, as for a new stream. Statistics
@@ -912,8 +1009,7 @@ impl<P> JitterBuffer<P> {
         if self.boost.is_some() {
             extra += self.boost(now_us) as i64;
         }
-        let relative =
-            (quantile + extra).clamp(self.config_us.min_delay, self.config_us.max_delay);
+        let relative = (quantile + extra).clamp(self.config_us.min_delay, self.config_us.max_delay);
         Some(baseline + relative)
     }
 
@@ -942,8 +1038,10 @@ impl<P> JitterBuffer<P> {
         } else {
             -self.config_us.feedback_down
         };
-        self.feedback_us = (self.feedback_us + change)
-            .clamp(-self.config_us.feedback_floor, self.config_us.feedback_ceiling);
+        self.feedback_us = (self.feedback_us + change).clamp(
+            -self.config_us.feedback_floor,
+            self.config_us.feedback_ceiling,
+        );
     }
 
     /// A late packet that arrived on its own, a little too late, means the
@@ -1811,6 +1909,105 @@ mod tests {
             "{stats:?}"
         );
         assert!(frames(&out).windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// As `run`, through `pop_scaled` and a queue of time-scaled audio
+    /// the way the audio side keeps it: (play time ms, playout, duration).
+    fn run_scaled(
+        jb: &mut JitterBuffer<u16>,
+        t0: Instant,
+        mut arrivals: Vec<(u64, JitterPacket<u16>)>,
+        ticks: u64,
+    ) -> Vec<(u64, Playout<u16>, u32)> {
+        arrivals.sort_by_key(|a| a.0);
+        let mut pending = arrivals.into_iter().peekable();
+        let mut out = Vec::new();
+        let mut queued = 0u64;
+        for k in 0..ticks {
+            let t = 20 * k;
+            while let Some((a, p)) = pending.next_if(|(a, _)| *a <= t) {
+                jb.push(at(t0, a), p);
+            }
+            // Queue in 8 kHz samples.
+            while queued < 160 {
+                let scaled = jb.pop_scaled(at(t0, t), Duration::from_micros(queued * 125));
+                out.push((t * 1000 + queued * 125, scaled.playout, scaled.duration));
+                queued += u64::from(scaled.duration);
+            }
+            queued -= 160;
+        }
+        out
+    }
+
+    #[test]
+    fn time_scaling_compresses_frames_instead_of_dropping_them() {
+        // The drift case again: the delay must come down by about a frame
+        // every 2 s.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let arrivals: Vec<_> = (0..3000u16)
+            .map(|i| {
+                (
+                    (f64::from(i) * 19.8).round() as u64,
+                    packet(i, u32::from(i) * 160),
+                )
+            })
+            .collect();
+        let out = run_scaled(&mut jb, t0, arrivals, 2980);
+        let stats = jb.statistics();
+        // Only the start, from the initial 60 ms down to the measured
+        // delay (more than two frames at once), drops frames; `pop` drops
+        // one every 2 s throughout.
+        assert!(stats.dropped_for_shrink <= 2, "{stats:?}");
+        assert_eq!(stats.late, 0, "{stats:?}");
+        assert!(stats.scaled_shorter >= 100, "{stats:?}");
+        let played: Vec<u16> = out
+            .iter()
+            .filter_map(|(_, p, _)| match p {
+                Playout::Frame(f) => Some(f.payload),
+                _ => None,
+            })
+            .collect();
+        // Every frame plays, in order, and compressed frames are 15 to
+        // 20 ms long.
+        assert!(played.len() >= 2990, "{}", played.len());
+        assert!(played.windows(2).all(|w| w[0] < w[1]));
+        // Every frame is played, dropped at the start, or still held.
+        assert_eq!(
+            played.len() as u64 + stats.dropped_for_shrink + stats.buffered as u64,
+            3000,
+            "{stats:?}"
+        );
+        assert!(out.iter().all(|(_, _, d)| (120..=200).contains(d)));
+        // Play times follow the durations: each item starts when the
+        // previous one ends.
+        for w in out.windows(2) {
+            assert_eq!(w[1].0, w[0].0 + u64::from(w[0].2) * 125);
+        }
+        assert!(
+            stats.current_delay < Duration::from_millis(100),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn time_scaling_stretches_frames_to_raise_the_delay_by_less_than_a_frame() {
+        // Steady arrivals, then from frame 300 on every other packet is
+        // 30 ms late: the target rises from one frame to 30 ms, less than
+        // a frame more, so frames are stretched instead of a tick being
+        // concealed.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let arrivals = stream(0..1500, |i| if i >= 300 && i % 2 == 1 { 30 } else { 0 });
+        let out = run_scaled(&mut jb, t0, arrivals, 1490);
+        let stats = jb.statistics();
+        assert!(stats.scaled_longer > 0, "{stats:?}");
+        assert!(
+            out.iter()
+                .any(|(_, p, d)| matches!(p, Playout::Frame(_)) && *d > 160)
+        );
+        // Late packets only while the delay learns the new jitter.
+        assert!(stats.late <= 40, "{stats:?}");
     }
 
     #[test]

@@ -134,6 +134,7 @@ pub mod session;
 pub mod srtp;
 pub mod stats;
 pub mod stream;
+pub mod timescale;
 pub mod trace;
 
 #[cfg(test)]

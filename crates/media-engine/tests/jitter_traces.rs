@@ -92,6 +92,34 @@ fn goal_gilbert_elliott_bursty_loss() {
     assert_goal(Scenario::BurstyLoss);
 }
 
+/// The same goal on the traces of seeds 2 to 19 (as
+/// `jitter-sim --sweep 2-19` prints them). Two Wi-Fi traces still miss
+/// it on mean delay (a quantile window that holds rare stalls on a path
+/// whose 99th percentile ignores them); any other miss fails.
+#[test]
+fn generated_traces_of_seeds_2_to_19() {
+    let known = [(15, Scenario::WifiSpikes), (16, Scenario::WifiSpikes)];
+    let mut misses = Vec::new();
+    for seed in 2..=19 {
+        for scenario in Scenario::ALL {
+            let records = scenario.generate(seed, 9000);
+            let report = trace::replay(&records, JitterConfig::default(), epoch()).unwrap();
+            let met =
+                report.late_loss_pct <= 1.5 && report.mean_delay_ms <= 1.2 * report.oracle_delay_ms;
+            if !met {
+                eprintln!(
+                    "miss: seed {seed} {}: {}",
+                    scenario.name(),
+                    report.to_json()
+                );
+                misses.push((seed, scenario));
+            }
+        }
+    }
+    let unexpected: Vec<_> = misses.iter().filter(|m| !known.contains(m)).collect();
+    assert!(unexpected.is_empty(), "new misses: {unexpected:?}");
+}
+
 #[test]
 fn adaptive_beats_a_fixed_buffer_of_the_same_mean_delay_on_congestion() {
     // A fixed buffer sized for quiet periods loses far more on a path whose
