@@ -54,6 +54,14 @@
 //!   than the sequence gap, which is how DTX pauses look) the first frame is
 //!   scheduled directly at the target, so pauses absorb most adaptation.
 //!
+//! An audio side that can time-scale decoded audio calls
+//! [`JitterBuffer::pop_scaled`] instead of [`JitterBuffer::pop`]: frames
+//! then come with a length to play them at, up to
+//! [`JitterConfig::time_scale_limit`] longer or shorter than a frame. A
+//! shrink compresses a few frames instead of dropping one, and a stretch
+//! by less than a frame lengthens a few instead of concealing a whole one
+//! (see [`crate::timescale`] for the audio side).
+//!
 //! # What else it handles
 //!
 //! Reordering (packets are kept sorted by timestamp), duplicates (dropped

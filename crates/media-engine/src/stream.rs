@@ -753,6 +753,12 @@ impl AudioStream {
 
     /// Fills `out` with the frame to play at `now`, one call per packet
     /// time: `out` holds [`frame_samples`](Self::frame_samples) samples.
+    ///
+    /// Frames come from the jitter buffer time-scaled (stretched or
+    /// compressed by a few milliseconds while the buffer moves its delay,
+    /// see [`JitterBuffer::pop_scaled`]) into a queue this takes one
+    /// frame's worth of samples from; the outcome is that of the first
+    /// frame taken in this call, or of the queued audio if none was.
     pub fn play_frame(
         &mut self,
         now: Instant,
