@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use media_engine::jitter::{DelayMode, JitterConfig};
 use media_engine::trace::{self, Scenario};
 
-const USAGE: &str = "usage: jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--json]\n       jitter-sim --sweep FIRST-LAST [--buffer adaptive|fixed:MS]";
+const USAGE: &str = "usage: jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE] [--json]\n       jitter-sim --sweep FIRST-LAST [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE]";
 
 struct Args {
     trace: Source,
     mode: DelayMode,
+    /// Stall detector override: threshold ms and run length.
+    stall: Option<(u64, u32, f64)>,
     json: bool,
 }
 
@@ -33,6 +35,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut sweep = None;
     let mut mode = DelayMode::Adaptive;
     let mut json = false;
+    let mut stall = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--trace" => trace = Some(args.next().ok_or("--trace needs a file")?),
@@ -44,6 +47,18 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 let value = args.next().ok_or("--sweep needs FIRST-LAST")?;
                 sweep = Some(parse_seeds(&value)?);
             }
+            "--stall" => {
+                let value = args.next().ok_or("--stall needs MS:PACKETS:SHARE")?;
+                let bad = || format!("--stall must be MS:PACKETS:SHARE, not `{value}`");
+                let mut parts = value.split(':');
+                let mut part = || parts.next().ok_or_else(bad);
+                let (ms, packets, share) = (part()?, part()?, part()?);
+                stall = Some((
+                    ms.parse().map_err(|_| bad())?,
+                    packets.parse().map_err(|_| bad())?,
+                    share.parse().map_err(|_| bad())?,
+                ));
+            }
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -54,7 +69,12 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         (None, Some((first, last))) => Source::Sweep(first, last),
         _ => return Err("give one of --trace and --sweep".into()),
     };
-    Ok(Args { trace, mode, json })
+    Ok(Args {
+        trace,
+        mode,
+        stall,
+        json,
+    })
 }
 
 enum Source {
@@ -77,14 +97,14 @@ fn meets_goal(report: &trace::ReplayReport) -> bool {
     report.late_loss_pct <= 1.5 && report.mean_delay_ms <= 1.2 * report.oracle_delay_ms
 }
 
-fn sweep(first: u64, last: u64, mode: DelayMode, epoch: Instant) -> ExitCode {
+fn sweep(first: u64, last: u64, args: &Args, epoch: Instant) -> ExitCode {
     let mut misses = Vec::new();
     let mut total = 0;
     println!("seed scenario           late_loss_pct mean_delay_ms oracle_delay_ms ratio");
     for seed in first..=last {
         for scenario in Scenario::ALL {
             let records = scenario.generate(seed, 9000);
-            let config = JitterConfig::default().with_mode(mode);
+            let config = configure(args);
             let report = match trace::replay(&records, config, epoch) {
                 Ok(report) => report,
                 Err(e) => {
@@ -118,6 +138,16 @@ fn sweep(first: u64, last: u64, mode: DelayMode, epoch: Instant) -> ExitCode {
     }
 }
 
+fn configure(args: &Args) -> JitterConfig {
+    let mut config = JitterConfig::default().with_mode(args.mode);
+    if let Some((ms, packets, share)) = args.stall {
+        config.stall_threshold = Duration::from_millis(ms);
+        config.stall_packets = packets;
+        config.stall_share = share;
+    }
+    config
+}
+
 fn parse_mode(value: &str) -> Result<DelayMode, String> {
     if value == "adaptive" {
         return Ok(DelayMode::Adaptive);
@@ -143,9 +173,9 @@ fn main() -> ExitCode {
     // The only clock read: an arbitrary origin for the virtual clock.
     #[allow(clippy::disallowed_methods)]
     let epoch = Instant::now();
-    let path = match args.trace {
-        Source::File(path) => path,
-        Source::Sweep(first, last) => return sweep(first, last, args.mode, epoch),
+    let path = match &args.trace {
+        Source::File(path) => path.clone(),
+        Source::Sweep(first, last) => return sweep(*first, *last, &args, epoch),
     };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -161,7 +191,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let config = JitterConfig::default().with_mode(args.mode);
+    let config = configure(&args);
     let report = match trace::replay(&records, config, epoch) {
         Ok(report) => report,
         Err(e) => {

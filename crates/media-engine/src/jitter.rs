@@ -167,6 +167,20 @@ pub struct JitterConfig {
     /// [`JitterBuffer::pop_scaled`] to move the delay between whole
     /// frames. Zero turns time-scaling off.
     pub time_scale_limit: Duration,
+    /// A packet whose relative delay is this far above the window's
+    /// quantile, in a run of at most `stall_packets` such packets, belongs
+    /// to a stall (a Wi-Fi scan or power save, after which the queued
+    /// packets arrive in a burst): it stays out of the quantile window,
+    /// so rare stalls do not hold the delay up for the window's length;
+    /// the late-rate feedback still sees it. Zero turns this off.
+    pub stall_threshold: Duration,
+    /// The longest run of packets above `stall_threshold` kept out of the
+    /// window; the rest of a longer run is a new delay level and enters.
+    pub stall_packets: u32,
+    /// Stalls stay out of the window only while their packets are at most
+    /// this fraction of all (averaged over about `history` packets): more
+    /// frequent stalls are part of the path's delay and planned for.
+    pub stall_share: f64,
 }
 
 impl Default for JitterConfig {
@@ -195,6 +209,9 @@ impl Default for JitterConfig {
             feedback_ceiling: Duration::from_millis(30),
             feedback_lateness_limit: Duration::from_secs(1),
             time_scale_limit: Duration::from_millis(5),
+            stall_threshold: Duration::from_millis(STALL_MS),
+            stall_packets: STALL_PACKETS,
+            stall_share: STALL_SHARE,
         }
     }
 }
@@ -601,6 +618,15 @@ impl RecentSequences {
 /// concealment has faded out anyway).
 const CONCEAL_TICKS: u32 = 3;
 
+/// Default [`JitterConfig::stall_threshold`], ms.
+const STALL_MS: u64 = 20;
+/// Default [`JitterConfig::stall_packets`]: more than the longest stall
+/// on the Wi-Fi traces (300 ms, 15 frames).
+const STALL_PACKETS: u32 = 20;
+/// Default [`JitterConfig::stall_share`]: below the late budget, so that
+/// stalls frequent enough to matter are planned for.
+const STALL_SHARE: f64 = 0.007;
+
 impl<P> JitterBuffer<P> {
     /// A buffer with the given settings.
     pub fn new(config: JitterConfig) -> Result<Self, JitterConfigError> {
@@ -689,6 +715,18 @@ impl<P> JitterBuffer<P> {
     /// Feeds a packet that arrived at `now`.
     pub fn push(&mut self, now: Instant, packet: JitterPacket<P>) -> PushOutcome {
         let now_us = self.time(now);
+        self.push_at(now_us, packet)
+    }
+
+    /// [`push`](Self::push) with the time as µs on the caller's own
+    /// monotonic clock, for callers that keep time as integers: no
+    /// `Instant` arithmetic. A buffer is driven either by `Instant`s or by
+    /// µs, not by both.
+    pub fn push_micros(&mut self, now_us: u64, packet: JitterPacket<P>) -> PushOutcome {
+        self.push_at(micros(now_us), packet)
+    }
+
+    fn push_at(&mut self, now_us: i64, packet: JitterPacket<P>) -> PushOutcome {
         self.stats.received += 1;
         let mut reset = false;
         if self.ssrc.is_some_and(|s| s != packet.ssrc) {
@@ -783,7 +821,14 @@ impl<P> JitterBuffer<P> {
 
     /// What to play for the tick at `now`. Call once per frame duration.
     pub fn pop(&mut self, now: Instant) -> Playout<P> {
-        self.pop_at(now, None)
+        let now_us = self.time(now);
+        self.pop_at(now_us, None)
+    }
+
+    /// [`pop`](Self::pop) with the time as µs, as for
+    /// [`push_micros`](Self::push_micros).
+    pub fn pop_micros(&mut self, now_us: u64) -> Playout<P> {
+        self.pop_at(micros(now_us), None)
     }
 
     /// What to play next and for how long, for an audio side that
@@ -800,9 +845,20 @@ impl<P> JitterBuffer<P> {
     /// whole one. Between moves `queued` returns to zero, so frames play
     /// as soon as they are taken.
     pub fn pop_scaled(&mut self, now: Instant, queued: Duration) -> ScaledPlayout<P> {
+        let now_us = self.time(now);
+        self.pop_scaled_at(now_us, us(queued))
+    }
+
+    /// [`pop_scaled`](Self::pop_scaled) with the time and the queued
+    /// audio as µs, as for [`push_micros`](Self::push_micros).
+    pub fn pop_scaled_micros(&mut self, now_us: u64, queued_us: u64) -> ScaledPlayout<P> {
+        self.pop_scaled_at(micros(now_us), micros(queued_us))
+    }
+
+    fn pop_scaled_at(&mut self, now_us: i64, queued_us: i64) -> ScaledPlayout<P> {
         let scaling = self.config_us.time_scale_limit > 0 && self.config_us.adaptive;
-        let queued_us = us(queued).rem_euclid(self.frame_us.max(1));
-        let playout = self.pop_at(now, if scaling { Some(queued_us) } else { None });
+        let queued_us = queued_us.rem_euclid(self.frame_us.max(1));
+        let playout = self.pop_at(now_us, if scaling { Some(queued_us) } else { None });
         let scale = if matches!(playout, Playout::Frame(_)) {
             self.scale
         } else {
@@ -817,10 +873,9 @@ impl<P> JitterBuffer<P> {
 
     /// `queued`: with time-scaling, the audio queued ahead of this frame
     /// (less than a frame), µs.
-    fn pop_at(&mut self, now: Instant, queued: Option<i64>) -> Playout<P> {
+    fn pop_at(&mut self, now_us: i64, queued: Option<i64>) -> Playout<P> {
         let scaling = queued.is_some();
         self.scale = 0;
-        let now_us = self.time(now);
         let target = self.target_transit(now_us);
         self.update_gauges(now_us, target);
         let Some(cursor) = self.cursor else {
@@ -1184,6 +1239,14 @@ fn us(d: Duration) -> i64 {
     secs.min(i64::MAX / 2_000_000) * 1_000_000 + i64::from(d.subsec_micros())
 }
 
+/// µs from a caller as the inner signed µs, saturating.
+#[inline]
+fn micros(value: u64) -> i64 {
+    i64::try_from(value)
+        .unwrap_or(i64::MAX / 2)
+        .min(i64::MAX / 2)
+}
+
 fn duration_us(value: i64) -> Duration {
     Duration::from_micros(u64::try_from(value).unwrap_or(0))
 }
@@ -1205,6 +1268,14 @@ struct DelayEstimator {
     histogram: DelayHistogram,
     /// Samples needed before the quantile is trusted.
     warmup: usize,
+    stall_threshold_us: i64,
+    stall_packets: u32,
+    /// Consecutive packets above the stall threshold.
+    stall_run: u32,
+    /// Moving average of the share of stall packets, and its limit.
+    stall_share: f64,
+    stall_share_limit: f64,
+    stall_decay: f64,
 }
 
 impl DelayEstimator {
@@ -1217,6 +1288,12 @@ impl DelayEstimator {
             window_len: 0,
             histogram: DelayHistogram::new(us(config.max_delay), 1.0 - config.late_target),
             warmup: config.history.min(50),
+            stall_threshold_us: us(config.stall_threshold),
+            stall_packets: config.stall_packets,
+            stall_run: 0,
+            stall_share: 0.0,
+            stall_share_limit: config.stall_share,
+            stall_decay: 1.0 - 1.0 / config.history as f64,
         }
     }
 
@@ -1226,7 +1303,24 @@ impl DelayEstimator {
             .minima
             .push(now_us, transit, now_us - self.baseline_window_us);
 
-        let bin = self.histogram.bin(transit - baseline);
+        let relative = transit - baseline;
+        if self.stall_threshold_us > 0 {
+            self.stall_share *= self.stall_decay;
+            let high = relative > self.stall_threshold_us
+                && self
+                    .quantile()
+                    .is_some_and(|q| relative > q + self.stall_threshold_us);
+            if !high {
+                self.stall_run = 0;
+            } else if self.stall_run < self.stall_packets {
+                self.stall_run += 1;
+                self.stall_share += 1.0 - self.stall_decay;
+                if self.stall_share <= self.stall_share_limit {
+                    return;
+                }
+            }
+        }
+        let bin = self.histogram.bin(relative);
         if self.window_len == history {
             // Full: the newest sample takes the oldest one's slot.
             let old = std::mem::replace(&mut self.window[self.window_head], bin);
