@@ -29,6 +29,17 @@ impl Stream {
     }
 }
 
+/// Packet `i` of the same stream with times in µs: (arrival, next tick,
+/// packet).
+fn micros_packet(index: &mut u64) -> (u64, u64, JitterPacket<u32>) {
+    let i = *index;
+    *index += 1;
+    let tick = 20_000 * i;
+    // Truncation is the wrap-around the wire does.
+    let packet = JitterPacket::new(Ssrc(1), i as u16, (i * 160) as u32, i == 0, i as u32);
+    (tick + 1000 * (i * 7 % 8), tick + 20_000, packet)
+}
+
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("jitter_buffer");
     group.throughput(Throughput::Elements(1));
@@ -62,6 +73,35 @@ fn bench(c: &mut Criterion) {
             buffer.push(arrival, black_box(packet));
             match buffer.pop(tick) {
                 Playout::Frame(frame) => black_box(frame.payload.len()),
+                Playout::Conceal | Playout::Silence => 0,
+            }
+        });
+    });
+    // The same stream with time as integer µs (`push_micros`, `pop_micros`),
+    // and taking frames the way a time-scaling audio side does.
+    group.bench_function("push_pop_micros/handle", |b| {
+        let mut buffer =
+            JitterBuffer::new(JitterConfig::default()).expect("default config is valid");
+        let mut i = 0u64;
+        b.iter(|| {
+            let (arrival, tick, packet) = micros_packet(&mut i);
+            buffer.push_micros(arrival, black_box(packet));
+            match buffer.pop_micros(tick) {
+                Playout::Frame(frame) => black_box(frame.payload),
+                Playout::Conceal | Playout::Silence => 0,
+            }
+        });
+    });
+
+    group.bench_function("push_pop_scaled_micros/handle", |b| {
+        let mut buffer =
+            JitterBuffer::new(JitterConfig::default()).expect("default config is valid");
+        let mut i = 0u64;
+        b.iter(|| {
+            let (arrival, tick, packet) = micros_packet(&mut i);
+            buffer.push_micros(arrival, black_box(packet));
+            match buffer.pop_scaled_micros(tick, 0).playout {
+                Playout::Frame(frame) => black_box(frame.payload),
                 Playout::Conceal | Playout::Silence => 0,
             }
         });

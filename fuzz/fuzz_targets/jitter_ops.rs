@@ -1,12 +1,16 @@
 //! The jitter buffer under arbitrary arrivals: a sender whose clock runs
 //! one frame per tick, packets that arrive reordered, duplicated, lost,
 //! skewed, after sequence wrap-around, timestamp jumps and SSRC changes,
-//! and an audio device that pops once per 20 ms tick.
+//! and an audio device that pops once per 20 ms tick, or, with `scaled`,
+//! one that time-scales: it takes frames with `pop_scaled` whenever its
+//! queue holds less than a frame and stretches or compresses them with
+//! `timescale::time_scale`.
 //!
 //! Checked after every operation: no panic; frames come out in timestamp
 //! order between resets; no packet is held longer than a timestamp jump
 //! the buffer tolerates plus its largest delay; the buffer never holds
-//! more than its capacity.
+//! more than its capacity; a scaled frame's length is within the
+//! configured limit of a frame and `time_scale` produces exactly it.
 #![no_main]
 
 use std::time::{Duration, Instant};
@@ -15,6 +19,7 @@ use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
 use media_engine::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout};
 use media_engine::rtp::{Ssrc, TimestampUnwrapper};
+use media_engine::timescale::time_scale;
 
 const FRAME: Duration = Duration::from_millis(20);
 const FRAME_TICKS: u32 = 160;
@@ -43,6 +48,9 @@ enum Op {
 #[derive(Arbitrary, Debug)]
 struct Input {
     capacity: u8,
+    scaled: bool,
+    /// Audio for `time_scale`, repeated to a frame.
+    pcm: Vec<i16>,
     ops: Vec<Op>,
 }
 
@@ -60,6 +68,11 @@ struct Harness {
     last_played: Option<u64>,
     resets: u64,
     played_ssrc: Option<Ssrc>,
+    scaled: bool,
+    /// Audio the time-scaling device holds, timestamp units.
+    queued: u32,
+    pcm: Vec<i16>,
+    out: Vec<i16>,
 }
 
 impl Harness {
@@ -67,7 +80,39 @@ impl Harness {
         self.now += FRAME;
         self.base_seq = self.base_seq.wrapping_add(1);
         self.base_ts = self.base_ts.wrapping_add(FRAME_TICKS);
+        if self.scaled {
+            self.scaled_tick();
+            return;
+        }
         let playout = self.buffer.pop(self.now);
+        self.check(playout);
+    }
+
+    /// The device played a frame of its queue; it takes frames until the
+    /// queue holds one again.
+    fn scaled_tick(&mut self) {
+        self.queued = self.queued.saturating_sub(FRAME_TICKS);
+        let limit = u32::try_from(self.config.time_scale_limit.as_micros() / 125).unwrap();
+        for _ in 0..4 {
+            if self.queued >= FRAME_TICKS {
+                break;
+            }
+            let queued = Duration::from_micros(u64::from(self.queued) * 125);
+            let scaled = self.buffer.pop_scaled(self.now, queued);
+            let duration = scaled.duration;
+            assert!(
+                duration >= FRAME_TICKS - limit && duration <= FRAME_TICKS + limit,
+                "frame scaled to {duration}"
+            );
+            self.out.clear();
+            time_scale(&self.pcm, duration as usize, &mut self.out);
+            assert_eq!(self.out.len(), duration as usize);
+            self.queued += duration;
+            self.check(scaled.playout);
+        }
+    }
+
+    fn check(&mut self, playout: Playout<Instant>) {
         let resets = self.buffer.statistics().resets;
         if resets != self.resets {
             self.resets = resets;
@@ -101,6 +146,12 @@ impl Harness {
 
 fuzz_target!(|input: Input| {
     let config = JitterConfig::default().with_capacity(usize::from(input.capacity).max(1));
+    let mut pcm = input.pcm;
+    pcm.truncate(FRAME_TICKS as usize);
+    if pcm.is_empty() {
+        pcm.push(0);
+    }
+    let pcm = pcm.iter().copied().cycle().take(FRAME_TICKS as usize).collect();
     let Ok(buffer) = JitterBuffer::new(config.clone()) else {
         return;
     };
@@ -117,6 +168,10 @@ fuzz_target!(|input: Input| {
         last_played: None,
         resets: 0,
         played_ssrc: None,
+        scaled: input.scaled,
+        queued: 0,
+        pcm,
+        out: Vec::new(),
     };
     for op in input.ops.into_iter().take(4096) {
         match op {

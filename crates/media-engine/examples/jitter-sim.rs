@@ -2,30 +2,40 @@
 //!
 //! ```text
 //! jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--json]
+//! jitter-sim --sweep FIRST-LAST [--buffer adaptive|fixed:MS]
 //! ```
 //!
 //! The trace format and the figures reported are described in
-//! `media_engine::trace`. Exit status 2 means a usage or input error.
+//! `media_engine::trace`. `--sweep` generates every scenario for the seeds
+//! FIRST to LAST (9000 frames, as `jitter-trace-gen` writes them; seed 1
+//! gives the committed traces), prints one line per trace and the traces
+//! that miss the goal (late loss <= 1.5 %, mean delay <= 1.2 x oracle),
+//! and exits with status 1 if any does. Exit status 2 means a usage or
+//! input error.
 #![allow(clippy::print_stdout)]
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use media_engine::jitter::{DelayMode, JitterConfig};
-use media_engine::trace;
+use media_engine::trace::{self, Scenario};
 
-const USAGE: &str = "usage: jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--json]";
+const USAGE: &str = "usage: jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE] [--json]\n       jitter-sim --sweep FIRST-LAST [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE]";
 
 struct Args {
-    trace: String,
+    trace: Source,
     mode: DelayMode,
+    /// Stall detector override: threshold ms and run length.
+    stall: Option<(u64, u32, f64)>,
     json: bool,
 }
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut trace = None;
+    let mut sweep = None;
     let mut mode = DelayMode::Adaptive;
     let mut json = false;
+    let mut stall = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--trace" => trace = Some(args.next().ok_or("--trace needs a file")?),
@@ -33,13 +43,109 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                 let value = args.next().ok_or("--buffer needs a value")?;
                 mode = parse_mode(&value)?;
             }
+            "--sweep" => {
+                let value = args.next().ok_or("--sweep needs FIRST-LAST")?;
+                sweep = Some(parse_seeds(&value)?);
+            }
+            "--stall" => {
+                let value = args.next().ok_or("--stall needs MS:PACKETS:SHARE")?;
+                let bad = || format!("--stall must be MS:PACKETS:SHARE, not `{value}`");
+                let mut parts = value.split(':');
+                let mut part = || parts.next().ok_or_else(bad);
+                let (ms, packets, share) = (part()?, part()?, part()?);
+                stall = Some((
+                    ms.parse().map_err(|_| bad())?,
+                    packets.parse().map_err(|_| bad())?,
+                    share.parse().map_err(|_| bad())?,
+                ));
+            }
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    let trace = trace.ok_or("--trace is required")?;
-    Ok(Args { trace, mode, json })
+    let trace = match (trace, sweep) {
+        (Some(file), None) => Source::File(file),
+        (None, Some((first, last))) => Source::Sweep(first, last),
+        _ => return Err("give one of --trace and --sweep".into()),
+    };
+    Ok(Args {
+        trace,
+        mode,
+        stall,
+        json,
+    })
+}
+
+enum Source {
+    File(String),
+    Sweep(u64, u64),
+}
+
+fn parse_seeds(value: &str) -> Result<(u64, u64), String> {
+    let bad = || format!("--sweep must be FIRST-LAST, not `{value}`");
+    let (first, last) = value.split_once('-').ok_or_else(bad)?;
+    let first: u64 = first.parse().map_err(|_| bad())?;
+    let last: u64 = last.parse().map_err(|_| bad())?;
+    if first > last {
+        return Err(bad());
+    }
+    Ok((first, last))
+}
+
+fn meets_goal(report: &trace::ReplayReport) -> bool {
+    report.late_loss_pct <= 1.5 && report.mean_delay_ms <= 1.2 * report.oracle_delay_ms
+}
+
+fn sweep(first: u64, last: u64, args: &Args, epoch: Instant) -> ExitCode {
+    let mut misses = Vec::new();
+    let mut total = 0;
+    println!("seed scenario           late_loss_pct mean_delay_ms oracle_delay_ms ratio");
+    for seed in first..=last {
+        for scenario in Scenario::ALL {
+            let records = scenario.generate(seed, 9000);
+            let config = configure(args);
+            let report = match trace::replay(&records, config, epoch) {
+                Ok(report) => report,
+                Err(e) => {
+                    eprintln!("jitter-sim: seed {seed} {}: {e}", scenario.name());
+                    return ExitCode::from(2);
+                }
+            };
+            let line = format!(
+                "{seed:>4} {:<18} {:>13.2} {:>13.1} {:>15.1} {:>5.2}",
+                scenario.name(),
+                report.late_loss_pct,
+                report.mean_delay_ms,
+                report.oracle_delay_ms,
+                report.mean_delay_ms / report.oracle_delay_ms,
+            );
+            println!("{line}");
+            total += 1;
+            if !meets_goal(&report) {
+                misses.push(line);
+            }
+        }
+    }
+    println!("{} of {total} traces miss the goal", misses.len());
+    for line in &misses {
+        println!("miss {line}");
+    }
+    if misses.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn configure(args: &Args) -> JitterConfig {
+    let mut config = JitterConfig::default().with_mode(args.mode);
+    if let Some((ms, packets, share)) = args.stall {
+        config.stall_threshold = Duration::from_millis(ms);
+        config.stall_packets = packets;
+        config.stall_share = share;
+    }
+    config
 }
 
 fn parse_mode(value: &str) -> Result<DelayMode, String> {
@@ -64,28 +170,32 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let text = match std::fs::read_to_string(&args.trace) {
+    // The only clock read: an arbitrary origin for the virtual clock.
+    #[allow(clippy::disallowed_methods)]
+    let epoch = Instant::now();
+    let path = match &args.trace {
+        Source::File(path) => path.clone(),
+        Source::Sweep(first, last) => return sweep(*first, *last, &args, epoch),
+    };
+    let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) => {
-            eprintln!("jitter-sim: cannot read {}: {e}", args.trace);
+            eprintln!("jitter-sim: cannot read {path}: {e}");
             return ExitCode::from(2);
         }
     };
     let records = match trace::parse_csv(&text) {
         Ok(records) => records,
         Err(e) => {
-            eprintln!("jitter-sim: {}: {e}", args.trace);
+            eprintln!("jitter-sim: {path}: {e}");
             return ExitCode::from(2);
         }
     };
-    // The only clock read: an arbitrary origin for the virtual clock.
-    #[allow(clippy::disallowed_methods)]
-    let epoch = Instant::now();
-    let config = JitterConfig::default().with_mode(args.mode);
+    let config = configure(&args);
     let report = match trace::replay(&records, config, epoch) {
         Ok(report) => report,
         Err(e) => {
-            eprintln!("jitter-sim: {}: {e}", args.trace);
+            eprintln!("jitter-sim: {path}: {e}");
             return ExitCode::from(2);
         }
     };
@@ -94,7 +204,7 @@ fn main() -> ExitCode {
     } else {
         println!(
             "{}: {} frames, {} arrived, {} played\n  mean delay {:.1} ms, p95 {:.1} ms, oracle (p99 network) {:.1} ms\n  late loss {:.2} %, concealed {:.2} %",
-            args.trace,
+            path,
             report.frames,
             report.arrived,
             report.played,

@@ -54,6 +54,14 @@
 //!   than the sequence gap, which is how DTX pauses look) the first frame is
 //!   scheduled directly at the target, so pauses absorb most adaptation.
 //!
+//! An audio side that can time-scale decoded audio calls
+//! [`JitterBuffer::pop_scaled`] instead of [`JitterBuffer::pop`]: frames
+//! then come with a length to play them at, up to
+//! [`JitterConfig::time_scale_limit`] longer or shorter than a frame. A
+//! shrink compresses a few frames instead of dropping one, and a stretch
+//! by less than a frame lengthens a few instead of concealing a whole one
+//! (see [`crate::timescale`] for the audio side).
+//!
 //! # What else it handles
 //!
 //! Reordering (packets are kept sorted by timestamp), duplicates (dropped
@@ -84,13 +92,13 @@
 //! assert_eq!(frames, 10);
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tracing::{debug, trace};
 
-use crate::rtp::{SequenceUnwrapper, Ssrc, TimestampUnwrapper};
+use crate::rtp::Ssrc;
 
 /// How the playout delay is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,6 +163,24 @@ pub struct JitterConfig {
     /// Late packets later than this (a stall no sensible delay covers)
     /// do not move the feedback.
     pub feedback_lateness_limit: Duration,
+    /// Most a frame may be stretched or compressed by
+    /// [`JitterBuffer::pop_scaled`] to move the delay between whole
+    /// frames. Zero turns time-scaling off.
+    pub time_scale_limit: Duration,
+    /// A packet whose relative delay is this far above the window's
+    /// quantile, in a run of at most `stall_packets` such packets, belongs
+    /// to a stall (a Wi-Fi scan or power save, after which the queued
+    /// packets arrive in a burst): it stays out of the quantile window,
+    /// so rare stalls do not hold the delay up for the window's length;
+    /// the late-rate feedback still sees it. Zero turns this off.
+    pub stall_threshold: Duration,
+    /// The longest run of packets above `stall_threshold` kept out of the
+    /// window; the rest of a longer run is a new delay level and enters.
+    pub stall_packets: u32,
+    /// Stalls stay out of the window only while their packets are at most
+    /// this fraction of all (averaged over about `history` packets): more
+    /// frequent stalls are part of the path's delay and planned for.
+    pub stall_share: f64,
 }
 
 impl Default for JitterConfig {
@@ -177,11 +203,15 @@ impl Default for JitterConfig {
             // overshoot after a single late packet.
             boost_limit: Duration::ZERO,
             boost_decay_per_second: Duration::from_millis(10),
-            feedback_late_rate: 0.005,
+            feedback_late_rate: 0.01,
             feedback_step: Duration::from_millis(1),
-            feedback_floor: Duration::from_millis(20),
+            feedback_floor: Duration::from_millis(40),
             feedback_ceiling: Duration::from_millis(30),
-            feedback_lateness_limit: Duration::from_millis(80),
+            feedback_lateness_limit: Duration::from_secs(1),
+            time_scale_limit: Duration::from_millis(5),
+            stall_threshold: Duration::from_millis(STALL_MS),
+            stall_packets: STALL_PACKETS,
+            stall_share: STALL_SHARE,
         }
     }
 }
@@ -292,6 +322,19 @@ pub enum Playout<P> {
     Silence,
 }
 
+/// What [`JitterBuffer::pop_scaled`] returns: what to play, and for how
+/// long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScaledPlayout<P> {
+    /// What to play.
+    pub playout: Playout<P>,
+    /// How long to play it, in RTP clock units: the frame length, or for a
+    /// frame a little more (stretch) or less (compress). The audio side
+    /// time-scales the decoded frame to this length, for instance with
+    /// [`crate::timescale::time_scale`].
+    pub duration: u32,
+}
+
 /// What [`JitterBuffer::push`] did with a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -331,6 +374,10 @@ pub struct JitterStatistics {
     pub stretched: u64,
     /// Times the delay shrank by one frame.
     pub shrunk: u64,
+    /// Frames played stretched by [`JitterBuffer::pop_scaled`].
+    pub scaled_longer: u64,
+    /// Frames played compressed by [`JitterBuffer::pop_scaled`].
+    pub scaled_shorter: u64,
     /// Received frames dropped to shrink the delay.
     pub dropped_for_shrink: u64,
     /// Packets dropped because the buffer was full.
@@ -347,15 +394,23 @@ pub struct JitterStatistics {
 #[derive(Debug)]
 pub struct JitterBuffer<P> {
     config: JitterConfig,
-    config_ms: ConfigMs,
+    /// The configured durations in µs: all time inside is integer µs
+    /// since `epoch`, so the per-packet path does no `Duration` arithmetic.
+    config_us: ConfigUs,
     /// Timestamp units per frame.
     frame_ticks: u64,
-    frame_ms: f64,
+    frame_us: i64,
+    /// µs per timestamp unit as the fraction `us_num / us_den`.
+    us_num: u64,
+    us_den: u64,
     epoch: Option<Instant>,
     ssrc: Option<Ssrc>,
-    timestamps: TimestampUnwrapper,
-    sequences: SequenceUnwrapper,
-    packets: BTreeMap<u64, Entry<P>>,
+    timestamps: Unwrap32,
+    sequences: Unwrap16,
+    /// Packets held, sorted by extended timestamp. They nearly always
+    /// arrive in order, so inserting is a push at the back and playing a
+    /// pop at the front.
+    packets: VecDeque<Entry<P>>,
     /// Extended timestamp of the next frame to play, once playing.
     cursor: Option<u64>,
     /// Extended sequence number and timestamp of the last frame played.
@@ -363,68 +418,135 @@ pub struct JitterBuffer<P> {
     /// Consecutive ticks with nothing buffered.
     empty_ticks: u32,
     /// Transit of the first packet, the reference of the fixed mode.
-    anchor: Option<f64>,
+    anchor: Option<i64>,
     /// Playout transit at the last tick.
-    playout_transit: Option<f64>,
-    /// Arrival of the previous packet, ms.
-    last_arrival_ms: Option<f64>,
-    /// Extra target delay after late packets: (value, when set).
-    boost: Option<(f64, f64)>,
-    /// Late-rate feedback added to the target, ms (negative lowers it).
-    feedback_ms: f64,
+    playout_transit: Option<i64>,
+    /// Arrival of the previous packet.
+    last_arrival_us: Option<i64>,
+    /// Extra target delay after late packets: (value µs, when set).
+    boost: Option<(f64, i64)>,
+    /// Late-rate feedback added to the target, µs (negative lowers it).
+    feedback_us: f64,
     /// Recently played or dropped extended sequence numbers.
     recent: RecentSequences,
-    /// Gauges in ms, turned into durations only when statistics are read.
-    target_delay_ms: f64,
-    current_delay_ms: f64,
+    /// Gauges, turned into durations only when statistics are read.
+    target_delay_us: i64,
+    current_delay_us: i64,
     estimator: DelayEstimator,
-    /// When the wish to shrink started, in ms since the epoch.
-    shrink_wanted_since: Option<f64>,
+    /// When the wish to shrink started.
+    shrink_wanted_since: Option<i64>,
+    /// Length change of the frame the last pop returned, timestamp units.
+    scale: i64,
     stats: JitterStatistics,
 }
 
-/// The configured durations in ms, converted once: the conversions sat
-/// on the per-packet path.
+/// The configured durations in µs, converted once.
 #[derive(Debug)]
-struct ConfigMs {
+struct ConfigUs {
+    adaptive: bool,
+    fixed_delay: i64,
     boost_decay_per_second: f64,
-    boost_limit: f64,
+    boost_limit: i64,
     feedback_ceiling: f64,
     feedback_floor: f64,
-    feedback_lateness_limit: f64,
-    feedback_step: f64,
-    initial_delay: f64,
-    jump_threshold: f64,
-    max_delay: f64,
-    min_delay: f64,
-    shrink_margin: f64,
-    shrink_patience: f64,
+    feedback_lateness_limit: i64,
+    /// Feedback change per late packet and per packet on time.
+    feedback_up: f64,
+    feedback_down: f64,
+    initial_delay: i64,
+    jump_threshold: i64,
+    max_delay: i64,
+    min_delay: i64,
+    shrink_margin: i64,
+    shrink_patience: i64,
+    time_scale_limit: i64,
 }
 
-impl ConfigMs {
+impl ConfigUs {
     fn new(config: &JitterConfig) -> Self {
-        ConfigMs {
-            boost_decay_per_second: ms(config.boost_decay_per_second),
-            boost_limit: ms(config.boost_limit),
-            feedback_ceiling: ms(config.feedback_ceiling),
-            feedback_floor: ms(config.feedback_floor),
-            feedback_lateness_limit: ms(config.feedback_lateness_limit),
-            feedback_step: ms(config.feedback_step),
-            initial_delay: ms(config.initial_delay),
-            jump_threshold: ms(config.jump_threshold),
-            max_delay: ms(config.max_delay),
-            min_delay: ms(config.min_delay),
-            shrink_margin: ms(config.shrink_margin),
-            shrink_patience: ms(config.shrink_patience),
+        let (adaptive, fixed_delay) = match config.mode {
+            DelayMode::Adaptive => (true, 0),
+            DelayMode::Fixed(d) => (false, us(d)),
+        };
+        let step = us(config.feedback_step) as f64;
+        ConfigUs {
+            adaptive,
+            fixed_delay,
+            boost_decay_per_second: us(config.boost_decay_per_second) as f64,
+            boost_limit: us(config.boost_limit),
+            feedback_ceiling: us(config.feedback_ceiling) as f64,
+            feedback_floor: us(config.feedback_floor) as f64,
+            feedback_lateness_limit: us(config.feedback_lateness_limit),
+            feedback_up: step * (1.0 - config.feedback_late_rate),
+            feedback_down: step * config.feedback_late_rate,
+            initial_delay: us(config.initial_delay),
+            jump_threshold: us(config.jump_threshold),
+            max_delay: us(config.max_delay),
+            min_delay: us(config.min_delay),
+            shrink_margin: us(config.shrink_margin),
+            shrink_patience: us(config.shrink_patience),
+            time_scale_limit: us(config.time_scale_limit),
         }
     }
 }
 
 #[derive(Debug)]
 struct Entry<P> {
+    ts: u64,
     sequence: u64,
     marker: bool,
     packet: JitterPacket<P>,
+}
+
+/// Extends 16-bit sequence numbers to the closest value to the highest
+/// seen, as [`crate::rtp::SequenceUnwrapper`] does, inline.
+#[derive(Debug, Default)]
+struct Unwrap16 {
+    last: Option<u64>,
+}
+
+impl Unwrap16 {
+    #[inline]
+    fn unwrap(&mut self, seq: u16) -> u64 {
+        let value = match self.last {
+            None => (1 << 16) + u64::from(seq),
+            Some(last) => {
+                let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
+                last.saturating_add_signed(delta)
+            }
+        };
+        if self.last.is_none_or(|last| value > last) {
+            self.last = Some(value);
+        }
+        value
+    }
+}
+
+/// Extends 32-bit timestamps to the closest value to the highest seen, as
+/// [`crate::rtp::TimestampUnwrapper`] does, inline.
+#[derive(Debug, Default)]
+struct Unwrap32 {
+    last: Option<u64>,
+}
+
+impl Unwrap32 {
+    #[inline]
+    fn peek(&self, ts: u32) -> u64 {
+        match self.last {
+            None => (1 << 32) + u64::from(ts),
+            Some(last) => {
+                let delta = i64::from(ts.wrapping_sub(last as u32) as i32);
+                last.saturating_add_signed(delta)
+            }
+        }
+    }
+
+    #[inline]
+    fn record(&mut self, value: u64) {
+        if self.last.is_none_or(|last| value > last) {
+            self.last = Some(value);
+        }
+    }
 }
 
 /// How far back, in sequence numbers, played and dropped packets are
@@ -441,6 +563,7 @@ struct RecentSequences {
 }
 
 impl RecentSequences {
+    #[inline]
     fn contains(&self, sequence: u64) -> bool {
         match self.highest {
             Some(h) if sequence <= h && h - sequence < RECENT_SEQUENCES => self.bit(sequence),
@@ -448,6 +571,7 @@ impl RecentSequences {
         }
     }
 
+    #[inline]
     fn insert(&mut self, sequence: u64) {
         match self.highest {
             Some(h) if sequence <= h => {
@@ -494,6 +618,15 @@ impl RecentSequences {
 /// concealment has faded out anyway).
 const CONCEAL_TICKS: u32 = 3;
 
+/// Default [`JitterConfig::stall_threshold`], ms.
+const STALL_MS: u64 = 20;
+/// Default [`JitterConfig::stall_packets`]: more than the longest stall
+/// on the Wi-Fi traces (300 ms, 15 frames).
+const STALL_PACKETS: u32 = 20;
+/// Default [`JitterConfig::stall_share`]: below the late budget, so that
+/// stalls frequent enough to matter are planned for.
+const STALL_SHARE: f64 = 0.007;
+
 impl<P> JitterBuffer<P> {
     /// A buffer with the given settings.
     pub fn new(config: JitterConfig) -> Result<Self, JitterConfigError> {
@@ -522,30 +655,35 @@ impl<P> JitterBuffer<P> {
             ));
         }
         let frame_ticks = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
+        let rate = u64::from(config.clock_rate);
+        let divisor = gcd(1_000_000, rate);
         let estimator = DelayEstimator::new(&config);
         Ok(JitterBuffer {
             frame_ticks,
-            frame_ms: ms(config.frame_duration),
-            config_ms: ConfigMs::new(&config),
+            frame_us: us(config.frame_duration),
+            us_num: 1_000_000 / divisor,
+            us_den: rate / divisor,
+            config_us: ConfigUs::new(&config),
             config,
             epoch: None,
             ssrc: None,
-            timestamps: TimestampUnwrapper::new(),
-            sequences: SequenceUnwrapper::new(),
-            packets: BTreeMap::new(),
+            timestamps: Unwrap32::default(),
+            sequences: Unwrap16::default(),
+            packets: VecDeque::with_capacity(16),
             cursor: None,
             last_played: None,
             empty_ticks: 0,
             anchor: None,
             playout_transit: None,
-            last_arrival_ms: None,
+            last_arrival_us: None,
             boost: None,
-            feedback_ms: 0.0,
+            feedback_us: 0.0,
             recent: RecentSequences::default(),
-            target_delay_ms: 0.0,
-            current_delay_ms: 0.0,
+            target_delay_us: 0,
+            current_delay_us: 0,
             estimator,
             shrink_wanted_since: None,
+            scale: 0,
             stats: JitterStatistics::default(),
         })
     }
@@ -569,14 +707,26 @@ impl<P> JitterBuffer<P> {
     pub fn statistics(&self) -> JitterStatistics {
         let mut stats = self.stats.clone();
         stats.buffered = self.packets.len();
-        stats.target_delay = duration_ms(self.target_delay_ms);
-        stats.current_delay = duration_ms(self.current_delay_ms);
+        stats.target_delay = duration_us(self.target_delay_us);
+        stats.current_delay = duration_us(self.current_delay_us);
         stats
     }
 
     /// Feeds a packet that arrived at `now`.
     pub fn push(&mut self, now: Instant, packet: JitterPacket<P>) -> PushOutcome {
-        let now_ms = self.time(now);
+        let now_us = self.time(now);
+        self.push_at(now_us, packet)
+    }
+
+    /// [`push`](Self::push) with the time as µs on the caller's own
+    /// monotonic clock, for callers that keep time as integers: no
+    /// `Instant` arithmetic. A buffer is driven either by `Instant`s or by
+    /// µs, not by both.
+    pub fn push_micros(&mut self, now_us: u64, packet: JitterPacket<P>) -> PushOutcome {
+        self.push_at(micros(now_us), packet)
+    }
+
+    fn push_at(&mut self, now_us: i64, packet: JitterPacket<P>) -> PushOutcome {
         self.stats.received += 1;
         let mut reset = false;
         if self.ssrc.is_some_and(|s| s != packet.ssrc) {
@@ -584,30 +734,30 @@ impl<P> JitterBuffer<P> {
             self.reset();
             reset = true;
         }
-        if self.ssrc.is_some() {
-            let ts = self.timestamps.peek(packet.timestamp);
-            let transit = now_ms - self.ts_ms(ts);
-            if self
+        let mut ts = self.timestamps.peek(packet.timestamp);
+        let mut transit = now_us - self.ts_us(ts);
+        if self.ssrc.is_some()
+            && self
                 .estimator
                 .baseline()
-                .is_some_and(|b| (transit - b).abs() > self.config_ms.jump_threshold)
-            {
-                debug!(transit, "jitter buffer reset: timestamp jump");
-                self.reset();
-                reset = true;
-            }
+                .is_some_and(|b| (transit - b).abs() > self.config_us.jump_threshold)
+        {
+            debug!(transit, "jitter buffer reset: timestamp jump");
+            self.reset();
+            reset = true;
+            ts = self.timestamps.peek(packet.timestamp);
+            transit = now_us - self.ts_us(ts);
         }
         self.ssrc = Some(packet.ssrc);
-        let ts = self.timestamps.unwrap(packet.timestamp);
+        self.timestamps.record(ts);
         let sequence = self.sequences.unwrap(packet.sequence_number);
 
-        if self.packets.contains_key(&ts) || self.recent.contains(sequence) {
+        if self.recent.contains(sequence) || self.position(ts).is_ok() {
             self.stats.duplicates += 1;
             trace!(seq = packet.sequence_number, "duplicate dropped");
             return PushOutcome::Duplicate;
         }
-        let transit = now_ms - self.ts_ms(ts);
-        self.estimator.add(now_ms, transit);
+        self.estimator.add(now_us, transit, self.config.history);
         self.anchor.get_or_insert(transit);
 
         if self.cursor.is_some_and(|c| ts < c)
@@ -627,18 +777,18 @@ impl<P> JitterBuffer<P> {
             self.stats.late += 1;
             if self
                 .playout_transit
-                .is_none_or(|p| transit - p <= self.config_ms.feedback_lateness_limit)
+                .is_none_or(|p| transit - p <= self.config_us.feedback_lateness_limit)
             {
                 self.feedback(true);
             }
             self.remember(sequence);
-            self.react_to_late(now_ms, transit);
-            self.last_arrival_ms = Some(now_ms);
+            self.react_to_late(now_us, transit);
+            self.last_arrival_us = Some(now_us);
             trace!(seq = packet.sequence_number, "late packet dropped");
             return PushOutcome::Late;
         }
         if self.packets.len() >= self.config.capacity
-            && let Some((_, oldest)) = self.packets.pop_first()
+            && let Some(oldest) = self.packets.pop_front()
         {
             self.stats.overflow += 1;
             self.remember(oldest.sequence);
@@ -648,16 +798,20 @@ impl<P> JitterBuffer<P> {
             );
         }
         self.feedback(false);
-        self.last_arrival_ms = Some(now_ms);
-        let marker = packet.marker;
-        self.packets.insert(
+        self.last_arrival_us = Some(now_us);
+        let entry = Entry {
             ts,
-            Entry {
-                sequence,
-                marker,
-                packet,
-            },
-        );
+            sequence,
+            marker: packet.marker,
+            packet,
+        };
+        match self.packets.back() {
+            Some(last) if last.ts > ts => {
+                let at = self.position(ts).unwrap_or_else(|at| at);
+                self.packets.insert(at, entry);
+            }
+            _ => self.packets.push_back(entry),
+        }
         if reset {
             PushOutcome::BufferedAfterReset
         } else {
@@ -667,49 +821,117 @@ impl<P> JitterBuffer<P> {
 
     /// What to play for the tick at `now`. Call once per frame duration.
     pub fn pop(&mut self, now: Instant) -> Playout<P> {
-        let now_ms = self.time(now);
-        let target = self.target_transit(now_ms);
-        self.update_gauges(now_ms, target);
-        let Some(cursor) = self.cursor else {
-            return self.pop_before_start(now_ms, target);
+        let now_us = self.time(now);
+        self.pop_at(now_us, None)
+    }
+
+    /// [`pop`](Self::pop) with the time as µs, as for
+    /// [`push_micros`](Self::push_micros).
+    pub fn pop_micros(&mut self, now_us: u64) -> Playout<P> {
+        self.pop_at(micros(now_us), None)
+    }
+
+    /// What to play next and for how long, for an audio side that
+    /// time-scales frames: `now` is the device's tick and `queued` the
+    /// audio it already holds, so this frame starts playing at
+    /// `now + queued`. Call whenever the queue holds less than a frame,
+    /// with the same `now` until it holds at least one.
+    ///
+    /// Besides the whole-frame moves of [`pop`](Self::pop), the delay
+    /// moves between frame positions by stretching or compressing frames
+    /// by up to [`JitterConfig::time_scale_limit`] each: lowering it by a
+    /// frame compresses a few frames instead of dropping one, and raising
+    /// it by less than a frame stretches a few instead of concealing a
+    /// whole one. Between moves `queued` returns to zero, so frames play
+    /// as soon as they are taken.
+    pub fn pop_scaled(&mut self, now: Instant, queued: Duration) -> ScaledPlayout<P> {
+        let now_us = self.time(now);
+        self.pop_scaled_at(now_us, us(queued))
+    }
+
+    /// [`pop_scaled`](Self::pop_scaled) with the time and the queued
+    /// audio as µs, as for [`push_micros`](Self::push_micros).
+    pub fn pop_scaled_micros(&mut self, now_us: u64, queued_us: u64) -> ScaledPlayout<P> {
+        self.pop_scaled_at(micros(now_us), micros(queued_us))
+    }
+
+    fn pop_scaled_at(&mut self, now_us: i64, queued_us: i64) -> ScaledPlayout<P> {
+        let scaling = self.config_us.time_scale_limit > 0 && self.config_us.adaptive;
+        let queued_us = queued_us.rem_euclid(self.frame_us.max(1));
+        let playout = self.pop_at(now_us, if scaling { Some(queued_us) } else { None });
+        let scale = if matches!(playout, Playout::Frame(_)) {
+            self.scale
+        } else {
+            0
         };
-        let transit = now_ms - self.ts_ms(cursor);
+        let frame = i64::try_from(self.frame_ticks).unwrap_or(i64::MAX);
+        ScaledPlayout {
+            playout,
+            duration: u32::try_from(frame + scale).unwrap_or(u32::MAX),
+        }
+    }
+
+    /// `queued`: with time-scaling, the audio queued ahead of this frame
+    /// (less than a frame), µs.
+    fn pop_at(&mut self, now_us: i64, queued: Option<i64>) -> Playout<P> {
+        let scaling = queued.is_some();
+        self.scale = 0;
+        let target = self.target_transit(now_us);
+        self.update_gauges(now_us, target);
+        let Some(cursor) = self.cursor else {
+            return self.pop_before_start(now_us, target);
+        };
+        let transit = now_us - self.ts_us(cursor);
         self.playout_transit = Some(transit);
-        let adaptive = self.config.mode == DelayMode::Adaptive;
+        let adaptive = self.config_us.adaptive;
         let want_stretch = adaptive && target.is_some_and(|t| transit < t);
+        // With time-scaling, a whole frame of stretch (concealing) only
+        // for a deficit of a frame or more; smaller ones stretch frames.
+        let conceal_stretch =
+            want_stretch && (!scaling || target.is_some_and(|t| transit + self.frame_us <= t));
         let want_shrink = adaptive
-            && target.is_some_and(|t| transit - self.frame_ms > t + self.config_ms.shrink_margin);
+            && target.is_some_and(|t| transit - self.frame_us > t + self.config_us.shrink_margin);
         if want_shrink {
-            self.shrink_wanted_since.get_or_insert(now_ms);
+            self.shrink_wanted_since.get_or_insert(now_us);
         } else {
             self.shrink_wanted_since = None;
         }
         // A received frame is dropped once the wish is old, or at once when
         // the delay is more than a whole frame above the shrink threshold.
         let shrink_overdue = self.shrink_wanted_since.is_some_and(|since| {
-            now_ms - since >= self.config_ms.shrink_patience
-                || target.is_some_and(|t| {
-                    transit - 2.0 * self.frame_ms > t + self.config_ms.shrink_margin
-                })
+            // Time-scaling compresses instead of waiting to drop a frame.
+            (!scaling && now_us - since >= self.config_us.shrink_patience)
+                || target
+                    .is_some_and(|t| transit - 2 * self.frame_us > t + self.config_us.shrink_margin)
         });
 
-        if self.packets.contains_key(&cursor) {
-            if want_stretch {
+        // The first packet at or after the cursor.
+        let next = match self.packets.front() {
+            None => None,
+            Some(first) if first.ts >= cursor => Some(0),
+            Some(_) => {
+                let at = self.packets.partition_point(|e| e.ts < cursor);
+                (at < self.packets.len()).then_some(at)
+            }
+        };
+        if next.is_some_and(|i| self.packets[i].ts == cursor) {
+            if conceal_stretch {
                 self.stats.stretched += 1;
                 return self.missing(false);
             }
             if shrink_overdue {
                 self.drop_for_shrink(cursor);
+            } else if let Some(queued) = queued {
+                self.scale_frame(queued, want_stretch, want_shrink);
             }
             return self.play_at_cursor();
         }
 
         // The frame at the cursor is missing.
-        let next = self
-            .packets
-            .range(cursor..)
-            .next()
-            .map(|(&ts, entry)| (ts, self.starts_talk_spurt(ts, entry)));
+        let next = next.map(|i| {
+            let entry = &self.packets[i];
+            (entry.ts, self.starts_talk_spurt(entry))
+        });
         match next {
             None => {
                 // Nothing buffered: loss, a delay spike, or a pause.
@@ -724,7 +946,7 @@ impl<P> JitterBuffer<P> {
             }
             Some((next_ts, true)) => {
                 // A pause: schedule the new spurt directly at the target.
-                let spurt_transit = now_ms - self.ts_ms(next_ts);
+                let spurt_transit = now_us - self.ts_us(next_ts);
                 if target.is_none_or(|t| spurt_transit >= t) {
                     if next_ts > cursor + self.frame_ticks {
                         self.stats.shrunk += 1;
@@ -754,6 +976,34 @@ impl<P> JitterBuffer<P> {
         }
     }
 
+    /// Chooses the length change of the frame about to play. A move
+    /// starts from an aligned queue (`queued` zero): stretching when the
+    /// delay is below the target, compressing when it is a frame above.
+    /// It goes on until the queue is aligned again: stretching until a
+    /// whole frame was added (the device then skips a take), compressing
+    /// until the queue is empty.
+    #[inline]
+    fn scale_frame(&mut self, queued: i64, want_stretch: bool, want_shrink: bool) {
+        let limit = self.config_us.time_scale_limit;
+        let change_us = if want_stretch {
+            limit.min(self.frame_us - queued)
+        } else if queued > 0 {
+            -limit.min(queued)
+        } else if want_shrink {
+            -limit
+        } else {
+            0
+        };
+        let change = change_us * i64::try_from(self.us_den).unwrap_or(1)
+            / i64::try_from(self.us_num).unwrap_or(1);
+        if change > 0 {
+            self.stats.scaled_longer += 1;
+        } else if change < 0 {
+            self.stats.scaled_shorter += 1;
+        }
+        self.scale = change;
+    }
+
     /// Drops everything and starts over, as for a new stream. Statistics
     /// counters and the learned delay distribution are kept.
     pub fn reset(&mut self) {
@@ -767,21 +1017,41 @@ impl<P> JitterBuffer<P> {
         self.boost = None;
         self.recent.clear();
         self.ssrc = None;
-        self.timestamps = TimestampUnwrapper::new();
-        self.sequences = SequenceUnwrapper::new();
+        self.timestamps = Unwrap32::default();
+        self.sequences = Unwrap16::default();
         self.estimator.reset_baseline();
         self.shrink_wanted_since = None;
         self.stats.resets += 1;
         self.stats.flushed += u64::try_from(dropped).unwrap_or(u64::MAX);
     }
 
-    fn time(&mut self, now: Instant) -> f64 {
+    /// µs since the first call.
+    #[inline]
+    fn time(&mut self, now: Instant) -> i64 {
         let epoch = *self.epoch.get_or_insert(now);
-        ms(now.saturating_duration_since(epoch))
+        us(now.saturating_duration_since(epoch))
     }
 
-    fn ts_ms(&self, ts: u64) -> f64 {
-        ts as f64 * 1000.0 / f64::from(self.config.clock_rate)
+    #[inline]
+    fn ts_us(&self, ts: u64) -> i64 {
+        let scaled = ts.saturating_mul(self.us_num);
+        let value = if self.us_den == 1 {
+            scaled
+        } else {
+            scaled / self.us_den
+        };
+        i64::try_from(value).unwrap_or(i64::MAX)
+    }
+
+    /// Where the packet with timestamp `ts` is held (`Ok`), or where it
+    /// would go (`Err`).
+    #[inline]
+    fn position(&self, ts: u64) -> Result<usize, usize> {
+        match self.packets.back() {
+            None => Err(0),
+            Some(last) if last.ts < ts => Err(self.packets.len()),
+            _ => self.packets.binary_search_by_key(&ts, |e| e.ts),
+        }
     }
 
     fn remember(&mut self, sequence: u64) {
@@ -789,26 +1059,27 @@ impl<P> JitterBuffer<P> {
     }
 
     /// The playout transit the buffer aims for, once a packet was seen.
-    fn target_transit(&self, now_ms: f64) -> Option<f64> {
+    fn target_transit(&self, now_us: i64) -> Option<i64> {
         let baseline = self.estimator.baseline()?;
-        let relative = match self.config.mode {
-            DelayMode::Fixed(d) => return Some(self.anchor.unwrap_or(baseline) + ms(d)),
-            DelayMode::Adaptive => {
-                let quantile = self
-                    .estimator
-                    .quantile()
-                    .unwrap_or(self.config_ms.initial_delay);
-                (quantile + self.boost(now_ms) + self.feedback_ms)
-                    .clamp(self.config_ms.min_delay, self.config_ms.max_delay)
-            }
-        };
+        if !self.config_us.adaptive {
+            return Some(self.anchor.unwrap_or(baseline) + self.config_us.fixed_delay);
+        }
+        let quantile = self
+            .estimator
+            .quantile()
+            .unwrap_or(self.config_us.initial_delay);
+        let mut extra = self.feedback_us as i64;
+        if self.boost.is_some() {
+            extra += self.boost(now_us) as i64;
+        }
+        let relative = (quantile + extra).clamp(self.config_us.min_delay, self.config_us.max_delay);
         Some(baseline + relative)
     }
 
     /// The extra delay added after late packets, decaying linearly.
-    fn boost(&self, now_ms: f64) -> f64 {
+    fn boost(&self, now_us: i64) -> f64 {
         self.boost.map_or(0.0, |(value, at)| {
-            let decay = self.config_ms.boost_decay_per_second * (now_ms - at) / 1000.0;
+            let decay = self.config_us.boost_decay_per_second * (now_us - at) as f64 / 1e6;
             (value - decay).max(0.0)
         })
     }
@@ -820,19 +1091,19 @@ impl<P> JitterBuffer<P> {
     /// `feedback_late_rate` of that per packet on time, so in the long run
     /// the delay dithers between the two grid positions around the target
     /// in the proportion that makes `feedback_late_rate` of packets late.
+    #[inline]
     fn feedback(&mut self, late: bool) {
-        if self.config.mode != DelayMode::Adaptive {
+        if !self.config_us.adaptive {
             return;
         }
-        let step = self.config_ms.feedback_step;
         let change = if late {
-            step * (1.0 - self.config.feedback_late_rate)
+            self.config_us.feedback_up
         } else {
-            -step * self.config.feedback_late_rate
+            -self.config_us.feedback_down
         };
-        self.feedback_ms = (self.feedback_ms + change).clamp(
-            -self.config_ms.feedback_floor,
-            self.config_ms.feedback_ceiling,
+        self.feedback_us = (self.feedback_us + change).clamp(
+            -self.config_us.feedback_floor,
+            self.config_us.feedback_ceiling,
         );
     }
 
@@ -840,8 +1111,8 @@ impl<P> JitterBuffer<P> {
     /// path is getting slower faster than the baseline follows (a queue
     /// building up): raise the target by the lateness at once. Packets that
     /// arrive in a burst after a stall are not a trend and change nothing.
-    fn react_to_late(&mut self, now_ms: f64, transit: f64) {
-        if self.config.mode != DelayMode::Adaptive {
+    fn react_to_late(&mut self, now_us: i64, transit: i64) {
+        if !self.config_us.adaptive {
             return;
         }
         let Some(playout) = self.playout_transit else {
@@ -849,32 +1120,33 @@ impl<P> JitterBuffer<P> {
         };
         let lateness = transit - playout;
         let spaced = self
-            .last_arrival_ms
-            .is_none_or(|last| now_ms - last >= self.frame_ms / 2.0);
-        if spaced && lateness > 0.0 && lateness <= self.config_ms.boost_limit {
-            let boost = self.boost(now_ms) + lateness + self.frame_ms;
-            self.boost = Some((boost, now_ms));
+            .last_arrival_us
+            .is_none_or(|last| now_us - last >= self.frame_us / 2);
+        if spaced && lateness > 0 && lateness <= self.config_us.boost_limit {
+            let boost = self.boost(now_us) + (lateness + self.frame_us) as f64;
+            self.boost = Some((boost, now_us));
         }
     }
 
-    fn update_gauges(&mut self, now_ms: f64, target: Option<f64>) {
+    #[inline]
+    fn update_gauges(&mut self, now_us: i64, target: Option<i64>) {
         let Some(baseline) = self.estimator.baseline() else {
             return;
         };
         if let Some(t) = target {
-            self.target_delay_ms = t - baseline;
+            self.target_delay_us = t - baseline;
         }
         if let Some(c) = self.cursor {
-            self.current_delay_ms = now_ms - self.ts_ms(c) - baseline;
+            self.current_delay_us = now_us - self.ts_us(c) - baseline;
         }
     }
 
-    fn pop_before_start(&mut self, now_ms: f64, target: Option<f64>) -> Playout<P> {
-        let Some((&first_ts, _)) = self.packets.first_key_value() else {
+    fn pop_before_start(&mut self, now_us: i64, target: Option<i64>) -> Playout<P> {
+        let Some(first_ts) = self.packets.front().map(|e| e.ts) else {
             self.stats.silence += 1;
             return Playout::Silence;
         };
-        let transit = now_ms - self.ts_ms(first_ts);
+        let transit = now_us - self.ts_us(first_ts);
         if target.is_some_and(|t| transit >= t) {
             self.cursor = Some(first_ts);
             return self.play_at_cursor();
@@ -895,8 +1167,18 @@ impl<P> JitterBuffer<P> {
         }
     }
 
+    /// Takes the packet with timestamp `ts` out of the buffer.
+    #[inline]
+    fn take(&mut self, ts: u64) -> Option<Entry<P>> {
+        if self.packets.front().is_some_and(|e| e.ts == ts) {
+            return self.packets.pop_front();
+        }
+        let at = self.position(ts).ok()?;
+        self.packets.remove(at)
+    }
+
     fn drop_for_shrink(&mut self, cursor: u64) {
-        if let Some(entry) = self.packets.remove(&cursor) {
+        if let Some(entry) = self.take(cursor) {
             self.remember(entry.sequence);
             self.last_played = Some((entry.sequence, cursor));
             self.stats.dropped_for_shrink += 1;
@@ -911,7 +1193,7 @@ impl<P> JitterBuffer<P> {
             return self.missing(true);
         };
         self.cursor = Some(cursor + self.frame_ticks);
-        match self.packets.remove(&cursor) {
+        match self.take(cursor) {
             Some(entry) => {
                 self.remember(entry.sequence);
                 self.last_played = Some((entry.sequence, cursor));
@@ -923,11 +1205,11 @@ impl<P> JitterBuffer<P> {
         }
     }
 
-    /// Whether the buffered packet at `ts` begins a talk spurt: its marker
-    /// is set, or the timestamps advanced further than the sequence numbers
-    /// since the last frame played (the sender paused).
-    fn starts_talk_spurt(&self, ts: u64, entry: &Entry<P>) -> bool {
-        self.is_spurt_start(ts, entry.sequence, entry.marker)
+    /// Whether the buffered packet begins a talk spurt: its marker is set,
+    /// or the timestamps advanced further than the sequence numbers since
+    /// the last frame played (the sender paused).
+    fn starts_talk_spurt(&self, entry: &Entry<P>) -> bool {
+        self.is_spurt_start(entry.ts, entry.sequence, entry.marker)
     }
 
     fn is_spurt_start(&self, ts: u64, sequence: u64, marker: bool) -> bool {
@@ -943,77 +1225,133 @@ impl<P> JitterBuffer<P> {
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
 }
 
-fn duration_ms(value: f64) -> Duration {
-    if value.is_finite() && value > 0.0 {
-        Duration::from_secs_f64(value / 1000.0)
-    } else {
-        Duration::ZERO
-    }
+/// A duration in whole µs, saturating.
+#[inline]
+fn us(d: Duration) -> i64 {
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2_000_000);
+    secs.min(i64::MAX / 2_000_000) * 1_000_000 + i64::from(d.subsec_micros())
+}
+
+/// µs from a caller as the inner signed µs, saturating.
+#[inline]
+fn micros(value: u64) -> i64 {
+    i64::try_from(value)
+        .unwrap_or(i64::MAX / 2)
+        .min(i64::MAX / 2)
+}
+
+fn duration_us(value: i64) -> Duration {
+    Duration::from_micros(u64::try_from(value).unwrap_or(0))
 }
 
 /// Tracks the baseline transit and the distribution of delays above it.
 #[derive(Debug)]
 struct DelayEstimator {
-    baseline_window_ms: f64,
-    /// (arrival ms, transit) with increasing transit: a monotone queue whose
+    baseline_window_us: i64,
+    /// (arrival, transit) with increasing transit: a monotone queue whose
     /// front is the minimum over the window.
-    minima: VecDeque<(f64, f64)>,
-    /// Relative delays in arrival order, as histogram bins.
-    window: VecDeque<u32>,
+    minima: MinQueue,
+    /// Relative delays in arrival order, as histogram bins: a ring of
+    /// `history` slots, `window_len` of them used, the oldest at
+    /// `window_head`.
+    window: Vec<u16>,
+    window_head: usize,
+    window_len: usize,
     /// The same values, counted per bin.
     histogram: DelayHistogram,
-    history: usize,
     /// Samples needed before the quantile is trusted.
     warmup: usize,
+    stall_threshold_us: i64,
+    stall_packets: u32,
+    /// Consecutive packets above the stall threshold.
+    stall_run: u32,
+    /// Moving average of the share of stall packets, and its limit.
+    stall_share: f64,
+    stall_share_limit: f64,
+    stall_decay: f64,
 }
 
 impl DelayEstimator {
     fn new(config: &JitterConfig) -> Self {
         DelayEstimator {
-            baseline_window_ms: ms(config.baseline_window),
-            minima: VecDeque::new(),
-            window: VecDeque::with_capacity(config.history.min(1 << 16)),
-            histogram: DelayHistogram::new(ms(config.max_delay), 1.0 - config.late_target),
-            history: config.history,
+            baseline_window_us: us(config.baseline_window),
+            minima: MinQueue::new(),
+            window: Vec::new(),
+            window_head: 0,
+            window_len: 0,
+            histogram: DelayHistogram::new(us(config.max_delay), 1.0 - config.late_target),
             warmup: config.history.min(50),
+            stall_threshold_us: us(config.stall_threshold),
+            stall_packets: config.stall_packets,
+            stall_run: 0,
+            stall_share: 0.0,
+            stall_share_limit: config.stall_share,
+            stall_decay: 1.0 - 1.0 / config.history as f64,
         }
     }
 
-    fn add(&mut self, now_ms: f64, transit: f64) {
-        while self.minima.back().is_some_and(|&(_, d)| d >= transit) {
-            self.minima.pop_back();
-        }
-        self.minima.push_back((now_ms, transit));
-        while self
+    #[inline]
+    fn add(&mut self, now_us: i64, transit: i64, history: usize) {
+        let baseline = self
             .minima
-            .front()
-            .is_some_and(|&(t, _)| t < now_ms - self.baseline_window_ms)
-        {
-            self.minima.pop_front();
+            .push(now_us, transit, now_us - self.baseline_window_us);
+
+        let relative = transit - baseline;
+        if self.stall_threshold_us > 0 {
+            self.stall_share *= self.stall_decay;
+            let high = relative > self.stall_threshold_us
+                && self
+                    .quantile()
+                    .is_some_and(|q| relative > q + self.stall_threshold_us);
+            if !high {
+                self.stall_run = 0;
+            } else if self.stall_run < self.stall_packets {
+                self.stall_run += 1;
+                self.stall_share += 1.0 - self.stall_decay;
+                if self.stall_share <= self.stall_share_limit {
+                    return;
+                }
+            }
         }
-        let Some(baseline) = self.baseline() else {
-            return;
-        };
-        let bin = self.histogram.bin(transit - baseline);
-        if self.window.len() == self.history
-            && let Some(old) = self.window.pop_front()
-        {
-            self.histogram.remove(old);
+        let bin = self.histogram.bin(relative);
+        if self.window_len == history {
+            // Full: the newest sample takes the oldest one's slot.
+            let old = std::mem::replace(&mut self.window[self.window_head], bin);
+            self.window_head = if self.window_head + 1 == history {
+                0
+            } else {
+                self.window_head + 1
+            };
+            self.histogram.replace(old, bin);
+        } else {
+            // Filling (or refilling after a reset of the ring): the ring
+            // grows up to `history` slots.
+            if self.window.len() < history {
+                self.window.push(bin);
+            } else {
+                let slot = (self.window_head + self.window_len) % history;
+                self.window[slot] = bin;
+            }
+            self.window_len += 1;
+            self.histogram.add(bin);
         }
-        self.window.push_back(bin);
-        self.histogram.add(bin);
     }
 
-    fn baseline(&self) -> Option<f64> {
-        self.minima.front().map(|&(_, d)| d)
+    #[inline]
+    fn baseline(&self) -> Option<i64> {
+        self.minima.min()
     }
 
-    fn quantile(&self) -> Option<f64> {
-        if self.window.len() < self.warmup {
+    #[inline]
+    fn quantile(&self) -> Option<i64> {
+        if self.window_len < self.warmup {
             return None;
         }
         self.histogram.value()
@@ -1024,7 +1362,73 @@ impl DelayEstimator {
     }
 }
 
-/// Relative delays counted in bins of [`DELAY_BIN_MS`] (coarser only when
+/// (arrival, transit) pairs with increasing transit in a ring of
+/// power-of-two size: a monotone queue whose front is the minimum transit
+/// over the window.
+#[derive(Debug)]
+struct MinQueue {
+    slots: Vec<(i64, i64)>,
+    head: usize,
+    len: usize,
+}
+
+impl MinQueue {
+    fn new() -> Self {
+        MinQueue {
+            slots: vec![(0, 0); 64],
+            head: 0,
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Adds a sample, forgets those that arrived before `oldest`, and
+    /// returns the minimum transit.
+    #[inline]
+    fn push(&mut self, at: i64, transit: i64, oldest: i64) -> i64 {
+        let mask = self.mask();
+        while self.len > 0 && self.slots[(self.head + self.len - 1) & mask].1 >= transit {
+            self.len -= 1;
+        }
+        if self.len == self.slots.len() {
+            self.grow();
+        }
+        let mask = self.mask();
+        self.slots[(self.head + self.len) & mask] = (at, transit);
+        self.len += 1;
+        // The newest sample is never dropped here: it arrived now.
+        while self.len > 1 && self.slots[self.head].0 < oldest {
+            self.head = (self.head + 1) & mask;
+            self.len -= 1;
+        }
+        self.slots[self.head].1
+    }
+
+    fn grow(&mut self) {
+        let mut slots = Vec::with_capacity(self.slots.len() * 2);
+        let mask = self.mask();
+        slots.extend((0..self.len).map(|i| self.slots[(self.head + i) & mask]));
+        slots.resize(self.slots.len() * 2, (0, 0));
+        self.slots = slots;
+        self.head = 0;
+    }
+
+    #[inline]
+    fn min(&self) -> Option<i64> {
+        (self.len > 0).then(|| self.slots[self.head].1)
+    }
+
+    fn clear(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+}
+
+/// Relative delays counted in bins of [`DELAY_BIN_US`] (coarser only when
 /// `max_delay` is very long), with the bin of the wanted quantile kept up
 /// to date as samples come and go: each change moves it by a bin or a few,
 /// so adding, removing and reading the quantile cost O(1) in practice
@@ -1036,11 +1440,13 @@ impl DelayEstimator {
 /// clamped to `max_delay` anyway.
 #[derive(Debug)]
 struct DelayHistogram {
-    bin_ms: f64,
+    bin_us: i64,
     counts: Vec<u32>,
     total: usize,
     /// The quantile wanted, in (0, 1].
     quantile: f64,
+    /// Rank of the quantile's sample among `total`.
+    rank: usize,
     /// The bin holding the quantile's sample, once there are samples.
     quantile_bin: usize,
     /// Samples in the bins below `quantile_bin`.
@@ -1048,58 +1454,58 @@ struct DelayHistogram {
 }
 
 /// Width of a delay bin for the usual range of delays.
-const DELAY_BIN_MS: f64 = 0.5;
+const DELAY_BIN_US: i64 = 500;
 
 /// Most bins a histogram uses, whatever `max_delay` is.
 const MAX_DELAY_BINS: usize = 1 << 12;
 
 impl DelayHistogram {
-    fn new(max_delay_ms: f64, quantile: f64) -> Self {
-        let max_delay_ms = if max_delay_ms.is_finite() {
-            max_delay_ms.max(0.0)
-        } else {
-            0.0
-        };
-        let bin_ms = (max_delay_ms / (MAX_DELAY_BINS - 2) as f64).max(DELAY_BIN_MS);
+    fn new(max_delay_us: i64, quantile: f64) -> Self {
+        let max_delay_us = max_delay_us.max(0);
+        let top = (MAX_DELAY_BINS - 2) as i64;
+        let bin_us = ((max_delay_us + top - 1) / top).max(DELAY_BIN_US);
         // Bins up to and past max_delay: at most MAX_DELAY_BINS.
-        let bins = (max_delay_ms / bin_ms).ceil() as usize + 2;
+        let bins = usize::try_from((max_delay_us + bin_us - 1) / bin_us).unwrap_or(0) + 2;
         DelayHistogram {
-            bin_ms,
+            bin_us,
             counts: vec![0; bins],
             total: 0,
             quantile: quantile.clamp(f64::MIN_POSITIVE, 1.0),
+            rank: 1,
             quantile_bin: 0,
             below: 0,
         }
     }
 
-    /// The bin of a relative delay (never negative in use; NaN counts as 0).
-    fn bin(&self, value_ms: f64) -> u32 {
+    /// The bin of a relative delay (never negative in use).
+    #[inline]
+    fn bin(&self, value_us: i64) -> u16 {
         let top = self.counts.len() - 1;
-        let scaled = value_ms / self.bin_ms;
-        let bin = if scaled.is_nan() || scaled <= 0.0 {
+        let bin = if value_us <= 0 {
             0
-        } else if scaled >= top as f64 {
-            top
         } else {
-            ceil_to_usize(scaled)
+            let scaled = (value_us + self.bin_us - 1) / self.bin_us;
+            usize::try_from(scaled).unwrap_or(top).min(top)
         };
         // At most MAX_DELAY_BINS, so it fits.
-        u32::try_from(bin).unwrap_or(u32::MAX)
+        u16::try_from(bin).unwrap_or(u16::MAX)
     }
 
-    fn add(&mut self, bin: u32) {
-        let bin = (bin as usize).min(self.counts.len() - 1);
+    fn add(&mut self, bin: u16) {
+        let bin = usize::from(bin).min(self.counts.len() - 1);
         self.counts[bin] += 1;
         self.total += 1;
         if bin < self.quantile_bin {
             self.below += 1;
         }
+        self.rank = self.rank_of(self.total);
         self.follow();
     }
 
-    fn remove(&mut self, bin: u32) {
-        let bin = (bin as usize).min(self.counts.len() - 1);
+    /// The estimator only replaces samples; tests shrink the window.
+    #[cfg(test)]
+    fn remove(&mut self, bin: u16) {
+        let bin = usize::from(bin).min(self.counts.len() - 1);
         if self.counts[bin] == 0 {
             return;
         }
@@ -1108,21 +1514,45 @@ impl DelayHistogram {
         if bin < self.quantile_bin {
             self.below -= 1;
         }
+        self.rank = self.rank_of(self.total);
+        self.follow();
+    }
+
+    /// Removes one sample and adds another: the total, and so the rank,
+    /// stay the same.
+    #[inline]
+    fn replace(&mut self, old: u16, new: u16) {
+        let top = self.counts.len() - 1;
+        let old = usize::from(old).min(top);
+        let new = usize::from(new).min(top);
+        if self.counts[old] == 0 {
+            self.add(new as u16);
+            return;
+        }
+        self.counts[old] -= 1;
+        self.counts[new] += 1;
+        self.below = self.below + usize::from(new < self.quantile_bin)
+            - usize::from(old < self.quantile_bin);
         self.follow();
     }
 
     /// The quantile's value, if there are samples.
-    fn value(&self) -> Option<f64> {
-        (self.total > 0).then_some(self.quantile_bin as f64 * self.bin_ms)
+    #[inline]
+    fn value(&self) -> Option<i64> {
+        (self.total > 0).then_some(self.quantile_bin as i64 * self.bin_us)
     }
 
-    /// Moves `quantile_bin` to the bin holding the sample of rank
-    /// `ceil(quantile * total)`.
+    fn rank_of(&self, total: usize) -> usize {
+        ceil_to_usize(self.quantile * total as f64).clamp(1, total.max(1))
+    }
+
+    /// Moves `quantile_bin` to the bin holding the sample of rank `rank`.
+    #[inline]
     fn follow(&mut self) {
         if self.total == 0 {
             return;
         }
-        let rank = ceil_to_usize(self.quantile * self.total as f64).clamp(1, self.total);
+        let rank = self.rank;
         while self.below >= rank && self.quantile_bin > 0 {
             self.quantile_bin -= 1;
             self.below -= self.counts[self.quantile_bin] as usize;
@@ -1137,8 +1567,7 @@ impl DelayHistogram {
 }
 
 /// `x.ceil() as usize` for `0 <= x < 2^52`, without a libm call on targets
-/// that lack a rounding instruction (baseline x86-64): this sits on the
-/// per-packet path.
+/// that lack a rounding instruction (baseline x86-64).
 fn ceil_to_usize(x: f64) -> usize {
     let truncated = x as usize;
     if (truncated as f64) < x {
@@ -1354,38 +1783,49 @@ mod tests {
     #[test]
     fn delay_histogram_quantile_matches_a_sorted_list() {
         for quantile in [0.5, 0.9, 0.988, 1.0] {
-            let mut histogram = DelayHistogram::new(1000.0, quantile);
-            // A deterministic spread of delays, some beyond max_delay.
-            let values: Vec<f64> = (0..3000u32)
-                .map(|i| f64::from(i.wrapping_mul(7919) % 13_000) / 10.0)
+            let mut histogram = DelayHistogram::new(1_000_000, quantile);
+            // A deterministic spread of delays in µs, some beyond max_delay.
+            let values: Vec<i64> = (0..3000u32)
+                .map(|i| i64::from(i.wrapping_mul(7919) % 13_000) * 100)
                 .collect();
             let mut bins = Vec::new();
             for (i, &v) in values.iter().enumerate() {
                 let bin = histogram.bin(v);
-                histogram.add(bin);
-                bins.push(bin);
                 // A sliding window of 700 samples, as the estimator keeps.
                 if i >= 700 {
-                    histogram.remove(bins[i - 700]);
+                    histogram.replace(bins[i - 700], bin);
+                } else {
+                    histogram.add(bin);
                 }
+                bins.push(bin);
                 let start = i.saturating_sub(699);
-                let mut kept: Vec<f64> = values[start..=i].to_vec();
-                kept.sort_by(f64::total_cmp);
+                let mut kept: Vec<i64> = values[start..=i].to_vec();
+                kept.sort_unstable();
                 let rank = ((quantile * kept.len() as f64).ceil() as usize).clamp(1, kept.len());
                 let exact = kept[rank - 1];
                 let estimate = histogram.value().unwrap();
-                if exact <= 1000.0 {
+                if exact <= 1_000_000 {
                     assert!(
-                        estimate >= exact && estimate - exact <= DELAY_BIN_MS + 1e-9,
+                        estimate >= exact && estimate - exact <= DELAY_BIN_US,
                         "q {quantile} sample {i}: {estimate} for {exact}"
                     );
                 } else {
                     assert!(
-                        estimate >= 1000.0,
+                        estimate >= 1_000_000,
                         "q {quantile} sample {i}: {estimate} for {exact}"
                     );
                 }
             }
+            // Removing brings it back down: only the first 100 are left.
+            for &bin in &bins[bins.len() - 700..bins.len() - 100] {
+                histogram.remove(bin);
+            }
+            let mut kept: Vec<i64> = values[values.len() - 100..].to_vec();
+            kept.sort_unstable();
+            let rank = ((quantile * 100.0).ceil() as usize).clamp(1, 100);
+            let exact = kept[rank - 1].min(1_000_000);
+            let estimate = histogram.value().unwrap();
+            assert!(estimate >= exact && estimate - exact <= DELAY_BIN_US);
         }
     }
 
@@ -1571,6 +2011,105 @@ mod tests {
             "{stats:?}"
         );
         assert!(frames(&out).windows(2).all(|w| w[0] < w[1]));
+    }
+
+    /// As `run`, through `pop_scaled` and a queue of time-scaled audio
+    /// the way the audio side keeps it: (play time ms, playout, duration).
+    fn run_scaled(
+        jb: &mut JitterBuffer<u16>,
+        t0: Instant,
+        mut arrivals: Vec<(u64, JitterPacket<u16>)>,
+        ticks: u64,
+    ) -> Vec<(u64, Playout<u16>, u32)> {
+        arrivals.sort_by_key(|a| a.0);
+        let mut pending = arrivals.into_iter().peekable();
+        let mut out = Vec::new();
+        let mut queued = 0u64;
+        for k in 0..ticks {
+            let t = 20 * k;
+            while let Some((a, p)) = pending.next_if(|(a, _)| *a <= t) {
+                jb.push(at(t0, a), p);
+            }
+            // Queue in 8 kHz samples.
+            while queued < 160 {
+                let scaled = jb.pop_scaled(at(t0, t), Duration::from_micros(queued * 125));
+                out.push((t * 1000 + queued * 125, scaled.playout, scaled.duration));
+                queued += u64::from(scaled.duration);
+            }
+            queued -= 160;
+        }
+        out
+    }
+
+    #[test]
+    fn time_scaling_compresses_frames_instead_of_dropping_them() {
+        // The drift case again: the delay must come down by about a frame
+        // every 2 s.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let arrivals: Vec<_> = (0..3000u16)
+            .map(|i| {
+                (
+                    (f64::from(i) * 19.8).round() as u64,
+                    packet(i, u32::from(i) * 160),
+                )
+            })
+            .collect();
+        let out = run_scaled(&mut jb, t0, arrivals, 2980);
+        let stats = jb.statistics();
+        // Only the start, from the initial 60 ms down to the measured
+        // delay (more than two frames at once), drops frames; `pop` drops
+        // one every 2 s throughout.
+        assert!(stats.dropped_for_shrink <= 2, "{stats:?}");
+        assert_eq!(stats.late, 0, "{stats:?}");
+        assert!(stats.scaled_shorter >= 100, "{stats:?}");
+        let played: Vec<u16> = out
+            .iter()
+            .filter_map(|(_, p, _)| match p {
+                Playout::Frame(f) => Some(f.payload),
+                _ => None,
+            })
+            .collect();
+        // Every frame plays, in order, and compressed frames are 15 to
+        // 20 ms long.
+        assert!(played.len() >= 2990, "{}", played.len());
+        assert!(played.windows(2).all(|w| w[0] < w[1]));
+        // Every frame is played, dropped at the start, or still held.
+        assert_eq!(
+            played.len() as u64 + stats.dropped_for_shrink + stats.buffered as u64,
+            3000,
+            "{stats:?}"
+        );
+        assert!(out.iter().all(|(_, _, d)| (120..=200).contains(d)));
+        // Play times follow the durations: each item starts when the
+        // previous one ends.
+        for w in out.windows(2) {
+            assert_eq!(w[1].0, w[0].0 + u64::from(w[0].2) * 125);
+        }
+        assert!(
+            stats.current_delay < Duration::from_millis(100),
+            "{stats:?}"
+        );
+    }
+
+    #[test]
+    fn time_scaling_stretches_frames_to_raise_the_delay_by_less_than_a_frame() {
+        // Steady arrivals, then from frame 300 on every other packet is
+        // 30 ms late: the target rises from one frame to 30 ms, less than
+        // a frame more, so frames are stretched instead of a tick being
+        // concealed.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let arrivals = stream(0..1500, |i| if i >= 300 && i % 2 == 1 { 30 } else { 0 });
+        let out = run_scaled(&mut jb, t0, arrivals, 1490);
+        let stats = jb.statistics();
+        assert!(stats.scaled_longer > 0, "{stats:?}");
+        assert!(
+            out.iter()
+                .any(|(_, p, d)| matches!(p, Playout::Frame(_)) && *d > 160)
+        );
+        // Late packets only while the delay learns the new jitter.
+        assert!(stats.late <= 40, "{stats:?}");
     }
 
     #[test]

@@ -121,6 +121,7 @@ use crate::rtp::{self, RtpPacket, RtpWriteError, Ssrc};
 use crate::sdp::Direction;
 use crate::session::{RtpDisposition, RtpSession, RtpSessionConfig, SessionEvent};
 use crate::srtp::{SrtpConfig, SrtpContext, SrtpError, SrtpSuite};
+use crate::timescale::time_scale;
 
 /// Settings of an [`AudioStream`].
 #[derive(Clone, Debug)]
@@ -413,6 +414,13 @@ pub struct AudioStream {
     pending_digits: VecDeque<(Digit, Duration)>,
     press: Option<Press>,
     encode_buffer: Vec<u8>,
+    /// Decoded, time-scaled audio not played yet (less than a frame
+    /// between calls unless a frame was stretched).
+    playout_queue: Vec<i16>,
+    /// One decoded frame before time-scaling.
+    decode_scratch: Vec<i16>,
+    /// What the audio at the front of the queue came from.
+    queued_outcome: PlayOutcome,
     silence: Vec<i16>,
     transmits: VecDeque<Transmit>,
     events: VecDeque<AudioStreamEvent>,
@@ -493,6 +501,9 @@ impl AudioStream {
             pending_digits: VecDeque::new(),
             press: None,
             encode_buffer: vec![0; ENCODE_BUFFER],
+            playout_queue: Vec::new(),
+            decode_scratch: Vec::new(),
+            queued_outcome: PlayOutcome::Silence,
             silence: vec![0; frame],
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -607,6 +618,7 @@ impl AudioStream {
             self.encoder = parts.encoder;
             self.decoder = parts.decoder;
             self.jitter = parts.jitter;
+            self.playout_queue.clear();
             self.talk_spurt_start = true;
         }
         if clock_changed {
@@ -741,6 +753,12 @@ impl AudioStream {
 
     /// Fills `out` with the frame to play at `now`, one call per packet
     /// time: `out` holds [`frame_samples`](Self::frame_samples) samples.
+    ///
+    /// Frames come from the jitter buffer time-scaled (stretched or
+    /// compressed by a few milliseconds while the buffer moves its delay,
+    /// see [`JitterBuffer::pop_scaled`]) into a queue this takes one
+    /// frame's worth of samples from; the outcome is that of the first
+    /// frame taken in this call, or of the queued audio if none was.
     pub fn play_frame(
         &mut self,
         now: Instant,
@@ -753,24 +771,62 @@ impl AudioStream {
                 actual: out.len(),
             });
         }
-        match self.jitter.pop(now) {
+        // Frames come time-scaled (see `JitterBuffer::pop_scaled`) into a
+        // queue; each call plays one frame's worth from it.
+        let frame_ticks = self.jitter.config().frame_duration.as_nanos()
+            * u128::from(self.jitter.config().clock_rate)
+            / 1_000_000_000;
+        let mut first_outcome = None;
+        while self.playout_queue.len() < expected {
+            let queued_samples = self.playout_queue.len() as u128;
+            let queued = Duration::from_nanos(
+                u64::try_from(
+                    queued_samples * self.jitter.config().frame_duration.as_nanos()
+                        / expected.max(1) as u128,
+                )
+                .unwrap_or(u64::MAX),
+            );
+            let scaled = self.jitter.pop_scaled(now, queued);
+            let mut frame = std::mem::take(&mut self.decode_scratch);
+            frame.clear();
+            frame.resize(expected, 0);
+            let outcome = self.decode_into(scaled.playout, &mut frame);
+            first_outcome.get_or_insert(outcome);
+            let length = usize::try_from(
+                u128::from(scaled.duration) * expected as u128 / frame_ticks.max(1),
+            )
+            .unwrap_or(expected);
+            time_scale(&frame, length, &mut self.playout_queue);
+            self.decode_scratch = frame;
+            if self.playout_queue.len() >= expected {
+                self.queued_outcome = outcome;
+            }
+        }
+        out.copy_from_slice(&self.playout_queue[..expected]);
+        self.playout_queue.drain(..expected);
+        Ok(first_outcome.unwrap_or(self.queued_outcome))
+    }
+
+    /// Decodes (or conceals, or silences) one frame into `out`.
+    fn decode_into(&mut self, playout: Playout<Vec<u8>>, out: &mut [i16]) -> PlayOutcome {
+        match playout {
             Playout::Frame(frame) => match self.decoder.decode(&frame.payload, out) {
                 Ok(written) => {
                     if let Some(rest) = out.get_mut(written..) {
                         rest.fill(0);
                     }
-                    Ok(PlayOutcome::Played)
+                    PlayOutcome::Played
                 }
                 Err(error) => {
                     trace!(%error, "frame not decodable, concealed");
                     self.counters.decode_errors += 1;
-                    Ok(self.conceal(out))
+                    self.conceal(out)
                 }
             },
-            Playout::Conceal => Ok(self.conceal(out)),
+            Playout::Conceal => self.conceal(out),
             Playout::Silence => {
                 out.fill(0);
-                Ok(PlayOutcome::Silence)
+                PlayOutcome::Silence
             }
         }
     }

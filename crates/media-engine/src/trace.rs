@@ -13,9 +13,16 @@
 //! # Replay
 //!
 //! [`replay`] feeds the packets to a [`JitterBuffer`] at their arrival
-//! times on a virtual clock and pops one frame per 20 ms tick. Ticks fall
-//! on multiples of 20 ms of the receiver's clock, like an audio device
-//! that knows nothing about the sender. It reports:
+//! times on a virtual clock. An audio device takes 20 ms of audio per
+//! tick; ticks fall on multiples of 20 ms of the receiver's clock, like a
+//! device that knows nothing about the sender. Frames come from
+//! [`JitterBuffer::pop_scaled`], possibly stretched or compressed, into a
+//! queue the device plays from: at each tick, after the packets that
+//! arrived by then are pushed, the queue is topped up to at least 20 ms.
+//! A frame's play time is when its first sample plays: the tick plus what
+//! the queue held before it.
+//! With time-scaling off every frame lasts 20 ms and plays at a tick. It
+//! reports:
 //!
 //! - `mean_delay_ms`, `p95_delay_ms`: play time minus send time, over the
 //!   frames played;
@@ -218,6 +225,7 @@ impl ReplayReport {
                 "\"oracle_delay_ms\":{:.2},",
                 "\"buffer\":{{\"late\":{},\"duplicates\":{},\"concealed\":{},",
                 "\"stretched\":{},\"shrunk\":{},\"dropped_for_shrink\":{},",
+                "\"scaled_longer\":{},\"scaled_shorter\":{},",
                 "\"overflow\":{},\"resets\":{},\"target_delay_ms\":{:.1}}}}}"
             ),
             self.frames,
@@ -234,6 +242,8 @@ impl ReplayReport {
             s.stretched,
             s.shrunk,
             s.dropped_for_shrink,
+            s.scaled_longer,
+            s.scaled_shorter,
             s.overflow,
             s.resets,
             s.target_delay.as_secs_f64() * 1000.0,
@@ -301,25 +311,35 @@ pub fn replay(
     let mut gap_ticks = 0usize;
     let mut gaps_before_last_frame = 0usize;
     let mut started = false;
+    // Audio the device has not played yet at the tick, ms: time-scaled
+    // frames do not fill whole ticks, so the next frame starts playing
+    // this long after the tick.
+    let mut queued = 0.0;
     while tick <= end {
         while let Some((a, packet)) = pending.next_if(|(a, _)| *a <= tick) {
             let _ = buffer.push(instant(a), packet);
         }
-        match buffer.pop(instant(tick)) {
-            Playout::Frame(frame) => {
-                if let Some((send, _)) = frames.get(&frame.payload) {
-                    delays.push(tick - send);
+        while queued < FRAME_MS {
+            let play_at = tick + queued;
+            let out = buffer.pop_scaled(instant(tick), duration_ms(queued));
+            queued += f64::from(out.duration) * FRAME_MS / f64::from(FRAME_TICKS);
+            match out.playout {
+                Playout::Frame(frame) => {
+                    if let Some((send, _)) = frames.get(&frame.payload) {
+                        delays.push(play_at - send);
+                    }
+                    played += 1;
+                    started = true;
+                    gaps_before_last_frame = gap_ticks;
                 }
-                played += 1;
-                started = true;
-                gaps_before_last_frame = gap_ticks;
-            }
-            Playout::Conceal | Playout::Silence => {
-                if started {
-                    gap_ticks += 1;
+                Playout::Conceal | Playout::Silence => {
+                    if started {
+                        gap_ticks += 1;
+                    }
                 }
             }
         }
+        queued -= FRAME_MS;
         if pending.peek().is_none() && buffer.is_empty() {
             break;
         }
@@ -351,6 +371,10 @@ pub fn replay(
         oracle_delay_ms: percentile(&network, 0.99),
         statistics: buffer.statistics(),
     })
+}
+
+fn duration_ms(ms: f64) -> Duration {
+    Duration::from_secs_f64(ms.max(0.0) / 1000.0)
 }
 
 /// Nearest-rank percentile of sorted values; 0 for none.

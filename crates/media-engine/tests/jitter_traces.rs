@@ -92,6 +92,30 @@ fn goal_gilbert_elliott_bursty_loss() {
     assert_goal(Scenario::BurstyLoss);
 }
 
+/// The same goal on the traces of seeds 2 to 19 (as
+/// `jitter-sim --sweep 2-19` prints them): every one meets it.
+#[test]
+fn generated_traces_of_seeds_2_to_19() {
+    let mut misses = Vec::new();
+    for seed in 2..=19 {
+        for scenario in Scenario::ALL {
+            let records = scenario.generate(seed, 9000);
+            let report = trace::replay(&records, JitterConfig::default(), epoch()).unwrap();
+            let met =
+                report.late_loss_pct <= 1.5 && report.mean_delay_ms <= 1.2 * report.oracle_delay_ms;
+            if !met {
+                eprintln!(
+                    "miss: seed {seed} {}: {}",
+                    scenario.name(),
+                    report.to_json()
+                );
+                misses.push((seed, scenario));
+            }
+        }
+    }
+    assert!(misses.is_empty(), "misses: {misses:?}");
+}
+
 #[test]
 fn adaptive_beats_a_fixed_buffer_of_the_same_mean_delay_on_congestion() {
     // A fixed buffer sized for quiet periods loses far more on a path whose
