@@ -621,6 +621,12 @@ impl SearchIndex {
                 mark(&mut touched, scratch, slot, kind);
             }
         }
+        self.collect_marked(touched, scratch)
+    }
+
+    /// The live slots among `touched` with their marks; the marks are
+    /// cleared for the next query.
+    fn collect_marked(&self, touched: Vec<u32>, scratch: &mut [u8]) -> Vec<(u32, MatchKind)> {
         let out = touched
             .iter()
             .filter(|&&slot| self.alive.get(slot as usize).copied().unwrap_or(false))
@@ -770,15 +776,7 @@ impl SearchIndex {
                 }
             }
         }
-        let out = touched
-            .iter()
-            .filter(|&&slot| self.alive.get(slot as usize).copied().unwrap_or(false))
-            .filter_map(|&slot| decode(scratch[slot as usize]).map(|k| (slot, k)))
-            .collect();
-        for slot in touched {
-            scratch[slot as usize] = 0;
-        }
-        out
+        self.collect_marked(touched, scratch)
     }
 }
 
