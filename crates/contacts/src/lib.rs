@@ -128,7 +128,7 @@ pub use number::{
 };
 pub use oauth::{
     Changes, CloudError, CloudHttp, LOGIN_TIMEOUT, LoginFlow, MAX_PAGES, MAX_RETRY_AFTER,
-    OAuthConfig, OAuthSession, RefreshToken, StoredLogin,
+    OAuthConfig, OAuthSession, RefreshToken, StoredLogin, is_loopback_url,
 };
 pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};
 pub use photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError};

@@ -292,7 +292,9 @@ impl CloudHttp {
         })?;
         match parsed.scheme() {
             "https" => Ok(parsed),
-            "http" if self.allow_http => Ok(parsed),
+            // Plain http only ever to this machine (a test server), whatever
+            // the URL's user-info or path says.
+            "http" if self.allow_http && loopback_host(&parsed) => Ok(parsed),
             "http" => Err(CloudError::InsecureUrl(url.to_owned())),
             other => Err(CloudError::BadUrl {
                 url: url.to_owned(),
@@ -815,4 +817,45 @@ pub(crate) fn finish_contact(mut contact: Contact) -> Option<Contact> {
     let name = contact.derived_display_name()?;
     contact.display_name = name;
     Some(contact)
+}
+
+/// Whether `url` parses and its host (as a URL parser reads it, so not a
+/// user-info part) is `localhost` or a loopback address.
+#[must_use]
+pub fn is_loopback_url(url: &str) -> bool {
+    Url::parse(url).is_ok_and(|u| loopback_host(&u))
+}
+
+fn loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(oauth2::url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(oauth2::url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(oauth2::url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_http_goes_only_to_this_machine() {
+        let http = CloudHttp::new().unwrap().dangerous_allow_plain_http();
+        assert!(http.check_url("http://127.0.0.1:8080/token").is_ok());
+        assert!(http.check_url("http://[::1]:8080/token").is_ok());
+        assert!(http.check_url("http://localhost:8080/token").is_ok());
+        // A user-info part that looks like loopback does not make the host so.
+        assert!(matches!(
+            http.check_url("http://127.0.0.1:x@evil.example/token"),
+            Err(CloudError::InsecureUrl(_))
+        ));
+        assert!(!is_loopback_url("http://127.0.0.1:x@evil.example/token"));
+        assert!(is_loopback_url("http://127.0.0.1:9/"));
+        let strict = CloudHttp::new().unwrap();
+        assert!(matches!(
+            strict.check_url("http://127.0.0.1:8080/token"),
+            Err(CloudError::InsecureUrl(_))
+        ));
+    }
 }

@@ -925,6 +925,17 @@ fn jitter(rng: &mut impl RngCore, value: Duration, low: f64) -> Duration {
     value.mul_f64(low + (1.0 - low) * u)
 }
 
+/// The Flow-Timer of a REGISTER response (§4.4.1, seconds), if it holds a
+/// usable one.
+#[must_use]
+pub fn flow_timer(response: &sip_core::Message) -> Option<Duration> {
+    response
+        .header("Flow-Timer")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+}
+
 /// The Contact header parameters of an outbound registration (§4.2):
 /// `;+sip.instance="<urn:uuid:…>";reg-id=N`, for
 /// `RegistrationConfig::contact_params`.

@@ -957,10 +957,7 @@ impl Task {
                     return;
                 };
                 if response.status().is_some_and(|s| s >= 200) {
-                    ctx.flow_timer = response
-                        .header("Flow-Timer")
-                        .and_then(|v| v.trim().parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                    ctx.flow_timer = crate::outbound::flow_timer(&response);
                     ctx.retry_after = response
                         .header("Retry-After")
                         .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())

@@ -434,11 +434,8 @@ pub(crate) struct LoginArgs {
 /// Plain http only to a loopback test server.
 fn cloud_http(urls: &[Option<&str>]) -> Result<CloudHttp> {
     let http = CloudHttp::new()?;
-    let loopback = |u: &str| {
-        ["http://127.0.0.1:", "http://localhost:", "http://[::1]:"]
-            .iter()
-            .any(|p| u.starts_with(p))
-    };
+    // The host as a URL parser reads it: `http://127.0.0.1:x@host/` is `host`.
+    let loopback = |u: &str| contacts::is_loopback_url(u);
     let plain: Vec<&str> = urls
         .iter()
         .flatten()

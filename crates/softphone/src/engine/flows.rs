@@ -143,11 +143,7 @@ impl Engine {
     /// Reads the Flow-Timer of a successful REGISTER response (§4.4.1).
     pub(super) fn note_flow_timer(&mut self, i: usize, response: &sip_core::Message) {
         if let Some(f) = self.accounts[i].flows.as_mut() {
-            f.flow_timer = response
-                .header("Flow-Timer")
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .filter(|&s| s > 0)
-                .map(Duration::from_secs);
+            f.flow_timer = proxy_client::outbound::flow_timer(response);
         }
     }
 
