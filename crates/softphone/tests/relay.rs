@@ -219,15 +219,26 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
         .unwrap();
     phone.set_push_token(Some(token)).await.unwrap();
     binding_where(&kamailio, |b| b.address.contains("pn-prid=device-token-10")).await;
-    // (What a wake does to the flows is shown on a virtual clock in
-    // proxy-client's scenarios; here: the registration stands.)
+    // A push wake sends a REGISTER at once: the binding's remaining time,
+    // which has run down for a few seconds, is back at the full expiry.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = binding_where(&kamailio, |b| b.address.contains("pn-prid=device-token-10"))
+        .await
+        .expires
+        .unwrap();
     phone.wake().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = binding_where(&kamailio, |b| {
+        b.address.contains("pn-prid=device-token-10") && b.expires.is_some_and(|e| e > before)
+    })
+    .await;
+    eprintln!(
+        "binding expiry {before} s before the wake, {:?} after",
+        after.expires
+    );
     let accounts = phone.accounts().await.unwrap();
     assert!(
         matches!(accounts[0].status, RegistrationStatus::Registered { .. }),
         "{accounts:?}"
     );
-    binding_where(&kamailio, |b| b.address.contains("pn-prid=device-token-10")).await;
     phone.shutdown().await.unwrap();
 }
