@@ -129,8 +129,9 @@ impl Timers {
     fn set(&mut self, timer: Timer, at: Instant) {
         self.cancel(timer);
         let free = self.armed.iter().position(Option::is_none);
-        // Unreachable while no state arms more than TIMER_SLOTS timers; the
-        // newest timer wins over the last slot if one ever did.
+        // No state arms more than TIMER_SLOTS timers; in release builds the
+        // newest timer would win over the last slot if one ever did.
+        debug_assert!(free.is_some(), "more than {TIMER_SLOTS} timers armed");
         let slot = free.unwrap_or(TIMER_SLOTS - 1);
         self.armed[slot] = Some((timer, at));
     }
