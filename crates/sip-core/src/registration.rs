@@ -166,6 +166,11 @@ impl Registration {
         &self.path
     }
 
+    /// The Contact URI this registration binds.
+    pub fn contact(&self) -> &str {
+        &self.config.contact
+    }
+
     /// The Call-ID all REGISTERs of this registration share.
     pub fn call_id(&self) -> &str {
         &self.call_id

@@ -128,13 +128,11 @@ const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, REFER, NOTIFY, UPD
 struct AccountState {
     config: Account,
     aor: String,
-    /// Registrar's transport and address.
-    kind: TransportKind,
-    server: SocketAddr,
-    server_name: Option<String>,
     /// Where signalling may go, in order of preference: the outbound
-    /// proxies, or the registrar.
+    /// proxies, or the registrar. Never empty.
     servers: Vec<Server>,
+    /// The one of `servers` signalling goes through now.
+    current: usize,
     /// Our address for Via and Contact.
     local: Option<SocketAddr>,
     digest: DigestClient,
@@ -159,11 +157,13 @@ struct Server {
 impl AccountState {
     /// Sends through `servers[k]` from now on.
     fn use_server(&mut self, k: usize) {
-        let server = self.servers[k].clone();
-        self.kind = server.kind;
-        self.server = server.addr;
-        self.server_name = server.name;
-        self.route = server.route;
+        self.current = k;
+        self.route = self.servers[k].route.clone();
+    }
+
+    /// The server signalling goes through now.
+    fn server(&self) -> &Server {
+        &self.servers[self.current]
     }
 
     fn contact(&self) -> Option<String> {
@@ -174,7 +174,7 @@ impl AccountState {
             .as_ref()
             .map(flows::AccountFlows::uri_params)
             .unwrap_or_default();
-        Some(match self.kind {
+        Some(match self.server().kind {
             TransportKind::Udp => format!("sip:{user}@{local}{outbound}"),
             k => format!(
                 "sip:{user}@{local};transport={}{outbound}",
@@ -308,6 +308,8 @@ struct Engine {
     next_purge: Instant,
     /// The TLS trust, loaded when an account, proxy or TURN server needs it.
     tls: Option<TlsClientConfig>,
+    /// Where outbound flows' connection attempts report back.
+    flow_connects: mpsc::UnboundedSender<flows::FlowConnected>,
 }
 
 /// How often the history is purged while the phone runs.
@@ -374,6 +376,7 @@ pub(crate) async fn start(
     }
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let (media_tx, media_rx) = mpsc::unbounded_channel();
+    let (flow_connects, flow_connects_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         config,
         driver,
@@ -392,10 +395,11 @@ pub(crate) async fn start(
         handles: commands.downgrade(),
         next_purge: sip_tokio::now(),
         tls,
+        flow_connects,
     };
     engine.purge_history();
     engine.open_accounts().await;
-    tokio::spawn(engine.run(commands_rx, media_rx));
+    tokio::spawn(engine.run(commands_rx, media_rx, flow_connects_rx));
     Ok(commands)
 }
 
@@ -503,7 +507,7 @@ async fn account_state(
             route: Vec::new(),
         });
     }
-    let first = servers[0].clone();
+    let route = servers[0].route.clone();
     let auth_user = account.auth_user.as_deref().unwrap_or(&account.user);
     let password = account
         .password
@@ -514,23 +518,42 @@ async fn account_state(
     Ok(AccountState {
         aor: format!("sip:{}@{host}", account.user),
         config: account.clone(),
-        kind: first.kind,
-        server: first.addr,
-        server_name: first.name,
         servers,
+        current: 0,
         local: None,
         digest: DigestClient::new(auth_user, password.as_str()),
         registration: None,
         status: RegistrationStatus::Unregistered,
-        route: first.route,
+        route,
         flows: None,
     })
+}
+
+/// Opens (or reuses) a stream connection to `server` with a CRLF
+/// keep-alive; its local end and its id.
+async fn connect(
+    transports: &Transports,
+    server: &Server,
+) -> Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String> {
+    let mut ping = OutboundMessage::new(server.kind, server.addr, &b"\r\n\r\n"[..]);
+    if let Some(name) = &server.name {
+        ping = ping.with_server_name(name.clone());
+    }
+    let sent = transports.send(ping).await.map_err(|e| {
+        format!(
+            "connecting to {} over {}: {e}",
+            server.addr,
+            server.kind.via_transport()
+        )
+    })?;
+    Ok((sent.local, sent.connection))
 }
 
 enum Wake {
     Command(Option<Command>),
     Driver(Option<DriverEvent>),
     Media(Option<MediaEvent>),
+    FlowConnected(flows::FlowConnected),
 }
 
 impl Engine {
@@ -621,29 +644,18 @@ impl Engine {
         &mut self,
         i: usize,
     ) -> Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String> {
-        let a = &self.accounts[i];
-        if a.kind == TransportKind::Udp {
+        let server = self.accounts[i].server();
+        if server.kind == TransportKind::Udp {
             if !self.udp_local.ip().is_unspecified() {
                 return Ok((self.udp_local, None));
             }
             let probe = std::net::UdpSocket::bind(SocketAddr::new(self.udp_local.ip(), 0))
-                .and_then(|s| s.connect(a.server).map(|()| s))
+                .and_then(|s| s.connect(server.addr).map(|()| s))
                 .and_then(|s| s.local_addr())
-                .map_err(|e| format!("no route to {}: {e}", a.server))?;
+                .map_err(|e| format!("no route to {}: {e}", server.addr))?;
             return Ok((SocketAddr::new(probe.ip(), self.udp_local.port()), None));
         }
-        let mut ping = OutboundMessage::new(a.kind, a.server, &b"\r\n\r\n"[..]);
-        if let Some(name) = &a.server_name {
-            ping = ping.with_server_name(name.clone());
-        }
-        let sent = self.driver.transports().send(ping).await.map_err(|e| {
-            format!(
-                "connecting to {} over {}: {e}",
-                a.server,
-                a.kind.via_transport()
-            )
-        })?;
-        Ok((sent.local, sent.connection))
+        connect(self.driver.transports(), server).await
     }
 
     fn start_registration(&mut self, i: usize) {
@@ -656,7 +668,7 @@ impl Engine {
             &a.config.registrar,
             &a.aor,
             &contact,
-            &format!("SIP/2.0/{} {local}", a.kind.via_transport()),
+            &format!("SIP/2.0/{} {local}", a.server().kind.via_transport()),
         );
         rc.expires = a.config.expiry;
         rc.route = a.route.clone();
@@ -696,8 +708,8 @@ impl Engine {
     fn pump_registration(&mut self, i: usize) {
         let now = self.now();
         let dest = Destination {
-            transport: core_transport(self.accounts[i].kind),
-            addr: self.accounts[i].server,
+            transport: core_transport(self.accounts[i].server().kind),
+            addr: self.accounts[i].server().addr,
             // Over the flow's own connection when there is one.
             connection: self.accounts[i]
                 .flows
@@ -775,6 +787,7 @@ impl Engine {
         mut self,
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
+        mut flow_connects: mpsc::UnboundedReceiver<flows::FlowConnected>,
     ) {
         loop {
             self.driver.flush().await;
@@ -797,6 +810,7 @@ impl Engine {
                 c = commands.recv() => Wake::Command(c),
                 d = self.driver.next(wakeup) => Wake::Driver(d),
                 m = media_rx.recv() => Wake::Media(m),
+                Some(f) = flow_connects.recv() => Wake::FlowConnected(f),
             };
             match wake {
                 Wake::Command(Some(c)) => self.command(c).await,
@@ -817,6 +831,7 @@ impl Engine {
                 Wake::Driver(None) => break,
                 Wake::Media(Some(m)) => self.media_event(m),
                 Wake::Media(None) => {}
+                Wake::FlowConnected(f) => self.flow_connected(f),
             }
             self.timers().await;
         }
@@ -1109,7 +1124,7 @@ impl Engine {
     fn via(&mut self, account: usize) -> Option<String> {
         let a = &self.accounts[account];
         let local = a.local?;
-        let t = a.kind.via_transport();
+        let t = a.server().kind.via_transport();
         let branch = self.driver.endpoint().new_branch();
         Some(format!("SIP/2.0/{t} {local};branch={branch};rport"))
     }
@@ -1143,16 +1158,17 @@ impl Engine {
         let Some(local) = a.local else {
             return Err(PhoneError::Network(format!(
                 "account {:?} has no connection to {}",
-                a.config.id, a.server
+                a.config.id,
+                a.server().addr
             )));
         };
         // Through the registrar (or outbound proxy) when registering, else
         // straight to the target's host.
         let (dest_addr, kind) = if self.config.register || !a.route.is_empty() {
-            (a.server, a.kind)
+            (a.server().addr, a.server().kind)
         } else {
             let (host, port, kind) =
-                uri_target(&target_uri, a.kind).map_err(|v| PhoneError::InvalidInput {
+                uri_target(&target_uri, a.server().kind).map_err(|v| PhoneError::InvalidInput {
                     what: "target",
                     value: v,
                 })?;

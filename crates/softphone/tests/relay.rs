@@ -1,5 +1,5 @@
 //! The phone behind a relay: its account registers through Kamailio over
-//! TLS with RFC 5626 flows (a dead first proxy skipped, `+sip.instance`,
+//! TLS with RFC 5626 flows (a stalled and a dead proxy skipped, `+sip.instance`,
 //! `reg-id`, `ob` and the pn-* push parameters at the registrar), a call
 //! from baresip reaches it over the flow, and it is registered again
 //! without help after the relay restarts; a new push token and a push
@@ -21,7 +21,7 @@ use softphone::{
     AudioSetup, CallState, Events, Phone, PhoneConfig, PhoneEvent, RegistrationStatus,
 };
 use testkit::{AudioSource, Baresip, Binding, Kamailio, TestCa, Tone, UaTransport, write_tone};
-use tokio::time::{Instant, timeout_at};
+use tokio::time::{Instant, timeout, timeout_at};
 
 const INSTANCE: &str = "urn:uuid:6e0c1a94-3b2f-4c57-9a41-51f1c2d0e7b8";
 
@@ -85,6 +85,19 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let dead = testkit::free_port().unwrap();
+    // The first proxy takes the TCP connection and never answers the TLS
+    // handshake: the phone waits its connect timeout (10 s) there, and
+    // must answer commands meanwhile.
+    let stalled = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stalled_port = stalled.local_addr().unwrap().port();
+    let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok((socket, _)) = stalled.accept().await {
+            let _ = accepted_tx.send(());
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            drop(socket);
+        }
+    });
 
     let mut config = Config::default();
     let mut account = Account::new(
@@ -97,6 +110,7 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
     ));
     account.transport = Transport::Tls;
     account.outbound_proxies = vec![
+        format!("sip:127.0.0.1:{stalled_port};transport=tls"),
         format!("sip:127.0.0.1:{dead};transport=tls"),
         format!(
             "sip:127.0.0.1:{};transport=tls",
@@ -120,11 +134,25 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
         record: None,
     };
     pc.instance = Some(InstanceId::parse(INSTANCE).unwrap());
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    // Starting, reaching the stalled proxy and answering a command all
+    // happen well inside its 10 s stall.
+    let (phone, mut events, accounts) = timeout(Duration::from_secs(5), async {
+        let (phone, events) = Phone::start(pc).await.unwrap();
+        accepted_rx.await.unwrap();
+        let accounts = phone.accounts().await.unwrap();
+        (phone, events, accounts)
+    })
+    .await
+    .expect("the phone answers while a proxy stalls its handshake");
+    assert!(
+        !matches!(accounts[0].status, RegistrationStatus::Registered { .. }),
+        "registered before the stalled proxy timed out: {:?}",
+        accounts[0].status
+    );
     wait(
         &mut events,
         "registration",
-        Duration::from_secs(15),
+        Duration::from_secs(25),
         registered,
     )
     .await;

@@ -4,6 +4,7 @@
 //! flow, how long to back off), this module carries its actions out on the
 //! phone's own transports, so requests from the PBX arrive over the flow.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use proxy_client::InstanceId;
@@ -29,8 +30,6 @@ pub(super) struct AccountFlows {
     current: Option<(FlowId, Option<ConnectionId>)>,
     /// The Flow-Timer of the last successful REGISTER.
     flow_timer: Option<Duration>,
-    /// The Contact the registration on the current flow was made with.
-    registered_contact: Option<String>,
 }
 
 impl AccountFlows {
@@ -63,7 +62,6 @@ impl AccountFlows {
             push: PushState::new(push),
             current: None,
             flow_timer: None,
-            registered_contact: None,
         })
     }
 
@@ -99,7 +97,38 @@ impl AccountFlows {
     }
 }
 
+/// How a flow's connection attempt ended.
+pub(super) struct FlowConnected {
+    account: usize,
+    flow: FlowId,
+    proxy: usize,
+    result: Result<(SocketAddr, Option<ConnectionId>), String>,
+}
+
 impl Engine {
+    /// A flow's connection attempt ended: the manager hears of it, unless
+    /// the flow was given up meanwhile.
+    pub(super) fn flow_connected(&mut self, done: FlowConnected) {
+        let now = self.now();
+        let id = self.accounts[done.account].config.id.clone();
+        let a = &mut self.accounts[done.account];
+        let Some(f) = a.flows.as_mut() else { return };
+        if f.flow() != Some(done.flow) {
+            return;
+        }
+        match done.result {
+            Ok((local, connection)) => {
+                a.local = Some(local);
+                f.current = Some((done.flow, connection));
+                f.manager.handle_connected(now, done.flow);
+            }
+            Err(e) => {
+                warn!(account = %id, proxy = done.proxy + 1, error = %Pii::text(&e), "outbound proxy unreachable");
+                f.manager.handle_connect_failed(now, done.flow);
+            }
+        }
+    }
+
     /// Starts the account's flow manager: its first Connect follows.
     pub(super) fn start_flows(&mut self, i: usize) {
         let now = self.now();
@@ -111,11 +140,9 @@ impl Engine {
     /// The REGISTER on the flow succeeded: keep-alives start.
     pub(super) fn flow_registered(&mut self, i: usize) {
         let now = self.now();
-        let contact = self.accounts[i].contact();
         if let Some(f) = self.accounts[i].flows.as_mut()
             && let Some(flow) = f.flow()
         {
-            f.registered_contact = contact;
             f.manager.handle_registered(now, flow, f.flow_timer);
         }
     }
@@ -227,31 +254,33 @@ impl Engine {
         let id = self.accounts[i].config.id.clone();
         match action {
             FlowAction::Connect { flow, proxy, .. } => {
-                self.accounts[i].use_server(proxy);
-                let opened = self.open_connection(i).await;
-                let now = self.now();
+                // Connecting (TCP, then TLS or WebSocket) can take up to the
+                // transport's connect timeout: it runs beside the engine,
+                // which carries on with calls and hears the outcome as a
+                // `FlowConnected`.
                 let a = &mut self.accounts[i];
+                a.use_server(proxy);
                 let Some(f) = a.flows.as_mut() else { return };
-                match opened {
-                    Ok((local, connection)) => {
-                        a.local = Some(local);
-                        f.current = Some((flow, connection));
-                        f.manager.handle_connected(now, flow);
-                    }
-                    Err(e) => {
-                        warn!(account = %id, proxy = proxy + 1, error = %Pii::text(&e), "outbound proxy unreachable");
-                        f.current = Some((flow, None));
-                        f.manager.handle_connect_failed(now, flow);
-                    }
-                }
+                f.current = Some((flow, None));
+                let transports = self.driver.transports().clone();
+                let server = a.server().clone();
+                let done = self.flow_connects.clone();
+                tokio::spawn(async move {
+                    let result = super::connect(&transports, &server).await;
+                    let _ = done.send(FlowConnected {
+                        account: i,
+                        flow,
+                        proxy,
+                        result,
+                    });
+                });
             }
             FlowAction::Register { flow, .. } => {
+                // A registration exists only on the current flow (closing
+                // a flow drops it); it stands if its Contact is unchanged.
                 let a = &self.accounts[i];
-                let same = a.flows.as_ref().is_some_and(|f| {
-                    f.flow() == Some(flow)
-                        && f.registered_contact.is_some()
-                        && f.registered_contact == a.contact()
-                });
+                let same = a.flows.as_ref().is_some_and(|f| f.flow() == Some(flow))
+                    && a.registration.as_ref().map(|r| r.contact().to_owned()) == a.contact();
                 match self.accounts[i].registration.as_mut() {
                     // The binding stands; refresh it with the same Call-ID.
                     Some(reg) if same => {
@@ -272,8 +301,8 @@ impl Engine {
                 else {
                     return;
                 };
-                let ping =
-                    OutboundMessage::new(a.kind, a.server, payload).with_connection(connection);
+                let ping = OutboundMessage::new(a.server().kind, a.server().addr, payload)
+                    .with_connection(connection);
                 if self.driver.transports().send(ping).await.is_err() {
                     let now = self.now();
                     if let Some(f) = self.accounts[i].flows.as_mut() {
@@ -289,7 +318,6 @@ impl Engine {
                     && current == flow
                 {
                     f.current = None;
-                    f.registered_contact = None;
                     // The binding went with the flow; a new flow registers anew.
                     self.accounts[i].registration = None;
                     if let Some(c) = connection {
