@@ -105,6 +105,55 @@ impl NormalizedNumber {
     }
 }
 
+/// A number as written, before any parsing: `tel:` and the extension
+/// taken off, its digits, and whether the parser would look at it at all.
+struct Written<'a> {
+    /// The trimmed text without `tel:`.
+    text: &'a str,
+    /// `text` without its extension.
+    main: &'a str,
+    extension: Option<String>,
+    /// The ASCII digits of `main`.
+    digits: String,
+}
+
+impl<'a> Written<'a> {
+    fn new(raw: &'a str) -> Self {
+        let text = raw.trim();
+        let text = text
+            .strip_prefix("tel:")
+            .or_else(|| text.strip_prefix("TEL:"))
+            .unwrap_or(text);
+        let (main, extension) = split_extension(text);
+        let digits = main.chars().filter(char::is_ascii_digit).collect();
+        Written {
+            text,
+            main,
+            extension,
+            digits,
+        }
+    }
+
+    /// Only digits, `+` and the usual separators.
+    fn plain(&self) -> bool {
+        self.main.chars().all(|c| {
+            c.is_ascii_digit() || matches!(c, '+' | '-' | '(' | ')' | '/' | '.' | ' ' | '\u{a0}')
+        })
+    }
+
+    /// Whether `normalize` hands this to the parser: short enough, 3 to 17
+    /// digits, plain, and a `+` only at the start.
+    fn parseable(&self) -> bool {
+        self.text.len() <= MAX_NUMBER_LEN
+            && (3..=17).contains(&self.digits.len())
+            && self.plain()
+            && self
+                .main
+                .rfind('+')
+                .is_none_or(|i| self.main[..i].trim().is_empty())
+    }
+}
+
 /// Reads a phone number written by a person or a directory.
 ///
 /// `+49 30 1000042`, `030 1000042` (with region `DE`), `0049 30 1000042`,
@@ -115,32 +164,21 @@ impl NormalizedNumber {
 /// rule. Never panics.
 #[must_use]
 pub fn normalize(raw: &str, region: Option<Region>) -> NormalizedNumber {
-    let text = raw.trim();
-    let text = text
-        .strip_prefix("tel:")
-        .or_else(|| text.strip_prefix("TEL:"))
-        .unwrap_or(text);
-    let (main, extension) = split_extension(text);
-    let digits: String = main.chars().filter(char::is_ascii_digit).collect();
+    let written = Written::new(raw);
+    let parseable = written.parseable();
+    let plus = written.main.trim_start().starts_with('+');
     let mut out = NormalizedNumber {
         e164: None,
-        extension,
-        digits,
+        extension: written.extension,
+        digits: written.digits,
         national: None,
     };
-    if text.len() > MAX_NUMBER_LEN || out.digits.len() < 3 || out.digits.len() > 17 {
-        return out;
-    }
-    let plain = main.chars().all(|c| {
-        c.is_ascii_digit() || matches!(c, '+' | '-' | '(' | ')' | '/' | '.' | ' ' | '\u{a0}')
-    });
-    let plus_ok = main.rfind('+').is_none_or(|i| main[..i].trim().is_empty());
-    if !plain || !plus_ok {
+    if !parseable {
         return out;
     }
     // Rebuild the number from its digits and an optional leading `+`, so
     // the parser only ever sees a simple string.
-    let cleaned = if main.trim_start().starts_with('+') {
+    let cleaned = if plus {
         format!("+{}", out.digits)
     } else {
         out.digits.clone()
@@ -172,17 +210,9 @@ pub fn normalize(raw: &str, region: Option<Region>) -> NormalizedNumber {
 /// candidates are not checked.
 #[must_use]
 pub fn e164_candidates(raw: &str, region: Option<Region>) -> Vec<String> {
-    let text = raw.trim();
-    let text = text
-        .strip_prefix("tel:")
-        .or_else(|| text.strip_prefix("TEL:"))
-        .unwrap_or(text);
-    let (main, _) = split_extension(text);
-    let plain = main.chars().all(|c| {
-        c.is_ascii_digit() || matches!(c, '+' | '-' | '(' | ')' | '/' | '.' | ' ' | '\u{a0}')
-    });
-    let digits: String = main.chars().filter(char::is_ascii_digit).collect();
-    if !plain || digits.len() < 4 || digits.len() > 17 {
+    let written = Written::new(raw);
+    let (main, digits) = (written.main, &written.digits);
+    if !written.plain() || digits.len() < 4 || digits.len() > 17 {
         return Vec::new();
     }
     let trimmed = main.trim_start();
@@ -233,23 +263,14 @@ pub fn e164_candidates(raw: &str, region: Option<Region>) -> Vec<String> {
 /// lookup compares fewer than three digits and finds nothing.
 #[must_use]
 pub fn lookup_tail_keys(raw: &str, region: Option<Region>) -> Option<Vec<String>> {
-    let text = raw.trim();
-    let text = text
-        .strip_prefix("tel:")
-        .or_else(|| text.strip_prefix("TEL:"))
-        .unwrap_or(text);
-    let (main, _) = split_extension(text);
-    let digits: String = main.chars().filter(char::is_ascii_digit).collect();
+    let written = Written::new(raw);
+    let (main, digits) = (written.main, &written.digits);
     if digits.len() < 3 {
         return Some(Vec::new());
     }
-    let mut keys = vec![tail_key(&digits).to_owned()];
+    let mut keys = vec![tail_key(digits).to_owned()];
     // The cases where `normalize` gives up before parsing.
-    let plain = main.chars().all(|c| {
-        c.is_ascii_digit() || matches!(c, '+' | '-' | '(' | ')' | '/' | '.' | ' ' | '\u{a0}')
-    });
-    let plus_ok = main.rfind('+').is_none_or(|i| main[..i].trim().is_empty());
-    if text.len() > MAX_NUMBER_LEN || digits.len() > 17 || !plain || !plus_ok {
+    if !written.parseable() {
         return Some(keys);
     }
     let plus = main.trim_start().starts_with('+');
@@ -269,7 +290,7 @@ pub fn lookup_tail_keys(raw: &str, region: Option<Region>) -> Option<Vec<String>
             if !source.is_empty() && source.bytes().all(|b| b.is_ascii_digit()) {
                 digits.starts_with(source).then_some(source.len())
             } else {
-                re.find(&digits).filter(|m| m.start() == 0).map(|m| m.end())
+                re.find(digits).filter(|m| m.start() == 0).map(|m| m.end())
             }
         });
     let after_idd = idd_end
@@ -278,7 +299,7 @@ pub fn lookup_tail_keys(raw: &str, region: Option<Region>) -> Option<Vec<String>
     let code = match (plus, after_idd, region_meta) {
         (false, None, Some(meta)) => meta.country_code(),
         (true, None, _) | (_, Some(_), _) => {
-            let rest = after_idd.unwrap_or(&digits);
+            let rest = after_idd.unwrap_or(digits);
             if rest.len() <= 2 || rest.starts_with('0') {
                 return Some(keys);
             }
@@ -316,16 +337,7 @@ pub fn lookup_tail_keys(raw: &str, region: Option<Region>) -> Option<Vec<String>
 /// The digits of a number as written, without its extension.
 #[must_use]
 pub fn written_digits(raw: &str) -> String {
-    let text = raw.trim();
-    let text = text
-        .strip_prefix("tel:")
-        .or_else(|| text.strip_prefix("TEL:"))
-        .unwrap_or(text);
-    split_extension(text)
-        .0
-        .chars()
-        .filter(char::is_ascii_digit)
-        .collect()
+    Written::new(raw).digits
 }
 
 /// Whether two digit strings denote the same number by their trailing

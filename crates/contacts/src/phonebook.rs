@@ -416,6 +416,12 @@ impl Contacts {
         let token = self.store.sync_state(&origin)?.and_then(|s| s.token);
         let mut changes = source.fetch(http, session, token.as_deref()).await?;
         let mut rejected = 0;
+        let by_source_id: std::collections::HashMap<String, usize> = changes
+            .changed
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.source_id.clone().map(|id| (id, i)))
+            .collect();
         for (source_id, url) in std::mem::take(&mut changes.photos) {
             let stored = match http.get_photo(&url, MAX_PHOTO_BYTES).await {
                 Ok(bytes) => self.photos.store(&bytes).map_err(|e| e.to_string()),
@@ -423,12 +429,8 @@ impl Contacts {
             };
             match stored {
                 Ok(photo) => {
-                    if let Some(c) = changes
-                        .changed
-                        .iter_mut()
-                        .find(|c| c.source_id.as_deref() == Some(source_id.as_str()))
-                    {
-                        c.photo = Some(photo);
+                    if let Some(&i) = by_source_id.get(&source_id) {
+                        changes.changed[i].photo = Some(photo);
                     }
                 }
                 Err(error) => {

@@ -389,6 +389,30 @@ impl Store {
             .map_err(StoreError::sql("reading index entries"))
     }
 
+    /// Every source that has at least one contact here.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`].
+    pub fn sources(&self) -> Result<Vec<Source>, StoreError> {
+        // The (source, source_id) index answers this without reading rows.
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT source FROM contacts ORDER BY source")
+            .map_err(StoreError::sql("listing sources"))?;
+        let rows = stmt
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(StoreError::sql("listing sources"))?;
+        let mut out = Vec::new();
+        for row in rows {
+            // As in `index_entries`: a row of an unknown source is skipped.
+            if let Ok(source) = row.map_err(StoreError::sql("listing sources"))?.parse() {
+                out.push(source);
+            }
+        }
+        Ok(out)
+    }
+
     /// The photo hashes in use.
     ///
     /// # Errors
@@ -1087,6 +1111,23 @@ mod tests {
         assert!(found[&b].favourite);
         assert_eq!(found[&b].id, Some(b));
         assert!(store.get_many(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn sources_lists_each_source_with_contacts_once() {
+        let mut store = Store::open_in_memory().unwrap();
+        assert!(store.sources().unwrap().is_empty());
+        store.insert(&Contact::new("Åsa Bråten")).unwrap();
+        let corp = Source::Ldap("corp".into());
+        let batch = vec![
+            directory_contact("a", "Anna Arnold", "+49 30 1000001"),
+            directory_contact("b", "Bernd Bauer", "+49 30 1000002"),
+        ];
+        store.replace_source(&corp, &batch, None).unwrap();
+        assert_eq!(store.sources().unwrap(), vec![corp.clone(), Source::Local]);
+        // A source emptied by a sync is no longer listed.
+        store.replace_source(&corp, &[], None).unwrap();
+        assert_eq!(store.sources().unwrap(), vec![Source::Local]);
     }
 
     #[test]

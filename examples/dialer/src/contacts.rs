@@ -356,16 +356,14 @@ pub(crate) fn prune_unconfigured(profile: &Path, config: &config_export::Config)
         })
         .collect();
     let mut store = contacts::Store::open(&profile.join(DATABASE_FILE))?;
-    let mut stale: Vec<contacts::Source> = Vec::new();
-    for e in store.index_entries()? {
-        if let contacts::Source::Ldap(name) = &e.source
-            && name != MANUAL_DIRECTORY
-            && !configured.contains(name)
-            && !stale.contains(&e.source)
-        {
-            stale.push(e.source.clone());
-        }
-    }
+    let stale: Vec<contacts::Source> = store
+        .sources()?
+        .into_iter()
+        .filter(|s| {
+            matches!(s, contacts::Source::Ldap(name)
+                if name != MANUAL_DIRECTORY && !configured.contains(name))
+        })
+        .collect();
     let mut removed = 0;
     for source in &stale {
         let counts = store.replace_source(source, &[], None)?;

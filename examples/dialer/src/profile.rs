@@ -130,7 +130,10 @@ pub(crate) async fn provision(
     for a in &outcome.config.accounts {
         println!("account {}: registrar {}", a.id, a.registrar);
     }
-    if let Some(config) = effective(profile)? {
+    // An unchanged configuration names the same directories as before.
+    if outcome.changed
+        && let Some(config) = effective(profile)?
+    {
         crate::contacts::prune_unconfigured(profile, &config)?;
     }
     Ok(true)
