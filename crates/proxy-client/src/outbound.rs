@@ -375,10 +375,9 @@ enum Slot {
     },
 }
 
-/// A reg-id inside its recovery window.
+/// A proxy inside its recovery window: a flow through it was up and failed.
 #[derive(Debug, Clone, Copy)]
 struct Recovery {
-    proxy: usize,
     until: Instant,
     retries: u32,
 }
@@ -387,6 +386,7 @@ struct Recovery {
 struct ProxyHealth {
     failures: u32,
     not_before: Option<Instant>,
+    recovery: Option<Recovery>,
 }
 
 /// The flow state machine. See the module docs.
@@ -395,7 +395,6 @@ pub struct FlowManager<R> {
     config: OutboundConfig,
     rng: R,
     slots: Vec<Slot>,
-    recovering: Vec<Option<Recovery>>,
     proxies: Vec<ProxyHealth>,
     next_flow: u64,
     actions: VecDeque<FlowAction>,
@@ -420,7 +419,6 @@ impl<R: RngCore> FlowManager<R> {
         }
         Ok(FlowManager {
             slots: vec![Slot::Idle; config.flows],
-            recovering: vec![None; config.flows],
             proxies: vec![ProxyHealth::default(); config.proxies.len()],
             config,
             rng,
@@ -452,7 +450,9 @@ impl<R: RngCore> FlowManager<R> {
                 self.actions.push_back(FlowAction::Close { flow });
             }
             self.slots[i] = Slot::Idle;
-            self.recovering[i] = None;
+        }
+        for health in &mut self.proxies {
+            health.recovery = None;
         }
     }
 
@@ -489,7 +489,6 @@ impl<R: RngCore> FlowManager<R> {
         match self.slots[i] {
             Slot::Registering { proxy, .. } => {
                 self.proxies[proxy] = ProxyHealth::default();
-                self.recovering[i] = None;
                 let interval = self.keepalive_interval(proxy, flow_timer);
                 let next_ping = now + self.jitter(interval, 0.8);
                 self.slots[i] = Slot::Up {
@@ -808,8 +807,7 @@ impl<R: RngCore> FlowManager<R> {
         });
         if was_up {
             let window = self.config.recovery.window;
-            self.recovering[i] = (!window.is_zero()).then_some(Recovery {
-                proxy,
+            self.proxies[proxy].recovery = (!window.is_zero()).then_some(Recovery {
                 until: now + window,
                 retries: 0,
             });
@@ -834,13 +832,10 @@ impl<R: RngCore> FlowManager<R> {
     /// Inside the recovery window with no other proxy to go to: wait a
     /// short, growing, jittered step and connect to the same proxy again.
     fn retry_in_window(&mut self, now: Instant, i: usize, proxy: usize) -> bool {
-        let Some(recovery) = self.recovering[i] else {
+        let Some(recovery) = self.proxies[proxy].recovery else {
             return false;
         };
-        if recovery.proxy != proxy
-            || now >= recovery.until
-            || self.other_proxy_eligible(now, i, proxy)
-        {
+        if now >= recovery.until || self.other_proxy_eligible(now, i, proxy) {
             return false;
         }
         let recovery_config = self.config.recovery;
@@ -849,7 +844,7 @@ impl<R: RngCore> FlowManager<R> {
             .saturating_mul(1u32 << recovery.retries.min(20))
             .min(recovery_config.max_retry);
         let until = now + self.jitter(bound, 0.5);
-        self.recovering[i] = Some(Recovery {
+        self.proxies[proxy].recovery = Some(Recovery {
             retries: recovery.retries.saturating_add(1),
             ..recovery
         });
