@@ -9,17 +9,17 @@
 )]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
+
+mod common;
+use common::{LIMIT, call_state, next_event, tone_file};
 
 use config_export::{Account, Config, Secret, SrtpPolicy};
 use softphone::{
     AudioSetup, CallState, EndReason, Events, Phone, PhoneConfig, PhoneEvent, RegistrationStatus,
 };
-use testkit::{AudioSource, Baresip, Kamailio, Tone, UaTransport, analyze_wav, write_tone};
-use tokio::time::{Instant, timeout_at};
-
-const LIMIT: Duration = Duration::from_secs(15);
+use testkit::{AudioSource, Baresip, Kamailio, UaTransport, analyze_wav};
 
 struct Peers {
     _dir: tempfile::TempDir,
@@ -40,21 +40,13 @@ fn peers() -> Peers {
     }
 }
 
-fn tone(dir: &Path, name: &str, frequency: f64) -> PathBuf {
-    let path = dir.join(name);
-    let mut t = Tone::narrowband(frequency);
-    t.duration = Duration::from_secs(10);
-    write_tone(&path, &t).unwrap();
-    path
-}
-
 fn baresip(p: &Peers, user: &str, auto_answer: bool) -> Baresip {
     let b = Baresip::builder(user)
         .registering_with(&p.kamailio, user, UaTransport::Udp)
         .unwrap()
         .with_auto_answer(auto_answer)
         .with_codecs(&["pcmu"])
-        .with_audio_source(AudioSource::File(tone(
+        .with_audio_source(AudioSource::File(tone_file(
             &p.dir,
             &format!("{user}.wav"),
             1000.0,
@@ -83,12 +75,12 @@ async fn phone(p: &Peers, record: Option<PathBuf>) -> (Phone, Events) {
     let mut pc = PhoneConfig::new(config);
     pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     pc.audio = AudioSetup::Wav {
-        play: Some(tone(&p.dir, "alice.wav", 440.0)),
+        play: Some(tone_file(&p.dir, "alice.wav", 440.0)),
         record,
     };
     pc.history = Some(p.dir.join("history.sqlite"));
     let (phone, mut events) = Phone::start(pc).await.unwrap();
-    let registered = wait(&mut events, "registration", |e| {
+    let registered = next_event(&mut events, "registration", |e| {
         matches!(
             e,
             PhoneEvent::Registration {
@@ -112,39 +104,6 @@ async fn phone(p: &Peers, record: Option<PathBuf>) -> (Phone, Events) {
     (phone, events)
 }
 
-async fn wait(
-    events: &mut Events,
-    what: &str,
-    mut pred: impl FnMut(&PhoneEvent) -> bool,
-) -> PhoneEvent {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        match timeout_at(deadline, events.next()).await {
-            Err(_) => panic!("timed out waiting for {what}"),
-            Ok(None) => panic!("the phone stopped while waiting for {what}"),
-            Ok(Some(e)) if pred(&e) => return e,
-            Ok(Some(_)) => {}
-        }
-    }
-}
-
-async fn wait_state(
-    events: &mut Events,
-    what: &str,
-    pred: impl Fn(&CallState) -> bool,
-) -> CallState {
-    match wait(
-        events,
-        what,
-        |e| matches!(e, PhoneEvent::CallState { state, .. } if pred(state)),
-    )
-    .await
-    {
-        PhoneEvent::CallState { state, .. } => state,
-        _ => unreachable!(),
-    }
-}
-
 fn bob_uri(p: &Peers, user: &str) -> String {
     format!("sip:{user}@127.0.0.1:{}", p.kamailio.sip_port())
 }
@@ -156,11 +115,11 @@ async fn hold_resume_dtmf_and_far_end_bye() {
     let heard = p.dir.join("heard.wav");
     let (phone, mut events) = phone(&p, Some(heard.clone())).await;
     let call = phone.dial(None, &bob_uri(&p, "bob")).await.unwrap();
-    wait_state(&mut events, "answer", |s| *s == CallState::Connected).await;
+    call_state(&mut events, None, "answer", |s| *s == CallState::Connected).await;
     bob.wait_event("CALL_ESTABLISHED", LIMIT).unwrap();
 
     call.hold().await.unwrap();
-    let held = wait_state(&mut events, "hold", |s| {
+    let held = call_state(&mut events, None, "hold", |s| {
         matches!(s, CallState::OnHold { .. })
     })
     .await;
@@ -172,7 +131,7 @@ async fn hold_resume_dtmf_and_far_end_bye() {
         }
     );
     call.resume().await.unwrap();
-    wait_state(&mut events, "resume", |s| *s == CallState::Connected).await;
+    call_state(&mut events, None, "resume", |s| *s == CallState::Connected).await;
 
     call.send_dtmf("159#").await.unwrap();
     let mut digits = String::new();
@@ -187,7 +146,7 @@ async fn hold_resume_dtmf_and_far_end_bye() {
     // The far end hangs up.
     tokio::time::sleep(Duration::from_secs(1)).await;
     bob.hangup().unwrap();
-    let ended = wait_state(&mut events, "the far end's BYE", |s| {
+    let ended = call_state(&mut events, None, "the far end's BYE", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
@@ -215,9 +174,9 @@ async fn cancel_before_answer_and_busy() {
     // CANCEL while it rings.
     let call = phone.dial(None, &bob_uri(&p, "bob")).await.unwrap();
     bob.wait_event("CALL_INCOMING", LIMIT).unwrap();
-    wait_state(&mut events, "ringing", |s| *s == CallState::Ringing).await;
+    call_state(&mut events, None, "ringing", |s| *s == CallState::Ringing).await;
     call.hangup().await.unwrap();
-    let ended = wait_state(&mut events, "the cancel", |s| {
+    let ended = call_state(&mut events, None, "the cancel", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
@@ -228,7 +187,7 @@ async fn cancel_before_answer_and_busy() {
     phone.dial(None, &bob_uri(&p, "bob")).await.unwrap();
     bob.wait_event("CALL_INCOMING", LIMIT).unwrap();
     bob.hangup().unwrap();
-    let ended = wait_state(&mut events, "the refusal", |s| {
+    let ended = call_state(&mut events, None, "the refusal", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
@@ -248,10 +207,10 @@ async fn blind_transfer_to_a_third_user_agent() {
     let carol = baresip(&p, "carol", true);
     let (phone, mut events) = phone(&p, None).await;
     let call = phone.dial(None, &bob_uri(&p, "bob")).await.unwrap();
-    wait_state(&mut events, "answer", |s| *s == CallState::Connected).await;
+    call_state(&mut events, None, "answer", |s| *s == CallState::Connected).await;
     bob.wait_event("CALL_ESTABLISHED", LIMIT).unwrap();
     call.transfer(&bob_uri(&p, "carol")).await.unwrap();
-    let ended = wait_state(&mut events, "the transfer", |s| {
+    let ended = call_state(&mut events, None, "the transfer", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
@@ -273,7 +232,7 @@ async fn a_call_from_baresip_is_answered() {
     let heard = p.dir.join("heard.wav");
     let (phone, mut events) = phone(&p, Some(heard.clone())).await;
     bob.dial(&bob_uri(&p, "alice")).unwrap();
-    let incoming = wait(&mut events, "the incoming call", |e| {
+    let incoming = next_event(&mut events, "the incoming call", |e| {
         matches!(e, PhoneEvent::IncomingCall { .. })
     })
     .await;

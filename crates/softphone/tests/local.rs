@@ -12,14 +12,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod common;
+use common::{LIMIT, call_state, hears, incoming, next_event};
+
 use config_export::{Account, Config, DtmfMode, SrtpPolicy};
 use media_audio::{Recording, Tone, ToneBackend, analysis};
 use softphone::{
     AudioSetup, Call, CallDirection, CallState, EndReason, Events, Phone, PhoneConfig, PhoneEvent,
 };
-use tokio::time::{Instant, timeout_at};
-
-const LIMIT: Duration = Duration::from_secs(10);
 
 struct Party {
     phone: Phone,
@@ -55,52 +55,6 @@ async fn party(user: &str, tone: f64, dtmf: DtmfMode) -> Party {
     }
 }
 
-async fn next_matching(
-    events: &mut Events,
-    what: &str,
-    mut pred: impl FnMut(&PhoneEvent) -> bool,
-) -> PhoneEvent {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        match timeout_at(deadline, events.next()).await {
-            Err(_) => panic!("timed out waiting for {what}"),
-            Ok(None) => panic!("phone stopped while waiting for {what}"),
-            Ok(Some(e)) if pred(&e) => return e,
-            Ok(Some(_)) => {}
-        }
-    }
-}
-
-async fn incoming(events: &mut Events) -> Call {
-    match next_matching(events, "an incoming call", |e| {
-        matches!(e, PhoneEvent::IncomingCall { .. })
-    })
-    .await
-    {
-        PhoneEvent::IncomingCall { call, .. } => call,
-        _ => unreachable!(),
-    }
-}
-
-async fn state_of(
-    events: &mut Events,
-    call: &Call,
-    what: &str,
-    pred: impl Fn(&CallState) -> bool,
-) -> CallState {
-    let id = call.id();
-    match next_matching(
-        events,
-        what,
-        |e| matches!(e, PhoneEvent::CallState { call, state } if *call == id && pred(state)),
-    )
-    .await
-    {
-        PhoneEvent::CallState { state, .. } => state,
-        _ => unreachable!(),
-    }
-}
-
 /// Alice calls `to` and `to` answers; returns both ends.
 async fn connect(alice: &mut Party, to: &mut Party, user: &str) -> (Call, Call) {
     let a = alice
@@ -110,17 +64,11 @@ async fn connect(alice: &mut Party, to: &mut Party, user: &str) -> (Call, Call) 
         .unwrap();
     let b = incoming(&mut to.events).await;
     b.answer().await.unwrap();
-    state_of(&mut alice.events, &a, "the answer", |s| {
+    call_state(&mut alice.events, Some(&a), "the answer", |s| {
         *s == CallState::Connected
     })
     .await;
     (a, b)
-}
-
-fn hears(r: &Recording, frequency: f64) -> bool {
-    let rate = r.sample_rate().unwrap_or(8000);
-    analysis::dominant_frequency(&r.latest(Duration::from_millis(500)), rate)
-        .is_some_and(|f| (f - frequency).abs() < frequency * 0.02)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -131,7 +79,7 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
 
     let (ab, _ba) = connect(&mut alice, &mut bob, "bob").await;
     ab.hold().await.unwrap();
-    let held = state_of(&mut alice.events, &ab, "hold", |s| {
+    let held = call_state(&mut alice.events, Some(&ab), "hold", |s| {
         matches!(s, CallState::OnHold { .. })
     })
     .await;
@@ -153,14 +101,14 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
     // Bob is asked to call Carol in place of Alice.
     ab.transfer_to_call(&ac).await.unwrap();
     let PhoneEvent::TransferCall { call: new_bob, .. } =
-        next_matching(&mut bob.events, "bob's transfer call", |e| {
+        next_event(&mut bob.events, "bob's transfer call", |e| {
             matches!(e, PhoneEvent::TransferCall { .. })
         })
         .await
     else {
         unreachable!()
     };
-    let new_carol = match next_matching(&mut carol.events, "carol's replacing call", |e| {
+    let new_carol = match next_event(&mut carol.events, "carol's replacing call", |e| {
         matches!(e, PhoneEvent::TransferCall { .. })
     })
     .await
@@ -177,7 +125,7 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
         if let PhoneEvent::CallState {
             call,
             state: CallState::Ended(reason),
-        } = next_matching(&mut alice.events, "alice's calls ending", |e| {
+        } = next_event(&mut alice.events, "alice's calls ending", |e| {
             matches!(
                 e,
                 PhoneEvent::CallState {
@@ -203,7 +151,7 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
     assert!(hears(&carol.heard, 700.0), "carol should hear bob");
 
     new_bob.hangup().await.unwrap();
-    state_of(&mut carol.events, &new_carol, "the end", |s| {
+    call_state(&mut carol.events, Some(&new_carol), "the end", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
@@ -228,7 +176,7 @@ async fn dtmf_round(mode: DtmfMode) {
     assert!(ab.send_dtmf("4x").await.is_err(), "bad digits are refused");
     let mut got = String::new();
     while got.len() < 4 {
-        match next_matching(&mut bob.events, "a digit", |e| {
+        match next_event(&mut bob.events, "a digit", |e| {
             matches!(e, PhoneEvent::Dtmf { .. })
         })
         .await
@@ -242,7 +190,7 @@ async fn dtmf_round(mode: DtmfMode) {
     }
     assert_eq!(got, "42*#");
     ab.hangup().await.unwrap();
-    state_of(&mut bob.events, &ba, "the end", |s| {
+    call_state(&mut bob.events, Some(&ba), "the end", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
@@ -279,7 +227,7 @@ async fn mute_silences_what_the_peer_hears() {
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(hears(&bob.heard, 440.0));
     ba.hangup().await.unwrap();
-    let ended = state_of(&mut alice.events, &ab, "the end", |s| {
+    let ended = call_state(&mut alice.events, Some(&ab), "the end", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
@@ -297,7 +245,7 @@ async fn commands_on_unknown_or_ended_calls_are_typed_errors() {
     let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
     assert!(ba.answer().await.is_err(), "answering twice is refused");
     ab.hangup().await.unwrap();
-    state_of(&mut bob.events, &ba, "the end", |s| {
+    call_state(&mut bob.events, Some(&ba), "the end", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
@@ -385,7 +333,7 @@ async fn a_check_sync_notify_is_answered_and_reported() {
         .unwrap();
     let answer = String::from_utf8_lossy(&buf[..n]);
     assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
-    next_matching(&mut alice.events, "the check-sync event", |e| {
+    next_event(&mut alice.events, "the check-sync event", |e| {
         matches!(e, PhoneEvent::CheckSync)
     })
     .await;
@@ -422,7 +370,7 @@ async fn an_incoming_call_is_named_from_the_contacts() {
         .await
         .unwrap();
     let PhoneEvent::IncomingCall { call, from, .. } =
-        next_matching(&mut bob_events, "the incoming call", |e| {
+        next_event(&mut bob_events, "the incoming call", |e| {
             matches!(e, PhoneEvent::IncomingCall { .. })
         })
         .await

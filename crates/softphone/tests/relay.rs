@@ -11,36 +11,19 @@
 )]
 
 use std::net::{IpAddr, Ipv4Addr};
-use std::path::Path;
 use std::time::Duration;
+
+mod common;
+use common::{next_event_within, tone_file};
 
 use config_export::{Account, Config, Push, Secret, SrtpPolicy, Transport, TrustAnchor};
 use proxy_client::InstanceId;
 use proxy_client::push::PushToken;
-use softphone::{
-    AudioSetup, CallState, Events, Phone, PhoneConfig, PhoneEvent, RegistrationStatus,
-};
-use testkit::{AudioSource, Baresip, Binding, Kamailio, TestCa, Tone, UaTransport, write_tone};
-use tokio::time::{Instant, timeout, timeout_at};
+use softphone::{AudioSetup, CallState, Phone, PhoneConfig, PhoneEvent, RegistrationStatus};
+use testkit::{AudioSource, Baresip, Binding, Kamailio, TestCa, UaTransport};
+use tokio::time::timeout;
 
 const INSTANCE: &str = "urn:uuid:6e0c1a94-3b2f-4c57-9a41-51f1c2d0e7b8";
-
-async fn wait(
-    events: &mut Events,
-    what: &str,
-    limit: Duration,
-    mut pred: impl FnMut(&PhoneEvent) -> bool,
-) -> PhoneEvent {
-    let deadline = Instant::now() + limit;
-    loop {
-        match timeout_at(deadline, events.next()).await {
-            Err(_) => panic!("timed out waiting for {what}"),
-            Ok(None) => panic!("the phone stopped while waiting for {what}"),
-            Ok(Some(e)) if pred(&e) => return e,
-            Ok(Some(_)) => {}
-        }
-    }
-}
 
 fn registered(e: &PhoneEvent) -> bool {
     matches!(
@@ -65,14 +48,6 @@ async fn binding_where(kamailio: &Kamailio, ok: impl Fn(&Binding) -> bool) -> Bi
         kamailio.registered_bindings("alice").unwrap(),
         kamailio.log_tail(30)
     );
-}
-
-fn tone(dir: &Path, name: &str, frequency: f64) -> std::path::PathBuf {
-    let path = dir.join(name);
-    let mut t = Tone::narrowband(frequency);
-    t.duration = Duration::from_secs(10);
-    write_tone(&path, &t).unwrap();
-    path
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,7 +105,7 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
     let mut pc = PhoneConfig::new(config);
     pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     pc.audio = AudioSetup::Wav {
-        play: Some(tone(dir.path(), "alice.wav", 440.0)),
+        play: Some(tone_file(dir.path(), "alice.wav", 440.0)),
         record: None,
     };
     pc.instance = Some(InstanceId::parse(INSTANCE).unwrap());
@@ -149,7 +124,7 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
         "registered before the stalled proxy timed out: {:?}",
         accounts[0].status
     );
-    wait(
+    next_event_within(
         &mut events,
         "registration",
         Duration::from_secs(25),
@@ -179,14 +154,14 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
         .registering_with(&kamailio, "bob", UaTransport::Udp)
         .unwrap()
         .with_codecs(&["pcmu"])
-        .with_audio_source(AudioSource::File(tone(dir.path(), "bob.wav", 1000.0)))
+        .with_audio_source(AudioSource::File(tone_file(dir.path(), "bob.wav", 1000.0)))
         .with_lifetime(Duration::from_secs(60))
         .start()
         .unwrap();
     bob.wait_registered(Duration::from_secs(10)).unwrap();
     bob.dial(&format!("sip:alice@127.0.0.1:{}", kamailio.sip_port()))
         .unwrap();
-    let PhoneEvent::IncomingCall { call, .. } = wait(
+    let PhoneEvent::IncomingCall { call, .. } = next_event_within(
         &mut events,
         "the incoming call",
         Duration::from_secs(15),
@@ -200,7 +175,7 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
     bob.wait_event("CALL_ESTABLISHED", Duration::from_secs(10))
         .unwrap();
     call.hangup().await.unwrap();
-    wait(&mut events, "the end", Duration::from_secs(10), |e| {
+    next_event_within(&mut events, "the end", Duration::from_secs(10), |e| {
         matches!(
             e,
             PhoneEvent::CallState {
@@ -214,7 +189,7 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
     // The relay restarts with 5 s down: the phone is back without help.
     let restarted = std::time::Instant::now();
     tokio::task::block_in_place(|| kamailio.restart_after(Duration::from_secs(5))).unwrap();
-    wait(
+    next_event_within(
         &mut events,
         "the flow's failure",
         Duration::from_secs(30),
@@ -229,7 +204,7 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
         },
     )
     .await;
-    wait(
+    next_event_within(
         &mut events,
         "registration after the restart",
         Duration::from_secs(30),

@@ -11,13 +11,14 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use config_export::{Account, Config, Secret, SrtpPolicy, TrustAnchor, Turn};
-use media_audio::{Recording, Tone, ToneBackend, analysis};
-use softphone::{AudioSetup, Call, CallState, Events, Phone, PhoneConfig, PhoneEvent};
-use testkit::{Coturn, TestCa};
-use tokio::time::{Instant, sleep, timeout_at};
+mod common;
+use common::{call_state, heard_frequency, next_event};
 
-const LIMIT: Duration = Duration::from_secs(10);
+use config_export::{Account, Config, Secret, SrtpPolicy, TrustAnchor, Turn};
+use media_audio::{Recording, Tone, ToneBackend};
+use softphone::{AudioSetup, CallState, Events, Phone, PhoneConfig, PhoneEvent};
+use testkit::{Coturn, TestCa};
+use tokio::time::sleep;
 
 struct Party {
     phone: Phone,
@@ -76,37 +77,6 @@ async fn party_with(
     }
 }
 
-async fn next_matching(
-    events: &mut Events,
-    what: &str,
-    mut pred: impl FnMut(&PhoneEvent) -> bool,
-) -> PhoneEvent {
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        match timeout_at(deadline, events.next()).await {
-            Err(_) => panic!("timed out waiting for {what}"),
-            Ok(None) => panic!("phone stopped while waiting for {what}"),
-            Ok(Some(e)) if pred(&e) => return e,
-            Ok(Some(_)) => {}
-        }
-    }
-}
-
-async fn wait_state(events: &mut Events, call: &Call, what: &str, pred: fn(&CallState) -> bool) {
-    let id = call.id();
-    next_matching(
-        events,
-        what,
-        |e| matches!(e, PhoneEvent::CallState { call, state } if *call == id && pred(state)),
-    )
-    .await;
-}
-
-fn heard_frequency(r: &Recording) -> Option<f64> {
-    let rate = r.sample_rate().unwrap_or(8000);
-    analysis::dominant_frequency(&r.latest(Duration::from_millis(500)), rate)
-}
-
 fn assert_hears(who: &str, r: &Recording, frequency: f64) {
     let heard = heard_frequency(r);
     eprintln!("{who} hears {heard:?} Hz (expects {frequency} Hz)");
@@ -154,7 +124,7 @@ async fn call_for_a_second(alice: &mut Party, bob: &mut Party) {
         .await
         .unwrap();
     let PhoneEvent::IncomingCall { call: b, .. } =
-        next_matching(&mut bob.events, "the incoming call", |e| {
+        next_event(&mut bob.events, "the incoming call", |e| {
             matches!(e, PhoneEvent::IncomingCall { .. })
         })
         .await
@@ -162,7 +132,7 @@ async fn call_for_a_second(alice: &mut Party, bob: &mut Party) {
         unreachable!("only an incoming call matches")
     };
     b.answer().await.unwrap();
-    wait_state(&mut alice.events, &a, "the answer", |s| {
+    call_state(&mut alice.events, Some(&a), "the answer", |s| {
         *s == CallState::Connected
     })
     .await;
@@ -170,11 +140,11 @@ async fn call_for_a_second(alice: &mut Party, bob: &mut Party) {
     assert_hears("alice", &alice.heard, 700.0);
     assert_hears("bob", &bob.heard, 440.0);
     a.hangup().await.unwrap();
-    wait_state(&mut alice.events, &a, "alice's end", |s| {
+    call_state(&mut alice.events, Some(&a), "alice's end", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
-    wait_state(&mut bob.events, &b, "bob's end", |s| {
+    call_state(&mut bob.events, Some(&b), "bob's end", |s| {
         matches!(s, CallState::Ended(_))
     })
     .await;
