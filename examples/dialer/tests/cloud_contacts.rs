@@ -4,6 +4,9 @@
 //! token lands in the profile with mode 0600, and syncs use it.
 #![allow(clippy::unwrap_used, reason = "a failed step should fail loudly")]
 
+mod common;
+use common::{Run, dialer};
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
@@ -13,25 +16,6 @@ use std::time::Duration;
 
 use serde_json::json;
 use testkit::{FAKE_CLIENT_ID, FakeCloud};
-
-fn dialer(profile: &Path, args: &[&str]) -> (bool, String) {
-    let o = Command::new("timeout")
-        .arg("60")
-        .arg(env!("CARGO_BIN_EXE_dialer"))
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        o.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    )
-}
 
 /// A GET over plain HTTP, as a browser would send it; the raw answer.
 fn get(url: &str) -> String {
@@ -121,7 +105,7 @@ fn google_and_exchange_login_then_sync() {
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("profile");
 
-    let (ok, out) = dialer(&profile, &["contacts", "sync", "--google"]);
+    let Run { ok, out, .. } = dialer(&profile, &["contacts", "sync", "--google"]);
     assert!(!ok && out.contains("google-login"), "{out}");
 
     let out = login(&profile, &fake, "google");
@@ -131,7 +115,7 @@ fn google_and_exchange_login_then_sync() {
     let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 
-    let (ok, out) = dialer(
+    let Run { ok, out, .. } = dialer(
         &profile,
         &["contacts", "sync", "--google", "--region", "DE"],
     );
@@ -143,15 +127,15 @@ fn google_and_exchange_login_then_sync() {
     login(&profile, &fake, "exchange");
     assert!(profile.join("oauth-exchange.json").exists());
     // No flags: every signed-in account.
-    let (ok, out) = dialer(&profile, &["contacts", "sync", "--region", "DE"]);
+    let Run { ok, out, .. } = dialer(&profile, &["contacts", "sync", "--region", "DE"]);
     eprintln!("{out}");
     assert!(ok, "{out}");
     assert!(out.contains("synced google:me") && out.contains("synced exchange:me"));
     assert!(out.contains("5 contacts in the store"), "{out}");
 
-    let (ok, out) = dialer(&profile, &["contacts", "lookup", "+49 89 2000052"]);
+    let Run { ok, out, .. } = dialer(&profile, &["contacts", "lookup", "+49 89 2000052"]);
     assert!(ok && out.contains("Clara Meier"), "{out}");
-    let (ok, out) = dialer(&profile, &["contacts", "search", "mull"]);
+    let Run { ok, out, .. } = dialer(&profile, &["contacts", "search", "mull"]);
     assert!(
         ok && out.contains("Anna Müller") && !out.contains("Bernd"),
         "{out}"

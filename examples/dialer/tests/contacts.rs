@@ -4,37 +4,12 @@
 //! drops it.
 #![allow(clippy::unwrap_used, reason = "a failed step should fail loudly")]
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+use common::dialer;
+
 use std::time::Duration;
 
 use testkit::{LDAP_PEOPLE_DN, Slapd};
-
-struct Run {
-    ok: bool,
-    code: Option<i32>,
-    out: String,
-}
-
-fn dialer(profile: &Path, args: &[&str]) -> Run {
-    let o = Command::new("timeout")
-        .arg("120")
-        .arg(env!("CARGO_BIN_EXE_dialer"))
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .output()
-        .unwrap();
-    Run {
-        ok: o.status.success(),
-        code: o.status.code(),
-        out: format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    }
-}
 
 fn config(ldap: Option<&str>) -> String {
     let contacts = ldap.map_or_else(String::new, |url| {

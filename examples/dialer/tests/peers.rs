@@ -6,8 +6,11 @@
     reason = "a failed interop step should fail loudly"
 )]
 
+mod common;
+use common::dialer;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,32 +20,6 @@ use testkit::{
 
 const DIALER_TONE: f64 = 440.0;
 const BARESIP_TONE: f64 = 1000.0;
-
-struct Run {
-    ok: bool,
-    text: String,
-}
-
-/// Runs the dialer, bounded by coreutils `timeout`.
-fn dialer(profile: &Path, args: &[&str], limit: Duration) -> Run {
-    let out: Output = Command::new("timeout")
-        .arg(limit.as_secs().to_string())
-        .arg(env!("CARGO_BIN_EXE_dialer"))
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Run {
-        ok: out.status.success(),
-        text,
-    }
-}
 
 fn tone_file(dir: &Path, name: &str, tone: Tone) -> PathBuf {
     let path = dir.join(name);
@@ -199,11 +176,11 @@ fn call_baresip(
         &rtp_ports,
     ];
     args.extend(owned.iter().map(String::as_str));
-    let run = dialer(&s.dir, &args, Duration::from_secs(60));
-    let log = format!("{}\n--- baresip ---\n{}", run.text, bob.log_tail(30));
+    let run = dialer(&s.dir, &args);
+    let log = format!("{}\n--- baresip ---\n{}", run.out, bob.log_tail(30));
     assert!(run.ok, "the dialer's call failed:\n{log}");
-    assert!(run.text.contains("answered"), "{log}");
-    assert!(run.text.contains("quality: codec"), "{log}");
+    assert!(run.out.contains("answered"), "{log}");
+    assert!(run.out.contains("quality: codec"), "{log}");
     assert_tone(&heard, BARESIP_TONE, "the dialer", &log);
     assert_tone(&baresip_heard(&bob), DIALER_TONE, "baresip", &log);
     if let (Some(capture), Some(expect_plain)) = (capture, capture_plain) {
@@ -249,10 +226,10 @@ fn g711_with_mandatory_srtp_over_tls() {
 fn demo_call_passes() {
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let run = dialer(dir.path(), &["demo"], Duration::from_secs(60));
-    assert!(run.ok, "{}", run.text);
-    assert!(run.text.contains("audio flowed both ways"), "{}", run.text);
-    assert!(run.text.contains("AES_CM_128_HMAC_SHA1_80"), "{}", run.text);
+    let run = dialer(dir.path(), &["demo"]);
+    assert!(run.ok, "{}", run.out);
+    assert!(run.out.contains("audio flowed both ways"), "{}", run.out);
+    assert!(run.out.contains("AES_CM_128_HMAC_SHA1_80"), "{}", run.out);
     assert!(started.elapsed() < Duration::from_secs(60));
 }
 
@@ -296,7 +273,7 @@ fn baresip_calls_the_dialer_in_answer_mode() {
     let profile = s.dir.clone();
     let handle = thread::spawn(move || {
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        dialer(&profile, &refs, Duration::from_secs(60))
+        dialer(&profile, &refs)
     });
     s.kamailio
         .wait_registered("alice", Duration::from_secs(15))
@@ -304,9 +281,9 @@ fn baresip_calls_the_dialer_in_answer_mode() {
     bob.dial(&format!("sip:alice@127.0.0.1:{}", s.kamailio.sip_port()))
         .unwrap();
     let run = handle.join().unwrap();
-    let log = format!("{}\n--- baresip ---\n{}", run.text, bob.log_tail(30));
+    let log = format!("{}\n--- baresip ---\n{}", run.out, bob.log_tail(30));
     assert!(run.ok, "answer mode failed:\n{log}");
-    assert!(run.text.contains("incoming call from bob"), "{log}");
+    assert!(run.out.contains("incoming call from bob"), "{log}");
     assert_tone(&heard, BARESIP_TONE, "the dialer", &log);
     assert_tone(&baresip_heard(&bob), DIALER_TONE, "baresip", &log);
 }

@@ -3,45 +3,18 @@
 //! opt-in and scrubbed, the personal data export, and erasure.
 #![allow(clippy::unwrap_used, reason = "a failed step should fail loudly")]
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+use common::dialer_with;
+
 use std::time::Duration;
 
 use testkit::{AudioSource, Baresip, CrashCollector, Kamailio, Tone, UaTransport, write_tone};
-
-struct Run {
-    ok: bool,
-    out: String,
-}
-
-fn dialer(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("60")
-        .arg(env!("CARGO_BIN_EXE_dialer"))
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env_remove("RUST_LOG")
-        .env_remove("DIALER_CRASH_DSN");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().unwrap();
-    Run {
-        ok: o.status.success(),
-        out: format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    }
-}
 
 #[test]
 fn the_demo_log_holds_none_of_the_identities_it_printed() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("demo.log");
-    let run = dialer(
+    let run = dialer_with(
         dir.path(),
         &["--log-file", log.to_str().unwrap(), "demo"],
         &[("RUST_LOG", "debug")],
@@ -72,7 +45,7 @@ fn the_demo_log_holds_none_of_the_identities_it_printed() {
     assert!(!text.contains("Authorization: Digest"));
     // With the switch on, the same identities appear (the masking is real).
     let log2 = dir.path().join("demo-pii.log");
-    let run = dialer(
+    let run = dialer_with(
         dir.path(),
         &["--log-file", log2.to_str().unwrap(), "--log-pii", "demo"],
         &[("RUST_LOG", "debug")],
@@ -108,7 +81,7 @@ fn a_call_is_exported_then_erased_and_credentials_never_logged() {
     let password = kamailio.user("alice").unwrap().password.clone();
     let registrar = format!("sip:127.0.0.1:{}", kamailio.sip_port());
     let target = format!("sip:bob@127.0.0.1:{}", kamailio.sip_port());
-    let run = dialer(
+    let run = dialer_with(
         &profile,
         &[
             "--log-file",
@@ -154,7 +127,7 @@ fn a_call_is_exported_then_erased_and_credentials_never_logged() {
         "alice's address is in the log"
     );
 
-    let r = dialer(
+    let r = dialer_with(
         &profile,
         &[
             "contacts",
@@ -167,7 +140,7 @@ fn a_call_is_exported_then_erased_and_credentials_never_logged() {
     );
     assert!(r.ok, "{}", r.out);
     let export = dir.path().join("mine.json");
-    let r = dialer(
+    let r = dialer_with(
         &profile,
         &["privacy", "export", export.to_str().unwrap()],
         &[],
@@ -181,15 +154,15 @@ fn a_call_is_exported_then_erased_and_credentials_never_logged() {
     assert!(!doc.to_string().contains(password.as_str()));
     assert!(!doc["log_files"].as_array().unwrap().is_empty() || log.exists());
 
-    let r = dialer(&profile, &["privacy", "erase"], &[]);
+    let r = dialer_with(&profile, &["privacy", "erase"], &[]);
     assert!(
         !r.ok,
         "erase without --yes and without a terminal must refuse: {}",
         r.out
     );
-    let r = dialer(&profile, &["privacy", "erase", "--yes"], &[]);
+    let r = dialer_with(&profile, &["privacy", "erase", "--yes"], &[]);
     assert!(r.ok, "{}", r.out);
-    let r = dialer(
+    let r = dialer_with(
         &profile,
         &["privacy", "export", export.to_str().unwrap()],
         &[],
@@ -223,7 +196,7 @@ fn crash_reports_only_after_opt_in_and_scrubbed() {
     let dsn = collector.dsn();
     let dir = tempfile::tempdir().unwrap();
     let profile = dir.path().join("profile-of-alice-4930123456");
-    let r = dialer(&profile, &["--crash-dsn", &dsn, "debug", "crash"], &[]);
+    let r = dialer_with(&profile, &["--crash-dsn", &dsn, "debug", "crash"], &[]);
     assert!(r.ok, "{}", r.out);
     assert!(r.out.contains("no report was sent"), "{}", r.out);
     std::thread::sleep(Duration::from_millis(500));
@@ -232,9 +205,9 @@ fn crash_reports_only_after_opt_in_and_scrubbed() {
         "a report arrived without opt-in"
     );
 
-    let r = dialer(&profile, &["config", "set", "crash_reports", "on"], &[]);
+    let r = dialer_with(&profile, &["config", "set", "crash_reports", "on"], &[]);
     assert!(r.ok, "{}", r.out);
-    let r = dialer(&profile, &["--crash-dsn", &dsn, "debug", "crash"], &[]);
+    let r = dialer_with(&profile, &["--crash-dsn", &dsn, "debug", "crash"], &[]);
     assert!(r.ok, "{}", r.out);
     let events = collector
         .wait_for_events(1, Duration::from_secs(10))

@@ -5,41 +5,12 @@
 //! wrong passphrase changes nothing), and export -> provision losslessly.
 #![allow(clippy::unwrap_used, reason = "a failed step should fail loudly")]
 
-use std::path::Path;
-use std::process::Command;
+mod common;
+use common::dialer_with;
+
 use std::time::Duration;
 
 use testkit::{HttpServer, Kamailio, Resource, TestCa};
-
-struct Run {
-    ok: bool,
-    code: Option<i32>,
-    out: String,
-}
-
-fn dialer(profile: &Path, args: &[&str], env: &[(&str, &str)]) -> Run {
-    let mut cmd = Command::new("timeout");
-    cmd.arg("60")
-        .arg(env!("CARGO_BIN_EXE_dialer"))
-        .arg("--profile")
-        .arg(profile)
-        .args(args)
-        .env_remove("DIALER_PASSPHRASE")
-        .env_remove("DIALER_PASSWORD");
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let o = cmd.output().unwrap();
-    Run {
-        ok: o.status.success(),
-        code: o.status.code(),
-        out: format!(
-            "{}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        ),
-    }
-}
 
 fn document(kamailio: &Kamailio) -> String {
     format!(
@@ -85,7 +56,7 @@ fn provision_register_configure_export_and_import() {
     let url = server.url("/alice.xml");
 
     // Wrong credentials: nothing stored.
-    let r = dialer(
+    let r = dialer_with(
         &profile,
         &[
             "provision",
@@ -102,14 +73,14 @@ fn provision_register_configure_export_and_import() {
     assert!(!r.ok, "{}", r.out);
     assert!(!profile.join("provisioned.xml").exists());
     // Without the CA the certificate is not trusted.
-    let r = dialer(
+    let r = dialer_with(
         &profile,
         &["provision", &url, "--user", "alice", "--password", "web-pw"],
         &[],
     );
     assert!(!r.ok, "{}", r.out);
 
-    let r = dialer(
+    let r = dialer_with(
         &profile,
         &[
             "provision",
@@ -127,31 +98,31 @@ fn provision_register_configure_export_and_import() {
     assert!(r.out.contains("provisioned 1 account"), "{}", r.out);
 
     // The provisioned account registers with no account options given.
-    let r = dialer(&profile, &["register"], &[]);
+    let r = dialer_with(&profile, &["register"], &[]);
     assert!(r.ok, "{}\n{}", r.out, kamailio.log_tail(20));
     assert!(r.out.contains("registered (expires"), "{}", r.out);
 
     // Secrets never show.
     let password = kamailio.user("alice").unwrap().password.clone();
-    let r = dialer(&profile, &["config", "show", "--json"], &[]);
+    let r = dialer_with(&profile, &["config", "show", "--json"], &[]);
     assert!(r.ok, "{}", r.out);
     assert!(r.out.contains("\"registrar\""), "{}", r.out);
     assert!(!r.out.contains(&password), "the password leaked: {}", r.out);
-    let r = dialer(&profile, &["config", "show"], &[]);
+    let r = dialer_with(&profile, &["config", "show"], &[]);
     assert!(!r.out.contains(&password), "the password leaked: {}", r.out);
 
     // Local settings: a free one is kept, a locked one refused.
-    let r = dialer(&profile, &["config", "set", "crash_reports", "on"], &[]);
+    let r = dialer_with(&profile, &["config", "set", "crash_reports", "on"], &[]);
     assert!(r.ok, "{}", r.out);
-    let r = dialer(&profile, &["config", "set", "media/srtp", "off"], &[]);
+    let r = dialer_with(&profile, &["config", "set", "media/srtp", "off"], &[]);
     assert_eq!(r.code, Some(2), "{}", r.out);
-    let r = dialer(&profile, &["config", "show", "--json"], &[]);
+    let r = dialer_with(&profile, &["config", "show", "--json"], &[]);
     assert!(r.out.contains("\"crash_reports\": true"), "{}", r.out);
     assert!(r.out.contains("\"srtp\": \"optional\""), "{}", r.out);
 
     // Encrypted export, then import elsewhere.
     let export = dir.path().join("alice.age");
-    let r = dialer(&profile, &["export", export.to_str().unwrap()], &[]);
+    let r = dialer_with(&profile, &["export", export.to_str().unwrap()], &[]);
     assert_eq!(
         r.code,
         Some(2),
@@ -159,12 +130,12 @@ fn provision_register_configure_export_and_import() {
         r.out
     );
     let pass = [("DIALER_PASSPHRASE", "correct horse")];
-    let r = dialer(&profile, &["export", export.to_str().unwrap()], &pass);
+    let r = dialer_with(&profile, &["export", export.to_str().unwrap()], &pass);
     assert!(r.ok, "{}", r.out);
     let bytes = std::fs::read(&export).unwrap();
     assert!(!String::from_utf8_lossy(&bytes).contains(&password));
     let other = dir.path().join("other");
-    let r = dialer(
+    let r = dialer_with(
         &other,
         &["import", export.to_str().unwrap()],
         &[("DIALER_PASSPHRASE", "wrong")],
@@ -174,15 +145,15 @@ fn provision_register_configure_export_and_import() {
         !other.join("provisioned.xml").exists(),
         "a failed import stored something"
     );
-    let r = dialer(&other, &["import", export.to_str().unwrap()], &pass);
+    let r = dialer_with(&other, &["import", export.to_str().unwrap()], &pass);
     assert!(r.ok, "{}", r.out);
-    let a = dialer(&profile, &["config", "show", "--json"], &[]);
-    let b = dialer(&other, &["config", "show", "--json"], &[]);
+    let a = dialer_with(&profile, &["config", "show", "--json"], &[]);
+    let b = dialer_with(&other, &["config", "show", "--json"], &[]);
     assert_eq!(a.out, b.out, "import did not reproduce the export");
 
     // A plaintext export is itself a provisioning document.
     let plain = dir.path().join("alice.xml");
-    let r = dialer(
+    let r = dialer_with(
         &profile,
         &["export", plain.to_str().unwrap(), "--plaintext"],
         &[],
@@ -193,18 +164,18 @@ fn provision_register_configure_export_and_import() {
         Resource::document(std::fs::read_to_string(&plain).unwrap()),
     );
     let third = dir.path().join("third");
-    let r = dialer(
+    let r = dialer_with(
         &third,
         &["provision", &server.url("/exported.xml"), "--ca", &ca_path],
         &[],
     );
     assert!(r.ok, "{}", r.out);
-    let c = dialer(&third, &["config", "show", "--json"], &[]);
+    let c = dialer_with(&third, &["config", "show", "--json"], &[]);
     assert_eq!(a.out, c.out, "export -> provision lost something");
 
     // A redacted export has no secrets at all.
     let redacted = dir.path().join("support.xml");
-    let r = dialer(
+    let r = dialer_with(
         &profile,
         &["export", redacted.to_str().unwrap(), "--redacted"],
         &[],
