@@ -6,7 +6,7 @@ use std::{
     fs,
     net::SocketAddr,
     ops::RangeInclusive,
-    path::{Path, PathBuf},
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -172,7 +172,7 @@ impl CoturnBuilder {
             extra.push_str(&format!("stale-nonce={}\n", n.as_secs().max(1)));
         }
         let run_dir = dir.path().to_string_lossy().into_owned();
-        let config = shipped("turnserver.conf")?
+        let config = crate::shipped("coturn", "turnserver.conf")?
             .replace("@PORT@", &port.to_string())
             .replace("@MIN_PORT@", &relay.start().to_string())
             .replace("@MAX_PORT@", &relay.end().to_string())
@@ -386,11 +386,6 @@ impl Coturn {
     pub fn stop(mut self) -> Result<()> {
         self.process.stop().map(|_| ())
     }
-}
-
-fn shipped(name: &str) -> Result<String> {
-    let path: PathBuf = crate::peers_dir().join("coturn").join(name);
-    fs::read_to_string(&path).map_err(|_| PeerError::MissingFile { path })
 }
 
 fn is_plain(s: &str) -> bool {

@@ -217,12 +217,15 @@ impl KamailioBuilder {
                 .replace("@DIGEST_ALGORITHM@", self.algorithm.as_str())
                 .replace("@USERS@\n", &users_cfg)
         };
-        let config = dir.write("kamailio.cfg", fill(&shipped("kamailio.cfg")?))?;
+        let config = dir.write(
+            "kamailio.cfg",
+            fill(&crate::shipped("kamailio", "kamailio.cfg")?),
+        )?;
         let mut args: Vec<OsString> = vec!["-f".into(), config.into()];
         args.extend(["-DD", "-E", "-m", "64", "-M", "8", "-Y"].map(OsString::from));
         args.push(dir.path().into());
         if let Some((cert, key)) = &self.tls {
-            dir.write("tls.cfg", fill(&shipped("tls.cfg")?))?;
+            dir.write("tls.cfg", fill(&crate::shipped("kamailio", "tls.cfg")?))?;
             dir.write("tls/server.cert.pem", cert)?;
             dir.write("tls/server.key.pem", key)?;
             args.extend(["-A", "WITH_TLS"].map(OsString::from));
@@ -632,11 +635,6 @@ fn parse_bindings(text: &str) -> Vec<Binding> {
         }
     }
     bindings
-}
-
-fn shipped(name: &str) -> Result<String> {
-    let path: PathBuf = crate::peers_dir().join("kamailio").join(name);
-    fs::read_to_string(&path).map_err(|_| PeerError::MissingFile { path })
 }
 
 fn module_installed(module: &str) -> bool {

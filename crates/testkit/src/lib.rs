@@ -165,3 +165,9 @@ pub use slapd::{
 pub fn peers_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("peers")
 }
+
+/// A file shipped for `peer` under [`peers_dir`].
+fn shipped(peer: &str, name: &str) -> Result<String> {
+    let path = peers_dir().join(peer).join(name);
+    std::fs::read_to_string(&path).map_err(|_| PeerError::MissingFile { path })
+}

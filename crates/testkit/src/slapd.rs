@@ -5,7 +5,7 @@ use std::{
     ffi::OsString,
     fs,
     io::Write,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -395,7 +395,7 @@ impl SlapdBuilder {
             Some(n) => format!("sizelimit size.soft={n} size.hard={n} size.prtotal=unlimited"),
             None => "sizelimit unlimited".to_owned(),
         };
-        let config = shipped("slapd.conf")?
+        let config = crate::shipped("slapd", "slapd.conf")?
             .replace("@DIR@", &run_dir)
             .replace("@TLS@", &tls)
             .replace("@SIZELIMIT@", &size_limit);
@@ -645,11 +645,6 @@ impl Slapd {
     pub fn stop(mut self) -> Result<()> {
         self.process.stop().map(|_| ())
     }
-}
-
-fn shipped(name: &str) -> Result<String> {
-    let path: PathBuf = crate::peers_dir().join("slapd").join(name);
-    fs::read_to_string(&path).map_err(|_| PeerError::MissingFile { path })
 }
 
 #[cfg(test)]
