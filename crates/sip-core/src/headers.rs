@@ -134,6 +134,19 @@ impl<'a> Params<'a> {
     pub fn value(&self, name: &str) -> Option<&'a str> {
         self.get(name).flatten()
     }
+
+    /// [`Params::value`] of `tag` (`branch` with `tag` false), answered
+    /// from the note taken while parsing without comparing names.
+    #[inline]
+    fn hot_value(&self, tag: bool) -> Option<&'a str> {
+        match (self.hot, tag) {
+            (Hot::Tag(f), true) | (Hot::Branch(f), false) => f
+                .flatten()
+                .map(|(a, b)| self.raw.get(a as usize..b as usize).unwrap_or("")),
+            (_, true) => self.value("tag"),
+            (_, false) => self.value("branch"),
+        }
+    }
 }
 
 impl PartialEq for Params<'_> {
@@ -262,7 +275,7 @@ pub struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     /// The `tag` parameter (From and To).
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.value("tag")
+        self.params.hot_value(true)
     }
 
     /// The display name with quoting undone.
@@ -545,7 +558,7 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// The branch parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.value("branch")
+        self.params.hot_value(false)
     }
 
     /// Whether the branch carries the RFC 3261 magic cookie `z9hG4bK`.
