@@ -367,12 +367,13 @@ fn qvalue(v: &str) -> Option<u16> {
     }
 }
 
-/// name-addr / addr-spec with header parameters, starting at `s[k]`.
+/// A whole name-addr / addr-spec value with header parameters.
 ///
-/// Returns where it ended, the value, and whether a parameter is named like
-/// `q` or `expires` (one or seven characters), which need a closer look.
+/// Every check is made before the value is built, so it is written once,
+/// into the caller's result (it is large: a copy is a `memcpy` call).
 #[inline(always)]
-fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> {
+fn name_addr_value(s: &str) -> Result<NameAddr<'_>, ValueError> {
+    let k = 0;
     let b = s.as_bytes();
     let n = b.len();
     let i = grammar::sws_at(b, k, n);
@@ -386,7 +387,10 @@ fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> 
         quoted = true;
         j = grammar::sws_at(b, r, n);
         if j >= n || b[j] != b'<' {
-            return fail_at(j, "< after the display name");
+            return Err(ValueError {
+                offset: j,
+                expected: "< after the display name",
+            });
         }
     } else if first != Some(b'<') {
         // Either `token *(LWS token) <uri>` or an addr-spec.
@@ -411,36 +415,51 @@ fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> 
     let mut tag = Hot::Tag(None);
     if j < n && b[j] == b'<' {
         let Some(end) = grammar::find_byte(&b[j + 1..], b'>') else {
-            return fail_at(j, "> closing the address");
+            return Err(ValueError {
+                offset: j,
+                expected: "> closing the address",
+            });
         };
         let close = j + 1 + end;
         let addr = uri::whole_uri_at(s, j + 1, close)?;
         let r = name_addr_params(b, close + 1, n, &mut check, &mut tag)?;
-        return Ok((
-            r,
-            NameAddr {
-                display,
-                display_quoted: quoted,
-                uri: addr,
-                bracketed: true,
-                params: Params::new(&s[close + 1..r], tag),
-            },
-            check,
-        ));
+        let params = name_addr_end(s, close + 1, r, tag, check)?;
+        return Ok(NameAddr {
+            display,
+            display_quoted: quoted,
+            uri: addr,
+            bracketed: true,
+            params,
+        });
     }
     let (r, addr) = uri::uri_at(s, i, n, UriContext::AddrSpec)?;
     let e = name_addr_params(b, r, n, &mut check, &mut tag)?;
-    Ok((
-        e,
-        NameAddr {
-            display: None,
-            display_quoted: false,
-            uri: addr,
-            bracketed: false,
-            params: Params::new(&s[r..e], tag),
-        },
-        check,
-    ))
+    let params = name_addr_end(s, r, e, tag, check)?;
+    Ok(NameAddr {
+        display: None,
+        display_quoted: false,
+        uri: addr,
+        bracketed: false,
+        params,
+    })
+}
+
+/// The header parameters at `s[k..e]`, where nothing but white space may
+/// follow; `check` when `q` or `expires` need a closer look.
+#[inline(always)]
+fn name_addr_end(
+    s: &str,
+    k: usize,
+    e: usize,
+    tag: Hot,
+    check: bool,
+) -> Result<Params<'_>, ValueError> {
+    grammar::end_at(s.as_bytes(), e)?;
+    let params = Params::new(s.get(k..e).unwrap_or(""), tag);
+    if check {
+        check_contact_params(&params)?;
+    }
+    Ok(params)
 }
 
 /// The header parameters of a name-addr at `b[k..n]`, noting the tag and
@@ -462,12 +481,7 @@ fn name_addr_params(
 impl<'a> TypedValue<'a> for NameAddr<'a> {
     #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
-        let (r, na, check) = name_addr_at(value, 0)?;
-        grammar::end_at(value.as_bytes(), r)?;
-        if check {
-            check_contact_params(&na.params)?;
-        }
-        Ok(na)
+        name_addr_value(value)
     }
 }
 
