@@ -16,6 +16,13 @@ use crate::uri::{self, Host, Uri, UriContext};
 /// A typed header value: how it is parsed from the raw value bytes.
 pub(crate) trait TypedValue<'a>: Sized {
     fn parse_value(value: &'a str) -> Result<Self, ValueError>;
+
+    /// [`TypedValue::parse_value`] with its error mapped by `err`; a large
+    /// value overrides it to build its result in place.
+    #[inline(always)]
+    fn parse_value_or<E>(value: &'a str, err: impl FnOnce(ValueError) -> E) -> Result<Self, E> {
+        Self::parse_value(value).map_err(err)
+    }
 }
 
 macro_rules! public_parse {
@@ -369,10 +376,23 @@ fn qvalue(v: &str) -> Option<u16> {
 
 /// A whole name-addr / addr-spec value with header parameters.
 ///
-/// Every check is made before the value is built, so it is written once,
-/// into the caller's result (it is large: a copy is a `memcpy` call).
+/// Every check is made before the value is built, and the value is built
+/// wrapped as the caller returns it (`wrap`, with errors through `err`), so
+/// it is written once: it is large, and each copy is a `memcpy` call.
 #[inline(always)]
-fn name_addr_value(s: &str) -> Result<NameAddr<'_>, ValueError> {
+fn name_addr_value<'a, T, E>(
+    s: &'a str,
+    wrap: impl FnOnce(NameAddr<'a>) -> T,
+    err: impl FnOnce(ValueError) -> E,
+) -> Result<T, E> {
+    macro_rules! ok {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(x) => return Err(err(ValueError::from(x))),
+            }
+        };
+    }
     let k = 0;
     let b = s.as_bytes();
     let n = b.len();
@@ -382,15 +402,15 @@ fn name_addr_value(s: &str) -> Result<NameAddr<'_>, ValueError> {
     let mut j = i;
     let first = b.get(i).copied();
     if first == Some(b'"') {
-        let (r, close) = grammar::quoted_string_at(b, i, n)?;
+        let (r, close) = ok!(grammar::quoted_string_at(b, i, n));
         display = Some(&s[i + 1..close]);
         quoted = true;
         j = grammar::sws_at(b, r, n);
         if j >= n || b[j] != b'<' {
-            return Err(ValueError {
+            return Err(err(ValueError {
                 offset: j,
                 expected: "< after the display name",
-            });
+            }));
         }
     } else if first != Some(b'<') {
         // Either `token *(LWS token) <uri>` or an addr-spec.
@@ -415,33 +435,33 @@ fn name_addr_value(s: &str) -> Result<NameAddr<'_>, ValueError> {
     let mut tag = Hot::Tag(None);
     if j < n && b[j] == b'<' {
         let Some(end) = grammar::find_byte(&b[j + 1..], b'>') else {
-            return Err(ValueError {
+            return Err(err(ValueError {
                 offset: j,
                 expected: "> closing the address",
-            });
+            }));
         };
         let close = j + 1 + end;
-        let addr = uri::whole_uri_at(s, j + 1, close)?;
-        let r = name_addr_params(b, close + 1, n, &mut check, &mut tag)?;
-        let params = name_addr_end(s, close + 1, r, tag, check)?;
-        return Ok(NameAddr {
+        let addr = ok!(uri::whole_uri_at(s, j + 1, close));
+        let r = ok!(name_addr_params(b, close + 1, n, &mut check, &mut tag));
+        let params = ok!(name_addr_end(s, close + 1, r, tag, check));
+        return Ok(wrap(NameAddr {
             display,
             display_quoted: quoted,
             uri: addr,
             bracketed: true,
             params,
-        });
+        }));
     }
-    let (r, addr) = uri::uri_at(s, i, n, UriContext::AddrSpec)?;
-    let e = name_addr_params(b, r, n, &mut check, &mut tag)?;
-    let params = name_addr_end(s, r, e, tag, check)?;
-    Ok(NameAddr {
+    let (r, addr) = ok!(uri::uri_at(s, i, n, UriContext::AddrSpec));
+    let e = ok!(name_addr_params(b, r, n, &mut check, &mut tag));
+    let params = ok!(name_addr_end(s, r, e, tag, check));
+    Ok(wrap(NameAddr {
         display: None,
         display_quoted: false,
         uri: addr,
         bracketed: false,
         params,
-    })
+    }))
 }
 
 /// The header parameters at `s[k..e]`, where nothing but white space may
@@ -481,7 +501,12 @@ fn name_addr_params(
 impl<'a> TypedValue<'a> for NameAddr<'a> {
     #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
-        name_addr_value(value)
+        name_addr_value(value, |a| a, |e| e)
+    }
+
+    #[inline]
+    fn parse_value_or<E>(value: &'a str, err: impl FnOnce(ValueError) -> E) -> Result<Self, E> {
+        name_addr_value(value, |a| a, err)
     }
 }
 
@@ -534,11 +559,16 @@ impl<'a> Contact<'a> {
 impl<'a> TypedValue<'a> for Contact<'a> {
     #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
+        Self::parse_value_or(value, |e| e)
+    }
+
+    #[inline]
+    fn parse_value_or<E>(value: &'a str, err: impl FnOnce(ValueError) -> E) -> Result<Self, E> {
         let b = value.as_bytes();
         if b.get(grammar::sws_at(b, 0, b.len())) == Some(&b'*') && sws(value).trim_end() == "*" {
             return Ok(Contact::Any);
         }
-        NameAddr::parse_value(value).map(Contact::Address)
+        name_addr_value(value, Contact::Address, err)
     }
 }
 public_parse!(Contact, "Contact");

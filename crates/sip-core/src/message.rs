@@ -1039,7 +1039,7 @@ impl Message {
         } else {
             (0, v)
         };
-        T::parse_value(elem).map_err(|e| self.value_error(idx, off, e))
+        T::parse_value_or(elem, |e| self.value_error(idx, off, e))
     }
 
     #[inline]
