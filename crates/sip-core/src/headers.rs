@@ -434,14 +434,14 @@ fn name_addr_value<'a, T, E>(
     let mut check = false;
     let mut tag = Hot::Tag(None);
     if j < n && b[j] == b'<' {
-        let Some(end) = grammar::find_byte(&b[j + 1..], b'>') else {
-            return Err(err(ValueError {
-                offset: j,
-                expected: "> closing the address",
-            }));
+        // No URI character is `>`, so the URI read up to the end of the
+        // value stops where it would stop at the first `>`, with no search
+        // for it first; otherwise it is read as the rule says, which also
+        // names the error.
+        let (close, addr) = match bracketed_uri_to_end(s, j) {
+            Some(found) => found,
+            None => ok!(bracketed_uri(s, j)),
         };
-        let close = j + 1 + end;
-        let addr = ok!(uri::whole_uri_at(s, j + 1, close));
         let r = ok!(name_addr_params(b, close + 1, n, &mut check, &mut tag));
         let params = ok!(name_addr_end(s, close + 1, r, tag, check));
         return Ok(wrap(NameAddr {
@@ -462,6 +462,31 @@ fn name_addr_value<'a, T, E>(
         bracketed: false,
         params,
     }))
+}
+
+/// [`bracketed_uri`] when it succeeds, read up to the end of `s` instead of
+/// the first `>` (the same thing, as no URI character is `>`); `None` when
+/// it does not succeed.
+#[inline(always)]
+fn bracketed_uri_to_end(s: &str, j: usize) -> Option<(usize, Uri<'_>)> {
+    let b = s.as_bytes();
+    let (r, addr) = uri::uri_at(s, j + 1, b.len(), UriContext::Whole).ok()?;
+    let close = grammar::sws_at(b, r, b.len());
+    (b.get(close) == Some(&b'>')).then_some((close, addr))
+}
+
+/// The URI in angle brackets opened at `s[j]`: where the `>` is, and the URI.
+#[cold]
+#[inline(never)]
+fn bracketed_uri(s: &str, j: usize) -> Result<(usize, Uri<'_>), ValueError> {
+    let Some(end) = grammar::find_byte(&s.as_bytes()[j + 1..], b'>') else {
+        return Err(ValueError {
+            offset: j,
+            expected: "> closing the address",
+        });
+    };
+    let close = j + 1 + end;
+    Ok((close, uri::whole_uri_at(s, j + 1, close)?))
 }
 
 /// The header parameters at `s[k..e]`, where nothing but white space may
@@ -1255,6 +1280,40 @@ pub(crate) fn nonempty(value: &str) -> Result<(), ValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Reading a bracketed URI to the value's end (no search for `>`)
+        /// gives what reading it to the first `>` gives, whenever it succeeds,
+        /// and succeeds whenever that does.
+        #[test]
+        fn bracketed_uri_read_to_the_end_is_read_to_the_first_gt(
+            v in "<(sips?:|tel:\\+|[a-z]{1,4}:)?[a-zA-Z0-9:;=@.%\\[\\]?&+$,/ <>\"-]{0,24}>?[;a-z=>\\] ]{0,8}"
+        ) {
+            let fast = bracketed_uri_to_end(&v, 0);
+            let slow = bracketed_uri(&v, 0).ok();
+            prop_assert_eq!(fast, slow, "{:?}", v);
+        }
+    }
+
+    #[test]
+    fn bracketed_uri_edges() {
+        for v in [
+            "<sip:a@b>",
+            "<sip:a@b >;tag=1",
+            "<sip:a b>",
+            "<sip:[::1>;x=]",
+            "<sip:[2001:db8::1]:5060;lr>",
+            "<sips>",
+            "<sip:a@b?subject=x&p=y>",
+            "<tel:+1-201-555-0123;ext=1>",
+            "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>",
+            "<sip:a@b;transport=udp",
+            "<sip:a@b>>",
+        ] {
+            assert_eq!(bracketed_uri_to_end(v, 0), bracketed_uri(v, 0).ok(), "{v}");
+        }
+    }
 
     #[test]
     fn rfc3261_20_42_via_with_all_parameters() {
