@@ -677,6 +677,7 @@ impl fmt::Display for Via<'_> {
 #[inline]
 fn via_at(s: &str) -> Result<Via<'_>, Fail> {
     let p = via_parts(s)?;
+    grammar::end_at(s.as_bytes(), p.params.1)?;
     let at = |(a, b): (usize, usize)| s.get(a..b).unwrap_or("");
     Ok(Via {
         protocol: at(p.protocol),
@@ -774,6 +775,28 @@ impl ViaSpans {
 #[inline]
 pub(crate) fn via_spans(s: &str) -> Result<Option<ViaSpans>, Fail> {
     let p = via_parts(s)?;
+    grammar::end_at(s.as_bytes(), p.params.1)?;
+    Ok(spans_of(&p))
+}
+
+/// The first value of a Via header value `s` as [`via_spans`] reads it
+/// after splitting the list, when it parses and the value ends or a comma
+/// follows it; `None` otherwise (read the list then, as written).
+///
+/// No Via grammar rule takes a comma outside quotes, so the comma after a
+/// value that parses is where the list splits: no search for one first.
+#[inline]
+pub(crate) fn via_spans_first(s: &str) -> Option<Option<ViaSpans>> {
+    let p = via_parts(s).ok()?;
+    let b = s.as_bytes();
+    let j = grammar::sws_at(b, p.params.1, b.len());
+    (j == b.len() || b[j] == b',').then(|| spans_of(&p))
+}
+
+/// [`ViaParts`] as compact spans, or `None` when an offset needs more than
+/// 16 bits.
+#[inline]
+fn spans_of(p: &ViaParts<'_>) -> Option<ViaSpans> {
     let span = |(a, b): (usize, usize)| Some((u16::try_from(a).ok()?, u16::try_from(b).ok()?));
     let spans = || {
         Some(ViaSpans {
@@ -796,7 +819,7 @@ pub(crate) fn via_spans(s: &str) -> Result<Option<ViaSpans>, Fail> {
             hot: p.hot,
         })
     };
-    Ok(spans())
+    spans()
 }
 
 fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
@@ -864,7 +887,7 @@ fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
     if !ok {
         return fail_at(end, "valid ttl, received, rport and branch parameters");
     }
-    grammar::end_at(b, end)?;
+    // The caller checks what follows: the value's end, or a comma in a list.
     Ok(ViaParts {
         protocol: (ps, pe),
         version: (vs, ve),
@@ -1288,11 +1311,31 @@ mod tests {
         /// and succeeds whenever that does.
         #[test]
         fn bracketed_uri_read_to_the_end_is_read_to_the_first_gt(
-            v in "<(sips?:|tel:\\+|[a-z]{1,4}:)?[a-zA-Z0-9:;=@.%\\[\\]?&+$,/ <>\"-]{0,24}>?[;a-z=>\\] ]{0,8}"
+            v in prop_oneof![
+                "<sips?:([a-z0-9]{1,6}(:[a-z]{1,3})?@)?[a-z]{1,8}(\\.[a-z]{1,6}){0,2}(:[0-9]{1,4})?(;[a-z]{1,5}(=[a-z0-9]{1,4})?){0,2}(\\?[a-z]=[a-z]{1,3})?[ ]?>[;a-z=> ]{0,6}",
+                "<(tel:\\+[0-9-]{1,8}|urn:[a-z:]{1,10}|sip:\\[[0-9a-f:]{2,8}\\]?)[ >;a-z]{0,4}",
+                "<(sips?:|tel:\\+|[a-z]{1,4}:)?[a-zA-Z0-9:;=@.%\\[\\]?&+$,/ <>\"-]{0,24}>?[;a-z=>\\] ]{0,8}",
+            ]
         ) {
             let fast = bracketed_uri_to_end(&v, 0);
             let slow = bracketed_uri(&v, 0).ok();
             prop_assert_eq!(fast, slow, "{:?}", v);
+        }
+    }
+
+    proptest! {
+        /// The top Via read in place is the list's first value as splitting
+        /// the list gives it, and errors are left to the split reading.
+        #[test]
+        fn first_via_read_in_place_is_the_first_value_of_the_list(
+            v in "SIP/2\\.0/(UDP|TCP) [a-z]{1,8}(\\.[a-z]{1,8}){0,2}(:[0-9]{1,4})?(;[a-z]{1,6}(=([a-z0-9.]{1,6}|\"[a-z ,]{0,6}\"))?){0,3}( |\r\n |\t|x)?(,[ a-z0-9;=\"/.]{0,20})?"
+        ) {
+            if let Some(fast) = via_spans_first(&v) {
+                let first = grammar::split_list(&v).next();
+                prop_assert_eq!(first.map(|(at, _)| at), Some(0));
+                let elem = first.map_or("", |(_, e)| e);
+                prop_assert_eq!(Ok(fast), via_spans(elem), "{:?}", v);
+            }
         }
     }
 

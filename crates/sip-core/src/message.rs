@@ -131,6 +131,14 @@ impl TopVia {
         let idx = headers.iter().position(|h| h.kind == HeaderName::Via)?;
         let v = headers[idx].value;
         let v = head.get(v.start as usize..v.end as usize).unwrap_or("");
+        if let Some(spans) = headers::via_spans_first(v) {
+            return Some(TopVia {
+                idx: u32::try_from(idx).ok()?,
+                offset: 0,
+                // Too long to keep as spans: read it when asked.
+                via: Ok(spans?),
+            });
+        }
         let (offset, elem) = if grammar::find_comma(v) {
             grammar::split_list(v).next().unwrap_or((0, v))
         } else {
