@@ -16,6 +16,13 @@ use crate::uri::{self, Host, Uri, UriContext};
 /// A typed header value: how it is parsed from the raw value bytes.
 pub(crate) trait TypedValue<'a>: Sized {
     fn parse_value(value: &'a str) -> Result<Self, ValueError>;
+
+    /// [`TypedValue::parse_value`] with its error mapped by `err`; a large
+    /// value overrides it to build its result in place.
+    #[inline(always)]
+    fn parse_value_or<E>(value: &'a str, err: impl FnOnce(ValueError) -> E) -> Result<Self, E> {
+        Self::parse_value(value).map_err(err)
+    }
 }
 
 macro_rules! public_parse {
@@ -133,6 +140,19 @@ impl<'a> Params<'a> {
     /// The value of `name`, if present with a value.
     pub fn value(&self, name: &str) -> Option<&'a str> {
         self.get(name).flatten()
+    }
+
+    /// [`Params::value`] of `tag` (`branch` with `tag` false), answered
+    /// from the note taken while parsing without comparing names.
+    #[inline]
+    fn hot_value(&self, tag: bool) -> Option<&'a str> {
+        match (self.hot, tag) {
+            (Hot::Tag(f), true) | (Hot::Branch(f), false) => f
+                .flatten()
+                .map(|(a, b)| self.raw.get(a as usize..b as usize).unwrap_or("")),
+            (_, true) => self.value("tag"),
+            (_, false) => self.value("branch"),
+        }
     }
 }
 
@@ -262,7 +282,7 @@ pub struct NameAddr<'a> {
 impl<'a> NameAddr<'a> {
     /// The `tag` parameter (From and To).
     pub fn tag(&self) -> Option<&'a str> {
-        self.params.value("tag")
+        self.params.hot_value(true)
     }
 
     /// The display name with quoting undone.
@@ -354,12 +374,26 @@ fn qvalue(v: &str) -> Option<u16> {
     }
 }
 
-/// name-addr / addr-spec with header parameters, starting at `s[k]`.
+/// A whole name-addr / addr-spec value with header parameters.
 ///
-/// Returns where it ended, the value, and whether a parameter is named like
-/// `q` or `expires` (one or seven characters), which need a closer look.
+/// Every check is made before the value is built, and the value is built
+/// wrapped as the caller returns it (`wrap`, with errors through `err`), so
+/// it is written once: it is large, and each copy is a `memcpy` call.
 #[inline(always)]
-fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> {
+fn name_addr_value<'a, T, E>(
+    s: &'a str,
+    wrap: impl FnOnce(NameAddr<'a>) -> T,
+    err: impl FnOnce(ValueError) -> E,
+) -> Result<T, E> {
+    macro_rules! ok {
+        ($e:expr) => {
+            match $e {
+                Ok(v) => v,
+                Err(x) => return Err(err(ValueError::from(x))),
+            }
+        };
+    }
+    let k = 0;
     let b = s.as_bytes();
     let n = b.len();
     let i = grammar::sws_at(b, k, n);
@@ -368,12 +402,15 @@ fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> 
     let mut j = i;
     let first = b.get(i).copied();
     if first == Some(b'"') {
-        let (r, close) = grammar::quoted_string_at(b, i, n)?;
+        let (r, close) = ok!(grammar::quoted_string_at(b, i, n));
         display = Some(&s[i + 1..close]);
         quoted = true;
         j = grammar::sws_at(b, r, n);
         if j >= n || b[j] != b'<' {
-            return fail_at(j, "< after the display name");
+            return Err(err(ValueError {
+                offset: j,
+                expected: "< after the display name",
+            }));
         }
     } else if first != Some(b'<') {
         // Either `token *(LWS token) <uri>` or an addr-spec.
@@ -397,37 +434,77 @@ fn name_addr_at(s: &str, k: usize) -> Result<(usize, NameAddr<'_>, bool), Fail> 
     let mut check = false;
     let mut tag = Hot::Tag(None);
     if j < n && b[j] == b'<' {
-        let Some(end) = grammar::find_byte(&b[j + 1..], b'>') else {
-            return fail_at(j, "> closing the address");
+        // No URI character is `>`, so the URI read up to the end of the
+        // value stops where it would stop at the first `>`, with no search
+        // for it first; otherwise it is read as the rule says, which also
+        // names the error.
+        let (close, addr) = match bracketed_uri_to_end(s, j) {
+            Some(found) => found,
+            None => ok!(bracketed_uri(s, j)),
         };
-        let close = j + 1 + end;
-        let addr = uri::whole_uri_at(s, j + 1, close)?;
-        let r = name_addr_params(b, close + 1, n, &mut check, &mut tag)?;
-        return Ok((
-            r,
-            NameAddr {
-                display,
-                display_quoted: quoted,
-                uri: addr,
-                bracketed: true,
-                params: Params::new(&s[close + 1..r], tag),
-            },
-            check,
-        ));
-    }
-    let (r, addr) = uri::uri_at(s, i, n, UriContext::AddrSpec)?;
-    let e = name_addr_params(b, r, n, &mut check, &mut tag)?;
-    Ok((
-        e,
-        NameAddr {
-            display: None,
-            display_quoted: false,
+        let r = ok!(name_addr_params(b, close + 1, n, &mut check, &mut tag));
+        let params = ok!(name_addr_end(s, close + 1, r, tag, check));
+        return Ok(wrap(NameAddr {
+            display,
+            display_quoted: quoted,
             uri: addr,
-            bracketed: false,
-            params: Params::new(&s[r..e], tag),
-        },
-        check,
-    ))
+            bracketed: true,
+            params,
+        }));
+    }
+    let (r, addr) = ok!(uri::uri_at(s, i, n, UriContext::AddrSpec));
+    let e = ok!(name_addr_params(b, r, n, &mut check, &mut tag));
+    let params = ok!(name_addr_end(s, r, e, tag, check));
+    Ok(wrap(NameAddr {
+        display: None,
+        display_quoted: false,
+        uri: addr,
+        bracketed: false,
+        params,
+    }))
+}
+
+/// [`bracketed_uri`] when it succeeds, read up to the end of `s` instead of
+/// the first `>` (the same thing, as no URI character is `>`); `None` when
+/// it does not succeed.
+#[inline(always)]
+fn bracketed_uri_to_end(s: &str, j: usize) -> Option<(usize, Uri<'_>)> {
+    let b = s.as_bytes();
+    let (r, addr) = uri::uri_at(s, j + 1, b.len(), UriContext::Whole).ok()?;
+    let close = grammar::sws_at(b, r, b.len());
+    (b.get(close) == Some(&b'>')).then_some((close, addr))
+}
+
+/// The URI in angle brackets opened at `s[j]`: where the `>` is, and the URI.
+#[cold]
+#[inline(never)]
+fn bracketed_uri(s: &str, j: usize) -> Result<(usize, Uri<'_>), ValueError> {
+    let Some(end) = grammar::find_byte(&s.as_bytes()[j + 1..], b'>') else {
+        return Err(ValueError {
+            offset: j,
+            expected: "> closing the address",
+        });
+    };
+    let close = j + 1 + end;
+    Ok((close, uri::whole_uri_at(s, j + 1, close)?))
+}
+
+/// The header parameters at `s[k..e]`, where nothing but white space may
+/// follow; `check` when `q` or `expires` need a closer look.
+#[inline(always)]
+fn name_addr_end(
+    s: &str,
+    k: usize,
+    e: usize,
+    tag: Hot,
+    check: bool,
+) -> Result<Params<'_>, ValueError> {
+    grammar::end_at(s.as_bytes(), e)?;
+    let params = Params::new(s.get(k..e).unwrap_or(""), tag);
+    if check {
+        check_contact_params(&params)?;
+    }
+    Ok(params)
 }
 
 /// The header parameters of a name-addr at `b[k..n]`, noting the tag and
@@ -449,12 +526,12 @@ fn name_addr_params(
 impl<'a> TypedValue<'a> for NameAddr<'a> {
     #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
-        let (r, na, check) = name_addr_at(value, 0)?;
-        grammar::end_at(value.as_bytes(), r)?;
-        if check {
-            check_contact_params(&na.params)?;
-        }
-        Ok(na)
+        name_addr_value(value, |a| a, |e| e)
+    }
+
+    #[inline]
+    fn parse_value_or<E>(value: &'a str, err: impl FnOnce(ValueError) -> E) -> Result<Self, E> {
+        name_addr_value(value, |a| a, err)
     }
 }
 
@@ -507,11 +584,16 @@ impl<'a> Contact<'a> {
 impl<'a> TypedValue<'a> for Contact<'a> {
     #[inline]
     fn parse_value(value: &'a str) -> Result<Self, ValueError> {
+        Self::parse_value_or(value, |e| e)
+    }
+
+    #[inline]
+    fn parse_value_or<E>(value: &'a str, err: impl FnOnce(ValueError) -> E) -> Result<Self, E> {
         let b = value.as_bytes();
         if b.get(grammar::sws_at(b, 0, b.len())) == Some(&b'*') && sws(value).trim_end() == "*" {
             return Ok(Contact::Any);
         }
-        NameAddr::parse_value(value).map(Contact::Address)
+        name_addr_value(value, Contact::Address, err)
     }
 }
 public_parse!(Contact, "Contact");
@@ -545,7 +627,7 @@ pub struct Via<'a> {
 impl<'a> Via<'a> {
     /// The branch parameter.
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.value("branch")
+        self.params.hot_value(false)
     }
 
     /// Whether the branch carries the RFC 3261 magic cookie `z9hG4bK`.
@@ -595,6 +677,7 @@ impl fmt::Display for Via<'_> {
 #[inline]
 fn via_at(s: &str) -> Result<Via<'_>, Fail> {
     let p = via_parts(s)?;
+    grammar::end_at(s.as_bytes(), p.params.1)?;
     let at = |(a, b): (usize, usize)| s.get(a..b).unwrap_or("");
     Ok(Via {
         protocol: at(p.protocol),
@@ -692,6 +775,28 @@ impl ViaSpans {
 #[inline]
 pub(crate) fn via_spans(s: &str) -> Result<Option<ViaSpans>, Fail> {
     let p = via_parts(s)?;
+    grammar::end_at(s.as_bytes(), p.params.1)?;
+    Ok(spans_of(&p))
+}
+
+/// The first value of a Via header value `s` as [`via_spans`] reads it
+/// after splitting the list, when it parses and the value ends or a comma
+/// follows it; `None` otherwise (read the list then, as written).
+///
+/// No Via grammar rule takes a comma outside quotes, so the comma after a
+/// value that parses is where the list splits: no search for one first.
+#[inline]
+pub(crate) fn via_spans_first(s: &str) -> Option<Option<ViaSpans>> {
+    let p = via_parts(s).ok()?;
+    let b = s.as_bytes();
+    let j = grammar::sws_at(b, p.params.1, b.len());
+    (j == b.len() || b[j] == b',').then(|| spans_of(&p))
+}
+
+/// [`ViaParts`] as compact spans, or `None` when an offset needs more than
+/// 16 bits.
+#[inline]
+fn spans_of(p: &ViaParts<'_>) -> Option<ViaSpans> {
     let span = |(a, b): (usize, usize)| Some((u16::try_from(a).ok()?, u16::try_from(b).ok()?));
     let spans = || {
         Some(ViaSpans {
@@ -714,7 +819,7 @@ pub(crate) fn via_spans(s: &str) -> Result<Option<ViaSpans>, Fail> {
             hot: p.hot,
         })
     };
-    Ok(spans())
+    spans()
 }
 
 fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
@@ -782,7 +887,7 @@ fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
     if !ok {
         return fail_at(end, "valid ttl, received, rport and branch parameters");
     }
-    grammar::end_at(b, end)?;
+    // The caller checks what follows: the value's end, or a comma in a list.
     Ok(ViaParts {
         protocol: (ps, pe),
         version: (vs, ve),
@@ -1198,6 +1303,60 @@ pub(crate) fn nonempty(value: &str) -> Result<(), ValueError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Reading a bracketed URI to the value's end (no search for `>`)
+        /// gives what reading it to the first `>` gives, whenever it succeeds,
+        /// and succeeds whenever that does.
+        #[test]
+        fn bracketed_uri_read_to_the_end_is_read_to_the_first_gt(
+            v in prop_oneof![
+                "<sips?:([a-z0-9]{1,6}(:[a-z]{1,3})?@)?[a-z]{1,8}(\\.[a-z]{1,6}){0,2}(:[0-9]{1,4})?(;[a-z]{1,5}(=[a-z0-9]{1,4})?){0,2}(\\?[a-z]=[a-z]{1,3})?[ ]?>[;a-z=> ]{0,6}",
+                "<(tel:\\+[0-9-]{1,8}|urn:[a-z:]{1,10}|sip:\\[[0-9a-f:]{2,8}\\]?)[ >;a-z]{0,4}",
+                "<(sips?:|tel:\\+|[a-z]{1,4}:)?[a-zA-Z0-9:;=@.%\\[\\]?&+$,/ <>\"-]{0,24}>?[;a-z=>\\] ]{0,8}",
+            ]
+        ) {
+            let fast = bracketed_uri_to_end(&v, 0);
+            let slow = bracketed_uri(&v, 0).ok();
+            prop_assert_eq!(fast, slow, "{:?}", v);
+        }
+    }
+
+    proptest! {
+        /// The top Via read in place is the list's first value as splitting
+        /// the list gives it, and errors are left to the split reading.
+        #[test]
+        fn first_via_read_in_place_is_the_first_value_of_the_list(
+            v in "SIP/2\\.0/(UDP|TCP) [a-z]{1,8}(\\.[a-z]{1,8}){0,2}(:[0-9]{1,4})?(;[a-z]{1,6}(=([a-z0-9.]{1,6}|\"[a-z ,]{0,6}\"))?){0,3}( |\r\n |\t|x)?(,[ a-z0-9;=\"/.]{0,20})?"
+        ) {
+            if let Some(fast) = via_spans_first(&v) {
+                let first = grammar::split_list(&v).next();
+                prop_assert_eq!(first.map(|(at, _)| at), Some(0));
+                let elem = first.map_or("", |(_, e)| e);
+                prop_assert_eq!(Ok(fast), via_spans(elem), "{:?}", v);
+            }
+        }
+    }
+
+    #[test]
+    fn bracketed_uri_edges() {
+        for v in [
+            "<sip:a@b>",
+            "<sip:a@b >;tag=1",
+            "<sip:a b>",
+            "<sip:[::1>;x=]",
+            "<sip:[2001:db8::1]:5060;lr>",
+            "<sips>",
+            "<sip:a@b?subject=x&p=y>",
+            "<tel:+1-201-555-0123;ext=1>",
+            "<urn:uuid:f81d4fae-7dec-11d0-a765-00a0c91e6bf6>",
+            "<sip:a@b;transport=udp",
+            "<sip:a@b>>",
+        ] {
+            assert_eq!(bracketed_uri_to_end(v, 0), bracketed_uri(v, 0).ok(), "{v}");
+        }
+    }
 
     #[test]
     fn rfc3261_20_42_via_with_all_parameters() {

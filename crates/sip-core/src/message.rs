@@ -131,6 +131,14 @@ impl TopVia {
         let idx = headers.iter().position(|h| h.kind == HeaderName::Via)?;
         let v = headers[idx].value;
         let v = head.get(v.start as usize..v.end as usize).unwrap_or("");
+        if let Some(spans) = headers::via_spans_first(v) {
+            return Some(TopVia {
+                idx: u32::try_from(idx).ok()?,
+                offset: 0,
+                // Too long to keep as spans: read it when asked.
+                via: Ok(spans?),
+            });
+        }
         let (offset, elem) = if grammar::find_comma(v) {
             grammar::split_list(v).next().unwrap_or((0, v))
         } else {
@@ -155,6 +163,9 @@ struct Parsed {
     content_length: Option<u32>,
     cseq: u32,
     cseq_method: (u32, u32),
+    /// Where the first From, To, Call-ID and Contact are (`u16::MAX`: none
+    /// or too far), so reading them needs no search.
+    first: [u16; 4],
 }
 
 #[derive(Debug, Clone)]
@@ -1002,8 +1013,25 @@ impl Message {
             .unwrap_or("")
     }
 
+    /// The first header of `kind` as noted by the parser, while unmodified.
+    #[inline]
+    fn noted(&self, kind: HeaderName) -> Option<usize> {
+        let slot = match kind {
+            HeaderName::From => 0,
+            HeaderName::To => 1,
+            HeaderName::CallId => 2,
+            HeaderName::Contact => 3,
+            _ => return None,
+        };
+        let i = usize::from(self.parsed.first[slot]);
+        (!self.modified && i < self.headers.len()).then_some(i)
+    }
+
     #[inline]
     fn find(&self, kind: HeaderName) -> Result<(usize, &Header), ParseError> {
+        if let Some(i) = self.noted(kind) {
+            return Ok((i, &self.headers[i]));
+        }
         self.headers
             .iter()
             .enumerate()
@@ -1039,7 +1067,7 @@ impl Message {
         } else {
             (0, v)
         };
-        T::parse_value(elem).map_err(|e| self.value_error(idx, off, e))
+        T::parse_value_or(elem, |e| self.value_error(idx, off, e))
     }
 
     #[inline]
@@ -1047,7 +1075,10 @@ impl Message {
         &'s self,
         kind: HeaderName,
     ) -> Result<Option<T>, ParseError> {
-        match self.headers.iter().position(|h| h.kind == kind) {
+        match self
+            .noted(kind)
+            .or_else(|| self.headers.iter().position(|h| h.kind == kind))
+        {
             Some(idx) => self.parse_first(idx, &self.headers[idx]).map(Some),
             None => Ok(None),
         }
@@ -1677,6 +1708,7 @@ fn finish(
     let mut count = [0u8; 6];
     let mut first = [usize::MAX; 6];
     let mut has_via = false;
+    let mut contact = usize::MAX;
     let mut duplicate: Option<(HeaderName, usize)> = None;
     for (i, h) in headers.iter().enumerate() {
         let slot = match h.kind {
@@ -1688,6 +1720,10 @@ fn finish(
             HeaderName::ContentLength => 5,
             HeaderName::Via => {
                 has_via = true;
+                continue;
+            }
+            HeaderName::Contact => {
+                contact = contact.min(i);
                 continue;
             }
             _ => continue,
@@ -1792,6 +1828,8 @@ fn finish(
             u32::try_from(method_at).unwrap_or(0),
             u32::try_from(method_end).unwrap_or(0),
         ),
+        first: [first[0], first[1], first[2], contact]
+            .map(|i| u16::try_from(i).unwrap_or(u16::MAX)),
     };
     Ok(Message {
         parsed,
