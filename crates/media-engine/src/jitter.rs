@@ -98,7 +98,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tracing::{debug, trace};
 
-use crate::rtp::Ssrc;
+use crate::rtp::{SequenceUnwrapper, Ssrc, TimestampUnwrapper};
 
 /// How the playout delay is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -405,8 +405,8 @@ pub struct JitterBuffer<P> {
     us_den: u64,
     epoch: Option<Instant>,
     ssrc: Option<Ssrc>,
-    timestamps: Unwrap32,
-    sequences: Unwrap16,
+    timestamps: TimestampUnwrapper,
+    sequences: SequenceUnwrapper,
     /// Packets held, sorted by extended timestamp. They nearly always
     /// arrive in order, so inserting is a push at the back and playing a
     /// pop at the front.
@@ -425,8 +425,13 @@ pub struct JitterBuffer<P> {
     last_arrival_us: Option<i64>,
     /// Extra target delay after late packets: (value µs, when set).
     boost: Option<(f64, i64)>,
-    /// Late-rate feedback added to the target, µs (negative lowers it).
-    feedback_us: f64,
+    /// Late-rate feedback added to the target, ns (negative lowers it).
+    feedback_ns: i64,
+    /// The playout transit aimed for, recomputed whenever a packet
+    /// changed the estimate or the feedback (and at every tick while a
+    /// boost decays), and the baseline it was computed on.
+    target: Option<i64>,
+    baseline_us: i64,
     /// Recently played or dropped extended sequence numbers.
     recent: RecentSequences,
     /// Gauges, turned into durations only when statistics are read.
@@ -447,12 +452,12 @@ struct ConfigUs {
     fixed_delay: i64,
     boost_decay_per_second: f64,
     boost_limit: i64,
-    feedback_ceiling: f64,
-    feedback_floor: f64,
+    feedback_ceiling: i64,
+    feedback_floor: i64,
     feedback_lateness_limit: i64,
-    /// Feedback change per late packet and per packet on time.
-    feedback_up: f64,
-    feedback_down: f64,
+    /// Feedback change per late packet and per packet on time, ns.
+    feedback_up: i64,
+    feedback_down: i64,
     initial_delay: i64,
     jump_threshold: i64,
     max_delay: i64,
@@ -468,17 +473,17 @@ impl ConfigUs {
             DelayMode::Adaptive => (true, 0),
             DelayMode::Fixed(d) => (false, us(d)),
         };
-        let step = us(config.feedback_step) as f64;
+        let step = ns(config.feedback_step) as f64;
         ConfigUs {
             adaptive,
             fixed_delay,
             boost_decay_per_second: us(config.boost_decay_per_second) as f64,
             boost_limit: us(config.boost_limit),
-            feedback_ceiling: us(config.feedback_ceiling) as f64,
-            feedback_floor: us(config.feedback_floor) as f64,
+            feedback_ceiling: ns(config.feedback_ceiling),
+            feedback_floor: ns(config.feedback_floor),
             feedback_lateness_limit: us(config.feedback_lateness_limit),
-            feedback_up: step * (1.0 - config.feedback_late_rate),
-            feedback_down: step * config.feedback_late_rate,
+            feedback_up: (step * (1.0 - config.feedback_late_rate)).round() as i64,
+            feedback_down: (step * config.feedback_late_rate).round() as i64,
             initial_delay: us(config.initial_delay),
             jump_threshold: us(config.jump_threshold),
             max_delay: us(config.max_delay),
@@ -494,59 +499,7 @@ impl ConfigUs {
 struct Entry<P> {
     ts: u64,
     sequence: u64,
-    marker: bool,
     packet: JitterPacket<P>,
-}
-
-/// Extends 16-bit sequence numbers to the closest value to the highest
-/// seen, as [`crate::rtp::SequenceUnwrapper`] does, inline.
-#[derive(Debug, Default)]
-struct Unwrap16 {
-    last: Option<u64>,
-}
-
-impl Unwrap16 {
-    #[inline]
-    fn unwrap(&mut self, seq: u16) -> u64 {
-        let value = match self.last {
-            None => (1 << 16) + u64::from(seq),
-            Some(last) => {
-                let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
-                last.saturating_add_signed(delta)
-            }
-        };
-        if self.last.is_none_or(|last| value > last) {
-            self.last = Some(value);
-        }
-        value
-    }
-}
-
-/// Extends 32-bit timestamps to the closest value to the highest seen, as
-/// [`crate::rtp::TimestampUnwrapper`] does, inline.
-#[derive(Debug, Default)]
-struct Unwrap32 {
-    last: Option<u64>,
-}
-
-impl Unwrap32 {
-    #[inline]
-    fn peek(&self, ts: u32) -> u64 {
-        match self.last {
-            None => (1 << 32) + u64::from(ts),
-            Some(last) => {
-                let delta = i64::from(ts.wrapping_sub(last as u32) as i32);
-                last.saturating_add_signed(delta)
-            }
-        }
-    }
-
-    #[inline]
-    fn record(&mut self, value: u64) {
-        if self.last.is_none_or(|last| value > last) {
-            self.last = Some(value);
-        }
-    }
 }
 
 /// How far back, in sequence numbers, played and dropped packets are
@@ -558,40 +511,39 @@ const RECENT_SEQUENCES: u64 = 256;
 /// check and to record.
 #[derive(Debug, Default)]
 struct RecentSequences {
-    highest: Option<u64>,
+    /// Zero before the first: extended sequence numbers are never zero.
+    highest: u64,
     bits: [u64; (RECENT_SEQUENCES / 64) as usize],
 }
 
 impl RecentSequences {
     #[inline]
     fn contains(&self, sequence: u64) -> bool {
-        match self.highest {
-            Some(h) if sequence <= h && h - sequence < RECENT_SEQUENCES => self.bit(sequence),
-            _ => false,
-        }
+        self.highest.wrapping_sub(sequence) < RECENT_SEQUENCES && self.bit(sequence)
     }
 
     #[inline]
     fn insert(&mut self, sequence: u64) {
-        match self.highest {
-            Some(h) if sequence <= h => {
-                if h - sequence < RECENT_SEQUENCES {
-                    self.set(sequence);
-                }
-            }
-            Some(h) if sequence - h < RECENT_SEQUENCES => {
-                // Slots of the numbers that leave the window are reused.
-                for s in h + 1..sequence {
-                    self.unset(s);
-                }
+        let h = self.highest;
+        if sequence == h.wrapping_add(1) {
+            // In order: the slot it takes is the one leaving the window.
+            self.set(sequence);
+            self.highest = sequence;
+        } else if sequence <= h {
+            if h - sequence < RECENT_SEQUENCES {
                 self.set(sequence);
-                self.highest = Some(sequence);
             }
-            _ => {
-                self.bits = Default::default();
-                self.set(sequence);
-                self.highest = Some(sequence);
+        } else if h != 0 && sequence - h < RECENT_SEQUENCES {
+            // Slots of the numbers that leave the window are reused.
+            for s in h + 1..sequence {
+                self.unset(s);
             }
+            self.set(sequence);
+            self.highest = sequence;
+        } else {
+            self.bits = Default::default();
+            self.set(sequence);
+            self.highest = sequence;
         }
     }
 
@@ -599,16 +551,19 @@ impl RecentSequences {
         *self = Self::default();
     }
 
+    #[inline]
     fn bit(&self, sequence: u64) -> bool {
         let slot = sequence % RECENT_SEQUENCES;
         self.bits[(slot / 64) as usize] & (1 << (slot % 64)) != 0
     }
 
+    #[inline]
     fn set(&mut self, sequence: u64) {
         let slot = sequence % RECENT_SEQUENCES;
         self.bits[(slot / 64) as usize] |= 1 << (slot % 64);
     }
 
+    #[inline]
     fn unset(&mut self, sequence: u64) {
         let slot = sequence % RECENT_SEQUENCES;
         self.bits[(slot / 64) as usize] &= !(1 << (slot % 64));
@@ -667,8 +622,8 @@ impl<P> JitterBuffer<P> {
             config,
             epoch: None,
             ssrc: None,
-            timestamps: Unwrap32::default(),
-            sequences: Unwrap16::default(),
+            timestamps: TimestampUnwrapper::new(),
+            sequences: SequenceUnwrapper::new(),
             packets: VecDeque::with_capacity(16),
             cursor: None,
             last_played: None,
@@ -677,7 +632,9 @@ impl<P> JitterBuffer<P> {
             playout_transit: None,
             last_arrival_us: None,
             boost: None,
-            feedback_us: 0.0,
+            feedback_ns: 0,
+            target: None,
+            baseline_us: 0,
             recent: RecentSequences::default(),
             target_delay_us: 0,
             current_delay_us: 0,
@@ -750,14 +707,23 @@ impl<P> JitterBuffer<P> {
         }
         self.ssrc = Some(packet.ssrc);
         self.timestamps.record(ts);
+        let previous = self.sequences.highest();
         let sequence = self.sequences.unwrap(packet.sequence_number);
-
-        if self.recent.contains(sequence) || self.position(ts).is_ok() {
+        // A sequence number above all seen before was neither played nor
+        // dropped, and a timestamp after the newest held is not held: the
+        // in-order common case needs neither lookup.
+        let newest = match self.packets.back() {
+            None => true,
+            Some(last) => last.ts < ts,
+        };
+        if (previous.is_some_and(|h| sequence <= h) && self.recent.contains(sequence))
+            || (!newest && self.position(ts).is_ok())
+        {
             self.stats.duplicates += 1;
             trace!(seq = packet.sequence_number, "duplicate dropped");
             return PushOutcome::Duplicate;
         }
-        self.estimator.add(now_us, transit, self.config.history);
+        self.estimator.add(now_us, transit);
         self.anchor.get_or_insert(transit);
 
         if self.cursor.is_some_and(|c| ts < c)
@@ -784,6 +750,7 @@ impl<P> JitterBuffer<P> {
             self.remember(sequence);
             self.react_to_late(now_us, transit);
             self.last_arrival_us = Some(now_us);
+            self.refresh_target(now_us);
             trace!(seq = packet.sequence_number, "late packet dropped");
             return PushOutcome::Late;
         }
@@ -799,18 +766,17 @@ impl<P> JitterBuffer<P> {
         }
         self.feedback(false);
         self.last_arrival_us = Some(now_us);
+        self.refresh_target(now_us);
         let entry = Entry {
             ts,
             sequence,
-            marker: packet.marker,
             packet,
         };
-        match self.packets.back() {
-            Some(last) if last.ts > ts => {
-                let at = self.position(ts).unwrap_or_else(|at| at);
-                self.packets.insert(at, entry);
-            }
-            _ => self.packets.push_back(entry),
+        if newest || self.packets.back().is_none_or(|last| last.ts < ts) {
+            self.packets.push_back(entry);
+        } else {
+            let at = self.position(ts).unwrap_or_else(|at| at);
+            self.packets.insert(at, entry);
         }
         if reset {
             PushOutcome::BufferedAfterReset
@@ -876,14 +842,36 @@ impl<P> JitterBuffer<P> {
     fn pop_at(&mut self, now_us: i64, queued: Option<i64>) -> Playout<P> {
         let scaling = queued.is_some();
         self.scale = 0;
-        let target = self.target_transit(now_us);
-        self.update_gauges(now_us, target);
+        if self.boost.is_some() {
+            // The boost decays with time, so the target moves between
+            // packets too.
+            self.refresh_target(now_us);
+        }
+        let target = self.target;
         let Some(cursor) = self.cursor else {
             return self.pop_before_start(now_us, target);
         };
         let transit = now_us - self.ts_us(cursor);
         self.playout_transit = Some(transit);
+        if target.is_some() {
+            self.current_delay_us = transit - self.baseline_us;
+        }
         let adaptive = self.config_us.adaptive;
+        // The common case: the delay within a frame above the target, no
+        // shrink pending, and the frame at the cursor here.
+        if self.shrink_wanted_since.is_none()
+            && target.is_none_or(|t| {
+                !adaptive || (transit >= t && transit - self.frame_us <= t + self.config_us.shrink_margin)
+            })
+            && self.packets.front().is_some_and(|e| e.ts == cursor)
+        {
+            if let Some(queued) = queued
+                && queued > 0
+            {
+                self.scale_frame(queued, false, false);
+            }
+            return self.play_front(cursor);
+        }
         let want_stretch = adaptive && target.is_some_and(|t| transit < t);
         // With time-scaling, a whole frame of stretch (concealing) only
         // for a deficit of a frame or more; smaller ones stretch frames.
@@ -1017,9 +1005,10 @@ impl<P> JitterBuffer<P> {
         self.boost = None;
         self.recent.clear();
         self.ssrc = None;
-        self.timestamps = Unwrap32::default();
-        self.sequences = Unwrap16::default();
+        self.timestamps = TimestampUnwrapper::new();
+        self.sequences = SequenceUnwrapper::new();
         self.estimator.reset_baseline();
+        self.target = None;
         self.shrink_wanted_since = None;
         self.stats.resets += 1;
         self.stats.flushed += u64::try_from(dropped).unwrap_or(u64::MAX);
@@ -1034,13 +1023,15 @@ impl<P> JitterBuffer<P> {
 
     #[inline]
     fn ts_us(&self, ts: u64) -> i64 {
-        let scaled = ts.saturating_mul(self.us_num);
+        // Extended timestamps stay near 2^32 (a jump of more than
+        // `jump_threshold` resets the unwrapping), far from overflowing.
+        let scaled = ts.wrapping_mul(self.us_num);
         let value = if self.us_den == 1 {
             scaled
         } else {
             scaled / self.us_den
         };
-        i64::try_from(value).unwrap_or(i64::MAX)
+        value as i64
     }
 
     /// Where the packet with timestamp `ts` is held (`Ok`), or where it
@@ -1068,7 +1059,7 @@ impl<P> JitterBuffer<P> {
             .estimator
             .quantile()
             .unwrap_or(self.config_us.initial_delay);
-        let mut extra = self.feedback_us as i64;
+        let mut extra = self.feedback_ns / 1000;
         if self.boost.is_some() {
             extra += self.boost(now_us) as i64;
         }
@@ -1101,7 +1092,7 @@ impl<P> JitterBuffer<P> {
         } else {
             -self.config_us.feedback_down
         };
-        self.feedback_us = (self.feedback_us + change).clamp(
+        self.feedback_ns = (self.feedback_ns + change).clamp(
             -self.config_us.feedback_floor,
             self.config_us.feedback_ceiling,
         );
@@ -1128,16 +1119,14 @@ impl<P> JitterBuffer<P> {
         }
     }
 
+    /// Recomputes the target (and its gauge) after the estimate, the
+    /// feedback or the boost changed.
     #[inline]
-    fn update_gauges(&mut self, now_us: i64, target: Option<i64>) {
-        let Some(baseline) = self.estimator.baseline() else {
-            return;
-        };
-        if let Some(t) = target {
-            self.target_delay_us = t - baseline;
-        }
-        if let Some(c) = self.cursor {
-            self.current_delay_us = now_us - self.ts_us(c) - baseline;
+    fn refresh_target(&mut self, now_us: i64) {
+        self.target = self.target_transit(now_us);
+        if let (Some(t), Some(b)) = (self.target, self.estimator.baseline()) {
+            self.baseline_us = b;
+            self.target_delay_us = t - b;
         }
     }
 
@@ -1188,6 +1177,22 @@ impl<P> JitterBuffer<P> {
         self.cursor = Some(cursor + self.frame_ticks);
     }
 
+    /// Plays the frame at the front, which is the one at `cursor`.
+    #[inline]
+    fn play_front(&mut self, cursor: u64) -> Playout<P> {
+        self.cursor = Some(cursor + self.frame_ticks);
+        match self.packets.pop_front() {
+            Some(entry) => {
+                self.remember(entry.sequence);
+                self.last_played = Some((entry.sequence, cursor));
+                self.empty_ticks = 0;
+                self.stats.played += 1;
+                Playout::Frame(entry.packet)
+            }
+            None => self.missing(false),
+        }
+    }
+
     fn play_at_cursor(&mut self) -> Playout<P> {
         let Some(cursor) = self.cursor else {
             return self.missing(true);
@@ -1209,7 +1214,7 @@ impl<P> JitterBuffer<P> {
     /// or the timestamps advanced further than the sequence numbers since
     /// the last frame played (the sender paused).
     fn starts_talk_spurt(&self, entry: &Entry<P>) -> bool {
-        self.is_spurt_start(entry.ts, entry.sequence, entry.marker)
+        self.is_spurt_start(entry.ts, entry.sequence, entry.packet.marker)
     }
 
     fn is_spurt_start(&self, ts: u64, sequence: u64, marker: bool) -> bool {
@@ -1239,6 +1244,14 @@ fn us(d: Duration) -> i64 {
     secs.min(i64::MAX / 2_000_000) * 1_000_000 + i64::from(d.subsec_micros())
 }
 
+/// A duration in whole ns, saturating well below `i64::MAX` so that sums
+/// of a few cannot overflow.
+fn ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos())
+        .unwrap_or(i64::MAX / 4)
+        .min(i64::MAX / 4)
+}
+
 /// µs from a caller as the inner signed µs, saturating.
 #[inline]
 fn micros(value: u64) -> i64 {
@@ -1258,12 +1271,11 @@ struct DelayEstimator {
     /// (arrival, transit) with increasing transit: a monotone queue whose
     /// front is the minimum over the window.
     minima: MinQueue,
-    /// Relative delays in arrival order, as histogram bins: a ring of
-    /// `history` slots, `window_len` of them used, the oldest at
-    /// `window_head`.
+    /// Relative delays in arrival order, as histogram bins: a ring that
+    /// grows to `history` slots, the oldest at `window_head` once full.
     window: Vec<u16>,
     window_head: usize,
-    window_len: usize,
+    history: usize,
     /// The same values, counted per bin.
     histogram: DelayHistogram,
     /// Samples needed before the quantile is trusted.
@@ -1284,8 +1296,8 @@ impl DelayEstimator {
             baseline_window_us: us(config.baseline_window),
             minima: MinQueue::new(),
             window: Vec::new(),
-            window_head: 0,
-            window_len: 0,
+            window_head: config.history,
+            history: config.history,
             histogram: DelayHistogram::new(us(config.max_delay), 1.0 - config.late_target),
             warmup: config.history.min(50),
             stall_threshold_us: us(config.stall_threshold),
@@ -1298,7 +1310,7 @@ impl DelayEstimator {
     }
 
     #[inline]
-    fn add(&mut self, now_us: i64, transit: i64, history: usize) {
+    fn add(&mut self, now_us: i64, transit: i64) {
         let baseline = self
             .minima
             .push(now_us, transit, now_us - self.baseline_window_us);
@@ -1321,25 +1333,21 @@ impl DelayEstimator {
             }
         }
         let bin = self.histogram.bin(relative);
-        if self.window_len == history {
+        if let Some(slot) = self.window.get_mut(self.window_head) {
             // Full: the newest sample takes the oldest one's slot.
-            let old = std::mem::replace(&mut self.window[self.window_head], bin);
-            self.window_head = if self.window_head + 1 == history {
-                0
-            } else {
-                self.window_head + 1
-            };
+            let old = std::mem::replace(slot, bin);
+            self.window_head += 1;
+            if self.window_head == self.history {
+                self.window_head = 0;
+            }
             self.histogram.replace(old, bin);
         } else {
-            // Filling (or refilling after a reset of the ring): the ring
-            // grows up to `history` slots.
-            if self.window.len() < history {
-                self.window.push(bin);
-            } else {
-                let slot = (self.window_head + self.window_len) % history;
-                self.window[slot] = bin;
+            // Filling: `window_head` stays at `history` until the ring
+            // holds that many, then wraps to the oldest.
+            self.window.push(bin);
+            if self.window.len() == self.history {
+                self.window_head = 0;
             }
-            self.window_len += 1;
             self.histogram.add(bin);
         }
     }
@@ -1351,7 +1359,7 @@ impl DelayEstimator {
 
     #[inline]
     fn quantile(&self) -> Option<i64> {
-        if self.window_len < self.warmup {
+        if self.window.len() < self.warmup {
             return None;
         }
         self.histogram.value()
@@ -1441,6 +1449,8 @@ impl MinQueue {
 #[derive(Debug)]
 struct DelayHistogram {
     bin_us: i64,
+    /// The value of the top bin.
+    top_us: i64,
     counts: Vec<u32>,
     total: usize,
     /// The quantile wanted, in (0, 1].
@@ -1468,6 +1478,7 @@ impl DelayHistogram {
         let bins = usize::try_from((max_delay_us + bin_us - 1) / bin_us).unwrap_or(0) + 2;
         DelayHistogram {
             bin_us,
+            top_us: (bins as i64 - 1) * bin_us,
             counts: vec![0; bins],
             total: 0,
             quantile: quantile.clamp(f64::MIN_POSITIVE, 1.0),
@@ -1480,15 +1491,9 @@ impl DelayHistogram {
     /// The bin of a relative delay (never negative in use).
     #[inline]
     fn bin(&self, value_us: i64) -> u16 {
-        let top = self.counts.len() - 1;
-        let bin = if value_us <= 0 {
-            0
-        } else {
-            let scaled = (value_us + self.bin_us - 1) / self.bin_us;
-            usize::try_from(scaled).unwrap_or(top).min(top)
-        };
-        // At most MAX_DELAY_BINS, so it fits.
-        u16::try_from(bin).unwrap_or(u16::MAX)
+        // Rounded up, within 0..=top (at most MAX_DELAY_BINS, so it fits).
+        let value = value_us.clamp(0, self.top_us);
+        ((value + self.bin_us - 1) / self.bin_us) as u16
     }
 
     fn add(&mut self, bin: u16) {
@@ -1522,9 +1527,9 @@ impl DelayHistogram {
     /// stay the same.
     #[inline]
     fn replace(&mut self, old: u16, new: u16) {
-        let top = self.counts.len() - 1;
-        let old = usize::from(old).min(top);
-        let new = usize::from(new).min(top);
+        // Both come from `bin`, so they are within the bins.
+        let old = usize::from(old);
+        let new = usize::from(new);
         if self.counts[old] == 0 {
             self.add(new as u16);
             return;
