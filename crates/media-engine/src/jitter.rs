@@ -93,6 +93,7 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -723,7 +724,7 @@ impl<P> JitterBuffer<P> {
             trace!(seq = packet.sequence_number, "duplicate dropped");
             return PushOutcome::Duplicate;
         }
-        self.estimator.add(now_us, transit);
+        let baseline = self.estimator.add(now_us, transit);
         self.anchor.get_or_insert(transit);
 
         if self.cursor.is_some_and(|c| ts < c)
@@ -750,7 +751,7 @@ impl<P> JitterBuffer<P> {
             self.remember(sequence);
             self.react_to_late(now_us, transit);
             self.last_arrival_us = Some(now_us);
-            self.refresh_target(now_us);
+            self.set_target(now_us, baseline);
             trace!(seq = packet.sequence_number, "late packet dropped");
             return PushOutcome::Late;
         }
@@ -766,7 +767,7 @@ impl<P> JitterBuffer<P> {
         }
         self.feedback(false);
         self.last_arrival_us = Some(now_us);
-        self.refresh_target(now_us);
+        self.set_target(now_us, baseline);
         let entry = Entry {
             ts,
             sequence,
@@ -823,7 +824,11 @@ impl<P> JitterBuffer<P> {
 
     fn pop_scaled_at(&mut self, now_us: i64, queued_us: i64) -> ScaledPlayout<P> {
         let scaling = self.config_us.time_scale_limit > 0 && self.config_us.adaptive;
-        let queued_us = queued_us.rem_euclid(self.frame_us.max(1));
+        let queued_us = if (0..self.frame_us).contains(&queued_us) {
+            queued_us
+        } else {
+            queued_us.rem_euclid(self.frame_us.max(1))
+        };
         let playout = self.pop_at(now_us, if scaling { Some(queued_us) } else { None });
         let scale = if matches!(playout, Playout::Frame(_)) {
             self.scale
@@ -1049,11 +1054,11 @@ impl<P> JitterBuffer<P> {
         self.recent.insert(sequence);
     }
 
-    /// The playout transit the buffer aims for, once a packet was seen.
-    fn target_transit(&self, now_us: i64) -> Option<i64> {
-        let baseline = self.estimator.baseline()?;
+    /// The playout transit the buffer aims for, given the baseline.
+    #[inline]
+    fn target_transit(&self, now_us: i64, baseline: i64) -> i64 {
         if !self.config_us.adaptive {
-            return Some(self.anchor.unwrap_or(baseline) + self.config_us.fixed_delay);
+            return self.anchor.unwrap_or(baseline) + self.config_us.fixed_delay;
         }
         let quantile = self
             .estimator
@@ -1063,8 +1068,11 @@ impl<P> JitterBuffer<P> {
         if self.boost.is_some() {
             extra += self.boost(now_us) as i64;
         }
-        let relative = (quantile + extra).clamp(self.config_us.min_delay, self.config_us.max_delay);
-        Some(baseline + relative)
+        // `new` checked min <= max.
+        let relative = (quantile + extra)
+            .max(self.config_us.min_delay)
+            .min(self.config_us.max_delay);
+        baseline + relative
     }
 
     /// The extra delay added after late packets, decaying linearly.
@@ -1092,10 +1100,9 @@ impl<P> JitterBuffer<P> {
         } else {
             -self.config_us.feedback_down
         };
-        self.feedback_ns = (self.feedback_ns + change).clamp(
-            -self.config_us.feedback_floor,
-            self.config_us.feedback_ceiling,
-        );
+        self.feedback_ns = (self.feedback_ns + change)
+            .max(-self.config_us.feedback_floor)
+            .min(self.config_us.feedback_ceiling);
     }
 
     /// A late packet that arrived on its own, a little too late, means the
@@ -1121,13 +1128,18 @@ impl<P> JitterBuffer<P> {
 
     /// Recomputes the target (and its gauge) after the estimate, the
     /// feedback or the boost changed.
-    #[inline]
     fn refresh_target(&mut self, now_us: i64) {
-        self.target = self.target_transit(now_us);
-        if let (Some(t), Some(b)) = (self.target, self.estimator.baseline()) {
-            self.baseline_us = b;
-            self.target_delay_us = t - b;
+        if let Some(baseline) = self.estimator.baseline() {
+            self.set_target(now_us, baseline);
         }
+    }
+
+    #[inline]
+    fn set_target(&mut self, now_us: i64, baseline: i64) {
+        let target = self.target_transit(now_us, baseline);
+        self.target = Some(target);
+        self.baseline_us = baseline;
+        self.target_delay_us = target - baseline;
     }
 
     fn pop_before_start(&mut self, now_us: i64, target: Option<i64>) -> Playout<P> {
@@ -1309,8 +1321,9 @@ impl DelayEstimator {
         }
     }
 
+    /// Adds a packet's transit; returns the baseline.
     #[inline]
-    fn add(&mut self, now_us: i64, transit: i64) {
+    fn add(&mut self, now_us: i64, transit: i64) -> i64 {
         let baseline = self
             .minima
             .push(now_us, transit, now_us - self.baseline_window_us);
@@ -1328,7 +1341,7 @@ impl DelayEstimator {
                 self.stall_run += 1;
                 self.stall_share += 1.0 - self.stall_decay;
                 if self.stall_share <= self.stall_share_limit {
-                    return;
+                    return baseline;
                 }
             }
         }
@@ -1350,6 +1363,7 @@ impl DelayEstimator {
             }
             self.histogram.add(bin);
         }
+        baseline
     }
 
     #[inline]
@@ -1376,8 +1390,10 @@ impl DelayEstimator {
 #[derive(Debug)]
 struct MinQueue {
     slots: Vec<(i64, i64)>,
+    /// Free-running positions of the oldest sample and one past the
+    /// newest: `tail - head` samples, at `position & (slots.len() - 1)`.
     head: usize,
-    len: usize,
+    tail: usize,
 }
 
 impl MinQueue {
@@ -1385,54 +1401,57 @@ impl MinQueue {
         MinQueue {
             slots: vec![(0, 0); 64],
             head: 0,
-            len: 0,
+            tail: 0,
         }
-    }
-
-    #[inline]
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
     }
 
     /// Adds a sample, forgets those that arrived before `oldest`, and
     /// returns the minimum transit.
     #[inline]
     fn push(&mut self, at: i64, transit: i64, oldest: i64) -> i64 {
-        let mask = self.mask();
-        while self.len > 0 && self.slots[(self.head + self.len - 1) & mask].1 >= transit {
-            self.len -= 1;
+        let mut mask = self.slots.len() - 1;
+        let head = self.head;
+        let mut tail = self.tail;
+        while tail != head && self.slots[tail.wrapping_sub(1) & mask].1 >= transit {
+            tail = tail.wrapping_sub(1);
         }
-        if self.len == self.slots.len() {
+        if tail.wrapping_sub(head) == self.slots.len() {
+            self.tail = tail;
             self.grow();
+            mask = self.slots.len() - 1;
+            tail = self.tail;
         }
-        let mask = self.mask();
-        self.slots[(self.head + self.len) & mask] = (at, transit);
-        self.len += 1;
+        let mut head = self.head;
+        self.slots[tail & mask] = (at, transit);
+        tail = tail.wrapping_add(1);
         // The newest sample is never dropped here: it arrived now.
-        while self.len > 1 && self.slots[self.head].0 < oldest {
-            self.head = (self.head + 1) & mask;
-            self.len -= 1;
+        while tail.wrapping_sub(head) > 1 && self.slots[head & mask].0 < oldest {
+            head = head.wrapping_add(1);
         }
-        self.slots[self.head].1
+        self.head = head;
+        self.tail = tail;
+        self.slots[head & mask].1
     }
 
     fn grow(&mut self) {
+        let len = self.tail.wrapping_sub(self.head);
+        let mask = self.slots.len() - 1;
         let mut slots = Vec::with_capacity(self.slots.len() * 2);
-        let mask = self.mask();
-        slots.extend((0..self.len).map(|i| self.slots[(self.head + i) & mask]));
+        slots.extend((0..len).map(|i| self.slots[self.head.wrapping_add(i) & mask]));
         slots.resize(self.slots.len() * 2, (0, 0));
         self.slots = slots;
         self.head = 0;
+        self.tail = len;
     }
 
     #[inline]
     fn min(&self) -> Option<i64> {
-        (self.len > 0).then(|| self.slots[self.head].1)
+        (self.tail != self.head).then(|| self.slots[self.head & (self.slots.len() - 1)].1)
     }
 
     fn clear(&mut self) {
         self.head = 0;
-        self.len = 0;
+        self.tail = 0;
     }
 }
 
@@ -1449,6 +1468,8 @@ impl MinQueue {
 #[derive(Debug)]
 struct DelayHistogram {
     bin_us: i64,
+    /// `bin_us` for the unsigned division `bin` does.
+    bin_width: NonZeroU64,
     /// The value of the top bin.
     top_us: i64,
     counts: Vec<u32>,
@@ -1478,6 +1499,7 @@ impl DelayHistogram {
         let bins = usize::try_from((max_delay_us + bin_us - 1) / bin_us).unwrap_or(0) + 2;
         DelayHistogram {
             bin_us,
+            bin_width: NonZeroU64::new(bin_us as u64).unwrap_or(NonZeroU64::MIN),
             top_us: (bins as i64 - 1) * bin_us,
             counts: vec![0; bins],
             total: 0,
@@ -1492,8 +1514,8 @@ impl DelayHistogram {
     #[inline]
     fn bin(&self, value_us: i64) -> u16 {
         // Rounded up, within 0..=top (at most MAX_DELAY_BINS, so it fits).
-        let value = value_us.clamp(0, self.top_us);
-        ((value + self.bin_us - 1) / self.bin_us) as u16
+        let value = value_us.max(0).min(self.top_us) as u64;
+        ((value + self.bin_width.get() - 1) / self.bin_width) as u16
     }
 
     fn add(&mut self, bin: u16) {
