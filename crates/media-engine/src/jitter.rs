@@ -280,6 +280,170 @@ pub enum JitterConfigError {
     /// The late target is not within 0..1.
     #[error("late target {0} is not within 0 and 1")]
     BadLateTarget(String),
+    /// A fraction (`feedback_late_rate`, `stall_share`) is not within
+    /// 0..=1.
+    #[error("{setting} {value} is not within 0 and 1")]
+    BadFraction {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A duration setting is longer than the buffer supports
+    /// ([`MAX_SETTING_DURATION`], [`MAX_FRAME_DURATION`] for the frame,
+    /// [`MAX_BASELINE_WINDOW`] for the baseline window).
+    #[error("{setting} {value:?} exceeds the supported {max:?}")]
+    DurationTooLong {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The most supported.
+        max: Duration,
+    },
+    /// `capacity` or `history` is larger than the buffer supports
+    /// ([`MAX_CAPACITY`], [`MAX_HISTORY`]): memory for that many packets
+    /// would be allocated as they arrive.
+    #[error("{setting} {value} exceeds the supported {max}")]
+    CountTooLarge {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: usize,
+        /// The most supported.
+        max: usize,
+    },
+    /// `time_scale_limit` is more than half a frame: a scaled frame must
+    /// stay between half a frame and one and a half.
+    #[error("time scale limit {limit:?} exceeds half the frame duration {frame:?}")]
+    TimeScaleLimitTooLarge {
+        /// The limit given.
+        limit: Duration,
+        /// The frame duration.
+        frame: Duration,
+    },
+}
+
+/// Longest [`JitterConfig::frame_duration`].
+pub const MAX_FRAME_DURATION: Duration = Duration::from_secs(1);
+/// Longest [`JitterConfig::baseline_window`]: the monotone queue behind
+/// the baseline may hold every packet of the window.
+pub const MAX_BASELINE_WINDOW: Duration = Duration::from_secs(60);
+/// Longest delay, threshold or step a [`JitterConfig`] may hold (and
+/// delay of [`DelayMode::Fixed`]), far from overflowing the integer time
+/// inside.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(3600);
+/// Largest [`JitterConfig::capacity`].
+pub const MAX_CAPACITY: usize = 1 << 16;
+/// Largest [`JitterConfig::history`] (2 bytes per packet).
+pub const MAX_HISTORY: usize = 1 << 20;
+
+impl JitterConfig {
+    /// Checks the settings as [`JitterBuffer::new`] does.
+    pub fn validate(&self) -> Result<(), JitterConfigError> {
+        if self.clock_rate == 0 {
+            return Err(JitterConfigError::ZeroClockRate);
+        }
+        let nanos = self.frame_duration.as_nanos() * u128::from(self.clock_rate);
+        // A frame, scaled by up to half, must fit the u32 durations.
+        if nanos == 0
+            || !nanos.is_multiple_of(1_000_000_000)
+            || nanos / 1_000_000_000 > u128::from(u32::MAX / 2)
+        {
+            return Err(JitterConfigError::BadFrameDuration {
+                frame: self.frame_duration,
+                clock_rate: self.clock_rate,
+            });
+        }
+        if self.frame_duration > MAX_FRAME_DURATION {
+            return Err(JitterConfigError::DurationTooLong {
+                setting: "frame_duration",
+                value: self.frame_duration,
+                max: MAX_FRAME_DURATION,
+            });
+        }
+        if self.capacity == 0 || self.history == 0 {
+            return Err(JitterConfigError::ZeroCapacity);
+        }
+        for (setting, value, max) in [
+            ("capacity", self.capacity, MAX_CAPACITY),
+            ("history", self.history, MAX_HISTORY),
+        ] {
+            if value > max {
+                return Err(JitterConfigError::CountTooLarge {
+                    setting,
+                    value,
+                    max,
+                });
+            }
+        }
+        if self.min_delay > self.max_delay {
+            return Err(JitterConfigError::InvertedBounds {
+                min: self.min_delay,
+                max: self.max_delay,
+            });
+        }
+        if !(self.late_target > 0.0 && self.late_target < 1.0) {
+            return Err(JitterConfigError::BadLateTarget(
+                self.late_target.to_string(),
+            ));
+        }
+        for (setting, value) in [
+            ("feedback_late_rate", self.feedback_late_rate),
+            ("stall_share", self.stall_share),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(JitterConfigError::BadFraction {
+                    setting,
+                    value: value.to_string(),
+                });
+            }
+        }
+        let fixed = match self.mode {
+            DelayMode::Fixed(d) => d,
+            DelayMode::Adaptive => Duration::ZERO,
+        };
+        for (setting, value, max) in [
+            ("baseline_window", self.baseline_window, MAX_BASELINE_WINDOW),
+            ("fixed delay", fixed, MAX_SETTING_DURATION),
+            ("initial_delay", self.initial_delay, MAX_SETTING_DURATION),
+            ("min_delay", self.min_delay, MAX_SETTING_DURATION),
+            ("max_delay", self.max_delay, MAX_SETTING_DURATION),
+            ("shrink_margin", self.shrink_margin, MAX_SETTING_DURATION),
+            ("shrink_patience", self.shrink_patience, MAX_SETTING_DURATION),
+            ("jump_threshold", self.jump_threshold, MAX_SETTING_DURATION),
+            ("boost_limit", self.boost_limit, MAX_SETTING_DURATION),
+            (
+                "boost_decay_per_second",
+                self.boost_decay_per_second,
+                MAX_SETTING_DURATION,
+            ),
+            ("feedback_step", self.feedback_step, MAX_SETTING_DURATION),
+            ("feedback_floor", self.feedback_floor, MAX_SETTING_DURATION),
+            ("feedback_ceiling", self.feedback_ceiling, MAX_SETTING_DURATION),
+            (
+                "feedback_lateness_limit",
+                self.feedback_lateness_limit,
+                MAX_SETTING_DURATION,
+            ),
+            ("stall_threshold", self.stall_threshold, MAX_SETTING_DURATION),
+        ] {
+            if value > max {
+                return Err(JitterConfigError::DurationTooLong {
+                    setting,
+                    value,
+                    max,
+                });
+            }
+        }
+        if self.time_scale_limit > self.frame_duration / 2 {
+            return Err(JitterConfigError::TimeScaleLimitTooLarge {
+                limit: self.time_scale_limit,
+                frame: self.frame_duration,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A packet as the buffer sees it: the RTP fields it needs plus a payload
@@ -334,6 +498,124 @@ pub struct ScaledPlayout<P> {
     /// time-scales the decoded frame to this length, for instance with
     /// [`crate::timescale::time_scale`].
     pub duration: u32,
+}
+
+/// The audio an output device that plays one frame per tick holds ahead
+/// of it, for an audio side that time-scales frames: the loop that takes
+/// frames with [`JitterBuffer::pop_scaled`] until the device holds a
+/// tick's worth, and the accounting of what it holds.
+///
+/// Once per device tick:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use media_engine::jitter::{JitterBuffer, JitterConfig, PlayoutQueue};
+///
+/// let mut jb: JitterBuffer<Vec<u8>> = JitterBuffer::new(JitterConfig::default()).unwrap();
+/// let mut queue = PlayoutQueue::new(160);
+/// let mut pcm: Vec<i16> = Vec::new();
+/// let now = Instant::now();
+/// while let Some(frame) = queue.next(&mut jb, now) {
+///     // Decode (or conceal) `frame.playout`, time-scale it to
+///     // `frame.samples` samples and append them to the device's audio.
+///     pcm.resize(pcm.len() + frame.samples, 0);
+/// }
+/// // The device plays a frame's worth.
+/// pcm.drain(..160);
+/// queue.advance();
+/// assert_eq!(pcm.len(), queue.queued());
+/// ```
+#[derive(Clone, Debug)]
+pub struct PlayoutQueue {
+    /// Device samples per frame.
+    frame_samples: usize,
+    /// Device samples held.
+    queued: usize,
+    /// Frames taken since the last tick.
+    taken: u32,
+}
+
+/// A frame [`PlayoutQueue::next`] took for the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueuedFrame<P> {
+    /// What to play.
+    pub playout: Playout<P>,
+    /// How many device samples to time-scale it to; the queue counts
+    /// them as held from now on.
+    pub samples: usize,
+    /// How long after the tick it starts playing: the audio held ahead
+    /// of it.
+    pub offset: Duration,
+}
+
+/// Most frames taken per tick: with [`JitterConfig::time_scale_limit`]
+/// at most half a frame, every frame lasts at least half a frame, so
+/// three always fill a tick (rounding included) once a device frame has
+/// two samples or more.
+const MAX_TAKES_PER_TICK: u32 = 4;
+
+impl PlayoutQueue {
+    /// An empty queue for a device that plays `frame_samples` samples per
+    /// frame (the decoder's frame; at least one).
+    pub fn new(frame_samples: usize) -> Self {
+        PlayoutQueue {
+            frame_samples: frame_samples.max(1),
+            queued: 0,
+            taken: 0,
+        }
+    }
+
+    /// Device samples held ahead of the device.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// The next frame to take for the device tick at `now`, or `None`
+    /// once the queue holds at least a frame's worth (then let the device
+    /// play it and call [`advance`](Self::advance)). The caller
+    /// time-scales the frame to exactly [`QueuedFrame::samples`] samples.
+    pub fn next<P>(&mut self, buffer: &mut JitterBuffer<P>, now: Instant) -> Option<QueuedFrame<P>> {
+        let now_us = buffer.time(now);
+        self.next_at(buffer, now_us)
+    }
+
+    /// [`next`](Self::next) for a buffer driven by µs
+    /// ([`JitterBuffer::push_micros`]).
+    pub fn next_micros<P>(
+        &mut self,
+        buffer: &mut JitterBuffer<P>,
+        now_us: u64,
+    ) -> Option<QueuedFrame<P>> {
+        self.next_at(buffer, micros(now_us))
+    }
+
+    fn next_at<P>(&mut self, buffer: &mut JitterBuffer<P>, now_us: i64) -> Option<QueuedFrame<P>> {
+        if self.queued >= self.frame_samples || self.taken >= MAX_TAKES_PER_TICK {
+            return None;
+        }
+        self.taken += 1;
+        // Samples to µs and timestamp units to samples, in u128: no
+        // overflow for any valid configuration.
+        let frame_samples = self.frame_samples as u128;
+        let offset_us = self.queued as u128 * buffer.frame_us.max(0) as u128 / frame_samples;
+        let offset_us = i64::try_from(offset_us).unwrap_or(i64::MAX);
+        let scaled = buffer.pop_scaled_at(now_us, offset_us);
+        let samples = u128::from(scaled.duration) * frame_samples / u128::from(buffer.frame_ticks.max(1));
+        let samples = usize::try_from(samples).unwrap_or(usize::MAX);
+        self.queued = self.queued.saturating_add(samples);
+        Some(QueuedFrame {
+            playout: scaled.playout,
+            samples,
+            offset: duration_us(offset_us),
+        })
+    }
+
+    /// The device played a frame's worth (or what was held, if less).
+    pub fn advance(&mut self) {
+        self.queued = self.queued.saturating_sub(self.frame_samples);
+        self.taken = 0;
+    }
 }
 
 /// What [`JitterBuffer::push`] did with a packet.
@@ -584,32 +866,11 @@ const STALL_PACKETS: u32 = 20;
 const STALL_SHARE: f64 = 0.007;
 
 impl<P> JitterBuffer<P> {
-    /// A buffer with the given settings.
+    /// A buffer with the given settings, checked by
+    /// [`JitterConfig::validate`].
     pub fn new(config: JitterConfig) -> Result<Self, JitterConfigError> {
-        if config.clock_rate == 0 {
-            return Err(JitterConfigError::ZeroClockRate);
-        }
+        config.validate()?;
         let nanos = config.frame_duration.as_nanos() * u128::from(config.clock_rate);
-        if nanos == 0 || !nanos.is_multiple_of(1_000_000_000) {
-            return Err(JitterConfigError::BadFrameDuration {
-                frame: config.frame_duration,
-                clock_rate: config.clock_rate,
-            });
-        }
-        if config.capacity == 0 || config.history == 0 {
-            return Err(JitterConfigError::ZeroCapacity);
-        }
-        if config.min_delay > config.max_delay {
-            return Err(JitterConfigError::InvertedBounds {
-                min: config.min_delay,
-                max: config.max_delay,
-            });
-        }
-        if !(config.late_target > 0.0 && config.late_target < 1.0) {
-            return Err(JitterConfigError::BadLateTarget(
-                config.late_target.to_string(),
-            ));
-        }
         let frame_ticks = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
         let rate = u64::from(config.clock_rate);
         let divisor = gcd(1_000_000, rate);
@@ -1690,6 +1951,115 @@ mod tests {
     }
 
     #[test]
+    fn rejects_settings_that_would_overflow_or_allocate_without_bound() {
+        let rejects = |config: JitterConfig| JitterBuffer::<u8>::new(config).err();
+        let mut config = JitterConfig::default();
+        config.time_scale_limit = Duration::from_secs(3600);
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::TimeScaleLimitTooLarge { .. })
+        ));
+        let mut config = JitterConfig::default();
+        config.time_scale_limit = Duration::from_millis(11);
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::TimeScaleLimitTooLarge { .. })
+        ));
+        assert!(matches!(
+            rejects(JitterConfig::default().with_capacity(usize::MAX)),
+            Some(JitterConfigError::CountTooLarge { setting: "capacity", .. })
+        ));
+        let mut config = JitterConfig::default();
+        config.history = MAX_HISTORY + 1;
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::CountTooLarge { setting: "history", .. })
+        ));
+        let mut config = JitterConfig::default();
+        config.baseline_window = Duration::from_secs(86_400);
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::DurationTooLong { setting: "baseline_window", .. })
+        ));
+        let mut config = JitterConfig::default();
+        config.jump_threshold = Duration::MAX;
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::DurationTooLong { setting: "jump_threshold", .. })
+        ));
+        assert!(matches!(
+            rejects(JitterConfig::default().with_mode(DelayMode::Fixed(Duration::MAX))),
+            Some(JitterConfigError::DurationTooLong { .. })
+        ));
+        assert!(matches!(
+            rejects(JitterConfig::default().with_clock(8000, Duration::from_secs(2))),
+            Some(JitterConfigError::DurationTooLong { setting: "frame_duration", .. })
+        ));
+        assert!(matches!(
+            rejects(JitterConfig::default().with_clock(u32::MAX, Duration::from_secs(1))),
+            Some(JitterConfigError::BadFrameDuration { .. })
+        ));
+        let mut config = JitterConfig::default();
+        config.feedback_late_rate = f64::NAN;
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::BadFraction { setting: "feedback_late_rate", .. })
+        ));
+        // The largest accepted values work: half a frame of time-scaling
+        // gives frames of half to one and a half frames.
+        let mut config = JitterConfig::default();
+        config.time_scale_limit = Duration::from_millis(10);
+        config.capacity = MAX_CAPACITY;
+        let mut jb = JitterBuffer::new(config).unwrap();
+        let t0 = epoch();
+        // The sender's clock runs 1 % fast: the delay comes down by
+        // compressing frames.
+        let arrivals: Vec<_> = (0..1000u16)
+            .map(|i| {
+                (
+                    (f64::from(i) * 19.8).round() as u64,
+                    packet(i, u32::from(i) * 160),
+                )
+            })
+            .collect();
+        let out = run_scaled(&mut jb, t0, arrivals, 1000);
+        assert!(out.iter().all(|(_, _, d)| (80..=240).contains(d)));
+        assert!(out.iter().any(|(_, _, d)| *d != 160));
+    }
+
+    #[test]
+    fn playout_queue_holds_a_frame_after_every_tick() {
+        // Delay steps up and down make the buffer stretch and compress;
+        // the queue still ends every tick with a frame or more, and each
+        // frame starts where the previous one ended.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let mut arrivals = stream(0..1500, |i| if (i / 250) % 2 == 1 { 35 } else { 0 });
+        arrivals.sort_by_key(|a| a.0);
+        let mut pending = arrivals.into_iter().peekable();
+        let mut queue = PlayoutQueue::new(160);
+        let mut scaled = 0;
+        for k in 0..1500u64 {
+            let t = 20 * k;
+            while let Some((a, p)) = pending.next_if(|(a, _)| *a <= t) {
+                jb.push(at(t0, a), p);
+            }
+            let held = queue.queued();
+            let mut expected_offset = held as u64 * 125;
+            while let Some(frame) = queue.next(&mut jb, at(t0, t)) {
+                assert_eq!(frame.offset, Duration::from_micros(expected_offset));
+                expected_offset += frame.samples as u64 * 125;
+                scaled += usize::from(frame.samples != 160);
+            }
+            assert!(expected_offset >= 20_000, "tick {k}: {expected_offset} µs");
+            queue.advance();
+            assert_eq!(queue.queued() as u64 * 125, expected_offset - 20_000);
+        }
+        assert!(scaled > 0);
+        assert_eq!(queue.next(&mut jb, at(t0, 30_000)).map(|_| ()), Some(()));
+    }
+
+    #[test]
     fn silence_before_the_first_packet_then_frames_in_order() {
         let t0 = epoch();
         let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
@@ -2040,8 +2410,8 @@ mod tests {
         assert!(frames(&out).windows(2).all(|w| w[0] < w[1]));
     }
 
-    /// As `run`, through `pop_scaled` and a queue of time-scaled audio
-    /// the way the audio side keeps it: (play time ms, playout, duration).
+    /// As `run`, through a `PlayoutQueue` of time-scaled audio the way
+    /// the audio side keeps it: (play time µs, playout, duration).
     fn run_scaled(
         jb: &mut JitterBuffer<u16>,
         t0: Instant,
@@ -2051,19 +2421,18 @@ mod tests {
         arrivals.sort_by_key(|a| a.0);
         let mut pending = arrivals.into_iter().peekable();
         let mut out = Vec::new();
-        let mut queued = 0u64;
+        // The device plays 8 kHz samples, one per timestamp unit.
+        let mut queue = PlayoutQueue::new(160);
         for k in 0..ticks {
             let t = 20 * k;
             while let Some((a, p)) = pending.next_if(|(a, _)| *a <= t) {
                 jb.push(at(t0, a), p);
             }
-            // Queue in 8 kHz samples.
-            while queued < 160 {
-                let scaled = jb.pop_scaled(at(t0, t), Duration::from_micros(queued * 125));
-                out.push((t * 1000 + queued * 125, scaled.playout, scaled.duration));
-                queued += u64::from(scaled.duration);
+            while let Some(frame) = queue.next(jb, at(t0, t)) {
+                let play_at = t * 1000 + u64::try_from(frame.offset.as_micros()).unwrap();
+                out.push((play_at, frame.playout, u32::try_from(frame.samples).unwrap()));
             }
-            queued -= 160;
+            queue.advance();
         }
         out
     }
