@@ -410,7 +410,11 @@ impl JitterConfig {
             ("min_delay", self.min_delay, MAX_SETTING_DURATION),
             ("max_delay", self.max_delay, MAX_SETTING_DURATION),
             ("shrink_margin", self.shrink_margin, MAX_SETTING_DURATION),
-            ("shrink_patience", self.shrink_patience, MAX_SETTING_DURATION),
+            (
+                "shrink_patience",
+                self.shrink_patience,
+                MAX_SETTING_DURATION,
+            ),
             ("jump_threshold", self.jump_threshold, MAX_SETTING_DURATION),
             ("boost_limit", self.boost_limit, MAX_SETTING_DURATION),
             (
@@ -420,13 +424,21 @@ impl JitterConfig {
             ),
             ("feedback_step", self.feedback_step, MAX_SETTING_DURATION),
             ("feedback_floor", self.feedback_floor, MAX_SETTING_DURATION),
-            ("feedback_ceiling", self.feedback_ceiling, MAX_SETTING_DURATION),
+            (
+                "feedback_ceiling",
+                self.feedback_ceiling,
+                MAX_SETTING_DURATION,
+            ),
             (
                 "feedback_lateness_limit",
                 self.feedback_lateness_limit,
                 MAX_SETTING_DURATION,
             ),
-            ("stall_threshold", self.stall_threshold, MAX_SETTING_DURATION),
+            (
+                "stall_threshold",
+                self.stall_threshold,
+                MAX_SETTING_DURATION,
+            ),
         ] {
             if value > max {
                 return Err(JitterConfigError::DurationTooLong {
@@ -575,7 +587,11 @@ impl PlayoutQueue {
     /// once the queue holds at least a frame's worth (then let the device
     /// play it and call [`advance`](Self::advance)). The caller
     /// time-scales the frame to exactly [`QueuedFrame::samples`] samples.
-    pub fn next<P>(&mut self, buffer: &mut JitterBuffer<P>, now: Instant) -> Option<QueuedFrame<P>> {
+    pub fn next<P>(
+        &mut self,
+        buffer: &mut JitterBuffer<P>,
+        now: Instant,
+    ) -> Option<QueuedFrame<P>> {
         let now_us = buffer.time(now);
         self.next_at(buffer, now_us)
     }
@@ -601,7 +617,8 @@ impl PlayoutQueue {
         let offset_us = self.queued as u128 * buffer.frame_us.max(0) as u128 / frame_samples;
         let offset_us = i64::try_from(offset_us).unwrap_or(i64::MAX);
         let scaled = buffer.pop_scaled_at(now_us, offset_us);
-        let samples = u128::from(scaled.duration) * frame_samples / u128::from(buffer.frame_ticks.max(1));
+        let samples =
+            u128::from(scaled.duration) * frame_samples / u128::from(buffer.frame_ticks.max(1));
         let samples = usize::try_from(samples).unwrap_or(usize::MAX);
         self.queued = self.queued.saturating_add(samples);
         Some(QueuedFrame {
@@ -1127,7 +1144,8 @@ impl<P> JitterBuffer<P> {
         // shrink pending, and the frame at the cursor here.
         if self.shrink_wanted_since.is_none()
             && target.is_none_or(|t| {
-                !adaptive || (transit >= t && transit - self.frame_us <= t + self.config_us.shrink_margin)
+                !adaptive
+                    || (transit >= t && transit - self.frame_us <= t + self.config_us.shrink_margin)
             })
             && self.packets.front().is_some_and(|e| e.ts == cursor)
         {
@@ -1953,39 +1971,61 @@ mod tests {
     #[test]
     fn rejects_settings_that_would_overflow_or_allocate_without_bound() {
         let rejects = |config: JitterConfig| JitterBuffer::<u8>::new(config).err();
-        let mut config = JitterConfig::default();
-        config.time_scale_limit = Duration::from_secs(3600);
+        let config = JitterConfig {
+            time_scale_limit: Duration::from_secs(3600),
+            ..JitterConfig::default()
+        };
         assert!(matches!(
             rejects(config),
             Some(JitterConfigError::TimeScaleLimitTooLarge { .. })
         ));
-        let mut config = JitterConfig::default();
-        config.time_scale_limit = Duration::from_millis(11);
+        let config = JitterConfig {
+            time_scale_limit: Duration::from_millis(11),
+            ..JitterConfig::default()
+        };
         assert!(matches!(
             rejects(config),
             Some(JitterConfigError::TimeScaleLimitTooLarge { .. })
         ));
         assert!(matches!(
             rejects(JitterConfig::default().with_capacity(usize::MAX)),
-            Some(JitterConfigError::CountTooLarge { setting: "capacity", .. })
+            Some(JitterConfigError::CountTooLarge {
+                setting: "capacity",
+                ..
+            })
         ));
-        let mut config = JitterConfig::default();
-        config.history = MAX_HISTORY + 1;
+        let config = JitterConfig {
+            history: MAX_HISTORY + 1,
+            ..JitterConfig::default()
+        };
         assert!(matches!(
             rejects(config),
-            Some(JitterConfigError::CountTooLarge { setting: "history", .. })
+            Some(JitterConfigError::CountTooLarge {
+                setting: "history",
+                ..
+            })
         ));
-        let mut config = JitterConfig::default();
-        config.baseline_window = Duration::from_secs(86_400);
+        let config = JitterConfig {
+            baseline_window: Duration::from_secs(86_400),
+            ..JitterConfig::default()
+        };
         assert!(matches!(
             rejects(config),
-            Some(JitterConfigError::DurationTooLong { setting: "baseline_window", .. })
+            Some(JitterConfigError::DurationTooLong {
+                setting: "baseline_window",
+                ..
+            })
         ));
-        let mut config = JitterConfig::default();
-        config.jump_threshold = Duration::MAX;
+        let config = JitterConfig {
+            jump_threshold: Duration::MAX,
+            ..JitterConfig::default()
+        };
         assert!(matches!(
             rejects(config),
-            Some(JitterConfigError::DurationTooLong { setting: "jump_threshold", .. })
+            Some(JitterConfigError::DurationTooLong {
+                setting: "jump_threshold",
+                ..
+            })
         ));
         assert!(matches!(
             rejects(JitterConfig::default().with_mode(DelayMode::Fixed(Duration::MAX))),
@@ -1993,23 +2033,33 @@ mod tests {
         ));
         assert!(matches!(
             rejects(JitterConfig::default().with_clock(8000, Duration::from_secs(2))),
-            Some(JitterConfigError::DurationTooLong { setting: "frame_duration", .. })
+            Some(JitterConfigError::DurationTooLong {
+                setting: "frame_duration",
+                ..
+            })
         ));
         assert!(matches!(
             rejects(JitterConfig::default().with_clock(u32::MAX, Duration::from_secs(1))),
             Some(JitterConfigError::BadFrameDuration { .. })
         ));
-        let mut config = JitterConfig::default();
-        config.feedback_late_rate = f64::NAN;
+        let config = JitterConfig {
+            feedback_late_rate: f64::NAN,
+            ..JitterConfig::default()
+        };
         assert!(matches!(
             rejects(config),
-            Some(JitterConfigError::BadFraction { setting: "feedback_late_rate", .. })
+            Some(JitterConfigError::BadFraction {
+                setting: "feedback_late_rate",
+                ..
+            })
         ));
         // The largest accepted values work: half a frame of time-scaling
         // gives frames of half to one and a half frames.
-        let mut config = JitterConfig::default();
-        config.time_scale_limit = Duration::from_millis(10);
-        config.capacity = MAX_CAPACITY;
+        let config = JitterConfig {
+            time_scale_limit: Duration::from_millis(10),
+            capacity: MAX_CAPACITY,
+            ..JitterConfig::default()
+        };
         let mut jb = JitterBuffer::new(config).unwrap();
         let t0 = epoch();
         // The sender's clock runs 1 % fast: the delay comes down by
@@ -2430,7 +2480,11 @@ mod tests {
             }
             while let Some(frame) = queue.next(jb, at(t0, t)) {
                 let play_at = t * 1000 + u64::try_from(frame.offset.as_micros()).unwrap();
-                out.push((play_at, frame.playout, u32::try_from(frame.samples).unwrap()));
+                out.push((
+                    play_at,
+                    frame.playout,
+                    u32::try_from(frame.samples).unwrap(),
+                ));
             }
             queue.advance();
         }

@@ -598,7 +598,10 @@ mod tests {
             let mut u = TimestampUnwrapper::new();
             let base = u.unwrap(start);
             assert_eq!(u.peek(start.wrapping_add(1 << 31)), base - (1 << 31));
-            assert_eq!(u.peek(start.wrapping_add((1 << 31) - 1)), base + (1 << 31) - 1);
+            assert_eq!(
+                u.peek(start.wrapping_add((1 << 31) - 1)),
+                base + (1 << 31) - 1
+            );
         }
     }
 
