@@ -966,20 +966,17 @@ impl<P> JitterBuffer<P> {
         self.stats.received += 1;
         let mut reset = false;
         if self.ssrc.is_some_and(|s| s != packet.ssrc) {
-            debug!(old = ?self.ssrc, new = %packet.ssrc, "jitter buffer reset: new ssrc");
-            self.reset();
+            self.reset_for(packet.ssrc, None);
             reset = true;
         }
         let mut ts = self.timestamps.peek(packet.timestamp);
         let mut transit = now_us - self.ts_us(ts);
-        if self.ssrc.is_some()
-            && self
-                .estimator
-                .baseline()
-                .is_some_and(|b| (transit - b).abs() > self.config_us.jump_threshold)
+        // A target exists once a packet of this stream was measured, and
+        // `baseline_us` is the baseline it was computed on.
+        if self.target.is_some()
+            && (transit - self.baseline_us).abs() > self.config_us.jump_threshold
         {
-            debug!(transit, "jitter buffer reset: timestamp jump");
-            self.reset();
+            self.reset_for(packet.ssrc, Some(transit));
             reset = true;
             ts = self.timestamps.peek(packet.timestamp);
             transit = now_us - self.ts_us(ts);
@@ -998,50 +995,19 @@ impl<P> JitterBuffer<P> {
         if (previous.is_some_and(|h| sequence <= h) && self.recent.contains(sequence))
             || (!newest && self.position(ts).is_ok())
         {
-            self.stats.duplicates += 1;
-            trace!(seq = packet.sequence_number, "duplicate dropped");
-            return PushOutcome::Duplicate;
+            return self.duplicate(packet.sequence_number);
         }
         let baseline = self.estimator.add(now_us, transit);
         self.anchor.get_or_insert(transit);
 
-        if self.cursor.is_some_and(|c| ts < c)
-            && self.packets.is_empty()
-            && self.empty_ticks > 0
-            && self.is_spurt_start(ts, sequence, packet.marker)
+        if (self.cursor.is_some_and(|c| ts < c)
+            || self.last_played.is_some_and(|(_, last_ts)| ts <= last_ts))
+            && self.late(now_us, ts, transit, sequence, baseline, &packet)
         {
-            // The first packet of a talk spurt after a pause, later than the
-            // pause's running clock: start the spurt afresh at the target.
-            self.cursor = None;
-        }
-        // Late: behind the playout clock, or, while a new talk spurt waits
-        // to start, not after the last frame played.
-        if self.cursor.is_some_and(|c| ts < c)
-            || self.last_played.is_some_and(|(_, last_ts)| ts <= last_ts)
-        {
-            self.stats.late += 1;
-            if self
-                .playout_transit
-                .is_none_or(|p| transit - p <= self.config_us.feedback_lateness_limit)
-            {
-                self.feedback(true);
-            }
-            self.remember(sequence);
-            self.react_to_late(now_us, transit);
-            self.last_arrival_us = Some(now_us);
-            self.set_target(now_us, baseline);
-            trace!(seq = packet.sequence_number, "late packet dropped");
             return PushOutcome::Late;
         }
-        if self.packets.len() >= self.config.capacity
-            && let Some(oldest) = self.packets.pop_front()
-        {
-            self.stats.overflow += 1;
-            self.remember(oldest.sequence);
-            debug!(
-                seq = oldest.packet.sequence_number,
-                "jitter buffer full, oldest dropped"
-            );
+        if self.packets.len() >= self.config.capacity {
+            self.drop_oldest();
         }
         self.feedback(false);
         self.last_arrival_us = Some(now_us);
@@ -1054,14 +1020,93 @@ impl<P> JitterBuffer<P> {
         if newest || self.packets.back().is_none_or(|last| last.ts < ts) {
             self.packets.push_back(entry);
         } else {
-            let at = self.position(ts).unwrap_or_else(|at| at);
-            self.packets.insert(at, entry);
+            self.insert_sorted(entry);
         }
         if reset {
             PushOutcome::BufferedAfterReset
         } else {
             PushOutcome::Buffered
         }
+    }
+
+    /// Resets for a new SSRC, or for a timestamp jump to `transit`.
+    #[cold]
+    #[inline(never)]
+    fn reset_for(&mut self, ssrc: Ssrc, jump: Option<i64>) {
+        match jump {
+            None => debug!(old = ?self.ssrc, new = %ssrc, "jitter buffer reset: new ssrc"),
+            Some(transit) => debug!(transit, "jitter buffer reset: timestamp jump"),
+        }
+        self.reset();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn duplicate(&mut self, sequence_number: u16) -> PushOutcome {
+        self.stats.duplicates += 1;
+        trace!(seq = sequence_number, "duplicate dropped");
+        PushOutcome::Duplicate
+    }
+
+    /// A packet from behind the playout clock, or, while a new talk spurt
+    /// waits to start, not after the last frame played: dropped as late
+    /// (true), unless it starts a talk spurt after a pause (false).
+    #[cold]
+    #[inline(never)]
+    fn late(
+        &mut self,
+        now_us: i64,
+        ts: u64,
+        transit: i64,
+        sequence: u64,
+        baseline: i64,
+        packet: &JitterPacket<P>,
+    ) -> bool {
+        if self.cursor.is_some_and(|c| ts < c)
+            && self.packets.is_empty()
+            && self.empty_ticks > 0
+            && self.is_spurt_start(ts, sequence, packet.marker)
+        {
+            // The first packet of a talk spurt after a pause, later than the
+            // pause's running clock: start the spurt afresh at the target.
+            self.cursor = None;
+            if self.last_played.is_none_or(|(_, last_ts)| ts > last_ts) {
+                return false;
+            }
+        }
+        self.stats.late += 1;
+        if self
+            .playout_transit
+            .is_none_or(|p| transit - p <= self.config_us.feedback_lateness_limit)
+        {
+            self.feedback(true);
+        }
+        self.remember(sequence);
+        self.react_to_late(now_us, transit);
+        self.last_arrival_us = Some(now_us);
+        self.set_target(now_us, baseline);
+        trace!(seq = packet.sequence_number, "late packet dropped");
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drop_oldest(&mut self) {
+        if let Some(oldest) = self.packets.pop_front() {
+            self.stats.overflow += 1;
+            self.remember(oldest.sequence);
+            debug!(
+                seq = oldest.packet.sequence_number,
+                "jitter buffer full, oldest dropped"
+            );
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn insert_sorted(&mut self, entry: Entry<P>) {
+        let at = self.position(entry.ts).unwrap_or_else(|at| at);
+        self.packets.insert(at, entry);
     }
 
     /// What to play for the tick at `now`. Call once per frame duration.
@@ -1123,7 +1168,6 @@ impl<P> JitterBuffer<P> {
     /// `queued`: with time-scaling, the audio queued ahead of this frame
     /// (less than a frame), µs.
     fn pop_at(&mut self, now_us: i64, queued: Option<i64>) -> Playout<P> {
-        let scaling = queued.is_some();
         self.scale = 0;
         if self.boost.is_some() {
             // The boost decays with time, so the target moves between
@@ -1156,6 +1200,22 @@ impl<P> JitterBuffer<P> {
             }
             return self.play_front(cursor);
         }
+        self.pop_moving(now_us, queued, cursor, transit, target)
+    }
+
+    /// The rest of [`pop_at`](Self::pop_at): the delay is moving, or the
+    /// frame at the cursor is missing.
+    #[inline(never)]
+    fn pop_moving(
+        &mut self,
+        now_us: i64,
+        queued: Option<i64>,
+        cursor: u64,
+        transit: i64,
+        target: Option<i64>,
+    ) -> Playout<P> {
+        let scaling = queued.is_some();
+        let adaptive = self.config_us.adaptive;
         let want_stretch = adaptive && target.is_some_and(|t| transit < t);
         // With time-scaling, a whole frame of stretch (concealing) only
         // for a deficit of a frame or more; smaller ones stretch frames.
