@@ -1152,6 +1152,7 @@ impl<P> JitterBuffer<P> {
         } else {
             queued_us.rem_euclid(self.frame_us.max(1))
         };
+        self.scale = 0;
         let playout = self.pop_at(now_us, if scaling { Some(queued_us) } else { None });
         let scale = if matches!(playout, Playout::Frame(_)) {
             self.scale
@@ -1168,7 +1169,6 @@ impl<P> JitterBuffer<P> {
     /// `queued`: with time-scaling, the audio queued ahead of this frame
     /// (less than a frame), µs.
     fn pop_at(&mut self, now_us: i64, queued: Option<i64>) -> Playout<P> {
-        self.scale = 0;
         if self.boost.is_some() {
             // The boost decays with time, so the target moves between
             // packets too.
@@ -1191,14 +1191,17 @@ impl<P> JitterBuffer<P> {
                 !adaptive
                     || (transit >= t && transit - self.frame_us <= t + self.config_us.shrink_margin)
             })
-            && self.packets.front().is_some_and(|e| e.ts == cursor)
+            && let Some(entry) = self.packets.pop_front()
         {
-            if let Some(queued) = queued
-                && queued > 0
-            {
-                self.scale_frame(queued, false, false);
+            if entry.ts == cursor {
+                if let Some(queued) = queued
+                    && queued > 0
+                {
+                    self.scale_frame(queued, false, false);
+                }
+                return self.play(cursor, entry);
             }
-            return self.play_front(cursor);
+            self.packets.push_front(entry);
         }
         self.pop_moving(now_us, queued, cursor, transit, target)
     }
@@ -1528,36 +1531,27 @@ impl<P> JitterBuffer<P> {
         self.cursor = Some(cursor + self.frame_ticks);
     }
 
-    /// Plays the frame at the front, which is the one at `cursor`.
+    /// Plays `entry`, taken out of the buffer, the frame at `cursor`.
     #[inline]
-    fn play_front(&mut self, cursor: u64) -> Playout<P> {
+    fn play(&mut self, cursor: u64, entry: Entry<P>) -> Playout<P> {
         self.cursor = Some(cursor + self.frame_ticks);
-        match self.packets.pop_front() {
-            Some(entry) => {
-                self.remember(entry.sequence);
-                self.last_played = Some((entry.sequence, cursor));
-                self.empty_ticks = 0;
-                self.stats.played += 1;
-                Playout::Frame(entry.packet)
-            }
-            None => self.missing(false),
-        }
+        self.remember(entry.sequence);
+        self.last_played = Some((entry.sequence, cursor));
+        self.empty_ticks = 0;
+        self.stats.played += 1;
+        Playout::Frame(entry.packet)
     }
 
     fn play_at_cursor(&mut self) -> Playout<P> {
         let Some(cursor) = self.cursor else {
             return self.missing(true);
         };
-        self.cursor = Some(cursor + self.frame_ticks);
         match self.take(cursor) {
-            Some(entry) => {
-                self.remember(entry.sequence);
-                self.last_played = Some((entry.sequence, cursor));
-                self.empty_ticks = 0;
-                self.stats.played += 1;
-                Playout::Frame(entry.packet)
+            Some(entry) => self.play(cursor, entry),
+            None => {
+                self.cursor = Some(cursor + self.frame_ticks);
+                self.missing(false)
             }
-            None => self.missing(false),
         }
     }
 
