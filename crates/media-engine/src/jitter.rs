@@ -60,7 +60,9 @@
 //! [`JitterConfig::time_scale_limit`] longer or shorter than a frame. A
 //! shrink compresses a few frames instead of dropping one, and a stretch
 //! by less than a frame lengthens a few instead of concealing a whole one
-//! (see [`crate::timescale`] for the audio side).
+//! (see [`crate::timescale`] for the audio side). A [`PlayoutQueue`] keeps
+//! the account of the audio such a side holds and takes frames until it
+//! holds a tick's worth.
 //!
 //! # What else it handles
 //!
