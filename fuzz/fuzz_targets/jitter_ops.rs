@@ -2,9 +2,9 @@
 //! one frame per tick, packets that arrive reordered, duplicated, lost,
 //! skewed, after sequence wrap-around, timestamp jumps and SSRC changes,
 //! and an audio device that pops once per 20 ms tick, or, with `scaled`,
-//! one that time-scales: it takes frames with `pop_scaled` whenever its
-//! queue holds less than a frame and stretches or compresses them with
-//! `timescale::time_scale`.
+//! one that time-scales: it takes frames through a `PlayoutQueue`
+//! (`pop_scaled` until it holds a frame) and stretches or compresses them
+//! with `timescale::time_scale`.
 //!
 //! Checked after every operation: no panic; frames come out in timestamp
 //! order between resets; no packet is held longer than a timestamp jump
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use media_engine::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout};
+use media_engine::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout, PlayoutQueue};
 use media_engine::rtp::{Ssrc, TimestampUnwrapper};
 use media_engine::timescale::time_scale;
 
@@ -69,8 +69,9 @@ struct Harness {
     resets: u64,
     played_ssrc: Option<Ssrc>,
     scaled: bool,
-    /// Audio the time-scaling device holds, timestamp units.
-    queued: u32,
+    /// Audio the time-scaling device holds, one sample per timestamp
+    /// unit.
+    queue: PlayoutQueue,
     pcm: Vec<i16>,
     out: Vec<i16>,
 }
@@ -91,25 +92,21 @@ impl Harness {
     /// The device played a frame of its queue; it takes frames until the
     /// queue holds one again.
     fn scaled_tick(&mut self) {
-        self.queued = self.queued.saturating_sub(FRAME_TICKS);
-        let limit = u32::try_from(self.config.time_scale_limit.as_micros() / 125).unwrap();
-        for _ in 0..4 {
-            if self.queued >= FRAME_TICKS {
-                break;
-            }
-            let queued = Duration::from_micros(u64::from(self.queued) * 125);
-            let scaled = self.buffer.pop_scaled(self.now, queued);
-            let duration = scaled.duration;
+        self.queue.advance();
+        let limit = usize::try_from(self.config.time_scale_limit.as_micros() / 125).unwrap();
+        let frame = FRAME_TICKS as usize;
+        while let Some(queued) = self.queue.next(&mut self.buffer, self.now) {
+            let samples = queued.samples;
             assert!(
-                duration >= FRAME_TICKS - limit && duration <= FRAME_TICKS + limit,
-                "frame scaled to {duration}"
+                samples >= frame - limit && samples <= frame + limit,
+                "frame scaled to {samples}"
             );
             self.out.clear();
-            time_scale(&self.pcm, duration as usize, &mut self.out);
-            assert_eq!(self.out.len(), duration as usize);
-            self.queued += duration;
-            self.check(scaled.playout);
+            time_scale(&self.pcm, samples, &mut self.out);
+            assert_eq!(self.out.len(), samples);
+            self.check(queued.playout);
         }
+        assert!(self.queue.queued() >= frame, "queue short of a frame");
     }
 
     fn check(&mut self, playout: Playout<Instant>) {
@@ -169,7 +166,7 @@ fuzz_target!(|input: Input| {
         resets: 0,
         played_ssrc: None,
         scaled: input.scaled,
-        queued: 0,
+        queue: PlayoutQueue::new(FRAME_TICKS as usize),
         pcm,
         out: Vec::new(),
     };

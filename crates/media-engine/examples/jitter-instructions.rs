@@ -9,13 +9,14 @@
 //! The difference of the two totals divided by 100 000 is the cost of one
 //! push + pop, start-up excluded. A second argument picks the API:
 //! `instant` (the default, `push` and `pop`), `micros` (`push_micros` and
-//! `pop_micros`) or `scaled` (`push_micros` and `pop_scaled_micros`).
+//! `pop_micros`) or `scaled` (`push_micros`, and frames taken through a
+//! `PlayoutQueue` with `pop_scaled` as a time-scaling audio side does).
 #![allow(clippy::print_stdout)]
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use media_engine::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout};
+use media_engine::jitter::{JitterBuffer, JitterConfig, JitterPacket, Playout, PlayoutQueue};
 use media_engine::rtp::Ssrc;
 
 fn main() {
@@ -23,7 +24,7 @@ fn main() {
         .nth(1)
         .and_then(|n| n.parse().ok())
         .unwrap_or(20_000);
-    // 0: `Instant`, 1: µs, 2: µs and `pop_scaled_micros`.
+    // 0: `Instant`, 1: µs, 2: µs and a `PlayoutQueue`.
     let api = match std::env::args().nth(2).as_deref() {
         Some("micros") => 1,
         Some("scaled") => 2,
@@ -36,6 +37,7 @@ fn main() {
     #[allow(clippy::disallowed_methods)]
     let start = Instant::now();
     let mut played = 0u64;
+    let mut queue = PlayoutQueue::new(160);
     for i in 0..packets {
         // Truncation is the wrap-around the wire does.
         let packet = JitterPacket::new(Ssrc(1), i as u16, (i * 160) as u32, i == 0, i as u32);
@@ -48,7 +50,12 @@ fn main() {
             }
             2 => {
                 buffer.push_micros(arrival_us, black_box(packet));
-                buffer.pop_scaled_micros(tick_us + 20_000, 0).playout
+                let mut playout = Playout::Silence;
+                while let Some(frame) = queue.next_micros(&mut buffer, tick_us + 20_000) {
+                    playout = frame.playout;
+                }
+                queue.advance();
+                playout
             }
             _ => {
                 let tick = start + Duration::from_millis(20 * i);

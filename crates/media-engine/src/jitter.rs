@@ -60,7 +60,9 @@
 //! [`JitterConfig::time_scale_limit`] longer or shorter than a frame. A
 //! shrink compresses a few frames instead of dropping one, and a stretch
 //! by less than a frame lengthens a few instead of concealing a whole one
-//! (see [`crate::timescale`] for the audio side).
+//! (see [`crate::timescale`] for the audio side). A [`PlayoutQueue`] keeps
+//! the account of the audio such a side holds and takes frames until it
+//! holds a tick's worth.
 //!
 //! # What else it handles
 //!
@@ -93,12 +95,13 @@
 //! ```
 
 use std::collections::VecDeque;
+use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tracing::{debug, trace};
 
-use crate::rtp::Ssrc;
+use crate::rtp::{SequenceUnwrapper, Ssrc, TimestampUnwrapper};
 
 /// How the playout delay is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -279,6 +282,182 @@ pub enum JitterConfigError {
     /// The late target is not within 0..1.
     #[error("late target {0} is not within 0 and 1")]
     BadLateTarget(String),
+    /// A fraction (`feedback_late_rate`, `stall_share`) is not within
+    /// 0..=1.
+    #[error("{setting} {value} is not within 0 and 1")]
+    BadFraction {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: String,
+    },
+    /// A duration setting is longer than the buffer supports
+    /// ([`MAX_SETTING_DURATION`], [`MAX_FRAME_DURATION`] for the frame,
+    /// [`MAX_BASELINE_WINDOW`] for the baseline window).
+    #[error("{setting} {value:?} exceeds the supported {max:?}")]
+    DurationTooLong {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: Duration,
+        /// The most supported.
+        max: Duration,
+    },
+    /// `capacity` or `history` is larger than the buffer supports
+    /// ([`MAX_CAPACITY`], [`MAX_HISTORY`]): memory for that many packets
+    /// would be allocated as they arrive.
+    #[error("{setting} {value} exceeds the supported {max}")]
+    CountTooLarge {
+        /// The setting's name.
+        setting: &'static str,
+        /// The value given.
+        value: usize,
+        /// The most supported.
+        max: usize,
+    },
+    /// `time_scale_limit` is more than half a frame: a scaled frame must
+    /// stay between half a frame and one and a half.
+    #[error("time scale limit {limit:?} exceeds half the frame duration {frame:?}")]
+    TimeScaleLimitTooLarge {
+        /// The limit given.
+        limit: Duration,
+        /// The frame duration.
+        frame: Duration,
+    },
+}
+
+/// Longest [`JitterConfig::frame_duration`].
+pub const MAX_FRAME_DURATION: Duration = Duration::from_secs(1);
+/// Longest [`JitterConfig::baseline_window`]: the monotone queue behind
+/// the baseline may hold every packet of the window.
+pub const MAX_BASELINE_WINDOW: Duration = Duration::from_secs(60);
+/// Longest delay, threshold or step a [`JitterConfig`] may hold (and
+/// delay of [`DelayMode::Fixed`]), far from overflowing the integer time
+/// inside.
+pub const MAX_SETTING_DURATION: Duration = Duration::from_secs(3600);
+/// Largest [`JitterConfig::capacity`].
+pub const MAX_CAPACITY: usize = 1 << 16;
+/// Largest [`JitterConfig::history`] (2 bytes per packet).
+pub const MAX_HISTORY: usize = 1 << 20;
+
+impl JitterConfig {
+    /// Checks the settings as [`JitterBuffer::new`] does.
+    pub fn validate(&self) -> Result<(), JitterConfigError> {
+        if self.clock_rate == 0 {
+            return Err(JitterConfigError::ZeroClockRate);
+        }
+        let nanos = self.frame_duration.as_nanos() * u128::from(self.clock_rate);
+        // A frame, scaled by up to half, must fit the u32 durations.
+        if nanos == 0
+            || !nanos.is_multiple_of(1_000_000_000)
+            || nanos / 1_000_000_000 > u128::from(u32::MAX / 2)
+        {
+            return Err(JitterConfigError::BadFrameDuration {
+                frame: self.frame_duration,
+                clock_rate: self.clock_rate,
+            });
+        }
+        if self.frame_duration > MAX_FRAME_DURATION {
+            return Err(JitterConfigError::DurationTooLong {
+                setting: "frame_duration",
+                value: self.frame_duration,
+                max: MAX_FRAME_DURATION,
+            });
+        }
+        if self.capacity == 0 || self.history == 0 {
+            return Err(JitterConfigError::ZeroCapacity);
+        }
+        for (setting, value, max) in [
+            ("capacity", self.capacity, MAX_CAPACITY),
+            ("history", self.history, MAX_HISTORY),
+        ] {
+            if value > max {
+                return Err(JitterConfigError::CountTooLarge {
+                    setting,
+                    value,
+                    max,
+                });
+            }
+        }
+        if self.min_delay > self.max_delay {
+            return Err(JitterConfigError::InvertedBounds {
+                min: self.min_delay,
+                max: self.max_delay,
+            });
+        }
+        if !(self.late_target > 0.0 && self.late_target < 1.0) {
+            return Err(JitterConfigError::BadLateTarget(
+                self.late_target.to_string(),
+            ));
+        }
+        for (setting, value) in [
+            ("feedback_late_rate", self.feedback_late_rate),
+            ("stall_share", self.stall_share),
+        ] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(JitterConfigError::BadFraction {
+                    setting,
+                    value: value.to_string(),
+                });
+            }
+        }
+        let fixed = match self.mode {
+            DelayMode::Fixed(d) => d,
+            DelayMode::Adaptive => Duration::ZERO,
+        };
+        for (setting, value, max) in [
+            ("baseline_window", self.baseline_window, MAX_BASELINE_WINDOW),
+            ("fixed delay", fixed, MAX_SETTING_DURATION),
+            ("initial_delay", self.initial_delay, MAX_SETTING_DURATION),
+            ("min_delay", self.min_delay, MAX_SETTING_DURATION),
+            ("max_delay", self.max_delay, MAX_SETTING_DURATION),
+            ("shrink_margin", self.shrink_margin, MAX_SETTING_DURATION),
+            (
+                "shrink_patience",
+                self.shrink_patience,
+                MAX_SETTING_DURATION,
+            ),
+            ("jump_threshold", self.jump_threshold, MAX_SETTING_DURATION),
+            ("boost_limit", self.boost_limit, MAX_SETTING_DURATION),
+            (
+                "boost_decay_per_second",
+                self.boost_decay_per_second,
+                MAX_SETTING_DURATION,
+            ),
+            ("feedback_step", self.feedback_step, MAX_SETTING_DURATION),
+            ("feedback_floor", self.feedback_floor, MAX_SETTING_DURATION),
+            (
+                "feedback_ceiling",
+                self.feedback_ceiling,
+                MAX_SETTING_DURATION,
+            ),
+            (
+                "feedback_lateness_limit",
+                self.feedback_lateness_limit,
+                MAX_SETTING_DURATION,
+            ),
+            (
+                "stall_threshold",
+                self.stall_threshold,
+                MAX_SETTING_DURATION,
+            ),
+        ] {
+            if value > max {
+                return Err(JitterConfigError::DurationTooLong {
+                    setting,
+                    value,
+                    max,
+                });
+            }
+        }
+        if self.time_scale_limit > self.frame_duration / 2 {
+            return Err(JitterConfigError::TimeScaleLimitTooLarge {
+                limit: self.time_scale_limit,
+                frame: self.frame_duration,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// A packet as the buffer sees it: the RTP fields it needs plus a payload
@@ -333,6 +512,129 @@ pub struct ScaledPlayout<P> {
     /// time-scales the decoded frame to this length, for instance with
     /// [`crate::timescale::time_scale`].
     pub duration: u32,
+}
+
+/// The audio an output device that plays one frame per tick holds ahead
+/// of it, for an audio side that time-scales frames: the loop that takes
+/// frames with [`JitterBuffer::pop_scaled`] until the device holds a
+/// tick's worth, and the accounting of what it holds.
+///
+/// Once per device tick:
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use media_engine::jitter::{JitterBuffer, JitterConfig, PlayoutQueue};
+///
+/// let mut jb: JitterBuffer<Vec<u8>> = JitterBuffer::new(JitterConfig::default()).unwrap();
+/// let mut queue = PlayoutQueue::new(160);
+/// let mut pcm: Vec<i16> = Vec::new();
+/// let now = Instant::now();
+/// while let Some(frame) = queue.next(&mut jb, now) {
+///     // Decode (or conceal) `frame.playout`, time-scale it to
+///     // `frame.samples` samples and append them to the device's audio.
+///     pcm.resize(pcm.len() + frame.samples, 0);
+/// }
+/// // The device plays a frame's worth.
+/// pcm.drain(..160);
+/// queue.advance();
+/// assert_eq!(pcm.len(), queue.queued());
+/// ```
+#[derive(Clone, Debug)]
+pub struct PlayoutQueue {
+    /// Device samples per frame.
+    frame_samples: usize,
+    /// Device samples held.
+    queued: usize,
+    /// Frames taken since the last tick.
+    taken: u32,
+}
+
+/// A frame [`PlayoutQueue::next`] took for the device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueuedFrame<P> {
+    /// What to play.
+    pub playout: Playout<P>,
+    /// How many device samples to time-scale it to; the queue counts
+    /// them as held from now on.
+    pub samples: usize,
+    /// How long after the tick it starts playing: the audio held ahead
+    /// of it.
+    pub offset: Duration,
+}
+
+/// Most frames taken per tick: with [`JitterConfig::time_scale_limit`]
+/// at most half a frame, every frame lasts at least half a frame, so
+/// three always fill a tick (rounding included) once a device frame has
+/// two samples or more.
+const MAX_TAKES_PER_TICK: u32 = 4;
+
+impl PlayoutQueue {
+    /// An empty queue for a device that plays `frame_samples` samples per
+    /// frame (the decoder's frame; at least one).
+    pub fn new(frame_samples: usize) -> Self {
+        PlayoutQueue {
+            frame_samples: frame_samples.max(1),
+            queued: 0,
+            taken: 0,
+        }
+    }
+
+    /// Device samples held ahead of the device.
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// The next frame to take for the device tick at `now`, or `None`
+    /// once the queue holds at least a frame's worth (then let the device
+    /// play it and call [`advance`](Self::advance)). The caller
+    /// time-scales the frame to exactly [`QueuedFrame::samples`] samples.
+    pub fn next<P>(
+        &mut self,
+        buffer: &mut JitterBuffer<P>,
+        now: Instant,
+    ) -> Option<QueuedFrame<P>> {
+        let now_us = buffer.time(now);
+        self.next_at(buffer, now_us)
+    }
+
+    /// [`next`](Self::next) for a buffer driven by µs
+    /// ([`JitterBuffer::push_micros`]).
+    pub fn next_micros<P>(
+        &mut self,
+        buffer: &mut JitterBuffer<P>,
+        now_us: u64,
+    ) -> Option<QueuedFrame<P>> {
+        self.next_at(buffer, micros(now_us))
+    }
+
+    fn next_at<P>(&mut self, buffer: &mut JitterBuffer<P>, now_us: i64) -> Option<QueuedFrame<P>> {
+        if self.queued >= self.frame_samples || self.taken >= MAX_TAKES_PER_TICK {
+            return None;
+        }
+        self.taken += 1;
+        // Samples to µs and timestamp units to samples, in u128: no
+        // overflow for any valid configuration.
+        let frame_samples = self.frame_samples as u128;
+        let offset_us = self.queued as u128 * buffer.frame_us.max(0) as u128 / frame_samples;
+        let offset_us = i64::try_from(offset_us).unwrap_or(i64::MAX);
+        let scaled = buffer.pop_scaled_at(now_us, offset_us);
+        let samples =
+            u128::from(scaled.duration) * frame_samples / u128::from(buffer.frame_ticks.max(1));
+        let samples = usize::try_from(samples).unwrap_or(usize::MAX);
+        self.queued = self.queued.saturating_add(samples);
+        Some(QueuedFrame {
+            playout: scaled.playout,
+            samples,
+            offset: duration_us(offset_us),
+        })
+    }
+
+    /// The device played a frame's worth (or what was held, if less).
+    pub fn advance(&mut self) {
+        self.queued = self.queued.saturating_sub(self.frame_samples);
+        self.taken = 0;
+    }
 }
 
 /// What [`JitterBuffer::push`] did with a packet.
@@ -405,8 +707,8 @@ pub struct JitterBuffer<P> {
     us_den: u64,
     epoch: Option<Instant>,
     ssrc: Option<Ssrc>,
-    timestamps: Unwrap32,
-    sequences: Unwrap16,
+    timestamps: TimestampUnwrapper,
+    sequences: SequenceUnwrapper,
     /// Packets held, sorted by extended timestamp. They nearly always
     /// arrive in order, so inserting is a push at the back and playing a
     /// pop at the front.
@@ -425,8 +727,13 @@ pub struct JitterBuffer<P> {
     last_arrival_us: Option<i64>,
     /// Extra target delay after late packets: (value µs, when set).
     boost: Option<(f64, i64)>,
-    /// Late-rate feedback added to the target, µs (negative lowers it).
-    feedback_us: f64,
+    /// Late-rate feedback added to the target, ns (negative lowers it).
+    feedback_ns: i64,
+    /// The playout transit aimed for, recomputed whenever a packet
+    /// changed the estimate or the feedback (and at every tick while a
+    /// boost decays), and the baseline it was computed on.
+    target: Option<i64>,
+    baseline_us: i64,
     /// Recently played or dropped extended sequence numbers.
     recent: RecentSequences,
     /// Gauges, turned into durations only when statistics are read.
@@ -447,12 +754,12 @@ struct ConfigUs {
     fixed_delay: i64,
     boost_decay_per_second: f64,
     boost_limit: i64,
-    feedback_ceiling: f64,
-    feedback_floor: f64,
+    feedback_ceiling: i64,
+    feedback_floor: i64,
     feedback_lateness_limit: i64,
-    /// Feedback change per late packet and per packet on time.
-    feedback_up: f64,
-    feedback_down: f64,
+    /// Feedback change per late packet and per packet on time, ns.
+    feedback_up: i64,
+    feedback_down: i64,
     initial_delay: i64,
     jump_threshold: i64,
     max_delay: i64,
@@ -468,17 +775,17 @@ impl ConfigUs {
             DelayMode::Adaptive => (true, 0),
             DelayMode::Fixed(d) => (false, us(d)),
         };
-        let step = us(config.feedback_step) as f64;
+        let step = ns(config.feedback_step) as f64;
         ConfigUs {
             adaptive,
             fixed_delay,
             boost_decay_per_second: us(config.boost_decay_per_second) as f64,
             boost_limit: us(config.boost_limit),
-            feedback_ceiling: us(config.feedback_ceiling) as f64,
-            feedback_floor: us(config.feedback_floor) as f64,
+            feedback_ceiling: ns(config.feedback_ceiling),
+            feedback_floor: ns(config.feedback_floor),
             feedback_lateness_limit: us(config.feedback_lateness_limit),
-            feedback_up: step * (1.0 - config.feedback_late_rate),
-            feedback_down: step * config.feedback_late_rate,
+            feedback_up: (step * (1.0 - config.feedback_late_rate)).round() as i64,
+            feedback_down: (step * config.feedback_late_rate).round() as i64,
             initial_delay: us(config.initial_delay),
             jump_threshold: us(config.jump_threshold),
             max_delay: us(config.max_delay),
@@ -494,59 +801,7 @@ impl ConfigUs {
 struct Entry<P> {
     ts: u64,
     sequence: u64,
-    marker: bool,
     packet: JitterPacket<P>,
-}
-
-/// Extends 16-bit sequence numbers to the closest value to the highest
-/// seen, as [`crate::rtp::SequenceUnwrapper`] does, inline.
-#[derive(Debug, Default)]
-struct Unwrap16 {
-    last: Option<u64>,
-}
-
-impl Unwrap16 {
-    #[inline]
-    fn unwrap(&mut self, seq: u16) -> u64 {
-        let value = match self.last {
-            None => (1 << 16) + u64::from(seq),
-            Some(last) => {
-                let delta = i64::from(seq.wrapping_sub(last as u16) as i16);
-                last.saturating_add_signed(delta)
-            }
-        };
-        if self.last.is_none_or(|last| value > last) {
-            self.last = Some(value);
-        }
-        value
-    }
-}
-
-/// Extends 32-bit timestamps to the closest value to the highest seen, as
-/// [`crate::rtp::TimestampUnwrapper`] does, inline.
-#[derive(Debug, Default)]
-struct Unwrap32 {
-    last: Option<u64>,
-}
-
-impl Unwrap32 {
-    #[inline]
-    fn peek(&self, ts: u32) -> u64 {
-        match self.last {
-            None => (1 << 32) + u64::from(ts),
-            Some(last) => {
-                let delta = i64::from(ts.wrapping_sub(last as u32) as i32);
-                last.saturating_add_signed(delta)
-            }
-        }
-    }
-
-    #[inline]
-    fn record(&mut self, value: u64) {
-        if self.last.is_none_or(|last| value > last) {
-            self.last = Some(value);
-        }
-    }
 }
 
 /// How far back, in sequence numbers, played and dropped packets are
@@ -558,40 +813,39 @@ const RECENT_SEQUENCES: u64 = 256;
 /// check and to record.
 #[derive(Debug, Default)]
 struct RecentSequences {
-    highest: Option<u64>,
+    /// Zero before the first: extended sequence numbers are never zero.
+    highest: u64,
     bits: [u64; (RECENT_SEQUENCES / 64) as usize],
 }
 
 impl RecentSequences {
     #[inline]
     fn contains(&self, sequence: u64) -> bool {
-        match self.highest {
-            Some(h) if sequence <= h && h - sequence < RECENT_SEQUENCES => self.bit(sequence),
-            _ => false,
-        }
+        self.highest.wrapping_sub(sequence) < RECENT_SEQUENCES && self.bit(sequence)
     }
 
     #[inline]
     fn insert(&mut self, sequence: u64) {
-        match self.highest {
-            Some(h) if sequence <= h => {
-                if h - sequence < RECENT_SEQUENCES {
-                    self.set(sequence);
-                }
-            }
-            Some(h) if sequence - h < RECENT_SEQUENCES => {
-                // Slots of the numbers that leave the window are reused.
-                for s in h + 1..sequence {
-                    self.unset(s);
-                }
+        let h = self.highest;
+        if sequence == h.wrapping_add(1) {
+            // In order: the slot it takes is the one leaving the window.
+            self.set(sequence);
+            self.highest = sequence;
+        } else if sequence <= h {
+            if h - sequence < RECENT_SEQUENCES {
                 self.set(sequence);
-                self.highest = Some(sequence);
             }
-            _ => {
-                self.bits = Default::default();
-                self.set(sequence);
-                self.highest = Some(sequence);
+        } else if h != 0 && sequence - h < RECENT_SEQUENCES {
+            // Slots of the numbers that leave the window are reused.
+            for s in h + 1..sequence {
+                self.unset(s);
             }
+            self.set(sequence);
+            self.highest = sequence;
+        } else {
+            self.bits = Default::default();
+            self.set(sequence);
+            self.highest = sequence;
         }
     }
 
@@ -599,16 +853,19 @@ impl RecentSequences {
         *self = Self::default();
     }
 
+    #[inline]
     fn bit(&self, sequence: u64) -> bool {
         let slot = sequence % RECENT_SEQUENCES;
         self.bits[(slot / 64) as usize] & (1 << (slot % 64)) != 0
     }
 
+    #[inline]
     fn set(&mut self, sequence: u64) {
         let slot = sequence % RECENT_SEQUENCES;
         self.bits[(slot / 64) as usize] |= 1 << (slot % 64);
     }
 
+    #[inline]
     fn unset(&mut self, sequence: u64) {
         let slot = sequence % RECENT_SEQUENCES;
         self.bits[(slot / 64) as usize] &= !(1 << (slot % 64));
@@ -628,32 +885,11 @@ const STALL_PACKETS: u32 = 20;
 const STALL_SHARE: f64 = 0.007;
 
 impl<P> JitterBuffer<P> {
-    /// A buffer with the given settings.
+    /// A buffer with the given settings, checked by
+    /// [`JitterConfig::validate`].
     pub fn new(config: JitterConfig) -> Result<Self, JitterConfigError> {
-        if config.clock_rate == 0 {
-            return Err(JitterConfigError::ZeroClockRate);
-        }
+        config.validate()?;
         let nanos = config.frame_duration.as_nanos() * u128::from(config.clock_rate);
-        if nanos == 0 || !nanos.is_multiple_of(1_000_000_000) {
-            return Err(JitterConfigError::BadFrameDuration {
-                frame: config.frame_duration,
-                clock_rate: config.clock_rate,
-            });
-        }
-        if config.capacity == 0 || config.history == 0 {
-            return Err(JitterConfigError::ZeroCapacity);
-        }
-        if config.min_delay > config.max_delay {
-            return Err(JitterConfigError::InvertedBounds {
-                min: config.min_delay,
-                max: config.max_delay,
-            });
-        }
-        if !(config.late_target > 0.0 && config.late_target < 1.0) {
-            return Err(JitterConfigError::BadLateTarget(
-                config.late_target.to_string(),
-            ));
-        }
         let frame_ticks = u64::try_from(nanos / 1_000_000_000).unwrap_or(u64::MAX);
         let rate = u64::from(config.clock_rate);
         let divisor = gcd(1_000_000, rate);
@@ -667,8 +903,8 @@ impl<P> JitterBuffer<P> {
             config,
             epoch: None,
             ssrc: None,
-            timestamps: Unwrap32::default(),
-            sequences: Unwrap16::default(),
+            timestamps: TimestampUnwrapper::new(),
+            sequences: SequenceUnwrapper::new(),
             packets: VecDeque::with_capacity(16),
             cursor: None,
             last_played: None,
@@ -677,7 +913,9 @@ impl<P> JitterBuffer<P> {
             playout_transit: None,
             last_arrival_us: None,
             boost: None,
-            feedback_us: 0.0,
+            feedback_ns: 0,
+            target: None,
+            baseline_us: 0,
             recent: RecentSequences::default(),
             target_delay_us: 0,
             current_delay_us: 0,
@@ -730,36 +968,102 @@ impl<P> JitterBuffer<P> {
         self.stats.received += 1;
         let mut reset = false;
         if self.ssrc.is_some_and(|s| s != packet.ssrc) {
-            debug!(old = ?self.ssrc, new = %packet.ssrc, "jitter buffer reset: new ssrc");
-            self.reset();
+            self.reset_for(packet.ssrc, None);
             reset = true;
         }
         let mut ts = self.timestamps.peek(packet.timestamp);
         let mut transit = now_us - self.ts_us(ts);
-        if self.ssrc.is_some()
-            && self
-                .estimator
-                .baseline()
-                .is_some_and(|b| (transit - b).abs() > self.config_us.jump_threshold)
+        // A target exists once a packet of this stream was measured, and
+        // `baseline_us` is the baseline it was computed on.
+        if self.target.is_some()
+            && (transit - self.baseline_us).abs() > self.config_us.jump_threshold
         {
-            debug!(transit, "jitter buffer reset: timestamp jump");
-            self.reset();
+            self.reset_for(packet.ssrc, Some(transit));
             reset = true;
             ts = self.timestamps.peek(packet.timestamp);
             transit = now_us - self.ts_us(ts);
         }
         self.ssrc = Some(packet.ssrc);
         self.timestamps.record(ts);
+        let previous = self.sequences.highest();
         let sequence = self.sequences.unwrap(packet.sequence_number);
-
-        if self.recent.contains(sequence) || self.position(ts).is_ok() {
-            self.stats.duplicates += 1;
-            trace!(seq = packet.sequence_number, "duplicate dropped");
-            return PushOutcome::Duplicate;
+        // A sequence number above all seen before was neither played nor
+        // dropped, and a timestamp after the newest held is not held: the
+        // in-order common case needs neither lookup.
+        let newest = match self.packets.back() {
+            None => true,
+            Some(last) => last.ts < ts,
+        };
+        if (previous.is_some_and(|h| sequence <= h) && self.recent.contains(sequence))
+            || (!newest && self.position(ts).is_ok())
+        {
+            return self.duplicate(packet.sequence_number);
         }
-        self.estimator.add(now_us, transit, self.config.history);
+        let baseline = self.estimator.add(now_us, transit);
         self.anchor.get_or_insert(transit);
 
+        if (self.cursor.is_some_and(|c| ts < c)
+            || self.last_played.is_some_and(|(_, last_ts)| ts <= last_ts))
+            && self.late(now_us, ts, transit, sequence, baseline, &packet)
+        {
+            return PushOutcome::Late;
+        }
+        if self.packets.len() >= self.config.capacity {
+            self.drop_oldest();
+        }
+        self.feedback(false);
+        self.last_arrival_us = Some(now_us);
+        self.set_target(now_us, baseline);
+        let entry = Entry {
+            ts,
+            sequence,
+            packet,
+        };
+        if newest || self.packets.back().is_none_or(|last| last.ts < ts) {
+            self.packets.push_back(entry);
+        } else {
+            self.insert_sorted(entry);
+        }
+        if reset {
+            PushOutcome::BufferedAfterReset
+        } else {
+            PushOutcome::Buffered
+        }
+    }
+
+    /// Resets for a new SSRC, or for a timestamp jump to `transit`.
+    #[cold]
+    #[inline(never)]
+    fn reset_for(&mut self, ssrc: Ssrc, jump: Option<i64>) {
+        match jump {
+            None => debug!(old = ?self.ssrc, new = %ssrc, "jitter buffer reset: new ssrc"),
+            Some(transit) => debug!(transit, "jitter buffer reset: timestamp jump"),
+        }
+        self.reset();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn duplicate(&mut self, sequence_number: u16) -> PushOutcome {
+        self.stats.duplicates += 1;
+        trace!(seq = sequence_number, "duplicate dropped");
+        PushOutcome::Duplicate
+    }
+
+    /// A packet from behind the playout clock, or, while a new talk spurt
+    /// waits to start, not after the last frame played: dropped as late
+    /// (true), unless it starts a talk spurt after a pause (false).
+    #[cold]
+    #[inline(never)]
+    fn late(
+        &mut self,
+        now_us: i64,
+        ts: u64,
+        transit: i64,
+        sequence: u64,
+        baseline: i64,
+        packet: &JitterPacket<P>,
+    ) -> bool {
         if self.cursor.is_some_and(|c| ts < c)
             && self.packets.is_empty()
             && self.empty_ticks > 0
@@ -768,28 +1072,29 @@ impl<P> JitterBuffer<P> {
             // The first packet of a talk spurt after a pause, later than the
             // pause's running clock: start the spurt afresh at the target.
             self.cursor = None;
-        }
-        // Late: behind the playout clock, or, while a new talk spurt waits
-        // to start, not after the last frame played.
-        if self.cursor.is_some_and(|c| ts < c)
-            || self.last_played.is_some_and(|(_, last_ts)| ts <= last_ts)
-        {
-            self.stats.late += 1;
-            if self
-                .playout_transit
-                .is_none_or(|p| transit - p <= self.config_us.feedback_lateness_limit)
-            {
-                self.feedback(true);
+            if self.last_played.is_none_or(|(_, last_ts)| ts > last_ts) {
+                return false;
             }
-            self.remember(sequence);
-            self.react_to_late(now_us, transit);
-            self.last_arrival_us = Some(now_us);
-            trace!(seq = packet.sequence_number, "late packet dropped");
-            return PushOutcome::Late;
         }
-        if self.packets.len() >= self.config.capacity
-            && let Some(oldest) = self.packets.pop_front()
+        self.stats.late += 1;
+        if self
+            .playout_transit
+            .is_none_or(|p| transit - p <= self.config_us.feedback_lateness_limit)
         {
+            self.feedback(true);
+        }
+        self.remember(sequence);
+        self.react_to_late(now_us, transit);
+        self.last_arrival_us = Some(now_us);
+        self.set_target(now_us, baseline);
+        trace!(seq = packet.sequence_number, "late packet dropped");
+        true
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drop_oldest(&mut self) {
+        if let Some(oldest) = self.packets.pop_front() {
             self.stats.overflow += 1;
             self.remember(oldest.sequence);
             debug!(
@@ -797,26 +1102,13 @@ impl<P> JitterBuffer<P> {
                 "jitter buffer full, oldest dropped"
             );
         }
-        self.feedback(false);
-        self.last_arrival_us = Some(now_us);
-        let entry = Entry {
-            ts,
-            sequence,
-            marker: packet.marker,
-            packet,
-        };
-        match self.packets.back() {
-            Some(last) if last.ts > ts => {
-                let at = self.position(ts).unwrap_or_else(|at| at);
-                self.packets.insert(at, entry);
-            }
-            _ => self.packets.push_back(entry),
-        }
-        if reset {
-            PushOutcome::BufferedAfterReset
-        } else {
-            PushOutcome::Buffered
-        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn insert_sorted(&mut self, entry: Entry<P>) {
+        let at = self.position(entry.ts).unwrap_or_else(|at| at);
+        self.packets.insert(at, entry);
     }
 
     /// What to play for the tick at `now`. Call once per frame duration.
@@ -857,7 +1149,12 @@ impl<P> JitterBuffer<P> {
 
     fn pop_scaled_at(&mut self, now_us: i64, queued_us: i64) -> ScaledPlayout<P> {
         let scaling = self.config_us.time_scale_limit > 0 && self.config_us.adaptive;
-        let queued_us = queued_us.rem_euclid(self.frame_us.max(1));
+        let queued_us = if (0..self.frame_us).contains(&queued_us) {
+            queued_us
+        } else {
+            queued_us.rem_euclid(self.frame_us.max(1))
+        };
+        self.scale = 0;
         let playout = self.pop_at(now_us, if scaling { Some(queued_us) } else { None });
         let scale = if matches!(playout, Playout::Frame(_)) {
             self.scale
@@ -874,15 +1171,55 @@ impl<P> JitterBuffer<P> {
     /// `queued`: with time-scaling, the audio queued ahead of this frame
     /// (less than a frame), µs.
     fn pop_at(&mut self, now_us: i64, queued: Option<i64>) -> Playout<P> {
-        let scaling = queued.is_some();
-        self.scale = 0;
-        let target = self.target_transit(now_us);
-        self.update_gauges(now_us, target);
+        if self.boost.is_some() {
+            // The boost decays with time, so the target moves between
+            // packets too.
+            self.refresh_target(now_us);
+        }
+        let target = self.target;
         let Some(cursor) = self.cursor else {
             return self.pop_before_start(now_us, target);
         };
         let transit = now_us - self.ts_us(cursor);
         self.playout_transit = Some(transit);
+        if target.is_some() {
+            self.current_delay_us = transit - self.baseline_us;
+        }
+        let adaptive = self.config_us.adaptive;
+        // The common case: the delay within a frame above the target, no
+        // shrink pending, and the frame at the cursor here.
+        if self.shrink_wanted_since.is_none()
+            && target.is_none_or(|t| {
+                !adaptive
+                    || (transit >= t && transit - self.frame_us <= t + self.config_us.shrink_margin)
+            })
+            && let Some(entry) = self.packets.pop_front()
+        {
+            if entry.ts == cursor {
+                if let Some(queued) = queued
+                    && queued > 0
+                {
+                    self.scale_frame(queued, false, false);
+                }
+                return self.play(cursor, entry);
+            }
+            self.packets.push_front(entry);
+        }
+        self.pop_moving(now_us, queued, cursor, transit, target)
+    }
+
+    /// The rest of [`pop_at`](Self::pop_at): the delay is moving, or the
+    /// frame at the cursor is missing.
+    #[inline(never)]
+    fn pop_moving(
+        &mut self,
+        now_us: i64,
+        queued: Option<i64>,
+        cursor: u64,
+        transit: i64,
+        target: Option<i64>,
+    ) -> Playout<P> {
+        let scaling = queued.is_some();
         let adaptive = self.config_us.adaptive;
         let want_stretch = adaptive && target.is_some_and(|t| transit < t);
         // With time-scaling, a whole frame of stretch (concealing) only
@@ -1017,9 +1354,10 @@ impl<P> JitterBuffer<P> {
         self.boost = None;
         self.recent.clear();
         self.ssrc = None;
-        self.timestamps = Unwrap32::default();
-        self.sequences = Unwrap16::default();
+        self.timestamps = TimestampUnwrapper::new();
+        self.sequences = SequenceUnwrapper::new();
         self.estimator.reset_baseline();
+        self.target = None;
         self.shrink_wanted_since = None;
         self.stats.resets += 1;
         self.stats.flushed += u64::try_from(dropped).unwrap_or(u64::MAX);
@@ -1034,13 +1372,15 @@ impl<P> JitterBuffer<P> {
 
     #[inline]
     fn ts_us(&self, ts: u64) -> i64 {
-        let scaled = ts.saturating_mul(self.us_num);
+        // Extended timestamps stay near 2^32 (a jump of more than
+        // `jump_threshold` resets the unwrapping), far from overflowing.
+        let scaled = ts.wrapping_mul(self.us_num);
         let value = if self.us_den == 1 {
             scaled
         } else {
             scaled / self.us_den
         };
-        i64::try_from(value).unwrap_or(i64::MAX)
+        value as i64
     }
 
     /// Where the packet with timestamp `ts` is held (`Ok`), or where it
@@ -1058,22 +1398,25 @@ impl<P> JitterBuffer<P> {
         self.recent.insert(sequence);
     }
 
-    /// The playout transit the buffer aims for, once a packet was seen.
-    fn target_transit(&self, now_us: i64) -> Option<i64> {
-        let baseline = self.estimator.baseline()?;
+    /// The playout transit the buffer aims for, given the baseline.
+    #[inline]
+    fn target_transit(&self, now_us: i64, baseline: i64) -> i64 {
         if !self.config_us.adaptive {
-            return Some(self.anchor.unwrap_or(baseline) + self.config_us.fixed_delay);
+            return self.anchor.unwrap_or(baseline) + self.config_us.fixed_delay;
         }
         let quantile = self
             .estimator
             .quantile()
             .unwrap_or(self.config_us.initial_delay);
-        let mut extra = self.feedback_us as i64;
+        let mut extra = self.feedback_ns / 1000;
         if self.boost.is_some() {
             extra += self.boost(now_us) as i64;
         }
-        let relative = (quantile + extra).clamp(self.config_us.min_delay, self.config_us.max_delay);
-        Some(baseline + relative)
+        // `new` checked min <= max.
+        let relative = (quantile + extra)
+            .max(self.config_us.min_delay)
+            .min(self.config_us.max_delay);
+        baseline + relative
     }
 
     /// The extra delay added after late packets, decaying linearly.
@@ -1101,10 +1444,9 @@ impl<P> JitterBuffer<P> {
         } else {
             -self.config_us.feedback_down
         };
-        self.feedback_us = (self.feedback_us + change).clamp(
-            -self.config_us.feedback_floor,
-            self.config_us.feedback_ceiling,
-        );
+        self.feedback_ns = (self.feedback_ns + change)
+            .max(-self.config_us.feedback_floor)
+            .min(self.config_us.feedback_ceiling);
     }
 
     /// A late packet that arrived on its own, a little too late, means the
@@ -1128,17 +1470,20 @@ impl<P> JitterBuffer<P> {
         }
     }
 
+    /// Recomputes the target (and its gauge) after the estimate, the
+    /// feedback or the boost changed.
+    fn refresh_target(&mut self, now_us: i64) {
+        if let Some(baseline) = self.estimator.baseline() {
+            self.set_target(now_us, baseline);
+        }
+    }
+
     #[inline]
-    fn update_gauges(&mut self, now_us: i64, target: Option<i64>) {
-        let Some(baseline) = self.estimator.baseline() else {
-            return;
-        };
-        if let Some(t) = target {
-            self.target_delay_us = t - baseline;
-        }
-        if let Some(c) = self.cursor {
-            self.current_delay_us = now_us - self.ts_us(c) - baseline;
-        }
+    fn set_target(&mut self, now_us: i64, baseline: i64) {
+        let target = self.target_transit(now_us, baseline);
+        self.target = Some(target);
+        self.baseline_us = baseline;
+        self.target_delay_us = target - baseline;
     }
 
     fn pop_before_start(&mut self, now_us: i64, target: Option<i64>) -> Playout<P> {
@@ -1188,20 +1533,27 @@ impl<P> JitterBuffer<P> {
         self.cursor = Some(cursor + self.frame_ticks);
     }
 
+    /// Plays `entry`, taken out of the buffer, the frame at `cursor`.
+    #[inline]
+    fn play(&mut self, cursor: u64, entry: Entry<P>) -> Playout<P> {
+        self.cursor = Some(cursor + self.frame_ticks);
+        self.remember(entry.sequence);
+        self.last_played = Some((entry.sequence, cursor));
+        self.empty_ticks = 0;
+        self.stats.played += 1;
+        Playout::Frame(entry.packet)
+    }
+
     fn play_at_cursor(&mut self) -> Playout<P> {
         let Some(cursor) = self.cursor else {
             return self.missing(true);
         };
-        self.cursor = Some(cursor + self.frame_ticks);
         match self.take(cursor) {
-            Some(entry) => {
-                self.remember(entry.sequence);
-                self.last_played = Some((entry.sequence, cursor));
-                self.empty_ticks = 0;
-                self.stats.played += 1;
-                Playout::Frame(entry.packet)
+            Some(entry) => self.play(cursor, entry),
+            None => {
+                self.cursor = Some(cursor + self.frame_ticks);
+                self.missing(false)
             }
-            None => self.missing(false),
         }
     }
 
@@ -1209,7 +1561,7 @@ impl<P> JitterBuffer<P> {
     /// or the timestamps advanced further than the sequence numbers since
     /// the last frame played (the sender paused).
     fn starts_talk_spurt(&self, entry: &Entry<P>) -> bool {
-        self.is_spurt_start(entry.ts, entry.sequence, entry.marker)
+        self.is_spurt_start(entry.ts, entry.sequence, entry.packet.marker)
     }
 
     fn is_spurt_start(&self, ts: u64, sequence: u64, marker: bool) -> bool {
@@ -1239,6 +1591,14 @@ fn us(d: Duration) -> i64 {
     secs.min(i64::MAX / 2_000_000) * 1_000_000 + i64::from(d.subsec_micros())
 }
 
+/// A duration in whole ns, saturating well below `i64::MAX` so that sums
+/// of a few cannot overflow.
+fn ns(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos())
+        .unwrap_or(i64::MAX / 4)
+        .min(i64::MAX / 4)
+}
+
 /// µs from a caller as the inner signed µs, saturating.
 #[inline]
 fn micros(value: u64) -> i64 {
@@ -1258,12 +1618,11 @@ struct DelayEstimator {
     /// (arrival, transit) with increasing transit: a monotone queue whose
     /// front is the minimum over the window.
     minima: MinQueue,
-    /// Relative delays in arrival order, as histogram bins: a ring of
-    /// `history` slots, `window_len` of them used, the oldest at
-    /// `window_head`.
+    /// Relative delays in arrival order, as histogram bins: a ring that
+    /// grows to `history` slots, the oldest at `window_head` once full.
     window: Vec<u16>,
     window_head: usize,
-    window_len: usize,
+    history: usize,
     /// The same values, counted per bin.
     histogram: DelayHistogram,
     /// Samples needed before the quantile is trusted.
@@ -1284,8 +1643,8 @@ impl DelayEstimator {
             baseline_window_us: us(config.baseline_window),
             minima: MinQueue::new(),
             window: Vec::new(),
-            window_head: 0,
-            window_len: 0,
+            window_head: config.history,
+            history: config.history,
             histogram: DelayHistogram::new(us(config.max_delay), 1.0 - config.late_target),
             warmup: config.history.min(50),
             stall_threshold_us: us(config.stall_threshold),
@@ -1297,8 +1656,9 @@ impl DelayEstimator {
         }
     }
 
+    /// Adds a packet's transit; returns the baseline.
     #[inline]
-    fn add(&mut self, now_us: i64, transit: i64, history: usize) {
+    fn add(&mut self, now_us: i64, transit: i64) -> i64 {
         let baseline = self
             .minima
             .push(now_us, transit, now_us - self.baseline_window_us);
@@ -1316,32 +1676,29 @@ impl DelayEstimator {
                 self.stall_run += 1;
                 self.stall_share += 1.0 - self.stall_decay;
                 if self.stall_share <= self.stall_share_limit {
-                    return;
+                    return baseline;
                 }
             }
         }
         let bin = self.histogram.bin(relative);
-        if self.window_len == history {
+        if let Some(slot) = self.window.get_mut(self.window_head) {
             // Full: the newest sample takes the oldest one's slot.
-            let old = std::mem::replace(&mut self.window[self.window_head], bin);
-            self.window_head = if self.window_head + 1 == history {
-                0
-            } else {
-                self.window_head + 1
-            };
+            let old = std::mem::replace(slot, bin);
+            self.window_head += 1;
+            if self.window_head == self.history {
+                self.window_head = 0;
+            }
             self.histogram.replace(old, bin);
         } else {
-            // Filling (or refilling after a reset of the ring): the ring
-            // grows up to `history` slots.
-            if self.window.len() < history {
-                self.window.push(bin);
-            } else {
-                let slot = (self.window_head + self.window_len) % history;
-                self.window[slot] = bin;
+            // Filling: `window_head` stays at `history` until the ring
+            // holds that many, then wraps to the oldest.
+            self.window.push(bin);
+            if self.window.len() == self.history {
+                self.window_head = 0;
             }
-            self.window_len += 1;
             self.histogram.add(bin);
         }
+        baseline
     }
 
     #[inline]
@@ -1351,7 +1708,7 @@ impl DelayEstimator {
 
     #[inline]
     fn quantile(&self) -> Option<i64> {
-        if self.window_len < self.warmup {
+        if self.window.len() < self.warmup {
             return None;
         }
         self.histogram.value()
@@ -1368,8 +1725,10 @@ impl DelayEstimator {
 #[derive(Debug)]
 struct MinQueue {
     slots: Vec<(i64, i64)>,
+    /// Free-running positions of the oldest sample and one past the
+    /// newest: `tail - head` samples, at `position & (slots.len() - 1)`.
     head: usize,
-    len: usize,
+    tail: usize,
 }
 
 impl MinQueue {
@@ -1377,54 +1736,57 @@ impl MinQueue {
         MinQueue {
             slots: vec![(0, 0); 64],
             head: 0,
-            len: 0,
+            tail: 0,
         }
-    }
-
-    #[inline]
-    fn mask(&self) -> usize {
-        self.slots.len() - 1
     }
 
     /// Adds a sample, forgets those that arrived before `oldest`, and
     /// returns the minimum transit.
     #[inline]
     fn push(&mut self, at: i64, transit: i64, oldest: i64) -> i64 {
-        let mask = self.mask();
-        while self.len > 0 && self.slots[(self.head + self.len - 1) & mask].1 >= transit {
-            self.len -= 1;
+        let mut mask = self.slots.len() - 1;
+        let head = self.head;
+        let mut tail = self.tail;
+        while tail != head && self.slots[tail.wrapping_sub(1) & mask].1 >= transit {
+            tail = tail.wrapping_sub(1);
         }
-        if self.len == self.slots.len() {
+        if tail.wrapping_sub(head) == self.slots.len() {
+            self.tail = tail;
             self.grow();
+            mask = self.slots.len() - 1;
+            tail = self.tail;
         }
-        let mask = self.mask();
-        self.slots[(self.head + self.len) & mask] = (at, transit);
-        self.len += 1;
+        let mut head = self.head;
+        self.slots[tail & mask] = (at, transit);
+        tail = tail.wrapping_add(1);
         // The newest sample is never dropped here: it arrived now.
-        while self.len > 1 && self.slots[self.head].0 < oldest {
-            self.head = (self.head + 1) & mask;
-            self.len -= 1;
+        while tail.wrapping_sub(head) > 1 && self.slots[head & mask].0 < oldest {
+            head = head.wrapping_add(1);
         }
-        self.slots[self.head].1
+        self.head = head;
+        self.tail = tail;
+        self.slots[head & mask].1
     }
 
     fn grow(&mut self) {
+        let len = self.tail.wrapping_sub(self.head);
+        let mask = self.slots.len() - 1;
         let mut slots = Vec::with_capacity(self.slots.len() * 2);
-        let mask = self.mask();
-        slots.extend((0..self.len).map(|i| self.slots[(self.head + i) & mask]));
+        slots.extend((0..len).map(|i| self.slots[self.head.wrapping_add(i) & mask]));
         slots.resize(self.slots.len() * 2, (0, 0));
         self.slots = slots;
         self.head = 0;
+        self.tail = len;
     }
 
     #[inline]
     fn min(&self) -> Option<i64> {
-        (self.len > 0).then(|| self.slots[self.head].1)
+        (self.tail != self.head).then(|| self.slots[self.head & (self.slots.len() - 1)].1)
     }
 
     fn clear(&mut self) {
         self.head = 0;
-        self.len = 0;
+        self.tail = 0;
     }
 }
 
@@ -1441,6 +1803,10 @@ impl MinQueue {
 #[derive(Debug)]
 struct DelayHistogram {
     bin_us: i64,
+    /// `bin_us` for the unsigned division `bin` does.
+    bin_width: NonZeroU64,
+    /// The value of the top bin.
+    top_us: i64,
     counts: Vec<u32>,
     total: usize,
     /// The quantile wanted, in (0, 1].
@@ -1468,6 +1834,8 @@ impl DelayHistogram {
         let bins = usize::try_from((max_delay_us + bin_us - 1) / bin_us).unwrap_or(0) + 2;
         DelayHistogram {
             bin_us,
+            bin_width: NonZeroU64::new(bin_us as u64).unwrap_or(NonZeroU64::MIN),
+            top_us: (bins as i64 - 1) * bin_us,
             counts: vec![0; bins],
             total: 0,
             quantile: quantile.clamp(f64::MIN_POSITIVE, 1.0),
@@ -1480,15 +1848,9 @@ impl DelayHistogram {
     /// The bin of a relative delay (never negative in use).
     #[inline]
     fn bin(&self, value_us: i64) -> u16 {
-        let top = self.counts.len() - 1;
-        let bin = if value_us <= 0 {
-            0
-        } else {
-            let scaled = (value_us + self.bin_us - 1) / self.bin_us;
-            usize::try_from(scaled).unwrap_or(top).min(top)
-        };
-        // At most MAX_DELAY_BINS, so it fits.
-        u16::try_from(bin).unwrap_or(u16::MAX)
+        // Rounded up, within 0..=top (at most MAX_DELAY_BINS, so it fits).
+        let value = value_us.max(0).min(self.top_us) as u64;
+        ((value + self.bin_width.get() - 1) / self.bin_width) as u16
     }
 
     fn add(&mut self, bin: u16) {
@@ -1522,9 +1884,9 @@ impl DelayHistogram {
     /// stay the same.
     #[inline]
     fn replace(&mut self, old: u16, new: u16) {
-        let top = self.counts.len() - 1;
-        let old = usize::from(old).min(top);
-        let new = usize::from(new).min(top);
+        // Both come from `bin`, so they are within the bins.
+        let old = usize::from(old);
+        let new = usize::from(new);
         if self.counts[old] == 0 {
             self.add(new as u16);
             return;
@@ -1660,6 +2022,147 @@ mod tests {
             JitterBuffer::<u8>::new(bad),
             Err(JitterConfigError::BadLateTarget(_))
         ));
+    }
+
+    #[test]
+    fn rejects_settings_that_would_overflow_or_allocate_without_bound() {
+        let rejects = |config: JitterConfig| JitterBuffer::<u8>::new(config).err();
+        let config = JitterConfig {
+            time_scale_limit: Duration::from_secs(3600),
+            ..JitterConfig::default()
+        };
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::TimeScaleLimitTooLarge { .. })
+        ));
+        let config = JitterConfig {
+            time_scale_limit: Duration::from_millis(11),
+            ..JitterConfig::default()
+        };
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::TimeScaleLimitTooLarge { .. })
+        ));
+        assert!(matches!(
+            rejects(JitterConfig::default().with_capacity(usize::MAX)),
+            Some(JitterConfigError::CountTooLarge {
+                setting: "capacity",
+                ..
+            })
+        ));
+        let config = JitterConfig {
+            history: MAX_HISTORY + 1,
+            ..JitterConfig::default()
+        };
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::CountTooLarge {
+                setting: "history",
+                ..
+            })
+        ));
+        let config = JitterConfig {
+            baseline_window: Duration::from_secs(86_400),
+            ..JitterConfig::default()
+        };
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::DurationTooLong {
+                setting: "baseline_window",
+                ..
+            })
+        ));
+        let config = JitterConfig {
+            jump_threshold: Duration::MAX,
+            ..JitterConfig::default()
+        };
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::DurationTooLong {
+                setting: "jump_threshold",
+                ..
+            })
+        ));
+        assert!(matches!(
+            rejects(JitterConfig::default().with_mode(DelayMode::Fixed(Duration::MAX))),
+            Some(JitterConfigError::DurationTooLong { .. })
+        ));
+        assert!(matches!(
+            rejects(JitterConfig::default().with_clock(8000, Duration::from_secs(2))),
+            Some(JitterConfigError::DurationTooLong {
+                setting: "frame_duration",
+                ..
+            })
+        ));
+        assert!(matches!(
+            rejects(JitterConfig::default().with_clock(u32::MAX, Duration::from_secs(1))),
+            Some(JitterConfigError::BadFrameDuration { .. })
+        ));
+        let config = JitterConfig {
+            feedback_late_rate: f64::NAN,
+            ..JitterConfig::default()
+        };
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::BadFraction {
+                setting: "feedback_late_rate",
+                ..
+            })
+        ));
+        // The largest accepted values work: half a frame of time-scaling
+        // gives frames of half to one and a half frames.
+        let config = JitterConfig {
+            time_scale_limit: Duration::from_millis(10),
+            capacity: MAX_CAPACITY,
+            ..JitterConfig::default()
+        };
+        let mut jb = JitterBuffer::new(config).unwrap();
+        let t0 = epoch();
+        // The sender's clock runs 1 % fast: the delay comes down by
+        // compressing frames.
+        let arrivals: Vec<_> = (0..1000u16)
+            .map(|i| {
+                (
+                    (f64::from(i) * 19.8).round() as u64,
+                    packet(i, u32::from(i) * 160),
+                )
+            })
+            .collect();
+        let out = run_scaled(&mut jb, t0, arrivals, 1000);
+        assert!(out.iter().all(|(_, _, d)| (80..=240).contains(d)));
+        assert!(out.iter().any(|(_, _, d)| *d != 160));
+    }
+
+    #[test]
+    fn playout_queue_holds_a_frame_after_every_tick() {
+        // Delay steps up and down make the buffer stretch and compress;
+        // the queue still ends every tick with a frame or more, and each
+        // frame starts where the previous one ended.
+        let t0 = epoch();
+        let mut jb = JitterBuffer::new(JitterConfig::default()).unwrap();
+        let mut arrivals = stream(0..1500, |i| if (i / 250) % 2 == 1 { 35 } else { 0 });
+        arrivals.sort_by_key(|a| a.0);
+        let mut pending = arrivals.into_iter().peekable();
+        let mut queue = PlayoutQueue::new(160);
+        let mut scaled = 0;
+        for k in 0..1500u64 {
+            let t = 20 * k;
+            while let Some((a, p)) = pending.next_if(|(a, _)| *a <= t) {
+                jb.push(at(t0, a), p);
+            }
+            let held = queue.queued();
+            let mut expected_offset = held as u64 * 125;
+            while let Some(frame) = queue.next(&mut jb, at(t0, t)) {
+                assert_eq!(frame.offset, Duration::from_micros(expected_offset));
+                expected_offset += frame.samples as u64 * 125;
+                scaled += usize::from(frame.samples != 160);
+            }
+            assert!(expected_offset >= 20_000, "tick {k}: {expected_offset} µs");
+            queue.advance();
+            assert_eq!(queue.queued() as u64 * 125, expected_offset - 20_000);
+        }
+        assert!(scaled > 0);
+        assert_eq!(queue.next(&mut jb, at(t0, 30_000)).map(|_| ()), Some(()));
     }
 
     #[test]
@@ -2013,8 +2516,8 @@ mod tests {
         assert!(frames(&out).windows(2).all(|w| w[0] < w[1]));
     }
 
-    /// As `run`, through `pop_scaled` and a queue of time-scaled audio
-    /// the way the audio side keeps it: (play time ms, playout, duration).
+    /// As `run`, through a `PlayoutQueue` of time-scaled audio the way
+    /// the audio side keeps it: (play time µs, playout, duration).
     fn run_scaled(
         jb: &mut JitterBuffer<u16>,
         t0: Instant,
@@ -2024,19 +2527,22 @@ mod tests {
         arrivals.sort_by_key(|a| a.0);
         let mut pending = arrivals.into_iter().peekable();
         let mut out = Vec::new();
-        let mut queued = 0u64;
+        // The device plays 8 kHz samples, one per timestamp unit.
+        let mut queue = PlayoutQueue::new(160);
         for k in 0..ticks {
             let t = 20 * k;
             while let Some((a, p)) = pending.next_if(|(a, _)| *a <= t) {
                 jb.push(at(t0, a), p);
             }
-            // Queue in 8 kHz samples.
-            while queued < 160 {
-                let scaled = jb.pop_scaled(at(t0, t), Duration::from_micros(queued * 125));
-                out.push((t * 1000 + queued * 125, scaled.playout, scaled.duration));
-                queued += u64::from(scaled.duration);
+            while let Some(frame) = queue.next(jb, at(t0, t)) {
+                let play_at = t * 1000 + u64::try_from(frame.offset.as_micros()).unwrap();
+                out.push((
+                    play_at,
+                    frame.playout,
+                    u32::try_from(frame.samples).unwrap(),
+                ));
             }
-            queued -= 160;
+            queue.advance();
         }
         out
     }

@@ -340,10 +340,14 @@ pub fn is_rtcp(data: &[u8]) -> bool {
 /// numbers (RFC 3550 §A.1), tolerating reordering of up to half the space.
 ///
 /// The first value maps to itself plus `1 << 16`, so a packet reordered
-/// before the first one still maps to a non-negative value.
+/// before the first one still maps to a non-negative value. A value is
+/// extended to the one nearest the highest seen; one exactly half the
+/// space (2^15) away counts as older.
 #[derive(Clone, Debug, Default)]
 pub struct SequenceUnwrapper {
-    last: Option<u64>,
+    /// The highest extended value seen; zero before the first, which no
+    /// extended value can be (they never drop below 2^15).
+    last: u64,
 }
 
 impl SequenceUnwrapper {
@@ -354,38 +358,42 @@ impl SequenceUnwrapper {
 
     /// The extended value of `seq`: the 64-bit value congruent to `seq`
     /// modulo 2^16 that is closest to the highest value seen so far.
+    #[inline]
     pub fn unwrap(&mut self, seq: u16) -> u64 {
-        let value = match self.last {
-            None => (1 << 16) + u64::from(seq),
-            Some(last) => closest(last, u64::from(seq), 16),
-        };
-        if self.last.is_none_or(|last| value > last) {
-            self.last = Some(value);
+        let value = self.peek(seq);
+        if value > self.last {
+            self.last = value;
         }
         value
     }
 
     /// The extended value `seq` would get, without recording it.
+    #[inline]
     pub fn peek(&self, seq: u16) -> u64 {
-        match self.last {
-            None => (1 << 16) + u64::from(seq),
-            Some(last) => closest(last, u64::from(seq), 16),
+        if self.last == 0 {
+            return (1 << 16) + u64::from(seq);
         }
+        // In -2^15..2^15: the exact half is older.
+        let delta = seq.wrapping_sub(self.last as u16) as i16;
+        self.last.wrapping_add_signed(i64::from(delta))
     }
 
     /// The highest extended value seen, if any.
     pub fn highest(&self) -> Option<u64> {
-        self.last
+        (self.last != 0).then_some(self.last)
     }
 }
 
 /// Turns 32-bit RTP timestamps into monotone 64-bit values, tolerating
 /// reordering of up to half the space (about 3 days at 8 kHz).
 ///
-/// The first value maps to itself plus `1 << 32`.
+/// The first value maps to itself plus `1 << 32`. As for
+/// [`SequenceUnwrapper`], one exactly half the space (2^31) away from the
+/// highest seen counts as older.
 #[derive(Clone, Debug, Default)]
 pub struct TimestampUnwrapper {
-    last: Option<u64>,
+    /// As in [`SequenceUnwrapper`]: zero before the first value.
+    last: u64,
 }
 
 impl TimestampUnwrapper {
@@ -395,36 +403,35 @@ impl TimestampUnwrapper {
     }
 
     /// The extended value of `timestamp`, recording it.
+    #[inline]
     pub fn unwrap(&mut self, timestamp: u32) -> u64 {
         let value = self.peek(timestamp);
-        if self.last.is_none_or(|last| value > last) {
-            self.last = Some(value);
-        }
+        self.record(value);
         value
     }
 
     /// The extended value `timestamp` would get, without recording it.
+    #[inline]
     pub fn peek(&self, timestamp: u32) -> u64 {
-        match self.last {
-            None => (1 << 32) + u64::from(timestamp),
-            Some(last) => closest(last, u64::from(timestamp), 32),
+        if self.last == 0 {
+            return (1 << 32) + u64::from(timestamp);
+        }
+        let delta = timestamp.wrapping_sub(self.last as u32) as i32;
+        self.last.wrapping_add_signed(i64::from(delta))
+    }
+
+    /// Records a value [`peek`](Self::peek) returned, as
+    /// [`unwrap`](Self::unwrap) would.
+    #[inline]
+    pub fn record(&mut self, value: u64) {
+        if value > self.last {
+            self.last = value;
         }
     }
-}
 
-/// The value congruent to `low` modulo 2^bits that is nearest to `reference`,
-/// never below zero.
-fn closest(reference: u64, low: u64, bits: u32) -> u64 {
-    let modulus = 1u64 << bits;
-    let half = modulus / 2;
-    let base = reference & !(modulus - 1);
-    let candidate = base | low;
-    if candidate > reference && candidate - reference > half {
-        candidate.checked_sub(modulus).unwrap_or(candidate)
-    } else if candidate < reference && reference - candidate > half {
-        candidate + modulus
-    } else {
-        candidate
+    /// The highest extended value seen, if any.
+    pub fn highest(&self) -> Option<u64> {
+        (self.last != 0).then_some(self.last)
     }
 }
 
@@ -573,6 +580,29 @@ mod tests {
         let c = u.unwrap(160);
         assert_eq!((b - a, c - b), (160, 160));
         assert_eq!(u.unwrap(u32::MAX - 319), a - 160);
+    }
+
+    #[test]
+    fn unwrap_at_exactly_half_the_space_counts_as_older() {
+        // Wherever the highest value lies in its 2^16 block, a value
+        // exactly 2^15 away maps below it; one less maps above.
+        for start in [0u16, 1, 10_000, 32_767, 32_768, 40_000, 65_535] {
+            let mut u = SequenceUnwrapper::new();
+            let base = u.unwrap(start);
+            assert_eq!(u.peek(start.wrapping_add(32_768)), base - 32_768);
+            assert_eq!(u.peek(start.wrapping_add(32_767)), base + 32_767);
+            assert_eq!(u.unwrap(start.wrapping_add(32_768)), base - 32_768);
+            assert_eq!(u.highest(), Some(base));
+        }
+        for start in [0u32, 1, 1 << 31, (1 << 31) + 160, u32::MAX] {
+            let mut u = TimestampUnwrapper::new();
+            let base = u.unwrap(start);
+            assert_eq!(u.peek(start.wrapping_add(1 << 31)), base - (1 << 31));
+            assert_eq!(
+                u.peek(start.wrapping_add((1 << 31) - 1)),
+                base + (1 << 31) - 1
+            );
+        }
     }
 
     proptest! {

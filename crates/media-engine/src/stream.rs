@@ -113,6 +113,7 @@ use crate::codec::{self, AudioDecoder, AudioEncoder, CodecError};
 use crate::dtmf::{self, Digit, DtmfEvent, DtmfReceiver, EventPacket};
 use crate::jitter::{
     JitterBuffer, JitterConfig, JitterConfigError, JitterPacket, JitterStatistics, Playout,
+    PlayoutQueue,
 };
 use crate::negotiation::{Codec, NegotiatedAudio, NegotiatedSrtp};
 use crate::quality::{self, CodecImpairment, QualityEstimate, QualityInput};
@@ -415,8 +416,9 @@ pub struct AudioStream {
     press: Option<Press>,
     encode_buffer: Vec<u8>,
     /// Decoded, time-scaled audio not played yet (less than a frame
-    /// between calls unless a frame was stretched).
+    /// between calls unless a frame was stretched), and its accounting.
     playout_queue: Vec<i16>,
+    playout: PlayoutQueue,
     /// One decoded frame before time-scaling.
     decode_scratch: Vec<i16>,
     /// What the audio at the front of the queue came from.
@@ -481,6 +483,7 @@ impl AudioStream {
         );
         let next_timestamp = rng.random();
         let frame = parts.encoder.frame_samples();
+        let decoder_frame = parts.decoder.frame_samples();
         Ok(AudioStream {
             negotiated: negotiated.clone(),
             config,
@@ -502,6 +505,7 @@ impl AudioStream {
             press: None,
             encode_buffer: vec![0; ENCODE_BUFFER],
             playout_queue: Vec::new(),
+            playout: PlayoutQueue::new(decoder_frame),
             decode_scratch: Vec::new(),
             queued_outcome: PlayOutcome::Silence,
             silence: vec![0; frame],
@@ -619,6 +623,7 @@ impl AudioStream {
             self.decoder = parts.decoder;
             self.jitter = parts.jitter;
             self.playout_queue.clear();
+            self.playout = PlayoutQueue::new(self.decoder.frame_samples());
             self.talk_spurt_start = true;
         }
         if clock_changed {
@@ -756,7 +761,8 @@ impl AudioStream {
     ///
     /// Frames come from the jitter buffer time-scaled (stretched or
     /// compressed by a few milliseconds while the buffer moves its delay,
-    /// see [`JitterBuffer::pop_scaled`]) into a queue this takes one
+    /// see [`JitterBuffer::pop_scaled`] and [`PlayoutQueue`]) into a
+    /// queue this takes one
     /// frame's worth of samples from; the outcome is that of the first
     /// frame taken in this call, or of the queued audio if none was.
     pub fn play_frame(
@@ -773,34 +779,28 @@ impl AudioStream {
         }
         // Frames come time-scaled (see `JitterBuffer::pop_scaled`) into a
         // queue; each call plays one frame's worth from it.
-        let frame_ticks = self.jitter.config().frame_duration.as_nanos()
-            * u128::from(self.jitter.config().clock_rate)
-            / 1_000_000_000;
         let mut first_outcome = None;
-        while self.playout_queue.len() < expected {
-            let queued_samples = self.playout_queue.len() as u128;
-            let queued = Duration::from_nanos(
-                u64::try_from(
-                    queued_samples * self.jitter.config().frame_duration.as_nanos()
-                        / expected.max(1) as u128,
-                )
-                .unwrap_or(u64::MAX),
-            );
-            let scaled = self.jitter.pop_scaled(now, queued);
+        while let Some(queued) = self.playout.next(&mut self.jitter, now) {
             let mut frame = std::mem::take(&mut self.decode_scratch);
             frame.clear();
             frame.resize(expected, 0);
-            let outcome = self.decode_into(scaled.playout, &mut frame);
+            let outcome = self.decode_into(queued.playout, &mut frame);
             first_outcome.get_or_insert(outcome);
-            let length = usize::try_from(
-                u128::from(scaled.duration) * expected as u128 / frame_ticks.max(1),
-            )
-            .unwrap_or(expected);
-            time_scale(&frame, length, &mut self.playout_queue);
+            time_scale(&frame, queued.samples, &mut self.playout_queue);
             self.decode_scratch = frame;
             if self.playout_queue.len() >= expected {
                 self.queued_outcome = outcome;
             }
+        }
+        self.playout.advance();
+        debug_assert_eq!(
+            self.playout_queue.len().saturating_sub(expected),
+            self.playout.queued()
+        );
+        // Short only if the queue could not be filled (a frame of a
+        // sample or two): the rest of the tick is silent.
+        if self.playout_queue.len() < expected {
+            self.playout_queue.resize(expected, 0);
         }
         out.copy_from_slice(&self.playout_queue[..expected]);
         self.playout_queue.drain(..expected);

@@ -17,8 +17,9 @@
 //! tick; ticks fall on multiples of 20 ms of the receiver's clock, like a
 //! device that knows nothing about the sender. Frames come from
 //! [`JitterBuffer::pop_scaled`], possibly stretched or compressed, into a
-//! queue the device plays from: at each tick, after the packets that
-//! arrived by then are pushed, the queue is topped up to at least 20 ms.
+//! [`PlayoutQueue`] the device plays from: at each tick, after the packets
+//! that arrived by then are pushed, the queue is topped up to at least
+//! 20 ms.
 //! A frame's play time is when its first sample plays: the tick plus what
 //! the queue held before it.
 //! With time-scaling off every frame lasts 20 ms and plays at a tick. It
@@ -43,6 +44,7 @@ use thiserror::Error;
 
 use crate::jitter::{
     JitterBuffer, JitterConfig, JitterConfigError, JitterPacket, JitterStatistics, Playout,
+    PlayoutQueue,
 };
 use crate::rtp::{SequenceUnwrapper, Ssrc};
 
@@ -311,18 +313,15 @@ pub fn replay(
     let mut gap_ticks = 0usize;
     let mut gaps_before_last_frame = 0usize;
     let mut started = false;
-    // Audio the device has not played yet at the tick, ms: time-scaled
-    // frames do not fill whole ticks, so the next frame starts playing
-    // this long after the tick.
-    let mut queued = 0.0;
+    // Time-scaled frames do not fill whole ticks: a frame starts playing
+    // after the audio the device still holds at the tick.
+    let mut queue = PlayoutQueue::new(FRAME_TICKS as usize);
     while tick <= end {
         while let Some((a, packet)) = pending.next_if(|(a, _)| *a <= tick) {
             let _ = buffer.push(instant(a), packet);
         }
-        while queued < FRAME_MS {
-            let play_at = tick + queued;
-            let out = buffer.pop_scaled(instant(tick), duration_ms(queued));
-            queued += f64::from(out.duration) * FRAME_MS / f64::from(FRAME_TICKS);
+        while let Some(out) = queue.next(&mut buffer, instant(tick)) {
+            let play_at = tick + out.offset.as_secs_f64() * 1000.0;
             match out.playout {
                 Playout::Frame(frame) => {
                     if let Some((send, _)) = frames.get(&frame.payload) {
@@ -339,7 +338,7 @@ pub fn replay(
                 }
             }
         }
-        queued -= FRAME_MS;
+        queue.advance();
         if pending.peek().is_none() && buffer.is_empty() {
             break;
         }
@@ -371,10 +370,6 @@ pub fn replay(
         oracle_delay_ms: percentile(&network, 0.99),
         statistics: buffer.statistics(),
     })
-}
-
-fn duration_ms(ms: f64) -> Duration {
-    Duration::from_secs_f64(ms.max(0.0) / 1000.0)
 }
 
 /// Nearest-rank percentile of sorted values; 0 for none.
