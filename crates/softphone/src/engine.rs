@@ -201,7 +201,7 @@ enum Phase {
 #[derive(Debug, Clone)]
 enum Pending {
     Invite,
-    ReInvite { hold: bool, request: Message },
+    ReInvite { hold: bool, request: Box<Message> },
     Update,
     Bye,
     Refer,
@@ -1535,7 +1535,7 @@ impl Engine {
             request.clone(),
             Pending::ReInvite {
                 hold,
-                request: request.clone(),
+                request: Box::new(request.clone()),
             },
         ) {
             if let Some(leg) = self.calls.get_mut(&id) {
@@ -2473,7 +2473,7 @@ impl Engine {
         match what {
             Pending::Invite => self.invite_response(id, tx, response, status).await,
             Pending::ReInvite { hold, request } => {
-                self.reinvite_response(id, response, status, hold, request)
+                self.reinvite_response(id, response, status, hold, *request)
                     .await
             }
             Pending::Refer => {
