@@ -721,6 +721,24 @@ impl<R: RngCore> Endpoint<R> {
                 }
             }
         }
+        self.prune_deadlines();
+    }
+
+    /// Drops deadlines at the top of the heap that no transaction waits for
+    /// any more (a cancelled Timer Trying, a timer moved, an ended
+    /// transaction), so [`poll_timeout`](Self::poll_timeout) never asks the
+    /// driver to wake for nothing.
+    fn prune_deadlines(&mut self) {
+        while let Some(Reverse((at, kind))) = self.deadlines.peek().copied() {
+            let live = match kind {
+                Kind::Client(id) => self.clients.get(&id).map(|e| e.scheduled),
+                Kind::Server(id) => self.servers.get(&id).map(|e| e.scheduled),
+            };
+            if live == Some(Some(at)) {
+                break;
+            }
+            self.deadlines.pop();
+        }
     }
 
     /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
@@ -996,6 +1014,7 @@ impl<R: RngCore> Endpoint<R> {
             // A CANCEL waiting for the first provisional response goes now.
             let _ = self.send_cancel(now, id);
         }
+        self.prune_deadlines();
     }
 
     fn drain_server(&mut self, id: ServerTxId) {
@@ -1043,6 +1062,7 @@ impl<R: RngCore> Endpoint<R> {
         if ended && let Some(e) = self.servers.remove(&id) {
             self.server_keys.remove(&e.key);
         }
+        self.prune_deadlines();
     }
 }
 
@@ -1265,6 +1285,10 @@ pub fn build_cancel(invite: &Message) -> Option<Message> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test takes one real instant as its epoch"
+)]
 mod tests {
     use super::*;
 
@@ -1307,5 +1331,65 @@ mod tests {
             let expected = response_destination(&filled, udp).map(|d| d.addr);
             assert_eq!(reply_to, expected, "{via}");
         }
+    }
+
+    /// A Timer Trying cancelled by a quick 180 is not a wake-up: once the
+    /// INVITE is answered, the next deadline is the transaction's own.
+    #[test]
+    fn rfc3261_17_2_1_cancelled_trying_is_no_deadline() {
+        use rand::SeedableRng;
+        let now = Instant::now();
+        let mut ep = Endpoint::new(
+            EndpointConfig::default(),
+            rand::rngs::StdRng::seed_from_u64(1),
+        );
+        let invite = Message::request(Method::Invite, "sip:a@192.0.2.1")
+            .header("Via", "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKinv;rport")
+            .and_then(|b| b.header("From", "<sip:b@example.com>;tag=1"))
+            .and_then(|b| b.header("To", "<sip:a@192.0.2.1>"))
+            .and_then(|b| b.header("Call-ID", "c1"))
+            .and_then(|b| b.header("CSeq", "1 INVITE"))
+            .and_then(|b| b.header("Contact", "<sip:b@192.0.2.7:5060>"))
+            .and_then(|b| b.header("Max-Forwards", "70"))
+            .and_then(|b| b.build())
+            .unwrap();
+        ep.handle_input(
+            now,
+            Input::Parsed {
+                transport: Transport::Udp,
+                connection: None,
+                remote: "192.0.2.7:5060".parse().unwrap(),
+                message: invite,
+            },
+        );
+        let trying_at = now + TimerConfig::default().trying_delay;
+        assert_eq!(ep.poll_timeout(), Some(trying_at));
+        let Some(EndpointEvent::Request {
+            transaction,
+            request,
+            ..
+        }) = ep.poll_event()
+        else {
+            panic!("the INVITE is not reported");
+        };
+        let ringing = Message::response_to(&request, 180, "Ringing")
+            .map(|b| b.to_tag("t1"))
+            .and_then(|b| b.build())
+            .unwrap();
+        ep.send_response(now, transaction, ringing).unwrap();
+        assert_eq!(ep.poll_timeout(), None, "the 180 cancelled Timer Trying");
+        let ok = Message::response_to(&request, 200, "OK")
+            .map(|b| b.to_tag("t1"))
+            .and_then(|b| b.build())
+            .unwrap();
+        ep.send_response(now, transaction, ok).unwrap();
+        assert_eq!(
+            ep.poll_timeout(),
+            Some(now + TimerConfig::default().t1 * 64)
+        );
+        // Nothing fires at the old Timer Trying instant.
+        ep.handle_timeout(trying_at);
+        let sent: Vec<_> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        assert_eq!(sent.len(), 2, "the 180 and the 200, no 100 Trying");
     }
 }
