@@ -55,9 +55,7 @@ pub enum DriverEvent {
 /// The driver reads the UDP sockets itself, in the task that calls
 /// [`Driver::next`]: a datagram goes from the socket through the parser into
 /// the endpoint, and the answer out, without a task switch or a channel in
-/// between. Dropping the driver gives the sockets back to the layer's
-/// receive tasks and the [`Incoming`] channel. Connections still arrive
-/// through that channel.
+/// between. Connections still arrive through the [`Incoming`] channel.
 #[derive(Debug)]
 pub struct Driver<R> {
     transports: Transports,
@@ -415,12 +413,5 @@ impl<R: RngCore> Driver<R> {
             // error on receive has no transaction to tell.
             _ => {}
         }
-    }
-}
-
-impl<R> Drop for Driver<R> {
-    fn drop(&mut self) {
-        // The UDP sockets go back to receive tasks and the channel.
-        self.transports.shared().release_udp();
     }
 }

@@ -851,33 +851,6 @@ impl Shared {
         self.udp_generation.fetch_add(1, Ordering::Release);
     }
 
-    /// Gives the UDP sockets back to receive tasks (the driver is gone).
-    /// Needs a tokio runtime; without one the sockets stay unread.
-    pub(crate) fn release_udp(self: &Arc<Self>) {
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        if let Ok(mut state) = self.lock() {
-            state.udp_claimed = false;
-            for listener in &mut state.listeners {
-                if let (Some(socket), None) = (&listener.udp, &listener.task) {
-                    let span = tracing::info_span!("sip_listener", kind = %listener.kind);
-                    let task = runtime.spawn(
-                        udp::receive_loop(
-                            self.clone(),
-                            socket.clone(),
-                            listener.local,
-                            listener.limits,
-                        )
-                        .instrument(span),
-                    );
-                    listener.task = Some(task.abort_handle());
-                }
-            }
-        }
-        self.udp_generation.fetch_add(1, Ordering::Release);
-    }
-
     /// See [`Shared::udp_receivers`].
     pub(crate) fn udp_generation(&self) -> u64 {
         self.udp_generation.load(Ordering::Acquire)
