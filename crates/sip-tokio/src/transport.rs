@@ -523,8 +523,9 @@ pub struct Transports {
 
 impl Transports {
     /// A layer with no listener yet, and the receiver of everything that
-    /// arrives. `bind` and `send` spawn their tasks on the current tokio
-    /// runtime.
+    /// arrives (except UDP datagrams once a [`Driver`](crate::Driver) reads
+    /// the sockets). `bind` and `send` spawn their tasks on the current
+    /// tokio runtime.
     pub fn new(config: TransportConfig) -> (Transports, mpsc::Receiver<Incoming>) {
         let (events, receiver) = mpsc::channel(config.channel_capacity.max(1));
         let shared = Arc::new(Shared {
