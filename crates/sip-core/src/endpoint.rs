@@ -1035,6 +1035,7 @@ impl<R: RngCore> Endpoint<R> {
                     });
                 }
             }
+            e.tx.forget_sent_2xx();
             while let Some(ev) = e.tx.poll_event() {
                 match ev {
                     TransactionEvent::Ack(request) => self.events.push_back(EndpointEvent::Ack {
@@ -1359,7 +1360,7 @@ mod tests {
                 transport: Transport::Udp,
                 connection: None,
                 remote: "192.0.2.7:5060".parse().unwrap(),
-                message: invite,
+                message: invite.clone(),
             },
         );
         let trying_at = now + TimerConfig::default().trying_delay;
@@ -1391,5 +1392,19 @@ mod tests {
         ep.handle_timeout(trying_at);
         let sent: Vec<_> = std::iter::from_fn(|| ep.poll_transmit()).collect();
         assert_eq!(sent.len(), 2, "the 180 and the 200, no 100 Trying");
+        // RFC 6026: in Accepted a retransmitted INVITE is absorbed; the 2xx
+        // is resent by the user's core, not by the transaction.
+        ep.handle_input(
+            trying_at,
+            Input::Parsed {
+                transport: Transport::Udp,
+                connection: None,
+                remote: "192.0.2.7:5060".parse().unwrap(),
+                message: invite,
+            },
+        );
+        assert!(ep.poll_transmit().is_none());
+        assert!(ep.poll_event().is_none());
+        assert_eq!(ep.stats().retransmissions_absorbed, 1);
     }
 }
