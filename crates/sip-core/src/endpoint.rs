@@ -728,6 +728,19 @@ impl<R: RngCore> Endpoint<R> {
     /// any more (a cancelled Timer Trying, a timer moved, an ended
     /// transaction), so [`poll_timeout`](Self::poll_timeout) never asks the
     /// driver to wake for nothing.
+    /// [`prune_deadlines`](Self::prune_deadlines) after one transaction's
+    /// timers changed or it ended: only its own deadline can have gone stale
+    /// at the top (deeper ones are pruned when they surface).
+    fn prune_deadlines_of(&mut self, kind: Kind) {
+        if self
+            .deadlines
+            .peek()
+            .is_some_and(|Reverse((_, top))| *top == kind)
+        {
+            self.prune_deadlines();
+        }
+    }
+
     fn prune_deadlines(&mut self) {
         while let Some(Reverse((at, kind))) = self.deadlines.peek().copied() {
             let live = match kind {
@@ -1014,7 +1027,7 @@ impl<R: RngCore> Endpoint<R> {
             // A CANCEL waiting for the first provisional response goes now.
             let _ = self.send_cancel(now, id);
         }
-        self.prune_deadlines();
+        self.prune_deadlines_of(Kind::Client(id));
     }
 
     fn drain_server(&mut self, id: ServerTxId) {
@@ -1063,7 +1076,7 @@ impl<R: RngCore> Endpoint<R> {
         if ended && let Some(e) = self.servers.remove(&id) {
             self.server_keys.remove(&e.key);
         }
-        self.prune_deadlines();
+        self.prune_deadlines_of(Kind::Server(id));
     }
 }
 
