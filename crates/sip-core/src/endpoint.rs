@@ -342,7 +342,9 @@ pub struct Endpoint<R> {
     next_id: u64,
     clients: HashMap<ClientTxId, ClientEntry, IdHasher>,
     client_keys: HashMap<Key, ClientTxId>,
-    servers: HashMap<ServerTxId, ServerEntry, IdHasher>,
+    /// Boxed: an entry is most of a kilobyte and lives for Timer J or L
+    /// (32 s over UDP); inline, the table's spare slots cost as much again.
+    servers: HashMap<ServerTxId, Box<ServerEntry>, IdHasher>,
     server_keys: HashMap<Key, ServerTxId>,
     /// Where lookup keys are written.
     scratch: Vec<u8>,
@@ -863,7 +865,10 @@ impl<R: RngCore> Endpoint<R> {
                 let reply = reply_to
                     .filter(|_| source.transport == Transport::Udp)
                     .and_then(|addr| {
-                        let via = request.top_via_value_shared()?;
+                        // A copy, not a slice: the transaction outlives the
+                        // request by Timer J or L, and a slice would keep
+                        // the whole request's buffer.
+                        let via = ByteString::from(&*request.top_via_value_shared()?);
                         Some((
                             via,
                             Destination {
@@ -940,13 +945,13 @@ impl<R: RngCore> Endpoint<R> {
         self.server_keys.insert(key.clone(), id);
         self.servers.insert(
             id,
-            ServerEntry {
+            Box::new(ServerEntry {
                 tx,
                 source,
                 key,
                 reply,
                 scheduled: None,
-            },
+            }),
         );
         id
     }
