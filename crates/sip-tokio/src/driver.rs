@@ -6,22 +6,23 @@ use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
 use rand::RngCore;
 use sip_core::endpoint::{self, Destination, Endpoint, EndpointEvent, Input, Transport};
 use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
 use tracing::{debug, trace};
 
 use crate::transport::{
-    CloseReason, ConnectionId, Incoming, IncomingEvent, OutboundMessage, TransportError,
+    CloseReason, ConnectionId, Incoming, IncomingEvent, OutboundMessage, Sent, TransportError,
     TransportKind, Transports, UdpReceiver,
 };
 use crate::udp;
-use tokio::net::UdpSocket;
 
 /// What [`Driver::next`] returns.
 #[derive(Debug)]
@@ -183,7 +184,7 @@ impl<R: RngCore> Driver<R> {
                     .await
                     .map(|_| {
                         trace!(size = t.payload.len(), "UDP message sent");
-                        crate::Sent {
+                        Sent {
                             connection: None,
                             local,
                         }
@@ -295,7 +296,7 @@ impl<R: RngCore> Driver<R> {
     }
 
     /// The UDP socket of ours to send `kind` from, if it is UDP.
-    fn udp_socket(&self, kind: TransportKind) -> Option<(std::sync::Arc<UdpSocket>, SocketAddr)> {
+    fn udp_socket(&self, kind: TransportKind) -> Option<(Arc<UdpSocket>, SocketAddr)> {
         if kind != TransportKind::Udp {
             return None;
         }
