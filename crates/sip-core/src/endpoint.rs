@@ -342,7 +342,9 @@ pub struct Endpoint<R> {
     next_id: u64,
     clients: HashMap<ClientTxId, ClientEntry, IdHasher>,
     client_keys: HashMap<Key, ClientTxId>,
-    servers: HashMap<ServerTxId, ServerEntry, IdHasher>,
+    /// Boxed: an entry is most of a kilobyte and lives for Timer J or L
+    /// (32 s over UDP); inline, the table's spare slots cost as much again.
+    servers: HashMap<ServerTxId, Box<ServerEntry>, IdHasher>,
     server_keys: HashMap<Key, ServerTxId>,
     /// Where lookup keys are written.
     scratch: Vec<u8>,
@@ -721,6 +723,37 @@ impl<R: RngCore> Endpoint<R> {
                 }
             }
         }
+        self.prune_deadlines();
+    }
+
+    /// Drops deadlines at the top of the heap that no transaction waits for
+    /// any more (a cancelled Timer Trying, a timer moved, an ended
+    /// transaction), so [`poll_timeout`](Self::poll_timeout) never asks the
+    /// driver to wake for nothing.
+    /// [`prune_deadlines`](Self::prune_deadlines) after one transaction's
+    /// timers changed or it ended: only its own deadline can have gone stale
+    /// at the top (deeper ones are pruned when they surface).
+    fn prune_deadlines_of(&mut self, kind: Kind) {
+        if self
+            .deadlines
+            .peek()
+            .is_some_and(|Reverse((_, top))| *top == kind)
+        {
+            self.prune_deadlines();
+        }
+    }
+
+    fn prune_deadlines(&mut self) {
+        while let Some(Reverse((at, kind))) = self.deadlines.peek().copied() {
+            let live = match kind {
+                Kind::Client(id) => self.clients.get(&id).map(|e| e.scheduled),
+                Kind::Server(id) => self.servers.get(&id).map(|e| e.scheduled),
+            };
+            if live == Some(Some(at)) {
+                break;
+            }
+            self.deadlines.pop();
+        }
     }
 
     /// The next instant [`handle_timeout`](Self::handle_timeout) has work.
@@ -832,7 +865,10 @@ impl<R: RngCore> Endpoint<R> {
                 let reply = reply_to
                     .filter(|_| source.transport == Transport::Udp)
                     .and_then(|addr| {
-                        let via = request.top_via_value_shared()?;
+                        // A copy, not a slice: the transaction outlives the
+                        // request by Timer J or L, and a slice would keep
+                        // the whole request's buffer.
+                        let via = ByteString::from(&*request.top_via_value_shared()?);
                         Some((
                             via,
                             Destination {
@@ -909,13 +945,13 @@ impl<R: RngCore> Endpoint<R> {
         self.server_keys.insert(key.clone(), id);
         self.servers.insert(
             id,
-            ServerEntry {
+            Box::new(ServerEntry {
                 tx,
                 source,
                 key,
                 reply,
                 scheduled: None,
-            },
+            }),
         );
         id
     }
@@ -996,6 +1032,7 @@ impl<R: RngCore> Endpoint<R> {
             // A CANCEL waiting for the first provisional response goes now.
             let _ = self.send_cancel(now, id);
         }
+        self.prune_deadlines_of(Kind::Client(id));
     }
 
     fn drain_server(&mut self, id: ServerTxId) {
@@ -1016,6 +1053,7 @@ impl<R: RngCore> Endpoint<R> {
                     });
                 }
             }
+            e.tx.forget_sent_2xx();
             while let Some(ev) = e.tx.poll_event() {
                 match ev {
                     TransactionEvent::Ack(request) => self.events.push_back(EndpointEvent::Ack {
@@ -1043,6 +1081,7 @@ impl<R: RngCore> Endpoint<R> {
         if ended && let Some(e) = self.servers.remove(&id) {
             self.server_keys.remove(&e.key);
         }
+        self.prune_deadlines_of(Kind::Server(id));
     }
 }
 
@@ -1265,6 +1304,10 @@ pub fn build_cancel(invite: &Message) -> Option<Message> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::disallowed_methods,
+    reason = "a test takes one real instant as its epoch"
+)]
 mod tests {
     use super::*;
 
@@ -1307,5 +1350,79 @@ mod tests {
             let expected = response_destination(&filled, udp).map(|d| d.addr);
             assert_eq!(reply_to, expected, "{via}");
         }
+    }
+
+    /// A Timer Trying cancelled by a quick 180 is not a wake-up: once the
+    /// INVITE is answered, the next deadline is the transaction's own.
+    #[test]
+    fn rfc3261_17_2_1_cancelled_trying_is_no_deadline() {
+        use rand::SeedableRng;
+        let now = Instant::now();
+        let mut ep = Endpoint::new(
+            EndpointConfig::default(),
+            rand::rngs::StdRng::seed_from_u64(1),
+        );
+        let invite = Message::request(Method::Invite, "sip:a@192.0.2.1")
+            .header("Via", "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKinv;rport")
+            .and_then(|b| b.header("From", "<sip:b@example.com>;tag=1"))
+            .and_then(|b| b.header("To", "<sip:a@192.0.2.1>"))
+            .and_then(|b| b.header("Call-ID", "c1"))
+            .and_then(|b| b.header("CSeq", "1 INVITE"))
+            .and_then(|b| b.header("Contact", "<sip:b@192.0.2.7:5060>"))
+            .and_then(|b| b.header("Max-Forwards", "70"))
+            .and_then(|b| b.build())
+            .unwrap();
+        ep.handle_input(
+            now,
+            Input::Parsed {
+                transport: Transport::Udp,
+                connection: None,
+                remote: "192.0.2.7:5060".parse().unwrap(),
+                message: invite.clone(),
+            },
+        );
+        let trying_at = now + TimerConfig::default().trying_delay;
+        assert_eq!(ep.poll_timeout(), Some(trying_at));
+        let Some(EndpointEvent::Request {
+            transaction,
+            request,
+            ..
+        }) = ep.poll_event()
+        else {
+            panic!("the INVITE is not reported");
+        };
+        let ringing = Message::response_to(&request, 180, "Ringing")
+            .map(|b| b.to_tag("t1"))
+            .and_then(|b| b.build())
+            .unwrap();
+        ep.send_response(now, transaction, ringing).unwrap();
+        assert_eq!(ep.poll_timeout(), None, "the 180 cancelled Timer Trying");
+        let ok = Message::response_to(&request, 200, "OK")
+            .map(|b| b.to_tag("t1"))
+            .and_then(|b| b.build())
+            .unwrap();
+        ep.send_response(now, transaction, ok).unwrap();
+        assert_eq!(
+            ep.poll_timeout(),
+            Some(now + TimerConfig::default().t1 * 64)
+        );
+        // Nothing fires at the old Timer Trying instant.
+        ep.handle_timeout(trying_at);
+        let sent: Vec<_> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        assert_eq!(sent.len(), 2, "the 180 and the 200, no 100 Trying");
+        // RFC 6026: in Accepted a retransmitted INVITE is absorbed; the 2xx
+        // is resent by the user's core, not by the transaction.
+        ep.handle_input(
+            trying_at,
+            Input::Parsed {
+                transport: Transport::Udp,
+                connection: None,
+                remote: "192.0.2.7:5060".parse().unwrap(),
+                message: invite,
+            },
+        );
+        assert!(ep.poll_transmit().is_none());
+        assert!(ep.poll_event().is_none());
+        assert_eq!(ep.stats().retransmissions_absorbed, 1);
     }
 }

@@ -169,7 +169,8 @@ impl Timers {
 /// response are named rather than copied: most are sent once.
 #[derive(Debug, Clone)]
 enum Out {
-    Message(Message),
+    /// Boxed: rare, and the queue of every transaction is sized for it.
+    Message(Box<Message>),
     /// The client transaction's request.
     Request,
     /// The client transaction's ACK for a non-2xx final response.
@@ -257,7 +258,7 @@ impl ClientTransaction {
 
     fn message_ref<'a>(&'a self, out: &'a Out) -> Option<&'a Message> {
         match out {
-            Out::Message(m) => Some(m),
+            Out::Message(m) => Some(&**m),
             Out::Request => Some(&self.request),
             Out::Ack => self.ack.as_ref(),
             Out::LastResponse => None,
@@ -510,7 +511,10 @@ impl ServerTransaction {
                 self.timers.set(Timer::L, now + self.config.t1 * 64);
                 self.set_last_response(response);
             }
-            (true, Accepted, 200..=299) => self.out.transmit.push_back(Out::Message(response)),
+            (true, Accepted, 200..=299) => self
+                .out
+                .transmit
+                .push_back(Out::Message(Box::new(response))),
             (true, Proceeding, _) => {
                 self.state = Completed;
                 self.timers.clear();
@@ -545,7 +549,7 @@ impl ServerTransaction {
         if let Some(old) = &self.last_response {
             for out in &mut self.out.transmit {
                 if matches!(out, Out::LastResponse) {
-                    *out = Out::Message(old.clone());
+                    *out = Out::Message(Box::new(old.clone()));
                 }
             }
         }
@@ -553,9 +557,18 @@ impl ServerTransaction {
         self.out.transmit.push_back(Out::LastResponse);
     }
 
+    /// RFC 6026 §7.1: in Accepted the transaction never sends its 2xx again
+    /// (the user's core does), so its copy goes once it went out, rather
+    /// than staying for Timer L's 32 s.
+    pub(crate) fn forget_sent_2xx(&mut self) {
+        if self.state == TransactionState::Accepted && self.out.transmit.is_empty() {
+            self.last_response = None;
+        }
+    }
+
     fn message_ref<'a>(&'a self, out: &'a Out) -> Option<&'a Message> {
         match out {
-            Out::Message(m) => Some(m),
+            Out::Message(m) => Some(&**m),
             Out::LastResponse => self.last_response.as_ref(),
             Out::Request | Out::Ack => None,
         }

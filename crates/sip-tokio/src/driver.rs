@@ -2,18 +2,27 @@
 //! what arrives is fed in with tokio's clock, what the endpoint wants sent
 //! goes out, its timers are slept on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use rand::RngCore;
 use sip_core::endpoint::{self, Destination, Endpoint, EndpointEvent, Input, Transport};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
+use tokio::time::Sleep;
+use tracing::{debug, trace};
 
 use crate::transport::{
-    CloseReason, ConnectionId, Incoming, IncomingEvent, OutboundMessage, TransportError,
-    TransportKind, Transports,
+    CloseReason, ConnectionId, Incoming, IncomingEvent, OutboundMessage, Sent, TransportError,
+    TransportKind, Transports, UdpReceiver,
 };
+use crate::udp;
 
 /// What [`Driver::next`] returns.
 #[derive(Debug)]
@@ -43,6 +52,11 @@ pub enum DriverEvent {
 }
 
 /// Runs an [`Endpoint`] over [`Transports`].
+///
+/// The driver reads the UDP sockets itself, in the task that calls
+/// [`Driver::next`]: a datagram goes from the socket through the parser into
+/// the endpoint, and the answer out, without a task switch or a channel in
+/// between. Connections still arrive through the [`Incoming`] channel.
 #[derive(Debug)]
 pub struct Driver<R> {
     transports: Transports,
@@ -50,11 +64,36 @@ pub struct Driver<R> {
     endpoint: Endpoint<R>,
     connections: HashMap<u64, ConnectionId>,
     udp_local: Option<SocketAddr>,
-    pending: Vec<DriverEvent>,
+    pending: VecDeque<DriverEvent>,
     /// The transmit being sent, kept until the send returns so a caller
     /// that drops [`Driver::next`] mid-send (in a `select!`) loses nothing.
     sending: Option<endpoint::Transmit>,
+    /// The UDP sockets read here, as of `udp_generation`.
+    udp: Vec<UdpReceiver>,
+    udp_generation: Option<u64>,
+    /// One receive buffer for every datagram.
+    buf: Vec<u8>,
+    /// One timer for the whole life of the driver, moved rather than
+    /// re-created, and `armed` at this instant (`None`: not polled).
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: Option<Instant>,
 }
+
+/// What one round of waiting brought.
+enum Step {
+    /// Input was fed to the endpoint.
+    Fed,
+    /// The timer fired.
+    Timer,
+    /// The transports shut down.
+    Closed,
+}
+
+/// Datagrams read from one socket before the driver sends what they caused.
+const UDP_BATCH: usize = 16;
+
+/// Events taken from the channel in one round.
+const CHANNEL_BATCH: usize = 16;
 
 /// The endpoint's view of a transport kind.
 pub fn core_transport(kind: TransportKind) -> Transport {
@@ -95,14 +134,20 @@ impl<R: RngCore> Driver<R> {
             .into_iter()
             .find(|l| l.kind == TransportKind::Udp)
             .map(|l| l.local);
+        transports.shared().claim_udp();
         Driver {
             transports,
             incoming,
             endpoint,
             connections: HashMap::new(),
             udp_local,
-            pending: Vec::new(),
+            pending: VecDeque::new(),
             sending: None,
+            udp: Vec::new(),
+            udp_generation: None,
+            buf: Vec::new(),
+            sleep: None,
+            armed: None,
         }
     }
 
@@ -121,6 +166,7 @@ impl<R: RngCore> Driver<R> {
     /// Cancel-safe: a transmit whose send was interrupted is sent again by
     /// the next call (at worst a duplicate datagram, which SIP absorbs).
     pub async fn flush(&mut self) {
+        self.refresh_udp();
         loop {
             let t = match self.sending.take() {
                 Some(t) => t,
@@ -131,20 +177,36 @@ impl<R: RngCore> Driver<R> {
             };
             self.sending = Some(t.clone());
             let kind = driver_transport(t.destination.transport);
-            let mut out = OutboundMessage::new(kind, t.destination.addr, t.payload);
-            if let Some(c) = t
-                .destination
-                .connection
-                .and_then(|c| self.connections.get(&c.0))
-            {
-                out = out.with_connection(*c);
-            }
-            if kind == TransportKind::Udp
-                && let Some(local) = self.udp_local
-            {
-                out = out.with_local(local);
-            }
-            let result = self.transports.send(out).await;
+            let result = match self.udp_socket(kind) {
+                // The socket this driver reads: no lookup in the layer.
+                Some((socket, local)) => socket
+                    .send_to(&t.payload, t.destination.addr)
+                    .await
+                    .map(|_| {
+                        trace!(size = t.payload.len(), "UDP message sent");
+                        Sent {
+                            connection: None,
+                            local,
+                        }
+                    })
+                    .map_err(|e| TransportError::io("send", e)),
+                None => {
+                    let mut out = OutboundMessage::new(kind, t.destination.addr, t.payload.clone());
+                    if let Some(c) = t
+                        .destination
+                        .connection
+                        .and_then(|c| self.connections.get(&c.0))
+                    {
+                        out = out.with_connection(*c);
+                    }
+                    if kind == TransportKind::Udp
+                        && let Some(local) = self.udp_local
+                    {
+                        out = out.with_local(local);
+                    }
+                    self.transports.send(out).await
+                }
+            };
             self.sending = None;
             match result {
                 Ok(sent) => {
@@ -160,7 +222,7 @@ impl<R: RngCore> Driver<R> {
                             destination: t.destination,
                         },
                     );
-                    self.pending.push(DriverEvent::SendFailed {
+                    self.pending.push_back(DriverEvent::SendFailed {
                         destination: t.destination,
                         error,
                     });
@@ -175,8 +237,8 @@ impl<R: RngCore> Driver<R> {
     pub async fn next(&mut self, wakeup: Option<Instant>) -> Option<DriverEvent> {
         loop {
             self.flush().await;
-            if !self.pending.is_empty() {
-                return Some(self.pending.remove(0));
+            if let Some(ev) = self.pending.pop_front() {
+                return Some(ev);
             }
             if let Some(ev) = self.endpoint.poll_event() {
                 return Some(DriverEvent::Endpoint(ev));
@@ -185,27 +247,128 @@ impl<R: RngCore> Driver<R> {
             if wakeup.is_some_and(|w| w <= now) {
                 return Some(DriverEvent::Wakeup);
             }
+            // Timers already due run now, even while input keeps coming.
+            if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+                self.endpoint.handle_timeout(now);
+                continue;
+            }
             let deadline = [self.endpoint.poll_timeout(), wakeup]
                 .into_iter()
                 .flatten()
                 .min();
-            let sleep = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-                    None => std::future::pending().await,
+            self.arm(deadline);
+            match std::future::poll_fn(|cx| self.poll_input(cx)).await {
+                Step::Fed => {}
+                Step::Timer => {
+                    self.armed = None;
+                    self.endpoint.handle_timeout(self::now());
                 }
-            };
-            tokio::select! {
-                incoming = self.incoming.recv() => {
-                    let incoming = incoming?;
-                    self.feed(incoming);
-                }
-                () = sleep => {
-                    let now = self::now();
-                    self.endpoint.handle_timeout(now);
+                Step::Closed => return None,
+            }
+        }
+    }
+
+    /// Points the timer at `deadline`. Moving a tokio timer later costs
+    /// nothing; it is re-registered only when it moves earlier.
+    fn arm(&mut self, deadline: Option<Instant>) {
+        let Some(at) = deadline else {
+            self.armed = None;
+            return;
+        };
+        if self.armed == Some(at) {
+            return;
+        }
+        let at_tokio = tokio::time::Instant::from_std(at);
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().reset(at_tokio),
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at_tokio))),
+        }
+        self.armed = Some(at);
+    }
+
+    /// Picks up UDP sockets bound since, and drops them after a shutdown.
+    fn refresh_udp(&mut self) {
+        let generation = self.transports.shared().udp_generation();
+        if self.udp_generation != Some(generation) {
+            self.udp = self.transports.shared().udp_receivers();
+            self.udp_generation = Some(generation);
+        }
+    }
+
+    /// The UDP socket of ours to send `kind` from, if it is UDP.
+    fn udp_socket(&self, kind: TransportKind) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+        if kind != TransportKind::Udp {
+            return None;
+        }
+        let local = self.udp_local?;
+        self.udp
+            .iter()
+            .find(|r| r.local == local)
+            .map(|r| (r.socket.clone(), r.local))
+    }
+
+    /// Reads what is ready: datagrams from the UDP sockets (a few per
+    /// socket, each into the endpoint at once), then the channel, then the
+    /// timer.
+    fn poll_input(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+        self.refresh_udp();
+        let mut fed = false;
+        if !self.udp.is_empty() && self.buf.is_empty() {
+            self.buf = vec![0; udp::MAX_DATAGRAM];
+        }
+        for receiver in &self.udp {
+            for _ in 0..UDP_BATCH {
+                let mut buf = ReadBuf::new(&mut self.buf);
+                match receiver.socket.poll_recv_from(cx, &mut buf) {
+                    Poll::Ready(Ok(remote)) => {
+                        fed = true;
+                        if let Some(IncomingEvent::Message(message)) =
+                            udp::datagram_event(buf.filled(), &receiver.limits)
+                        {
+                            self.endpoint.handle_input(
+                                now(),
+                                Input::Parsed {
+                                    transport: Transport::Udp,
+                                    connection: None,
+                                    remote,
+                                    message,
+                                },
+                            );
+                        }
+                    }
+                    // Nothing to tell the endpoint: no transaction is behind
+                    // a failed receive.
+                    Poll::Ready(Err(error)) => {
+                        debug!(error = %error, "UDP receive failed");
+                        fed = true;
+                    }
+                    Poll::Pending => break,
                 }
             }
         }
+        for _ in 0..CHANNEL_BATCH {
+            match self.incoming.poll_recv(cx) {
+                Poll::Ready(Some(incoming)) => {
+                    self.feed(incoming);
+                    fed = true;
+                }
+                Poll::Ready(None) if fed => break,
+                Poll::Ready(None) => return Poll::Ready(Step::Closed),
+                Poll::Pending => break,
+            }
+        }
+        // Also after datagrams that fed nothing (keep-alives, garbage): the
+        // socket may hold more, and no wake-up was registered for it.
+        if fed || !self.pending.is_empty() {
+            return Poll::Ready(Step::Fed);
+        }
+        if self.armed.is_some()
+            && let Some(sleep) = &mut self.sleep
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Step::Timer);
+        }
+        Poll::Pending
     }
 
     fn feed(&mut self, incoming: Incoming) {
@@ -231,7 +394,7 @@ impl<R: RngCore> Driver<R> {
                     self.endpoint
                         .handle_input(now, Input::ConnectionClosed { connection: c });
                     if let Some(connection) = closed {
-                        self.pending.push(DriverEvent::ConnectionClosed {
+                        self.pending.push_back(DriverEvent::ConnectionClosed {
                             connection,
                             remote: incoming.remote,
                             reason,
@@ -242,7 +405,7 @@ impl<R: RngCore> Driver<R> {
             IncomingEvent::Pong => {
                 if let Some(c) = connection {
                     self.pending
-                        .push(DriverEvent::Endpoint(EndpointEvent::KeepAlivePong {
+                        .push_back(DriverEvent::Endpoint(EndpointEvent::KeepAlivePong {
                             connection: c,
                         }));
                 }

@@ -53,6 +53,13 @@
 //! # }
 //! ```
 //!
+//! [`Driver`] is that loop for `sip-core`'s sans-IO endpoint. It reads the
+//! UDP sockets itself, in the task that awaits [`Driver::next`]: a datagram
+//! goes from the socket through the parser into the endpoint, and the
+//! answers out on the same socket, without a task switch or a channel in
+//! between. Once a driver exists, datagrams no longer come through the
+//! [`Incoming`] channel (everything from connections still does).
+//!
 //! ## What comes in
 //!
 //! Every [`Incoming`] names its transport, local and remote address, and for

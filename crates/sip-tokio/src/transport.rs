@@ -523,14 +523,16 @@ pub struct Transports {
 
 impl Transports {
     /// A layer with no listener yet, and the receiver of everything that
-    /// arrives. `bind` and `send` spawn their tasks on the current tokio
-    /// runtime.
+    /// arrives (except UDP datagrams once a [`Driver`](crate::Driver) reads
+    /// the sockets). `bind` and `send` spawn their tasks on the current
+    /// tokio runtime.
     pub fn new(config: TransportConfig) -> (Transports, mpsc::Receiver<Incoming>) {
         let (events, receiver) = mpsc::channel(config.channel_capacity.max(1));
         let shared = Arc::new(Shared {
             config,
             events,
             next_id: AtomicU64::new(1),
+            udp_generation: AtomicU64::new(0),
             state: Mutex::new(State::default()),
         });
         (
@@ -568,17 +570,23 @@ impl Transports {
                 .local_addr()
                 .map_err(|e| TransportError::io("bind", e))?;
             let socket = Arc::new(socket);
-            let task = tokio::spawn(
-                udp::receive_loop(shared.clone(), socket.clone(), local, options.limits)
-                    .instrument(span),
-            );
             let mut state = shared.lock()?;
+            // A driver that reads the UDP sockets itself takes this one too.
+            let task = (!state.udp_claimed).then(|| {
+                tokio::spawn(
+                    udp::receive_loop(shared.clone(), socket.clone(), local, options.limits)
+                        .instrument(span),
+                )
+                .abort_handle()
+            });
             state.listeners.push(Listener {
                 kind,
                 local,
                 udp: Some(socket),
-                task: task.abort_handle(),
+                limits: options.limits,
+                task,
             });
+            shared.udp_generation.fetch_add(1, Ordering::Release);
             debug!(kind = %kind, "listener bound");
             return Ok(local);
         }
@@ -588,6 +596,7 @@ impl Transports {
         let local = listener
             .local_addr()
             .map_err(|e| TransportError::io("bind", e))?;
+        let limits = options.limits;
         let task = tokio::spawn(
             connection::accept_loop(shared.clone(), kind, listener, local, options)
                 .instrument(span),
@@ -597,7 +606,8 @@ impl Transports {
             kind,
             local,
             udp: None,
-            task: task.abort_handle(),
+            limits,
+            task: Some(task.abort_handle()),
         });
         debug!(kind = %kind, "listener bound");
         Ok(local)
@@ -713,6 +723,10 @@ impl Transports {
     pub fn shutdown(&self) {
         self.owner.shared.shutdown();
     }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.owner.shared
+    }
 }
 
 /// Shuts the layer down when the last [`Transports`] clone goes.
@@ -733,12 +747,17 @@ pub(crate) struct Shared {
     pub(crate) config: TransportConfig,
     events: mpsc::Sender<Incoming>,
     next_id: AtomicU64,
+    /// Moves whenever the set of UDP sockets a driver reads may have changed
+    /// (a bind, a claim, a shutdown), so the driver looks again.
+    udp_generation: AtomicU64,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
     shut_down: bool,
+    /// A driver reads the UDP sockets itself: no receive tasks.
+    udp_claimed: bool,
     listeners: Vec<Listener>,
     connections: HashMap<ConnectionId, ConnectionEntry>,
 }
@@ -748,7 +767,17 @@ struct Listener {
     kind: TransportKind,
     local: SocketAddr,
     udp: Option<Arc<UdpSocket>>,
-    task: AbortHandle,
+    limits: ParseLimits,
+    /// The receive or accept task; none for a UDP socket a driver reads.
+    task: Option<AbortHandle>,
+}
+
+/// A UDP socket that a driver reads itself.
+#[derive(Debug, Clone)]
+pub(crate) struct UdpReceiver {
+    pub(crate) socket: Arc<UdpSocket>,
+    pub(crate) local: SocketAddr,
+    pub(crate) limits: ParseLimits,
 }
 
 #[derive(Debug)]
@@ -793,13 +822,60 @@ impl Shared {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.shut_down = true;
         for listener in state.listeners.drain(..) {
-            listener.task.abort();
+            if let Some(task) = listener.task {
+                task.abort();
+            }
         }
+        self.udp_generation.fetch_add(1, Ordering::Release);
         for (_, connection) in state.connections.drain() {
             if let Some(task) = connection.task {
                 task.abort();
             }
         }
+    }
+
+    /// Hands every UDP socket, bound now or later, to a driver that reads
+    /// them itself (no task, no channel between the socket and the
+    /// endpoint). Their receive tasks stop; a datagram one of them had read
+    /// but not yet delivered is lost, as UDP may lose any.
+    pub(crate) fn claim_udp(&self) {
+        if let Ok(mut state) = self.lock() {
+            state.udp_claimed = true;
+            for listener in &mut state.listeners {
+                if listener.udp.is_some()
+                    && let Some(task) = listener.task.take()
+                {
+                    task.abort();
+                }
+            }
+        }
+        self.udp_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// See [`Shared::udp_receivers`].
+    pub(crate) fn udp_generation(&self) -> u64 {
+        self.udp_generation.load(Ordering::Acquire)
+    }
+
+    /// The UDP sockets a driver that claimed them reads; none after shutdown.
+    pub(crate) fn udp_receivers(&self) -> Vec<UdpReceiver> {
+        let Ok(state) = self.lock() else {
+            return Vec::new();
+        };
+        if !state.udp_claimed {
+            return Vec::new();
+        }
+        state
+            .listeners
+            .iter()
+            .filter_map(|l| {
+                l.udp.as_ref().map(|socket| UdpReceiver {
+                    socket: socket.clone(),
+                    local: l.local,
+                    limits: l.limits,
+                })
+            })
+            .collect()
     }
 
     /// Delivers an event; `false` when nobody listens any more.

@@ -13,7 +13,7 @@ use crate::transport::{
 };
 
 /// The largest UDP payload.
-const MAX_DATAGRAM: usize = 65_535;
+pub(crate) const MAX_DATAGRAM: usize = 65_535;
 
 /// Receives datagrams until the layer shuts down or nobody listens.
 pub(crate) async fn receive_loop(
@@ -41,29 +41,8 @@ pub(crate) async fn receive_loop(
                 continue;
             }
         };
-        // A copy the size of the datagram, so a message the core keeps does
-        // not pin a whole receive buffer.
-        let datagram = Bytes::copy_from_slice(&buf[..len]);
-        // CRLF-only datagrams are keep-alives some peers send over UDP.
-        if datagram.iter().all(|b| matches!(b, b'\r' | b'\n')) {
-            trace!(size = len, "UDP keep-alive ignored");
+        let Some(event) = datagram_event(&buf[..len], &limits) else {
             continue;
-        }
-        let event = match Message::parse_with(datagram, &limits, Framing::Datagram) {
-            Ok(message) => {
-                debug!(
-                    method = ?message.method(),
-                    status = ?message.status(),
-                    size = len,
-                    "UDP message received"
-                );
-                IncomingEvent::Message(message)
-            }
-            Err(error) => {
-                // No answer from here: the core may answer 400 if it can.
-                debug!(error = %error.kind, size = len, "malformed UDP message");
-                IncomingEvent::BadMessage(error)
-            }
         };
         let incoming = Incoming {
             kind: TransportKind::Udp,
@@ -76,6 +55,37 @@ pub(crate) async fn receive_loop(
             return;
         }
     }
+}
+
+/// What a datagram holds: a message or a parse error; `None` for a
+/// keep-alive.
+pub(crate) fn datagram_event(data: &[u8], limits: &ParseLimits) -> Option<IncomingEvent> {
+    // CRLF-only datagrams are keep-alives some peers send over UDP.
+    if data.iter().all(|b| matches!(b, b'\r' | b'\n')) {
+        trace!(size = data.len(), "UDP keep-alive ignored");
+        return None;
+    }
+    // A copy the size of the datagram, so a message the core keeps does
+    // not pin a whole receive buffer.
+    let datagram = Bytes::copy_from_slice(data);
+    Some(
+        match Message::parse_with(datagram, limits, Framing::Datagram) {
+            Ok(message) => {
+                debug!(
+                    method = ?message.method(),
+                    status = ?message.status(),
+                    size = data.len(),
+                    "UDP message received"
+                );
+                IncomingEvent::Message(message)
+            }
+            Err(error) => {
+                // No answer from here: the core may answer 400 if it can.
+                debug!(error = %error.kind, size = data.len(), "malformed UDP message");
+                IncomingEvent::BadMessage(error)
+            }
+        },
+    )
 }
 
 /// Sends one datagram.

@@ -1,0 +1,187 @@
+//! The run loop (`Driver`) over loopback UDP: requests reach the endpoint and
+//! answers go back on the driver's own sockets, sockets bound after the
+//! driver are read too, and retransmission timers run on tokio's clock.
+
+#![allow(clippy::unwrap_used, reason = "test helpers fail loudly")]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use sip_core::endpoint::{Destination, Endpoint, EndpointConfig, EndpointEvent, Transport};
+use sip_core::{Message, Method};
+use sip_tokio::{Driver, DriverEvent, ListenerOptions, TransportConfig, TransportKind, Transports};
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn options(call_id: &str, branch: &str) -> Message {
+    Message::request(Method::Options, "sip:uas@127.0.0.1")
+        .header(
+            "Via",
+            &format!("SIP/2.0/UDP 127.0.0.1;branch={branch};rport"),
+        )
+        .and_then(|b| b.header("From", "<sip:peer@example.com>;tag=p1"))
+        .and_then(|b| b.header("To", "<sip:uas@example.com>"))
+        .and_then(|b| b.header("Call-ID", call_id))
+        .and_then(|b| b.header("CSeq", "1 OPTIONS"))
+        .and_then(|b| b.header("Max-Forwards", "70"))
+        .and_then(|b| b.build())
+        .unwrap()
+}
+
+async fn driver() -> (Driver<StdRng>, SocketAddr) {
+    let (transports, incoming) = Transports::new(TransportConfig::default());
+    let local = transports
+        .bind(TransportKind::Udp, any_port(), ListenerOptions::new())
+        .await
+        .unwrap();
+    let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::seed_from_u64(7));
+    (Driver::new(transports, incoming, endpoint), local)
+}
+
+/// Waits for the next request the endpoint reports, answers it 200 and sends
+/// the answer; returns the request's source.
+async fn answer_next(driver: &mut Driver<StdRng>) -> Destination {
+    let event = timeout(WAIT, driver.next(None)).await.unwrap().unwrap();
+    let DriverEvent::Endpoint(EndpointEvent::Request {
+        transaction,
+        request,
+        source,
+    }) = event
+    else {
+        panic!("expected a request, got {event:?}");
+    };
+    let ok = Message::response_to(&request, 200, "OK")
+        .map(|b| b.to_tag("u1"))
+        .and_then(|b| b.build())
+        .unwrap();
+    let now = sip_tokio::now();
+    driver
+        .endpoint()
+        .send_response(now, transaction, ok)
+        .unwrap();
+    timeout(WAIT, driver.flush()).await.unwrap();
+    source
+}
+
+async fn receive(peer: &UdpSocket) -> (Message, SocketAddr) {
+    let mut buf = vec![0; 65_535];
+    let (len, from) = timeout(WAIT, peer.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    (Message::parse(buf[..len].to_vec()).unwrap(), from)
+}
+
+#[tokio::test]
+async fn udp_request_is_answered_from_the_socket_it_arrived_on() {
+    let (mut driver, first) = driver().await;
+    // A socket bound after the driver started is read by the driver too.
+    let second = driver
+        .transports()
+        .bind(TransportKind::Udp, any_port(), ListenerOptions::new())
+        .await
+        .unwrap();
+    let peer = UdpSocket::bind(any_port()).await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+
+    peer.send_to(&options("loop-1", "z9hG4bKloop1").to_bytes(), first)
+        .await
+        .unwrap();
+    let source = answer_next(&mut driver).await;
+    assert_eq!(source.transport, Transport::Udp);
+    assert_eq!(source.addr, peer_addr);
+    let (ok, from) = receive(&peer).await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(ok.call_id().unwrap(), "loop-1");
+    assert_eq!(from, first);
+    // RFC 3581: the response names the port the request came from.
+    assert_eq!(ok.via().unwrap().rport(), Some(Some(peer_addr.port())));
+
+    peer.send_to(&options("loop-2", "z9hG4bKloop2").to_bytes(), second)
+        .await
+        .unwrap();
+    let source = answer_next(&mut driver).await;
+    assert_eq!(source.addr, peer_addr);
+    let (ok, _) = receive(&peer).await;
+    assert_eq!(ok.call_id().unwrap(), "loop-2");
+
+    // A retransmitted request is absorbed and answered again by its
+    // transaction, without a second event.
+    peer.send_to(&options("loop-2", "z9hG4bKloop2").to_bytes(), second)
+        .await
+        .unwrap();
+    let soon = sip_tokio::now() + Duration::from_millis(100);
+    let event = timeout(WAIT, driver.next(Some(soon))).await.unwrap();
+    assert!(matches!(event, Some(DriverEvent::Wakeup)), "{event:?}");
+    let (again, _) = receive(&peer).await;
+    assert_eq!(again.status(), Some(200));
+    assert_eq!(again.call_id().unwrap(), "loop-2");
+}
+
+#[tokio::test]
+async fn keep_alives_and_garbage_do_not_stall_the_socket() {
+    let (mut driver, local) = driver().await;
+    let peer = UdpSocket::bind(any_port()).await.unwrap();
+    // More than the driver reads in one round, none of them a message.
+    for i in 0..40 {
+        let junk: &[u8] = if i % 2 == 0 { b"\r\n\r\n" } else { b"not sip" };
+        peer.send_to(junk, local).await.unwrap();
+    }
+    peer.send_to(&options("after-junk", "z9hG4bKjunk").to_bytes(), local)
+        .await
+        .unwrap();
+    answer_next(&mut driver).await;
+    let (ok, _) = receive(&peer).await;
+    assert_eq!(ok.call_id().unwrap(), "after-junk");
+}
+
+/// RFC 3261 §17.1.2.2: over UDP a non-INVITE request goes out at 0, 0.5,
+/// 1.5, 3.5, 7.5 s and then every 4 s (T2) until Timer F at 64·T1 = 32 s.
+#[tokio::test(start_paused = true)]
+async fn rfc3261_17_1_2_2_request_is_retransmitted_until_timer_f() {
+    let (mut driver, _) = driver().await;
+    let peer = UdpSocket::bind(any_port()).await.unwrap();
+    let start = tokio::time::Instant::now();
+    let branch = driver.endpoint().new_branch();
+    let destination = Destination {
+        transport: Transport::Udp,
+        addr: peer.local_addr().unwrap(),
+        connection: None,
+    };
+    let tx = driver
+        .endpoint()
+        .send_request(
+            sip_tokio::now(),
+            options("silent-peer", &branch),
+            destination,
+        )
+        .unwrap();
+    let event = timeout(Duration::from_secs(60), driver.next(None))
+        .await
+        .unwrap();
+    let Some(DriverEvent::Endpoint(EndpointEvent::ClientTimedOut { transaction })) = event else {
+        panic!("expected Timer F, got {event:?}");
+    };
+    assert_eq!(transaction, tx);
+    let elapsed = start.elapsed();
+    assert!(
+        (Duration::from_secs(32)..Duration::from_millis(32_100)).contains(&elapsed),
+        "{elapsed:?}"
+    );
+    let mut sent = 0;
+    let mut buf = vec![0; 65_535];
+    while let Ok((len, _)) = peer.try_recv_from(&mut buf) {
+        let m = Message::parse(buf[..len].to_vec()).unwrap();
+        assert_eq!(m.call_id().unwrap(), "silent-peer");
+        sent += 1;
+    }
+    assert_eq!(sent, 11);
+}
