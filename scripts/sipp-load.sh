@@ -22,7 +22,7 @@ trap cleanup EXIT
 
 command -v sipp >/dev/null || { echo "sipp-load: sipp is not installed (apt-get install sip-tester)" >&2; exit 2; }
 cargo build --locked --release -q -p sip-tokio --example sip-uas
-uas_bin=target/release/examples/sip-uas
+uas_bin=${CARGO_TARGET_DIR:-target}/release/examples/sip-uas
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 # utime + stime of a live process, in seconds.
