@@ -133,35 +133,38 @@ fn adaptive_beats_a_fixed_buffer_of_the_same_mean_delay_on_congestion() {
     );
 }
 
-/// Seeds 20 to 60, the hold-out of the stall detector's settings. Every trace
-/// meets the goal but two bursty-loss ones, whose frame grid puts the two
-/// playout positions around the 99th percentile 2-3 ms below it and 17-18
-/// ms above: at the feedback's 1 % late aim their mean delay can only come
-/// to 1.20 x the oracle (see docs/benchmarks.md, jitter-sim). They are
-/// held to that, and to the late-loss goal.
+/// Seeds 20 to 60, the hold-out of the stall detector's settings. Every
+/// trace must meet the late-loss goal. Two bursty-loss traces miss the delay
+/// goal: their frame grid puts the two playout positions around the 99th
+/// percentile 2-3 ms below it and 17-18 ms above, so at the feedback's 1 %
+/// late aim their mean delay comes to 1.20 x the oracle and a little over
+/// (see docs/benchmarks.md, jitter-sim). The goal is not relaxed for them:
+/// the test asserts that exactly these miss it, so a new miss fails it and
+/// so does a fix that forgets to update the record.
 #[test]
 fn hold_out_traces_of_seeds_20_to_60() {
-    const GRID_LIMITED: [u64; 2] = [24, 59];
-    let mut misses = Vec::new();
+    const KNOWN_DELAY_MISSES: [(u64, Scenario); 2] =
+        [(24, Scenario::BurstyLoss), (59, Scenario::BurstyLoss)];
+    let mut late = Vec::new();
+    let mut slow = Vec::new();
     for seed in 20..=60 {
         for scenario in Scenario::ALL {
             let records = scenario.generate(seed, 9000);
             let report = trace::replay(&records, JitterConfig::default(), epoch()).unwrap();
             let ratio = report.mean_delay_ms / report.oracle_delay_ms;
-            let allowed = if scenario == Scenario::BurstyLoss && GRID_LIMITED.contains(&seed) {
-                1.205
-            } else {
-                1.2
-            };
-            if report.late_loss_pct > 1.5 || ratio > allowed {
+            if report.late_loss_pct > 1.5 {
+                late.push((seed, scenario));
+            }
+            if ratio > 1.2 {
                 eprintln!(
-                    "miss: seed {seed} {}: {}",
+                    "delay goal missed: seed {seed} {} ratio {ratio:.4}: {}",
                     scenario.name(),
                     report.to_json()
                 );
-                misses.push((seed, scenario));
+                slow.push((seed, scenario));
             }
         }
     }
-    assert!(misses.is_empty(), "misses: {misses:?}");
+    assert!(late.is_empty(), "late loss over 1.5 %: {late:?}");
+    assert_eq!(slow, KNOWN_DELAY_MISSES, "traces over 1.2 x the oracle");
 }
