@@ -132,3 +132,39 @@ fn adaptive_beats_a_fixed_buffer_of_the_same_mean_delay_on_congestion() {
         adaptive.to_json()
     );
 }
+
+/// Seeds 20 to 60, the hold-out of the stall detector's settings. Every
+/// trace must meet the late-loss goal. Two bursty-loss traces miss the delay
+/// goal: their frame grid puts the two playout positions around the 99th
+/// percentile 2-3 ms below it and 17-18 ms above, so at the feedback's 1 %
+/// late aim their mean delay comes to 1.20 x the oracle and a little over
+/// (see docs/benchmarks.md, jitter-sim). The goal is not relaxed for them:
+/// the test asserts that exactly these miss it, so a new miss fails it and
+/// so does a fix that forgets to update the record.
+#[test]
+fn hold_out_traces_of_seeds_20_to_60() {
+    const KNOWN_DELAY_MISSES: [(u64, Scenario); 2] =
+        [(24, Scenario::BurstyLoss), (59, Scenario::BurstyLoss)];
+    let mut late = Vec::new();
+    let mut slow = Vec::new();
+    for seed in 20..=60 {
+        for scenario in Scenario::ALL {
+            let records = scenario.generate(seed, 9000);
+            let report = trace::replay(&records, JitterConfig::default(), epoch()).unwrap();
+            let ratio = report.mean_delay_ms / report.oracle_delay_ms;
+            if report.late_loss_pct > 1.5 {
+                late.push((seed, scenario));
+            }
+            if ratio > 1.2 {
+                eprintln!(
+                    "delay goal missed: seed {seed} {} ratio {ratio:.4}: {}",
+                    scenario.name(),
+                    report.to_json()
+                );
+                slow.push((seed, scenario));
+            }
+        }
+    }
+    assert!(late.is_empty(), "late loss over 1.5 %: {late:?}");
+    assert_eq!(slow, KNOWN_DELAY_MISSES, "traces over 1.2 x the oracle");
+}
