@@ -790,8 +790,16 @@ impl ConfigUs {
             feedback_ceiling: ns(config.feedback_ceiling),
             feedback_floor: ns(config.feedback_floor),
             feedback_lateness_limit: us(config.feedback_lateness_limit),
-            feedback_up: (step * (1.0 - config.feedback_late_rate)).round() as i64,
-            feedback_down: (step * config.feedback_late_rate).round() as i64,
+            feedback_up: if adaptive {
+                (step * (1.0 - config.feedback_late_rate)).round() as i64
+            } else {
+                0
+            },
+            feedback_down: if adaptive {
+                (step * config.feedback_late_rate).round() as i64
+            } else {
+                0
+            },
             initial_delay: us(config.initial_delay),
             jump_threshold: us(config.jump_threshold),
             max_delay: us(config.max_delay),
@@ -972,23 +980,52 @@ impl<P> JitterBuffer<P> {
 
     fn push_at(&mut self, now_us: i64, packet: JitterPacket<P>) -> PushOutcome {
         self.stats.received += 1;
-        let mut reset = false;
+        let ts = self.timestamps.peek(packet.timestamp);
+        let transit = now_us - self.ts_us(ts);
+        // A new SSRC, or a timestamp jump: a target exists once a packet of
+        // this stream was measured, and `baseline_us` is the baseline it was
+        // computed on.
+        if self.ssrc.is_some_and(|s| s != packet.ssrc)
+            || (self.target.is_some()
+                && (transit - self.baseline_us).abs() > self.config_us.jump_threshold)
+        {
+            return self.push_after_reset(now_us, packet, transit);
+        }
+        self.push_measured(now_us, packet, ts, transit)
+    }
+
+    /// Resets for a new SSRC or a timestamp jump, then buffers the packet.
+    #[cold]
+    #[inline(never)]
+    fn push_after_reset(
+        &mut self,
+        now_us: i64,
+        packet: JitterPacket<P>,
+        transit: i64,
+    ) -> PushOutcome {
         if self.ssrc.is_some_and(|s| s != packet.ssrc) {
             self.reset_for(packet.ssrc, None);
-            reset = true;
-        }
-        let mut ts = self.timestamps.peek(packet.timestamp);
-        let mut transit = now_us - self.ts_us(ts);
-        // A target exists once a packet of this stream was measured, and
-        // `baseline_us` is the baseline it was computed on.
-        if self.target.is_some()
-            && (transit - self.baseline_us).abs() > self.config_us.jump_threshold
-        {
+        } else {
             self.reset_for(packet.ssrc, Some(transit));
-            reset = true;
-            ts = self.timestamps.peek(packet.timestamp);
-            transit = now_us - self.ts_us(ts);
         }
+        let ts = self.timestamps.peek(packet.timestamp);
+        let transit = now_us - self.ts_us(ts);
+        match self.push_measured(now_us, packet, ts, transit) {
+            PushOutcome::Buffered => PushOutcome::BufferedAfterReset,
+            outcome => outcome,
+        }
+    }
+
+    /// [`push_at`](Self::push_at) once the packet belongs to the stream:
+    /// `ts` is its extended timestamp and `transit` its transit.
+    #[inline(always)]
+    fn push_measured(
+        &mut self,
+        now_us: i64,
+        packet: JitterPacket<P>,
+        ts: u64,
+        transit: i64,
+    ) -> PushOutcome {
         self.ssrc = Some(packet.ssrc);
         self.timestamps.record(ts);
         let previous = self.sequences.highest();
@@ -1030,11 +1067,7 @@ impl<P> JitterBuffer<P> {
         } else {
             self.insert_sorted(entry);
         }
-        if reset {
-            PushOutcome::BufferedAfterReset
-        } else {
-            PushOutcome::Buffered
-        }
+        PushOutcome::Buffered
     }
 
     /// Resets for a new SSRC, or for a timestamp jump to `transit`.
@@ -1442,9 +1475,7 @@ impl<P> JitterBuffer<P> {
     /// in the proportion that makes `feedback_late_rate` of packets late.
     #[inline]
     fn feedback(&mut self, late: bool) {
-        if !self.config_us.adaptive {
-            return;
-        }
+        // The fixed mode's steps are zero, so it stays at zero there.
         let change = if late {
             self.config_us.feedback_up
         } else {
@@ -1750,30 +1781,31 @@ impl MinQueue {
     /// returns the minimum transit.
     #[inline]
     fn push(&mut self, at: i64, transit: i64, oldest: i64) -> i64 {
-        let mut mask = self.slots.len() - 1;
-        let head = self.head;
+        // Grown before it is full rather than when a sample finds it full:
+        // the slots then stay put for the rest of the call.
+        if self.tail.wrapping_sub(self.head) == self.slots.len() {
+            self.grow();
+        }
+        let slots = self.slots.as_mut_slice();
+        let mask = slots.len() - 1;
+        let mut head = self.head;
         let mut tail = self.tail;
-        while tail != head && self.slots[tail.wrapping_sub(1) & mask].1 >= transit {
+        while tail != head && slots[tail.wrapping_sub(1) & mask].1 >= transit {
             tail = tail.wrapping_sub(1);
         }
-        if tail.wrapping_sub(head) == self.slots.len() {
-            self.tail = tail;
-            self.grow();
-            mask = self.slots.len() - 1;
-            tail = self.tail;
-        }
-        let mut head = self.head;
-        self.slots[tail & mask] = (at, transit);
+        slots[tail & mask] = (at, transit);
         tail = tail.wrapping_add(1);
         // The newest sample is never dropped here: it arrived now.
-        while tail.wrapping_sub(head) > 1 && self.slots[head & mask].0 < oldest {
+        while tail.wrapping_sub(head) > 1 && slots[head & mask].0 < oldest {
             head = head.wrapping_add(1);
         }
         self.head = head;
         self.tail = tail;
-        self.slots[head & mask].1
+        slots[head & mask].1
     }
 
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         let len = self.tail.wrapping_sub(self.head);
         let mask = self.slots.len() - 1;
