@@ -95,7 +95,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -1841,11 +1840,16 @@ impl MinQueue {
 #[derive(Debug)]
 struct DelayHistogram {
     bin_us: i64,
-    /// `bin_us` for the unsigned division `bin` does.
-    bin_width: NonZeroU64,
+    /// `bin_us - 1`, and `2^64 / bin_us` rounded up: `bin` divides by
+    /// multiplying (exact for dividends below 2^32, which `new` ensures).
+    bin_round: u64,
+    bin_reciprocal: u64,
     /// The value of the top bin.
     top_us: i64,
-    counts: Vec<u32>,
+    /// Counts of the bins in use, `bins` of them; a fixed size, so that
+    /// indices masked to it need no bounds check.
+    counts: Box<[u32; MAX_DELAY_BINS]>,
+    bins: usize,
     total: usize,
     /// The quantile wanted, in (0, 1].
     quantile: f64,
@@ -1865,16 +1869,20 @@ const MAX_DELAY_BINS: usize = 1 << 12;
 
 impl DelayHistogram {
     fn new(max_delay_us: i64, quantile: f64) -> Self {
-        let max_delay_us = max_delay_us.max(0);
+        // Validation keeps `max_delay` within MAX_SETTING_DURATION, so that
+        // the top bin plus a bin stays below 2^32 µs.
+        let max_delay_us = max_delay_us.clamp(0, us(MAX_SETTING_DURATION));
         let top = (MAX_DELAY_BINS - 2) as i64;
         let bin_us = ((max_delay_us + top - 1) / top).max(DELAY_BIN_US);
         // Bins up to and past max_delay: at most MAX_DELAY_BINS.
         let bins = usize::try_from((max_delay_us + bin_us - 1) / bin_us).unwrap_or(0) + 2;
         DelayHistogram {
             bin_us,
-            bin_width: NonZeroU64::new(bin_us as u64).unwrap_or(NonZeroU64::MIN),
+            bin_round: bin_us as u64 - 1,
+            bin_reciprocal: u64::MAX / bin_us as u64 + 1,
             top_us: (bins as i64 - 1) * bin_us,
-            counts: vec![0; bins],
+            counts: Box::new([0; MAX_DELAY_BINS]),
+            bins,
             total: 0,
             quantile: quantile.clamp(f64::MIN_POSITIVE, 1.0),
             rank: 1,
@@ -1887,13 +1895,22 @@ impl DelayHistogram {
     #[inline]
     fn bin(&self, value_us: i64) -> u16 {
         // Rounded up, within 0..=top (at most MAX_DELAY_BINS, so it fits).
-        let value = value_us.max(0).min(self.top_us) as u64;
-        ((value + self.bin_width.get() - 1) / self.bin_width) as u16
+        let value = value_us.max(0).min(self.top_us) as u64 + self.bin_round;
+        // value / bin_us for value < 2^32 (Lemire, Kaser and Kurz, "Faster
+        // remainder by direct computation", 2019).
+        ((u128::from(value) * u128::from(self.bin_reciprocal)) >> 64) as u16
+    }
+
+    /// A bin's count; bins are below MAX_DELAY_BINS, so the mask changes
+    /// nothing but spares the bounds check.
+    #[inline]
+    fn count(&mut self, bin: usize) -> &mut u32 {
+        &mut self.counts[bin & (MAX_DELAY_BINS - 1)]
     }
 
     fn add(&mut self, bin: u16) {
-        let bin = usize::from(bin).min(self.counts.len() - 1);
-        self.counts[bin] += 1;
+        let bin = usize::from(bin).min(self.bins - 1);
+        *self.count(bin) += 1;
         self.total += 1;
         if bin < self.quantile_bin {
             self.below += 1;
@@ -1905,11 +1922,11 @@ impl DelayHistogram {
     /// The estimator only replaces samples; tests shrink the window.
     #[cfg(test)]
     fn remove(&mut self, bin: u16) {
-        let bin = usize::from(bin).min(self.counts.len() - 1);
-        if self.counts[bin] == 0 {
+        let bin = usize::from(bin).min(self.bins - 1);
+        if *self.count(bin) == 0 {
             return;
         }
-        self.counts[bin] -= 1;
+        *self.count(bin) -= 1;
         self.total -= 1;
         if bin < self.quantile_bin {
             self.below -= 1;
@@ -1925,15 +1942,16 @@ impl DelayHistogram {
         // Both come from `bin`, so they are within the bins.
         let old = usize::from(old);
         let new = usize::from(new);
-        if self.counts[old] == 0 {
+        if *self.count(old) == 0 {
             self.add(new as u16);
             return;
         }
-        self.counts[old] -= 1;
-        self.counts[new] += 1;
+        *self.count(old) -= 1;
+        *self.count(new) += 1;
         self.below = self.below + usize::from(new < self.quantile_bin)
             - usize::from(old < self.quantile_bin);
-        self.follow();
+        // Not empty: it holds `new`.
+        self.follow_samples();
     }
 
     /// The quantile's value, if there are samples.
@@ -1949,18 +1967,23 @@ impl DelayHistogram {
     /// Moves `quantile_bin` to the bin holding the sample of rank `rank`.
     #[inline]
     fn follow(&mut self) {
-        if self.total == 0 {
-            return;
+        if self.total > 0 {
+            self.follow_samples();
         }
+    }
+
+    /// [`follow`](Self::follow) when there are samples.
+    #[inline]
+    fn follow_samples(&mut self) {
         let rank = self.rank;
         while self.below >= rank && self.quantile_bin > 0 {
             self.quantile_bin -= 1;
-            self.below -= self.counts[self.quantile_bin] as usize;
+            self.below -= *self.count(self.quantile_bin) as usize;
         }
-        while self.below + (self.counts[self.quantile_bin] as usize) < rank
-            && self.quantile_bin + 1 < self.counts.len()
+        while self.below + (*self.count(self.quantile_bin) as usize) < rank
+            && self.quantile_bin + 1 < self.bins
         {
-            self.below += self.counts[self.quantile_bin] as usize;
+            self.below += *self.count(self.quantile_bin) as usize;
             self.quantile_bin += 1;
         }
     }
@@ -2319,6 +2342,25 @@ mod tests {
             }
         }
         assert_eq!(played, [33, 60]);
+    }
+
+    #[test]
+    fn delay_histogram_bins_round_up_exactly() {
+        // `bin` divides by multiplying: compare with the division, over the
+        // whole range up to the top bin, for the usual and the widest bins.
+        for max_delay in [Duration::from_secs(1), MAX_SETTING_DURATION] {
+            let histogram = DelayHistogram::new(us(max_delay), 0.99);
+            let width = histogram.bin_us;
+            let top = histogram.top_us;
+            let mut value = -1;
+            while value <= top + 2 * width {
+                for v in [value - 1, value, value + 1] {
+                    let expected = (v.max(0).min(top) + width - 1) / width;
+                    assert_eq!(i64::from(histogram.bin(v)), expected, "value {v}");
+                }
+                value += width / 7 + 1;
+            }
+        }
     }
 
     #[test]
