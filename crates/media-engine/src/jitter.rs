@@ -1152,13 +1152,13 @@ impl<P> JitterBuffer<P> {
     /// What to play for the tick at `now`. Call once per frame duration.
     pub fn pop(&mut self, now: Instant) -> Playout<P> {
         let now_us = self.time(now);
-        self.pop_at(now_us, None)
+        self.pop_at::<false>(now_us, 0)
     }
 
     /// [`pop`](Self::pop) with the time as µs, as for
     /// [`push_micros`](Self::push_micros).
     pub fn pop_micros(&mut self, now_us: u64) -> Playout<P> {
-        self.pop_at(micros(now_us), None)
+        self.pop_at::<false>(micros(now_us), 0)
     }
 
     /// What to play next and for how long, for an audio side that
@@ -1193,7 +1193,11 @@ impl<P> JitterBuffer<P> {
             queued_us.rem_euclid(self.frame_us.max(1))
         };
         self.scale = 0;
-        let playout = self.pop_at(now_us, if scaling { Some(queued_us) } else { None });
+        let playout = if scaling {
+            self.pop_at::<true>(now_us, queued_us)
+        } else {
+            self.pop_at::<false>(now_us, 0)
+        };
         let scale = if matches!(playout, Playout::Frame(_)) {
             self.scale
         } else {
@@ -1206,9 +1210,12 @@ impl<P> JitterBuffer<P> {
         }
     }
 
-    /// `queued`: with time-scaling, the audio queued ahead of this frame
-    /// (less than a frame), µs.
-    fn pop_at(&mut self, now_us: i64, queued: Option<i64>) -> Playout<P> {
+    /// `SCALING`: with time-scaling, and `queued_us` the audio queued ahead
+    /// of this frame (less than a frame). A parameter of the type, so that
+    /// the plain `pop` carries no time-scaling checks.
+    #[inline(never)]
+    fn pop_at<const SCALING: bool>(&mut self, now_us: i64, queued_us: i64) -> Playout<P> {
+        let queued = SCALING.then_some(queued_us);
         if self.boost.is_some() {
             // The boost decays with time, so the target moves between
             // packets too.
