@@ -1700,7 +1700,7 @@ impl DelayEstimator {
     }
 
     /// Adds a packet's transit; returns the baseline.
-    #[inline]
+    #[inline(always)]
     fn add(&mut self, now_us: i64, transit: i64) -> i64 {
         let baseline = self
             .minima
