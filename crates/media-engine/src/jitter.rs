@@ -1787,8 +1787,8 @@ impl MinQueue {
     /// returns the minimum transit.
     #[inline]
     fn push(&mut self, at: i64, transit: i64, oldest: i64) -> i64 {
-        // Grown before it is full rather than when a sample finds it full:
-        // the slots then stay put for the rest of the call.
+        // Grown when full before the scan from the back rather than after
+        // it, so that the slots stay put for the rest of the update.
         if self.tail.wrapping_sub(self.head) == self.slots.len() {
             self.grow();
         }
