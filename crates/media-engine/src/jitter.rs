@@ -95,7 +95,6 @@
 //! ```
 
 use std::collections::VecDeque;
-use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use thiserror::Error;
@@ -790,8 +789,16 @@ impl ConfigUs {
             feedback_ceiling: ns(config.feedback_ceiling),
             feedback_floor: ns(config.feedback_floor),
             feedback_lateness_limit: us(config.feedback_lateness_limit),
-            feedback_up: (step * (1.0 - config.feedback_late_rate)).round() as i64,
-            feedback_down: (step * config.feedback_late_rate).round() as i64,
+            feedback_up: if adaptive {
+                (step * (1.0 - config.feedback_late_rate)).round() as i64
+            } else {
+                0
+            },
+            feedback_down: if adaptive {
+                (step * config.feedback_late_rate).round() as i64
+            } else {
+                0
+            },
             initial_delay: us(config.initial_delay),
             jump_threshold: us(config.jump_threshold),
             max_delay: us(config.max_delay),
@@ -972,23 +979,52 @@ impl<P> JitterBuffer<P> {
 
     fn push_at(&mut self, now_us: i64, packet: JitterPacket<P>) -> PushOutcome {
         self.stats.received += 1;
-        let mut reset = false;
+        let ts = self.timestamps.peek(packet.timestamp);
+        let transit = now_us - self.ts_us(ts);
+        // A new SSRC, or a timestamp jump: a target exists once a packet of
+        // this stream was measured, and `baseline_us` is the baseline it was
+        // computed on.
+        if self.ssrc.is_some_and(|s| s != packet.ssrc)
+            || (self.target.is_some()
+                && (transit - self.baseline_us).abs() > self.config_us.jump_threshold)
+        {
+            return self.push_after_reset(now_us, packet, transit);
+        }
+        self.push_measured(now_us, packet, ts, transit)
+    }
+
+    /// Resets for a new SSRC or a timestamp jump, then buffers the packet.
+    #[cold]
+    #[inline(never)]
+    fn push_after_reset(
+        &mut self,
+        now_us: i64,
+        packet: JitterPacket<P>,
+        transit: i64,
+    ) -> PushOutcome {
         if self.ssrc.is_some_and(|s| s != packet.ssrc) {
             self.reset_for(packet.ssrc, None);
-            reset = true;
-        }
-        let mut ts = self.timestamps.peek(packet.timestamp);
-        let mut transit = now_us - self.ts_us(ts);
-        // A target exists once a packet of this stream was measured, and
-        // `baseline_us` is the baseline it was computed on.
-        if self.target.is_some()
-            && (transit - self.baseline_us).abs() > self.config_us.jump_threshold
-        {
+        } else {
             self.reset_for(packet.ssrc, Some(transit));
-            reset = true;
-            ts = self.timestamps.peek(packet.timestamp);
-            transit = now_us - self.ts_us(ts);
         }
+        let ts = self.timestamps.peek(packet.timestamp);
+        let transit = now_us - self.ts_us(ts);
+        match self.push_measured(now_us, packet, ts, transit) {
+            PushOutcome::Buffered => PushOutcome::BufferedAfterReset,
+            outcome => outcome,
+        }
+    }
+
+    /// [`push_at`](Self::push_at) once the packet belongs to the stream:
+    /// `ts` is its extended timestamp and `transit` its transit.
+    #[inline(always)]
+    fn push_measured(
+        &mut self,
+        now_us: i64,
+        packet: JitterPacket<P>,
+        ts: u64,
+        transit: i64,
+    ) -> PushOutcome {
         self.ssrc = Some(packet.ssrc);
         self.timestamps.record(ts);
         let previous = self.sequences.highest();
@@ -1030,11 +1066,7 @@ impl<P> JitterBuffer<P> {
         } else {
             self.insert_sorted(entry);
         }
-        if reset {
-            PushOutcome::BufferedAfterReset
-        } else {
-            PushOutcome::Buffered
-        }
+        PushOutcome::Buffered
     }
 
     /// Resets for a new SSRC, or for a timestamp jump to `transit`.
@@ -1120,13 +1152,13 @@ impl<P> JitterBuffer<P> {
     /// What to play for the tick at `now`. Call once per frame duration.
     pub fn pop(&mut self, now: Instant) -> Playout<P> {
         let now_us = self.time(now);
-        self.pop_at(now_us, None)
+        self.pop_at::<false>(now_us, 0)
     }
 
     /// [`pop`](Self::pop) with the time as µs, as for
     /// [`push_micros`](Self::push_micros).
     pub fn pop_micros(&mut self, now_us: u64) -> Playout<P> {
-        self.pop_at(micros(now_us), None)
+        self.pop_at::<false>(micros(now_us), 0)
     }
 
     /// What to play next and for how long, for an audio side that
@@ -1161,7 +1193,11 @@ impl<P> JitterBuffer<P> {
             queued_us.rem_euclid(self.frame_us.max(1))
         };
         self.scale = 0;
-        let playout = self.pop_at(now_us, if scaling { Some(queued_us) } else { None });
+        let playout = if scaling {
+            self.pop_at::<true>(now_us, queued_us)
+        } else {
+            self.pop_at::<false>(now_us, 0)
+        };
         let scale = if matches!(playout, Playout::Frame(_)) {
             self.scale
         } else {
@@ -1174,9 +1210,12 @@ impl<P> JitterBuffer<P> {
         }
     }
 
-    /// `queued`: with time-scaling, the audio queued ahead of this frame
-    /// (less than a frame), µs.
-    fn pop_at(&mut self, now_us: i64, queued: Option<i64>) -> Playout<P> {
+    /// `SCALING`: with time-scaling, and `queued_us` the audio queued ahead
+    /// of this frame (less than a frame). A parameter of the type, so that
+    /// the plain `pop` carries no time-scaling checks.
+    #[inline(never)]
+    fn pop_at<const SCALING: bool>(&mut self, now_us: i64, queued_us: i64) -> Playout<P> {
+        let queued = SCALING.then_some(queued_us);
         if self.boost.is_some() {
             // The boost decays with time, so the target moves between
             // packets too.
@@ -1442,9 +1481,7 @@ impl<P> JitterBuffer<P> {
     /// in the proportion that makes `feedback_late_rate` of packets late.
     #[inline]
     fn feedback(&mut self, late: bool) {
-        if !self.config_us.adaptive {
-            return;
-        }
+        // The fixed mode's steps are zero, so it stays at zero there.
         let change = if late {
             self.config_us.feedback_up
         } else {
@@ -1663,7 +1700,7 @@ impl DelayEstimator {
     }
 
     /// Adds a packet's transit; returns the baseline.
-    #[inline]
+    #[inline(always)]
     fn add(&mut self, now_us: i64, transit: i64) -> i64 {
         let baseline = self
             .minima
@@ -1750,30 +1787,31 @@ impl MinQueue {
     /// returns the minimum transit.
     #[inline]
     fn push(&mut self, at: i64, transit: i64, oldest: i64) -> i64 {
-        let mut mask = self.slots.len() - 1;
-        let head = self.head;
+        // Grown when full before the scan from the back rather than after
+        // it, so that the slots stay put for the rest of the update.
+        if self.tail.wrapping_sub(self.head) == self.slots.len() {
+            self.grow();
+        }
+        let slots = self.slots.as_mut_slice();
+        let mask = slots.len() - 1;
+        let mut head = self.head;
         let mut tail = self.tail;
-        while tail != head && self.slots[tail.wrapping_sub(1) & mask].1 >= transit {
+        while tail != head && slots[tail.wrapping_sub(1) & mask].1 >= transit {
             tail = tail.wrapping_sub(1);
         }
-        if tail.wrapping_sub(head) == self.slots.len() {
-            self.tail = tail;
-            self.grow();
-            mask = self.slots.len() - 1;
-            tail = self.tail;
-        }
-        let mut head = self.head;
-        self.slots[tail & mask] = (at, transit);
+        slots[tail & mask] = (at, transit);
         tail = tail.wrapping_add(1);
         // The newest sample is never dropped here: it arrived now.
-        while tail.wrapping_sub(head) > 1 && self.slots[head & mask].0 < oldest {
+        while tail.wrapping_sub(head) > 1 && slots[head & mask].0 < oldest {
             head = head.wrapping_add(1);
         }
         self.head = head;
         self.tail = tail;
-        self.slots[head & mask].1
+        slots[head & mask].1
     }
 
+    #[cold]
+    #[inline(never)]
     fn grow(&mut self) {
         let len = self.tail.wrapping_sub(self.head);
         let mask = self.slots.len() - 1;
@@ -1809,11 +1847,16 @@ impl MinQueue {
 #[derive(Debug)]
 struct DelayHistogram {
     bin_us: i64,
-    /// `bin_us` for the unsigned division `bin` does.
-    bin_width: NonZeroU64,
+    /// `bin_us - 1`, and `2^64 / bin_us` rounded up: `bin` divides by
+    /// multiplying (exact for dividends below 2^32, which `new` ensures).
+    bin_round: u64,
+    bin_reciprocal: u64,
     /// The value of the top bin.
     top_us: i64,
-    counts: Vec<u32>,
+    /// Counts of the bins in use, `bins` of them; a fixed size, so that
+    /// indices masked to it need no bounds check.
+    counts: Box<[u32; MAX_DELAY_BINS]>,
+    bins: usize,
     total: usize,
     /// The quantile wanted, in (0, 1].
     quantile: f64,
@@ -1833,16 +1876,20 @@ const MAX_DELAY_BINS: usize = 1 << 12;
 
 impl DelayHistogram {
     fn new(max_delay_us: i64, quantile: f64) -> Self {
-        let max_delay_us = max_delay_us.max(0);
+        // Validation keeps `max_delay` within MAX_SETTING_DURATION, so that
+        // the top bin plus a bin stays below 2^32 µs.
+        let max_delay_us = max_delay_us.clamp(0, us(MAX_SETTING_DURATION));
         let top = (MAX_DELAY_BINS - 2) as i64;
         let bin_us = ((max_delay_us + top - 1) / top).max(DELAY_BIN_US);
         // Bins up to and past max_delay: at most MAX_DELAY_BINS.
         let bins = usize::try_from((max_delay_us + bin_us - 1) / bin_us).unwrap_or(0) + 2;
         DelayHistogram {
             bin_us,
-            bin_width: NonZeroU64::new(bin_us as u64).unwrap_or(NonZeroU64::MIN),
+            bin_round: bin_us as u64 - 1,
+            bin_reciprocal: u64::MAX / bin_us as u64 + 1,
             top_us: (bins as i64 - 1) * bin_us,
-            counts: vec![0; bins],
+            counts: Box::new([0; MAX_DELAY_BINS]),
+            bins,
             total: 0,
             quantile: quantile.clamp(f64::MIN_POSITIVE, 1.0),
             rank: 1,
@@ -1855,13 +1902,22 @@ impl DelayHistogram {
     #[inline]
     fn bin(&self, value_us: i64) -> u16 {
         // Rounded up, within 0..=top (at most MAX_DELAY_BINS, so it fits).
-        let value = value_us.max(0).min(self.top_us) as u64;
-        ((value + self.bin_width.get() - 1) / self.bin_width) as u16
+        let value = value_us.max(0).min(self.top_us) as u64 + self.bin_round;
+        // value / bin_us for value < 2^32 (Lemire, Kaser and Kurz, "Faster
+        // remainder by direct computation", 2019).
+        ((u128::from(value) * u128::from(self.bin_reciprocal)) >> 64) as u16
+    }
+
+    /// A bin's count; bins are below MAX_DELAY_BINS, so the mask changes
+    /// nothing but spares the bounds check.
+    #[inline]
+    fn count(&mut self, bin: usize) -> &mut u32 {
+        &mut self.counts[bin & (MAX_DELAY_BINS - 1)]
     }
 
     fn add(&mut self, bin: u16) {
-        let bin = usize::from(bin).min(self.counts.len() - 1);
-        self.counts[bin] += 1;
+        let bin = usize::from(bin).min(self.bins - 1);
+        *self.count(bin) += 1;
         self.total += 1;
         if bin < self.quantile_bin {
             self.below += 1;
@@ -1873,11 +1929,11 @@ impl DelayHistogram {
     /// The estimator only replaces samples; tests shrink the window.
     #[cfg(test)]
     fn remove(&mut self, bin: u16) {
-        let bin = usize::from(bin).min(self.counts.len() - 1);
-        if self.counts[bin] == 0 {
+        let bin = usize::from(bin).min(self.bins - 1);
+        if *self.count(bin) == 0 {
             return;
         }
-        self.counts[bin] -= 1;
+        *self.count(bin) -= 1;
         self.total -= 1;
         if bin < self.quantile_bin {
             self.below -= 1;
@@ -1893,15 +1949,16 @@ impl DelayHistogram {
         // Both come from `bin`, so they are within the bins.
         let old = usize::from(old);
         let new = usize::from(new);
-        if self.counts[old] == 0 {
+        if *self.count(old) == 0 {
             self.add(new as u16);
             return;
         }
-        self.counts[old] -= 1;
-        self.counts[new] += 1;
+        *self.count(old) -= 1;
+        *self.count(new) += 1;
         self.below = self.below + usize::from(new < self.quantile_bin)
             - usize::from(old < self.quantile_bin);
-        self.follow();
+        // Not empty: it holds `new`.
+        self.follow_samples();
     }
 
     /// The quantile's value, if there are samples.
@@ -1917,18 +1974,23 @@ impl DelayHistogram {
     /// Moves `quantile_bin` to the bin holding the sample of rank `rank`.
     #[inline]
     fn follow(&mut self) {
-        if self.total == 0 {
-            return;
+        if self.total > 0 {
+            self.follow_samples();
         }
+    }
+
+    /// [`follow`](Self::follow) when there are samples.
+    #[inline]
+    fn follow_samples(&mut self) {
         let rank = self.rank;
         while self.below >= rank && self.quantile_bin > 0 {
             self.quantile_bin -= 1;
-            self.below -= self.counts[self.quantile_bin] as usize;
+            self.below -= *self.count(self.quantile_bin) as usize;
         }
-        while self.below + (self.counts[self.quantile_bin] as usize) < rank
-            && self.quantile_bin + 1 < self.counts.len()
+        while self.below + (*self.count(self.quantile_bin) as usize) < rank
+            && self.quantile_bin + 1 < self.bins
         {
-            self.below += self.counts[self.quantile_bin] as usize;
+            self.below += *self.count(self.quantile_bin) as usize;
             self.quantile_bin += 1;
         }
     }
@@ -2287,6 +2349,25 @@ mod tests {
             }
         }
         assert_eq!(played, [33, 60]);
+    }
+
+    #[test]
+    fn delay_histogram_bins_round_up_exactly() {
+        // `bin` divides by multiplying: compare with the division, over the
+        // whole range up to the top bin, for the usual and the widest bins.
+        for max_delay in [Duration::from_secs(1), MAX_SETTING_DURATION] {
+            let histogram = DelayHistogram::new(us(max_delay), 0.99);
+            let width = histogram.bin_us;
+            let top = histogram.top_us;
+            let mut value = -1;
+            while value <= top + 2 * width {
+                for v in [value - 1, value, value + 1] {
+                    let expected = (v.max(0).min(top) + width - 1) / width;
+                    assert_eq!(i64::from(histogram.bin(v)), expected, "value {v}");
+                }
+                value += width / 7 + 1;
+            }
+        }
     }
 
     #[test]
