@@ -16,10 +16,10 @@ use tokio::io::ReadBuf;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Sleep;
-use tracing::{debug, trace};
+use tracing::debug;
 
 use crate::transport::{
-    CloseReason, ConnectionId, Incoming, IncomingEvent, OutboundMessage, Sent, TransportError,
+    CloseReason, ConnectionId, Incoming, IncomingEvent, OutboundMessage, TransportError,
     TransportKind, Transports, UdpReceiver,
 };
 use crate::udp;
@@ -179,17 +179,9 @@ impl<R: RngCore> Driver<R> {
             let kind = driver_transport(t.destination.transport);
             let result = match self.udp_socket(kind) {
                 // The socket this driver reads: no lookup in the layer.
-                Some((socket, local)) => socket
-                    .send_to(&t.payload, t.destination.addr)
-                    .await
-                    .map(|_| {
-                        trace!(size = t.payload.len(), "UDP message sent");
-                        Sent {
-                            connection: None,
-                            local,
-                        }
-                    })
-                    .map_err(|e| TransportError::io("send", e)),
+                Some((socket, local)) => {
+                    udp::send_from(&socket, local, &t.payload, t.destination.addr).await
+                }
                 None => {
                     let mut out = OutboundMessage::new(kind, t.destination.addr, t.payload.clone());
                     if let Some(c) = t

@@ -94,11 +94,21 @@ pub(crate) async fn send(
     message: &OutboundMessage,
 ) -> Result<Sent, TransportError> {
     let (socket, local) = shared.udp_socket(message.local, message.destination)?;
+    send_from(&socket, local, &message.bytes, message.destination).await
+}
+
+/// Sends one datagram from `socket`, bound at `local`.
+pub(crate) async fn send_from(
+    socket: &UdpSocket,
+    local: SocketAddr,
+    bytes: &[u8],
+    destination: SocketAddr,
+) -> Result<Sent, TransportError> {
     socket
-        .send_to(&message.bytes, message.destination)
+        .send_to(bytes, destination)
         .await
         .map_err(|e| TransportError::io("send", e))?;
-    trace!(size = message.bytes.len(), "UDP message sent");
+    trace!(size = bytes.len(), "UDP message sent");
     Ok(Sent {
         connection: None,
         local,
