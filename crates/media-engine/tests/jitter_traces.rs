@@ -92,28 +92,43 @@ fn goal_gilbert_elliott_bursty_loss() {
     assert_goal(Scenario::BurstyLoss);
 }
 
+/// The generated traces of `seeds` (all scenarios) that miss the goal:
+/// those over 1.5 % late, and those over 1.2 x the oracle's delay.
+fn goal_misses(
+    seeds: std::ops::RangeInclusive<u64>,
+) -> (Vec<(u64, Scenario)>, Vec<(u64, Scenario)>) {
+    let mut late = Vec::new();
+    let mut slow = Vec::new();
+    for seed in seeds {
+        for scenario in Scenario::ALL {
+            let records = scenario.generate(seed, 9000);
+            let report = trace::replay(&records, JitterConfig::default(), epoch()).unwrap();
+            let ratio = report.mean_delay_ms / report.oracle_delay_ms;
+            if report.late_loss_pct > 1.5 || ratio > 1.2 {
+                eprintln!(
+                    "miss: seed {seed} {} ratio {ratio:.4}: {}",
+                    scenario.name(),
+                    report.to_json()
+                );
+            }
+            if report.late_loss_pct > 1.5 {
+                late.push((seed, scenario));
+            }
+            if ratio > 1.2 {
+                slow.push((seed, scenario));
+            }
+        }
+    }
+    (late, slow)
+}
+
 /// The same goal on the traces of seeds 2 to 19 (as
 /// `jitter-sim --sweep 2-19` prints them): every one meets it.
 #[test]
 fn generated_traces_of_seeds_2_to_19() {
-    let mut misses = Vec::new();
-    for seed in 2..=19 {
-        for scenario in Scenario::ALL {
-            let records = scenario.generate(seed, 9000);
-            let report = trace::replay(&records, JitterConfig::default(), epoch()).unwrap();
-            let met =
-                report.late_loss_pct <= 1.5 && report.mean_delay_ms <= 1.2 * report.oracle_delay_ms;
-            if !met {
-                eprintln!(
-                    "miss: seed {seed} {}: {}",
-                    scenario.name(),
-                    report.to_json()
-                );
-                misses.push((seed, scenario));
-            }
-        }
-    }
-    assert!(misses.is_empty(), "misses: {misses:?}");
+    let (late, slow) = goal_misses(2..=19);
+    assert!(late.is_empty(), "late loss over 1.5 %: {late:?}");
+    assert!(slow.is_empty(), "traces over 1.2 x the oracle: {slow:?}");
 }
 
 #[test]
@@ -145,26 +160,7 @@ fn adaptive_beats_a_fixed_buffer_of_the_same_mean_delay_on_congestion() {
 fn hold_out_traces_of_seeds_20_to_60() {
     const KNOWN_DELAY_MISSES: [(u64, Scenario); 2] =
         [(24, Scenario::BurstyLoss), (59, Scenario::BurstyLoss)];
-    let mut late = Vec::new();
-    let mut slow = Vec::new();
-    for seed in 20..=60 {
-        for scenario in Scenario::ALL {
-            let records = scenario.generate(seed, 9000);
-            let report = trace::replay(&records, JitterConfig::default(), epoch()).unwrap();
-            let ratio = report.mean_delay_ms / report.oracle_delay_ms;
-            if report.late_loss_pct > 1.5 {
-                late.push((seed, scenario));
-            }
-            if ratio > 1.2 {
-                eprintln!(
-                    "delay goal missed: seed {seed} {} ratio {ratio:.4}: {}",
-                    scenario.name(),
-                    report.to_json()
-                );
-                slow.push((seed, scenario));
-            }
-        }
-    }
+    let (late, slow) = goal_misses(20..=60);
     assert!(late.is_empty(), "late loss over 1.5 %: {late:?}");
     assert_eq!(slow, KNOWN_DELAY_MISSES, "traces over 1.2 x the oracle");
 }
