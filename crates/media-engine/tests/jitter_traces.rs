@@ -92,17 +92,19 @@ fn goal_gilbert_elliott_bursty_loss() {
     assert_goal(Scenario::BurstyLoss);
 }
 
+/// Generated traces, as seed and scenario.
+type Traces = Vec<(u64, Scenario)>;
+
 /// The generated traces of `seeds` (all scenarios) that miss the goal:
 /// those over 1.5 % late, and those over 1.2 x the oracle's delay.
-fn goal_misses(
-    seeds: std::ops::RangeInclusive<u64>,
-) -> (Vec<(u64, Scenario)>, Vec<(u64, Scenario)>) {
+fn goal_misses(seeds: std::ops::RangeInclusive<u64>) -> (Traces, Traces) {
     let mut late = Vec::new();
     let mut slow = Vec::new();
     for seed in seeds {
         for scenario in Scenario::ALL {
             let records = scenario.generate(seed, 9000);
-            let report = trace::replay(&records, JitterConfig::default(), epoch()).unwrap();
+            let report =
+                trace::replay(&records, JitterConfig::default(), epoch()).expect("trace replays");
             let ratio = report.mean_delay_ms / report.oracle_delay_ms;
             if report.late_loss_pct > 1.5 || ratio > 1.2 {
                 eprintln!(
