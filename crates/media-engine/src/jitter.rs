@@ -766,8 +766,9 @@ pub struct JitterBuffer<P> {
     last_arrival_us: Option<i64>,
     /// Extra target delay after late packets: (value µs, when set).
     boost: Option<(f64, i64)>,
-    /// Late-rate feedback added to the target, ns (negative lowers it).
-    feedback_ns: i64,
+    /// Late-rate feedback added to the target, in 2^-10 µs units ([`FEEDBACK_UNIT_SHIFT`])
+    /// (negative lowers it).
+    feedback: i64,
     /// The playout transit aimed for, recomputed whenever a packet
     /// changed the estimate or the feedback (and at every tick while a
     /// boost decays), and the baseline it was computed on.
@@ -793,18 +794,19 @@ struct ConfigUs {
     fixed_delay: i64,
     boost_decay_per_second: f64,
     boost_limit: i64,
+    /// The feedback's bounds, steps and band in 2^-10 µs units ([`FEEDBACK_UNIT_SHIFT`]).
     feedback_ceiling: i64,
     feedback_floor: i64,
     feedback_lateness_limit: i64,
-    /// Feedback change per late packet and per packet on time, ns.
+    /// Feedback change per late packet and per packet on time.
     feedback_up: i64,
     feedback_down: i64,
-    /// The same where the grid makes delay expensive, ns.
+    /// The same where the grid makes delay expensive.
     grid_up: i64,
     grid_down: i64,
     grid_gap: i64,
     /// The feedback is settled when, plus `settled_offset`, it is below
-    /// `settled_limit` as an unsigned number: `settled_band - 1` ns and
+    /// `settled_limit` as an unsigned number: `settled_band - 1` unit and
     /// (zero when off) the same, so that one comparison checks both ends.
     settled_offset: i64,
     settled_limit: u64,
@@ -823,7 +825,7 @@ impl ConfigUs {
             DelayMode::Adaptive => (true, 0),
             DelayMode::Fixed(d) => (false, us(d)),
         };
-        let step = ns(config.feedback_step) as f64;
+        let step = feedback_units(config.feedback_step) as f64;
         // The fixed mode's steps are zero, so its correction stays zero.
         let steps = |rate: f64| {
             if adaptive {
@@ -842,16 +844,16 @@ impl ConfigUs {
             fixed_delay,
             boost_decay_per_second: us(config.boost_decay_per_second) as f64,
             boost_limit: us(config.boost_limit),
-            feedback_ceiling: ns(config.feedback_ceiling),
-            feedback_floor: ns(config.feedback_floor),
+            feedback_ceiling: feedback_units(config.feedback_ceiling),
+            feedback_floor: feedback_units(config.feedback_floor),
             feedback_lateness_limit: us(config.feedback_lateness_limit),
             feedback_up,
             feedback_down,
             grid_up,
             grid_down,
             grid_gap: us(config.grid_gap),
-            settled_offset: ns(config.settled_band) - 1,
-            settled_limit: u64::try_from(ns(config.settled_band) - 1).unwrap_or(0),
+            settled_offset: feedback_units(config.settled_band) - 1,
+            settled_limit: u64::try_from(feedback_units(config.settled_band) - 1).unwrap_or(0),
             initial_delay: us(config.initial_delay),
             jump_threshold: us(config.jump_threshold),
             max_delay: us(config.max_delay),
@@ -979,7 +981,7 @@ impl<P> JitterBuffer<P> {
             playout_transit: None,
             last_arrival_us: None,
             boost: None,
-            feedback_ns: 0,
+            feedback: 0,
             target: None,
             baseline_us: 0,
             recent: RecentSequences::default(),
@@ -1034,36 +1036,41 @@ impl<P> JitterBuffer<P> {
         self.stats.received += 1;
         let ts = self.timestamps.peek(packet.timestamp);
         let transit = now_us - self.ts_us(ts);
-        // A new SSRC, or a timestamp jump: a target exists once a packet of
-        // this stream was measured, and `baseline_us` is the baseline it was
-        // computed on.
-        if self.ssrc.is_some_and(|s| s != packet.ssrc)
-            || (self.target.is_some()
-                && (transit - self.baseline_us).abs() > self.config_us.jump_threshold)
+        // The first packet of a stream, a new SSRC, or a timestamp jump.
+        // Once the stream's first packet set the SSRC, a target exists
+        // (only `reset` clears either, and it clears both), and
+        // `baseline_us` is the baseline it was computed on.
+        if self.ssrc != Some(packet.ssrc)
+            || (transit - self.baseline_us).abs() > self.config_us.jump_threshold
         {
-            return self.push_after_reset(now_us, packet, transit);
+            return self.push_first(now_us, packet, transit);
         }
         self.push_measured(now_us, packet, ts, transit)
     }
 
-    /// Resets for a new SSRC or a timestamp jump, then buffers the packet.
+    /// Starts a stream: its first packet, or, after a reset for a new SSRC
+    /// or a timestamp jump, the packet that caused it.
     #[cold]
     #[inline(never)]
-    fn push_after_reset(
-        &mut self,
-        now_us: i64,
-        packet: JitterPacket<P>,
-        transit: i64,
-    ) -> PushOutcome {
-        if self.ssrc.is_some_and(|s| s != packet.ssrc) {
-            self.reset_for(packet.ssrc, None);
-        } else {
-            self.reset_for(packet.ssrc, Some(transit));
-        }
+    fn push_first(&mut self, now_us: i64, packet: JitterPacket<P>, transit: i64) -> PushOutcome {
+        let reset = match self.ssrc {
+            None => false,
+            Some(ssrc) if ssrc != packet.ssrc => {
+                self.reset_for(packet.ssrc, None);
+                true
+            }
+            Some(_) => {
+                self.reset_for(packet.ssrc, Some(transit));
+                true
+            }
+        };
         let ts = self.timestamps.peek(packet.timestamp);
         let transit = now_us - self.ts_us(ts);
+        // The common path reads these, and writes neither.
+        self.ssrc = Some(packet.ssrc);
+        self.anchor = Some(transit);
         match self.push_measured(now_us, packet, ts, transit) {
-            PushOutcome::Buffered => PushOutcome::BufferedAfterReset,
+            PushOutcome::Buffered if reset => PushOutcome::BufferedAfterReset,
             outcome => outcome,
         }
     }
@@ -1078,7 +1085,6 @@ impl<P> JitterBuffer<P> {
         ts: u64,
         transit: i64,
     ) -> PushOutcome {
-        self.ssrc = Some(packet.ssrc);
         self.timestamps.record(ts);
         let previous = self.sequences.highest();
         let sequence = self.sequences.unwrap(packet.sequence_number);
@@ -1095,7 +1101,6 @@ impl<P> JitterBuffer<P> {
             return self.duplicate(packet.sequence_number);
         }
         let baseline = self.estimator.add(now_us, transit);
-        self.anchor.get_or_insert(transit);
 
         if (self.cursor.is_some_and(|c| ts < c)
             || self.last_played.is_some_and(|(_, last_ts)| ts <= last_ts))
@@ -1280,9 +1285,8 @@ impl<P> JitterBuffer<P> {
         };
         let transit = now_us - self.ts_us(cursor);
         self.playout_transit = Some(transit);
-        if target.is_some() {
-            self.current_delay_us = transit - self.baseline_us;
-        }
+        // A cursor is set only once there is a target (`reset` clears both).
+        self.current_delay_us = transit - self.baseline_us;
         let adaptive = self.config_us.adaptive;
         // The common case: the delay within a frame above the target, no
         // shrink pending, and the frame at the cursor here.
@@ -1506,7 +1510,7 @@ impl<P> JitterBuffer<P> {
             .estimator
             .quantile()
             .unwrap_or(self.config_us.initial_delay);
-        let mut extra = self.feedback_ns / 1000;
+        let mut extra = self.feedback >> FEEDBACK_UNIT_SHIFT;
         if self.boost.is_some() {
             extra += self.boost(now_us) as i64;
         }
@@ -1535,7 +1539,7 @@ impl<P> JitterBuffer<P> {
     #[inline]
     fn feedback(&mut self, late: bool) {
         // Within (-settled_band, 0), in one unsigned comparison.
-        let offset = self.feedback_ns + self.config_us.settled_offset;
+        let offset = self.feedback + self.config_us.settled_offset;
         let settled = (offset as u64) < self.config_us.settled_limit;
         let (up, down) = if settled && self.grid_is_expensive() {
             (self.config_us.grid_up, self.config_us.grid_down)
@@ -1543,7 +1547,7 @@ impl<P> JitterBuffer<P> {
             (self.config_us.feedback_up, self.config_us.feedback_down)
         };
         let change = if late { up } else { -down };
-        self.feedback_ns = (self.feedback_ns + change)
+        self.feedback = (self.feedback + change)
             .max(-self.config_us.feedback_floor)
             .min(self.config_us.feedback_ceiling);
     }
@@ -1706,10 +1710,15 @@ fn us(d: Duration) -> i64 {
     secs.min(i64::MAX / 2_000_000) * 1_000_000 + i64::from(d.subsec_micros())
 }
 
-/// A duration in whole ns, saturating well below `i64::MAX` so that sums
-/// of a few cannot overflow.
-fn ns(d: Duration) -> i64 {
-    i64::try_from(d.as_nanos())
+/// The late-rate feedback counts in 2^-10 µs: fine enough for a step
+/// times a late rate of a percent or less, and turned into µs by a shift.
+const FEEDBACK_UNIT_SHIFT: u32 = 10;
+
+/// A duration in [`FEEDBACK_UNIT_SHIFT`]'s units, saturating well below
+/// `i64::MAX` so that sums of a few cannot overflow.
+fn feedback_units(d: Duration) -> i64 {
+    let units = d.as_nanos() * (1 << FEEDBACK_UNIT_SHIFT) / 1000;
+    i64::try_from(units)
         .unwrap_or(i64::MAX / 4)
         .min(i64::MAX / 4)
 }
@@ -1742,6 +1751,8 @@ struct DelayEstimator {
     histogram: DelayHistogram,
     /// Samples needed before the quantile is trusted.
     warmup: usize,
+    /// Whether the window holds `warmup` samples (it never shrinks).
+    warm: bool,
     stall_threshold_us: i64,
     stall_packets: u32,
     /// Consecutive packets above the stall threshold.
@@ -1762,7 +1773,12 @@ impl DelayEstimator {
             history: config.history,
             histogram: DelayHistogram::new(us(config.max_delay), 1.0 - config.late_target),
             warmup: config.history.min(50),
-            stall_threshold_us: us(config.stall_threshold),
+            warm: false,
+            // Under 1 µs turns the detector off, as zero does.
+            stall_threshold_us: match us(config.stall_threshold) {
+                0 => i64::MAX,
+                threshold => threshold,
+            },
             stall_packets: config.stall_packets,
             stall_run: 0,
             stall_share: 0.0,
@@ -1779,20 +1795,19 @@ impl DelayEstimator {
             .push(now_us, transit, now_us - self.baseline_window_us);
 
         let relative = transit - baseline;
-        if self.stall_threshold_us > 0 {
-            self.stall_share *= self.stall_decay;
-            let high = relative > self.stall_threshold_us
-                && self
-                    .quantile()
-                    .is_some_and(|q| relative > q + self.stall_threshold_us);
-            if !high {
-                self.stall_run = 0;
-            } else if self.stall_run < self.stall_packets {
-                self.stall_run += 1;
-                self.stall_share += 1.0 - self.stall_decay;
-                if self.stall_share <= self.stall_share_limit {
-                    return baseline;
-                }
+        // With the detector off the threshold is `i64::MAX`: nothing is high.
+        self.stall_share *= self.stall_decay;
+        let high = relative > self.stall_threshold_us
+            && self
+                .quantile()
+                .is_some_and(|q| relative > q + self.stall_threshold_us);
+        if !high {
+            self.stall_run = 0;
+        } else if self.stall_run < self.stall_packets {
+            self.stall_run += 1;
+            self.stall_share += 1.0 - self.stall_decay;
+            if self.stall_share <= self.stall_share_limit {
+                return baseline;
             }
         }
         let bin = self.histogram.bin(relative);
@@ -1811,6 +1826,7 @@ impl DelayEstimator {
             if self.window.len() == self.history {
                 self.window_head = 0;
             }
+            self.warm = self.window.len() >= self.warmup;
             self.histogram.add(bin);
         }
         baseline
@@ -1823,10 +1839,11 @@ impl DelayEstimator {
 
     #[inline]
     fn quantile(&self) -> Option<i64> {
-        if self.window.len() < self.warmup {
+        if !self.warm {
             return None;
         }
-        self.histogram.value()
+        // Warm means at least one sample, as `warmup` is at least one.
+        Some(self.histogram.quantile_value())
     }
 
     fn reset_baseline(&mut self) {
@@ -2034,9 +2051,15 @@ impl DelayHistogram {
     }
 
     /// The quantile's value, if there are samples.
-    #[inline]
+    #[cfg(test)]
     fn value(&self) -> Option<i64> {
-        (self.total > 0).then_some(self.quantile_bin as i64 * self.bin_us)
+        (self.total > 0).then_some(self.quantile_value())
+    }
+
+    /// The quantile's value when there are samples.
+    #[inline]
+    fn quantile_value(&self) -> i64 {
+        self.quantile_bin as i64 * self.bin_us
     }
 
     fn rank_of(&self, total: usize) -> usize {
