@@ -1,8 +1,8 @@
 //! Replays a network trace through the jitter buffer on a virtual clock.
 //!
 //! ```text
-//! jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--json]
-//! jitter-sim --sweep FIRST-LAST [--buffer adaptive|fixed:MS]
+//! jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE] [--grid RATE:GAP:BAND_MS] [--json]
+//! jitter-sim --sweep FIRST-LAST [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE] [--grid RATE:GAP:BAND_MS]
 //! ```
 //!
 //! The trace format and the figures reported are described in
@@ -12,6 +12,11 @@
 //! that miss the goal (late loss <= 1.5 %, mean delay <= 1.2 x oracle),
 //! and exits with status 1 if any does. Exit status 2 means a usage or
 //! input error.
+//!
+//! `--stall MS:PACKETS:SHARE` overrides the stall detector's settings
+//! (`0:0:0` turns it off) and `--grid RATE:GAP:BAND_MS` the grid-aware
+//! late aim's (`grid_late_rate`, `grid_gap`, `settled_band`; a band of 0
+//! turns it off).
 #![allow(clippy::print_stdout)]
 
 use std::process::ExitCode;
@@ -20,13 +25,15 @@ use std::time::{Duration, Instant};
 use media_engine::jitter::{DelayMode, JitterConfig};
 use media_engine::trace::{self, Scenario};
 
-const USAGE: &str = "usage: jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE] [--json]\n       jitter-sim --sweep FIRST-LAST [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE]";
+const USAGE: &str = "usage: jitter-sim --trace FILE.csv [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE] [--grid RATE:GAP:BAND_MS] [--json]\n       jitter-sim --sweep FIRST-LAST [--buffer adaptive|fixed:MS] [--stall MS:PACKETS:SHARE] [--grid RATE:GAP:BAND_MS]";
 
 struct Args {
     trace: Source,
     mode: DelayMode,
     /// Stall detector override: threshold ms and run length.
     stall: Option<(u64, u32, f64)>,
+    /// Grid-aware late aim override: rate, gap (of a frame), band ms.
+    grid: Option<(f64, f64, u64)>,
     json: bool,
 }
 
@@ -36,6 +43,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
     let mut mode = DelayMode::Adaptive;
     let mut json = false;
     let mut stall = None;
+    let mut grid = None;
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--trace" => trace = Some(args.next().ok_or("--trace needs a file")?),
@@ -59,6 +67,18 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
                     share.parse().map_err(|_| bad())?,
                 ));
             }
+            "--grid" => {
+                let value = args.next().ok_or("--grid needs RATE:GAP:BAND_MS")?;
+                let bad = || format!("--grid must be RATE:GAP:BAND_MS, not `{value}`");
+                let mut parts = value.split(':');
+                let mut part = || parts.next().ok_or_else(bad);
+                let (rate, gap, band) = (part()?, part()?, part()?);
+                grid = Some((
+                    rate.parse().map_err(|_| bad())?,
+                    gap.parse().map_err(|_| bad())?,
+                    band.parse().map_err(|_| bad())?,
+                ));
+            }
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -73,6 +93,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         trace,
         mode,
         stall,
+        grid,
         json,
     })
 }
@@ -144,6 +165,11 @@ fn configure(args: &Args) -> JitterConfig {
         config.stall_threshold = Duration::from_millis(ms);
         config.stall_packets = packets;
         config.stall_share = share;
+    }
+    if let Some((rate, gap, band)) = args.grid {
+        config.grid_late_rate = rate;
+        config.grid_gap = gap;
+        config.settled_band = Duration::from_millis(band);
     }
     config
 }

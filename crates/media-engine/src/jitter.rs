@@ -38,7 +38,8 @@
 //! - Where the frame grid makes delay expensive, the feedback aims a
 //!   little higher, at [`JitterConfig::grid_late_rate`]: when the grid
 //!   position above the quantile's target is at least
-//!   [`JitterConfig::grid_gap`] above it, the delay alternates between a
+//!   [`JitterConfig::grid_gap`] of a frame above it, the delay alternates
+//!   between a
 //!   position just under the quantile, which loses a few percent, and
 //!   one most of a frame over it, and a quarter of a percent more late
 //!   loss saves a good part of that frame. It does so only while the
@@ -167,8 +168,8 @@ pub struct JitterConfig {
     /// run (see the module documentation).
     pub feedback_late_rate: f64,
     /// How much a late packet raises the feedback correction; every packet
-    /// on time lowers it by `feedback_late_rate` times this. Zero turns the
-    /// feedback off.
+    /// on time lowers it by `feedback_late_rate` (or `grid_late_rate`)
+    /// times this. Zero turns the feedback off.
     pub feedback_step: Duration,
     /// Lowest correction: the target may drop this far below the quantile.
     pub feedback_floor: Duration,
@@ -182,8 +183,8 @@ pub struct JitterConfig {
     /// documentation).
     pub grid_late_rate: f64,
     /// The grid is expensive when the next frame position is at least this
-    /// far above the quantile's target.
-    pub grid_gap: Duration,
+    /// fraction of a frame above the quantile's target (one or more: never).
+    pub grid_gap: f64,
     /// `grid_late_rate` applies only while the feedback correction is
     /// below zero by less than this. Zero turns it off.
     pub settled_band: Duration,
@@ -244,7 +245,7 @@ impl Default for JitterConfig {
             // bursty-loss traces to use it, narrow enough that congestion
             // ramps, whose feedback swings, do not.
             grid_late_rate: 0.0125,
-            grid_gap: Duration::from_millis(12),
+            grid_gap: 0.6,
             settled_band: Duration::from_millis(3),
             time_scale_limit: Duration::from_millis(5),
             stall_threshold: Duration::from_millis(STALL_MS),
@@ -317,8 +318,8 @@ pub enum JitterConfigError {
     /// The late target is not within 0..1.
     #[error("late target {0} is not within 0 and 1")]
     BadLateTarget(String),
-    /// A fraction (`feedback_late_rate`, `grid_late_rate`, `stall_share`)
-    /// is not within
+    /// A fraction (`feedback_late_rate`, `grid_late_rate`, `grid_gap`,
+    /// `stall_share`) is not within
     /// 0..=1.
     #[error("{setting} {value} is not within 0 and 1")]
     BadFraction {
@@ -429,6 +430,7 @@ impl JitterConfig {
         for (setting, value) in [
             ("feedback_late_rate", self.feedback_late_rate),
             ("grid_late_rate", self.grid_late_rate),
+            ("grid_gap", self.grid_gap),
             ("stall_share", self.stall_share),
         ] {
             if !(0.0..=1.0).contains(&value) {
@@ -478,7 +480,6 @@ impl JitterConfig {
                 self.stall_threshold,
                 MAX_SETTING_DURATION,
             ),
-            ("grid_gap", self.grid_gap, MAX_SETTING_DURATION),
             ("settled_band", self.settled_band, MAX_SETTING_DURATION),
         ] {
             if value > max {
@@ -741,6 +742,9 @@ pub struct JitterBuffer<P> {
     /// Timestamp units per frame.
     frame_ticks: u64,
     frame_us: i64,
+    /// `frame_us + shrink_margin`: how far above the target the playout
+    /// transit may be without moving.
+    steady_band: u64,
     /// µs per timestamp unit as the fraction `us_num / us_den`.
     us_num: u64,
     us_den: u64,
@@ -794,16 +798,20 @@ struct ConfigUs {
     fixed_delay: i64,
     boost_decay_per_second: f64,
     boost_limit: i64,
-    /// The feedback's bounds, steps and band in 2^-10 µs units ([`FEEDBACK_UNIT_SHIFT`]).
+    /// The feedback's bounds, in 2^-10 µs units ([`FEEDBACK_UNIT_SHIFT`]).
     feedback_ceiling: i64,
+    /// The same.
     feedback_floor: i64,
+    /// µs.
     feedback_lateness_limit: i64,
-    /// Feedback change per late packet and per packet on time.
+    /// Feedback change per late packet and per packet on time, in the
+    /// feedback's units.
     feedback_up: i64,
     feedback_down: i64,
     /// The same where the grid makes delay expensive.
     grid_up: i64,
     grid_down: i64,
+    /// `grid_gap` of a frame, µs.
     grid_gap: i64,
     /// The feedback is settled when, plus `settled_offset`, it is below
     /// `settled_limit` as an unsigned number: `settled_band - 1` unit and
@@ -851,7 +859,8 @@ impl ConfigUs {
             feedback_down,
             grid_up,
             grid_down,
-            grid_gap: us(config.grid_gap),
+            // Validated within 0..=1 of a frame of at most a second.
+            grid_gap: (us(config.frame_duration) as f64 * config.grid_gap).round() as i64,
             settled_offset: feedback_units(config.settled_band) - 1,
             settled_limit: u64::try_from(feedback_units(config.settled_band) - 1).unwrap_or(0),
             initial_delay: us(config.initial_delay),
@@ -965,6 +974,8 @@ impl<P> JitterBuffer<P> {
         Ok(JitterBuffer {
             frame_ticks,
             frame_us: us(config.frame_duration),
+            steady_band: u64::try_from(us(config.frame_duration) + us(config.shrink_margin))
+                .unwrap_or(u64::MAX),
             us_num: 1_000_000 / divisor,
             us_den: rate / divisor,
             config_us: ConfigUs::new(&config),
@@ -1045,6 +1056,7 @@ impl<P> JitterBuffer<P> {
         {
             return self.push_first(now_us, packet, transit);
         }
+        debug_assert!(self.target.is_some(), "a stream with an SSRC has a target");
         self.push_measured(now_us, packet, ts, transit)
     }
 
@@ -1111,7 +1123,7 @@ impl<P> JitterBuffer<P> {
         if self.packets.len() >= self.config.capacity {
             self.drop_oldest();
         }
-        self.feedback(false);
+        self.feedback(false, baseline);
         self.last_arrival_us = Some(now_us);
         self.set_target(now_us, baseline);
         let entry = Entry {
@@ -1177,7 +1189,7 @@ impl<P> JitterBuffer<P> {
             .playout_transit
             .is_none_or(|p| transit - p <= self.config_us.feedback_lateness_limit)
         {
-            self.feedback(true);
+            self.feedback(true, baseline);
         }
         self.remember(sequence);
         self.react_to_late(now_us, transit);
@@ -1286,15 +1298,14 @@ impl<P> JitterBuffer<P> {
         let transit = now_us - self.ts_us(cursor);
         self.playout_transit = Some(transit);
         // A cursor is set only once there is a target (`reset` clears both).
+        debug_assert!(target.is_some(), "a buffer that plays has a target");
         self.current_delay_us = transit - self.baseline_us;
-        let adaptive = self.config_us.adaptive;
-        // The common case: the delay within a frame above the target, no
-        // shrink pending, and the frame at the cursor here.
+        // The common case: the delay from the target to a frame and the
+        // shrink margin above it (one unsigned comparison), no shrink
+        // pending, and the frame at the cursor here. The fixed mode, which
+        // never moves, plays the same way from `pop_moving` when outside.
         if self.shrink_wanted_since.is_none()
-            && target.is_none_or(|t| {
-                !adaptive
-                    || (transit >= t && transit - self.frame_us <= t + self.config_us.shrink_margin)
-            })
+            && target.is_some_and(|t| (transit - t) as u64 <= self.steady_band)
             && let Some(entry) = self.packets.pop_front()
         {
             if entry.ts == cursor {
@@ -1535,13 +1546,15 @@ impl<P> JitterBuffer<P> {
     /// rises by `feedback_step` per late packet and falls by
     /// `feedback_late_rate` of that per packet on time, so in the long run
     /// the delay dithers between the two grid positions around the target
-    /// in the proportion that makes `feedback_late_rate` of packets late.
+    /// in the proportion that makes `feedback_late_rate` of packets late
+    /// (`grid_late_rate` where the grid makes delay expensive). `baseline`
+    /// is the one the packet's arrival just gave.
     #[inline]
-    fn feedback(&mut self, late: bool) {
+    fn feedback(&mut self, late: bool, baseline: i64) {
         // Within (-settled_band, 0), in one unsigned comparison.
         let offset = self.feedback + self.config_us.settled_offset;
         let settled = (offset as u64) < self.config_us.settled_limit;
-        let (up, down) = if settled && self.grid_is_expensive() {
+        let (up, down) = if settled && self.grid_is_expensive(baseline) {
             (self.config_us.grid_up, self.config_us.grid_down)
         } else {
             (self.config_us.feedback_up, self.config_us.feedback_down)
@@ -1553,15 +1566,15 @@ impl<P> JitterBuffer<P> {
     }
 
     /// Whether the frame position above the quantile's target is at least
-    /// `grid_gap` above it: the cut-off positions are the playout transit
-    /// plus whole frames.
+    /// `grid_gap` of a frame above it: the cut-off positions are the
+    /// playout transit plus whole frames.
     #[inline(never)]
-    fn grid_is_expensive(&self) -> bool {
+    fn grid_is_expensive(&self, baseline: i64) -> bool {
         let (Some(playout), Some(quantile)) = (self.playout_transit, self.estimator.quantile())
         else {
             return false;
         };
-        let wanted = self.baseline_us
+        let wanted = baseline
             + quantile
                 .max(self.config_us.min_delay)
                 .min(self.config_us.max_delay);
@@ -2283,6 +2296,17 @@ mod tests {
                 ..
             })
         ));
+        let config = JitterConfig {
+            settled_band: Duration::from_secs(7200),
+            ..JitterConfig::default()
+        };
+        assert!(matches!(
+            rejects(config),
+            Some(JitterConfigError::DurationTooLong {
+                setting: "settled_band",
+                ..
+            })
+        ));
         // The largest accepted values work: half a frame of time-scaling
         // gives frames of half to one and a half frames.
         let config = JitterConfig {
@@ -2655,6 +2679,54 @@ mod tests {
             assert!(jb.len() <= 16);
         }
         assert_eq!(jb.statistics().overflow, 84);
+    }
+
+    #[test]
+    fn grid_late_rate_applies_inside_the_settled_band_where_the_grid_is_expensive() {
+        let t0 = epoch();
+        let warmed = |config: JitterConfig| {
+            let mut jb = JitterBuffer::new(config).unwrap();
+            let _ = run(
+                &mut jb,
+                t0,
+                stream(0..200, |i| u64::from(i % 5) * 2),
+                0,
+                210,
+            );
+            jb
+        };
+        // The feedback's change for a packet on time, from `feedback`, with
+        // the playout transit at `playout`.
+        let step = |jb: &mut JitterBuffer<u16>, feedback: i64, playout: i64| {
+            jb.feedback = feedback;
+            jb.playout_transit = Some(playout);
+            let baseline = jb.baseline_us;
+            jb.feedback(false, baseline);
+            feedback - jb.feedback
+        };
+        let mut jb = warmed(JitterConfig::default());
+        let wanted = jb.baseline_us + jb.estimator.quantile().expect("warm");
+        let (normal, grid) = (jb.config_us.feedback_down, jb.config_us.grid_down);
+        assert!(grid > normal);
+        let band = feedback_units(Duration::from_millis(3));
+        // The next position 15 ms above the target (positions repeat every
+        // 20 ms): expensive.
+        let expensive = wanted + 3 * 20_000 + 15_000;
+        assert_eq!(step(&mut jb, -1, expensive), grid);
+        assert_eq!(step(&mut jb, -(band - 1), expensive), grid);
+        // Outside the band, zero and the band's edge included.
+        assert_eq!(step(&mut jb, 0, expensive), normal);
+        assert_eq!(step(&mut jb, -band, expensive), normal);
+        assert_eq!(step(&mut jb, band / 2, expensive), normal);
+        // The gap is 0.6 of the 20 ms frame.
+        assert_eq!(step(&mut jb, -1, wanted + 12_000), grid);
+        assert_eq!(step(&mut jb, -1, wanted + 11_999), normal);
+        assert_eq!(step(&mut jb, -1, wanted - 20_000 + 5_000), normal);
+
+        let mut off = JitterConfig::default();
+        off.settled_band = Duration::ZERO;
+        let mut jb = warmed(off);
+        assert_eq!(step(&mut jb, -1, expensive), normal);
     }
 
     #[test]

@@ -150,10 +150,13 @@ fn adaptive_beats_a_fixed_buffer_of_the_same_mean_delay_on_congestion() {
     );
 }
 
-/// Seeds 20 to 100, the hold-out of the stall detector's and the grid
-/// aim's settings: every trace meets the goal.
+/// Seeds 20 to 100: the hold-out of the stall detector's settings, which
+/// were chosen on seeds 2 to 19; the grid-aware late aim's settings were
+/// chosen on seeds 2 to 100, so for those this is a regression test (the
+/// far hold-outs, seeds 101 to 500, are in docs/benchmarks.md). Every
+/// trace meets the goal.
 #[test]
-fn hold_out_traces_of_seeds_20_to_100() {
+fn traces_of_seeds_20_to_100() {
     let (late, slow) = goal_misses(20..=100);
     assert!(late.is_empty(), "late loss over 1.5 %: {late:?}");
     assert!(slow.is_empty(), "traces over 1.2 x the oracle: {slow:?}");
@@ -180,10 +183,5 @@ fn an_expensive_frame_grid_trades_a_little_late_loss_for_delay() {
         grid.to_json(),
         plain.to_json()
     );
-    assert!(
-        grid.late_loss_pct > plain.late_loss_pct && grid.late_loss_pct <= 1.3,
-        "{} against {}",
-        grid.to_json(),
-        plain.to_json()
-    );
+    assert!(grid.late_loss_pct <= 1.3, "{}", grid.to_json());
 }
