@@ -2723,9 +2723,10 @@ mod tests {
         assert_eq!(step(&mut jb, -1, wanted + 11_999), normal);
         assert_eq!(step(&mut jb, -1, wanted - 20_000 + 5_000), normal);
 
-        let mut off = JitterConfig::default();
-        off.settled_band = Duration::ZERO;
-        let mut jb = warmed(off);
+        let mut jb = warmed(JitterConfig {
+            settled_band: Duration::ZERO,
+            ..JitterConfig::default()
+        });
         assert_eq!(step(&mut jb, -1, expensive), normal);
     }
 
