@@ -57,27 +57,11 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
             }
             "--stall" => {
                 let value = args.next().ok_or("--stall needs MS:PACKETS:SHARE")?;
-                let bad = || format!("--stall must be MS:PACKETS:SHARE, not `{value}`");
-                let mut parts = value.split(':');
-                let mut part = || parts.next().ok_or_else(bad);
-                let (ms, packets, share) = (part()?, part()?, part()?);
-                stall = Some((
-                    ms.parse().map_err(|_| bad())?,
-                    packets.parse().map_err(|_| bad())?,
-                    share.parse().map_err(|_| bad())?,
-                ));
+                stall = Some(parse_triple(&value, "--stall", "MS:PACKETS:SHARE")?);
             }
             "--grid" => {
                 let value = args.next().ok_or("--grid needs RATE:GAP:BAND_MS")?;
-                let bad = || format!("--grid must be RATE:GAP:BAND_MS, not `{value}`");
-                let mut parts = value.split(':');
-                let mut part = || parts.next().ok_or_else(bad);
-                let (rate, gap, band) = (part()?, part()?, part()?);
-                grid = Some((
-                    rate.parse().map_err(|_| bad())?,
-                    gap.parse().map_err(|_| bad())?,
-                    band.parse().map_err(|_| bad())?,
-                ));
+                grid = Some(parse_triple(&value, "--grid", "RATE:GAP:BAND_MS")?);
             }
             "--json" => json = true,
             "-h" | "--help" => return Err(String::new()),
@@ -172,6 +156,27 @@ fn configure(args: &Args) -> JitterConfig {
         config.settled_band = Duration::from_millis(band);
     }
     config
+}
+
+/// Parses `A:B:C` for the option `option`, whose value's form is `form`.
+fn parse_triple<A, B, C>(value: &str, option: &str, form: &str) -> Result<(A, B, C), String>
+where
+    A: std::str::FromStr,
+    B: std::str::FromStr,
+    C: std::str::FromStr,
+{
+    let bad = || format!("{option} must be {form}, not `{value}`");
+    let mut parts = value.split(':');
+    let mut part = || parts.next().ok_or_else(bad);
+    let (a, b, c) = (part()?, part()?, part()?);
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok((
+        a.parse().map_err(|_| bad())?,
+        b.parse().map_err(|_| bad())?,
+        c.parse().map_err(|_| bad())?,
+    ))
 }
 
 fn parse_mode(value: &str) -> Result<DelayMode, String> {

@@ -39,10 +39,9 @@
 //!   little higher, at [`JitterConfig::grid_late_rate`]: when the grid
 //!   position above the quantile's target is at least
 //!   [`JitterConfig::grid_gap`] of a frame above it, the delay alternates
-//!   between a
-//!   position just under the quantile, which loses a few percent, and
-//!   one most of a frame over it, and a quarter of a percent more late
-//!   loss saves a good part of that frame. It does so only while the
+//!   between a position just under the quantile, which loses a few
+//!   percent, and one most of a frame over it, and a quarter of a percent
+//!   more late loss saves a good part of that frame. It does so only while the
 //!   feedback has settled within [`JitterConfig::settled_band`] below
 //!   zero, which shows the quantile alone is nearly right: a steady path.
 //!   On paths whose delay moves (stalls, queues building up) the feedback
@@ -770,8 +769,8 @@ pub struct JitterBuffer<P> {
     last_arrival_us: Option<i64>,
     /// Extra target delay after late packets: (value µs, when set).
     boost: Option<(f64, i64)>,
-    /// Late-rate feedback added to the target, in 2^-10 µs units ([`FEEDBACK_UNIT_SHIFT`])
-    /// (negative lowers it).
+    /// Late-rate feedback added to the target, in 2^-10 µs
+    /// ([`FEEDBACK_UNIT_SHIFT`]); negative lowers it.
     feedback: i64,
     /// The playout transit aimed for, recomputed whenever a packet
     /// changed the estimate or the feedback (and at every tick while a
@@ -798,11 +797,10 @@ struct ConfigUs {
     fixed_delay: i64,
     boost_decay_per_second: f64,
     boost_limit: i64,
-    /// The feedback's bounds, in 2^-10 µs units ([`FEEDBACK_UNIT_SHIFT`]).
+    /// The feedback's highest and lowest values, in its own units.
     feedback_ceiling: i64,
-    /// The same.
     feedback_floor: i64,
-    /// µs.
+    /// In µs, as the other durations here.
     feedback_lateness_limit: i64,
     /// Feedback change per late packet and per packet on time, in the
     /// feedback's units.
@@ -1525,11 +1523,16 @@ impl<P> JitterBuffer<P> {
         if self.boost.is_some() {
             extra += self.boost(now_us) as i64;
         }
-        // `new` checked min <= max.
-        let relative = (quantile + extra)
+        baseline + self.clamp_delay(quantile + extra)
+    }
+
+    /// A relative delay within `[min_delay, max_delay]` (`new` checked
+    /// min <= max).
+    #[inline]
+    fn clamp_delay(&self, relative: i64) -> i64 {
+        relative
             .max(self.config_us.min_delay)
-            .min(self.config_us.max_delay);
-        baseline + relative
+            .min(self.config_us.max_delay)
     }
 
     /// The extra delay added after late packets, decaying linearly.
@@ -1574,10 +1577,7 @@ impl<P> JitterBuffer<P> {
         else {
             return false;
         };
-        let wanted = baseline
-            + quantile
-                .max(self.config_us.min_delay)
-                .min(self.config_us.max_delay);
+        let wanted = baseline + self.clamp_delay(quantile);
         (playout - wanted).rem_euclid(self.frame_us.max(1)) >= self.config_us.grid_gap
     }
 
