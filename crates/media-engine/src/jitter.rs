@@ -1220,13 +1220,37 @@ impl<P> JitterBuffer<P> {
     /// What to play for the tick at `now`. Call once per frame duration.
     pub fn pop(&mut self, now: Instant) -> Playout<P> {
         let now_us = self.time(now);
-        self.pop_at::<false>(now_us, 0)
+        self.pop_plain(now_us)
     }
 
     /// [`pop`](Self::pop) with the time as µs, as for
     /// [`push_micros`](Self::push_micros).
     pub fn pop_micros(&mut self, now_us: u64) -> Playout<P> {
-        self.pop_at::<false>(micros(now_us), 0)
+        self.pop_plain(micros(now_us))
+    }
+
+    /// `pop_at` without time-scaling, its steady case inline: it needs
+    /// few registers, so the common tick saves and restores none of the
+    /// ones the general path uses.
+    #[inline(always)]
+    fn pop_plain(&mut self, now_us: i64) -> Playout<P> {
+        if let (None, Some(cursor), Some(target), None) = (
+            self.boost,
+            self.cursor,
+            self.target,
+            self.shrink_wanted_since,
+        ) {
+            let transit = now_us - self.ts_us(cursor);
+            if (transit - target) as u64 <= self.steady_band
+                && self.packets.front().is_some_and(|e| e.ts == cursor)
+                && let Some(entry) = self.packets.pop_front()
+            {
+                self.playout_transit = Some(transit);
+                self.current_delay_us = transit - self.baseline_us;
+                return self.play(cursor, entry);
+            }
+        }
+        self.pop_at::<false>(now_us, 0)
     }
 
     /// What to play next and for how long, for an audio side that
