@@ -6,9 +6,11 @@ use std::time::{Duration, Instant};
 
 use rand::RngCore;
 
+use crate::headers::NameAddr;
 use crate::message::{Message, StartLine};
 use crate::name::Method;
 use crate::transaction::TimerConfig;
+use crate::uri::{Uri, UriHeaders};
 
 /// A dialog's identity (§12): Call-ID and both tags.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -100,13 +102,7 @@ impl Dialog {
         let id = DialogId::of_response(response)?;
         let status = response.status()?;
         let remote_target = contact_uri(response)?;
-        // The route set is the Record-Route of the response, reversed.
-        let mut route_set: Vec<String> = response
-            .record_routes()
-            .map(|r| r.map(|r| r.to_string()))
-            .collect::<Result<_, _>>()
-            .ok()?;
-        route_set.reverse();
+        let route_set = uac_route_set(response)?;
         Some(Dialog {
             id,
             state: if (200..300).contains(&status) {
@@ -157,17 +153,38 @@ impl Dialog {
         })
     }
 
-    /// A 2xx confirms the dialog; a target-refresh 2xx updates the remote target
-    /// (§12.2.1.2).
+    /// Applies a response to a request of this dialog: a 2xx to the INVITE
+    /// confirms an early dialog and sets its route set anew from the 2xx
+    /// (§13.2.2.4), a non-2xx final response to it ends an early dialog
+    /// (§12.3), a 481 or 408 to any request ends the dialog (§12.2.1.2),
+    /// and a target-refresh 2xx updates the remote target.
     pub fn handle_response(&mut self, response: &Message) {
-        if matches!(response.status(), Some(200..=299)) {
-            self.state = DialogState::Confirmed;
-            let refresh = response
-                .cseq()
-                .is_ok_and(|c| matches!(c.method(), Method::Invite | Method::Update));
-            if refresh && let Some(target) = contact_uri(response) {
-                self.remote_target = target;
+        let Some(status) = response.status() else {
+            return;
+        };
+        let Ok(method) = response.cseq().map(|c| c.method()) else {
+            return;
+        };
+        let to_invite = method == Method::Invite;
+        match status {
+            200..=299 => {
+                if to_invite && self.state == DialogState::Early {
+                    self.state = DialogState::Confirmed;
+                    if let Some(routes) = uac_route_set(response) {
+                        self.route_set = routes;
+                    }
+                }
+                if matches!(method, Method::Invite | Method::Update)
+                    && let Some(target) = contact_uri(response)
+                {
+                    self.remote_target = target;
+                }
             }
+            408 | 481 => self.state = DialogState::Terminated,
+            300..=699 if to_invite && self.state == DialogState::Early => {
+                self.state = DialogState::Terminated;
+            }
+            _ => {}
         }
     }
 
@@ -213,20 +230,19 @@ impl Dialog {
 
     fn build(&self, method: Method, via: &str, seq: u32) -> Option<Message> {
         // Loose routing: the Request-URI is the remote target and the routes
-        // go as they are; a strict first route takes the Request-URI's place.
-        let first_is_loose = self
-            .route_set
-            .first()
-            .map(|r| r.contains(";lr"))
-            .unwrap_or(true);
-        let (uri, routes): (String, Vec<String>) = if first_is_loose {
-            (self.remote_target.clone(), self.route_set.clone())
-        } else {
-            let strict = self.route_set[0].trim_start_matches('<');
-            let strict = strict.split('>').next().unwrap_or(strict).to_owned();
-            let mut rest: Vec<String> = self.route_set[1..].to_vec();
-            rest.push(format!("<{}>", self.remote_target));
-            (strict, rest)
+        // go as they are; a strict first route takes the Request-URI's place
+        // (§12.2.1.1), without its display name and URI headers.
+        let strict = match self.route_set.first() {
+            None => None,
+            Some(first) => strict_route_uri(first)?,
+        };
+        let (uri, routes): (String, Vec<String>) = match strict {
+            None => (self.remote_target.clone(), self.route_set.clone()),
+            Some(strict) => {
+                let mut rest: Vec<String> = self.route_set[1..].to_vec();
+                rest.push(format!("<{}>", self.remote_target));
+                (strict, rest)
+            }
         };
         let mut b = Message::request(method.clone(), &uri)
             .header("Via", via)
@@ -253,6 +269,34 @@ impl Dialog {
                 .ok()?;
         }
         b.build().ok()
+    }
+}
+
+/// The route set a UAC takes from a response: its Record-Route, reversed
+/// (§12.1.2). `None` when a Record-Route is malformed.
+fn uac_route_set(response: &Message) -> Option<Vec<String>> {
+    let mut route_set: Vec<String> = response
+        .record_routes()
+        .map(|r| r.map(|r| r.to_string()))
+        .collect::<Result<_, _>>()
+        .ok()?;
+    route_set.reverse();
+    Some(route_set)
+}
+
+/// For a route (a name-addr): `Some(None)` for a loose router (`lr`, in
+/// any case, among the URI's parameters), `Some(Some(uri))` for a strict
+/// one with the URI to use as the Request-URI, `None` when malformed.
+fn strict_route_uri(route: &str) -> Option<Option<String>> {
+    let addr = NameAddr::parse(route).ok()?;
+    match &addr.uri {
+        Uri::Sip(sip) if sip.is_loose_router() => Some(None),
+        Uri::Sip(sip) => {
+            let mut uri = sip.clone();
+            uri.headers = UriHeaders::default();
+            Some(Some(Uri::Sip(uri).to_string()))
+        }
+        other => Some(Some(other.to_string())),
     }
 }
 
@@ -464,6 +508,111 @@ mod tests {
             d.handle_request(&stale),
             Err(DialogError::CSeqOutOfOrder { last: 7, got: 3 })
         ));
+    }
+
+    fn provisional(invite: &Message, record_route: &str) -> Message {
+        Message::response_to(invite, 180, "Ringing")
+            .unwrap()
+            .header("Contact", "<sip:bob@192.0.2.2:5062>")
+            .unwrap()
+            .header("Record-Route", record_route)
+            .unwrap()
+            .to_tag("b1")
+            .build()
+            .unwrap()
+    }
+
+    /// §13.2.2.4: the 2xx that confirms an early dialog sets the route set
+    /// anew; a 2xx to another request in the early dialog confirms nothing.
+    #[test]
+    fn rfc3261_13_2_2_4_confirming_2xx_recomputes_the_route_set() {
+        let inv = invite();
+        let mut d =
+            Dialog::as_uac(&inv, &provisional(&inv, "<sip:p1;lr>"), "sip:a@192.0.2.1").unwrap();
+        assert_eq!(d.state, DialogState::Early);
+        assert_eq!(d.route_set, vec!["<sip:p1;lr>"]);
+        let prack = d
+            .request(Method::Prack, "SIP/2.0/UDP h;branch=z9hG4bK5")
+            .unwrap();
+        let prack_ok = Message::response_to(&prack, 200, "OK")
+            .unwrap()
+            .build()
+            .unwrap();
+        d.handle_response(&prack_ok);
+        assert_eq!(d.state, DialogState::Early, "a 200 to PRACK");
+        let ok = Message::response_to(&inv, 200, "OK")
+            .unwrap()
+            .header("Contact", "<sip:bob@192.0.2.2:5062>")
+            .unwrap()
+            .header("Record-Route", "<sip:p2;lr>, <sip:p1;lr>")
+            .unwrap()
+            .to_tag("b1")
+            .build()
+            .unwrap();
+        d.handle_response(&ok);
+        assert_eq!(d.state, DialogState::Confirmed);
+        assert_eq!(d.route_set, vec!["<sip:p1;lr>", "<sip:p2;lr>"]);
+    }
+
+    /// §12.3: a non-2xx final response to the INVITE ends its early
+    /// dialogs; §12.2.1.2: a 481 ends a confirmed one.
+    #[test]
+    fn rfc3261_12_3_failure_ends_the_early_dialog() {
+        let inv = invite();
+        let mut d =
+            Dialog::as_uac(&inv, &provisional(&inv, "<sip:p1;lr>"), "sip:a@192.0.2.1").unwrap();
+        let busy = Message::response_to(&inv, 486, "Busy Here")
+            .unwrap()
+            .to_tag("b1")
+            .build()
+            .unwrap();
+        d.handle_response(&busy);
+        assert_eq!(d.state, DialogState::Terminated);
+
+        let mut confirmed = Dialog::as_uac(&inv, &ok(&inv), "sip:a@192.0.2.1").unwrap();
+        let info = confirmed
+            .request(Method::Info, "SIP/2.0/UDP h;branch=z9hG4bK6")
+            .unwrap();
+        let gone = Message::response_to(&info, 481, "Call/Transaction Does Not Exist")
+            .unwrap()
+            .build()
+            .unwrap();
+        confirmed.handle_response(&gone);
+        assert_eq!(confirmed.state, DialogState::Terminated);
+    }
+
+    /// `lr` in any case marks a loose router; a strict one gives the
+    /// Request-URI without its display name (§12.2.1.1).
+    #[test]
+    fn rfc3261_12_2_1_1_loose_and_strict_routes() {
+        let inv = invite();
+        let mut d = Dialog::as_uac(&inv, &ok(&inv), "sip:a@192.0.2.1").unwrap();
+        d.route_set = vec!["<sip:p1.example.com;LR>".to_owned()];
+        let bye = d
+            .request(Method::Bye, "SIP/2.0/UDP h;branch=z9hG4bK7")
+            .unwrap();
+        assert_eq!(
+            bye.request_uri().unwrap().to_string(),
+            "sip:bob@192.0.2.2:5062"
+        );
+        assert_eq!(bye.routes().count(), 1);
+
+        d.route_set = vec![
+            "\"Edge\" <sip:p1.example.com;transport=tcp>".to_owned(),
+            "<sip:p2.example.com;lr>".to_owned(),
+        ];
+        let bye = d
+            .request(Method::Bye, "SIP/2.0/UDP h;branch=z9hG4bK8")
+            .unwrap();
+        assert_eq!(
+            bye.request_uri().unwrap().to_string(),
+            "sip:p1.example.com;transport=tcp"
+        );
+        let routes: Vec<String> = bye.routes().map(|r| r.unwrap().to_string()).collect();
+        assert_eq!(
+            routes,
+            vec!["<sip:p2.example.com;lr>", "<sip:bob@192.0.2.2:5062>"]
+        );
     }
 
     #[test]

@@ -323,6 +323,22 @@ struct ClientEntry {
     scheduled: Option<Instant>,
 }
 
+/// Queues the client transaction's next deadline unless it is queued
+/// already.
+fn schedule(
+    deadlines: &mut BinaryHeap<Reverse<(Instant, Kind)>>,
+    entry: &mut ClientEntry,
+    kind: Kind,
+) {
+    let next = entry.tx.poll_timeout();
+    if next != entry.scheduled {
+        if let Some(at) = next {
+            deadlines.push(Reverse((at, kind)));
+        }
+        entry.scheduled = next;
+    }
+}
+
 #[derive(Debug)]
 struct ServerEntry {
     tx: ServerTransaction,
@@ -979,7 +995,13 @@ impl<R: RngCore> Endpoint<R> {
         entry.cancel_pending = false;
         let destination = entry.destination;
         let cancel = build_cancel(entry.tx.request()).ok_or(EndpointError::NotCancellable)?;
-        self.send_request(now, cancel, destination).map(drop)
+        self.send_request(now, cancel, destination)?;
+        // Without a final response 64*T1 from now the INVITE gives up (§9.1).
+        if let Some(e) = self.clients.get_mut(&invite_tx) {
+            e.tx.cancel_sent(now);
+            schedule(&mut self.deadlines, e, Kind::Client(invite_tx));
+        }
+        Ok(())
     }
 
     fn drain_client(&mut self, now: Instant, id: ClientTxId) {
@@ -1016,13 +1038,7 @@ impl<R: RngCore> Endpoint<R> {
                     _ => {}
                 }
             }
-            let next = e.tx.poll_timeout();
-            if next != e.scheduled {
-                if let Some(at) = next {
-                    self.deadlines.push(Reverse((at, Kind::Client(id))));
-                }
-                e.scheduled = next;
-            }
+            schedule(&mut self.deadlines, e, Kind::Client(id));
         }
         if ended {
             if let Some(e) = self.clients.remove(&id) {

@@ -274,8 +274,13 @@ impl ClientTransaction {
         match (self.invite, self.state, status) {
             // INVITE client (§17.1.1.2, RFC 6026 §8.4).
             (true, Calling | Proceeding, 100..=199) => {
+                // Timer B times out Calling only: a call may ring for
+                // minutes. Once a CANCEL goes, `cancel_sent` sets it again.
+                if self.state == Calling {
+                    self.timers.cancel(Timer::A);
+                    self.timers.cancel(Timer::B);
+                }
                 self.state = Proceeding;
-                self.timers.cancel(Timer::A);
                 self.out
                     .events
                     .push_back(TransactionEvent::Response(response));
@@ -341,6 +346,21 @@ impl ClientTransaction {
             }
             // Retransmissions in Completed, Accepted or Terminated are absorbed.
             _ => {}
+        }
+    }
+
+    /// Notes that a CANCEL for this INVITE was sent at `now`: without a
+    /// final response 64*T1 later, the transaction ends as timed out
+    /// (§9.1). Only an INVITE that is still Calling or Proceeding is
+    /// affected.
+    pub fn cancel_sent(&mut self, now: Instant) {
+        if self.invite
+            && matches!(
+                self.state,
+                TransactionState::Calling | TransactionState::Proceeding
+            )
+        {
+            self.timers.set(Timer::B, now + self.config.t1 * 64);
         }
     }
 
@@ -786,6 +806,71 @@ mod tests {
         assert_eq!(
             events,
             vec![TransactionEvent::TimedOut, TransactionEvent::Terminated]
+        );
+    }
+
+    /// Timer B ends Calling only: a call that rings for longer than 64*T1
+    /// still gets its final response, and a 486 after a minute is ACKed.
+    #[test]
+    fn rfc3261_17_1_1_2_ringing_outlives_timer_b() {
+        let start = Instant::now();
+        let req = invite();
+        let mut tx = ClientTransaction::new(
+            start,
+            req.clone(),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        let _ = tx.poll_transmit();
+        tx.handle_response(start + Duration::from_millis(100), response(&req, 180));
+        let _ = tx.poll_event();
+        assert_eq!(tx.poll_timeout(), None, "nothing runs while it rings");
+        tx.handle_timeout(start + Duration::from_secs(40));
+        assert_eq!(tx.state(), TransactionState::Proceeding);
+        assert_eq!(tx.poll_event(), None);
+        tx.handle_response(start + Duration::from_secs(60), response(&req, 486));
+        assert_eq!(tx.state(), TransactionState::Completed);
+        let ack = tx.poll_transmit().expect("the 486 is acknowledged");
+        assert_eq!(ack.method(), Some(&Method::Ack));
+    }
+
+    /// §9.1: 64*T1 after a CANCEL without a final response, the INVITE
+    /// transaction gives up; a CANCEL before any 1xx leaves Timer B as it was.
+    #[test]
+    fn rfc3261_9_1_no_final_response_64_t1_after_cancel() {
+        let start = Instant::now();
+        let req = invite();
+        let mut tx = ClientTransaction::new(
+            start,
+            req.clone(),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        let _ = tx.poll_transmit();
+        tx.handle_response(start + Duration::from_millis(100), response(&req, 180));
+        let _ = tx.poll_event();
+        let cancelled = start + Duration::from_secs(50);
+        tx.cancel_sent(cancelled);
+        assert_eq!(tx.poll_timeout(), Some(cancelled + Duration::from_secs(32)));
+        tx.handle_timeout(cancelled + Duration::from_secs(31));
+        assert_eq!(tx.state(), TransactionState::Proceeding);
+        tx.handle_timeout(cancelled + Duration::from_secs(32));
+        assert_eq!(tx.poll_event(), Some(TransactionEvent::TimedOut));
+        assert_eq!(tx.state(), TransactionState::Terminated);
+
+        let mut done = ClientTransaction::new(
+            start,
+            req.clone(),
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        done.handle_response(start, response(&req, 486));
+        done.cancel_sent(start + Duration::from_secs(1));
+        assert_eq!(done.state(), TransactionState::Completed);
+        assert_eq!(
+            done.poll_timeout(),
+            Some(start + Duration::from_secs(32)),
+            "Timer D alone"
         );
     }
 

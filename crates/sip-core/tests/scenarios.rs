@@ -708,6 +708,37 @@ fn rfc3261_17_2_1_slow_answer_sends_100_trying() {
     );
 }
 
+/// Timer B bounds Calling only (§17.1.1.2): a call that rings for 45 s,
+/// longer than 64*T1, is still answered and acknowledged.
+#[test]
+fn rfc3261_17_1_1_2_a_call_may_ring_past_timer_b() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut net = Network::new(3);
+    let mut alice = Agent::new("alice", 5060, 1, Answer::After(Duration::ZERO));
+    let mut bob = Agent::new("bob", 5062, 2, Answer::After(Duration::from_secs(45)));
+    alice.call(now, &bob);
+    run(
+        &mut net,
+        &mut alice,
+        &mut bob,
+        start,
+        &mut now,
+        Duration::from_secs(60),
+    );
+    assert!(
+        !alice.log.contains(&"TIMEOUT".to_owned()),
+        "{:?}",
+        alice.log
+    );
+    assert!(
+        alice.log.contains(&"200 INVITE".to_owned()),
+        "{:?}",
+        alice.log
+    );
+    assert!(bob.responder.as_ref().unwrap().is_acked());
+}
+
 #[test]
 fn every_message_of_a_call_can_be_lost_once() {
     // Count the packets of a clean call, then lose each one in turn.

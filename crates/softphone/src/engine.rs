@@ -2542,11 +2542,9 @@ impl Engine {
                         if d.id.remote_tag
                             == response.to().ok().and_then(|t| t.tag()).unwrap_or("") =>
                     {
+                        // Confirms the early dialog and takes the 2xx's
+                        // route set (§13.2.2.4).
                         d.handle_response(&response);
-                        // The route set is fixed by the 2xx (§12.1.2).
-                        if let Some(fresh) = Dialog::as_uac(&leg.invite, &response, &contact) {
-                            d.route_set = fresh.route_set;
-                        }
                     }
                     _ => leg.dialog = Dialog::as_uac(&leg.invite, &response, &contact),
                 }
