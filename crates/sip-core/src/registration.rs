@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use rand::{CryptoRng, RngCore};
 
-use crate::auth::DigestClient;
+use crate::auth::{Credentials, DigestClient};
 use crate::message::Message;
 use crate::name::Method;
 
@@ -120,7 +120,16 @@ pub struct Registration {
     path: Vec<String>,
     auth_retries: u32,
     unregister_after: bool,
+    /// The retry that is waiting is a removal (Expires: 0), not a REGISTER.
+    retry_removal: bool,
+    /// Credentials answering the last challenge, for the next REGISTER:
+    /// the first use of a nonce carries nc=00000001 (RFC 7616 §3.4).
+    answer: Vec<Credentials>,
 }
+
+/// How often a removal that failed is tried again before the binding is
+/// left to expire on its own.
+const REMOVAL_RETRIES: u32 = 2;
 
 impl Registration {
     /// A registration with its identifiers drawn from `rng` and optional credentials.
@@ -147,6 +156,8 @@ impl Registration {
             path: Vec::new(),
             auth_retries: 0,
             unregister_after: false,
+            retry_removal: false,
+            answer: Vec::new(),
         }
     }
 
@@ -179,6 +190,7 @@ impl Registration {
     /// Starts registering now.
     pub fn register(&mut self, rng: &mut impl CryptoRng) {
         self.unregister_after = false;
+        self.retry_removal = false;
         self.send(self.expires, rng);
         self.state = RegistrationState::Registering;
     }
@@ -187,6 +199,7 @@ impl Registration {
     /// removal follows its answer.
     pub fn unregister(&mut self, rng: &mut impl CryptoRng) {
         self.refresh_at = None;
+        self.failures = 0;
         if self.in_flight.is_some() && self.state == RegistrationState::Registering {
             self.unregister_after = true;
             return;
@@ -248,9 +261,17 @@ impl Registration {
             401 | 407 => {
                 let answered = match self.auth.as_mut() {
                     // The challenge is cached by realm; the next REGISTER
-                    // carries credentials through `authorize_request`.
+                    // carries these credentials, later ones get theirs
+                    // through `authorize_request`. Method, Request-URI and
+                    // (empty) body stay the same, so they fit it.
                     Some(client) if self.auth_retries < 3 => {
-                        client.handle_challenge(response, &request, rng).is_ok()
+                        match client.handle_challenge(response, &request, rng) {
+                            Ok(answer) => {
+                                self.answer = answer;
+                                true
+                            }
+                            Err(_) => false,
+                        }
                     }
                     _ => false,
                 };
@@ -298,8 +319,13 @@ impl Registration {
         if let RegistrationState::WaitingToRetry { at } = self.state
             && at <= now
         {
-            self.send(self.expires, rng);
-            self.state = RegistrationState::Registering;
+            if self.retry_removal {
+                self.send(0, rng);
+                self.state = RegistrationState::Unregistering;
+            } else {
+                self.send(self.expires, rng);
+                self.state = RegistrationState::Registering;
+            }
         }
     }
 
@@ -336,6 +362,12 @@ impl Registration {
     ) {
         self.failures += 1;
         self.auth_retries = 0;
+        // A removal that fails is tried again as a removal, a few times:
+        // the user asked to be unreachable, so it never turns back into a
+        // REGISTER (§10.2.2).
+        let removing = self.state == RegistrationState::Unregistering;
+        let retry = retry && (!removing || self.failures <= REMOVAL_RETRIES);
+        self.retry_removal = removing && retry;
         let will_retry = retry;
         if retry {
             // Exponential back-off with up to half of it random (RFC 5626 §4.5 in spirit).
@@ -407,8 +439,15 @@ impl Registration {
             };
         }
         let Ok(mut request) = b.build() else { return };
-        if let Some(client) = self.auth.as_mut() {
-            let _ = client.authorize_request(&mut request, rng);
+        let answer = std::mem::take(&mut self.answer);
+        if answer.is_empty() {
+            if let Some(client) = self.auth.as_mut() {
+                let _ = client.authorize_request(&mut request, rng);
+            }
+        } else {
+            for credentials in answer {
+                let _ = credentials.add_to(&mut request);
+            }
         }
         self.outgoing.push_back(request);
     }
@@ -513,8 +552,13 @@ mod tests {
             );
             reg.register(&mut rng);
             let mut outcome = None;
-            for _ in 0..4 {
+            for attempt in 0..4 {
                 let Some(req) = reg.poll_request() else { break };
+                if attempt == 1 {
+                    // The first use of the new nonce (RFC 7616 §3.4).
+                    let auth = req.authorization().next().unwrap().unwrap();
+                    assert_eq!(auth.param("nc").as_deref(), Some("00000001"));
+                }
                 let resp = match verifier.verify(now, &req, |_| Some(Secret::new("right"))) {
                     Verification::Authorized { .. } => reply(&req, 200, &[("Expires", "600")]),
                     _ => {
@@ -589,5 +633,32 @@ mod tests {
         reg.handle_response(now, &reply(&bye, 200, &[]), &mut rng);
         assert_eq!(reg.poll_event(), Some(RegistrationEvent::Unregistered));
         assert_eq!(reg.state(), RegistrationState::Idle);
+    }
+
+    /// A removal that gets no answer is tried again as a removal, twice,
+    /// and then left to expire: it never turns back into a REGISTER.
+    #[test]
+    fn rfc3261_10_2_2_a_failed_removal_is_retried_as_a_removal() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let mut now = Instant::now();
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        reg.handle_response(now, &reply(&req, 200, &[("Expires", "600")]), &mut rng);
+        let _ = reg.poll_event();
+        reg.unregister(&mut rng);
+        let mut sent = Vec::new();
+        for _ in 0..5 {
+            let Some(req) = reg.poll_request() else { break };
+            sent.push(req.expires().unwrap());
+            reg.handle_failure(now, &mut rng);
+            let _ = reg.poll_event();
+            let Some(at) = reg.poll_timeout() else { break };
+            now = at;
+            reg.handle_timeout(now, &mut rng);
+        }
+        assert_eq!(sent, vec![Some(0), Some(0), Some(0)]);
+        assert_eq!(reg.state(), RegistrationState::Idle);
+        assert_eq!(reg.poll_timeout(), None);
     }
 }
