@@ -1,6 +1,6 @@
 //! Locating SIP servers (RFC 3263): NAPTR, then SRV, then A/AAAA.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -185,11 +185,7 @@ impl<R: Resolver> ServerLocator<R> {
                 Host::Ipv6(ip) => ip.to_string(),
             })
         };
-        let default_kind = if secure {
-            TransportKind::Tls
-        } else {
-            TransportKind::Udp
-        };
+        let default_kind = self.fallback_kind(secure);
 
         // RFC 3263 §4.1 and §4.2: a numeric host needs no DNS at all.
         let domain = match host {
@@ -230,39 +226,59 @@ impl<R: Resolver> ServerLocator<R> {
             return non_empty(targets);
         }
 
+        // A failed query loses what it would have found, not the answers
+        // of the others (RFC 2782: one bad element does not drop the
+        // rest); when nothing is found, the first failure is the error.
+        let mut failure = None;
+        // Whether any SRV query answered with records: A/AAAA at the
+        // default port only when none did (RFC 3263 §4.2).
+        let mut srv_found = false;
+
         // An explicit transport: SRV for that transport, then A/AAAA.
         if let Some(kind) = transport {
             let mut targets = Vec::new();
             if let Some(service) = srv_prefix(kind) {
-                let records = self.resolver.srv(&format!("{service}.{domain}")).await?;
-                targets = self.srv_targets(records, kind, &server_name).await?;
-            }
-            if targets.is_empty() {
+                let records = keep(
+                    self.resolver.srv(&format!("{service}.{domain}")).await,
+                    &mut failure,
+                );
+                srv_found = !records.is_empty();
                 targets = self
-                    .default_port_targets(domain, kind, &server_name)
-                    .await?;
+                    .srv_targets(records, kind, &server_name, &mut failure)
+                    .await;
             }
-            return non_empty(targets);
+            if !srv_found {
+                targets = keep(
+                    self.default_port_targets(domain, kind, &server_name).await,
+                    &mut failure,
+                );
+            }
+            return found(targets, failure);
         }
 
         // NAPTR.
-        let mut naptr: Vec<(NaptrRecord, TransportKind)> = self
-            .resolver
-            .naptr(domain)
-            .await?
-            .into_iter()
-            .filter(|r| r.flags.eq_ignore_ascii_case("s"))
-            .filter_map(|r| {
-                let kind = transport_from_service(&r.services, secure)?;
-                self.transports.contains(&kind).then_some((r, kind))
-            })
-            .collect();
+        let mut naptr: Vec<(NaptrRecord, TransportKind)> =
+            keep(self.resolver.naptr(domain).await, &mut failure)
+                .into_iter()
+                .filter(|r| r.flags.eq_ignore_ascii_case("s"))
+                .filter_map(|r| {
+                    let kind = transport_from_service(&r.services, secure)?;
+                    self.transports.contains(&kind).then_some((r, kind))
+                })
+                .collect();
         naptr.sort_by_key(|(r, _)| (r.order, r.preference));
         if let Some(first_order) = naptr.first().map(|(r, _)| r.order) {
             let mut targets = Vec::new();
             for (record, kind) in naptr.iter().filter(|(r, _)| r.order == first_order) {
-                let records = self.resolver.srv(trim_dot(&record.replacement)).await?;
-                targets.extend(self.srv_targets(records, *kind, &server_name).await?);
+                let records = keep(
+                    self.resolver.srv(trim_dot(&record.replacement)).await,
+                    &mut failure,
+                );
+                srv_found |= !records.is_empty();
+                targets.extend(
+                    self.srv_targets(records, *kind, &server_name, &mut failure)
+                        .await,
+                );
             }
             if !targets.is_empty() {
                 return Ok(targets);
@@ -278,18 +294,44 @@ impl<R: Resolver> ServerLocator<R> {
             if secure && !kind.is_secure() {
                 continue;
             }
-            let records = self.resolver.srv(&format!("{service}.{domain}")).await?;
-            targets.extend(self.srv_targets(records, kind, &server_name).await?);
+            let records = keep(
+                self.resolver.srv(&format!("{service}.{domain}")).await,
+                &mut failure,
+            );
+            srv_found |= !records.is_empty();
+            targets.extend(
+                self.srv_targets(records, kind, &server_name, &mut failure)
+                    .await,
+            );
         }
-        if !targets.is_empty() {
-            return Ok(targets);
+        if !targets.is_empty() || srv_found {
+            return found(targets, failure);
         }
 
-        // No SRV: A/AAAA at the default port of UDP (sip) or TLS (sips).
-        non_empty(
+        // No SRV records at all: A/AAAA at the default port of UDP (sip;
+        // TCP when UDP is not supported) or TLS (sips).
+        let targets = keep(
             self.default_port_targets(domain, default_kind, &server_name)
-                .await?,
-        )
+                .await,
+            &mut failure,
+        );
+        found(targets, failure)
+    }
+
+    /// The transport for a URI that DNS leaves open (RFC 3263 §4.1): UDP
+    /// for `sip`, or another one this client supports when it lacks UDP
+    /// ("another transport, such as TCP, MAY be used"); TLS for `sips`.
+    fn fallback_kind(&self, secure: bool) -> TransportKind {
+        let wanted: &[TransportKind] = if secure {
+            &[TransportKind::Tls]
+        } else {
+            &[TransportKind::Udp, TransportKind::Tcp, TransportKind::Tls]
+        };
+        wanted
+            .iter()
+            .copied()
+            .find(|k| self.transports.contains(k))
+            .unwrap_or(wanted[0])
     }
 
     async fn addresses(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
@@ -323,12 +365,16 @@ impl<R: Resolver> ServerLocator<R> {
             .collect())
     }
 
+    /// The addresses of SRV records in RFC 2782 order. A target whose
+    /// address lookup fails is skipped (the failure noted); a lone "."
+    /// target means the service is not offered and gives none.
     async fn srv_targets(
         &self,
         records: Vec<SrvRecord>,
         kind: TransportKind,
         server_name: &impl Fn(TransportKind) -> Option<String>,
-    ) -> Result<Vec<Target>, ResolveError> {
+        failure: &mut Option<ResolveError>,
+    ) -> Vec<Target> {
         let ordered = {
             let mut rng = self
                 .rng
@@ -342,7 +388,7 @@ impl<R: Resolver> ServerLocator<R> {
             if target.is_empty() {
                 continue; // "." : not offered here
             }
-            for addr in self.addresses(target, record.port).await? {
+            for addr in keep(self.addresses(target, record.port).await, failure) {
                 targets.push(Target {
                     kind,
                     addr,
@@ -350,7 +396,7 @@ impl<R: Resolver> ServerLocator<R> {
                 });
             }
         }
-        Ok(targets)
+        targets
     }
 }
 
@@ -404,6 +450,7 @@ pub struct StaticResolver {
     naptr: HashMap<String, Vec<NaptrRecord>>,
     srv: HashMap<String, Vec<SrvRecord>>,
     ip: HashMap<String, Vec<IpAddr>>,
+    failing: HashSet<String>,
     queries: Mutex<Vec<String>>,
 }
 
@@ -435,6 +482,14 @@ impl StaticResolver {
         self
     }
 
+    /// Makes a query fail as a broken server would (SERVFAIL, time-out):
+    /// `query` as in [`queries`](Self::queries), e.g. `NAPTR example.com`.
+    pub fn with_failure(mut self, query: &str) -> Self {
+        let (kind, name) = query.split_once(' ').unwrap_or(("", query));
+        self.failing.insert(format!("{kind} {}", key(name)));
+        self
+    }
+
     /// The queries so far, as `TYPE name`, e.g. `SRV _sip._udp.example.com`.
     pub fn queries(&self) -> Vec<String> {
         self.queries
@@ -451,25 +506,37 @@ impl StaticResolver {
             .push(format!("{kind} {name}"));
         name
     }
+
+    fn answer<T: Clone + Send + 'static>(
+        &self,
+        kind: &str,
+        name: &str,
+        records: &HashMap<String, Vec<T>>,
+    ) -> BoxFuture<'static, Result<Vec<T>, ResolveError>> {
+        let name = self.record(kind, name);
+        let query = format!("{kind} {name}");
+        let answer = if self.failing.contains(&query) {
+            Err(ResolveError::Lookup {
+                reason: format!("{query}: server failure"),
+            })
+        } else {
+            Ok(records.get(&name).cloned().unwrap_or_default())
+        };
+        Box::pin(async move { answer })
+    }
 }
 
 impl Resolver for StaticResolver {
     fn naptr<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<NaptrRecord>, ResolveError>> {
-        let name = self.record("NAPTR", name);
-        let found = self.naptr.get(&name).cloned().unwrap_or_default();
-        Box::pin(async move { Ok(found) })
+        self.answer("NAPTR", name, &self.naptr)
     }
 
     fn srv<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<SrvRecord>, ResolveError>> {
-        let name = self.record("SRV", name);
-        let found = self.srv.get(&name).cloned().unwrap_or_default();
-        Box::pin(async move { Ok(found) })
+        self.answer("SRV", name, &self.srv)
     }
 
     fn ip<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveError>> {
-        let name = self.record("A/AAAA", name);
-        let found = self.ip.get(&name).cloned().unwrap_or_default();
-        Box::pin(async move { Ok(found) })
+        self.answer("A/AAAA", name, &self.ip)
     }
 }
 
@@ -537,11 +604,25 @@ fn numeric(
 }
 
 fn non_empty(targets: Vec<Target>) -> Result<Vec<Target>, ResolveError> {
+    found(targets, None)
+}
+
+/// The targets, or when there are none the first failed lookup (else
+/// [`ResolveError::NotFound`]).
+fn found(targets: Vec<Target>, failure: Option<ResolveError>) -> Result<Vec<Target>, ResolveError> {
     if targets.is_empty() {
-        Err(ResolveError::NotFound)
+        Err(failure.unwrap_or(ResolveError::NotFound))
     } else {
         Ok(targets)
     }
+}
+
+/// A lookup's answer, or nothing with the first failure noted.
+fn keep<T: Default>(result: Result<T, ResolveError>, failure: &mut Option<ResolveError>) -> T {
+    result.unwrap_or_else(|e| {
+        failure.get_or_insert(e);
+        T::default()
+    })
 }
 
 /// The transport a `transport` URI parameter asks for; `sips` secures TCP
@@ -821,13 +902,62 @@ mod tests {
         assert!(dns.queries().is_empty());
     }
 
+    /// RFC 2782: a lone "." target means the service is decidedly not
+    /// available; RFC 3263 §4.2 looks up A/AAAA only when there are no SRV
+    /// records at all.
     #[tokio::test]
     async fn rfc2782_srv_target_dot_means_not_offered() {
         let dns = StaticResolver::new()
             .with_srv("_sip._udp.example.org", [srv(0, 0, 5060, ".")])
             .with_ip("example.org", [ip("198.51.100.9")]);
-        let t = locate(&dns, "sip:example.org;transport=udp").await.unwrap();
-        assert_eq!(summary(&t), ["UDP 198.51.100.9:5060"]);
+        assert_eq!(
+            locate(&dns, "sip:example.org;transport=udp")
+                .await
+                .unwrap_err(),
+            ResolveError::NotFound
+        );
+        assert!(!dns.queries().iter().any(|q| q.starts_with("A/AAAA")));
+    }
+
+    /// A failed NAPTR query (a home router's forwarder answering SERVFAIL)
+    /// does not stop the SRV lookups; a failed address lookup for one SRV
+    /// target keeps the others; when nothing is found the failure is the
+    /// error, not "no server".
+    #[tokio::test]
+    async fn rfc2782_a_failed_query_loses_only_its_own_answer() {
+        let dns = StaticResolver::new()
+            .with_failure("NAPTR example.com")
+            .with_srv(
+                "_sip._udp.example.com",
+                [
+                    srv(0, 0, 5060, "broken.example.com"),
+                    srv(1, 0, 5060, "ok.example.com"),
+                ],
+            )
+            .with_failure("A/AAAA broken.example.com")
+            .with_ip("ok.example.com", [ip("192.0.2.30")]);
+        let t = locate(&dns, "sip:example.com").await.unwrap();
+        assert_eq!(summary(&t), ["UDP 192.0.2.30:5060"]);
+
+        let dead = StaticResolver::new().with_failure("NAPTR example.com");
+        assert!(matches!(
+            locate(&dead, "sip:example.com").await.unwrap_err(),
+            ResolveError::Lookup { .. }
+        ));
+    }
+
+    /// RFC 3263 §4.1: with no NAPTR or SRV records a client without UDP
+    /// uses TCP at the default port instead of a target it cannot use.
+    #[tokio::test]
+    async fn rfc3263_4_1_a_client_without_udp_falls_back_to_tcp() {
+        let dns = StaticResolver::new().with_ip("proxy.example.com", [ip("192.0.2.40")]);
+        let uri = Uri::parse("sip:proxy.example.com").unwrap();
+        let t = ServerLocator::new(&dns)
+            .with_transports([TransportKind::Tls, TransportKind::Tcp])
+            .locate(uri.as_sip().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(summary(&t), ["TCP 192.0.2.40:5060"]);
     }
 
     #[tokio::test]
