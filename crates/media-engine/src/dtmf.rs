@@ -4,12 +4,17 @@
 //! key press into the packets to send: a first packet with the marker bit,
 //! continuation packets every packet interval with a growing duration, and
 //! the final packet with the E bit sent three times (RFC 4733 §2.5.1.4).
-//! All packets of one press carry the timestamp of its start; the caller
-//! stamps sequence numbers and sends each packet at its offset.
+//! All packets of one press carry the timestamp of its start, except that
+//! a press longer than the 16-bit duration field can describe goes out in
+//! segments of 0xFFFF timestamp units, each with its own timestamp
+//! (§2.5.1.3); the caller adds [`EventPacket::timestamp_offset`] to the
+//! press's timestamp, stamps sequence numbers and sends each packet at its
+//! offset.
 //!
 //! [`DtmfReceiver`] turns received packets back into exactly one
 //! [`DtmfEvent::Began`] and one [`DtmfEvent::Ended`] per press, ignoring
-//! repeats and retransmissions.
+//! repeats and retransmissions, and joining the segments of a long press
+//! (§2.5.2.3).
 //!
 //! ```
 //! use std::time::Duration;
@@ -17,7 +22,7 @@
 //!
 //! let packets = encode_press(Digit::from_char('5').unwrap(), 10, Duration::from_millis(100), Duration::from_millis(20), 8000);
 //! let mut rx = DtmfReceiver::new();
-//! let events: Vec<_> = packets.iter().filter_map(|p| rx.handle(4000, &p.event.to_bytes())).collect();
+//! let events: Vec<_> = packets.iter().flat_map(|p| rx.handle(4000, &p.event.to_bytes())).collect();
 //! assert_eq!(events.len(), 2);
 //! assert!(matches!(events[0], DtmfEvent::Began { digit, .. } if digit.to_char() == '5'));
 //! ```
@@ -123,16 +128,27 @@ impl TelephoneEvent {
 pub struct EventPacket {
     /// When to send it, from the start of the press.
     pub offset: Duration,
+    /// Added to the press's RTP timestamp: 0, or for the later segments of
+    /// a long press a multiple of 0xFFFF (RFC 4733 §2.5.1.3).
+    pub timestamp_offset: u32,
     /// The RTP marker bit (set on the first packet only).
     pub marker: bool,
     /// The payload.
     pub event: TelephoneEvent,
 }
 
-/// Plans the packets of one key press lasting `duration`, one every
-/// `interval` (the packet time, typically 20 ms or 50 ms), at `clock_rate`
-/// (8000 for narrowband). The press is cut at 65535 timestamp units (about
-/// 8 s at 8 kHz), the longest one packet can describe.
+/// The longest key press [`encode_press`] plans; longer ones are cut.
+pub const MAX_PRESS: Duration = Duration::from_secs(60);
+
+/// Timestamp units one segment of a long event covers (RFC 4733 §2.5.1.3).
+const SEGMENT: u64 = u16::MAX as u64;
+
+/// Plans the packets of one key press lasting `duration` (at most
+/// [`MAX_PRESS`]), one every `interval` (the packet time, typically 20 ms
+/// or 50 ms), at `clock_rate` (8000 for narrowband). A press longer than
+/// 0xFFFF timestamp units (about 8 s at 8 kHz, 1.4 s at 48 kHz) goes out in
+/// segments: the tick that would pass the limit reports 0xFFFF, and the
+/// next one starts a segment 0xFFFF units later (RFC 4733 §2.5.1.3).
 pub fn encode_press(
     digit: Digit,
     volume: u8,
@@ -140,49 +156,57 @@ pub fn encode_press(
     interval: Duration,
     clock_rate: u32,
 ) -> Vec<EventPacket> {
-    let units = |d: Duration| -> u16 {
+    let units = |d: Duration| -> u64 {
         let n = d.as_nanos() * u128::from(clock_rate) / 1_000_000_000;
-        u16::try_from(n).unwrap_or(u16::MAX)
+        u64::try_from(n).unwrap_or(u64::MAX)
     };
     let interval = interval.max(Duration::from_millis(1));
-    let total = units(duration).max(1);
+    let total = units(duration.min(MAX_PRESS)).max(1);
     let step = units(interval).max(1);
     let volume = volume.min(63);
     let mut packets = Vec::new();
     let mut elapsed = Duration::ZERO;
-    let mut sent = 0u16;
-    // Start and continuation packets, each reporting the duration so far.
-    loop {
-        let so_far = sent.saturating_add(step);
-        if so_far >= total {
-            break;
-        }
+    let mut push = |packets: &mut Vec<EventPacket>, segment: u64, duration: u64, end: bool| {
         packets.push(EventPacket {
             offset: elapsed,
+            // Segments start at multiples of 0xFFFF below 2^32 (MAX_PRESS
+            // keeps `total` far below).
+            timestamp_offset: u32::try_from(segment).unwrap_or(u32::MAX),
             marker: packets.is_empty(),
             event: TelephoneEvent {
                 event: digit.event(),
-                end: false,
+                end,
                 volume,
-                duration: so_far,
+                duration: u16::try_from(duration).unwrap_or(u16::MAX),
             },
         });
-        sent = so_far;
         elapsed += interval;
+    };
+    // Start and continuation packets, each reporting the duration so far
+    // within its segment.
+    let mut segment = 0u64;
+    let mut reported = 0u64;
+    loop {
+        let so_far = reported + step;
+        if so_far >= total {
+            break;
+        }
+        if so_far - segment > SEGMENT {
+            // The segment at its longest; the next tick starts the next.
+            push(&mut packets, segment, SEGMENT, false);
+            segment += SEGMENT;
+        } else {
+            push(&mut packets, segment, so_far - segment, false);
+        }
+        reported = so_far;
+    }
+    while total - segment > SEGMENT {
+        push(&mut packets, segment, SEGMENT, false);
+        segment += SEGMENT;
     }
     // The end, three times for robustness (RFC 4733 §2.5.1.4).
-    for k in 0..3 {
-        packets.push(EventPacket {
-            offset: elapsed,
-            marker: packets.is_empty() && k == 0,
-            event: TelephoneEvent {
-                event: digit.event(),
-                end: true,
-                volume,
-                duration: total,
-            },
-        });
-        elapsed += interval;
+    for _ in 0..3 {
+        push(&mut packets, segment, total - segment, true);
     }
     packets
 }
@@ -202,20 +226,61 @@ pub enum DtmfEvent {
     Ended {
         /// The key.
         digit: Digit,
-        /// Its total duration in timestamp units.
-        duration: u16,
-        /// RTP timestamp of the press.
+        /// Its total duration in timestamp units, all segments together.
+        duration: u32,
+        /// RTP timestamp of the press (of its first segment).
         timestamp: u32,
     },
 }
 
+/// What one packet revealed: nothing, one event, or both the begin and the
+/// end of a press whose only surviving packet was an end packet.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DtmfEvents {
+    events: [Option<DtmfEvent>; 2],
+    next: usize,
+}
+
+impl DtmfEvents {
+    fn one(event: DtmfEvent) -> Self {
+        DtmfEvents {
+            events: [Some(event), None],
+            next: 0,
+        }
+    }
+}
+
+impl Iterator for DtmfEvents {
+    type Item = DtmfEvent;
+
+    fn next(&mut self) -> Option<DtmfEvent> {
+        let event = self.events.get_mut(self.next)?.take();
+        self.next += 1;
+        event
+    }
+}
+
 /// Turns received telephone-event packets into one begin and one end per
 /// key press. Presses are told apart by their RTP timestamp (RFC 4733
-/// §2.5.2.1); non-DTMF events and malformed payloads are ignored.
+/// §2.5.2.1); a packet of the same key 0xFFFF units after an unfinished
+/// press continues it (§2.5.2.3). Non-DTMF events and malformed payloads
+/// are ignored.
 #[derive(Clone, Debug, Default)]
 pub struct DtmfReceiver {
-    /// Recent presses: (timestamp, ended).
-    presses: VecDeque<(u32, bool)>,
+    presses: VecDeque<Press>,
+}
+
+/// A press the receiver remembers.
+#[derive(Clone, Copy, Debug)]
+struct Press {
+    /// The timestamp of its first segment: its identity.
+    start: u32,
+    /// The timestamp of its latest segment.
+    segment: u32,
+    /// Timestamp units in the segments before the latest.
+    before: u32,
+    digit: Digit,
+    ended: bool,
 }
 
 const REMEMBERED_PRESSES: usize = 16;
@@ -227,40 +292,69 @@ impl DtmfReceiver {
     }
 
     /// Feeds one packet's RTP timestamp and payload; returns what it
-    /// revealed, if anything new.
-    pub fn handle(&mut self, timestamp: u32, payload: &[u8]) -> Option<DtmfEvent> {
-        let event = TelephoneEvent::parse(payload).ok()?;
-        let digit = Digit::from_event(event.event)?;
-        match self.presses.iter_mut().find(|(ts, _)| *ts == timestamp) {
-            Some((_, ended)) => {
-                if event.end && !*ended {
-                    *ended = true;
-                    return Some(DtmfEvent::Ended {
-                        digit,
-                        duration: event.duration,
-                        timestamp,
-                    });
-                }
-                None
+    /// revealed that is new (nothing for repeats).
+    pub fn handle(&mut self, timestamp: u32, payload: &[u8]) -> DtmfEvents {
+        let Ok(event) = TelephoneEvent::parse(payload) else {
+            return DtmfEvents::default();
+        };
+        let Some(digit) = Digit::from_event(event.event) else {
+            return DtmfEvents::default();
+        };
+        let ended = |press: &mut Press| {
+            press.ended = true;
+            DtmfEvent::Ended {
+                digit: press.digit,
+                duration: press.before.saturating_add(u32::from(event.duration)),
+                timestamp: press.start,
             }
-            None => {
-                // A press older than the newest one seen is a straggler.
-                if self
-                    .presses
-                    .back()
-                    .is_some_and(|(last, _)| (timestamp.wrapping_sub(*last) as i32) < 0)
-                {
-                    return None;
+        };
+        if let Some(press) = self.presses.iter_mut().find(|p| p.segment == timestamp) {
+            if event.end && !press.ended {
+                return DtmfEvents::one(ended(press));
+            }
+            return DtmfEvents::default();
+        }
+        if let Some(last) = self.presses.back_mut() {
+            // A press older than the newest one seen is a straggler.
+            if (timestamp.wrapping_sub(last.segment) as i32) < 0 {
+                return DtmfEvents::default();
+            }
+            // The next segment of a long press (§2.5.2.3): the same key,
+            // unfinished, one whole segment later.
+            if !last.ended
+                && last.digit == digit
+                && u64::from(timestamp.wrapping_sub(last.segment)) == SEGMENT
+            {
+                last.before = last.before.saturating_add(u16::MAX.into());
+                last.segment = timestamp;
+                if event.end {
+                    return DtmfEvents::one(ended(last));
                 }
-                if self.presses.len() == REMEMBERED_PRESSES {
-                    self.presses.pop_front();
-                }
-                // Only the end survived: report the press as begun now; its
-                // end follows from the next copy of the end packet.
-                self.presses.push_back((timestamp, false));
-                Some(DtmfEvent::Began { digit, timestamp })
+                return DtmfEvents::default();
             }
         }
+        if self.presses.len() == REMEMBERED_PRESSES {
+            self.presses.pop_front();
+        }
+        let mut press = Press {
+            start: timestamp,
+            segment: timestamp,
+            before: 0,
+            digit,
+            ended: false,
+        };
+        let began = DtmfEvent::Began { digit, timestamp };
+        // Only an end packet survived: the press began and ended.
+        let events = if event.end {
+            DtmfEvents {
+                events: [Some(began), Some(ended(&mut press))],
+                next: 0,
+            }
+        } else {
+            DtmfEvents::one(began)
+        };
+        self.presses.push_back(press);
+        events
     }
 }
 
@@ -381,19 +475,88 @@ mod tests {
             duration: 800,
         }
         .to_bytes();
+        // Only one copy of the end arrives: the press begins and ends.
+        let events: Vec<DtmfEvent> = rx.handle(5000, &end).collect();
         assert!(matches!(
-            rx.handle(5000, &end),
+            events[..],
+            [
+                DtmfEvent::Began { .. },
+                DtmfEvent::Ended {
+                    duration: 800,
+                    timestamp: 5000,
+                    ..
+                }
+            ]
+        ));
+        assert_eq!(rx.handle(5000, &end).count(), 0);
+        // A packet of an older press arriving late is not a new press.
+        assert_eq!(rx.handle(1000, &end).count(), 0);
+        // Non-DTMF events and garbage are ignored.
+        assert_eq!(rx.handle(9000, &[70, 0, 0, 160]).count(), 0);
+        assert_eq!(rx.handle(9000, &[1]).count(), 0);
+    }
+
+    /// RFC 4733 §2.5.1.3 and §2.5.2.3: a 2 s press at 48 kHz (96 000
+    /// units) goes out in two segments 0xFFFF apart, and comes back as one
+    /// press of the whole length.
+    #[test]
+    fn rfc4733_2_5_1_3_a_long_press_is_sent_in_segments_and_read_as_one() {
+        let packets = encode_press(
+            Digit::from_char('5').unwrap(),
+            10,
+            Duration::from_secs(2),
+            Duration::from_millis(20),
+            48_000,
+        );
+        let offsets: Vec<u32> = packets.iter().map(|p| p.timestamp_offset).collect();
+        assert!(offsets.iter().all(|&o| o == 0 || o == 0xFFFF));
+        let first_of_second = offsets.iter().position(|&o| o == 0xFFFF).unwrap();
+        assert_eq!(packets[first_of_second - 1].event.duration, 0xFFFF);
+        let ends: Vec<&EventPacket> = packets.iter().filter(|p| p.event.end).collect();
+        assert_eq!(ends.len(), 3);
+        assert!(ends.iter().all(
+            |p| p.timestamp_offset == 0xFFFF && u32::from(p.event.duration) == 96_000 - 0xFFFF
+        ));
+        assert_eq!(packets.iter().filter(|p| p.marker).count(), 1);
+        // Durations grow within each segment.
+        for w in packets.windows(2) {
+            if w[0].timestamp_offset == w[1].timestamp_offset {
+                assert!(w[0].event.duration <= w[1].event.duration);
+            }
+        }
+
+        let start = 4_294_900_000u32; // the second segment's timestamp wraps
+        let mut rx = DtmfReceiver::new();
+        let events: Vec<DtmfEvent> = packets
+            .iter()
+            .flat_map(|p| rx.handle(start.wrapping_add(p.timestamp_offset), &p.event.to_bytes()))
+            .collect();
+        assert!(
+            matches!(
+                events[..],
+                [
+                    DtmfEvent::Began { timestamp: s, .. },
+                    DtmfEvent::Ended {
+                        duration: 96_000,
+                        timestamp: e,
+                        ..
+                    }
+                ] if s == start && e == start
+            ),
+            "{events:?}"
+        );
+        // A different key 0xFFFF later is a new press, not a continuation.
+        let other = TelephoneEvent {
+            event: 6,
+            end: false,
+            volume: 10,
+            duration: 160,
+        }
+        .to_bytes();
+        let next = start.wrapping_add(2 * 0xFFFF);
+        assert!(matches!(
+            rx.handle(next, &other).next(),
             Some(DtmfEvent::Began { .. })
         ));
-        assert!(matches!(
-            rx.handle(5000, &end),
-            Some(DtmfEvent::Ended { .. })
-        ));
-        assert_eq!(rx.handle(5000, &end), None);
-        // A packet of an older press arriving late is not a new press.
-        assert_eq!(rx.handle(1000, &end), None);
-        // Non-DTMF events and garbage are ignored.
-        assert_eq!(rx.handle(9000, &[70, 0, 0, 160]), None);
-        assert_eq!(rx.handle(9000, &[1]), None);
     }
 }

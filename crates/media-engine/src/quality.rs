@@ -127,14 +127,15 @@ pub fn effective_equipment_impairment(
 }
 
 /// G.107 Annex B: MOS from R. 1 below R = 0, 4.5 above R = 100, otherwise
-/// `1 + 0.035 R + R (R - 60) (100 - R) 7e-6`.
+/// `1 + 0.035 R + R (R - 60) (100 - R) 7e-6`, held at 1 or more: the
+/// polynomial dips to about 0.99 for R under 6.5, below the scale.
 pub fn mos_from_r(r: f64) -> f64 {
     if r.is_nan() || r <= 0.0 {
         1.0
     } else if r >= 100.0 {
         4.5
     } else {
-        1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7.0e-6
+        (1.0 + 0.035 * r + r * (r - 60.0) * (100.0 - r) * 7.0e-6).max(1.0)
     }
 }
 
@@ -160,6 +161,15 @@ mod tests {
         assert_eq!(mos_from_r(-3.0), 1.0);
         assert_eq!(mos_from_r(120.0), 4.5);
         assert_eq!(mos_from_r(f64::NAN), 1.0);
+        // The polynomial's dip under 1 near R = 3 stays on the scale.
+        for tenth in 1..100 {
+            let mos = mos_from_r(f64::from(tenth) / 10.0);
+            assert!(
+                (1.0..1.5).contains(&mos),
+                "R {}: {mos}",
+                f64::from(tenth) / 10.0
+            );
+        }
     }
 
     #[test]

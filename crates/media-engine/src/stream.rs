@@ -938,7 +938,7 @@ impl AudioStream {
             return Ok(None);
         };
         press.next += 1;
-        let timestamp = press.timestamp;
+        let timestamp = press.timestamp.wrapping_add(planned.timestamp_offset);
         if press.next == press.packets.len() {
             self.press = None;
             // Audio after an event starts a new talk spurt.
@@ -1035,12 +1035,12 @@ impl AudioStream {
         }
         let payload_type = packet.payload_type;
         if Some(payload_type) == self.negotiated.receive_telephone_event {
-            if let Some(DtmfEvent::Began { digit, .. }) =
-                self.dtmf_receiver.handle(packet.timestamp, &packet.payload)
-            {
-                debug!(digit = %digit.to_char(), "dtmf received");
-                self.counters.dtmf_received += 1;
-                self.events.push_back(AudioStreamEvent::DtmfReceived(digit));
+            for event in self.dtmf_receiver.handle(packet.timestamp, &packet.payload) {
+                if let DtmfEvent::Began { digit, .. } = event {
+                    debug!(digit = %digit.to_char(), "dtmf received");
+                    self.counters.dtmf_received += 1;
+                    self.events.push_back(AudioStreamEvent::DtmfReceived(digit));
+                }
             }
         } else if payload_type == self.negotiated.receive_payload_type
             || payload_type == self.negotiated.send_payload_type
