@@ -16,6 +16,7 @@ use rand::{CryptoRng, RngCore};
 use crate::auth::{Credentials, DigestClient};
 use crate::message::Message;
 use crate::name::Method;
+use crate::uri::Uri;
 
 /// What to register and how.
 #[derive(Debug, Clone)]
@@ -393,13 +394,19 @@ impl Registration {
 
     /// The expiry the registrar granted to our contact (§10.2.4): its
     /// `expires` parameter, else the Expires header.
+    /// Contacts are matched by URI equivalence (§19.1.4), so a registrar
+    /// that reorders parameters or writes an address differently still
+    /// matches.
     fn granted_expiry(&self, response: &Message) -> Option<u32> {
-        let ours = self.config.contact.to_ascii_lowercase();
+        let ours = Uri::parse(&self.config.contact).ok();
+        let same = |theirs: &Uri<'_>| match (&ours, theirs) {
+            (Some(Uri::Sip(a)), Uri::Sip(b)) => a.equivalent(b),
+            (Some(a), b) => a.to_string().eq_ignore_ascii_case(&b.to_string()),
+            (None, _) => false,
+        };
         let from_contact = response.contacts().filter_map(Result::ok).find_map(|c| {
             let a = c.address()?;
-            (a.uri.to_string().to_ascii_lowercase() == ours)
-                .then(|| a.expires())
-                .flatten()
+            same(&a.uri).then(|| a.expires()).flatten()
         });
         from_contact.or_else(|| response.expires().ok().flatten())
     }
@@ -633,6 +640,35 @@ mod tests {
         reg.handle_response(now, &reply(&bye, 200, &[]), &mut rng);
         assert_eq!(reg.poll_event(), Some(RegistrationEvent::Unregistered));
         assert_eq!(reg.state(), RegistrationState::Idle);
+    }
+
+    /// The registrar's Contact is matched as a URI (§10.2.4, §19.1.4): its
+    /// parameters in another order still give our binding's expiry.
+    #[test]
+    fn rfc3261_10_2_4_granted_expiry_matches_the_contact_as_a_uri() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let now = Instant::now();
+        let mut cfg = config();
+        cfg.contact = "sip:alice@192.0.2.4;transport=tcp;ob".to_owned();
+        let mut reg = Registration::new(cfg, None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        let ok = reply(
+            &req,
+            200,
+            &[
+                ("Contact", "<sip:bob@192.0.2.9>;expires=900"),
+                (
+                    "Contact",
+                    "<sip:alice@192.0.2.4;OB;Transport=TCP>;expires=60",
+                ),
+            ],
+        );
+        reg.handle_response(now, &ok, &mut rng);
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrationEvent::Registered { expires: 60 })
+        );
     }
 
     /// A removal that gets no answer is tried again as a removal, twice,

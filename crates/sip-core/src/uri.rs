@@ -154,6 +154,60 @@ impl<'a> SipUri<'a> {
     pub fn maddr(&self) -> Option<&'a str> {
         self.params.get("maddr").flatten()
     }
+
+    /// Whether two SIP URIs are equivalent under RFC 3261 §19.1.4: same
+    /// scheme; user and password equal case-sensitively once unescaped;
+    /// host (names without case, addresses as addresses) and port (an
+    /// absent port differs from 5060) equal; every parameter present in
+    /// both equal without case, and `user`, `ttl`, `method`, `maddr` and
+    /// `transport` present in both or neither (the section's examples count
+    /// a transport in one URI only as a difference); the same URI headers.
+    /// Other parameters present in only one are ignored.
+    pub fn equivalent(&self, other: &SipUri<'_>) -> bool {
+        fn decoded(v: Option<&str>) -> Option<Cow<'_, str>> {
+            v.map(grammar::percent_decode)
+        }
+        let host_eq = match (self.host, other.host) {
+            (Host::Domain(a), Host::Domain(b)) => {
+                grammar::percent_decode(a).eq_ignore_ascii_case(&grammar::percent_decode(b))
+            }
+            (a, b) => a == b,
+        };
+        if self.scheme != other.scheme
+            || decoded(self.user) != decoded(other.user)
+            || decoded(self.password) != decoded(other.password)
+            || !host_eq
+            || self.port != other.port
+        {
+            return false;
+        }
+        let value_eq = |a: Option<&str>, b: Option<&str>| match (a, b) {
+            (Some(a), Some(b)) => {
+                grammar::percent_decode(a).eq_ignore_ascii_case(&grammar::percent_decode(b))
+            }
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        let params_match = |a: &UriParams<'_>, b: &UriParams<'_>| {
+            a.iter().all(|(name, value)| match b.get(name) {
+                Some(theirs) => value_eq(value, theirs),
+                None => !["user", "ttl", "method", "maddr", "transport"]
+                    .iter()
+                    .any(|n| n.eq_ignore_ascii_case(name)),
+            })
+        };
+        let headers_within = |a: &UriHeaders<'_>, b: &UriHeaders<'_>| {
+            a.iter().all(|(name, value)| {
+                b.iter().any(|(n, v)| {
+                    n.eq_ignore_ascii_case(name)
+                        && grammar::percent_decode(v) == grammar::percent_decode(value)
+                })
+            })
+        };
+        params_match(&self.params, &other.params)
+            && params_match(&other.params, &self.params)
+            && headers_within(&self.headers, &other.headers)
+            && headers_within(&other.headers, &self.headers)
+    }
 }
 
 impl fmt::Display for Host<'_> {
@@ -585,6 +639,71 @@ fn uri_params(i: &str) -> PResult<'_, UriParams<'_>> {
         return fail(&i[at..], "%HH escape");
     }
     Ok((&i[k..], UriParams(&i[..k])))
+}
+
+#[cfg(test)]
+mod equivalence_tests {
+    use super::*;
+
+    fn sip(text: &str) -> SipUri<'_> {
+        match Uri::parse(text).unwrap() {
+            Uri::Sip(s) => s,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// The examples of RFC 3261 §19.1.4.
+    #[test]
+    fn rfc3261_19_1_4_examples() {
+        for (a, b) in [
+            (
+                "sip:%61lice@atlanta.com;transport=TCP",
+                "sip:alice@AtLanTa.CoM;Transport=tcp",
+            ),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+            ("sip:carol@chicago.com", "sip:carol@chicago.com;security=on"),
+            (
+                "sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+                "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com",
+            ),
+            (
+                "sip:alice@atlanta.com?subject=project%20x&priority=urgent",
+                "sip:alice@atlanta.com?priority=urgent&subject=project%20x",
+            ),
+            (
+                "sip:[2001:db8::10]:5060",
+                "sip:[2001:DB8:0:0:0:0:0:10]:5060",
+            ),
+        ] {
+            assert!(sip(a).equivalent(&sip(b)), "{a} = {b}");
+            assert!(sip(b).equivalent(&sip(a)), "{b} = {a}");
+        }
+        for (a, b) in [
+            (
+                "SIP:ALICE@AtLanTa.CoM;Transport=udp",
+                "sip:alice@AtLanTa.CoM;Transport=UDP",
+            ),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+            ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+            (
+                "sip:bob@biloxi.com",
+                "sip:bob@biloxi.com:6000;transport=tcp",
+            ),
+            (
+                "sip:carol@chicago.com",
+                "sip:carol@chicago.com?Subject=next%20meeting",
+            ),
+            ("sip:bob@phone21.boxesbybob.com", "sip:bob@192.0.2.4"),
+            ("sip:alice@atlanta.com", "sips:alice@atlanta.com"),
+            (
+                "sip:alice@atlanta.com;maddr=239.255.255.1",
+                "sip:alice@atlanta.com",
+            ),
+        ] {
+            assert!(!sip(a).equivalent(&sip(b)), "{a} != {b}");
+            assert!(!sip(b).equivalent(&sip(a)), "{b} != {a}");
+        }
+    }
 }
 
 #[cfg(test)]
