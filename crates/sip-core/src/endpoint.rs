@@ -38,6 +38,7 @@ use bytestring::ByteString;
 use rand::RngCore;
 
 use crate::error::ParseError;
+use crate::headers::Via;
 use crate::message::{Framing, Message, ParseLimits, push_ip};
 use crate::name::Method;
 use crate::stream::{StreamDecoder, StreamItem};
@@ -841,6 +842,8 @@ impl<R: RngCore> Endpoint<R> {
 
     fn handle_request(&mut self, now: Instant, request: Message, source: Destination) {
         if let Err(error) = request.validate() {
+            // The 400 goes where any response would (RFC 3581 §4).
+            let (request, _) = fill_received(request, source.addr);
             self.answer_bad_request(&request, source, &error);
             self.malformed(source, error);
             return;
@@ -923,8 +926,15 @@ impl<R: RngCore> Endpoint<R> {
         } else {
             (481, "Call/Transaction Does Not Exist")
         };
+        // The To tag the INVITE's responses carry, when one went out
+        // (§9.2: the two SHOULD be the same).
+        let tag = invite
+            .and_then(|i| self.servers.get(&i))
+            .and_then(|e| e.tx.last_response())
+            .and_then(|r| r.to().ok().and_then(|t| t.tag().map(str::to_owned)))
+            .unwrap_or_else(|| self.token(8));
         if let Ok(resp) = Message::response_to(&cancel, status, reason)
-            .map(|b| b.to_tag(&self.token(8)))
+            .map(|b| b.to_tag(&tag))
             .and_then(|b| b.build())
             && let Some(e) = self.servers.get_mut(&id)
         {
@@ -1177,7 +1187,29 @@ fn server_key(request: &Message, out: &mut Vec<u8>) -> Option<usize> {
 /// RFC 3261 §18.2.1 and RFC 3581: record the source address in the top Via.
 /// Also returns where responses with this top Via go over UDP (§18.2.2, what
 /// [`response_destination`] would find in it), known here at no cost.
-fn fill_received(mut request: Message, source: SocketAddr) -> (Message, Option<SocketAddr>) {
+/// `maddr` comes first (§18.2.2), with the sent-by port, when it is an
+/// address: the endpoint has no resolver for a name there, and then
+/// answers as if it were absent.
+fn maddr_destination(via: &Via<'_>) -> Option<SocketAddr> {
+    let maddr = via.maddr()?;
+    let ip = maddr
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()?;
+    Some(SocketAddr::new(ip, via.port.unwrap_or(5060)))
+}
+
+/// Adds `received` (and the `rport` value) to the top Via of a request
+/// from `source` (§18.2.1, RFC 3581 §4), and works out where its responses
+/// go over UDP, as [`response_destination`] would for the filled-in Via.
+fn fill_received(request: Message, source: SocketAddr) -> (Message, Option<SocketAddr>) {
+    let (request, reply_to) = fill_received_via(request, source);
+    let maddr = request.via().ok().and_then(|v| maddr_destination(&v));
+    (request, maddr.or(reply_to))
+}
+
+fn fill_received_via(mut request: Message, source: SocketAddr) -> (Message, Option<SocketAddr>) {
     let Ok(via) = request.via() else {
         return (request, None);
     };
@@ -1273,6 +1305,13 @@ fn response_destination(response: &Message, source: Destination) -> Option<Desti
         return Some(source);
     }
     let via = response.via().ok()?;
+    if let Some(addr) = maddr_destination(&via) {
+        return Some(Destination {
+            transport: source.transport,
+            addr,
+            connection: None,
+        });
+    }
     let ip = via
         .received()
         .or(match via.host {
@@ -1361,11 +1400,124 @@ mod tests {
             "SIP/2.0/UDP host.example.com:5062;rport;branch=z9hG4bKa",
             "SIP/2.0/UDP [2001:db8::1]:5060;branch=z9hG4bKa;rport",
             "SIP/2.0/UDP 10.0.0.1:5080;branch=z9hG4bKa, SIP/2.0/UDP 10.0.0.2",
+            "SIP/2.0/UDP 192.0.2.7:5060;maddr=239.1.1.1;branch=z9hG4bKa",
+            "SIP/2.0/UDP 10.0.0.1;maddr=192.0.2.99;rport;branch=z9hG4bKa",
+            "SIP/2.0/UDP 10.0.0.1:5080;maddr=proxy.example.com;rport;branch=z9hG4bKa",
         ] {
             let (filled, reply_to) = fill_received(request(via), source);
             let expected = response_destination(&filled, udp).map(|d| d.addr);
             assert_eq!(reply_to, expected, "{via}");
         }
+    }
+
+    /// §18.2.2: a Via with an IP `maddr` sends the response there, at the
+    /// sent-by port; a name in `maddr`, which needs DNS, is passed over.
+    #[test]
+    fn rfc3261_18_2_2_maddr_comes_first() {
+        let udp = Destination {
+            transport: Transport::Udp,
+            addr: "192.0.2.7:40000".parse().unwrap(),
+            connection: None,
+        };
+        let cases = [
+            (
+                "SIP/2.0/UDP 192.0.2.7:5070;maddr=239.1.1.1;branch=z9hG4bKa",
+                "239.1.1.1:5070",
+            ),
+            (
+                "SIP/2.0/UDP 192.0.2.7;maddr=192.0.2.99;rport=40000;branch=z9hG4bKa",
+                "192.0.2.99:5060",
+            ),
+            (
+                "SIP/2.0/UDP 192.0.2.7:5070;maddr=proxy.example.com;branch=z9hG4bKa",
+                "192.0.2.7:5070",
+            ),
+        ];
+        for (via, expected) in cases {
+            let got = response_destination(&request(via), udp).unwrap().addr;
+            assert_eq!(got, expected.parse::<SocketAddr>().unwrap(), "{via}");
+        }
+    }
+
+    fn endpoint() -> Endpoint<rand::rngs::StdRng> {
+        use rand::SeedableRng;
+        Endpoint::new(
+            EndpointConfig::default(),
+            rand::rngs::StdRng::seed_from_u64(1),
+        )
+    }
+
+    /// RFC 3581 §4: the 400 for a malformed request goes to the address
+    /// and port it came from when the Via asks for rport, as any response.
+    #[test]
+    fn rfc3581_4_a_bad_request_is_answered_to_the_source() {
+        let now = Instant::now();
+        let mut ep = endpoint();
+        let raw = "OPTIONS sip:a@192.0.2.1 SIP/2.0\r\n\
+                   Via: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKx\r\n\
+                   From: <sip:b@example.com>;tag=1\r\n\
+                   To: <sip:a@192.0.2.1>\r\n\
+                   Call-ID: c9\r\n\
+                   CSeq: 1 OPTIONS\r\n\
+                   Max-Forwards: 70\r\n\
+                   Contact: <sip:b@[bad>\r\n\
+                   Content-Length: 0\r\n\r\n";
+        ep.handle_input(
+            now,
+            Input::Datagram {
+                transport: Transport::Udp,
+                remote: "203.0.113.5:40000".parse().unwrap(),
+                data: Bytes::from(raw),
+            },
+        );
+        let sent = ep.poll_transmit().expect("a 400 goes out");
+        assert!(sent.payload.starts_with(b"SIP/2.0 400"));
+        assert_eq!(
+            sent.destination.addr,
+            "203.0.113.5:40000".parse::<SocketAddr>().unwrap()
+        );
+    }
+
+    /// §9.2: the 200 to a CANCEL carries the To tag of the INVITE's
+    /// provisional response.
+    #[test]
+    fn rfc3261_9_2_cancel_200_has_the_invites_to_tag() {
+        let now = Instant::now();
+        let mut ep = endpoint();
+        let source: SocketAddr = "192.0.2.7:5060".parse().unwrap();
+        let invite = Message::request(Method::Invite, "sip:a@192.0.2.1")
+            .header("Via", "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKinv")
+            .and_then(|b| b.header("From", "<sip:b@example.com>;tag=1"))
+            .and_then(|b| b.header("To", "<sip:a@192.0.2.1>"))
+            .and_then(|b| b.header("Call-ID", "c1"))
+            .and_then(|b| b.header("CSeq", "1 INVITE"))
+            .and_then(|b| b.header("Contact", "<sip:b@192.0.2.7:5060>"))
+            .and_then(|b| b.header("Max-Forwards", "70"))
+            .and_then(|b| b.build())
+            .unwrap();
+        let parsed = |message: Message| Input::Parsed {
+            transport: Transport::Udp,
+            connection: None,
+            remote: source,
+            message,
+        };
+        ep.handle_input(now, parsed(invite.clone()));
+        let Some(EndpointEvent::Request { transaction, .. }) = ep.poll_event() else {
+            panic!("the INVITE is not reported");
+        };
+        let ringing = Message::response_to(&invite, 180, "Ringing")
+            .map(|b| b.to_tag("ring7"))
+            .and_then(|b| b.build())
+            .unwrap();
+        ep.send_response(now, transaction, ringing).unwrap();
+        while ep.poll_transmit().is_some() {}
+        ep.handle_input(now, parsed(build_cancel(&invite).unwrap()));
+        let ok = std::iter::from_fn(|| ep.poll_transmit())
+            .map(|t| Message::parse(t.payload).unwrap())
+            .find(|m| m.cseq().is_ok_and(|c| c.method() == Method::Cancel))
+            .expect("the CANCEL is answered");
+        assert_eq!(ok.status(), Some(200));
+        assert_eq!(ok.to().unwrap().tag(), Some("ring7"));
     }
 
     /// A Timer Trying cancelled by a quick 180 is not a wake-up: once the

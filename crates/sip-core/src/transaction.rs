@@ -563,6 +563,11 @@ impl ServerTransaction {
         }
     }
 
+    /// The last response sent, kept for retransmissions.
+    pub fn last_response(&self) -> Option<&Message> {
+        self.last_response.as_ref()
+    }
+
     /// Queues `response` and keeps it for retransmissions. Queued copies of
     /// the response it replaces become copies of their own.
     fn set_last_response(&mut self, response: Message) {
