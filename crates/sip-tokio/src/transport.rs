@@ -939,7 +939,14 @@ impl Shared {
                 c.kind == message.kind
                     && c.remote == message.destination
                     && match &message.server_name {
-                        None => true,
+                        // A secure message without a name wants a server
+                        // verified for the address: an outbound
+                        // connection opened that way, never an inbound one
+                        // (whose peer proved nothing) or one verified for
+                        // a name.
+                        None => {
+                            !message.kind.is_secure() || (!c.inbound && c.server_name.is_none())
+                        }
                         Some(name) => c.server_name.as_deref() == Some(name.as_str()),
                     }
             })

@@ -738,6 +738,37 @@ async fn tls_without_server_name_verifies_the_ip_address() {
     assert!(matches!(err, TransportError::Tls(_)), "{err:?}");
 }
 
+/// A TLS message without a server name wants a server verified for the
+/// address: a connection verified for a name is not reused for it.
+#[tokio::test]
+async fn tls_without_server_name_does_not_reuse_a_connection_verified_for_a_name() {
+    let pki = test_pki(&["sip.example.test"]);
+    let (_server, mut server_rx, server_addr) = listener(
+        TransportKind::Tls,
+        TransportConfig::default(),
+        tls_listener_options(&pki),
+    )
+    .await;
+    let (client, _client_rx) = layer(trusting(&pki.ca)).await;
+    client
+        .send(
+            OutboundMessage::new(TransportKind::Tls, server_addr, request("named", "TLS"))
+                .with_server_name("sip.example.test"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(call_id(&next(&mut server_rx).await), "named");
+    let err = client
+        .send(OutboundMessage::new(
+            TransportKind::Tls,
+            server_addr,
+            request("by-ip", "TLS"),
+        ))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, TransportError::Tls(_)), "{err:?}");
+}
+
 #[tokio::test]
 async fn tls_needs_a_client_configuration() {
     let (client, _rx) = layer(TransportConfig::default()).await;
