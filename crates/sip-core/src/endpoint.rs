@@ -1247,16 +1247,13 @@ fn fill_received_via(mut request: Message, source: SocketAddr) -> (Message, Opti
     value.push_str(via.transport);
     value.push(' ');
     push_sent_by(&mut value, &via.host, via.port);
-    for (name, v) in via.params.iter() {
+    let mut params = via.params.iter();
+    while let Some((name, written, _)) = params.next_written() {
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
         }
         value.push(';');
-        value.push_str(name);
-        if let Some(v) = v {
-            value.push('=');
-            value.push_str(v);
-        }
+        value.push_str(written);
     }
     value.push_str(";received=");
     push_ip(&mut value, source.ip());
@@ -1403,10 +1400,17 @@ mod tests {
             "SIP/2.0/UDP 192.0.2.7:5060;maddr=239.1.1.1;branch=z9hG4bKa",
             "SIP/2.0/UDP 10.0.0.1;maddr=192.0.2.99;rport;branch=z9hG4bKa",
             "SIP/2.0/UDP 10.0.0.1:5080;maddr=proxy.example.com;rport;branch=z9hG4bKa",
+            "SIP/2.0/UDP 10.0.0.1:5080;rport;branch=z9hG4bKa;x=\"a, b\"",
         ] {
             let (filled, reply_to) = fill_received(request(via), source);
             let expected = response_destination(&filled, udp).map(|d| d.addr);
             assert_eq!(reply_to, expected, "{via}");
+            // The filled-in Via parses, its other parameters as written.
+            let again = Message::parse(filled.to_bytes()).unwrap();
+            assert_eq!(again.via().unwrap().branch(), Some("z9hG4bKa"), "{via}");
+            if via.contains("x=") {
+                assert_eq!(again.via().unwrap().params.get("x"), Some(Some("a, b")));
+            }
         }
     }
 

@@ -235,6 +235,20 @@ impl<'a> ParamIter<'a> {
         Some((&s[ns..ne], value.map(|(a, b)| &s[a..b])))
     }
 
+    /// The next parameter: its name, its text as written from the name on
+    /// (quotes and escapes kept, white space around `=` too), and where
+    /// its value lies within that text.
+    pub(crate) fn next_written(&mut self) -> Option<(&'a str, &'a str, Option<Span>)> {
+        let ((ns, ne), value, end) = self.next_span()?;
+        let s = self.rest;
+        self.rest = &s[end..];
+        Some((
+            &s[ns..ne],
+            &s[ns..end],
+            value.map(|(a, b)| (a - ns, b - ns)),
+        ))
+    }
+
     /// The value of the first remaining parameter called `name` (any case).
     #[inline]
     fn find_raw(&mut self, name: &[u8]) -> Option<Option<&'a str>> {
@@ -839,7 +853,10 @@ fn via_parts(s: &str) -> Result<ViaParts<'_>, Fail> {
     };
     // The usual "SIP/2.0/" without the general token and slash rules.
     let (ps, pe, vs, ve, ts) = match b.first_chunk::<8>() {
-        Some(w) if w[..4].eq_ignore_ascii_case(b"SIP/") && &w[4..] == b"2.0/" => (0, 3, 4, 7, 8),
+        // SWS may follow the last slash (SLASH = SWS "/" SWS).
+        Some(w) if w[..4].eq_ignore_ascii_case(b"SIP/") && &w[4..] == b"2.0/" => {
+            (0, 3, 4, 7, grammar::sws_at(b, 8, n))
+        }
         _ => {
             let ps = grammar::sws_at(b, 0, n);
             let pe = token(ps, "protocol name").map_err(|f| Fail { at: 0, ..f })?;

@@ -238,9 +238,11 @@ impl Message {
             ) {
                 let name = h.kind.canonical().unwrap_or("");
                 let value = request.value_of(h);
-                // The name is canonical and the value trimmed and unfolded:
-                // only a control character could make it unfit.
-                if has_control(value.as_bytes()) {
+                // The name is canonical and the value parsed, trimmed and
+                // unfolded: only a line break could make it unfit. Other
+                // control characters are legal as quoted-pairs (RFC 3261
+                // §25.1; RFC 4475 §3.1.1.2 has them in a To).
+                if value.bytes().any(|c| c == b'\r' || c == b'\n') {
                     return Err(BuildError::ControlCharacter(name.to_owned()));
                 }
                 if h.kind == HeaderName::To && b.inner.to.is_none() {
@@ -740,19 +742,20 @@ impl Message {
         let mut new = String::with_capacity(value.len() + 48);
         new.push_str(value.get(..ps).unwrap_or(""));
         let mut branch = None;
-        for (name, v) in via.params.iter() {
+        // Each kept parameter as written: a quoted value keeps its quotes.
+        let mut params = via.params.iter();
+        while let Some((name, written, value)) = params.next_written() {
             if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
                 continue;
             }
             new.push(';');
-            new.push_str(name);
-            if let Some(v) = v {
-                new.push('=');
-                let at = new.len() - ps;
-                new.push_str(v);
-                if branch.is_none() && name.eq_ignore_ascii_case("branch") {
-                    branch = Some((at, new.len() - ps));
-                }
+            let at = new.len() - ps;
+            new.push_str(written);
+            if let Some((a, b)) = value
+                && branch.is_none()
+                && name.eq_ignore_ascii_case("branch")
+            {
+                branch = Some((at + a, at + b));
             }
         }
         new.push_str(";received=");
@@ -839,6 +842,9 @@ impl Message {
     /// Replaces the Request-URI.
     pub fn set_request_uri(&mut self, new_uri: &str) -> Result<(), BuildError> {
         Uri::parse(new_uri).map_err(BuildError::InvalidValue)?;
+        if new_uri.bytes().any(|c| c <= b' ' || c == 0x7F) {
+            return Err(BuildError::ControlCharacter("Request-URI".to_owned()));
+        }
         if !self.is_request() {
             return Err(BuildError::NotARequest);
         }
@@ -1980,6 +1986,16 @@ fn parse_start_line(h: &str, ls: usize, le: usize) -> Result<Start, ParseError> 
         };
     }
     let uri_text = h.get(ls + uri_start..ls + uri_end).unwrap_or("");
+    // Request-Line = Method SP Request-URI SP SIP-Version CRLF: the URI
+    // holds no white space (the URI rules allow a trailing SWS elsewhere).
+    if let Some(at) = uri_text.bytes().position(|c| c <= b' ' || c == 0x7F) {
+        return err(
+            ParseErrorKind::BadRequestLine {
+                expected: "one space between the Request-URI and the version",
+            },
+            uri_start + at,
+        );
+    }
     if let Err(e) = uri::whole_uri_at(uri_text, 0, uri_text.len()) {
         return err(
             ParseErrorKind::InvalidUri {
@@ -2027,6 +2043,98 @@ v=0\n";
         assert!(m.content_type().unwrap().unwrap().is("application", "sdp"));
         m.validate().unwrap();
         assert_eq!(&m.to_bytes()[..], INVITE);
+    }
+
+    /// SLASH = SWS "/" SWS: white space, even a fold, may follow the slash
+    /// before the transport.
+    #[test]
+    fn rfc3261_25_via_white_space_after_the_last_slash() {
+        for via in [
+            "Via: SIP/2.0/ UDP pc33.example.com;branch=z9hG4bKws",
+            "Via: SIP/2.0/\r\n UDP pc33.example.com;branch=z9hG4bKws",
+        ] {
+            let text = std::str::from_utf8(INVITE).unwrap().replacen(
+                "Via: SIP/2.0/UDP pc33.example.com;branch=z9hG4bKnashds8",
+                via,
+                1,
+            );
+            let m = Message::parse(text.into_bytes()).unwrap();
+            let v = m.via().unwrap();
+            assert_eq!(
+                (v.transport, v.branch()),
+                ("UDP", Some("z9hG4bKws")),
+                "{via}"
+            );
+            m.validate().unwrap();
+        }
+    }
+
+    /// RFC 3581: `received` is added with the other parameters as written,
+    /// so a quoted value keeps its quotes and the Via still parses.
+    #[test]
+    fn rfc3581_received_keeps_quoted_parameters() {
+        let text = std::str::from_utf8(INVITE).unwrap().replacen(
+            "branch=z9hG4bKnashds8",
+            "rport;branch=z9hG4bKq;x=\"a b\"",
+            1,
+        );
+        let mut m = Message::parse(text.into_bytes()).unwrap();
+        assert!(m.set_via_received("198.51.100.7".parse().unwrap(), Some(40000)));
+        let again = Message::parse(m.to_bytes()).unwrap();
+        assert_eq!(again.vias().count(), 1);
+        let via = again.via().unwrap();
+        assert_eq!(via.received(), Some("198.51.100.7".parse().unwrap()));
+        assert_eq!(via.branch(), Some("z9hG4bKq"));
+        assert_eq!(via.params.get("x"), Some(Some("a b")));
+        assert_eq!(m.via().unwrap().branch(), Some("z9hG4bKq"));
+    }
+
+    /// quoted-pair allows control characters other than CR and LF
+    /// (RFC 4475 §3.1.1.2): a response to such a request can be built.
+    #[test]
+    fn rfc4475_a_response_copies_quoted_control_characters() {
+        let text = std::str::from_utf8(INVITE).unwrap().replacen(
+            "To: Bob <sip:bob@example.com>",
+            "To: \"BEL:\\\x07 NUL:\\\x00 DEL:\\\x7F\" <sip:bob@example.com>",
+            1,
+        );
+        let m = Message::parse(text.into_bytes()).unwrap();
+        m.validate().unwrap();
+        let resp = Message::response_to(&m, 501, "Not Implemented")
+            .unwrap()
+            .to_tag("t")
+            .build()
+            .unwrap();
+        assert_eq!(resp.to().unwrap().tag(), Some("t"));
+        assert_eq!(Message::parse(resp.to_bytes()).unwrap(), resp);
+    }
+
+    /// The Request-URI holds no white space: a tab or a line break in it is
+    /// refused when parsing, building and setting it.
+    #[test]
+    fn rfc3261_25_request_uri_has_no_white_space() {
+        let text = std::str::from_utf8(INVITE).unwrap().replacen(
+            "sip:bob@example.com SIP",
+            "sip:bob@example.com\t SIP",
+            1,
+        );
+        assert!(matches!(
+            Message::parse(text.into_bytes()).unwrap_err().kind,
+            ParseErrorKind::BadRequestLine { .. }
+        ));
+        let built = Message::request(Method::Options, "sip:a@b\r\n\t")
+            .header("Via", "SIP/2.0/UDP h;branch=z9hG4bK1")
+            .and_then(|b| b.header("From", "<sip:c@d>;tag=1"))
+            .and_then(|b| b.header("To", "<sip:a@b>"))
+            .and_then(|b| b.header("Call-ID", "x"))
+            .and_then(|b| b.header("CSeq", "1 OPTIONS"))
+            .and_then(|b| b.header("Max-Forwards", "70"))
+            .and_then(|b| b.build());
+        assert!(built.is_err());
+        let mut m = Message::parse(INVITE).unwrap();
+        assert!(m.set_request_uri("sip:a@b\r\n ").is_err());
+        assert!(m.set_request_uri("sip:a@b ").is_err());
+        assert!(m.set_request_uri("sip:carol@example.com").is_ok());
     }
 
     #[test]
