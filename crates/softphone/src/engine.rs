@@ -1870,14 +1870,7 @@ impl Engine {
                 transaction,
                 response,
             } => self.response(transaction, response).await,
-            EndpointEvent::StrayResponse { response } => {
-                // A retransmitted 2xx: our ACK was lost (§13.2.2.4).
-                if let Ok(cid) = response.call_id()
-                    && let Some(id) = self.by_call_id.get(cid).copied()
-                {
-                    self.send_ack(id, &response);
-                }
-            }
+            EndpointEvent::StrayResponse { response } => self.late_2xx(&response),
             EndpointEvent::ClientTimedOut { transaction }
             | EndpointEvent::ClientTransportError { transaction } => {
                 if let Some(i) = self.reg_tx.remove(&transaction) {
@@ -2428,6 +2421,51 @@ impl Engine {
         self.send_in_dialog(id, notify, Pending::Notify);
     }
 
+    /// A 2xx to an INVITE after the first final response (§13.2.2.4): the
+    /// same one again, when our ACK was lost, gets the ACK again; one from
+    /// another fork gets its ACK and, as the call already has its dialog,
+    /// a BYE.
+    fn late_2xx(&mut self, response: &Message) {
+        let Some(id) = response
+            .call_id()
+            .ok()
+            .and_then(|cid| self.by_call_id.get(cid).copied())
+        else {
+            return;
+        };
+        let Some(leg) = self.calls.get(&id) else {
+            return;
+        };
+        let tag = response.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let same = leg
+            .dialog
+            .as_ref()
+            .is_some_and(|d| Some(&d.id.remote_tag) == tag.as_ref());
+        if same {
+            self.send_ack(id, response);
+            return;
+        }
+        let (account, dest) = (leg.account, leg.dest);
+        let contact = self.accounts[account].contact().unwrap_or_default();
+        let Some(mut other) = Dialog::as_uac(&leg.invite, response, &contact) else {
+            return;
+        };
+        let Some(seq) = response.cseq().ok().map(|c| c.seq) else {
+            return;
+        };
+        let (Some(ack_via), Some(bye_via)) = (self.via(account), self.via(account)) else {
+            return;
+        };
+        debug!(call = %id, "2xx from another fork: acknowledged and ended");
+        if let Some(ack) = other.ack(seq, &ack_via) {
+            self.driver.endpoint().send_stateless(dest, &ack);
+        }
+        if let Some(bye) = other.request(Method::Bye, &bye_via) {
+            let now = self.now();
+            let _ = self.driver.endpoint().send_request(now, bye, dest);
+        }
+    }
+
     fn send_ack(&mut self, id: CallId, response: &Message) {
         let Some(account) = self.calls.get(&id).map(|l| l.account) else {
             return;
@@ -2464,6 +2502,13 @@ impl Engine {
             return;
         }
         let Some((id, what)) = self.pending.get(&tx).cloned() else {
+            // The INVITE transaction passes up every 2xx for 64*T1 after
+            // the first final response (RFC 6026 §8.4).
+            if matches!(response.status(), Some(200..=299))
+                && response.cseq().is_ok_and(|c| c.method() == Method::Invite)
+            {
+                self.late_2xx(&response);
+            }
             return;
         };
         let status = response.status().unwrap_or(0);

@@ -1,4 +1,5 @@
-//! The softphone against sipp: early media (183 with SDP) before the answer.
+//! The softphone against sipp: early media (183 with SDP) before the
+//! answer, and a 200 that comes again after our ACK.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -80,6 +81,53 @@ async fn early_media_flows_before_the_answer() {
     assert!(
         outcome.status.success(),
         "{}\n{}",
+        outcome.log_tail,
+        outcome.errors
+    );
+    phone.shutdown().await.unwrap();
+}
+
+/// RFC 3261 §13.2.2.4: every 2xx to the INVITE gets an ACK, also the same
+/// 200 arriving again after the first ACK (the callee did not see it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_200_that_comes_again_is_acknowledged_again() {
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_resends_200.xml");
+    let media_port = testkit::free_udp_range(2).unwrap();
+    let sipp = Sipp::new(Scenario::File(scenario))
+        .with_media(*media_port.start(), true)
+        .with_calls(1)
+        .with_call_duration(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(30))
+        .spawn()
+        .unwrap();
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    phone
+        .dial(None, &format!("sip:service@{}", sipp.addr()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ev = timeout_at(deadline, events.next()).await.unwrap().unwrap();
+        if let PhoneEvent::CallState { state, .. } = ev
+            && let CallState::Ended(reason) = state
+        {
+            assert_eq!(reason, EndReason::RemoteHangup);
+            break;
+        }
+    }
+    let outcome = sipp.wait().unwrap();
+    assert!(
+        outcome.status.success(),
+        "sipp saw no second ACK\n{}\n{}",
         outcome.log_tail,
         outcome.errors
     );
