@@ -215,6 +215,40 @@ struct SessionTimer {
     we_refresh: bool,
     /// When we refresh (refresher) or give up (not refresher).
     deadline: Instant,
+    /// The peer listed `timer` in Supported: our 2xx may require it.
+    peer_supports: bool,
+}
+
+impl SessionTimer {
+    /// The timer a request we answer asks for (RFC 4028 §9): its
+    /// Session-Expires (at least 90 s), refreshed by whom its `refresher`
+    /// names, by the peer when it names none, and by us when the peer does
+    /// not support timers (a proxy added the header).
+    fn of_request(request: &Message, now: Instant) -> Option<SessionTimer> {
+        let se = request.session_expires().ok().flatten()?;
+        let interval = Duration::from_secs(u64::from(se.delta_seconds()?.max(90)));
+        let peer_supports = request
+            .supported()
+            .filter_map(Result::ok)
+            .any(|o| o.eq_ignore_ascii_case("timer"));
+        let we_refresh = !peer_supports || se.refresher() == Some("uas");
+        Some(SessionTimer {
+            interval,
+            we_refresh,
+            deadline: if we_refresh {
+                now + interval / 2
+            } else {
+                now + interval
+            },
+            peer_supports,
+        })
+    }
+
+    /// The Session-Expires of a response we send: we are its UAS.
+    fn response_value(&self) -> String {
+        let refresher = if self.we_refresh { "uas" } else { "uac" };
+        format!("{};refresher={refresher}", self.interval.as_secs())
+    }
 }
 
 struct CallLeg {
@@ -1367,12 +1401,14 @@ impl Engine {
             .to_tag(&leg.local_tag);
         if let Some(t) = &leg.timer {
             b = b
-                .header(
-                    "Session-Expires",
-                    &format!("{};refresher=uac", t.interval.as_secs()),
-                )
-                .and_then(|b| b.header("Require", "timer"))
+                .header("Session-Expires", &t.response_value())
                 .map_err(|e| PhoneError::Media(e.to_string()))?;
+            // Only a peer that supports timers may be required to (§9).
+            if t.peer_supports {
+                b = b
+                    .header("Require", "timer")
+                    .map_err(|e| PhoneError::Media(e.to_string()))?;
+            }
         }
         let ok = b
             .header("Content-Type", "application/sdp")
@@ -2043,17 +2079,7 @@ impl Engine {
                 .unwrap_or_default(),
             display_name: None,
         };
-        let session_timer = request
-            .session_expires()
-            .ok()
-            .flatten()
-            .and_then(|s| s.delta_seconds())
-            .filter(|s| *s >= 90)
-            .map(|s| SessionTimer {
-                interval: Duration::from_secs(u64::from(s)),
-                we_refresh: false,
-                deadline: self.now() + Duration::from_secs(u64::from(s)),
-            });
+        let session_timer = SessionTimer::of_request(&request, self.now());
         let replaces = request.replaces().ok().flatten().map(|r| {
             (
                 r.value.to_owned(),
@@ -2227,14 +2253,14 @@ impl Engine {
             Method::Update => {
                 self.refresh_timer(id, &request);
                 let now = self.now();
-                let interval = self
+                let value = self
                     .calls
                     .get(&id)
                     .and_then(|l| l.timer.as_ref())
-                    .map(|t| t.interval.as_secs());
+                    .map(SessionTimer::response_value);
                 let mut b = Message::response_to(&request, 200, "OK");
-                if let Some(i) = interval {
-                    b = b.and_then(|b| b.header("Session-Expires", &format!("{i};refresher=uac")));
+                if let Some(v) = value {
+                    b = b.and_then(|b| b.header("Session-Expires", &v));
                 }
                 if let Ok(resp) = b.and_then(|b| b.build()) {
                     let _ = self.driver.endpoint().send_response(now, tx, resp);
@@ -2277,20 +2303,14 @@ impl Engine {
     fn refresh_timer(&mut self, id: CallId, request: &Message) {
         let now = self.now();
         if let Some(leg) = self.calls.get_mut(&id) {
-            if let Some(se) = request
-                .session_expires()
-                .ok()
-                .flatten()
-                .and_then(|s| s.delta_seconds())
-            {
-                let interval = Duration::from_secs(u64::from(se.max(90)));
-                leg.timer = Some(SessionTimer {
-                    interval,
-                    we_refresh: false,
-                    deadline: now + interval,
-                });
+            if let Some(timer) = SessionTimer::of_request(request, now) {
+                leg.timer = Some(timer);
             } else if let Some(t) = leg.timer.as_mut() {
-                t.deadline = now + t.interval;
+                t.deadline = if t.we_refresh {
+                    now + t.interval / 2
+                } else {
+                    now + t.interval
+                };
             }
         }
     }
@@ -2340,8 +2360,7 @@ impl Engine {
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
             .and_then(|b| b.header("Allow", ALLOW));
         if let Some(t) = &leg.timer {
-            let i = t.interval.as_secs();
-            b = b.and_then(|b| b.header("Session-Expires", &format!("{i};refresher=uac")));
+            b = b.and_then(|b| b.header("Session-Expires", &t.response_value()));
         }
         let ok = b
             .and_then(|b| b.header("Content-Type", "application/sdp"))
@@ -2613,6 +2632,7 @@ impl Engine {
                         } else {
                             now + interval
                         },
+                        peer_supports: true,
                     });
                 }
                 let negotiated = if leg.negotiation.is_offer_pending() {

@@ -1,5 +1,6 @@
 //! The softphone against sipp: early media (183 with SDP) before the
-//! answer, and a 200 that comes again after our ACK.
+//! answer, a 200 that comes again after our ACK, and a session timer asked
+//! for by a proxy on behalf of a caller without timer support.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -128,6 +129,65 @@ async fn a_200_that_comes_again_is_acknowledged_again() {
     assert!(
         outcome.status.success(),
         "sipp saw no second ACK\n{}\n{}",
+        outcome.log_tail,
+        outcome.errors
+    );
+    phone.shutdown().await.unwrap();
+}
+
+/// RFC 4028 §9: a Session-Expires in an INVITE whose sender does not list
+/// `timer` in Supported (a proxy added it) makes us the refresher, and our
+/// 200 does not require timers of the caller. sipp checks both on the 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_without_timer_support_is_not_made_the_refresher() {
+    let mut c = Config::default();
+    c.accounts.push(Account::new("bob", "bob", "sip:127.0.0.1"));
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let bob = phone.accounts().await.unwrap()[0].local.unwrap();
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/uac_session_expires_unsupported.xml");
+    let media_port = testkit::free_udp_range(2).unwrap();
+    let sipp = Sipp::new(Scenario::File(scenario))
+        .with_remote(bob)
+        .with_service("bob")
+        .with_media(*media_port.start(), true)
+        .with_calls(1)
+        .with_call_duration(Duration::from_secs(1))
+        .with_timeout(Duration::from_secs(30))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ended = None;
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        match event {
+            PhoneEvent::IncomingCall { call, .. } => call.answer().await.unwrap(),
+            PhoneEvent::CallState {
+                state: CallState::Ended(reason),
+                ..
+            } => {
+                ended = Some(reason);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let outcome = sipp.wait().unwrap();
+    assert_eq!(
+        ended,
+        Some(EndReason::RemoteHangup),
+        "{}\n{}",
+        outcome.log_tail,
+        outcome.errors
+    );
+    assert!(
+        outcome.status.success(),
+        "{}\n{}",
         outcome.log_tail,
         outcome.errors
     );
