@@ -2674,6 +2674,11 @@ impl Engine {
                     }
                 }
             }
+            401 | 407 if leg.cancel_requested => {
+                // Hung up while the challenge was on its way: no second
+                // INVITE, so the callee never rings.
+                self.end_call(id, EndReason::Cancelled).await;
+            }
             401 | 407 => {
                 let ai = leg.account;
                 let invite = leg.invite.clone();

@@ -1,6 +1,7 @@
 //! The softphone against sipp: early media (183 with SDP) before the
-//! answer, a 200 that comes again after our ACK, and a session timer asked
-//! for by a proxy on behalf of a caller without timer support.
+//! answer, a 200 that comes again after our ACK, a session timer asked
+//! for by a proxy on behalf of a caller without timer support, and a hang-up
+//! while a challenge is on its way.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -188,6 +189,55 @@ async fn a_caller_without_timer_support_is_not_made_the_refresher() {
     assert!(
         outcome.status.success(),
         "{}\n{}",
+        outcome.log_tail,
+        outcome.errors
+    );
+    phone.shutdown().await.unwrap();
+}
+
+/// Hanging up before a slow 407 arrives ends the call there: no INVITE
+/// with credentials follows, so the callee never rings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_up_before_a_challenge_sends_no_second_invite() {
+    let scenario =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_slow_challenge.xml");
+    let sipp = Sipp::new(Scenario::File(scenario))
+        .with_calls(1)
+        .with_timeout(Duration::from_secs(15))
+        .spawn()
+        .unwrap();
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let call = phone
+        .dial(None, &format!("sip:service@{}", sipp.addr()))
+        .await
+        .unwrap();
+    call.hangup().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ended = None;
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        if let PhoneEvent::CallState {
+            state: CallState::Ended(reason),
+            ..
+        } = event
+        {
+            ended = Some(reason);
+            break;
+        }
+    }
+    let outcome = sipp.wait().unwrap();
+    assert_eq!(ended, Some(EndReason::Cancelled));
+    assert!(
+        outcome.status.success(),
+        "a second INVITE went out\n{}\n{}",
         outcome.log_tail,
         outcome.errors
     );
