@@ -297,6 +297,16 @@ struct CallLeg {
 }
 
 impl CallLeg {
+    /// Sets the direction our offers and answers use back to the hold
+    /// state the call has, after a hold or resume that did not happen.
+    fn keep_hold_state(&mut self) {
+        self.negotiation.set_direction(if self.local_hold {
+            Direction::SendOnly
+        } else {
+            Direction::SendRecv
+        });
+    }
+
     fn info(&self) -> CallInfo {
         CallInfo {
             id: self.id,
@@ -1550,14 +1560,17 @@ impl Engine {
         } else {
             Direction::SendRecv
         });
-        let offer = leg
-            .negotiation
-            .create_offer()
-            .map_err(|e| PhoneError::InvalidState {
-                call: id,
-                action: if hold { "hold" } else { "resume" },
-                state: e.to_string(),
-            })?;
+        let offer = match leg.negotiation.create_offer() {
+            Ok(offer) => offer,
+            Err(e) => {
+                leg.keep_hold_state();
+                return Err(PhoneError::InvalidState {
+                    call: id,
+                    action: if hold { "hold" } else { "resume" },
+                    state: e.to_string(),
+                });
+            }
+        };
         let Some(mut request) = self.dialog_request(id, Method::Invite) else {
             return Err(PhoneError::NoSuchCall(id));
         };
@@ -1576,6 +1589,7 @@ impl Engine {
         ) {
             if let Some(leg) = self.calls.get_mut(&id) {
                 leg.negotiation.cancel_offer();
+                leg.keep_hold_state();
             }
             return Err(PhoneError::Network("re-INVITE not sent".into()));
         }
@@ -2615,7 +2629,9 @@ impl Engine {
                 leg.last_2xx = Some(response.clone());
                 let first = leg.phase == Phase::Calling;
                 leg.phase = Phase::Confirmed;
-                if first {
+                // A 2xx that won the race with our CANCEL is hung up at
+                // once: the call was never answered for the history.
+                if first && !leg.cancel_requested {
                     leg.answered = Some(SystemTime::now());
                 }
                 // RFC 4028: who refreshes, and how often.
@@ -2782,12 +2798,16 @@ impl Engine {
                 }
                 _ => {
                     leg.negotiation.cancel_offer();
+                    leg.keep_hold_state();
                     warn!(call = %id, "re-INVITE answer unusable");
                 }
             }
             return;
         }
         leg.negotiation.cancel_offer();
+        // The hold or resume did not happen: later offers and answers keep
+        // the direction the call has.
+        leg.keep_hold_state();
         if status == 491 {
             // §14.1: try again after a random wait.
             let owns = leg.direction == CallDirection::Outgoing;

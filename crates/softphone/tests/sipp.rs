@@ -1,7 +1,7 @@
 //! The softphone against sipp: early media (183 with SDP) before the
 //! answer, a 200 that comes again after our ACK, a session timer asked
-//! for by a proxy on behalf of a caller without timer support, and a hang-up
-//! while a challenge is on its way.
+//! for by a proxy on behalf of a caller without timer support, a hang-up
+//! while a challenge is on its way, and a refused hold.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -241,5 +241,62 @@ async fn hanging_up_before_a_challenge_sends_no_second_invite() {
         outcome.log_tail,
         outcome.errors
     );
+    phone.shutdown().await.unwrap();
+}
+
+/// A hold the callee refuses (488) leaves the call off hold: its next
+/// offer of sendrecv is answered sendrecv, not with the refused hold's
+/// sendonly. sipp checks the answer's direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_hold_leaves_the_call_off_hold() {
+    let scenario =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_refuses_hold.xml");
+    let media_port = testkit::free_udp_range(2).unwrap();
+    let sipp = Sipp::new(Scenario::File(scenario))
+        .with_media(*media_port.start(), true)
+        .with_calls(1)
+        .with_timeout(Duration::from_secs(30))
+        .spawn()
+        .unwrap();
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let call = phone
+        .dial(None, &format!("sip:service@{}", sipp.addr()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut ended = None;
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        match event {
+            PhoneEvent::CallState {
+                state: CallState::Connected,
+                ..
+            } => call.hold().await.unwrap(),
+            PhoneEvent::CallState {
+                state: CallState::Ended(reason),
+                ..
+            } => {
+                ended = Some(reason);
+                break;
+            }
+            _ => {}
+        }
+    }
+    let outcome = sipp.wait().unwrap();
+    assert!(
+        outcome.status.success(),
+        "{}\n{}",
+        outcome.log_tail,
+        outcome.errors
+    );
+    assert_eq!(ended, Some(EndReason::RemoteHangup));
     phone.shutdown().await.unwrap();
 }
