@@ -271,6 +271,9 @@ struct CallLeg {
     media: Option<CallMedia>,
     /// An incoming call's answer, made when the offer arrived.
     answer_sdp: Option<String>,
+    /// Our 2xx to a re-INVITE without SDP carried an offer: the answer
+    /// comes in the ACK (RFC 3261 §13.2.1, RFC 3264).
+    answer_in_ack: bool,
     responder: Option<(UasInviteResponder, Destination)>,
     last_2xx: Option<Message>,
     started: SystemTime,
@@ -1325,6 +1328,7 @@ impl Engine {
             prepared: Some(prepared),
             media: None,
             answer_sdp: None,
+            answer_in_ack: false,
             responder: None,
             last_2xx: None,
             started: SystemTime::now(),
@@ -1887,16 +1891,7 @@ impl Engine {
                 request,
                 source,
             } => self.request(transaction, request, source).await,
-            EndpointEvent::Ack { request, .. } => {
-                if let Ok(cid) = request.call_id()
-                    && let Some(id) = self.by_call_id.get(cid).copied()
-                    && let Some(leg) = self.calls.get_mut(&id)
-                    && let Some((r, _)) = leg.responder.as_mut()
-                {
-                    r.handle_ack();
-                    leg.responder = None;
-                }
-            }
+            EndpointEvent::Ack { request, .. } => self.ack(&request).await,
             EndpointEvent::Cancelled { invite } => {
                 let found = self
                     .calls
@@ -2122,6 +2117,7 @@ impl Engine {
             prepared: Some(prepared),
             media: None,
             answer_sdp: Some(answer.description.to_string()),
+            answer_in_ack: false,
             responder: None,
             last_2xx: None,
             started: SystemTime::now(),
@@ -2347,8 +2343,8 @@ impl Engine {
             return;
         }
         let result = if request.body().is_empty() {
-            // No offer: ours goes in the 200 (the answer comes in the ACK;
-            // we keep the current session either way).
+            // No offer: ours goes in the 200 and the answer comes in the
+            // ACK; the current session stays until then.
             leg.negotiation.create_offer().map(|sdp| (sdp, None))
         } else {
             match SessionDescription::parse_bytes(request.body()) {
@@ -2366,9 +2362,7 @@ impl Engine {
             self.respond(tx, &request, 488, "Not Acceptable Here");
             return;
         };
-        if request.body().is_empty() {
-            leg.negotiation.cancel_offer();
-        }
+        leg.answer_in_ack = request.body().is_empty();
         let contact = self.accounts[leg.account].contact().unwrap_or_default();
         let mut b = Message::response_to(&request, 200, "OK")
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
@@ -2391,6 +2385,46 @@ impl Engine {
         if let Some(n) = negotiated {
             self.apply_negotiated(id, n).await;
             self.hold_state(id);
+        }
+    }
+
+    /// An ACK for our 2xx: it ends the 2xx's retransmissions, and after
+    /// an offer in that 2xx it carries the answer.
+    async fn ack(&mut self, request: &Message) {
+        let Some(id) = request
+            .call_id()
+            .ok()
+            .and_then(|cid| self.by_call_id.get(cid).copied())
+        else {
+            return;
+        };
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        if let Some((r, _)) = leg.responder.as_mut() {
+            r.handle_ack();
+            leg.responder = None;
+        }
+        if !std::mem::take(&mut leg.answer_in_ack) {
+            return;
+        }
+        let answer = SessionDescription::parse_bytes(request.body())
+            .ok()
+            .filter(|_| !request.body().is_empty());
+        match answer.map(|a| leg.negotiation.handle_answer(&a)) {
+            Some(Ok(n)) => {
+                self.apply_negotiated(id, n).await;
+                self.hold_state(id);
+            }
+            Some(Err(e)) => {
+                leg.negotiation.cancel_offer();
+                warn!(call = %id, error = %e, "the answer in the ACK is unusable");
+            }
+            None => {
+                // An offer without an answer: the session stays as it was.
+                leg.negotiation.cancel_offer();
+                warn!(call = %id, "no answer in the ACK for our offer");
+            }
         }
     }
 
