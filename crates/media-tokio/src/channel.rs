@@ -481,10 +481,13 @@ impl Driver {
             Port::Rtcp => &mut self.rtcp_latch,
         };
         if latch.is_current(from) {
-            match port {
+            let received = match port {
                 Port::Rtp => self.stream.handle_datagram(now, data),
                 Port::Rtcp => self.stream.handle_rtcp(now, data),
             };
+            // A genuine datagram from where the peer is breaks any run a
+            // newcomer was building (see `RemoteLatch`).
+            latch.observe(from, received.is_genuine());
             return;
         }
         let received = self.stream.handle_unverified_datagram(now, data);

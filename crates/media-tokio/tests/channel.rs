@@ -438,6 +438,37 @@ async fn rfc4961_stray_packets_cannot_hijack_the_flow() {
     }
 }
 
+/// In the clear, a stranger on the path can copy Alice's SSRC: packets
+/// from it, however many, do not move the media while Alice's own keep
+/// arriving in between (a NAT rebinding sends none from the old address).
+#[tokio::test(start_paused = true)]
+async fn rfc4961_a_copied_ssrc_cannot_move_the_media_while_the_peer_talks() {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (alice_addr, bob_addr) = (a_sockets.rtp_addr(), b_sockets.rtp_addr());
+    let (at_alice, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
+    let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
+    sleep(Duration::from_millis(200)).await;
+
+    let stray = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let alice_ssrc = alice.handle.statistics().stream.local_ssrc;
+    // One copy every 50 ms: Alice's packets, every 20 ms, come between.
+    for seq in 0..12u16 {
+        stray
+            .send_to(&forged(alice_ssrc, 50_000 + seq, 160), bob_addr)
+            .await
+            .unwrap();
+        sleep(Duration::from_millis(50)).await;
+    }
+    assert_silent(&stray, Duration::from_millis(300)).await;
+    let s = bob.handle.statistics();
+    assert_eq!(s.remote_rtp, alice_addr);
+    assert_eq!(s.address_switches, 0);
+    alice.stop().await;
+    bob.stop().await;
+}
+
 /// Forwards between Alice and Bob like a NAT in front of Alice: Alice
 /// sends to `front`; toward Bob the packets leave from `old` or, once
 /// `rebound` is set, from `new`. Whatever Bob sends to either mapping goes
