@@ -2260,22 +2260,7 @@ impl Engine {
                 }
             }
             Method::Invite => self.reinvite(id, tx, request, source).await,
-            Method::Update => {
-                self.refresh_timer(id, &request);
-                let now = self.now();
-                let value = self
-                    .calls
-                    .get(&id)
-                    .and_then(|l| l.timer.as_ref())
-                    .map(SessionTimer::response_value);
-                let mut b = Message::response_to(&request, 200, "OK");
-                if let Some(v) = value {
-                    b = b.and_then(|b| b.header("Session-Expires", &v));
-                }
-                if let Ok(resp) = b.and_then(|b| b.build()) {
-                    let _ = self.driver.endpoint().send_response(now, tx, resp);
-                }
-            }
+            Method::Update => self.update(id, tx, request).await,
             Method::Info => {
                 let digit = request
                     .content_type()
@@ -2381,6 +2366,56 @@ impl Engine {
                 UasInviteResponder::new(now, ok, TimerConfig::default()),
                 response_destination(&request, source),
             ));
+        }
+        if let Some(n) = negotiated {
+            self.apply_negotiated(id, n).await;
+            self.hold_state(id);
+        }
+    }
+
+    /// An in-dialog UPDATE (RFC 3311): a session refresh, and with SDP an
+    /// offer whose answer goes in the 2xx (§5.2).
+    async fn update(&mut self, id: CallId, tx: ServerTxId, request: Message) {
+        self.refresh_timer(id, &request);
+        let now = self.now();
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        let mut negotiated = None;
+        let mut answer = None;
+        if !request.body().is_empty() {
+            if leg.negotiation.is_offer_pending() {
+                // An offer of ours is open (§5.2): the peer tries later.
+                self.respond(tx, &request, 491, "Request Pending");
+                return;
+            }
+            let Ok(offer) = SessionDescription::parse_bytes(request.body()) else {
+                self.respond(tx, &request, 400, "Bad Request");
+                return;
+            };
+            match leg.negotiation.handle_offer(&offer) {
+                Ok(a) => {
+                    answer = Some(a.description.to_string());
+                    negotiated = a.audio;
+                }
+                Err(_) => {
+                    self.respond(tx, &request, 488, "Not Acceptable Here");
+                    return;
+                }
+            }
+        }
+        let value = leg.timer.as_ref().map(SessionTimer::response_value);
+        let mut b = Message::response_to(&request, 200, "OK");
+        if let Some(v) = value {
+            b = b.and_then(|b| b.header("Session-Expires", &v));
+        }
+        if let Some(sdp) = answer {
+            b = b
+                .and_then(|b| b.header("Content-Type", "application/sdp"))
+                .map(|b| b.body(sdp.into_bytes()));
+        }
+        if let Ok(resp) = b.and_then(|b| b.build()) {
+            let _ = self.driver.endpoint().send_response(now, tx, resp);
         }
         if let Some(n) = negotiated {
             self.apply_negotiated(id, n).await;

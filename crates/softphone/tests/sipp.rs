@@ -1,8 +1,8 @@
 //! The softphone against sipp: early media (183 with SDP) before the
 //! answer, a 200 that comes again after our ACK, a session timer asked
 //! for by a proxy on behalf of a caller without timer support, a hang-up
-//! while a challenge is on its way, a refused hold, and a re-INVITE
-//! without SDP whose answer comes in the ACK.
+//! while a challenge is on its way, a refused hold, a re-INVITE without
+//! SDP whose answer comes in the ACK, and a hold by UPDATE.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -309,6 +309,65 @@ async fn a_refused_hold_leaves_the_call_off_hold() {
 async fn the_answer_in_an_ack_applies() {
     let scenario =
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_offerless_reinvite.xml");
+    let media_port = testkit::free_udp_range(2).unwrap();
+    let sipp = Sipp::new(Scenario::File(scenario))
+        .with_media(*media_port.start(), true)
+        .with_calls(1)
+        .with_timeout(Duration::from_secs(30))
+        .spawn()
+        .unwrap();
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    phone
+        .dial(None, &format!("sip:service@{}", sipp.addr()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut states = Vec::new();
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        if let PhoneEvent::CallState { state, .. } = event {
+            let ended = matches!(state, CallState::Ended(_));
+            states.push(state);
+            if ended {
+                break;
+            }
+        }
+    }
+    let outcome = sipp.wait().unwrap();
+    assert!(
+        outcome.status.success(),
+        "{}\n{}",
+        outcome.log_tail,
+        outcome.errors
+    );
+    assert!(
+        states.contains(&CallState::OnHold {
+            local: false,
+            remote: true
+        }),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteHangup))
+    );
+    phone.shutdown().await.unwrap();
+}
+
+/// RFC 3311 §5.2: an UPDATE with an offer gets its answer in the 200 and
+/// the media follows it: sendonly from the peer is answered recvonly, and
+/// the call is on hold from the far side. sipp checks the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_with_an_offer_is_answered() {
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_update_hold.xml");
     let media_port = testkit::free_udp_range(2).unwrap();
     let sipp = Sipp::new(Scenario::File(scenario))
         .with_media(*media_port.start(), true)
