@@ -14,33 +14,100 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use config_export::{Account, Config, SrtpPolicy};
-use softphone::{AudioSetup, CallState, EndReason, Phone, PhoneConfig, PhoneEvent};
-use testkit::{Scenario, Sipp};
+use softphone::{AudioSetup, CallState, EndReason, Events, Phone, PhoneConfig, PhoneEvent};
+use testkit::{Scenario, Sipp, SippOutcome, SippRun};
 use tokio::time::{Instant, timeout_at};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn early_media_flows_before_the_answer() {
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_early_media.xml");
-    let media_port = testkit::free_udp_range(2).unwrap();
-    let sipp = Sipp::new(Scenario::File(scenario))
-        .with_media(*media_port.start(), true)
-        .with_calls(1)
-        .with_call_duration(Duration::from_secs(2))
-        .with_timeout(Duration::from_secs(30))
-        .spawn()
-        .unwrap();
+/// A phone on loopback with one account, PCMU in the clear, no device and
+/// no registration.
+async fn phone(user: &str) -> (Phone, Events) {
     let mut c = Config::default();
-    c.accounts
-        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.accounts.push(Account::new(user, user, "sip:127.0.0.1"));
     c.media.codecs = vec!["PCMU".into()];
     c.media.srtp = SrtpPolicy::Off;
     let mut pc = PhoneConfig::new(c);
     pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     pc.register = false;
     pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    Phone::start(pc).await.unwrap()
+}
+
+/// sipp with one of this crate's scenarios, RTP echoed on two free ports.
+fn sipp(file: &str) -> Sipp {
+    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(file);
+    let media_port = testkit::free_udp_range(2).unwrap();
+    Sipp::new(Scenario::File(scenario))
+        .with_media(*media_port.start(), true)
+        .with_calls(1)
+        .with_timeout(Duration::from_secs(30))
+}
+
+/// The call states until the call ends or 20 s pass, hold asked for once
+/// connected when `hold` is set, an incoming call answered.
+async fn call_states(events: &mut Events, hold: Option<&softphone::Call>) -> Vec<CallState> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut states = Vec::new();
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        match event {
+            PhoneEvent::IncomingCall { call, .. } => call.answer().await.unwrap(),
+            PhoneEvent::CallState { state, .. } => {
+                if state == CallState::Connected
+                    && let Some(call) = hold
+                {
+                    call.hold().await.unwrap();
+                }
+                let ended = matches!(state, CallState::Ended(_));
+                states.push(state);
+                if ended {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    states
+}
+
+/// Waits for sipp and fails with its log unless every call passed.
+fn sipp_passed(run: SippRun) -> SippOutcome {
+    let outcome = run.wait().unwrap();
+    assert!(
+        outcome.status.success(),
+        "{}\n{}",
+        outcome.log_tail,
+        outcome.errors
+    );
+    outcome
+}
+
+/// Dials sipp's callee scenario `file` and returns the call's states.
+async fn dial_sipp(file: &str, hold: bool) -> Vec<CallState> {
+    let run = sipp(file)
+        .with_call_duration(Duration::from_secs(1))
+        .spawn()
+        .unwrap();
+    let (phone, mut events) = phone("alice").await;
     let call = phone
-        .dial(None, &format!("sip:service@{}", sipp.addr()))
+        .dial(None, &format!("sip:service@{}", run.addr()))
+        .await
+        .unwrap();
+    let states = call_states(&mut events, hold.then_some(&call)).await;
+    sipp_passed(run);
+    phone.shutdown().await.unwrap();
+    states
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_media_flows_before_the_answer() {
+    let run = sipp("uas_early_media.xml")
+        .with_call_duration(Duration::from_secs(2))
+        .spawn()
+        .unwrap();
+    let (phone, mut events) = phone("alice").await;
+    let call = phone
+        .dial(None, &format!("sip:service@{}", run.addr()))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -80,61 +147,20 @@ async fn early_media_flows_before_the_answer() {
         early_packets >= 40,
         "only {early_packets} RTP packets went out during 1.5 s of early media"
     );
-    let outcome = sipp.wait().unwrap();
-    assert!(
-        outcome.status.success(),
-        "{}\n{}",
-        outcome.log_tail,
-        outcome.errors
-    );
+    sipp_passed(run);
     phone.shutdown().await.unwrap();
 }
 
 /// RFC 3261 §13.2.2.4: every 2xx to the INVITE gets an ACK, also the same
-/// 200 arriving again after the first ACK (the callee did not see it).
+/// 200 arriving again after the first ACK (the callee did not see it; sipp
+/// waits for a second ACK before its BYE).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_200_that_comes_again_is_acknowledged_again() {
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_resends_200.xml");
-    let media_port = testkit::free_udp_range(2).unwrap();
-    let sipp = Sipp::new(Scenario::File(scenario))
-        .with_media(*media_port.start(), true)
-        .with_calls(1)
-        .with_call_duration(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(30))
-        .spawn()
-        .unwrap();
-    let mut c = Config::default();
-    c.accounts
-        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
-    c.media.codecs = vec!["PCMU".into()];
-    c.media.srtp = SrtpPolicy::Off;
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.register = false;
-    pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
-    phone
-        .dial(None, &format!("sip:service@{}", sipp.addr()))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let ev = timeout_at(deadline, events.next()).await.unwrap().unwrap();
-        if let PhoneEvent::CallState { state, .. } = ev
-            && let CallState::Ended(reason) = state
-        {
-            assert_eq!(reason, EndReason::RemoteHangup);
-            break;
-        }
-    }
-    let outcome = sipp.wait().unwrap();
-    assert!(
-        outcome.status.success(),
-        "sipp saw no second ACK\n{}\n{}",
-        outcome.log_tail,
-        outcome.errors
+    let states = dial_sipp("uas_resends_200.xml", false).await;
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteHangup))
     );
-    phone.shutdown().await.unwrap();
 }
 
 /// RFC 4028 §9: a Session-Expires in an INVITE whose sender does not list
@@ -142,106 +168,38 @@ async fn a_200_that_comes_again_is_acknowledged_again() {
 /// 200 does not require timers of the caller. sipp checks both on the 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_caller_without_timer_support_is_not_made_the_refresher() {
-    let mut c = Config::default();
-    c.accounts.push(Account::new("bob", "bob", "sip:127.0.0.1"));
-    c.media.codecs = vec!["PCMU".into()];
-    c.media.srtp = SrtpPolicy::Off;
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.register = false;
-    pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let (phone, mut events) = phone("bob").await;
     let bob = phone.accounts().await.unwrap()[0].local.unwrap();
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/uac_session_expires_unsupported.xml");
-    let media_port = testkit::free_udp_range(2).unwrap();
-    let sipp = Sipp::new(Scenario::File(scenario))
+    let run = sipp("uac_session_expires_unsupported.xml")
         .with_remote(bob)
         .with_service("bob")
-        .with_media(*media_port.start(), true)
-        .with_calls(1)
         .with_call_duration(Duration::from_secs(1))
-        .with_timeout(Duration::from_secs(30))
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut ended = None;
-    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
-        match event {
-            PhoneEvent::IncomingCall { call, .. } => call.answer().await.unwrap(),
-            PhoneEvent::CallState {
-                state: CallState::Ended(reason),
-                ..
-            } => {
-                ended = Some(reason);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let outcome = sipp.wait().unwrap();
+    let states = call_states(&mut events, None).await;
+    sipp_passed(run);
     assert_eq!(
-        ended,
-        Some(EndReason::RemoteHangup),
-        "{}\n{}",
-        outcome.log_tail,
-        outcome.errors
-    );
-    assert!(
-        outcome.status.success(),
-        "{}\n{}",
-        outcome.log_tail,
-        outcome.errors
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteHangup))
     );
     phone.shutdown().await.unwrap();
 }
 
 /// Hanging up before a slow 407 arrives ends the call there: no INVITE
-/// with credentials follows, so the callee never rings.
+/// with credentials follows, so the callee never rings (sipp fails on an
+/// unexpected INVITE).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_up_before_a_challenge_sends_no_second_invite() {
-    let scenario =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_slow_challenge.xml");
-    let sipp = Sipp::new(Scenario::File(scenario))
-        .with_calls(1)
-        .with_timeout(Duration::from_secs(15))
-        .spawn()
-        .unwrap();
-    let mut c = Config::default();
-    c.accounts
-        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
-    c.media.codecs = vec!["PCMU".into()];
-    c.media.srtp = SrtpPolicy::Off;
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.register = false;
-    pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let run = sipp("uas_slow_challenge.xml").spawn().unwrap();
+    let (phone, mut events) = phone("alice").await;
     let call = phone
-        .dial(None, &format!("sip:service@{}", sipp.addr()))
+        .dial(None, &format!("sip:service@{}", run.addr()))
         .await
         .unwrap();
     call.hangup().await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut ended = None;
-    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
-        if let PhoneEvent::CallState {
-            state: CallState::Ended(reason),
-            ..
-        } = event
-        {
-            ended = Some(reason);
-            break;
-        }
-    }
-    let outcome = sipp.wait().unwrap();
-    assert_eq!(ended, Some(EndReason::Cancelled));
-    assert!(
-        outcome.status.success(),
-        "a second INVITE went out\n{}\n{}",
-        outcome.log_tail,
-        outcome.errors
-    );
+    let states = call_states(&mut events, None).await;
+    sipp_passed(run);
+    assert_eq!(states.last(), Some(&CallState::Ended(EndReason::Cancelled)));
     phone.shutdown().await.unwrap();
 }
 
@@ -250,56 +208,11 @@ async fn hanging_up_before_a_challenge_sends_no_second_invite() {
 /// sendonly. sipp checks the answer's direction.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_hold_leaves_the_call_off_hold() {
-    let scenario =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_refuses_hold.xml");
-    let media_port = testkit::free_udp_range(2).unwrap();
-    let sipp = Sipp::new(Scenario::File(scenario))
-        .with_media(*media_port.start(), true)
-        .with_calls(1)
-        .with_timeout(Duration::from_secs(30))
-        .spawn()
-        .unwrap();
-    let mut c = Config::default();
-    c.accounts
-        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
-    c.media.codecs = vec!["PCMU".into()];
-    c.media.srtp = SrtpPolicy::Off;
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.register = false;
-    pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
-    let call = phone
-        .dial(None, &format!("sip:service@{}", sipp.addr()))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut ended = None;
-    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
-        match event {
-            PhoneEvent::CallState {
-                state: CallState::Connected,
-                ..
-            } => call.hold().await.unwrap(),
-            PhoneEvent::CallState {
-                state: CallState::Ended(reason),
-                ..
-            } => {
-                ended = Some(reason);
-                break;
-            }
-            _ => {}
-        }
-    }
-    let outcome = sipp.wait().unwrap();
-    assert!(
-        outcome.status.success(),
-        "{}\n{}",
-        outcome.log_tail,
-        outcome.errors
+    let states = dial_sipp("uas_refuses_hold.xml", true).await;
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteHangup))
     );
-    assert_eq!(ended, Some(EndReason::RemoteHangup));
-    phone.shutdown().await.unwrap();
 }
 
 /// RFC 3264 with RFC 3261 §13.2.1: a re-INVITE without SDP gets our offer
@@ -307,116 +220,27 @@ async fn a_refused_hold_leaves_the_call_off_hold() {
 /// puts the call on hold from the far side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_answer_in_an_ack_applies() {
-    let scenario =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_offerless_reinvite.xml");
-    let media_port = testkit::free_udp_range(2).unwrap();
-    let sipp = Sipp::new(Scenario::File(scenario))
-        .with_media(*media_port.start(), true)
-        .with_calls(1)
-        .with_timeout(Duration::from_secs(30))
-        .spawn()
-        .unwrap();
-    let mut c = Config::default();
-    c.accounts
-        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
-    c.media.codecs = vec!["PCMU".into()];
-    c.media.srtp = SrtpPolicy::Off;
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.register = false;
-    pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
-    phone
-        .dial(None, &format!("sip:service@{}", sipp.addr()))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut states = Vec::new();
-    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
-        if let PhoneEvent::CallState { state, .. } = event {
-            let ended = matches!(state, CallState::Ended(_));
-            states.push(state);
-            if ended {
-                break;
-            }
-        }
-    }
-    let outcome = sipp.wait().unwrap();
-    assert!(
-        outcome.status.success(),
-        "{}\n{}",
-        outcome.log_tail,
-        outcome.errors
-    );
-    assert!(
-        states.contains(&CallState::OnHold {
-            local: false,
-            remote: true
-        }),
-        "{states:?}"
-    );
+    let states = dial_sipp("uas_offerless_reinvite.xml", false).await;
+    let held = CallState::OnHold {
+        local: false,
+        remote: true,
+    };
+    assert!(states.contains(&held), "{states:?}");
     assert_eq!(
         states.last(),
         Some(&CallState::Ended(EndReason::RemoteHangup))
     );
-    phone.shutdown().await.unwrap();
 }
 
 /// RFC 3311 §5.2: an UPDATE with an offer gets its answer in the 200 and
-/// the media follows it: sendonly from the peer is answered recvonly, and
-/// the call is on hold from the far side. sipp checks the answer.
+/// the media follows it: sendonly from the peer is answered recvonly (sipp
+/// checks), and the call is on hold from the far side.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_with_an_offer_is_answered() {
-    let scenario = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/uas_update_hold.xml");
-    let media_port = testkit::free_udp_range(2).unwrap();
-    let sipp = Sipp::new(Scenario::File(scenario))
-        .with_media(*media_port.start(), true)
-        .with_calls(1)
-        .with_timeout(Duration::from_secs(30))
-        .spawn()
-        .unwrap();
-    let mut c = Config::default();
-    c.accounts
-        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
-    c.media.codecs = vec!["PCMU".into()];
-    c.media.srtp = SrtpPolicy::Off;
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.register = false;
-    pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
-    phone
-        .dial(None, &format!("sip:service@{}", sipp.addr()))
-        .await
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut states = Vec::new();
-    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
-        if let PhoneEvent::CallState { state, .. } = event {
-            let ended = matches!(state, CallState::Ended(_));
-            states.push(state);
-            if ended {
-                break;
-            }
-        }
-    }
-    let outcome = sipp.wait().unwrap();
-    assert!(
-        outcome.status.success(),
-        "{}\n{}",
-        outcome.log_tail,
-        outcome.errors
-    );
-    assert!(
-        states.contains(&CallState::OnHold {
-            local: false,
-            remote: true
-        }),
-        "{states:?}"
-    );
-    assert_eq!(
-        states.last(),
-        Some(&CallState::Ended(EndReason::RemoteHangup))
-    );
-    phone.shutdown().await.unwrap();
+    let states = dial_sipp("uas_update_hold.xml", false).await;
+    let held = CallState::OnHold {
+        local: false,
+        remote: true,
+    };
+    assert!(states.contains(&held), "{states:?}");
 }
