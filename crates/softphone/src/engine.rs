@@ -1966,10 +1966,8 @@ impl Engine {
         };
         let in_dialog = request.to().ok().and_then(|t| t.tag().map(str::to_owned));
         if let Some(to_tag) = in_dialog {
-            let id = request
-                .call_id()
-                .ok()
-                .and_then(|c| self.by_call_id.get(c).copied())
+            let id = self
+                .call_of(&request)
                 .filter(|id| self.calls.get(id).is_some_and(|l| l.local_tag == to_tag));
             match id {
                 Some(id) => {
@@ -2423,14 +2421,16 @@ impl Engine {
         }
     }
 
+    /// The call a message belongs to, by its Call-ID.
+    fn call_of(&self, message: &Message) -> Option<CallId> {
+        let cid = message.call_id().ok()?;
+        self.by_call_id.get(cid).copied()
+    }
+
     /// An ACK for our 2xx: it ends the 2xx's retransmissions, and after
     /// an offer in that 2xx it carries the answer.
     async fn ack(&mut self, request: &Message) {
-        let Some(id) = request
-            .call_id()
-            .ok()
-            .and_then(|cid| self.by_call_id.get(cid).copied())
-        else {
+        let Some(id) = self.call_of(request) else {
             return;
         };
         let Some(leg) = self.calls.get_mut(&id) else {
@@ -2528,11 +2528,7 @@ impl Engine {
     /// another fork gets its ACK and, as the call already has its dialog,
     /// a BYE.
     fn late_2xx(&mut self, response: &Message) {
-        let Some(id) = response
-            .call_id()
-            .ok()
-            .and_then(|cid| self.by_call_id.get(cid).copied())
-        else {
+        let Some(id) = self.call_of(response) else {
             return;
         };
         let Some(leg) = self.calls.get(&id) else {
