@@ -1014,13 +1014,21 @@ impl AudioStream {
         let Ok(packet) = RtpPacket::parse(bytes) else {
             return self.refuse(RefuseReason::Malformed);
         };
-        if trust == Trust::Unverified
-            && self.srtp.is_none()
-            && self.remote_ssrc().is_some_and(|s| s != packet.ssrc)
-        {
-            self.counters.unknown_source += 1;
-            trace!(ssrc = %packet.ssrc, "plain rtp from an unverified address refused");
-            return Received::Refused(RefuseReason::UnknownSource);
+        if trust == Trust::Unverified && self.srtp.is_none() {
+            match self.remote_ssrc() {
+                Some(s) if s != packet.ssrc => {
+                    self.counters.unknown_source += 1;
+                    trace!(ssrc = %packet.ssrc, "plain rtp from an unverified address refused");
+                    return Received::Refused(RefuseReason::UnknownSource);
+                }
+                Some(_) => {}
+                // No source known yet: the packet counts towards moving the
+                // remote address there, but neither fixes the SSRC nor
+                // plays until it has moved, so one stray packet cannot lock
+                // out the peer (a peer behind NAT sends from an address
+                // its SDP does not show).
+                None => return Received::Rtp { ssrc: packet.ssrc },
+            }
         }
         let disposition = self.session.handle_rtp(now, &packet);
         self.drain_session();

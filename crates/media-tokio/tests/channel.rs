@@ -469,6 +469,45 @@ async fn rfc4961_a_copied_ssrc_cannot_move_the_media_while_the_peer_talks() {
     bob.stop().await;
 }
 
+/// In the clear, a peer whose SDP shows an address it does not send from
+/// (behind NAT) is followed even when a stray packet with another SSRC
+/// came first: the stray neither fixes the source nor plays.
+#[tokio::test(start_paused = true)]
+async fn rfc4961_a_stray_packet_first_does_not_lock_out_a_peer_behind_nat() {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (alice_addr, bob_addr) = (a_sockets.rtp_addr(), b_sockets.rtp_addr());
+    let (at_alice, mut at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    // Alice's SDP names an address nobody sends from.
+    let dead = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    at_bob.remote_rtp = dead.local_addr().unwrap();
+    at_bob.remote_rtcp = dead.local_addr().unwrap();
+    let stray = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
+    stray
+        .send_to(&forged(media_engine::rtp::Ssrc(0x1111), 7, 160), bob_addr)
+        .await
+        .unwrap();
+    sleep(Duration::from_millis(20)).await;
+    let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
+    sleep(Duration::from_millis(500)).await;
+    let s = bob.handle.statistics();
+    assert_eq!(s.remote_rtp, alice_addr);
+    assert_eq!(s.address_switches, 1);
+    assert_eq!(
+        s.stream.remote_ssrc,
+        Some(alice.handle.statistics().stream.local_ssrc)
+    );
+    assert_tone(
+        &bob.last_played(Duration::from_millis(200)),
+        8_000,
+        1000.0,
+        "bob",
+    );
+    alice.stop().await;
+    bob.stop().await;
+}
+
 /// Forwards between Alice and Bob like a NAT in front of Alice: Alice
 /// sends to `front`; toward Bob the packets leave from `old` or, once
 /// `rebound` is set, from `new`. Whatever Bob sends to either mapping goes
