@@ -159,16 +159,46 @@ impl StreamDecoder {
 }
 
 /// Finds the Content-Length in a header section without parsing the rest.
+/// Its value may be folded onto the next lines (HCOLON takes SWS), so the
+/// digits are the one non-empty piece of the header line and its
+/// continuations.
 fn content_length(head: &[u8]) -> Result<Option<usize>, ()> {
     let mut found = None;
+    // The Content-Length being read: its digits so far, `None` before any.
+    let mut reading: Option<Option<&[u8]>> = None;
+    let finish = |reading: Option<Option<&[u8]>>, found: &mut Option<usize>| {
+        let Some(value) = reading else {
+            return Ok(());
+        };
+        let value = value.unwrap_or_default();
+        if found.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+            return Err(());
+        }
+        let n: usize = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .ok_or(())?;
+        *found = Some(n);
+        Ok(())
+    };
     for line in head.split(|&c| c == b'\n').skip(1) {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.first().is_some_and(|c| is_wsp(*c)) {
+            if let Some(value) = reading.as_mut() {
+                let piece = line.trim_ascii();
+                match (*value, piece.is_empty()) {
+                    (_, true) => {}
+                    (None, false) => *value = Some(piece),
+                    // Digits on two lines: "1\r\n 2" is not a number.
+                    (Some(_), false) => return Err(()),
+                }
+            }
+            continue;
+        }
+        finish(reading.take(), &mut found)?;
         let Some(colon) = memchr::memchr(b':', line) else {
             continue;
         };
-        if line.first().is_some_and(|c| is_wsp(*c)) {
-            continue;
-        }
         let mut name = &line[..colon];
         while let Some((last, rest)) = name.split_last() {
             if is_wsp(*last) {
@@ -181,15 +211,9 @@ fn content_length(head: &[u8]) -> Result<Option<usize>, ()> {
             continue;
         }
         let value = line[colon + 1..].trim_ascii();
-        if found.is_some() || value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
-            return Err(());
-        }
-        let n: usize = std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .ok_or(())?;
-        found = Some(n);
+        reading = Some((!value.is_empty()).then_some(value));
     }
+    finish(reading, &mut found)?;
     Ok(found)
 }
 
@@ -198,6 +222,27 @@ mod tests {
     use super::*;
 
     const MSG: &[u8] = b"MESSAGE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: c1\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nl: 5\r\n\r\nhello";
+
+    /// HCOLON takes SWS: a Content-Length whose value is folded onto the
+    /// next line frames the message as `Message::parse` reads it.
+    #[test]
+    fn rfc3261_25_a_folded_content_length_frames_the_message() {
+        let folded = std::str::from_utf8(MSG)
+            .unwrap()
+            .replace("l: 5\r\n", "l:\r\n 5\r\n");
+        let mut d = StreamDecoder::default();
+        d.push(folded.as_bytes());
+        match d.next_item() {
+            Some(Ok(StreamItem::Message(m))) => assert_eq!(m.body(), b"hello"),
+            other => panic!("{other:?}"),
+        }
+        let split = std::str::from_utf8(MSG)
+            .unwrap()
+            .replace("l: 5\r\n", "l: 1\r\n 5\r\n");
+        let mut d = StreamDecoder::default();
+        d.push(split.as_bytes());
+        assert!(matches!(d.next_item(), Some(Err(_))));
+    }
 
     #[test]
     fn splits_messages_from_single_bytes() {
