@@ -235,6 +235,17 @@ impl RtpSession {
 
     /// Feeds a received RTP packet.
     pub fn handle_rtp(&mut self, now: Instant, packet: &RtpPacket) -> RtpDisposition {
+        self.receive_rtp(now, packet, true)
+    }
+
+    /// [`handle_rtp`](Self::handle_rtp) for a packet whose timestamp is not
+    /// its send time (RFC 4733 telephone-events): it is left out of the
+    /// interarrival jitter, which such timestamps would inflate.
+    pub fn handle_untimed_rtp(&mut self, now: Instant, packet: &RtpPacket) -> RtpDisposition {
+        self.receive_rtp(now, packet, false)
+    }
+
+    fn receive_rtp(&mut self, now: Instant, packet: &RtpPacket, timed: bool) -> RtpDisposition {
         if packet.ssrc == self.local_ssrc {
             self.resolve_collision(now);
             return RtpDisposition::Collision;
@@ -260,7 +271,12 @@ impl RtpSession {
         let Some(stats) = self.remote.as_mut() else {
             return RtpDisposition::Dropped;
         };
-        match stats.handle_packet(now, packet.sequence_number, packet.timestamp) {
+        let check = if timed {
+            stats.handle_packet(now, packet.sequence_number, packet.timestamp)
+        } else {
+            stats.handle_untimed_packet(packet.sequence_number)
+        };
+        match check {
             SequenceCheck::Valid | SequenceCheck::Restarted => RtpDisposition::Accepted,
             SequenceCheck::Probation => RtpDisposition::Probation,
             _ => RtpDisposition::Dropped,

@@ -95,6 +95,14 @@ impl ReceiverStatistics {
         check
     }
 
+    /// [`handle_packet`](Self::handle_packet) for a packet whose timestamp
+    /// says nothing about its send time: RFC 4733 events keep the
+    /// timestamp of the key press's start for all their packets. It counts
+    /// for sequence and loss, not for jitter.
+    pub fn handle_untimed_packet(&mut self, seq: u16) -> SequenceCheck {
+        self.update_sequence(seq)
+    }
+
     /// Records a sender report from this source, received at `now`, for the
     /// LSR/DLSR fields of later report blocks.
     pub fn handle_sender_report(&mut self, now: Instant, ntp: NtpTimestamp) {
@@ -326,6 +334,31 @@ mod tests {
         let mut s = ReceiverStatistics::new(t0, Ssrc(1), 0, 8000);
         feed(&mut s, t0, &seqs);
         assert_eq!(s.jitter(), 0);
+    }
+
+    /// RFC 4733 events keep one timestamp for a whole key press: counted
+    /// as untimed they leave a perfect path's jitter at zero (as timed
+    /// packets they would add a packet time each).
+    #[test]
+    fn rfc4733_event_packets_do_not_count_for_jitter() {
+        let t0 = crate::test_support::epoch();
+        let mut s = ReceiverStatistics::new(t0, Ssrc(1), 0, 8000);
+        let mut timed = ReceiverStatistics::new(t0, Ssrc(1), 0, 8000);
+        // Up to the first audio packet after the press.
+        for i in 0..48u32 {
+            let at = t0 + ms(u64::from(i) * 20);
+            if (40..47).contains(&i) {
+                // A 140 ms press that started at packet 40.
+                s.handle_untimed_packet(i as u16);
+                timed.handle_packet(at, i as u16, 40 * 160);
+            } else {
+                s.handle_packet(at, i as u16, i * 160);
+                timed.handle_packet(at, i as u16, i * 160);
+            }
+        }
+        assert_eq!(s.jitter(), 0);
+        assert!(timed.jitter() > 20, "{}", timed.jitter());
+        assert_eq!(s.received(), timed.received());
     }
 
     #[test]

@@ -1030,7 +1030,11 @@ impl AudioStream {
                 None => return Received::Rtp { ssrc: packet.ssrc },
             }
         }
-        let disposition = self.session.handle_rtp(now, &packet);
+        let disposition = if Some(packet.payload_type) == self.negotiated.receive_telephone_event {
+            self.session.handle_untimed_rtp(now, &packet)
+        } else {
+            self.session.handle_rtp(now, &packet)
+        };
         self.drain_session();
         if disposition == RtpDisposition::Collision {
             return Received::Refused(RefuseReason::Collision);
