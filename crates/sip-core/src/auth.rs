@@ -457,6 +457,10 @@ struct Session {
     challenge: Challenge,
     qop: Option<Qop>,
     nc: u32,
+    /// For a `-sess` algorithm, the cnonce of the first request after the
+    /// challenge: A1 uses it for every request with this nonce (RFC 7616
+    /// §3.4.2).
+    session_cnonce: Option<String>,
 }
 
 impl DigestClient {
@@ -552,6 +556,7 @@ impl DigestClient {
                 challenge: c,
                 qop,
                 nc,
+                session_cnonce: None,
             };
             let i = match slot {
                 Some(i) => {
@@ -674,6 +679,9 @@ impl DigestClient {
                 realm: session.challenge.realm.clone(),
             })?;
         let cnonce = random_hex(rng, 16);
+        if session.challenge.algorithm.session && session.session_cnonce.is_none() {
+            session.session_cnonce = Some(cnonce.clone());
+        }
         let session = &self.sessions[i];
         credentials(
             &self.username,
@@ -759,6 +767,9 @@ struct NonceState {
     /// (bit k set: `highest - k` was used).
     highest_nc: u32,
     seen: u64,
+    /// For `-sess`: the cnonce of the first request accepted with this
+    /// nonce, which A1 keeps (RFC 7616 §3.4.2).
+    session_cnonce: Option<String>,
 }
 
 impl DigestVerifier {
@@ -843,6 +854,7 @@ impl DigestVerifier {
                 issued: now,
                 highest_nc: 0,
                 seen: 0,
+                session_cnonce: None,
             },
         );
         self.algorithms
@@ -927,6 +939,12 @@ impl DigestVerifier {
         let Some(secret) = password(&username) else {
             return reject(RejectReason::UnknownUser);
         };
+        // A `-sess` A1 keeps the cnonce of the nonce's first request.
+        let session_cnonce = self
+            .nonces
+            .get(nonce.as_ref())
+            .and_then(|s| s.session_cnonce.clone())
+            .filter(|_| algorithm.session);
         let expected = response_digest(&DigestInput {
             algorithm,
             username: &username,
@@ -936,6 +954,7 @@ impl DigestVerifier {
             uri: &digest_uri,
             nonce: &nonce,
             qop: qop.as_ref().map(|(q, nc, c)| (*q, *nc, c.as_ref())),
+            session_cnonce: session_cnonce.as_deref(),
             body: request.body(),
         });
         if !constant_time_eq_hex(expected.as_bytes(), response.as_bytes()) {
@@ -949,6 +968,12 @@ impl DigestVerifier {
             && !accept_nc(state, nc)
         {
             return reject(RejectReason::ReplayedNonceCount);
+        }
+        if algorithm.session
+            && state.session_cnonce.is_none()
+            && let Some((_, _, cnonce)) = &qop
+        {
+            state.session_cnonce = Some(cnonce.to_string());
         }
         Verification::Authorized {
             username: username.into_owned(),
@@ -1041,6 +1066,7 @@ fn credentials(
         uri,
         nonce: &c.nonce,
         qop,
+        session_cnonce: session.session_cnonce.as_deref(),
         body,
     });
     let mut v = String::from("Digest ");
@@ -1084,6 +1110,9 @@ struct DigestInput<'a> {
     nonce: &'a str,
     /// qop with its nonce count and client nonce; `None` for RFC 2069 style.
     qop: Option<(Qop, u32, &'a str)>,
+    /// For `-sess`: the cnonce A1 was first computed with, when it is not
+    /// this request's.
+    session_cnonce: Option<&'a str>,
     body: &'a [u8],
 }
 
@@ -1099,7 +1128,7 @@ fn response_digest(i: &DigestInput<'_>) -> String {
         ],
     );
     if i.algorithm.session {
-        let cnonce = i.qop.map_or("", |(_, _, c)| c);
+        let cnonce = i.session_cnonce.or(i.qop.map(|(_, _, c)| c)).unwrap_or("");
         ha1 = h(
             hash,
             &[ha1.as_bytes(), i.nonce.as_bytes(), cnonce.as_bytes()],
@@ -1321,6 +1350,7 @@ mod tests {
             challenge,
             qop,
             nc: 1,
+            session_cnonce: None,
         };
         credentials(
             username,
@@ -1794,6 +1824,74 @@ mod tests {
         assert!(sess.verify(now, &retry, lookup).is_authorized());
     }
 
+    /// RFC 7616 §3.4.2: with a `-sess` algorithm, A1 takes the cnonce of
+    /// the first request after the challenge, and keeps it for the next
+    /// requests with the same nonce (each with its own cnonce in the
+    /// response). Recomputed here from the formula; the verifier agrees.
+    #[test]
+    fn rfc7616_3_4_2_sess_a1_keeps_the_first_cnonce() {
+        let mut rng = rng();
+        let now = epoch();
+        let lookup = |_: &str| Some(Secret::new("zanzibar"));
+        let req = request(Method::Register, "sip:biloxi.com", b"");
+        let mut server = DigestVerifier::new(ChallengeKind::Server, "biloxi.com", &mut rng)
+            .with_algorithms([Algorithm::SHA_256_SESS]);
+        let challenge = server
+            .add_challenge(
+                Message::response_to(&req, 401, "Unauthorized").unwrap(),
+                now,
+                false,
+                &mut rng,
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut client = DigestClient::new("bob", "zanzibar");
+        let mut first = req.clone();
+        for c in client.handle_challenge(&challenge, &req, &mut rng).unwrap() {
+            c.add_to(&mut first).unwrap();
+        }
+        assert!(server.verify(now, &first, lookup).is_authorized());
+        let mut second = req.clone();
+        client.authorize_request(&mut second, &mut rng).unwrap();
+        assert!(server.verify(now, &second, lookup).is_authorized());
+
+        let param = |m: &Message, name: &str| {
+            m.authorization()
+                .next()
+                .unwrap()
+                .unwrap()
+                .param(name)
+                .unwrap()
+                .into_owned()
+        };
+        let (nonce, cnonce1, cnonce2) = (
+            param(&first, "nonce"),
+            param(&first, "cnonce"),
+            param(&second, "cnonce"),
+        );
+        assert_ne!(cnonce1, cnonce2);
+        let sha = DigestHash::Sha256;
+        let secret = h(sha, &[b"bob", b"biloxi.com", b"zanzibar"]);
+        let ha1 = h(
+            sha,
+            &[secret.as_bytes(), nonce.as_bytes(), cnonce1.as_bytes()],
+        );
+        let ha2 = h(sha, &[b"REGISTER", b"sip:biloxi.com"]);
+        let expected = h(
+            sha,
+            &[
+                ha1.as_bytes(),
+                nonce.as_bytes(),
+                b"00000002",
+                cnonce2.as_bytes(),
+                b"auth",
+                ha2.as_bytes(),
+            ],
+        );
+        assert_eq!(param(&second, "response"), expected);
+    }
+
     #[test]
     fn rfc7616_3_4_3_auth_int_covers_the_body() {
         let mut rng = rng();
@@ -2079,6 +2177,7 @@ mod tests {
             issued: epoch(),
             highest_nc: 0,
             seen: 0,
+            session_cnonce: None,
         };
         assert!(!accept_nc(&mut s, 0));
         assert!(accept_nc(&mut s, 1));
