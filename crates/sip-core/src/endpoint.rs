@@ -38,6 +38,7 @@ use bytestring::ByteString;
 use rand::RngCore;
 
 use crate::error::ParseError;
+use crate::grammar::find_byte2;
 use crate::headers::Via;
 use crate::message::{Framing, Message, ParseLimits, push_ip};
 use crate::name::Method;
@@ -1191,6 +1192,10 @@ fn server_key(request: &Message, out: &mut Vec<u8>) -> Option<usize> {
 /// address: the endpoint has no resolver for a name there, and then
 /// answers as if it were absent.
 fn maddr_destination(via: &Via<'_>) -> Option<SocketAddr> {
+    // Rare: look for the name before reading the parameters one by one.
+    if !mentions_maddr(via.params.as_str().as_bytes()) {
+        return None;
+    }
     let maddr = via.maddr()?;
     let ip = maddr
         .trim_start_matches('[')
@@ -1200,19 +1205,31 @@ fn maddr_destination(via: &Via<'_>) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, via.port.unwrap_or(5060)))
 }
 
+/// Whether `maddr` (in any case) occurs in `text`.
+fn mentions_maddr(text: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(i) = text.get(from..).and_then(|t| find_byte2(t, b'm', b'M')) {
+        let at = from + i;
+        if text
+            .get(at + 1..at + 5)
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(b"addr"))
+        {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
+}
+
 /// Adds `received` (and the `rport` value) to the top Via of a request
 /// from `source` (§18.2.1, RFC 3581 §4), and works out where its responses
 /// go over UDP, as [`response_destination`] would for the filled-in Via.
-fn fill_received(request: Message, source: SocketAddr) -> (Message, Option<SocketAddr>) {
-    let (request, reply_to) = fill_received_via(request, source);
-    let maddr = request.via().ok().and_then(|v| maddr_destination(&v));
-    (request, maddr.or(reply_to))
-}
-
-fn fill_received_via(mut request: Message, source: SocketAddr) -> (Message, Option<SocketAddr>) {
+fn fill_received(mut request: Message, source: SocketAddr) -> (Message, Option<SocketAddr>) {
     let Ok(via) = request.via() else {
         return (request, None);
     };
+    // Adding `received` leaves `maddr` as it is.
+    let maddr = maddr_destination(&via);
     let host_is_source = match via.host {
         Host::Ipv4(a) => IpAddr::V4(a) == source.ip(),
         Host::Ipv6(a) => IpAddr::V6(a) == source.ip(),
@@ -1229,10 +1246,10 @@ fn fill_received_via(mut request: Message, source: SocketAddr) -> (Message, Opti
     if host_is_source && !wants_rport {
         // Unchanged: a `received` the sender wrote still wins.
         let ip = via.received().unwrap_or(source.ip());
-        return (request, Some(SocketAddr::new(ip, reply_port)));
+        return (request, maddr.or(Some(SocketAddr::new(ip, reply_port))));
     }
     // From here on `received` is the source address.
-    let reply_to = Some(SocketAddr::new(source.ip(), reply_port));
+    let reply_to = maddr.or(Some(SocketAddr::new(source.ip(), reply_port)));
     if request.set_via_received(source.ip(), port) {
         return (request, reply_to);
     }

@@ -242,7 +242,7 @@ impl Message {
                 // unfolded: only a line break could make it unfit. Other
                 // control characters are legal as quoted-pairs (RFC 3261
                 // §25.1; RFC 4475 §3.1.1.2 has them in a To).
-                if value.bytes().any(|c| c == b'\r' || c == b'\n') {
+                if grammar::find_byte2(value.as_bytes(), b'\r', b'\n').is_some() {
                     return Err(BuildError::ControlCharacter(name.to_owned()));
                 }
                 if h.kind == HeaderName::To && b.inner.to.is_none() {
@@ -1986,22 +1986,24 @@ fn parse_start_line(h: &str, ls: usize, le: usize) -> Result<Start, ParseError> 
         };
     }
     let uri_text = h.get(ls + uri_start..ls + uri_end).unwrap_or("");
-    // Request-Line = Method SP Request-URI SP SIP-Version CRLF: the URI
-    // holds no white space (the URI rules allow a trailing SWS elsewhere).
-    if let Some(at) = uri_text.bytes().position(|c| c <= b' ' || c == 0x7F) {
-        return err(
-            ParseErrorKind::BadRequestLine {
-                expected: "one space between the Request-URI and the version",
-            },
-            uri_start + at,
-        );
-    }
     if let Err(e) = uri::whole_uri_at(uri_text, 0, uri_text.len()) {
         return err(
             ParseErrorKind::InvalidUri {
                 expected: e.expected,
             },
             uri_start + e.at,
+        );
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version CRLF: no white
+    // space in the URI. Its rules take white space only as a trailing
+    // SWS, so the last byte tells.
+    if uri_text.as_bytes().last().is_some_and(|&c| c <= b' ') {
+        let at = uri_text.trim_end_matches(|c: char| c <= ' ').len();
+        return err(
+            ParseErrorKind::BadRequestLine {
+                expected: "one space between the Request-URI and the version",
+            },
+            uri_start + at,
         );
     }
     Ok(Start::Request {
