@@ -18,6 +18,10 @@
 //! with SRTP, the packet authenticated (and was no replay), which a third
 //! party cannot forge; with plain RTP, it carries the peer's SSRC, which
 //! anyone on the path can read, so plain RTP is only as safe as the path.
+//! Before any packet came from the current address, no SSRC is known: a
+//! plain packet from elsewhere then counts as genuine for its address but
+//! is neither played nor taken as the peer's SSRC until the address moves
+//! there, so a stray packet cannot lock out a peer behind NAT.
 
 use std::net::SocketAddr;
 
