@@ -38,7 +38,6 @@ use bytestring::ByteString;
 use rand::RngCore;
 
 use crate::error::ParseError;
-use crate::grammar::find_byte2;
 use crate::headers::Via;
 use crate::message::{Framing, Message, ParseLimits, push_ip};
 use crate::name::Method;
@@ -1185,17 +1184,10 @@ fn server_key(request: &Message, out: &mut Vec<u8>) -> Option<usize> {
     Some(method_at)
 }
 
-/// RFC 3261 §18.2.1 and RFC 3581: record the source address in the top Via.
-/// Also returns where responses with this top Via go over UDP (§18.2.2, what
-/// [`response_destination`] would find in it), known here at no cost.
 /// `maddr` comes first (§18.2.2), with the sent-by port, when it is an
 /// address: the endpoint has no resolver for a name there, and then
 /// answers as if it were absent.
 fn maddr_destination(via: &Via<'_>) -> Option<SocketAddr> {
-    // Rare: look for the name before reading the parameters one by one.
-    if !mentions_maddr(via.params.as_str().as_bytes()) {
-        return None;
-    }
     let maddr = via.maddr()?;
     let ip = maddr
         .trim_start_matches('[')
@@ -1205,25 +1197,10 @@ fn maddr_destination(via: &Via<'_>) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, via.port.unwrap_or(5060)))
 }
 
-/// Whether `maddr` (in any case) occurs in `text`.
-fn mentions_maddr(text: &[u8]) -> bool {
-    let mut from = 0;
-    while let Some(i) = text.get(from..).and_then(|t| find_byte2(t, b'm', b'M')) {
-        let at = from + i;
-        if text
-            .get(at + 1..at + 5)
-            .is_some_and(|rest| rest.eq_ignore_ascii_case(b"addr"))
-        {
-            return true;
-        }
-        from = at + 1;
-    }
-    false
-}
-
-/// Adds `received` (and the `rport` value) to the top Via of a request
-/// from `source` (§18.2.1, RFC 3581 §4), and works out where its responses
-/// go over UDP, as [`response_destination`] would for the filled-in Via.
+/// RFC 3261 §18.2.1 and RFC 3581 §4: records the source address in the
+/// top Via. Also returns where responses with this top Via go over UDP
+/// (§18.2.2, what [`response_destination`] would find in it), known here at
+/// no cost.
 fn fill_received(mut request: Message, source: SocketAddr) -> (Message, Option<SocketAddr>) {
     let Ok(via) = request.via() else {
         return (request, None);
@@ -1460,6 +1437,20 @@ mod tests {
         }
     }
 
+    /// An INVITE from 192.0.2.7 with the given top Via.
+    fn invite(via: &str) -> Message {
+        Message::request(Method::Invite, "sip:a@192.0.2.1")
+            .header("Via", via)
+            .and_then(|b| b.header("From", "<sip:b@example.com>;tag=1"))
+            .and_then(|b| b.header("To", "<sip:a@192.0.2.1>"))
+            .and_then(|b| b.header("Call-ID", "c1"))
+            .and_then(|b| b.header("CSeq", "1 INVITE"))
+            .and_then(|b| b.header("Contact", "<sip:b@192.0.2.7:5060>"))
+            .and_then(|b| b.header("Max-Forwards", "70"))
+            .and_then(|b| b.build())
+            .unwrap()
+    }
+
     fn endpoint() -> Endpoint<rand::rngs::StdRng> {
         use rand::SeedableRng;
         Endpoint::new(
@@ -1506,16 +1497,7 @@ mod tests {
         let now = Instant::now();
         let mut ep = endpoint();
         let source: SocketAddr = "192.0.2.7:5060".parse().unwrap();
-        let invite = Message::request(Method::Invite, "sip:a@192.0.2.1")
-            .header("Via", "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKinv")
-            .and_then(|b| b.header("From", "<sip:b@example.com>;tag=1"))
-            .and_then(|b| b.header("To", "<sip:a@192.0.2.1>"))
-            .and_then(|b| b.header("Call-ID", "c1"))
-            .and_then(|b| b.header("CSeq", "1 INVITE"))
-            .and_then(|b| b.header("Contact", "<sip:b@192.0.2.7:5060>"))
-            .and_then(|b| b.header("Max-Forwards", "70"))
-            .and_then(|b| b.build())
-            .unwrap();
+        let invite = invite("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKinv");
         let parsed = |message: Message| Input::Parsed {
             transport: Transport::Udp,
             connection: None,
@@ -1545,22 +1527,9 @@ mod tests {
     /// INVITE is answered, the next deadline is the transaction's own.
     #[test]
     fn rfc3261_17_2_1_cancelled_trying_is_no_deadline() {
-        use rand::SeedableRng;
         let now = Instant::now();
-        let mut ep = Endpoint::new(
-            EndpointConfig::default(),
-            rand::rngs::StdRng::seed_from_u64(1),
-        );
-        let invite = Message::request(Method::Invite, "sip:a@192.0.2.1")
-            .header("Via", "SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKinv;rport")
-            .and_then(|b| b.header("From", "<sip:b@example.com>;tag=1"))
-            .and_then(|b| b.header("To", "<sip:a@192.0.2.1>"))
-            .and_then(|b| b.header("Call-ID", "c1"))
-            .and_then(|b| b.header("CSeq", "1 INVITE"))
-            .and_then(|b| b.header("Contact", "<sip:b@192.0.2.7:5060>"))
-            .and_then(|b| b.header("Max-Forwards", "70"))
-            .and_then(|b| b.build())
-            .unwrap();
+        let mut ep = endpoint();
+        let invite = invite("SIP/2.0/UDP 192.0.2.7:5060;branch=z9hG4bKinv;rport");
         ep.handle_input(
             now,
             Input::Parsed {

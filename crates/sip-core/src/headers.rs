@@ -664,6 +664,11 @@ impl<'a> Via<'a> {
 
     /// The `maddr` parameter.
     pub fn maddr(&self) -> Option<&'a str> {
+        // Rare, and asked of every response sent: look for the name before
+        // reading the parameters one by one.
+        if !mentions_maddr(self.params.as_str().as_bytes()) {
+            return None;
+        }
         self.params.value("maddr")
     }
 
@@ -922,6 +927,25 @@ fn expected<'a>(input: &'a str, what: &'static str) -> nom::Err<grammar::Grammar
         input,
         expected: what,
     })
+}
+
+/// Whether `maddr` (in any case) occurs in `text`.
+fn mentions_maddr(text: &[u8]) -> bool {
+    let mut from = 0;
+    while let Some(i) = text
+        .get(from..)
+        .and_then(|t| grammar::find_byte2(t, b'm', b'M'))
+    {
+        let at = from + i;
+        if text
+            .get(at + 1..at + 5)
+            .is_some_and(|rest| rest.eq_ignore_ascii_case(b"addr"))
+        {
+            return true;
+        }
+        from = at + 1;
+    }
+    false
 }
 
 impl<'a> TypedValue<'a> for Via<'a> {

@@ -770,6 +770,16 @@ mod tests {
             .unwrap()
     }
 
+    /// A client transaction over UDP with the default timers.
+    fn udp_client(start: Instant, request: Message) -> ClientTransaction {
+        ClientTransaction::new(
+            start,
+            request,
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        )
+    }
+
     /// Drives the transaction to its end, recording when each message left.
     fn run_client(
         mut tx: ClientTransaction,
@@ -798,12 +808,7 @@ mod tests {
     #[test]
     fn rfc3261_17_1_1_2_timer_a_doubles_and_timer_b_times_out() {
         let start = Instant::now();
-        let tx = ClientTransaction::new(
-            start,
-            invite(),
-            TimerConfig::default(),
-            Reliability::Unreliable,
-        );
+        let tx = udp_client(start, invite());
         let (sent, events) = run_client(tx, start);
         let ms: Vec<u128> = sent.iter().map(Duration::as_millis).collect();
         // A: 0, 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s; B fires at 32 s.
@@ -820,12 +825,7 @@ mod tests {
     fn rfc3261_17_1_1_2_ringing_outlives_timer_b() {
         let start = Instant::now();
         let req = invite();
-        let mut tx = ClientTransaction::new(
-            start,
-            req.clone(),
-            TimerConfig::default(),
-            Reliability::Unreliable,
-        );
+        let mut tx = udp_client(start, req.clone());
         let _ = tx.poll_transmit();
         tx.handle_response(start + Duration::from_millis(100), response(&req, 180));
         let _ = tx.poll_event();
@@ -845,12 +845,7 @@ mod tests {
     fn rfc3261_9_1_no_final_response_64_t1_after_cancel() {
         let start = Instant::now();
         let req = invite();
-        let mut tx = ClientTransaction::new(
-            start,
-            req.clone(),
-            TimerConfig::default(),
-            Reliability::Unreliable,
-        );
+        let mut tx = udp_client(start, req.clone());
         let _ = tx.poll_transmit();
         tx.handle_response(start + Duration::from_millis(100), response(&req, 180));
         let _ = tx.poll_event();
@@ -863,12 +858,7 @@ mod tests {
         assert_eq!(tx.poll_event(), Some(TransactionEvent::TimedOut));
         assert_eq!(tx.state(), TransactionState::Terminated);
 
-        let mut done = ClientTransaction::new(
-            start,
-            req.clone(),
-            TimerConfig::default(),
-            Reliability::Unreliable,
-        );
+        let mut done = udp_client(start, req.clone());
         done.handle_response(start, response(&req, 486));
         done.cancel_sent(start + Duration::from_secs(1));
         assert_eq!(done.state(), TransactionState::Completed);
@@ -882,12 +872,7 @@ mod tests {
     #[test]
     fn rfc3261_17_1_2_2_timer_e_caps_at_t2_and_timer_f_times_out() {
         let start = Instant::now();
-        let tx = ClientTransaction::new(
-            start,
-            options(),
-            TimerConfig::default(),
-            Reliability::Unreliable,
-        );
+        let tx = udp_client(start, options());
         let (sent, events) = run_client(tx, start);
         let ms: Vec<u128> = sent.iter().map(Duration::as_millis).collect();
         // E: 0.5, 1, 2, 4, then every T2 = 4 s until F at 32 s.
@@ -907,12 +892,7 @@ mod tests {
     fn rfc3261_17_1_2_2_proceeding_retransmits_every_t2() {
         let start = Instant::now();
         let req = options();
-        let mut tx = ClientTransaction::new(
-            start,
-            req.clone(),
-            TimerConfig::default(),
-            Reliability::Unreliable,
-        );
+        let mut tx = udp_client(start, req.clone());
         let _ = tx.poll_transmit();
         tx.handle_response(start + Duration::from_millis(100), response(&req, 180));
         assert_eq!(tx.state(), TransactionState::Proceeding);
@@ -949,12 +929,7 @@ mod tests {
     fn rfc3261_17_1_1_3_non_2xx_is_acked_in_the_transaction() {
         let start = Instant::now();
         let inv = invite();
-        let mut tx = ClientTransaction::new(
-            start,
-            inv.clone(),
-            TimerConfig::default(),
-            Reliability::Unreliable,
-        );
+        let mut tx = udp_client(start, inv.clone());
         let _ = tx.poll_transmit();
         let busy = response(&inv, 486);
         tx.handle_response(start, busy.clone());
@@ -978,12 +953,7 @@ mod tests {
     fn rfc6026_accepted_passes_every_2xx_and_ends_on_timer_m() {
         let start = Instant::now();
         let inv = invite();
-        let mut tx = ClientTransaction::new(
-            start,
-            inv.clone(),
-            TimerConfig::default(),
-            Reliability::Unreliable,
-        );
+        let mut tx = udp_client(start, inv.clone());
         let _ = tx.poll_transmit();
         let ok = response(&inv, 200);
         tx.handle_response(start, ok.clone());

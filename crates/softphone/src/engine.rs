@@ -232,16 +232,28 @@ impl SessionTimer {
             .filter_map(Result::ok)
             .any(|o| o.eq_ignore_ascii_case("timer"));
         let we_refresh = !peer_supports || se.refresher() == Some("uas");
-        Some(SessionTimer {
+        Some(SessionTimer::new(interval, we_refresh, peer_supports, now))
+    }
+
+    fn new(interval: Duration, we_refresh: bool, peer_supports: bool, now: Instant) -> Self {
+        let mut timer = SessionTimer {
             interval,
             we_refresh,
-            deadline: if we_refresh {
-                now + interval / 2
-            } else {
-                now + interval
-            },
+            deadline: now,
             peer_supports,
-        })
+        };
+        timer.rearm(now);
+        timer
+    }
+
+    /// Starts the interval again at `now`: the refresher refreshes half-way,
+    /// the other side gives up at its end.
+    fn rearm(&mut self, now: Instant) {
+        self.deadline = if self.we_refresh {
+            now + self.interval / 2
+        } else {
+            now + self.interval
+        };
     }
 
     /// The Session-Expires of a response we send: we are its UAS.
@@ -1446,7 +1458,9 @@ impl Engine {
         leg.phase = Phase::Confirmed;
         leg.answered = Some(SystemTime::now());
         if let Some(t) = leg.timer.as_mut() {
-            t.deadline = now + t.interval;
+            // The interval starts with the answer; when we are the
+            // refresher, the refresh comes half-way.
+            t.rearm(now);
         }
         info!(call = %id, "answered");
         self.start_media(id).await;
@@ -2299,11 +2313,7 @@ impl Engine {
             if let Some(timer) = SessionTimer::of_request(request, now) {
                 leg.timer = Some(timer);
             } else if let Some(t) = leg.timer.as_mut() {
-                t.deadline = if t.we_refresh {
-                    now + t.interval / 2
-                } else {
-                    now + t.interval
-                };
+                t.rearm(now);
             }
         }
     }
@@ -2705,16 +2715,7 @@ impl Engine {
                 {
                     let interval = Duration::from_secs(u64::from(secs.max(90)));
                     let we_refresh = se.refresher() != Some("uas");
-                    leg.timer = Some(SessionTimer {
-                        interval,
-                        we_refresh,
-                        deadline: if we_refresh {
-                            now + interval / 2
-                        } else {
-                            now + interval
-                        },
-                        peer_supports: true,
-                    });
+                    leg.timer = Some(SessionTimer::new(interval, we_refresh, true, now));
                 }
                 let negotiated = if leg.negotiation.is_offer_pending() {
                     match SessionDescription::parse_bytes(response.body()) {
@@ -2846,11 +2847,7 @@ impl Engine {
                 return;
             };
             if let Some(t) = leg.timer.as_mut() {
-                t.deadline = if t.we_refresh {
-                    now + t.interval / 2
-                } else {
-                    now + t.interval
-                };
+                t.rearm(now);
             }
             let negotiated = SessionDescription::parse_bytes(response.body())
                 .ok()
