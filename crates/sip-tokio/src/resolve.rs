@@ -238,13 +238,9 @@ impl<R: Resolver> ServerLocator<R> {
         if let Some(kind) = transport {
             let mut targets = Vec::new();
             if let Some(service) = srv_prefix(kind) {
-                let records = keep(
-                    self.resolver.srv(&format!("{service}.{domain}")).await,
-                    &mut failure,
-                );
-                srv_found = !records.is_empty();
+                let name = format!("{service}.{domain}");
                 targets = self
-                    .srv_targets(records, kind, &server_name, &mut failure)
+                    .srv_lookup(&name, kind, &server_name, &mut failure, &mut srv_found)
                     .await;
             }
             if !srv_found {
@@ -270,13 +266,9 @@ impl<R: Resolver> ServerLocator<R> {
         if let Some(first_order) = naptr.first().map(|(r, _)| r.order) {
             let mut targets = Vec::new();
             for (record, kind) in naptr.iter().filter(|(r, _)| r.order == first_order) {
-                let records = keep(
-                    self.resolver.srv(trim_dot(&record.replacement)).await,
-                    &mut failure,
-                );
-                srv_found |= !records.is_empty();
+                let name = trim_dot(&record.replacement);
                 targets.extend(
-                    self.srv_targets(records, *kind, &server_name, &mut failure)
+                    self.srv_lookup(name, *kind, &server_name, &mut failure, &mut srv_found)
                         .await,
                 );
             }
@@ -294,13 +286,9 @@ impl<R: Resolver> ServerLocator<R> {
             if secure && !kind.is_secure() {
                 continue;
             }
-            let records = keep(
-                self.resolver.srv(&format!("{service}.{domain}")).await,
-                &mut failure,
-            );
-            srv_found |= !records.is_empty();
+            let name = format!("{service}.{domain}");
             targets.extend(
-                self.srv_targets(records, kind, &server_name, &mut failure)
+                self.srv_lookup(&name, kind, &server_name, &mut failure, &mut srv_found)
                     .await,
             );
         }
@@ -363,6 +351,21 @@ impl<R: Resolver> ServerLocator<R> {
                 server_name: server_name(kind),
             })
             .collect())
+    }
+
+    /// The SRV query for `name` and its targets' addresses; notes whether
+    /// it found records and the first failure.
+    async fn srv_lookup(
+        &self,
+        name: &str,
+        kind: TransportKind,
+        server_name: &impl Fn(TransportKind) -> Option<String>,
+        failure: &mut Option<ResolveError>,
+        srv_found: &mut bool,
+    ) -> Vec<Target> {
+        let records = keep(self.resolver.srv(name).await, failure);
+        *srv_found |= !records.is_empty();
+        self.srv_targets(records, kind, server_name, failure).await
     }
 
     /// The addresses of SRV records in RFC 2782 order. A target whose

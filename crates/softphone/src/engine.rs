@@ -315,11 +315,8 @@ impl CallLeg {
     /// Sets the direction our offers and answers use back to the hold
     /// state the call has, after a hold or resume that did not happen.
     fn keep_hold_state(&mut self) {
-        self.negotiation.set_direction(if self.local_hold {
-            Direction::SendOnly
-        } else {
-            Direction::SendRecv
-        });
+        self.negotiation
+            .set_direction(hold_direction(self.local_hold));
     }
 
     fn info(&self) -> CallInfo {
@@ -1573,11 +1570,7 @@ impl Engine {
 
     fn send_reinvite(&mut self, id: CallId, hold: bool) -> Result<(), PhoneError> {
         let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
-        leg.negotiation.set_direction(if hold {
-            Direction::SendOnly
-        } else {
-            Direction::SendRecv
-        });
+        leg.negotiation.set_direction(hold_direction(hold));
         let offer = match leg.negotiation.create_offer() {
             Ok(offer) => offer,
             Err(e) => {
@@ -2883,6 +2876,16 @@ impl Engine {
             )
             .await;
         }
+    }
+}
+
+/// The direction our offers and answers take on hold (RFC 3264 §8.4) or
+/// off it.
+fn hold_direction(hold: bool) -> Direction {
+    if hold {
+        Direction::SendOnly
+    } else {
+        Direction::SendRecv
     }
 }
 
