@@ -17,6 +17,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 
 fuzz_seconds=${FUZZ_SECONDS:-60}
+# A one-shot build gains nothing from incremental state, which is gigabytes.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 log_dir=$(mktemp -d)
 current_step=""
 timings=()
