@@ -546,6 +546,13 @@ impl<R: RngCore> Endpoint<R> {
         let payload = if destination.transport == Transport::Udp {
             Bytes::from_static(b"\r\n")
         } else {
+            if let Some(connection) = destination.connection {
+                let limits = self.config.limits;
+                self.decoders
+                    .entry(connection)
+                    .or_insert_with(|| StreamDecoder::new(limits))
+                    .ping_sent();
+            }
             Bytes::from_static(b"\r\n\r\n")
         };
         self.transmits.push_back(Transmit {

@@ -15,7 +15,7 @@ pub enum StreamItem {
     Message(Message),
     /// A double CRLF keep-alive ping (RFC 5626 §4.4.1): answer with a single CRLF.
     Ping,
-    /// A single CRLF: the pong to our ping.
+    /// A single CRLF after [`StreamDecoder::ping_sent`]: the pong to our ping.
     Pong,
 }
 
@@ -26,6 +26,11 @@ pub enum StreamItem {
 /// without buffering it. A framing error leaves the stream unusable (close
 /// the connection); a message that is framed correctly but fails to parse is
 /// reported and skipped, and decoding continues with the next one.
+///
+/// A lone CRLF is a pong only while a ping of ours is unanswered; otherwise
+/// it may be the first half of the peer's ping, split across two reads, and
+/// the decoder waits for what follows. A CRLF before a start line is skipped
+/// (RFC 3261 §7.5).
 ///
 /// ```
 /// use sip_core::{StreamDecoder, StreamItem};
@@ -47,6 +52,8 @@ pub struct StreamDecoder {
     /// Total length of the message being received, once known.
     expected: Option<usize>,
     failed: bool,
+    /// A ping of ours went out and its pong has not come yet.
+    awaiting_pong: bool,
 }
 
 impl Default for StreamDecoder {
@@ -64,6 +71,7 @@ impl StreamDecoder {
             scanned: 0,
             expected: None,
             failed: false,
+            awaiting_pong: false,
         }
     }
 
@@ -74,9 +82,21 @@ impl StreamDecoder {
         }
     }
 
-    /// Bytes held, waiting for the rest of a message.
+    /// Bytes held, waiting for the rest of a message. The start of a
+    /// keep-alive (a CR, a CRLF, a CRLF and a CR) does not count: a peer may
+    /// pause there for as long as it likes.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        if self.expected.is_none() && b"\r\n\r".starts_with(&self.buf) {
+            0
+        } else {
+            self.buf.len()
+        }
+    }
+
+    /// Records that we sent a keep-alive ping on this stream: the next lone
+    /// CRLF is its pong.
+    pub fn ping_sent(&mut self) {
+        self.awaiting_pong = true;
     }
 
     /// Whether a framing error made the stream unusable.
@@ -91,18 +111,22 @@ impl StreamDecoder {
         }
         if self.expected.is_none() {
             // Keep-alives between messages.
-            if self.buf.starts_with(b"\r\n\r\n") {
-                self.buf.advance(4);
-                return Some(Ok(StreamItem::Ping));
-            }
-            if self.buf.starts_with(b"\r\n") {
-                if self.buf.len() == 3 && self.buf[2] == b'\r' {
+            while self.buf.starts_with(b"\r\n") {
+                if std::mem::take(&mut self.awaiting_pong) {
+                    self.buf.advance(2);
+                    return Some(Ok(StreamItem::Pong));
+                }
+                if self.buf.starts_with(b"\r\n\r\n") {
+                    self.buf.advance(4);
+                    return Some(Ok(StreamItem::Ping));
+                }
+                if b"\r\n\r".starts_with(&self.buf) {
+                    // Perhaps half a ping: the rest decides.
                     return None;
                 }
                 self.buf.advance(2);
-                return Some(Ok(StreamItem::Pong));
             }
-            if self.buf.first() == Some(&b'\r') && self.buf.len() == 1 {
+            if self.buf.as_ref() == b"\r" {
                 return None;
             }
             let from = self.scanned.saturating_sub(3);
@@ -244,24 +268,58 @@ mod tests {
         assert!(matches!(d.next_item(), Some(Err(_))));
     }
 
-    #[test]
-    fn splits_messages_from_single_bytes() {
+    /// Feeds `stream` one byte at a time, after a ping of ours when
+    /// `pinged`, and returns every item.
+    fn bytewise(stream: &[u8], pinged: bool) -> (Vec<StreamItem>, StreamDecoder) {
         let mut d = StreamDecoder::default();
-        let mut stream = MSG.to_vec();
-        stream.extend_from_slice(b"\r\n");
-        stream.extend_from_slice(MSG);
+        if pinged {
+            d.ping_sent();
+        }
         let mut got = Vec::new();
-        for b in &stream {
+        for b in stream {
             d.push(std::slice::from_ref(b));
             while let Some(item) = d.next_item() {
                 got.push(item.unwrap());
             }
         }
-        assert_eq!(got.len(), 3);
+        (got, d)
+    }
+
+    #[test]
+    fn splits_messages_from_single_bytes() {
+        let mut stream = MSG.to_vec();
+        stream.extend_from_slice(b"\r\n");
+        stream.extend_from_slice(MSG);
+        let (got, d) = bytewise(&stream, false);
+        // The CRLF between them is no pong: no ping of ours was out.
+        assert_eq!(got.len(), 2);
         assert!(matches!(&got[0], StreamItem::Message(m) if m.body() == b"hello"));
-        assert_eq!(got[1], StreamItem::Pong);
-        assert!(matches!(&got[2], StreamItem::Message(_)));
+        assert!(matches!(&got[1], StreamItem::Message(_)));
         assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn rfc5626_4_4_1_a_ping_split_across_reads_is_one_ping() {
+        for cut in 1..4 {
+            let mut d = StreamDecoder::default();
+            d.push(&b"\r\n\r\n"[..cut]);
+            assert_eq!(d.next_item(), None, "cut after {cut} bytes");
+            assert_eq!(d.buffered(), 0, "a partial ping is no partial message");
+            d.push(&b"\r\n\r\n"[cut..]);
+            assert_eq!(d.next_item(), Some(Ok(StreamItem::Ping)));
+            assert_eq!(d.next_item(), None);
+        }
+    }
+
+    #[test]
+    fn rfc5626_4_4_1_a_lone_crlf_after_our_ping_is_its_pong() {
+        let mut d = StreamDecoder::default();
+        d.ping_sent();
+        d.push(b"\r\n");
+        assert_eq!(d.next_item(), Some(Ok(StreamItem::Pong)));
+        // One pong per ping: the next pair of CRLFs is the peer's ping.
+        let (got, _) = bytewise(b"\r\n\r\n\r\n\r\n", true);
+        assert_eq!(got, vec![StreamItem::Pong, StreamItem::Ping]);
     }
 
     #[test]

@@ -465,6 +465,9 @@ async fn drive_stream(
                 }
                 Some(Command::Ping { reply }) => {
                     let result = write_bytes(&mut io, PING, config.write_timeout).await;
+                    if result.is_ok() {
+                        decoder.ping_sent();
+                    }
                     last_activity = Instant::now();
                     let failed = result.as_ref().err().map(close_reason);
                     let _ = reply.send(result.map(|()| peer.local));

@@ -281,10 +281,11 @@ struct CallLeg {
     negotiation: MediaNegotiation,
     prepared: Option<PreparedMedia>,
     media: Option<CallMedia>,
-    /// An incoming call's answer, made when the offer arrived.
+    /// An incoming call's answer, made when the offer arrived; our offer
+    /// when the INVITE had none.
     answer_sdp: Option<String>,
-    /// Our 2xx to a re-INVITE without SDP carried an offer: the answer
-    /// comes in the ACK (RFC 3261 §13.2.1, RFC 3264).
+    /// Our 2xx to an INVITE or re-INVITE without SDP carried an offer: the
+    /// answer comes in the ACK (RFC 3261 §13.2.1, RFC 3264).
     answer_in_ack: bool,
     responder: Option<(UasInviteResponder, Destination)>,
     last_2xx: Option<Message>,
@@ -2031,13 +2032,18 @@ impl Engine {
             return;
         }
         let ai = self.account_for(&request);
-        let offer = match SessionDescription::parse_bytes(request.body()) {
-            Ok(o) if !request.body().is_empty() => o,
-            _ => {
-                // An INVITE without an offer would need ours in the 200 and
-                // the answer in the ACK; we ask for an offer instead.
-                self.respond(tx, &request, 488, "Not Acceptable Here");
-                return;
+        // An INVITE without SDP (RFC 3261 §13.2.1, as from a PBX's call
+        // pickup or third-party call control) gets our offer in the 200 and
+        // its answer in the ACK.
+        let offer = if request.body().is_empty() {
+            None
+        } else {
+            match SessionDescription::parse_bytes(request.body()) {
+                Ok(o) => Some(o),
+                Err(_) => {
+                    self.respond(tx, &request, 400, "Bad Request");
+                    return;
+                }
             }
         };
         let Some(local) = self.accounts[ai].local.or(Some(self.udp_local)) else {
@@ -2060,12 +2066,22 @@ impl Engine {
             };
         let settings = self.media_settings(prepared.addr().port(), prepared.addr().ip());
         let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
-        let answer = match negotiation.handle_offer(&offer) {
-            Ok(a) if a.audio.is_some() => a,
-            Ok(_) | Err(_) => {
-                self.respond(tx, &request, 488, "Not Acceptable Here");
-                return;
-            }
+        let (local_sdp, negotiated) = match &offer {
+            Some(offer) => match negotiation.handle_offer(offer) {
+                Ok(a) if a.audio.is_some() => (a.description, a.audio),
+                Ok(_) | Err(_) => {
+                    self.respond(tx, &request, 488, "Not Acceptable Here");
+                    return;
+                }
+            },
+            None => match negotiation.create_offer() {
+                Ok(o) => (o, None),
+                Err(e) => {
+                    warn!(error = %e, "no offer for an INVITE without SDP");
+                    self.respond(tx, &request, 500, "Server Internal Error");
+                    return;
+                }
+            },
         };
         let tag = self.driver.endpoint().new_tag();
         let contact = self.accounts[ai]
@@ -2121,8 +2137,8 @@ impl Engine {
             negotiation,
             prepared: Some(prepared),
             media: None,
-            answer_sdp: Some(answer.description.to_string()),
-            answer_in_ack: false,
+            answer_sdp: Some(local_sdp.to_string()),
+            answer_in_ack: offer.is_none(),
             responder: None,
             last_2xx: None,
             started: SystemTime::now(),
@@ -2140,7 +2156,7 @@ impl Engine {
             transferring: false,
             reinvite_retry: None,
             end_reason: None,
-            pending_negotiated: answer.audio,
+            pending_negotiated: negotiated,
         };
         self.calls.insert(id, leg);
         self.by_call_id.insert(call_id, id);
@@ -2449,20 +2465,23 @@ impl Engine {
         let answer = SessionDescription::parse_bytes(request.body())
             .ok()
             .filter(|_| !request.body().is_empty());
-        match answer.map(|a| leg.negotiation.handle_answer(&a)) {
+        let problem = match answer.map(|a| leg.negotiation.handle_answer(&a)) {
             Some(Ok(n)) => {
                 self.apply_negotiated(id, n).await;
                 self.hold_state(id);
+                return;
             }
-            Some(Err(e)) => {
-                leg.negotiation.cancel_offer();
-                warn!(call = %id, error = %e, "the answer in the ACK is unusable");
-            }
-            None => {
-                // An offer without an answer: the session stays as it was.
-                leg.negotiation.cancel_offer();
-                warn!(call = %id, "no answer in the ACK for our offer");
-            }
+            Some(Err(e)) => format!("the answer in the ACK is unusable: {e}"),
+            None => "no answer in the ACK for our offer".to_owned(),
+        };
+        leg.negotiation.cancel_offer();
+        warn!(call = %id, "{problem}");
+        // A re-INVITE's session stays as it was; a new call without an
+        // answer has no media at all (its ports are still unused), so it
+        // ends.
+        if leg.prepared.is_some() {
+            self.send_bye(id);
+            self.end_call(id, EndReason::Failed(problem)).await;
         }
     }
 

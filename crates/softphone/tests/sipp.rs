@@ -2,7 +2,8 @@
 //! answer, a 200 that comes again after our ACK, a session timer asked
 //! for by a proxy on behalf of a caller without timer support, a hang-up
 //! while a challenge is on its way, a refused hold, a re-INVITE without
-//! SDP whose answer comes in the ACK, and a hold by UPDATE.
+//! SDP whose answer comes in the ACK, a hold by UPDATE, and an INVITE
+//! without SDP, answered in the ACK or not at all.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -243,4 +244,69 @@ async fn an_update_with_an_offer_is_answered() {
         remote: true,
     };
     assert!(states.contains(&held), "{states:?}");
+}
+
+/// Answers the INVITE sipp's caller scenario `file` sends and returns the
+/// call's states and, from the final quality report, the RTP packets sent.
+async fn answer_sipp(file: &str) -> (Vec<CallState>, u64) {
+    let (phone, mut events) = phone("bob").await;
+    let bob = phone.accounts().await.unwrap()[0].local.unwrap();
+    let run = sipp(file)
+        .with_remote(bob)
+        .with_service("bob")
+        .with_call_duration(Duration::from_secs(2))
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut states = Vec::new();
+    let mut sent = 0;
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        match event {
+            PhoneEvent::IncomingCall { call, .. } => call.answer().await.unwrap(),
+            PhoneEvent::Quality { report, .. } => sent = report.packets_sent,
+            PhoneEvent::CallState { state, .. } => {
+                let ended = matches!(state, CallState::Ended(_));
+                states.push(state);
+                if ended {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    sipp_passed(run);
+    phone.shutdown().await.unwrap();
+    (states, sent)
+}
+
+/// RFC 3261 §13.2.1: an INVITE without SDP gets our offer in the 200 (sipp
+/// checks it), and media starts with the answer in the ACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_without_an_offer_gets_one_and_media_follows_the_ack() {
+    let (states, sent) = answer_sipp("uac_offerless_invite.xml").await;
+    assert_eq!(
+        states,
+        vec![
+            CallState::Connected,
+            CallState::Ended(EndReason::RemoteHangup)
+        ]
+    );
+    assert!(
+        sent >= 50,
+        "only {sent} RTP packets went out in 2 s after the answer in the ACK"
+    );
+}
+
+/// An ACK without an answer to our offer leaves a call without a session:
+/// we end it with BYE (sipp waits for it) and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ack_without_the_answer_ends_the_call() {
+    let (states, sent) = answer_sipp("uac_offerless_invite_no_answer.xml").await;
+    match states.last() {
+        Some(CallState::Ended(EndReason::Failed(why))) => {
+            assert!(why.contains("no answer in the ACK"), "{why}");
+        }
+        other => panic!("the call did not fail: {other:?} in {states:?}"),
+    }
+    assert_eq!(sent, 0, "RTP went out without a negotiated session");
 }
