@@ -1,9 +1,10 @@
 //! The backend trait and what opening a device hands back.
 
-use std::{fmt, time::Duration};
+use std::{fmt, sync::Arc, time::Duration};
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
+use crate::guard::{DeviceReporter, Status, StopHook, event_ring};
 use crate::{AudioError, AudioGuard};
 
 /// How much audio each ring holds: enough for a device that asks for 100 ms
@@ -122,6 +123,49 @@ impl AudioDevice {
         }
     }
 
+    /// A device that code outside this crate runs: a platform audio API
+    /// this crate does not wrap, or a test double. The returned
+    /// [`ExternalDeviceEnds`] are the device's side of the two rings, sized
+    /// for `format`, and a [`DeviceReporter`] for its events; `stop` runs
+    /// once, when the guard is stopped or dropped.
+    ///
+    /// ```
+    /// use media_audio::{AudioDevice, AudioEvent, AudioFormat, Direction};
+    ///
+    /// let (device, mut ends) = AudioDevice::external("platform", AudioFormat::new(16_000), || {});
+    /// // The platform's capture callback:
+    /// let _ = ends.capture.push_partial_slice(&[0i16; 320]);
+    /// // The headset was unplugged:
+    /// ends.reporter.report(AudioEvent::DeviceLost { direction: Direction::Playback });
+    /// let (port, mut guard) = device.into_parts();
+    /// assert_eq!(port.capture.slots(), 320);
+    /// assert!(guard.is_device_lost());
+    /// assert!(matches!(guard.poll_event(), Some(AudioEvent::DeviceLost { .. })));
+    /// ```
+    pub fn external(
+        backend: &'static str,
+        format: AudioFormat,
+        stop: impl FnOnce() + Send + 'static,
+    ) -> (AudioDevice, ExternalDeviceEnds) {
+        let rings = Rings::new(format);
+        let status = Arc::new(Status::default());
+        let (producer, consumer) = event_ring();
+        let guard = AudioGuard::new(
+            backend,
+            format,
+            Arc::clone(&status),
+            vec![consumer],
+            vec![Box::new(StopHook(Box::new(stop)))],
+        );
+        let device = AudioDevice::new(rings.capture_out, rings.playback_in, format, guard);
+        let ends = ExternalDeviceEnds {
+            capture: rings.capture_in,
+            playback: rings.playback_out,
+            reporter: DeviceReporter::new(producer, status),
+        };
+        (device, ends)
+    }
+
     /// The guard: events, status and statistics.
     #[must_use]
     pub fn guard(&self) -> &AudioGuard {
@@ -144,6 +188,19 @@ impl AudioDevice {
         };
         (port, self.guard)
     }
+}
+
+/// The device's side of an [`AudioDevice::external`]: what it captured
+/// goes into `capture`, what it plays comes from `playback`, mono i16 at
+/// the device's rate.
+#[derive(Debug)]
+pub struct ExternalDeviceEnds {
+    /// Where the device puts what it captured.
+    pub capture: Producer<i16>,
+    /// Where the device takes what it plays.
+    pub playback: Consumer<i16>,
+    /// Where the device reports loss, xruns and errors.
+    pub reporter: DeviceReporter,
 }
 
 /// The media side's ends of a device's rings.

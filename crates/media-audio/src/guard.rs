@@ -115,6 +115,46 @@ pub(crate) fn emit(events: &mut Producer<AudioEvent>, event: AudioEvent) {
     let _ = events.push(event);
 }
 
+/// Reports what happens to a device that code outside this crate runs (see
+/// [`AudioDevice::external`](crate::AudioDevice::external)). It never
+/// blocks, locks or allocates, so a platform audio callback may call it.
+pub struct DeviceReporter {
+    events: Producer<AudioEvent>,
+    status: Arc<Status>,
+}
+
+impl fmt::Debug for DeviceReporter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeviceReporter").finish_non_exhaustive()
+    }
+}
+
+impl DeviceReporter {
+    pub(crate) fn new(events: Producer<AudioEvent>, status: Arc<Status>) -> Self {
+        Self { events, status }
+    }
+
+    /// Reports `event` to the guard's owner; [`AudioEvent::DeviceLost`]
+    /// also sets [`AudioGuard::is_device_lost`], which stays set when the
+    /// owner has not polled and the event ring is full.
+    pub fn report(&mut self, event: AudioEvent) {
+        if matches!(event, AudioEvent::DeviceLost { .. }) {
+            self.status.device_lost.store(true, Ordering::Relaxed);
+        }
+        emit(&mut self.events, event);
+    }
+}
+
+/// Stopping a device run outside this crate: the integrator's own code.
+pub(crate) struct StopHook(pub(crate) Box<dyn FnOnce() + Send>);
+
+impl Shutdown for StopHook {
+    fn shutdown(self: Box<Self>) -> Result<(), AudioError> {
+        (self.0)();
+        Ok(())
+    }
+}
+
 /// A part of a running device that can be stopped.
 pub(crate) trait Shutdown: Send {
     /// Stops it; bounded in time.

@@ -49,7 +49,9 @@
 //! Opening fails with an [`AudioError`] (no device, no common rate, a bad
 //! WAV file). Once running, a vanished device is an
 //! [`AudioEvent::DeviceLost`] and [`AudioGuard::is_device_lost`], never a
-//! panic; open the backend again to recover.
+//! panic; open the backend again to recover. A platform audio API this
+//! crate does not wrap plugs in through [`AudioDevice::external`], whose
+//! [`DeviceReporter`] reports the same events.
 //!
 //! Dropping the guard (or [`AudioGuard::stop`], which also reports errors)
 //! stops threads and streams, each wait bounded; a WAV sink is finalized.
@@ -92,9 +94,11 @@ mod select;
 mod source;
 
 pub use cpal_backend::{CpalBackend, DeviceInfo};
-pub use device::{AudioBackend, AudioDevice, AudioFormat, AudioPort, Direction, RING_DURATION};
+pub use device::{
+    AudioBackend, AudioDevice, AudioFormat, AudioPort, Direction, ExternalDeviceEnds, RING_DURATION,
+};
 pub use error::AudioError;
-pub use guard::{AudioEvent, AudioGuard, AudioStats};
+pub use guard::{AudioEvent, AudioGuard, AudioStats, DeviceReporter};
 pub use paced::{
     CaptureSource, DEFAULT_PERIOD, NullBackend, PacedBackend, PlaybackSink, ToneBackend, WavBackend,
 };

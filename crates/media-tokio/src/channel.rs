@@ -222,6 +222,19 @@ impl AudioChannelHandle {
         answer.await.map_err(|_| ChannelError::Stopped)?
     }
 
+    /// Moves the call to another device, e.g. after its own went away
+    /// (unplugged): from the next packet time on, capture comes from and
+    /// playback goes to `audio`, at its own rate. The old port is dropped.
+    pub async fn replace_audio(&self, audio: AudioPort) -> Result<(), ChannelError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(Command::ReplaceAudio {
+            audio: Box::new(audio),
+            reply,
+        })
+        .await?;
+        answer.await.map_err(|_| ChannelError::Stopped)?
+    }
+
     /// The latest figures, refreshed every packet time.
     pub fn statistics(&self) -> ChannelStatistics {
         self.statistics.borrow().clone()
@@ -272,6 +285,10 @@ enum Command {
     SetMuted(bool),
     Update {
         negotiated: Box<NegotiatedAudio>,
+        reply: oneshot::Sender<Result<(), ChannelError>>,
+    },
+    ReplaceAudio {
+        audio: Box<AudioPort>,
         reply: oneshot::Sender<Result<(), ChannelError>>,
     },
     Stop {
@@ -559,6 +576,15 @@ impl Driver {
             Command::SetMuted(muted) => self.stream.set_muted(muted),
             Command::Update { negotiated, reply } => {
                 let _ = reply.send(self.update(&negotiated));
+            }
+            Command::ReplaceAudio { audio, reply } => {
+                let result =
+                    Frames::for_stream(audio.sample_rate, self.stream.negotiated()).map(|frames| {
+                        debug!(sample_rate = audio.sample_rate, "audio device replaced");
+                        self.frames = frames;
+                        self.audio = *audio;
+                    });
+                let _ = reply.send(result);
             }
             // Handled by the loop.
             Command::Stop { .. } => {}

@@ -546,7 +546,10 @@ impl<R: RngCore> Endpoint<R> {
         let payload = if destination.transport == Transport::Udp {
             Bytes::from_static(b"\r\n")
         } else {
-            if let Some(connection) = destination.connection {
+            // WebSocket keep-alives are frames, not bytes on a decoder.
+            if let Some(connection) = destination.connection
+                && matches!(destination.transport, Transport::Tcp | Transport::Tls)
+            {
                 let limits = self.config.limits;
                 self.decoders
                     .entry(connection)

@@ -457,6 +457,11 @@ async fn drive_stream(
             command = commands.recv() => match command {
                 Some(Command::Send { bytes, reply }) => {
                     let result = write_bytes(&mut io, &bytes, config.write_timeout).await;
+                    // A ping sent as plain bytes is a ping all the same:
+                    // its pong is the next lone CRLF.
+                    if result.is_ok() && bytes.as_ref() == PING {
+                        decoder.ping_sent();
+                    }
                     last_activity = Instant::now();
                     trace!(size = bytes.len(), "message sent");
                     let failed = result.as_ref().err().map(close_reason);

@@ -330,6 +330,30 @@ async fn rfc5626_4_4_1_ping_is_answered_and_pong_is_reported() {
     let pong = next(&mut server_rx).await;
     assert_eq!(pong.connection, Some(id));
     assert!(matches!(pong.event, IncomingEvent::Pong));
+
+    // A ping sent as plain bytes is a ping too: its pong is reported.
+    let ping = OutboundMessage::new(
+        TransportKind::Tcp,
+        peer.local_addr().unwrap(),
+        &b"\r\n\r\n"[..],
+    )
+    .with_connection(id);
+    server.send(ping).await.unwrap();
+    assert_eq!(read_exactly(&mut peer, 4).await, b"\r\n\r\n");
+    peer.write_all(b"\r\n").await.unwrap();
+    assert!(matches!(
+        next(&mut server_rx).await.event,
+        IncomingEvent::Pong
+    ));
+
+    // The peer's ping in two writes is one ping: one pong goes back, and
+    // no pong of ours is reported.
+    peer.write_all(b"\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    peer.write_all(b"\r\n").await.unwrap();
+    assert_eq!(read_exactly(&mut peer, 2).await, b"\r\n");
+    peer.write_all(&request("after", "TCP")).await.unwrap();
+    assert_eq!(call_id(&next(&mut server_rx).await), "after");
 }
 
 // ---------------------------------------------------------------- timeouts and caps

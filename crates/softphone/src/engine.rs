@@ -17,7 +17,7 @@ use rand::rngs::StdRng;
 use sip_core::auth::DigestClient;
 use sip_core::dialog::{Dialog, UasInviteResponder};
 use sip_core::endpoint::{
-    ClientTxId, Destination, Endpoint, EndpointConfig, EndpointEvent, ServerTxId, Transport,
+    ClientTxId, Destination, Endpoint, EndpointConfig, EndpointEvent, ServerTxId,
 };
 use sip_core::registration::{Registration, RegistrationConfig, RegistrationEvent};
 use sip_core::transaction::TimerConfig;
@@ -1444,12 +1444,12 @@ impl Engine {
             .send_response(now, tx, ok.clone())
             .map_err(|e| PhoneError::Network(e.to_string()))?;
         let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
-        if leg.dest.transport == Transport::Udp {
-            leg.responder = Some((
-                UasInviteResponder::new(now, ok, TimerConfig::default()),
-                response_destination(&leg.invite, leg.dest),
-            ));
-        }
+        // Resent until the ACK on every transport (§13.3.1.4): a proxy may
+        // forward over UDP, and without an ACK the call ends.
+        leg.responder = Some((
+            UasInviteResponder::new(now, ok, TimerConfig::default()),
+            response_destination(&leg.invite, leg.dest),
+        ));
         if let Some(d) = leg.dialog.as_mut() {
             d.state = sip_core::dialog::DialogState::Confirmed;
         }
@@ -1889,6 +1889,11 @@ impl Engine {
                     self.emit(PhoneEvent::Dtmf { call, digit });
                 }
             }
+            MediaEvent::Notice { call, text } => {
+                if self.calls.contains_key(&call) {
+                    self.emit(PhoneEvent::Notice { text });
+                }
+            }
         }
     }
 
@@ -1957,15 +1962,54 @@ impl Engine {
     }
 
     fn respond(&mut self, tx: ServerTxId, request: &Message, status: u16, reason: &str) {
+        self.respond_with(tx, request, status, reason, &[]);
+    }
+
+    /// A response with `headers` added, with our tag unless the request
+    /// had one.
+    fn respond_with(
+        &mut self,
+        tx: ServerTxId,
+        request: &Message,
+        status: u16,
+        reason: &str,
+        headers: &[(&str, &str)],
+    ) {
         let now = self.now();
         let tag = self.driver.endpoint().new_tag();
         let has_tag = request.to().ok().and_then(|t| t.tag().map(str::to_owned));
-        if let Ok(resp) = Message::response_to(request, status, reason)
+        let mut b = Message::response_to(request, status, reason);
+        for (name, value) in headers {
+            b = b.and_then(|b| b.header(name, value));
+        }
+        if let Ok(resp) = b
             .map(|b| b.to_tag(has_tag.as_deref().unwrap_or(&tag)))
             .and_then(|b| b.build())
         {
             let _ = self.driver.endpoint().send_response(now, tx, resp);
         }
+    }
+
+    /// Answers 415 naming SDP (RFC 3261 §8.2.3) when `request` carries a
+    /// body that is not SDP, and says so; a body without a Content-Type is
+    /// tried as SDP.
+    fn refuse_non_sdp(&mut self, tx: ServerTxId, request: &Message) -> bool {
+        let sdp = request.body().is_empty()
+            || request
+                .content_type()
+                .ok()
+                .flatten()
+                .is_none_or(|t| t.is("application", "sdp"));
+        if !sdp {
+            self.respond_with(
+                tx,
+                request,
+                415,
+                "Unsupported Media Type",
+                &[("Accept", "application/sdp")],
+            );
+        }
+        !sdp
     }
 
     async fn request(&mut self, tx: ServerTxId, request: Message, source: Destination) {
@@ -2029,6 +2073,9 @@ impl Engine {
     async fn incoming_invite(&mut self, tx: ServerTxId, request: Message, source: Destination) {
         if self.accounts.is_empty() || self.shutting_down.is_some() {
             self.respond(tx, &request, 480, "Temporarily Unavailable");
+            return;
+        }
+        if self.refuse_non_sdp(tx, &request) {
             return;
         }
         let ai = self.account_for(&request);
@@ -2335,6 +2382,9 @@ impl Engine {
         source: Destination,
     ) {
         let now = self.now();
+        if self.refuse_non_sdp(tx, &request) {
+            return;
+        }
         self.refresh_timer(id, &request);
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
@@ -2378,12 +2428,10 @@ impl Engine {
             .and_then(|b| b.build());
         let Ok(ok) = ok else { return };
         let _ = self.driver.endpoint().send_response(now, tx, ok.clone());
-        if source.transport == Transport::Udp {
-            leg.responder = Some((
-                UasInviteResponder::new(now, ok, TimerConfig::default()),
-                response_destination(&request, source),
-            ));
-        }
+        leg.responder = Some((
+            UasInviteResponder::new(now, ok, TimerConfig::default()),
+            response_destination(&request, source),
+        ));
         if let Some(n) = negotiated {
             self.apply_negotiated(id, n).await;
             self.hold_state(id);

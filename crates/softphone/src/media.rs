@@ -5,7 +5,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use media_audio::{AudioBackend, AudioFormat, AudioGuard, BackendChoice, select_backend};
+use media_audio::{
+    AudioBackend, AudioDevice, AudioEvent, AudioFormat, AudioGuard, BackendChoice, select_backend,
+};
 use media_engine::dtmf::Digit;
 use media_engine::negotiation::{Codec, MediaSettings, NegotiatedAudio};
 use media_engine::srtp::SrtpSuite;
@@ -13,8 +15,9 @@ use media_engine::stream::{AudioStream, AudioStreamConfig, AudioStreamEvent, Str
 use media_tokio::{
     AudioChannel, AudioChannelHandle, ChannelConfig, ChannelStatistics, MediaSockets, PortRange,
 };
-use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
 
 use crate::config::AudioSetup;
 use crate::error::PhoneError;
@@ -25,7 +28,18 @@ use crate::event::{CallId, QualityReport};
 pub(crate) enum MediaEvent {
     /// An RFC 4733 digit arrived.
     Dtmf { call: CallId, digit: char },
+    /// Something the user should know, e.g. that the call moved to another
+    /// audio device.
+    Notice { call: CallId, text: String },
 }
+
+/// How often a call looks at its audio device's events: a lost device is
+/// replaced within about this long.
+const DEVICE_CHECK: Duration = Duration::from_millis(200);
+
+/// Device replacements in one call before the null device takes over, so
+/// that a device lost again as soon as it opens cannot make the call spin.
+const MAX_REOPENS: u32 = 5;
 
 /// Sockets bound for a call before its offer or answer is written.
 #[derive(Debug)]
@@ -121,8 +135,10 @@ fn report(channel: &ChannelStatistics) -> QualityReport {
 #[derive(Debug)]
 pub(crate) struct CallMedia {
     channel: AudioChannelHandle,
-    /// Behind a lock only so the handle is `Sync`; nothing contends.
-    guard: std::sync::Mutex<Option<AudioGuard>>,
+    /// Ends the device watcher, which hands back the guard of the device
+    /// in use then.
+    stop_watcher: oneshot::Sender<()>,
+    watcher: JoinHandle<AudioGuard>,
 }
 
 /// The backend for a call, and a notice for the user when the sound card
@@ -147,6 +163,102 @@ fn backend(setup: &AudioSetup) -> Result<(Box<dyn AudioBackend>, Option<String>)
             None,
         )),
         AudioSetup::Custom(f) => f().map(|b| (b, None)),
+    }
+}
+
+/// Opens the call's device at `rate`; the null device, with a notice for
+/// the user, when that fails.
+fn open_device(audio: &AudioSetup, rate: u32) -> Result<(AudioDevice, Option<String>), PhoneError> {
+    let (mut backend, mut notice) = backend(audio).map_err(PhoneError::Media)?;
+    let device = match backend.open(AudioFormat::new(rate)) {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(error = %e, "audio device failed; using the null device");
+            notice = Some(format!(
+                "the audio device failed ({e}); using the null device: nothing is heard or sent"
+            ));
+            select_backend(BackendChoice::Null)
+                .0
+                .open(AudioFormat::new(rate))
+                .map_err(|e| PhoneError::Media(format!("audio: {e}")))?
+        }
+    };
+    Ok((device, notice))
+}
+
+fn media_port(port: media_audio::AudioPort) -> media_tokio::AudioPort {
+    media_tokio::AudioPort::new(port.capture, port.playback, port.sample_rate)
+}
+
+/// Watches a call's device until told to stop, then returns the guard of
+/// the device in use. A device that goes away (a headset unplugged, the
+/// sound server restarted) is opened again from the same setup, which for
+/// [`AudioSetup::Auto`] is the system's default device now, and the call
+/// moves there; the user gets a notice.
+async fn watch_device(
+    call: CallId,
+    mut guard: AudioGuard,
+    audio: AudioSetup,
+    rate: u32,
+    channel: AudioChannelHandle,
+    events: mpsc::UnboundedSender<MediaEvent>,
+    mut stop: oneshot::Receiver<()>,
+) -> AudioGuard {
+    let mut checks = tokio::time::interval(DEVICE_CHECK);
+    let mut reopens = 0;
+    loop {
+        tokio::select! {
+            _ = &mut stop => return guard,
+            _ = checks.tick() => {}
+        }
+        while let Some(event) = guard.poll_event() {
+            match event {
+                AudioEvent::DeviceLost { direction } => {
+                    warn!(call = %call, %direction, "audio device lost");
+                }
+                AudioEvent::Rerouted { direction } => {
+                    info!(call = %call, %direction, "the system moved the audio to another device");
+                }
+                other => debug!(call = %call, event = ?other, "audio device"),
+            }
+        }
+        if !guard.is_device_lost() {
+            continue;
+        }
+        reopens += 1;
+        let setup = if reopens > MAX_REOPENS {
+            AudioSetup::Null
+        } else {
+            audio.clone()
+        };
+        let opened = tokio::task::spawn_blocking(move || open_device(&setup, rate)).await;
+        let (device, notice) = match opened {
+            Ok(Ok(opened)) => opened,
+            Ok(Err(e)) => {
+                warn!(call = %call, error = %e, "no audio device to replace the lost one");
+                continue;
+            }
+            Err(e) => {
+                warn!(call = %call, error = %e, "opening an audio device failed");
+                continue;
+            }
+        };
+        let name = device.guard().backend().to_owned();
+        let (port, fresh) = device.into_parts();
+        let old = std::mem::replace(&mut guard, fresh);
+        // Stopping joins the old device's threads: off the runtime.
+        drop(tokio::task::spawn_blocking(move || old.stop()));
+        if channel.replace_audio(media_port(port)).await.is_err() {
+            // The call's media ended meanwhile; `stop` follows.
+            continue;
+        }
+        info!(call = %call, backend = %name, "the call moved to another audio device");
+        let text = notice.unwrap_or_else(|| {
+            format!("the audio device went away; the call goes on with the {name} device")
+        });
+        if events.send(MediaEvent::Notice { call, text }).is_err() {
+            return guard;
+        }
     }
 }
 
@@ -176,24 +288,26 @@ impl CallMedia {
             &mut rand::rng(),
         )
         .map_err(|e| PhoneError::Media(e.to_string()))?;
-        let (mut backend, mut notice) = backend(audio).map_err(PhoneError::Media)?;
-        let device = match backend.open(AudioFormat::new(stream.sample_rate())) {
-            Ok(d) => d,
-            Err(e) => {
-                warn!(error = %e, "audio device failed; using the null device");
-                notice = Some(format!(
-                    "the audio device failed ({e}); using the null device: nothing is heard or sent"
-                ));
-                select_backend(BackendChoice::Null)
-                    .0
-                    .open(AudioFormat::new(stream.sample_rate()))
-                    .map_err(|e| PhoneError::Media(format!("audio: {e}")))?
-            }
-        };
+        let rate = stream.sample_rate();
+        let (device, notice) = open_device(audio, rate)?;
         let (port, guard) = device.into_parts();
-        let port = media_tokio::AudioPort::new(port.capture, port.playback, port.sample_rate);
-        let channel = AudioChannel::spawn(stream, prepared.sockets, port, ChannelConfig::default())
-            .map_err(|e| PhoneError::Media(e.to_string()))?;
+        let channel = AudioChannel::spawn(
+            stream,
+            prepared.sockets,
+            media_port(port),
+            ChannelConfig::default(),
+        )
+        .map_err(|e| PhoneError::Media(e.to_string()))?;
+        let (stop_watcher, stopped) = oneshot::channel();
+        let watcher = tokio::spawn(watch_device(
+            call,
+            guard,
+            audio.clone(),
+            rate,
+            channel.clone(),
+            events.clone(),
+            stopped,
+        ));
         let mut rx = channel.events();
         tokio::spawn(async move {
             use tokio::sync::broadcast::error::RecvError;
@@ -213,7 +327,8 @@ impl CallMedia {
         Ok((
             CallMedia {
                 channel,
-                guard: std::sync::Mutex::new(Some(guard)),
+                stop_watcher,
+                watcher,
             },
             notice,
         ))
@@ -247,10 +362,10 @@ impl CallMedia {
     /// Stops media (RTCP BYE) and the device; returns the final figures.
     pub(crate) async fn stop(self) -> Option<QualityReport> {
         let stats = self.channel.stop().await;
-        let guard = self.guard.into_inner().ok().flatten();
-        if let Some(g) = guard {
+        let _ = self.stop_watcher.send(());
+        if let Ok(guard) = self.watcher.await {
             // Joining the device thread is bounded (about a second at most).
-            let _ = tokio::task::spawn_blocking(move || g.stop()).await;
+            let _ = tokio::task::spawn_blocking(move || guard.stop()).await;
         }
         Some(report(&stats))
     }

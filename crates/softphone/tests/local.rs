@@ -1,7 +1,8 @@
 //! Phones of this crate talking to each other on loopback, no server:
 //! a second call while the first is on hold, attended transfer (REFER with
 //! Replaces, RFC 3891) with every side played by this crate, DTMF both as
-//! RFC 4733 events and as SIP INFO, mute, and what the history keeps.
+//! RFC 4733 events and as SIP INFO, mute, an audio device unplugged in a
+//! call, and what the history keeps.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,14 +10,18 @@
 )]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
 use common::{LIMIT, call_state, hears, incoming, next_event};
 
 use config_export::{Account, Config, DtmfMode, SrtpPolicy};
-use media_audio::{Recording, Tone, ToneBackend, analysis};
+use media_audio::{
+    AudioBackend, AudioDevice, AudioError, AudioEvent, AudioFormat, DeviceReporter, Direction,
+    Recording, Tone, ToneBackend, analysis,
+};
 use softphone::{
     AudioSetup, Call, CallDirection, CallState, EndReason, Events, Phone, PhoneConfig, PhoneEvent,
 };
@@ -29,6 +34,19 @@ struct Party {
 }
 
 async fn party(user: &str, tone: f64, dtmf: DtmfMode) -> Party {
+    let heard = Recording::new(Duration::from_secs(20));
+    let rec = heard.clone();
+    let audio = AudioSetup::Custom(Arc::new(move || {
+        Ok(Box::new(ToneBackend::with_recording(
+            Tone::new(tone),
+            rec.clone(),
+        )))
+    }));
+    party_with(user, dtmf, audio, heard).await
+}
+
+/// A party whose calls use `audio`; `heard` is what that records.
+async fn party_with(user: &str, dtmf: DtmfMode, audio: AudioSetup, heard: Recording) -> Party {
     let mut c = Config::default();
     c.accounts.push(Account::new(user, user, "sip:127.0.0.1"));
     c.media.codecs = vec!["PCMU".into()];
@@ -37,14 +55,7 @@ async fn party(user: &str, tone: f64, dtmf: DtmfMode) -> Party {
     let mut pc = PhoneConfig::new(c);
     pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     pc.register = false;
-    let heard = Recording::new(Duration::from_secs(20));
-    let rec = heard.clone();
-    pc.audio = AudioSetup::Custom(Arc::new(move || {
-        Ok(Box::new(ToneBackend::with_recording(
-            Tone::new(tone),
-            rec.clone(),
-        )))
-    }));
+    pc.audio = audio;
     let (phone, events) = Phone::start(pc).await.unwrap();
     let addr = phone.accounts().await.unwrap()[0].local.unwrap();
     Party {
@@ -419,4 +430,82 @@ async fn rotated_logs_older_than_their_window_are_removed_at_start() {
     );
     assert!(recent.exists() && log.exists());
     phone.shutdown().await.unwrap();
+}
+
+/// A headset that captures nothing; the test unplugs it through the
+/// reporter it leaves behind.
+#[derive(Debug)]
+struct Headset {
+    unplug: Arc<Mutex<Option<DeviceReporter>>>,
+}
+
+impl AudioBackend for Headset {
+    fn name(&self) -> &str {
+        "headset"
+    }
+
+    fn open(&mut self, preferred: AudioFormat) -> Result<AudioDevice, AudioError> {
+        let (device, ends) = AudioDevice::external("headset", preferred, || {});
+        *self.unplug.lock().unwrap() = Some(ends.reporter);
+        Ok(device)
+    }
+}
+
+/// A headset unplugged in a call: the call moves to the device the setup
+/// gives now (here a 440 Hz tone standing in for the laptop's microphone),
+/// the user is told, and the peer hears the new microphone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unplugged_headset_moves_the_call_to_another_device() {
+    let unplug = Arc::new(Mutex::new(None));
+    let opens = Arc::new(AtomicUsize::new(0));
+    let heard = Recording::new(Duration::from_secs(20));
+    let audio = {
+        let (unplug, opens, heard) = (Arc::clone(&unplug), Arc::clone(&opens), heard.clone());
+        AudioSetup::Custom(Arc::new(move || {
+            let backend: Box<dyn AudioBackend> = if opens.fetch_add(1, Ordering::SeqCst) == 0 {
+                Box::new(Headset {
+                    unplug: Arc::clone(&unplug),
+                })
+            } else {
+                Box::new(ToneBackend::with_recording(Tone::new(440.0), heard.clone()))
+            };
+            Ok(backend)
+        }))
+    };
+    let mut alice = party_with("alice", DtmfMode::Rfc4733, audio, heard).await;
+    let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
+    let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !hears(&bob.heard, 440.0),
+        "bob hears a tone the headset never captured"
+    );
+    let reporter = unplug.lock().unwrap().take();
+    reporter
+        .expect("the call never opened the headset")
+        .report(AudioEvent::DeviceLost {
+            direction: Direction::Capture,
+        });
+    let notice = next_event(&mut alice.events, "a notice of the lost device", |e| {
+        matches!(e, PhoneEvent::Notice { .. })
+    })
+    .await;
+    let PhoneEvent::Notice { text } = notice else {
+        unreachable!()
+    };
+    assert!(text.contains("audio device went away"), "{text}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        hears(&bob.heard, 440.0),
+        "bob does not hear alice's new microphone"
+    );
+    assert_eq!(opens.load(Ordering::SeqCst), 2);
+    ba.hangup().await.unwrap();
+    let ended = call_state(&mut alice.events, Some(&ab), "the end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
+    assert_eq!(ended, CallState::Ended(EndReason::RemoteHangup));
+    alice.phone.shutdown().await.unwrap();
+    bob.phone.shutdown().await.unwrap();
 }

@@ -3,7 +3,8 @@
 //! for by a proxy on behalf of a caller without timer support, a hang-up
 //! while a challenge is on its way, a refused hold, a re-INVITE without
 //! SDP whose answer comes in the ACK, a hold by UPDATE, and an INVITE
-//! without SDP, answered in the ACK or not at all.
+//! without SDP, answered in the ACK or not at all, and one whose body is
+//! not SDP.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -309,4 +310,32 @@ async fn an_ack_without_the_answer_ends_the_call() {
         other => panic!("the call did not fail: {other:?} in {states:?}"),
     }
     assert_eq!(sent, 0, "RTP went out without a negotiated session");
+}
+
+/// RFC 3261 §8.2.3: an INVITE whose body is not SDP is refused with 415
+/// and an Accept header naming SDP (sipp checks both), and never rings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_with_a_body_that_is_not_sdp_gets_415() {
+    let (phone, mut events) = phone("bob").await;
+    let bob = phone.accounts().await.unwrap()[0].local.unwrap();
+    let run = sipp("uac_non_sdp_body.xml")
+        .with_remote(bob)
+        .with_service("bob")
+        .spawn()
+        .unwrap();
+    tokio::task::spawn_blocking(move || sipp_passed(run))
+        .await
+        .unwrap();
+    while let Ok(Some(event)) =
+        tokio::time::timeout(Duration::from_millis(300), events.next()).await
+    {
+        assert!(
+            !matches!(
+                event,
+                PhoneEvent::IncomingCall { .. } | PhoneEvent::CallState { .. }
+            ),
+            "{event:?}"
+        );
+    }
+    phone.shutdown().await.unwrap();
 }
