@@ -386,6 +386,9 @@ pub struct MediaNegotiation {
     settings: MediaSettings,
     session_id: u64,
     last_local: Option<SessionDescription>,
+    /// `last_local` is an offer whose answer came: another callee of a
+    /// forked INVITE may answer it too.
+    offer_answered: bool,
     pending_offer: Option<SessionDescription>,
     /// One key per suite, made when first needed and kept across
     /// re-offers so an unchanged session keeps an unchanged description.
@@ -401,6 +404,7 @@ impl MediaNegotiation {
             settings,
             session_id: rng.random_range(1..(1u64 << 62)),
             last_local: None,
+            offer_answered: false,
             pending_offer: None,
             keys: Vec::new(),
             direction: Direction::SendRecv,
@@ -512,7 +516,30 @@ impl MediaNegotiation {
         let result = self.read_answer(ours, theirs, answer);
         // The offer was made either way: later descriptions build on it.
         self.last_local = Some(offer);
+        self.offer_answered = true;
         result
+    }
+
+    /// Reads another answer to the offer answered last. An INVITE that
+    /// forked is answered by each callee that responds with SDP, each in
+    /// its own dialog (RFC 3261 §13.2.2.4, §13.3.1.1); the session follows
+    /// the one whose answer the call takes, e.g. the 2xx after another
+    /// callee's early media.
+    ///
+    /// # Errors
+    ///
+    /// [`NegotiationError::NoPendingOffer`] when no offer of ours was
+    /// answered last (an offer is open, or we answered since), else as
+    /// [`MediaNegotiation::handle_answer`].
+    pub fn handle_forked_answer(
+        &mut self,
+        answer: &SessionDescription,
+    ) -> Result<NegotiatedAudio, NegotiationError> {
+        if self.pending_offer.is_some() || !self.offer_answered {
+            return Err(NegotiationError::NoPendingOffer);
+        }
+        self.pending_offer = self.last_local.clone();
+        self.handle_answer(answer)
     }
 
     /// Answers a remote offer (initial or re-offer).
@@ -628,6 +655,7 @@ impl MediaNegotiation {
             }
         }
         self.last_local = Some(description.clone());
+        self.offer_answered = false;
         description
     }
 
@@ -1169,6 +1197,29 @@ mod tests {
         let answer_again = b.handle_offer(&again).unwrap();
         assert_eq!(answer_again.description, answer.description);
         assert_eq!(a.handle_answer(&answer_again.description).unwrap(), first);
+    }
+
+    #[test]
+    fn rfc3261_13_2_2_4_each_callee_of_a_forked_offer_answers_it() {
+        let mut a = alice();
+        let offer = a.create_offer().unwrap();
+        assert!(matches!(
+            a.handle_forked_answer(&offer),
+            Err(NegotiationError::NoPendingOffer)
+        ));
+        let early = bob().handle_offer(&offer).unwrap().description;
+        let first = a.handle_answer(&early).unwrap();
+        let mut carol = negotiation(MediaSettings::new(ip(3), 6000));
+        let answer = carol.handle_offer(&offer).unwrap().description;
+        let second = a.handle_forked_answer(&answer).unwrap();
+        assert_eq!(first.remote_rtp.port(), 5000);
+        assert_eq!(second.remote_rtp, SocketAddr::new(ip(3), 6000));
+        // Our own description is still the offer both answered.
+        assert_eq!(a.local_description(), Some(&offer));
+        // Once we answer an offer of theirs, none of ours is answered last.
+        let re_offer = carol.create_offer().unwrap();
+        a.handle_offer(&re_offer).unwrap();
+        assert!(a.handle_forked_answer(&answer).is_err());
     }
 
     #[test]

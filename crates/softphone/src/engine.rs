@@ -310,6 +310,9 @@ struct CallLeg {
     end_reason: Option<EndReason>,
     /// An incoming call's negotiated media, started at the answer.
     pending_negotiated: Option<NegotiatedAudio>,
+    /// An outgoing call: the To tag of the callee whose answer the media
+    /// follows (a forked INVITE has one per callee).
+    answer_tag: Option<String>,
 }
 
 impl CallLeg {
@@ -1357,6 +1360,7 @@ impl Engine {
             reinvite_retry: None,
             end_reason: None,
             pending_negotiated: None,
+            answer_tag: None,
         };
         self.pending.insert(tx, (id, Pending::Invite));
         self.by_call_id.insert(call_id, id);
@@ -2204,6 +2208,7 @@ impl Engine {
             reinvite_retry: None,
             end_reason: None,
             pending_negotiated: negotiated,
+            answer_tag: None,
         };
         self.calls.insert(id, leg);
         self.by_call_id.insert(call_id, id);
@@ -2441,6 +2446,9 @@ impl Engine {
     /// An in-dialog UPDATE (RFC 3311): a session refresh, and with SDP an
     /// offer whose answer goes in the 2xx (§5.2).
     async fn update(&mut self, id: CallId, tx: ServerTxId, request: Message) {
+        if self.refuse_non_sdp(tx, &request) {
+            return;
+        }
         self.refresh_timer(id, &request);
         let now = self.now();
         let Some(leg) = self.calls.get_mut(&id) else {
@@ -2736,6 +2744,7 @@ impl Engine {
                 {
                     match leg.negotiation.handle_answer(&answer) {
                         Ok(n) => {
+                            leg.answer_tag = to_tag(&response);
                             self.apply_negotiated(id, n).await;
                             state = CallState::EarlyMedia;
                         }
@@ -2777,18 +2786,27 @@ impl Engine {
                     let we_refresh = se.refresher() != Some("uas");
                     leg.timer = Some(SessionTimer::new(interval, we_refresh, true, now));
                 }
+                let tag = to_tag(&response);
+                let forked = leg.answer_tag.is_some() && leg.answer_tag != tag;
+                let answer = SessionDescription::parse_bytes(response.body())
+                    .ok()
+                    .filter(|_| !response.body().is_empty());
                 let negotiated = if leg.negotiation.is_offer_pending() {
-                    match SessionDescription::parse_bytes(response.body()) {
-                        Ok(answer) if !response.body().is_empty() => {
-                            Some(leg.negotiation.handle_answer(&answer))
-                        }
-                        _ => Some(Err(
-                            media_engine::negotiation::NegotiationError::NoPendingOffer,
-                        )),
-                    }
+                    Some(answer.map_or(
+                        Err(media_engine::negotiation::NegotiationError::NoPendingOffer),
+                        |a| leg.negotiation.handle_answer(&a),
+                    ))
+                } else if forked && let Some(answer) = answer {
+                    // Another callee of the forked INVITE answered after the
+                    // one whose early media played: its answer now counts.
+                    info!(call = %id, "answered by another callee than the early media's");
+                    Some(leg.negotiation.handle_forked_answer(&answer))
                 } else {
                     None
                 };
+                if negotiated.as_ref().is_some_and(Result::is_ok) {
+                    leg.answer_tag = tag;
+                }
                 let cancelled = leg.cancel_requested;
                 self.send_ack(id, &response);
                 if cancelled {
@@ -2958,6 +2976,11 @@ fn hold_direction(hold: bool) -> Direction {
 
 /// Where a stateless 2xx retransmission goes: back to the request's source
 /// (RFC 3581).
+/// The To tag of a response: which callee sent it.
+fn to_tag(response: &Message) -> Option<String> {
+    response.to().ok().and_then(|t| t.tag().map(str::to_owned))
+}
+
 fn response_destination(request: &Message, source: Destination) -> Destination {
     let Ok(via) = request.via() else {
         return source;

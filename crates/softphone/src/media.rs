@@ -13,7 +13,8 @@ use media_engine::negotiation::{Codec, MediaSettings, NegotiatedAudio};
 use media_engine::srtp::SrtpSuite;
 use media_engine::stream::{AudioStream, AudioStreamConfig, AudioStreamEvent, StreamStatistics};
 use media_tokio::{
-    AudioChannel, AudioChannelHandle, ChannelConfig, ChannelStatistics, MediaSockets, PortRange,
+    AudioChannel, AudioChannelHandle, ChannelConfig, ChannelError, ChannelStatistics, MediaSockets,
+    PortRange,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -37,9 +38,13 @@ pub(crate) enum MediaEvent {
 /// replaced within about this long.
 const DEVICE_CHECK: Duration = Duration::from_millis(200);
 
-/// Device replacements in one call before the null device takes over, so
+/// Device replacements in a row before the null device takes over, so
 /// that a device lost again as soon as it opens cannot make the call spin.
 const MAX_REOPENS: u32 = 5;
+
+/// A device that ran this long was no instant failure: losing it starts
+/// the count of replacements in a row again.
+const STEADY_DEVICE: Duration = Duration::from_secs(10);
 
 /// Sockets bound for a call before its offer or answer is written.
 #[derive(Debug)]
@@ -206,6 +211,7 @@ async fn watch_device(
 ) -> AudioGuard {
     let mut checks = tokio::time::interval(DEVICE_CHECK);
     let mut reopens = 0;
+    let mut opened_at = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = &mut stop => return guard,
@@ -225,13 +231,23 @@ async fn watch_device(
         if !guard.is_device_lost() {
             continue;
         }
+        if opened_at.elapsed() >= STEADY_DEVICE {
+            reopens = 0;
+        }
         reopens += 1;
         let setup = if reopens > MAX_REOPENS {
             AudioSetup::Null
         } else {
             audio.clone()
         };
-        let opened = tokio::task::spawn_blocking(move || open_device(&setup, rate)).await;
+        // Opening may take seconds on a wedged system: a hang-up must not
+        // wait for it. A device opened after that is dropped on the
+        // blocking thread.
+        let opening = tokio::task::spawn_blocking(move || open_device(&setup, rate));
+        let opened = tokio::select! {
+            _ = &mut stop => return guard,
+            opened = opening => opened,
+        };
         let (device, notice) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
@@ -245,12 +261,27 @@ async fn watch_device(
         };
         let name = device.guard().backend().to_owned();
         let (port, fresh) = device.into_parts();
-        let old = std::mem::replace(&mut guard, fresh);
-        // Stopping joins the old device's threads: off the runtime.
-        drop(tokio::task::spawn_blocking(move || old.stop()));
-        if channel.replace_audio(media_port(port)).await.is_err() {
-            // The call's media ended meanwhile; `stop` follows.
-            continue;
+        match channel.replace_audio(media_port(port)).await {
+            Ok(()) => {
+                let old = std::mem::replace(&mut guard, fresh);
+                opened_at = tokio::time::Instant::now();
+                // Stopping joins the old device's threads: off the runtime.
+                drop(tokio::task::spawn_blocking(move || old.stop()));
+            }
+            Err(ChannelError::Stopped) => {
+                // The call's media ended meanwhile; `stop` follows.
+                drop(tokio::task::spawn_blocking(move || fresh.stop()));
+                let _ = (&mut stop).await;
+                return guard;
+            }
+            Err(e) => {
+                // The channel cannot run at this device's rate: the null
+                // device (at the codec's rate) takes over at the next check.
+                warn!(call = %call, backend = %name, error = %e, "the new audio device is unusable");
+                drop(tokio::task::spawn_blocking(move || fresh.stop()));
+                reopens = MAX_REOPENS;
+                continue;
+            }
         }
         info!(call = %call, backend = %name, "the call moved to another audio device");
         let text = notice.unwrap_or_else(|| {
@@ -361,8 +392,10 @@ impl CallMedia {
 
     /// Stops media (RTCP BYE) and the device; returns the final figures.
     pub(crate) async fn stop(self) -> Option<QualityReport> {
-        let stats = self.channel.stop().await;
+        // The watcher first: it may be opening a device, which a hang-up
+        // must not wait for.
         let _ = self.stop_watcher.send(());
+        let stats = self.channel.stop().await;
         if let Ok(guard) = self.watcher.await {
             // Joining the device thread is bounded (about a second at most).
             let _ = tokio::task::spawn_blocking(move || guard.stop()).await;

@@ -3,8 +3,8 @@
 //! for by a proxy on behalf of a caller without timer support, a hang-up
 //! while a challenge is on its way, a refused hold, a re-INVITE without
 //! SDP whose answer comes in the ACK, a hold by UPDATE, and an INVITE
-//! without SDP, answered in the ACK or not at all, and one whose body is
-//! not SDP.
+//! without SDP, answered in the ACK or not at all, one whose body is not
+//! SDP, and a forked call answered by another callee than its early media's.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -337,5 +337,54 @@ async fn an_invite_with_a_body_that_is_not_sdp_gets_415() {
             "{event:?}"
         );
     }
+    phone.shutdown().await.unwrap();
+}
+
+/// RFC 3261 §13.2.2.4: a forked INVITE gets early media from one callee
+/// and the 200 from another. Media goes to the first, then follows the
+/// second's answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_follows_the_callee_that_answers_a_forked_call() {
+    let early = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let answered = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = |s: &tokio::net::UdpSocket| s.local_addr().unwrap().port().to_string();
+    let run = sipp("uas_forked_answer.xml")
+        .with_key("early_port", &port(&early))
+        .with_key("final_port", &port(&answered))
+        .with_call_duration(Duration::from_secs(2))
+        .spawn()
+        .unwrap();
+    let (phone, mut events) = phone("alice").await;
+    let call = phone
+        .dial(None, &format!("sip:service@{}", run.addr()))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    let first = tokio::time::timeout(Duration::from_secs(10), early.recv_from(&mut buf)).await;
+    assert!(first.is_ok(), "no early media reached the first callee");
+    let states = call_states(&mut events, None).await;
+    assert_eq!(
+        states,
+        vec![
+            CallState::Dialing,
+            CallState::EarlyMedia,
+            CallState::Connected,
+            CallState::Ended(EndReason::RemoteHangup)
+        ]
+    );
+    // The call ran about 2 s after the answer: RTP for all of it went to
+    // the callee that answered.
+    let mut packets = 0;
+    while let Ok(Ok(_)) =
+        tokio::time::timeout(Duration::from_millis(200), answered.recv_from(&mut buf)).await
+    {
+        packets += 1;
+    }
+    assert!(
+        packets >= 50,
+        "only {packets} RTP packets reached the callee that answered"
+    );
+    drop(call);
+    sipp_passed(run);
     phone.shutdown().await.unwrap();
 }
