@@ -114,7 +114,12 @@ pub struct Message {
     /// The first value of the topmost Via, parsed once: every transaction
     /// step reads it.
     top_via: Option<TopVia>,
+    /// Rewritten in canonical form; what the parser noted is stale.
     modified: bool,
+    /// A value was replaced in place (the top Via's `received` and `rport`,
+    /// RFC 3581): every other byte is as parsed, and so is what the parser
+    /// noted.
+    spliced: bool,
 }
 
 /// The first Via value: its header, its offset in the header's value, and
@@ -629,7 +634,7 @@ impl Message {
 
     /// Whether the message was changed since it was parsed or built.
     pub fn is_modified(&self) -> bool {
-        self.modified
+        self.modified || self.spliced
     }
 
     /// Appends a header line.
@@ -771,10 +776,55 @@ impl Message {
         if has_control(new.as_bytes()) {
             return false;
         }
-        let mut pieces = self.kept();
-        pieces[top.idx as usize] = Piece::New(HeaderName::Via, "Via", &new);
-        self.rewrite_with(None, &pieces, None, hint);
+        if self.modified {
+            let mut pieces = self.kept();
+            pieces[top.idx as usize] = Piece::New(HeaderName::Via, "Via", &new);
+            self.rewrite_with(None, &pieces, None, hint);
+        } else {
+            self.splice_value(top.idx as usize, &new, hint);
+        }
         true
+    }
+
+    /// Replaces header `idx`'s value with `value` in place, every other
+    /// byte as it was: what the parser noted stays valid, shifted.
+    fn splice_value(&mut self, idx: usize, value: &str, top_via: Option<TopVia>) {
+        let old = self.headers[idx].value;
+        let (start, end) = (old.start as usize, old.end as usize);
+        let Ok(grown) = u32::try_from(value.len()) else {
+            return;
+        };
+        let shrunk = old.end - old.start;
+        let shift = |at: &mut u32| {
+            if *at >= old.end {
+                *at = *at - shrunk + grown;
+            }
+        };
+        let mut out = BytesMut::with_capacity(self.buf.len() + value.len());
+        out.put_slice(&self.buf[..start]);
+        out.put_slice(value.as_bytes());
+        out.put_slice(&self.buf[end..]);
+        let head_end = self.head.len() + value.len() - (end - start);
+        for h in &mut self.headers {
+            for at in [
+                &mut h.name.start,
+                &mut h.name.end,
+                &mut h.value.start,
+                &mut h.value.end,
+            ] {
+                shift(at);
+            }
+        }
+        self.headers[idx].value.end = old.start + grown;
+        let (mut s, mut e) = self.parsed.cseq_method;
+        shift(&mut s);
+        shift(&mut e);
+        self.parsed.cseq_method = (s, e);
+        self.buf = out.freeze();
+        // Text spliced into text at a value's bounds: still UTF-8.
+        self.head = ByteString::try_from(self.buf.slice(..head_end)).unwrap_or_default();
+        self.top_via = top_via.or_else(|| TopVia::of(&self.head, &self.headers));
+        self.spliced = true;
     }
 
     fn replace_top_via_with(
@@ -1844,6 +1894,7 @@ fn finish(
         start,
         headers,
         modified: false,
+        spliced: false,
         buf: {
             let mut buf = buf;
             buf.truncate(end);
@@ -2227,6 +2278,35 @@ v=0\n";
                 .header("X", "a\r\nb")
                 .is_err()
         );
+    }
+
+    /// RFC 3581 in place: only the top Via changes; compact names, folds,
+    /// the body and what the parser noted (CSeq, Content-Length, From)
+    /// stay as they were.
+    #[test]
+    fn rfc3581_received_is_spliced_into_the_message_as_received() {
+        let raw = "INVITE sip:a@b SIP/2.0\r\nv: SIP/2.0/UDP 192.0.2.9:5070;rport;branch=z9hG4bKq\r\nf: <sip:a@b>;tag=1\r\nt: <sip:a@b>\r\ni: x\r\nSubject: one\r\n two\r\nCSeq: 7 INVITE\r\nMax-Forwards: 70\r\nl: 5\r\n\r\nhello";
+        let mut m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+        assert!(m.set_via_received("198.51.100.7".parse().unwrap(), Some(40000)));
+        let expected = raw.replace(
+            "5070;rport;branch=z9hG4bKq",
+            "5070;branch=z9hG4bKq;received=198.51.100.7;rport=40000",
+        );
+        assert_eq!(m.to_bytes(), expected.as_bytes());
+        assert!(m.is_modified());
+        assert_eq!(m, Message::parse(expected.into_bytes()).unwrap());
+        assert_eq!(m.cseq().unwrap().seq, 7);
+        assert_eq!(m.cseq().unwrap().method(), Method::Invite);
+        assert_eq!(m.content_length(), Some(5));
+        assert_eq!(m.from().unwrap().tag(), Some("1"));
+        assert_eq!(m.header("Subject"), Some("one\r\n two"));
+        assert_eq!(m.body(), b"hello");
+        assert_eq!(m.via().unwrap().branch(), Some("z9hG4bKq"));
+        m.validate().unwrap();
+        // The canonical form is written from the spliced message.
+        let canonical = Message::parse(m.canonical()).unwrap();
+        assert_eq!(canonical.via().unwrap(), m.via().unwrap());
+        assert_eq!(canonical.header("Subject"), Some("one two"));
     }
 
     #[test]
