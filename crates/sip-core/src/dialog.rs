@@ -333,6 +333,16 @@ impl UasInviteResponder {
         }
     }
 
+    /// Whether `ack` acknowledges this 2xx: its CSeq number is the
+    /// INVITE's (§13.2.2.4). A retransmitted ACK of an earlier 2xx in the
+    /// dialog has an older one and must not end these retransmissions.
+    pub fn acknowledges(&self, ack: &Message) -> bool {
+        matches!(
+            (ack.cseq(), self.response.cseq()),
+            (Ok(a), Ok(ours)) if a.seq == ours.seq
+        )
+    }
+
     /// The ACK arrived: stop.
     pub fn handle_ack(&mut self) {
         self.acked = true;

@@ -2511,10 +2511,18 @@ impl Engine {
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
         };
-        if let Some((r, _)) = leg.responder.as_mut() {
-            r.handle_ack();
-            leg.responder = None;
+        // Only the ACK of the 2xx being resent counts: a retransmitted ACK
+        // of an earlier one (after a re-INVITE) carries no answer to our
+        // latest offer.
+        let Some((r, _)) = leg.responder.as_mut() else {
+            return;
+        };
+        if !r.acknowledges(request) {
+            debug!(call = %id, "an ACK for an earlier 2xx");
+            return;
         }
+        r.handle_ack();
+        leg.responder = None;
         if !std::mem::take(&mut leg.answer_in_ack) {
             return;
         }

@@ -4,7 +4,8 @@
 //! while a challenge is on its way, a refused hold, a re-INVITE without
 //! SDP whose answer comes in the ACK, a hold by UPDATE, and an INVITE
 //! without SDP, answered in the ACK or not at all, one whose body is not
-//! SDP, and a forked call answered by another callee than its early media's.
+//! SDP, a forked call answered by another callee than its early media's,
+//! and a stale ACK between a re-INVITE's 200 and its own ACK.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -387,4 +388,22 @@ async fn media_follows_the_callee_that_answers_a_forked_call() {
     drop(call);
     sipp_passed(run);
     phone.shutdown().await.unwrap();
+}
+
+/// RFC 3261 §13.2.2.4: the ACK of a re-INVITE's 200 has the re-INVITE's
+/// CSeq. A repeated ACK of the first 200 (CSeq 1) arriving first is no
+/// answer to the offer in the re-INVITE's 200; the right ACK's `inactive`
+/// still puts the call on hold from the far side.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_ack_is_not_the_answer_to_a_re_invite() {
+    let (states, _) = answer_sipp("uac_reinvite_stale_ack.xml").await;
+    let held = CallState::OnHold {
+        local: false,
+        remote: true,
+    };
+    assert!(states.contains(&held), "{states:?}");
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteHangup))
+    );
 }
