@@ -25,4 +25,10 @@ fuzz_target!(|data: &[u8]| {
     let _ = msg.vias().count() + msg.contacts().count() + msg.routes().count();
     let _ = msg.www_authenticate().count() + msg.authorization().count();
     let _ = (msg.event(), msg.replaces(), msg.session_expires(), msg.refer_to());
+    // Multipart bodies: any part found lies within the body.
+    if let Some(part) = msg.body_of_type("application", "sdp") {
+        let body = msg.body().as_ptr_range();
+        let part = part.as_ptr_range();
+        assert!(body.start <= part.start && part.end <= body.end);
+    }
 });

@@ -22,6 +22,14 @@ pub enum StoreError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The database file could not be created.
+    #[error("creating the contact store {path}: {source}")]
+    Create {
+        /// The database file.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// The database file could not be opened or set up.
     #[error("opening the contact store {path}: {source}")]
     Open {

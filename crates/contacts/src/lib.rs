@@ -112,6 +112,29 @@ mod search;
 mod store;
 
 pub use error::{StoreError, SyncError};
+
+/// Creates `dir` and its missing parents for the owner only (mode 0700):
+/// contacts are personal data.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Writes `bytes` to a new or truncated file readable by the owner only
+/// (mode 0600 when it is created).
+fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
 pub use exchange::{ExchangeSource, SELECT as GRAPH_SELECT, graph_to_contact};
 pub use google::{GoogleSource, PERSON_FIELDS, person_to_contact};
 pub use ldap::{

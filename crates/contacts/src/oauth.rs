@@ -153,13 +153,26 @@ impl fmt::Display for RefreshToken {
 }
 
 /// An OAuth client registration and the authorization server's endpoints.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct OAuthConfig {
     client_id: String,
     client_secret: Option<String>,
     auth_url: String,
     token_url: String,
     scopes: Vec<String>,
+}
+
+impl fmt::Debug for OAuthConfig {
+    /// The client secret is shown only as present or not.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthConfig")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "***"))
+            .field("auth_url", &self.auth_url)
+            .field("token_url", &self.token_url)
+            .field("scopes", &self.scopes)
+            .finish()
+    }
 }
 
 impl OAuthConfig {
@@ -449,11 +462,24 @@ fn token_error<E: std::error::Error + 'static>(
 }
 
 /// Access to one account: a refresh token and the current access token.
-#[derive(Debug)]
 pub struct OAuthSession {
     config: OAuthConfig,
     refresh: RefreshToken,
     access: Option<(String, Option<Instant>)>,
+}
+
+impl fmt::Debug for OAuthSession {
+    /// The bearer token is a secret: shown only as present or not.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OAuthSession")
+            .field("config", &self.config)
+            .field("refresh", &self.refresh)
+            .field(
+                "access",
+                &self.access.as_ref().map(|(_, expires)| ("***", expires)),
+            )
+            .finish()
+    }
 }
 
 impl OAuthSession {
@@ -838,6 +864,20 @@ fn loopback_host(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let mut session = OAuthSession::new(
+            OAuthConfig::google("client-1").with_client_secret("client-secret-planted"),
+            RefreshToken::new("refresh-planted"),
+        );
+        session.access = Some(("access-planted".into(), None));
+        let shown = format!("{session:?}");
+        assert!(shown.contains("client-1"), "{shown}");
+        for secret in ["client-secret-planted", "refresh-planted", "access-planted"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     #[test]
     fn plain_http_goes_only_to_this_machine() {

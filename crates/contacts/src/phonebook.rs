@@ -96,7 +96,7 @@ impl Contacts {
     /// [`StoreError::ProfileDir`], and as [`Store::open`].
     pub fn open(profile_dir: impl AsRef<Path>) -> Result<Self, StoreError> {
         let dir = profile_dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::ProfileDir {
+        crate::private_dir(&dir).map_err(|source| StoreError::ProfileDir {
             path: dir.clone(),
             source,
         })?;
@@ -550,5 +550,24 @@ impl Contacts {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    /// Contacts are personal data: other users on the machine read none.
+    #[test]
+    fn the_store_and_its_photos_are_the_owners_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("profile");
+        let _contacts = Contacts::open(&profile).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&profile), 0o700);
+        assert_eq!(mode(&profile.join(DATABASE_FILE)), 0o600);
+        assert_eq!(mode(&profile.join(PHOTO_DIR)), 0o700);
     }
 }

@@ -56,7 +56,7 @@ impl PhotoCache {
     /// [`PhotoError::Io`] when the directory cannot be created.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, PhotoError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(|source| PhotoError::Io {
+        crate::private_dir(&dir).map_err(|source| PhotoError::Io {
             path: dir.clone(),
             source,
         })?;
@@ -104,7 +104,7 @@ impl PhotoCache {
         if !path.is_file() {
             // Write beside it and rename, so a reader never sees half a file.
             let tmp = self.dir.join(format!(".{}.tmp", photo.sha256));
-            fs::write(&tmp, bytes).map_err(|source| PhotoError::Io {
+            crate::write_private(&tmp, bytes).map_err(|source| PhotoError::Io {
                 path: tmp.clone(),
                 source,
             })?;

@@ -135,6 +135,13 @@ impl Store {
             path: path.to_path_buf(),
             source,
         };
+        // The owner's only; SQLite gives its journal files the same mode.
+        if !path.exists() {
+            crate::write_private(path, b"").map_err(|source| StoreError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open_err)?;

@@ -41,14 +41,16 @@ pub(crate) enum Fetched {
 }
 
 /// Fetches `url`; `cached` supplies the validators for a conditional
-/// request.
+/// request. Credentials go to the origin of `root` only: the provisioning
+/// URL, also when fetching the documents it includes and their redirects.
 pub(crate) async fn fetch(
     client: &reqwest::Client,
     policy: &FetchPolicy,
     url: &Url,
+    root: &Url,
     cached: Option<&CachedDocument>,
 ) -> Result<Fetched, ProvisionError> {
-    let origin = url.origin();
+    let origin = root.origin();
     let mut current = url.clone();
     let mut visited = vec![current.clone()];
     let mut authorization: Option<String> = None;

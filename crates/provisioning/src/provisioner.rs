@@ -183,6 +183,7 @@ impl Provisioner {
         let root = template::resolve(&settings.url, &placeholders, None)?;
         let mut check = Check {
             inner,
+            root: root.clone(),
             placeholders,
             documents: Vec::new(),
             cache_updates: Vec::new(),
@@ -282,6 +283,8 @@ fn client(settings: &Settings) -> Result<reqwest::Client, ProvisionError> {
 /// The state of one check.
 struct Check<'p> {
     inner: &'p Inner,
+    /// The provisioning URL: only its origin is given credentials.
+    root: Url,
     placeholders: Placeholders,
     documents: Vec<DocumentSource>,
     cache_updates: Vec<(String, CachedDocument)>,
@@ -313,6 +316,7 @@ impl Check<'_> {
                 &self.inner.client,
                 &self.inner.policy,
                 &url,
+                &self.root,
                 cached.as_ref(),
             )
             .await?;

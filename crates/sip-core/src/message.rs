@@ -325,6 +325,47 @@ impl Message {
         self.buf.get(self.head.len() + 2..).unwrap_or_default()
     }
 
+    /// The body if it is of type `mtype/subtype`, or the first part of that
+    /// type in a multipart body (RFC 5621, as gateways send SDP beside
+    /// ISUP); `None` when there is no such content. A body without a
+    /// Content-Type is taken to be of the type asked for; one whose
+    /// Content-Type does not parse is of none.
+    ///
+    /// ```
+    /// use sip_core::Message;
+    ///
+    /// let msg = Message::parse(&b"INVITE sip:bob@example.com SIP/2.0\r\n\
+    ///     Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\n\
+    ///     To: <sip:bob@example.com>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\
+    ///     Content-Type: multipart/mixed;boundary=unique\r\n\r\n\
+    ///     --unique\r\nContent-Type: application/sdp\r\n\r\nv=0\r\n\
+    ///     --unique\r\nContent-Type: application/isup\r\n\r\nxx\r\n--unique--"[..])?;
+    /// assert_eq!(msg.body_of_type("application", "sdp"), Some(&b"v=0"[..]));
+    /// assert_eq!(msg.body_of_type("text", "plain"), None);
+    /// # Ok::<(), sip_core::ParseError>(())
+    /// ```
+    pub fn body_of_type(&self, mtype: &str, subtype: &str) -> Option<&[u8]> {
+        let body = self.body();
+        if body.is_empty() {
+            return None;
+        }
+        let ct = match self.content_type() {
+            Ok(Some(ct)) => ct,
+            Ok(None) => return Some(body),
+            Err(_) => return None,
+        };
+        if ct.is(mtype, subtype) {
+            return Some(body);
+        }
+        if !ct.mtype.eq_ignore_ascii_case("multipart") {
+            return None;
+        }
+        let boundary = ct.params.get("boundary").flatten()?;
+        multipart_parts(body, boundary.as_bytes())
+            .find(|(part_type, _)| part_type.as_ref().is_some_and(|t| t.is(mtype, subtype)))
+            .map(|(_, content)| content)
+    }
+
     /// Every header line in order.
     pub fn headers(&self) -> impl Iterator<Item = HeaderField<'_>> + '_ {
         self.headers.iter().map(|h| HeaderField {
@@ -1345,6 +1386,67 @@ fn new_piece<'a>(name: &'a str, value: &'a str) -> Result<Piece<'a>, BuildError>
     Ok(Piece::New(kind, name, value.trim_matches([' ', '\t'])))
 }
 
+/// Most parts read from one multipart body; the rest are ignored.
+const MAX_PARTS: usize = 16;
+
+/// The parts of a multipart body (RFC 2046 §5.1.1) between its delimiter
+/// lines: each part's Content-Type (`None` when it has none, or one that
+/// does not parse) and its content. Nested multiparts are not opened.
+fn multipart_parts<'b>(
+    body: &'b [u8],
+    boundary: &'b [u8],
+) -> impl Iterator<Item = (Option<ContentType<'b>>, &'b [u8])> + 'b {
+    let mut delimiter = Vec::with_capacity(boundary.len() + 4);
+    delimiter.extend_from_slice(b"\r\n--");
+    delimiter.extend_from_slice(boundary);
+    // The first delimiter may open the body, without the CRLF before it.
+    let mut at = if body.starts_with(&delimiter[2..]) {
+        Some(delimiter.len() - 2)
+    } else {
+        memchr::memmem::find(body, &delimiter).map(|i| i + delimiter.len())
+    };
+    let mut parts = 0;
+    std::iter::from_fn(move || {
+        let start = at?;
+        parts += 1;
+        let rest = body.get(start..)?;
+        // "--" after the boundary closes the body; else padding and CRLF.
+        if parts > MAX_PARTS || rest.starts_with(b"--") || boundary.is_empty() {
+            at = None;
+            return None;
+        }
+        let line_end = memchr::memmem::find(rest, b"\r\n")?;
+        if !rest[..line_end].iter().all(|&c| c == b' ' || c == b'\t') {
+            at = None;
+            return None;
+        }
+        let part_start = start + line_end + 2;
+        let part = body.get(part_start..)?;
+        let part_end = memchr::memmem::find(part, &delimiter);
+        at = part_end.map(|e| part_start + e + delimiter.len());
+        let part = &part[..part_end.unwrap_or(part.len())];
+        // Headers up to the empty line; none when the part opens with it.
+        let (headers, content) = if part.starts_with(b"\r\n") {
+            (&part[..0], &part[2..])
+        } else {
+            match memchr::memmem::find(part, b"\r\n\r\n") {
+                Some(e) => (&part[..e], &part[e + 4..]),
+                None => (part, &part[part.len()..]),
+            }
+        };
+        let part_type = std::str::from_utf8(headers).ok().and_then(|h| {
+            h.split("\r\n").find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("content-type")
+                    .then(|| ContentType::parse(value.trim()).ok())
+                    .flatten()
+            })
+        });
+        Some((part_type, content))
+    })
+}
+
 impl PartialEq for Message {
     /// Messages are equal when their start lines, header names (compact and
     /// full forms alike), unfolded header values and bodies are equal.
@@ -2278,6 +2380,49 @@ v=0\n";
                 .header("X", "a\r\nb")
                 .is_err()
         );
+    }
+
+    fn with_body(content_type: &str, body: &str) -> Message {
+        let raw = format!(
+            "INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        Message::parse(raw.into_bytes()).unwrap()
+    }
+
+    /// RFC 5621 and RFC 2046 §5.1.1: the SDP part of a multipart body, with
+    /// a preamble, a quoted boundary, padding after a delimiter, a part
+    /// without headers and an epilogue; a plain body; no Content-Type.
+    #[test]
+    fn rfc5621_the_sdp_part_of_a_multipart_body() {
+        let body = "preamble\r\n--b 1\r\n\r\nno headers\r\n--b 1 \t\r\nContent-Type: application/ISUP;version=nxv3\r\n\r\n\u{1}\u{2}\r\n--b 1\r\ncontent-type : Application/SDP\r\n\r\nv=0\r\nm=audio 4000 RTP/AVP 0\r\n\r\n--b 1--\r\nepilogue";
+        let m = with_body("Content-Type: multipart/mixed; boundary=\"b 1\"\r\n", body);
+        assert_eq!(
+            m.body_of_type("application", "sdp"),
+            Some(&b"v=0\r\nm=audio 4000 RTP/AVP 0\r\n"[..])
+        );
+        assert_eq!(
+            m.body_of_type("application", "isup"),
+            Some(&b"\x01\x02"[..])
+        );
+        assert_eq!(m.body_of_type("text", "html"), None);
+        let sdp = with_body("Content-Type: application/sdp\r\n", "v=0\r\n");
+        assert_eq!(
+            sdp.body_of_type("application", "sdp"),
+            Some(&b"v=0\r\n"[..])
+        );
+        assert_eq!(sdp.body_of_type("application", "isup"), None);
+        let untyped = with_body("", "v=0\r\n");
+        assert_eq!(
+            untyped.body_of_type("application", "sdp"),
+            Some(&b"v=0\r\n"[..])
+        );
+        assert_eq!(with_body("", "").body_of_type("application", "sdp"), None);
+        // No boundary, or one that never appears: no part.
+        let bare = with_body("Content-Type: multipart/mixed\r\n", body);
+        assert_eq!(bare.body_of_type("application", "sdp"), None);
+        let other = with_body("Content-Type: multipart/mixed;boundary=zz\r\n", body);
+        assert_eq!(other.body_of_type("application", "sdp"), None);
     }
 
     /// RFC 3581 in place: only the top Via changes; compact names, folds,

@@ -366,6 +366,8 @@ struct Engine {
     handles: mpsc::WeakUnboundedSender<Command>,
     /// When calls older than the retention window are next purged.
     next_purge: Instant,
+    /// When the last check-sync NOTIFY was passed on to the application.
+    last_check_sync: Option<Instant>,
     /// The TLS trust, loaded when an account, proxy or TURN server needs it.
     tls: Option<TlsClientConfig>,
     /// Where outbound flows' connection attempts report back.
@@ -454,6 +456,7 @@ pub(crate) async fn start(
         shutting_down: None,
         handles: commands.downgrade(),
         next_purge: sip_tokio::now(),
+        last_check_sync: None,
         tls,
         flow_connects,
     };
@@ -488,23 +491,28 @@ fn push_token(config: &PhoneConfig) -> Result<Option<proxy_client::push::PushTok
     }))
 }
 
+/// The TLS trust: every configured anchor (`<ca-file>` and `<ca-pem>`
+/// alike) and nothing else, or the system's roots when none is configured.
 fn tls_client(config: &PhoneConfig) -> Result<TlsClientConfig, PhoneError> {
     use config_export::TrustAnchor;
-    let files: Vec<&str> = config
-        .config
-        .tls
-        .trust
-        .iter()
-        .filter_map(|t| match t {
-            TrustAnchor::File(f) => Some(f.as_str()),
-            _ => None,
-        })
-        .collect();
-    let result = match files.first() {
-        Some(f) => TlsClientConfig::with_ca_file(f),
-        None => TlsClientConfig::with_system_roots(),
-    };
-    result.map_err(|e| PhoneError::Config(format!("TLS trust: {e}")))
+    let anchors = &config.config.tls.trust;
+    if anchors.is_empty() {
+        return TlsClientConfig::with_system_roots()
+            .map_err(|e| PhoneError::Config(format!("TLS trust: {e}")));
+    }
+    let mut pem = Vec::new();
+    for anchor in anchors {
+        match anchor {
+            TrustAnchor::File(f) => {
+                let text = std::fs::read(f)
+                    .map_err(|e| PhoneError::Config(format!("TLS trust: {f}: {e}")))?;
+                pem.extend_from_slice(&text);
+            }
+            TrustAnchor::Pem(text) => pem.extend_from_slice(text.as_bytes()),
+        }
+        pem.push(b'\n');
+    }
+    TlsClientConfig::with_ca_pem(&pem).map_err(|e| PhoneError::Config(format!("TLS trust: {e}")))
 }
 
 /// The host, port and transport a SIP URI points at.
@@ -1995,15 +2003,10 @@ impl Engine {
     }
 
     /// Answers 415 naming SDP (RFC 3261 §8.2.3) when `request` carries a
-    /// body that is not SDP, and says so; a body without a Content-Type is
-    /// tried as SDP.
+    /// body that is neither SDP nor a multipart with an SDP part, and says
+    /// so; a body without a Content-Type is tried as SDP.
     fn refuse_non_sdp(&mut self, tx: ServerTxId, request: &Message) -> bool {
-        let sdp = request.body().is_empty()
-            || request
-                .content_type()
-                .ok()
-                .flatten()
-                .is_none_or(|t| t.is("application", "sdp"));
+        let sdp = request.body().is_empty() || sdp_of(request).is_some();
         if !sdp {
             self.respond_with(
                 tx,
@@ -2057,7 +2060,26 @@ impl Engine {
                     .flatten()
                     .is_some_and(|e| e.value.eq_ignore_ascii_case("check-sync")) =>
             {
+                // Only the PBX may ask: anyone else on the network could
+                // make the phone re-provision as often as it likes.
+                let from_pbx = self
+                    .accounts
+                    .iter()
+                    .any(|a| a.servers.iter().any(|s| s.addr.ip() == source.addr.ip()));
+                if !from_pbx {
+                    self.respond(tx, &request, 403, "Forbidden");
+                    return;
+                }
                 self.respond(tx, &request, 200, "OK");
+                let now = self.now();
+                if self
+                    .last_check_sync
+                    .is_some_and(|t| now < t + CHECK_SYNC_INTERVAL)
+                {
+                    debug!("check-sync again within a minute: passed over");
+                    return;
+                }
+                self.last_check_sync = Some(now);
                 self.emit(PhoneEvent::CheckSync);
             }
             _ => self.respond(tx, &request, 405, "Method Not Allowed"),
@@ -2086,15 +2108,12 @@ impl Engine {
         // An INVITE without SDP (RFC 3261 §13.2.1, as from a PBX's call
         // pickup or third-party call control) gets our offer in the 200 and
         // its answer in the ACK.
-        let offer = if request.body().is_empty() {
-            None
-        } else {
-            match SessionDescription::parse_bytes(request.body()) {
-                Ok(o) => Some(o),
-                Err(_) => {
-                    self.respond(tx, &request, 400, "Bad Request");
-                    return;
-                }
+        let offer = match sdp_of(&request).map(SessionDescription::parse_bytes) {
+            None => None,
+            Some(Ok(o)) => Some(o),
+            Some(Err(_)) => {
+                self.respond(tx, &request, 400, "Bad Request");
+                return;
             }
         };
         let Some(local) = self.accounts[ai].local.or(Some(self.udp_local)) else {
@@ -2399,27 +2418,25 @@ impl Engine {
             self.respond(tx, &request, 491, "Request Pending");
             return;
         }
-        let result = if request.body().is_empty() {
+        let offered = sdp_of(&request);
+        let result = match offered.map(SessionDescription::parse_bytes) {
             // No offer: ours goes in the 200 and the answer comes in the
             // ACK; the current session stays until then.
-            leg.negotiation.create_offer().map(|sdp| (sdp, None))
-        } else {
-            match SessionDescription::parse_bytes(request.body()) {
-                Ok(offer) => leg
-                    .negotiation
-                    .handle_offer(&offer)
-                    .map(|a| (a.description, a.audio)),
-                Err(_) => {
-                    self.respond(tx, &request, 400, "Bad Request");
-                    return;
-                }
+            None => leg.negotiation.create_offer().map(|sdp| (sdp, None)),
+            Some(Ok(offer)) => leg
+                .negotiation
+                .handle_offer(&offer)
+                .map(|a| (a.description, a.audio)),
+            Some(Err(_)) => {
+                self.respond(tx, &request, 400, "Bad Request");
+                return;
             }
         };
         let Ok((sdp, negotiated)) = result else {
             self.respond(tx, &request, 488, "Not Acceptable Here");
             return;
         };
-        leg.answer_in_ack = request.body().is_empty();
+        leg.answer_in_ack = offered.is_none();
         let contact = self.accounts[leg.account].contact().unwrap_or_default();
         let mut b = Message::response_to(&request, 200, "OK")
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
@@ -2456,13 +2473,13 @@ impl Engine {
         };
         let mut negotiated = None;
         let mut answer = None;
-        if !request.body().is_empty() {
+        if let Some(sdp) = sdp_of(&request) {
             if leg.negotiation.is_offer_pending() {
                 // An offer of ours is open (§5.2): the peer tries later.
                 self.respond(tx, &request, 491, "Request Pending");
                 return;
             }
-            let Ok(offer) = SessionDescription::parse_bytes(request.body()) else {
+            let Ok(offer) = SessionDescription::parse_bytes(sdp) else {
                 self.respond(tx, &request, 400, "Bad Request");
                 return;
             };
@@ -2526,9 +2543,7 @@ impl Engine {
         if !std::mem::take(&mut leg.answer_in_ack) {
             return;
         }
-        let answer = SessionDescription::parse_bytes(request.body())
-            .ok()
-            .filter(|_| !request.body().is_empty());
+        let answer = sdp_of(request).and_then(|b| SessionDescription::parse_bytes(b).ok());
         let problem = match answer.map(|a| leg.negotiation.handle_answer(&a)) {
             Some(Ok(n)) => {
                 self.apply_negotiated(id, n).await;
@@ -2746,9 +2761,8 @@ impl Engine {
                     leg.dialog = Dialog::as_uac(&leg.invite, &response, &contact);
                 }
                 let mut state = CallState::Ringing;
-                if !response.body().is_empty()
-                    && leg.negotiation.is_offer_pending()
-                    && let Ok(answer) = SessionDescription::parse_bytes(response.body())
+                if leg.negotiation.is_offer_pending()
+                    && let Some(Ok(answer)) = sdp_of(&response).map(SessionDescription::parse_bytes)
                 {
                     match leg.negotiation.handle_answer(&answer) {
                         Ok(n) => {
@@ -2796,9 +2810,8 @@ impl Engine {
                 }
                 let tag = to_tag(&response);
                 let forked = leg.answer_tag.is_some() && leg.answer_tag != tag;
-                let answer = SessionDescription::parse_bytes(response.body())
-                    .ok()
-                    .filter(|_| !response.body().is_empty());
+                let answer =
+                    sdp_of(&response).and_then(|b| SessionDescription::parse_bytes(b).ok());
                 let negotiated = if leg.negotiation.is_offer_pending() {
                     Some(answer.map_or(
                         Err(media_engine::negotiation::NegotiationError::NoPendingOffer),
@@ -2935,8 +2948,8 @@ impl Engine {
             if let Some(t) = leg.timer.as_mut() {
                 t.rearm(now);
             }
-            let negotiated = SessionDescription::parse_bytes(response.body())
-                .ok()
+            let negotiated = sdp_of(&response)
+                .and_then(|b| SessionDescription::parse_bytes(b).ok())
                 .map(|a| leg.negotiation.handle_answer(&a));
             match negotiated {
                 Some(Ok(n)) => {
@@ -2984,6 +2997,16 @@ fn hold_direction(hold: bool) -> Direction {
 
 /// Where a stateless 2xx retransmission goes: back to the request's source
 /// (RFC 3581).
+/// At most one check-sync NOTIFY a minute reaches the application,
+/// however often the PBX sends them.
+const CHECK_SYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// The session description a message carries: its body, or the SDP part
+/// of a multipart body (RFC 5621); `None` without one.
+fn sdp_of(message: &Message) -> Option<&[u8]> {
+    message.body_of_type("application", "sdp")
+}
+
 /// The To tag of a response: which callee sent it.
 fn to_tag(response: &Message) -> Option<String> {
     response.to().ok().and_then(|t| t.tag().map(str::to_owned))

@@ -318,36 +318,61 @@ async fn calls_older_than_the_retention_window_are_purged_at_start() {
     phone.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_check_sync_notify_is_answered_and_reported() {
-    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let local = socket.local_addr().unwrap();
+/// Sends NOTIFY check-sync number `n` from `socket` to the phone at `to`
+/// and returns the status line's start, e.g. `SIP/2.0 200`.
+async fn check_sync(socket: &tokio::net::UdpSocket, to: SocketAddr, n: u32) -> String {
     let notify = format!(
         "NOTIFY sip:alice@{to} SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {local};branch=z9hG4bKcheck1\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bKcheck{n}\r\n\
          Max-Forwards: 70\r\n\
-         From: <sip:pbx@127.0.0.1>;tag=pbx1\r\n\
+         From: <sip:pbx@127.0.0.1>;tag=pbx{n}\r\n\
          To: <sip:alice@127.0.0.1>\r\n\
-         Call-ID: check-sync-1@127.0.0.1\r\n\
+         Call-ID: check-sync-{n}@127.0.0.1\r\n\
          CSeq: 1 NOTIFY\r\n\
          Event: check-sync\r\n\
          Subscription-State: terminated\r\n\
          Content-Length: 0\r\n\r\n",
-        to = alice.addr
+        local = socket.local_addr().unwrap()
     );
-    socket.send_to(notify.as_bytes(), alice.addr).await.unwrap();
+    socket.send_to(notify.as_bytes(), to).await.unwrap();
     let mut buf = vec![0u8; 4096];
-    let (n, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buf))
+    let (len, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buf))
         .await
         .unwrap()
         .unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
-    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+    String::from_utf8_lossy(&buf[..len])
+        .chars()
+        .take(11)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_check_sync_notify_is_answered_and_reported() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    // The account's server is 127.0.0.1: the PBX. 127.0.0.2 is someone else.
+    let pbx = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let stranger = tokio::net::UdpSocket::bind("127.0.0.2:0").await.unwrap();
+    assert_eq!(check_sync(&stranger, alice.addr, 1).await, "SIP/2.0 403");
+    assert_eq!(check_sync(&pbx, alice.addr, 2).await, "SIP/2.0 200");
     next_event(&mut alice.events, "the check-sync event", |e| {
         matches!(e, PhoneEvent::CheckSync)
     })
     .await;
+    // Asked again at once: answered, but one re-check a minute is enough.
+    assert_eq!(check_sync(&pbx, alice.addr, 3).await, "SIP/2.0 200");
+    let again = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(e) = alice.events.next().await {
+            if matches!(e, PhoneEvent::CheckSync) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(
+        !again.unwrap_or(false),
+        "a second check-sync within a minute"
+    );
     alice.phone.shutdown().await.unwrap();
 }
 

@@ -5,7 +5,8 @@
 //! SDP whose answer comes in the ACK, a hold by UPDATE, and an INVITE
 //! without SDP, answered in the ACK or not at all, one whose body is not
 //! SDP, a forked call answered by another callee than its early media's,
-//! and a stale ACK between a re-INVITE's 200 and its own ACK.
+//! a stale ACK between a re-INVITE's 200 and its own ACK, and an offer in
+//! a multipart body.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -406,4 +407,20 @@ async fn a_stale_ack_is_not_the_answer_to_a_re_invite() {
         states.last(),
         Some(&CallState::Ended(EndReason::RemoteHangup))
     );
+}
+
+/// RFC 5621: an offer in a multipart/mixed body beside ISUP, as gateways
+/// send it, is answered from its SDP part (sipp checks the answer), and
+/// media flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_in_a_multipart_body_is_answered() {
+    let (states, sent) = answer_sipp("uac_multipart_offer.xml").await;
+    assert_eq!(
+        states,
+        vec![
+            CallState::Connected,
+            CallState::Ended(EndReason::RemoteHangup)
+        ]
+    );
+    assert!(sent >= 50, "only {sent} RTP packets went out in 2 s");
 }

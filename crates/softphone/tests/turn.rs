@@ -54,7 +54,10 @@ async fn party_with(
         extra: Default::default(),
     });
     if let Some(ca) = ca {
-        c.tls.trust = vec![TrustAnchor::File(ca.ca_cert_path().display().to_string())];
+        // As provisioned inline (`<ca-pem>`); relay.rs covers `<ca-file>`.
+        c.tls.trust = vec![TrustAnchor::Pem(
+            std::fs::read_to_string(ca.ca_cert_path()).unwrap(),
+        )];
     }
     let mut pc = PhoneConfig::new(c);
     pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);

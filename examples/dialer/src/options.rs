@@ -242,7 +242,12 @@ pub(crate) fn profile_dir(given: Option<&Path>) -> Result<PathBuf> {
             .map(|p| p.data_dir().to_path_buf())
             .ok_or_else(|| usage("no home directory: pass --profile DIR"))?,
     };
-    std::fs::create_dir_all(&dir)
+    // The profile holds the history, contacts and settings: the owner's only.
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(&dir)
         .with_context(|| format!("creating the profile directory {}", dir.display()))?;
     Ok(dir)
 }

@@ -96,10 +96,7 @@ pub(crate) fn export(profile: &Path, file: &Path) -> Result<bool> {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>(),
     });
-    let tmp = file.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&document)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    crate::profile::write_private(file, &serde_json::to_vec_pretty(&document)?)?;
     println!(
         "exported {} call(s), {} contact(s) and {} log file(s) to {}",
         document["call_history"].as_array().map_or(0, Vec::len),

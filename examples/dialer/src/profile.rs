@@ -71,12 +71,42 @@ fn save_overrides(profile: &Path, overrides: &LocalOverrides) -> Result<()> {
             Override::Clear => json!({"path": p, "clear": true}),
         })
         .collect();
-    let path = profile.join(OVERRIDES_FILE);
-    let tmp = profile.join(format!("{OVERRIDES_FILE}.tmp"));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&list)?)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("replacing {}", path.display()))?;
+    // Local settings may hold passwords.
+    write_private(
+        &profile.join(OVERRIDES_FILE),
+        &serde_json::to_vec_pretty(&list)?,
+    )
+}
+
+/// Writes `bytes` to `path` readable by the owner only (mode 0600), all or
+/// nothing: into a fresh temporary file beside it, synced, then renamed
+/// over it. The temporary file goes when anything fails.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    // tempfile creates it with O_EXCL and mode 0600.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".dialer-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("writing {}", path.display()))?;
     Ok(())
+}
+
+/// Whether a setting's path names a secret, whose value is never printed.
+fn is_secret(path: &str) -> bool {
+    matches!(
+        path.rsplit('/').next(),
+        Some("password" | "bind-password" | "refresh-token" | "prid")
+    )
 }
 
 /// The configuration in effect: stored document plus local overrides.
@@ -116,9 +146,9 @@ pub(crate) async fn provision(
     // Kept for re-checks the PBX asks for (NOTIFY check-sync); the password
     // is not stored: a re-check takes it from DIALER_PROVISIONING_PASSWORD.
     let source = json!({"url": url, "user": user, "ca": ca.map(|c| c.display().to_string())});
-    std::fs::write(
-        profile.join(SOURCE_FILE),
-        serde_json::to_vec_pretty(&source)?,
+    write_private(
+        &profile.join(SOURCE_FILE),
+        &serde_json::to_vec_pretty(&source)?,
     )
     .context("remembering the provisioning URL")?;
     println!(
@@ -222,7 +252,11 @@ pub(crate) fn set(profile: &Path, key: &str, value: &str) -> Result<bool> {
     if key == "crash_reports" && merged.config.privacy.crash_reports {
         println!("crash reports on: reports are scrubbed of personal data before they are sent");
     }
-    println!("{path} = {}", expand_value(value));
+    if is_secret(&path) {
+        println!("{path} = ***");
+    } else {
+        println!("{path} = {}", expand_value(value));
+    }
     Ok(true)
 }
 
@@ -263,14 +297,8 @@ pub(crate) fn export(profile: &Path, file: &Path, plaintext: bool, redacted: boo
     } else {
         Export::new(&config).encrypt(&passphrase(true)?)?
     };
-    let tmp = file.with_extension("tmp");
-    {
-        let mut f =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, file).with_context(|| format!("writing {}", file.display()))?;
+    // Even encrypted, an export is the user's own: nobody else reads it.
+    write_private(file, text.as_bytes())?;
     println!(
         "exported {} account(s) to {} ({})",
         config.accounts.len(),

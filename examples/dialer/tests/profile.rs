@@ -8,6 +8,7 @@
 mod common;
 use common::dialer_with;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
 use testkit::{HttpServer, Kamailio, Resource, TestCa};
@@ -159,6 +160,18 @@ fn provision_register_configure_export_and_import() {
         &[],
     );
     assert!(r.ok && r.out.contains("warning"), "{}", r.out);
+    // Exports and the profile are the owner's only, and no temporary file
+    // is left beside them.
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&plain), 0o600, "plaintext export");
+    assert_eq!(mode(&export), 0o600, "encrypted export");
+    assert_eq!(mode(&profile), 0o700, "profile directory");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     server.serve(
         "/exported.xml",
         Resource::document(std::fs::read_to_string(&plain).unwrap()),
@@ -186,4 +199,13 @@ fn provision_register_configure_export_and_import() {
             .unwrap()
             .contains(&password)
     );
+
+    // A password set locally is not printed back.
+    let r = dialer_with(
+        &profile,
+        &["config", "set", "account[office]/password", "hunter2-local"],
+        &[],
+    );
+    assert!(r.ok && r.out.contains("***"), "{}", r.out);
+    assert!(!r.out.contains("hunter2-local"), "{}", r.out);
 }

@@ -283,6 +283,45 @@ async fn credentials_are_not_sent_to_another_origin() {
     assert_eq!(doc[0].header("Authorization"), None);
 }
 
+/// A document may include one from another origin; the credentials for
+/// the provisioning URL do not go there, even when it asks for them.
+#[tokio::test]
+async fn credentials_are_not_sent_to_an_included_document_of_another_origin() {
+    let f = Fixture::new();
+    let include = f.server.localhost_url("/other.xml");
+    f.serve(
+        "/root.xml",
+        Resource::document(format!(
+            "<softphone-config version=\"1\"><include>{include}</include></softphone-config>"
+        ))
+        .with_basic_auth("alice", "pw"),
+    );
+    f.serve(
+        "/other.xml",
+        Resource::document(document("2")).with_basic_auth("alice", "pw"),
+    );
+    let settings = f
+        .settings("/root.xml")
+        .with_credentials(Credentials::new("alice", "pw"));
+    let error = provision(f.profile(), settings).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProvisionError::Unauthorized {
+                reason: UnauthorizedReason::CrossOrigin,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let root = f.server.requests_for("/root.xml");
+    assert_eq!(root.last().unwrap().status, 200);
+    let other = f.server.requests_for("/other.xml");
+    assert_eq!(other.len(), 1);
+    assert!(other[0].header("Host").unwrap().starts_with("localhost:"));
+    assert_eq!(other[0].header("Authorization"), None);
+}
+
 #[tokio::test]
 async fn redirects_are_followed_up_to_the_limit_and_loops_are_caught() {
     let f = Fixture::new();
