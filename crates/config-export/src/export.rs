@@ -162,17 +162,30 @@ impl<'p> Import<'p> {
         self
     }
 
-    /// Imports `input`.
-    pub fn import(&self, input: &[u8]) -> Result<Config, ImportError> {
+    /// Whether `input` is an encrypted export, which needs a passphrase
+    /// ([`Import::with_passphrase`]); white space and a byte-order mark
+    /// before it are allowed, as [`Import::import`] allows them.
+    #[must_use]
+    pub fn is_encrypted(input: &[u8]) -> bool {
+        let body = Self::content(input);
+        body.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
+            || body.starts_with(b"age-encryption.org/")
+    }
+
+    /// `input` without leading white space and byte-order mark.
+    fn content(input: &[u8]) -> &[u8] {
         let start = input
             .iter()
             .position(|b| !b.is_ascii_whitespace())
             .unwrap_or(input.len());
         let body = &input[start..];
-        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-        let document = if body.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
-            || body.starts_with(b"age-encryption.org/")
-        {
+        body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+    }
+
+    /// Imports `input`.
+    pub fn import(&self, input: &[u8]) -> Result<Config, ImportError> {
+        let body = Self::content(input);
+        let document = if Self::is_encrypted(body) {
             self.decrypt(body)?
         } else if body.starts_with(b"<") {
             body.to_vec()
@@ -341,6 +354,19 @@ mod tests {
             Export::new(&config).encrypt(&Secret::new("")),
             Err(ExportError::EmptyPassphrase)
         ));
+    }
+
+    #[test]
+    fn encryption_is_recognised_where_import_reads_it() {
+        let file = Export::new(&config()).encrypt(&Secret::new("p")).unwrap();
+        let padded = format!("\n \u{feff}{file}");
+        assert!(Import::is_encrypted(padded.as_bytes()));
+        assert!(matches!(
+            Import::new().import(padded.as_bytes()),
+            Err(ImportError::PassphraseRequired)
+        ));
+        let plain = Export::new(&config()).plaintext().unwrap().document;
+        assert!(!Import::is_encrypted(plain.as_bytes()));
     }
 
     #[test]

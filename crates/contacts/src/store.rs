@@ -642,10 +642,11 @@ impl Store {
     /// The contact a phone number belongs to (caller lookup).
     ///
     /// A number that normalises to E.164 (with `default_region` for
-    /// national forms) is looked up exactly; when no contact has it, and for
-    /// numbers that do not normalise, stored numbers that could not be
-    /// normalised are compared by trailing digits
-    /// ([`number::trailing_digits_match`]). When several contacts match,
+    /// national forms) is looked up exactly; when no contact has it, stored
+    /// numbers that could not be normalised are compared by trailing digits
+    /// ([`number::trailing_digits_match`]). A number that does not normalise
+    /// (a national form without a region) is compared by trailing digits
+    /// with every stored number: pass the user's region to narrow that. When several contacts match,
     /// favourites win, then local contacts, then the oldest.
     ///
     /// # Errors

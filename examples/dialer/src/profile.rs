@@ -109,6 +109,21 @@ fn is_secret(path: &str) -> bool {
     )
 }
 
+/// Paths of the switches only the user turns on, on this device: sending
+/// crash reports and writing personal data into logs. A provisioning
+/// document neither sets nor locks them.
+const USER_ONLY: [&str; 2] = [
+    "softphone-config/privacy/crash-reports",
+    "softphone-config/privacy/log-personal-data",
+];
+
+/// The user's own value for a [`USER_ONLY`] switch: off unless set on.
+fn user_switch(overrides: &LocalOverrides, path: &str) -> bool {
+    overrides
+        .iter()
+        .any(|(p, o)| p == path && matches!(o, Override::Set(v) if v == "true"))
+}
+
 /// The configuration in effect: stored document plus local overrides.
 /// `None` when nothing was provisioned, imported or set.
 pub(crate) fn effective(profile: &Path) -> Result<Option<Config>> {
@@ -119,10 +134,17 @@ pub(crate) fn effective(profile: &Path) -> Result<Option<Config>> {
         return Ok(None);
     }
     let merged = merge(&base.unwrap_or_default(), &overrides);
-    for r in &merged.refused {
+    for r in merged
+        .refused
+        .iter()
+        .filter(|r| !USER_ONLY.contains(&r.path.as_str()))
+    {
         eprintln!("dialer: local setting {} ignored: {}", r.path, r.reason);
     }
-    Ok(Some(merged.config))
+    let mut config = merged.config;
+    config.privacy.crash_reports = user_switch(&overrides, USER_ONLY[0]);
+    config.privacy.log_personal_data = user_switch(&overrides, USER_ONLY[1]);
+    Ok(Some(config))
 }
 
 pub(crate) async fn provision(
@@ -244,12 +266,15 @@ pub(crate) fn set(profile: &Path, key: &str, value: &str) -> Result<bool> {
     let mut trial = overrides.clone();
     trial.set(path.clone(), expand_value(value));
     let merged = merge(&base, &trial);
-    if let Some(r) = merged.refused.iter().find(|r| r.path == path) {
+    let user_only = USER_ONLY.contains(&path.as_str());
+    if let Some(r) = merged.refused.iter().find(|r| r.path == path)
+        && !user_only
+    {
         bail!(UsageError(format!("{key}: {}", r.reason)));
     }
     overrides.set(path.clone(), expand_value(value));
     save_overrides(profile, &overrides)?;
-    if key == "crash_reports" && merged.config.privacy.crash_reports {
+    if path == USER_ONLY[0] && user_switch(&overrides, &path) {
         println!("crash reports on: reports are scrubbed of personal data before they are sent");
     }
     if is_secret(&path) {
@@ -316,7 +341,7 @@ pub(crate) fn export(profile: &Path, file: &Path, plaintext: bool, redacted: boo
 
 pub(crate) fn import(profile: &Path, file: &Path) -> Result<bool> {
     let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let encrypted = bytes.starts_with(b"-----BEGIN AGE") || bytes.starts_with(b"age-encryption");
+    let encrypted = Import::is_encrypted(&bytes);
     let secret;
     let mut import = Import::new();
     if encrypted {
@@ -328,6 +353,17 @@ pub(crate) fn import(profile: &Path, file: &Path) -> Result<bool> {
         .import(&bytes)
         .with_context(|| format!("importing {}", file.display()))?;
     Store::open(profile)?.save(&config)?;
+    // The user's own export: their privacy choices come along as theirs.
+    let mut overrides = load_overrides(profile)?;
+    for (path, on) in USER_ONLY.iter().zip([
+        config.privacy.crash_reports,
+        config.privacy.log_personal_data,
+    ]) {
+        if on {
+            overrides.set(*path, "true");
+        }
+    }
+    save_overrides(profile, &overrides)?;
     if let Some(effective) = effective(profile)? {
         crate::contacts::prune_unconfigured(profile, &effective)?;
     }

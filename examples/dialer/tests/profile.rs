@@ -29,6 +29,10 @@ fn document(kamailio: &Kamailio) -> String {
     <codec>PCMU</codec>
     <srtp locked="true">optional</srtp>
   </media>
+  <privacy>
+    <crash-reports locked="true">true</crash-reports>
+    <log-personal-data>true</log-personal-data>
+  </privacy>
 </softphone-config>
 "#,
         kamailio.user("alice").unwrap().password,
@@ -112,7 +116,14 @@ fn provision_register_configure_export_and_import() {
     let r = dialer_with(&profile, &["config", "show"], &[]);
     assert!(!r.out.contains(&password), "the password leaked: {}", r.out);
 
-    // Local settings: a free one is kept, a locked one refused.
+    // Crash reports and personal data in logs are the user's choice: the
+    // document's "on" (even locked) counts for nothing.
+    let r = dialer_with(&profile, &["config", "show", "--json"], &[]);
+    assert!(r.out.contains("\"crash_reports\": false"), "{}", r.out);
+    assert!(r.out.contains("\"log_personal_data\": false"), "{}", r.out);
+
+    // Local settings: a free one is kept, a locked one refused; the user
+    // opts in to crash reports whatever the document locked.
     let r = dialer_with(&profile, &["config", "set", "crash_reports", "on"], &[]);
     assert!(r.ok, "{}", r.out);
     let r = dialer_with(&profile, &["config", "set", "media/srtp", "off"], &[]);
@@ -182,6 +193,9 @@ fn provision_register_configure_export_and_import() {
         &["provision", &server.url("/exported.xml"), "--ca", &ca_path],
         &[],
     );
+    assert!(r.ok, "{}", r.out);
+    // Provisioned, the export's crash-report opt-in is not the user's here.
+    let r = dialer_with(&third, &["config", "set", "crash_reports", "on"], &[]);
     assert!(r.ok, "{}", r.out);
     let c = dialer_with(&third, &["config", "show", "--json"], &[]);
     assert_eq!(a.out, c.out, "export -> provision lost something");
