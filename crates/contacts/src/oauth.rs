@@ -643,65 +643,105 @@ impl LoginFlow {
     }
 
     async fn wait_for_code(&self) -> Result<String, CloudError> {
-        // Browsers may ask for other paths first (favicon); bounded.
-        for _ in 0..16 {
-            let (mut stream, _) = self.listener.accept().await.map_err(CloudError::Listener)?;
-            let mut buf = vec![0u8; 8192];
-            let mut len = 0;
-            while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
-                let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf[len..]))
-                    .await
-                    .map_err(|_| CloudError::Listener(io::ErrorKind::TimedOut.into()))?
-                    .map_err(CloudError::Listener)?;
-                if n == 0 {
-                    break;
+        // Connections are read side by side: an idle one (a browser's
+        // pre-connect) must not hold up the redirect behind it. Browsers
+        // may ask for other paths first (favicon); bounded.
+        let mut reading = tokio::task::JoinSet::new();
+        let mut accepted = 0;
+        loop {
+            tokio::select! {
+                conn = self.listener.accept(), if accepted < MAX_LOOPBACK_CONNECTIONS => {
+                    let (stream, _) = conn.map_err(CloudError::Listener)?;
+                    accepted += 1;
+                    reading.spawn(read_request_target(stream));
                 }
-                len += n;
+                Some(read) = reading.join_next() => {
+                    // A connection that sent no request in time is dropped.
+                    let Ok(Some((stream, target))) = read else {
+                        continue;
+                    };
+                    if let Some(outcome) = self.answer(stream, &target).await {
+                        return outcome;
+                    }
+                }
+                else => {
+                    return Err(CloudError::Denied(
+                        "no authorization redirect among the requests".into(),
+                    ));
+                }
             }
-            let head = String::from_utf8_lossy(&buf[..len]);
-            let target = head
-                .lines()
-                .next()
-                .and_then(|l| l.strip_prefix("GET "))
-                .and_then(|l| l.split_whitespace().next())
-                .unwrap_or_default()
-                .to_owned();
-            let Ok(url) = Url::parse(&format!("http://127.0.0.1{target}")) else {
-                continue;
-            };
-            let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-            let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-            if url.path() != "/" || (get("code").is_none() && get("error").is_none()) {
-                let _ = stream
-                    .write_all(
-                        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                    )
-                    .await;
-                continue;
-            }
-            let outcome = if get("state").as_deref() != Some(self.state.secret().as_str()) {
-                Err(CloudError::StateMismatch)
-            } else if let Some(error) = get("error") {
-                Err(CloudError::Denied(error))
-            } else {
-                get("code").ok_or_else(|| CloudError::Denied("no code".into()))
-            };
-            let page = if outcome.is_ok() {
-                "Signed in. You can close this window."
-            } else {
-                "Sign-in failed. You can close this window."
-            };
-            let reply = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
-                page.len()
-            );
-            let _ = stream.write_all(reply.as_bytes()).await;
-            return outcome;
         }
-        Err(CloudError::Denied(
-            "no authorization redirect among the requests".into(),
-        ))
     }
+
+    /// Answers one request for `target`: the outcome when it is the
+    /// authorization redirect, `None` (after a 404) for anything else.
+    async fn answer(
+        &self,
+        mut stream: tokio::net::TcpStream,
+        target: &str,
+    ) -> Option<Result<String, CloudError>> {
+        let url = Url::parse(&format!("http://127.0.0.1{target}")).ok()?;
+        let params: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        if url.path() != "/" || (get("code").is_none() && get("error").is_none()) {
+            let _ = stream
+                .write_all(
+                    b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                )
+                .await;
+            return None;
+        }
+        let outcome = if get("state").as_deref() != Some(self.state.secret().as_str()) {
+            Err(CloudError::StateMismatch)
+        } else if let Some(error) = get("error") {
+            Err(CloudError::Denied(error))
+        } else {
+            get("code").ok_or_else(|| CloudError::Denied("no code".into()))
+        };
+        let page = if outcome.is_ok() {
+            "Signed in. You can close this window."
+        } else {
+            "Sign-in failed. You can close this window."
+        };
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{page}",
+            page.len()
+        );
+        let _ = stream.write_all(reply.as_bytes()).await;
+        Some(outcome)
+    }
+}
+
+/// Connections the loopback listener takes during one login.
+const MAX_LOOPBACK_CONNECTIONS: usize = 16;
+
+/// Reads one request head from `stream` (at most 8 KiB, within 10 s) and
+/// returns the stream and the request target of a GET; `None` when the
+/// peer sent nothing usable in time.
+async fn read_request_target(
+    mut stream: tokio::net::TcpStream,
+) -> Option<(tokio::net::TcpStream, String)> {
+    let mut buf = vec![0u8; 8192];
+    let mut len = 0;
+    while len < buf.len() && !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf[len..]))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            break;
+        }
+        len += n;
+    }
+    let head = String::from_utf8_lossy(&buf[..len]);
+    let target = head
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("GET "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_default()
+        .to_owned();
+    Some((stream, target))
 }
 
 /// A login kept on disk: the client, the endpoints used and the refresh

@@ -549,6 +549,32 @@ async fn login_refuses_a_redirect_with_the_wrong_state() {
     assert!(fake.token_grants().is_empty(), "no code exchanged");
 }
 
+/// A browser may open a connection it does not use at once (a
+/// pre-connect); the redirect on the next connection is still taken,
+/// within a login limit shorter than the wait for the idle one.
+#[tokio::test]
+async fn login_is_not_held_up_by_an_idle_connection() {
+    let fake = FakeCloud::start(3).expect("fake");
+    let http = http();
+    let flow = LoginFlow::start(config(&fake), &http).await.expect("start");
+    let url = flow.authorize_url().to_owned();
+    let loopback = flow
+        .redirect_uri()
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let _idle = tokio::net::TcpStream::connect(&loopback)
+        .await
+        .expect("idle connection");
+    let (session, (status, page)) = tokio::join!(
+        flow.finish(&http, Duration::from_secs(5)),
+        browse(&url, false)
+    );
+    session.expect("login");
+    assert_eq!(status, 200);
+    assert!(page.contains("Signed in"));
+}
+
 #[tokio::test]
 async fn login_times_out_when_the_browser_never_comes_back() {
     let fake = FakeCloud::start(3).expect("fake");
