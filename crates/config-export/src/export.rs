@@ -167,7 +167,11 @@ impl<'p> Import<'p> {
     /// before it are allowed, as [`Import::import`] allows them.
     #[must_use]
     pub fn is_encrypted(input: &[u8]) -> bool {
-        let body = Self::content(input);
+        Self::is_age(Self::content(input))
+    }
+
+    /// Whether `body`, without leading white space, is age's format.
+    fn is_age(body: &[u8]) -> bool {
         body.starts_with(b"-----BEGIN AGE ENCRYPTED FILE-----")
             || body.starts_with(b"age-encryption.org/")
     }
@@ -185,7 +189,7 @@ impl<'p> Import<'p> {
     /// Imports `input`.
     pub fn import(&self, input: &[u8]) -> Result<Config, ImportError> {
         let body = Self::content(input);
-        let document = if Self::is_encrypted(body) {
+        let document = if Self::is_age(body) {
             self.decrypt(body)?
         } else if body.starts_with(b"<") {
             body.to_vec()

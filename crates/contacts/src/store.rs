@@ -15,6 +15,8 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
+use std::os::unix::fs::OpenOptionsExt;
+
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
@@ -136,11 +138,21 @@ impl Store {
             source,
         };
         // The owner's only; SQLite gives its journal files the same mode.
-        if !path.exists() {
-            crate::write_private(path, b"").map_err(|source| StoreError::Create {
-                path: path.to_path_buf(),
-                source,
-            })?;
+        // Created only when missing, so an open store is never emptied.
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(StoreError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
         }
         let conn = Connection::open(path).map_err(open_err)?;
         conn.pragma_update(None, "journal_mode", "WAL")

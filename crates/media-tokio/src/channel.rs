@@ -213,26 +213,22 @@ impl AudioChannelHandle {
     /// Applies a new negotiation (re-INVITE): direction, codec, keys, and
     /// a new remote address if the SDP names one.
     pub async fn update(&self, negotiated: NegotiatedAudio) -> Result<(), ChannelError> {
-        let (reply, answer) = oneshot::channel();
-        self.command(Command::Update {
+        self.ask(|reply| Command::Update {
             negotiated: Box::new(negotiated),
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| ChannelError::Stopped)?
+        .await
     }
 
     /// Moves the call to another device, e.g. after its own went away
     /// (unplugged): from the next packet time on, capture comes from and
     /// playback goes to `audio`, at its own rate. The old port is dropped.
     pub async fn replace_audio(&self, audio: AudioPort) -> Result<(), ChannelError> {
-        let (reply, answer) = oneshot::channel();
-        self.command(Command::ReplaceAudio {
+        self.ask(|reply| Command::ReplaceAudio {
             audio: Box::new(audio),
             reply,
         })
-        .await?;
-        answer.await.map_err(|_| ChannelError::Stopped)?
+        .await
     }
 
     /// The latest figures, refreshed every packet time.
@@ -265,6 +261,17 @@ impl AudioChannelHandle {
             return statistics;
         }
         self.statistics()
+    }
+
+    /// Sends the command `make` builds around a reply channel and awaits
+    /// the task's answer.
+    async fn ask(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<(), ChannelError>>) -> Command,
+    ) -> Result<(), ChannelError> {
+        let (reply, answer) = oneshot::channel();
+        self.command(make(reply)).await?;
+        answer.await.map_err(|_| ChannelError::Stopped)?
     }
 
     async fn command(&self, command: Command) -> Result<(), ChannelError> {

@@ -1989,7 +1989,7 @@ impl Engine {
     ) {
         let now = self.now();
         let tag = self.driver.endpoint().new_tag();
-        let has_tag = request.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let has_tag = to_tag(request);
         let mut b = Message::response_to(request, status, reason);
         for (name, value) in headers {
             b = b.and_then(|b| b.header(name, value));
@@ -2002,28 +2002,38 @@ impl Engine {
         }
     }
 
-    /// Answers 415 naming SDP (RFC 3261 §8.2.3) when `request` carries a
-    /// body that is neither SDP nor a multipart with an SDP part, and says
-    /// so; a body without a Content-Type is tried as SDP.
-    fn refuse_non_sdp(&mut self, tx: ServerTxId, request: &Message) -> bool {
-        let sdp = request.body().is_empty() || sdp_of(request).is_some();
-        if !sdp {
-            self.respond_with(
-                tx,
-                request,
-                415,
-                "Unsupported Media Type",
-                &[("Accept", "application/sdp")],
-            );
+    /// The session description `request` offers (`Ok(None)`: no body).
+    /// A body that is neither SDP nor a multipart with an SDP part is
+    /// answered 415 naming SDP (RFC 3261 §8.2.3) and is `Err`; a body
+    /// without a Content-Type is tried as SDP.
+    fn offered_sdp<'m>(
+        &mut self,
+        tx: ServerTxId,
+        request: &'m Message,
+    ) -> Result<Option<&'m [u8]>, ()> {
+        if request.body().is_empty() {
+            return Ok(None);
         }
-        !sdp
+        match sdp_of(request) {
+            Some(sdp) => Ok(Some(sdp)),
+            None => {
+                self.respond_with(
+                    tx,
+                    request,
+                    415,
+                    "Unsupported Media Type",
+                    &[("Accept", "application/sdp")],
+                );
+                Err(())
+            }
+        }
     }
 
     async fn request(&mut self, tx: ServerTxId, request: Message, source: Destination) {
         let Some(method) = request.method().cloned() else {
             return;
         };
-        let in_dialog = request.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let in_dialog = to_tag(&request);
         if let Some(to_tag) = in_dialog {
             let id = self
                 .call_of(&request)
@@ -2101,14 +2111,14 @@ impl Engine {
             self.respond(tx, &request, 480, "Temporarily Unavailable");
             return;
         }
-        if self.refuse_non_sdp(tx, &request) {
+        let Ok(offered) = self.offered_sdp(tx, &request) else {
             return;
-        }
+        };
         let ai = self.account_for(&request);
         // An INVITE without SDP (RFC 3261 §13.2.1, as from a PBX's call
         // pickup or third-party call control) gets our offer in the 200 and
         // its answer in the ACK.
-        let offer = match sdp_of(&request).map(SessionDescription::parse_bytes) {
+        let offer = match offered.map(SessionDescription::parse_bytes) {
             None => None,
             Some(Ok(o)) => Some(o),
             Some(Err(_)) => {
@@ -2406,9 +2416,9 @@ impl Engine {
         source: Destination,
     ) {
         let now = self.now();
-        if self.refuse_non_sdp(tx, &request) {
+        let Ok(offered) = self.offered_sdp(tx, &request) else {
             return;
-        }
+        };
         self.refresh_timer(id, &request);
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
@@ -2418,7 +2428,6 @@ impl Engine {
             self.respond(tx, &request, 491, "Request Pending");
             return;
         }
-        let offered = sdp_of(&request);
         let result = match offered.map(SessionDescription::parse_bytes) {
             // No offer: ours goes in the 200 and the answer comes in the
             // ACK; the current session stays until then.
@@ -2463,9 +2472,9 @@ impl Engine {
     /// An in-dialog UPDATE (RFC 3311): a session refresh, and with SDP an
     /// offer whose answer goes in the 2xx (§5.2).
     async fn update(&mut self, id: CallId, tx: ServerTxId, request: Message) {
-        if self.refuse_non_sdp(tx, &request) {
+        let Ok(offered) = self.offered_sdp(tx, &request) else {
             return;
-        }
+        };
         self.refresh_timer(id, &request);
         let now = self.now();
         let Some(leg) = self.calls.get_mut(&id) else {
@@ -2473,7 +2482,7 @@ impl Engine {
         };
         let mut negotiated = None;
         let mut answer = None;
-        if let Some(sdp) = sdp_of(&request) {
+        if let Some(sdp) = offered {
             if leg.negotiation.is_offer_pending() {
                 // An offer of ours is open (§5.2): the peer tries later.
                 self.respond(tx, &request, 491, "Request Pending");
@@ -2635,7 +2644,7 @@ impl Engine {
         let Some(leg) = self.calls.get(&id) else {
             return;
         };
-        let tag = response.to().ok().and_then(|t| t.tag().map(str::to_owned));
+        let tag = to_tag(response);
         let same = leg
             .dialog
             .as_ref()
@@ -2995,8 +3004,6 @@ fn hold_direction(hold: bool) -> Direction {
     }
 }
 
-/// Where a stateless 2xx retransmission goes: back to the request's source
-/// (RFC 3581).
 /// At most one check-sync NOTIFY a minute reaches the application,
 /// however often the PBX sends them.
 const CHECK_SYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -3007,11 +3014,13 @@ fn sdp_of(message: &Message) -> Option<&[u8]> {
     message.body_of_type("application", "sdp")
 }
 
-/// The To tag of a response: which callee sent it.
-fn to_tag(response: &Message) -> Option<String> {
-    response.to().ok().and_then(|t| t.tag().map(str::to_owned))
+/// The To tag of a message; in a response, which callee sent it.
+fn to_tag(message: &Message) -> Option<String> {
+    message.to().ok().and_then(|t| t.tag().map(str::to_owned))
 }
 
+/// Where a stateless 2xx retransmission goes: back to the request's source
+/// (RFC 3581).
 fn response_destination(request: &Message, source: Destination) -> Destination {
     let Ok(via) = request.via() else {
         return source;

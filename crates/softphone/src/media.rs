@@ -234,6 +234,8 @@ async fn watch_device(
         if opened_at.elapsed() >= STEADY_DEVICE {
             reopens = 0;
         }
+        // From this attempt on: attempts that fail count as in a row.
+        opened_at = tokio::time::Instant::now();
         reopens += 1;
         let setup = if reopens > MAX_REOPENS {
             AudioSetup::Null
@@ -264,7 +266,6 @@ async fn watch_device(
         match channel.replace_audio(media_port(port)).await {
             Ok(()) => {
                 let old = std::mem::replace(&mut guard, fresh);
-                opened_at = tokio::time::Instant::now();
                 // Stopping joins the old device's threads: off the runtime.
                 drop(tokio::task::spawn_blocking(move || old.stop()));
             }

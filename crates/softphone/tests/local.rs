@@ -66,6 +66,18 @@ async fn party_with(user: &str, dtmf: DtmfMode, audio: AudioSetup, heard: Record
     }
 }
 
+/// Bob hangs up `ba`; alice sees `ab` end remotely; both phones stop.
+async fn bob_hangs_up(mut alice: Party, bob: Party, ab: &Call, ba: &Call) {
+    ba.hangup().await.unwrap();
+    let ended = call_state(&mut alice.events, Some(ab), "the end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
+    assert_eq!(ended, CallState::Ended(EndReason::RemoteHangup));
+    alice.phone.shutdown().await.unwrap();
+    bob.phone.shutdown().await.unwrap();
+}
+
 /// Alice calls `to` and `to` answers; returns both ends.
 async fn connect(alice: &mut Party, to: &mut Party, user: &str) -> (Call, Call) {
     let a = alice
@@ -237,14 +249,7 @@ async fn mute_silences_what_the_peer_hears() {
     ab.set_muted(false).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(hears(&bob.heard, 440.0));
-    ba.hangup().await.unwrap();
-    let ended = call_state(&mut alice.events, Some(&ab), "the end", |s| {
-        matches!(s, CallState::Ended(_))
-    })
-    .await;
-    assert_eq!(ended, CallState::Ended(EndReason::RemoteHangup));
-    alice.phone.shutdown().await.unwrap();
-    bob.phone.shutdown().await.unwrap();
+    bob_hangs_up(alice, bob, &ab, &ba).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -530,12 +535,5 @@ async fn an_unplugged_headset_moves_the_call_to_another_device() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(opens.load(Ordering::SeqCst), 2);
-    ba.hangup().await.unwrap();
-    let ended = call_state(&mut alice.events, Some(&ab), "the end", |s| {
-        matches!(s, CallState::Ended(_))
-    })
-    .await;
-    assert_eq!(ended, CallState::Ended(EndReason::RemoteHangup));
-    alice.phone.shutdown().await.unwrap();
-    bob.phone.shutdown().await.unwrap();
+    bob_hangs_up(alice, bob, &ab, &ba).await;
 }

@@ -225,15 +225,7 @@ async fn a_refused_hold_leaves_the_call_off_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_answer_in_an_ack_applies() {
     let states = dial_sipp("uas_offerless_reinvite.xml", false).await;
-    let held = CallState::OnHold {
-        local: false,
-        remote: true,
-    };
-    assert!(states.contains(&held), "{states:?}");
-    assert_eq!(
-        states.last(),
-        Some(&CallState::Ended(EndReason::RemoteHangup))
-    );
+    assert_held_by_the_peer_then_hung_up(&states);
 }
 
 /// RFC 3311 §5.2: an UPDATE with an offer gets its answer in the 200 and
@@ -242,11 +234,35 @@ async fn the_answer_in_an_ack_applies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_with_an_offer_is_answered() {
     let states = dial_sipp("uas_update_hold.xml", false).await;
-    let held = CallState::OnHold {
-        local: false,
-        remote: true,
-    };
-    assert!(states.contains(&held), "{states:?}");
+    assert!(states.contains(&HELD_BY_THE_PEER), "{states:?}");
+}
+
+/// On hold from the far side only.
+const HELD_BY_THE_PEER: CallState = CallState::OnHold {
+    local: false,
+    remote: true,
+};
+
+/// The far side put the call on hold at some point and hung up at the end.
+fn assert_held_by_the_peer_then_hung_up(states: &[CallState]) {
+    assert!(states.contains(&HELD_BY_THE_PEER), "{states:?}");
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteHangup))
+    );
+}
+
+/// An answered call that the caller hung up after about 2 s of media:
+/// `sent` RTP packets went out, 50 a second.
+fn assert_talked_then_hung_up(states: &[CallState], sent: u64) {
+    assert_eq!(
+        states,
+        [
+            CallState::Connected,
+            CallState::Ended(EndReason::RemoteHangup)
+        ]
+    );
+    assert!(sent >= 50, "only {sent} RTP packets went out in 2 s");
 }
 
 /// Answers the INVITE sipp's caller scenario `file` sends and returns the
@@ -287,17 +303,7 @@ async fn answer_sipp(file: &str) -> (Vec<CallState>, u64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_without_an_offer_gets_one_and_media_follows_the_ack() {
     let (states, sent) = answer_sipp("uac_offerless_invite.xml").await;
-    assert_eq!(
-        states,
-        vec![
-            CallState::Connected,
-            CallState::Ended(EndReason::RemoteHangup)
-        ]
-    );
-    assert!(
-        sent >= 50,
-        "only {sent} RTP packets went out in 2 s after the answer in the ACK"
-    );
+    assert_talked_then_hung_up(&states, sent);
 }
 
 /// An ACK without an answer to our offer leaves a call without a session:
@@ -398,15 +404,7 @@ async fn media_follows_the_callee_that_answers_a_forked_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_ack_is_not_the_answer_to_a_re_invite() {
     let (states, _) = answer_sipp("uac_reinvite_stale_ack.xml").await;
-    let held = CallState::OnHold {
-        local: false,
-        remote: true,
-    };
-    assert!(states.contains(&held), "{states:?}");
-    assert_eq!(
-        states.last(),
-        Some(&CallState::Ended(EndReason::RemoteHangup))
-    );
+    assert_held_by_the_peer_then_hung_up(&states);
 }
 
 /// RFC 5621: an offer in a multipart/mixed body beside ISUP, as gateways
@@ -415,12 +413,5 @@ async fn a_stale_ack_is_not_the_answer_to_a_re_invite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_in_a_multipart_body_is_answered() {
     let (states, sent) = answer_sipp("uac_multipart_offer.xml").await;
-    assert_eq!(
-        states,
-        vec![
-            CallState::Connected,
-            CallState::Ended(EndReason::RemoteHangup)
-        ]
-    );
-    assert!(sent >= 50, "only {sent} RTP packets went out in 2 s");
+    assert_talked_then_hung_up(&states, sent);
 }
