@@ -42,7 +42,11 @@
 //!   proxy: it is not tried again for `min(max, base * 2^failures)` times a
 //!   random 50-100 %, where `base` is 30 s when no flow is up and 90 s
 //!   otherwise, `max` 1800 s (§4.5). A 503 Retry-After can only lengthen
-//!   the wait. Success resets the count.
+//!   the wait. Success resets the count. But when flows fail within
+//!   `min_uptime` (30 s) of their registration twice or more in a row, the
+//!   second counts as one failure to form a flow, the third as two, and so
+//!   on: a relay that closes each connection right after the 200 is not
+//!   sent REGISTERs in a loop.
 //! - Recovery window: for 30 s after a flow that was up fails, a *connect*
 //!   to the same proxy that is refused or unreachable does not count as a
 //!   failure while no other proxy is eligible; the connect is tried again
@@ -137,6 +141,12 @@ pub struct RecoveryConfig {
     pub first_retry: Duration,
     /// The largest upper bound between retries (default 4 s).
     pub max_retry: Duration,
+    /// A flow that fails sooner than this after its registration succeeded
+    /// is *short-lived* (default 30 s). The first is replaced at once like
+    /// any flow that was up; each further one in a row counts as a failure
+    /// to form a flow, so a relay that closes every connection right after
+    /// the 200 is not sent REGISTERs in a loop.
+    pub min_uptime: Duration,
 }
 
 impl Default for RecoveryConfig {
@@ -145,6 +155,7 @@ impl Default for RecoveryConfig {
             window: Duration::from_secs(30),
             first_retry: Duration::from_millis(500),
             max_retry: Duration::from_secs(4),
+            min_uptime: Duration::from_secs(30),
         }
     }
 }
@@ -369,6 +380,8 @@ enum Slot {
         pong_due: Option<Instant>,
         stun: Option<TransactionId>,
         mapped: Option<SocketAddr>,
+        /// When the registration succeeded (see [`RecoveryConfig::min_uptime`]).
+        since: Instant,
     },
     Waiting {
         until: Instant,
@@ -385,6 +398,8 @@ struct Recovery {
 #[derive(Debug, Clone, Copy, Default)]
 struct ProxyHealth {
     failures: u32,
+    /// Flows in a row that failed within `min_uptime` of coming up.
+    short_lived: u32,
     not_before: Option<Instant>,
     recovery: Option<Recovery>,
 }
@@ -488,7 +503,11 @@ impl<R: RngCore> FlowManager<R> {
         let Some(i) = self.slot_of(flow) else { return };
         match self.slots[i] {
             Slot::Registering { proxy, .. } => {
-                self.proxies[proxy] = ProxyHealth::default();
+                // Short-lived flows are counted until one stays up.
+                self.proxies[proxy] = ProxyHealth {
+                    short_lived: self.proxies[proxy].short_lived,
+                    ..ProxyHealth::default()
+                };
                 let interval = self.keepalive_interval(proxy, flow_timer);
                 let next_ping = now + self.jitter(interval, 0.8);
                 self.slots[i] = Slot::Up {
@@ -499,6 +518,7 @@ impl<R: RngCore> FlowManager<R> {
                     pong_due: None,
                     stun: None,
                     mapped: None,
+                    since: now,
                 };
                 debug!(reg_id = reg_id(i), proxy, "outbound flow up");
                 self.actions.push_back(FlowAction::FlowUp {
@@ -789,7 +809,22 @@ impl<R: RngCore> FlowManager<R> {
         let (Some(flow), Some(proxy)) = (self.flow_of(i), self.proxy_of(i)) else {
             return;
         };
-        let was_up = matches!(self.slots[i], Slot::Up { .. });
+        // The second short-lived flow in a row, and each after it, counts
+        // as a failure to form one: 1, 2, 3 ... failures.
+        let mut flapping = 0;
+        let was_up = match self.slots[i] {
+            Slot::Up { since, .. } => {
+                let health = &mut self.proxies[proxy];
+                if now.saturating_duration_since(since) < self.config.recovery.min_uptime {
+                    health.short_lived = health.short_lived.saturating_add(1);
+                    flapping = health.short_lived - 1;
+                } else {
+                    health.short_lived = 0;
+                }
+                flapping == 0
+            }
+            _ => false,
+        };
         self.slots[i] = Slot::Idle;
         debug!(
             reg_id = reg_id(i),
@@ -817,7 +852,11 @@ impl<R: RngCore> FlowManager<R> {
             // A failure to form a flow counts against the proxy (§4.5).
             let all_failed = !self.is_up();
             let health = &mut self.proxies[proxy];
-            health.failures = health.failures.saturating_add(1);
+            health.failures = if flapping > 0 {
+                flapping
+            } else {
+                health.failures.saturating_add(1)
+            };
             let failures = health.failures;
             let bound = self.config.backoff.upper_bound(all_failed, failures);
             let mut wait = jitter(&mut self.rng, bound, 0.5);

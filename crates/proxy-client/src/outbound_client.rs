@@ -490,7 +490,6 @@ struct FlowContext {
     contact: String,
     transaction: Option<ClientTxId>,
     flow_timer: Option<Duration>,
-    retry_after: Option<Duration>,
 }
 
 impl FlowContext {
@@ -662,7 +661,6 @@ impl Task {
                         contact: String::new(),
                         transaction: None,
                         flow_timer: None,
-                        retry_after: None,
                     },
                 );
                 // A send reuses any open connection to the proxy: wait until
@@ -880,14 +878,18 @@ impl Task {
                     contact,
                 });
             }
-            RegistrationEvent::Failed { status, reason, .. } => {
+            RegistrationEvent::Failed {
+                status,
+                reason,
+                retry_after,
+                ..
+            } => {
                 if self.push.handle_register_status(status) == PushOutcome::RetryWithoutPush {
                     info!(reg_id, "proxy does not support push (555)");
                     self.emit(OutboundEvent::PushRefused { reg_id });
                     self.register(flow);
                     return;
                 }
-                let retry_after = ctx.retry_after;
                 if let Some(ctx) = self.contexts.get_mut(&flow) {
                     ctx.registration = None;
                 }
@@ -958,11 +960,6 @@ impl Task {
                 };
                 if response.status().is_some_and(|s| s >= 200) {
                     ctx.flow_timer = crate::outbound::flow_timer(&response);
-                    ctx.retry_after = response
-                        .header("Retry-After")
-                        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs);
                 }
                 if let Some(reg) = ctx.registration.as_mut() {
                     reg.handle_response(now, &response, &mut self.rng);

@@ -1,6 +1,6 @@
 //! OutboundClient over real sockets against a small registrar built on
 //! sip-tokio: flows over secure WebSocket (RFC 7118) and TCP, keep-alives
-//! paced by the registrar's Flow-Timer, and a flow the registrar drops.
+//! paced by the registrar's Flow-Timer, and flows the registrar drops.
 #![allow(
     clippy::unwrap_used,
     clippy::print_stdout,
@@ -212,6 +212,35 @@ async fn a_tcp_flow_the_registrar_drops_is_replaced() {
         next_event(&mut events).await,
         OutboundEvent::Registered { .. }
     ));
+    assert!(matches!(
+        next_event(&mut events).await,
+        OutboundEvent::FlowUp { .. }
+    ));
+
+    // Dropped again right after the 200: the second short-lived flow in a
+    // row backs off (30-60 s) instead of registering again in a loop.
+    let dropped = tokio::time::Instant::now().into_std();
+    for c in server.connections() {
+        server.close(c.id).await.unwrap();
+    }
+    assert!(matches!(
+        next_event(&mut events).await,
+        OutboundEvent::FlowFailed { .. }
+    ));
+    let OutboundEvent::BackingOff { until, .. } = next_event(&mut events).await else {
+        panic!("no back-off after the second short-lived flow");
+    };
+    assert!(
+        until >= dropped + Duration::from_secs(29),
+        "{:?}",
+        until - dropped
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), seen.recv())
+            .await
+            .is_err(),
+        "no REGISTER while backing off"
+    );
     handle.shutdown().await;
 }
 

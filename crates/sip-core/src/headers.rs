@@ -1290,6 +1290,85 @@ pub(crate) fn session_expires(value: &str) -> Result<SessionExpires<'_>, ValueEr
     Ok(s)
 }
 
+/// The Retry-After header (RFC 3261 §20.33): how long to wait before trying
+/// again, an optional comment and parameters such as `duration`.
+///
+/// ```
+/// use sip_core::RetryAfter;
+///
+/// let r = RetryAfter::parse("120 (I'm in a meeting) ;duration=3600")?;
+/// assert_eq!(r.seconds, 120);
+/// assert_eq!(r.comment, Some("I'm in a meeting"));
+/// assert_eq!(r.duration(), Some(3600));
+/// # Ok::<(), sip_core::ParseError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryAfter<'a> {
+    /// Delta seconds (saturating at `u32::MAX`).
+    pub seconds: u32,
+    /// The inside of the comment, as written.
+    pub comment: Option<&'a str>,
+    /// The parameters after it.
+    pub params: Params<'a>,
+}
+
+impl RetryAfter<'_> {
+    /// The `duration` parameter: how long the callee stays available.
+    pub fn duration(&self) -> Option<u32> {
+        self.params.value("duration")?.parse().ok()
+    }
+}
+
+impl<'a> TypedValue<'a> for RetryAfter<'a> {
+    fn parse_value(value: &'a str) -> Result<Self, ValueError> {
+        complete(value, |i| {
+            let (i, digits) = grammar::digits(sws(i))?;
+            let seconds = digits
+                .parse::<u64>()
+                .map_or(u32::MAX, |v| u32::try_from(v).unwrap_or(u32::MAX));
+            let (i, comment) = match sws(i).strip_prefix('(') {
+                Some(inner) => match comment_end(inner) {
+                    Some(end) => (&inner[end + 1..], Some(&inner[..end])),
+                    None => return grammar::fail(inner, "a comment closed by `)`"),
+                },
+                None => (i, None),
+            };
+            let (i, params) = params(i)?;
+            Ok((
+                i,
+                RetryAfter {
+                    seconds,
+                    comment,
+                    params,
+                },
+            ))
+        })
+    }
+}
+public_parse!(RetryAfter, "Retry-After");
+
+/// Where the comment whose inside starts `inner` closes (RFC 3261 §25.1:
+/// nested comments and quoted-pairs); `None` if it never does or holds a
+/// control character.
+fn comment_end(inner: &str) -> Option<usize> {
+    let b = inner.as_bytes();
+    let mut depth = 0usize;
+    let mut k = 0;
+    while k < b.len() {
+        match b[k] {
+            b'\\' => k += 1,
+            b'(' => depth += 1,
+            b')' if depth == 0 => return Some(k),
+            b')' => depth -= 1,
+            b'\r' | b'\n' | b'\t' | b' ' => {}
+            c if c < 0x20 || c == 0x7f => return None,
+            _ => {}
+        }
+        k += 1;
+    }
+    None
+}
+
 impl<'a> Replaces<'a> {
     /// Replaces: the `to-tag`.
     pub fn to_tag(&self) -> Option<&'a str> {
@@ -1509,6 +1588,37 @@ mod tests {
             CSeq::parse("1 FOO").unwrap().method(),
             Method::Extension("FOO".into())
         );
+    }
+
+    #[test]
+    fn rfc3261_20_33_retry_after() {
+        let r = RetryAfter::parse_value("18000;duration=3600").unwrap();
+        assert_eq!(
+            (r.seconds, r.comment, r.duration()),
+            (18000, None, Some(3600))
+        );
+        let r = RetryAfter::parse_value("120 (I'm in a meeting)").unwrap();
+        assert_eq!((r.seconds, r.comment), (120, Some("I'm in a meeting")));
+        // Nested comments, a quoted-pair and a comma inside the comment.
+        let r = RetryAfter::parse_value(r"5 (back (soon), \) really) ;duration=1").unwrap();
+        assert_eq!(r.comment, Some(r"back (soon), \) really"));
+        assert_eq!(r.duration(), Some(1));
+        // Too large a number waits as long as it can rather than not at all.
+        assert_eq!(
+            RetryAfter::parse_value("99999999999").unwrap().seconds,
+            u32::MAX
+        );
+        for bad in [
+            "",
+            "soon",
+            "5 (unclosed",
+            "5 (a (b)",
+            "5 (\u{1}) ",
+            "-1",
+            "5 x",
+        ] {
+            assert!(RetryAfter::parse_value(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -78,7 +78,7 @@ mod uri;
 pub use error::{ParseError, ParseErrorKind, Position};
 pub use headers::{
     Auth, AuthParams, CSeq, Contact, ContentType, Event, NameAddr, ParamIter, Params, Replaces,
-    SessionExpires, SubscriptionState, TokenParams, Via,
+    RetryAfter, SessionExpires, SubscriptionState, TokenParams, Via,
 };
 pub use message::{
     BuildError, Framing, HeaderField, Message, ParseLimits, RequestBuilder, ResponseBuilder,

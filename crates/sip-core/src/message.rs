@@ -8,8 +8,8 @@ use bytestring::ByteString;
 use crate::error::{ParseError, ParseErrorKind};
 use crate::grammar::{self, Fail, ValueError, is_token, is_wsp, text};
 use crate::headers::{
-    self, Auth, CSeq, Contact, ContentType, NameAddr, Replaces, SessionExpires, TokenParams,
-    TypedValue, Via, ViaSpans,
+    self, Auth, CSeq, Contact, ContentType, NameAddr, Replaces, RetryAfter, SessionExpires,
+    TokenParams, TypedValue, Via, ViaSpans,
 };
 use crate::name::{HeaderName, Method};
 use crate::uri::{self, Uri, UriContext};
@@ -583,6 +583,11 @@ impl Message {
         headers::replaces(self.str_of(h.value))
             .map(Some)
             .map_err(|e| self.value_error(idx, 0, e))
+    }
+
+    /// The Retry-After header (RFC 3261 §20.33), when present.
+    pub fn retry_after(&self) -> Result<Option<RetryAfter<'_>>, ParseError> {
+        self.optional(HeaderName::RetryAfter)
     }
 
     /// The Session-Expires header (RFC 4028).
@@ -1306,6 +1311,7 @@ fn check_value(kind: HeaderName, e: &str, single: bool) -> Result<(), ValueError
         HeaderName::Event | HeaderName::SubscriptionState => TokenParams::parse_value(e).map(drop),
         HeaderName::Replaces => headers::replaces(e).map(drop),
         HeaderName::SessionExpires => headers::session_expires(e).map(drop),
+        HeaderName::RetryAfter => RetryAfter::parse_value(e).map(drop),
         _ => Ok(()),
     }
 }

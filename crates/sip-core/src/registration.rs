@@ -98,6 +98,9 @@ pub enum RegistrationEvent {
         reason: String,
         /// Whether a retry is scheduled.
         will_retry: bool,
+        /// The Retry-After the registrar sent (RFC 3261 §20.33); the retry
+        /// waits at least this long, up to `retry_max`.
+        retry_after: Option<Duration>,
     },
 }
 
@@ -281,7 +284,14 @@ impl Registration {
                     let expires = if unregistering { 0 } else { self.expires };
                     self.send(expires, rng);
                 } else {
-                    self.fail(now, status, response.reason().unwrap_or(""), false, rng);
+                    self.fail(
+                        now,
+                        status,
+                        response.reason().unwrap_or(""),
+                        false,
+                        None,
+                        rng,
+                    );
                 }
             }
             423 => {
@@ -291,12 +301,32 @@ impl Registration {
                         self.expires = min;
                         self.send(self.expires, rng);
                     }
-                    _ => self.fail(now, status, "423 without a usable Min-Expires", true, rng),
+                    _ => self.fail(
+                        now,
+                        status,
+                        "423 without a usable Min-Expires",
+                        true,
+                        None,
+                        rng,
+                    ),
                 }
             }
             _ => {
                 let retry = !matches!(status, 403 | 404 | 603);
-                self.fail(now, status, response.reason().unwrap_or(""), retry, rng);
+                // A Retry-After that does not parse is as good as none.
+                let retry_after = response
+                    .retry_after()
+                    .ok()
+                    .flatten()
+                    .map(|r| Duration::from_secs(u64::from(r.seconds)));
+                self.fail(
+                    now,
+                    status,
+                    response.reason().unwrap_or(""),
+                    retry,
+                    retry_after,
+                    rng,
+                );
             }
         }
     }
@@ -304,7 +334,7 @@ impl Registration {
     /// The REGISTER got no final response (Timer F) or could not be sent.
     pub fn handle_failure(&mut self, now: Instant, rng: &mut impl CryptoRng) {
         if self.in_flight.take().is_some() {
-            self.fail(now, 408, "no response from the registrar", true, rng);
+            self.fail(now, 408, "no response from the registrar", true, None, rng);
         }
     }
 
@@ -359,6 +389,7 @@ impl Registration {
         status: u16,
         reason: &str,
         retry: bool,
+        retry_after: Option<Duration>,
         rng: &mut impl RngCore,
     ) {
         self.failures += 1;
@@ -379,7 +410,10 @@ impl Registration {
                 .saturating_mul(1 << exp)
                 .min(self.config.retry_max);
             let jitter = wait.mul_f64(0.5 * f64::from(rng.next_u32()) / f64::from(u32::MAX));
-            let wait = wait - jitter;
+            // An overloaded registrar's Retry-After is a floor, bounded so
+            // that a bad value cannot keep the phone away for days.
+            let asked = retry_after.map_or(Duration::ZERO, |r| r.min(self.config.retry_max));
+            let wait = (wait - jitter).max(asked);
             self.state = RegistrationState::WaitingToRetry { at: now + wait };
         } else {
             self.state = RegistrationState::Idle;
@@ -389,6 +423,7 @@ impl Registration {
             status,
             reason: reason.to_owned(),
             will_retry,
+            retry_after,
         });
     }
 
@@ -621,6 +656,38 @@ mod tests {
             assert!(
                 *w <= full && *w >= full / 2.0,
                 "attempt {k}: {w} s of {full}"
+            );
+        }
+    }
+
+    /// An overloaded registrar's 503 Retry-After (RFC 3261 §21.5.4) is
+    /// waited out, up to `retry_max`, and reported with the failure.
+    #[test]
+    fn rfc3261_21_5_4_a_503_retry_after_is_waited_out() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let now = Instant::now();
+        let mut reg = Registration::new(config(), None, &mut rng);
+        for (header, floor) in [("600 (overloaded)", 600), ("86400", 1800)] {
+            reg.register(&mut rng);
+            let req = reg.poll_request().unwrap();
+            let busy = reply(&req, 503, &[("Retry-After", header)]);
+            reg.handle_response(now, &busy, &mut rng);
+            let Some(RegistrationEvent::Failed {
+                status: 503,
+                will_retry: true,
+                retry_after: Some(asked),
+                ..
+            }) = reg.poll_event()
+            else {
+                panic!("no failure event for Retry-After {header}");
+            };
+            let header_secs: u64 = header.split(' ').next().unwrap().parse().unwrap();
+            assert_eq!(asked, Duration::from_secs(header_secs));
+            let wait = reg.poll_timeout().unwrap() - now;
+            // Without the header the first retry comes after 15-30 s.
+            assert!(
+                wait >= Duration::from_secs(floor) && wait <= Duration::from_secs(1800),
+                "Retry-After {header}: retried after {wait:?}"
             );
         }
     }

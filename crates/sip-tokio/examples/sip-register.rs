@@ -203,6 +203,7 @@ async fn run(args: Args) -> Result<(), Failure> {
                     status,
                     reason,
                     will_retry,
+                    ..
                 } => {
                     let what = match status {
                         401 | 407 => "the registrar rejected the credentials".to_owned(),

@@ -828,6 +828,7 @@ impl Engine {
                     status,
                     reason,
                     will_retry,
+                    retry_after,
                 } => {
                     warn!(account = %self.accounts[i].config.id, status, will_retry, "registration failed");
                     let flows = self.accounts[i].flows.is_some();
@@ -841,7 +842,7 @@ impl Engine {
                     );
                     // The flow manager re-forms the flow, after its back-off.
                     if flows && self.shutting_down.is_none() {
-                        self.flow_registration_failed(i, status);
+                        self.flow_registration_failed(i, status, retry_after);
                     }
                     continue;
                 }

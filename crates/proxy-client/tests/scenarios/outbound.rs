@@ -436,3 +436,51 @@ fn contact_parameters_for_an_outbound_registration() {
         "sip:alice@192.0.2.4:40312;transport=tls;ob;pn-provider=fcm;pn-prid=t"
     );
 }
+
+/// A relay that accepts, lets the REGISTER through and closes each
+/// connection right after the 200: the first loss is replaced at once, as
+/// a restart would be; from the second in a row the REGISTERs come at the
+/// §4.5 back-off (60, 120, 240 s with this RNG), not in a loop.
+#[test]
+fn rfc5626_4_5_a_flow_that_closes_right_after_registering_backs_off() {
+    let t0 = Instant::now();
+    let mut m = manager(1, 1, FixedRng::highest());
+    m.start(t0);
+    let mut t = t0;
+    let mut flow = connect_of(&drain(&mut m)).unwrap().0;
+    let mut waits = Vec::new();
+    for _ in 0..4 {
+        bring_up(&mut m, t, flow);
+        t += Duration::from_secs(1);
+        m.handle_closed(t, flow);
+        let actions = drain(&mut m);
+        let until = actions.iter().find_map(|a| match a {
+            FlowAction::BackingOff { until, .. } => Some(*until),
+            _ => None,
+        });
+        match until {
+            Some(until) => {
+                waits.push((until - t).as_secs());
+                t = until;
+                m.handle_timeout(t);
+                flow = connect_of(&drain(&mut m)).unwrap().0;
+            }
+            None => {
+                waits.push(0);
+                flow = connect_of(&actions).unwrap().0;
+            }
+        }
+    }
+    assert_eq!(waits, [0, 60, 120, 240]);
+    assert_eq!(m.proxy_failures(), [3]);
+    // A flow that stays up past `min_uptime` ends the run: its loss, and
+    // the next short-lived one, are replaced at once.
+    bring_up(&mut m, t, flow);
+    assert_eq!(m.proxy_failures(), [0]);
+    t += Duration::from_secs(31);
+    m.handle_closed(t, flow);
+    let flow = connect_of(&drain(&mut m)).unwrap().0;
+    bring_up(&mut m, t, flow);
+    m.handle_closed(t + Duration::from_secs(1), flow);
+    assert!(connect_of(&drain(&mut m)).is_some());
+}

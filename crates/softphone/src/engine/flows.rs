@@ -150,7 +150,12 @@ impl Engine {
     /// The REGISTER on the flow failed. A 555 means the proxy takes no push:
     /// register again without the pn-* parameters (RFC 8599 §4.1.2);
     /// anything else fails the flow and the manager backs off.
-    pub(super) fn flow_registration_failed(&mut self, i: usize, status: u16) {
+    pub(super) fn flow_registration_failed(
+        &mut self,
+        i: usize,
+        status: u16,
+        retry_after: Option<std::time::Duration>,
+    ) {
         let now = self.now();
         let Some(f) = self.accounts[i].flows.as_mut() else {
             return;
@@ -162,7 +167,7 @@ impl Engine {
         }
         if let Some(flow) = f.flow() {
             f.manager
-                .handle_registration_failed(now, flow, status, None);
+                .handle_registration_failed(now, flow, status, retry_after);
         }
         self.accounts[i].registration = None;
     }
