@@ -229,6 +229,15 @@ pub enum TurnError {
     /// The datagram is larger than TURN can carry (65535 bytes).
     #[error("datagram of {0} bytes is too large")]
     TooLarge(usize),
+    /// The permission or channel for this peer failed lately; it is asked
+    /// for again after `retry_in`, and datagrams until then are dropped.
+    #[error("the relay refused peer {peer} lately; next try in {} s", .retry_in.as_secs())]
+    PeerBackingOff {
+        /// The peer.
+        peer: SocketAddr,
+        /// How long until the next try.
+        retry_in: Duration,
+    },
 }
 
 /// Where the allocation stands.
@@ -378,14 +387,36 @@ enum PeerState {
     Pending,
     /// Installed; refreshed at the instant.
     Ready { refresh_at: Instant },
+    /// Refused or unanswered and no longer installed: asked for again, on
+    /// the next datagram, from the instant on.
+    Failed { retry_at: Instant },
+}
+
+/// How long a permission lasts on the server (RFC 8656 §9); a channel
+/// binding's 10 minutes include a permission that needs the same refresh.
+const PERMISSION_LIFETIME: Duration = Duration::from_secs(300);
+
+/// The wait after a peer's `failures`-th failure in a row: 5 s doubling up
+/// to 5 minutes, so a refused peer costs one request per wait, not one per
+/// datagram.
+fn peer_retry_wait(failures: u32) -> Duration {
+    Duration::from_secs(5)
+        .saturating_mul(1 << failures.saturating_sub(1).min(6))
+        .min(Duration::from_secs(300))
 }
 
 #[derive(Debug)]
 struct Peer {
     state: PeerState,
-    /// The channel, when channels are used.
+    /// The channel, when channels are used. The peer keeps it for the
+    /// allocation's life, so neither is ever bound to another (RFC 8656
+    /// §12 forbids that for 5 minutes after a binding expires).
     channel: Option<u16>,
     queue: VecDeque<(SocketAddr, Vec<u8>)>,
+    /// Failures in a row of its permission or channel requests.
+    failures: u32,
+    /// Until when the server holds the last permission it granted.
+    installed_until: Option<Instant>,
 }
 
 /// The TURN client. See the module docs.
@@ -692,7 +723,7 @@ impl<R: RngCore> TurnClient<R> {
             .chain(expires)
             .chain(self.peers.values().filter_map(|p| match p.state {
                 PeerState::Ready { refresh_at } => Some(refresh_at),
-                PeerState::Pending => None,
+                PeerState::Pending | PeerState::Failed { .. } => None,
             }))
             .min()
     }
@@ -744,7 +775,23 @@ impl<R: RngCore> TurnClient<R> {
             return Err(TurnError::FamilyMismatch { peer, relayed });
         }
         let key = self.peer_key(peer);
-        if self.peers.contains_key(&key) {
+        if let Some(entry) = self.peers.get_mut(&key) {
+            let PeerState::Failed { retry_at } = entry.state else {
+                return Ok(key);
+            };
+            if now < retry_at {
+                self.stats.dropped += 1;
+                return Err(TurnError::PeerBackingOff {
+                    peer,
+                    retry_in: retry_at - now,
+                });
+            }
+            entry.state = PeerState::Pending;
+            let operation = match entry.channel {
+                Some(channel) => Operation::ChannelBind { peer, channel },
+                None => Operation::CreatePermission { peer: key },
+            };
+            self.start(now, operation);
             return Ok(key);
         }
         let channel = if self.config.use_channels {
@@ -758,6 +805,8 @@ impl<R: RngCore> TurnClient<R> {
                 state: PeerState::Pending,
                 channel,
                 queue: VecDeque::new(),
+                failures: 0,
+                installed_until: None,
             },
         );
         let operation = match channel {
@@ -1045,8 +1094,9 @@ impl<R: RngCore> TurnClient<R> {
         let Some(entry) = self.peers.get_mut(&key) else {
             return;
         };
-        let was_pending = matches!(entry.state, PeerState::Pending);
-        if was_pending {
+        entry.failures = 0;
+        entry.installed_until = Some(now + PERMISSION_LIFETIME);
+        if !matches!(entry.state, PeerState::Ready { .. }) {
             entry.state = PeerState::Ready { refresh_at };
         }
         let channel = entry.channel;
@@ -1068,16 +1118,26 @@ impl<R: RngCore> TurnClient<R> {
             }
             Operation::CreatePermission { peer } | Operation::ChannelBind { peer, .. } => {
                 let key = self.peer_key(peer);
-                if let Some(entry) = self.peers.remove(&key) {
-                    self.stats.dropped += entry.queue.len() as u64;
-                    if let Some(c) = entry.channel {
-                        self.channels.remove(&c);
-                    }
+                let Some(entry) = self.peers.get_mut(&key) else {
+                    return;
+                };
+                entry.failures = entry.failures.saturating_add(1);
+                let retry_at = now + peer_retry_wait(entry.failures);
+                if entry.installed_until.is_some_and(|until| retry_at < until) {
+                    // A refresh failed, but what it refreshes lasts past
+                    // the next try: keep sending.
+                    entry.state = PeerState::Ready {
+                        refresh_at: retry_at,
+                    };
+                    return;
                 }
+                entry.state = PeerState::Failed { retry_at };
+                entry.installed_until = None;
+                self.stats.dropped += entry.queue.len() as u64;
+                entry.queue.clear();
                 self.events.push_back(TurnEvent::PeerFailed { peer, error });
             }
         }
-        let _ = now;
     }
 
     fn lose(&mut self, error: TurnError) {

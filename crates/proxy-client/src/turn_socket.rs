@@ -549,6 +549,9 @@ impl Task {
     /// Sends what the client queued and handles its events; false once the
     /// allocation is over.
     async fn pump(&mut self) -> bool {
+        // Counted before the bytes leave, so a peer that has them never
+        // sees counters that lack them.
+        lock(&self.shared).statistics = self.client.statistics();
         while let Some(t) = self.client.poll_transmit() {
             if let Err(error) = self.link.send(&t.data, t.destination).await {
                 debug!(%error, "TURN socket send error");

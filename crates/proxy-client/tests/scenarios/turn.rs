@@ -33,6 +33,8 @@ struct Server {
     nonces_issued: u32,
     /// Answer the next authenticated request with 438.
     stale_next: bool,
+    /// Answer ChannelBind and CreatePermission with 403.
+    refuse_peers: bool,
     channels: HashMap<u16, SocketAddr>,
     requests: Vec<(Method, Option<u32>)>,
     relayed_data: Vec<(SocketAddr, Vec<u8>)>,
@@ -45,6 +47,7 @@ impl Server {
             nonce: "nonce-1".into(),
             nonces_issued: 1,
             stale_next: false,
+            refuse_peers: false,
             channels: HashMap::new(),
             requests: Vec::new(),
             relayed_data: Vec::new(),
@@ -87,6 +90,22 @@ impl Server {
             self.nonces_issued += 1;
             self.nonce = format!("nonce-{}", self.nonces_issued);
             return Some(self.error(&request, 438, "Stale Nonce"));
+        }
+        if self.refuse_peers
+            && matches!(
+                request.method,
+                Method::CHANNEL_BIND | Method::CREATE_PERMISSION
+            )
+        {
+            // Signed, as every error but 400, 401 and 438 must be.
+            return Some(
+                StunMessage::new(Class::Error, request.method, request.transaction_id)
+                    .with(Attribute::ErrorCode {
+                        code: 403,
+                        reason: "Forbidden".into(),
+                    })
+                    .encode(Some(&self.key), true),
+            );
         }
         let mut response = StunMessage::new(Class::Success, request.method, request.transaction_id);
         if request.method == Method::ALLOCATE {
@@ -359,4 +378,102 @@ fn rfc8656_a_refused_password_and_a_forged_response_are_told_apart() {
     c.handle_input(now, server_addr(), &[0, 1, 0, 4, 0x21, 0x12]);
     assert_eq!(c.statistics().ignored_input, 2);
     assert_eq!(c.state(), AllocationState::Allocating);
+}
+
+fn binds(s: &Server) -> usize {
+    s.requests
+        .iter()
+        .filter(|r| r.0 == Method::CHANNEL_BIND)
+        .count()
+}
+
+/// A refused ChannelBind is asked for again after 5, 10, 20 ... s, not on
+/// every datagram, and always with the peer's first channel number (RFC
+/// 8656 §12: a number and an address are never rebound to others).
+#[test]
+fn rfc8656_12_a_refused_channel_is_retried_after_a_wait_with_the_same_number() {
+    let t0 = Instant::now();
+    let (mut c, mut s) = (client("secret", true), Server::new());
+    c.allocate(t0).unwrap();
+    exchange(&mut c, &mut s, t0);
+    s.refuse_peers = true;
+    c.send_to(t0, peer(), b"first").unwrap();
+    let events = exchange(&mut c, &mut s, t0);
+    assert!(
+        matches!(events[..], [TurnEvent::PeerFailed { .. }]),
+        "{events:?}"
+    );
+    assert_eq!(binds(&s), 1);
+    // A second of 20 ms packets: each dropped, no request.
+    for k in 0..50 {
+        let at = t0 + Duration::from_millis(20 * k);
+        assert!(matches!(
+            c.send_to(at, peer(), b"rtp"),
+            Err(TurnError::PeerBackingOff { .. })
+        ));
+        exchange(&mut c, &mut s, at);
+    }
+    assert_eq!(binds(&s), 1, "no ChannelBind per datagram");
+    let mut t = t0;
+    for wait in [5, 10, 20] {
+        t += Duration::from_secs(wait);
+        c.send_to(t, peer(), b"again").unwrap();
+        let events = exchange(&mut c, &mut s, t);
+        assert!(matches!(events[..], [TurnEvent::PeerFailed { .. }]));
+        assert!(
+            c.send_to(t + Duration::from_secs(wait * 2 - 1), peer(), b"x")
+                .is_err()
+        );
+    }
+    assert_eq!(binds(&s), 4);
+    // The relay relents: the channel is the one first asked for.
+    s.refuse_peers = false;
+    t += Duration::from_secs(40);
+    c.send_to(t, peer(), b"through").unwrap();
+    let events = exchange(&mut c, &mut s, t);
+    assert_eq!(
+        events,
+        [TurnEvent::ChannelBound {
+            peer: peer(),
+            channel: 0x4000
+        }]
+    );
+    assert_eq!(s.relayed_data, [(peer(), b"through".to_vec())]);
+}
+
+/// A channel refresh that is refused while the binding still holds keeps
+/// the media flowing and is tried again 5 s later.
+#[test]
+fn rfc8656_12_a_refused_refresh_keeps_the_channel_until_it_runs_out() {
+    let t0 = Instant::now();
+    let (mut c, mut s) = (client("secret", true), Server::new());
+    c.allocate(t0).unwrap();
+    exchange(&mut c, &mut s, t0);
+    c.send_to(t0, peer(), b"one").unwrap();
+    exchange(&mut c, &mut s, t0);
+    s.refuse_peers = true;
+    // The refresh goes out 240 s on; the permission lasts 300 s.
+    let t = t0 + Duration::from_secs(240);
+    c.handle_timeout(t);
+    assert!(exchange(&mut c, &mut s, t).is_empty(), "no PeerFailed yet");
+    assert_eq!(binds(&s), 2);
+    c.send_to(t, peer(), b"two").unwrap();
+    assert!(c.is_peer_ready(peer()));
+    assert_eq!(c.poll_timeout(), Some(t + Duration::from_secs(5)));
+    s.refuse_peers = false;
+    let t = t + Duration::from_secs(5);
+    c.handle_timeout(t);
+    let events = exchange(&mut c, &mut s, t);
+    assert!(matches!(
+        events[..],
+        [TurnEvent::ChannelBound {
+            channel: 0x4000,
+            ..
+        }]
+    ));
+    assert_eq!(binds(&s), 3);
+    assert_eq!(
+        s.relayed_data,
+        [(peer(), b"one".to_vec()), (peer(), b"two".to_vec())]
+    );
 }
