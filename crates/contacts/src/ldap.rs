@@ -252,6 +252,14 @@ pub enum LdapError {
     /// More entries than [`MAX_ENTRIES`].
     #[error("directory returned more than {0} entries")]
     TooManyEntries(usize),
+    /// The server sent a response the LDAP client could not read (ldap3
+    /// gives up on some malformed ones, such as a DN or referral that is
+    /// not UTF-8, by panicking; the panic stays inside the operation).
+    #[error("directory sent a response that could not be read during {during}")]
+    Unreadable {
+        /// The operation.
+        during: &'static str,
+    },
 }
 
 /// Why one directory entry was not turned into a contact. The entry is
@@ -538,6 +546,29 @@ pub struct Fetched {
     pub skipped: Vec<SkippedEntry>,
 }
 
+/// Runs one directory operation on a task of its own, within `limit`: a
+/// panic in ldap3 over a malformed response ends the operation with
+/// [`LdapError::Unreadable`] instead of taking the caller down, and the
+/// task ends with the operation however the caller stops waiting.
+async fn guarded<T: Send + 'static>(
+    during: &'static str,
+    limit: Duration,
+    operation: impl Future<Output = Result<T, LdapError>> + Send + 'static,
+) -> Result<T, LdapError> {
+    struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(operation));
+    match tokio::time::timeout(limit, &mut task.0).await {
+        Ok(Ok(result)) => result,
+        Ok(Err(_)) => Err(LdapError::Unreadable { during }),
+        Err(_) => Err(LdapError::TimedOut(limit)),
+    }
+}
+
 /// An LDAP or LDAPS directory to sync from and search.
 ///
 /// ```
@@ -766,16 +797,11 @@ impl LdapSource {
     ///
     /// Any [`LdapError`].
     pub async fn fetch(&self) -> Result<Fetched, LdapError> {
-        let limit = self.time_limit;
-        match tokio::time::timeout(
-            limit,
-            self.fetch_inner(&self.filter, self.size_limit, false),
-        )
+        let this = self.clone();
+        guarded("fetch", self.time_limit, async move {
+            this.fetch_inner(&this.filter, this.size_limit, false).await
+        })
         .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(LdapError::TimedOut(limit)),
-        }
     }
 
     /// Searches the directory live for what a user typed, for queries the
@@ -792,12 +818,11 @@ impl LdapSource {
             return Ok(Vec::new());
         };
         let size = u32::try_from(limit.saturating_mul(4).clamp(1, 500)).unwrap_or(500);
-        let time = self.time_limit;
-        let fetched = match tokio::time::timeout(time, self.fetch_inner(&filter, size, true)).await
-        {
-            Ok(result) => result?,
-            Err(_) => return Err(LdapError::TimedOut(time)),
-        };
+        let this = self.clone();
+        let fetched = guarded("search", self.time_limit, async move {
+            this.fetch_inner(&filter, size, true).await
+        })
+        .await?;
         let source = self.source();
         let mut map = self.attributes.clone();
         map.photo.clear();

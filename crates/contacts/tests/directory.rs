@@ -399,3 +399,73 @@ async fn live_directory_search_escapes_user_input() {
     assert_eq!(hits.len(), 1);
     assert!(hits[0].contact.id.is_some(), "the stored copy is returned");
 }
+
+/// A server whose answers ldap3 cannot read (a matched DN that is not
+/// UTF-8: ldap3 0.12 panics on it, in the caller's task for a bind) ends
+/// the fetch and the live search with an error; the caller and the stored
+/// contacts carry on.
+#[tokio::test]
+async fn a_response_ldap3_cannot_read_is_an_error_not_a_crash() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ldap://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move {
+        // A BindResponse (application 1) to the fetch's bind, a
+        // SearchResultDone (application 5) to the anonymous search.
+        for op in [0x61, 0x65] {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            // LDAPMessage: SEQUENCE, its length, then INTEGER messageID.
+            let mut k = 1;
+            if buf[k] & 0x80 != 0 {
+                k += usize::from(buf[k] & 0x7f);
+            }
+            k += 1;
+            assert!(
+                n > k + 2 && buf[k] == 0x02 && buf[k + 1] == 1,
+                "a small message id"
+            );
+            let id = buf[k + 2];
+            // Success, matchedDN 0xff, no diagnostic message.
+            let answer = [
+                0x30, 0x0d, 0x02, 0x01, id, op, 0x08, 0x0a, 0x01, 0x00, 0x04, 0x01, 0xff, 0x04,
+                0x00,
+            ];
+            conn.write_all(&answer).await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.read(&mut buf)).await;
+        }
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let mut book = Contacts::open(profile.path()).unwrap();
+    let kept = book.add(Contact::new("Kept Contact")).unwrap();
+    let bound = source(&url)
+        .with_simple_bind("cn=reader", Password::new("x"))
+        .with_cleartext_bind_allowed(true)
+        .with_time_limit(Duration::from_secs(10));
+    let err = book.sync_ldap(&bound).await.unwrap_err();
+    println!("fetch: {err}");
+    assert!(
+        matches!(err, SyncError::Directory(LdapError::Unreadable { .. })),
+        "{err}"
+    );
+    let anonymous = source(&url).with_time_limit(Duration::from_secs(10));
+    let err = anonymous.search("anyone", 5).await.unwrap_err();
+    println!("search: {err}");
+    assert!(
+        matches!(
+            err,
+            LdapError::Unreadable { .. } | LdapError::Protocol { .. }
+        ),
+        "{err}"
+    );
+    assert_eq!(book.len(), 1);
+    assert_eq!(book.search("kept", 5).unwrap()[0].contact.id, Some(kept));
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .unwrap()
+        .unwrap();
+}
