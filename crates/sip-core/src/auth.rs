@@ -452,6 +452,12 @@ pub struct DigestClient {
 
 /// What the client remembers of one (kind, realm): the last challenge and how
 /// many times its nonce was used.
+/// The most realms a client keeps credentials for, and answers in one
+/// response: a peer that challenges with hundreds of realms would otherwise
+/// make every later request carry hundreds of headers (RFC 3261 §22.3
+/// expects a few: one per proxy or server on the path).
+const MAX_REALMS: usize = 8;
+
 #[derive(Debug, Clone)]
 struct Session {
     challenge: Challenge,
@@ -564,6 +570,10 @@ impl DigestClient {
                     i
                 }
                 None => {
+                    // The realm cached longest goes first.
+                    if self.sessions.len() >= MAX_REALMS {
+                        self.sessions.remove(0);
+                    }
                     self.sessions.push(session);
                     self.sessions.len() - 1
                 }
@@ -637,13 +647,15 @@ impl DigestClient {
                 });
                 continue;
             }
+            let full = best.len() >= MAX_REALMS;
             match best
                 .iter_mut()
                 .find(|b| b.kind == c.kind && b.realm == c.realm)
             {
                 Some(b) if c.algorithm.hash > b.algorithm.hash => *b = c,
                 Some(_) => {}
-                None => best.push(c),
+                None if !full => best.push(c),
+                None => {}
             }
         }
         if best.is_empty() {
@@ -1524,6 +1536,30 @@ mod tests {
             .handle_challenge(&resp, &req, &mut rng())
             .unwrap();
         assert_eq!(param(out[0].value(), "algorithm"), "SHA-256-sess");
+    }
+
+    /// A peer that challenges with 300 realms gets answers for the first
+    /// eight, and the cache that authorises later requests stays at eight.
+    #[test]
+    fn rfc3261_22_3_realms_are_bounded() {
+        let req = request(Method::Invite, "sip:bob@biloxi.com", b"");
+        let mut client = DigestClient::new("bob", "zanzibar");
+        for round in 0..3 {
+            let challenges: Vec<String> = (0..100)
+                .map(|k| format!("Digest realm=\"r{round}-{k}\", nonce=\"n{k}\", qop=\"auth\""))
+                .collect();
+            let refs: Vec<&str> = challenges.iter().map(String::as_str).collect();
+            let resp = challenge_response(&req, 401, &refs);
+            let out = client.handle_challenge(&resp, &req, &mut rng()).unwrap();
+            assert_eq!(out.len(), MAX_REALMS);
+        }
+        assert_eq!(client.cached_realms().count(), MAX_REALMS);
+        let mut next = request(Method::Invite, "sip:carol@biloxi.com", b"");
+        assert_eq!(
+            client.authorize_request(&mut next, &mut rng()).unwrap(),
+            MAX_REALMS
+        );
+        assert_eq!(next.header_values("Authorization").count(), MAX_REALMS);
     }
 
     #[test]

@@ -212,6 +212,9 @@ pub enum EndpointEvent {
     Cancelled {
         /// The INVITE's transaction.
         invite: ServerTxId,
+        /// The CANCEL, for its Reason (RFC 3326: `cause=200` when the call
+        /// was answered elsewhere).
+        cancel: Message,
     },
     /// A response for a client transaction.
     Response {
@@ -957,7 +960,8 @@ impl<R: RngCore> Endpoint<R> {
                 .get(&invite)
                 .is_some_and(|e| e.tx.state() == TransactionState::Proceeding);
             if proceeding {
-                self.events.push_back(EndpointEvent::Cancelled { invite });
+                self.events
+                    .push_back(EndpointEvent::Cancelled { invite, cancel });
             }
         }
     }
@@ -999,6 +1003,13 @@ impl<R: RngCore> Endpoint<R> {
         let reason = format!("Bad Request ({})", error.kind);
         let Ok(builder) = Message::response_to(request, 400, &reason) else {
             return;
+        };
+        // A final response to a request without a To tag gets one (§8.2.6.2).
+        let has_tag = request.to().is_ok_and(|t| t.tag().is_some());
+        let builder = if has_tag {
+            builder
+        } else {
+            builder.to_tag(&self.token(8))
         };
         let Ok(resp) = builder.build() else { return };
         if let Some(destination) = response_destination(&resp, source) {
@@ -1498,6 +1509,9 @@ mod tests {
             sent.destination.addr,
             "203.0.113.5:40000".parse::<SocketAddr>().unwrap()
         );
+        // §8.2.6.2: the request had no To tag, the final response has one.
+        let resp = Message::parse(sent.payload).unwrap();
+        assert!(resp.to().unwrap().tag().is_some_and(|t| !t.is_empty()));
     }
 
     /// §9.2: the 200 to a CANCEL carries the To tag of the INVITE's

@@ -585,6 +585,12 @@ impl Message {
             .map_err(|e| self.value_error(idx, 0, e))
     }
 
+    /// Every Reason value (RFC 3326): protocol (`SIP`, `Q.850`) with `cause`
+    /// and `text`.
+    pub fn reasons(&self) -> impl Iterator<Item = Result<TokenParams<'_>, ParseError>> + '_ {
+        self.all(HeaderName::Reason)
+    }
+
     /// The Retry-After header (RFC 3261 §20.33), when present.
     pub fn retry_after(&self) -> Result<Option<RetryAfter<'_>>, ParseError> {
         self.optional(HeaderName::RetryAfter)
@@ -1308,7 +1314,9 @@ fn check_value(kind: HeaderName, e: &str, single: bool) -> Result<(), ValueError
                 headers::check_token(e).map(drop)
             }
         }
-        HeaderName::Event | HeaderName::SubscriptionState => TokenParams::parse_value(e).map(drop),
+        HeaderName::Event | HeaderName::SubscriptionState | HeaderName::Reason => {
+            TokenParams::parse_value(e).map(drop)
+        }
         HeaderName::Replaces => headers::replaces(e).map(drop),
         HeaderName::SessionExpires => headers::session_expires(e).map(drop),
         HeaderName::RetryAfter => RetryAfter::parse_value(e).map(drop),
@@ -2394,6 +2402,33 @@ v=0\n";
             body.len()
         );
         Message::parse(raw.into_bytes()).unwrap()
+    }
+
+    /// RFC 3326: Reason values on one line or several, with quoted text
+    /// that holds a comma.
+    #[test]
+    fn rfc3326_reasons() {
+        let raw = "CANCEL sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:a@b>\r\nCall-ID: x\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nReason: SIP ;cause=200 ;text=\"Call completed elsewhere, sorry\", Q.850;cause=16\r\nreason: SIP;cause=487\r\nContent-Length: 0\r\n\r\n";
+        let m = Message::parse(raw.as_bytes().to_vec()).unwrap();
+        let reasons: Vec<(String, Option<String>)> = m
+            .reasons()
+            .map(|r| {
+                let r = r.unwrap();
+                (
+                    r.value.to_owned(),
+                    r.params.value("cause").map(str::to_owned),
+                )
+            })
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("SIP".to_owned(), Some("200".to_owned())),
+                ("Q.850".to_owned(), Some("16".to_owned())),
+                ("SIP".to_owned(), Some("487".to_owned())),
+            ]
+        );
+        assert!(m.validate().is_ok());
     }
 
     /// RFC 5621 and RFC 2046 §5.1.1: the SDP part of a multipart body, with

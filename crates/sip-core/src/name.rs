@@ -340,6 +340,7 @@ header_names! {
     UserAgent => "User-Agent", b"user-agent";
     Server => "Server", b"server";
     RetryAfter => "Retry-After", b"retry-after";
+    Reason => "Reason", b"reason";
     Timestamp => "Timestamp", b"timestamp";
 }
 
@@ -364,6 +365,7 @@ impl HeaderName {
                 | HeaderName::Path
                 | HeaderName::ServiceRoute
                 | HeaderName::ContentEncoding
+                | HeaderName::Reason
         )
     }
 }

@@ -607,9 +607,12 @@ impl ServerTransaction {
                     let trying = match self.trying.take() {
                         Some(Trying::Ready(t)) => Some(t),
                         Some(Trying::FromRequest(request)) => {
-                            Message::response_to(&request, 100, "Trying")
-                                .and_then(|b| b.build())
-                                .ok()
+                            // §8.2.6.1: a Timestamp comes back in the 100.
+                            let mut b = Message::response_to(&request, 100, "Trying");
+                            if let Some(t) = request.header("Timestamp") {
+                                b = b.and_then(|b| b.header("Timestamp", t));
+                            }
+                            b.and_then(|b| b.build()).ok()
                         }
                         None => None,
                     };
@@ -970,6 +973,24 @@ mod tests {
         // No ACK from the transaction for a 2xx.
         assert!(tx.poll_transmit().is_none());
         assert_eq!(tx.poll_timeout(), Some(start + Duration::from_secs(32)));
+    }
+
+    /// §8.2.6.1: the 100 Trying built from the INVITE carries its Timestamp.
+    #[test]
+    fn rfc3261_8_2_6_1_the_trying_copies_the_timestamp() {
+        let start = Instant::now();
+        let mut inv = invite();
+        inv.push_header("Timestamp", "54").unwrap();
+        let mut tx = ServerTransaction::new_lazy_trying(
+            start,
+            &inv,
+            TimerConfig::default(),
+            Reliability::Unreliable,
+        );
+        tx.handle_timeout(start + Duration::from_millis(200));
+        let trying = tx.poll_transmit().unwrap();
+        assert_eq!(trying.status(), Some(100));
+        assert_eq!(trying.header("Timestamp"), Some("54"));
     }
 
     #[test]

@@ -309,7 +309,7 @@ impl Agent {
                         r.handle_ack();
                     }
                 }
-                EndpointEvent::Cancelled { invite } => {
+                EndpointEvent::Cancelled { invite, .. } => {
                     self.log.push("CANCELLED".into());
                     if let Some((tx, req, tag)) = self.incoming.take() {
                         assert_eq!(tx, invite);

@@ -175,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
                     responders.remove(id);
                 }
             }
-            DriverEvent::Endpoint(EndpointEvent::Cancelled { invite }) => {
+            DriverEvent::Endpoint(EndpointEvent::Cancelled { invite, .. }) => {
                 served.cancels += 1;
                 if let Some(req) = ringing.remove(&invite) {
                     respond(

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant, SystemTime};
 use config_export::{Account, DtmfMode};
 use media_engine::negotiation::{MediaNegotiation, NegotiatedAudio};
 use media_engine::sdp::{Direction, SessionDescription};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use sip_core::auth::DigestClient;
 use sip_core::dialog::{Dialog, UasInviteResponder};
 use sip_core::endpoint::{
@@ -870,7 +870,9 @@ impl Engine {
                         )
                     })
                 });
-                if regs_done || self.now() >= *deadline {
+                // Calls being cancelled end with their 487 (or a racing
+                // 200, which gets its ACK and BYE).
+                if regs_done && self.calls.is_empty() || self.now() >= *deadline {
                     break;
                 }
             }
@@ -904,10 +906,10 @@ impl Engine {
             }
             self.timers().await;
         }
-        for leg in self.calls.values_mut() {
-            if let Some(m) = leg.media.take() {
-                m.stop().await;
-            }
+        // Out of time: what is left ends here, in the history too.
+        let left: Vec<CallId> = self.calls.keys().copied().collect();
+        for id in left {
+            self.end_call(id, EndReason::Cancelled).await;
         }
         self.driver.transports().shutdown();
         if let Some((_, reply)) = self.shutting_down.take() {
@@ -1571,7 +1573,7 @@ impl Engine {
     }
 
     fn hold(&mut self, id: CallId, hold: bool) -> Result<(), PhoneError> {
-        let leg = self.calls.get(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
         if leg.phase != Phase::Confirmed || leg.media.is_none() {
             return Err(PhoneError::InvalidState {
                 call: id,
@@ -1579,6 +1581,8 @@ impl Engine {
                 state: leg.state_name(),
             });
         }
+        // The user's latest wish replaces a re-INVITE waiting out a 491.
+        leg.reinvite_retry = None;
         self.send_reinvite(id, hold)
     }
 
@@ -1844,6 +1848,21 @@ impl Engine {
         }
     }
 
+    /// Answers an incoming call's INVITE with 487, as its caller gave it up
+    /// (CANCEL, §9.2; BYE in the early dialog, §15.1.2).
+    fn terminate_offered(&mut self, id: CallId) {
+        let now = self.now();
+        if let Some(leg) = self.calls.get(&id)
+            && leg.phase == Phase::Offered
+            && let Some(tx) = leg.server_tx
+            && let Ok(resp) = Message::response_to(&leg.invite, 487, "Request Terminated")
+                .map(|b| b.to_tag(&leg.local_tag))
+                .and_then(|b| b.build())
+        {
+            let _ = self.driver.endpoint().send_response(now, tx, resp);
+        }
+    }
+
     async fn end_call(&mut self, id: CallId, reason: EndReason) {
         let Some(mut leg) = self.calls.remove(&id) else {
             return;
@@ -1883,15 +1902,23 @@ impl Engine {
             warn!(error = %e, "call not written to the history");
         }
         leg.end_reason = Some(reason.clone());
+        // A transfer we were asked for: tell the transferor how it went,
+        // with the final status the transfer target gave (RFC 3515 §2.4.5).
+        let transfer_outcome =
+            leg.transferred_from
+                .filter(|_| leg.answered.is_none())
+                .map(|orig| match &reason {
+                    EndReason::Refused { status, reason } => (orig, *status, reason.clone()),
+                    EndReason::Timeout => (orig, 408, "Request Timeout".to_owned()),
+                    EndReason::Failed(_) => (orig, 500, "Server Internal Error".to_owned()),
+                    _ => (orig, 487, "Request Terminated".to_owned()),
+                });
         self.emit(PhoneEvent::CallState {
             call: id,
             state: CallState::Ended(reason),
         });
-        // A transfer we were asked for: tell the transferor how it went.
-        if let Some(orig) = leg.transferred_from
-            && leg.answered.is_none()
-        {
-            self.notify_transfer(orig, 487, "Request Terminated", true);
+        if let Some((orig, status, text)) = transfer_outcome {
+            self.notify_transfer(orig, status, &text, true);
         }
     }
 
@@ -1918,23 +1945,20 @@ impl Engine {
                 source,
             } => self.request(transaction, request, source).await,
             EndpointEvent::Ack { request, .. } => self.ack(&request).await,
-            EndpointEvent::Cancelled { invite } => {
+            EndpointEvent::Cancelled { invite, cancel } => {
                 let found = self
                     .calls
                     .values()
                     .find(|l| l.server_tx == Some(invite) && l.phase == Phase::Offered)
                     .map(|l| l.id);
                 if let Some(id) = found {
-                    let now = self.now();
-                    if let Some(leg) = self.calls.get(&id)
-                        && let Ok(resp) =
-                            Message::response_to(&leg.invite, 487, "Request Terminated")
-                                .map(|b| b.to_tag(&leg.local_tag))
-                                .and_then(|b| b.build())
-                    {
-                        let _ = self.driver.endpoint().send_response(now, invite, resp);
-                    }
-                    self.end_call(id, EndReason::RemoteCancelled).await;
+                    self.terminate_offered(id);
+                    let reason = if answered_elsewhere(&cancel) {
+                        EndReason::AnsweredElsewhere
+                    } else {
+                        EndReason::RemoteCancelled
+                    };
+                    self.end_call(id, reason).await;
                 }
             }
             EndpointEvent::Response {
@@ -2359,6 +2383,7 @@ impl Engine {
                 if answered {
                     self.end_call(id, EndReason::RemoteHangup).await;
                 } else {
+                    self.terminate_offered(id);
                     self.end_call(id, EndReason::RemoteCancelled).await;
                 }
             }
@@ -2420,6 +2445,9 @@ impl Engine {
         let Ok(offered) = self.offered_sdp(tx, &request) else {
             return;
         };
+        if self.refuse_before_answer(id, tx, &request) {
+            return;
+        }
         self.refresh_timer(id, &request);
         let Some(leg) = self.calls.get_mut(&id) else {
             return;
@@ -2470,12 +2498,38 @@ impl Engine {
         }
     }
 
+    /// An offer in the early dialog of a call we have not answered: the
+    /// INVITE's offer is still unanswered on the wire, so it gets 500 with
+    /// Retry-After 0-10 s (RFC 3311 §5.2, RFC 3261 §14.2), and no media
+    /// starts before the user answers. True when refused.
+    fn refuse_before_answer(&mut self, id: CallId, tx: ServerTxId, request: &Message) -> bool {
+        if self
+            .calls
+            .get(&id)
+            .is_none_or(|l| l.phase != Phase::Offered)
+        {
+            return false;
+        }
+        let wait = self.rng.random_range(0..=10u8).to_string();
+        self.respond_with(
+            tx,
+            request,
+            500,
+            "Server Internal Error",
+            &[("Retry-After", &wait)],
+        );
+        true
+    }
+
     /// An in-dialog UPDATE (RFC 3311): a session refresh, and with SDP an
     /// offer whose answer goes in the 2xx (§5.2).
     async fn update(&mut self, id: CallId, tx: ServerTxId, request: Message) {
         let Ok(offered) = self.offered_sdp(tx, &request) else {
             return;
         };
+        if offered.is_some() && self.refuse_before_answer(id, tx, &request) {
+            return;
+        }
         self.refresh_timer(id, &request);
         let now = self.now();
         let Some(leg) = self.calls.get_mut(&id) else {
@@ -2746,6 +2800,11 @@ impl Engine {
                     && let Some(t) = leg.timer.as_mut()
                 {
                     t.deadline = now + t.interval / 2;
+                } else if matches!(status, 408 | 481) {
+                    // The peer no longer knows the dialog (§12.2.1.2).
+                    self.send_bye(id);
+                    self.end_call(id, EndReason::Failed(format!("UPDATE answered {status}")))
+                        .await;
                 }
             }
             Pending::Bye | Pending::Info | Pending::Notify => {}
@@ -3016,6 +3075,15 @@ fn sdp_of(message: &Message) -> Option<&[u8]> {
 }
 
 /// The To tag of a message; in a response, which callee sent it.
+/// Whether a CANCEL says the call was answered elsewhere (RFC 3326:
+/// `Reason: SIP;cause=200`), as when another phone of a group took it.
+fn answered_elsewhere(cancel: &Message) -> bool {
+    cancel
+        .reasons()
+        .flatten()
+        .any(|r| r.value.eq_ignore_ascii_case("SIP") && r.params.value("cause") == Some("200"))
+}
+
 fn to_tag(message: &Message) -> Option<String> {
     message.to().ok().and_then(|t| t.tag().map(str::to_owned))
 }

@@ -84,6 +84,9 @@ pub enum EndReason {
     Cancelled,
     /// The caller cancelled before we answered.
     RemoteCancelled,
+    /// Another phone took the call before we answered (a CANCEL with
+    /// `Reason: SIP;cause=200`, RFC 3326): not a missed call.
+    AnsweredElsewhere,
     /// We declined the incoming call with this status.
     Declined {
         /// 486, 603...
@@ -116,6 +119,7 @@ impl EndReason {
             EndReason::RemoteHangup => "remote hangup".into(),
             EndReason::Cancelled => "cancelled".into(),
             EndReason::RemoteCancelled => "missed".into(),
+            EndReason::AnsweredElsewhere => "answered elsewhere".into(),
             EndReason::Declined { status } => format!("declined {status}"),
             EndReason::Refused { status, reason } => format!("refused {status} {reason}"),
             EndReason::Timeout => "no answer".into(),

@@ -2,7 +2,7 @@
 //! a second call while the first is on hold, attended transfer (REFER with
 //! Replaces, RFC 3891) with every side played by this crate, DTMF both as
 //! RFC 4733 events and as SIP INFO, mute, an audio device unplugged in a
-//! call, and what the history keeps.
+//! call, a blind transfer to a busy target, and what the history keeps.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -424,6 +424,32 @@ async fn an_incoming_call_is_named_from_the_contacts() {
     assert_eq!(history[0].remote_name.as_deref(), Some("Alice Example"));
     alice.shutdown().await.unwrap();
     bob.shutdown().await.unwrap();
+}
+
+/// RFC 3515 §2.4.5: a blind transfer whose target is busy is reported to
+/// the transferor with the target's final status, 486, not a stock 487.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blind_transfer_to_a_busy_target_reports_busy() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
+    let mut carol = party("carol", 1200.0, DtmfMode::Rfc4733).await;
+    let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
+    ab.transfer(&format!("sip:carol@{}", carol.addr))
+        .await
+        .unwrap();
+    incoming(&mut carol.events).await.reject(486).await.unwrap();
+    let PhoneEvent::TransferProgress { status, .. } = next_event(
+        &mut alice.events,
+        "the transfer's outcome",
+        |e| matches!(e, PhoneEvent::TransferProgress { status, .. } if *status >= 300),
+    )
+    .await
+    else {
+        unreachable!()
+    };
+    assert_eq!(status, 486);
+    carol.phone.shutdown().await.unwrap();
+    bob_hangs_up(alice, bob, &ab, &ba).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

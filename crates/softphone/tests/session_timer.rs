@@ -73,3 +73,98 @@ async fn a_refreshed_session_outlives_its_interval_several_times() {
     alice.shutdown().await.unwrap();
     bob.shutdown().await.unwrap();
 }
+
+/// The refresher's UPDATE answered 481 (the peer lost the dialog, after a
+/// restart say) ends the call with a BYE, as a re-INVITE's 481 does,
+/// instead of leaving a dead call up and refreshing it forever. The peer
+/// is a bare UDP socket answering by hand.
+#[tokio::test(start_paused = true)]
+async fn a_refresh_update_answered_481_ends_the_call() {
+    use sip_core::{Message, Method};
+    let (alice, mut events) = phone("alice", Some(Duration::from_secs(90))).await;
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let call = alice
+        .dial(None, &format!("sip:bob@{peer_addr}"))
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let mut recv = async || -> (Message, std::net::SocketAddr) {
+        loop {
+            let (n, from) = peer.recv_from(&mut buf).await.unwrap();
+            if let Ok(m) = Message::parse(buf[..n].to_vec()) {
+                return (m, from);
+            }
+        }
+    };
+    let (invite, alice_addr) = recv().await;
+    assert_eq!(invite.method(), Some(&Method::Invite));
+    let sdp = format!(
+        "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+        peer_addr.port() + 2
+    );
+    let ok = Message::response_to(&invite, 200, "OK")
+        .unwrap()
+        .to_tag("bob1")
+        .header("Contact", &format!("<sip:bob@{peer_addr}>"))
+        .unwrap()
+        .header("Allow", "INVITE, ACK, BYE, UPDATE")
+        .unwrap()
+        .header("Session-Expires", "90;refresher=uac")
+        .unwrap()
+        .header("Require", "timer")
+        .unwrap()
+        .header("Content-Type", "application/sdp")
+        .unwrap()
+        .body(sdp.into_bytes())
+        .build()
+        .unwrap();
+    peer.send_to(&ok.to_bytes(), alice_addr).await.unwrap();
+    // The ACK, then (45 s on) the refresh: an UPDATE, answered 481.
+    let update = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let (m, _) = recv().await;
+            if m.method() == Some(&Method::Update) {
+                break m;
+            }
+        }
+    })
+    .await
+    .expect("a refresh within the interval");
+    let gone = Message::response_to(&update, 481, "Call/Transaction Does Not Exist")
+        .unwrap()
+        .build()
+        .unwrap();
+    peer.send_to(&gone.to_bytes(), alice_addr).await.unwrap();
+    // Bounded: without the fix no BYE ever comes, only more UPDATEs.
+    let bye = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let (m, _) = recv().await;
+            if m.method() == Some(&Method::Bye) {
+                break m;
+            }
+        }
+    })
+    .await
+    .expect("a BYE after the 481");
+    let bye_ok = Message::response_to(&bye, 200, "OK")
+        .unwrap()
+        .build()
+        .unwrap();
+    peer.send_to(&bye_ok.to_bytes(), alice_addr).await.unwrap();
+    let seen = drain(&mut events, Duration::from_secs(5)).await;
+    let ended = seen.iter().find_map(|e| match e {
+        PhoneEvent::CallState {
+            state: CallState::Ended(reason),
+            ..
+        } => Some(reason.clone()),
+        _ => None,
+    });
+    assert!(
+        matches!(&ended, Some(softphone::EndReason::Failed(why)) if why.contains("481")),
+        "{ended:?}"
+    );
+    assert!(call.info().await.is_err(), "the call is gone");
+    alice.shutdown().await.unwrap();
+}

@@ -5,8 +5,10 @@
 //! SDP whose answer comes in the ACK, a hold by UPDATE, and an INVITE
 //! without SDP, answered in the ACK or not at all, one whose body is not
 //! SDP, a forked call answered by another callee than its early media's,
-//! a stale ACK between a re-INVITE's 200 and its own ACK, and an offer in
-//! a multipart body.
+//! a stale ACK between a re-INVITE's 200 and its own ACK, an offer in a
+//! multipart body, early-dialog UPDATE and BYE from a caller, a CANCEL
+//! for a call answered elsewhere, a shutdown while a call rings, and a
+//! 491 on hold followed by a resume.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -18,7 +20,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use config_export::{Account, Config, SrtpPolicy};
-use softphone::{AudioSetup, CallState, EndReason, Events, Phone, PhoneConfig, PhoneEvent};
+use softphone::{
+    AudioSetup, CallRecord, CallState, EndReason, Events, Phone, PhoneConfig, PhoneEvent,
+};
 use testkit::{Scenario, Sipp, SippOutcome, SippRun};
 use tokio::time::{Instant, timeout_at};
 
@@ -414,4 +418,156 @@ async fn a_stale_ack_is_not_the_answer_to_a_re_invite() {
 async fn an_offer_in_a_multipart_body_is_answered() {
     let (states, sent) = answer_sipp("uac_multipart_offer.xml").await;
     assert_talked_then_hung_up(&states, sent);
+}
+
+/// Lets sipp's caller scenario `file` ring the phone, never answered, and
+/// returns the call's states, the RTP packets sent (from a final quality
+/// report, 0 without one) and the call history.
+async fn ring_sipp(file: &str) -> (Vec<CallState>, u64, Vec<CallRecord>) {
+    let (phone, mut events) = phone("bob").await;
+    let bob = phone.accounts().await.unwrap()[0].local.unwrap();
+    let run = sipp(file)
+        .with_remote(bob)
+        .with_service("bob")
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut states = Vec::new();
+    let mut sent = 0;
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        match event {
+            PhoneEvent::Quality { report, .. } => sent = report.packets_sent,
+            PhoneEvent::CallState { state, .. } => {
+                let ended = matches!(state, CallState::Ended(_));
+                states.push(state);
+                if ended {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    sipp_passed(run);
+    let history = phone.history(5).await.unwrap();
+    phone.shutdown().await.unwrap();
+    (states, sent, history)
+}
+
+/// RFC 3311 §5.2: an UPDATE with an offer before we answered (the
+/// INVITE's offer is unanswered on the wire) gets 500 with Retry-After
+/// 0-10 (sipp checks both), and no media starts while the phone rings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offer_before_the_answer_gets_500_and_starts_no_media() {
+    let (states, sent, _) = ring_sipp("uac_early_update.xml").await;
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteCancelled)),
+        "{states:?}"
+    );
+    assert!(!states.contains(&CallState::Connected), "{states:?}");
+    assert_eq!(sent, 0, "RTP went out before the call was answered");
+}
+
+/// RFC 3261 §15.1.2: a caller's BYE in the early dialog ends the call, and
+/// the INVITE still gets its 487 (sipp waits for it and ACKs it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bye_before_the_answer_gets_the_invite_a_487() {
+    let (states, _, history) = ring_sipp("uac_early_bye.xml").await;
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteCancelled)),
+        "{states:?}"
+    );
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].end_reason, "missed");
+}
+
+/// RFC 3326: a CANCEL with `Reason: SIP;cause=200` (another phone of the
+/// group answered) is not a missed call, in the event or the history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_answered_elsewhere_is_not_missed() {
+    let (states, _, history) = ring_sipp("uac_cancel_elsewhere.xml").await;
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::AnsweredElsewhere)),
+        "{states:?}"
+    );
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].end_reason, "answered elsewhere");
+}
+
+/// Shutting down while an outgoing call rings cancels it and waits for the
+/// 487 (sipp needs its ACK); the call ends as cancelled, not silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shutdown_while_ringing_cancels_the_call() {
+    let run = sipp("uas_ring_then_cancel.xml").spawn().unwrap();
+    let (phone, mut events) = phone("alice").await;
+    phone
+        .dial(None, &format!("sip:service@{}", run.addr()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        if let PhoneEvent::CallState {
+            state: CallState::Ringing,
+            ..
+        } = event
+        {
+            break;
+        }
+    }
+    phone.shutdown().await.unwrap();
+    let mut ended = None;
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        if let PhoneEvent::CallState {
+            state: CallState::Ended(reason),
+            ..
+        } = event
+        {
+            ended = Some(reason);
+        }
+    }
+    assert_eq!(ended, Some(EndReason::Cancelled));
+    sipp_passed(run);
+}
+
+/// RFC 3261 §14.1: a hold refused with 491 is retried 2-4 s later, unless
+/// the user resumed meanwhile: then the retry must not put the call back
+/// on hold (sipp fails on any INVITE in its 5 s pause).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resume_after_a_491_on_hold_is_not_undone_by_the_retry() {
+    let run = sipp("uas_glare_hold.xml").spawn().unwrap();
+    let (phone, mut events) = phone("alice").await;
+    let call = phone
+        .dial(None, &format!("sip:service@{}", run.addr()))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(25);
+    let mut states = Vec::new();
+    let mut held = false;
+    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
+        if let PhoneEvent::CallState { state, .. } = event {
+            if state == CallState::Connected && !held {
+                held = true;
+                call.hold().await.unwrap();
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                call.resume().await.unwrap();
+            }
+            let ended = matches!(state, CallState::Ended(_));
+            states.push(state);
+            if ended {
+                break;
+            }
+        }
+    }
+    sipp_passed(run);
+    phone.shutdown().await.unwrap();
+    assert!(
+        !states.iter().any(|s| matches!(s, CallState::OnHold { .. })),
+        "{states:?}"
+    );
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteHangup))
+    );
 }
