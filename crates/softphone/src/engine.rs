@@ -2058,6 +2058,23 @@ impl Engine {
         let Some(method) = request.method().cloned() else {
             return;
         };
+        // §8.2.2.3: an extension we lack in Require is refused first.
+        let unsupported: Vec<&str> = request
+            .require()
+            .flatten()
+            .filter(|tag| !UNDERSTOOD.iter().any(|u| u.eq_ignore_ascii_case(tag)))
+            .collect();
+        if !unsupported.is_empty() {
+            let list = unsupported.join(", ");
+            self.respond_with(
+                tx,
+                &request,
+                420,
+                "Bad Extension",
+                &[("Unsupported", &list)],
+            );
+            return;
+        }
         let in_dialog = to_tag(&request);
         if let Some(to_tag) = in_dialog {
             let id = self
@@ -3063,6 +3080,10 @@ fn hold_direction(hold: bool) -> Direction {
         Direction::SendRecv
     }
 }
+
+/// The option tags we act on when a request requires them (RFC 3261
+/// §8.2.2.3): Replaces (RFC 3891) and session timers (RFC 4028).
+const UNDERSTOOD: [&str; 2] = ["replaces", "timer"];
 
 /// At most one check-sync NOTIFY a minute reaches the application,
 /// however often the PBX sends them.

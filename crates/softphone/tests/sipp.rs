@@ -6,9 +6,9 @@
 //! without SDP, answered in the ACK or not at all, one whose body is not
 //! SDP, a forked call answered by another callee than its early media's,
 //! a stale ACK between a re-INVITE's 200 and its own ACK, an offer in a
-//! multipart body, early-dialog UPDATE and BYE from a caller, a CANCEL
-//! for a call answered elsewhere, a shutdown while a call rings, and a
-//! 491 on hold followed by a resume.
+//! multipart body, one that requires 100rel, early-dialog UPDATE and BYE
+//! from a caller, a CANCEL for a call answered elsewhere, a shutdown while
+//! a call rings, and a 491 on hold followed by a resume.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -328,9 +328,23 @@ async fn an_ack_without_the_answer_ends_the_call() {
 /// and an Accept header naming SDP (sipp checks both), and never rings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invite_with_a_body_that_is_not_sdp_gets_415() {
+    refused_without_ringing("uac_non_sdp_body.xml").await;
+}
+
+/// RFC 3261 §8.2.2.3: an INVITE that requires an extension we lack
+/// (100rel) gets 420 with the tag in Unsupported (sipp checks it), and
+/// never rings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_requiring_100rel_gets_420() {
+    refused_without_ringing("uac_require_100rel.xml").await;
+}
+
+/// Runs sipp's caller scenario `file`, which checks how the INVITE was
+/// refused, and asserts the phone never rang.
+async fn refused_without_ringing(file: &str) {
     let (phone, mut events) = phone("bob").await;
     let bob = phone.accounts().await.unwrap()[0].local.unwrap();
-    let run = sipp("uac_non_sdp_body.xml")
+    let run = sipp(file)
         .with_remote(bob)
         .with_service("bob")
         .spawn()
