@@ -314,6 +314,10 @@ pub struct NegotiatedAudio {
     pub send_telephone_event: Option<u8>,
     /// Payload type telephone-events arrive with, if negotiated.
     pub receive_telephone_event: Option<u8>,
+    /// The clock rate of the telephone-event payload both ways (the
+    /// codec's, or 8000 when the peer has events only at 8000 Hz): event
+    /// durations count in it (RFC 4733 §2.5.1.5).
+    pub telephone_event_rate: u32,
     /// Packet time to send with, in milliseconds.
     pub ptime: u32,
     /// What this side does: send, receive, both or neither.
@@ -690,9 +694,13 @@ impl MediaNegotiation {
             .payload_types()
             .find(|&pt| codec_of(ours, pt) == Some(codec))
             .ok_or(NegotiationError::NoCommonCodec)?;
-        let send_telephone_event = telephone_event_of(theirs, codec.clock_rate());
+        // Events run at the rate the answer chose, both ways: our number
+        // for that rate, not the one at the codec's rate.
+        let answered_event = telephone_event_of(theirs, codec.clock_rate());
+        let telephone_event_rate = answered_event.map_or(codec.clock_rate(), |(_, rate)| rate);
         let receive_telephone_event =
-            send_telephone_event.and_then(|_| telephone_event_of(ours, codec.clock_rate()));
+            answered_event.and_then(|(_, rate)| telephone_event_at(ours, rate));
+        let send_telephone_event = receive_telephone_event.and(answered_event.map(|(pt, _)| pt));
 
         let srtp = match theirs.crypto().next() {
             Some(answered) if self.settings.srtp != SrtpPolicy::Disabled => {
@@ -727,6 +735,7 @@ impl MediaNegotiation {
             remote_fmtp: theirs.fmtp(send_payload_type).map(str::to_owned),
             send_telephone_event,
             receive_telephone_event,
+            telephone_event_rate,
             ptime: self.send_ptime(theirs),
             direction,
             rtcp_mux,
@@ -765,11 +774,13 @@ impl MediaNegotiation {
         let Some(&(payload_type, codec)) = codecs.first() else {
             return Ok(None);
         };
-        let telephone_event = if self.settings.telephone_event {
+        let offered_event = if self.settings.telephone_event {
             telephone_event_of(offered, codec.clock_rate())
         } else {
             None
         };
+        let telephone_event = offered_event.map(|(pt, _)| pt);
+        let telephone_event_rate = offered_event.map_or(codec.clock_rate(), |(_, rate)| rate);
         // The first offered crypto line this side can run (RFC 4568 §7.1.1).
         let chosen = if policy == SrtpPolicy::Disabled {
             None
@@ -805,10 +816,7 @@ impl MediaNegotiation {
         );
         let rtcp_mux = self.settings.rtcp_mux && offered.is_rtcp_mux();
         // Telephone-events are answered at the rate they were offered.
-        let answered_events: Vec<(u8, u32)> = telephone_event
-            .map(|pt| (pt, offered.rtpmap(pt).map_or(8000, |m| m.clock_rate)))
-            .into_iter()
-            .collect();
+        let answered_events: Vec<(u8, u32)> = offered_event.into_iter().collect();
         let section = self.audio_section(
             offered.protocol.clone(),
             &codecs,
@@ -826,6 +834,7 @@ impl MediaNegotiation {
             remote_fmtp: offered.fmtp(payload_type).map(str::to_owned),
             send_telephone_event: telephone_event,
             receive_telephone_event: telephone_event,
+            telephone_event_rate,
             ptime: self.send_ptime(offered),
             direction: Direction::from_flags(
                 direction.sends() && !remote_ip.is_unspecified(),
@@ -876,23 +885,21 @@ fn codec_of(media: &MediaDescription, payload_type: u8) -> Option<Codec> {
     }
 }
 
-/// The telephone-event payload type of a section: the one at the codec's
-/// clock rate, else the one at 8000 Hz.
-fn telephone_event_of(media: &MediaDescription, clock_rate: u32) -> Option<u8> {
-    let events: Vec<(u8, u32)> = media
-        .payload_types()
-        .filter_map(|pt| {
-            let map = media.rtpmap(pt)?;
-            map.encoding
-                .eq_ignore_ascii_case("telephone-event")
-                .then_some((pt, map.clock_rate))
+/// The telephone-event payload type of a section and its clock rate: the
+/// one at the codec's clock rate, else the one at 8000 Hz.
+fn telephone_event_of(media: &MediaDescription, clock_rate: u32) -> Option<(u8, u32)> {
+    telephone_event_at(media, clock_rate)
+        .map(|pt| (pt, clock_rate))
+        .or_else(|| telephone_event_at(media, 8000).map(|pt| (pt, 8000)))
+}
+
+/// The telephone-event payload type of a section at exactly `clock_rate`.
+fn telephone_event_at(media: &MediaDescription, clock_rate: u32) -> Option<u8> {
+    media.payload_types().find(|&pt| {
+        media.rtpmap(pt).is_some_and(|map| {
+            map.encoding.eq_ignore_ascii_case("telephone-event") && map.clock_rate == clock_rate
         })
-        .collect();
-    events
-        .iter()
-        .find(|(_, rate)| *rate == clock_rate)
-        .or_else(|| events.iter().find(|(_, rate)| *rate == 8000))
-        .map(|(pt, _)| *pt)
+    })
 }
 
 fn connection_ip(
@@ -968,6 +975,38 @@ mod tests {
         assert_eq!(
             answer.description.media[0].rtpmap(110).unwrap().clock_rate,
             48000
+        );
+    }
+
+    /// RFC 4733 §2.5.1.5, RFC 3264 §6.1: a PBX that answers our Opus offer
+    /// with events only at 8000 Hz gets its events on its number both ways,
+    /// with durations on the 8000 Hz clock, not our 48000 Hz number.
+    #[test]
+    fn opus_with_events_only_at_8000_hz_uses_them_both_ways() {
+        // Best-effort SRTP offers RTP/AVP, which a PBX answers in the clear.
+        let mut a = negotiation(MediaSettings::new(ip(1), 4000).with_best_effort_srtp());
+        let offer = a.create_offer().unwrap();
+        assert!(
+            offer.media[0]
+                .rtpmap(101)
+                .is_some_and(|m| m.clock_rate == 8000)
+        );
+        let answer = remote(
+            "v=0\r\no=pbx 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=audio 30000 RTP/AVP 111 101\r\na=rtpmap:111 opus/48000/2\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-16\r\n",
+        );
+        let n = a.handle_answer(&answer).unwrap();
+        assert_eq!(n.codec, Codec::Opus);
+        assert_eq!(n.send_telephone_event, Some(101));
+        assert_eq!(n.receive_telephone_event, Some(101));
+        assert_eq!(n.telephone_event_rate, 8000);
+        // Offered to us the same way, we answer the same way.
+        let mut b = negotiation(MediaSettings::new(ip(2), 5000).with_best_effort_srtp());
+        let answered = b.handle_offer(&answer).unwrap().audio.unwrap();
+        assert_eq!(
+            (answered.send_telephone_event, answered.telephone_event_rate),
+            (Some(101), 8000)
         );
     }
 

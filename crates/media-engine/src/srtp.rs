@@ -313,7 +313,26 @@ pub struct SrtpContext {
     suite: SrtpSuite,
     outbound: Context,
     inbound: Context,
+    /// Sources whose packets authenticated, RTP and RTCP: only theirs go
+    /// to `inbound`.
+    known_rtp: Vec<u32>,
+    known_rtcp: Vec<u32>,
+    /// Checks packets of other sources first. webrtc-srtp keeps state for
+    /// a packet's SSRC before it checks the tag, so forged packets with
+    /// ever new SSRCs would otherwise grow `inbound` for the whole call;
+    /// this context is made afresh after [`PROBE_FAILURES`] refusals.
+    probe: Context,
+    probe_failures: usize,
+    remote: SrtpKeyMaterial,
+    window: usize,
 }
+
+/// Refusals after which the context that checks unknown sources is made
+/// afresh (each may have left state for one SSRC behind).
+const PROBE_FAILURES: usize = 256;
+
+/// Sources remembered as authenticated; a peer changes SSRC rarely.
+const KNOWN_SOURCES: usize = 16;
 
 impl fmt::Debug for SrtpContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -347,19 +366,59 @@ impl SrtpContext {
             None,
         )
         .map_err(map_error)?;
-        let inbound = Context::new(
-            remote.master_key(),
-            remote.master_salt(),
-            suite.profile(),
-            Some(srtp_replay_protection(window)),
-            Some(srtcp_replay_protection(window)),
-        )
-        .map_err(map_error)?;
+        let inbound = inbound_context(remote, window)?;
+        let probe = inbound_context(remote, window)?;
         Ok(SrtpContext {
             suite,
             outbound,
             inbound,
+            known_rtp: Vec::new(),
+            known_rtcp: Vec::new(),
+            probe,
+            probe_failures: 0,
+            remote: remote.clone(),
+            window,
         })
+    }
+
+    /// Unprotects a packet of source `ssrc` with `decrypt`: through the
+    /// probe first when the source has not authenticated yet.
+    fn unprotect<B>(
+        &mut self,
+        packet: &[u8],
+        ssrc: u32,
+        rtcp: bool,
+        decrypt: fn(&mut Context, &[u8]) -> Result<B, webrtc_srtp::Error>,
+    ) -> Result<Vec<u8>, SrtpError>
+    where
+        Vec<u8>: From<B>,
+    {
+        let known = if rtcp {
+            &mut self.known_rtcp
+        } else {
+            &mut self.known_rtp
+        };
+        if !known.contains(&ssrc) {
+            if let Err(e) = decrypt(&mut self.probe, packet) {
+                self.probe_failures += 1;
+                if self.probe_failures >= PROBE_FAILURES {
+                    self.probe_failures = 0;
+                    if let Ok(fresh) = inbound_context(&self.remote, self.window) {
+                        self.probe = fresh;
+                    }
+                }
+                return Err(map_error(e));
+            }
+            if known.len() >= KNOWN_SOURCES {
+                known.remove(0);
+            }
+            known.push(ssrc);
+        }
+        // For a new source this also starts its replay window and
+        // roll-over counter in the context that keeps them.
+        decrypt(&mut self.inbound, packet)
+            .map(Vec::from)
+            .map_err(map_error)
     }
 
     /// The suite in use.
@@ -384,11 +443,8 @@ impl SrtpContext {
         if srtp.len() < RTP_FIXED_HEADER_LEN + self.suite.rtp_overhead() || srtp[0] >> 6 != 2 {
             return Err(SrtpError::Malformed { len: srtp.len() });
         }
-        let result = self
-            .inbound
-            .decrypt_rtp(srtp)
-            .map(Vec::from)
-            .map_err(map_error);
+        let ssrc = u32::from_be_bytes([srtp[8], srtp[9], srtp[10], srtp[11]]);
+        let result = self.unprotect(srtp, ssrc, false, Context::decrypt_rtp);
         if let Err(e) = &result {
             trace!(error = %e, len = srtp.len(), "srtp packet refused");
         }
@@ -412,16 +468,25 @@ impl SrtpContext {
         if srtcp.len() < 8 + self.suite.rtcp_overhead() || srtcp[0] >> 6 != 2 {
             return Err(SrtpError::Malformed { len: srtcp.len() });
         }
-        let result = self
-            .inbound
-            .decrypt_rtcp(srtcp)
-            .map(Vec::from)
-            .map_err(map_error);
+        let ssrc = u32::from_be_bytes([srtcp[4], srtcp[5], srtcp[6], srtcp[7]]);
+        let result = self.unprotect(srtcp, ssrc, true, Context::decrypt_rtcp);
         if let Err(e) = &result {
             trace!(error = %e, len = srtcp.len(), "srtcp packet refused");
         }
         result
     }
+}
+
+/// A receiving context for `remote`'s key, with replay protection.
+fn inbound_context(remote: &SrtpKeyMaterial, window: usize) -> Result<Context, SrtpError> {
+    Context::new(
+        remote.master_key(),
+        remote.master_salt(),
+        remote.suite.profile(),
+        Some(srtp_replay_protection(window)),
+        Some(srtcp_replay_protection(window)),
+    )
+    .map_err(map_error)
 }
 
 fn map_error(error: webrtc_srtp::Error) -> SrtpError {

@@ -682,7 +682,7 @@ impl AudioStream {
                 self.config.dtmf_volume,
                 duration,
                 self.frame_duration(),
-                self.negotiated.codec.clock_rate(),
+                self.negotiated.telephone_event_rate,
             );
             trace!(digit = %digit.to_char(), packets = packets.len(), "dtmf press starts");
             self.counters.dtmf_sent += 1;
