@@ -323,6 +323,7 @@ pub struct SrtpContext {
     /// this context is made afresh after [`PROBE_FAILURES`] refusals.
     probe: Context,
     probe_failures: usize,
+    local: SrtpKeyMaterial,
     remote: SrtpKeyMaterial,
     window: usize,
 }
@@ -376,9 +377,65 @@ impl SrtpContext {
             known_rtcp: Vec::new(),
             probe,
             probe_failures: 0,
+            local: local.clone(),
             remote: remote.clone(),
             window,
         })
+    }
+
+    /// Takes new keys after a re-offer, changing only the direction whose
+    /// key changed: a crypto context lives as long as its key (RFC 3711
+    /// §3.2.1), so a peer that re-keys its side leaves our sending roll-over
+    /// counter and SRTCP index where they are. Starting them again under
+    /// an unchanged key would reuse keystream (§9.1) after a wrap and make
+    /// the peer refuse our packets. On error nothing changed.
+    pub fn rekey(
+        &mut self,
+        local: &SrtpKeyMaterial,
+        remote: &SrtpKeyMaterial,
+    ) -> Result<(), SrtpError> {
+        if local.suite != remote.suite {
+            return Err(SrtpError::SuiteMismatch {
+                local: local.suite,
+                remote: remote.suite,
+            });
+        }
+        let outbound = if *local == self.local {
+            None
+        } else {
+            Some(
+                Context::new(
+                    local.master_key(),
+                    local.master_salt(),
+                    local.suite.profile(),
+                    None,
+                    None,
+                )
+                .map_err(map_error)?,
+            )
+        };
+        let inbound = if *remote == self.remote {
+            None
+        } else {
+            Some((
+                inbound_context(remote, self.window)?,
+                inbound_context(remote, self.window)?,
+            ))
+        };
+        if let Some(outbound) = outbound {
+            self.outbound = outbound;
+            self.local = local.clone();
+        }
+        if let Some((inbound, probe)) = inbound {
+            self.inbound = inbound;
+            self.probe = probe;
+            self.probe_failures = 0;
+            self.known_rtp.clear();
+            self.known_rtcp.clear();
+            self.remote = remote.clone();
+        }
+        self.suite = local.suite;
+        Ok(())
     }
 
     /// Unprotects a packet of source `ssrc` with `decrypt`: through the
@@ -759,6 +816,53 @@ mod tests {
         for i in [0, 2, 1, 3] {
             assert!(receiver.unprotect_rtp(&packets[i]).is_ok(), "packet {i}");
         }
+    }
+
+    /// RFC 3711 §3.2.1, §9.1: when the peer re-keys its side (a re-INVITE's
+    /// new a=crypto), our sending context keeps its roll-over counter: the
+    /// peer, still holding our unchanged key, reads our packets after a
+    /// wrap, and the keystream is never reused.
+    #[test]
+    fn rfc3711_3_2_1_a_peer_rekey_keeps_our_roll_over_counter() {
+        let suite = SrtpSuite::AesCm128HmacSha1_80;
+        let (a, b, b2) = (
+            SrtpKeyMaterial::generate(suite).unwrap(),
+            SrtpKeyMaterial::generate(suite).unwrap(),
+            SrtpKeyMaterial::generate(suite).unwrap(),
+        );
+        let mut alice = SrtpContext::new(&a, &b, SrtpConfig::default()).unwrap();
+        let mut bob = SrtpContext::new(&b, &a, SrtpConfig::default()).unwrap();
+        let packet = |seq: u16| {
+            RtpPacket::new(0, seq, u32::from(seq) * 160, Ssrc(9), vec![seq as u8; 160])
+                .to_bytes()
+                .unwrap()
+        };
+        for seq in [65534u16, 65535, 0, 1] {
+            let p = alice.protect_rtp(&packet(seq)).unwrap();
+            assert_eq!(bob.unprotect_rtp(&p).unwrap(), packet(seq));
+        }
+        // Bob re-keys his side; Alice's key for sending stays.
+        alice.rekey(&a, &b2).unwrap();
+        bob.rekey(&b2, &a).unwrap();
+        let p = alice.protect_rtp(&packet(2)).unwrap();
+        assert_eq!(bob.unprotect_rtp(&p).unwrap(), packet(2), "ROC 1 kept");
+        // Bob's new key works for what he sends.
+        let back = bob.protect_rtp(&packet(7)).unwrap();
+        assert_eq!(alice.unprotect_rtp(&back).unwrap(), packet(7));
+        // Our key changing starts our sending context again, under the new key.
+        let a2 = SrtpKeyMaterial::generate(suite).unwrap();
+        alice.rekey(&a2, &b2).unwrap();
+        bob.rekey(&b2, &a2).unwrap();
+        let p = alice.protect_rtp(&packet(3)).unwrap();
+        assert_eq!(bob.unprotect_rtp(&p).unwrap(), packet(3));
+        assert!(
+            alice
+                .rekey(
+                    &a2,
+                    &SrtpKeyMaterial::generate(SrtpSuite::AeadAes128Gcm).unwrap()
+                )
+                .is_err()
+        );
     }
 
     fn round_trip(suite: SrtpSuite) {

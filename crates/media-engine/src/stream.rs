@@ -610,10 +610,15 @@ impl AudioStream {
         } else {
             None
         };
-        let srtp = if old.srtp == negotiated.srtp {
-            None
-        } else {
-            Some(srtp_context(negotiated.srtp.as_ref(), &self.config)?)
+        // New keys for a context that stays SRTP change only the direction
+        // whose key changed (see `SrtpContext::rekey`).
+        let srtp = match (&mut self.srtp, &negotiated.srtp) {
+            _ if old.srtp == negotiated.srtp => None,
+            (Some(context), Some(keys)) if context.suite() == keys.local.suite() => {
+                context.rekey(&keys.local, &keys.remote)?;
+                None
+            }
+            _ => Some(srtp_context(negotiated.srtp.as_ref(), &self.config)?),
         };
         let clock_changed = old.codec.clock_rate() != negotiated.codec.clock_rate();
         if let Some(parts) = parts {
