@@ -111,6 +111,7 @@ use tracing::{debug, trace};
 
 use crate::codec::{self, AudioDecoder, AudioEncoder, CodecError};
 use crate::dtmf::{self, Digit, DtmfEvent, DtmfReceiver, EventPacket};
+use crate::g711;
 use crate::jitter::{
     JitterBuffer, JitterConfig, JitterConfigError, JitterPacket, JitterStatistics, Playout,
     PlayoutQueue,
@@ -1070,6 +1071,20 @@ impl AudioStream {
                 packet.payload,
             );
             self.jitter.push(now, frame);
+        } else if let Some(payload) =
+            other_law(self.negotiated.codec, payload_type, &packet.payload)
+        {
+            // The peer moved to the other G.711 law, which both sides
+            // listed (RFC 3264 §5.1 lets it): same clock and frames, so
+            // the bytes are turned into our law and play on.
+            let frame = JitterPacket::new(
+                packet.ssrc,
+                packet.sequence_number,
+                packet.timestamp,
+                packet.marker,
+                payload,
+            );
+            self.jitter.push(now, frame);
         } else {
             trace!(payload_type, "rtp with an unknown payload type ignored");
         }
@@ -1214,6 +1229,26 @@ fn session_config(config: &AudioStreamConfig, codec: Codec) -> RtpSessionConfig 
     RtpSessionConfig::new(config.cname.clone())
         .with_clock_rate(codec.clock_rate())
         .with_report_interval(config.report_interval)
+}
+
+/// A payload of the other G.711 law (static payload type 0 or 8, RFC 3551)
+/// in the law `codec` decodes; `None` for anything else.
+fn other_law(codec: Codec, payload_type: u8, payload: &[u8]) -> Option<Vec<u8>> {
+    match (codec, payload_type) {
+        (Codec::Pcmu, 8) => Some(
+            payload
+                .iter()
+                .map(|&a| g711::linear_to_ulaw(g711::alaw_to_linear(a)))
+                .collect(),
+        ),
+        (Codec::Pcma, 0) => Some(
+            payload
+                .iter()
+                .map(|&u| g711::linear_to_alaw(g711::ulaw_to_linear(u)))
+                .collect(),
+        ),
+        _ => None,
+    }
 }
 
 fn srtp_context(
@@ -1482,6 +1517,23 @@ mod tests {
         assert_eq!(stats.packets_lost, 0);
         assert_eq!(stats.decrypt_failures, 0);
         assert!(stats.quality.mos > 4.0, "{:?}", stats.quality);
+    }
+
+    /// RFC 3264 §5.1: a peer that switches to the other G.711 law it
+    /// listed, without a new offer, is still heard (here Alice sends PCMA
+    /// on 8 to a Bob that decodes PCMU).
+    #[test]
+    fn rfc3264_5_1_the_other_g711_law_plays_without_a_new_offer() {
+        let (_, n) = start_call(Codec::Pcmu, None);
+        let mut at_alice = n.at_alice.clone();
+        at_alice.codec = Codec::Pcma;
+        at_alice.send_payload_type = 8;
+        at_alice.receive_payload_type = 8;
+        let mut call = Call::new(&at_alice, &n.at_bob, AudioStreamConfig::new("x"));
+        call.run(50, |_, _| 1);
+        assert_eq!(call.a.sent[0].data[1] & 0x7f, 8);
+        assert_frequency(call.b.tail(25), 8000, 1000.0);
+        assert_eq!(call.b.stream.statistics().packets_received, 50);
     }
 
     #[test]
