@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -112,8 +112,13 @@ impl fmt::Display for ConnectionId {
 pub struct TransportConfig {
     /// Most open connections, inbound and outbound together (including those
     /// still in their handshake). Beyond it, accepted connections are closed
-    /// at once and sends that need a new connection fail. Default 1024.
+    /// at once and sends that need a new connection fail. An eighth of it is
+    /// kept for outbound connections, so peers connecting in cannot leave
+    /// none for the registrar or proxy. Default 1024.
     pub max_connections: usize,
+    /// Most accepted connections from one IP address; more are closed at
+    /// once, so one host cannot take every slot. Default 32.
+    pub max_connections_per_address: usize,
     /// A connection with no traffic in either direction for this long is
     /// closed; `None` keeps idle connections. Default 10 minutes.
     pub idle_timeout: Option<Duration>,
@@ -144,6 +149,7 @@ impl Default for TransportConfig {
     fn default() -> Self {
         TransportConfig {
             max_connections: 1024,
+            max_connections_per_address: 32,
             idle_timeout: Some(Duration::from_secs(600)),
             read_timeout: Duration::from_secs(32),
             connect_timeout: Duration::from_secs(10),
@@ -161,6 +167,12 @@ impl TransportConfig {
     /// Sets [`TransportConfig::max_connections`].
     pub fn with_max_connections(mut self, max: usize) -> Self {
         self.max_connections = max;
+        self
+    }
+
+    /// Sets [`TransportConfig::max_connections_per_address`].
+    pub fn with_max_connections_per_address(mut self, max: usize) -> Self {
+        self.max_connections_per_address = max;
         self
     }
 
@@ -438,6 +450,16 @@ pub enum TransportError {
     #[error("connection limit of {limit} reached")]
     TooManyConnections {
         /// The configured limit.
+        limit: usize,
+    },
+    /// [`TransportConfig::max_connections_per_address`] connections from
+    /// this address are open (or the inbound share of
+    /// [`TransportConfig::max_connections`] is used up).
+    #[error("inbound connection limit of {limit} reached for {address}")]
+    TooManyInbound {
+        /// The peer's address.
+        address: IpAddr,
+        /// The limit reached.
         limit: usize,
     },
     /// The connection named in the call is not open.
@@ -1038,10 +1060,30 @@ impl Shared {
         server_name: Option<String>,
     ) -> Result<(ConnectionId, mpsc::Sender<Command>, mpsc::Receiver<Command>), TransportError>
     {
-        if state.connections.len() >= self.config.max_connections {
-            return Err(TransportError::TooManyConnections {
-                limit: self.config.max_connections,
-            });
+        let open = state.connections.len();
+        let max = self.config.max_connections;
+        if open >= max {
+            return Err(TransportError::TooManyConnections { limit: max });
+        }
+        if inbound {
+            let inbound_limit = max - max / 8;
+            let from_address = state
+                .connections
+                .values()
+                .filter(|c| c.inbound && c.remote.ip() == remote.ip())
+                .count();
+            let limit = if open >= inbound_limit {
+                Some(inbound_limit)
+            } else {
+                (from_address >= self.config.max_connections_per_address)
+                    .then_some(self.config.max_connections_per_address)
+            };
+            if let Some(limit) = limit {
+                return Err(TransportError::TooManyInbound {
+                    address: remote.ip(),
+                    limit,
+                });
+            }
         }
         let id = ConnectionId(self.next_id.fetch_add(1, Ordering::Relaxed));
         let (commands, receiver) = mpsc::channel(COMMAND_QUEUE);

@@ -456,6 +456,81 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     ));
 }
 
+/// One host opening connection after connection gets its share and no
+/// more: the rest are closed at once, and outbound connections still open.
+#[tokio::test]
+async fn one_host_cannot_take_every_connection() {
+    let config = TransportConfig::default()
+        .with_max_connections(8)
+        .with_max_connections_per_address(4);
+    let (server, mut server_rx, server_addr) =
+        listener(TransportKind::Tcp, config, ListenerOptions::new()).await;
+    let mut kept = Vec::new();
+    for k in 0..4 {
+        let mut c = TcpStream::connect(server_addr).await.unwrap();
+        c.write_all(&request(&format!("kept{k}"), "TCP"))
+            .await
+            .unwrap();
+        assert_eq!(call_id(&next(&mut server_rx).await), format!("kept{k}"));
+        kept.push(c);
+    }
+    for _ in 0..3 {
+        let mut refused = TcpStream::connect(server_addr).await.unwrap();
+        assert_closed_by_peer(&mut refused).await;
+    }
+    assert_eq!(server.connections().len(), 4);
+    // Outbound still has room: to another listener.
+    let (_other, mut other_rx, other_addr) = listener(
+        TransportKind::Tcp,
+        TransportConfig::default(),
+        ListenerOptions::new(),
+    )
+    .await;
+    server
+        .send(OutboundMessage::new(
+            TransportKind::Tcp,
+            other_addr,
+            request("out", "TCP"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(call_id(&next(&mut other_rx).await), "out");
+}
+
+/// Accepted connections leave an eighth of the cap to outbound ones.
+#[tokio::test]
+async fn inbound_connections_leave_room_for_outbound() {
+    let config = TransportConfig::default().with_max_connections(8);
+    let (server, mut server_rx, server_addr) =
+        listener(TransportKind::Tcp, config, ListenerOptions::new()).await;
+    let mut kept = Vec::new();
+    for k in 0..7 {
+        let mut c = TcpStream::connect(server_addr).await.unwrap();
+        c.write_all(&request(&format!("in{k}"), "TCP"))
+            .await
+            .unwrap();
+        assert_eq!(call_id(&next(&mut server_rx).await), format!("in{k}"));
+        kept.push(c);
+    }
+    let mut refused = TcpStream::connect(server_addr).await.unwrap();
+    assert_closed_by_peer(&mut refused).await;
+    let (_other, mut other_rx, other_addr) = listener(
+        TransportKind::Tcp,
+        TransportConfig::default(),
+        ListenerOptions::new(),
+    )
+    .await;
+    server
+        .send(OutboundMessage::new(
+            TransportKind::Tcp,
+            other_addr,
+            request("out", "TCP"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(call_id(&next(&mut other_rx).await), "out");
+}
+
 #[tokio::test]
 async fn connect_failure_is_returned_to_the_sender() {
     // Bind and drop to find a port nobody listens on.
