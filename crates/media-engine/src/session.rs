@@ -233,6 +233,13 @@ impl RtpSession {
         packet
     }
 
+    /// Forgets the remote source: the next packet starts one, whatever
+    /// its SSRC (media moved to another endpoint).
+    pub fn forget_remote(&mut self) {
+        self.remote = None;
+        self.remote_fraction_lost = None;
+    }
+
     /// Feeds a received RTP packet.
     pub fn handle_rtp(&mut self, now: Instant, packet: &RtpPacket) -> RtpDisposition {
         self.receive_rtp(now, packet, true)

@@ -559,6 +559,12 @@ impl AudioStream {
         self.session.remote_statistics().map(|s| s.ssrc())
     }
 
+    /// Forgets the peer's SSRC, as when a re-offer moves media to another
+    /// endpoint: the next source heard is taken as the peer.
+    pub fn forget_remote_source(&mut self) {
+        self.session.forget_remote();
+    }
+
     /// The current direction.
     pub fn direction(&self) -> Direction {
         self.direction

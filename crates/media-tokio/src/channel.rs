@@ -504,14 +504,17 @@ impl Driver {
             Port::Rtp => &mut self.rtp_latch,
             Port::Rtcp => &mut self.rtcp_latch,
         };
-        if latch.is_current(from) {
+        if latch.is_current(from) || latch.is_signalled(from) {
             let received = match port {
                 Port::Rtp => self.stream.handle_datagram(now, data),
                 Port::Rtcp => self.stream.handle_rtcp(now, data),
             };
             // A genuine datagram from where the peer is breaks any run a
-            // newcomer was building (see `RemoteLatch`).
-            latch.observe(from, received.is_genuine());
+            // newcomer was building; one from the SDP address brings the
+            // flow back there (see `RemoteLatch`).
+            if latch.observe(from, received.is_genuine()) {
+                debug!(?port, "remote address back at the signalled one");
+            }
             return;
         }
         let received = self.stream.handle_unverified_datagram(now, data);
@@ -612,6 +615,10 @@ impl Driver {
         }
         if old.remote_rtp != negotiated.remote_rtp {
             self.rtp_latch.reset(negotiated.remote_rtp);
+            // Media moves to another endpoint (a transfer, direct media):
+            // its SSRC is not the old peer's, and behind NAT its packets
+            // must count towards latching.
+            self.stream.forget_remote_source();
         }
         if old.remote_rtcp != negotiated.remote_rtcp {
             self.rtcp_latch.reset(negotiated.remote_rtcp);

@@ -11,7 +11,9 @@
 //! > A new source address becomes the remote address after
 //! > [`required`](RemoteLatch::new) consecutive **genuine** datagrams from
 //! > it, with no genuine datagram from the current address in between and
-//! > no refused one from the new address.
+//! > no refused one from the new address. The address the SDP names is
+//! > trusted: one genuine datagram from it brings the remote address back
+//! > at once.
 //!
 //! "Genuine" is the stream's verdict
 //! ([`Received::is_genuine`](media_engine::stream::Received::is_genuine)):
@@ -21,7 +23,10 @@
 //! Before any packet came from the current address, no SSRC is known: a
 //! plain packet from elsewhere then counts as genuine for its address but
 //! is neither played nor taken as the peer's SSRC until the address moves
-//! there, so a stray packet cannot lock out a peer behind NAT.
+//! there, so a stray packet cannot lock out a peer behind NAT. Stray
+//! packets that win the race before a peer's first one (RTP bleed) hold
+//! the flow only until the peer sends from its SDP address, whose packets
+//! are taken as the peer's whatever SSRC was seen before.
 
 use std::net::SocketAddr;
 
@@ -30,6 +35,7 @@ use std::net::SocketAddr;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RemoteLatch {
     current: SocketAddr,
+    signalled: SocketAddr,
     candidate: Option<(SocketAddr, u32)>,
     required: u32,
     switches: u64,
@@ -41,6 +47,7 @@ impl RemoteLatch {
     pub fn new(initial: SocketAddr, required: u32) -> Self {
         RemoteLatch {
             current: initial,
+            signalled: initial,
             candidate: None,
             required: required.max(1),
             switches: 0,
@@ -55,6 +62,12 @@ impl RemoteLatch {
     /// Whether `from` is the current remote address.
     pub fn is_current(&self, from: SocketAddr) -> bool {
         from == self.current
+    }
+
+    /// Whether `from` is the address the SDP names, whose datagrams are
+    /// the peer's (see the module documentation).
+    pub fn is_signalled(&self, from: SocketAddr) -> bool {
+        from == self.signalled
     }
 
     /// How many times the address switched.
@@ -77,6 +90,12 @@ impl RemoteLatch {
             }
             return false;
         }
+        if from == self.signalled {
+            self.current = from;
+            self.candidate = None;
+            self.switches += 1;
+            return true;
+        }
         let count = match self.candidate {
             Some((addr, n)) if addr == from => n + 1,
             _ => 1,
@@ -95,6 +114,7 @@ impl RemoteLatch {
     /// Starts over at `address`, as when a new SDP names another address.
     pub fn reset(&mut self, address: SocketAddr) {
         self.current = address;
+        self.signalled = address;
         self.candidate = None;
     }
 }
@@ -126,9 +146,16 @@ mod tests {
         assert!(latch.observe(addr(5000), true));
         assert_eq!(latch.current(), addr(5000));
         assert_eq!(latch.switches(), 1);
-        // The old address is now the stranger.
-        assert!(!latch.observe(addr(4000), true));
+        // Another address is a stranger again...
+        assert!(!latch.observe(addr(6000), true));
         assert_eq!(latch.current(), addr(5000));
+        // ...but the SDP address is the peer's: one genuine datagram from
+        // it brings the flow back.
+        assert!(latch.observe(addr(4000), true));
+        assert_eq!(latch.current(), addr(4000));
+        assert_eq!(latch.switches(), 2);
+        assert!(!latch.observe(addr(5000), false));
+        assert_eq!(latch.current(), addr(4000));
     }
 
     #[test]

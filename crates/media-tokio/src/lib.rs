@@ -95,9 +95,14 @@
 //! (configurable) consecutive genuine datagrams from it, with no genuine
 //! datagram from the current address in between. Genuine means SRTP that
 //! authenticates, or plain RTP with the peer's SSRC; a single stray packet,
-//! a forged one, or a flood of them never moves the flow. RTP and RTCP
-//! (when not multiplexed) latch separately. A new SDP address from a
-//! re-INVITE restarts latching there.
+//! a forged one, or a flood of them never moves the flow once the peer
+//! has been heard. In the clear, strays that arrive before the peer's
+//! first packet can take the flow (nothing tells them apart yet), but the
+//! address the SDP names is trusted: one genuine datagram from it brings
+//! the flow back at once. RTP and RTCP (when not multiplexed) latch
+//! separately. A new SDP address from a re-INVITE restarts latching there
+//! and forgets the old peer's SSRC, so a new endpoint behind NAT is
+//! followed.
 //!
 //! ## The channel task
 //!

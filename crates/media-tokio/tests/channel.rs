@@ -714,3 +714,85 @@ async fn media_through_a_relay_carries_tones_both_ways() {
     let (a, b) = (alice.stop().await, bob.stop().await);
     assert_eq!(a.send_errors + b.send_errors, 0);
 }
+
+/// RTP bleed: stray plain RTP that reaches Bob before Alice's first packet
+/// takes the flow, but Alice's packets from the address her SDP names win
+/// it back at once, and the stray address gets no more media.
+#[tokio::test(start_paused = true)]
+async fn rfc4961_strays_that_came_first_lose_the_flow_to_the_sdp_address() {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (alice_addr, bob_addr) = (a_sockets.rtp_addr(), b_sockets.rtp_addr());
+    let (at_alice, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    let stray = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
+    for seq in 0..4 {
+        stray
+            .send_to(&forged(media_engine::rtp::Ssrc(0x1111), seq, 160), bob_addr)
+            .await
+            .unwrap();
+    }
+    sleep(Duration::from_millis(20)).await;
+    let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
+    sleep(Duration::from_millis(500)).await;
+    let s = bob.handle.statistics();
+    assert_eq!(s.remote_rtp, alice_addr);
+    assert_eq!(
+        s.stream.remote_ssrc,
+        Some(alice.handle.statistics().stream.local_ssrc)
+    );
+    assert_tone(
+        &bob.last_played(Duration::from_millis(200)),
+        8_000,
+        1000.0,
+        "bob",
+    );
+    // What the stray got while it held the flow, then nothing.
+    let mut buffer = [0u8; 2048];
+    while timeout(Duration::from_millis(50), stray.recv_from(&mut buffer))
+        .await
+        .is_ok()
+    {}
+    assert_silent(&stray, Duration::from_millis(300)).await;
+    alice.stop().await;
+    bob.stop().await;
+}
+
+/// A re-offer that moves media to another endpoint behind NAT (a transfer,
+/// direct media): its SDP address is private, its SSRC new. Bob forgets
+/// the old peer's SSRC, follows the new endpoint's packets to its public
+/// address, and plays it.
+#[tokio::test(start_paused = true)]
+async fn rfc4961_media_moved_to_a_new_endpoint_behind_nat_is_followed() {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let c_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let carol_addr = c_sockets.rtp_addr();
+    let (at_alice, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    let (at_carol, mut at_bob_to_carol) = negotiate(&c_sockets, &b_sockets, Codec::Pcmu, None);
+    let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
+    let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
+    sleep(Duration::from_millis(200)).await;
+    // Carol's SDP names a private address nobody sends from.
+    let private = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    at_bob_to_carol.remote_rtp = private.local_addr().unwrap();
+    at_bob_to_carol.remote_rtcp = private.local_addr().unwrap();
+    bob.handle.update(at_bob_to_carol).await.unwrap();
+    alice.stop().await;
+    let carol = Side::spawn(&at_carol, c_sockets, 8_000, 1500.0, "carol@example.org");
+    sleep(Duration::from_millis(500)).await;
+    let s = bob.handle.statistics();
+    assert_eq!(s.remote_rtp, carol_addr);
+    assert_eq!(
+        s.stream.remote_ssrc,
+        Some(carol.handle.statistics().stream.local_ssrc)
+    );
+    assert_tone(
+        &bob.last_played(Duration::from_millis(200)),
+        8_000,
+        1500.0,
+        "bob",
+    );
+    carol.stop().await;
+    bob.stop().await;
+}
