@@ -361,8 +361,16 @@ pub(crate) fn negotiate(
                 .flat_map(|r| [r.min_sample_rate(), r.max_sample_rate()]),
         )
         .collect();
-    // Nearest first; between two equally near, the higher.
-    rates.sort_by_key(|&r| (r.abs_diff(preferred), std::cmp::Reverse(r)));
+    // Rates that make whole frames at every packet time first (11 025 Hz
+    // is 220.5 samples in 20 ms, which the media path cannot frame); then
+    // nearest first; between two equally near, the higher.
+    rates.sort_by_key(|&r| {
+        (
+            !r.is_multiple_of(100),
+            r.abs_diff(preferred),
+            std::cmp::Reverse(r),
+        )
+    });
     rates.dedup();
     rates
         .into_iter()
@@ -640,6 +648,20 @@ mod tests {
         // An odd hardware rate is found from the range limits.
         let odd = [range(1, 22_000, 22_000, SampleFormat::I16)];
         assert_eq!(negotiate(&odd, &odd, 16_000).unwrap().sample_rate, 22_000);
+    }
+
+    /// 11 025 Hz is nearer 8 kHz than 48 kHz, but a 20 ms frame of it is
+    /// 220.5 samples: the card's 48 kHz is taken instead.
+    #[test]
+    fn rates_that_make_whole_frames_come_first() {
+        let card = [
+            range(1, 11_025, 11_025, SampleFormat::I16),
+            range(1, 48_000, 48_000, SampleFormat::I16),
+        ];
+        assert_eq!(negotiate(&card, &card, 8_000).unwrap().sample_rate, 48_000);
+        // With nothing else, the odd rate is still tried.
+        let only = [range(1, 22_050, 22_050, SampleFormat::I16)];
+        assert_eq!(negotiate(&only, &only, 8_000).unwrap().sample_rate, 22_050);
     }
 
     #[test]

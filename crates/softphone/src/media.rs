@@ -17,6 +17,8 @@ use media_tokio::{
     PortRange,
 };
 use tokio::sync::{mpsc, oneshot};
+
+use crate::diagnostics::Pii;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -72,7 +74,7 @@ pub(crate) async fn prepare(
         match crate::turn::allocate(turn, tls).await {
             Ok(relay) => {
                 let sockets = MediaSockets::relayed(Arc::new(relay));
-                info!(relayed = %sockets.rtp_addr(), "media through the TURN relay");
+                info!(relayed = %Pii::ip(sockets.rtp_addr()), "media through the TURN relay");
                 return Ok(PreparedMedia { sockets });
             }
             Err(e) => warn!(error = %e, "no TURN relay; media goes direct"),
