@@ -20,7 +20,7 @@ use tracing::debug;
 
 use crate::transport::{
     CloseReason, ConnectionId, Incoming, IncomingEvent, OutboundMessage, TransportError,
-    TransportKind, Transports, UdpReceiver,
+    TransportKind, Transports, UdpReceiver, WeakTransports,
 };
 use crate::udp;
 
@@ -77,6 +77,72 @@ pub struct Driver<R> {
     /// re-created, and `armed` at this instant (`None`: not polled).
     sleep: Option<Pin<Box<Sleep>>>,
     armed: Option<Instant>,
+    /// Messages for connections, each queue in order on a task of its own,
+    /// so a connect or write that hangs (up to the transport's 10 s
+    /// timeouts) holds up only its destination, not the loop.
+    streams: HashMap<StreamKey, mpsc::UnboundedSender<StreamJob>>,
+    stream_results_tx: mpsc::UnboundedSender<StreamSent>,
+    stream_results: mpsc::UnboundedReceiver<StreamSent>,
+}
+
+/// One queue of connection messages: the transport, the address, and the
+/// connection named, if any.
+type StreamKey = (TransportKind, SocketAddr, Option<u64>);
+
+/// A message for a connection and the transmit it came from.
+type StreamJob = (Destination, OutboundMessage);
+
+/// How a connection send ended.
+#[derive(Debug)]
+struct StreamSent {
+    destination: Destination,
+    result: Result<Option<ConnectionId>, TransportError>,
+}
+
+/// A queue's task ends after this long without a message.
+const STREAM_SENDER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sends one destination's connection messages in order, reporting each
+/// outcome, until the queue stays empty for [`STREAM_SENDER_IDLE`] or the
+/// layer is gone.
+async fn stream_sender(
+    transports: WeakTransports,
+    mut jobs: mpsc::UnboundedReceiver<StreamJob>,
+    results: mpsc::UnboundedSender<StreamSent>,
+) {
+    let send = async |(destination, out): StreamJob| {
+        let result = match transports.upgrade() {
+            Some(layer) => layer.send(out).await.map(|sent| sent.connection),
+            None => Err(TransportError::Shutdown),
+        };
+        results
+            .send(StreamSent {
+                destination,
+                result,
+            })
+            .is_ok()
+    };
+    loop {
+        match tokio::time::timeout(STREAM_SENDER_IDLE, jobs.recv()).await {
+            Ok(Some(job)) => {
+                if !send(job).await {
+                    return;
+                }
+            }
+            Ok(None) => return,
+            Err(_) => {
+                // Idle: refuse new messages (the driver starts another
+                // task for them), then send what came in meanwhile.
+                jobs.close();
+                while let Some(job) = jobs.recv().await {
+                    if !send(job).await {
+                        return;
+                    }
+                }
+                return;
+            }
+        }
+    }
 }
 
 /// What one round of waiting brought.
@@ -135,6 +201,7 @@ impl<R: RngCore> Driver<R> {
             .find(|l| l.kind == TransportKind::Udp)
             .map(|l| l.local);
         transports.shared().claim_udp();
+        let (stream_results_tx, stream_results) = mpsc::unbounded_channel();
         Driver {
             transports,
             incoming,
@@ -148,6 +215,9 @@ impl<R: RngCore> Driver<R> {
             buf: Vec::new(),
             sleep: None,
             armed: None,
+            streams: HashMap::new(),
+            stream_results_tx,
+            stream_results,
         }
     }
 
@@ -161,7 +231,10 @@ impl<R: RngCore> Driver<R> {
         &self.transports
     }
 
-    /// Sends everything the endpoint has queued.
+    /// Sends everything the endpoint has queued: datagrams at once, and
+    /// messages for connections through their destination's queue, whose
+    /// outcome [`next`](Self::next) reports (a failure as
+    /// [`DriverEvent::SendFailed`]).
     ///
     /// Cancel-safe: a transmit whose send was interrupted is sent again by
     /// the next call (at worst a duplicate datagram, which SIP absorbs).
@@ -191,9 +264,12 @@ impl<R: RngCore> Driver<R> {
                     {
                         out = out.with_connection(*c);
                     }
-                    if kind == TransportKind::Udp
-                        && let Some(local) = self.udp_local
-                    {
+                    if kind != TransportKind::Udp {
+                        self.queue_stream(kind, t.destination, out);
+                        self.sending = None;
+                        continue;
+                    }
+                    if let Some(local) = self.udp_local {
                         out = out.with_local(local);
                     }
                     self.transports.send(out).await
@@ -219,6 +295,57 @@ impl<R: RngCore> Driver<R> {
                         error,
                     });
                 }
+            }
+        }
+    }
+
+    /// Hands a connection message to its destination's queue, starting the
+    /// queue's task when there is none (or it just went idle).
+    fn queue_stream(
+        &mut self,
+        kind: TransportKind,
+        destination: Destination,
+        out: OutboundMessage,
+    ) {
+        let key = (kind, destination.addr, destination.connection.map(|c| c.0));
+        let mut job = (destination, out);
+        if let Some(queue) = self.streams.get(&key) {
+            match queue.send(job) {
+                Ok(()) => return,
+                Err(refused) => job = refused.0,
+            }
+        }
+        self.streams.retain(|_, queue| !queue.is_closed());
+        let (queue, jobs) = mpsc::unbounded_channel();
+        // A fresh receiver is open, so this cannot fail.
+        let _ = queue.send(job);
+        tokio::spawn(stream_sender(
+            self.transports.downgrade(),
+            jobs,
+            self.stream_results_tx.clone(),
+        ));
+        self.streams.insert(key, queue);
+    }
+
+    /// What a connection send reported: the connection it used, or a failure
+    /// the endpoint and the caller hear of.
+    fn stream_sent(&mut self, sent: StreamSent) {
+        match sent.result {
+            Ok(Some(c)) => {
+                self.connections.insert(c.as_u64(), c);
+            }
+            Ok(None) => {}
+            Err(error) => {
+                self.endpoint.handle_input(
+                    now(),
+                    Input::TransportError {
+                        destination: sent.destination,
+                    },
+                );
+                self.pending.push_back(DriverEvent::SendFailed {
+                    destination: sent.destination,
+                    error,
+                });
             }
         }
     }
@@ -337,6 +464,10 @@ impl<R: RngCore> Driver<R> {
                     Poll::Pending => break,
                 }
             }
+        }
+        while let Poll::Ready(Some(sent)) = self.stream_results.poll_recv(cx) {
+            self.stream_sent(sent);
+            fed = true;
         }
         for _ in 0..CHANNEL_BATCH {
             match self.incoming.poll_recv(cx) {

@@ -543,7 +543,23 @@ pub struct Transports {
     owner: Arc<Owner>,
 }
 
+/// A handle that does not keep the layer alive (see [`Transports`]).
+#[derive(Debug, Clone)]
+pub(crate) struct WeakTransports(std::sync::Weak<Owner>);
+
+impl WeakTransports {
+    /// The layer, unless it was dropped.
+    pub(crate) fn upgrade(&self) -> Option<Transports> {
+        self.0.upgrade().map(|owner| Transports { owner })
+    }
+}
+
 impl Transports {
+    /// A handle for tasks that must not keep the layer alive.
+    pub(crate) fn downgrade(&self) -> WeakTransports {
+        WeakTransports(Arc::downgrade(&self.owner))
+    }
+
     /// A layer with no listener yet, and the receiver of everything that
     /// arrives (except UDP datagrams once a [`Driver`](crate::Driver) reads
     /// the sockets). `bind` and `send` spawn their tasks on the current

@@ -185,3 +185,48 @@ async fn rfc3261_17_1_2_2_request_is_retransmitted_until_timer_f() {
     }
     assert_eq!(sent, 11);
 }
+
+/// A connection whose handshake hangs (a proxy that accepts TCP and never
+/// answers the WebSocket upgrade) holds up only its own messages: a UDP
+/// request that arrives meanwhile is served at once, not after the 10 s
+/// connect timeout.
+#[tokio::test]
+async fn a_hanging_connection_does_not_hold_up_the_loop() {
+    let (mut driver, local) = driver().await;
+    let silent = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let (stream, _) = silent.accept().await.unwrap();
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        drop(stream);
+    });
+    let mut out = options("hangs", "z9hG4bKhang");
+    out.set_header("Via", "SIP/2.0/WS 127.0.0.1;branch=z9hG4bKhang")
+        .unwrap();
+    let now = sip_tokio::now();
+    driver
+        .endpoint()
+        .send_request(
+            now,
+            out,
+            Destination {
+                transport: Transport::Ws,
+                addr: silent_addr,
+                connection: None,
+            },
+        )
+        .unwrap();
+    let peer = UdpSocket::bind(any_port()).await.unwrap();
+    peer.send_to(&options("udp", "z9hG4bKudp").to_bytes(), local)
+        .await
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let source = timeout(Duration::from_secs(2), answer_next(&mut driver))
+        .await
+        .expect("the UDP request waited for the hanging connection");
+    assert_eq!(source.addr, peer.local_addr().unwrap());
+    let (answer, _) = receive(&peer).await;
+    assert_eq!(answer.status(), Some(200));
+    assert!(start.elapsed() < Duration::from_secs(2));
+    hold.abort();
+}

@@ -335,7 +335,23 @@ fn user_part_before(text: &str, at: usize, edits: &mut Edits) {
     // the user comes before it.
     if start > 0 && bytes[start - 1] == b':' {
         let user_start = user_chars_before(bytes, start - 1);
-        let after_scheme = user_start > 0 && matches!(bytes[user_start - 1], b':' | b'/');
+        // A scheme starts with a letter (RFC 3986 §3.1): `1:0:*@` is a
+        // masked IPv6 address, not `scheme:user:password@`.
+        let after_scheme = user_start > 0
+            && match bytes[user_start - 1] {
+                b'/' => true,
+                b':' => {
+                    let mut scheme = user_start - 1;
+                    while scheme > 0
+                        && (bytes[scheme - 1].is_ascii_alphanumeric()
+                            || matches!(bytes[scheme - 1], b'+' | b'-' | b'.'))
+                    {
+                        scheme -= 1;
+                    }
+                    scheme < user_start - 1 && bytes[scheme].is_ascii_alphabetic()
+                }
+                _ => false,
+            };
         if after_scheme && user_start < start - 1 {
             if !bytes[start..at].iter().all(|b| *b == b'*') {
                 edits.push(start, at, MASK);
