@@ -55,16 +55,24 @@ pub struct ChannelConfig {
     /// Captured audio older than this is dropped, so a stall or a device
     /// clock running fast cannot build up delay.
     pub max_capture_backlog: Duration,
+    /// Audio waiting in either ring beyond this is worn down by a
+    /// millisecond per packet time: the sound card's clock and the packet
+    /// clock drift apart by up to a few hundred ppm, which would otherwise
+    /// add delay for the whole call, or fill the playback ring until whole
+    /// frames are lost.
+    pub target_device_backlog: Duration,
     /// Events kept for a subscriber that lags before the oldest are lost.
     pub event_capacity: usize,
 }
 
 impl Default for ChannelConfig {
-    /// Three packets to latch, 100 ms of capture backlog, 64 events.
+    /// Three packets to latch, 100 ms of capture backlog, a 20 ms target
+    /// in the rings, 64 events.
     fn default() -> Self {
         ChannelConfig {
             latch_packets: 3,
             max_capture_backlog: Duration::from_millis(100),
+            target_device_backlog: Duration::from_millis(20),
             event_capacity: 64,
         }
     }
@@ -98,6 +106,9 @@ pub struct ChannelStatistics {
     pub capture_dropped: u64,
     /// Frames dropped because the playback ring was full.
     pub playback_overruns: u64,
+    /// Samples left out of playback to keep the ring near its target
+    /// (a device that plays slower than the packet clock).
+    pub playback_dropped: u64,
     /// Datagrams the socket refused to send.
     pub send_errors: u64,
     /// Socket receive errors.
@@ -164,6 +175,7 @@ impl AudioChannel {
             frames,
             config,
             counters: Counters::default(),
+            drift: Drift::default(),
             events: events.clone(),
             statistics: None,
         };
@@ -309,8 +321,56 @@ struct Counters {
     capture_underruns: u64,
     capture_dropped: u64,
     playback_overruns: u64,
+    playback_dropped: u64,
     send_errors: u64,
     receive_errors: u64,
+}
+
+/// Wears down audio that waits in the rings beyond the target, which the
+/// drift between the sound card's clock and the packet clock builds up.
+/// Each side's lowest level over a second is its floor (the level between
+/// device periods, whatever their size); a floor above the target loses a
+/// millisecond, at most once a second: room for 1000 ppm of drift, and a
+/// cut rare enough not to be heard.
+#[derive(Debug, Default)]
+struct Drift {
+    capture_floor: Option<usize>,
+    playback_floor: Option<usize>,
+    ticks: u32,
+    capture_due: usize,
+    playback_due: usize,
+}
+
+/// Ticks in one measuring window of [`Drift`].
+const DRIFT_WINDOW: u32 = 50;
+
+impl Drift {
+    /// Notes the capture backlog after this tick's frame; returns the
+    /// samples to drop from it now. Once a window, works out what each
+    /// side loses next: `step` of what the floor holds beyond `target`.
+    fn capture(&mut self, backlog: usize, target: usize, step: usize) -> usize {
+        self.capture_floor = Some(self.capture_floor.map_or(backlog, |f| f.min(backlog)));
+        self.ticks += 1;
+        if self.ticks >= DRIFT_WINDOW {
+            self.ticks = 0;
+            let over = |floor: Option<usize>| floor.unwrap_or(0).saturating_sub(target).min(step);
+            self.capture_due = over(self.capture_floor.take());
+            self.playback_due = over(self.playback_floor.take());
+        }
+        std::mem::take(&mut self.capture_due).min(backlog)
+    }
+
+    /// Notes the playback ring's level before this tick's frame; returns
+    /// the samples to leave out of the frame.
+    fn playback(&mut self, waiting: usize) -> usize {
+        self.playback_floor = Some(self.playback_floor.map_or(waiting, |f| f.min(waiting)));
+        std::mem::take(&mut self.playback_due)
+    }
+}
+
+/// How many samples `duration` holds at `rate`.
+fn samples_in(rate: u32, duration: Duration) -> usize {
+    usize::try_from(u128::from(rate) * duration.as_millis() / 1000).unwrap_or(usize::MAX)
 }
 
 /// Frame buffers and resamplers between the device's rate and the codec's.
@@ -366,6 +426,7 @@ struct Driver {
     frames: Frames,
     config: ChannelConfig,
     counters: Counters,
+    drift: Drift,
     events: broadcast::Sender<AudioStreamEvent>,
     statistics: Option<watch::Sender<ChannelStatistics>>,
 }
@@ -465,9 +526,17 @@ impl Driver {
             }
             None => &frames.codec_out,
         };
-        if self.audio.playback.push_entire_slice(out).is_err() {
+        let playback = &mut self.audio.playback;
+        let waiting = playback.buffer().capacity() - playback.slots();
+        let trim = self.drift.playback(waiting).min(out.len());
+        if playback
+            .push_entire_slice(&out[..out.len() - trim])
+            .is_err()
+        {
             self.counters.playback_overruns += 1;
             trace!("playback ring full, frame dropped");
+        } else {
+            self.counters.playback_dropped += trim as u64;
         }
     }
 
@@ -475,12 +544,18 @@ impl Driver {
     fn capture(&mut self) {
         let frame = self.frames.device_in.len();
         let capture = &mut self.audio.capture;
-        let backlog = usize::try_from(
-            u128::from(self.audio.sample_rate) * self.config.max_capture_backlog.as_millis() / 1000,
-        )
-        .unwrap_or(usize::MAX);
+        let backlog = samples_in(self.audio.sample_rate, self.config.max_capture_backlog);
         let available = capture.slots();
-        let excess = available.saturating_sub(frame + backlog);
+        // All beyond the most allowed (a stall), else what the drift
+        // control takes (a device clock running fast).
+        let excess = match available.saturating_sub(frame + backlog) {
+            0 => self.drift.capture(
+                available.saturating_sub(frame),
+                samples_in(self.audio.sample_rate, self.config.target_device_backlog),
+                samples_in(self.audio.sample_rate, Duration::from_millis(1)),
+            ),
+            over => over,
+        };
         if excess > 0
             && let Ok(chunk) = capture.read_chunk(excess)
         {
@@ -488,13 +563,26 @@ impl Driver {
             self.counters.capture_dropped += excess as u64;
             trace!(excess, "capture backlog trimmed");
         }
-        if capture
-            .pop_entire_slice(&mut self.frames.device_in)
-            .is_err()
-        {
-            self.frames.device_in.fill(0);
-            self.counters.capture_underruns += 1;
+        let available = capture.slots();
+        if available >= frame {
+            if capture
+                .pop_entire_slice(&mut self.frames.device_in)
+                .is_err()
+            {
+                self.frames.device_in.fill(0);
+            }
+            return;
         }
+        // A device running slow leaves a frame short now and then: what
+        // came is used and its last sample held, a gap of a millisecond
+        // or so instead of a frame of silence.
+        self.counters.capture_underruns += 1;
+        let (got, rest) = self.frames.device_in.split_at_mut(available);
+        if capture.pop_entire_slice(got).is_err() {
+            got.fill(0);
+        }
+        let hold = got.last().copied().unwrap_or(0);
+        rest.fill(hold);
     }
 
     fn receive(&mut self, port: Port, from: SocketAddr, data: &[u8]) {
@@ -696,6 +784,7 @@ impl Driver {
             capture_underruns: self.counters.capture_underruns,
             capture_dropped: self.counters.capture_dropped,
             playback_overruns: self.counters.playback_overruns,
+            playback_dropped: self.counters.playback_dropped,
             send_errors: self.counters.send_errors,
             receive_errors: self.counters.receive_errors,
             running,

@@ -715,6 +715,23 @@ async fn media_through_a_relay_carries_tones_both_ways() {
     assert_eq!(a.send_errors + b.send_errors, 0);
 }
 
+/// Bob sends to `addr`, takes `peer`'s SSRC as the remote source, and
+/// plays its `hz` tone.
+fn assert_follows(bob: &Side, peer: &Side, addr: SocketAddr, hz: f64) {
+    let s = bob.handle.statistics();
+    assert_eq!(s.remote_rtp, addr);
+    assert_eq!(
+        s.stream.remote_ssrc,
+        Some(peer.handle.statistics().stream.local_ssrc)
+    );
+    assert_tone(
+        &bob.last_played(Duration::from_millis(200)),
+        8_000,
+        hz,
+        "bob",
+    );
+}
+
 /// RTP bleed: stray plain RTP that reaches Bob before Alice's first packet
 /// takes the flow, but Alice's packets from the address her SDP names win
 /// it back at once, and the stray address gets no more media.
@@ -735,18 +752,7 @@ async fn rfc4961_strays_that_came_first_lose_the_flow_to_the_sdp_address() {
     sleep(Duration::from_millis(20)).await;
     let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
     sleep(Duration::from_millis(500)).await;
-    let s = bob.handle.statistics();
-    assert_eq!(s.remote_rtp, alice_addr);
-    assert_eq!(
-        s.stream.remote_ssrc,
-        Some(alice.handle.statistics().stream.local_ssrc)
-    );
-    assert_tone(
-        &bob.last_played(Duration::from_millis(200)),
-        8_000,
-        1000.0,
-        "bob",
-    );
+    assert_follows(&bob, &alice, alice_addr, 1000.0);
     // What the stray got while it held the flow, then nothing.
     let mut buffer = [0u8; 2048];
     while timeout(Duration::from_millis(50), stray.recv_from(&mut buffer))
@@ -781,18 +787,73 @@ async fn rfc4961_media_moved_to_a_new_endpoint_behind_nat_is_followed() {
     alice.stop().await;
     let carol = Side::spawn(&at_carol, c_sockets, 8_000, 1500.0, "carol@example.org");
     sleep(Duration::from_millis(500)).await;
-    let s = bob.handle.statistics();
-    assert_eq!(s.remote_rtp, carol_addr);
-    assert_eq!(
-        s.stream.remote_ssrc,
-        Some(carol.handle.statistics().stream.local_ssrc)
-    );
-    assert_tone(
-        &bob.last_played(Duration::from_millis(200)),
-        8_000,
-        1500.0,
-        "bob",
-    );
+    assert_follows(&bob, &carol, carol_addr, 1500.0);
     carol.stop().await;
     bob.stop().await;
+}
+
+/// A sound card whose clock runs 0.05 % off the packet clock (beyond the
+/// few hundred ppm cards show), capturing
+/// fast and playing slow, over ten minutes: the drift is worn down a
+/// millisecond at a time, so neither ring builds delay and no frame is
+/// lost (without it the playback ring fills and drops whole frames, and
+/// the capture backlog climbs to its 100 ms cap).
+#[tokio::test(start_paused = true)]
+async fn a_device_clock_that_drifts_builds_no_delay_and_loses_no_frame() {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (_, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    drop(a_sockets);
+    let rate = 8_000u32;
+    let now = Instant::now().into_std();
+    let wall = NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap());
+    let mut rng = StdRng::seed_from_u64(5);
+    let stream = AudioStream::new(
+        now,
+        wall,
+        &at_bob,
+        AudioStreamConfig::new("bob@example.org"),
+        &mut rng,
+    )
+    .unwrap();
+    // Rings of 200 ms, as media-audio's devices have.
+    let capacity = rate as usize / 5;
+    let (mut mic, capture) = rtrb::RingBuffer::new(capacity);
+    let (playback, mut speaker) = rtrb::RingBuffer::new(capacity);
+    let handle = AudioChannel::spawn(
+        stream,
+        b_sockets,
+        AudioPort::new(capture, playback, rate),
+        ChannelConfig::default(),
+    )
+    .unwrap();
+    // Every 10 ms: 80.04 samples captured, 79.96 played.
+    let mut clock = tokio::time::interval(Duration::from_millis(10));
+    clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let (mut captured, mut played) = (0.0f64, 0.0f64);
+    let (mut mic_level, mut speaker_level) = (0, 0);
+    for tick in 1..=60_000u32 {
+        clock.tick().await;
+        let due_in = (f64::from(tick) * 80.04 - captured) as usize;
+        captured += due_in as f64;
+        let _ = mic.push_partial_slice(&vec![1000i16; due_in]);
+        let due_out = (f64::from(tick) * 79.96 - played) as usize;
+        played += due_out as f64;
+        if let Ok(read) = speaker.read_chunk(due_out.min(speaker.slots())) {
+            read.commit_all();
+        }
+        if tick > 59_000 {
+            mic_level = mic_level.max(capacity - mic.slots());
+            speaker_level = speaker_level.max(speaker.slots());
+        }
+    }
+    let s = handle.stop().await;
+    assert_eq!(s.playback_overruns, 0, "{s:?}");
+    // The last 10 s: under 60 ms waiting in either ring.
+    assert!(mic_level < 480, "capture ring held {mic_level} samples");
+    assert!(
+        speaker_level < 480,
+        "playback ring held {speaker_level} samples"
+    );
+    assert!(s.playback_dropped > 0 && s.capture_dropped > 0, "{s:?}");
 }

@@ -318,7 +318,12 @@ async fn open(
     } else {
         "ws"
     };
+    // An IPv6 literal goes in brackets in a URI's authority (RFC 3986
+    // §3.2.2), as `SocketAddr` writes it.
     let host = match server_name {
+        Some(name) if name.parse::<std::net::Ipv6Addr>().is_ok() => {
+            format!("[{name}]:{}", destination.port())
+        }
         Some(name) => format!("{name}:{}", destination.port()),
         None => destination.to_string(),
     };

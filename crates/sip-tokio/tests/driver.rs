@@ -456,6 +456,26 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     ));
 }
 
+/// `layer` can still open a connection out: to a new listener, which gets
+/// the message.
+async fn assert_outbound_opens(layer: &Transports) {
+    let (_other, mut other_rx, other_addr) = listener(
+        TransportKind::Tcp,
+        TransportConfig::default(),
+        ListenerOptions::new(),
+    )
+    .await;
+    layer
+        .send(OutboundMessage::new(
+            TransportKind::Tcp,
+            other_addr,
+            request("out", "TCP"),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(call_id(&next(&mut other_rx).await), "out");
+}
+
 /// One host opening connection after connection gets its share and no
 /// more: the rest are closed at once, and outbound connections still open.
 #[tokio::test]
@@ -480,21 +500,7 @@ async fn one_host_cannot_take_every_connection() {
     }
     assert_eq!(server.connections().len(), 4);
     // Outbound still has room: to another listener.
-    let (_other, mut other_rx, other_addr) = listener(
-        TransportKind::Tcp,
-        TransportConfig::default(),
-        ListenerOptions::new(),
-    )
-    .await;
-    server
-        .send(OutboundMessage::new(
-            TransportKind::Tcp,
-            other_addr,
-            request("out", "TCP"),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(call_id(&next(&mut other_rx).await), "out");
+    assert_outbound_opens(&server).await;
 }
 
 /// Accepted connections leave an eighth of the cap to outbound ones.
@@ -514,21 +520,7 @@ async fn inbound_connections_leave_room_for_outbound() {
     }
     let mut refused = TcpStream::connect(server_addr).await.unwrap();
     assert_closed_by_peer(&mut refused).await;
-    let (_other, mut other_rx, other_addr) = listener(
-        TransportKind::Tcp,
-        TransportConfig::default(),
-        ListenerOptions::new(),
-    )
-    .await;
-    server
-        .send(OutboundMessage::new(
-            TransportKind::Tcp,
-            other_addr,
-            request("out", "TCP"),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(call_id(&next(&mut other_rx).await), "out");
+    assert_outbound_opens(&server).await;
 }
 
 #[tokio::test]
@@ -1036,4 +1028,30 @@ async fn rfc7118_ws_trickled_frame_is_cut_off_after_the_read_timeout() {
         .await
         .expect("peer kept writing")
         .unwrap();
+}
+
+/// RFC 7118 over IPv6: a WSS server named by its IPv6 literal (as the
+/// locator names a `sips:[::1];transport=ws` proxy) is reached: the
+/// literal goes in brackets in the handshake's URI (RFC 3986 §3.2.2).
+#[tokio::test]
+async fn rfc7118_wss_to_an_ipv6_literal() {
+    let pki = test_pki(&["::1"]);
+    let (server, mut server_rx) = layer(TransportConfig::default()).await;
+    let server_addr = server
+        .bind(
+            TransportKind::Wss,
+            "[::1]:0".parse().unwrap(),
+            tls_listener_options(&pki),
+        )
+        .await
+        .expect("this test needs IPv6 loopback (::1)");
+    let (client, _client_rx) = layer(trusting(&pki.ca)).await;
+    client
+        .send(
+            OutboundMessage::new(TransportKind::Wss, server_addr, request("v6", "WSS"))
+                .with_server_name("::1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(call_id(&next(&mut server_rx).await), "v6");
 }

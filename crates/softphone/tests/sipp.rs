@@ -435,6 +435,19 @@ async fn an_offer_in_a_multipart_body_is_answered() {
 }
 
 /// Lets sipp's caller scenario `file` ring the phone, never answered, and
+/// asserts the call ended for `reason` without connecting and went into
+/// the history as `recorded`; returns the RTP packets sent (from a final
+/// quality report, 0 without one).
+async fn ends_unanswered(file: &str, reason: EndReason, recorded: &str) -> u64 {
+    let (states, sent, history) = ring_sipp(file).await;
+    assert_eq!(states.last(), Some(&CallState::Ended(reason)), "{states:?}");
+    assert!(!states.contains(&CallState::Connected), "{states:?}");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].end_reason, recorded);
+    sent
+}
+
+/// Lets sipp's caller scenario `file` ring the phone, never answered, and
 /// returns the call's states, the RTP packets sent (from a final quality
 /// report, 0 without one) and the call history.
 async fn ring_sipp(file: &str) -> (Vec<CallState>, u64, Vec<CallRecord>) {
@@ -472,13 +485,7 @@ async fn ring_sipp(file: &str) -> (Vec<CallState>, u64, Vec<CallRecord>) {
 /// 0-10 (sipp checks both), and no media starts while the phone rings.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_before_the_answer_gets_500_and_starts_no_media() {
-    let (states, sent, _) = ring_sipp("uac_early_update.xml").await;
-    assert_eq!(
-        states.last(),
-        Some(&CallState::Ended(EndReason::RemoteCancelled)),
-        "{states:?}"
-    );
-    assert!(!states.contains(&CallState::Connected), "{states:?}");
+    let sent = ends_unanswered("uac_early_update.xml", EndReason::RemoteCancelled, "missed").await;
     assert_eq!(sent, 0, "RTP went out before the call was answered");
 }
 
@@ -486,28 +493,19 @@ async fn an_offer_before_the_answer_gets_500_and_starts_no_media() {
 /// the INVITE still gets its 487 (sipp waits for it and ACKs it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bye_before_the_answer_gets_the_invite_a_487() {
-    let (states, _, history) = ring_sipp("uac_early_bye.xml").await;
-    assert_eq!(
-        states.last(),
-        Some(&CallState::Ended(EndReason::RemoteCancelled)),
-        "{states:?}"
-    );
-    assert_eq!(history.len(), 1);
-    assert_eq!(history[0].end_reason, "missed");
+    ends_unanswered("uac_early_bye.xml", EndReason::RemoteCancelled, "missed").await;
 }
 
 /// RFC 3326: a CANCEL with `Reason: SIP;cause=200` (another phone of the
 /// group answered) is not a missed call, in the event or the history.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_answered_elsewhere_is_not_missed() {
-    let (states, _, history) = ring_sipp("uac_cancel_elsewhere.xml").await;
-    assert_eq!(
-        states.last(),
-        Some(&CallState::Ended(EndReason::AnsweredElsewhere)),
-        "{states:?}"
-    );
-    assert_eq!(history.len(), 1);
-    assert_eq!(history[0].end_reason, "answered elsewhere");
+    ends_unanswered(
+        "uac_cancel_elsewhere.xml",
+        EndReason::AnsweredElsewhere,
+        "answered elsewhere",
+    )
+    .await;
 }
 
 /// Shutting down while an outgoing call rings cancels it and waits for the
