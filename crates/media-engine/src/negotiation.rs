@@ -397,6 +397,11 @@ pub struct MediaNegotiation {
     /// One key per suite, made when first needed and kept across
     /// re-offers so an unchanged session keeps an unchanged description.
     keys: Vec<SrtpKeyMaterial>,
+    /// The peer's key in the last offer or answer: when an offer brings
+    /// another, media may have moved to a new endpoint, whose receiver
+    /// starts our stream's roll-over counter at 0; our answer then carries
+    /// a new key too, so that fresh start reuses no keystream.
+    remote_key: Option<SrtpKeyMaterial>,
     direction: Direction,
 }
 
@@ -411,6 +416,7 @@ impl MediaNegotiation {
             offer_answered: false,
             pending_offer: None,
             keys: Vec::new(),
+            remote_key: None,
             direction: Direction::SendRecv,
         }
     }
@@ -711,6 +717,7 @@ impl MediaNegotiation {
                 let local = SrtpKeyMaterial::from_crypto_attribute(offered)?;
                 let remote = SrtpKeyMaterial::from_crypto_attribute(answered)
                     .map_err(|_| NegotiationError::CryptoMismatch)?;
+                self.remote_key = Some(remote.clone());
                 Some(NegotiatedSrtp { local, remote })
             }
             _ if self.settings.srtp == SrtpPolicy::Mandatory => {
@@ -801,6 +808,10 @@ impl MediaNegotiation {
         };
         let (crypto, srtp) = match chosen {
             Some((tag, remote)) => {
+                if self.remote_key.as_ref().is_some_and(|k| *k != remote) {
+                    self.keys.retain(|k| k.suite() != remote.suite());
+                }
+                self.remote_key = Some(remote.clone());
                 let local = self.key(remote.suite())?;
                 (
                     vec![local.to_crypto_attribute(tag)],
@@ -1008,6 +1019,25 @@ mod tests {
             (answered.send_telephone_event, answered.telephone_event_rate),
             (Some(101), 8000)
         );
+    }
+
+    /// RFC 3711 §3.3.1, §9.1: a re-offer with the peer's unchanged key is
+    /// answered with ours unchanged; one with a new key (media moved to
+    /// another endpoint, whose receiver starts our roll-over counter at 0)
+    /// gets a new key of ours, so no keystream is used twice.
+    #[test]
+    fn rfc3711_a_new_remote_key_gets_a_new_local_key() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let mut a = MediaNegotiation::new(MediaSettings::new(ip(1), 4000), &mut rng);
+        let mut b = bob();
+        let key_of = |answer: &Answer| answer.audio.as_ref().unwrap().srtp.clone().unwrap().local;
+        let first = key_of(&b.handle_offer(&a.create_offer().unwrap()).unwrap());
+        let _ = a.handle_answer(&b.last_local.clone().unwrap());
+        let again = key_of(&b.handle_offer(&a.create_offer().unwrap()).unwrap());
+        assert_eq!(again, first, "the same peer key keeps ours");
+        let mut c = MediaNegotiation::new(MediaSettings::new(ip(3), 6000), &mut rng);
+        let moved = key_of(&b.handle_offer(&c.create_offer().unwrap()).unwrap());
+        assert_ne!(moved, first, "a new peer key gets a new one of ours");
     }
 
     /// A plain offer from a desk phone: PCMA, PCMU, telephone-event.

@@ -621,7 +621,12 @@ impl AudioStream {
         // whose key changed (see `SrtpContext::rekey`).
         let srtp = match (&mut self.srtp, &negotiated.srtp) {
             _ if old.srtp == negotiated.srtp => None,
-            (Some(context), Some(keys)) if context.suite() == keys.local.suite() => {
+            // Media at a new address is a new receiver: everything starts
+            // again (the negotiation gave our side a new key for it).
+            (Some(context), Some(keys))
+                if context.suite() == keys.local.suite()
+                    && old.remote_rtp == negotiated.remote_rtp =>
+            {
                 context.rekey(&keys.local, &keys.remote)?;
                 None
             }

@@ -860,8 +860,10 @@ impl<R: RngCore> FlowManager<R> {
             let failures = health.failures;
             let bound = self.config.backoff.upper_bound(all_failed, failures);
             let mut wait = jitter(&mut self.rng, bound, 0.5);
+            // A Retry-After can lengthen the wait up to the back-off's
+            // longest, never beyond: a bad value must not end the flow.
             if let Some(r) = retry_after {
-                wait = wait.max(r);
+                wait = wait.max(r.min(self.config.backoff.max));
             }
             self.proxies[proxy].not_before = Some(now + wait);
         }

@@ -541,6 +541,8 @@ impl DigestClient {
             }
         }
 
+        let challenged: Vec<(ChallengeKind, String)> =
+            chosen.iter().map(|c| (c.kind, c.realm.clone())).collect();
         let mut out = Vec::with_capacity(chosen.len());
         for c in chosen {
             let qop = self.pick_qop(&c.qop);
@@ -570,9 +572,14 @@ impl DigestClient {
                     i
                 }
                 None => {
-                    // The realm cached longest goes first.
-                    if self.sessions.len() >= MAX_REALMS {
-                        self.sessions.remove(0);
+                    // The realm cached longest goes first, unless this
+                    // challenge names it too: its nonce count must go on.
+                    if self.sessions.len() >= MAX_REALMS
+                        && let Some(old) = self.sessions.iter().position(|s| {
+                            !challenged.contains(&(s.challenge.kind, s.challenge.realm.clone()))
+                        })
+                    {
+                        self.sessions.remove(old);
                     }
                     self.sessions.push(session);
                     self.sessions.len() - 1
@@ -1560,6 +1567,22 @@ mod tests {
             MAX_REALMS
         );
         assert_eq!(next.header_values("Authorization").count(), MAX_REALMS);
+        // Seven new realms and, last, the oldest cached one with its nonce:
+        // room is made elsewhere, and its nonce count goes on (RFC 7616
+        // §3.4: a count is never sent twice for one nonce).
+        let mut challenges: Vec<String> = (0..7)
+            .map(|k| format!("Digest realm=\"x{k}\", nonce=\"m{k}\", qop=\"auth\""))
+            .collect();
+        challenges.push("Digest realm=\"r2-0\", nonce=\"n0\", qop=\"auth\"".to_owned());
+        let refs: Vec<&str> = challenges.iter().map(String::as_str).collect();
+        let out = client
+            .handle_challenge(&challenge_response(&req, 401, &refs), &req, &mut rng())
+            .unwrap();
+        let again = out
+            .iter()
+            .find(|c| param(c.value(), "realm") == "r2-0")
+            .unwrap();
+        assert_eq!(param(again.value(), "nc"), "00000003");
     }
 
     #[test]

@@ -1314,12 +1314,9 @@ fn check_value(kind: HeaderName, e: &str, single: bool) -> Result<(), ValueError
                 headers::check_token(e).map(drop)
             }
         }
-        HeaderName::Event | HeaderName::SubscriptionState | HeaderName::Reason => {
-            TokenParams::parse_value(e).map(drop)
-        }
+        HeaderName::Event | HeaderName::SubscriptionState => TokenParams::parse_value(e).map(drop),
         HeaderName::Replaces => headers::replaces(e).map(drop),
         HeaderName::SessionExpires => headers::session_expires(e).map(drop),
-        HeaderName::RetryAfter => RetryAfter::parse_value(e).map(drop),
         _ => Ok(()),
     }
 }
@@ -2429,6 +2426,12 @@ v=0\n";
             ]
         );
         assert!(m.validate().is_ok());
+        // Reason and Retry-After are read when needed: one that does not
+        // parse never makes the request a 400 (a CANCEL must still cancel).
+        let lax = raw.replace("cause=16", "cause=16;text=Normal clearing;");
+        let m = Message::parse(lax.as_bytes().to_vec()).unwrap();
+        assert!(m.validate().is_ok());
+        assert!(m.reasons().any(|r| r.is_err()));
     }
 
     /// RFC 5621 and RFC 2046 §5.1.1: the SDP part of a multipart body, with

@@ -226,6 +226,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     driver.flush().await;
+    driver.settle(Duration::from_secs(2)).await;
     println!(
         "sip-uas: served {} INVITE, {} ACK, {} BYE, {} OPTIONS, {} CANCEL, {} other",
         served.invites, served.acks, served.byes, served.options, served.cancels, served.other

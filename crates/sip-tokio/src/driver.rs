@@ -77,70 +77,63 @@ pub struct Driver<R> {
     /// re-created, and `armed` at this instant (`None`: not polled).
     sleep: Option<Pin<Box<Sleep>>>,
     armed: Option<Instant>,
-    /// Messages for connections, each queue in order on a task of its own,
-    /// so a connect or write that hangs (up to the transport's 10 s
-    /// timeouts) holds up only its destination, not the loop.
-    streams: HashMap<StreamKey, mpsc::UnboundedSender<StreamJob>>,
+    /// Messages for connections, each destination's in order on a task of
+    /// its own, so a connect or write that hangs (up to the transport's
+    /// 10 s timeouts) holds up only its destination, not the loop.
+    streams: HashMap<StreamKey, StreamQueue>,
     stream_results_tx: mpsc::UnboundedSender<StreamSent>,
     stream_results: mpsc::UnboundedReceiver<StreamSent>,
 }
 
-/// One queue of connection messages: the transport, the address, and the
-/// connection named, if any.
-type StreamKey = (TransportKind, SocketAddr, Option<u64>);
+/// One destination of connection messages: the transport and the address.
+/// Requests and responses to one peer share it, whichever connection each
+/// names, so they leave in the order the endpoint queued them.
+type StreamKey = (TransportKind, SocketAddr);
 
 /// A message for a connection and the transmit it came from.
 type StreamJob = (Destination, OutboundMessage);
 
+/// A destination's queue as the driver sees it.
+#[derive(Debug)]
+struct StreamQueue {
+    jobs: mpsc::UnboundedSender<StreamJob>,
+    /// Messages handed over whose outcome has not come back.
+    in_flight: usize,
+    last_used: Instant,
+}
+
 /// How a connection send ended.
 #[derive(Debug)]
 struct StreamSent {
+    key: StreamKey,
     destination: Destination,
     result: Result<Option<ConnectionId>, TransportError>,
 }
 
-/// A queue's task ends after this long without a message.
-const STREAM_SENDER_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+/// A queue with nothing in flight for this long is closed (its task ends);
+/// the driver alone decides, so no message can be left behind in it.
+const STREAM_QUEUE_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Sends one destination's connection messages in order, reporting each
-/// outcome, until the queue stays empty for [`STREAM_SENDER_IDLE`] or the
-/// layer is gone.
+/// Sends one destination's connection messages in order and reports each
+/// outcome, until the driver closes the queue or the layer is gone.
 async fn stream_sender(
+    key: StreamKey,
     transports: WeakTransports,
     mut jobs: mpsc::UnboundedReceiver<StreamJob>,
     results: mpsc::UnboundedSender<StreamSent>,
 ) {
-    let send = async |(destination, out): StreamJob| {
+    while let Some((destination, out)) = jobs.recv().await {
         let result = match transports.upgrade() {
             Some(layer) => layer.send(out).await.map(|sent| sent.connection),
             None => Err(TransportError::Shutdown),
         };
-        results
-            .send(StreamSent {
-                destination,
-                result,
-            })
-            .is_ok()
-    };
-    loop {
-        match tokio::time::timeout(STREAM_SENDER_IDLE, jobs.recv()).await {
-            Ok(Some(job)) => {
-                if !send(job).await {
-                    return;
-                }
-            }
-            Ok(None) => return,
-            Err(_) => {
-                // Idle: refuse new messages (the driver starts another
-                // task for them), then send what came in meanwhile.
-                jobs.close();
-                while let Some(job) = jobs.recv().await {
-                    if !send(job).await {
-                        return;
-                    }
-                }
-                return;
-            }
+        let sent = StreamSent {
+            key,
+            destination,
+            result,
+        };
+        if results.send(sent).is_err() {
+            return;
         }
     }
 }
@@ -300,36 +293,64 @@ impl<R: RngCore> Driver<R> {
     }
 
     /// Hands a connection message to its destination's queue, starting the
-    /// queue's task when there is none (or it just went idle).
+    /// queue's task when there is none; closes queues idle for
+    /// [`STREAM_QUEUE_IDLE`] with nothing in flight.
     fn queue_stream(
         &mut self,
         kind: TransportKind,
         destination: Destination,
         out: OutboundMessage,
     ) {
-        let key = (kind, destination.addr, destination.connection.map(|c| c.0));
-        let mut job = (destination, out);
-        if let Some(queue) = self.streams.get(&key) {
-            match queue.send(job) {
-                Ok(()) => return,
-                Err(refused) => job = refused.0,
+        let now = now();
+        self.streams.retain(|_, q| {
+            q.in_flight > 0 || now.saturating_duration_since(q.last_used) < STREAM_QUEUE_IDLE
+        });
+        let key = (kind, destination.addr);
+        let queue = self.streams.entry(key).or_insert_with(|| {
+            let (jobs, receiver) = mpsc::unbounded_channel();
+            tokio::spawn(stream_sender(
+                key,
+                self.transports.downgrade(),
+                receiver,
+                self.stream_results_tx.clone(),
+            ));
+            StreamQueue {
+                jobs,
+                in_flight: 0,
+                last_used: now,
+            }
+        });
+        queue.last_used = now;
+        match queue.jobs.send((destination, out)) {
+            Ok(()) => queue.in_flight += 1,
+            // The task ended with the layer: the send fails as it would have.
+            Err(_) => self.pending.push_back(DriverEvent::SendFailed {
+                destination,
+                error: TransportError::Shutdown,
+            }),
+        }
+    }
+
+    /// Waits, at most `limit`, until every connection message handed over
+    /// has been sent or has failed, handling the outcomes: before the
+    /// transports shut down, so the last messages (an ACK, a BYE) still
+    /// leave.
+    pub async fn settle(&mut self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.streams.values().any(|q| q.in_flight > 0) {
+            match tokio::time::timeout_at(deadline, self.stream_results.recv()).await {
+                Ok(Some(sent)) => self.stream_sent(sent),
+                Ok(None) | Err(_) => return,
             }
         }
-        self.streams.retain(|_, queue| !queue.is_closed());
-        let (queue, jobs) = mpsc::unbounded_channel();
-        // A fresh receiver is open, so this cannot fail.
-        let _ = queue.send(job);
-        tokio::spawn(stream_sender(
-            self.transports.downgrade(),
-            jobs,
-            self.stream_results_tx.clone(),
-        ));
-        self.streams.insert(key, queue);
     }
 
     /// What a connection send reported: the connection it used, or a failure
     /// the endpoint and the caller hear of.
     fn stream_sent(&mut self, sent: StreamSent) {
+        if let Some(queue) = self.streams.get_mut(&sent.key) {
+            queue.in_flight = queue.in_flight.saturating_sub(1);
+        }
         match sent.result {
             Ok(Some(c)) => {
                 self.connections.insert(c.as_u64(), c);

@@ -230,3 +230,38 @@ async fn a_hanging_connection_does_not_hold_up_the_loop() {
     assert!(start.elapsed() < Duration::from_secs(2));
     hold.abort();
 }
+
+/// Messages for connections leave from a queue of their own; `settle`
+/// waits for them, so what is sent just before the transports shut down
+/// (a BYE at the end of a session) still arrives.
+#[tokio::test]
+async fn settle_lets_the_last_connection_messages_out() {
+    use tokio::io::AsyncReadExt;
+    let (mut driver, _) = driver().await;
+    let peer = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let peer_addr = peer.local_addr().unwrap();
+    let mut last = options("last", "z9hG4bKlast");
+    last.set_header("Via", "SIP/2.0/TCP 127.0.0.1;branch=z9hG4bKlast")
+        .unwrap();
+    let now = sip_tokio::now();
+    driver
+        .endpoint()
+        .send_request(
+            now,
+            last,
+            Destination {
+                transport: Transport::Tcp,
+                addr: peer_addr,
+                connection: None,
+            },
+        )
+        .unwrap();
+    driver.flush().await;
+    driver.settle(WAIT).await;
+    driver.transports().shutdown();
+    let (mut stream, _) = timeout(WAIT, peer.accept()).await.unwrap().unwrap();
+    let mut got = Vec::new();
+    let _ = timeout(WAIT, stream.read_to_end(&mut got)).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("Call-ID: last"), "{text:?}");
+}

@@ -911,6 +911,10 @@ impl Engine {
         for id in left {
             self.end_call(id, EndReason::Cancelled).await;
         }
+        // The last messages (an ACK and BYE for a 200 that raced our
+        // CANCEL, the BYEs) leave before the connections close.
+        self.driver.flush().await;
+        self.driver.settle(SHUTDOWN_GRACE).await;
         self.driver.transports().shutdown();
         if let Some((_, reply)) = self.shutting_down.take() {
             let _ = reply.send(Ok(()));

@@ -297,6 +297,17 @@ fn rfc5626_4_5_503_retry_after_lengthens_the_wait_and_setup_timeout_counts() {
         reg_id: 1,
         until: t + Duration::from_secs(40 + 60)
     }));
+    // A Retry-After of a day is held to the back-off's longest, 1800 s.
+    let t = t + Duration::from_secs(100);
+    m.handle_timeout(t);
+    let (flow, _) = connect_of(&drain(&mut m)).unwrap();
+    m.handle_connected(t, flow);
+    let _ = drain(&mut m);
+    m.handle_registration_failed(t, flow, 503, Some(Duration::from_secs(86_400)));
+    assert!(drain(&mut m).contains(&FlowAction::BackingOff {
+        reg_id: 1,
+        until: t + Duration::from_secs(1800)
+    }));
 }
 
 #[test]
