@@ -186,6 +186,32 @@ async fn rfc3261_17_1_2_2_request_is_retransmitted_until_timer_f() {
     assert_eq!(sent, 11);
 }
 
+/// Has the endpoint send an OPTIONS with Call-ID `call_id` over a
+/// connection transport to `addr`.
+fn send_options(
+    driver: &mut Driver<StdRng>,
+    transport: Transport,
+    addr: SocketAddr,
+    call_id: &str,
+) {
+    let branch = format!("z9hG4bK{call_id}");
+    let mut out = options(call_id, &branch);
+    let via = format!("SIP/2.0/{} 127.0.0.1;branch={branch}", transport.as_str());
+    out.set_header("Via", &via).unwrap();
+    driver
+        .endpoint()
+        .send_request(
+            sip_tokio::now(),
+            out,
+            Destination {
+                transport,
+                addr,
+                connection: None,
+            },
+        )
+        .unwrap();
+}
+
 /// A connection whose handshake hangs (a proxy that accepts TCP and never
 /// answers the WebSocket upgrade) holds up only its own messages: a UDP
 /// request that arrives meanwhile is served at once, not after the 10 s
@@ -200,22 +226,7 @@ async fn a_hanging_connection_does_not_hold_up_the_loop() {
         tokio::time::sleep(Duration::from_secs(20)).await;
         drop(stream);
     });
-    let mut out = options("hangs", "z9hG4bKhang");
-    out.set_header("Via", "SIP/2.0/WS 127.0.0.1;branch=z9hG4bKhang")
-        .unwrap();
-    let now = sip_tokio::now();
-    driver
-        .endpoint()
-        .send_request(
-            now,
-            out,
-            Destination {
-                transport: Transport::Ws,
-                addr: silent_addr,
-                connection: None,
-            },
-        )
-        .unwrap();
+    send_options(&mut driver, Transport::Ws, silent_addr, "hangs");
     let peer = UdpSocket::bind(any_port()).await.unwrap();
     peer.send_to(&options("udp", "z9hG4bKudp").to_bytes(), local)
         .await
@@ -240,22 +251,7 @@ async fn settle_lets_the_last_connection_messages_out() {
     let (mut driver, _) = driver().await;
     let peer = tokio::net::TcpListener::bind(any_port()).await.unwrap();
     let peer_addr = peer.local_addr().unwrap();
-    let mut last = options("last", "z9hG4bKlast");
-    last.set_header("Via", "SIP/2.0/TCP 127.0.0.1;branch=z9hG4bKlast")
-        .unwrap();
-    let now = sip_tokio::now();
-    driver
-        .endpoint()
-        .send_request(
-            now,
-            last,
-            Destination {
-                transport: Transport::Tcp,
-                addr: peer_addr,
-                connection: None,
-            },
-        )
-        .unwrap();
+    send_options(&mut driver, Transport::Tcp, peer_addr, "last");
     driver.flush().await;
     driver.settle(WAIT).await;
     driver.transports().shutdown();

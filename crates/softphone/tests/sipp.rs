@@ -269,23 +269,16 @@ fn assert_talked_then_hung_up(states: &[CallState], sent: u64) {
     assert!(sent >= 50, "only {sent} RTP packets went out in 2 s");
 }
 
-/// Answers the INVITE sipp's caller scenario `file` sends and returns the
-/// call's states and, from the final quality report, the RTP packets sent.
-async fn answer_sipp(file: &str) -> (Vec<CallState>, u64) {
-    let (phone, mut events) = phone("bob").await;
-    let bob = phone.accounts().await.unwrap()[0].local.unwrap();
-    let run = sipp(file)
-        .with_remote(bob)
-        .with_service("bob")
-        .with_call_duration(Duration::from_secs(2))
-        .spawn()
-        .unwrap();
+/// The call's states until it ends or 20 s pass, and the RTP packets sent
+/// by its last quality report (0 without one); an incoming call is
+/// answered when `answer` is set.
+async fn states_and_sent(events: &mut Events, answer: bool) -> (Vec<CallState>, u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut states = Vec::new();
     let mut sent = 0;
     while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
         match event {
-            PhoneEvent::IncomingCall { call, .. } => call.answer().await.unwrap(),
+            PhoneEvent::IncomingCall { call, .. } if answer => call.answer().await.unwrap(),
             PhoneEvent::Quality { report, .. } => sent = report.packets_sent,
             PhoneEvent::CallState { state, .. } => {
                 let ended = matches!(state, CallState::Ended(_));
@@ -297,6 +290,21 @@ async fn answer_sipp(file: &str) -> (Vec<CallState>, u64) {
             _ => {}
         }
     }
+    (states, sent)
+}
+
+/// Answers the INVITE sipp's caller scenario `file` sends and returns the
+/// call's states and, from the final quality report, the RTP packets sent.
+async fn answer_sipp(file: &str) -> (Vec<CallState>, u64) {
+    let (phone, mut events) = phone("bob").await;
+    let bob = phone.accounts().await.unwrap()[0].local.unwrap();
+    let run = sipp(file)
+        .with_remote(bob)
+        .with_service("bob")
+        .with_call_duration(Duration::from_secs(2))
+        .spawn()
+        .unwrap();
+    let (states, sent) = states_and_sent(&mut events, true).await;
     sipp_passed(run);
     phone.shutdown().await.unwrap();
     (states, sent)
@@ -458,22 +466,7 @@ async fn ring_sipp(file: &str) -> (Vec<CallState>, u64, Vec<CallRecord>) {
         .with_service("bob")
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut states = Vec::new();
-    let mut sent = 0;
-    while let Ok(Some(event)) = timeout_at(deadline, events.next()).await {
-        match event {
-            PhoneEvent::Quality { report, .. } => sent = report.packets_sent,
-            PhoneEvent::CallState { state, .. } => {
-                let ended = matches!(state, CallState::Ended(_));
-                states.push(state);
-                if ended {
-                    break;
-                }
-            }
-            _ => {}
-        }
-    }
+    let (states, sent) = states_and_sent(&mut events, false).await;
     sipp_passed(run);
     let history = phone.history(5).await.unwrap();
     phone.shutdown().await.unwrap();
