@@ -104,7 +104,15 @@ pub trait AudioDecoder: Send + fmt::Debug {
     /// Decodes one payload into `out`; returns the samples written.
     fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError>;
 
-    /// Fills one missing frame by packet-loss concealment.
+    /// The samples `payload` decodes to, as far as the payload itself
+    /// tells: a peer may send packets of another length than the
+    /// negotiated ptime (RFC 3264 §6.1 makes ptime a wish). `None` for a
+    /// payload that does not parse.
+    fn packet_samples(&self, payload: &[u8]) -> Option<usize>;
+
+    /// Fills `out`, one missing frame (of [`frame_samples`](Self::frame_samples)
+    /// samples, or of the peer's packet length when that differs), by
+    /// packet-loss concealment.
     fn conceal(&mut self, out: &mut [i16]) -> Result<usize, CodecError>;
 
     /// Rebuilds the missing frame just before `next_payload` from the
@@ -246,16 +254,20 @@ impl AudioDecoder for G711Decoder {
         Ok(payload.len())
     }
 
+    fn packet_samples(&self, payload: &[u8]) -> Option<usize> {
+        // One byte per sample.
+        (!payload.is_empty()).then_some(payload.len())
+    }
+
     fn conceal(&mut self, out: &mut [i16]) -> Result<usize, CodecError> {
-        let actual = out.len();
-        let out = out
-            .get_mut(..self.frame)
-            .ok_or(CodecError::OutputTooSmall {
+        if out.is_empty() {
+            return Err(CodecError::OutputTooSmall {
                 needed: self.frame,
-                actual,
-            })?;
+                actual: 0,
+            });
+        }
         self.concealer.conceal(out);
-        Ok(self.frame)
+        Ok(out.len())
     }
 }
 
@@ -343,6 +355,31 @@ mod tests {
         let mut out = [0i16; 160];
         assert_eq!(decoder.recover(&[0xFF; 160], &mut out).unwrap(), 160);
         assert!(out.iter().any(|&s| s.abs() > 1000));
+    }
+
+    #[test]
+    fn packet_lengths_other_than_the_ptime_are_read_and_concealed_whole() {
+        let mut g711 = decoder(Codec::Pcmu, 20).unwrap();
+        assert_eq!(g711.packet_samples(&[0xFF; 240]), Some(240));
+        assert_eq!(g711.packet_samples(&[]), None);
+        let mut out = [1i16; 240];
+        assert_eq!(g711.decode(&[0x80; 240], &mut out).unwrap(), 240);
+        assert_eq!(g711.conceal(&mut out).unwrap(), 240);
+        assert!(g711.conceal(&mut []).is_err());
+
+        let mut opus_encoder = encoder(Codec::Opus, 40).unwrap();
+        let mut packet = [0u8; 1500];
+        let len = opus_encoder.encode(&[0i16; 1920], &mut packet).unwrap();
+        let mut opus = decoder(Codec::Opus, 20).unwrap();
+        assert_eq!(opus.packet_samples(&packet[..len]), Some(1920));
+        assert_eq!(opus.packet_samples(&[]), None);
+        // Code 3 with no frame count byte: malformed.
+        assert_eq!(opus.packet_samples(&[0x03]), None);
+        let mut out = vec![0i16; 1920];
+        assert_eq!(opus.decode(&packet[..len], &mut out).unwrap(), 1920);
+        assert_eq!(opus.conceal(&mut out).unwrap(), 1920);
+        // Not a whole Opus duration: one negotiated frame.
+        assert_eq!(opus.conceal(&mut vec![0i16; 1000]).unwrap(), 960);
     }
 
     #[test]

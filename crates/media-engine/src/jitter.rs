@@ -582,6 +582,10 @@ pub struct ScaledPlayout<P> {
 pub struct PlayoutQueue {
     /// Device samples per frame.
     frame_samples: usize,
+    /// Device samples per second, when the buffer's frames may differ
+    /// from the device's (see [`PlayoutQueue::with_sample_rate`]); `None`:
+    /// a buffer frame is a device frame.
+    sample_rate: Option<u32>,
     /// Device samples held.
     queued: usize,
     /// Frames taken since the last tick.
@@ -614,8 +618,21 @@ impl PlayoutQueue {
     pub fn new(frame_samples: usize) -> Self {
         PlayoutQueue {
             frame_samples: frame_samples.max(1),
+            sample_rate: None,
             queued: 0,
             taken: 0,
+        }
+    }
+
+    /// An empty queue for a device that plays `frame_samples` samples per
+    /// frame at `sample_rate` Hz, fed by a buffer whose frames may be
+    /// longer or shorter than the device's (a peer's packets of another
+    /// length, see [`JitterBuffer::reconfigure`]): frames are
+    /// counted in device samples through the buffer's clock rate.
+    pub fn with_sample_rate(frame_samples: usize, sample_rate: u32) -> Self {
+        PlayoutQueue {
+            sample_rate: Some(sample_rate.max(1)),
+            ..Self::new(frame_samples)
         }
     }
 
@@ -648,18 +665,33 @@ impl PlayoutQueue {
     }
 
     fn next_at<P>(&mut self, buffer: &mut JitterBuffer<P>, now_us: i64) -> Option<QueuedFrame<P>> {
-        if self.queued >= self.frame_samples || self.taken >= MAX_TAKES_PER_TICK {
+        if self.queued >= self.frame_samples || self.taken >= self.max_takes(buffer) {
             return None;
         }
         self.taken += 1;
         // Samples to µs and timestamp units to samples, in u128: no
         // overflow for any valid configuration.
-        let frame_samples = self.frame_samples as u128;
-        let offset_us = self.queued as u128 * buffer.frame_us.max(0) as u128 / frame_samples;
+        let (per_us, per_tick) = match self.sample_rate {
+            // Device samples per µs and per timestamp unit, as fractions.
+            Some(rate) => (
+                (u128::from(rate), 1_000_000),
+                (
+                    u128::from(rate),
+                    u128::from(buffer.config.clock_rate.max(1)),
+                ),
+            ),
+            None => (
+                (self.frame_samples as u128, buffer.frame_us.max(1) as u128),
+                (
+                    self.frame_samples as u128,
+                    u128::from(buffer.frame_ticks.max(1)),
+                ),
+            ),
+        };
+        let offset_us = self.queued as u128 * per_us.1 / per_us.0;
         let offset_us = i64::try_from(offset_us).unwrap_or(i64::MAX);
         let scaled = buffer.pop_scaled_at(now_us, offset_us);
-        let samples =
-            u128::from(scaled.duration) * frame_samples / u128::from(buffer.frame_ticks.max(1));
+        let samples = u128::from(scaled.duration) * per_tick.0 / per_tick.1;
         let samples = usize::try_from(samples).unwrap_or(usize::MAX);
         self.queued = self.queued.saturating_add(samples);
         Some(QueuedFrame {
@@ -667,6 +699,19 @@ impl PlayoutQueue {
             samples,
             offset: duration_us(offset_us),
         })
+    }
+
+    /// Frames that may be taken in one tick: enough for a device frame of
+    /// buffer frames each compressed by up to half, and a spare.
+    fn max_takes<P>(&self, buffer: &JitterBuffer<P>) -> u32 {
+        let Some(rate) = self.sample_rate else {
+            return MAX_TAKES_PER_TICK;
+        };
+        let buffer_samples = (u128::from(buffer.frame_ticks) * u128::from(rate)
+            / u128::from(buffer.config.clock_rate.max(1)))
+        .max(1);
+        let per_tick = (self.frame_samples as u128).div_ceil(buffer_samples);
+        u32::try_from(per_tick * 2 + 2).map_or(u32::MAX, |n| n.max(MAX_TAKES_PER_TICK))
     }
 
     /// The device played a frame's worth (or what was held, if less).
@@ -1006,6 +1051,31 @@ impl<P> JitterBuffer<P> {
     /// The settings in use.
     pub fn config(&self) -> &JitterConfig {
         &self.config
+    }
+
+    /// Runs with `config` from now on, typically another
+    /// [`frame_duration`](JitterConfig::frame_duration) for a peer whose
+    /// packets last longer or shorter than the negotiated ptime (RFC 3264
+    /// §6.1 makes ptime a wish, not a rule), so each frame played is one
+    /// of its packets rather than a slot of a grid they do not fall on.
+    /// Taking frames on a device tick of another length (see
+    /// [`PlayoutQueue::with_sample_rate`]) takes each one up to a tick
+    /// before it plays: raise [`min_delay`](JitterConfig::min_delay) to
+    /// the tick then.
+    ///
+    /// The delay estimate and the playout position start again; the
+    /// counters carry on. Returns the packets held, oldest first, to be
+    /// pushed again. On error nothing changed.
+    pub fn reconfigure(
+        &mut self,
+        config: JitterConfig,
+    ) -> Result<Vec<JitterPacket<P>>, JitterConfigError> {
+        let mut next = JitterBuffer::new(config)?;
+        next.stats = std::mem::take(&mut self.stats);
+        next.stats.buffered = 0;
+        let held = std::mem::take(&mut self.packets);
+        *self = next;
+        Ok(held.into_iter().map(|e| e.packet).collect())
     }
 
     /// Packets held.

@@ -296,6 +296,16 @@ impl AudioDecoder for OpusDecoder {
             .map_err(|_| CodecError::InvalidPayload { len: payload.len() })
     }
 
+    fn packet_samples(&self, payload: &[u8]) -> Option<usize> {
+        if payload.is_empty() {
+            return None;
+        }
+        // libopus reports a malformed packet as a negative count.
+        audiopus::packet::nb_samples(payload, SampleRate::Hz48000)
+            .ok()
+            .filter(|&n| (1..=MAX_PACKET_SAMPLES).contains(&n))
+    }
+
     fn conceal(&mut self, out: &mut [i16]) -> Result<usize, CodecError> {
         let out = self.frame_buffer(out)?;
         self.inner
@@ -316,9 +326,19 @@ impl AudioDecoder for OpusDecoder {
     }
 }
 
+/// Longest Opus packet: 120 ms at 48 kHz (RFC 6716 §3.2.5).
+const MAX_PACKET_SAMPLES: usize = 5760;
+/// Shortest Opus frame, 2.5 ms: concealment lengths are whole multiples.
+const MIN_FRAME_SAMPLES: usize = 120;
+
 impl OpusDecoder {
+    /// What concealment and recovery fill: all of `out` when it is a
+    /// whole Opus duration (the peer's packet length), else one frame.
     fn frame_buffer<'a>(&self, out: &'a mut [i16]) -> Result<&'a mut [i16], CodecError> {
         let actual = out.len();
+        if actual.is_multiple_of(MIN_FRAME_SAMPLES) && (1..=MAX_PACKET_SAMPLES).contains(&actual) {
+            return Ok(out);
+        }
         out.get_mut(..self.frame).ok_or(CodecError::OutputTooSmall {
             needed: self.frame,
             actual,

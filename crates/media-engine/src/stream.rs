@@ -422,6 +422,15 @@ pub struct AudioStream {
     playout: PlayoutQueue,
     /// One decoded frame before time-scaling.
     decode_scratch: Vec<i16>,
+    /// The length of the peer's packets in timestamp units: the jitter
+    /// buffer's frame. The negotiated ptime until packets of another
+    /// length arrive.
+    receive_frame_ticks: u64,
+    /// Another packet length seen, and how many packets in a row had it.
+    length_candidate: Option<(u64, u8)>,
+    /// Whether an audio packet reached the jitter buffer since the codec
+    /// was set up.
+    heard_audio: bool,
     /// What the audio at the front of the queue came from.
     queued_outcome: PlayOutcome,
     silence: Vec<i16>,
@@ -485,6 +494,7 @@ impl AudioStream {
         let next_timestamp = rng.random();
         let frame = parts.encoder.frame_samples();
         let decoder_frame = parts.decoder.frame_samples();
+        let decoder_rate = parts.decoder.sample_rate();
         Ok(AudioStream {
             negotiated: negotiated.clone(),
             config,
@@ -506,8 +516,11 @@ impl AudioStream {
             press: None,
             encode_buffer: vec![0; ENCODE_BUFFER],
             playout_queue: Vec::new(),
-            playout: PlayoutQueue::new(decoder_frame),
+            playout: PlayoutQueue::with_sample_rate(decoder_frame, decoder_rate),
             decode_scratch: Vec::new(),
+            receive_frame_ticks: ptime_ticks(negotiated),
+            length_candidate: None,
+            heard_audio: false,
             queued_outcome: PlayOutcome::Silence,
             silence: vec![0; frame],
             transmits: VecDeque::new(),
@@ -640,7 +653,13 @@ impl AudioStream {
             self.decoder = parts.decoder;
             self.jitter = parts.jitter;
             self.playout_queue.clear();
-            self.playout = PlayoutQueue::new(self.decoder.frame_samples());
+            self.playout = PlayoutQueue::with_sample_rate(
+                self.decoder.frame_samples(),
+                self.decoder.sample_rate(),
+            );
+            self.receive_frame_ticks = ptime_ticks(negotiated);
+            self.length_candidate = None;
+            self.heard_audio = false;
             self.talk_spurt_start = true;
         }
         if clock_changed {
@@ -797,10 +816,13 @@ impl AudioStream {
         // Frames come time-scaled (see `JitterBuffer::pop_scaled`) into a
         // queue; each call plays one frame's worth from it.
         let mut first_outcome = None;
+        // One of the peer's packets, which may be longer or shorter than
+        // our frame.
+        let packet_samples = self.receive_frame_samples();
         while let Some(queued) = self.playout.next(&mut self.jitter, now) {
             let mut frame = std::mem::take(&mut self.decode_scratch);
             frame.clear();
-            frame.resize(expected, 0);
+            frame.resize(packet_samples, 0);
             let outcome = self.decode_into(queued.playout, &mut frame);
             first_outcome.get_or_insert(outcome);
             time_scale(&frame, queued.samples, &mut self.playout_queue);
@@ -1081,7 +1103,7 @@ impl AudioStream {
                 packet.marker,
                 packet.payload,
             );
-            self.jitter.push(now, frame);
+            self.push_audio(now, frame);
         } else if let Some(payload) =
             other_law(self.negotiated.codec, payload_type, &packet.payload)
         {
@@ -1095,11 +1117,84 @@ impl AudioStream {
                 packet.marker,
                 payload,
             );
-            self.jitter.push(now, frame);
+            self.push_audio(now, frame);
         } else {
             trace!(payload_type, "rtp with an unknown payload type ignored");
         }
         received
+    }
+
+    /// Hands an audio packet to the jitter buffer, first following the
+    /// peer's packet length when it differs from the buffer's frame.
+    fn push_audio(&mut self, now: Instant, frame: JitterPacket<Vec<u8>>) {
+        self.follow_packet_length(now, &frame.payload);
+        self.heard_audio = true;
+        self.jitter.push(now, frame);
+    }
+
+    /// A peer may send packets of another length than the ptime we asked
+    /// for (RFC 3264 §6.1: the receiver should take them). The jitter
+    /// buffer then plays the peer's packets as its frames: two packets in
+    /// a row of the new length move it (one could be an odd one out), the
+    /// first packet of the stream at once.
+    fn follow_packet_length(&mut self, now: Instant, payload: &[u8]) {
+        let Some(samples) = self.decoder.packet_samples(payload) else {
+            return;
+        };
+        let clock = u64::from(self.negotiated.codec.clock_rate());
+        let rate = u64::from(self.decoder.sample_rate()).max(1);
+        let ticks = samples as u64 * clock / rate;
+        if ticks == self.receive_frame_ticks {
+            self.length_candidate = None;
+            return;
+        }
+        // Whole multiples of 2.5 ms up to 120 ms: every Opus length, and
+        // every G.711 packet time a sender would choose.
+        let step = clock / 400;
+        if step == 0 || !ticks.is_multiple_of(step) || ticks == 0 || ticks > step * 48 {
+            return;
+        }
+        let seen = match self.length_candidate {
+            Some((t, n)) if t == ticks => n.saturating_add(1),
+            _ => 1,
+        };
+        self.length_candidate = Some((ticks, seen));
+        if seen < 2 && self.heard_audio {
+            return;
+        }
+        let duration = Duration::from_nanos(ticks * 1_000_000_000 / clock);
+        let mut config = self
+            .config
+            .jitter
+            .clone()
+            .with_clock(self.negotiated.codec.clock_rate(), duration);
+        // Frames are taken on our own tick, up to a tick before they play.
+        let tick = Duration::from_millis(u64::from(self.negotiated.ptime));
+        if duration != tick {
+            config.min_delay = config.min_delay.max(tick);
+        }
+        match self.jitter.reconfigure(config) {
+            Ok(held) => {
+                debug!(
+                    from_ms = self.receive_frame_ticks * 1000 / clock,
+                    to_ms = duration.as_secs_f64() * 1000.0,
+                    "peer's packet length followed"
+                );
+                self.receive_frame_ticks = ticks;
+                self.length_candidate = None;
+                for packet in held {
+                    self.jitter.push(now, packet);
+                }
+            }
+            Err(error) => trace!(%error, "peer's packet length not playable"),
+        }
+    }
+
+    /// Decoded samples in one of the peer's packets.
+    fn receive_frame_samples(&self) -> usize {
+        let clock = u64::from(self.negotiated.codec.clock_rate()).max(1);
+        let samples = self.receive_frame_ticks * u64::from(self.decoder.sample_rate()) / clock;
+        usize::try_from(samples).unwrap_or(usize::MAX)
     }
 
     fn receive_rtcp(&mut self, now: Instant, data: &[u8], trust: Trust) -> Received {
@@ -1234,6 +1329,11 @@ impl CodecParts {
             jitter,
         })
     }
+}
+
+/// The negotiated packet time in timestamp units.
+fn ptime_ticks(negotiated: &NegotiatedAudio) -> u64 {
+    u64::from(negotiated.ptime) * u64::from(negotiated.codec.clock_rate()) / 1000
 }
 
 fn session_config(config: &AudioStreamConfig, codec: Codec) -> RtpSessionConfig {
@@ -1814,6 +1914,92 @@ mod tests {
         // The concealed signal keeps the tone.
         let n = 160;
         assert_frequency(&call.b.played[call.b.played.len() - 40 * n..], 8000, 1000.0);
+    }
+
+    /// Bob asked for 20 ms packets; Alice sends `alice_ptime` ms ones
+    /// (RFC 3264 §6.1 lets her). Bob plays 20 ms frames on his own tick;
+    /// returns what he played and how.
+    fn play_other_packet_length(
+        codec: Codec,
+        alice_ptime: u32,
+    ) -> (Vec<i16>, Vec<PlayOutcome>, AudioStream) {
+        let (_, n) = start_call(codec, None);
+        let mut at_alice = n.at_alice.clone();
+        at_alice.ptime = alice_ptime;
+        assert_eq!(n.at_bob.ptime, 20);
+        let now = crate::test_support::epoch();
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut alice = AudioStream::new(
+            now,
+            wall(),
+            &at_alice,
+            AudioStreamConfig::new("a"),
+            &mut rng,
+        )
+        .unwrap();
+        let mut bob = AudioStream::new(
+            now,
+            wall(),
+            &n.at_bob,
+            AudioStreamConfig::new("b"),
+            &mut rng,
+        )
+        .unwrap();
+        let rate = alice.sample_rate();
+        let (mut phase, mut played, mut outcomes) = (0, Vec::new(), Vec::new());
+        // Two seconds on a 5 ms clock.
+        for step in 0..400u32 {
+            let at = now + Duration::from_millis(u64::from(step) * 5);
+            if (step * 5).is_multiple_of(alice_ptime) {
+                let frame = tone(1000.0, rate, phase, alice.frame_samples());
+                phase += frame.len();
+                alice.send_frame(at, &frame).unwrap();
+                while let Some(t) = alice.poll_transmit() {
+                    bob.handle_datagram(at, &t.data);
+                }
+            }
+            if (step * 5).is_multiple_of(20) {
+                let mut out = vec![0i16; bob.frame_samples()];
+                outcomes.push(bob.play_frame(at, &mut out).unwrap());
+                played.extend_from_slice(&out);
+            }
+        }
+        (played, outcomes, bob)
+    }
+
+    #[test]
+    fn rfc3264_6_1_packets_longer_or_shorter_than_the_ptime_asked_for_play_whole() {
+        for (codec, ptime) in [
+            (Codec::Pcmu, 10),
+            (Codec::Pcmu, 30),
+            (Codec::Pcmu, 40),
+            (Codec::Pcmu, 60),
+            (Codec::Opus, 10),
+            (Codec::Opus, 40),
+            (Codec::Opus, 60),
+        ] {
+            let (played, outcomes, bob) = play_other_packet_length(codec, ptime);
+            let rate = bob.sample_rate();
+            let last_second = &outcomes[outcomes.len() - 50..];
+            assert!(
+                last_second.iter().all(|o| *o == PlayOutcome::Played),
+                "{codec:?} at {ptime} ms: {last_second:?}"
+            );
+            let stats = bob.statistics().jitter_buffer;
+            // Before the first packets settle in, a frame or two.
+            assert!(stats.concealed <= 3, "{codec:?} at {ptime} ms: {stats:?}");
+            assert!(stats.late <= 1, "{codec:?} at {ptime} ms: {stats:?}");
+            let tail = &played[played.len() - rate as usize..];
+            assert_frequency(tail, rate, 1000.0);
+            // No gaps: every 5 ms of the last second carries the tone.
+            for (i, chunk) in tail.chunks(rate as usize / 200).enumerate() {
+                assert!(
+                    rms(chunk) > 2000.0,
+                    "{codec:?} at {ptime} ms: quiet at {} ms",
+                    i * 5
+                );
+            }
+        }
     }
 
     #[test]
