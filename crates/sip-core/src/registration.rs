@@ -191,6 +191,15 @@ impl Registration {
         &self.call_id
     }
 
+    /// Sends the next REGISTER with this Contact URI and Via prefix (see
+    /// [`RegistrationConfig`]): for a registrar reached another way, such
+    /// as the next server of its domain after this one failed (RFC 3263
+    /// §4.3). The Call-ID, CSeq and back-off carry on.
+    pub fn relocate(&mut self, contact: &str, via_prefix: &str) {
+        contact.clone_into(&mut self.config.contact);
+        via_prefix.clone_into(&mut self.config.via_prefix);
+    }
+
     /// Starts registering now.
     pub fn register(&mut self, rng: &mut impl CryptoRng) {
         self.unregister_after = false;

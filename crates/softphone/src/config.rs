@@ -49,6 +49,30 @@ impl fmt::Debug for AudioSetup {
     }
 }
 
+/// How the phone finds the servers of a SIP domain (RFC 3263: NAPTR, SRV,
+/// then A/AAAA), for registrars and proxies named by domain.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub enum Dns {
+    /// The system's DNS servers (`/etc/resolv.conf`); host name lookups
+    /// only (A/AAAA through the system resolver) where there is no such
+    /// configuration.
+    #[default]
+    System,
+    /// A resolver of the integrator's own (or a
+    /// [`StaticResolver`](sip_tokio::StaticResolver) in tests).
+    Custom(Arc<dyn sip_tokio::Resolver>),
+}
+
+impl fmt::Debug for Dns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Dns::System => f.write_str("System"),
+            Dns::Custom(_) => f.write_str("Custom"),
+        }
+    }
+}
+
 /// Which SIP listeners the phone opens besides the connections it makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listen {
@@ -98,6 +122,8 @@ pub struct PhoneConfig {
     /// dialer stores it in its profile); `None` makes a new one per start,
     /// so the registrar sees a new device each time.
     pub instance: Option<proxy_client::InstanceId>,
+    /// How registrars and proxies named by domain are found.
+    pub dns: Dns,
 }
 
 impl PhoneConfig {
@@ -120,6 +146,7 @@ impl PhoneConfig {
             quality_interval: Duration::from_secs(5),
             user_agent: format!("softphone-rs/{}", env!("CARGO_PKG_VERSION")),
             instance: None,
+            dns: Dns::System,
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use config_export::{Account, DtmfMode};
@@ -23,7 +24,8 @@ use sip_core::registration::{Registration, RegistrationConfig, RegistrationEvent
 use sip_core::transaction::TimerConfig;
 use sip_core::{Host, Message, Method, Uri};
 use sip_tokio::{
-    Driver, DriverEvent, ListenerOptions, OutboundMessage, TlsClientConfig, TransportConfig,
+    BoxFuture, Driver, DriverEvent, HickoryResolver, ListenerOptions, NaptrRecord, OutboundMessage,
+    ResolveError, Resolver, ServerLocator, SrvRecord, TlsClientConfig, TransportConfig,
     TransportKind, Transports, core_transport,
 };
 use tokio::sync::{mpsc, oneshot};
@@ -32,7 +34,7 @@ use tracing::{debug, info, warn};
 mod flows;
 
 use crate::call::{Call, CallInfo};
-use crate::config::{Listen, PhoneConfig};
+use crate::config::{Dns, Listen, PhoneConfig};
 use crate::diagnostics::Pii;
 use crate::error::PhoneError;
 use crate::event::{
@@ -142,6 +144,11 @@ struct AccountState {
     route: Vec<String>,
     /// RFC 5626 flows when registering through stream-transport proxies.
     flows: Option<flows::AccountFlows>,
+    /// The last REGISTER failed in a way that another server may not
+    /// (no answer, or 503): RFC 3263 §4.3.
+    failover_wanted: bool,
+    /// Servers tried one after another since the last back-off.
+    failovers_in_row: usize,
 }
 
 /// An outbound proxy (or the registrar) an account can send through.
@@ -349,6 +356,8 @@ impl CallLeg {
 
 struct Engine {
     config: PhoneConfig,
+    /// Finds the servers of domains (RFC 3263).
+    dns: Arc<dyn Resolver>,
     driver: Driver<StdRng>,
     rng: StdRng,
     accounts: Vec<AccountState>,
@@ -391,6 +400,7 @@ pub(crate) async fn start(
     let needs_tls = config.config.accounts.iter().any(|a| {
         let kind = transport_kind(a);
         secure(kind)
+            || uri_target(&a.registrar, kind).is_ok_and(|(_, _, k)| secure(k))
             || a.outbound_proxies
                 .iter()
                 .any(|p| uri_target(p, kind).is_ok_and(|(_, _, k)| secure(k)))
@@ -424,9 +434,10 @@ pub(crate) async fn start(
     let driver = Driver::new(transports, incoming, endpoint);
     let mut rng = StdRng::from_os_rng();
     let push = push_token(&config)?;
+    let dns = dns_resolver(&config.dns);
     let mut accounts = Vec::new();
     for account in &config.config.accounts {
-        let mut state = account_state(account, &config).await?;
+        let mut state = account_state(account, &dns).await?;
         if config.register && !account.outbound_proxies.is_empty() {
             let instance = config
                 .instance
@@ -441,6 +452,7 @@ pub(crate) async fn start(
     let (flow_connects, flow_connects_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         config,
+        dns,
         driver,
         rng,
         accounts,
@@ -550,30 +562,26 @@ pub(crate) async fn resolve(host: &str, port: u16) -> Result<SocketAddr, String>
 
 async fn account_state(
     account: &Account,
-    config: &PhoneConfig,
+    dns: &Arc<dyn Resolver>,
 ) -> Result<AccountState, PhoneError> {
     let kind = transport_kind(account);
     let bad = |why: String| PhoneError::Config(format!("account {:?}: {why}", account.id));
-    let (host, port, kind) = uri_target(&account.registrar, kind).map_err(bad)?;
+    let (host, _, _) = uri_target(&account.registrar, kind).map_err(bad)?;
     // Signalling goes to the first outbound proxy that can be reached, in
-    // the configured order, else straight to the registrar.
+    // the configured order, else straight to the registrar; each of them
+    // may stand for several servers (DNS SRV), tried in turn.
     let mut servers = Vec::new();
     for p in &account.outbound_proxies {
-        let (proxy_host, proxy_port, proxy_kind) = uri_target(p, kind).map_err(bad)?;
-        servers.push(Server {
-            kind: proxy_kind,
-            addr: resolve(&proxy_host, proxy_port).await.map_err(bad)?,
-            name: proxy_host.parse::<IpAddr>().is_err().then_some(proxy_host),
-            route: vec![format!("<{p};lr>")],
-        });
+        servers.extend(
+            locate(dns, p, kind, vec![format!("<{p};lr>")])
+                .await
+                .map_err(bad)?,
+        );
     }
     if servers.is_empty() {
-        servers.push(Server {
-            kind,
-            addr: resolve(&host, port).await.map_err(bad)?,
-            name: host.parse::<IpAddr>().is_err().then(|| host.clone()),
-            route: Vec::new(),
-        });
+        servers = locate(dns, &account.registrar, kind, Vec::new())
+            .await
+            .map_err(bad)?;
     }
     let route = servers[0].route.clone();
     let auth_user = account.auth_user.as_deref().unwrap_or(&account.user);
@@ -582,7 +590,6 @@ async fn account_state(
         .as_ref()
         .map(|p| p.expose().to_owned())
         .unwrap_or_default();
-    let _ = config;
     Ok(AccountState {
         aor: format!("sip:{}@{host}", account.user),
         config: account.clone(),
@@ -594,7 +601,105 @@ async fn account_state(
         status: RegistrationStatus::Unregistered,
         route,
         flows: None,
+        failover_wanted: false,
+        failovers_in_row: 0,
     })
+}
+
+/// The resolver [`Dns`] names.
+fn dns_resolver(dns: &Dns) -> Arc<dyn Resolver> {
+    match dns {
+        Dns::Custom(resolver) => resolver.clone(),
+        Dns::System => match HickoryResolver::from_system_conf() {
+            Ok(resolver) => Arc::new(resolver),
+            Err(e) => {
+                warn!(error = %e, "no DNS configuration: host names only, no SRV");
+                Arc::new(HostLookup)
+            }
+        },
+    }
+}
+
+/// A/AAAA through the system's host name lookup, no NAPTR or SRV: for a
+/// system without a DNS configuration hickory can read.
+struct HostLookup;
+
+impl Resolver for HostLookup {
+    fn naptr<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<NaptrRecord>, ResolveError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn srv<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<SrvRecord>, ResolveError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    fn ip<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveError>> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((name, 0))
+                .await
+                .map(|addrs| addrs.map(|a| a.ip()).collect())
+                .unwrap_or_default())
+        })
+    }
+}
+
+/// The servers for `uri`, best first (RFC 3263: NAPTR, SRV, A/AAAA) over
+/// the account's transport, or the one the URI names (`transport=`,
+/// `sips:`); each with `route` preloaded.
+async fn locate(
+    dns: &Arc<dyn Resolver>,
+    uri: &str,
+    default: TransportKind,
+    route: Vec<String>,
+) -> Result<Vec<Server>, String> {
+    let (host, port, kind) = uri_target(uri, default)?;
+    let name = host.parse::<IpAddr>().is_err().then(|| host.clone());
+    if matches!(kind, TransportKind::Ws | TransportKind::Wss) {
+        // WebSocket servers have no SRV names of their own (RFC 7118 §7):
+        // the host's addresses.
+        let addr = resolve_with(dns, &host, port).await?;
+        return Ok(vec![Server {
+            kind,
+            addr,
+            name,
+            route,
+        }]);
+    }
+    let parsed = Uri::parse(uri).map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
+    let Uri::Sip(sip) = &parsed else {
+        return Err(format!("{uri:?} is not a sip: or sips: URI"));
+    };
+    let targets = ServerLocator::new(dns.clone())
+        .with_transports([kind])
+        .locate(sip)
+        .await
+        .map_err(|e| format!("cannot locate {host}: {e}"))?;
+    Ok(targets
+        .into_iter()
+        .map(|t| Server {
+            kind: t.kind,
+            addr: t.addr,
+            name: t.server_name.or_else(|| name.clone()),
+            route: route.clone(),
+        })
+        .collect())
+}
+
+/// The first address of `host` through `dns`.
+async fn resolve_with(
+    dns: &Arc<dyn Resolver>,
+    host: &str,
+    port: u16,
+) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    dns.ip(host)
+        .await
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .first()
+        .map(|ip| SocketAddr::new(*ip, port))
+        .ok_or_else(|| format!("{host} has no address"))
 }
 
 /// Opens (or reuses) a stream connection to `server` with a CRLF
@@ -763,6 +868,43 @@ impl Engine {
         self.pump_registration(i);
     }
 
+    /// After a REGISTER that got no answer or a 503, the account's next
+    /// server (RFC 3263 §4.3): at once while some of them have not been
+    /// tried since the last back-off, otherwise when the registration's
+    /// back-off runs out. The back-off carries on across servers.
+    async fn fail_over(&mut self, i: usize) {
+        if !std::mem::take(&mut self.accounts[i].failover_wanted) || self.shutting_down.is_some() {
+            return;
+        }
+        let n = self.accounts[i].servers.len();
+        let from = self.accounts[i].current;
+        let next = (from + 1) % n;
+        self.accounts[i].use_server(next);
+        let local = match self.local_address(i).await {
+            Ok(local) => local,
+            Err(e) => {
+                // Its turn comes again after the back-off.
+                warn!(account = %self.accounts[i].config.id, server = next, error = %Pii::text(&e), "next server unreachable");
+                self.accounts[i].use_server(from);
+                return;
+            }
+        };
+        let a = &mut self.accounts[i];
+        a.local = Some(local);
+        let now_too = a.failovers_in_row + 1 < n;
+        a.failovers_in_row = if now_too { a.failovers_in_row + 1 } else { 0 };
+        let via = format!("SIP/2.0/{} {local}", a.server().kind.via_transport());
+        let Some(contact) = a.contact() else { return };
+        info!(account = %a.config.id, server = next, now = now_too, "registration fails over to the next server");
+        if let Some(reg) = a.registration.as_mut() {
+            reg.relocate(&contact, &via);
+            if now_too {
+                reg.register(&mut self.rng);
+            }
+        }
+        self.pump_registration(i);
+    }
+
     fn set_reg_status(&mut self, i: usize, status: RegistrationStatus) {
         if self.accounts[i].status != status {
             self.accounts[i].status = status.clone();
@@ -821,6 +963,7 @@ impl Engine {
                         "registered"
                     );
                     self.flow_registered(i);
+                    self.accounts[i].failovers_in_row = 0;
                     RegistrationStatus::Registered { expires }
                 }
                 RegistrationEvent::Unregistered => RegistrationStatus::Unregistered,
@@ -844,6 +987,9 @@ impl Engine {
                     if flows && self.shutting_down.is_none() {
                         self.flow_registration_failed(i, status, retry_after);
                     }
+                    let a = &mut self.accounts[i];
+                    a.failover_wanted =
+                        !flows && will_retry && a.servers.len() > 1 && matches!(status, 408 | 503);
                     continue;
                 }
                 _ => continue,
@@ -1242,15 +1388,14 @@ impl Engine {
         let (dest_addr, kind) = if self.config.register || !a.route.is_empty() {
             (a.server().addr, a.server().kind)
         } else {
-            let (host, port, kind) =
-                uri_target(&target_uri, a.server().kind).map_err(|v| PhoneError::InvalidInput {
-                    what: "target",
-                    value: v,
-                })?;
-            (
-                resolve(&host, port).await.map_err(PhoneError::Network)?,
-                kind,
-            )
+            uri_target(&target_uri, a.server().kind).map_err(|v| PhoneError::InvalidInput {
+                what: "target",
+                value: v,
+            })?;
+            let found = locate(&self.dns, &target_uri, a.server().kind, Vec::new())
+                .await
+                .map_err(PhoneError::Network)?;
+            (found[0].addr, found[0].kind)
         };
         let dest = Destination {
             transport: core_transport(kind),
@@ -1978,6 +2123,7 @@ impl Engine {
                         reg.handle_failure(now, &mut self.rng);
                     }
                     self.pump_registration(i);
+                    self.fail_over(i).await;
                     return;
                 }
                 if let Some((id, what)) = self.pending.remove(&transaction) {
@@ -2782,6 +2928,7 @@ impl Engine {
                     reg.handle_response(now, &response, &mut self.rng);
                 }
                 self.pump_registration(i);
+                self.fail_over(i).await;
             }
             return;
         }

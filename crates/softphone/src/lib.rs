@@ -45,7 +45,7 @@ mod phone;
 mod turn;
 
 pub use call::{Call, CallInfo};
-pub use config::{AudioFactory, AudioSetup, Config, Listen, PhoneConfig};
+pub use config::{AudioFactory, AudioSetup, Config, Dns, Listen, PhoneConfig};
 pub use diagnostics::Pii;
 pub use error::PhoneError;
 pub use event::{

@@ -1,0 +1,128 @@
+//! Registrars named by domain (RFC 3263): the phone asks DNS for the
+//! domain's SRV records and, when the first server answers 503, registers
+//! with the next one at once (§4.3). Two registrars on loopback, a
+//! resolver with fixed answers.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed step should fail loudly"
+)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+use std::time::Duration;
+
+mod common;
+use common::next_event;
+
+use config_export::{Account, Config};
+use sip_core::Message;
+use sip_tokio::{SrvRecord, StaticResolver};
+use softphone::{Dns, Phone, PhoneConfig, PhoneEvent, RegistrationStatus};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// A registrar on loopback that answers every REGISTER with `status` and
+/// reports each Request-URI it got.
+async fn registrar(status: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        // Bounded: a test registers a handful of times.
+        for _ in 0..20 {
+            let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(request) = Message::parse(buf[..len].to_vec()) else {
+                continue;
+            };
+            let sip_core::StartLine::Request { uri, .. } = request.start_line() else {
+                continue;
+            };
+            let uri = uri.to_owned();
+            let contact = request.header("Contact").unwrap_or("").to_owned();
+            let mut response = Message::response_to(&request, status, "Answer")
+                .unwrap()
+                .to_tag("registrar");
+            if status == 200 {
+                response = response
+                    .header("Contact", &format!("{contact};expires=120"))
+                    .unwrap();
+            }
+            let response = response.build().unwrap();
+            socket.send_to(&response.to_bytes(), from).await.unwrap();
+            if tx.send(uri).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
+    let (busy_port, mut busy) = registrar(503).await;
+    let (good_port, mut good) = registrar(200).await;
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let dns = StaticResolver::new()
+        .with_srv(
+            "_sip._udp.pbx.example.com",
+            [
+                SrvRecord {
+                    priority: 10,
+                    weight: 0,
+                    port: busy_port,
+                    target: "one.pbx.example.com".into(),
+                },
+                SrvRecord {
+                    priority: 20,
+                    weight: 0,
+                    port: good_port,
+                    target: "two.pbx.example.com".into(),
+                },
+            ],
+        )
+        .with_ip("one.pbx.example.com", [loopback])
+        .with_ip("two.pbx.example.com", [loopback]);
+    let dns = Arc::new(dns);
+
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("office", "alice", "sip:pbx.example.com"));
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = loopback;
+    pc.dns = Dns::Custom(dns.clone());
+    let started = tokio::time::Instant::now();
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    next_event(&mut events, "registered through the second server", |e| {
+        matches!(
+            e,
+            PhoneEvent::Registration {
+                status: RegistrationStatus::Registered { .. },
+                ..
+            }
+        )
+    })
+    .await;
+    // At once, not after the 5 s back-off.
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        dns.queries()
+            .contains(&"SRV _sip._udp.pbx.example.com".to_owned()),
+        "{:?}",
+        dns.queries()
+    );
+    // The first server by priority was asked first, and the registration
+    // names the domain, not the server.
+    assert_eq!(busy.try_recv().unwrap(), "sip:pbx.example.com");
+    assert_eq!(good.try_recv().unwrap(), "sip:pbx.example.com");
+    let accounts = phone.accounts().await.unwrap();
+    assert_eq!(accounts[0].aor, "sip:alice@pbx.example.com");
+    phone.shutdown().await.unwrap();
+}
