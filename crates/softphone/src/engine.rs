@@ -702,6 +702,17 @@ async fn resolve_with(
         .ok_or_else(|| format!("{host} has no address"))
 }
 
+/// Whether two requests carry the same From tag, Call-ID and CSeq: one
+/// request that came two ways (RFC 3261 §8.2.2.2).
+fn same_request(a: &Message, b: &Message) -> bool {
+    let tag = |m: &Message| m.from().ok().and_then(|f| f.tag().map(str::to_owned));
+    let cseq = |m: &Message| m.cseq().ok().map(|c| (c.seq, c.method_token.to_owned()));
+    a.call_id().ok() == b.call_id().ok()
+        && tag(a).is_some()
+        && tag(a) == tag(b)
+        && cseq(a) == cseq(b)
+}
+
 /// Opens (or reuses) a stream connection to `server` with a CRLF
 /// keep-alive; its local end and its id.
 async fn connect(
@@ -2301,6 +2312,18 @@ impl Engine {
     async fn incoming_invite(&mut self, tx: ServerTxId, request: Message, source: Destination) {
         if self.accounts.is_empty() || self.shutting_down.is_some() {
             self.respond(tx, &request, 480, "Temporarily Unavailable");
+            return;
+        }
+        // RFC 3261 §8.2.2.2: the same INVITE reaching us a second way (a
+        // proxy forked it and the branches met again) is a loop, not a
+        // second call. Its own retransmissions never get here.
+        if let Some(id) = self.call_of(&request)
+            && let Some(leg) = self.calls.get(&id)
+            && leg.direction == CallDirection::Incoming
+            && same_request(&leg.invite, &request)
+        {
+            debug!(call = %id, "merged INVITE refused");
+            self.respond(tx, &request, 482, "Loop Detected");
             return;
         }
         let Ok(offered) = self.offered_sdp(tx, &request) else {

@@ -563,3 +563,64 @@ async fn an_unplugged_headset_moves_the_call_to_another_device() {
     assert_eq!(opens.load(Ordering::SeqCst), 2);
     bob_hangs_up(alice, bob, &ab, &ba).await;
 }
+
+/// An INVITE from `socket` to the phone at `to` with this Via branch; the
+/// same Call-ID, From tag and CSeq each time.
+fn forked_invite(socket: &tokio::net::UdpSocket, to: SocketAddr, branch: &str) -> String {
+    format!(
+        "INVITE sip:alice@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:carol@127.0.0.1>;tag=carol1\r\n\
+         To: <sip:alice@127.0.0.1>\r\n\
+         Call-ID: forked-1@127.0.0.1\r\n\
+         CSeq: 7 INVITE\r\n\
+         Contact: <sip:carol@{local}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        local = socket.local_addr().unwrap()
+    )
+}
+
+/// The status of the next response on `socket` for the Via branch `branch`.
+async fn status_for(socket: &tokio::net::UdpSocket, branch: &str) -> u16 {
+    let mut buf = vec![0u8; 65_536];
+    // Bounded: a handful of responses per INVITE.
+    for _ in 0..20 {
+        let (len, _) = tokio::time::timeout(LIMIT, socket.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..len]);
+        if text.contains(&format!("branch=z9hG4bK{branch}")) {
+            return text[8..11].parse().unwrap();
+        }
+    }
+    panic!("no response for {branch}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_8_2_2_2_an_invite_that_arrives_twice_by_two_paths_is_one_call() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let carol = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let first = forked_invite(&carol, alice.addr, "path1");
+    carol.send_to(first.as_bytes(), alice.addr).await.unwrap();
+    let call = incoming(&mut alice.events).await;
+    assert_eq!(status_for(&carol, "path1").await / 100, 1);
+    // The same request through the other branch of a fork.
+    let second = forked_invite(&carol, alice.addr, "path2");
+    carol.send_to(second.as_bytes(), alice.addr).await.unwrap();
+    assert_eq!(status_for(&carol, "path2").await, 482);
+    let again = tokio::time::timeout(Duration::from_millis(500), async {
+        while let Some(e) = alice.events.next().await {
+            if matches!(e, PhoneEvent::IncomingCall { .. }) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert!(!again.unwrap_or(false), "a second incoming call");
+    assert_eq!(alice.phone.calls().await.unwrap().len(), 1);
+    call.reject(486).await.unwrap();
+    alice.phone.shutdown().await.unwrap();
+}
