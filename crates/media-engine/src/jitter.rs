@@ -1064,18 +1064,31 @@ impl<P> JitterBuffer<P> {
     /// the tick then.
     ///
     /// The delay estimate and the playout position start again; the
-    /// counters carry on. Returns the packets held, oldest first, to be
-    /// pushed again. On error nothing changed.
+    /// counters carry on. Returns the packets held that `keep` chooses,
+    /// oldest first, to be pushed again (they then count as received
+    /// once, as before); the others count as flushed. On error nothing
+    /// changed.
     pub fn reconfigure(
         &mut self,
         config: JitterConfig,
+        mut keep: impl FnMut(&JitterPacket<P>) -> bool,
     ) -> Result<Vec<JitterPacket<P>>, JitterConfigError> {
         let mut next = JitterBuffer::new(config)?;
         next.stats = std::mem::take(&mut self.stats);
         next.stats.buffered = 0;
         let held = std::mem::take(&mut self.packets);
         *self = next;
-        Ok(held.into_iter().map(|e| e.packet).collect())
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        let held_count = count(held.len());
+        let kept: Vec<JitterPacket<P>> = held
+            .into_iter()
+            .map(|e| e.packet)
+            .filter(|p| keep(p))
+            .collect();
+        let kept_count = count(kept.len());
+        self.stats.flushed += held_count - kept_count;
+        self.stats.received = self.stats.received.saturating_sub(kept_count);
+        Ok(kept)
     }
 
     /// Packets held.
@@ -1799,7 +1812,12 @@ impl<P> JitterBuffer<P> {
         if ts <= last_ts || sequence <= last_seq {
             return false;
         }
-        marker || ts - last_ts > (sequence - last_seq) * self.frame_ticks
+        // Off the grid of the last frame played: the sender's clock moved
+        // by other than whole frames (a packet of another length), so the
+        // grid starts again here rather than never meeting its packets.
+        marker
+            || ts - last_ts > (sequence - last_seq) * self.frame_ticks
+            || !(ts - last_ts).is_multiple_of(self.frame_ticks)
     }
 }
 

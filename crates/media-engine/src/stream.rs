@@ -426,8 +426,10 @@ pub struct AudioStream {
     /// buffer's frame. The negotiated ptime until packets of another
     /// length arrive.
     receive_frame_ticks: u64,
-    /// Another packet length seen, and how many packets in a row had it.
-    length_candidate: Option<(u64, u8)>,
+    /// Another packet length seen in a row of packets.
+    length_candidate: Option<LengthCandidate>,
+    /// A packet length the jitter buffer refused: not tried again.
+    refused_length: Option<u64>,
     /// Whether an audio packet reached the jitter buffer since the codec
     /// was set up.
     heard_audio: bool,
@@ -437,6 +439,20 @@ pub struct AudioStream {
     transmits: VecDeque<Transmit>,
     events: VecDeque<AudioStreamEvent>,
     counters: Counters,
+}
+
+/// A packet length other than the jitter buffer's frame, seen on
+/// consecutive packets.
+#[derive(Clone, Copy, Debug)]
+struct LengthCandidate {
+    /// The length, timestamp units.
+    ticks: u64,
+    /// Packets in a row with it.
+    seen: u8,
+    /// The timestamp of the first of them.
+    first_timestamp: u32,
+    /// The sequence number of the last of them.
+    last_sequence: u16,
 }
 
 /// A key press being sent.
@@ -520,6 +536,7 @@ impl AudioStream {
             decode_scratch: Vec::new(),
             receive_frame_ticks: ptime_ticks(negotiated),
             length_candidate: None,
+            refused_length: None,
             heard_audio: false,
             queued_outcome: PlayOutcome::Silence,
             silence: vec![0; frame],
@@ -659,6 +676,7 @@ impl AudioStream {
             );
             self.receive_frame_ticks = ptime_ticks(negotiated);
             self.length_candidate = None;
+            self.refused_length = None;
             self.heard_audio = false;
             self.talk_spurt_start = true;
         }
@@ -849,9 +867,14 @@ impl AudioStream {
     /// Decodes (or conceals, or silences) one frame into `out`.
     fn decode_into(&mut self, playout: Playout<Vec<u8>>, out: &mut [i16]) -> PlayOutcome {
         match playout {
-            Playout::Frame(frame) => match self.decoder.decode(&frame.payload, out) {
+            Playout::Frame(frame) => match self.decode_whole(&frame.payload, out) {
                 Ok(written) => {
-                    if let Some(rest) = out.get_mut(written..) {
+                    // An odd packet shorter than the frame: the rest is
+                    // concealed rather than a gap.
+                    if let Some(rest) = out.get_mut(written..)
+                        && !rest.is_empty()
+                        && self.decoder.conceal(rest).is_err()
+                    {
                         rest.fill(0);
                     }
                     PlayOutcome::Played
@@ -868,6 +891,19 @@ impl AudioStream {
                 PlayOutcome::Silence
             }
         }
+    }
+
+    /// Decodes `payload` into `out`; an odd packet longer than the frame
+    /// plays its start (the frames after it follow on the sender's grid).
+    fn decode_whole(&mut self, payload: &[u8], out: &mut [i16]) -> Result<usize, CodecError> {
+        let needed = self.decoder.packet_samples(payload).unwrap_or(0);
+        if needed <= out.len() {
+            return self.decoder.decode(payload, out);
+        }
+        let mut long = vec![0i16; needed];
+        let written = self.decoder.decode(payload, &mut long)?.min(out.len());
+        out[..written].copy_from_slice(&long[..written]);
+        Ok(written)
     }
 
     /// Sends an RTCP report if one is due. Safe to call early or twice.
@@ -1127,7 +1163,7 @@ impl AudioStream {
     /// Hands an audio packet to the jitter buffer, first following the
     /// peer's packet length when it differs from the buffer's frame.
     fn push_audio(&mut self, now: Instant, frame: JitterPacket<Vec<u8>>) {
-        self.follow_packet_length(now, &frame.payload);
+        self.follow_packet_length(now, &frame);
         self.heard_audio = true;
         self.jitter.push(now, frame);
     }
@@ -1135,31 +1171,50 @@ impl AudioStream {
     /// A peer may send packets of another length than the ptime we asked
     /// for (RFC 3264 §6.1: the receiver should take them). The jitter
     /// buffer then plays the peer's packets as its frames: two packets in
-    /// a row of the new length move it (one could be an odd one out), the
-    /// first packet of the stream at once.
-    fn follow_packet_length(&mut self, now: Instant, payload: &[u8]) {
-        let Some(samples) = self.decoder.packet_samples(payload) else {
+    /// a row (consecutive sequence numbers) of the new length move it, so
+    /// an odd one out or its duplicate does not; the first packet of the
+    /// stream moves it at once.
+    fn follow_packet_length(&mut self, now: Instant, packet: &JitterPacket<Vec<u8>>) {
+        let Some(ticks) = self.packet_ticks(&packet.payload) else {
             return;
         };
-        let clock = u64::from(self.negotiated.codec.clock_rate());
-        let rate = u64::from(self.decoder.sample_rate()).max(1);
-        let ticks = samples as u64 * clock / rate;
         if ticks == self.receive_frame_ticks {
             self.length_candidate = None;
             return;
         }
+        let clock = u64::from(self.negotiated.codec.clock_rate());
         // Whole multiples of 2.5 ms up to 120 ms: every Opus length, and
         // every G.711 packet time a sender would choose.
         let step = clock / 400;
-        if step == 0 || !ticks.is_multiple_of(step) || ticks == 0 || ticks > step * 48 {
+        if step == 0
+            || !ticks.is_multiple_of(step)
+            || ticks == 0
+            || ticks > step * 48
+            || self.refused_length == Some(ticks)
+        {
             return;
         }
-        let seen = match self.length_candidate {
-            Some((t, n)) if t == ticks => n.saturating_add(1),
-            _ => 1,
+        let candidate = match self.length_candidate {
+            Some(c)
+                if c.ticks == ticks
+                    && packet.sequence_number == c.last_sequence.wrapping_add(1) =>
+            {
+                LengthCandidate {
+                    seen: c.seen.saturating_add(1),
+                    last_sequence: packet.sequence_number,
+                    ..c
+                }
+            }
+            Some(c) if c.ticks == ticks && packet.sequence_number == c.last_sequence => c,
+            _ => LengthCandidate {
+                ticks,
+                seen: 1,
+                first_timestamp: packet.timestamp,
+                last_sequence: packet.sequence_number,
+            },
         };
-        self.length_candidate = Some((ticks, seen));
-        if seen < 2 && self.heard_audio {
+        self.length_candidate = Some(candidate);
+        if candidate.seen < 2 && self.heard_audio {
             return;
         }
         let duration = Duration::from_nanos(ticks * 1_000_000_000 / clock);
@@ -1173,7 +1228,13 @@ impl AudioStream {
         if duration != tick {
             config.min_delay = config.min_delay.max(tick);
         }
-        match self.jitter.reconfigure(config) {
+        // Time-scaling changes a frame by at most half of it.
+        config.time_scale_limit = config.time_scale_limit.min(duration / 2);
+        // Packets of the old length would put the new frames off their
+        // grid: the new length plays from its first packet.
+        let first = candidate.first_timestamp;
+        let from_first = |p: &JitterPacket<Vec<u8>>| p.timestamp.wrapping_sub(first) < 1 << 31;
+        match self.jitter.reconfigure(config, from_first) {
             Ok(held) => {
                 debug!(
                     from_ms = self.receive_frame_ticks * 1000 / clock,
@@ -1186,8 +1247,20 @@ impl AudioStream {
                     self.jitter.push(now, packet);
                 }
             }
-            Err(error) => trace!(%error, "peer's packet length not playable"),
+            Err(error) => {
+                debug!(%error, "peer's packet length not playable");
+                self.refused_length = Some(ticks);
+                self.length_candidate = None;
+            }
         }
+    }
+
+    /// The length of a payload in timestamp units, as the codec reads it.
+    fn packet_ticks(&self, payload: &[u8]) -> Option<u64> {
+        let samples = self.decoder.packet_samples(payload)?;
+        let clock = u64::from(self.negotiated.codec.clock_rate());
+        let rate = u64::from(self.decoder.sample_rate()).max(1);
+        Some(samples as u64 * clock / rate)
     }
 
     /// Decoded samples in one of the peer's packets.
@@ -1916,16 +1989,17 @@ mod tests {
         assert_frequency(&call.b.played[call.b.played.len() - 40 * n..], 8000, 1000.0);
     }
 
-    /// Bob asked for 20 ms packets; Alice sends `alice_ptime` ms ones
-    /// (RFC 3264 §6.1 lets her). Bob plays 20 ms frames on his own tick;
+    /// Bob asked for 20 ms packets; Alice sends packets of each phase's
+    /// length for that long (RFC 3264 §6.1 lets her), a new phase through
+    /// an update of her stream. Bob plays 20 ms frames on his own tick;
     /// returns what he played and how.
-    fn play_other_packet_length(
+    fn play_packet_lengths(
         codec: Codec,
-        alice_ptime: u32,
+        phases: &[(u32, u32)],
     ) -> (Vec<i16>, Vec<PlayOutcome>, AudioStream) {
         let (_, n) = start_call(codec, None);
         let mut at_alice = n.at_alice.clone();
-        at_alice.ptime = alice_ptime;
+        at_alice.ptime = phases[0].0;
         assert_eq!(n.at_bob.ptime, 20);
         let now = crate::test_support::epoch();
         let mut rng = StdRng::seed_from_u64(3);
@@ -1947,24 +2021,60 @@ mod tests {
         .unwrap();
         let rate = alice.sample_rate();
         let (mut phase, mut played, mut outcomes) = (0, Vec::new(), Vec::new());
-        // Two seconds on a 5 ms clock.
-        for step in 0..400u32 {
-            let at = now + Duration::from_millis(u64::from(step) * 5);
-            if (step * 5).is_multiple_of(alice_ptime) {
-                let frame = tone(1000.0, rate, phase, alice.frame_samples());
-                phase += frame.len();
-                alice.send_frame(at, &frame).unwrap();
-                while let Some(t) = alice.poll_transmit() {
-                    bob.handle_datagram(at, &t.data);
-                }
+        let mut ms = 0u32;
+        let mut next_send = 0u32;
+        for &(ptime, duration) in phases {
+            if at_alice.ptime != ptime {
+                at_alice.ptime = ptime;
+                alice
+                    .update(now + Duration::from_millis(u64::from(ms)), &at_alice)
+                    .unwrap();
             }
-            if (step * 5).is_multiple_of(20) {
-                let mut out = vec![0i16; bob.frame_samples()];
-                outcomes.push(bob.play_frame(at, &mut out).unwrap());
-                played.extend_from_slice(&out);
+            // On a 5 ms clock.
+            let end = ms + duration;
+            while ms < end {
+                let at = now + Duration::from_millis(u64::from(ms));
+                if ms >= next_send {
+                    let frame = tone(1000.0, rate, phase, alice.frame_samples());
+                    phase += frame.len();
+                    alice.send_frame(at, &frame).unwrap();
+                    while let Some(t) = alice.poll_transmit() {
+                        bob.handle_datagram(at, &t.data);
+                    }
+                    next_send = ms + ptime;
+                }
+                if ms.is_multiple_of(20) {
+                    let mut out = vec![0i16; bob.frame_samples()];
+                    outcomes.push(bob.play_frame(at, &mut out).unwrap());
+                    played.extend_from_slice(&out);
+                }
+                ms += 5;
             }
         }
         (played, outcomes, bob)
+    }
+
+    /// The last second of what Bob played is the tone throughout, and at
+    /// most `concealed` frames were concealed over the call.
+    fn assert_plays_whole(
+        (played, outcomes, bob): &(Vec<i16>, Vec<PlayOutcome>, AudioStream),
+        what: &str,
+        concealed: u64,
+    ) {
+        let rate = bob.sample_rate();
+        let last_second = &outcomes[outcomes.len() - 50..];
+        assert!(
+            last_second.iter().all(|o| *o == PlayOutcome::Played),
+            "{what}: {last_second:?}"
+        );
+        let stats = bob.statistics().jitter_buffer;
+        assert!(stats.concealed <= concealed, "{what}: {stats:?}");
+        let tail = &played[played.len() - rate as usize..];
+        assert_frequency(tail, rate, 1000.0);
+        // No gaps: every 5 ms of the last second carries the tone.
+        for (i, chunk) in tail.chunks(rate as usize / 200).enumerate() {
+            assert!(rms(chunk) > 2000.0, "{what}: quiet at {} ms", i * 5);
+        }
     }
 
     #[test]
@@ -1978,27 +2088,30 @@ mod tests {
             (Codec::Opus, 40),
             (Codec::Opus, 60),
         ] {
-            let (played, outcomes, bob) = play_other_packet_length(codec, ptime);
-            let rate = bob.sample_rate();
-            let last_second = &outcomes[outcomes.len() - 50..];
-            assert!(
-                last_second.iter().all(|o| *o == PlayOutcome::Played),
-                "{codec:?} at {ptime} ms: {last_second:?}"
-            );
-            let stats = bob.statistics().jitter_buffer;
+            let run = play_packet_lengths(codec, &[(ptime, 2000)]);
+            let what = format!("{codec:?} at {ptime} ms");
             // Before the first packets settle in, a frame or two.
-            assert!(stats.concealed <= 3, "{codec:?} at {ptime} ms: {stats:?}");
-            assert!(stats.late <= 1, "{codec:?} at {ptime} ms: {stats:?}");
-            let tail = &played[played.len() - rate as usize..];
-            assert_frequency(tail, rate, 1000.0);
-            // No gaps: every 5 ms of the last second carries the tone.
-            for (i, chunk) in tail.chunks(rate as usize / 200).enumerate() {
-                assert!(
-                    rms(chunk) > 2000.0,
-                    "{codec:?} at {ptime} ms: quiet at {} ms",
-                    i * 5
-                );
-            }
+            assert_plays_whole(&run, &what, 3);
+            assert!(run.2.statistics().jitter_buffer.late <= 1, "{what}");
+        }
+    }
+
+    #[test]
+    fn a_peer_that_changes_its_packet_length_mid_call_is_followed() {
+        for (codec, to) in [(Codec::Pcmu, 30), (Codec::Pcmu, 10), (Codec::Opus, 40)] {
+            let run = play_packet_lengths(codec, &[(20, 1000), (to, 2000)]);
+            let what = format!("{codec:?} from 20 to {to} ms");
+            // The switch costs a frame or two.
+            assert_plays_whole(&run, &what, 4);
+        }
+    }
+
+    #[test]
+    fn one_odd_packet_neither_moves_the_frame_nor_puts_the_stream_off_its_grid() {
+        for (codec, odd) in [(Codec::Pcmu, 10), (Codec::Pcmu, 30), (Codec::Opus, 10)] {
+            let run = play_packet_lengths(codec, &[(20, 1000), (odd, odd), (20, 2000)]);
+            let what = format!("{codec:?} with one {odd} ms packet");
+            assert_plays_whole(&run, &what, 3);
         }
     }
 

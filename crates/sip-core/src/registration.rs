@@ -200,6 +200,16 @@ impl Registration {
         via_prefix.clone_into(&mut self.config.via_prefix);
     }
 
+    /// Registers again at once with this Contact URI and Via prefix: with
+    /// the next server of the registrar's domain after this one failed
+    /// (RFC 3263 §4.3). The failure does not count towards the back-off,
+    /// so it grows once per round of the domain's servers, not per server.
+    pub fn fail_over(&mut self, contact: &str, via_prefix: &str, rng: &mut impl CryptoRng) {
+        self.relocate(contact, via_prefix);
+        self.failures = self.failures.saturating_sub(1);
+        self.register(rng);
+    }
+
     /// Starts registering now.
     pub fn register(&mut self, rng: &mut impl CryptoRng) {
         self.unregister_after = false;
@@ -667,6 +677,55 @@ mod tests {
                 "attempt {k}: {w} s of {full}"
             );
         }
+    }
+
+    /// RFC 3263 §4.3: after a failure the next server is asked at once,
+    /// with the Contact and Via that reach it, and the back-off grows once
+    /// per round of servers, not once per server.
+    #[test]
+    fn rfc3263_4_3_fail_over_registers_at_once_elsewhere_without_growing_the_back_off() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let now = Instant::now();
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let first = reg.poll_request().unwrap();
+        reg.handle_failure(now, &mut rng);
+        assert!(matches!(
+            reg.state(),
+            RegistrationState::WaitingToRetry { .. }
+        ));
+        reg.fail_over(
+            "sip:alice@192.0.2.99:5070;transport=tcp",
+            "SIP/2.0/TCP 192.0.2.99:5070",
+            &mut rng,
+        );
+        assert_eq!(reg.state(), RegistrationState::Registering);
+        let second = reg.poll_request().expect("sent at once");
+        assert!(
+            second
+                .via()
+                .unwrap()
+                .to_string()
+                .starts_with("SIP/2.0/TCP 192.0.2.99:5070")
+        );
+        assert!(
+            second
+                .header("Contact")
+                .unwrap()
+                .contains("192.0.2.99:5070;transport=tcp"),
+            "{:?}",
+            second.header("Contact")
+        );
+        assert_eq!(second.call_id().unwrap(), first.call_id().unwrap());
+        assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
+        // The second server fails too: the first step of the back-off
+        // (base 30 s, up to half off), not the second.
+        reg.handle_failure(now, &mut rng);
+        let wait = reg.poll_timeout().unwrap() - now;
+        assert!(
+            wait >= Duration::from_secs(15) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
     }
 
     /// An overloaded registrar's 503 Retry-After (RFC 3261 §21.5.4) is

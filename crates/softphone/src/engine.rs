@@ -533,13 +533,18 @@ fn uri_target(uri: &str, default: TransportKind) -> Result<(String, u16, Transpo
     let Uri::Sip(sip) = &parsed else {
         return Err(format!("{uri:?} is not a sip: or sips: URI"));
     };
+    // A sips: URI's `transport=tcp` means TLS over TCP (RFC 3261 §26.2.2),
+    // and its `transport=ws` secure WebSocket.
+    let secure = sip.scheme == sip_core::SipScheme::Sips;
     let kind = match sip.transport().map(str::to_ascii_lowercase).as_deref() {
         Some("udp") => TransportKind::Udp,
+        Some("tcp") if secure => TransportKind::Tls,
         Some("tcp") => TransportKind::Tcp,
         Some("tls") => TransportKind::Tls,
+        Some("ws") if secure => TransportKind::Wss,
         Some("ws") => TransportKind::Ws,
         Some("wss") => TransportKind::Wss,
-        _ if sip.scheme == sip_core::SipScheme::Sips => TransportKind::Tls,
+        _ if secure => TransportKind::Tls,
         _ => default,
     };
     let host = match sip.host {
@@ -610,35 +615,50 @@ async fn account_state(
 fn dns_resolver(dns: &Dns) -> Arc<dyn Resolver> {
     match dns {
         Dns::Custom(resolver) => resolver.clone(),
-        Dns::System => match HickoryResolver::from_system_conf() {
-            Ok(resolver) => Arc::new(resolver),
-            Err(e) => {
-                warn!(error = %e, "no DNS configuration: host names only, no SRV");
-                Arc::new(HostLookup)
-            }
-        },
+        Dns::System => Arc::new(SystemDns {
+            dns: HickoryResolver::from_system_conf()
+                .inspect_err(|e| warn!(error = %e, "no DNS configuration: host names only, no SRV"))
+                .ok(),
+        }),
     }
 }
 
-/// A/AAAA through the system's host name lookup, no NAPTR or SRV: for a
-/// system without a DNS configuration hickory can read.
-struct HostLookup;
+/// The system's DNS servers through hickory for NAPTR, SRV and A/AAAA,
+/// and the system's host name lookup for names DNS does not know (the
+/// hosts file, search domains, mDNS): what a host name meant before SRV.
+struct SystemDns {
+    dns: Option<HickoryResolver>,
+}
 
-impl Resolver for HostLookup {
-    fn naptr<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<NaptrRecord>, ResolveError>> {
-        Box::pin(async { Ok(Vec::new()) })
+impl Resolver for SystemDns {
+    fn naptr<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<NaptrRecord>, ResolveError>> {
+        match &self.dns {
+            Some(dns) => dns.naptr(name),
+            None => Box::pin(async { Ok(Vec::new()) }),
+        }
     }
 
-    fn srv<'a>(&'a self, _: &'a str) -> BoxFuture<'a, Result<Vec<SrvRecord>, ResolveError>> {
-        Box::pin(async { Ok(Vec::new()) })
+    fn srv<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<SrvRecord>, ResolveError>> {
+        match &self.dns {
+            Some(dns) => dns.srv(name),
+            None => Box::pin(async { Ok(Vec::new()) }),
+        }
     }
 
     fn ip<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Vec<IpAddr>, ResolveError>> {
         Box::pin(async move {
-            Ok(tokio::net::lookup_host((name, 0))
-                .await
-                .map(|addrs| addrs.map(|a| a.ip()).collect())
-                .unwrap_or_default())
+            let found = match &self.dns {
+                Some(dns) => dns.ip(name).await,
+                None => Ok(Vec::new()),
+            };
+            match found {
+                Ok(found) if !found.is_empty() => Ok(found),
+                other => match tokio::net::lookup_host((name, 0)).await {
+                    Ok(addrs) => Ok(addrs.map(|a| a.ip()).collect()),
+                    // DNS's own answer (or error) says more.
+                    Err(_) => other,
+                },
+            }
         })
     }
 }
@@ -889,28 +909,43 @@ impl Engine {
         }
         let n = self.accounts[i].servers.len();
         let from = self.accounts[i].current;
-        let next = (from + 1) % n;
-        self.accounts[i].use_server(next);
-        let local = match self.local_address(i).await {
-            Ok(local) => local,
-            Err(e) => {
-                // Its turn comes again after the back-off.
-                warn!(account = %self.accounts[i].config.id, server = next, error = %Pii::text(&e), "next server unreachable");
-                self.accounts[i].use_server(from);
-                return;
+        // The next server that can be reached; one that cannot (a refused
+        // connection) is passed over, each at most once.
+        let mut found = None;
+        for step in 1..n {
+            let k = (from + step) % n;
+            self.accounts[i].use_server(k);
+            match self.local_address(i).await {
+                Ok(local) => {
+                    found = Some((k, local, step));
+                    break;
+                }
+                Err(e) => {
+                    warn!(account = %self.accounts[i].config.id, server = k, error = %Pii::text(&e), "server unreachable");
+                }
             }
+        }
+        let Some((next, local, steps)) = found else {
+            // None: the back-off's retry goes where it went.
+            self.accounts[i].use_server(from);
+            return;
         };
         let a = &mut self.accounts[i];
         a.local = Some(local);
-        let now_too = a.failovers_in_row + 1 < n;
-        a.failovers_in_row = if now_too { a.failovers_in_row + 1 } else { 0 };
+        a.failovers_in_row += steps;
+        // Each server once since the last back-off; then the back-off.
+        let now_too = a.failovers_in_row < n;
+        if !now_too {
+            a.failovers_in_row = 0;
+        }
         let via = format!("SIP/2.0/{} {local}", a.server().kind.via_transport());
         let Some(contact) = a.contact() else { return };
         info!(account = %a.config.id, server = next, now = now_too, "registration fails over to the next server");
         if let Some(reg) = a.registration.as_mut() {
-            reg.relocate(&contact, &via);
             if now_too {
-                reg.register(&mut self.rng);
+                reg.fail_over(&contact, &via, &mut self.rng);
+            } else {
+                reg.relocate(&contact, &via);
             }
         }
         self.pump_registration(i);
@@ -3409,6 +3444,14 @@ mod tests {
         assert_eq!(
             uri_target("sips:pbx.example.com", TransportKind::Udp).unwrap(),
             ("pbx.example.com".into(), 5061, TransportKind::Tls)
+        );
+        assert_eq!(
+            uri_target("sips:pbx.example.com;transport=tcp", TransportKind::Udp).unwrap(),
+            ("pbx.example.com".into(), 5061, TransportKind::Tls)
+        );
+        assert_eq!(
+            uri_target("sips:pbx.example.com:8443;transport=ws", TransportKind::Udp).unwrap(),
+            ("pbx.example.com".into(), 8443, TransportKind::Wss)
         );
         assert!(uri_target("tel:+123", TransportKind::Udp).is_err());
         assert!(uri_target("not a uri", TransportKind::Udp).is_err());

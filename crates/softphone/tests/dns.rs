@@ -61,10 +61,9 @@ async fn registrar(status: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
     (port, rx)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
-    let (busy_port, mut busy) = registrar(503).await;
-    let (good_port, mut good) = registrar(200).await;
+/// `pbx.example.com` with two SRV records: one server on `first`, the
+/// other on `second`, in that order of priority.
+fn two_servers(first: u16, second: u16) -> Arc<StaticResolver> {
     let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let dns = StaticResolver::new()
         .with_srv(
@@ -73,29 +72,40 @@ async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
                 SrvRecord {
                     priority: 10,
                     weight: 0,
-                    port: busy_port,
+                    port: first,
                     target: "one.pbx.example.com".into(),
                 },
                 SrvRecord {
                     priority: 20,
                     weight: 0,
-                    port: good_port,
+                    port: second,
                     target: "two.pbx.example.com".into(),
                 },
             ],
         )
         .with_ip("one.pbx.example.com", [loopback])
         .with_ip("two.pbx.example.com", [loopback]);
-    let dns = Arc::new(dns);
+    Arc::new(dns)
+}
 
+/// A phone with one account on `pbx.example.com`, found through `dns`.
+async fn phone(dns: &Arc<StaticResolver>) -> (Phone, softphone::Events) {
     let mut c = Config::default();
     c.accounts
         .push(Account::new("office", "alice", "sip:pbx.example.com"));
     let mut pc = PhoneConfig::new(c);
-    pc.bind = loopback;
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     pc.dns = Dns::Custom(dns.clone());
+    Phone::start(pc).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
+    let (busy_port, mut busy) = registrar(503).await;
+    let (good_port, mut good) = registrar(200).await;
+    let dns = two_servers(busy_port, good_port);
     let started = tokio::time::Instant::now();
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let (phone, mut events) = phone(&dns).await;
     next_event(&mut events, "registered through the second server", |e| {
         matches!(
             e,
@@ -106,9 +116,9 @@ async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
         )
     })
     .await;
-    // At once, not after the 5 s back-off.
+    // At once, not after the back-off (2.5 to 5 s).
     assert!(
-        started.elapsed() < Duration::from_secs(4),
+        started.elapsed() < Duration::from_millis(1500),
         "{:?}",
         started.elapsed()
     );
@@ -124,5 +134,34 @@ async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
     assert_eq!(good.try_recv().unwrap(), "sip:pbx.example.com");
     let accounts = phone.accounts().await.unwrap();
     assert_eq!(accounts[0].aor, "sip:alice@pbx.example.com");
+    phone.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_when_every_server_fails_each_is_tried_once_then_the_back_off_waits() {
+    let (first_port, mut first) = registrar(503).await;
+    let (second_port, mut second) = registrar(503).await;
+    let dns = two_servers(first_port, second_port);
+    let (phone, mut events) = phone(&dns).await;
+    next_event(&mut events, "the registration failing", |e| {
+        matches!(
+            e,
+            PhoneEvent::Registration {
+                status: RegistrationStatus::Failed {
+                    will_retry: true,
+                    ..
+                },
+                ..
+            }
+        )
+    })
+    .await;
+    // Within the back-off's shortest wait (2.5 s): one REGISTER each, no
+    // round after round.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let count = |rx: &mut mpsc::UnboundedReceiver<String>| {
+        std::iter::from_fn(|| rx.try_recv().ok()).count()
+    };
+    assert_eq!((count(&mut first), count(&mut second)), (1, 1));
     phone.shutdown().await.unwrap();
 }
