@@ -2112,6 +2112,14 @@ mod tests {
             let run = play_packet_lengths(codec, &[(20, 1000), (odd, odd), (20, 2000)]);
             let what = format!("{codec:?} with one {odd} ms packet");
             assert_plays_whole(&run, &what, 3);
+            // Every packet played but one dropped to shrink the delay:
+            // none left behind the buffer's grid.
+            let stats = run.2.statistics().jitter_buffer;
+            assert_eq!(
+                stats.played + stats.dropped_for_shrink,
+                stats.received,
+                "{what}: {stats:?}"
+            );
         }
     }
 

@@ -191,21 +191,28 @@ impl Registration {
         &self.call_id
     }
 
-    /// Sends the next REGISTER with this Contact URI and Via prefix (see
-    /// [`RegistrationConfig`]): for a registrar reached another way, such
-    /// as the next server of its domain after this one failed (RFC 3263
-    /// §4.3). The Call-ID, CSeq and back-off carry on.
-    pub fn relocate(&mut self, contact: &str, via_prefix: &str) {
+    /// Sends the next REGISTER with this Contact URI, Via prefix and Route
+    /// (see [`RegistrationConfig`]): for a registrar reached another way,
+    /// such as the next server of its domain after this one failed (RFC
+    /// 3263 §4.3). The Call-ID, CSeq and back-off carry on.
+    pub fn relocate(&mut self, contact: &str, via_prefix: &str, route: &[String]) {
         contact.clone_into(&mut self.config.contact);
         via_prefix.clone_into(&mut self.config.via_prefix);
+        route.clone_into(&mut self.config.route);
     }
 
     /// Registers again at once with this Contact URI and Via prefix: with
     /// the next server of the registrar's domain after this one failed
     /// (RFC 3263 §4.3). The failure does not count towards the back-off,
     /// so it grows once per round of the domain's servers, not per server.
-    pub fn fail_over(&mut self, contact: &str, via_prefix: &str, rng: &mut impl CryptoRng) {
-        self.relocate(contact, via_prefix);
+    pub fn fail_over(
+        &mut self,
+        contact: &str,
+        via_prefix: &str,
+        route: &[String],
+        rng: &mut impl CryptoRng,
+    ) {
+        self.relocate(contact, via_prefix, route);
         self.failures = self.failures.saturating_sub(1);
         self.register(rng);
     }
@@ -697,6 +704,7 @@ mod tests {
         reg.fail_over(
             "sip:alice@192.0.2.99:5070;transport=tcp",
             "SIP/2.0/TCP 192.0.2.99:5070",
+            &["<sip:proxy2.example.com;lr>".to_owned()],
             &mut rng,
         );
         assert_eq!(reg.state(), RegistrationState::Registering);
@@ -716,6 +724,7 @@ mod tests {
             "{:?}",
             second.header("Contact")
         );
+        assert_eq!(second.header("Route"), Some("<sip:proxy2.example.com;lr>"));
         assert_eq!(second.call_id().unwrap(), first.call_id().unwrap());
         assert_eq!(second.cseq().unwrap().seq, first.cseq().unwrap().seq + 1);
         // The second server fails too: the first step of the back-off

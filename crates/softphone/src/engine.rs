@@ -537,6 +537,11 @@ fn uri_target(uri: &str, default: TransportKind) -> Result<(String, u16, Transpo
     // and its `transport=ws` secure WebSocket.
     let secure = sip.scheme == sip_core::SipScheme::Sips;
     let kind = match sip.transport().map(str::to_ascii_lowercase).as_deref() {
+        Some("udp") if secure => {
+            return Err(format!(
+                "{uri:?}: a sips: URI cannot use UDP (RFC 3261 §26.2.1)"
+            ));
+        }
         Some("udp") => TransportKind::Udp,
         Some("tcp") if secure => TransportKind::Tls,
         Some("tcp") => TransportKind::Tcp,
@@ -926,8 +931,10 @@ impl Engine {
             }
         }
         let Some((next, local, steps)) = found else {
-            // None: the back-off's retry goes where it went.
+            // None: the back-off's retry goes where it went, and a new
+            // round starts after it.
             self.accounts[i].use_server(from);
+            self.accounts[i].failovers_in_row = 0;
             return;
         };
         let a = &mut self.accounts[i];
@@ -941,11 +948,12 @@ impl Engine {
         let via = format!("SIP/2.0/{} {local}", a.server().kind.via_transport());
         let Some(contact) = a.contact() else { return };
         info!(account = %a.config.id, server = next, now = now_too, "registration fails over to the next server");
+        let route = a.route.clone();
         if let Some(reg) = a.registration.as_mut() {
             if now_too {
-                reg.fail_over(&contact, &via, &mut self.rng);
+                reg.fail_over(&contact, &via, &route, &mut self.rng);
             } else {
-                reg.relocate(&contact, &via);
+                reg.relocate(&contact, &via, &route);
             }
         }
         self.pump_registration(i);
@@ -1036,6 +1044,9 @@ impl Engine {
                     let a = &mut self.accounts[i];
                     a.failover_wanted =
                         !flows && will_retry && a.servers.len() > 1 && matches!(status, 408 | 503);
+                    if !a.failover_wanted {
+                        a.failovers_in_row = 0;
+                    }
                     continue;
                 }
                 _ => continue,
@@ -3453,6 +3464,7 @@ mod tests {
             uri_target("sips:pbx.example.com:8443;transport=ws", TransportKind::Udp).unwrap(),
             ("pbx.example.com".into(), 8443, TransportKind::Wss)
         );
+        assert!(uri_target("sips:pbx.example.com;transport=udp", TransportKind::Udp).is_err());
         assert!(uri_target("tel:+123", TransportKind::Udp).is_err());
         assert!(uri_target("not a uri", TransportKind::Udp).is_err());
     }
