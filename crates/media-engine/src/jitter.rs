@@ -1460,14 +1460,15 @@ impl<P> JitterBuffer<P> {
                     .is_some_and(|t| transit - 2 * self.frame_us > t + self.config_us.shrink_margin)
         });
 
-        // The first packet at or after the cursor; or one behind it but
-        // after the last frame played, which is off the cursor's grid (a
-        // packet of another length moved the sender's timestamps) and
-        // starts the grid again rather than being left behind.
+        // The first packet at or after the cursor; or one behind it that
+        // starts a talk spurt (after the last frame played and off the
+        // cursor's grid: a packet of another length moved the sender's
+        // timestamps), which starts the grid again rather than being left
+        // behind.
         let next = match self.packets.front() {
             None => None,
             Some(first) if first.ts >= cursor => Some(0),
-            Some(first) if self.last_played.is_some_and(|(_, last)| first.ts > last) => Some(0),
+            Some(first) if self.starts_talk_spurt(first) => Some(0),
             Some(_) => {
                 let at = self.packets.partition_point(|e| e.ts < cursor);
                 (at < self.packets.len()).then_some(at)
