@@ -1032,7 +1032,7 @@ mod tests {
         let mut b = bob();
         let key_of = |answer: &Answer| answer.audio.as_ref().unwrap().srtp.clone().unwrap().local;
         let first = key_of(&b.handle_offer(&a.create_offer().unwrap()).unwrap());
-        let _ = a.handle_answer(&b.last_local.clone().unwrap());
+        a.handle_answer(&b.last_local.clone().unwrap()).unwrap();
         let again = key_of(&b.handle_offer(&a.create_offer().unwrap()).unwrap());
         assert_eq!(again, first, "the same peer key keeps ours");
         let mut c = MediaNegotiation::new(MediaSettings::new(ip(3), 6000), &mut rng);

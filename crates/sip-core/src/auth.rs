@@ -576,7 +576,9 @@ impl DigestClient {
                     // challenge names it too: its nonce count must go on.
                     if self.sessions.len() >= MAX_REALMS
                         && let Some(old) = self.sessions.iter().position(|s| {
-                            !challenged.contains(&(s.challenge.kind, s.challenge.realm.clone()))
+                            !challenged
+                                .iter()
+                                .any(|(k, r)| *k == s.challenge.kind && *r == s.challenge.realm)
                         })
                     {
                         self.sessions.remove(old);

@@ -293,7 +293,7 @@ impl<R: RngCore> Driver<R> {
     }
 
     /// Hands a connection message to its destination's queue, starting the
-    /// queue's task when there is none; closes queues idle for
+    /// queue's task when there is none; then closes queues idle for
     /// [`STREAM_QUEUE_IDLE`] with nothing in flight.
     fn queue_stream(
         &mut self,
@@ -302,10 +302,14 @@ impl<R: RngCore> Driver<R> {
         out: OutboundMessage,
     ) {
         let now = now();
-        self.streams.retain(|_, q| {
-            q.in_flight > 0 || now.saturating_duration_since(q.last_used) < STREAM_QUEUE_IDLE
-        });
         let key = (kind, destination.addr);
+        // Idle queues are looked for only when a new one is due, not on
+        // every message.
+        if !self.streams.contains_key(&key) {
+            self.streams.retain(|_, q| {
+                q.in_flight > 0 || now.saturating_duration_since(q.last_used) < STREAM_QUEUE_IDLE
+            });
+        }
         let queue = self.streams.entry(key).or_insert_with(|| {
             let (jobs, receiver) = mpsc::unbounded_channel();
             tokio::spawn(stream_sender(

@@ -22,7 +22,7 @@ use sip_core::endpoint::{
 };
 use sip_core::registration::{Registration, RegistrationConfig, RegistrationEvent};
 use sip_core::transaction::TimerConfig;
-use sip_core::{Host, Message, Method, Uri};
+use sip_core::{Host, Message, Method, SipUri, Uri};
 use sip_tokio::{
     BoxFuture, Driver, DriverEvent, HickoryResolver, ListenerOptions, NaptrRecord, OutboundMessage,
     ResolveError, Resolver, ServerLocator, SrvRecord, TlsClientConfig, TransportConfig,
@@ -530,16 +530,29 @@ fn tls_client(config: &PhoneConfig) -> Result<TlsClientConfig, PhoneError> {
 /// The host, port and transport a SIP URI points at.
 fn uri_target(uri: &str, default: TransportKind) -> Result<(String, u16, TransportKind), String> {
     let parsed = Uri::parse(uri).map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
-    let Uri::Sip(sip) = &parsed else {
-        return Err(format!("{uri:?} is not a sip: or sips: URI"));
-    };
+    sip_target(as_sip(&parsed, uri)?, default)
+}
+
+/// The SIP URI `parsed` is (`uri` its text, for the error).
+fn as_sip<'u>(parsed: &'u Uri<'u>, uri: &str) -> Result<&'u SipUri<'u>, String> {
+    match parsed {
+        Uri::Sip(sip) => Ok(sip),
+        _ => Err(format!("{uri:?} is not a sip: or sips: URI")),
+    }
+}
+
+/// [`uri_target`] of a parsed SIP URI.
+fn sip_target(
+    sip: &SipUri<'_>,
+    default: TransportKind,
+) -> Result<(String, u16, TransportKind), String> {
     // A sips: URI's `transport=tcp` means TLS over TCP (RFC 3261 §26.2.2),
     // and its `transport=ws` secure WebSocket.
     let secure = sip.scheme == sip_core::SipScheme::Sips;
     let kind = match sip.transport().map(str::to_ascii_lowercase).as_deref() {
         Some("udp") if secure => {
             return Err(format!(
-                "{uri:?}: a sips: URI cannot use UDP (RFC 3261 §26.2.1)"
+                "{sip}: a sips: URI cannot use UDP (RFC 3261 §26.2.1)"
             ));
         }
         Some("udp") => TransportKind::Udp,
@@ -677,7 +690,9 @@ async fn locate(
     default: TransportKind,
     route: Vec<String>,
 ) -> Result<Vec<Server>, String> {
-    let (host, port, kind) = uri_target(uri, default)?;
+    let parsed = Uri::parse(uri).map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
+    let sip = as_sip(&parsed, uri)?;
+    let (host, port, kind) = sip_target(sip, default)?;
     let name = host.parse::<IpAddr>().is_err().then(|| host.clone());
     if matches!(kind, TransportKind::Ws | TransportKind::Wss) {
         // WebSocket servers have no SRV names of their own (RFC 7118 §7):
@@ -690,10 +705,6 @@ async fn locate(
             route,
         }]);
     }
-    let parsed = Uri::parse(uri).map_err(|e| format!("{uri:?} is not a URI: {e}"))?;
-    let Uri::Sip(sip) = &parsed else {
-        return Err(format!("{uri:?} is not a sip: or sips: URI"));
-    };
     let targets = ServerLocator::new(dns.clone())
         .with_transports([kind])
         .locate(sip)
