@@ -28,7 +28,7 @@ mod sip_fields;
 #[path = "../benches/support/sip_call.rs"]
 mod sip_call;
 
-const USAGE: &str = "usage: sip_instructions ours-all|rsip-all|ours-invite|rsip-invite|call|name-addr|via ITERATIONS";
+const USAGE: &str = "usage: sip_instructions ours-all|rsip-all|ours-invite|rsip-invite|parse-all|parse-invite|call|name-addr|via ITERATIONS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -59,6 +59,18 @@ fn main() -> ExitCode {
         "ours-invite" => {
             for _ in 0..n {
                 black_box(sip_fields::with_sip_core(black_box(&invite)));
+            }
+        }
+        "parse-all" => {
+            for _ in 0..n {
+                for raw in &corpus {
+                    black_box(sip_core::Message::parse(black_box(raw.clone())).is_ok());
+                }
+            }
+        }
+        "parse-invite" => {
+            for _ in 0..n {
+                black_box(sip_core::Message::parse(black_box(invite.clone())).is_ok());
             }
         }
         "rsip-invite" => {

@@ -149,6 +149,8 @@ struct AccountState {
     failover_wanted: bool,
     /// Servers tried one after another since the last back-off.
     failovers_in_row: usize,
+    /// The search for the next reachable server under way, by number.
+    failover_search: Option<u64>,
 }
 
 /// An outbound proxy (or the registrar) an account can send through.
@@ -381,6 +383,10 @@ struct Engine {
     tls: Option<TlsClientConfig>,
     /// Where outbound flows' connection attempts report back.
     flow_connects: mpsc::UnboundedSender<flows::FlowConnected>,
+    /// Where searches for the next reachable server report back.
+    failovers: mpsc::UnboundedSender<FailoverFound>,
+    /// Searches started, to number the next.
+    failover_searches: u64,
 }
 
 /// How often the history is purged while the phone runs.
@@ -450,6 +456,7 @@ pub(crate) async fn start(
     let (commands, commands_rx) = mpsc::unbounded_channel();
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (flow_connects, flow_connects_rx) = mpsc::unbounded_channel();
+    let (failovers, failovers_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         config,
         dns,
@@ -471,10 +478,12 @@ pub(crate) async fn start(
         last_check_sync: None,
         tls,
         flow_connects,
+        failovers,
+        failover_searches: 0,
     };
     engine.purge_history();
     engine.open_accounts().await;
-    tokio::spawn(engine.run(commands_rx, media_rx, flow_connects_rx));
+    tokio::spawn(engine.run(commands_rx, media_rx, flow_connects_rx, failovers_rx));
     Ok(commands)
 }
 
@@ -626,6 +635,7 @@ async fn account_state(
         flows: None,
         failover_wanted: false,
         failovers_in_row: 0,
+        failover_search: None,
     })
 }
 
@@ -769,11 +779,42 @@ async fn connect(
     Ok((sent.local, sent.connection))
 }
 
+/// Our address towards `server`: the UDP listener (with the interface that
+/// routes there when bound to every interface), or a connection's local
+/// end, with the connection a stream transport opened (or reused).
+async fn reach(
+    transports: &Transports,
+    udp_local: SocketAddr,
+    server: &Server,
+) -> Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String> {
+    if server.kind == TransportKind::Udp {
+        if !udp_local.ip().is_unspecified() {
+            return Ok((udp_local, None));
+        }
+        let probe = std::net::UdpSocket::bind(SocketAddr::new(udp_local.ip(), 0))
+            .and_then(|s| s.connect(server.addr).map(|()| s))
+            .and_then(|s| s.local_addr())
+            .map_err(|e| format!("no route to {}: {e}", server.addr))?;
+        return Ok((SocketAddr::new(probe.ip(), udp_local.port()), None));
+    }
+    connect(transports, server).await
+}
+
+/// How a search for the next reachable server ended (RFC 3263 §4.3).
+struct FailoverFound {
+    account: usize,
+    search: u64,
+    /// The server, our address towards it, and how many places along the
+    /// list from the one that failed it is.
+    found: Option<(usize, SocketAddr, usize)>,
+}
+
 enum Wake {
     Command(Option<Command>),
     Driver(Option<DriverEvent>),
     Media(Option<MediaEvent>),
     FlowConnected(flows::FlowConnected),
+    FailoverFound(FailoverFound),
 }
 
 impl Engine {
@@ -851,31 +892,15 @@ impl Engine {
         self.drive_flows().await;
     }
 
-    /// The address the account's server sees us at: the UDP listener (with
-    /// the interface that routes there when bound to every interface), or
-    /// a fresh connection's local end.
+    /// The address the account's server sees us at (see [`reach`]).
     async fn local_address(&mut self, i: usize) -> Result<SocketAddr, String> {
-        self.open_connection(i).await.map(|(local, _)| local)
-    }
-
-    /// As [`local_address`](Self::local_address), with the connection a
-    /// stream transport opened (or reused).
-    async fn open_connection(
-        &mut self,
-        i: usize,
-    ) -> Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String> {
-        let server = self.accounts[i].server();
-        if server.kind == TransportKind::Udp {
-            if !self.udp_local.ip().is_unspecified() {
-                return Ok((self.udp_local, None));
-            }
-            let probe = std::net::UdpSocket::bind(SocketAddr::new(self.udp_local.ip(), 0))
-                .and_then(|s| s.connect(server.addr).map(|()| s))
-                .and_then(|s| s.local_addr())
-                .map_err(|e| format!("no route to {}: {e}", server.addr))?;
-            return Ok((SocketAddr::new(probe.ip(), self.udp_local.port()), None));
-        }
-        connect(self.driver.transports(), server).await
+        reach(
+            self.driver.transports(),
+            self.udp_local,
+            self.accounts[i].server(),
+        )
+        .await
+        .map(|(local, _)| local)
     }
 
     fn start_registration(&mut self, i: usize) {
@@ -919,40 +944,85 @@ impl Engine {
     /// server (RFC 3263 §4.3): at once while some of them have not been
     /// tried since the last back-off, otherwise when the registration's
     /// back-off runs out. The back-off carries on across servers.
-    async fn fail_over(&mut self, i: usize) {
-        if !std::mem::take(&mut self.accounts[i].failover_wanted) || self.shutting_down.is_some() {
+    /// Looks for the next server that can be reached; one that cannot (a
+    /// refused connection, or none before the connect timeout) is passed
+    /// over, each at most once. Connecting can take up to the transport's
+    /// connect timeout per server, so the search runs beside the engine,
+    /// which carries on with calls and hears the outcome as a
+    /// [`FailoverFound`]. Meanwhile signalling goes where it went.
+    fn fail_over(&mut self, i: usize) {
+        if !std::mem::take(&mut self.accounts[i].failover_wanted)
+            || self.shutting_down.is_some()
+            // The search under way relocates the registration.
+            || self.accounts[i].failover_search.is_some()
+        {
             return;
         }
-        let n = self.accounts[i].servers.len();
-        let from = self.accounts[i].current;
-        // The next server that can be reached; one that cannot (a refused
-        // connection) is passed over, each at most once.
-        let mut found = None;
-        for step in 1..n {
-            let k = (from + step) % n;
-            self.accounts[i].use_server(k);
-            match self.local_address(i).await {
-                Ok(local) => {
-                    found = Some((k, local, step));
-                    break;
-                }
-                Err(e) => {
-                    warn!(account = %self.accounts[i].config.id, server = k, error = %Pii::text(&e), "server unreachable");
+        let a = &self.accounts[i];
+        let n = a.servers.len();
+        let candidates: Vec<(usize, Server)> = (1..n)
+            .map(|step| (a.current + step) % n)
+            .map(|k| (k, a.servers[k].clone()))
+            .collect();
+        let id = a.config.id.clone();
+        self.failover_searches += 1;
+        let search = self.failover_searches;
+        self.accounts[i].failover_search = Some(search);
+        let transports = self.driver.transports().clone();
+        let udp_local = self.udp_local;
+        let done = self.failovers.clone();
+        tokio::spawn(async move {
+            let mut found = None;
+            for (step, (k, server)) in candidates.into_iter().enumerate() {
+                match reach(&transports, udp_local, &server).await {
+                    Ok((local, _)) => {
+                        found = Some((k, local, step + 1));
+                        break;
+                    }
+                    Err(e) => {
+                        warn!(account = %id, server = k, error = %Pii::text(&e), "server unreachable");
+                    }
                 }
             }
-        }
-        let Some((next, local, steps)) = found else {
-            // None: the back-off's retry goes where it went, and a new
-            // round starts after it.
-            self.accounts[i].use_server(from);
-            self.accounts[i].failovers_in_row = 0;
+            let _ = done.send(FailoverFound {
+                account: i,
+                search,
+                found,
+            });
+        });
+    }
+
+    /// A search for the next server ended: the registration moves there,
+    /// unless it got through where it was meanwhile.
+    fn failover_found(&mut self, done: FailoverFound) {
+        let i = done.account;
+        let Some(a) = self.accounts.get_mut(i) else {
             return;
         };
-        let a = &mut self.accounts[i];
+        if a.failover_search != Some(done.search) {
+            return;
+        }
+        a.failover_search = None;
+        let registered = a.registration.as_ref().is_some_and(|r| {
+            matches!(
+                r.state(),
+                sip_core::registration::RegistrationState::Registered { .. }
+            )
+        });
+        if self.shutting_down.is_some() || registered {
+            return;
+        }
+        let Some((next, local, steps)) = done.found else {
+            // None: the back-off's retry goes where it went, and a new
+            // round starts after it.
+            a.failovers_in_row = 0;
+            return;
+        };
+        a.use_server(next);
         a.local = Some(local);
         a.failovers_in_row += steps;
         // Each server once since the last back-off; then the back-off.
-        let now_too = a.failovers_in_row < n;
+        let now_too = a.failovers_in_row < a.servers.len();
         if !now_too {
             a.failovers_in_row = 0;
         }
@@ -1071,6 +1141,7 @@ impl Engine {
         mut commands: mpsc::UnboundedReceiver<Command>,
         mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
         mut flow_connects: mpsc::UnboundedReceiver<flows::FlowConnected>,
+        mut failovers: mpsc::UnboundedReceiver<FailoverFound>,
     ) {
         loop {
             self.driver.flush().await;
@@ -1096,6 +1167,7 @@ impl Engine {
                 d = self.driver.next(wakeup) => Wake::Driver(d),
                 m = media_rx.recv() => Wake::Media(m),
                 Some(f) = flow_connects.recv() => Wake::FlowConnected(f),
+                Some(f) = failovers.recv() => Wake::FailoverFound(f),
             };
             match wake {
                 Wake::Command(Some(c)) => self.command(c).await,
@@ -1117,6 +1189,7 @@ impl Engine {
                 Wake::Media(Some(m)) => self.media_event(m),
                 Wake::Media(None) => {}
                 Wake::FlowConnected(f) => self.flow_connected(f),
+                Wake::FailoverFound(f) => self.failover_found(f),
             }
             self.timers().await;
         }
@@ -2191,7 +2264,7 @@ impl Engine {
                         reg.handle_failure(now, &mut self.rng);
                     }
                     self.pump_registration(i);
-                    self.fail_over(i).await;
+                    self.fail_over(i);
                     return;
                 }
                 if let Some((id, what)) = self.pending.remove(&transaction) {
@@ -3008,7 +3081,7 @@ impl Engine {
                     reg.handle_response(now, &response, &mut self.rng);
                 }
                 self.pump_registration(i);
-                self.fail_over(i).await;
+                self.fail_over(i);
             }
             return;
         }

@@ -19,7 +19,8 @@ use config_export::{Account, Config};
 use sip_core::Message;
 use sip_tokio::{SrvRecord, StaticResolver};
 use softphone::{Dns, Phone, PhoneConfig, PhoneEvent, RegistrationStatus};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 
 /// A registrar on loopback that answers every REGISTER with `status` and
@@ -163,5 +164,121 @@ async fn rfc3263_when_every_server_fails_each_is_tried_once_then_the_back_off_wa
         std::iter::from_fn(|| rx.try_recv().ok()).count()
     };
     assert_eq!((count(&mut first), count(&mut second)), (1, 1));
+    phone.shutdown().await.unwrap();
+}
+
+/// A TCP registrar on loopback that answers each REGISTER with 503 and
+/// counts them.
+async fn busy_tcp_registrar() -> (u16, mpsc::UnboundedReceiver<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            return;
+        };
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 4096];
+        // Bounded: a test registers a handful of times.
+        for _ in 0..50 {
+            let Ok(n) = stream.read(&mut chunk).await else {
+                return;
+            };
+            if n == 0 {
+                return;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            // REGISTERs carry no body: each ends at its empty line.
+            while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = buf.drain(..end + 4).collect();
+                let Ok(request) = Message::parse(head) else {
+                    continue;
+                };
+                let response = Message::response_to(&request, 503, "Service Unavailable")
+                    .unwrap()
+                    .to_tag("registrar")
+                    .build()
+                    .unwrap();
+                stream.write_all(&response.to_bytes()).await.unwrap();
+                let _ = tx.send(());
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// A loopback TCP port whose connection attempts hang: its listener has a
+/// backlog of one, filled by a connection nobody accepts, so the kernel
+/// drops further SYNs. Keep what it returns alive while it is needed.
+async fn hanging_tcp_port() -> (u16, tokio::net::TcpListener, Vec<TcpStream>) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut held = Vec::new();
+    // Bounded: the queue fills after one or two connections.
+    for _ in 0..8 {
+        match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => held.push(stream),
+            Ok(Err(e)) => panic!("connecting to fill the backlog: {e}"),
+            Err(_) => return (addr.port(), listener, held),
+        }
+    }
+    panic!("the listener's backlog never filled: connections to it would not hang");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_the_phone_answers_while_the_next_server_is_being_reached() {
+    let (busy_port, mut busy) = busy_tcp_registrar().await;
+    let (hanging_port, _listener, _held) = hanging_tcp_port().await;
+    let loopback = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let dns = Arc::new(
+        StaticResolver::new()
+            .with_srv(
+                "_sip._tcp.pbx.example.com",
+                [
+                    SrvRecord {
+                        priority: 10,
+                        weight: 0,
+                        port: busy_port,
+                        target: "one.pbx.example.com".into(),
+                    },
+                    SrvRecord {
+                        priority: 20,
+                        weight: 0,
+                        port: hanging_port,
+                        target: "two.pbx.example.com".into(),
+                    },
+                ],
+            )
+            .with_ip("one.pbx.example.com", [loopback])
+            .with_ip("two.pbx.example.com", [loopback]),
+    );
+    let mut c = Config::default();
+    let mut account = Account::new("office", "alice", "sip:pbx.example.com");
+    account.transport = config_export::Transport::Tcp;
+    c.accounts.push(account);
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = loopback;
+    pc.dns = Dns::Custom(dns.clone());
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    next_event(&mut events, "the first server's 503", |e| {
+        matches!(
+            e,
+            PhoneEvent::Registration {
+                status: RegistrationStatus::Failed { status: 503, .. },
+                ..
+            }
+        )
+    })
+    .await;
+    busy.recv().await.unwrap();
+    // The phone now tries to reach the second server, which takes until
+    // the connect timeout (10 s). Meanwhile it answers its user.
+    let accounts = tokio::time::timeout(Duration::from_secs(2), phone.accounts())
+        .await
+        .expect("the phone answers while it connects to the next server")
+        .unwrap();
+    assert_eq!(accounts.len(), 1);
     phone.shutdown().await.unwrap();
 }
