@@ -322,6 +322,10 @@ struct CallLeg {
     /// An outgoing call: the To tag of the callee whose answer the media
     /// follows (a forked INVITE has one per callee).
     answer_tag: Option<String>,
+    /// An outgoing call: where its INVITE goes next when the server it was
+    /// sent to fails (no answer, a transport error, or 503), in order
+    /// (RFC 3263 §4.3).
+    next_hops: Vec<Server>,
 }
 
 impl CallLeg {
@@ -1484,11 +1488,76 @@ impl Engine {
     }
 
     fn via(&mut self, account: usize) -> Option<String> {
-        let a = &self.accounts[account];
-        let local = a.local?;
-        let t = a.server().kind.via_transport();
+        self.via_over(account, self.accounts[account].server().kind)
+    }
+
+    /// A Via with a new branch for a request sent over `kind`.
+    fn via_over(&mut self, account: usize, kind: TransportKind) -> Option<String> {
+        let local = self.accounts[account].local?;
+        let t = kind.via_transport();
         let branch = self.driver.endpoint().new_branch();
         Some(format!("SIP/2.0/{t} {local};branch={branch};rport"))
+    }
+
+    /// Sends a call's INVITE again, to the next server, after the one it
+    /// went to failed (RFC 3263 §4.3): the same request in a new
+    /// transaction (a new branch), with that server's Route. False when
+    /// there is none to try, the user hung up, or a callee already answered
+    /// provisionally (the request got through).
+    fn invite_elsewhere(&mut self, id: CallId) -> bool {
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        if leg.cancel_requested || leg.dialog.is_some() || leg.next_hops.is_empty() {
+            return false;
+        }
+        let hop = leg.next_hops.remove(0);
+        let ai = leg.account;
+        let Some(via) = self.via_over(ai, hop.kind) else {
+            return false;
+        };
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        let mut retry = leg.invite.clone();
+        if retry.set_header("Via", &via).is_err() {
+            return false;
+        }
+        // Outside a dialog the Route is the preloaded one, the server's own.
+        if self.config.register || !self.accounts[ai].route.is_empty() {
+            retry.remove_header("Route");
+            for r in &hop.route {
+                if retry.push_header("Route", r).is_err() {
+                    return false;
+                }
+            }
+        }
+        let dest = Destination {
+            transport: core_transport(hop.kind),
+            addr: hop.addr,
+            connection: None,
+        };
+        info!(call = %id, dest = %Pii::ip(dest.addr), "INVITE fails over to the next server");
+        let now = self.now();
+        match self
+            .driver
+            .endpoint()
+            .send_request(now, retry.clone(), dest)
+        {
+            Ok(tx) => {
+                if let Some(leg) = self.calls.get_mut(&id) {
+                    leg.dest = dest;
+                    leg.invite = retry;
+                    leg.invite_tx = Some(tx);
+                }
+                self.pending.insert(tx, (id, Pending::Invite));
+                true
+            }
+            Err(e) => {
+                debug!(call = %id, error = %e, "INVITE not sent to the next server");
+                false
+            }
+        }
     }
 
     fn local_identity(&self, account: usize) -> Identity {
@@ -1525,22 +1594,37 @@ impl Engine {
             )));
         };
         // Through the registrar (or outbound proxy) when registering, else
-        // straight to the target's host.
-        let (dest_addr, kind) = if self.config.register || !a.route.is_empty() {
-            (a.server().addr, a.server().kind)
+        // straight to the target's host. The servers after the first are
+        // where the INVITE goes if that one fails; an account on RFC 5626
+        // flows leaves that to its flow manager.
+        let (first, next_hops) = if self.config.register || !a.route.is_empty() {
+            let n = if a.flows.is_some() {
+                1
+            } else {
+                a.servers.len()
+            };
+            let rest = (1..n)
+                .map(|step| a.servers[(a.current + step) % n].clone())
+                .collect();
+            (a.server().clone(), rest)
         } else {
             uri_target(&target_uri, a.server().kind).map_err(|v| PhoneError::InvalidInput {
                 what: "target",
                 value: v,
             })?;
-            let found = locate(&self.dns, &target_uri, a.server().kind, Vec::new())
+            let mut found = locate(&self.dns, &target_uri, a.server().kind, Vec::new())
                 .await
-                .map_err(PhoneError::Network)?;
-            (found[0].addr, found[0].kind)
+                .map_err(PhoneError::Network)?
+                .into_iter();
+            let first = found
+                .next()
+                .ok_or_else(|| PhoneError::Network(format!("no server for {target_uri}")))?;
+            (first, found.collect())
         };
+        let kind = first.kind;
         let dest = Destination {
             transport: core_transport(kind),
-            addr: dest_addr,
+            addr: first.addr,
             connection: None,
         };
         let prepared = media::prepare(
@@ -1558,7 +1642,7 @@ impl Engine {
         let local_id = self.local_identity(ai);
         let tag = self.driver.endpoint().new_tag();
         let call_id = self.driver.endpoint().new_call_id();
-        let via = self.via(ai).ok_or(PhoneError::Stopped)?;
+        let via = self.via_over(ai, kind).ok_or(PhoneError::Stopped)?;
         let contact = self.accounts[ai].contact().ok_or(PhoneError::Stopped)?;
         let from = match &local_id.display_name {
             Some(name) => format!("\"{}\" <{}>;tag={tag}", quote(name), local_id.uri),
@@ -1662,6 +1746,7 @@ impl Engine {
             end_reason: None,
             pending_negotiated: None,
             answer_tag: None,
+            next_hops,
         };
         self.pending.insert(tx, (id, Pending::Invite));
         self.by_call_id.insert(call_id, id);
@@ -2269,7 +2354,11 @@ impl Engine {
                 }
                 if let Some((id, what)) = self.pending.remove(&transaction) {
                     match what {
-                        Pending::Invite => self.end_call(id, EndReason::Timeout).await,
+                        Pending::Invite => {
+                            if !self.invite_elsewhere(id) {
+                                self.end_call(id, EndReason::Timeout).await;
+                            }
+                        }
                         Pending::ReInvite { .. } | Pending::Update => {
                             // §14.1 / RFC 4028: no answer to a refresh ends the call.
                             self.send_bye(id);
@@ -2583,6 +2672,7 @@ impl Engine {
             end_reason: None,
             pending_negotiated: negotiated,
             answer_tag: None,
+            next_hops: Vec::new(),
         };
         self.calls.insert(id, leg);
         self.by_call_id.insert(call_id, id);
@@ -3300,7 +3390,11 @@ impl Engine {
                 }
                 let _ = tx;
             }
+            503 if self.invite_elsewhere(id) => {}
             _ => {
+                let Some(leg) = self.calls.get(&id) else {
+                    return;
+                };
                 let reason = if status == 487 && leg.cancel_requested {
                     EndReason::Cancelled
                 } else {

@@ -18,7 +18,7 @@ use common::next_event;
 use config_export::{Account, Config};
 use sip_core::Message;
 use sip_tokio::{SrvRecord, StaticResolver};
-use softphone::{Dns, Phone, PhoneConfig, PhoneEvent, RegistrationStatus};
+use softphone::{CallState, Dns, EndReason, Phone, PhoneConfig, PhoneEvent, RegistrationStatus};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
@@ -280,5 +280,140 @@ async fn rfc3263_the_phone_answers_while_the_next_server_is_being_reached() {
         .expect("the phone answers while it connects to the next server")
         .unwrap();
     assert_eq!(accounts.len(), 1);
+    phone.shutdown().await.unwrap();
+}
+
+/// What a server on loopback got: the method, the Via branch and the
+/// Route headers of each request.
+type Seen = mpsc::UnboundedReceiver<(String, String, Vec<String>)>;
+
+/// A UDP server on loopback that answers REGISTER with 200 and INVITE
+/// with `invite_status`, absorbs ACK, and reports each request.
+async fn server(invite_status: u16) -> (u16, Seen) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let port = socket.local_addr().unwrap().port();
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        // Bounded: a test sends a handful of requests.
+        for _ in 0..30 {
+            let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(request) = Message::parse(buf[..len].to_vec()) else {
+                continue;
+            };
+            let Some(method) = request.method().map(|m| m.as_str().to_owned()) else {
+                continue;
+            };
+            let branch = request
+                .via()
+                .ok()
+                .and_then(|v| v.branch().map(str::to_owned))
+                .unwrap_or_default();
+            let routes = request.header_values("Route").map(str::to_owned).collect();
+            let status = match method.as_str() {
+                "REGISTER" => 200,
+                "INVITE" => invite_status,
+                _ => 0,
+            };
+            if status > 0 {
+                let mut response = Message::response_to(&request, status, "Answer")
+                    .unwrap()
+                    .to_tag("server");
+                if method == "REGISTER" {
+                    let contact = request.header("Contact").unwrap_or("").to_owned();
+                    response = response
+                        .header("Contact", &format!("{contact};expires=120"))
+                        .unwrap();
+                }
+                let response = response.build().unwrap();
+                socket.send_to(&response.to_bytes(), from).await.unwrap();
+            }
+            if tx.send((method, branch, routes)).is_err() {
+                return;
+            }
+        }
+    });
+    (port, rx)
+}
+
+/// The INVITEs a server got so far, as (branch, Route headers).
+fn invites(seen: &mut Seen) -> Vec<(String, Vec<String>)> {
+    std::iter::from_fn(|| seen.try_recv().ok())
+        .filter(|(method, ..)| method == "INVITE")
+        .map(|(_, branch, routes)| (branch, routes))
+        .collect()
+}
+
+/// Dials `sip:bob@pbx.example.com` and waits for the call to end; the
+/// reason it ended.
+async fn call_ends(phone: &Phone, events: &mut softphone::Events) -> EndReason {
+    let call = phone.dial(None, "sip:bob@pbx.example.com").await.unwrap();
+    match common::call_state(events, Some(&call), "the call to end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await
+    {
+        CallState::Ended(reason) => reason,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_4_3_an_invite_answered_503_goes_to_the_next_server() {
+    let (first_port, mut first) = server(503).await;
+    let (second_port, mut second) = server(486).await;
+    let dns = two_servers(first_port, second_port);
+    let (phone, mut events) = phone(&dns).await;
+    next_event(&mut events, "registered with the first server", |e| {
+        matches!(
+            e,
+            PhoneEvent::Registration {
+                status: RegistrationStatus::Registered { .. },
+                ..
+            }
+        )
+    })
+    .await;
+    // The second server's answer is the call's: it got the INVITE.
+    assert!(
+        matches!(
+            call_ends(&phone, &mut events).await,
+            EndReason::Refused { status: 486, .. }
+        ),
+        "the call ends with the second server's answer"
+    );
+    let (first_invites, second_invites) = (invites(&mut first), invites(&mut second));
+    assert_eq!((first_invites.len(), second_invites.len()), (1, 1));
+    // A new transaction: a new branch.
+    assert_ne!(first_invites[0].0, second_invites[0].0);
+    phone.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_4_3_a_direct_call_answered_503_goes_to_the_next_server() {
+    let (first_port, mut first) = server(503).await;
+    let (second_port, mut second) = server(486).await;
+    let dns = two_servers(first_port, second_port);
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("office", "alice", "sip:pbx.example.com"));
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.dns = Dns::Custom(dns.clone());
+    // No registrar, no proxy: the call goes where DNS says the callee's
+    // domain is served.
+    pc.register = false;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    assert!(matches!(
+        call_ends(&phone, &mut events).await,
+        EndReason::Refused { status: 486, .. }
+    ));
+    let (first_invites, second_invites) = (invites(&mut first), invites(&mut second));
+    assert_eq!((first_invites.len(), second_invites.len()), (1, 1));
+    assert_ne!(first_invites[0].0, second_invites[0].0);
+    // Nothing preloaded: no Route on either.
+    assert!(first_invites[0].1.is_empty() && second_invites[0].1.is_empty());
     phone.shutdown().await.unwrap();
 }
