@@ -71,6 +71,10 @@ pub struct Driver<R> {
     /// The UDP sockets read here, as of `udp_generation`.
     udp: Vec<UdpReceiver>,
     udp_generation: Option<u64>,
+    /// With more than one UDP socket: which one each peer last reached
+    /// (peer to our address), so that what goes back leaves from the
+    /// address the peer sent to (RFC 3261 §18.2.2, RFC 3581 §4).
+    udp_peers: HashMap<SocketAddr, SocketAddr>,
     /// One receive buffer for every datagram.
     buf: Vec<u8>,
     /// One timer for the whole life of the driver, moved rather than
@@ -150,6 +154,10 @@ enum Step {
 
 /// Datagrams read from one socket before the driver sends what they caused.
 const UDP_BATCH: usize = 16;
+/// Peers whose socket a driver with several UDP sockets remembers; past
+/// this it starts afresh (a forgotten peer is answered from the socket of
+/// its address family).
+const UDP_PEERS: usize = 4096;
 
 /// Events taken from the channel in one round.
 const CHANNEL_BATCH: usize = 16;
@@ -205,6 +213,7 @@ impl<R: RngCore> Driver<R> {
             sending: None,
             udp: Vec::new(),
             udp_generation: None,
+            udp_peers: HashMap::new(),
             buf: Vec::new(),
             sleep: None,
             armed: None,
@@ -243,7 +252,7 @@ impl<R: RngCore> Driver<R> {
             };
             self.sending = Some(t.clone());
             let kind = driver_transport(t.destination.transport);
-            let result = match self.udp_socket(kind) {
+            let result = match self.udp_socket(kind, t.destination.addr) {
                 // The socket this driver reads: no lookup in the layer.
                 Some((socket, local)) => {
                     udp::send_from(&socket, local, &t.payload, t.destination.addr).await
@@ -262,7 +271,9 @@ impl<R: RngCore> Driver<R> {
                         self.sending = None;
                         continue;
                     }
-                    if let Some(local) = self.udp_local {
+                    if let Some(local) = self.udp_local
+                        && local.is_ipv4() == t.destination.addr.is_ipv4()
+                    {
                         out = out.with_local(local);
                     }
                     self.transports.send(out).await
@@ -439,15 +450,25 @@ impl<R: RngCore> Driver<R> {
         }
     }
 
-    /// The UDP socket of ours to send `kind` from, if it is UDP.
-    fn udp_socket(&self, kind: TransportKind) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+    /// The UDP socket of ours to send `kind` to `destination` from, if it
+    /// is UDP: the one the peer last reached, else the first bound if it
+    /// is of the destination's address family, else the first that is.
+    fn udp_socket(
+        &self,
+        kind: TransportKind,
+        destination: SocketAddr,
+    ) -> Option<(Arc<UdpSocket>, SocketAddr)> {
         if kind != TransportKind::Udp {
             return None;
         }
-        let local = self.udp_local?;
-        self.udp
-            .iter()
-            .find(|r| r.local == local)
+        let first = self.udp_local?;
+        let bound = |local: SocketAddr| self.udp.iter().find(|r| r.local == local);
+        let family = destination.is_ipv4();
+        self.udp_peers
+            .get(&destination)
+            .and_then(|local| bound(*local))
+            .or_else(|| (first.is_ipv4() == family).then(|| bound(first)).flatten())
+            .or_else(|| self.udp.iter().find(|r| r.local.is_ipv4() == family))
             .map(|r| (r.socket.clone(), r.local))
     }
 
@@ -460,12 +481,19 @@ impl<R: RngCore> Driver<R> {
         if !self.udp.is_empty() && self.buf.is_empty() {
             self.buf = vec![0; udp::MAX_DATAGRAM];
         }
+        let several = self.udp.len() > 1;
         for receiver in &self.udp {
             for _ in 0..UDP_BATCH {
                 let mut buf = ReadBuf::new(&mut self.buf);
                 match receiver.socket.poll_recv_from(cx, &mut buf) {
                     Poll::Ready(Ok(remote)) => {
                         fed = true;
+                        if several {
+                            if self.udp_peers.len() >= UDP_PEERS {
+                                self.udp_peers.clear();
+                            }
+                            self.udp_peers.insert(remote, receiver.local);
+                        }
                         if let Some(IncomingEvent::Message(message)) =
                             udp::datagram_event(buf.filled(), &receiver.limits)
                         {

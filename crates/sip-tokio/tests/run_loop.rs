@@ -110,8 +110,11 @@ async fn udp_request_is_answered_from_the_socket_it_arrived_on() {
         .unwrap();
     let source = answer_next(&mut driver).await;
     assert_eq!(source.addr, peer_addr);
-    let (ok, _) = receive(&peer).await;
+    let (ok, from) = receive(&peer).await;
     assert_eq!(ok.call_id().unwrap(), "loop-2");
+    // RFC 3581 §4: from the address the request went to, the second
+    // socket, not the first.
+    assert_eq!(from, second);
 
     // A retransmitted request is absorbed and answered again by its
     // transaction, without a second event.
@@ -124,6 +127,54 @@ async fn udp_request_is_answered_from_the_socket_it_arrived_on() {
     let (again, _) = receive(&peer).await;
     assert_eq!(again.status(), Some(200));
     assert_eq!(again.call_id().unwrap(), "loop-2");
+}
+
+#[tokio::test]
+async fn a_driver_on_ipv4_and_ipv6_answers_each_peer_over_its_own_family() {
+    let (mut driver, v4) = driver().await;
+    let v6 = driver
+        .transports()
+        .bind(
+            TransportKind::Udp,
+            "[::1]:0".parse().unwrap(),
+            ListenerOptions::new(),
+        )
+        .await
+        .unwrap();
+    let peer = UdpSocket::bind("[::1]:0").await.unwrap();
+    let request = Message::request(Method::Options, "sip:uas@[::1]")
+        .header("Via", "SIP/2.0/UDP [::1];branch=z9hG4bKsix;rport")
+        .and_then(|b| b.header("From", "<sip:peer@example.com>;tag=p6"))
+        .and_then(|b| b.header("To", "<sip:uas@example.com>"))
+        .and_then(|b| b.header("Call-ID", "six"))
+        .and_then(|b| b.header("CSeq", "1 OPTIONS"))
+        .and_then(|b| b.header("Max-Forwards", "70"))
+        .and_then(|b| b.build())
+        .unwrap();
+    peer.send_to(&request.to_bytes(), v6).await.unwrap();
+    answer_next(&mut driver).await;
+    let (ok, from) = receive(&peer).await;
+    assert_eq!(ok.status(), Some(200));
+    assert_eq!(from, v6);
+
+    // A request of ours to an IPv6 peer that never wrote to us leaves from
+    // the IPv6 socket, though the IPv4 one was bound first.
+    let other = UdpSocket::bind("[::1]:0").await.unwrap();
+    let now = sip_tokio::now();
+    let to = Destination {
+        transport: Transport::Udp,
+        addr: other.local_addr().unwrap(),
+        connection: None,
+    };
+    driver
+        .endpoint()
+        .send_request(now, options("six-out", "z9hG4bKsixout"), to)
+        .unwrap();
+    timeout(WAIT, driver.flush()).await.unwrap();
+    let (out, from) = receive(&other).await;
+    assert_eq!(out.call_id().unwrap(), "six-out");
+    assert_eq!(from, v6);
+    assert_ne!(from, v4);
 }
 
 #[tokio::test]
