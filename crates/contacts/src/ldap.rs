@@ -596,6 +596,7 @@ pub struct LdapSource {
     page_size: Option<u32>,
     size_limit: u32,
     time_limit: Duration,
+    live_time_limit: Duration,
     connect_timeout: Duration,
     default_region: Option<Region>,
     cleartext_bind_allowed: bool,
@@ -648,6 +649,7 @@ impl LdapSource {
             page_size: Some(500),
             size_limit: 0,
             time_limit: Duration::from_secs(60),
+            live_time_limit: Duration::from_secs(3),
             connect_timeout: Duration::from_secs(10),
             default_region: None,
             cleartext_bind_allowed: false,
@@ -735,11 +737,20 @@ impl LdapSource {
         self
     }
 
-    /// The longest a fetch or search may take; also sent to the server as
+    /// The longest a fetch (a sync) may take; also sent to the server as
     /// its time limit.
     #[must_use]
     pub fn with_time_limit(mut self, time_limit: Duration) -> Self {
         self.time_limit = time_limit.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The longest a live [`search`](Self::search) may take, connecting
+    /// included (3 s unless set): it runs while the user types, so a slow
+    /// or unreachable directory must not hold the answer up for long.
+    #[must_use]
+    pub fn with_live_time_limit(mut self, time_limit: Duration) -> Self {
+        self.live_time_limit = time_limit.max(Duration::from_millis(100));
         self
     }
 
@@ -799,7 +810,7 @@ impl LdapSource {
     pub async fn fetch(&self) -> Result<Fetched, LdapError> {
         let this = self.clone();
         guarded("fetch", self.time_limit, async move {
-            this.fetch_inner(&this.filter, this.size_limit, false).await
+            this.fetch_inner(&this.filter, this.size_limit, None).await
         })
         .await
     }
@@ -808,19 +819,23 @@ impl LdapSource {
     /// store cannot answer: every word must be part of a name or
     /// organisation attribute, digits part of a number attribute. Input is
     /// escaped (RFC 4515). Returns at most `limit` contacts, ranked like
-    /// [`crate::Contacts::search`]; photos are not fetched.
+    /// [`crate::Contacts::search`]. Photos are neither asked for nor read,
+    /// and at most `4 limit` (at most 500) entries are read whatever the
+    /// server's size limit; the whole search is bounded by
+    /// [`with_live_time_limit`](Self::with_live_time_limit).
     ///
     /// # Errors
     ///
-    /// Any [`LdapError`]; a server size limit is not an error here.
+    /// Any [`LdapError`]; a size limit is not an error here.
     pub async fn search(&self, query: &str, limit: usize) -> Result<Vec<Contact>, LdapError> {
         let Some(filter) = self.query_filter(query) else {
             return Ok(Vec::new());
         };
         let size = u32::try_from(limit.saturating_mul(4).clamp(1, 500)).unwrap_or(500);
         let this = self.clone();
-        let fetched = guarded("search", self.time_limit, async move {
-            this.fetch_inner(&filter, size, true).await
+        let live = self.live_time_limit;
+        let fetched = guarded("search", live, async move {
+            this.fetch_inner(&filter, size, Some(live)).await
         })
         .await?;
         let source = self.source();
@@ -967,15 +982,27 @@ impl LdapSource {
         Ok(ldap)
     }
 
+    /// Reads the entries `filter` matches. `live`: a live search with this
+    /// time limit, which reads at most `size_limit` entries (a size limit
+    /// is no error then) and no photos; otherwise a whole fetch.
     async fn fetch_inner(
         &self,
         filter: &str,
         size_limit: u32,
-        partial_ok: bool,
+        live: Option<Duration>,
     ) -> Result<Fetched, LdapError> {
+        let partial_ok = live.is_some();
+        let time_limit = live.unwrap_or(self.time_limit);
         let mut ldap = self.connect().await?;
-        let attributes = self.attributes.requested();
-        let seconds = i32::try_from(self.time_limit.as_secs()).unwrap_or(i32::MAX);
+        let attributes = if partial_ok {
+            let mut map = self.attributes.clone();
+            map.photo.clear();
+            map.requested()
+        } else {
+            self.attributes.requested()
+        };
+        // The server counts whole seconds; zero would mean no limit.
+        let seconds = i32::try_from(time_limit.as_secs().max(1)).unwrap_or(i32::MAX);
         let options = SearchOptions::new()
             .sizelimit(i32::try_from(size_limit).unwrap_or(i32::MAX))
             .timelimit(seconds);
@@ -994,16 +1021,23 @@ impl LdapSource {
         };
         let mut stream = ldap
             .with_search_options(options)
-            .with_timeout(self.time_limit)
+            .with_timeout(time_limit)
             .streaming_search_with(adapters, &self.base_dn, Scope::Subtree, filter, attributes)
             .await
             .map_err(protocol("search"))?;
         let mut fetched = Fetched::default();
+        // A live search stops at its size limit even if the server does not.
+        let mut capped = false;
         loop {
+            let read = fetched.entries.len() + fetched.skipped.len();
+            if partial_ok && size_limit > 0 && read >= size_limit as usize {
+                capped = true;
+                break;
+            }
             let Some(entry) = stream.next().await.map_err(protocol("reading entries"))? else {
                 break;
             };
-            if fetched.entries.len() + fetched.skipped.len() >= MAX_ENTRIES {
+            if read >= MAX_ENTRIES {
                 return Err(LdapError::TooManyEntries(MAX_ENTRIES));
             }
             match DirectoryEntry::from_result_entry(entry.0) {
@@ -1013,8 +1047,9 @@ impl LdapSource {
         }
         let result = stream.finish().await;
         let _ = ldap.unbind().await;
-        // 4: size limit exceeded, acceptable for a live search only.
-        if result.rc != 0 && !(partial_ok && result.rc == 4) {
+        // 4: size limit exceeded, acceptable for a live search only; one
+        // this side stopped is left unfinished (the unbind ends it).
+        if result.rc != 0 && !capped && !(partial_ok && result.rc == 4) {
             return Err(LdapError::Search {
                 base: self.base_dn.clone(),
                 code: result.rc,

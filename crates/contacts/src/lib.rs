@@ -153,7 +153,9 @@ pub use oauth::{
     Changes, CloudError, CloudHttp, LOGIN_TIMEOUT, LoginFlow, MAX_PAGES, MAX_RETRY_AFTER,
     OAuthConfig, OAuthSession, RefreshToken, StoredLogin, is_loopback_url,
 };
-pub use phonebook::{Contacts, DATABASE_FILE, MergedContact, PHOTO_DIR, SearchHit, SyncReport};
+pub use phonebook::{
+    Contacts, DATABASE_FILE, DirectorySearch, MergedContact, PHOTO_DIR, SearchHit, SyncReport,
+};
 pub use photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError};
 pub use search::{
     IndexEntry, IndexHit, MatchKind, SearchIndex, classify, classify_all, merge_duplicates, rank,

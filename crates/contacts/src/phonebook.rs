@@ -9,7 +9,7 @@ use crate::{
     error::{StoreError, SyncError},
     exchange::ExchangeSource,
     google::GoogleSource,
-    ldap::{LdapSource, SkippedEntry},
+    ldap::{LdapError, LdapSource, SkippedEntry},
     model::{Contact, ContactId, Source},
     number::Region,
     oauth::{Changes, CloudHttp, OAuthSession},
@@ -52,6 +52,16 @@ pub struct MergedContact {
     /// Its id at the source.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source_id: Option<String>,
+}
+
+/// What [`Contacts::search_with_directory`] found.
+#[derive(Debug)]
+pub struct DirectorySearch {
+    /// The stored hits, then the directory's.
+    pub hits: Vec<SearchHit>,
+    /// Why the directory added nothing, when it could not be searched
+    /// (unreachable, too slow, an error): the stored hits stand.
+    pub directory_error: Option<LdapError>,
 }
 
 /// What a directory sync did.
@@ -179,24 +189,47 @@ impl Contacts {
     /// [`Contacts::search`], completed by a live directory search when the
     /// store has fewer than `limit` results (for example before the first
     /// sync, or for a directory too large to sync). Directory results that
-    /// are already stored, or duplicate a stored result, are left out.
+    /// are already stored, or duplicate a stored result of another source
+    /// (as [`Contacts::search`] merges: at most one contact per source in a
+    /// hit), are left out. A directory that cannot be searched within its
+    /// live time limit ([`LdapSource::with_live_time_limit`]) leaves the
+    /// stored hits, with the reason.
     ///
     /// # Errors
     ///
-    /// [`SyncError::Store`], [`SyncError::Directory`].
+    /// [`StoreError`] when a stored contact cannot be read.
     pub async fn search_with_directory(
         &mut self,
         query: &str,
         limit: usize,
         directory: &LdapSource,
-    ) -> Result<Vec<SearchHit>, SyncError> {
+    ) -> Result<DirectorySearch, StoreError> {
         let mut hits = self.search(query, limit)?;
         if hits.len() >= limit {
-            return Ok(hits);
+            return Ok(DirectorySearch {
+                hits,
+                directory_error: None,
+            });
         }
-        let live = directory.search(query, limit).await?;
+        let live = match directory.search(query, limit).await {
+            Ok(live) => live,
+            Err(e) => {
+                return Ok(DirectorySearch {
+                    hits,
+                    directory_error: Some(e),
+                });
+            }
+        };
         let source = directory.source();
-        let mut keys: Vec<String> = hits.iter().flat_map(|h| h.contact.merge_keys()).collect();
+        // The stored hits a directory contact may merge into: those with no
+        // contact of the directory in them yet, by their merge keys.
+        let mergeable: Vec<Vec<String>> = hits
+            .iter()
+            .filter(|h| {
+                h.contact.source != source && h.merged_from.iter().all(|m| m.source != source)
+            })
+            .map(|h| h.contact.merge_keys())
+            .collect();
         for contact in live {
             if hits.len() >= limit {
                 break;
@@ -208,10 +241,12 @@ impl Contacts {
                         .any(|m| m.source == source && m.source_id == contact.source_id)
             });
             let contact_keys = contact.merge_keys();
-            if stored || contact_keys.iter().any(|k| keys.contains(k)) {
+            let duplicate = mergeable
+                .iter()
+                .any(|keys| contact_keys.iter().any(|k| keys.contains(k)));
+            if stored || duplicate {
                 continue;
             }
-            keys.extend(contact_keys);
             let kind = crate::search::classify_all(
                 &crate::fold::query_terms(query),
                 &IndexEntry::from_contact(ContactId(0), &contact),
@@ -223,7 +258,10 @@ impl Contacts {
                 merged_from: Vec::new(),
             });
         }
-        Ok(hits)
+        Ok(DirectorySearch {
+            hits,
+            directory_error: None,
+        })
     }
 
     /// The contact a phone number belongs to, for naming a caller. See

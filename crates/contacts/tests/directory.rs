@@ -338,7 +338,11 @@ async fn ldaps_and_starttls_trust_only_the_configured_ca() {
 async fn live_directory_search_escapes_user_input() {
     let tricky = format!(
         "dn: uid=tricky,{LDAP_PEOPLE_DN}\nobjectClass: inetOrgPerson\nuid: tricky\n\
-         cn: Ann (Sales) *Star*\nsn: Star\ntelephoneNumber: +49 30 7770001\n"
+         cn: Ann (Sales) *Star*\nsn: Star\ntelephoneNumber: +49 30 7770001\n\n\
+         dn: uid=mia,{LDAP_PEOPLE_DN}\nobjectClass: inetOrgPerson\nuid: mia\n\
+         cn: Mia Switchboard\nsn: Switchboard\ntelephoneNumber: +49 30 7770000\n\n\
+         dn: uid=mio,{LDAP_PEOPLE_DN}\nobjectClass: inetOrgPerson\nuid: mio\n\
+         cn: Mio Switchboard\nsn: Switchboard\ntelephoneNumber: +49 30 7770000\n"
     );
     let slapd = Slapd::builder()
         .with_generated_people(300)
@@ -350,13 +354,29 @@ async fn live_directory_search_escapes_user_input() {
     let mut book = Contacts::open(profile.path()).unwrap();
 
     // Nothing synced: the directory answers.
-    let hits = book
+    let found = book
         .search_with_directory("(Sales) *Star", 10, &corp)
         .await
         .unwrap();
+    assert!(found.directory_error.is_none(), "{found:?}");
+    let hits = found.hits;
     assert_eq!(hits.len(), 1, "{hits:?}");
     assert_eq!(hits[0].contact.display_name, "Ann (Sales) *Star*");
     assert_eq!(hits[0].contact.id, None);
+
+    // Two people of the directory who share the main line are two
+    // people, as in a local search (one contact per source in a hit).
+    let hits = book
+        .search_with_directory("switchboard", 10, &corp)
+        .await
+        .unwrap()
+        .hits;
+    let mut names: Vec<&str> = hits
+        .iter()
+        .map(|h| h.contact.display_name.as_str())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["Mia Switchboard", "Mio Switchboard"]);
 
     // Filter metacharacters are data, not filter syntax.
     for injection in [
@@ -369,7 +389,8 @@ async fn live_directory_search_escapes_user_input() {
         let hits = book
             .search_with_directory(injection, 10, &corp)
             .await
-            .unwrap();
+            .unwrap()
+            .hits;
         assert!(hits.is_empty(), "{injection}: {hits:?}");
         assert!(
             corp.search(injection, 10).await.unwrap().is_empty(),
@@ -395,9 +416,49 @@ async fn live_directory_search_escapes_user_input() {
     let hits = book
         .search_with_directory("ann (sales)", 10, &corp)
         .await
-        .unwrap();
+        .unwrap()
+        .hits;
     assert_eq!(hits.len(), 1);
     assert!(hits[0].contact.id.is_some(), "the stored copy is returned");
+}
+
+/// A directory that never answers costs a live search its time limit,
+/// not the connect and search timeouts, and the stored hits still come.
+#[tokio::test]
+async fn a_silent_directory_leaves_the_stored_hits_after_the_live_time_limit() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ldap://{}", listener.local_addr().unwrap());
+    // Accepts and holds the connection, never answering.
+    let server = tokio::spawn(async move {
+        let held = listener.accept().await;
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        drop(held);
+    });
+    let profile = tempfile::tempdir().unwrap();
+    let mut book = Contacts::open(profile.path()).unwrap();
+    book.add(Contact::new("Kept Contact")).unwrap();
+    let silent = source(&url).with_live_time_limit(Duration::from_millis(500));
+    let started = tokio::time::Instant::now();
+    let found = tokio::time::timeout(
+        Duration::from_secs(5),
+        book.search_with_directory("kept", 10, &silent),
+    )
+    .await
+    .expect("the live time limit holds")
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(found.hits.len(), 1);
+    assert_eq!(found.hits[0].contact.display_name, "Kept Contact");
+    assert!(
+        matches!(found.directory_error, Some(LdapError::TimedOut(_))),
+        "{:?}",
+        found.directory_error
+    );
+    server.abort();
 }
 
 /// A server whose answers ldap3 cannot read (a matched DN that is not
