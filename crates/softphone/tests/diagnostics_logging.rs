@@ -220,3 +220,43 @@ fn export_bundle_is_masked_even_when_logs_were_written_unmasked() {
     assert_eq!(erase_logs(&path).unwrap().len(), 2);
     assert!(log_files(&path).unwrap().is_empty());
 }
+
+/// A writer into a buffer the test reads afterwards.
+#[derive(Clone, Default)]
+struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Shared {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_formatter_with_colours_does_not_get_fields_past_the_scrubber() {
+    let out = Shared::default();
+    let sink = out.clone();
+    // As the docs compose it, with the formatter's colours on: it puts
+    // escape sequences between a field's name, its `=` and its value.
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(true)
+        .with_writer(ScrubbingMakeWriter::new(move || sink.clone()))
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::warn!(
+            to = %"203.0.113.25:5060",
+            password = %"hunter2",
+            caller = %"+49 30 1234567",
+            "calling"
+        );
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert!(text.contains("calling"), "{text}");
+    for secret in ["203.0.113.25", "hunter2", "1234567"] {
+        assert!(!text.contains(secret), "{secret} in {text:?}");
+    }
+}

@@ -2,7 +2,8 @@
 //! size-rotated file with an age limit, and the global set-up of both.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, IsTerminal as _, Write};
+use std::borrow::Cow;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -149,9 +150,10 @@ pub fn init_logging(config: LogConfig) -> Result<LogGuard, LogError> {
             .with_ansi(false)
             .with_writer(ScrubbingMakeWriter::new(Arc::clone(file)))
             .try_init(),
+        // No colours: the scrubber would take them out again.
         None => tracing_subscriber::fmt()
             .with_env_filter(filter)
-            .with_ansi(io::stderr().is_terminal())
+            .with_ansi(false)
             .with_writer(ScrubbingMakeWriter::new(io::stderr))
             .try_init(),
     };
@@ -384,7 +386,10 @@ fn open_log(path: &Path) -> io::Result<File> {
 
 /// A `MakeWriter` that runs everything written through [`scrub`] before it
 /// reaches the inner writer: the safety net under log statements that
-/// forgot [`Pii`](super::Pii). Compose it into your own subscriber:
+/// forgot [`Pii`](super::Pii). Terminal escape sequences (the colours a
+/// formatter with ANSI on puts between a field's name, its `=` and its
+/// value) are taken out first, as they would hide fields from the
+/// scrubber. Compose it into your own subscriber:
 ///
 /// ```
 /// use softphone::diagnostics::ScrubbingMakeWriter;
@@ -437,7 +442,8 @@ impl<W: Write> ScrubbingWriter<W> {
 
     fn emit(&mut self, record: &[u8]) -> io::Result<()> {
         let text = String::from_utf8_lossy(record);
-        self.inner.write_all(scrub(&text).as_bytes())
+        let plain = strip_escapes(&text);
+        self.inner.write_all(scrub(&plain).as_bytes())
     }
 
     fn emit_pending(&mut self) -> io::Result<()> {
@@ -468,6 +474,34 @@ impl<W: Write> Write for ScrubbingWriter<W> {
         self.emit_pending()?;
         self.inner.flush()
     }
+}
+
+/// `text` without terminal escape sequences: CSI sequences (`ESC [`,
+/// parameters, a final byte from `@` to `~`) and any other `ESC` with the
+/// character after it.
+fn strip_escapes(text: &str) -> Cow<'_, str> {
+    if !text.contains('\u{1b}') {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\u{1b}' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('[') => {
+                for c in chars.by_ref() {
+                    if ('@'..='~').contains(&c) {
+                        break;
+                    }
+                }
+            }
+            Some(_) | None => {}
+        }
+    }
+    Cow::Owned(out)
 }
 
 impl<W: Write> Drop for ScrubbingWriter<W> {
