@@ -260,3 +260,74 @@ fn a_formatter_with_colours_does_not_get_fields_past_the_scrubber() {
         assert!(!text.contains(secret), "{secret} in {text:?}");
     }
 }
+
+/// A line as the formatter writes it, `days` ago.
+fn line_from(days: u64) -> String {
+    let secs = (SystemTime::now() - DAY * u32::try_from(days).expect("days fit"))
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // 1970-01-01 plus whole days, as the formatter's UTC date and time.
+    let (days_since, rem) = (secs / 86_400, secs % 86_400);
+    let z = i64::try_from(days_since).unwrap() + 719_468;
+    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000000Z  WARN dialer: a line\n",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[test]
+fn a_file_written_to_every_day_expires_by_its_oldest_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dialer.log");
+    // Written to yesterday, but its first line is 40 days old: expired.
+    fs::write(&path, format!("{}{}", line_from(40), line_from(1))).unwrap();
+    // A rotated file from 35 days ago to 2 days ago: expired too.
+    fs::write(
+        dir.path().join("dialer.log.1"),
+        format!("{}{}", line_from(35), line_from(2)),
+    )
+    .unwrap();
+    // A rotated file of 3 days ago stays.
+    fs::write(dir.path().join("dialer.log.2"), line_from(3)).unwrap();
+    let file = Arc::new(RollingFile::open(&path, rotation(1_000_000, 5, 30)).unwrap());
+    assert_eq!(names(dir.path()), ["dialer.log", "dialer.log.2"]);
+    assert_eq!(fs::read_to_string(&path).unwrap(), "");
+    drop(file);
+
+    // A current file whose first line is two days old is rotated at the
+    // next line (after a day), however small it is, so its lines expire
+    // with it rather than with the newest line.
+    let two_days_ago = line_from(2);
+    fs::write(&path, &two_days_ago).unwrap();
+    let file = Arc::new(RollingFile::open(&path, rotation(1_000_000, 5, 30)).unwrap());
+    let writer = ScrubbingMakeWriter::new(Arc::clone(&file));
+    writeln!(writer.make_writer(), "today").unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "today\n");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("dialer.log.1")).unwrap(),
+        two_days_ago
+    );
+    // A second line today stays in the same file.
+    writeln!(writer.make_writer(), "later today").unwrap();
+    assert_eq!(fs::read_to_string(&path).unwrap(), "today\nlater today\n");
+    // What the phone purges daily goes by the oldest line too.
+    fs::write(
+        dir.path().join("dialer.log.3"),
+        format!("{}{}", line_from(9), line_from(0)),
+    )
+    .unwrap();
+    assert_eq!(
+        purge_old_logs(&path, 7).unwrap(),
+        [dir.path().join("dialer.log.3")]
+    );
+}

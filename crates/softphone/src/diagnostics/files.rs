@@ -40,8 +40,8 @@ pub fn log_files(log_file: &Path) -> Result<Vec<PathBuf>, LogError> {
     Ok(files)
 }
 
-/// Deletes the rotated files of `log_file` last written more than
-/// `retention_days` ago (0: all of them); returns what was deleted. The
+/// Deletes the rotated files of `log_file` whose oldest line is more than
+/// `retention_days` old (0: all of them); returns what was deleted. The
 /// current file is left to its writer ([`RollingFile::open`](super::RollingFile::open)
 /// drops it when it expired).
 ///
@@ -166,23 +166,84 @@ pub(crate) fn rotated_files(log_file: &Path) -> Result<Vec<(usize, PathBuf)>, Lo
     Ok(rotated)
 }
 
-/// Deletes the rotated files of `log_file` last written before `limit`.
+/// Deletes the rotated files of `log_file` whose oldest line is from
+/// before `limit` (see [`oldest_line`]).
 pub(crate) fn remove_rotated_older_than(
     log_file: &Path,
     limit: SystemTime,
 ) -> Result<Vec<PathBuf>, LogError> {
     let mut removed = Vec::new();
     for (_, file) in rotated_files(log_file)? {
-        let modified = fs::metadata(&file)
-            .and_then(|m| m.modified())
-            .map_err(|e| file_error("read the age of the log file", &file, e))?;
-        if modified < limit {
+        let oldest =
+            oldest_line(&file).map_err(|e| file_error("read the age of the log file", &file, e))?;
+        if oldest < limit {
             fs::remove_file(&file)
                 .map_err(|e| file_error("delete the expired log file", &file, e))?;
             removed.push(file);
         }
     }
     Ok(removed)
+}
+
+/// When the oldest line of a log file was written: the time its first line
+/// starts with (as the formatter writes it, `2026-11-28T03:54:13.525422Z`),
+/// or, when it starts with none, when the file was last written. A file
+/// written to for weeks is as old as its first line, not its last.
+pub(crate) fn oldest_line(file: &Path) -> io::Result<SystemTime> {
+    let modified = fs::metadata(file)?.modified()?;
+    let mut head = [0u8; 32];
+    let n = {
+        use std::io::Read as _;
+        let mut f = fs::File::open(file)?;
+        let mut n = 0;
+        // Bounded: at most 32 reads fill 32 bytes.
+        while n < head.len() {
+            match f.read(&mut head[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
+        n
+    };
+    Ok(parse_rfc3339(&head[..n]).map_or(modified, |t| t.min(modified)))
+}
+
+/// The `YYYY-MM-DDTHH:MM:SS` at the start of `text` (UTC, as
+/// [`rfc3339`] writes it); `None` when it does not start with one.
+pub(crate) fn parse_rfc3339(text: &[u8]) -> Option<SystemTime> {
+    let t = text.get(..19)?;
+    let number = |range: std::ops::Range<usize>| -> Option<i64> {
+        let digits = t.get(range)?;
+        digits.iter().all(u8::is_ascii_digit).then(|| {
+            digits
+                .iter()
+                .fold(0i64, |acc, d| acc * 10 + i64::from(d - b'0'))
+        })
+    };
+    if t[4] != b'-' || t[7] != b'-' || t[10] != b'T' || t[13] != b':' || t[16] != b':' {
+        return None;
+    }
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
+        return None;
+    }
+    // Days since 1970-01-01 from the civil date (H. Hinnant's algorithm).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second;
+    let secs = u64::try_from(secs).ok()?;
+    UNIX_EPOCH.checked_add(Duration::from_secs(secs))
 }
 
 /// Now minus `retention`.
@@ -237,6 +298,26 @@ pub(crate) fn rfc3339(time: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_dates_read_back() {
+        for secs in [0, 951_782_400 + 3_723, 1_795_000_000, 4_102_444_799] {
+            let t = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_rfc3339(rfc3339(t).as_bytes()), Some(t), "{secs}");
+        }
+        assert_eq!(
+            parse_rfc3339(b"2026-11-28T03:54:13.525422Z  WARN x"),
+            Some(UNIX_EPOCH + Duration::from_secs(1_795_838_053))
+        );
+        for bad in [
+            &b"2026-13-28T03:54:13Z"[..],
+            b"line 1",
+            b"",
+            b"2026-11-28 03:54:13Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None);
+        }
+    }
 
     #[test]
     fn rfc3339_dates() {

@@ -1,8 +1,8 @@
 //! Service logs: a scrubbing writer under the `tracing` formatter, a
 //! size-rotated file with an age limit, and the global set-up of both.
 
-use std::fs::{self, File, OpenOptions};
 use std::borrow::Cow;
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,7 +12,9 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 
 use super::error::LogError;
-use super::files::{cutoff, file_error, remove_rotated_older_than, rfc3339, rotated_files};
+use super::files::{
+    cutoff, file_error, oldest_line, remove_rotated_older_than, rfc3339, rotated_files,
+};
 use super::pii::set_log_personal_data;
 use super::scrub::scrub;
 
@@ -227,8 +229,25 @@ pub struct Rotation {
     pub max_bytes: u64,
     /// Rotated files kept (`NAME.1` is the newest).
     pub max_files: usize,
-    /// Files older than this are deleted at open and at each rotation.
+    /// Files whose oldest line is older than this are deleted at open and
+    /// at each rotation. The file is also rotated once its oldest line is
+    /// a day old (half the retention when that is shorter), so no line
+    /// outlives the retention by more than that.
     pub retention: Duration,
+}
+
+impl Rotation {
+    /// How old the current file's oldest line may get before it rotates.
+    fn age_limit(&self) -> Duration {
+        const DAY: Duration = Duration::from_secs(86_400);
+        if self.retention.is_zero() {
+            // Nothing is kept past a restart; rotating every line would
+            // keep nothing at all.
+            DAY
+        } else {
+            (self.retention / 2).min(DAY)
+        }
+    }
 }
 
 /// A log file rotated by size (`NAME`, `NAME.1` .. `NAME.N`) with an age
@@ -246,12 +265,14 @@ pub struct RollingFile {
 struct State {
     file: File,
     written: u64,
+    /// When the oldest line of the file was written (`None`: empty).
+    started: Option<SystemTime>,
 }
 
 impl RollingFile {
     /// Opens (appends to) `path`, creating its directory. Rotated files
-    /// older than the retention are deleted first, and so is the file
-    /// itself when it was last written before that.
+    /// with lines older than the retention are deleted first, and so is
+    /// the file itself when its oldest line is.
     ///
     /// # Errors
     ///
@@ -267,18 +288,27 @@ impl RollingFile {
         }
         let limit = cutoff(rotation.retention);
         remove_rotated_older_than(&path, limit)?;
-        if let Ok(modified) = fs::metadata(&path).and_then(|m| m.modified())
-            && modified < limit
+        if let Ok(oldest) = oldest_line(&path)
+            && oldest < limit
         {
             fs::remove_file(&path)
                 .map_err(|e| file_error("delete the expired log file", &path, e))?;
         }
         let file = open_log(&path).map_err(|e| file_error("open the log file", &path, e))?;
         let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let started = if written > 0 {
+            oldest_line(&path).ok()
+        } else {
+            None
+        };
         Ok(Self {
             path,
             rotation,
-            state: Mutex::new(State { file, written }),
+            state: Mutex::new(State {
+                file,
+                written,
+                started,
+            }),
         })
     }
 
@@ -307,6 +337,7 @@ impl RollingFile {
             .set_len(0)
             .map_err(|e| file_error("empty the log file", &self.path, e))?;
         state.written = 0;
+        state.started = None;
         erased.push(self.path.clone());
         Ok(erased)
     }
@@ -319,16 +350,24 @@ impl RollingFile {
     fn write_record(&self, buf: &[u8]) -> io::Result<()> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let len = buf.len() as u64;
-        if state.written > 0 && state.written.saturating_add(len) > self.rotation.max_bytes {
+        let now = SystemTime::now();
+        let full = state.written.saturating_add(len) > self.rotation.max_bytes;
+        let old = state.started.is_some_and(|started| {
+            now.duration_since(started)
+                .is_ok_and(|age| age >= self.rotation.age_limit())
+        });
+        if state.written > 0 && (full || old) {
             // A failed rotation keeps writing to the old file rather than
             // lose lines.
             if let Ok(file) = self.rotate() {
                 state.file = file;
                 state.written = 0;
+                state.started = None;
             }
         }
         state.file.write_all(buf)?;
         state.written = state.written.saturating_add(len);
+        state.started.get_or_insert(now);
         Ok(())
     }
 
