@@ -2273,7 +2273,10 @@ impl Engine {
             srtp: final_report.as_ref().and_then(|r| r.srtp.clone()),
             mos: final_report.as_ref().map(|r| r.mos),
         };
-        if let Err(e) = self.history.record(&record) {
+        // A retention of 0 days: no history at all, not one kept for a day.
+        if self.config.config.privacy.history_retention_days > 0
+            && let Err(e) = self.history.record(&record)
+        {
             warn!(error = %e, "call not written to the history");
         }
         leg.end_reason = Some(reason.clone());

@@ -263,9 +263,18 @@ impl History {
 
     /// Deletes calls that started before `cutoff`; returns how many.
     pub fn purge_before(&self, cutoff: SystemTime) -> Result<usize, HistoryError> {
-        self.conn
+        let n = self
+            .conn
             .execute("DELETE FROM calls WHERE started_ms < ?1", [unix_ms(cutoff)])
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        if n > 0 {
+            // The deleted rows' pages stay in the write-ahead log until a
+            // checkpoint: out of it at once, as with erase.
+            self.conn
+                .execute_batch("PRAGMA wal_checkpoint(TRUNCATE);")
+                .map_err(|e| self.err(e))?;
+        }
+        Ok(n)
     }
 
     /// Deletes every call and compacts the file so nothing is recoverable.

@@ -323,6 +323,66 @@ async fn calls_older_than_the_retention_window_are_purged_at_start() {
     phone.shutdown().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_retention_of_zero_days_keeps_no_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("history.sqlite");
+    // A callee that is busy.
+    let callee = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let callee_addr = callee.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        // Bounded: the INVITE, perhaps retransmitted, and the ACK.
+        for _ in 0..5 {
+            let Ok((len, from)) = callee.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(request) = sip_core::Message::parse(buf[..len].to_vec()) else {
+                continue;
+            };
+            if request.method() != Some(&sip_core::Method::Invite) {
+                continue;
+            }
+            let busy = sip_core::Message::response_to(&request, 486, "Busy Here")
+                .unwrap()
+                .to_tag("busy")
+                .build()
+                .unwrap();
+            let _ = callee.send_to(&busy.to_bytes(), from).await;
+        }
+    });
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.privacy.history_retention_days = 0;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    pc.history = Some(path.clone());
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let call = phone
+        .dial(None, &format!("sip:bob@{callee_addr}"))
+        .await
+        .unwrap();
+    let ended = call_state(&mut events, Some(&call), "the busy call to end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
+    assert!(
+        matches!(
+            ended,
+            CallState::Ended(EndReason::Refused { status: 486, .. })
+        ),
+        "{ended:?}"
+    );
+    assert!(phone.history(10).await.unwrap().is_empty());
+    phone.shutdown().await.unwrap();
+    // Nor on disk.
+    let h = softphone::History::open(&path).unwrap();
+    assert!(h.recent(10).unwrap().is_empty());
+}
+
 /// Sends NOTIFY check-sync number `n` from `socket` to the phone at `to`
 /// and returns the status line's start, e.g. `SIP/2.0 200`.
 async fn check_sync(socket: &tokio::net::UdpSocket, to: SocketAddr, n: u32) -> String {
