@@ -488,6 +488,8 @@ struct FlowContext {
     invalid_host: String,
     registration: Option<Registration>,
     contact: String,
+    /// The push parameters `contact` was built with (RFC 8599 §4.1.2).
+    push_params: String,
     transaction: Option<ClientTxId>,
     flow_timer: Option<Duration>,
 }
@@ -659,6 +661,7 @@ impl Task {
                         invalid_host: format!("{invalid_host}.invalid"),
                         registration: None,
                         contact: String::new(),
+                        push_params: String::new(),
                         transaction: None,
                         flow_timer: None,
                     },
@@ -825,6 +828,7 @@ impl Task {
                 .map(|(user, password)| DigestClient::new(user, password.expose()));
             ctx.registration = Some(Registration::new(rc, auth, &mut self.rng));
             ctx.contact = contact;
+            ctx.push_params = push_params;
         }
         if let Some(r) = ctx.registration.as_mut() {
             r.register(&mut self.rng);
@@ -871,12 +875,18 @@ impl Task {
         match event {
             RegistrationEvent::Registered { expires } => {
                 let (timer, contact) = (ctx.flow_timer, ctx.contact.clone());
+                // The push token changed while this REGISTER was out: the
+                // binding has the old one (or none), so register again.
+                let stale = ctx.push_params != self.push.uri_params();
                 self.flows.handle_registered(now, flow, timer);
                 self.emit(OutboundEvent::Registered {
                     reg_id,
                     expires,
                     contact,
                 });
+                if stale && self.shutdown.is_none() {
+                    self.register(flow);
+                }
             }
             RegistrationEvent::Failed {
                 status,
@@ -884,9 +894,16 @@ impl Task {
                 retry_after,
                 ..
             } => {
-                if self.push.handle_register_status(status) == PushOutcome::RetryWithoutPush {
-                    info!(reg_id, "proxy does not support push (555)");
-                    self.emit(OutboundEvent::PushRefused { reg_id });
+                let retry =
+                    self.push.handle_register_status(status) == PushOutcome::RetryWithoutPush;
+                // Another flow's 555 turned push off already: this flow's
+                // REGISTER still carried it, and is no failure either.
+                let pushed = status == 555 && !ctx.push_params.is_empty();
+                if retry || pushed {
+                    if retry {
+                        info!(reg_id, "proxy does not support push (555)");
+                        self.emit(OutboundEvent::PushRefused { reg_id });
+                    }
                     self.register(flow);
                     return;
                 }

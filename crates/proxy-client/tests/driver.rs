@@ -29,6 +29,18 @@ async fn registrar(
     ca: &TestCa,
     flow_timer: u32,
 ) -> (SocketAddr, Transports, mpsc::UnboundedReceiver<Message>) {
+    registrar_answering_after(kind, ca, flow_timer, Duration::ZERO, false).await
+}
+
+/// [`registrar`], answering each request `delay` after it came, and a
+/// REGISTER with push parameters 555 when `refuse_push`.
+async fn registrar_answering_after(
+    kind: TransportKind,
+    ca: &TestCa,
+    flow_timer: u32,
+    delay: Duration,
+    refuse_push: bool,
+) -> (SocketAddr, Transports, mpsc::UnboundedReceiver<Message>) {
     let (server, mut incoming) = Transports::new(TransportConfig::default());
     let mut options = ListenerOptions::new();
     if kind.is_secure() {
@@ -52,6 +64,18 @@ async fn registrar(
             };
             let _ = seen_tx.send(message.clone());
             if !message.is_request() {
+                continue;
+            }
+            tokio::time::sleep(delay).await;
+            let pushed = message.header("Contact").unwrap_or("").contains("pn-");
+            if refuse_push && pushed {
+                let refused =
+                    Message::response_to(message, 555, "Push Notification Service Not Supported")
+                        .unwrap()
+                        .to_tag("reg")
+                        .build()
+                        .unwrap();
+                let _ = responder.send(i.reply(refused.to_bytes())).await;
                 continue;
             }
             let mut ok = Message::response_to(message, 200, "OK")
@@ -344,5 +368,90 @@ async fn requests_travel_both_ways_over_the_flow() {
             break;
         }
     }
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc8599_a_push_token_given_while_registering_reaches_the_registrar() {
+    let ca = TestCa::new().unwrap();
+    let (addr, _server, mut seen) = registrar_answering_after(
+        TransportKind::Tcp,
+        &ca,
+        120,
+        Duration::from_millis(300),
+        false,
+    )
+    .await;
+    let (handle, mut events) =
+        OutboundClient::spawn(config(ProxyTarget::new(Transport::Tcp, addr), &ca)).unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), seen.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!first.header("Contact").unwrap().contains("pn-prid"));
+    // The app's push token arrives while the first REGISTER waits for its
+    // answer, as it does at start-up.
+    handle
+        .set_push_token(Some(
+            proxy_client::push::PushToken::new("fcm", "token-one").unwrap(),
+        ))
+        .unwrap();
+    assert!(matches!(
+        next_event(&mut events).await,
+        OutboundEvent::Registered { .. }
+    ));
+    // A REGISTER with the token follows at once, not at the refresh.
+    let second = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let m = seen.recv().await.unwrap();
+            if m.method() == Some(&Method::Register) {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("a REGISTER with the new token");
+    let contact = second.header("Contact").unwrap();
+    assert!(contact.contains("pn-prid=token-one"), "{contact}");
+    handle.shutdown().await;
+}
+
+#[tokio::test]
+async fn rfc8599_a_555_on_each_of_two_flows_is_no_flow_failure() {
+    let ca = TestCa::new().unwrap();
+    let (one, _s1, _seen1) =
+        registrar_answering_after(TransportKind::Tcp, &ca, 120, Duration::ZERO, true).await;
+    let (two, _s2, _seen2) =
+        registrar_answering_after(TransportKind::Tcp, &ca, 120, Duration::ZERO, true).await;
+    let mut config = config(ProxyTarget::new(Transport::Tcp, one), &ca);
+    config
+        .outbound
+        .proxies
+        .push(ProxyTarget::new(Transport::Tcp, two));
+    config.outbound.flows = 2;
+    config.push = Some(proxy_client::push::PushToken::new("fcm", "token-one").unwrap());
+    let (handle, mut events) = OutboundClient::spawn(config).unwrap();
+    let mut registered = Vec::new();
+    let mut seen = Vec::new();
+    // Bounded: both flows refuse push once and register without it.
+    while registered.len() < 2 && seen.len() < 20 {
+        let event = next_event(&mut events).await;
+        if let OutboundEvent::Registered {
+            reg_id, contact, ..
+        } = &event
+        {
+            assert!(!contact.contains("pn-"), "{contact}");
+            registered.push(*reg_id);
+        }
+        seen.push(format!("{event:?}"));
+    }
+    registered.sort_unstable();
+    assert_eq!(registered, [1, 2], "{seen:#?}");
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.contains("FlowFailed") || e.contains("RegistrationFailed")),
+        "{seen:#?}"
+    );
     handle.shutdown().await;
 }
