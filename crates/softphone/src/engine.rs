@@ -2357,11 +2357,10 @@ impl Engine {
                 }
                 if let Some((id, what)) = self.pending.remove(&transaction) {
                     match what {
-                        Pending::Invite => {
-                            if !self.invite_elsewhere(id) {
-                                self.end_call(id, EndReason::Timeout).await;
-                            }
+                        Pending::Invite if !self.invite_elsewhere(id) => {
+                            self.end_call(id, EndReason::Timeout).await;
                         }
+                        Pending::Invite => {}
                         Pending::ReInvite { .. } | Pending::Update => {
                             // §14.1 / RFC 4028: no answer to a refresh ends the call.
                             self.send_bye(id);

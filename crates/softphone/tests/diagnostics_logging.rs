@@ -227,7 +227,7 @@ struct Shared(Arc<std::sync::Mutex<Vec<u8>>>);
 
 impl std::io::Write for Shared {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
         Ok(buf.len())
     }
 
@@ -265,11 +265,11 @@ fn a_formatter_with_colours_does_not_get_fields_past_the_scrubber() {
 fn line_from(days: u64) -> String {
     let secs = (SystemTime::now() - DAY * u32::try_from(days).expect("days fit"))
         .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
+        .expect("after 1970")
         .as_secs();
     // 1970-01-01 plus whole days, as the formatter's UTC date and time.
     let (days_since, rem) = (secs / 86_400, secs % 86_400);
-    let z = i64::try_from(days_since).unwrap() + 719_468;
+    let z = i64::try_from(days_since).expect("days fit") + 719_468;
     let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
     let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
     let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
