@@ -334,6 +334,22 @@ pub fn lookup_tail_keys(raw: &str, region: Option<Region>) -> Option<Vec<String>
     Some(keys)
 }
 
+/// Whether `raw` is written as a phone number: no letters outside a
+/// `tel:` scheme, its parameters (`;phone-context=...`) and an extension
+/// marker (`x`, `ext`). A SIP user name such as `max1000042` is not one,
+/// whatever digits it holds.
+#[must_use]
+pub fn looks_like_number(raw: &str) -> bool {
+    let text = raw.trim();
+    let text = match text.get(..4) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("tel:") => &text[4..],
+        _ => text,
+    };
+    let text = text.split(';').next().unwrap_or("");
+    let (main, _) = split_extension(text);
+    !main.chars().any(|c| c.is_ascii_alphabetic())
+}
+
 /// The digits of a number as written, without its extension.
 #[must_use]
 pub fn written_digits(raw: &str) -> String {

@@ -278,6 +278,9 @@ impl Contacts {
     ) -> Result<Option<Contact>, StoreError> {
         // Exact E.164 matches come from the index (kept in step with the
         // store); the store reads the contact and does the rest.
+        if !crate::number::looks_like_number(number) {
+            return Ok(None);
+        }
         let region = default_region.or(self.default_region);
         let candidates = crate::number::e164_candidates(number, region);
         for candidate in &candidates {

@@ -659,7 +659,8 @@ impl Store {
     /// ([`number::trailing_digits_match`]). A number that does not normalise
     /// (a national form without a region) is compared by trailing digits
     /// with every stored number: pass the user's region to narrow that. When several contacts match,
-    /// favourites win, then local contacts, then the oldest.
+    /// favourites win, then local contacts, then the oldest. Text with
+    /// letters in it ([`number::looks_like_number`]) matches nobody.
     ///
     /// # Errors
     ///
@@ -669,6 +670,9 @@ impl Store {
         number: &str,
         default_region: Option<Region>,
     ) -> Result<Option<Contact>, StoreError> {
+        if !number::looks_like_number(number) {
+            return Ok(None);
+        }
         // Stored numbers were validated when stored, so an exact match on a
         // candidate needs no parsing; the full parser runs only on a miss.
         let candidates = number::e164_candidates(number, default_region);
@@ -1327,6 +1331,35 @@ mod tests {
         );
         assert!(store.lookup("+49 30 3000042", de()).unwrap().is_none());
         assert!(store.lookup("", de()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_caller_with_letters_in_its_name_is_no_number() {
+        let mut store = Store::open_in_memory().unwrap();
+        let id = store
+            .insert(&Contact::new("Berlin Office").with_number(
+                NumberKind::Work,
+                "+49 30 1000042",
+                de(),
+            ))
+            .unwrap();
+        // SIP user names with digits in them are names, not numbers.
+        for user in ["max1000042", "user1000042x", "ext1000042", "sip1000042pbx"] {
+            assert!(store.lookup(user, None).unwrap().is_none(), "{user}");
+        }
+        // Numbers, with an extension or as a tel URI, still are.
+        for number in [
+            "1000042",
+            "+49301000042",
+            "tel:+49-30-1000042",
+            "+49 30 1000042 x12",
+        ] {
+            assert_eq!(
+                store.lookup(number, None).unwrap().and_then(|c| c.id),
+                Some(id),
+                "{number}"
+            );
+        }
     }
 
     #[test]
