@@ -9,8 +9,10 @@ use config_export::ConfigError;
 /// Why fetching, checking or storing a provisioning document failed.
 ///
 /// Whatever the error, the stored configuration is exactly as it was before
-/// the check. URLs in messages never carry credentials (they are refused in
-/// URLs); they may carry the user name a placeholder put there.
+/// the check. URLs in messages never carry credentials nor a query (which
+/// often carries a token): both show as `…`, even where the URL was refused
+/// for carrying them. They may carry the user name a placeholder put in
+/// the path.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ProvisionError {

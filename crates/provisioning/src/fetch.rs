@@ -229,9 +229,20 @@ fn request_target(url: &Url) -> String {
     }
 }
 
-/// The URL as shown in errors.
+/// The URL as shown in errors and reports: without credentials, query
+/// (which often carries a token) and fragment.
 pub(crate) fn display(url: &Url) -> String {
-    url.as_str().to_owned()
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_fragment(None);
+    let query = shown.query().is_some();
+    shown.set_query(None);
+    let mut text = String::from(shown);
+    if query {
+        text.push_str("?…");
+    }
+    text
 }
 
 async fn read_body(
@@ -247,7 +258,8 @@ async fn read_body(
     if declared.is_some_and(|d| d > limit) {
         return Err(too_large());
     }
-    let capacity = declared.unwrap_or(0).min(limit);
+    // What the server declares is no reason to reserve it all up front.
+    let capacity = declared.unwrap_or(0).min(limit).min(64 * 1024);
     let mut body = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
     loop {
         match response.chunk().await {

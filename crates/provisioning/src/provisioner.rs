@@ -60,7 +60,8 @@ pub struct Outcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct DocumentSource {
-    /// Its URL, placeholders replaced, before redirects.
+    /// Its URL, placeholders replaced, before redirects; its query (which
+    /// often carries a token) shown as `?…`, as in errors.
     pub url: String,
     /// Whether the server answered 304 and the cached copy was used.
     pub from_cache: bool,
@@ -352,7 +353,7 @@ impl Check<'_> {
                 }
             };
             self.documents.push(DocumentSource {
-                url: key,
+                url: shown.clone(),
                 from_cache,
             });
             let text = String::from_utf8(body)

@@ -22,14 +22,14 @@ pub(crate) fn expand(template: &str, values: &Placeholders) -> Result<String, Pr
         out.push_str(&rest[..open]);
         if rest[open..].starts_with('}') {
             return Err(ProvisionError::InvalidUrl {
-                url: template.to_owned(),
+                url: shown(template),
                 reason: "`}` without `{`",
             });
         }
         let after = &rest[open + 1..];
         let Some(close) = after.find('}') else {
             return Err(ProvisionError::InvalidUrl {
-                url: template.to_owned(),
+                url: shown(template),
                 reason: "`{` without `}`",
             });
         };
@@ -38,14 +38,14 @@ pub(crate) fn expand(template: &str, values: &Placeholders) -> Result<String, Pr
             "user" => values
                 .user
                 .as_deref()
-                .ok_or(ProvisionError::MissingPlaceholder {
-                    template: template.to_owned(),
+                .ok_or_else(|| ProvisionError::MissingPlaceholder {
+                    template: shown(template),
                     name: "user",
                 })?,
             "installation_id" => values.installation_id.as_str(),
             _ => {
                 return Err(ProvisionError::UnknownPlaceholder {
-                    template: template.to_owned(),
+                    template: shown(template),
                     name: name.to_owned(),
                 });
             }
@@ -67,7 +67,7 @@ pub(crate) fn resolve(
 ) -> Result<Url, ProvisionError> {
     let expanded = expand(template, values)?;
     let invalid = |reason| ProvisionError::InvalidUrl {
-        url: template.to_owned(),
+        url: shown(template),
         reason,
     };
     let url = match base {
@@ -85,6 +85,39 @@ pub(crate) fn resolve(
         return Err(invalid("no host"));
     }
     Ok(url)
+}
+
+/// A URL or template as errors show it: credentials (`user:password@`) and
+/// the query (which often carries a token) replaced by `…`.
+pub(crate) fn shown(template: &str) -> String {
+    let (before_query, query) = match template.find('?') {
+        Some(q) => (&template[..q], true),
+        None => (template, false),
+    };
+    let before_query = before_query.split('#').next().unwrap_or("");
+    // `scheme://userinfo@host...`: userinfo ends at the last `@` before the
+    // path.
+    let mut out = match before_query.find("://") {
+        Some(s) => {
+            let authority_start = s + 3;
+            let authority_end = before_query[authority_start..]
+                .find('/')
+                .map_or(before_query.len(), |p| authority_start + p);
+            match before_query[authority_start..authority_end].rfind('@') {
+                Some(at) => format!(
+                    "{}…{}",
+                    &before_query[..authority_start],
+                    &before_query[authority_start + at..]
+                ),
+                None => before_query.to_owned(),
+            }
+        }
+        None => before_query.to_owned(),
+    };
+    if query {
+        out.push_str("?…");
+    }
+    out
 }
 
 fn percent_encode(value: &str, out: &mut String) {
@@ -152,5 +185,28 @@ mod tests {
         ));
         assert!(resolve("ftp://p.example/a.xml", &values(), None).is_err());
         assert!(resolve("a.xml", &values(), None).is_err());
+    }
+
+    #[test]
+    fn errors_show_no_credentials_or_query_of_the_url() {
+        for (template, leaked) in [
+            ("https://alice:s3cret@p.example/a.xml", "s3cret"),
+            ("https://alice:s3cret@p.example/{mac}.xml", "s3cret"),
+            ("https://p.example/{user}.xml?token=T0KEN", "T0KEN"),
+            ("https://p.example/{x.xml?token=T0KEN", "T0KEN"),
+            ("ftp://p.example/a.xml?token=T0KEN#frag", "T0KEN"),
+        ] {
+            let err = resolve(template, &Placeholders::default(), None).unwrap_err();
+            let text = err.to_string();
+            assert!(!text.contains(leaked), "{template}: {text}");
+            assert!(text.contains("p.example"), "{template}: {text}");
+        }
+        assert_eq!(
+            shown("https://alice:pw@p.example:8443/cfg/{user}.xml?t=1"),
+            "https://…@p.example:8443/cfg/{user}.xml?…"
+        );
+        assert_eq!(shown("https://p.example/a.xml"), "https://p.example/a.xml");
+        let url = Url::parse("https://p.example/a.xml?token=T0KEN").unwrap();
+        assert_eq!(crate::fetch::display(&url), "https://p.example/a.xml?…");
     }
 }
