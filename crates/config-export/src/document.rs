@@ -59,7 +59,7 @@ impl Config {
     /// error names the element path.
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate(self)?;
-        let (_, paths) = write(self, false);
+        let (tree, paths) = write(self, false);
         for path in &self.locked {
             if !paths.contains(path) {
                 return Err(ConfigError::new(
@@ -69,7 +69,9 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        // What is written must read back: the reader's size and depth
+        // limits hold for the whole document, extra fragments and all.
+        xml::parse(&xml::print_document(&tree)).map(|_| ())
     }
 
     /// The document text, secrets included, without validation.
@@ -1351,6 +1353,7 @@ impl Writer<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Export;
     use crate::model::ContactSource;
 
     const EXAMPLE: &str = include_str!("../../../docs/examples/provisioning.xml");
@@ -1655,5 +1658,37 @@ mod tests {
             .attributes
             .push(("version".to_owned(), "3".to_owned()));
         assert_eq!(config.validate().unwrap_err().kind, ErrorKind::InvalidExtra);
+    }
+
+    #[test]
+    fn a_config_that_would_not_read_back_does_not_validate() {
+        // Each fragment is fine alone; together they pass the reader's
+        // size limit once written.
+        let mut config = Config::default();
+        let big = format!("<x-blob>{}</x-blob>", "a".repeat(1024 * 1024));
+        config.media.extra.elements = vec![big; 5];
+        assert!(matches!(
+            config.validate().unwrap_err().kind,
+            ErrorKind::TooLarge { .. }
+        ));
+        assert!(Export::new(&config).plaintext().is_err());
+        // A fragment of 31 levels sits 33 deep under the root and media.
+        let mut config = Config::default();
+        let deep = format!("{}1{}", "<x-d>".repeat(31), "</x-d>".repeat(31));
+        config.media.extra.elements.push(deep);
+        let err = config.validate().unwrap_err();
+        assert!(matches!(err.kind, ErrorKind::TooDeep { .. }), "{err}");
+        // Within the limits it reads back.
+        let mut config = Config::default();
+        config
+            .media
+            .extra
+            .elements
+            .push("<x-d><x-e>1</x-e></x-d>".to_owned());
+        let text = Export::new(&config).plaintext().unwrap().document;
+        assert_eq!(
+            Config::from_xml(&text).unwrap().media.extra,
+            config.media.extra
+        );
     }
 }

@@ -74,11 +74,14 @@ impl<'c> Export<'c> {
         }
     }
 
-    /// Sets the scrypt work factor (log2 N, 1 to 30) of an encrypted export.
-    /// Lower is faster and weaker; tests use a small value.
+    /// Sets the scrypt work factor (log2 N, 1 to
+    /// [`DEFAULT_MAX_WORK_FACTOR`]) of an encrypted export. Lower is faster
+    /// and weaker; tests use a small value. Higher is refused by a default
+    /// [`Import`], so the file could not be restored without knowing to
+    /// raise its limit: the factor is capped there.
     #[must_use]
     pub fn with_work_factor(mut self, log_n: u8) -> Self {
-        self.work_factor = log_n.clamp(1, 30);
+        self.work_factor = log_n.clamp(1, DEFAULT_MAX_WORK_FACTOR);
         self
     }
 
@@ -176,14 +179,17 @@ impl<'p> Import<'p> {
             || body.starts_with(b"age-encryption.org/")
     }
 
-    /// `input` without leading white space and byte-order mark.
+    /// `input` without a byte-order mark and leading white space (on
+    /// either side of the mark).
     fn content(input: &[u8]) -> &[u8] {
-        let start = input
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(input.len());
-        let body = &input[start..];
-        body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body)
+        let trim = |b: &[u8]| -> usize {
+            b.iter()
+                .position(|c| !c.is_ascii_whitespace())
+                .unwrap_or(b.len())
+        };
+        let body = &input[trim(input)..];
+        let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+        &body[trim(body)..]
     }
 
     /// Imports `input`.
@@ -371,6 +377,20 @@ mod tests {
         ));
         let plain = Export::new(&config()).plaintext().unwrap().document;
         assert!(!Import::is_encrypted(plain.as_bytes()));
+        // A mark with white space after it, as editors save files.
+        let padded = format!("\u{feff}\r\n  {file}");
+        assert!(Import::is_encrypted(padded.as_bytes()));
+        let padded = format!("\u{feff}\n{plain}");
+        assert_eq!(Import::new().import(padded.as_bytes()).unwrap(), config());
+    }
+
+    #[test]
+    fn an_export_needs_no_more_work_than_an_import_allows() {
+        // Encrypting at 22 takes long: the factor chosen is what counts.
+        let c = config();
+        let export = Export::new(&c).with_work_factor(24);
+        assert_eq!(export.work_factor, DEFAULT_MAX_WORK_FACTOR);
+        assert_eq!(Export::new(&c).with_work_factor(0).work_factor, 1);
     }
 
     #[test]
