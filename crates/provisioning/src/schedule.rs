@@ -92,10 +92,11 @@ impl Schedule {
     }
 
     /// A check finished at `now`; the next is due after `interval` (at
-    /// least [`MIN_CHECK_INTERVAL`]).
+    /// least [`MIN_CHECK_INTERVAL`], at most the longest a document may ask
+    /// for, 30 days).
     pub fn handle_success(&mut self, now: Instant, interval: Duration) {
         self.failures = 0;
-        self.next = now + interval.max(MIN_CHECK_INTERVAL);
+        self.next = now + bounded(interval);
     }
 
     /// A check failed at `now`; it is retried with back-off, never later
@@ -106,16 +107,34 @@ impl Schedule {
             .initial
             .saturating_mul(1u32 << self.failures.min(20));
         self.failures = self.failures.saturating_add(1);
-        self.next = now
-            + doubled
-                .min(self.retry.max)
-                .min(interval.max(MIN_CHECK_INTERVAL));
+        self.next = now + doubled.min(self.retry.max).min(bounded(interval));
     }
+}
+
+/// `interval` within [`MIN_CHECK_INTERVAL`] and the longest check interval
+/// a document may ask for, so that adding it to an instant cannot
+/// overflow.
+fn bounded(interval: Duration) -> Duration {
+    let longest = Duration::from_secs(u64::from(config_export::MAX_CHECK_INTERVAL));
+    interval.clamp(MIN_CHECK_INTERVAL, longest)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_interval_of_forever_is_thirty_days() {
+        let start = Instant::now();
+        let mut schedule = Schedule::new(start, RetryPolicy::default());
+        schedule.handle_success(start, Duration::MAX);
+        assert_eq!(
+            schedule.next_check() - start,
+            Duration::from_secs(30 * 86_400)
+        );
+        schedule.handle_failure(start, Duration::MAX);
+        assert!(schedule.next_check() - start <= Duration::from_secs(30 * 86_400));
+    }
 
     #[test]
     fn back_off_is_capped_and_success_resets_it() {
