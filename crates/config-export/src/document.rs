@@ -1253,6 +1253,43 @@ fn write(config: &Config, redact: bool) -> (Element, BTreeSet<String>) {
     (root, w.paths)
 }
 
+/// `value` with a URI's password (`sip:alice:pw@pbx`,
+/// `https://u:pw@host`) and query (`?token=...`) replaced by
+/// [`REDACTED`]; other text as it is.
+fn redact_uri(value: &str) -> String {
+    let lower = value.to_ascii_lowercase();
+    let after_scheme = if let Some(i) = lower.find("://") {
+        i + 3
+    } else if lower.starts_with("sip:") || lower.starts_with("sips:") || lower.starts_with("tel:") {
+        lower.find(':').map_or(0, |i| i + 1)
+    } else {
+        return value.to_owned();
+    };
+    let mut out = value.to_owned();
+    if let Some(q) = out.find('?') {
+        out.truncate(q);
+        out.push('?');
+        out.push_str(REDACTED);
+    }
+    // userinfo: up to the `@` before the host; its password after the
+    // first `:`.
+    let rest = &out[after_scheme..];
+    let authority_end = rest.find(['/', '?', ';']).unwrap_or(rest.len());
+    let authority_end = match rest[..authority_end].rfind('@') {
+        Some(_) => authority_end,
+        // `sip:user@host;params`: the `@` may come after a `;` in the user.
+        None => rest.rfind('@').map_or(0, |at| at + 1),
+    };
+    if let Some(at) = rest[..authority_end].rfind('@')
+        && let Some(colon) = rest[..at].find(':')
+    {
+        let start = after_scheme + colon + 1;
+        let end = after_scheme + at;
+        out.replace_range(start..end, REDACTED);
+    }
+    out
+}
+
 struct Writer<'c> {
     config: &'c Config,
     redact: bool,
@@ -1272,11 +1309,54 @@ impl Writer<'_> {
     }
 
     fn close(&self, mut element: Element, extra: &Extra) -> Element {
-        element.attributes.extend(extra.attributes.iter().cloned());
+        element.attributes.extend(
+            extra
+                .attributes
+                .iter()
+                .map(|(n, v)| (n.clone(), self.shown(v))),
+        );
         element
             .children
-            .extend(extra.elements.iter().cloned().map(Node::Raw));
+            .extend(extra.elements.iter().map(|f| Node::Raw(self.fragment(f))));
         element
+    }
+
+    /// A value as written: in a redacted export unknown values are
+    /// blanked and URIs lose their passwords and queries.
+    fn shown(&self, value: &str) -> String {
+        if self.redact {
+            REDACTED.to_owned()
+        } else {
+            value.to_owned()
+        }
+    }
+
+    /// An extra fragment as written: in a redacted export its structure
+    /// stays, every text and attribute value is blanked (what a vendor's
+    /// option holds is not known to be harmless).
+    fn fragment(&self, fragment: &str) -> String {
+        fn blank(element: &mut Element) {
+            for (_, value) in &mut element.attributes {
+                *value = REDACTED.to_owned();
+            }
+            for child in &mut element.children {
+                match child {
+                    Node::Element(e) => blank(e),
+                    Node::Text(t) | Node::Raw(t) => *t = REDACTED.to_owned(),
+                }
+            }
+        }
+        if !self.redact {
+            return fragment.to_owned();
+        }
+        match xml::parse(fragment) {
+            Ok(mut element) => {
+                blank(&mut element);
+                xml::print_compact(&element)
+            }
+            // Validation refuses such fragments; never copy one blind.
+            Err(_) => String::new(),
+        }
     }
 
     fn value(
@@ -1290,10 +1370,17 @@ impl Writer<'_> {
     ) {
         let mut element = self.open(format!("{path}/{segment}"), name);
         if let Some(attributes) = extra.value_attributes.get(segment) {
-            element.attributes.extend(attributes.iter().cloned());
+            element
+                .attributes
+                .extend(attributes.iter().map(|(n, v)| (n.clone(), self.shown(v))));
         }
         if !value.is_empty() {
-            element.children.push(Node::Text(value.to_owned()));
+            let value = if self.redact && value != REDACTED {
+                redact_uri(value)
+            } else {
+                value.to_owned()
+            };
+            element.children.push(Node::Text(value));
         }
         parent.children.push(Node::Element(element));
     }
@@ -1593,6 +1680,49 @@ mod tests {
             assert!(EXAMPLE.contains(secret));
         }
         assert_eq!(redacted.matches(REDACTED).count(), 5);
+    }
+
+    #[test]
+    fn redacted_output_hides_unknown_values_and_uri_secrets() {
+        let mut config = Config::from_xml(EXAMPLE).unwrap();
+        config.media.extra.elements.push(
+            r#"<x-voicemail pin="pin-4711x"><x-code>code-9876x</x-code></x-voicemail>"#.to_owned(),
+        );
+        config
+            .extra
+            .attributes
+            .push(("x-site-key".to_owned(), "zz-key".to_owned()));
+        config
+            .includes
+            .push("https://u:incpw@p.example/x.xml?token=abc123".to_owned());
+        config.accounts[0].registrar = "sip:alice:regpw@pbx.example.com".to_owned();
+        config.validate().unwrap();
+        let redacted = config.write_xml(true);
+        for secret in [
+            "pin-4711x",
+            "code-9876x",
+            "zz-key",
+            "incpw",
+            "abc123",
+            "regpw",
+        ] {
+            assert!(!redacted.contains(secret), "{secret} leaked:\n{redacted}");
+        }
+        // What is there stays readable for support.
+        for kept in [
+            "x-voicemail",
+            "x-code",
+            "p.example/x.xml",
+            "sip:alice:",
+            "@pbx.example.com",
+        ] {
+            assert!(redacted.contains(kept), "{kept} lost:\n{redacted}");
+        }
+        assert_eq!(
+            redact_uri("sip:bob@pbx;transport=tcp"),
+            "sip:bob@pbx;transport=tcp"
+        );
+        assert_eq!(redact_uri("plain text: a@b"), "plain text: a@b");
     }
 
     #[test]
