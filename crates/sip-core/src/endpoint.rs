@@ -323,6 +323,8 @@ struct ClientEntry {
     key: Key,
     /// CANCEL asked before any provisional response (§9.1): sent on the first one.
     cancel_pending: bool,
+    /// The CANCEL went out: asking again sends no second one.
+    cancel_sent: bool,
     /// The deadline already in the endpoint's heap, so it is queued once.
     scheduled: Option<Instant>,
 }
@@ -528,6 +530,7 @@ impl<R: RngCore> Endpoint<R> {
                 destination,
                 key,
                 cancel_pending: false,
+                cancel_sent: false,
                 scheduled: None,
             },
         );
@@ -595,6 +598,11 @@ impl<R: RngCore> Endpoint<R> {
             .ok_or(EndpointError::UnknownTransaction)?;
         if entry.tx.request().method() != Some(&Method::Invite) {
             return Err(EndpointError::NotCancellable);
+        }
+        if entry.cancel_sent || entry.cancel_pending {
+            // Asked already: one CANCEL per INVITE, its own transaction
+            // retransmits it.
+            return Ok(());
         }
         match entry.tx.state() {
             TransactionState::Calling => {
@@ -1024,6 +1032,7 @@ impl<R: RngCore> Endpoint<R> {
             .get_mut(&invite_tx)
             .ok_or(EndpointError::UnknownTransaction)?;
         entry.cancel_pending = false;
+        entry.cancel_sent = true;
         let destination = entry.destination;
         let cancel = build_cancel(entry.tx.request()).ok_or(EndpointError::NotCancellable)?;
         self.send_request(now, cancel, destination)?;

@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use rand::{CryptoRng, RngCore};
 
-use crate::auth::{Credentials, DigestClient};
+use crate::auth::{AuthError, Credentials, DigestClient};
+use crate::headers::NameAddr;
 use crate::message::Message;
 use crate::name::Method;
 use crate::uri::Uri;
@@ -225,12 +226,14 @@ impl Registration {
         self.state = RegistrationState::Registering;
     }
 
-    /// Removes the binding (Expires: 0). While a REGISTER is in flight, the
-    /// removal follows its answer.
+    /// Removes the binding (Expires: 0). While a REGISTER is in flight (a
+    /// first one or a refresh), the removal follows its answer: one
+    /// REGISTER at a time (RFC 3261 §10.2), so a late copy of the refresh
+    /// cannot bring the binding back after the removal.
     pub fn unregister(&mut self, rng: &mut impl CryptoRng) {
         self.refresh_at = None;
         self.failures = 0;
-        if self.in_flight.is_some() && self.state == RegistrationState::Registering {
+        if self.in_flight.is_some() && self.state != RegistrationState::Unregistering {
             self.unregister_after = true;
             return;
         }
@@ -258,6 +261,17 @@ impl Registration {
             200..=299 if unregistering => {
                 self.state = RegistrationState::Idle;
                 self.events.push_back(RegistrationEvent::Unregistered);
+            }
+            200..=299 if self.granted_expiry(response) == Some(0) && !self.unregister_after => {
+                // No time granted: refreshing at once would loop; back off.
+                self.fail(
+                    now,
+                    status,
+                    "the registrar granted no time",
+                    true,
+                    None,
+                    rng,
+                );
             }
             200..=299 => {
                 self.failures = 0;
@@ -299,6 +313,24 @@ impl Registration {
                             Ok(answer) => {
                                 self.answer = answer;
                                 true
+                            }
+                            // Credentials reused from the cache (a refresh,
+                            // not the answer to a challenge) that the server
+                            // refuses without stale=true: it may have
+                            // forgotten the nonce (a restart, or a cluster
+                            // node that never saw it). Answered once afresh;
+                            // a second refusal is a wrong password.
+                            Err(AuthError::Rejected { .. }) if self.auth_retries == 0 => {
+                                let mut bare = request.clone();
+                                bare.remove_header("Authorization");
+                                bare.remove_header("Proxy-Authorization");
+                                match client.handle_challenge(response, &bare, rng) {
+                                    Ok(answer) => {
+                                        self.answer = answer;
+                                        true
+                                    }
+                                    Err(_) => false,
+                                }
                             }
                             Err(_) => false,
                         }
@@ -416,8 +448,17 @@ impl Registration {
         reason: &str,
         retry: bool,
         retry_after: Option<Duration>,
-        rng: &mut impl RngCore,
+        rng: &mut impl CryptoRng,
     ) {
+        if std::mem::take(&mut self.unregister_after) {
+            // Asked to be removed while this REGISTER was out: the removal
+            // goes now rather than a retry of it.
+            self.failures = 0;
+            self.auth_retries = 0;
+            self.send(0, rng);
+            self.state = RegistrationState::Unregistering;
+            return;
+        }
         self.failures += 1;
         self.auth_retries = 0;
         // A removal that fails is tried again as a removal, a few times:
@@ -458,18 +499,44 @@ impl Registration {
     /// Contacts are matched by URI equivalence (§19.1.4), so a registrar
     /// that reorders parameters or writes an address differently still
     /// matches.
+    /// The expiry granted to our binding: its Contact's `expires`, found
+    /// by instance (`+sip.instance` and `reg-id`, RFC 5626 §6, which
+    /// survive a registrar rewriting the URI for NAT) or else by URI; else
+    /// the Expires header; else, when the registrar lists bindings but none
+    /// is recognisably ours, the shortest listed, so the refresh is never
+    /// late.
     fn granted_expiry(&self, response: &Message) -> Option<u32> {
         let ours = Uri::parse(&self.config.contact).ok();
+        let header = format!("<{}>{}", self.config.contact, self.config.contact_params);
+        let our_instance = NameAddr::parse(&header)
+            .ok()
+            .and_then(|a| a.sip_instance().map(|i| (i.to_owned(), a.reg_id())));
         let same = |theirs: &Uri<'_>| match (&ours, theirs) {
             (Some(Uri::Sip(a)), Uri::Sip(b)) => a.equivalent(b),
             (Some(a), b) => a.to_string().eq_ignore_ascii_case(&b.to_string()),
             (None, _) => false,
         };
-        let from_contact = response.contacts().filter_map(Result::ok).find_map(|c| {
-            let a = c.address()?;
-            same(&a.uri).then(|| a.expires()).flatten()
+        let listed: Vec<NameAddr<'_>> = response
+            .contacts()
+            .filter_map(Result::ok)
+            .filter_map(|c| c.address().cloned())
+            .collect();
+        let by_instance = our_instance.as_ref().and_then(|(instance, reg_id)| {
+            listed.iter().find_map(|a| {
+                let matches = a.sip_instance() == Some(instance.as_str())
+                    && (reg_id.is_none() || a.reg_id() == *reg_id);
+                matches.then(|| a.expires()).flatten()
+            })
         });
-        from_contact.or_else(|| response.expires().ok().flatten())
+        let by_uri = || {
+            listed
+                .iter()
+                .find_map(|a| same(&a.uri).then(|| a.expires()).flatten())
+        };
+        by_instance
+            .or_else(by_uri)
+            .or_else(|| response.expires().ok().flatten())
+            .or_else(|| listed.iter().filter_map(NameAddr::expires).min())
     }
 
     fn send(&mut self, expires: u32, rng: &mut impl CryptoRng) {
@@ -661,6 +728,92 @@ mod tests {
         }
     }
 
+    /// A refresh carries the cached nonce; the registrar restarted and no
+    /// longer knows it, and challenges without stale=true. The refresh is
+    /// answered afresh rather than taken for a wrong password.
+    #[test]
+    fn rfc3261_22_a_refresh_a_restarted_registrar_challenges_is_answered_afresh() {
+        let mut rng = StdRng::seed_from_u64(14);
+        let now = Instant::now();
+        let challenge =
+            |verifier: &mut DigestVerifier, req: &Message, at: Instant, rng: &mut StdRng| {
+                let b = Message::response_to(req, 401, "Unauthorized")
+                    .unwrap()
+                    .to_tag("r");
+                verifier
+                    .add_challenge(b, at, false, rng)
+                    .unwrap()
+                    .build()
+                    .unwrap()
+            };
+        let right = |_: &str| Some(Secret::new("right"));
+        let mut verifier = DigestVerifier::new(ChallengeKind::Server, "example.com", &mut rng);
+        let mut reg = Registration::new(
+            config(),
+            Some(DigestClient::new("alice", "right")),
+            &mut rng,
+        );
+        reg.register(&mut rng);
+        let first = reg.poll_request().unwrap();
+        reg.handle_response(
+            now,
+            &challenge(&mut verifier, &first, now, &mut rng),
+            &mut rng,
+        );
+        let answer = reg.poll_request().unwrap();
+        assert!(verifier.verify(now, &answer, right).is_authorized());
+        reg.handle_response(now, &reply(&answer, 200, &[("Expires", "600")]), &mut rng);
+        assert!(matches!(
+            reg.poll_event(),
+            Some(RegistrationEvent::Registered { .. })
+        ));
+
+        let due = reg.poll_timeout().unwrap();
+        reg.handle_timeout(due, &mut rng);
+        let refresh = reg.poll_request().unwrap();
+        assert!(refresh.authorization().next().is_some(), "pre-authorised");
+        let mut restarted = DigestVerifier::new(ChallengeKind::Server, "example.com", &mut rng);
+        assert!(!restarted.verify(due, &refresh, right).is_authorized());
+        reg.handle_response(
+            due,
+            &challenge(&mut restarted, &refresh, due, &mut rng),
+            &mut rng,
+        );
+        assert_eq!(reg.poll_event(), None, "not a failure");
+        let fresh = reg.poll_request().unwrap();
+        assert!(restarted.verify(due, &fresh, right).is_authorized());
+        reg.handle_response(due, &reply(&fresh, 200, &[("Expires", "600")]), &mut rng);
+        assert!(matches!(
+            reg.poll_event(),
+            Some(RegistrationEvent::Registered { .. })
+        ));
+
+        // A wrong password after all: refused again, and that is final.
+        let due = reg.poll_timeout().unwrap();
+        reg.handle_timeout(due, &mut rng);
+        let refresh = reg.poll_request().unwrap();
+        let mut strict = DigestVerifier::new(ChallengeKind::Server, "example.com", &mut rng);
+        reg.handle_response(
+            due,
+            &challenge(&mut strict, &refresh, due, &mut rng),
+            &mut rng,
+        );
+        let again = reg.poll_request().unwrap();
+        reg.handle_response(
+            due,
+            &challenge(&mut strict, &again, due, &mut rng),
+            &mut rng,
+        );
+        assert!(matches!(
+            reg.poll_event(),
+            Some(RegistrationEvent::Failed {
+                status: 401,
+                will_retry: false,
+                ..
+            })
+        ));
+    }
+
     #[test]
     fn failures_back_off_exponentially_up_to_the_maximum() {
         let mut rng = StdRng::seed_from_u64(4);
@@ -784,6 +937,126 @@ mod tests {
         reg.handle_response(now, &reply(&bye, 200, &[]), &mut rng);
         assert_eq!(reg.poll_event(), Some(RegistrationEvent::Unregistered));
         assert_eq!(reg.state(), RegistrationState::Idle);
+    }
+
+    #[test]
+    fn rfc3261_10_2_an_unregister_during_a_refresh_waits_for_its_answer() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let now = Instant::now();
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        reg.handle_response(now, &reply(&req, 200, &[("Expires", "600")]), &mut rng);
+        let _ = reg.poll_event();
+        let due = reg.poll_timeout().unwrap();
+        reg.handle_timeout(due, &mut rng);
+        let refresh = reg.poll_request().unwrap();
+        // The user quits while the refresh is out: nothing goes yet.
+        reg.unregister(&mut rng);
+        assert!(reg.poll_request().is_none(), "one REGISTER at a time");
+        // The refresh's answer comes; then the removal goes.
+        reg.handle_response(due, &reply(&refresh, 200, &[("Expires", "600")]), &mut rng);
+        let removal = reg.poll_request().unwrap();
+        assert_eq!(removal.expires().unwrap(), Some(0));
+        assert!(removal.cseq().unwrap().seq > refresh.cseq().unwrap().seq);
+        reg.handle_response(due, &reply(&removal, 200, &[]), &mut rng);
+        assert_eq!(reg.state(), RegistrationState::Idle);
+
+        // The same when the refresh fails: the removal still goes, no retry.
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        reg.handle_response(now, &reply(&req, 200, &[("Expires", "600")]), &mut rng);
+        let due = reg.poll_timeout().unwrap();
+        reg.handle_timeout(due, &mut rng);
+        let refresh = reg.poll_request().unwrap();
+        reg.unregister(&mut rng);
+        reg.handle_response(due, &reply(&refresh, 503, &[]), &mut rng);
+        let removal = reg.poll_request().unwrap();
+        assert_eq!(removal.expires().unwrap(), Some(0));
+        assert_eq!(reg.state(), RegistrationState::Unregistering);
+    }
+
+    #[test]
+    fn a_200_that_grants_no_time_backs_off_instead_of_refreshing_at_once() {
+        let mut rng = StdRng::seed_from_u64(12);
+        let now = Instant::now();
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        reg.handle_response(
+            now,
+            &reply(
+                &req,
+                200,
+                &[("Contact", "<sip:alice@192.0.2.4:5060>;expires=0")],
+            ),
+            &mut rng,
+        );
+        assert!(matches!(
+            reg.poll_event(),
+            Some(RegistrationEvent::Failed {
+                will_retry: true,
+                ..
+            })
+        ));
+        assert!(reg.poll_timeout().unwrap() >= now + Duration::from_secs(1));
+        reg.handle_timeout(now, &mut rng);
+        assert!(
+            reg.poll_request().is_none(),
+            "no REGISTER before the back-off"
+        );
+    }
+
+    #[test]
+    fn rfc5626_6_our_binding_is_found_by_instance_when_its_uri_was_rewritten() {
+        let mut rng = StdRng::seed_from_u64(13);
+        let now = Instant::now();
+        let mut cfg = config();
+        cfg.contact_params =
+            ";+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000000000001>\";reg-id=1".into();
+        let mut reg = Registration::new(cfg, None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        // The registrar rewrote our Contact to the address it saw (NAT), and
+        // lists another phone of the account on our private address.
+        let ok = reply(
+            &req,
+            200,
+            &[
+                (
+                    "Contact",
+                    "<sip:alice@192.0.2.4:5060>;expires=3000;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000000000002>\";reg-id=1",
+                ),
+                (
+                    "Contact",
+                    "<sip:alice@198.51.100.7:40312>;expires=300;+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000000000001>\";reg-id=1",
+                ),
+            ],
+        );
+        reg.handle_response(now, &ok, &mut rng);
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrationEvent::Registered { expires: 300 })
+        );
+
+        // No instance, no URI of ours, no Expires: the shortest listed.
+        let mut reg = Registration::new(config(), None, &mut rng);
+        reg.register(&mut rng);
+        let req = reg.poll_request().unwrap();
+        let ok = reply(
+            &req,
+            200,
+            &[
+                ("Contact", "<sip:alice@198.51.100.7:40312>;expires=300"),
+                ("Contact", "<sip:alice@203.0.113.9:5060>;expires=1800"),
+            ],
+        );
+        reg.handle_response(now, &ok, &mut rng);
+        assert_eq!(
+            reg.poll_event(),
+            Some(RegistrationEvent::Registered { expires: 300 })
+        );
     }
 
     /// The registrar's Contact is matched as a URI (§10.2.4, §19.1.4): its

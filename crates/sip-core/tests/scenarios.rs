@@ -839,6 +839,46 @@ fn rfc3261_9_cancel_before_answer_ends_with_487() {
 }
 
 #[test]
+fn rfc3261_9_1_cancelling_again_sends_no_second_cancel() {
+    let start = Instant::now();
+    let mut now = start;
+    let mut net = Network::new(4);
+    let mut alice = Agent::new("alice", 5060, 1, Answer::After(Duration::ZERO));
+    let mut bob = Agent::new("bob", 5062, 2, Answer::Ring);
+    alice.call(now, &bob);
+    let tx = alice.invite.as_ref().unwrap().0;
+    // Once before the 180, and three times after it, as an impatient user
+    // or a loop would.
+    alice.ep.cancel(now, tx).unwrap();
+    run(
+        &mut net,
+        &mut alice,
+        &mut bob,
+        start,
+        &mut now,
+        Duration::from_millis(100),
+    );
+    for _ in 0..3 {
+        alice.ep.cancel(now, tx).unwrap();
+    }
+    run(
+        &mut net,
+        &mut alice,
+        &mut bob,
+        start,
+        &mut now,
+        Duration::from_secs(60),
+    );
+    assert!(
+        alice.log.contains(&"487 INVITE".to_owned()),
+        "{:?}",
+        alice.log
+    );
+    let cancels = net.log.iter().filter(|l| l.contains("CANCEL sip")).count();
+    assert_eq!(cancels, 1, "{:#?}", net.log);
+}
+
+#[test]
 fn rfc3261_9_1_cancel_racing_the_200_leaves_an_acked_call() {
     let start = Instant::now();
     let mut now = start;
