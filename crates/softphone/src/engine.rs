@@ -326,6 +326,10 @@ struct CallLeg {
     /// sent to fails (no answer, a transport error, or 503), in order
     /// (RFC 3263 §4.3).
     next_hops: Vec<Server>,
+    /// An outgoing call: its INVITE went again with the answer to a
+    /// challenge (so a second refusal is a wrong password, not a nonce the
+    /// server forgot).
+    challenge_answered: bool,
 }
 
 impl CallLeg {
@@ -1747,6 +1751,7 @@ impl Engine {
             pending_negotiated: None,
             answer_tag: None,
             next_hops,
+            challenge_answered: false,
         };
         self.pending.insert(tx, (id, Pending::Invite));
         self.by_call_id.insert(call_id, id);
@@ -2675,6 +2680,7 @@ impl Engine {
             pending_negotiated: negotiated,
             answer_tag: None,
             next_hops: Vec::new(),
+            challenge_answered: false,
         };
         self.calls.insert(id, leg);
         self.by_call_id.insert(call_id, id);
@@ -3345,10 +3351,20 @@ impl Engine {
             401 | 407 => {
                 let ai = leg.account;
                 let invite = leg.invite.clone();
-                let creds =
-                    self.accounts[ai]
-                        .digest
-                        .handle_challenge(&response, &invite, &mut self.rng);
+                let answered_before = leg.challenge_answered;
+                let digest = &mut self.accounts[ai].digest;
+                let creds = match digest.handle_challenge(&response, &invite, &mut self.rng) {
+                    // The INVITE went with cached credentials, not as the
+                    // answer to a challenge: the server may have forgotten
+                    // the nonce. Answered once afresh.
+                    Err(sip_core::auth::AuthError::Rejected { .. }) if !answered_before => {
+                        let mut bare = invite.clone();
+                        bare.remove_header("Authorization");
+                        bare.remove_header("Proxy-Authorization");
+                        digest.handle_challenge(&response, &bare, &mut self.rng)
+                    }
+                    other => other,
+                };
                 let Ok(creds) = creds else {
                     self.end_call(
                         id,
@@ -3375,6 +3391,7 @@ impl Engine {
                 }
                 let dest = leg.dest;
                 leg.invite = retry.clone();
+                leg.challenge_answered = true;
                 leg.negotiation.cancel_offer();
                 // The offer stays the same; the negotiation expects it pending again.
                 let _ = leg.negotiation.create_offer();

@@ -42,7 +42,10 @@ async fn registrar(status: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
             let sip_core::StartLine::Request { uri, .. } = request.start_line() else {
                 continue;
             };
-            let uri = uri.to_owned();
+            // Reported before it is answered, as the test reads it after.
+            if tx.send(uri.to_owned()).is_err() {
+                return;
+            }
             let contact = request.header("Contact").unwrap_or("").to_owned();
             let mut response = Message::response_to(&request, status, "Answer")
                 .unwrap()
@@ -54,9 +57,6 @@ async fn registrar(status: u16) -> (u16, mpsc::UnboundedReceiver<String>) {
             }
             let response = response.build().unwrap();
             socket.send_to(&response.to_bytes(), from).await.unwrap();
-            if tx.send(uri).is_err() {
-                return;
-            }
         }
     });
     (port, rx)
@@ -312,6 +312,11 @@ async fn server(invite_status: u16) -> (u16, Seen) {
                 .and_then(|v| v.branch().map(str::to_owned))
                 .unwrap_or_default();
             let routes = request.header_values("Route").map(str::to_owned).collect();
+            // Reported before it is answered: the test reads what came once
+            // the phone has the answer.
+            if tx.send((method.clone(), branch, routes)).is_err() {
+                return;
+            }
             let status = match method.as_str() {
                 "REGISTER" => 200,
                 "INVITE" => invite_status,
@@ -329,9 +334,6 @@ async fn server(invite_status: u16) -> (u16, Seen) {
                 }
                 let response = response.build().unwrap();
                 socket.send_to(&response.to_bytes(), from).await.unwrap();
-            }
-            if tx.send((method, branch, routes)).is_err() {
-                return;
             }
         }
     });

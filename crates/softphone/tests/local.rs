@@ -684,3 +684,117 @@ async fn rfc3261_8_2_2_2_an_invite_that_arrives_twice_by_two_paths_is_one_call()
     call.reject(486).await.unwrap();
     alice.phone.shutdown().await.unwrap();
 }
+
+/// A PBX on loopback that demands Digest of every REGISTER and INVITE and
+/// answers an INVITE it can verify with 486. When the second call comes it
+/// has restarted: it forgets every nonce it gave and challenges that
+/// INVITE (which carries the credentials cached from the first call)
+/// without stale=true.
+async fn forgetful_pbx() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u16>) {
+    use rand::SeedableRng;
+    use sip_core::auth::{ChallengeKind, DigestVerifier};
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = socket.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(21);
+        let mut verifier = DigestVerifier::new(ChallengeKind::Server, "pbx.test", &mut rng);
+        let mut calls: Vec<String> = Vec::new();
+        let password = |_: &str| Some(sip_core::Secret::new("s3cret"));
+        let mut buf = vec![0u8; 65_536];
+        // Bounded: a registration and a call.
+        for _ in 0..20 {
+            let Ok((len, from)) = socket.recv_from(&mut buf).await else {
+                return;
+            };
+            let Ok(request) = sip_core::Message::parse(buf[..len].to_vec()) else {
+                continue;
+            };
+            let method = request.method().cloned();
+            let now = std::time::Instant::now();
+            if method == Some(sip_core::Method::Invite) {
+                let call_id = request.call_id().unwrap_or("").to_owned();
+                if !calls.contains(&call_id) {
+                    calls.push(call_id);
+                    if calls.len() == 2 {
+                        verifier = DigestVerifier::new(ChallengeKind::Server, "pbx.test", &mut rng);
+                    }
+                }
+            }
+            let status = match method {
+                Some(sip_core::Method::Register | sip_core::Method::Invite) => {
+                    if verifier.verify(now, &request, password).is_authorized() {
+                        if method == Some(sip_core::Method::Register) {
+                            200
+                        } else {
+                            486
+                        }
+                    } else {
+                        401
+                    }
+                }
+                _ => continue,
+            };
+            let _ = tx.send(status);
+            let mut b = sip_core::Message::response_to(&request, status, "Answer")
+                .unwrap()
+                .to_tag("pbx");
+            if status == 200 {
+                let contact = request.header("Contact").unwrap_or("").to_owned();
+                b = b
+                    .header("Contact", &format!("{contact};expires=600"))
+                    .unwrap();
+            }
+            if status == 401 {
+                // No stale=true, as some servers do after a restart.
+                b = verifier.add_challenge(b, now, false, &mut rng).unwrap();
+            }
+            let response = b.build().unwrap();
+            let _ = socket.send_to(&response.to_bytes(), from).await;
+        }
+    });
+    (addr, rx)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_credentials_a_restarted_pbx_forgot_are_answered_afresh() {
+    let (pbx, mut seen) = forgetful_pbx().await;
+    let mut c = Config::default();
+    let mut account = Account::new("office", "alice", &format!("sip:{pbx}"));
+    account.password = Some(config_export::Secret::new("s3cret"));
+    c.accounts.push(account);
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    next_event(&mut events, "registered", |e| {
+        matches!(
+            e,
+            PhoneEvent::Registration {
+                status: softphone::RegistrationStatus::Registered { .. },
+                ..
+            }
+        )
+    })
+    .await;
+    for round in 0..2 {
+        let call = phone.dial(None, "sip:bob@pbx.test").await.unwrap();
+        let ended = call_state(&mut events, Some(&call), "the call to end", |s| {
+            matches!(s, CallState::Ended(_))
+        })
+        .await;
+        // The PBX verified the answer and said busy: not "refused 401".
+        assert!(
+            matches!(
+                ended,
+                CallState::Ended(EndReason::Refused { status: 486, .. })
+            ),
+            "call {round}: {ended:?}"
+        );
+    }
+    let statuses: Vec<u16> = std::iter::from_fn(|| seen.try_recv().ok()).collect();
+    // REGISTER challenged and accepted; each INVITE challenged once (the
+    // second carried the credentials the restarted PBX forgot), then busy.
+    assert_eq!(statuses, [401, 200, 401, 486, 401, 486]);
+    phone.shutdown().await.unwrap();
+}
