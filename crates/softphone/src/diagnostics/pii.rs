@@ -354,22 +354,27 @@ pub(crate) fn mask_uri(text: &str, out: &mut String) {
     }
 }
 
-/// After `sip:`: `user[:password]@host[:port][;params][?headers]`.
+/// After `sip:`: `user[:password]@host[:port][;params][?headers]`. The
+/// user part may hold `;` (a telephone-subscriber's parameters, RFC 3261
+/// §19.1.6) but no `@`, so the `@` before the headers ends it.
 fn mask_sip_rest(rest: &str, out: &mut String) {
-    let end_of_addr = rest.find([';', '?']).unwrap_or(rest.len());
-    let (addr, tail) = rest.split_at(end_of_addr);
-    match addr.rsplit_once('@') {
-        Some((userinfo, host)) => {
+    let before_headers = rest.find('?').unwrap_or(rest.len());
+    let after_user = match rest[..before_headers].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
             let user = userinfo.split(':').next().unwrap_or(userinfo);
             mask_user(user, out);
             if userinfo.len() > user.len() {
                 out.push_str(":***");
             }
             out.push('@');
-            mask_host(host, out);
+            &rest[at + 1..]
         }
-        None => mask_host(addr, out),
-    }
+        None => rest,
+    };
+    let end_of_host = after_user.find([';', '?']).unwrap_or(after_user.len());
+    let (host, tail) = after_user.split_at(end_of_host);
+    mask_host(host, out);
     let (params, headers) = tail.split_at(tail.find('?').unwrap_or(tail.len()));
     out.push_str(&redact_secrets(params));
     if !headers.is_empty() {
@@ -463,6 +468,15 @@ mod tests {
         assert_eq!(
             masked(Pii::sip_uri("tel:+4930123456767;phone-context=x")),
             "tel:+49*********67;phone-context=x"
+        );
+        // A number's own parameters sit in the user part, before the `@`.
+        let with_params = masked(Pii::sip_uri(
+            "sip:+358-555-1234567;postd=pp22@foo.com;user=phone",
+        ));
+        assert!(!with_params.contains("1234567"), "{with_params}");
+        assert!(
+            with_params.ends_with("@foo.com;user=phone"),
+            "{with_params}"
         );
         assert_eq!(
             masked(Pii::uri(

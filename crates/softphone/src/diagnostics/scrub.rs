@@ -257,14 +257,29 @@ fn ipv6_at(text: &str, at: usize, edits: &mut Edits) -> Option<usize> {
 }
 
 /// A phone-number-like run: at least five digits, groups joined by single
-/// separators, not glued to letters, not a decimal fraction.
+/// separators (dots too, when there are at least two, as in 212.555.0123),
+/// not glued to letters, not a decimal fraction.
 fn number_at(text: &str, at: usize, edits: &mut Edits) -> Option<usize> {
-    let bytes = text.as_bytes();
+    let (end, digits, dots) = number_run(text.as_bytes(), at, true);
+    let (end, digits) = if dots == 1 {
+        // One dot: a decimal fraction, or a number ending a sentence.
+        let (end, digits, _) = number_run(text.as_bytes(), at, false);
+        (end, digits)
+    } else {
+        (end, digits)
+    };
+    number_found(text, at, end, digits, edits)
+}
+
+/// Where a number run from `at` ends, its digits and the dots joining its
+/// groups (`dots`: whether a dot may join them).
+fn number_run(bytes: &[u8], at: usize, dots: bool) -> (usize, usize, usize) {
     let mut pos = at;
     if bytes[pos] == b'+' {
         pos += 1;
     }
     let mut digits = 0;
+    let mut dot_count = 0;
     let mut end = at;
     loop {
         match bytes.get(pos) {
@@ -272,6 +287,15 @@ fn number_at(text: &str, at: usize, edits: &mut Edits) -> Option<usize> {
                 digits += 1;
                 pos += 1;
                 end = pos;
+            }
+            Some(b'.')
+                if dots
+                    && digits > 0
+                    && pos == end
+                    && bytes.get(pos + 1).is_some_and(u8::is_ascii_digit) =>
+            {
+                dot_count += 1;
+                pos += 1;
             }
             Some(b' ' | b'-' | b'/' | b'(' | b')') => {
                 let mut sep = pos;
@@ -291,6 +315,20 @@ fn number_at(text: &str, at: usize, edits: &mut Edits) -> Option<usize> {
             _ => break,
         }
     }
+    (end, digits, dot_count)
+}
+
+/// Masks the number run `at..end` of `digits` digits found by
+/// [`number_run`], unless it is too short, glued to a word or a field
+/// that holds no personal number.
+fn number_found(
+    text: &str,
+    at: usize,
+    end: usize,
+    digits: usize,
+    edits: &mut Edits,
+) -> Option<usize> {
+    let bytes = text.as_bytes();
     if digits < 5 {
         return None;
     }
@@ -529,12 +567,19 @@ mod tests {
         assert_eq!(mask("callback +49 30 1234567"), "callback +49 ** *****67");
         assert_eq!(mask("number=(030) 123-4567"), "number=(***) ***-**67");
         assert_eq!(mask("tel:+4930123456767"), "tel:+49*********67");
+        // Groups joined by dots, as numbers are written in the US and France.
+        assert_eq!(mask("cb 212.555.0123"), "cb ***.***.**23");
+        assert_eq!(mask("tel 01.23.45.67.89"), "tel **.**.**.**.89");
+        let international = mask("cb +1.212.555.0123 now");
+        assert!(!international.contains("555"), "{international}");
+        assert!(international.ends_with("23 now"), "{international}");
         // Short numbers, fractions, timestamps, hex ids, allowed fields.
         for kept in [
             "2026-11-26T10:20:30.123456Z  INFO call-3 answered",
             "expires=3600 size=1500 mos=4.41 jitter=12.345678",
             "branch=z9hG4bK776asdhds tag=a84b4c76e66710",
             "rtp port=50000 ssrc=2864434397 cseq: 102345",
+            "took 12345.678 ms, version 1.95.0, v3.20.100",
         ] {
             assert_eq!(mask(kept), kept);
         }
