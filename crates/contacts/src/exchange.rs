@@ -82,7 +82,8 @@ impl ExchangeSource {
         if let Some(link) = delta_link {
             match self.read(http, session, Some(link)).await {
                 Err(CloudError::SyncTokenExpired) => {
-                    tracing::info!(source = %self.source(), "delta link expired; full sync");
+                    // The source names the account (an e-mail address): not logged.
+                    tracing::info!("Exchange delta link expired; full sync");
                 }
                 other => return other,
             }
@@ -120,7 +121,7 @@ impl ExchangeSource {
             changes.pages += 1;
             let Some(items) = page.get("value").and_then(Value::as_array) else {
                 return Err(CloudError::Malformed {
-                    url: url.to_string(),
+                    url: crate::oauth::shown_url(url.as_str()),
                     message: "no value list".into(),
                 });
             };
@@ -145,7 +146,7 @@ impl ExchangeSource {
                 return Ok(changes);
             } else {
                 return Err(CloudError::Malformed {
-                    url: url.to_string(),
+                    url: crate::oauth::shown_url(url.as_str()),
                     message: "neither @odata.nextLink nor @odata.deltaLink".into(),
                 });
             }

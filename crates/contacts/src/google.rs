@@ -81,7 +81,8 @@ impl GoogleSource {
         if let Some(token) = sync_token {
             match self.read(http, session, Some(token)).await {
                 Err(CloudError::SyncTokenExpired) => {
-                    tracing::info!(source = %self.source(), "sync token expired; full sync");
+                    // The source names the account (an e-mail address): not logged.
+                    tracing::info!("Google sync token expired; full sync");
                 }
                 other => return other,
             }
@@ -126,7 +127,7 @@ impl GoogleSource {
                 Some(Value::Array(people)) => people.as_slice(),
                 Some(_) => {
                     return Err(CloudError::Malformed {
-                        url: url.to_string(),
+                        url: crate::oauth::shown_url(url.as_str()),
                         message: "connections is not a list".into(),
                     });
                 }

@@ -441,6 +441,27 @@ impl DirectoryEntry {
         Ok(out)
     }
 
+    /// The id of the contact this entry becomes: the value of the map's id
+    /// attribute, or the DN when there is none. Read on its own, so that an
+    /// entry that cannot be mapped otherwise still names the contact it
+    /// would update.
+    ///
+    /// # Errors
+    ///
+    /// [`EntryError::NotUtf8`], [`EntryError::ValueTooLong`] for the id
+    /// attribute, [`EntryError::MissingId`].
+    pub fn source_id(&self, map: &AttributeMap) -> Result<String, EntryError> {
+        match &map.id {
+            None => Ok(self.dn.clone()),
+            Some(attribute) => self
+                .first_text(std::slice::from_ref(attribute))?
+                .ok_or_else(|| EntryError::MissingId {
+                    dn: self.dn.clone(),
+                    attribute: attribute.clone(),
+                }),
+        }
+    }
+
     /// The entry as a contact of `source` (its photo bytes, unchecked, are
     /// returned beside it; see [`crate::PhotoCache`]). Numbers are
     /// normalised with `region`.
@@ -455,15 +476,7 @@ impl DirectoryEntry {
         source: &Source,
         region: Option<Region>,
     ) -> Result<(Contact, Option<Vec<u8>>), EntryError> {
-        let source_id = match &map.id {
-            None => self.dn.clone(),
-            Some(attribute) => self
-                .first_text(std::slice::from_ref(attribute))?
-                .ok_or_else(|| EntryError::MissingId {
-                    dn: self.dn.clone(),
-                    attribute: attribute.clone(),
-                })?,
-        };
+        let source_id = self.source_id(map)?;
         let mut numbers = Vec::new();
         for (attribute, kind) in &map.numbers {
             for raw in self.texts(attribute)? {

@@ -300,7 +300,7 @@ impl CloudHttp {
 
     pub(crate) fn check_url(&self, url: &str) -> Result<Url, CloudError> {
         let parsed = Url::parse(url).map_err(|e| CloudError::BadUrl {
-            url: url.to_owned(),
+            url: shown_url(url),
             message: e.to_string(),
         })?;
         match parsed.scheme() {
@@ -308,9 +308,9 @@ impl CloudHttp {
             // Plain http only ever to this machine (a test server), whatever
             // the URL's user-info or path says.
             "http" if self.allow_http && loopback_host(&parsed) => Ok(parsed),
-            "http" => Err(CloudError::InsecureUrl(url.to_owned())),
+            "http" => Err(CloudError::InsecureUrl(shown_url(url))),
             other => Err(CloudError::BadUrl {
-                url: url.to_owned(),
+                url: shown_url(url),
                 message: format!("unsupported scheme {other}"),
             }),
         }
@@ -325,7 +325,8 @@ impl CloudHttp {
         url: &Url,
         headers: &[(&str, &str)],
     ) -> Result<Value, CloudError> {
-        let text = url.to_string();
+        // Sync and page tokens ride in the query: errors and logs leave it out.
+        let text = shown_url(url.as_str());
         let mut refreshed = false;
         let mut limited = 0;
         loop {
@@ -399,30 +400,36 @@ impl CloudHttp {
     /// GETs a photo without credentials, at most `limit` bytes.
     pub(crate) async fn get_photo(&self, url: &str, limit: usize) -> Result<Vec<u8>, CloudError> {
         let parsed = self.check_url(url)?;
+        // A photo's URL opens it without logging in: errors name the host.
+        let shown = format!(
+            "{}://{}/…",
+            parsed.scheme(),
+            parsed.host_str().unwrap_or("")
+        );
         let mut response =
             self.client
                 .get(parsed)
                 .send()
                 .await
                 .map_err(|source| CloudError::Http {
-                    url: url.to_owned(),
+                    url: shown.clone(),
                     source,
                 })?;
         if !response.status().is_success() {
             return Err(CloudError::Status {
-                url: url.to_owned(),
+                url: shown.clone(),
                 status: response.status().as_u16(),
                 body: String::new(),
             });
         }
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|source| CloudError::Http {
-            url: url.to_owned(),
+            url: shown.clone(),
             source,
         })? {
             if bytes.len() + chunk.len() > limit {
                 return Err(CloudError::Malformed {
-                    url: url.to_owned(),
+                    url: shown.clone(),
                     message: format!("photo larger than {limit} bytes"),
                 });
             }
@@ -804,17 +811,50 @@ impl StoredLogin {
         };
         let body = serde_json::to_string_pretty(self)
             .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-        let tmp = path.with_extension("tmp");
-        {
+        // A temporary file of our own beside it: created afresh (never one
+        // left over, a link planted there, or another login's), readable
+        // by its owner only, then renamed over the file.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let mut attempt = 0u32;
+        let (tmp, mut file) = loop {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let tmp = dir.join(format!(
+                ".{name}.{}.{nanos:08x}{attempt}.tmp",
+                std::process::id()
+            ));
             let mut options = std::fs::OpenOptions::new();
-            options.write(true).create(true).truncate(true);
+            options.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-            let mut file = options.open(&tmp).map_err(err)?;
-            io::Write::write_all(&mut file, body.as_bytes()).map_err(err)?;
-            file.sync_all().map_err(err)?;
+            match options.open(&tmp) {
+                Ok(file) => break (tmp, file),
+                // Bounded: a name taken eight times in a row is no accident.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 8 => {
+                    attempt += 1;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        };
+        let written = io::Write::write_all(&mut file, body.as_bytes())
+            .and_then(|()| file.sync_all())
+            .and_then(|()| {
+                drop(file);
+                std::fs::rename(&tmp, path)
+            });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(err(e));
         }
-        std::fs::rename(&tmp, path).map_err(err)
+        Ok(())
     }
 
     /// Reads a file written by [`StoredLogin::save`]; `None` when there is
@@ -892,6 +932,26 @@ pub fn is_loopback_url(url: &str) -> bool {
     Url::parse(url).is_ok_and(|u| loopback_host(&u))
 }
 
+/// A URL as errors and logs show it: without credentials, query (sync and
+/// page tokens) and fragment.
+pub(crate) fn shown_url(url: &str) -> String {
+    match Url::parse(url) {
+        Ok(mut parsed) => {
+            let query = parsed.query().is_some();
+            let _ = parsed.set_username("");
+            let _ = parsed.set_password(None);
+            parsed.set_query(None);
+            parsed.set_fragment(None);
+            let mut text = String::from(parsed);
+            if query {
+                text.push_str("?…");
+            }
+            text
+        }
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
 fn loopback_host(url: &Url) -> bool {
     match url.host() {
         Some(oauth2::url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
@@ -904,6 +964,56 @@ fn loopback_host(url: &Url) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_login_is_saved_through_a_file_of_its_own() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("oauth-google.json");
+        let session = OAuthSession::new(
+            OAuthConfig::google("client-1"),
+            RefreshToken::new("refresh-planted"),
+        );
+        let login = StoredLogin::new("me", &session);
+        // Left by someone else where the old code wrote its temporary
+        // file: a link to a file they can read.
+        let stolen = dir.path().join("stolen");
+        std::os::unix::fs::symlink(&stolen, dir.path().join("oauth-google.tmp")).unwrap();
+        login.save(&path).unwrap();
+        assert!(!stolen.exists(), "the token went through the planted link");
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(StoredLogin::load(&path).unwrap(), Some(login.clone()));
+        // Saved again over itself, and no temporary file is left behind.
+        login.save(&path).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["oauth-google.json", "oauth-google.tmp"]);
+    }
+
+    #[test]
+    fn urls_in_errors_carry_no_token() {
+        assert_eq!(
+            shown_url(
+                "https://people.example/v1/people/me/connections?syncToken=SECRET&pageToken=P"
+            ),
+            "https://people.example/v1/people/me/connections?…"
+        );
+        assert_eq!(
+            shown_url("https://u:pw@graph.example/v1.0/me/contacts/delta?$deltatoken=D#x"),
+            "https://graph.example/v1.0/me/contacts/delta?…"
+        );
+        assert_eq!(shown_url("not a url"), "(not a URL)");
+        let http = CloudHttp::new().unwrap();
+        let err = http
+            .check_url("ftp://h.example/p?token=SECRET")
+            .unwrap_err();
+        assert!(!err.to_string().contains("SECRET"), "{err}");
+    }
 
     #[test]
     fn debug_output_holds_no_secret() {

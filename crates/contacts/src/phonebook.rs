@@ -422,7 +422,13 @@ impl Contacts {
                     contacts.push(contact);
                 }
                 Err(error) => {
-                    keep.push(entry.dn.clone());
+                    // Kept by the id it is stored under, which is the DN
+                    // only when the map names no id attribute.
+                    keep.push(
+                        entry
+                            .source_id(directory.attributes())
+                            .unwrap_or_else(|_| entry.dn.clone()),
+                    );
                     report.skipped.push(SkippedEntry {
                         dn: Some(entry.dn.clone()),
                         error,

@@ -265,6 +265,38 @@ async fn a_sync_that_fails_part_way_keeps_what_was_stored() {
 }
 
 #[tokio::test]
+async fn an_entry_that_cannot_be_read_keeps_its_stored_contact_under_an_id_attribute() {
+    let slapd = Slapd::builder().with_generated_people(3).start().unwrap();
+    let people = slapd.people().to_vec();
+    let map = contacts::AttributeMap {
+        id: Some("uid".into()),
+        ..Default::default()
+    };
+    let corp = source(&slapd.url()).with_attributes(map);
+    let profile = tempfile::tempdir().unwrap();
+    let mut book = Contacts::open(profile.path()).unwrap();
+    book.sync_ldap(&corp).await.unwrap();
+    assert_eq!(book.len(), 3);
+
+    // One entry gets a value the mapping refuses (a URL over 4096 bytes).
+    let bad = &people[1];
+    slapd
+        .modify(&format!(
+            "dn: {}\nchangetype: modify\nadd: labeledURI\nlabeledURI: https://x.example/{}\n",
+            bad.dn(),
+            "a".repeat(5000)
+        ))
+        .unwrap();
+    let report = book.sync_ldap(&corp).await.unwrap();
+    assert_eq!(report.skipped.len(), 1, "{:?}", report.skipped);
+    // Skipped, not deleted: the stored version stays.
+    assert_eq!(report.counts.removed, 0);
+    assert_eq!(book.len(), 3);
+    assert!(book.lookup(&bad.mobile_e164(), None).unwrap().is_some());
+    assert!(book.store().deletions(&corp.source()).unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn ldaps_and_starttls_trust_only_the_configured_ca() {
     let ca = TestCa::new().unwrap();
     let slapd = Slapd::builder()
