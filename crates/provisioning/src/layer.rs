@@ -147,11 +147,12 @@ fn merge_extra(base: &mut Extra, top: Extra) {
             None => base.attributes.push((name, value)),
         }
     }
-    for element in top.elements {
-        if !base.elements.contains(&element) {
-            base.elements.push(element);
-        }
-    }
+    // An element the layers below have already is not repeated; one a
+    // document repeats itself is its own business and stays. A set, as a
+    // document may hold hundreds of thousands.
+    let below: std::collections::HashSet<String> = base.elements.iter().cloned().collect();
+    base.elements
+        .extend(top.elements.into_iter().filter(|e| !below.contains(e)));
     base.value_attributes.extend(top.value_attributes);
 }
 
@@ -229,6 +230,24 @@ mod tests {
             ]
         );
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn a_document_that_repeats_an_unknown_element_keeps_both() {
+        let doc = r#"<softphone-config version="1">
+  <x-line-key type="blf"/><x-line-key type="blf"/><x-branding>common</x-branding>
+</softphone-config>"#;
+        let mut combined = Combined::default();
+        combined.apply(layer(doc));
+        // As Config::from_xml reads it.
+        let direct = Config::from_xml(doc).unwrap();
+        assert_eq!(combined.config.extra.elements, direct.extra.elements);
+        assert_eq!(combined.config.extra.elements.len(), 3);
+        // A layer above that has one of them already does not add it again.
+        combined.apply(layer(
+            r#"<softphone-config version="1"><x-branding>common</x-branding></softphone-config>"#,
+        ));
+        assert_eq!(combined.config.extra.elements.len(), 3);
     }
 
     #[test]

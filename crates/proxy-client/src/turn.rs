@@ -172,7 +172,9 @@ pub enum TurnError {
     #[error("an allocation exists or is being made")]
     AlreadyAllocating,
     /// The server refused the credentials (401 to an authenticated request).
-    #[error("TURN server refused the credentials of {username:?} in realm {realm:?}")]
+    /// The message leaves the user name out (it is often the SIP user or
+    /// extension); the field has it.
+    #[error("TURN server refused the credentials in realm {realm:?}")]
     Unauthorized {
         /// The user name sent.
         username: String,

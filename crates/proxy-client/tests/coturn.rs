@@ -190,6 +190,8 @@ async fn a_wrong_password_is_refused_with_a_typed_error() {
         .await
         .unwrap()
         .unwrap_err();
+    // The message, which goes to logs, does not name the user.
+    assert!(!error.to_string().contains("alice"), "{error}");
     match error {
         TurnSocketError::Turn(TurnError::Unauthorized { username, realm }) => {
             assert_eq!(
