@@ -110,18 +110,7 @@ pub(crate) async fn register(
     for p in proxies {
         targets.push(proxy_target(p).await?);
     }
-    let domain = registrar
-        .trim_start_matches("sips:")
-        .trim_start_matches("sip:")
-        .split([';', '?'])
-        .next()
-        .unwrap_or_default()
-        .rsplit_once(':')
-        .map_or_else(
-            || registrar.trim_start_matches("sip:").to_owned(),
-            |(h, _)| h.to_owned(),
-        );
-    let aor = format!("sip:{user}@{domain}");
+    let aor = aor_of(registrar, user)?;
     let mut transport = TransportConfig::default();
     let tls = match &account.ca {
         Some(ca) => TlsClientConfig::with_ca_file(ca),
@@ -198,4 +187,40 @@ pub(crate) async fn register(
         println!("unregistered");
     }
     Ok(registered)
+}
+
+/// The address of record of `user` at `registrar`: its host (no port,
+/// parameters or scheme) is the domain.
+fn aor_of(registrar: &str, user: &str) -> Result<String> {
+    let parsed = Uri::parse(registrar)
+        .map_err(|e| UsageError(format!("--registrar {registrar:?} is not a SIP URI: {e}")))?;
+    let Some(sip) = parsed.as_sip() else {
+        bail!(UsageError(format!(
+            "--registrar {registrar:?} is not a sip: or sips: URI"
+        )));
+    };
+    Ok(format!("sip:{user}@{}", sip.host))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::aor_of;
+
+    #[test]
+    fn the_address_of_record_takes_the_registrars_host() {
+        for (registrar, aor) in [
+            ("sip:pbx.example.com", "sip:alice@pbx.example.com"),
+            ("sips:pbx.example.com", "sip:alice@pbx.example.com"),
+            (
+                "sip:pbx.example.com:5061;transport=tls",
+                "sip:alice@pbx.example.com",
+            ),
+            ("sip:[2001:db8::1]", "sip:alice@[2001:db8::1]"),
+            ("sip:[2001:db8::1]:5060", "sip:alice@[2001:db8::1]"),
+        ] {
+            assert_eq!(aor_of(registrar, "alice").unwrap(), aor, "{registrar}");
+        }
+        assert!(aor_of("http://pbx.example.com", "alice").is_err());
+        assert!(aor_of("not a uri", "alice").is_err());
+    }
 }

@@ -10,7 +10,7 @@ use softphone::{
 };
 use tokio::time::{Instant, sleep_until, timeout_at};
 
-use crate::options::{AccountArgs, MediaArgs, phone_config};
+use crate::options::{AccountArgs, MediaArgs, UsageError, phone_config};
 
 /// Waits for the account's registration to succeed or fail for good.
 async fn wait_registered(events: &mut Events, limit: Duration) -> Result<bool> {
@@ -61,6 +61,32 @@ fn clock(d: Duration) -> String {
     format!("{:02}:{:02}", s / 60, s % 60)
 }
 
+/// Ctrl-C, listened for from the moment this is made rather than from the
+/// first wait, so one that comes while registering is not lost to the
+/// default action (which would leave the binding at the registrar).
+pub(crate) struct Interrupt {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupt {
+    pub(crate) fn new() -> Result<Self> {
+        Ok(Self {
+            #[cfg(unix)]
+            signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .context("listening for Ctrl-C")?,
+        })
+    }
+
+    /// The next Ctrl-C.
+    pub(crate) async fn recv(&mut self) {
+        #[cfg(unix)]
+        let _ = self.signal.recv().await;
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 pub(crate) async fn call(
     profile: &Path,
     target: &str,
@@ -70,14 +96,37 @@ pub(crate) async fn call(
     dtmf: Option<&str>,
     ring_timeout: u64,
 ) -> Result<bool> {
+    // Checked before anything starts: a typo is a usage error (exit 2),
+    // not a failed call after registering.
+    if let Some(d) = dtmf
+        && (d.is_empty()
+            || !d.chars().all(|c| {
+                c.is_ascii_digit() || matches!(c.to_ascii_uppercase(), '*' | '#' | 'A'..='D')
+            }))
+    {
+        anyhow::bail!(UsageError(format!(
+            "--dtmf {d:?}: digits are 0-9, *, # and A-D"
+        )));
+    }
     let config = phone_config(profile, account, Some(media), false)?;
     let registering = config.register;
+    let mut interrupt = Interrupt::new()?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
     if registering && !wait_registered(&mut events, Duration::from_secs(15)).await? {
         let _ = phone.shutdown().await;
         return Ok(false);
     }
-    let call = phone.dial(None, target).await.context("dialing")?;
+    let call = match phone.dial(None, target).await {
+        Ok(call) => call,
+        Err(e) => {
+            // Un-register before leaving, whatever went wrong.
+            let _ = tokio::time::timeout(Duration::from_secs(5), phone.shutdown()).await;
+            if matches!(e, softphone::PhoneError::InvalidInput { .. }) {
+                anyhow::bail!(UsageError(format!("{target:?}: {e}")));
+            }
+            return Err(e).context("dialing");
+        }
+    };
     println!("calling {target}");
     let ok = follow_call(
         &phone,
@@ -86,6 +135,7 @@ pub(crate) async fn call(
         hangup_after,
         dtmf,
         ring_timeout,
+        &mut interrupt,
     )
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), phone.shutdown()).await;
@@ -101,23 +151,21 @@ async fn follow_call(
     hangup_after: Option<u64>,
     dtmf: Option<&str>,
     ring_timeout: u64,
+    interrupt: &mut Interrupt,
 ) -> bool {
     let call = phone.call(id);
-    let ring_deadline = Instant::now() + Duration::from_secs(ring_timeout);
+    // Cleared once the call is answered or cancelled.
+    let mut ring_deadline = Some(Instant::now() + Duration::from_secs(ring_timeout));
     let mut answered_at: Option<Instant> = None;
     let mut hangup_at: Option<Instant> = None;
     let mut next_tick = Instant::now() + Duration::from_secs(1);
     let mut last_quality: Option<QualityReport> = None;
     loop {
-        let wake = [
-            Some(next_tick),
-            hangup_at,
-            answered_at.is_none().then_some(ring_deadline),
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(next_tick);
+        let wake = [Some(next_tick), hangup_at, ring_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(next_tick);
         tokio::select! {
             ev = events.next() => {
                 let Some(ev) = ev else { return false };
@@ -128,6 +176,7 @@ async fn follow_call(
                         CallState::Connected => {
                             if answered_at.is_none() {
                                 println!("answered");
+                                ring_deadline = None;
                                 answered_at = Some(Instant::now());
                                 hangup_at = hangup_after.map(|s| Instant::now() + Duration::from_secs(s));
                                 if let Some(d) = dtmf
@@ -167,6 +216,13 @@ async fn follow_call(
                     _ => {}
                 }
             }
+            // Ctrl-C hangs up; the caller's shutdown then un-registers and
+            // writes the call to the history.
+            () = interrupt.recv() => {
+                println!("interrupted: hanging up");
+                let _ = call.hangup().await;
+                return false;
+            }
             () = sleep_until(wake) => {
                 let now = Instant::now();
                 if hangup_at.is_some_and(|h| h <= now) {
@@ -176,7 +232,8 @@ async fn follow_call(
                         println!("hangup: {e}");
                     }
                 }
-                if answered_at.is_none() && ring_deadline <= now {
+                if ring_deadline.is_some_and(|d| d <= now) {
+                    ring_deadline = None;
                     println!("no answer within {ring_timeout} s: cancelling");
                     let _ = call.hangup().await;
                 }
@@ -202,6 +259,7 @@ pub(crate) async fn answer(
 ) -> Result<bool> {
     let config = phone_config(profile, account, Some(media), false)?;
     let registering = config.register;
+    let mut interrupt = Interrupt::new()?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
     if registering && !wait_registered(&mut events, Duration::from_secs(15)).await? {
         let _ = phone.shutdown().await;
@@ -217,25 +275,29 @@ pub(crate) async fn answer(
     let mut hangups: Vec<(Instant, CallId)> = Vec::new();
     loop {
         let wake = hangups.iter().map(|(t, _)| *t).chain(stop_at).min();
-        let ev = match wake {
-            Some(w) => match timeout_at(w, events.next()).await {
-                Ok(ev) => ev,
-                Err(_) => {
-                    let now = Instant::now();
-                    let (due, later): (Vec<_>, Vec<_>) =
-                        hangups.into_iter().partition(|(t, _)| *t <= now);
-                    hangups = later;
-                    for (_, id) in due {
-                        println!("hanging up");
-                        let _ = phone.call(id).hangup().await;
-                    }
-                    if stop_at.is_some_and(|s| s <= now) {
-                        break;
-                    }
-                    continue;
+        let ev = tokio::select! {
+            ev = events.next() => ev,
+            // Ctrl-C ends the loop; the shutdown below hangs up,
+            // un-registers and writes the calls to the history.
+            () = interrupt.recv() => {
+                println!("interrupted: stopping");
+                all_ok = false;
+                break;
+            }
+            () = sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
+                let now = Instant::now();
+                let (due, later): (Vec<_>, Vec<_>) =
+                    hangups.into_iter().partition(|(t, _)| *t <= now);
+                hangups = later;
+                for (_, id) in due {
+                    println!("hanging up");
+                    let _ = phone.call(id).hangup().await;
                 }
-            },
-            None => events.next().await,
+                if stop_at.is_some_and(|s| s <= now) {
+                    break;
+                }
+                continue;
+            }
         };
         let Some(ev) = ev else { break };
         match ev {
@@ -296,13 +358,23 @@ pub(crate) async fn register(
     stay: Option<u64>,
 ) -> Result<bool> {
     let config = phone_config(profile, account, None, true)?;
+    let mut interrupt = Interrupt::new()?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
     let mut ok = wait_registered(&mut events, Duration::from_secs(15)).await?;
     if let Some(s) = stay {
         let deadline = Instant::now() + Duration::from_secs(s);
-        while let Ok(Some(ev)) = timeout_at(deadline, events.next()).await {
-            if let PhoneEvent::Registration { status, .. } = ev {
-                print_registration(&status);
+        // Ctrl-C ends the stay early; the shutdown below un-registers.
+        loop {
+            tokio::select! {
+                ev = timeout_at(deadline, events.next()) => match ev {
+                    Ok(Some(PhoneEvent::Registration { status, .. })) => print_registration(&status),
+                    Ok(Some(_)) => {}
+                    Ok(None) | Err(_) => break,
+                },
+                () = interrupt.recv() => {
+                    println!("interrupted: un-registering");
+                    break;
+                }
             }
         }
         let accounts = phone.accounts().await?;

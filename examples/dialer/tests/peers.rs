@@ -289,6 +289,46 @@ fn baresip_calls_the_dialer_in_answer_mode() {
 }
 
 #[test]
+fn ctrl_c_while_registered_removes_the_binding() {
+    use std::process::Stdio;
+    let s = setup(None);
+    let mut args: Vec<String> = vec![
+        "--profile".into(),
+        s.dir.to_string_lossy().into_owned(),
+        "register".into(),
+        "--stay".into(),
+        "60".into(),
+    ];
+    args.extend(registrar_args(&s.kamailio, "udp"));
+    let child = Command::new("timeout")
+        .arg("30")
+        .arg(env!("CARGO_BIN_EXE_dialer"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    s.kamailio
+        .wait_registered("alice", Duration::from_secs(15))
+        .unwrap();
+    // `timeout` passes the signal on to the dialer, as a terminal's Ctrl-C
+    // reaches the process group.
+    let interrupt = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(interrupt.success());
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("interrupted: un-registering"), "{text}");
+    // Gone at once, not when it would have expired.
+    assert!(
+        s.kamailio.registered_contacts("alice").unwrap().is_empty(),
+        "{text}"
+    );
+}
+
+#[test]
 fn the_shell_takes_commands_from_a_pipe() {
     use std::io::Write;
     use std::process::Stdio;
