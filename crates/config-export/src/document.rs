@@ -1257,35 +1257,59 @@ fn write(config: &Config, redact: bool) -> (Element, BTreeSet<String>) {
 /// `https://u:pw@host`) and query (`?token=...`) replaced by
 /// [`REDACTED`]; other text as it is.
 fn redact_uri(value: &str) -> String {
-    let lower = value.to_ascii_lowercase();
-    let after_scheme = if let Some(i) = lower.find("://") {
-        i + 3
-    } else if lower.starts_with("sip:") || lower.starts_with("sips:") || lower.starts_with("tel:") {
-        lower.find(':').map_or(0, |i| i + 1)
-    } else {
+    // A URI only when a scheme starts the value (RFC 3986 §3.1).
+    let Some(colon) = value.find(':') else {
         return value.to_owned();
     };
-    let mut out = value.to_owned();
-    if let Some(q) = out.find('?') {
-        out.truncate(q);
+    let scheme = &value[..colon];
+    let is_scheme = scheme
+        .as_bytes()
+        .first()
+        .is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+    if !is_scheme {
+        return value.to_owned();
+    }
+    let sip = matches!(scheme.to_ascii_lowercase().as_str(), "sip" | "sips" | "tel");
+    let mut rest = &value[colon + 1..];
+    let mut out = String::from(&value[..=colon]);
+    let hierarchical = rest.starts_with("//");
+    if hierarchical {
+        out.push_str("//");
+        rest = &rest[2..];
+    } else if !sip {
+        return value.to_owned();
+    }
+    let (body, query) = match rest.find(['?', '#']) {
+        Some(q) => (&rest[..q], true),
+        None => (rest, false),
+    };
+    // The userinfo ends at the last `@` of the authority, which ends at the
+    // path for `scheme://`; a SIP user part may hold `;` but never `@`.
+    let authority_end = if hierarchical {
+        body.find('/').unwrap_or(body.len())
+    } else {
+        body.len()
+    };
+    match body[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &body[..at];
+            match userinfo.find(':') {
+                Some(c) => {
+                    out.push_str(&userinfo[..=c]);
+                    out.push_str(REDACTED);
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&body[at..]);
+        }
+        None => out.push_str(body),
+    }
+    if query {
         out.push('?');
         out.push_str(REDACTED);
-    }
-    // userinfo: up to the `@` before the host; its password after the
-    // first `:`.
-    let rest = &out[after_scheme..];
-    let authority_end = rest.find(['/', '?', ';']).unwrap_or(rest.len());
-    let authority_end = match rest[..authority_end].rfind('@') {
-        Some(_) => authority_end,
-        // `sip:user@host;params`: the `@` may come after a `;` in the user.
-        None => rest.rfind('@').map_or(0, |at| at + 1),
-    };
-    if let Some(at) = rest[..authority_end].rfind('@')
-        && let Some(colon) = rest[..at].find(':')
-    {
-        let start = after_scheme + colon + 1;
-        let end = after_scheme + at;
-        out.replace_range(start..end, REDACTED);
     }
     out
 }
@@ -1723,6 +1747,26 @@ mod tests {
             "sip:bob@pbx;transport=tcp"
         );
         assert_eq!(redact_uri("plain text: a@b"), "plain text: a@b");
+        // Text that only contains a URI, and an `@` in a path, stay.
+        for kept in [
+            "Help? see https://x.example",
+            "https://host:8443/u/bob@example.com/x",
+            "Ünïcödé: ok",
+        ] {
+            assert_eq!(redact_uri(kept), kept);
+        }
+        assert_eq!(
+            redact_uri("sip:+49-30;postd=pp22:pw@gw.example;user=phone"),
+            "sip:+49-30;postd=pp22:[redacted]@gw.example;user=phone"
+        );
+        // Any known value goes through it; one like this panicked.
+        let mut config = Config::from_xml(EXAMPLE).unwrap();
+        config.accounts[0].display_name = Some("Help? see https://x.example".to_owned());
+        assert!(
+            config
+                .write_xml(true)
+                .contains("Help? see https://x.example")
+        );
     }
 
     #[test]

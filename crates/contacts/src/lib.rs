@@ -147,8 +147,8 @@ pub use model::{
 };
 pub use number::{
     MAX_NUMBER_LEN, NormalizedNumber, Region, TRAILING_DIGITS, UnknownRegion, e164_candidates,
-    looks_like_number, lookup_tail_keys, normalize, tail_key, trailing_digits_match,
-    written_digits,
+    looks_like_number, lookup_tail_keys, normalize, percent_decoded, tail_key,
+    trailing_digits_match, written_digits,
 };
 pub use oauth::{
     Changes, CloudError, CloudHttp, LOGIN_TIMEOUT, LoginFlow, MAX_PAGES, MAX_RETRY_AFTER,

@@ -340,14 +340,44 @@ pub fn lookup_tail_keys(raw: &str, region: Option<Region>) -> Option<Vec<String>
 /// whatever digits it holds.
 #[must_use]
 pub fn looks_like_number(raw: &str) -> bool {
-    let text = raw.trim();
+    let decoded = percent_decoded(raw);
+    let text = decoded.trim();
     let text = match text.get(..4) {
         Some(scheme) if scheme.eq_ignore_ascii_case("tel:") => &text[4..],
         _ => text,
     };
     let text = text.split(';').next().unwrap_or("");
     let (main, _) = split_extension(text);
-    !main.chars().any(|c| c.is_ascii_alphabetic())
+    !main.chars().any(char::is_alphabetic)
+}
+
+/// `raw` with `%HH` escapes (as a SIP user part may hold them) decoded; an
+/// escape that is not one stays as written.
+pub fn percent_decoded(raw: &str) -> String {
+    if !raw.contains('%') {
+        return raw.to_owned();
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push(u8::try_from(h * 16 + l).unwrap_or(b'?'));
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The digits of a number as written, without its extension.

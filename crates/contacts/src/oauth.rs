@@ -274,7 +274,7 @@ impl CloudHttp {
             .build()
             .map_err(|source| CloudError::Http {
                 url: String::new(),
-                source,
+                source: source.without_url(),
             })?;
         Ok(Self {
             client,
@@ -337,7 +337,7 @@ impl CloudHttp {
             }
             let response = request.send().await.map_err(|source| CloudError::Http {
                 url: text.clone(),
-                source,
+                source: source.without_url(),
             })?;
             let status = response.status().as_u16();
             let retry_after = response
@@ -348,7 +348,7 @@ impl CloudHttp {
                 .map(Duration::from_secs);
             let body = response.bytes().await.map_err(|source| CloudError::Http {
                 url: text.clone(),
-                source,
+                source: source.without_url(),
             })?;
             match status {
                 200..=299 => {
@@ -413,7 +413,7 @@ impl CloudHttp {
                 .await
                 .map_err(|source| CloudError::Http {
                     url: shown.clone(),
-                    source,
+                    source: source.without_url(),
                 })?;
         if !response.status().is_success() {
             return Err(CloudError::Status {
@@ -425,7 +425,7 @@ impl CloudHttp {
         let mut bytes = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|source| CloudError::Http {
             url: shown.clone(),
-            source,
+            source: source.without_url(),
         })? {
             if bytes.len() + chunk.len() > limit {
                 return Err(CloudError::Malformed {

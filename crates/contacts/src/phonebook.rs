@@ -278,6 +278,8 @@ impl Contacts {
     ) -> Result<Option<Contact>, StoreError> {
         // Exact E.164 matches come from the index (kept in step with the
         // store); the store reads the contact and does the rest.
+        let decoded = crate::number::percent_decoded(number);
+        let number = decoded.as_str();
         if !crate::number::looks_like_number(number) {
             return Ok(None);
         }

@@ -670,6 +670,9 @@ impl Store {
         number: &str,
         default_region: Option<Region>,
     ) -> Result<Option<Contact>, StoreError> {
+        // As a SIP user part may carry it: `%2B49...`.
+        let decoded = number::percent_decoded(number);
+        let number = decoded.as_str();
         if !number::looks_like_number(number) {
             return Ok(None);
         }
@@ -1344,7 +1347,13 @@ mod tests {
             ))
             .unwrap();
         // SIP user names with digits in them are names, not numbers.
-        for user in ["max1000042", "user1000042x", "ext1000042", "sip1000042pbx"] {
+        for user in [
+            "max1000042",
+            "user1000042x",
+            "ext1000042",
+            "sip1000042pbx",
+            "用户1000042",
+        ] {
             assert!(store.lookup(user, None).unwrap().is_none(), "{user}");
         }
         // Numbers, with an extension or as a tel URI, still are.
@@ -1353,6 +1362,7 @@ mod tests {
             "+49301000042",
             "tel:+49-30-1000042",
             "+49 30 1000042 x12",
+            "%2B49301000042",
         ] {
             assert_eq!(
                 store.lookup(number, None).unwrap().and_then(|c| c.id),

@@ -309,7 +309,11 @@ fn transport_error(url: &Url, error: &reqwest::Error) -> ProvisionError {
         source = e.source();
     }
     if reason.is_empty() {
+        // reqwest's message ends with the whole URL, query and all.
         reason = error.to_string();
+        if let Some(at) = reason.find(" for url (") {
+            reason.truncate(at);
+        }
     }
     ProvisionError::Network {
         url: display(url),

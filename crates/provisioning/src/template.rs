@@ -87,32 +87,30 @@ pub(crate) fn resolve(
     Ok(url)
 }
 
-/// A URL or template as errors show it: credentials (`user:password@`) and
-/// the query (which often carries a token) replaced by `…`.
+/// A URL or template as errors show it: credentials and the query (which
+/// often carries a token) replaced by `…`. Everything between the scheme
+/// and the last `@` before the query is taken for credentials, whatever
+/// the spelling (`https://u:p@h`, `https:u:p@h`, `//u:p@h`, a password
+/// with `/` in it); an `@` in a path hides a little more than needed.
 pub(crate) fn shown(template: &str) -> String {
-    let (before_query, query) = match template.find('?') {
-        Some(q) => (&template[..q], true),
-        None => (template, false),
-    };
-    let before_query = before_query.split('#').next().unwrap_or("");
-    // `scheme://userinfo@host...`: userinfo ends at the last `@` before the
-    // path.
-    let mut out = match before_query.find("://") {
-        Some(s) => {
-            let authority_start = s + 3;
-            let authority_end = before_query[authority_start..]
-                .find('/')
-                .map_or(before_query.len(), |p| authority_start + p);
-            match before_query[authority_start..authority_end].rfind('@') {
-                Some(at) => format!(
-                    "{}…{}",
-                    &before_query[..authority_start],
-                    &before_query[authority_start + at..]
-                ),
-                None => before_query.to_owned(),
+    let end = template.find(['?', '#']).unwrap_or(template.len());
+    let main = &template[..end];
+    let query = template[end..].starts_with('?');
+    let mut out = match main.rfind('@') {
+        Some(at) => {
+            let scheme = main.find(':').filter(|&c| {
+                main.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+                    && main[..c]
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+            });
+            let mut start = scheme.map_or(0, |c| c + 1);
+            while main[start..at].starts_with(['/', '\\']) {
+                start += 1;
             }
+            format!("{}…{}", &main[..start], &main[at..])
         }
-        None => before_query.to_owned(),
+        None => main.to_owned(),
     };
     if query {
         out.push_str("?…");
@@ -205,6 +203,16 @@ mod tests {
             shown("https://alice:pw@p.example:8443/cfg/{user}.xml?t=1"),
             "https://…@p.example:8443/cfg/{user}.xml?…"
         );
+        for (odd, leaked) in [
+            ("//alice:pw1@p.example/a.xml", "pw1"),
+            ("https:alice:pw2@p.example/a.xml", "pw2"),
+            ("https://alice:pa/ss3@p.example/a.xml", "ss3"),
+            ("https:\\\\alice:pw4@p.example/a.xml", "pw4"),
+        ] {
+            let text = shown(odd);
+            assert!(!text.contains(leaked), "{odd}: {text}");
+            assert!(text.ends_with("@p.example/a.xml"), "{odd}: {text}");
+        }
         assert_eq!(shown("https://p.example/a.xml"), "https://p.example/a.xml");
         let url = Url::parse("https://p.example/a.xml?token=T0KEN").unwrap();
         assert_eq!(crate::fetch::display(&url), "https://p.example/a.xml?…");

@@ -1032,12 +1032,14 @@ impl<R: RngCore> Endpoint<R> {
             .get_mut(&invite_tx)
             .ok_or(EndpointError::UnknownTransaction)?;
         entry.cancel_pending = false;
-        entry.cancel_sent = true;
         let destination = entry.destination;
         let cancel = build_cancel(entry.tx.request()).ok_or(EndpointError::NotCancellable)?;
         self.send_request(now, cancel, destination)?;
         // Without a final response 64*T1 from now the INVITE gives up (§9.1).
         if let Some(e) = self.clients.get_mut(&invite_tx) {
+            // Only once it went: a CANCEL that could not be sent may be
+            // asked for again.
+            e.cancel_sent = true;
             e.tx.cancel_sent(now);
             schedule(&mut self.deadlines, e, Kind::Client(invite_tx));
         }

@@ -262,7 +262,7 @@ impl Registration {
                 self.state = RegistrationState::Idle;
                 self.events.push_back(RegistrationEvent::Unregistered);
             }
-            200..=299 if self.granted_expiry(response) == Some(0) && !self.unregister_after => {
+            200..=299 if self.our_grant(response) == Some(0) && !self.unregister_after => {
                 // No time granted: refreshing at once would loop; back off.
                 self.fail(
                     now,
@@ -499,13 +499,26 @@ impl Registration {
     /// Contacts are matched by URI equivalence (§19.1.4), so a registrar
     /// that reorders parameters or writes an address differently still
     /// matches.
-    /// The expiry granted to our binding: its Contact's `expires`, found
-    /// by instance (`+sip.instance` and `reg-id`, RFC 5626 §6, which
-    /// survive a registrar rewriting the URI for NAT) or else by URI; else
-    /// the Expires header; else, when the registrar lists bindings but none
-    /// is recognisably ours, the shortest listed, so the refresh is never
-    /// late.
+    /// The expiry granted to our binding (see [`Self::our_grant`]); else,
+    /// when the registrar lists bindings but none is recognisably ours, the
+    /// shortest listed that is not 0, so the refresh is never late and
+    /// another device's binding on its way out cannot make ours fail.
     fn granted_expiry(&self, response: &Message) -> Option<u32> {
+        self.our_grant(response).or_else(|| {
+            response
+                .contacts()
+                .filter_map(Result::ok)
+                .filter_map(|c| c.address().and_then(NameAddr::expires))
+                .filter(|&e| e > 0)
+                .min()
+        })
+    }
+
+    /// The expiry the registrar gave our binding: its Contact's `expires`,
+    /// found by instance (`+sip.instance` and `reg-id`, RFC 5626 §6, which
+    /// survive a registrar rewriting the URI for NAT) or else by URI; else
+    /// the Expires header.
+    fn our_grant(&self, response: &Message) -> Option<u32> {
         let ours = Uri::parse(&self.config.contact).ok();
         let header = format!("<{}>{}", self.config.contact, self.config.contact_params);
         let our_instance = NameAddr::parse(&header)
@@ -536,7 +549,6 @@ impl Registration {
         by_instance
             .or_else(by_uri)
             .or_else(|| response.expires().ok().flatten())
-            .or_else(|| listed.iter().filter_map(NameAddr::expires).min())
     }
 
     fn send(&mut self, expires: u32, rng: &mut impl CryptoRng) {

@@ -1011,13 +1011,19 @@ impl Engine {
             return;
         }
         a.failover_search = None;
-        let registered = a.registration.as_ref().is_some_and(|r| {
-            matches!(
-                r.state(),
-                sip_core::registration::RegistrationState::Registered { .. }
-            )
-        });
-        if self.shutting_down.is_some() || registered {
+        // Meanwhile the back-off's retry may have got through, failed for
+        // good, or be out: only a registration waiting to retry moves and
+        // registers at once; one with a REGISTER out moves for the next.
+        let state = a.registration.as_ref().map(Registration::state);
+        let waiting = matches!(
+            state,
+            Some(sip_core::registration::RegistrationState::WaitingToRetry { .. })
+        );
+        let in_flight = matches!(
+            state,
+            Some(sip_core::registration::RegistrationState::Registering)
+        );
+        if self.shutting_down.is_some() || !(waiting || in_flight) {
             return;
         }
         let Some((next, local, steps)) = done.found else {
@@ -1039,7 +1045,7 @@ impl Engine {
         info!(account = %a.config.id, server = next, now = now_too, "registration fails over to the next server");
         let route = a.route.clone();
         if let Some(reg) = a.registration.as_mut() {
-            if now_too {
+            if now_too && waiting {
                 reg.fail_over(&contact, &via, &route, &mut self.rng);
             } else {
                 reg.relocate(&contact, &via, &route);
@@ -1491,8 +1497,18 @@ impl Engine {
         }
     }
 
-    fn via(&mut self, account: usize) -> Option<String> {
-        self.via_over(account, self.accounts[account].server().kind)
+    /// A Via with a new branch for a request of call `id`: over the
+    /// transport its requests go (a direct call's may differ from the
+    /// account's).
+    fn via_for_call(&mut self, id: CallId) -> Option<String> {
+        let leg = self.calls.get(&id)?;
+        let (account, transport) = (leg.account, leg.dest.transport);
+        let local = self.accounts[account].local?;
+        let branch = self.driver.endpoint().new_branch();
+        Some(format!(
+            "SIP/2.0/{} {local};branch={branch};rport",
+            transport.as_str()
+        ))
     }
 
     /// A Via with a new branch for a request sent over `kind`.
@@ -1527,8 +1543,9 @@ impl Engine {
         if retry.set_header("Via", &via).is_err() {
             return false;
         }
-        // Outside a dialog the Route is the preloaded one, the server's own.
-        if self.config.register || !self.accounts[ai].route.is_empty() {
+        // Outside a dialog the Route is the preloaded one: an outbound
+        // proxy's own; a registrar's (the Service-Route) stays.
+        if !hop.route.is_empty() {
             retry.remove_header("Route");
             for r in &hop.route {
                 if retry.push_header("Route", r).is_err() {
@@ -1536,6 +1553,17 @@ impl Engine {
                 }
             }
         }
+        // Credentials answered the last server's challenge: the next one
+        // gets cached ones, if any, and challenges afresh otherwise.
+        retry.remove_header("Authorization");
+        retry.remove_header("Proxy-Authorization");
+        let _ = self.accounts[ai]
+            .digest
+            .authorize_request(&mut retry, &mut self.rng);
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return false;
+        };
+        leg.challenge_answered = false;
         let dest = Destination {
             transport: core_transport(hop.kind),
             addr: hop.addr,
@@ -1919,8 +1947,7 @@ impl Engine {
 
     /// A new in-dialog request with a fresh Via.
     fn dialog_request(&mut self, id: CallId, method: Method) -> Option<Message> {
-        let account = self.calls.get(&id)?.account;
-        let via = self.via(account)?;
+        let via = self.via_for_call(id)?;
         let leg = self.calls.get_mut(&id)?;
         leg.dialog.as_mut()?.request(method, &via)
     }
@@ -3134,7 +3161,7 @@ impl Engine {
         let Some(seq) = response.cseq().ok().map(|c| c.seq) else {
             return;
         };
-        let (Some(ack_via), Some(bye_via)) = (self.via(account), self.via(account)) else {
+        let (Some(ack_via), Some(bye_via)) = (self.via_for_call(id), self.via_for_call(id)) else {
             return;
         };
         debug!(call = %id, "2xx from another fork: acknowledged and ended");
@@ -3148,10 +3175,9 @@ impl Engine {
     }
 
     fn send_ack(&mut self, id: CallId, response: &Message) {
-        let Some(account) = self.calls.get(&id).map(|l| l.account) else {
+        let Some(via) = self.via_for_call(id) else {
             return;
         };
-        let Some(via) = self.via(account) else { return };
         let Some(leg) = self.calls.get(&id) else {
             return;
         };
@@ -3376,7 +3402,9 @@ impl Engine {
                     .await;
                     return;
                 };
-                let Some(via) = self.via(ai) else { return };
+                let Some(via) = self.via_for_call(id) else {
+                    return;
+                };
                 let Some(leg) = self.calls.get_mut(&id) else {
                     return;
                 };

@@ -304,18 +304,28 @@ fn a_file_written_to_every_day_expires_by_its_oldest_line() {
     assert_eq!(fs::read_to_string(&path).unwrap(), "");
     drop(file);
 
-    // A current file whose first line is two days old is rotated at the
-    // next line (after a day), however small it is, so its lines expire
-    // with it rather than with the newest line.
-    let two_days_ago = line_from(2);
-    fs::write(&path, &two_days_ago).unwrap();
+    // A current file whose first line is eight days old is rotated at the
+    // next line (after a quarter of the 30-day retention), however small
+    // it is, so its lines expire with it rather than with the newest line.
+    // One two days old is not.
+    fs::write(&path, line_from(2)).unwrap();
+    let file = Arc::new(RollingFile::open(&path, rotation(1_000_000, 5, 30)).unwrap());
+    writeln!(
+        ScrubbingMakeWriter::new(Arc::clone(&file)).make_writer(),
+        "today"
+    )
+    .unwrap();
+    assert_eq!(names(dir.path()), ["dialer.log", "dialer.log.2"]);
+    drop(file);
+    let eight_days_ago = line_from(8);
+    fs::write(&path, &eight_days_ago).unwrap();
     let file = Arc::new(RollingFile::open(&path, rotation(1_000_000, 5, 30)).unwrap());
     let writer = ScrubbingMakeWriter::new(Arc::clone(&file));
     writeln!(writer.make_writer(), "today").unwrap();
     assert_eq!(fs::read_to_string(&path).unwrap(), "today\n");
     assert_eq!(
         fs::read_to_string(dir.path().join("dialer.log.1")).unwrap(),
-        two_days_ago
+        eight_days_ago
     );
     // A second line today stays in the same file.
     writeln!(writer.make_writer(), "later today").unwrap();
@@ -326,8 +336,20 @@ fn a_file_written_to_every_day_expires_by_its_oldest_line() {
         format!("{}{}", line_from(9), line_from(0)),
     )
     .unwrap();
+    // (The rotated eight-day-old line goes as well.)
     assert_eq!(
         purge_old_logs(&path, 7).unwrap(),
-        [dir.path().join("dialer.log.3")]
+        [
+            dir.path().join("dialer.log.1"),
+            dir.path().join("dialer.log.3")
+        ]
     );
+    // A quiet current file whose only line is past the retention is
+    // emptied by the purge, though nothing was written to rotate it.
+    fs::write(&path, line_from(40)).unwrap();
+    assert_eq!(
+        purge_old_logs(&path, 30).unwrap(),
+        std::slice::from_ref(&path)
+    );
+    assert_eq!(fs::read_to_string(&path).unwrap(), "");
 }

@@ -341,11 +341,15 @@ async fn server(invite_status: u16) -> (u16, Seen) {
 }
 
 /// The INVITEs a server got so far, as (branch, Route headers).
+/// One per transaction: a retransmission (same branch) counts once.
 fn invites(seen: &mut Seen) -> Vec<(String, Vec<String>)> {
-    std::iter::from_fn(|| seen.try_recv().ok())
-        .filter(|(method, ..)| method == "INVITE")
-        .map(|(_, branch, routes)| (branch, routes))
-        .collect()
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for (method, branch, routes) in std::iter::from_fn(|| seen.try_recv().ok()) {
+        if method == "INVITE" && !out.iter().any(|(b, _)| *b == branch) {
+            out.push((branch, routes));
+        }
+    }
+    out
 }
 
 /// Dials `sip:bob@pbx.example.com` and waits for the call to end; the

@@ -700,6 +700,7 @@ async fn forgetful_pbx() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u1
         let mut rng = rand::rngs::StdRng::seed_from_u64(21);
         let mut verifier = DigestVerifier::new(ChallengeKind::Server, "pbx.test", &mut rng);
         let mut calls: Vec<String> = Vec::new();
+        let mut branches: Vec<String> = Vec::new();
         let password = |_: &str| Some(sip_core::Secret::new("s3cret"));
         let mut buf = vec![0u8; 65_536];
         // Bounded: a registration and a call.
@@ -735,7 +736,17 @@ async fn forgetful_pbx() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u1
                 }
                 _ => continue,
             };
-            let _ = tx.send(status);
+            // One per transaction: a retransmission is answered again
+            // but not counted.
+            let branch = request
+                .via()
+                .ok()
+                .and_then(|v| v.branch().map(str::to_owned))
+                .unwrap_or_default();
+            if !branches.contains(&branch) {
+                branches.push(branch);
+                let _ = tx.send(status);
+            }
             let mut b = sip_core::Message::response_to(&request, status, "Answer")
                 .unwrap()
                 .to_tag("pbx");
@@ -760,7 +771,7 @@ async fn forgetful_pbx() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<u1
 async fn cached_credentials_a_restarted_pbx_forgot_are_answered_afresh() {
     let (pbx, mut seen) = forgetful_pbx().await;
     let mut c = Config::default();
-    let mut account = Account::new("office", "alice", &format!("sip:{pbx}"));
+    let mut account = Account::new("office", "alice", format!("sip:{pbx}"));
     account.password = Some(config_export::Secret::new("s3cret"));
     c.accounts.push(account);
     let mut pc = PhoneConfig::new(c);

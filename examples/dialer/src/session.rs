@@ -13,10 +13,23 @@ use tokio::time::{Instant, sleep_until, timeout_at};
 use crate::options::{AccountArgs, MediaArgs, UsageError, phone_config};
 
 /// Waits for the account's registration to succeed or fail for good.
-async fn wait_registered(events: &mut Events, limit: Duration) -> Result<bool> {
+/// Waits for the registration's outcome; false on failure, silence or
+/// Ctrl-C.
+async fn wait_registered(
+    events: &mut Events,
+    limit: Duration,
+    interrupt: &mut Interrupt,
+) -> Result<bool> {
     let deadline = Instant::now() + limit;
     loop {
-        match timeout_at(deadline, events.next()).await {
+        let next = tokio::select! {
+            next = timeout_at(deadline, events.next()) => next,
+            () = interrupt.recv() => {
+                println!("interrupted");
+                return Ok(false);
+            }
+        };
+        match next {
             Err(_) => {
                 println!("registration: no answer within {} s", limit.as_secs());
                 return Ok(false);
@@ -61,12 +74,15 @@ fn clock(d: Duration) -> String {
     format!("{:02}:{:02}", s / 60, s % 60)
 }
 
-/// Ctrl-C, listened for from the moment this is made rather than from the
-/// first wait, so one that comes while registering is not lost to the
-/// default action (which would leave the binding at the registrar).
+/// Ctrl-C, caught from the moment this is made (on Unix; elsewhere from the
+/// first wait) rather than from the first wait, so one that comes while
+/// starting is not lost to the default action, which would leave the
+/// binding at the registrar.
 pub(crate) struct Interrupt {
     #[cfg(unix)]
     signal: tokio::signal::unix::Signal,
+    /// A Ctrl-C came.
+    fired: bool,
 }
 
 impl Interrupt {
@@ -75,6 +91,7 @@ impl Interrupt {
             #[cfg(unix)]
             signal: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
                 .context("listening for Ctrl-C")?,
+            fired: false,
         })
     }
 
@@ -84,6 +101,7 @@ impl Interrupt {
         let _ = self.signal.recv().await;
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+        self.fired = true;
     }
 }
 
@@ -112,7 +130,8 @@ pub(crate) async fn call(
     let registering = config.register;
     let mut interrupt = Interrupt::new()?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
-    if registering && !wait_registered(&mut events, Duration::from_secs(15)).await? {
+    if registering && !wait_registered(&mut events, Duration::from_secs(15), &mut interrupt).await?
+    {
         let _ = phone.shutdown().await;
         return Ok(false);
     }
@@ -261,7 +280,8 @@ pub(crate) async fn answer(
     let registering = config.register;
     let mut interrupt = Interrupt::new()?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
-    if registering && !wait_registered(&mut events, Duration::from_secs(15)).await? {
+    if registering && !wait_registered(&mut events, Duration::from_secs(15), &mut interrupt).await?
+    {
         let _ = phone.shutdown().await;
         return Ok(false);
     }
@@ -360,8 +380,8 @@ pub(crate) async fn register(
     let config = phone_config(profile, account, None, true)?;
     let mut interrupt = Interrupt::new()?;
     let (phone, mut events) = Phone::start(config).await.context("starting the phone")?;
-    let mut ok = wait_registered(&mut events, Duration::from_secs(15)).await?;
-    if let Some(s) = stay {
+    let mut ok = wait_registered(&mut events, Duration::from_secs(15), &mut interrupt).await?;
+    if let Some(s) = stay.filter(|_| !interrupt.fired) {
         let deadline = Instant::now() + Duration::from_secs(s);
         // Ctrl-C ends the stay early; the shutdown below un-registers.
         loop {

@@ -41,16 +41,31 @@ pub fn log_files(log_file: &Path) -> Result<Vec<PathBuf>, LogError> {
 }
 
 /// Deletes the rotated files of `log_file` whose oldest line is more than
-/// `retention_days` old (0: all of them); returns what was deleted. The
-/// current file is left to its writer ([`RollingFile::open`](super::RollingFile::open)
-/// drops it when it expired).
+/// `retention_days` old (0: all of them), and empties the current file
+/// when its oldest line is; returns what was deleted or emptied.
 ///
 /// # Errors
 ///
 /// [`LogError::File`] naming the file that could not be read or deleted.
 pub fn purge_old_logs(log_file: &Path, retention_days: u32) -> Result<Vec<PathBuf>, LogError> {
     let retention = Duration::from_secs(u64::from(retention_days) * 86_400);
-    remove_rotated_older_than(log_file, cutoff(retention))
+    let limit = cutoff(retention);
+    let mut purged = remove_rotated_older_than(log_file, limit)?;
+    // A quiet log may not have rotated: its lines past the retention go
+    // too. Emptied, not deleted, as a logger may hold it open; it appends,
+    // so later lines start at the new end.
+    if retention_days > 0
+        && let Ok(oldest) = oldest_line(log_file)
+        && oldest < limit
+    {
+        OpenOptions::new()
+            .write(true)
+            .open(log_file)
+            .and_then(|f| f.set_len(0))
+            .map_err(|e| file_error("empty the expired log file", log_file, e))?;
+        purged.push(log_file.to_path_buf());
+    }
+    Ok(purged)
 }
 
 /// Deletes `log_file` and its rotated files; returns what was deleted. For
@@ -194,13 +209,16 @@ pub(crate) fn oldest_line(file: &Path) -> io::Result<SystemTime> {
     let mut head = [0u8; 32];
     let n = {
         use std::io::Read as _;
-        let mut f = fs::File::open(file)?;
+        // Unreadable (another owner's file): its time is what there is.
+        let Ok(mut f) = fs::File::open(file) else {
+            return Ok(modified);
+        };
         let mut n = 0;
         // Bounded: at most 32 reads fill 32 bytes.
         while n < head.len() {
-            match f.read(&mut head[n..])? {
-                0 => break,
-                k => n += k,
+            match f.read(&mut head[n..]) {
+                Ok(0) | Err(_) => break,
+                Ok(k) => n += k,
             }
         }
         n

@@ -229,23 +229,25 @@ pub struct Rotation {
     pub max_bytes: u64,
     /// Rotated files kept (`NAME.1` is the newest).
     pub max_files: usize,
-    /// Files whose oldest line is older than this are deleted at open and
-    /// at each rotation. The file is also rotated once its oldest line is
-    /// a day old (half the retention when that is shorter), so no line
-    /// outlives the retention by more than that.
+    /// Files whose oldest line is older than this are deleted at open, at
+    /// each rotation and by [`purge_old_logs`](super::purge_old_logs)
+    /// (which empties the current file when its oldest line is). The file
+    /// is also rotated once its oldest line is a quarter of this old (a
+    /// day when this is 0), so a file's lines go at most that early.
     pub retention: Duration,
 }
 
 impl Rotation {
     /// How old the current file's oldest line may get before it rotates.
     fn age_limit(&self) -> Duration {
-        const DAY: Duration = Duration::from_secs(86_400);
         if self.retention.is_zero() {
             // Nothing is kept past a restart; rotating every line would
             // keep nothing at all.
-            DAY
+            Duration::from_secs(86_400)
         } else {
-            (self.retention / 2).min(DAY)
+            // A quarter: the files kept (5 by default) still cover the
+            // whole retention, and each goes at most a quarter early.
+            self.retention / 4
         }
     }
 }
@@ -516,24 +518,29 @@ impl<W: Write> Write for ScrubbingWriter<W> {
 }
 
 /// `text` without terminal escape sequences: CSI sequences (`ESC [`,
-/// parameters, a final byte from `@` to `~`) and any other `ESC` with the
-/// character after it.
+/// parameter and intermediate bytes from 0x20 to 0x3F, a final byte from
+/// `@` to `~`) and any other `ESC` with the character after it. A line
+/// break is never taken as part of one, so records stay apart.
 fn strip_escapes(text: &str) -> Cow<'_, str> {
     if !text.contains('\u{1b}') {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
+    let mut chars = text.chars().peekable();
     while let Some(c) = chars.next() {
         if c != '\u{1b}' {
             out.push(c);
             continue;
         }
-        if chars.next() == Some('[') {
-            for c in chars.by_ref() {
-                if ('@'..='~').contains(&c) {
-                    break;
-                }
+        match chars.peek() {
+            Some('[') => {
+                chars.next();
+                while chars.next_if(|c| (' '..='?').contains(c)).is_some() {}
+                chars.next_if(|c| ('@'..='~').contains(c));
+            }
+            Some('\n' | '\r') | None => {}
+            Some(_) => {
+                chars.next();
             }
         }
     }
@@ -543,5 +550,21 @@ fn strip_escapes(text: &str) -> Cow<'_, str> {
 impl<W: Write> Drop for ScrubbingWriter<W> {
     fn drop(&mut self) {
         let _ = self.emit_pending();
+    }
+}
+
+#[cfg(test)]
+mod escape_tests {
+    use super::strip_escapes;
+
+    #[test]
+    fn escapes_go_and_line_breaks_stay() {
+        assert_eq!(strip_escapes("\u{1b}[3mto\u{1b}[0m=1"), "to=1");
+        assert_eq!(strip_escapes("a\u{1b}\nb"), "a\nb");
+        // An unterminated sequence ends at the first byte that cannot be
+        // part of it.
+        assert_eq!(strip_escapes("a\u{1b}[12\nb"), "a\nb");
+        assert_eq!(strip_escapes("a\u{1b}(Bc"), "aBc");
+        assert_eq!(strip_escapes("plain"), "plain");
     }
 }
