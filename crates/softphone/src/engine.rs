@@ -381,7 +381,9 @@ struct Engine {
     history: History,
     /// The UDP listener: responses to UDP requests and our UDP requests.
     udp_local: SocketAddr,
-    shutting_down: Option<(Instant, Reply<()>)>,
+    /// Shutting down until this instant; whoever asked is answered when
+    /// done.
+    shutting_down: Option<(Instant, Vec<Reply<()>>)>,
     handles: mpsc::WeakUnboundedSender<Command>,
     /// When calls older than the retention window are next purged.
     next_purge: Instant,
@@ -1217,7 +1219,7 @@ impl Engine {
         self.driver.flush().await;
         self.driver.settle(SHUTDOWN_GRACE).await;
         self.driver.transports().shutdown();
-        if let Some((_, reply)) = self.shutting_down.take() {
+        for reply in self.shutting_down.take().into_iter().flat_map(|(_, r)| r) {
             let _ = reply.send(Ok(()));
         }
     }
@@ -1462,6 +1464,12 @@ impl Engine {
     }
 
     async fn begin_shutdown(&mut self, reply: Option<Reply<()>>) {
+        // Asked again: answered with the first, which is under way (a
+        // second round would send a second removal and move the deadline).
+        if let Some((_, replies)) = &mut self.shutting_down {
+            replies.extend(reply);
+            return;
+        }
         let ids: Vec<CallId> = self.calls.keys().copied().collect();
         for id in ids {
             let _ = self.hangup(id).await;
@@ -1481,8 +1489,7 @@ impl Engine {
             self.pump_registration(i);
         }
         let deadline = self.now() + SHUTDOWN_GRACE;
-        let reply = reply.unwrap_or_else(|| oneshot::channel().0);
-        self.shutting_down = Some((deadline, reply));
+        self.shutting_down = Some((deadline, reply.into_iter().collect()));
     }
 
     fn account_index(&self, account: Option<&str>) -> Result<usize, PhoneError> {

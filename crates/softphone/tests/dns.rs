@@ -423,3 +423,27 @@ async fn rfc3263_4_3_a_direct_call_answered_503_goes_to_the_next_server() {
     assert!(first_invites[0].1.is_empty() && second_invites[0].1.is_empty());
     phone.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shutdowns_at_once_both_wait_for_one_removal() {
+    let (first_port, mut first) = registrar(200).await;
+    let (second_port, _second) = registrar(200).await;
+    let dns = two_servers(first_port, second_port);
+    let (phone, mut events) = phone(&dns).await;
+    next_event(&mut events, "registered", |e| {
+        matches!(
+            e,
+            PhoneEvent::Registration {
+                status: RegistrationStatus::Registered { .. },
+                ..
+            }
+        )
+    })
+    .await;
+    let other = phone.clone();
+    let (a, b) = tokio::join!(phone.shutdown(), other.shutdown());
+    assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
+    // The REGISTER and one removal, not two.
+    let count = std::iter::from_fn(|| first.try_recv().ok()).count();
+    assert_eq!(count, 2);
+}
