@@ -48,16 +48,35 @@ impl Config {
         };
         let mut config = reader.config(&root)?;
         config.locked = std::mem::take(&mut reader.locked);
-        config.validate().map_err(|mut e| {
+        // Just read within the limits: no need to read it back again.
+        config.check_values().map_err(|mut e| {
             e.position = reader.position_of(&e.path);
             e
         })?;
         Ok(config)
     }
 
-    /// Checks every value, identifier, lock path and extra fragment; the
-    /// error names the element path.
+    /// Checks every value, identifier, lock path and extra fragment, and
+    /// that the document written reads back within the reader's size and
+    /// depth limits; the error names the element path.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.checked_document().map(|_| ())
+    }
+
+    /// The document text, secrets included, once [`validate`](Self::validate)
+    /// holds: one writing serves both.
+    pub(crate) fn checked_document(&self) -> Result<String, ConfigError> {
+        let (tree, _) = self.check_values()?;
+        let text = xml::print_document(&tree);
+        // What is written must read back: the reader's limits hold for the
+        // whole document, extra fragments and all.
+        xml::parse(&text)?;
+        Ok(text)
+    }
+
+    /// The checks of [`validate`](Self::validate) short of reading the
+    /// written document back; the tree written.
+    fn check_values(&self) -> Result<(Element, BTreeSet<String>), ConfigError> {
         validate(self)?;
         let (tree, paths) = write(self, false);
         for path in &self.locked {
@@ -69,9 +88,7 @@ impl Config {
                 ));
             }
         }
-        // What is written must read back: the reader's size and depth
-        // limits hold for the whole document, extra fragments and all.
-        xml::parse(&xml::print_document(&tree)).map(|_| ())
+        Ok((tree, paths))
     }
 
     /// The document text, secrets included, without validation.

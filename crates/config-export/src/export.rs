@@ -91,8 +91,7 @@ impl<'c> Export<'c> {
         if passphrase.expose().is_empty() {
             return Err(ExportError::EmptyPassphrase);
         }
-        self.config.validate()?;
-        let document = self.config.write_xml(false);
+        let document = self.config.checked_document()?;
         let mut recipient =
             age::scrypt::Recipient::new(SecretString::from(passphrase.expose().to_owned()));
         recipient.set_work_factor(self.work_factor);
@@ -111,9 +110,8 @@ impl<'c> Export<'c> {
 
     /// The document in clear, with [`PLAINTEXT_WARNING`] for the user.
     pub fn plaintext(&self) -> Result<PlaintextExport, ExportError> {
-        self.config.validate()?;
         Ok(PlaintextExport {
-            document: self.config.write_xml(false),
+            document: self.config.checked_document()?,
             warning: PLAINTEXT_WARNING,
         })
     }

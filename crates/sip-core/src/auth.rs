@@ -525,6 +525,33 @@ impl DigestClient {
         request: &Message,
         rng: &mut impl CryptoRng,
     ) -> Result<Vec<Credentials>, AuthError> {
+        self.answer(response, request, true, rng)
+    }
+
+    /// [`handle_challenge`](Self::handle_challenge) for a request that went
+    /// with cached credentials ([`authorize_request`](Self::authorize_request))
+    /// rather than as the answer to a challenge: a refusal without
+    /// `stale=true` is answered anyway, as the server may have forgotten the
+    /// nonce (a restart, or a cluster node that never saw it). Use it once;
+    /// a refusal of its answer is a wrong password.
+    pub fn handle_challenge_afresh(
+        &mut self,
+        response: &Message,
+        request: &Message,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Vec<Credentials>, AuthError> {
+        self.answer(response, request, false, rng)
+    }
+
+    /// Answers a challenge; `judge`: a refusal of our own credentials
+    /// without `stale=true` is [`AuthError::Rejected`].
+    fn answer(
+        &mut self,
+        response: &Message,
+        request: &Message,
+        judge: bool,
+        rng: &mut impl CryptoRng,
+    ) -> Result<Vec<Credentials>, AuthError> {
         let status = response.status();
         if !matches!(status, Some(401 | 407)) {
             return Err(AuthError::NotAChallenge { status });
@@ -534,7 +561,7 @@ impl DigestClient {
 
         // Decide rejection before changing anything.
         for c in &chosen {
-            if !c.stale && carries_credentials(request, c.kind, &c.realm, &self.username) {
+            if judge && !c.stale && carries_credentials(request, c.kind, &c.realm, &self.username) {
                 let realm = c.realm.clone();
                 self.forget(&realm);
                 return Err(AuthError::Rejected { realm });

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use rand::{CryptoRng, RngCore};
 
-use crate::auth::{AuthError, Credentials, DigestClient};
-use crate::headers::NameAddr;
+use crate::auth::{Credentials, DigestClient};
+use crate::headers::{Contact, NameAddr};
 use crate::message::Message;
 use crate::name::Method;
 use crate::uri::Uri;
@@ -262,21 +262,36 @@ impl Registration {
                 self.state = RegistrationState::Idle;
                 self.events.push_back(RegistrationEvent::Unregistered);
             }
-            200..=299 if self.our_grant(response) == Some(0) && !self.unregister_after => {
-                // No time granted: refreshing at once would loop; back off.
-                self.fail(
-                    now,
-                    status,
-                    "the registrar granted no time",
-                    true,
-                    None,
-                    rng,
-                );
-            }
             200..=299 => {
+                let ours = self.our_grant(response);
+                if ours == Some(0) && !self.unregister_after {
+                    // No time granted: refreshing at once would loop; back off.
+                    self.fail(
+                        now,
+                        status,
+                        "the registrar granted no time",
+                        true,
+                        None,
+                        rng,
+                    );
+                    return;
+                }
                 self.failures = 0;
                 self.auth_retries = 0;
-                let granted = self.granted_expiry(response).unwrap_or(self.expires);
+                // When none of the listed bindings is recognisably ours,
+                // the shortest that is not 0, so the refresh is never late
+                // and another device's binding on its way out cannot make
+                // ours fail.
+                let granted = ours
+                    .or_else(|| {
+                        response
+                            .contacts()
+                            .filter_map(Result::ok)
+                            .filter_map(|c| c.address().and_then(NameAddr::expires))
+                            .filter(|&e| e > 0)
+                            .min()
+                    })
+                    .unwrap_or(self.expires);
                 self.service_route = response
                     .service_routes()
                     .filter_map(|r| r.ok().map(|r| r.to_string()))
@@ -309,28 +324,20 @@ impl Registration {
                     // through `authorize_request`. Method, Request-URI and
                     // (empty) body stay the same, so they fit it.
                     Some(client) if self.auth_retries < 3 => {
-                        match client.handle_challenge(response, &request, rng) {
+                        // A REGISTER that answered no challenge went with
+                        // cached credentials (a refresh): a server that
+                        // forgot their nonce refuses them without
+                        // stale=true, so it is answered afresh once; a
+                        // refusal of an answer is a wrong password.
+                        let answered = if self.auth_retries == 0 {
+                            client.handle_challenge_afresh(response, &request, rng)
+                        } else {
+                            client.handle_challenge(response, &request, rng)
+                        };
+                        match answered {
                             Ok(answer) => {
                                 self.answer = answer;
                                 true
-                            }
-                            // Credentials reused from the cache (a refresh,
-                            // not the answer to a challenge) that the server
-                            // refuses without stale=true: it may have
-                            // forgotten the nonce (a restart, or a cluster
-                            // node that never saw it). Answered once afresh;
-                            // a second refusal is a wrong password.
-                            Err(AuthError::Rejected { .. }) if self.auth_retries == 0 => {
-                                let mut bare = request.clone();
-                                bare.remove_header("Authorization");
-                                bare.remove_header("Proxy-Authorization");
-                                match client.handle_challenge(response, &bare, rng) {
-                                    Ok(answer) => {
-                                        self.answer = answer;
-                                        true
-                                    }
-                                    Err(_) => false,
-                                }
                             }
                             Err(_) => false,
                         }
@@ -494,30 +501,12 @@ impl Registration {
         });
     }
 
-    /// The expiry the registrar granted to our contact (§10.2.4): its
-    /// `expires` parameter, else the Expires header.
-    /// Contacts are matched by URI equivalence (§19.1.4), so a registrar
-    /// that reorders parameters or writes an address differently still
-    /// matches.
-    /// The expiry granted to our binding (see [`Self::our_grant`]); else,
-    /// when the registrar lists bindings but none is recognisably ours, the
-    /// shortest listed that is not 0, so the refresh is never late and
-    /// another device's binding on its way out cannot make ours fail.
-    fn granted_expiry(&self, response: &Message) -> Option<u32> {
-        self.our_grant(response).or_else(|| {
-            response
-                .contacts()
-                .filter_map(Result::ok)
-                .filter_map(|c| c.address().and_then(NameAddr::expires))
-                .filter(|&e| e > 0)
-                .min()
-        })
-    }
-
-    /// The expiry the registrar gave our binding: its Contact's `expires`,
+    /// The expiry the registrar gave our binding (§10.2.4): its Contact's `expires`,
     /// found by instance (`+sip.instance` and `reg-id`, RFC 5626 §6, which
-    /// survive a registrar rewriting the URI for NAT) or else by URI; else
-    /// the Expires header.
+    /// survive a registrar rewriting the URI for NAT) or else by URI (by
+    /// equivalence, §19.1.4, so a registrar that reorders parameters or
+    /// writes an address differently still matches); else the Expires
+    /// header.
     fn our_grant(&self, response: &Message) -> Option<u32> {
         let ours = Uri::parse(&self.config.contact).ok();
         let header = format!("<{}>{}", self.config.contact, self.config.contact_params);
@@ -529,11 +518,8 @@ impl Registration {
             (Some(a), b) => a.to_string().eq_ignore_ascii_case(&b.to_string()),
             (None, _) => false,
         };
-        let listed: Vec<NameAddr<'_>> = response
-            .contacts()
-            .filter_map(Result::ok)
-            .filter_map(|c| c.address().cloned())
-            .collect();
+        let contacts: Vec<_> = response.contacts().filter_map(Result::ok).collect();
+        let listed: Vec<&NameAddr<'_>> = contacts.iter().filter_map(Contact::address).collect();
         let by_instance = our_instance.as_ref().and_then(|(instance, reg_id)| {
             listed.iter().find_map(|a| {
                 let matches = a.sip_instance() == Some(instance.as_str())

@@ -175,6 +175,15 @@ impl AccountState {
         &self.servers[self.current]
     }
 
+    /// The other servers, in order after the current one (RFC 3263 §4.3),
+    /// with their places in `servers`.
+    fn next_servers(&self) -> impl Iterator<Item = (usize, &Server)> + '_ {
+        let n = self.servers.len();
+        (1..n)
+            .map(move |step| (self.current + step) % n)
+            .map(|k| (k, &self.servers[k]))
+    }
+
     fn contact(&self) -> Option<String> {
         let local = self.local?;
         let user = &self.config.user;
@@ -969,11 +978,8 @@ impl Engine {
             return;
         }
         let a = &self.accounts[i];
-        let n = a.servers.len();
-        let candidates: Vec<(usize, Server)> = (1..n)
-            .map(|step| (a.current + step) % n)
-            .map(|k| (k, a.servers[k].clone()))
-            .collect();
+        let candidates: Vec<(usize, Server)> =
+            a.next_servers().map(|(k, s)| (k, s.clone())).collect();
         let id = a.config.id.clone();
         self.failover_searches += 1;
         let search = self.failover_searches;
@@ -1510,20 +1516,19 @@ impl Engine {
     fn via_for_call(&mut self, id: CallId) -> Option<String> {
         let leg = self.calls.get(&id)?;
         let (account, transport) = (leg.account, leg.dest.transport);
-        let local = self.accounts[account].local?;
-        let branch = self.driver.endpoint().new_branch();
-        Some(format!(
-            "SIP/2.0/{} {local};branch={branch};rport",
-            transport.as_str()
-        ))
+        self.via_with(account, transport.as_str())
     }
 
     /// A Via with a new branch for a request sent over `kind`.
     fn via_over(&mut self, account: usize, kind: TransportKind) -> Option<String> {
+        self.via_with(account, kind.via_transport())
+    }
+
+    /// A Via with a new branch, `transport` its token (`UDP`, `TLS`...).
+    fn via_with(&mut self, account: usize, transport: &str) -> Option<String> {
         let local = self.accounts[account].local?;
-        let t = kind.via_transport();
         let branch = self.driver.endpoint().new_branch();
-        Some(format!("SIP/2.0/{t} {local};branch={branch};rport"))
+        Some(format!("SIP/2.0/{transport} {local};branch={branch};rport"))
     }
 
     /// Sends a call's INVITE again, to the next server, after the one it
@@ -1637,14 +1642,11 @@ impl Engine {
         // where the INVITE goes if that one fails; an account on RFC 5626
         // flows leaves that to its flow manager.
         let (first, next_hops) = if self.config.register || !a.route.is_empty() {
-            let n = if a.flows.is_some() {
-                1
+            let rest = if a.flows.is_some() {
+                Vec::new()
             } else {
-                a.servers.len()
+                a.next_servers().map(|(_, s)| s.clone()).collect()
             };
-            let rest = (1..n)
-                .map(|step| a.servers[(a.current + step) % n].clone())
-                .collect();
             (a.server().clone(), rest)
         } else {
             uri_target(&target_uri, a.server().kind).map_err(|v| PhoneError::InvalidInput {
@@ -2069,9 +2071,9 @@ impl Engine {
 
     fn queue_dtmf(&mut self, id: CallId, digits: &str) -> Result<(), PhoneError> {
         let valid = !digits.is_empty()
-            && digits.chars().all(|c| {
-                c.is_ascii_digit() || matches!(c.to_ascii_uppercase(), '*' | '#' | 'A'..='D')
-            });
+            && digits
+                .chars()
+                .all(|c| media_engine::dtmf::Digit::from_char(c).is_some());
         if !valid {
             return Err(PhoneError::InvalidInput {
                 what: "DTMF digits",
@@ -3384,19 +3386,14 @@ impl Engine {
             401 | 407 => {
                 let ai = leg.account;
                 let invite = leg.invite.clone();
-                let answered_before = leg.challenge_answered;
                 let digest = &mut self.accounts[ai].digest;
-                let creds = match digest.handle_challenge(&response, &invite, &mut self.rng) {
-                    // The INVITE went with cached credentials, not as the
-                    // answer to a challenge: the server may have forgotten
-                    // the nonce. Answered once afresh.
-                    Err(sip_core::auth::AuthError::Rejected { .. }) if !answered_before => {
-                        let mut bare = invite.clone();
-                        bare.remove_header("Authorization");
-                        bare.remove_header("Proxy-Authorization");
-                        digest.handle_challenge(&response, &bare, &mut self.rng)
-                    }
-                    other => other,
+                // An INVITE that answered no challenge went with cached
+                // credentials, whose nonce the server may have forgotten:
+                // answered afresh once.
+                let creds = if leg.challenge_answered {
+                    digest.handle_challenge(&response, &invite, &mut self.rng)
+                } else {
+                    digest.handle_challenge_afresh(&response, &invite, &mut self.rng)
                 };
                 let Ok(creds) = creds else {
                     self.end_call(

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use softphone::diagnostics::{
     RollingFile, Rotation, ScrubbingMakeWriter, erase_logs, export_logs, log_files, purge_old_logs,
+    rfc3339,
 };
 use tracing_subscriber::fmt::MakeWriter as _;
 
@@ -263,26 +264,8 @@ fn a_formatter_with_colours_does_not_get_fields_past_the_scrubber() {
 
 /// A line as the formatter writes it, `days` ago.
 fn line_from(days: u64) -> String {
-    let secs = (SystemTime::now() - DAY * u32::try_from(days).expect("days fit"))
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .expect("after 1970")
-        .as_secs();
-    // 1970-01-01 plus whole days, as the formatter's UTC date and time.
-    let (days_since, rem) = (secs / 86_400, secs % 86_400);
-    let z = i64::try_from(days_since).expect("days fit") + 719_468;
-    let (era, doe) = (z.div_euclid(146_097), z.rem_euclid(146_097));
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000000Z  WARN dialer: a line\n",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let at = SystemTime::now() - DAY * u32::try_from(days).expect("days fit");
+    format!("{}  WARN dialer: a line\n", rfc3339(at))
 }
 
 #[test]

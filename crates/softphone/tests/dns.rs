@@ -91,23 +91,26 @@ fn two_servers(first: u16, second: u16) -> Arc<StaticResolver> {
 
 /// A phone with one account on `pbx.example.com`, found through `dns`.
 async fn phone(dns: &Arc<StaticResolver>) -> (Phone, softphone::Events) {
-    let mut c = Config::default();
-    c.accounts
-        .push(Account::new("office", "alice", "sip:pbx.example.com"));
-    let mut pc = PhoneConfig::new(c);
+    phone_with(dns, |_, _| {}).await
+}
+
+/// [`phone`], its account and configuration changed by `change` first.
+async fn phone_with(
+    dns: &Arc<StaticResolver>,
+    change: impl FnOnce(&mut Account, &mut PhoneConfig),
+) -> (Phone, softphone::Events) {
+    let mut account = Account::new("office", "alice", "sip:pbx.example.com");
+    let mut pc = PhoneConfig::new(Config::default());
     pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
     pc.dns = Dns::Custom(dns.clone());
+    change(&mut account, &mut pc);
+    pc.config.accounts.push(account);
     Phone::start(pc).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
-    let (busy_port, mut busy) = registrar(503).await;
-    let (good_port, mut good) = registrar(200).await;
-    let dns = two_servers(busy_port, good_port);
-    let started = tokio::time::Instant::now();
-    let (phone, mut events) = phone(&dns).await;
-    next_event(&mut events, "registered through the second server", |e| {
+/// Waits until the phone reports the account registered.
+async fn registered(events: &mut softphone::Events, what: &str) {
+    next_event(events, what, |e| {
         matches!(
             e,
             PhoneEvent::Registration {
@@ -117,6 +120,16 @@ async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
         )
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3263_srv_servers_of_the_domain_are_tried_in_order_on_503() {
+    let (busy_port, mut busy) = registrar(503).await;
+    let (good_port, mut good) = registrar(200).await;
+    let dns = two_servers(busy_port, good_port);
+    let started = tokio::time::Instant::now();
+    let (phone, mut events) = phone(&dns).await;
+    registered(&mut events, "registered through the second server").await;
     // At once, not after the back-off (2.5 to 5 s).
     assert!(
         started.elapsed() < Duration::from_millis(1500),
@@ -254,14 +267,10 @@ async fn rfc3263_the_phone_answers_while_the_next_server_is_being_reached() {
             .with_ip("one.pbx.example.com", [loopback])
             .with_ip("two.pbx.example.com", [loopback]),
     );
-    let mut c = Config::default();
-    let mut account = Account::new("office", "alice", "sip:pbx.example.com");
-    account.transport = config_export::Transport::Tcp;
-    c.accounts.push(account);
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = loopback;
-    pc.dns = Dns::Custom(dns.clone());
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let (phone, mut events) = phone_with(&dns, |account, _| {
+        account.transport = config_export::Transport::Tcp;
+    })
+    .await;
     next_event(&mut events, "the first server's 503", |e| {
         matches!(
             e,
@@ -372,16 +381,7 @@ async fn rfc3263_4_3_an_invite_answered_503_goes_to_the_next_server() {
     let (second_port, mut second) = server(486).await;
     let dns = two_servers(first_port, second_port);
     let (phone, mut events) = phone(&dns).await;
-    next_event(&mut events, "registered with the first server", |e| {
-        matches!(
-            e,
-            PhoneEvent::Registration {
-                status: RegistrationStatus::Registered { .. },
-                ..
-            }
-        )
-    })
-    .await;
+    registered(&mut events, "registered with the first server").await;
     // The second server's answer is the call's: it got the INVITE.
     assert!(
         matches!(
@@ -402,16 +402,9 @@ async fn rfc3263_4_3_a_direct_call_answered_503_goes_to_the_next_server() {
     let (first_port, mut first) = server(503).await;
     let (second_port, mut second) = server(486).await;
     let dns = two_servers(first_port, second_port);
-    let mut c = Config::default();
-    c.accounts
-        .push(Account::new("office", "alice", "sip:pbx.example.com"));
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.dns = Dns::Custom(dns.clone());
     // No registrar, no proxy: the call goes where DNS says the callee's
     // domain is served.
-    pc.register = false;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let (phone, mut events) = phone_with(&dns, |_, pc| pc.register = false).await;
     assert!(matches!(
         call_ends(&phone, &mut events).await,
         EndReason::Refused { status: 486, .. }
@@ -430,16 +423,7 @@ async fn two_shutdowns_at_once_both_wait_for_one_removal() {
     let (second_port, _second) = registrar(200).await;
     let dns = two_servers(first_port, second_port);
     let (phone, mut events) = phone(&dns).await;
-    next_event(&mut events, "registered", |e| {
-        matches!(
-            e,
-            PhoneEvent::Registration {
-                status: RegistrationStatus::Registered { .. },
-                ..
-            }
-        )
-    })
-    .await;
+    registered(&mut events, "registered").await;
     let other = phone.clone();
     let (a, b) = tokio::join!(phone.shutdown(), other.shutdown());
     assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");

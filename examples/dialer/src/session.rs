@@ -118,9 +118,9 @@ pub(crate) async fn call(
     // not a failed call after registering.
     if let Some(d) = dtmf
         && (d.is_empty()
-            || !d.chars().all(|c| {
-                c.is_ascii_digit() || matches!(c.to_ascii_uppercase(), '*' | '#' | 'A'..='D')
-            }))
+            || !d
+                .chars()
+                .all(|c| media_engine::dtmf::Digit::from_char(c).is_some()))
     {
         anyhow::bail!(UsageError(format!(
             "--dtmf {d:?}: digits are 0-9, *, # and A-D"

@@ -205,25 +205,14 @@ pub(crate) fn remove_rotated_older_than(
 /// or, when it starts with none, when the file was last written. A file
 /// written to for weeks is as old as its first line, not its last.
 pub(crate) fn oldest_line(file: &Path) -> io::Result<SystemTime> {
+    use std::io::Read as _;
     let modified = fs::metadata(file)?.modified()?;
-    let mut head = [0u8; 32];
-    let n = {
-        use std::io::Read as _;
-        // Unreadable (another owner's file): its time is what there is.
-        let Ok(mut f) = fs::File::open(file) else {
-            return Ok(modified);
-        };
-        let mut n = 0;
-        // Bounded: at most 32 reads fill 32 bytes.
-        while n < head.len() {
-            match f.read(&mut head[n..]) {
-                Ok(0) | Err(_) => break,
-                Ok(k) => n += k,
-            }
-        }
-        n
-    };
-    Ok(parse_rfc3339(&head[..n]).map_or(modified, |t| t.min(modified)))
+    let mut head = Vec::with_capacity(32);
+    // Unreadable (another owner's file): its time is what there is.
+    if let Ok(f) = fs::File::open(file) {
+        let _ = f.take(32).read_to_end(&mut head);
+    }
+    Ok(parse_rfc3339(&head).map_or(modified, |t| t.min(modified)))
 }
 
 /// The `YYYY-MM-DDTHH:MM:SS` at the start of `text` (UTC, as
@@ -290,8 +279,9 @@ fn create_private(path: &Path) -> io::Result<fs::File> {
     options.open(path)
 }
 
-/// `2026-11-26T10:20:30Z` (UTC, whole seconds).
-pub(crate) fn rfc3339(time: SystemTime) -> String {
+/// `2026-11-26T10:20:30Z` (UTC, whole seconds): how log lines and the
+/// export bundle write time, and what log expiry reads back.
+pub fn rfc3339(time: SystemTime) -> String {
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let days = i64::try_from(secs / 86_400).unwrap_or(0);
     let rem = secs % 86_400;

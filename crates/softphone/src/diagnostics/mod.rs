@@ -50,7 +50,7 @@ pub use crash::{
     CrashConfig, CrashGuard, TEST_PANIC_MESSAGE, init_crash_reports, trigger_test_panic,
 };
 pub use error::{CrashError, LogError};
-pub use files::{LogExport, erase_logs, export_logs, log_files, purge_old_logs};
+pub use files::{LogExport, erase_logs, export_logs, log_files, purge_old_logs, rfc3339};
 pub use logging::{
     LogConfig, LogGuard, PERSONAL_DATA_WARNING, RollingFile, Rotation, ScrubbingMakeWriter,
     ScrubbingWriter, init_logging,

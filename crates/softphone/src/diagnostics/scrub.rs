@@ -260,14 +260,11 @@ fn ipv6_at(text: &str, at: usize, edits: &mut Edits) -> Option<usize> {
 /// separators (dots too, when there are at least two, as in 212.555.0123),
 /// not glued to letters, not a decimal fraction.
 fn number_at(text: &str, at: usize, edits: &mut Edits) -> Option<usize> {
-    let (end, digits, dots) = number_run(text.as_bytes(), at, true);
-    let (end, digits) = if dots == 1 {
+    let (mut end, mut digits, dots) = number_run(text.as_bytes(), at, true);
+    if dots == 1 {
         // One dot: a decimal fraction, or a number ending a sentence.
-        let (end, digits, _) = number_run(text.as_bytes(), at, false);
-        (end, digits)
-    } else {
-        (end, digits)
-    };
+        (end, digits, _) = number_run(text.as_bytes(), at, false);
+    }
     number_found(text, at, end, digits, edits)
 }
 
