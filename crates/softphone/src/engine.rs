@@ -227,6 +227,18 @@ enum Pending {
     Notify,
 }
 
+/// An in-dialog request as sent: a proxy on the route or the peer may
+/// challenge it (RFC 3261 §22.2, §22.3), and it is then sent once more with
+/// credentials.
+#[derive(Debug)]
+struct SentInDialog {
+    account: usize,
+    dest: Destination,
+    request: Message,
+    /// It already answers a challenge: a second one is final.
+    answered: bool,
+}
+
 #[derive(Debug)]
 struct SessionTimer {
     interval: Duration,
@@ -383,6 +395,9 @@ struct Engine {
     calls: HashMap<CallId, CallLeg>,
     by_call_id: HashMap<String, CallId>,
     pending: HashMap<ClientTxId, (CallId, Pending)>,
+    /// In-dialog requests awaiting a final response, kept to answer a
+    /// challenge to them (a BYE's outlives its call).
+    in_dialog: HashMap<ClientTxId, SentInDialog>,
     reg_tx: HashMap<ClientTxId, usize>,
     next_call: u64,
     events: mpsc::UnboundedSender<PhoneEvent>,
@@ -485,6 +500,7 @@ pub(crate) async fn start(
         calls: HashMap::new(),
         by_call_id: HashMap::new(),
         pending: HashMap::new(),
+        in_dialog: HashMap::new(),
         reg_tx: HashMap::new(),
         next_call: 1,
         events,
@@ -1966,10 +1982,17 @@ impl Engine {
         let Some(leg) = self.calls.get(&id) else {
             return false;
         };
-        let dest = leg.dest;
+        let (account, dest) = (leg.account, leg.dest);
+        let sent = SentInDialog {
+            account,
+            dest,
+            request: request.clone(),
+            answered: false,
+        };
         match self.driver.endpoint().send_request(now, request, dest) {
             Ok(tx) => {
                 self.pending.insert(tx, (id, what));
+                self.in_dialog.insert(tx, sent);
                 true
             }
             Err(e) => {
@@ -2287,6 +2310,8 @@ impl Engine {
         self.by_call_id.retain(|_, c| *c != id);
         self.pending
             .retain(|_, (c, p)| *c != id || matches!(p, Pending::Bye | Pending::Notify));
+        let pending = &self.pending;
+        self.in_dialog.retain(|tx, _| pending.contains_key(tx));
         let final_report = match leg.media.take() {
             Some(m) => m.stop().await,
             None => None,
@@ -2396,6 +2421,7 @@ impl Engine {
                     self.fail_over(i);
                     return;
                 }
+                self.in_dialog.remove(&transaction);
                 if let Some((id, what)) = self.pending.remove(&transaction) {
                     match what {
                         Pending::Invite if !self.invite_elsewhere(id) => {
@@ -3159,12 +3185,13 @@ impl Engine {
             .as_ref()
             .is_some_and(|d| Some(&d.id.remote_tag) == tag.as_ref());
         if same {
-            self.send_ack(id, response);
+            self.send_ack(id, response, None);
             return;
         }
         let (account, dest) = (leg.account, leg.dest);
+        let invite = leg.invite.clone();
         let contact = self.accounts[account].contact().unwrap_or_default();
-        let Some(mut other) = Dialog::as_uac(&leg.invite, response, &contact) else {
+        let Some(mut other) = Dialog::as_uac(&invite, response, &contact) else {
             return;
         };
         let Some(seq) = response.cseq().ok().map(|c| c.seq) else {
@@ -3174,7 +3201,8 @@ impl Engine {
             return;
         };
         debug!(call = %id, "2xx from another fork: acknowledged and ended");
-        if let Some(ack) = other.ack(seq, &ack_via) {
+        if let Some(mut ack) = other.ack(seq, &ack_via) {
+            copy_credentials(&invite, seq, &mut ack);
             self.driver.endpoint().send_stateless(dest, &ack);
         }
         if let Some(bye) = other.request(Method::Bye, &bye_via) {
@@ -3183,7 +3211,8 @@ impl Engine {
         }
     }
 
-    fn send_ack(&mut self, id: CallId, response: &Message) {
+    /// The ACK for a 2xx to the call's INVITE, or to `reinvite` when given.
+    fn send_ack(&mut self, id: CallId, response: &Message, reinvite: Option<&Message>) {
         let Some(via) = self.via_for_call(id) else {
             return;
         };
@@ -3196,9 +3225,95 @@ impl Engine {
         let Some(dialog) = leg.dialog.as_ref() else {
             return;
         };
-        if let Some(ack) = dialog.ack(seq, &via) {
+        if let Some(mut ack) = dialog.ack(seq, &via) {
+            copy_credentials(reinvite.unwrap_or(&leg.invite), seq, &mut ack);
             let dest = leg.dest;
             self.driver.endpoint().send_stateless(dest, &ack);
+        }
+    }
+
+    /// Answers a 401 or 407 to an in-dialog request: the same request again
+    /// in a new transaction, with credentials and the dialog's next CSeq
+    /// (RFC 3261 §22.2), once. False when it was not ours to answer, was
+    /// answered before, or cannot be answered: the response then counts
+    /// as the request's failure.
+    fn answer_in_dialog_challenge(&mut self, tx: ClientTxId, response: &Message) -> bool {
+        let Some(sent) = self.in_dialog.get(&tx).filter(|s| !s.answered) else {
+            return false;
+        };
+        let Some((id, what)) = self.pending.get(&tx).cloned() else {
+            return false;
+        };
+        let digest = &mut self.accounts[sent.account].digest;
+        let creds = match digest.handle_challenge(response, &sent.request, &mut self.rng) {
+            Ok(creds) => creds,
+            Err(e) => {
+                debug!(call = %id, error = %e, "in-dialog challenge not answered");
+                return false;
+            }
+        };
+        let (account, dest) = (sent.account, sent.dest);
+        let Some(via) = self.via_with(account, dest.transport.as_str()) else {
+            return false;
+        };
+        let Some(sent) = self.in_dialog.get(&tx) else {
+            return false;
+        };
+        let mut retry = sent.request.clone();
+        let Ok(cseq) = retry.cseq() else {
+            return false;
+        };
+        let (old, method) = (cseq.seq, cseq.method_token.to_owned());
+        // The next number of the dialog (§22.1), which the call may have
+        // moved on since; a BYE's call is gone, and nothing follows it.
+        let seq = match self.calls.get_mut(&id).and_then(|l| l.dialog.as_mut()) {
+            Some(dialog) => {
+                dialog.local_seq = dialog.local_seq.max(old) + 1;
+                dialog.local_seq
+            }
+            None => old + 1,
+        };
+        let _ = retry.set_header("Via", &via);
+        let _ = retry.set_header("CSeq", &format!("{seq} {method}"));
+        retry.remove_header("Authorization");
+        retry.remove_header("Proxy-Authorization");
+        for c in &creds {
+            let _ = c.add_to(&mut retry);
+        }
+        let what = match what {
+            // Its ACK carries these credentials too.
+            Pending::ReInvite { hold, .. } => Pending::ReInvite {
+                hold,
+                request: Box::new(retry.clone()),
+            },
+            other => other,
+        };
+        let now = self.now();
+        match self
+            .driver
+            .endpoint()
+            .send_request(now, retry.clone(), dest)
+        {
+            Ok(new_tx) => {
+                debug!(call = %id, %method, "in-dialog request sent again with credentials");
+                self.pending.remove(&tx);
+                self.in_dialog.remove(&tx);
+                self.pending.insert(new_tx, (id, what));
+                self.in_dialog.insert(
+                    new_tx,
+                    SentInDialog {
+                        account,
+                        dest,
+                        request: retry,
+                        answered: true,
+                    },
+                );
+                true
+            }
+            Err(e) => {
+                warn!(call = %id, error = %e, "in-dialog request not sent again");
+                false
+            }
         }
     }
 
@@ -3229,8 +3344,12 @@ impl Engine {
             return;
         };
         let status = response.status().unwrap_or(0);
+        if matches!(status, 401 | 407) && self.answer_in_dialog_challenge(tx, &response) {
+            return;
+        }
         if status >= 200 {
             self.pending.remove(&tx);
+            self.in_dialog.remove(&tx);
         }
         match what {
             Pending::Invite => self.invite_response(id, tx, response, status).await,
@@ -3352,7 +3471,7 @@ impl Engine {
                     leg.answer_tag = tag;
                 }
                 let cancelled = leg.cancel_requested;
-                self.send_ack(id, &response);
+                self.send_ack(id, &response, None);
                 if cancelled {
                     // The 2xx won the race with our CANCEL (§9.1): hang up.
                     self.send_bye(id);
@@ -3475,8 +3594,7 @@ impl Engine {
             return;
         };
         if (200..300).contains(&status) {
-            let _ = request;
-            self.send_ack(id, &response);
+            self.send_ack(id, &response, Some(&request));
             let Some(leg) = self.calls.get_mut(&id) else {
                 return;
             };
@@ -3516,6 +3634,21 @@ impl Engine {
                 EndReason::Failed(format!("re-INVITE answered {status}")),
             )
             .await;
+        }
+    }
+}
+
+/// The ACK for a 2xx carries the credentials of the INVITE it acknowledges
+/// (RFC 3261 §22.1): a proxy that demanded them for the INVITE may demand
+/// them for the ACK, which cannot be challenged. Copied only from the
+/// INVITE with the ACK's CSeq number.
+fn copy_credentials(invite: &Message, seq: u32, ack: &mut Message) {
+    if !invite.cseq().is_ok_and(|c| c.seq == seq) {
+        return;
+    }
+    for name in ["Authorization", "Proxy-Authorization"] {
+        for value in invite.header_values(name) {
+            let _ = ack.push_header(name, value);
         }
     }
 }

@@ -809,3 +809,195 @@ async fn cached_credentials_a_restarted_pbx_forgot_are_answered_afresh() {
     assert_eq!(statuses, [401, 200, 401, 486, 401, 486]);
     phone.shutdown().await.unwrap();
 }
+
+/// A proxy on loopback (played by a bare UDP socket) that answers the call
+/// itself and demands Digest (407) of every INVITE, re-INVITE and BYE, as
+/// proxies that authenticate each request they route do.
+struct AuthProxy {
+    socket: tokio::net::UdpSocket,
+    verifier: sip_core::auth::DigestVerifier,
+    rng: rand::rngs::StdRng,
+    phone: Option<SocketAddr>,
+}
+
+impl AuthProxy {
+    async fn new() -> Self {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let verifier = sip_core::auth::DigestVerifier::new(
+            sip_core::auth::ChallengeKind::Proxy,
+            "proxy.test",
+            &mut rng,
+        );
+        AuthProxy {
+            socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            verifier,
+            rng,
+            phone: None,
+        }
+    }
+
+    /// The next request with `method` (other requests and
+    /// retransmissions are passed over).
+    async fn next(
+        &mut self,
+        method: sip_core::Method,
+        seen: &mut Vec<String>,
+    ) -> sip_core::Message {
+        let mut buf = vec![0u8; 65_536];
+        tokio::time::timeout(LIMIT, async {
+            loop {
+                let (n, from) = self.socket.recv_from(&mut buf).await.unwrap();
+                let Ok(m) = sip_core::Message::parse(buf[..n].to_vec()) else {
+                    continue;
+                };
+                let branch = m.via().ok().and_then(|v| v.branch().map(str::to_owned));
+                let key = format!("{:?}{:?}", m.method(), branch);
+                if m.method() == Some(&method) && !seen.contains(&key) {
+                    seen.push(key);
+                    self.phone = Some(from);
+                    return m;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {method:?} came"))
+    }
+
+    fn authorized(&mut self, request: &sip_core::Message) -> bool {
+        let password = |_: &str| Some(sip_core::Secret::new("s3cret"));
+        self.verifier
+            .verify(std::time::Instant::now(), request, password)
+            .is_authorized()
+    }
+
+    async fn challenge(&mut self, request: &sip_core::Message) {
+        let b = sip_core::Message::response_to(request, 407, "Proxy Authentication Required")
+            .unwrap()
+            .to_tag("proxy");
+        let b = self
+            .verifier
+            .add_challenge(b, std::time::Instant::now(), false, &mut self.rng)
+            .unwrap();
+        self.send(b.build().unwrap()).await;
+    }
+
+    /// 200 with an audio answer, `direction` its attribute.
+    async fn answer(&mut self, request: &sip_core::Message, direction: &str) {
+        let addr = self.socket.local_addr().unwrap();
+        let sdp = format!(
+            "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n",
+            addr.port() + 2
+        );
+        let ok = sip_core::Message::response_to(request, 200, "OK")
+            .unwrap()
+            .to_tag("bob1")
+            .header("Contact", &format!("<sip:bob@{addr}>"))
+            .unwrap()
+            .header("Content-Type", "application/sdp")
+            .unwrap()
+            .body(sdp.into_bytes())
+            .build()
+            .unwrap();
+        self.send(ok).await;
+    }
+
+    async fn send(&self, response: sip_core::Message) {
+        let to = self.phone.unwrap();
+        self.socket.send_to(&response.to_bytes(), to).await.unwrap();
+    }
+}
+
+fn cseq_of(m: &sip_core::Message) -> u32 {
+    m.cseq().unwrap().seq
+}
+
+/// RFC 3261 §22: a proxy may challenge any request it routes, not only the
+/// first INVITE. A challenged re-INVITE (hold) and BYE are sent again with
+/// credentials and the dialog's next CSeq, and each ACK for a 2xx carries
+/// the credentials of the INVITE it acknowledges (§22.1), since an ACK
+/// cannot be challenged. Before, hold failed, and the BYE's 407 was taken
+/// as its answer: the proxy and the callee kept the call up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_22_requests_in_a_call_a_proxy_challenges_go_again_with_credentials() {
+    use sip_core::Method;
+    let mut proxy = AuthProxy::new().await;
+    let proxy_addr = proxy.socket.local_addr().unwrap();
+    let mut c = Config::default();
+    let mut account = Account::new("office", "alice", format!("sip:{proxy_addr}"));
+    account.password = Some(config_export::Secret::new("s3cret"));
+    c.accounts.push(account);
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let mut seen = Vec::new();
+
+    let call = phone
+        .dial(None, &format!("sip:bob@{proxy_addr}"))
+        .await
+        .unwrap();
+    let invite = proxy.next(Method::Invite, &mut seen).await;
+    proxy.challenge(&invite).await;
+    let invite = proxy.next(Method::Invite, &mut seen).await;
+    assert!(proxy.authorized(&invite), "the INVITE's answer");
+    proxy.answer(&invite, "sendrecv").await;
+    // The ACK for the 407 has no to-tag of ours; the 2xx's has bob1.
+    let ack = loop {
+        let ack = proxy.next(Method::Ack, &mut seen).await;
+        if ack.header("To").is_some_and(|t| t.contains("bob1")) {
+            break ack;
+        }
+    };
+    assert_eq!(cseq_of(&ack), cseq_of(&invite));
+    assert!(invite.header("Proxy-Authorization").is_some());
+    assert_eq!(
+        ack.header("Proxy-Authorization"),
+        invite.header("Proxy-Authorization"),
+        "the ACK carries the INVITE's credentials"
+    );
+    call_state(&mut events, Some(&call), "connected", |s| {
+        *s == CallState::Connected
+    })
+    .await;
+
+    call.hold().await.unwrap();
+    let reinvite = proxy.next(Method::Invite, &mut seen).await;
+    assert!(
+        reinvite.header("To").unwrap().contains("bob1"),
+        "in the dialog"
+    );
+    proxy.challenge(&reinvite).await;
+    let again = proxy.next(Method::Invite, &mut seen).await;
+    assert!(proxy.authorized(&again), "the re-INVITE's answer");
+    assert_eq!(cseq_of(&again), cseq_of(&reinvite) + 1);
+    assert_eq!(again.body(), reinvite.body(), "the same offer");
+    proxy.answer(&again, "recvonly").await;
+    let ack = proxy.next(Method::Ack, &mut seen).await;
+    assert_eq!(cseq_of(&ack), cseq_of(&again));
+    assert_eq!(
+        ack.header("Proxy-Authorization"),
+        again.header("Proxy-Authorization")
+    );
+    call_state(&mut events, Some(&call), "held", |s| {
+        matches!(s, CallState::OnHold { local: true, .. })
+    })
+    .await;
+
+    call.hangup().await.unwrap();
+    let bye = proxy.next(Method::Bye, &mut seen).await;
+    proxy.challenge(&bye).await;
+    let bye_again = proxy.next(Method::Bye, &mut seen).await;
+    assert!(proxy.authorized(&bye_again), "the BYE's answer");
+    assert_eq!(cseq_of(&bye_again), cseq_of(&bye) + 1);
+    let ok = sip_core::Message::response_to(&bye_again, 200, "OK")
+        .unwrap()
+        .build()
+        .unwrap();
+    proxy.send(ok).await;
+    phone.shutdown().await.unwrap();
+}
