@@ -421,6 +421,10 @@ struct Engine {
     failovers: mpsc::UnboundedSender<FailoverFound>,
     /// Searches started, to number the next.
     failover_searches: u64,
+    /// Where media (and servers) prepared beside the engine report back.
+    prepared: mpsc::UnboundedSender<Prepared>,
+    /// Incoming INVITEs whose media is being prepared, by transaction.
+    incoming: HashMap<ServerTxId, IncomingWaiting>,
 }
 
 /// How often the history is purged while the phone runs.
@@ -491,6 +495,7 @@ pub(crate) async fn start(
     let (media_tx, media_rx) = mpsc::unbounded_channel();
     let (flow_connects, flow_connects_rx) = mpsc::unbounded_channel();
     let (failovers, failovers_rx) = mpsc::unbounded_channel();
+    let (prepared, prepared_rx) = mpsc::unbounded_channel();
     let mut engine = Engine {
         config,
         dns,
@@ -515,10 +520,18 @@ pub(crate) async fn start(
         flow_connects,
         failovers,
         failover_searches: 0,
+        prepared,
+        incoming: HashMap::new(),
     };
     engine.purge_history();
     engine.open_accounts().await;
-    tokio::spawn(engine.run(commands_rx, media_rx, flow_connects_rx, failovers_rx));
+    tokio::spawn(engine.run(
+        commands_rx,
+        media_rx,
+        flow_connects_rx,
+        failovers_rx,
+        prepared_rx,
+    ));
     Ok(commands)
 }
 
@@ -835,6 +848,51 @@ async fn reach(
     connect(transports, server).await
 }
 
+/// Who waits for a call being placed.
+#[derive(Debug)]
+enum Dialer {
+    /// The application, through [`Phone::dial`](crate::Phone::dial).
+    User(Reply<CallId>),
+    /// A transfer the peer of this call asked for (REFER).
+    Transfer(CallId),
+}
+
+/// A call to place, checked.
+struct DialRequest {
+    account: usize,
+    target_uri: String,
+    replaces: Option<String>,
+    /// The server the INVITE goes to and those after it; `None` when
+    /// calling directly, until the callee domain's servers are found.
+    hops: Option<(Server, Vec<Server>)>,
+    /// Our address towards the account's server.
+    local: SocketAddr,
+}
+
+/// The slow part of placing a call ended.
+struct DialPrepared {
+    account: usize,
+    target_uri: String,
+    replaces: Option<String>,
+    dialer: Dialer,
+    result: Result<((Server, Vec<Server>), media::PreparedMedia), PhoneError>,
+}
+
+/// What was prepared beside the engine.
+enum Prepared {
+    Dial(DialPrepared),
+    /// The media for the incoming INVITE of this transaction.
+    Incoming(ServerTxId, Result<media::PreparedMedia, PhoneError>),
+}
+
+/// An incoming INVITE waiting for its media.
+struct IncomingWaiting {
+    request: Message,
+    source: Destination,
+    account: usize,
+    offer: Option<SessionDescription>,
+}
+
 /// How a search for the next reachable server ended (RFC 3263 §4.3).
 struct FailoverFound {
     account: usize,
@@ -850,6 +908,7 @@ enum Wake {
     Media(Option<MediaEvent>),
     FlowConnected(flows::FlowConnected),
     FailoverFound(FailoverFound),
+    Prepared(Prepared),
 }
 
 impl Engine {
@@ -1180,6 +1239,7 @@ impl Engine {
         mut media_rx: mpsc::UnboundedReceiver<MediaEvent>,
         mut flow_connects: mpsc::UnboundedReceiver<flows::FlowConnected>,
         mut failovers: mpsc::UnboundedReceiver<FailoverFound>,
+        mut prepared: mpsc::UnboundedReceiver<Prepared>,
     ) {
         loop {
             self.driver.flush().await;
@@ -1206,6 +1266,7 @@ impl Engine {
                 m = media_rx.recv() => Wake::Media(m),
                 Some(f) = flow_connects.recv() => Wake::FlowConnected(f),
                 Some(f) = failovers.recv() => Wake::FailoverFound(f),
+                Some(p) = prepared.recv() => Wake::Prepared(p),
             };
             match wake {
                 Wake::Command(Some(c)) => self.command(c).await,
@@ -1228,6 +1289,10 @@ impl Engine {
                 Wake::Media(None) => {}
                 Wake::FlowConnected(f) => self.flow_connected(f),
                 Wake::FailoverFound(f) => self.failover_found(f),
+                Wake::Prepared(Prepared::Dial(d)) => self.dial_prepared(d),
+                Wake::Prepared(Prepared::Incoming(tx, result)) => {
+                    self.incoming_prepared(tx, result).await;
+                }
             }
             self.timers().await;
         }
@@ -1380,10 +1445,7 @@ impl Engine {
                 account,
                 target,
                 reply,
-            } => {
-                let r = self.dial(account.as_deref(), &target, None).await;
-                let _ = reply.send(r);
-            }
+            } => self.dial(account.as_deref(), &target, None, Dialer::User(reply)),
             Command::Answer { call, reply } => {
                 let r = self.answer(call).await;
                 let _ = reply.send(r);
@@ -1495,6 +1557,9 @@ impl Engine {
         let ids: Vec<CallId> = self.calls.keys().copied().collect();
         for id in ids {
             let _ = self.hangup(id).await;
+        }
+        for (tx, waiting) in std::mem::take(&mut self.incoming) {
+            self.respond(tx, &waiting.request, 480, "Temporarily Unavailable");
         }
         for i in 0..self.accounts.len() {
             let registered = matches!(
@@ -1633,13 +1698,76 @@ impl Engine {
     }
 
     /// Places a call. `replaces` carries the Replaces header of an
-    /// attended transfer we were asked to complete.
-    async fn dial(
+    /// attended transfer we were asked to complete. What can take seconds
+    /// (the callee domain's servers when calling directly, a TURN
+    /// allocation for the media) runs beside the engine, which carries on
+    /// with other calls and commands; the INVITE goes when it is done
+    /// ([`dial_prepared`](Self::dial_prepared)), and `dialer` hears then.
+    fn dial(
         &mut self,
         account: Option<&str>,
         target: &str,
         replaces: Option<String>,
-    ) -> Result<CallId, PhoneError> {
+        dialer: Dialer,
+    ) {
+        let request = match self.dial_request(account, target, replaces) {
+            Ok(request) => request,
+            Err(e) => {
+                self.dialled(dialer, Err(e));
+                return;
+            }
+        };
+        let DialRequest {
+            account,
+            target_uri,
+            replaces,
+            hops,
+            local,
+        } = request;
+        let dns = Arc::clone(&self.dns);
+        let kind = self.accounts[account].server().kind;
+        let rtp_ports = self.config.rtp_ports;
+        let turn = self.config.config.relay.turn.clone();
+        let tls = self.tls.clone();
+        let done = self.prepared.clone();
+        tokio::spawn(async move {
+            let result = async {
+                let hops = match hops {
+                    Some(hops) => hops,
+                    None => {
+                        let mut found = locate(&dns, &target_uri, kind, Vec::new())
+                            .await
+                            .map_err(PhoneError::Network)?
+                            .into_iter();
+                        let first = found.next().ok_or_else(|| {
+                            PhoneError::Network(format!("no server for {target_uri}"))
+                        })?;
+                        (first, found.collect())
+                    }
+                };
+                let prepared =
+                    media::prepare(local.ip(), rtp_ports, turn.as_ref(), tls.as_ref()).await?;
+                Ok((hops, prepared))
+            }
+            .await;
+            let _ = done.send(Prepared::Dial(DialPrepared {
+                account,
+                target_uri,
+                replaces,
+                dialer,
+                result,
+            }));
+        });
+    }
+
+    /// What a call needs before anything slow: the account, the target as
+    /// a URI and, unless calling directly, where the INVITE goes.
+    fn dial_request(
+        &mut self,
+        account: Option<&str>,
+        target: &str,
+        replaces: Option<String>,
+    ) -> Result<DialRequest, PhoneError> {
         if self.shutting_down.is_some() {
             return Err(PhoneError::Stopped);
         }
@@ -1657,40 +1785,76 @@ impl Engine {
         // straight to the target's host. The servers after the first are
         // where the INVITE goes if that one fails; an account on RFC 5626
         // flows leaves that to its flow manager.
-        let (first, next_hops) = if self.config.register || !a.route.is_empty() {
+        let hops = if self.config.register || !a.route.is_empty() {
             let rest = if a.flows.is_some() {
                 Vec::new()
             } else {
                 a.next_servers().map(|(_, s)| s.clone()).collect()
             };
-            (a.server().clone(), rest)
+            Some((a.server().clone(), rest))
         } else {
             uri_target(&target_uri, a.server().kind).map_err(|v| PhoneError::InvalidInput {
                 what: "target",
                 value: v,
             })?;
-            let mut found = locate(&self.dns, &target_uri, a.server().kind, Vec::new())
-                .await
-                .map_err(PhoneError::Network)?
-                .into_iter();
-            let first = found
-                .next()
-                .ok_or_else(|| PhoneError::Network(format!("no server for {target_uri}")))?;
-            (first, found.collect())
+            None
         };
+        Ok(DialRequest {
+            account: ai,
+            target_uri,
+            replaces,
+            hops,
+            local,
+        })
+    }
+
+    /// The servers and media of a call being placed are ready (or failed):
+    /// the INVITE goes, and whoever placed the call hears.
+    fn dial_prepared(&mut self, p: DialPrepared) {
+        let result = match p.result {
+            Ok(((first, next_hops), prepared)) => self.send_invite(
+                p.account,
+                p.target_uri,
+                p.replaces,
+                first,
+                next_hops,
+                prepared,
+            ),
+            Err(e) => Err(e),
+        };
+        self.dialled(p.dialer, result);
+    }
+
+    /// Tells whoever placed a call how it went.
+    fn dialled(&mut self, dialer: Dialer, result: Result<CallId, PhoneError>) {
+        match dialer {
+            Dialer::User(reply) => {
+                let _ = reply.send(result);
+            }
+            Dialer::Transfer(id) => self.transfer_dialled(id, result),
+        }
+    }
+
+    /// Builds and sends a call's INVITE.
+    fn send_invite(
+        &mut self,
+        ai: usize,
+        target_uri: String,
+        replaces: Option<String>,
+        first: Server,
+        next_hops: Vec<Server>,
+        prepared: media::PreparedMedia,
+    ) -> Result<CallId, PhoneError> {
+        // Meanwhile the phone may have begun to stop.
+        if self.shutting_down.is_some() {
+            return Err(PhoneError::Stopped);
+        }
         let kind = first.kind;
         let dest = Destination {
             transport: core_transport(kind),
             addr: first.addr,
             connection: None,
         };
-        let prepared = media::prepare(
-            local.ip(),
-            self.config.rtp_ports,
-            self.config.config.relay.turn.as_ref(),
-            self.tls.as_ref(),
-        )
-        .await?;
         let settings = self.media_settings(prepared.addr().port(), prepared.addr().ip());
         let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
         let offer = negotiation
@@ -2390,6 +2554,10 @@ impl Engine {
             } => self.request(transaction, request, source).await,
             EndpointEvent::Ack { request, .. } => self.ack(&request).await,
             EndpointEvent::Cancelled { invite, cancel } => {
+                if let Some(waiting) = self.incoming.remove(&invite) {
+                    self.respond(invite, &waiting.request, 487, "Request Terminated");
+                    return;
+                }
                 let found = self
                     .calls
                     .values()
@@ -2614,6 +2782,14 @@ impl Engine {
             self.respond(tx, &request, 482, "Loop Detected");
             return;
         }
+        if self
+            .incoming
+            .values()
+            .any(|w| same_request(&w.request, &request))
+        {
+            self.respond(tx, &request, 482, "Loop Detected");
+            return;
+        }
         let Ok(offered) = self.offered_sdp(tx, &request) else {
             return;
         };
@@ -2637,16 +2813,68 @@ impl Engine {
         } else {
             local.ip()
         };
-        let turn = self.config.config.relay.turn.as_ref();
-        let prepared =
-            match media::prepare(ip, self.config.rtp_ports, turn, self.tls.as_ref()).await {
-                Ok(p) => p,
-                Err(e) => {
-                    warn!(error = %e, "no media port for an incoming call");
-                    self.respond(tx, &request, 503, "Service Unavailable");
-                    return;
-                }
-            };
+        let waiting = IncomingWaiting {
+            request,
+            source,
+            account: ai,
+            offer,
+        };
+        let Some(turn) = self.config.config.relay.turn.clone() else {
+            // A port pair from the range: quick, nothing to wait beside.
+            let result = media::prepare(ip, self.config.rtp_ports, None, None).await;
+            self.ring(tx, waiting, result).await;
+            return;
+        };
+        // A TURN allocation can take seconds: it runs beside the engine,
+        // and the transaction's 100 Trying keeps the caller waiting.
+        self.incoming.insert(tx, waiting);
+        let rtp_ports = self.config.rtp_ports;
+        let tls = self.tls.clone();
+        let done = self.prepared.clone();
+        tokio::spawn(async move {
+            let result = media::prepare(ip, rtp_ports, Some(&turn), tls.as_ref()).await;
+            let _ = done.send(Prepared::Incoming(tx, result));
+        });
+    }
+
+    /// The media for an incoming INVITE is ready, unless the caller
+    /// cancelled meanwhile.
+    async fn incoming_prepared(
+        &mut self,
+        tx: ServerTxId,
+        result: Result<media::PreparedMedia, PhoneError>,
+    ) {
+        if let Some(waiting) = self.incoming.remove(&tx) {
+            self.ring(tx, waiting, result).await;
+        }
+    }
+
+    /// An incoming call with its media: answered with our offer or answer
+    /// in mind, ringing, and told to the application.
+    async fn ring(
+        &mut self,
+        tx: ServerTxId,
+        waiting: IncomingWaiting,
+        result: Result<media::PreparedMedia, PhoneError>,
+    ) {
+        let IncomingWaiting {
+            request,
+            source,
+            account: ai,
+            offer,
+        } = waiting;
+        if self.shutting_down.is_some() {
+            self.respond(tx, &request, 480, "Temporarily Unavailable");
+            return;
+        }
+        let prepared = match result {
+            Ok(p) => p,
+            Err(e) => {
+                warn!(error = %e, "no media port for an incoming call");
+                self.respond(tx, &request, 503, "Service Unavailable");
+                return;
+            }
+        };
         let settings = self.media_settings(prepared.addr().port(), prepared.addr().ip());
         let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
         let (local_sdp, negotiated) = match &offer {
@@ -3131,7 +3359,12 @@ impl Engine {
             .calls
             .get(&id)
             .map(|l| self.accounts[l.account].config.id.clone());
-        match self.dial(account.as_deref(), &uri, replaces).await {
+        self.dial(account.as_deref(), &uri, replaces, Dialer::Transfer(id));
+    }
+
+    /// The call a peer's REFER asked for was placed, or could not be.
+    fn transfer_dialled(&mut self, id: CallId, result: Result<CallId, PhoneError>) {
+        match result {
             Ok(new) => {
                 if let Some(leg) = self.calls.get_mut(&new) {
                     leg.transferred_from = Some(id);

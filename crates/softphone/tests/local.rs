@@ -1001,3 +1001,154 @@ async fn rfc3261_22_requests_in_a_call_a_proxy_challenges_go_again_with_credenti
     proxy.send(ok).await;
     phone.shutdown().await.unwrap();
 }
+
+/// A TURN server that never answers costs each call up to the allocation's
+/// time limit (5 s) before its media goes direct. Meanwhile the phone
+/// answers its user and goes on with other calls: the allocation runs
+/// beside it. Before, the whole phone froze for those seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_turn_server_does_not_freeze_the_phone_while_a_call_is_placed() {
+    use sip_core::{Message, Method};
+    let silent_turn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let callee = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let callee_addr = callee.local_addr().unwrap();
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.relay.turn = Some(config_export::Turn {
+        server: format!("turn:{}", silent_turn.local_addr().unwrap()),
+        user: Some("alice".into()),
+        password: Some(config_export::Secret::new("turn-secret")),
+        extra: Default::default(),
+    });
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, _events) = Phone::start(pc).await.unwrap();
+
+    let dialing = phone.clone();
+    let target = format!("sip:bob@{callee_addr}");
+    let dial = tokio::spawn(async move { dialing.dial(None, &target).await });
+    // The allocation is under way: the phone still answers at once.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!dial.is_finished(), "the call waits for its media");
+    let calls = tokio::time::timeout(Duration::from_secs(1), phone.calls())
+        .await
+        .expect("the phone answers while a call's media is being prepared")
+        .unwrap();
+    assert!(calls.is_empty());
+
+    // Then the call goes, with direct media.
+    let call = tokio::time::timeout(Duration::from_secs(10), dial)
+        .await
+        .expect("the call is placed after the allocation's limit")
+        .unwrap()
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let invite = tokio::time::timeout(LIMIT, async {
+        loop {
+            let (n, _) = callee.recv_from(&mut buf).await.unwrap();
+            if let Ok(m) = Message::parse(buf[..n].to_vec())
+                && m.method() == Some(&Method::Invite)
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the INVITE");
+    let sdp = String::from_utf8_lossy(invite.body()).into_owned();
+    assert!(sdp.contains("c=IN IP4 127.0.0.1"), "{sdp}");
+    call.hangup().await.unwrap();
+    phone.shutdown().await.unwrap();
+}
+
+/// An INVITE (or its CANCEL) from `socket` to the phone at `to`; `name`
+/// makes its Call-ID and Via branch.
+fn invite_named(
+    socket: &tokio::net::UdpSocket,
+    to: SocketAddr,
+    name: &str,
+    cancel: bool,
+) -> String {
+    let method = if cancel { "CANCEL" } else { "INVITE" };
+    format!(
+        "{method} sip:alice@{to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK{name}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:carol@127.0.0.1>;tag=carol-{name}\r\n\
+         To: <sip:alice@127.0.0.1>\r\n\
+         Call-ID: {name}@127.0.0.1\r\n\
+         CSeq: 1 {method}\r\n\
+         Contact: <sip:carol@{local}>\r\n\
+         Content-Length: 0\r\n\r\n",
+        local = socket.local_addr().unwrap()
+    )
+}
+
+/// The same for incoming calls: while a TURN server that never answers
+/// holds up their media, the phone answers its user, the callers hear 100
+/// Trying, and a caller that gives up meanwhile gets its 487 at once and
+/// never rings the user. The other call rings once its media goes direct.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_turn_server_does_not_freeze_the_phone_while_a_call_comes_in() {
+    let silent_turn = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let carol = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut c = Config::default();
+    c.accounts
+        .push(Account::new("alice", "alice", "sip:127.0.0.1"));
+    c.relay.turn = Some(config_export::Turn {
+        server: format!("turn:{}", silent_turn.local_addr().unwrap()),
+        user: Some("alice".into()),
+        password: Some(config_export::Secret::new("turn-secret")),
+        extra: Default::default(),
+    });
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let alice = phone.accounts().await.unwrap()[0].local.unwrap();
+
+    for name in ["kept", "dropped"] {
+        let invite = invite_named(&carol, alice, name, false);
+        carol.send_to(invite.as_bytes(), alice).await.unwrap();
+    }
+    assert_eq!(status_for(&carol, "kept").await, 100);
+    assert_eq!(status_for(&carol, "dropped").await, 100);
+    let calls = tokio::time::timeout(Duration::from_secs(1), phone.calls())
+        .await
+        .expect("the phone answers while a call's media is being prepared")
+        .unwrap();
+    assert!(calls.is_empty());
+    let cancel = invite_named(&carol, alice, "dropped", true);
+    carol.send_to(cancel.as_bytes(), alice).await.unwrap();
+    // The CANCEL's 200 and the INVITE's 487 share the branch.
+    let mut got = vec![
+        status_for(&carol, "dropped").await,
+        status_for(&carol, "dropped").await,
+    ];
+    got.sort_unstable();
+    assert_eq!(got, [200, 487]);
+
+    // The call kept rings after the allocation's 5 s limit; only it does.
+    let ringing = tokio::time::timeout(Duration::from_secs(10), status_for(&carol, "kept"))
+        .await
+        .expect("the kept call rings");
+    assert_eq!(ringing, 180);
+    let offered = next_event(&mut events, "the incoming call", |e| {
+        matches!(e, PhoneEvent::IncomingCall { .. })
+    })
+    .await;
+    let PhoneEvent::IncomingCall { call, .. } = offered else {
+        unreachable!()
+    };
+    assert_eq!(
+        phone.calls().await.unwrap().len(),
+        1,
+        "the cancelled one never rang"
+    );
+    call.reject(486).await.unwrap();
+    phone.shutdown().await.unwrap();
+}
