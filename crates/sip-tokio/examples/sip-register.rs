@@ -168,6 +168,8 @@ async fn run(args: Args) -> Result<(), Failure> {
     );
     let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::from_os_rng());
     let mut driver = Driver::new(transports, incoming, endpoint);
+    // The REGISTER's connection is verified for the registrar's name too.
+    driver.name_server(kind, registrar, server_name);
     let dest = Destination {
         transport: core_transport(kind),
         addr: registrar,

@@ -87,6 +87,8 @@ pub struct Driver<R> {
     streams: HashMap<StreamKey, StreamQueue>,
     stream_results_tx: mpsc::UnboundedSender<StreamSent>,
     stream_results: mpsc::UnboundedReceiver<StreamSent>,
+    /// The names secure destinations' certificates are verified for.
+    server_names: HashMap<StreamKey, String>,
 }
 
 /// One destination of connection messages: the transport and the address.
@@ -220,6 +222,20 @@ impl<R: RngCore> Driver<R> {
             streams: HashMap::new(),
             stream_results_tx,
             stream_results,
+            server_names: HashMap::new(),
+        }
+    }
+
+    /// Names the server at `addr` for `kind` (TLS or WSS): messages the
+    /// driver sends there verify its certificate for `name` (the host of
+    /// the SIP URI or the SRV target, RFC 5922 §3.1) and go over a
+    /// connection verified for it, such as one opened with
+    /// [`OutboundMessage::with_server_name`]. The endpoint's destinations
+    /// carry only addresses; without a name a secure connection is
+    /// verified for the IP address, which certificates seldom list.
+    pub fn name_server(&mut self, kind: TransportKind, addr: SocketAddr, name: impl Into<String>) {
+        if kind.is_secure() {
+            self.server_names.insert((kind, addr), name.into());
         }
     }
 
@@ -259,6 +275,9 @@ impl<R: RngCore> Driver<R> {
                 }
                 None => {
                     let mut out = OutboundMessage::new(kind, t.destination.addr, t.payload.clone());
+                    if let Some(name) = self.server_names.get(&(kind, t.destination.addr)) {
+                        out = out.with_server_name(name.clone());
+                    }
                     if let Some(c) = t
                         .destination
                         .connection

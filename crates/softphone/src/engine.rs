@@ -475,7 +475,7 @@ pub(crate) async fn start(
             .map_err(|e| PhoneError::Network(format!("binding SIP TCP on {tcp}: {e}")))?;
     }
     let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::from_os_rng());
-    let driver = Driver::new(transports, incoming, endpoint);
+    let mut driver = Driver::new(transports, incoming, endpoint);
     let mut rng = StdRng::from_os_rng();
     let push = push_token(&config)?;
     let dns = dns_resolver(&config.dns);
@@ -489,6 +489,7 @@ pub(crate) async fn start(
             state.flows =
                 flows::AccountFlows::new(&state.servers, instance, push.clone(), &mut rng);
         }
+        name_servers(&mut driver, &state.servers);
         accounts.push(state);
     }
     let (commands, commands_rx) = mpsc::unbounded_channel();
@@ -805,6 +806,19 @@ fn same_request(a: &Message, b: &Message) -> bool {
         && tag(a).is_some()
         && tag(a) == tag(b)
         && cseq(a) == cseq(b)
+}
+
+/// Tells the driver the names of secure servers, so that what it sends
+/// them is verified for the name rather than the address.
+fn name_servers<'a, R: rand::RngCore>(
+    driver: &mut Driver<R>,
+    servers: impl IntoIterator<Item = &'a Server>,
+) {
+    for s in servers {
+        if let Some(name) = &s.name {
+            driver.name_server(s.kind, s.addr, name.clone());
+        }
+    }
 }
 
 /// Opens (or reuses) a stream connection to `server` with a CRLF
@@ -1855,6 +1869,7 @@ impl Engine {
             addr: first.addr,
             connection: None,
         };
+        name_servers(&mut self.driver, std::iter::once(&first).chain(&next_hops));
         let settings = self.media_settings(prepared.addr().port(), prepared.addr().ip());
         let mut negotiation = MediaNegotiation::new(settings, &mut self.rng);
         let offer = negotiation

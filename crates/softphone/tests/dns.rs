@@ -431,3 +431,70 @@ async fn two_shutdowns_at_once_both_wait_for_one_removal() {
     let count = std::iter::from_fn(|| first.try_recv().ok()).count();
     assert_eq!(count, 2);
 }
+
+/// RFC 5922 §3.1: a TLS registrar is verified for the name in its URI.
+/// Its certificate names `pbx.test` only, as public certificates do (no IP
+/// address): the REGISTER must go over a connection verified for that
+/// name. Before, the phone's connect check used the name but the REGISTER
+/// went over a second connection verified for the IP address, which the
+/// certificate refused, so the account never registered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc5922_a_tls_registrar_is_verified_for_its_name_not_its_address() {
+    use sip_tokio::{
+        IncomingEvent, ListenerOptions, TlsServerConfig, TransportConfig, TransportKind, Transports,
+    };
+    let ca = testkit::TestCa::new().unwrap();
+    let cert = ca.issue("pbx", &["pbx.test"]).unwrap();
+    let (server, mut requests) = Transports::new(TransportConfig::default());
+    let tls = TlsServerConfig::from_pem(cert.cert_pem.as_bytes(), cert.key_pem.as_bytes()).unwrap();
+    let addr = server
+        .bind(
+            TransportKind::Tls,
+            "127.0.0.1:0".parse().unwrap(),
+            ListenerOptions::new().with_tls(tls),
+        )
+        .await
+        .unwrap();
+    // Answers each REGISTER 200, granting what was asked.
+    tokio::spawn(async move {
+        // Bounded: a registration and its removal.
+        for _ in 0..20 {
+            let Some(incoming) = requests.recv().await else {
+                return;
+            };
+            let IncomingEvent::Message(request) = &incoming.event else {
+                continue;
+            };
+            if request.method() != Some(&sip_core::Method::Register) {
+                continue;
+            }
+            let contact = request.header("Contact").unwrap_or("").to_owned();
+            let ok = Message::response_to(request, 200, "OK")
+                .unwrap()
+                .to_tag("pbx")
+                .header("Contact", &format!("{contact};expires=600"))
+                .unwrap()
+                .build()
+                .unwrap();
+            let _ = server.send(incoming.reply(ok.to_bytes())).await;
+        }
+    });
+    let dns =
+        Arc::new(StaticResolver::new().with_ip("pbx.test", [IpAddr::V4(Ipv4Addr::LOCALHOST)]));
+    let mut account = Account::new(
+        "office",
+        "alice",
+        format!("sip:pbx.test:{};transport=tls", addr.port()),
+    );
+    account.transport = config_export::Transport::Tls;
+    let mut pc = PhoneConfig::new(Config::default());
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.dns = Dns::Custom(dns);
+    pc.config.accounts.push(account);
+    pc.config.tls.trust.push(config_export::TrustAnchor::File(
+        ca.ca_cert_path().display().to_string(),
+    ));
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    registered(&mut events, "registered over TLS").await;
+    phone.shutdown().await.unwrap();
+}
