@@ -1676,6 +1676,17 @@ impl ResponseBuilder {
         Ok(self)
     }
 
+    /// Copies `request`'s Record-Route values, in their order: a UAS
+    /// must, in every response that creates a dialog (a 1xx with a tag or
+    /// a 2xx to an INVITE, RFC 3261 §12.1.1), so that the caller's route
+    /// set keeps the proxies that asked to stay on the path.
+    pub fn record_route_of(mut self, request: &Message) -> Result<Self, BuildError> {
+        for value in request.header_values("Record-Route") {
+            self.inner = self.inner.header("Record-Route", value)?;
+        }
+        Ok(self)
+    }
+
     /// Adds `;tag=` to the To header when it has none.
     pub fn to_tag(mut self, tag: &str) -> Self {
         self.to_tag = Some(tag.to_owned());
@@ -2193,6 +2204,38 @@ Content-Type: application/sdp\r\n\
 Content-Length: 4\r\n\
 \r\n\
 v=0\n";
+
+    #[test]
+    fn rfc3261_12_1_1_a_dialog_response_keeps_the_record_route_in_order() {
+        let text = std::str::from_utf8(INVITE).unwrap().replacen(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nRecord-Route: <sip:p2.example.com;lr>, <sip:p1.example.com;lr>\r\n\
+             Record-Route: <sip:edge.example.com;lr;ftag=x>\r\n",
+            1,
+        );
+        let invite = Message::parse(text.into_bytes()).unwrap();
+        let ok = Message::response_to(&invite, 200, "OK")
+            .unwrap()
+            .record_route_of(&invite)
+            .unwrap()
+            .to_tag("b1")
+            .build()
+            .unwrap();
+        let routes: Vec<&str> = ok.header_values("Record-Route").collect();
+        assert_eq!(
+            routes,
+            [
+                "<sip:p2.example.com;lr>, <sip:p1.example.com;lr>",
+                "<sip:edge.example.com;lr;ftag=x>"
+            ]
+        );
+        // A plain response copies none.
+        let plain = Message::response_to(&invite, 486, "Busy Here")
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(plain.header_values("Record-Route").count(), 0);
+    }
 
     #[test]
     fn parses_and_reads_typed_headers() {

@@ -2045,6 +2045,7 @@ impl Engine {
         let sdp = leg.answer_sdp.clone().unwrap_or_default();
         let contact = self.accounts[leg.account].contact().unwrap_or_default();
         let mut b = Message::response_to(&leg.invite, 200, "OK")
+            .and_then(|b| b.record_route_of(&leg.invite))
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
             .and_then(|b| b.header("Allow", ALLOW))
             .and_then(|b| b.header("Supported", "replaces, timer"))
@@ -2766,7 +2767,8 @@ impl Engine {
                 self.last_check_sync = Some(now);
                 self.emit(PhoneEvent::CheckSync);
             }
-            _ => self.respond(tx, &request, 405, "Method Not Allowed"),
+            // §8.2.1: a 405 lists what is allowed.
+            _ => self.respond_with(tx, &request, 405, "Method Not Allowed", &[("Allow", ALLOW)]),
         }
     }
 
@@ -3026,6 +3028,7 @@ impl Engine {
         let from_log = remote.to_string();
         let now = self.now();
         if let Ok(ringing) = Message::response_to(&request, 180, "Ringing")
+            .and_then(|b| b.record_route_of(&request))
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
             .map(|b| b.to_tag(&tag))
             .and_then(|b| b.build())
@@ -3142,7 +3145,8 @@ impl Engine {
                 }
             }
             Method::Options => self.respond(tx, &request, 200, "OK"),
-            _ => self.respond(tx, &request, 405, "Method Not Allowed"),
+            // §8.2.1: a 405 lists what is allowed.
+            _ => self.respond_with(tx, &request, 405, "Method Not Allowed", &[("Allow", ALLOW)]),
         }
     }
 

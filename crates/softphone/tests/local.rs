@@ -1152,3 +1152,71 @@ async fn a_silent_turn_server_does_not_freeze_the_phone_while_a_call_comes_in() 
     call.reject(486).await.unwrap();
     phone.shutdown().await.unwrap();
 }
+
+/// The response from the phone with `status` (others are passed over).
+async fn response_with(socket: &tokio::net::UdpSocket, status: u16) -> sip_core::Message {
+    let mut buf = vec![0u8; 65_536];
+    tokio::time::timeout(LIMIT, async {
+        loop {
+            let (n, _) = socket.recv_from(&mut buf).await.unwrap();
+            if let Ok(m) = sip_core::Message::parse(buf[..n].to_vec())
+                && m.status() == Some(status)
+            {
+                return m;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {status}"))
+}
+
+/// RFC 3261 §12.1.1: the phone's 180 and 200 to an INVITE that came
+/// through record-routing proxies carry their Record-Route values in
+/// order, so the caller's ACK, BYE and re-INVITEs go through those proxies
+/// too. Before, both left them out: behind a NAT or an SBC the caller's
+/// ACK went straight to the phone's Contact, never arrived, and the phone
+/// hung up after 32 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_12_1_1_ringing_and_the_answer_keep_the_proxies_record_route() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let proxy = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let invite = invite_named(&proxy, alice.addr, "routed", false).replacen(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\n\
+         Record-Route: <sip:edge.test;lr>, <sip:core.test;lr>\r\n\
+         Record-Route: <sip:last.test;lr;ftag=carol>\r\n",
+        1,
+    );
+    proxy.send_to(invite.as_bytes(), alice.addr).await.unwrap();
+    let expected = [
+        "<sip:edge.test;lr>, <sip:core.test;lr>",
+        "<sip:last.test;lr;ftag=carol>",
+    ];
+    let ringing = response_with(&proxy, 180).await;
+    let routes: Vec<&str> = ringing.header_values("Record-Route").collect();
+    assert_eq!(routes, expected, "the 180");
+    let call = incoming(&mut alice.events).await;
+    call.answer().await.unwrap();
+    let ok = response_with(&proxy, 200).await;
+    let routes: Vec<&str> = ok.header_values("Record-Route").collect();
+    assert_eq!(routes, expected, "the 200");
+    call.hangup().await.unwrap();
+    alice.phone.shutdown().await.unwrap();
+}
+
+/// RFC 3261 §8.2.1: a method the phone does not support is answered 405
+/// with an Allow header listing those it does (it had none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_8_2_1_a_405_lists_the_allowed_methods() {
+    let alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let publish = invite_named(&peer, alice.addr, "pub", false).replace("INVITE", "PUBLISH");
+    peer.send_to(publish.as_bytes(), alice.addr).await.unwrap();
+    let refused = response_with(&peer, 405).await;
+    let allow = refused.header("Allow").expect("an Allow header");
+    for method in ["INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"] {
+        assert!(allow.contains(method), "{allow}");
+    }
+    assert!(!allow.contains("PUBLISH"), "{allow}");
+    alice.phone.shutdown().await.unwrap();
+}
