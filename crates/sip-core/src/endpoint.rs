@@ -1323,9 +1323,27 @@ fn push_decimal(out: &mut String, n: u64) {
 
 /// RFC 3261 §18.2.2 and RFC 3581 §4: where a response goes.
 fn response_destination(response: &Message, source: Destination) -> Option<Destination> {
-    if source.transport != Transport::Udp {
-        // Back over the connection the request came in on.
-        return Some(source);
+    match source.transport {
+        Transport::Udp => {}
+        // A WebSocket peer listens nowhere: its connection or nothing.
+        Transport::Ws | Transport::Wss => return Some(source),
+        Transport::Tcp | Transport::Tls => {
+            // Back over the connection the request came in on; should it
+            // be gone, a new one goes to the source address (the Via's
+            // `received`) at the sent-by port, or the transport's default:
+            // the port the peer listens on, not the one it connected from
+            // (§18.2.2).
+            let default = if source.transport == Transport::Tls {
+                5061
+            } else {
+                5060
+            };
+            let port = response.via().ok()?.port.unwrap_or(default);
+            return Some(Destination {
+                addr: SocketAddr::new(source.addr.ip(), port),
+                ..source
+            });
+        }
     }
     let via = response.via().ok()?;
     if let Some(addr) = maddr_destination(&via) {
@@ -1466,6 +1484,48 @@ mod tests {
         for (via, expected) in cases {
             let got = response_destination(&request(via), udp).unwrap().addr;
             assert_eq!(got, expected.parse::<SocketAddr>().unwrap(), "{via}");
+        }
+    }
+
+    /// §18.2.2: over a connection the response goes back on it; should it
+    /// be gone, the new one goes to the source address at the Via's
+    /// sent-by port (or the transport's default), not to the port the peer
+    /// connected from. A WebSocket peer listens nowhere: its connection
+    /// only.
+    #[test]
+    fn rfc3261_18_2_2_a_response_over_a_lost_connection_goes_to_the_sent_by_port() {
+        let from = |transport| Destination {
+            transport,
+            addr: "192.0.2.7:49152".parse().unwrap(),
+            connection: Some(ConnectionId(3)),
+        };
+        let cases = [
+            (
+                Transport::Tcp,
+                "SIP/2.0/TCP 192.0.2.7:5070;branch=z9hG4bKa",
+                "192.0.2.7:5070",
+            ),
+            (
+                Transport::Tcp,
+                "SIP/2.0/TCP 10.0.0.1;received=192.0.2.7;branch=z9hG4bKa",
+                "192.0.2.7:5060",
+            ),
+            (
+                Transport::Tls,
+                "SIP/2.0/TLS host.example.com;branch=z9hG4bKa",
+                "192.0.2.7:5061",
+            ),
+            (
+                Transport::Ws,
+                "SIP/2.0/WS df7jal23ls0d.invalid;branch=z9hG4bKa",
+                "192.0.2.7:49152",
+            ),
+        ];
+        for (transport, via, expected) in cases {
+            let got = response_destination(&request(via), from(transport)).unwrap();
+            assert_eq!(got.addr, expected.parse::<SocketAddr>().unwrap(), "{via}");
+            assert_eq!(got.connection, Some(ConnectionId(3)), "{via}");
+            assert_eq!(got.transport, transport);
         }
     }
 

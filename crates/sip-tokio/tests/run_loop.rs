@@ -312,3 +312,71 @@ async fn settle_lets_the_last_connection_messages_out() {
     let text = String::from_utf8_lossy(&got);
     assert!(text.contains("Call-ID: last"), "{text:?}");
 }
+
+/// RFC 3261 §18.2.2: a response whose connection closed before it was sent
+/// goes over a new connection to the peer's address at the Via's sent-by
+/// port, where the peer listens, not to the port it connected from.
+#[tokio::test]
+async fn rfc3261_18_2_2_a_response_after_its_connection_closed_goes_to_the_sent_by_port() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (transports, incoming) = Transports::new(TransportConfig::default());
+    let local = transports
+        .bind(TransportKind::Tcp, any_port(), ListenerOptions::new())
+        .await
+        .unwrap();
+    let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::seed_from_u64(7));
+    let mut driver = Driver::new(transports, incoming, endpoint);
+    // The peer listens here, and connects from another port.
+    let listening = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let sent_by = listening.local_addr().unwrap();
+    let request = Message::request(Method::Options, "sip:uas@127.0.0.1")
+        .header("Via", &format!("SIP/2.0/TCP {sent_by};branch=z9hG4bKlost"))
+        .and_then(|b| b.header("From", "<sip:peer@example.com>;tag=p1"))
+        .and_then(|b| b.header("To", "<sip:uas@example.com>"))
+        .and_then(|b| b.header("Call-ID", "lost"))
+        .and_then(|b| b.header("CSeq", "1 OPTIONS"))
+        .and_then(|b| b.header("Max-Forwards", "70"))
+        .and_then(|b| b.build())
+        .unwrap();
+    let mut first = tokio::net::TcpStream::connect(local).await.unwrap();
+    first.write_all(&request.to_bytes()).await.unwrap();
+    let event = timeout(WAIT, driver.next(None)).await.unwrap().unwrap();
+    let DriverEvent::Endpoint(EndpointEvent::Request {
+        transaction,
+        request,
+        source,
+    }) = event
+    else {
+        panic!("expected a request, got {event:?}");
+    };
+    assert_ne!(source.addr, sent_by);
+    // The peer goes away before the answer.
+    drop(first);
+    let closed = timeout(WAIT, async {
+        loop {
+            match driver.next(None).await {
+                Some(DriverEvent::ConnectionClosed { .. }) | None => return,
+                Some(_) => {}
+            }
+        }
+    });
+    closed.await.expect("the close is seen");
+    let ok = Message::response_to(&request, 200, "OK")
+        .map(|b| b.to_tag("u1"))
+        .and_then(|b| b.build())
+        .unwrap();
+    driver
+        .endpoint()
+        .send_response(sip_tokio::now(), transaction, ok)
+        .unwrap();
+    driver.flush().await;
+    let (mut stream, _) = timeout(WAIT, listening.accept())
+        .await
+        .expect("a connection to the sent-by port")
+        .unwrap();
+    let mut got = vec![0; 4096];
+    let n = timeout(WAIT, stream.read(&mut got)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&got[..n]);
+    assert!(text.starts_with("SIP/2.0 200"), "{text:?}");
+    assert!(text.contains("Call-ID: lost"), "{text:?}");
+}
