@@ -137,6 +137,9 @@ struct AccountState {
     current: usize,
     /// Our address for Via and Contact.
     local: Option<SocketAddr>,
+    /// The connection to the server, over a stream transport without
+    /// RFC 5626 flows (which keep their own alive).
+    connection: Option<sip_tokio::ConnectionId>,
     digest: DigestClient,
     registration: Option<Registration>,
     status: RegistrationStatus,
@@ -421,11 +424,18 @@ struct Engine {
     failovers: mpsc::UnboundedSender<FailoverFound>,
     /// Searches started, to number the next.
     failover_searches: u64,
+    /// When accounts' connections are next pinged.
+    next_keepalive: Instant,
     /// Where media (and servers) prepared beside the engine report back.
     prepared: mpsc::UnboundedSender<Prepared>,
     /// Incoming INVITEs whose media is being prepared, by transaction.
     incoming: HashMap<ServerTxId, IncomingWaiting>,
 }
+
+/// How often an account's connection to its server is pinged: within
+/// the transport's idle timeout (10 minutes) and the TCP timeouts of most
+/// NATs, as RFC 5626 §4.4.1 suggests for connection-oriented flows.
+const STREAM_KEEPALIVE: Duration = Duration::from_secs(120);
 
 /// How often the history is purged while the phone runs.
 const PURGE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -521,6 +531,7 @@ pub(crate) async fn start(
         flow_connects,
         failovers,
         failover_searches: 0,
+        next_keepalive: sip_tokio::now() + STREAM_KEEPALIVE,
         prepared,
         incoming: HashMap::new(),
     };
@@ -677,6 +688,7 @@ async fn account_state(
         servers,
         current: 0,
         local: None,
+        connection: None,
         digest: DigestClient::new(auth_user, password.as_str()),
         registration: None,
         status: RegistrationStatus::Unregistered,
@@ -911,9 +923,9 @@ struct IncomingWaiting {
 struct FailoverFound {
     account: usize,
     search: u64,
-    /// The server, our address towards it, and how many places along the
-    /// list from the one that failed it is.
-    found: Option<(usize, SocketAddr, usize)>,
+    /// The server, our address towards it, how many places along the
+    /// list from the one that failed it is, and the connection to it.
+    found: Option<(usize, SocketAddr, usize, Option<sip_tokio::ConnectionId>)>,
 }
 
 enum Wake {
@@ -978,7 +990,10 @@ impl Engine {
                 local = self.local_address(i).await;
             }
             match local {
-                Ok(local) => self.accounts[i].local = Some(local),
+                Ok((local, connection)) => {
+                    self.accounts[i].local = Some(local);
+                    self.accounts[i].connection = connection;
+                }
                 Err(e) => {
                     warn!(account = %self.accounts[i].config.id, error = %Pii::text(&e), "account unreachable");
                     self.accounts[i].status = RegistrationStatus::Failed {
@@ -1000,15 +1015,45 @@ impl Engine {
         self.drive_flows().await;
     }
 
-    /// The address the account's server sees us at (see [`reach`]).
-    async fn local_address(&mut self, i: usize) -> Result<SocketAddr, String> {
+    /// The address the account's server sees us at, and the connection
+    /// to it (see [`reach`]).
+    async fn local_address(
+        &mut self,
+        i: usize,
+    ) -> Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String> {
         reach(
             self.driver.transports(),
             self.udp_local,
             self.accounts[i].server(),
         )
         .await
-        .map(|(local, _)| local)
+    }
+
+    /// Keeps each account's connection to its server open and its NAT
+    /// binding alive with a CRLF ping (RFC 5626 §4.4.1, which servers
+    /// without outbound ignore between messages, RFC 3261 §7.5): without
+    /// traffic the transport closes a connection after its idle timeout,
+    /// and the registrar could no longer reach us over it until the next
+    /// refresh, up to an hour later.
+    fn keep_connections_alive(&mut self, now: Instant) {
+        if self.next_keepalive > now {
+            return;
+        }
+        self.next_keepalive = now + STREAM_KEEPALIVE;
+        if self.shutting_down.is_some() {
+            return;
+        }
+        for a in &self.accounts {
+            let Some(connection) = a.connection.filter(|_| a.flows.is_none()) else {
+                continue;
+            };
+            let transports = self.driver.transports().clone();
+            tokio::spawn(async move {
+                if let Err(e) = transports.ping(connection).await {
+                    debug!(error = %e, "keep-alive not sent");
+                }
+            });
+        }
     }
 
     fn start_registration(&mut self, i: usize) {
@@ -1080,8 +1125,8 @@ impl Engine {
             let mut found = None;
             for (step, (k, server)) in candidates.into_iter().enumerate() {
                 match reach(&transports, udp_local, &server).await {
-                    Ok((local, _)) => {
-                        found = Some((k, local, step + 1));
+                    Ok((local, connection)) => {
+                        found = Some((k, local, step + 1, connection));
                         break;
                     }
                     Err(e) => {
@@ -1123,7 +1168,7 @@ impl Engine {
         if self.shutting_down.is_some() || !(waiting || in_flight) {
             return;
         }
-        let Some((next, local, steps)) = done.found else {
+        let Some((next, local, steps, connection)) = done.found else {
             // None: the back-off's retry goes where it went, and a new
             // round starts after it.
             a.failovers_in_row = 0;
@@ -1131,6 +1176,7 @@ impl Engine {
         };
         a.use_server(next);
         a.local = Some(local);
+        a.connection = connection;
         a.failovers_in_row += steps;
         // Each server once since the last back-off; then the back-off.
         let now_too = a.failovers_in_row < a.servers.len();
@@ -1350,6 +1396,9 @@ impl Engine {
             times.push(*d);
         }
         times.push(self.next_purge);
+        if self.accounts.iter().any(|a| a.connection.is_some()) {
+            times.push(self.next_keepalive);
+        }
         times.into_iter().min()
     }
 
@@ -1358,6 +1407,7 @@ impl Engine {
         if self.next_purge <= now {
             self.purge_history();
         }
+        self.keep_connections_alive(now);
         self.drive_flows().await;
         for i in 0..self.accounts.len() {
             let due = self.accounts[i]

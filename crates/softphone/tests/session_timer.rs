@@ -1,5 +1,6 @@
-//! Session timers (RFC 4028) on tokio's paused clock: the sockets are real
-//! (loopback), time is virtual, so minutes of a call pass in moments.
+//! Session timers (RFC 4028), and the keep-alive of a registration's
+//! connection, on tokio's paused clock: the sockets are real (loopback),
+//! time is virtual, so minutes of a call pass in moments.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -167,4 +168,69 @@ async fn a_refresh_update_answered_481_ends_the_call() {
     );
     assert!(call.info().await.is_err(), "the call is gone");
     alice.shutdown().await.unwrap();
+}
+
+/// An account registered over TCP without outbound proxies keeps its
+/// connection: the phone pings it every two minutes, so neither the
+/// transport's 10-minute idle timeout nor a NAT closes it, and the
+/// registrar can still reach the phone over it. Before, the phone's own
+/// transport closed it after 10 quiet minutes, and calls could not reach
+/// the phone until the next refresh. Virtual time: 11 minutes pass.
+#[tokio::test(start_paused = true)]
+async fn a_tcp_registration_connection_is_kept_open_with_pings() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = registrar.local_addr().unwrap().port();
+    let mut c = Config::default();
+    let mut account = Account::new(
+        "alice",
+        "alice",
+        format!("sip:127.0.0.1:{port};transport=tcp"),
+    );
+    account.transport = config_export::Transport::Tcp;
+    c.accounts.push(account);
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.audio = AudioSetup::Null;
+    let (phone, _events) = Phone::start(pc).await.unwrap();
+    let (mut stream, _) = registrar.accept().await.unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let mut got = Vec::new();
+    // The REGISTER (after the phone's connect ping), answered 200 for an hour.
+    let register = loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the REGISTER");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(start) = text.find("REGISTER ")
+            && text[start..].contains("\r\n\r\n")
+        {
+            break sip_core::Message::parse(got[start..].to_vec()).unwrap();
+        }
+    };
+    let contact = register.header("Contact").unwrap().to_owned();
+    let ok = sip_core::Message::response_to(&register, 200, "OK")
+        .unwrap()
+        .to_tag("reg")
+        .header("Contact", &format!("{contact};expires=3600"))
+        .unwrap()
+        .build()
+        .unwrap();
+    stream.write_all(&ok.to_bytes()).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(11 * 60);
+    let mut pings = 0;
+    let closed = loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => break false,
+            Ok(Ok(0) | Err(_)) => break true,
+            Ok(Ok(n)) => {
+                pings += String::from_utf8_lossy(&buf[..n])
+                    .matches("\r\n\r\n")
+                    .count()
+            }
+        }
+    };
+    assert!(!closed, "the phone closed its registration connection");
+    assert!(pings >= 4, "{pings} keep-alives in 11 minutes");
+    phone.shutdown().await.unwrap();
 }
