@@ -260,9 +260,13 @@ impl Dialog {
         for r in &routes {
             b = b.header("Route", r).ok()?;
         }
+        // Requests that may refresh the remote target carry ours, and so
+        // must a NOTIFY (Contact is mandatory in it in RFC 3265's header
+        // table, which RFC 6665 keeps): a transferor's stack may refuse a
+        // transfer's progress reports without one.
         if matches!(
             method,
-            Method::Invite | Method::Update | Method::Subscribe | Method::Refer
+            Method::Invite | Method::Update | Method::Subscribe | Method::Refer | Method::Notify
         ) {
             b = b
                 .header("Contact", &format!("<{}>", self.local_contact))
@@ -496,6 +500,12 @@ mod tests {
         let ack = d.ack(7, "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK3").unwrap();
         assert_eq!(ack.cseq().unwrap().seq, 7);
         assert_eq!(ack.method(), Some(&Method::Ack));
+        // A BYE names no Contact; a NOTIFY (a transfer's progress) must.
+        assert_eq!(bye.header("Contact"), None);
+        let notify = d
+            .request(Method::Notify, "SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK4")
+            .unwrap();
+        assert!(notify.header("Contact").is_some());
     }
 
     #[test]

@@ -865,13 +865,20 @@ async fn reach(
         if !udp_local.ip().is_unspecified() {
             return Ok((udp_local, None));
         }
-        let probe = std::net::UdpSocket::bind(SocketAddr::new(udp_local.ip(), 0))
-            .and_then(|s| s.connect(server.addr).map(|()| s))
-            .and_then(|s| s.local_addr())
+        let ip = interface_towards(udp_local.ip(), server.addr)
             .map_err(|e| format!("no route to {}: {e}", server.addr))?;
-        return Ok((SocketAddr::new(probe.ip(), udp_local.port()), None));
+        return Ok((SocketAddr::new(ip, udp_local.port()), None));
     }
     connect(transports, server).await
+}
+
+/// The address of the interface that routes to `peer`, for a socket bound
+/// to `any` (an unspecified address): what a connected UDP socket gets,
+/// without sending anything.
+fn interface_towards(any: IpAddr, peer: SocketAddr) -> std::io::Result<IpAddr> {
+    let probe = std::net::UdpSocket::bind(SocketAddr::new(any, 0))?;
+    probe.connect(peer)?;
+    Ok(probe.local_addr()?.ip())
 }
 
 /// Who waits for a call being placed.
@@ -2875,8 +2882,11 @@ impl Engine {
         let Some(local) = self.accounts[ai].local.or(Some(self.udp_local)) else {
             return;
         };
+        // Bound to every interface: the one that routes to the caller (the
+        // caller's own address only names an interface of ours when it
+        // calls from this host).
         let ip = if local.ip().is_unspecified() {
-            source.addr.ip()
+            interface_towards(local.ip(), source.addr).unwrap_or(source.addr.ip())
         } else {
             local.ip()
         };
