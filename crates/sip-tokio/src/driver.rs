@@ -129,18 +129,71 @@ async fn stream_sender(
     results: mpsc::UnboundedSender<StreamSent>,
 ) {
     while let Some((destination, out)) = jobs.recv().await {
-        let result = match transports.upgrade() {
-            Some(layer) => layer.send(out).await.map(|sent| sent.connection),
-            None => Err(TransportError::Shutdown),
-        };
-        let sent = StreamSent {
+        let result = send_job(&transports, out).await;
+        let unreachable = result
+            .as_ref()
+            .err()
+            .filter(|e| failed_to_connect(e))
+            .cloned();
+        if !report(&results, key, destination, result) {
+            return;
+        }
+        // The destination could not be reached: what waited behind that
+        // attempt for a new connection fails with it, rather than each
+        // trying (and waiting out the connect timeout) in turn, so that a
+        // message queued later is not held up for tens of seconds.
+        // Messages for a connection that exists still go.
+        let Some(error) = unreachable else { continue };
+        let mut kept = Vec::new();
+        while let Ok((destination, out)) = jobs.try_recv() {
+            if out.connection.is_some() {
+                kept.push((destination, out));
+            } else if !report(&results, key, destination, Err(error.clone())) {
+                return;
+            }
+        }
+        for (destination, out) in kept {
+            let result = send_job(&transports, out).await;
+            if !report(&results, key, destination, result) {
+                return;
+            }
+        }
+    }
+}
+
+async fn send_job(
+    transports: &WeakTransports,
+    out: OutboundMessage,
+) -> Result<Option<ConnectionId>, TransportError> {
+    match transports.upgrade() {
+        Some(layer) => layer.send(out).await.map(|sent| sent.connection),
+        None => Err(TransportError::Shutdown),
+    }
+}
+
+/// Passes a send's outcome to the driver; false once the driver is gone.
+fn report(
+    results: &mpsc::UnboundedSender<StreamSent>,
+    key: StreamKey,
+    destination: Destination,
+    result: Result<Option<ConnectionId>, TransportError>,
+) -> bool {
+    results
+        .send(StreamSent {
             key,
             destination,
             result,
-        };
-        if results.send(sent).is_err() {
-            return;
-        }
+        })
+        .is_ok()
+}
+
+/// Whether a send failed because no connection could be opened.
+fn failed_to_connect(error: &TransportError) -> bool {
+    match error {
+        TransportError::Timeout { operation } => matches!(*operation, "connect" | "handshake"),
+        TransportError::Io { operation, .. } => *operation == "connect",
+        TransportError::Tls(_) | TransportError::WebSocket(_) => true,
+        _ => false,
     }
 }
 

@@ -380,3 +380,41 @@ async fn rfc3261_18_2_2_a_response_after_its_connection_closed_goes_to_the_sent_
     assert!(text.starts_with("SIP/2.0 200"), "{text:?}");
     assert!(text.contains("Call-ID: lost"), "{text:?}");
 }
+
+/// Messages queued for a destination that cannot be reached fail together
+/// with the attempt they waited behind, instead of each waiting out the
+/// connect timeout in turn: three requests to a proxy whose WebSocket
+/// handshake never completes all fail after one 10 s timeout, not after
+/// 30 s (a re-REGISTER queued behind two BYEs went out half a minute late,
+/// its transaction nearly over). Virtual time.
+#[tokio::test(start_paused = true)]
+async fn messages_behind_a_failed_connect_fail_with_it() {
+    let (mut driver, _) = driver().await;
+    let silent = tokio::net::TcpListener::bind(any_port()).await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        // Bounded: one connection per attempt.
+        for _ in 0..8 {
+            let Ok((stream, _)) = silent.accept().await else {
+                return;
+            };
+            held.push(stream);
+        }
+    });
+    let start = tokio::time::Instant::now();
+    for name in ["bye-1", "bye-2", "register"] {
+        send_options(&mut driver, Transport::Ws, silent_addr, name);
+    }
+    let mut failed = 0;
+    while failed < 3 {
+        match timeout(Duration::from_secs(60), driver.next(None)).await {
+            Ok(Some(DriverEvent::SendFailed { .. })) => failed += 1,
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => panic!("only {failed} of 3 sends failed"),
+        }
+    }
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(15), "{took:?} until all three failed");
+    hold.abort();
+}
