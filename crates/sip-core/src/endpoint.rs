@@ -40,7 +40,7 @@ use rand::RngCore;
 use crate::error::ParseError;
 use crate::headers::Via;
 use crate::message::{Framing, Message, ParseLimits, push_ip};
-use crate::name::Method;
+use crate::name::{HeaderName, Method};
 use crate::stream::{StreamDecoder, StreamItem};
 use crate::transaction::{
     ClientTransaction, Reliability, ServerTransaction, TimerConfig, TransactionEvent,
@@ -631,9 +631,12 @@ impl<R: RngCore> Endpoint<R> {
                     // A keep-alive over UDP (RFC 5626 §4.4.2 uses STUN; CRLF is tolerated).
                     return;
                 }
-                match Message::parse_with(data, &self.config.limits, Framing::Datagram) {
+                match Message::parse_with(data.clone(), &self.config.limits, Framing::Datagram) {
                     Ok(m) => self.handle_message(now, m, source),
-                    Err(error) => self.malformed(source, error),
+                    Err(error) => {
+                        self.answer_unparsed(&data, source, &error);
+                        self.malformed(source, error);
+                    }
                 }
             }
             Input::Stream {
@@ -1004,6 +1007,37 @@ impl<R: RngCore> Endpoint<R> {
         id
     }
 
+    /// A 400 for a request that did not parse, when the lines a response
+    /// copies (Via, From, To, Call-ID, CSeq) are readable (RFC 3261 §18.3,
+    /// §21.4.1): a request without Max-Forwards, with a CSeq method other
+    /// than its own, a second To or a Content-Length past its end would
+    /// otherwise be retransmitted for 32 s and end in a 408 without a clue.
+    /// Nothing for a response, an ACK, or a request whose routing lines are
+    /// broken too.
+    fn answer_unparsed(&mut self, data: &[u8], source: Destination, error: &ParseError) {
+        let Some(copied) = lines_for_a_response(data) else {
+            return;
+        };
+        let reason = format!("Bad Request ({})", error.kind);
+        let mut builder = Message::response(400, &reason);
+        for (name, value) in copied {
+            let Ok(b) = builder.header(name.canonical().unwrap_or(""), value) else {
+                return;
+            };
+            builder = b;
+        }
+        // A final response gets a To tag unless the request had one (§8.2.6.2).
+        let Ok(resp) = builder.to_tag(&self.token(8)).build() else {
+            return;
+        };
+        // The Via as the request's would have been filled in (RFC 3581).
+        let (resp, _) = fill_received(resp, source.addr);
+        if let Some(destination) = response_destination(&resp, source) {
+            self.stats.bad_requests_answered += 1;
+            self.send_stateless(destination, &resp);
+        }
+    }
+
     fn answer_bad_request(&mut self, request: &Message, source: Destination, error: &ParseError) {
         if request.method() == Some(&Method::Ack) {
             return;
@@ -1321,6 +1355,53 @@ fn push_decimal(out: &mut String, n: u64) {
     }
 }
 
+/// The header lines a response to the request in `data` copies, read line
+/// by line without parsing the message: every Via, then the first From,
+/// To, Call-ID and CSeq. `None` for a response, an ACK (never answered),
+/// input that is not text, folded header lines, or when one is missing.
+fn lines_for_a_response(data: &[u8]) -> Option<Vec<(HeaderName, &str)>> {
+    let text = std::str::from_utf8(data).ok()?;
+    let mut lines = text.split("\r\n");
+    let start = lines.next()?;
+    let method = start.split(' ').next()?;
+    if start.starts_with("SIP/") || method.is_empty() || method == "ACK" {
+        return None;
+    }
+    let mut vias = Vec::new();
+    let mut others: [Option<&str>; 4] = [None; 4];
+    const OTHERS: [HeaderName; 4] = [
+        HeaderName::From,
+        HeaderName::To,
+        HeaderName::CallId,
+        HeaderName::CSeq,
+    ];
+    // Bounded by the datagram's lines.
+    for line in lines {
+        if line.is_empty() {
+            break;
+        }
+        // A folded line would need unfolding: give up rather than guess.
+        if line.starts_with([' ', '\t']) {
+            return None;
+        }
+        let (name, value) = line.split_once(':')?;
+        let kind = HeaderName::from_bytes(name.trim_end().as_bytes());
+        let value = value.trim();
+        if kind == HeaderName::Via {
+            vias.push((kind, value));
+        } else if let Some(i) = OTHERS.iter().position(|k| *k == kind) {
+            others[i].get_or_insert(value);
+        }
+    }
+    if vias.is_empty() {
+        return None;
+    }
+    for (kind, value) in OTHERS.iter().zip(others) {
+        vias.push((*kind, value?));
+    }
+    Some(vias)
+}
+
 /// RFC 3261 §18.2.2 and RFC 3581 §4: where a response goes.
 fn response_destination(response: &Message, source: Destination) -> Option<Destination> {
     match source.transport {
@@ -1583,6 +1664,84 @@ mod tests {
         // §8.2.6.2: the request had no To tag, the final response has one.
         let resp = Message::parse(sent.payload).unwrap();
         assert!(resp.to().unwrap().tag().is_some_and(|t| !t.is_empty()));
+    }
+
+    /// §18.3, §21.4.1: requests that do not parse at all (no Max-Forwards,
+    /// a CSeq method other than the request's, a second To, a body shorter
+    /// than its Content-Length) get a 400 naming the problem when the lines
+    /// a response copies are readable, instead of silence. Responses, ACKs,
+    /// text without them and folded lines get nothing.
+    #[test]
+    fn rfc3261_21_4_1_a_request_that_does_not_parse_is_answered_400() {
+        let head = "INVITE sip:a@192.0.2.1 SIP/2.0\r\n\
+                    Via: SIP/2.0/UDP 10.0.0.1:5060;rport;branch=z9hG4bKu\r\n\
+                    From: <sip:b@example.com>;tag=1\r\n\
+                    To: <sip:a@192.0.2.1>\r\n\
+                    Call-ID: c10\r\n";
+        let answered = [
+            format!("{head}CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"),
+            format!("{head}CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"),
+            format!(
+                "{head}To: <sip:c@192.0.2.1>\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\n\
+                 Content-Length: 0\r\n\r\n"
+            ),
+            format!(
+                "{head}CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 99\r\n\r\nv=0\r\n"
+            ),
+        ];
+        for raw in &answered {
+            let mut ep = endpoint();
+            ep.handle_input(
+                Instant::now(),
+                Input::Datagram {
+                    transport: Transport::Udp,
+                    remote: "203.0.113.5:40000".parse().unwrap(),
+                    data: Bytes::from(raw.clone()),
+                },
+            );
+            let sent = ep
+                .poll_transmit()
+                .unwrap_or_else(|| panic!("no 400 for {raw}"));
+            assert_eq!(
+                sent.destination.addr,
+                "203.0.113.5:40000".parse::<SocketAddr>().unwrap()
+            );
+            let resp = Message::parse(sent.payload).unwrap();
+            assert_eq!(resp.status(), Some(400), "{raw}");
+            assert!(resp.reason().unwrap().starts_with("Bad Request ("), "{raw}");
+            assert_eq!(resp.call_id().unwrap(), "c10");
+            assert_eq!(resp.via().unwrap().branch(), Some("z9hG4bKu"));
+            assert_eq!(resp.to().unwrap().uri.to_string(), "sip:a@192.0.2.1");
+            assert!(resp.to().unwrap().tag().is_some());
+            assert_eq!(ep.stats().bad_requests_answered, 1);
+            assert!(matches!(
+                ep.poll_event(),
+                Some(EndpointEvent::BadMessage { .. })
+            ));
+        }
+        let ignored = [
+            // An ACK is never answered; a response is not a request.
+            format!("{}CSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n", head.replacen("INVITE", "ACK", 1)),
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKu\r\nContent-Length: 9\r\n\r\n"
+                .to_owned(),
+            // No Call-ID, and a folded line.
+            "INVITE sip:a@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1;branch=z9hG4bKu\r\n\r\n".to_owned(),
+            format!("{head}CSeq: 1\r\n INVITE\r\n\r\n"),
+            "\u{fffd}garbage\r\n\r\n".to_owned(),
+        ];
+        for raw in &ignored {
+            let mut ep = endpoint();
+            ep.handle_input(
+                Instant::now(),
+                Input::Datagram {
+                    transport: Transport::Udp,
+                    remote: "203.0.113.5:40000".parse().unwrap(),
+                    data: Bytes::from(raw.clone()),
+                },
+            );
+            assert!(ep.poll_transmit().is_none(), "answered {raw}");
+            assert_eq!(ep.stats().malformed, 1, "{raw}");
+        }
     }
 
     /// §9.2: the 200 to a CANCEL carries the To tag of the INVITE's

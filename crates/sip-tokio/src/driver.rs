@@ -566,10 +566,8 @@ impl<R: RngCore> Driver<R> {
                             }
                             self.udp_peers.insert(remote, receiver.local);
                         }
-                        if let Some(IncomingEvent::Message(message)) =
-                            udp::datagram_event(buf.filled(), &receiver.limits)
-                        {
-                            self.endpoint.handle_input(
+                        match udp::datagram_event(buf.filled(), &receiver.limits) {
+                            Some(IncomingEvent::Message(message)) => self.endpoint.handle_input(
                                 now(),
                                 Input::Parsed {
                                     transport: Transport::Udp,
@@ -577,7 +575,19 @@ impl<R: RngCore> Driver<R> {
                                     remote,
                                     message,
                                 },
-                            );
+                            ),
+                            // The endpoint reads it again, answers 400 when
+                            // the lines a response needs are readable, and
+                            // counts it.
+                            Some(IncomingEvent::BadMessage(_)) => self.endpoint.handle_input(
+                                now(),
+                                Input::Datagram {
+                                    transport: Transport::Udp,
+                                    remote,
+                                    data: bytes::Bytes::copy_from_slice(buf.filled()),
+                                },
+                            ),
+                            _ => {}
                         }
                     }
                     // Nothing to tell the endpoint: no transaction is behind

@@ -46,17 +46,21 @@ async fn driver() -> (Driver<StdRng>, SocketAddr) {
     (Driver::new(transports, incoming, endpoint), local)
 }
 
-/// Waits for the next request the endpoint reports, answers it 200 and sends
-/// the answer; returns the request's source.
+/// Waits for the next request the endpoint reports (input that did not
+/// parse is passed over), answers it 200 and sends the answer; returns the
+/// request's source.
 async fn answer_next(driver: &mut Driver<StdRng>) -> Destination {
-    let event = timeout(WAIT, driver.next(None)).await.unwrap().unwrap();
-    let DriverEvent::Endpoint(EndpointEvent::Request {
-        transaction,
-        request,
-        source,
-    }) = event
-    else {
-        panic!("expected a request, got {event:?}");
+    let (transaction, request, source) = loop {
+        let event = timeout(WAIT, driver.next(None)).await.unwrap().unwrap();
+        match event {
+            DriverEvent::Endpoint(EndpointEvent::Request {
+                transaction,
+                request,
+                source,
+            }) => break (transaction, request, source),
+            DriverEvent::Endpoint(EndpointEvent::BadMessage { .. }) => {}
+            other => panic!("expected a request, got {other:?}"),
+        }
     };
     let ok = Message::response_to(&request, 200, "OK")
         .map(|b| b.to_tag("u1"))
@@ -415,6 +419,42 @@ async fn messages_behind_a_failed_connect_fail_with_it() {
         }
     }
     let took = start.elapsed();
-    assert!(took < Duration::from_secs(15), "{took:?} until all three failed");
+    assert!(
+        took < Duration::from_secs(15),
+        "{took:?} until all three failed"
+    );
     hold.abort();
+}
+
+/// A request that does not parse (here, no Max-Forwards) reaching the
+/// driver over UDP is answered 400 by the endpoint behind it, naming the
+/// problem: the driver used to drop it, and the sender retransmitted for
+/// 32 s without a clue.
+#[tokio::test]
+async fn a_udp_request_that_does_not_parse_is_answered_400() {
+    let (mut driver, local) = driver().await;
+    let peer = UdpSocket::bind(any_port()).await.unwrap();
+    let raw = format!(
+        "OPTIONS sip:uas@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {};branch=z9hG4bKbad;rport\r\n\
+         From: <sip:peer@example.com>;tag=p1\r\n\
+         To: <sip:uas@example.com>\r\n\
+         Call-ID: unparsed\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        peer.local_addr().unwrap()
+    );
+    peer.send_to(raw.as_bytes(), local).await.unwrap();
+    let event = timeout(WAIT, driver.next(None)).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            event,
+            DriverEvent::Endpoint(EndpointEvent::BadMessage { .. })
+        ),
+        "{event:?}"
+    );
+    driver.flush().await;
+    let (answer, _) = receive(&peer).await;
+    assert_eq!(answer.status(), Some(400));
+    assert_eq!(answer.call_id().unwrap(), "unparsed");
 }
