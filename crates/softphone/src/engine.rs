@@ -3556,6 +3556,13 @@ impl Engine {
         let Some((id, what)) = self.pending.get(&tx).cloned() else {
             return false;
         };
+        if !may_answer(&self.accounts[sent.account], sent.dest, response) {
+            warn!(call = %id, "challenged by a server that is not the account's: not answered");
+            return false;
+        }
+        let Some(sent) = self.in_dialog.get(&tx) else {
+            return false;
+        };
         let digest = &mut self.accounts[sent.account].digest;
         let creds = match digest.handle_challenge(response, &sent.request, &mut self.rng) {
             Ok(creds) => creds,
@@ -3814,6 +3821,17 @@ impl Engine {
                 // INVITE, so the callee never rings.
                 self.end_call(id, EndReason::Cancelled).await;
             }
+            401 | 407 if !may_answer(&self.accounts[leg.account], leg.dest, &response) => {
+                warn!(call = %id, "challenged by a server that is not the account's: not answered");
+                self.end_call(
+                    id,
+                    EndReason::Refused {
+                        status,
+                        reason: response.reason().unwrap_or("").to_owned(),
+                    },
+                )
+                .await;
+            }
             401 | 407 => {
                 let ai = leg.account;
                 let invite = leg.invite.clone();
@@ -3948,6 +3966,25 @@ impl Engine {
             .await;
         }
     }
+}
+
+/// Whether account `a`'s password may answer `response`, a challenge to a
+/// request that went to `dest`: the account's own servers (registrar,
+/// outbound proxies) may ask, and so may whoever asks for a realm one of
+/// them asked for. Anyone else, such as the callee of a direct call, would
+/// get a digest of the password to attack offline.
+fn may_answer(a: &AccountState, dest: Destination, response: &Message) -> bool {
+    if a.servers.iter().any(|s| s.addr == dest.addr) {
+        return true;
+    }
+    let mut realms = response
+        .www_authenticate()
+        .chain(response.proxy_authenticate())
+        .filter_map(Result::ok)
+        .map(|c| c.param("realm"))
+        .peekable();
+    realms.peek().is_some()
+        && realms.all(|r| r.is_some_and(|r| a.digest.cached_realms().any(|k| k == r)))
 }
 
 /// The ACK for a 2xx carries the credentials of the INVITE it acknowledges

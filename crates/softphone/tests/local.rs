@@ -1220,3 +1220,59 @@ async fn rfc3261_8_2_1_a_405_lists_the_allowed_methods() {
     assert!(!allow.contains("PUBLISH"), "{allow}");
     alice.phone.shutdown().await.unwrap();
 }
+
+/// A digest answer lets whoever asked for it guess the password offline,
+/// so the account's password answers only its own servers (registrar,
+/// outbound proxies) and realms they use. A callee reached directly that
+/// challenges the INVITE gets no answer: the call ends refused. Before,
+/// any peer the user called could collect one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_callee_that_is_not_the_accounts_server_gets_no_answer_to_its_challenge() {
+    use sip_core::Method;
+    let mut stranger = AuthProxy::new().await;
+    let stranger_addr = stranger.socket.local_addr().unwrap();
+    let mut c = Config::default();
+    // The account's server is elsewhere (nothing listens there).
+    let mut account = Account::new("office", "alice", "sip:127.0.0.1:9");
+    account.password = Some(config_export::Secret::new("s3cret"));
+    c.accounts.push(account);
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let mut seen = Vec::new();
+    let call = phone
+        .dial(None, &format!("sip:bob@{stranger_addr}"))
+        .await
+        .unwrap();
+    let invite = stranger.next(Method::Invite, &mut seen).await;
+    stranger.challenge(&invite).await;
+    let ended = call_state(&mut events, Some(&call), "the call to end", |s| {
+        matches!(s, CallState::Ended(_))
+    })
+    .await;
+    assert!(
+        matches!(
+            ended,
+            CallState::Ended(EndReason::Refused { status: 407, .. })
+        ),
+        "{ended:?}"
+    );
+    // No second INVITE with credentials.
+    let mut buf = vec![0u8; 65_536];
+    let again = tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            let (n, _) = stranger.socket.recv_from(&mut buf).await.unwrap();
+            if let Ok(m) = sip_core::Message::parse(buf[..n].to_vec())
+                && m.method() == Some(&Method::Invite)
+                && m.header("Proxy-Authorization").is_some()
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert!(again.is_err(), "the stranger got a digest of the password");
+    phone.shutdown().await.unwrap();
+}
