@@ -1419,7 +1419,12 @@ fn response_destination(response: &Message, source: Destination) -> Option<Desti
             } else {
                 5060
             };
-            let port = response.via().ok()?.port.unwrap_or(default);
+            // A Via that does not parse (a 400 for it) names no port: the
+            // connection only.
+            let Ok(via) = response.via() else {
+                return Some(source);
+            };
+            let port = via.port.unwrap_or(default);
             return Some(Destination {
                 addr: SocketAddr::new(source.addr.ip(), port),
                 ..source
@@ -1608,6 +1613,17 @@ mod tests {
             assert_eq!(got.connection, Some(ConnectionId(3)), "{via}");
             assert_eq!(got.transport, transport);
         }
+        // A Via that does not parse (the 400 about it) still goes back
+        // over the connection.
+        let bad = Message::parse(
+            &b"OPTIONS sip:a@192.0.2.1 SIP/2.0\r\nVia: SIP/2.0/TCP [bad;branch=z9hG4bKa\r\n\
+               From: <sip:b@example.com>;tag=1\r\nTo: <sip:a@192.0.2.1>\r\nCall-ID: c1\r\n\
+               CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"[..],
+        )
+        .unwrap();
+        assert!(bad.via().is_err());
+        let got = response_destination(&bad, from(Transport::Tcp)).unwrap();
+        assert_eq!(got, from(Transport::Tcp));
     }
 
     /// An INVITE from 192.0.2.7 with the given top Via.

@@ -218,6 +218,27 @@ impl Registration {
         self.register(rng);
     }
 
+    /// Refreshes the binding at once, with the Contact and Via as they are
+    /// now (see [`relocate`](Self::relocate)): after the connection it
+    /// named was lost and another opened. Nothing while a REGISTER is out
+    /// (its answer, or its failure, leads on with the new Contact) or when
+    /// not registering at all.
+    pub fn refresh_now(&mut self, rng: &mut impl CryptoRng) {
+        if self.in_flight.is_some()
+            || matches!(
+                self.state,
+                RegistrationState::Idle | RegistrationState::Unregistering
+            )
+        {
+            return;
+        }
+        self.refresh_at = None;
+        self.send(self.expires, rng);
+        if !matches!(self.state, RegistrationState::Registered { .. }) {
+            self.state = RegistrationState::Registering;
+        }
+    }
+
     /// Starts registering now.
     pub fn register(&mut self, rng: &mut impl CryptoRng) {
         self.unregister_after = false;

@@ -88,13 +88,23 @@ pub struct Driver<R> {
     stream_results_tx: mpsc::UnboundedSender<StreamSent>,
     stream_results: mpsc::UnboundedReceiver<StreamSent>,
     /// The names secure destinations' certificates are verified for.
-    server_names: HashMap<StreamKey, String>,
+    server_names: HashMap<(TransportKind, SocketAddr), String>,
 }
 
-/// One destination of connection messages: the transport and the address.
-/// Requests and responses to one peer share it, whichever connection each
-/// names, so they leave in the order the endpoint queued them.
-type StreamKey = (TransportKind, SocketAddr);
+/// One destination of connection messages: the transport and the
+/// connection a message names, else the address. Requests and responses
+/// on one connection share it, so they leave in the order the endpoint
+/// queued them, whatever address each would fall back to (a response's is
+/// the peer's sent-by port, RFC 3261 §18.2.2, a request's the address the
+/// connection came from).
+type StreamKey = (TransportKind, StreamTarget);
+
+/// See [`StreamKey`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum StreamTarget {
+    Connection(u64),
+    Address(SocketAddr),
+}
 
 /// A message for a connection and the transmit it came from.
 type StreamJob = (Destination, OutboundMessage);
@@ -192,7 +202,8 @@ fn failed_to_connect(error: &TransportError) -> bool {
     match error {
         TransportError::Timeout { operation } => matches!(*operation, "connect" | "handshake"),
         TransportError::Io { operation, .. } => *operation == "connect",
-        TransportError::Tls(_) | TransportError::WebSocket(_) => true,
+        // A WebSocket error may come from a frame on an open connection.
+        TransportError::Tls(_) => true,
         _ => false,
     }
 }
@@ -213,6 +224,10 @@ const UDP_BATCH: usize = 16;
 /// this it starts afresh (a forgotten peer is answered from the socket of
 /// its address family).
 const UDP_PEERS: usize = 4096;
+
+/// Named secure destinations a driver remembers; past this it starts
+/// afresh (the caller names its servers again as it uses them).
+const SERVER_NAMES: usize = 1024;
 
 /// Events taken from the channel in one round.
 const CHANNEL_BATCH: usize = 16;
@@ -288,6 +303,13 @@ impl<R: RngCore> Driver<R> {
     /// verified for the IP address, which certificates seldom list.
     pub fn name_server(&mut self, kind: TransportKind, addr: SocketAddr, name: impl Into<String>) {
         if kind.is_secure() {
+            // Bounded: a long-running phone names one entry per TLS peer
+            // it called directly.
+            if self.server_names.len() >= SERVER_NAMES
+                && !self.server_names.contains_key(&(kind, addr))
+            {
+                self.server_names.clear();
+            }
             self.server_names.insert((kind, addr), name.into());
         }
     }
@@ -385,7 +407,11 @@ impl<R: RngCore> Driver<R> {
         out: OutboundMessage,
     ) {
         let now = now();
-        let key = (kind, destination.addr);
+        let target = match destination.connection {
+            Some(c) => StreamTarget::Connection(c.0),
+            None => StreamTarget::Address(destination.addr),
+        };
+        let key = (kind, target);
         // Idle queues are looked for only when a new one is due, not on
         // every message.
         if !self.streams.contains_key(&key) {

@@ -173,6 +173,18 @@ impl AccountState {
         self.route = self.servers[k].route.clone();
     }
 
+    /// Where a call's INVITE goes through this account: the current server,
+    /// then the others (RFC 3263 §4.3); an account on RFC 5626 flows
+    /// leaves that to its flow manager.
+    fn hops(&self) -> (Server, Vec<Server>) {
+        let rest = if self.flows.is_some() {
+            Vec::new()
+        } else {
+            self.next_servers().map(|(_, s)| s.clone()).collect()
+        };
+        (self.server().clone(), rest)
+    }
+
     /// The server signalling goes through now.
     fn server(&self) -> &Server {
         &self.servers[self.current]
@@ -908,6 +920,8 @@ struct DialPrepared {
     target_uri: String,
     replaces: Option<String>,
     dialer: Dialer,
+    /// Straight to the callee's domain rather than through the account.
+    direct: bool,
     result: Result<((Server, Vec<Server>), media::PreparedMedia), PhoneError>,
 }
 
@@ -916,6 +930,12 @@ enum Prepared {
     Dial(DialPrepared),
     /// The media for the incoming INVITE of this transaction.
     Incoming(ServerTxId, Result<media::PreparedMedia, PhoneError>),
+    /// A new connection to an account's server after the last one closed:
+    /// our address on it and its id.
+    Reconnected {
+        account: usize,
+        result: Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String>,
+    },
 }
 
 /// An incoming INVITE waiting for its media.
@@ -1034,6 +1054,67 @@ impl Engine {
             self.accounts[i].server(),
         )
         .await
+    }
+
+    /// An account's connection to its server closed (the server restarted,
+    /// a NAT forgot it): the registrar can no longer reach us over it, so
+    /// a new one is opened beside the engine and the binding moved to it
+    /// at once, rather than at the next refresh up to an hour later.
+    fn account_connection_closed(&mut self, connection: sip_tokio::ConnectionId) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        for i in 0..self.accounts.len() {
+            let a = &mut self.accounts[i];
+            if a.connection != Some(connection) {
+                continue;
+            }
+            a.connection = None;
+            if a.registration.is_none() {
+                continue;
+            }
+            info!(account = %a.config.id, "connection to the server lost: reconnecting");
+            let server = a.server().clone();
+            let transports = self.driver.transports().clone();
+            let udp_local = self.udp_local;
+            let done = self.prepared.clone();
+            tokio::spawn(async move {
+                let result = reach(&transports, udp_local, &server).await;
+                let _ = done.send(Prepared::Reconnected { account: i, result });
+            });
+        }
+    }
+
+    /// A new connection to an account's server: the registration names it.
+    fn reconnected(
+        &mut self,
+        i: usize,
+        result: Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String>,
+    ) {
+        let Some(a) = self.accounts.get_mut(i) else {
+            return;
+        };
+        let (local, connection) = match result {
+            Ok(found) => found,
+            Err(e) => {
+                // The next refresh tries again, and fails over if it must.
+                warn!(account = %a.config.id, error = %Pii::text(&e), "server unreachable after the connection was lost");
+                return;
+            }
+        };
+        if self.shutting_down.is_some() || a.connection.is_some() {
+            return;
+        }
+        a.local = Some(local);
+        a.connection = connection;
+        let via = format!("SIP/2.0/{} {local}", a.server().kind.via_transport());
+        let Some(contact) = a.contact() else { return };
+        let route = a.route.clone();
+        if let Some(reg) = a.registration.as_mut() {
+            reg.relocate(&contact, &via, &route);
+            reg.refresh_now(&mut self.rng);
+        }
+        self.pump_registration(i);
     }
 
     /// Keeps each account's connection to its server open and its NAT
@@ -1216,6 +1297,8 @@ impl Engine {
 
     fn pump_registration(&mut self, i: usize) {
         let now = self.now();
+        // The driver forgets names past a bound: named again as used.
+        name_servers(&mut self.driver, std::iter::once(self.accounts[i].server()));
         let dest = Destination {
             transport: core_transport(self.accounts[i].server().kind),
             addr: self.accounts[i].server().addr,
@@ -1322,7 +1405,11 @@ impl Engine {
                 });
                 // Calls being cancelled end with their 487 (or a racing
                 // 200, which gets its ACK and BYE).
-                if regs_done && self.calls.is_empty() || self.now() >= *deadline {
+                // A BYE (or NOTIFY) still out may be challenged and sent
+                // again: its answer is waited for too.
+                if regs_done && self.calls.is_empty() && self.in_dialog.is_empty()
+                    || self.now() >= *deadline
+                {
                     break;
                 }
             }
@@ -1346,6 +1433,7 @@ impl Engine {
                 Wake::Driver(Some(DriverEvent::Endpoint(e))) => self.endpoint_event(e).await,
                 Wake::Driver(Some(DriverEvent::ConnectionClosed { connection, .. })) => {
                     self.flow_connection_closed(connection);
+                    self.account_connection_closed(connection);
                 }
                 Wake::Driver(Some(DriverEvent::SendFailed { destination, error })) => {
                     debug!(to = %Pii::ip(destination.addr), error = %error, "send failed");
@@ -1359,6 +1447,9 @@ impl Engine {
                 Wake::Prepared(Prepared::Dial(d)) => self.dial_prepared(d),
                 Wake::Prepared(Prepared::Incoming(tx, result)) => {
                     self.incoming_prepared(tx, result).await;
+                }
+                Wake::Prepared(Prepared::Reconnected { account, result }) => {
+                    self.reconnected(account, result);
                 }
             }
             self.timers().await;
@@ -1795,6 +1886,7 @@ impl Engine {
             hops,
             local,
         } = request;
+        let direct = hops.is_none();
         let dns = Arc::clone(&self.dns);
         let kind = self.accounts[account].server().kind;
         let rtp_ports = self.config.rtp_ports;
@@ -1826,6 +1918,7 @@ impl Engine {
                 target_uri,
                 replaces,
                 dialer,
+                direct,
                 result,
             }));
         });
@@ -1857,12 +1950,7 @@ impl Engine {
         // where the INVITE goes if that one fails; an account on RFC 5626
         // flows leaves that to its flow manager.
         let hops = if self.config.register || !a.route.is_empty() {
-            let rest = if a.flows.is_some() {
-                Vec::new()
-            } else {
-                a.next_servers().map(|(_, s)| s.clone()).collect()
-            };
-            Some((a.server().clone(), rest))
+            Some(a.hops())
         } else {
             uri_target(&target_uri, a.server().kind).map_err(|v| PhoneError::InvalidInput {
                 what: "target",
@@ -1883,14 +1971,23 @@ impl Engine {
     /// the INVITE goes, and whoever placed the call hears.
     fn dial_prepared(&mut self, p: DialPrepared) {
         let result = match p.result {
-            Ok(((first, next_hops), prepared)) => self.send_invite(
-                p.account,
-                p.target_uri,
-                p.replaces,
-                first,
-                next_hops,
-                prepared,
-            ),
+            Ok((hops, prepared)) => {
+                // Through the account: where it signals now, which a
+                // failover may have moved meanwhile.
+                let (first, next_hops) = if p.direct {
+                    hops
+                } else {
+                    self.accounts[p.account].hops()
+                };
+                self.send_invite(
+                    p.account,
+                    p.target_uri,
+                    p.replaces,
+                    first,
+                    next_hops,
+                    prepared,
+                )
+            }
             Err(e) => Err(e),
         };
         self.dialled(p.dialer, result);
@@ -2824,6 +2921,11 @@ impl Engine {
                 self.last_check_sync = Some(now);
                 self.emit(PhoneEvent::CheckSync);
             }
+            // Methods taken only inside a call: outside one there is no
+            // dialog for them (§12.2.2; for BYE, §15.1.2).
+            Method::Bye | Method::Info | Method::Update | Method::Refer | Method::Notify => {
+                self.respond(tx, &request, 481, "Call/Transaction Does Not Exist");
+            }
             // §8.2.1: a 405 lists what is allowed.
             _ => self.respond_with(tx, &request, 405, "Method Not Allowed", &[("Allow", ALLOW)]),
         }
@@ -3590,7 +3692,17 @@ impl Engine {
                 dialog.local_seq = dialog.local_seq.max(old) + 1;
                 dialog.local_seq
             }
-            None => old + 1,
+            // Past every request of the call still out (a NOTIFY and a BYE
+            // may both be challenged after it ended).
+            None => {
+                let call_id = retry.call_id().ok();
+                self.in_dialog
+                    .values()
+                    .filter(|s| s.request.call_id().ok() == call_id)
+                    .filter_map(|s| s.request.cseq().ok().map(|c| c.seq))
+                    .fold(old, u32::max)
+                    + 1
+            }
         };
         let _ = retry.set_header("Via", &via);
         let _ = retry.set_header("CSeq", &format!("{seq} {method}"));

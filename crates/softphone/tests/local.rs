@@ -1205,7 +1205,8 @@ async fn rfc3261_12_1_1_ringing_and_the_answer_keep_the_proxies_record_route() {
 }
 
 /// RFC 3261 §8.2.1: a method the phone does not support is answered 405
-/// with an Allow header listing those it does (it had none).
+/// with an Allow header listing those it does (it had none); one it
+/// supports only inside a call is answered 481 outside one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc3261_8_2_1_a_405_lists_the_allowed_methods() {
     let alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
@@ -1218,6 +1219,11 @@ async fn rfc3261_8_2_1_a_405_lists_the_allowed_methods() {
         assert!(allow.contains(method), "{allow}");
     }
     assert!(!allow.contains("PUBLISH"), "{allow}");
+    // A method it takes only inside a call, outside one: no such dialog
+    // (§15.1.2), not a 405 whose Allow lists the method.
+    let bye = invite_named(&peer, alice.addr, "stray-bye", false).replace("INVITE", "BYE");
+    peer.send_to(bye.as_bytes(), alice.addr).await.unwrap();
+    response_with(&peer, 481).await;
     alice.phone.shutdown().await.unwrap();
 }
 
@@ -1275,4 +1281,53 @@ async fn a_callee_that_is_not_the_accounts_server_gets_no_answer_to_its_challeng
     .await;
     assert!(again.is_err(), "the stranger got a digest of the password");
     phone.shutdown().await.unwrap();
+}
+
+/// Quitting during a call whose proxy challenges the BYE: the phone waits
+/// (within its shutdown grace) to send the BYE again with credentials, so
+/// the call does not stay up at the proxy. Before, the engine stopped as
+/// soon as its calls were gone and the challenge went unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutting_down_answers_a_challenge_to_the_bye() {
+    use sip_core::Method;
+    let mut proxy = AuthProxy::new().await;
+    let proxy_addr = proxy.socket.local_addr().unwrap();
+    let mut c = Config::default();
+    let mut account = Account::new("office", "alice", format!("sip:{proxy_addr}"));
+    account.password = Some(config_export::Secret::new("s3cret"));
+    c.accounts.push(account);
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let mut seen = Vec::new();
+    let call = phone
+        .dial(None, &format!("sip:bob@{proxy_addr}"))
+        .await
+        .unwrap();
+    let invite = proxy.next(Method::Invite, &mut seen).await;
+    proxy.answer(&invite, "sendrecv").await;
+    call_state(&mut events, Some(&call), "connected", |s| {
+        *s == CallState::Connected
+    })
+    .await;
+    let stopping = phone.clone();
+    let shutdown = tokio::spawn(async move { stopping.shutdown().await });
+    let bye = proxy.next(Method::Bye, &mut seen).await;
+    proxy.challenge(&bye).await;
+    let again = proxy.next(Method::Bye, &mut seen).await;
+    assert!(proxy.authorized(&again), "the BYE's answer");
+    let ok = sip_core::Message::response_to(&again, 200, "OK")
+        .unwrap()
+        .build()
+        .unwrap();
+    proxy.send(ok).await;
+    tokio::time::timeout(LIMIT, shutdown)
+        .await
+        .expect("the phone stops")
+        .unwrap()
+        .unwrap();
 }

@@ -234,3 +234,88 @@ async fn a_tcp_registration_connection_is_kept_open_with_pings() {
     assert!(pings >= 4, "{pings} keep-alives in 11 minutes");
     phone.shutdown().await.unwrap();
 }
+
+/// Reads the next REGISTER on `stream` (keep-alives before it skipped).
+async fn next_register(stream: &mut tokio::net::TcpStream) -> sip_core::Message {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 65_536];
+    let mut got = Vec::new();
+    loop {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed before the REGISTER");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got);
+        if let Some(start) = text.find("REGISTER ")
+            && text[start..].contains("\r\n\r\n")
+        {
+            return sip_core::Message::parse(got[start..].to_vec()).unwrap();
+        }
+    }
+}
+
+/// The registrar's side of a TCP connection closing (a restart, a NAT
+/// that forgot it) moves the binding to a new connection at once: the
+/// phone reconnects and registers again with a Contact naming the new
+/// connection, instead of staying unreachable until the next refresh, up
+/// to an hour later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once() {
+    use tokio::io::AsyncWriteExt;
+    let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = registrar.local_addr().unwrap().port();
+    let mut c = Config::default();
+    let mut account = Account::new(
+        "alice",
+        "alice",
+        format!("sip:127.0.0.1:{port};transport=tcp"),
+    );
+    account.transport = config_export::Transport::Tcp;
+    c.accounts.push(account);
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.audio = AudioSetup::Null;
+    let (phone, _events) = Phone::start(pc).await.unwrap();
+    let limit = Duration::from_secs(10);
+    let ok = |register: &sip_core::Message| {
+        let contact = register.header("Contact").unwrap().to_owned();
+        sip_core::Message::response_to(register, 200, "OK")
+            .unwrap()
+            .to_tag("reg")
+            .header("Contact", &format!("{contact};expires=3600"))
+            .unwrap()
+            .build()
+            .unwrap()
+            .to_bytes()
+    };
+    let (mut first, first_peer) = tokio::time::timeout(limit, registrar.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let register = tokio::time::timeout(limit, next_register(&mut first))
+        .await
+        .unwrap();
+    assert!(
+        register
+            .header("Contact")
+            .unwrap()
+            .contains(&first_peer.port().to_string())
+    );
+    first.write_all(&ok(&register)).await.unwrap();
+    // Registered; now the registrar drops the connection.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(first);
+    let (mut second, second_peer) = tokio::time::timeout(limit, registrar.accept())
+        .await
+        .expect("the phone reconnects")
+        .unwrap();
+    let again = tokio::time::timeout(limit, next_register(&mut second))
+        .await
+        .expect("and registers again at once");
+    let contact = again.header("Contact").unwrap();
+    assert!(
+        contact.contains(&format!(":{};", second_peer.port())),
+        "{contact} names the new connection {second_peer}"
+    );
+    second.write_all(&ok(&again)).await.unwrap();
+    phone.shutdown().await.unwrap();
+}
