@@ -218,25 +218,17 @@ impl Registration {
         self.register(rng);
     }
 
-    /// Refreshes the binding at once, with the Contact and Via as they are
-    /// now (see [`relocate`](Self::relocate)): after the connection it
-    /// named was lost and another opened. Nothing while a REGISTER is out
-    /// (its answer, or its failure, leads on with the new Contact) or when
-    /// not registering at all.
+    /// Refreshes a registered binding at once, with the Contact and Via as
+    /// they are now (see [`relocate`](Self::relocate)): after the
+    /// connection it named was lost and another opened. Nothing in any
+    /// other state: a retry waiting (its back-off and any Retry-After
+    /// stand) or a REGISTER out goes on with the new Contact next time.
     pub fn refresh_now(&mut self, rng: &mut impl CryptoRng) {
-        if self.in_flight.is_some()
-            || matches!(
-                self.state,
-                RegistrationState::Idle | RegistrationState::Unregistering
-            )
-        {
+        if self.in_flight.is_some() || !matches!(self.state, RegistrationState::Registered { .. }) {
             return;
         }
         self.refresh_at = None;
         self.send(self.expires, rng);
-        if !matches!(self.state, RegistrationState::Registered { .. }) {
-            self.state = RegistrationState::Registering;
-        }
     }
 
     /// Starts registering now.

@@ -62,7 +62,9 @@ pub struct Driver<R> {
     transports: Transports,
     incoming: mpsc::Receiver<Incoming>,
     endpoint: Endpoint<R>,
-    connections: HashMap<u64, ConnectionId>,
+    /// Connections the driver has seen, by the endpoint's number, with
+    /// the peer's address.
+    connections: HashMap<u64, (ConnectionId, SocketAddr)>,
     udp_local: Option<SocketAddr>,
     pending: VecDeque<DriverEvent>,
     /// The transmit being sent, kept until the send returns so a caller
@@ -91,20 +93,13 @@ pub struct Driver<R> {
     server_names: HashMap<(TransportKind, SocketAddr), String>,
 }
 
-/// One destination of connection messages: the transport and the
-/// connection a message names, else the address. Requests and responses
-/// on one connection share it, so they leave in the order the endpoint
-/// queued them, whatever address each would fall back to (a response's is
-/// the peer's sent-by port, RFC 3261 §18.2.2, a request's the address the
-/// connection came from).
-type StreamKey = (TransportKind, StreamTarget);
-
-/// See [`StreamKey`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum StreamTarget {
-    Connection(u64),
-    Address(SocketAddr),
-}
+/// One destination of connection messages: the transport and the peer's
+/// address, that of the connection a message names when the driver knows
+/// it. Requests and responses to one peer share it, whichever connection
+/// each names and whatever address each would fall back to (a response's
+/// is the peer's sent-by port, RFC 3261 §18.2.2), so they leave in the
+/// order the endpoint queued them.
+type StreamKey = (TransportKind, SocketAddr);
 
 /// A message for a connection and the transmit it came from.
 type StreamJob = (Destination, OutboundMessage);
@@ -227,7 +222,7 @@ const UDP_PEERS: usize = 4096;
 
 /// Named secure destinations a driver remembers; past this it starts
 /// afresh (the caller names its servers again as it uses them).
-const SERVER_NAMES: usize = 1024;
+const SERVER_NAMES: usize = 65_536;
 
 /// Events taken from the channel in one round.
 const CHANNEL_BATCH: usize = 16;
@@ -358,7 +353,7 @@ impl<R: RngCore> Driver<R> {
                         .connection
                         .and_then(|c| self.connections.get(&c.0))
                     {
-                        out = out.with_connection(*c);
+                        out = out.with_connection(c.0);
                     }
                     if kind != TransportKind::Udp {
                         self.queue_stream(kind, t.destination, out);
@@ -377,7 +372,7 @@ impl<R: RngCore> Driver<R> {
             match result {
                 Ok(sent) => {
                     if let Some(c) = sent.connection {
-                        self.connections.insert(c.as_u64(), c);
+                        self.connections.insert(c.as_u64(), (c, t.destination.addr));
                     }
                 }
                 Err(error) => {
@@ -407,11 +402,11 @@ impl<R: RngCore> Driver<R> {
         out: OutboundMessage,
     ) {
         let now = now();
-        let target = match destination.connection {
-            Some(c) => StreamTarget::Connection(c.0),
-            None => StreamTarget::Address(destination.addr),
-        };
-        let key = (kind, target);
+        let peer = destination
+            .connection
+            .and_then(|c| self.connections.get(&c.0))
+            .map_or(destination.addr, |(_, remote)| *remote);
+        let key = (kind, peer);
         // Idle queues are looked for only when a new one is due, not on
         // every message.
         if !self.streams.contains_key(&key) {
@@ -466,7 +461,11 @@ impl<R: RngCore> Driver<R> {
         }
         match sent.result {
             Ok(Some(c)) => {
-                self.connections.insert(c.as_u64(), c);
+                // A connection named by the message keeps the remote it
+                // was known by; a new one's is where it was opened to.
+                self.connections
+                    .entry(c.as_u64())
+                    .or_insert((c, sent.destination.addr));
             }
             Ok(None) => {}
             Err(error) => {
@@ -659,7 +658,7 @@ impl<R: RngCore> Driver<R> {
         let now = now();
         let transport = core_transport(incoming.kind);
         let connection = incoming.connection.map(|c| {
-            self.connections.insert(c.as_u64(), c);
+            self.connections.insert(c.as_u64(), (c, incoming.remote));
             endpoint::ConnectionId(c.as_u64())
         });
         match incoming.event {
@@ -677,7 +676,7 @@ impl<R: RngCore> Driver<R> {
                     let closed = self.connections.remove(&c.0);
                     self.endpoint
                         .handle_input(now, Input::ConnectionClosed { connection: c });
-                    if let Some(connection) = closed {
+                    if let Some((connection, _)) = closed {
                         self.pending.push_back(DriverEvent::ConnectionClosed {
                             connection,
                             remote: incoming.remote,

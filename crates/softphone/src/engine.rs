@@ -140,6 +140,12 @@ struct AccountState {
     /// The connection to the server, over a stream transport without
     /// RFC 5626 flows (which keep their own alive).
     connection: Option<sip_tokio::ConnectionId>,
+    /// After that connection closed: when a new one is next tried, the
+    /// attempts since the last registration (for the back-off), and the
+    /// number of the attempt under way (a report of any other is stale).
+    reconnect_at: Option<Instant>,
+    reconnects_in_row: u32,
+    reconnect_attempt: Option<u64>,
     digest: DigestClient,
     registration: Option<Registration>,
     status: RegistrationStatus,
@@ -444,6 +450,16 @@ struct Engine {
     incoming: HashMap<ServerTxId, IncomingWaiting>,
 }
 
+/// The wait before the next attempt to reconnect to an account's server,
+/// after `attempts` since the last registration: none for the first, then
+/// 1, 2, 4 ... up to 64 s.
+fn reconnect_backoff(attempts: u32) -> Duration {
+    match attempts {
+        0 => Duration::ZERO,
+        n => Duration::from_secs(1 << (n - 1).min(6)),
+    }
+}
+
 /// How often an account's connection to its server is pinged: within
 /// the transport's idle timeout (10 minutes) and the TCP timeouts of most
 /// NATs, as RFC 5626 §4.4.1 suggests for connection-oriented flows.
@@ -701,6 +717,9 @@ async fn account_state(
         current: 0,
         local: None,
         connection: None,
+        reconnect_at: None,
+        reconnects_in_row: 0,
+        reconnect_attempt: None,
         digest: DigestClient::new(auth_user, password.as_str()),
         registration: None,
         status: RegistrationStatus::Unregistered,
@@ -934,6 +953,9 @@ enum Prepared {
     /// our address on it and its id.
     Reconnected {
         account: usize,
+        /// The server it went to, and the attempt's number.
+        server: usize,
+        attempt: u64,
         result: Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String>,
     },
 }
@@ -1058,14 +1080,16 @@ impl Engine {
 
     /// An account's connection to its server closed (the server restarted,
     /// a NAT forgot it): the registrar can no longer reach us over it, so
-    /// a new one is opened beside the engine and the binding moved to it
-    /// at once, rather than at the next refresh up to an hour later.
+    /// a new one is opened and the binding moved to it, at once the first
+    /// time and then after a back-off that grows until a registration
+    /// succeeds (a server that accepts and closes cannot make it spin),
+    /// rather than at the next refresh up to an hour later.
     fn account_connection_closed(&mut self, connection: sip_tokio::ConnectionId) {
         if self.shutting_down.is_some() {
             return;
         }
-        for i in 0..self.accounts.len() {
-            let a = &mut self.accounts[i];
+        let now = self.now();
+        for a in &mut self.accounts {
             if a.connection != Some(connection) {
                 continue;
             }
@@ -1073,44 +1097,90 @@ impl Engine {
             if a.registration.is_none() {
                 continue;
             }
-            info!(account = %a.config.id, "connection to the server lost: reconnecting");
-            let server = a.server().clone();
+            info!(account = %a.config.id, "connection to the server lost");
+            a.reconnect_at = Some(now + reconnect_backoff(a.reconnects_in_row));
+            a.reconnects_in_row = a.reconnects_in_row.saturating_add(1);
+        }
+    }
+
+    /// Starts the reconnections that are due, each beside the engine.
+    fn reconnect_due(&mut self, now: Instant) {
+        for i in 0..self.accounts.len() {
+            let a = &mut self.accounts[i];
+            if a.reconnect_at.is_none_or(|t| t > now) || a.reconnect_attempt.is_some() {
+                continue;
+            }
+            a.reconnect_at = None;
+            self.failover_searches += 1;
+            let attempt = self.failover_searches;
+            a.reconnect_attempt = Some(attempt);
+            let (server, target) = (a.current, a.server().clone());
             let transports = self.driver.transports().clone();
             let udp_local = self.udp_local;
             let done = self.prepared.clone();
             tokio::spawn(async move {
-                let result = reach(&transports, udp_local, &server).await;
-                let _ = done.send(Prepared::Reconnected { account: i, result });
+                let result = reach(&transports, udp_local, &target).await;
+                let _ = done.send(Prepared::Reconnected {
+                    account: i,
+                    server,
+                    attempt,
+                    result,
+                });
             });
         }
     }
 
-    /// A new connection to an account's server: the registration names it.
+    /// A reconnection ended: the registration names the new connection, or
+    /// another attempt follows the back-off. A report from an attempt
+    /// overtaken by a fail-over (which opened a connection of its own) or
+    /// by shutdown changes nothing.
     fn reconnected(
         &mut self,
         i: usize,
+        server: usize,
+        attempt: u64,
         result: Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String>,
     ) {
+        let now = self.now();
+        let alive: Vec<sip_tokio::ConnectionId> = self
+            .driver
+            .transports()
+            .connections()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         let Some(a) = self.accounts.get_mut(i) else {
             return;
         };
-        let (local, connection) = match result {
+        if a.reconnect_attempt != Some(attempt) {
+            return;
+        }
+        a.reconnect_attempt = None;
+        if self.shutting_down.is_some() || a.current != server || a.connection.is_some() {
+            return;
+        }
+        let found = result.and_then(|(local, connection)| match connection {
+            // Closed again before this report: another attempt.
+            Some(c) if !alive.contains(&c) => Err("the new connection closed at once".to_owned()),
+            _ => Ok((local, connection)),
+        });
+        let (local, connection) = match found {
             Ok(found) => found,
             Err(e) => {
-                // The next refresh tries again, and fails over if it must.
-                warn!(account = %a.config.id, error = %Pii::text(&e), "server unreachable after the connection was lost");
+                warn!(account = %a.config.id, error = %Pii::text(&e), "server not reached again yet");
+                a.reconnect_at = Some(now + reconnect_backoff(a.reconnects_in_row));
+                a.reconnects_in_row = a.reconnects_in_row.saturating_add(1);
                 return;
             }
         };
-        if self.shutting_down.is_some() || a.connection.is_some() {
-            return;
-        }
         a.local = Some(local);
         a.connection = connection;
         let via = format!("SIP/2.0/{} {local}", a.server().kind.via_transport());
         let Some(contact) = a.contact() else { return };
         let route = a.route.clone();
         if let Some(reg) = a.registration.as_mut() {
+            // A REGISTER out or a retry waiting takes the new Contact with
+            // it; a registered binding moves now.
             reg.relocate(&contact, &via, &route);
             reg.refresh_now(&mut self.rng);
         }
@@ -1265,6 +1335,9 @@ impl Engine {
         a.use_server(next);
         a.local = Some(local);
         a.connection = connection;
+        // It connected afresh: a reconnection to the old server is moot.
+        a.reconnect_at = None;
+        a.reconnect_attempt = None;
         a.failovers_in_row += steps;
         // Each server once since the last back-off; then the back-off.
         let now_too = a.failovers_in_row < a.servers.len();
@@ -1346,6 +1419,7 @@ impl Engine {
                     );
                     self.flow_registered(i);
                     self.accounts[i].failovers_in_row = 0;
+                    self.accounts[i].reconnects_in_row = 0;
                     RegistrationStatus::Registered { expires }
                 }
                 RegistrationEvent::Unregistered => RegistrationStatus::Unregistered,
@@ -1448,9 +1522,12 @@ impl Engine {
                 Wake::Prepared(Prepared::Incoming(tx, result)) => {
                     self.incoming_prepared(tx, result).await;
                 }
-                Wake::Prepared(Prepared::Reconnected { account, result }) => {
-                    self.reconnected(account, result);
-                }
+                Wake::Prepared(Prepared::Reconnected {
+                    account,
+                    server,
+                    attempt,
+                    result,
+                }) => self.reconnected(account, server, attempt, result),
             }
             self.timers().await;
         }
@@ -1475,6 +1552,7 @@ impl Engine {
             if let Some(t) = a.registration.as_ref().and_then(Registration::poll_timeout) {
                 times.push(t);
             }
+            times.extend(a.reconnect_at.filter(|_| a.reconnect_attempt.is_none()));
             if self.shutting_down.is_none() {
                 times.extend(a.flows.as_ref().and_then(flows::AccountFlows::poll_timeout));
             }
@@ -1506,6 +1584,7 @@ impl Engine {
             self.purge_history();
         }
         self.keep_connections_alive(now);
+        self.reconnect_due(now);
         self.drive_flows().await;
         for i in 0..self.accounts.len() {
             let due = self.accounts[i]

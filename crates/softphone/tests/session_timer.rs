@@ -319,3 +319,60 @@ async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once
     second.write_all(&ok(&again)).await.unwrap();
     phone.shutdown().await.unwrap();
 }
+
+/// A registrar that accepts connections and closes them at once (a load
+/// balancer without a backend, a server at its connection limit) gets new
+/// connections after a growing back-off, not as fast as they close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_closes_every_connection_is_retried_with_a_back_off() {
+    use tokio::io::AsyncWriteExt;
+    let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = registrar.local_addr().unwrap().port();
+    let mut c = Config::default();
+    let mut account = Account::new(
+        "alice",
+        "alice",
+        format!("sip:127.0.0.1:{port};transport=tcp"),
+    );
+    account.transport = config_export::Transport::Tcp;
+    c.accounts.push(account);
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.audio = AudioSetup::Null;
+    let (phone, _events) = Phone::start(pc).await.unwrap();
+    let limit = Duration::from_secs(10);
+    let (mut first, _) = tokio::time::timeout(limit, registrar.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let register = tokio::time::timeout(limit, next_register(&mut first))
+        .await
+        .unwrap();
+    let contact = register.header("Contact").unwrap().to_owned();
+    let ok = sip_core::Message::response_to(&register, 200, "OK")
+        .unwrap()
+        .to_tag("reg")
+        .header("Contact", &format!("{contact};expires=3600"))
+        .unwrap()
+        .build()
+        .unwrap();
+    first.write_all(&ok.to_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(first);
+    // From now on every connection is closed as soon as it comes.
+    let mut accepted = 0;
+    let watch = tokio::time::sleep(Duration::from_secs(4));
+    tokio::pin!(watch);
+    loop {
+        tokio::select! {
+            () = &mut watch => break,
+            conn = registrar.accept() => {
+                drop(conn.unwrap());
+                accepted += 1;
+            }
+        }
+    }
+    assert!(accepted >= 2, "{accepted}: the phone gave up reconnecting");
+    assert!(accepted <= 10, "{accepted} connections in 4 s");
+    phone.shutdown().await.unwrap();
+}
