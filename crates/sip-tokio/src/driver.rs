@@ -65,6 +65,8 @@ pub struct Driver<R> {
     /// Connections the driver has seen, by the endpoint's number, with
     /// the peer's address.
     connections: HashMap<u64, (ConnectionId, SocketAddr)>,
+    /// Past this many, closed ones are looked for and forgotten.
+    connections_bound: usize,
     udp_local: Option<SocketAddr>,
     pending: VecDeque<DriverEvent>,
     /// The transmit being sent, kept until the send returns so a caller
@@ -220,6 +222,9 @@ const UDP_BATCH: usize = 16;
 /// its address family).
 const UDP_PEERS: usize = 4096;
 
+/// Connections the driver keeps track of before it forgets closed ones.
+const KNOWN_CONNECTIONS: usize = 4096;
+
 /// Named secure destinations a driver remembers; past this it starts
 /// afresh (the caller names its servers again as it uses them).
 const SERVER_NAMES: usize = 65_536;
@@ -273,6 +278,7 @@ impl<R: RngCore> Driver<R> {
             incoming,
             endpoint,
             connections: HashMap::new(),
+            connections_bound: KNOWN_CONNECTIONS,
             udp_local,
             pending: VecDeque::new(),
             sending: None,
@@ -466,6 +472,19 @@ impl<R: RngCore> Driver<R> {
                 self.connections
                     .entry(c.as_u64())
                     .or_insert((c, sent.destination.addr));
+                // A send reported after its connection's close puts a
+                // closed one back: those go when the map grows.
+                if self.connections.len() > self.connections_bound {
+                    let open: std::collections::HashSet<u64> = self
+                        .transports
+                        .connections()
+                        .iter()
+                        .map(|c| c.id.as_u64())
+                        .collect();
+                    self.connections.retain(|id, _| open.contains(id));
+                    // As many open as that: look again at twice as many.
+                    self.connections_bound = (self.connections.len() * 2).max(KNOWN_CONNECTIONS);
+                }
             }
             Ok(None) => {}
             Err(error) => {

@@ -146,6 +146,9 @@ struct AccountState {
     reconnect_at: Option<Instant>,
     reconnects_in_row: u32,
     reconnect_attempt: Option<u64>,
+    /// Since when `connection` has been up: one that lasted
+    /// [`STABLE_CONNECTION`] starts the back-off afresh when it closes.
+    connected_since: Option<Instant>,
     digest: DigestClient,
     registration: Option<Registration>,
     status: RegistrationStatus,
@@ -450,8 +453,12 @@ struct Engine {
     incoming: HashMap<ServerTxId, IncomingWaiting>,
 }
 
+/// A connection to an account's server up this long was no instant
+/// failure: when it closes, reconnecting starts again without a wait.
+const STABLE_CONNECTION: Duration = Duration::from_secs(60);
+
 /// The wait before the next attempt to reconnect to an account's server,
-/// after `attempts` since the last registration: none for the first, then
+/// after `attempts` since a connection last stayed up: none for the first, then
 /// 1, 2, 4 ... up to 64 s.
 fn reconnect_backoff(attempts: u32) -> Duration {
     match attempts {
@@ -720,6 +727,7 @@ async fn account_state(
         reconnect_at: None,
         reconnects_in_row: 0,
         reconnect_attempt: None,
+        connected_since: None,
         digest: DigestClient::new(auth_user, password.as_str()),
         registration: None,
         status: RegistrationStatus::Unregistered,
@@ -1042,6 +1050,7 @@ impl Engine {
                 Ok((local, connection)) => {
                     self.accounts[i].local = Some(local);
                     self.accounts[i].connection = connection;
+                    self.accounts[i].connected_since = Some(sip_tokio::now());
                 }
                 Err(e) => {
                     warn!(account = %self.accounts[i].config.id, error = %Pii::text(&e), "account unreachable");
@@ -1082,8 +1091,9 @@ impl Engine {
     /// a NAT forgot it): the registrar can no longer reach us over it, so
     /// a new one is opened and the binding moved to it, at once the first
     /// time and then after a back-off that grows until a registration
-    /// succeeds (a server that accepts and closes cannot make it spin),
-    /// rather than at the next refresh up to an hour later.
+    /// succeeds on a connection that then stays up (a server that accepts,
+    /// or even registers, and closes cannot make it spin), rather than at
+    /// the next refresh up to an hour later.
     fn account_connection_closed(&mut self, connection: sip_tokio::ConnectionId) {
         if self.shutting_down.is_some() {
             return;
@@ -1094,7 +1104,18 @@ impl Engine {
                 continue;
             }
             a.connection = None;
-            if a.registration.is_none() {
+            if a.connected_since
+                .take()
+                .is_some_and(|t| now.saturating_duration_since(t) >= STABLE_CONNECTION)
+            {
+                a.reconnects_in_row = 0;
+            }
+            // Nothing to keep reachable for a registration that gave up
+            // (a wrong password) or none at all.
+            if a.registration
+                .as_ref()
+                .is_none_or(|r| r.state() == sip_core::registration::RegistrationState::Idle)
+            {
                 continue;
             }
             info!(account = %a.config.id, "connection to the server lost");
@@ -1103,8 +1124,21 @@ impl Engine {
         }
     }
 
+    /// The connections open now.
+    fn live_connections(&self) -> Vec<sip_tokio::ConnectionId> {
+        self.driver
+            .transports()
+            .connections()
+            .into_iter()
+            .map(|c| c.id)
+            .collect()
+    }
+
     /// Starts the reconnections that are due, each beside the engine.
     fn reconnect_due(&mut self, now: Instant) {
+        if self.shutting_down.is_some() {
+            return;
+        }
         for i in 0..self.accounts.len() {
             let a = &mut self.accounts[i];
             if a.reconnect_at.is_none_or(|t| t > now) || a.reconnect_attempt.is_some() {
@@ -1142,13 +1176,7 @@ impl Engine {
         result: Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String>,
     ) {
         let now = self.now();
-        let alive: Vec<sip_tokio::ConnectionId> = self
-            .driver
-            .transports()
-            .connections()
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
+        let alive = self.live_connections();
         let Some(a) = self.accounts.get_mut(i) else {
             return;
         };
@@ -1175,6 +1203,7 @@ impl Engine {
         };
         a.local = Some(local);
         a.connection = connection;
+        a.connected_since = Some(now);
         let via = format!("SIP/2.0/{} {local}", a.server().kind.via_transport());
         let Some(contact) = a.contact() else { return };
         let route = a.route.clone();
@@ -1304,6 +1333,8 @@ impl Engine {
     /// unless it got through where it was meanwhile.
     fn failover_found(&mut self, done: FailoverFound) {
         let i = done.account;
+        let now = self.now();
+        let alive = self.live_connections();
         let Some(a) = self.accounts.get_mut(i) else {
             return;
         };
@@ -1335,9 +1366,18 @@ impl Engine {
         a.use_server(next);
         a.local = Some(local);
         a.connection = connection;
-        // It connected afresh: a reconnection to the old server is moot.
-        a.reconnect_at = None;
+        a.connected_since = Some(now);
+        // It connected afresh: a reconnection to the old server is moot,
+        // unless this connection closed before the report came (its close
+        // matched nothing): then one to the new server follows.
         a.reconnect_attempt = None;
+        a.reconnect_at = None;
+        if let Some(c) = connection
+            && !alive.contains(&c)
+        {
+            a.connection = None;
+            a.reconnect_at = Some(now);
+        }
         a.failovers_in_row += steps;
         // Each server once since the last back-off; then the back-off.
         let now_too = a.failovers_in_row < a.servers.len();
@@ -1419,7 +1459,6 @@ impl Engine {
                     );
                     self.flow_registered(i);
                     self.accounts[i].failovers_in_row = 0;
-                    self.accounts[i].reconnects_in_row = 0;
                     RegistrationStatus::Registered { expires }
                 }
                 RegistrationEvent::Unregistered => RegistrationStatus::Unregistered,
