@@ -4051,30 +4051,27 @@ impl Engine {
                 // INVITE, so the callee never rings.
                 self.end_call(id, EndReason::Cancelled).await;
             }
-            401 | 407 if !may_answer(&self.accounts[leg.account], leg.dest, &response) => {
-                warn!(call = %id, "challenged by a server that is not the account's: not answered");
-                self.end_call(
-                    id,
-                    EndReason::Refused {
-                        status,
-                        reason: response.reason().unwrap_or("").to_owned(),
-                    },
-                )
-                .await;
-            }
             401 | 407 => {
                 let ai = leg.account;
                 let invite = leg.invite.clone();
+                let trusted = may_answer(&self.accounts[ai], leg.dest, &response);
                 let digest = &mut self.accounts[ai].digest;
                 // An INVITE that answered no challenge went with cached
                 // credentials, whose nonce the server may have forgotten:
                 // answered afresh once.
-                let creds = if leg.challenge_answered {
-                    digest.handle_challenge(&response, &invite, &mut self.rng)
+                let creds = if !trusted {
+                    warn!(call = %id, "challenged by a server that is not the account's: not answered");
+                    None
+                } else if leg.challenge_answered {
+                    digest
+                        .handle_challenge(&response, &invite, &mut self.rng)
+                        .ok()
                 } else {
-                    digest.handle_challenge_afresh(&response, &invite, &mut self.rng)
+                    digest
+                        .handle_challenge_afresh(&response, &invite, &mut self.rng)
+                        .ok()
                 };
-                let Ok(creds) = creds else {
+                let Some(creds) = creds else {
                     self.end_call(
                         id,
                         EndReason::Refused {

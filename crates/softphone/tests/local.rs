@@ -909,6 +909,22 @@ impl AuthProxy {
     }
 }
 
+/// A phone with account `alice` (password `s3cret`) on `server`, which
+/// does not register; PCMU without SRTP.
+async fn phone_with_password(server: &str) -> (Phone, Events) {
+    let mut c = Config::default();
+    let mut account = Account::new("office", "alice", server);
+    account.password = Some(config_export::Secret::new("s3cret"));
+    c.accounts.push(account);
+    c.media.codecs = vec!["PCMU".into()];
+    c.media.srtp = SrtpPolicy::Off;
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.audio = AudioSetup::Null;
+    Phone::start(pc).await.unwrap()
+}
+
 fn cseq_of(m: &sip_core::Message) -> u32 {
     m.cseq().unwrap().seq
 }
@@ -924,17 +940,7 @@ async fn rfc3261_22_requests_in_a_call_a_proxy_challenges_go_again_with_credenti
     use sip_core::Method;
     let mut proxy = AuthProxy::new().await;
     let proxy_addr = proxy.socket.local_addr().unwrap();
-    let mut c = Config::default();
-    let mut account = Account::new("office", "alice", format!("sip:{proxy_addr}"));
-    account.password = Some(config_export::Secret::new("s3cret"));
-    c.accounts.push(account);
-    c.media.codecs = vec!["PCMU".into()];
-    c.media.srtp = SrtpPolicy::Off;
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.register = false;
-    pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let (phone, mut events) = phone_with_password(&format!("sip:{proxy_addr}")).await;
     let mut seen = Vec::new();
 
     let call = phone
@@ -1292,17 +1298,7 @@ async fn shutting_down_answers_a_challenge_to_the_bye() {
     use sip_core::Method;
     let mut proxy = AuthProxy::new().await;
     let proxy_addr = proxy.socket.local_addr().unwrap();
-    let mut c = Config::default();
-    let mut account = Account::new("office", "alice", format!("sip:{proxy_addr}"));
-    account.password = Some(config_export::Secret::new("s3cret"));
-    c.accounts.push(account);
-    c.media.codecs = vec!["PCMU".into()];
-    c.media.srtp = SrtpPolicy::Off;
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.register = false;
-    pc.audio = AudioSetup::Null;
-    let (phone, mut events) = Phone::start(pc).await.unwrap();
+    let (phone, mut events) = phone_with_password(&format!("sip:{proxy_addr}")).await;
     let mut seen = Vec::new();
     let call = phone
         .dial(None, &format!("sip:bob@{proxy_addr}"))

@@ -181,42 +181,12 @@ async fn a_tcp_registration_connection_is_kept_open_with_pings() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = registrar.local_addr().unwrap().port();
-    let mut c = Config::default();
-    let mut account = Account::new(
-        "alice",
-        "alice",
-        format!("sip:127.0.0.1:{port};transport=tcp"),
-    );
-    account.transport = config_export::Transport::Tcp;
-    c.accounts.push(account);
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.audio = AudioSetup::Null;
-    let (phone, _events) = Phone::start(pc).await.unwrap();
+    let (phone, _events) = tcp_phone(port).await;
     let (mut stream, _) = registrar.accept().await.unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let mut got = Vec::new();
     // The REGISTER (after the phone's connect ping), answered 200 for an hour.
-    let register = loop {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed before the REGISTER");
-        got.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&got);
-        if let Some(start) = text.find("REGISTER ")
-            && text[start..].contains("\r\n\r\n")
-        {
-            break sip_core::Message::parse(got[start..].to_vec()).unwrap();
-        }
-    };
-    let contact = register.header("Contact").unwrap().to_owned();
-    let ok = sip_core::Message::response_to(&register, 200, "OK")
-        .unwrap()
-        .to_tag("reg")
-        .header("Contact", &format!("{contact};expires=3600"))
-        .unwrap()
-        .build()
-        .unwrap();
-    stream.write_all(&ok.to_bytes()).await.unwrap();
+    let register = next_register(&mut stream).await;
+    stream.write_all(&register_ok(&register)).await.unwrap();
+    let mut buf = vec![0u8; 65_536];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(11 * 60);
     let mut pings = 0;
     let closed = loop {
@@ -233,6 +203,35 @@ async fn a_tcp_registration_connection_is_kept_open_with_pings() {
     assert!(!closed, "the phone closed its registration connection");
     assert!(pings >= 4, "{pings} keep-alives in 11 minutes");
     phone.shutdown().await.unwrap();
+}
+
+/// A phone registering over TCP with the registrar on loopback `port`.
+async fn tcp_phone(port: u16) -> (Phone, Events) {
+    let mut c = Config::default();
+    let mut account = Account::new(
+        "alice",
+        "alice",
+        format!("sip:127.0.0.1:{port};transport=tcp"),
+    );
+    account.transport = config_export::Transport::Tcp;
+    c.accounts.push(account);
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.audio = AudioSetup::Null;
+    Phone::start(pc).await.unwrap()
+}
+
+/// The registrar's 200 to `register`, granting an hour.
+fn register_ok(register: &sip_core::Message) -> bytes::Bytes {
+    let contact = register.header("Contact").unwrap().to_owned();
+    sip_core::Message::response_to(register, 200, "OK")
+        .unwrap()
+        .to_tag("reg")
+        .header("Contact", &format!("{contact};expires=3600"))
+        .unwrap()
+        .build()
+        .unwrap()
+        .to_bytes()
 }
 
 /// Reads the next REGISTER on `stream` (keep-alives before it skipped).
@@ -263,30 +262,8 @@ async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once
     use tokio::io::AsyncWriteExt;
     let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = registrar.local_addr().unwrap().port();
-    let mut c = Config::default();
-    let mut account = Account::new(
-        "alice",
-        "alice",
-        format!("sip:127.0.0.1:{port};transport=tcp"),
-    );
-    account.transport = config_export::Transport::Tcp;
-    c.accounts.push(account);
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.audio = AudioSetup::Null;
-    let (phone, _events) = Phone::start(pc).await.unwrap();
+    let (phone, _events) = tcp_phone(port).await;
     let limit = Duration::from_secs(10);
-    let ok = |register: &sip_core::Message| {
-        let contact = register.header("Contact").unwrap().to_owned();
-        sip_core::Message::response_to(register, 200, "OK")
-            .unwrap()
-            .to_tag("reg")
-            .header("Contact", &format!("{contact};expires=3600"))
-            .unwrap()
-            .build()
-            .unwrap()
-            .to_bytes()
-    };
     let (mut first, first_peer) = tokio::time::timeout(limit, registrar.accept())
         .await
         .unwrap()
@@ -300,7 +277,7 @@ async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once
             .unwrap()
             .contains(&first_peer.port().to_string())
     );
-    first.write_all(&ok(&register)).await.unwrap();
+    first.write_all(&register_ok(&register)).await.unwrap();
     // Registered; now the registrar drops the connection.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(first);
@@ -316,7 +293,7 @@ async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once
         contact.contains(&format!(":{};", second_peer.port())),
         "{contact} names the new connection {second_peer}"
     );
-    second.write_all(&ok(&again)).await.unwrap();
+    second.write_all(&register_ok(&again)).await.unwrap();
     phone.shutdown().await.unwrap();
 }
 
@@ -328,18 +305,7 @@ async fn a_server_that_closes_every_connection_is_retried_with_a_back_off() {
     use tokio::io::AsyncWriteExt;
     let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = registrar.local_addr().unwrap().port();
-    let mut c = Config::default();
-    let mut account = Account::new(
-        "alice",
-        "alice",
-        format!("sip:127.0.0.1:{port};transport=tcp"),
-    );
-    account.transport = config_export::Transport::Tcp;
-    c.accounts.push(account);
-    let mut pc = PhoneConfig::new(c);
-    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    pc.audio = AudioSetup::Null;
-    let (phone, _events) = Phone::start(pc).await.unwrap();
+    let (phone, _events) = tcp_phone(port).await;
     let limit = Duration::from_secs(10);
     let (mut first, _) = tokio::time::timeout(limit, registrar.accept())
         .await
@@ -348,15 +314,7 @@ async fn a_server_that_closes_every_connection_is_retried_with_a_back_off() {
     let register = tokio::time::timeout(limit, next_register(&mut first))
         .await
         .unwrap();
-    let contact = register.header("Contact").unwrap().to_owned();
-    let ok = sip_core::Message::response_to(&register, 200, "OK")
-        .unwrap()
-        .to_tag("reg")
-        .header("Contact", &format!("{contact};expires=3600"))
-        .unwrap()
-        .build()
-        .unwrap();
-    first.write_all(&ok.to_bytes()).await.unwrap();
+    first.write_all(&register_ok(&register)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(first);
     // From now on every connection is closed as soon as it comes.
