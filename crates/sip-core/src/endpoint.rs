@@ -1705,16 +1705,21 @@ mod tests {
                 "{head}CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 99\r\n\r\nv=0\r\n"
             ),
         ];
-        for raw in &answered {
+        // A fresh endpoint that got `raw` as one datagram.
+        let fed = |raw: &str| {
             let mut ep = endpoint();
             ep.handle_input(
                 Instant::now(),
                 Input::Datagram {
                     transport: Transport::Udp,
                     remote: "203.0.113.5:40000".parse().unwrap(),
-                    data: Bytes::from(raw.clone()),
+                    data: Bytes::from(raw.to_owned()),
                 },
             );
+            ep
+        };
+        for raw in &answered {
+            let mut ep = fed(raw);
             let sent = ep
                 .poll_transmit()
                 .unwrap_or_else(|| panic!("no 400 for {raw}"));
@@ -1746,15 +1751,7 @@ mod tests {
             "\u{fffd}garbage\r\n\r\n".to_owned(),
         ];
         for raw in &ignored {
-            let mut ep = endpoint();
-            ep.handle_input(
-                Instant::now(),
-                Input::Datagram {
-                    transport: Transport::Udp,
-                    remote: "203.0.113.5:40000".parse().unwrap(),
-                    data: Bytes::from(raw.clone()),
-                },
-            );
+            let mut ep = fed(raw);
             assert!(ep.poll_transmit().is_none(), "answered {raw}");
             assert_eq!(ep.stats().malformed, 1, "{raw}");
         }

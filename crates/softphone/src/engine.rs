@@ -3773,33 +3773,26 @@ impl Engine {
         let Some(sent) = self.in_dialog.get(&tx).filter(|s| !s.answered) else {
             return false;
         };
+        let (account, dest, request) = (sent.account, sent.dest, sent.request.clone());
         let Some((id, what)) = self.pending.get(&tx).cloned() else {
             return false;
         };
-        if !may_answer(&self.accounts[sent.account], sent.dest, response) {
+        if !may_answer(&self.accounts[account], dest, response) {
             warn!(call = %id, "challenged by a server that is not the account's: not answered");
             return false;
         }
-        let Some(sent) = self.in_dialog.get(&tx) else {
-            return false;
-        };
-        let digest = &mut self.accounts[sent.account].digest;
-        let creds = match digest.handle_challenge(response, &sent.request, &mut self.rng) {
+        let digest = &mut self.accounts[account].digest;
+        let creds = match digest.handle_challenge(response, &request, &mut self.rng) {
             Ok(creds) => creds,
             Err(e) => {
                 debug!(call = %id, error = %e, "in-dialog challenge not answered");
                 return false;
             }
         };
-        let (account, dest) = (sent.account, sent.dest);
         let Some(via) = self.via_with(account, dest.transport.as_str()) else {
             return false;
         };
-        let Some(sent) = self.in_dialog.get(&tx) else {
-            return false;
-        };
-        let mut retry = sent.request.clone();
-        let Ok(cseq) = retry.cseq() else {
+        let Ok(cseq) = request.cseq() else {
             return false;
         };
         let (old, method) = (cseq.seq, cseq.method_token.to_owned());
@@ -3813,7 +3806,7 @@ impl Engine {
             // Past every request of the call still out (a NOTIFY and a BYE
             // may both be challenged after it ended).
             None => {
-                let call_id = retry.call_id().ok();
+                let call_id = request.call_id().ok();
                 self.in_dialog
                     .values()
                     .filter(|s| s.request.call_id().ok() == call_id)
@@ -3822,13 +3815,7 @@ impl Engine {
                     + 1
             }
         };
-        let _ = retry.set_header("Via", &via);
-        let _ = retry.set_header("CSeq", &format!("{seq} {method}"));
-        retry.remove_header("Authorization");
-        retry.remove_header("Proxy-Authorization");
-        for c in &creds {
-            let _ = c.add_to(&mut retry);
-        }
+        let retry = with_credentials(request, &via, seq, &creds);
         let what = match what {
             // Its ACK carries these credentials too.
             Pending::ReInvite { hold, .. } => Pending::ReInvite {
@@ -4088,15 +4075,8 @@ impl Engine {
                 let Some(leg) = self.calls.get_mut(&id) else {
                     return;
                 };
-                let mut retry = leg.invite.clone();
-                let seq = retry.cseq().map(|c| c.seq).unwrap_or(1) + 1;
-                let _ = retry.set_header("Via", &via);
-                let _ = retry.set_header("CSeq", &format!("{seq} INVITE"));
-                retry.remove_header("Authorization");
-                retry.remove_header("Proxy-Authorization");
-                for c in &creds {
-                    let _ = c.add_to(&mut retry);
-                }
+                let seq = leg.invite.cseq().map(|c| c.seq).unwrap_or(1) + 1;
+                let retry = with_credentials(leg.invite.clone(), &via, seq, &creds);
                 let dest = leg.dest;
                 leg.invite = retry.clone();
                 leg.challenge_answered = true;
@@ -4193,6 +4173,28 @@ impl Engine {
             .await;
         }
     }
+}
+
+/// `request` sent again after a challenge (RFC 3261 §22.2): a new branch
+/// in `via`, CSeq `seq`, and `creds` in place of any credentials it had.
+fn with_credentials(
+    mut request: Message,
+    via: &str,
+    seq: u32,
+    creds: &[sip_core::auth::Credentials],
+) -> Message {
+    let method = request
+        .cseq()
+        .map(|c| c.method_token.to_owned())
+        .unwrap_or_default();
+    let _ = request.set_header("Via", via);
+    let _ = request.set_header("CSeq", &format!("{seq} {method}"));
+    request.remove_header("Authorization");
+    request.remove_header("Proxy-Authorization");
+    for c in creds {
+        let _ = c.add_to(&mut request);
+    }
+    request
 }
 
 /// Whether account `a`'s password may answer `response`, a challenge to a

@@ -221,6 +221,29 @@ async fn tcp_phone(port: u16) -> (Phone, Events) {
     Phone::start(pc).await.unwrap()
 }
 
+/// A TCP registrar on loopback, a phone (and its events) registering with it, the
+/// phone's connection (and its address) and the first REGISTER on it.
+async fn first_register() -> (
+    tokio::net::TcpListener,
+    (Phone, Events),
+    tokio::net::TcpStream,
+    std::net::SocketAddr,
+    sip_core::Message,
+) {
+    let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = registrar.local_addr().unwrap().port();
+    let phone = tcp_phone(port).await;
+    let limit = Duration::from_secs(10);
+    let (mut first, peer) = tokio::time::timeout(limit, registrar.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let register = tokio::time::timeout(limit, next_register(&mut first))
+        .await
+        .unwrap();
+    (registrar, phone, first, peer, register)
+}
+
 /// The registrar's 200 to `register`, granting an hour.
 fn register_ok(register: &sip_core::Message) -> bytes::Bytes {
     let contact = register.header("Contact").unwrap().to_owned();
@@ -260,17 +283,8 @@ async fn next_register(stream: &mut tokio::net::TcpStream) -> sip_core::Message 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once() {
     use tokio::io::AsyncWriteExt;
-    let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = registrar.local_addr().unwrap().port();
-    let (phone, _events) = tcp_phone(port).await;
+    let (registrar, (phone, _events), mut first, first_peer, register) = first_register().await;
     let limit = Duration::from_secs(10);
-    let (mut first, first_peer) = tokio::time::timeout(limit, registrar.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let register = tokio::time::timeout(limit, next_register(&mut first))
-        .await
-        .unwrap();
     assert!(
         register
             .header("Contact")
@@ -303,17 +317,7 @@ async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_closes_every_connection_is_retried_with_a_back_off() {
     use tokio::io::AsyncWriteExt;
-    let registrar = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = registrar.local_addr().unwrap().port();
-    let (phone, _events) = tcp_phone(port).await;
-    let limit = Duration::from_secs(10);
-    let (mut first, _) = tokio::time::timeout(limit, registrar.accept())
-        .await
-        .unwrap()
-        .unwrap();
-    let register = tokio::time::timeout(limit, next_register(&mut first))
-        .await
-        .unwrap();
+    let (registrar, (phone, _events), mut first, _, register) = first_register().await;
     first.write_all(&register_ok(&register)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(first);
