@@ -348,7 +348,9 @@ struct CallLeg {
     local_hold: bool,
     remote_hold: bool,
     muted: bool,
-    cancel_requested: bool,
+    /// Why we cancel the INVITE, once we do: the call ends with this
+    /// reason when the CANCEL's outcome comes.
+    cancelled: Option<EndReason>,
     dtmf_queue: VecDeque<char>,
     next_dtmf: Option<Instant>,
     timer: Option<SessionTimer>,
@@ -1901,7 +1903,7 @@ impl Engine {
         let Some(leg) = self.calls.get_mut(&id) else {
             return false;
         };
-        if leg.cancel_requested || leg.dialog.is_some() || leg.next_hops.is_empty() {
+        if leg.cancelled.is_some() || leg.dialog.is_some() || leg.next_hops.is_empty() {
             return false;
         }
         let hop = leg.next_hops.remove(0);
@@ -2242,7 +2244,7 @@ impl Engine {
             local_hold: false,
             remote_hold: false,
             muted: false,
-            cancel_requested: false,
+            cancelled: None,
             dtmf_queue: VecDeque::new(),
             next_dtmf: None,
             timer: None,
@@ -2386,6 +2388,7 @@ impl Engine {
             486 => "Busy Here",
             603 => "Decline",
             480 => "Temporarily Unavailable",
+            488 => "Not Acceptable Here",
             _ => "Rejected",
         };
         if let (Some(tx), Ok(resp)) = (
@@ -2405,7 +2408,7 @@ impl Engine {
         let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
         match leg.phase {
             Phase::Calling => {
-                leg.cancel_requested = true;
+                leg.cancelled.get_or_insert(EndReason::Cancelled);
                 if let Some(tx) = leg.invite_tx {
                     let _ = self.driver.endpoint().cancel(now, tx);
                 }
@@ -2725,7 +2728,39 @@ impl Engine {
                     let _ = self.events.send(PhoneEvent::Notice { text });
                 }
             }
-            Err(e) => warn!(call = %id, error = %e, "media did not start"),
+            Err(e) => {
+                warn!(call = %id, error = %e, "media did not start");
+                self.media_failed(id, format!("media did not start: {e}"))
+                    .await;
+            }
+        }
+    }
+
+    /// Ends a call whose media cannot start, rather than leave it silent:
+    /// a BYE once answered; before that a CANCEL, after which the call
+    /// ends with `problem` as its reason.
+    async fn media_failed(&mut self, id: CallId, problem: String) {
+        let now = self.now();
+        let Some(leg) = self.calls.get_mut(&id) else {
+            return;
+        };
+        match leg.phase {
+            Phase::Calling => {
+                leg.cancelled = Some(EndReason::Failed(problem));
+                if let Some(tx) = leg.invite_tx {
+                    let _ = self.driver.endpoint().cancel(now, tx);
+                }
+            }
+            // Media starts at the answer, so this is not expected: the
+            // offer is refused as media that cannot be had.
+            Phase::Offered => {
+                let _ = self.reject(id, 488).await;
+            }
+            Phase::Confirmed => {
+                self.send_bye(id);
+                self.end_call(id, EndReason::Failed(problem)).await;
+            }
+            Phase::Ended => {}
         }
     }
 
@@ -3254,7 +3289,7 @@ impl Engine {
             local_hold: false,
             remote_hold: false,
             muted: false,
-            cancel_requested: false,
+            cancelled: None,
             dtmf_queue: VecDeque::new(),
             next_dtmf: None,
             timer: session_timer,
@@ -3975,7 +4010,7 @@ impl Engine {
                 leg.phase = Phase::Confirmed;
                 // A 2xx that won the race with our CANCEL is hung up at
                 // once: the call was never answered for the history.
-                if first && !leg.cancel_requested {
+                if first && leg.cancelled.is_none() {
                     leg.answered = Some(SystemTime::now());
                 }
                 // RFC 4028: who refreshes, and how often.
@@ -4006,12 +4041,12 @@ impl Engine {
                 if negotiated.as_ref().is_some_and(Result::is_ok) {
                     leg.answer_tag = tag;
                 }
-                let cancelled = leg.cancel_requested;
+                let cancelled = leg.cancelled.clone();
                 self.send_ack(id, &response, None);
-                if cancelled {
+                if let Some(reason) = cancelled {
                     // The 2xx won the race with our CANCEL (§9.1): hang up.
                     self.send_bye(id);
-                    self.end_call(id, EndReason::Cancelled).await;
+                    self.end_call(id, reason).await;
                     return;
                 }
                 match negotiated {
@@ -4033,10 +4068,11 @@ impl Engine {
                     }
                 }
             }
-            401 | 407 if leg.cancel_requested => {
+            401 | 407 if leg.cancelled.is_some() => {
                 // Hung up while the challenge was on its way: no second
                 // INVITE, so the callee never rings.
-                self.end_call(id, EndReason::Cancelled).await;
+                let reason = leg.cancelled.clone().unwrap_or(EndReason::Cancelled);
+                self.end_call(id, reason).await;
             }
             401 | 407 => {
                 let ai = leg.account;
@@ -4102,8 +4138,8 @@ impl Engine {
                 let Some(leg) = self.calls.get(&id) else {
                     return;
                 };
-                let reason = if status == 487 && leg.cancel_requested {
-                    EndReason::Cancelled
+                let reason = if let Some(reason) = leg.cancelled.clone().filter(|_| status == 487) {
+                    reason
                 } else {
                     EndReason::Refused {
                         status,

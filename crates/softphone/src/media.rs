@@ -197,11 +197,31 @@ fn media_port(port: media_audio::AudioPort) -> media_tokio::AudioPort {
     media_tokio::AudioPort::new(port.capture, port.playback, port.sample_rate)
 }
 
+/// Whether opening `audio` may take long: probing the sound system (or an
+/// integrator's factory, which may do the same) can take seconds, so such
+/// a device opens in the background while the call starts on the null
+/// device. The null device and WAV files open at once.
+fn opens_slowly(audio: &AudioSetup) -> bool {
+    matches!(audio, AudioSetup::Auto | AudioSetup::Custom(_))
+}
+
+/// Why [`watch_device`] opens a device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Opening {
+    /// The call's first device, which the call waited for on the null one.
+    First,
+    /// A replacement for a device that went away.
+    Replacement,
+}
+
 /// Watches a call's device until told to stop, then returns the guard of
-/// the device in use. A device that goes away (a headset unplugged, the
-/// sound server restarted) is opened again from the same setup, which for
-/// [`AudioSetup::Auto`] is the system's default device now, and the call
-/// moves there; the user gets a notice.
+/// the device in use. With `first_open`, the call runs on the null device
+/// until the device of `audio` is open (see [`opens_slowly`]); a failure
+/// leaves it on the null device and tells the user. A device that goes
+/// away (a headset unplugged, the sound server restarted) is opened again
+/// from the same setup, which for [`AudioSetup::Auto`] is the system's
+/// default device now, and the call moves there; the user gets a notice.
+#[allow(clippy::too_many_arguments)]
 async fn watch_device(
     call: CallId,
     mut guard: AudioGuard,
@@ -210,39 +230,49 @@ async fn watch_device(
     channel: AudioChannelHandle,
     events: mpsc::UnboundedSender<MediaEvent>,
     mut stop: oneshot::Receiver<()>,
+    first_open: bool,
 ) -> AudioGuard {
     let mut checks = tokio::time::interval(DEVICE_CHECK);
     let mut reopens = 0;
     let mut opened_at = tokio::time::Instant::now();
+    let mut due = first_open.then_some(Opening::First);
     loop {
-        tokio::select! {
-            _ = &mut stop => return guard,
-            _ = checks.tick() => {}
-        }
-        while let Some(event) = guard.poll_event() {
-            match event {
-                AudioEvent::DeviceLost { direction } => {
-                    warn!(call = %call, %direction, "audio device lost");
-                }
-                AudioEvent::Rerouted { direction } => {
-                    info!(call = %call, %direction, "the system moved the audio to another device");
-                }
-                other => debug!(call = %call, event = ?other, "audio device"),
+        if due.is_none() {
+            tokio::select! {
+                _ = &mut stop => return guard,
+                _ = checks.tick() => {}
             }
+            while let Some(event) = guard.poll_event() {
+                match event {
+                    AudioEvent::DeviceLost { direction } => {
+                        warn!(call = %call, %direction, "audio device lost");
+                    }
+                    AudioEvent::Rerouted { direction } => {
+                        info!(call = %call, %direction, "the system moved the audio to another device");
+                    }
+                    other => debug!(call = %call, event = ?other, "audio device"),
+                }
+            }
+            if !guard.is_device_lost() {
+                continue;
+            }
+            due = Some(Opening::Replacement);
         }
-        if !guard.is_device_lost() {
-            continue;
-        }
-        if opened_at.elapsed() >= STEADY_DEVICE {
-            reopens = 0;
-        }
-        // From this attempt on: attempts that fail count as in a row.
-        opened_at = tokio::time::Instant::now();
-        reopens += 1;
-        let setup = if reopens > MAX_REOPENS {
-            AudioSetup::Null
-        } else {
+        let Some(why) = due.take() else { continue };
+        let setup = if why == Opening::First {
             audio.clone()
+        } else {
+            if opened_at.elapsed() >= STEADY_DEVICE {
+                reopens = 0;
+            }
+            // From this attempt on: attempts that fail count as in a row.
+            opened_at = tokio::time::Instant::now();
+            reopens += 1;
+            if reopens > MAX_REOPENS {
+                AudioSetup::Null
+            } else {
+                audio.clone()
+            }
         };
         // Opening may take seconds on a wedged system: a hang-up must not
         // wait for it. A device opened after that is dropped on the
@@ -252,14 +282,26 @@ async fn watch_device(
             _ = &mut stop => return guard,
             opened = opening => opened,
         };
+        let failed = |e: String| match why {
+            Opening::First => Some(format!(
+                "the audio device failed ({e}); using the null device: nothing is heard or sent"
+            )),
+            Opening::Replacement => None,
+        };
         let (device, notice) = match opened {
             Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
-                warn!(call = %call, error = %e, "no audio device to replace the lost one");
+                warn!(call = %call, error = %e, ?why, "no audio device");
+                if !tell(&events, call, failed(e.to_string())) {
+                    return guard;
+                }
                 continue;
             }
             Err(e) => {
-                warn!(call = %call, error = %e, "opening an audio device failed");
+                warn!(call = %call, error = %e, ?why, "opening an audio device failed");
+                if !tell(&events, call, failed(e.to_string())) {
+                    return guard;
+                }
                 continue;
             }
         };
@@ -270,6 +312,7 @@ async fn watch_device(
                 let old = std::mem::replace(&mut guard, fresh);
                 // Stopping joins the old device's threads: off the runtime.
                 drop(tokio::task::spawn_blocking(move || old.stop()));
+                opened_at = tokio::time::Instant::now();
             }
             Err(ChannelError::Stopped) => {
                 // The call's media ended meanwhile; `stop` follows.
@@ -279,25 +322,48 @@ async fn watch_device(
             }
             Err(e) => {
                 // The channel cannot run at this device's rate: the null
-                // device (at the codec's rate) takes over at the next check.
-                warn!(call = %call, backend = %name, error = %e, "the new audio device is unusable");
+                // device (at the codec's rate) stays, or takes over at the
+                // next check.
+                warn!(call = %call, backend = %name, error = %e, "the audio device is unusable");
                 drop(tokio::task::spawn_blocking(move || fresh.stop()));
                 reopens = MAX_REOPENS;
+                if !tell(&events, call, failed(e.to_string())) {
+                    return guard;
+                }
                 continue;
             }
         }
-        info!(call = %call, backend = %name, "the call moved to another audio device");
-        let text = notice.unwrap_or_else(|| {
-            format!("the audio device went away; the call goes on with the {name} device")
-        });
-        if events.send(MediaEvent::Notice { call, text }).is_err() {
+        let text = match why {
+            Opening::First => {
+                info!(call = %call, backend = %name, "audio device open");
+                notice
+            }
+            Opening::Replacement => {
+                info!(call = %call, backend = %name, "the call moved to another audio device");
+                Some(notice.unwrap_or_else(|| {
+                    format!("the audio device went away; the call goes on with the {name} device")
+                }))
+            }
+        };
+        if !tell(&events, call, text) {
             return guard;
         }
     }
 }
 
+/// Sends `text`, if any, as a notice for the user; false when the phone's
+/// task is gone.
+fn tell(events: &mpsc::UnboundedSender<MediaEvent>, call: CallId, text: Option<String>) -> bool {
+    match text {
+        Some(text) => events.send(MediaEvent::Notice { call, text }).is_ok(),
+        None => true,
+    }
+}
+
 impl CallMedia {
-    /// Starts media on the prepared sockets.
+    /// Starts media on the prepared sockets. A device that may take long
+    /// to open (see [`opens_slowly`]) opens in the background: the phone's
+    /// task does not wait for the sound system.
     pub(crate) fn start(
         call: CallId,
         prepared: PreparedMedia,
@@ -323,7 +389,12 @@ impl CallMedia {
         )
         .map_err(|e| PhoneError::Media(e.to_string()))?;
         let rate = stream.sample_rate();
-        let (device, notice) = open_device(audio, rate)?;
+        let later = opens_slowly(audio);
+        let (device, notice) = if later {
+            open_device(&AudioSetup::Null, rate)?
+        } else {
+            open_device(audio, rate)?
+        };
         let (port, guard) = device.into_parts();
         let channel = AudioChannel::spawn(
             stream,
@@ -341,6 +412,7 @@ impl CallMedia {
             channel.clone(),
             events.clone(),
             stopped,
+            later,
         ));
         let mut rx = channel.events();
         tokio::spawn(async move {

@@ -610,17 +610,105 @@ async fn an_unplugged_headset_moves_the_call_to_another_device() {
         unreachable!()
     };
     assert!(text.contains("audio device went away"), "{text}");
+    until_heard(&bob.heard, 440.0, "bob (alice's new microphone)").await;
+    assert_eq!(opens.load(Ordering::SeqCst), 2);
+    bob_hangs_up(alice, bob, &ab, &ba).await;
+}
+
+/// A sound system that takes its time: every device opens only once the
+/// test opens the gate (or after 30 s, so nothing waits for ever).
+#[derive(Clone, Default)]
+struct SlowSoundSystem(Arc<(Mutex<bool>, std::sync::Condvar)>);
+
+impl SlowSoundSystem {
+    fn wait(&self) {
+        let (open, changed) = &*self.0;
+        let guard = open.lock().unwrap();
+        let _ = changed
+            .wait_timeout_while(guard, Duration::from_secs(30), |open| !*open)
+            .unwrap();
+    }
+
+    fn open(&self) {
+        let (open, changed) = &*self.0;
+        *open.lock().unwrap() = true;
+        changed.notify_all();
+    }
+
+    /// A party whose device, once open, plays `tone`.
+    async fn party(&self, user: &str, tone: f64) -> Party {
+        let heard = Recording::new(Duration::from_secs(20));
+        let (sound, rec) = (self.clone(), heard.clone());
+        let audio = AudioSetup::Custom(Arc::new(move || {
+            sound.wait();
+            Ok(Box::new(ToneBackend::with_recording(
+                Tone::new(tone),
+                rec.clone(),
+            )))
+        }));
+        party_with(user, DtmfMode::Rfc4733, audio, heard).await
+    }
+}
+
+/// Waits (bounded) until `r` holds `frequency`.
+async fn until_heard(r: &Recording, frequency: f64, who: &str) {
     // The tone has to fill the half second `hears` looks at, behind the
     // jitter buffer; a loaded machine takes longer.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while !hears(&bob.heard, 440.0) {
+    while !hears(r, frequency) {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "bob does not hear alice's new microphone"
+            "{who} does not hear the {frequency} Hz tone"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(opens.load(Ordering::SeqCst), 2);
+}
+
+/// Opening the sound card can take seconds: the call is placed, answered
+/// and connected meanwhile, the phones take commands, and the audio comes
+/// in once the devices are open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_sound_card_holds_up_neither_the_call_nor_the_phone() {
+    let sound = SlowSoundSystem::default();
+    let mut alice = sound.party("alice", 440.0).await;
+    let mut bob = sound.party("bob", 700.0).await;
+    let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
+    let accounts = tokio::time::timeout(LIMIT, alice.phone.accounts()).await;
+    assert!(
+        matches!(accounts, Ok(Ok(ref a)) if a.len() == 1),
+        "alice's phone does not answer while her sound card opens: {accounts:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !hears(&bob.heard, 440.0),
+        "bob hears alice's microphone before it is open"
+    );
+    sound.open();
+    until_heard(&bob.heard, 440.0, "bob").await;
+    until_heard(&alice.heard, 700.0, "alice").await;
+    bob_hangs_up(alice, bob, &ab, &ba).await;
+}
+
+/// A sound card that cannot be opened: the call goes on without it, and
+/// the user is told why nothing is heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sound_card_that_fails_to_open_is_named_to_the_user() {
+    let heard = Recording::new(Duration::from_secs(20));
+    let audio = AudioSetup::Custom(Arc::new(|| Err("the sound server is not running".into())));
+    let mut alice = party_with("alice", DtmfMode::Rfc4733, audio, heard).await;
+    let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
+    let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
+    let notice = next_event(&mut alice.events, "a notice of the failed device", |e| {
+        matches!(e, PhoneEvent::Notice { .. })
+    })
+    .await;
+    let PhoneEvent::Notice { text } = notice else {
+        unreachable!()
+    };
+    assert!(
+        text.contains("the sound server is not running") && text.contains("null device"),
+        "{text}"
+    );
     bob_hangs_up(alice, bob, &ab, &ba).await;
 }
 
