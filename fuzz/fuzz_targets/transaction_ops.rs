@@ -113,7 +113,11 @@ fuzz_target!(|ops: Vec<Op>| {
                 });
             }
             Op::Closed { connection } => {
-                ep.handle_input(now, Input::ConnectionClosed { connection: ConnectionId(u64::from(connection % 4)) });
+                ep.handle_input(now, Input::ConnectionClosed {
+                    connection: ConnectionId(u64::from(connection % 4)),
+                    transport: Transport::Tcp,
+                    remote: peer(),
+                });
             }
             Op::TransportError { reliable } => {
                 ep.handle_input(now, Input::TransportError {

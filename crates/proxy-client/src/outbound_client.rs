@@ -1109,8 +1109,14 @@ impl Task {
                     }
                 }
                 if let Some(c) = connection {
-                    self.endpoint
-                        .handle_input(now, Input::ConnectionClosed { connection: c });
+                    self.endpoint.handle_input(
+                        now,
+                        Input::ConnectionClosed {
+                            connection: c,
+                            transport,
+                            remote: incoming.remote,
+                        },
+                    );
                 }
             }
             _ => {}

@@ -167,10 +167,18 @@ pub enum Input {
         /// The message.
         message: Message,
     },
-    /// A connection closed; its decoder is dropped.
+    /// A connection closed; its decoder is dropped, and a client
+    /// transaction whose request went over it and is still waiting for its
+    /// final response fails as by a transport error (§17.1.4): that
+    /// response has no way back (a server that connects back, §18.2.2,
+    /// cannot pass the NAT a phone sits behind).
     ConnectionClosed {
         /// The connection.
         connection: ConnectionId,
+        /// Its transport.
+        transport: Transport,
+        /// The peer's address on it.
+        remote: SocketAddr,
     },
     /// Sending to a destination failed (§17.1.4, §17.2.4).
     TransportError {
@@ -704,22 +712,27 @@ impl<R: RngCore> Endpoint<R> {
                 };
                 self.handle_message(now, message, source);
             }
-            Input::ConnectionClosed { connection } => {
+            Input::ConnectionClosed {
+                connection,
+                transport,
+                remote,
+            } => {
                 self.decoders.remove(&connection);
+                self.fail_clients(now, |e| {
+                    e.destination.transport == transport
+                        && e.destination
+                            .connection
+                            .map_or(e.destination.addr == remote, |c| c == connection)
+                        && matches!(
+                            e.tx.state(),
+                            TransactionState::Calling
+                                | TransactionState::Trying
+                                | TransactionState::Proceeding
+                        )
+                });
             }
             Input::TransportError { destination } => {
-                let clients: Vec<ClientTxId> = self
-                    .clients
-                    .iter()
-                    .filter(|(_, e)| same_target(&e.destination, &destination))
-                    .map(|(id, _)| *id)
-                    .collect();
-                for id in clients {
-                    if let Some(e) = self.clients.get_mut(&id) {
-                        e.tx.handle_transport_error(now);
-                    }
-                    self.drain_client(now, id);
-                }
+                self.fail_clients(now, |e| same_target(&e.destination, &destination));
                 let servers: Vec<ServerTxId> = self
                     .servers
                     .iter()
@@ -733,6 +746,22 @@ impl<R: RngCore> Endpoint<R> {
                     self.drain_server(id);
                 }
             }
+        }
+    }
+
+    /// Fails the client transactions `lost` picks with a transport error.
+    fn fail_clients(&mut self, now: Instant, lost: impl Fn(&ClientEntry) -> bool) {
+        let clients: Vec<ClientTxId> = self
+            .clients
+            .iter()
+            .filter(|(_, e)| lost(e))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in clients {
+            if let Some(e) = self.clients.get_mut(&id) {
+                e.tx.handle_transport_error(now);
+            }
+            self.drain_client(now, id);
         }
     }
 
@@ -1849,5 +1878,87 @@ mod tests {
         assert!(ep.poll_transmit().is_none());
         assert!(ep.poll_event().is_none());
         assert_eq!(ep.stats().retransmissions_absorbed, 1);
+    }
+
+    /// §17.1.4: a request whose connection closed before its final
+    /// response fails at once as a transport error instead of waiting out
+    /// Timer F; one on another connection or transport, or one already
+    /// answered, goes on.
+    #[test]
+    fn rfc3261_17_1_4_a_request_whose_connection_closed_fails_at_once() {
+        let now = Instant::now();
+        let mut ep = endpoint();
+        let server: SocketAddr = "192.0.2.9:5060".parse().unwrap();
+        let to = |transport, connection| Destination {
+            transport,
+            addr: server,
+            connection,
+        };
+        let tcp = to(Transport::Tcp, None);
+        let lost = ep
+            .send_request(
+                now,
+                request("SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKlost"),
+                tcp,
+            )
+            .unwrap();
+        let pinned = ep
+            .send_request(
+                now,
+                request("SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKpinned"),
+                to(Transport::Tcp, Some(ConnectionId(3))),
+            )
+            .unwrap();
+        let udp = ep
+            .send_request(
+                now,
+                request("SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKudp"),
+                to(Transport::Udp, None),
+            )
+            .unwrap();
+        let elsewhere = ep
+            .send_request(
+                now,
+                request("SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKelse"),
+                to(Transport::Tcp, Some(ConnectionId(8))),
+            )
+            .unwrap();
+        let call = invite("SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKcall");
+        let answered = ep.send_request(now, call.clone(), tcp).unwrap();
+        let ok = Message::response_to(&call, 200, "OK")
+            .map(|b| b.to_tag("t9"))
+            .and_then(|b| b.build())
+            .unwrap();
+        ep.handle_input(
+            now,
+            Input::Parsed {
+                transport: Transport::Tcp,
+                connection: Some(ConnectionId(3)),
+                remote: server,
+                message: ok,
+            },
+        );
+        assert!(matches!(
+            ep.poll_event(),
+            Some(EndpointEvent::Response { transaction, .. }) if transaction == answered
+        ));
+        ep.handle_input(
+            now,
+            Input::ConnectionClosed {
+                connection: ConnectionId(3),
+                transport: Transport::Tcp,
+                remote: server,
+            },
+        );
+        let mut failed: Vec<ClientTxId> = std::iter::from_fn(|| ep.poll_event())
+            .filter_map(|e| match e {
+                EndpointEvent::ClientTransportError { transaction } => Some(transaction),
+                _ => None,
+            })
+            .collect();
+        failed.sort();
+        let mut expected = vec![lost, pinned];
+        expected.sort();
+        assert_eq!(failed, expected, "udp {udp:?}, elsewhere {elsewhere:?}");
     }
 }

@@ -693,8 +693,14 @@ impl<R: RngCore> Driver<R> {
             IncomingEvent::ConnectionClosed(reason) => {
                 if let Some(c) = connection {
                     let closed = self.connections.remove(&c.0);
-                    self.endpoint
-                        .handle_input(now, Input::ConnectionClosed { connection: c });
+                    self.endpoint.handle_input(
+                        now,
+                        Input::ConnectionClosed {
+                            connection: c,
+                            transport,
+                            remote: incoming.remote,
+                        },
+                    );
                     if let Some((connection, _)) = closed {
                         self.pending.push_back(DriverEvent::ConnectionClosed {
                             connection,

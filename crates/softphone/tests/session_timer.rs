@@ -311,6 +311,33 @@ async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once
     phone.shutdown().await.unwrap();
 }
 
+/// The registrar's side closing the connection while the REGISTER is out
+/// (a restart mid-request): the REGISTER has failed, as its answer has no
+/// way back, so the phone registers again over a new connection within
+/// the retry back-off (2.5 to 5 s) rather than after waiting out Timer F
+/// (32 s) for an answer that cannot come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc3261_17_1_4_a_register_whose_connection_closed_is_sent_again_on_a_new_one() {
+    use tokio::io::AsyncWriteExt;
+    let (registrar, (phone, _events), first, _, _) = first_register().await;
+    drop(first);
+    let limit = Duration::from_secs(15);
+    let (mut second, second_peer) = tokio::time::timeout(limit, registrar.accept())
+        .await
+        .expect("the phone reconnects")
+        .unwrap();
+    let again = tokio::time::timeout(limit, next_register(&mut second))
+        .await
+        .expect("and sends the REGISTER again without waiting out Timer F");
+    let contact = again.header("Contact").unwrap();
+    assert!(
+        contact.contains(&format!(":{};", second_peer.port())),
+        "{contact} names the new connection {second_peer}"
+    );
+    second.write_all(&register_ok(&again)).await.unwrap();
+    phone.shutdown().await.unwrap();
+}
+
 /// A registrar that accepts connections and closes them at once (a load
 /// balancer without a backend, a server at its connection limit) gets new
 /// connections after a growing back-off, not as fast as they close.
