@@ -1089,6 +1089,19 @@ impl Task {
                     message,
                 },
             ),
+            // Framed but not parsed: the endpoint answers 400 when it can.
+            IncomingEvent::BadMessage {
+                message: Some(data),
+                ..
+            } => self.endpoint.handle_input(
+                now,
+                Input::Message {
+                    transport,
+                    connection,
+                    remote: incoming.remote,
+                    data,
+                },
+            ),
             IncomingEvent::Pong => {
                 if let Some(flow) = incoming.connection.and_then(|c| self.flow_of_connection(c)) {
                     self.flows.handle_pong(now, flow);

@@ -145,7 +145,10 @@ pub enum Input {
         /// The bytes.
         data: Bytes,
     },
-    /// A message the driver framed itself (one WebSocket frame).
+    /// A message the driver framed itself: one WebSocket message (framed as
+    /// a datagram is, RFC 7118), or a message framed by its Content-Length
+    /// on another stream. One that does not parse is answered 400 when it
+    /// can be.
     Message {
         /// The transport.
         transport: Transport,
@@ -666,9 +669,10 @@ impl<R: RngCore> Endpoint<R> {
                 decoder.push(&data);
                 let mut items = Vec::new();
                 while let Some(item) = decoder.next_item() {
-                    items.push(item);
+                    let rejected = decoder.take_rejected();
+                    items.push((item, rejected));
                 }
-                for item in items {
+                for (item, rejected) in items {
                     match item {
                         Ok(StreamItem::Message(m)) => self.handle_message(now, m, source),
                         Ok(StreamItem::Ping) => self.transmits.push_back(Transmit {
@@ -679,7 +683,12 @@ impl<R: RngCore> Endpoint<R> {
                             self.events
                                 .push_back(EndpointEvent::KeepAlivePong { connection });
                         }
-                        Err(error) => self.malformed(source, error),
+                        Err(error) => {
+                            if let Some(data) = rejected {
+                                self.answer_unparsed(&data, source, &error);
+                            }
+                            self.malformed(source, error);
+                        }
                     }
                 }
             }
@@ -694,9 +703,16 @@ impl<R: RngCore> Endpoint<R> {
                     addr: remote,
                     connection,
                 };
-                match Message::parse_with(data, &self.config.limits, Framing::Stream) {
+                let framing = match transport {
+                    Transport::Ws | Transport::Wss => Framing::Datagram,
+                    _ => Framing::Stream,
+                };
+                match Message::parse_with(data.clone(), &self.config.limits, framing) {
                     Ok(m) => self.handle_message(now, m, source),
-                    Err(error) => self.malformed(source, error),
+                    Err(error) => {
+                        self.answer_unparsed(&data, source, &error);
+                        self.malformed(source, error);
+                    }
                 }
             }
             Input::Parsed {
@@ -1960,5 +1976,46 @@ mod tests {
         let mut expected = vec![lost, pinned];
         expected.sort();
         assert_eq!(failed, expected, "udp {udp:?}, elsewhere {elsewhere:?}");
+    }
+
+    /// On a stream, a request framed by its Content-Length that does not
+    /// parse is answered 400 over its connection, and the message after
+    /// it is read as usual.
+    #[test]
+    fn rfc3261_21_4_1_a_stream_request_that_does_not_parse_is_answered_400() {
+        let now = Instant::now();
+        let mut ep = endpoint();
+        let bad = "OPTIONS sip:a@192.0.2.1 SIP/2.0\r\n\
+                   Via: SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKs1\r\n\
+                   From: <sip:b@example.com>;tag=1\r\n\
+                   To: <sip:a@192.0.2.1>\r\n\
+                   Call-ID: s1\r\n\
+                   CSeq: 1 OPTIONS\r\n\
+                   Content-Length: 0\r\n\r\n";
+        let good = request("SIP/2.0/TCP 10.0.0.1:5060;branch=z9hG4bKs2");
+        let mut data = bad.as_bytes().to_vec();
+        data.extend_from_slice(&good.to_bytes());
+        ep.handle_input(
+            now,
+            Input::Stream {
+                transport: Transport::Tcp,
+                connection: ConnectionId(5),
+                remote: "10.0.0.1:40000".parse().unwrap(),
+                data: Bytes::from(data),
+            },
+        );
+        let sent = ep.poll_transmit().expect("a 400 goes out");
+        assert_eq!(sent.destination.connection, Some(ConnectionId(5)));
+        let resp = Message::parse(sent.payload).unwrap();
+        assert_eq!(resp.status(), Some(400));
+        assert_eq!(resp.call_id().unwrap(), "s1");
+        assert!(matches!(
+            ep.poll_event(),
+            Some(EndpointEvent::BadMessage { .. })
+        ));
+        assert!(matches!(
+            ep.poll_event(),
+            Some(EndpointEvent::Request { request, .. }) if request.call_id().unwrap() == "c1"
+        ));
     }
 }

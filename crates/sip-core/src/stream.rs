@@ -1,6 +1,6 @@
 //! Splitting a byte stream (TCP, TLS, WebSocket) into messages.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use crate::error::{ParseError, ParseErrorKind, Position};
 use crate::grammar::is_wsp;
@@ -54,6 +54,8 @@ pub struct StreamDecoder {
     failed: bool,
     /// A ping of ours went out and its pong has not come yet.
     awaiting_pong: bool,
+    /// The last message framed but not parsed (see [`StreamDecoder::take_rejected`]).
+    rejected: Option<Bytes>,
 }
 
 impl Default for StreamDecoder {
@@ -72,6 +74,7 @@ impl StreamDecoder {
             expected: None,
             failed: false,
             awaiting_pong: false,
+            rejected: None,
         }
     }
 
@@ -102,6 +105,14 @@ impl StreamDecoder {
     /// Whether a framing error made the stream unusable.
     pub fn is_failed(&self) -> bool {
         self.failed
+    }
+
+    /// The bytes of the message behind the last error that left the stream
+    /// usable (framed by its Content-Length, but not a valid message), once:
+    /// a request among them is still answered 400 when its Via, From, To,
+    /// Call-ID and CSeq lines can be read (RFC 3261 §8.2).
+    pub fn take_rejected(&mut self) -> Option<Bytes> {
+        self.rejected.take()
     }
 
     /// The next complete item, `None` when more bytes are needed.
@@ -169,7 +180,14 @@ impl StreamDecoder {
         let frame = self.buf.split_to(total).freeze();
         self.expected = None;
         self.scanned = 0;
-        Some(Message::parse_with(frame, &self.limits, Framing::Stream).map(StreamItem::Message))
+        self.rejected = None;
+        match Message::parse_with(frame.clone(), &self.limits, Framing::Stream) {
+            Ok(message) => Some(Ok(StreamItem::Message(message))),
+            Err(error) => {
+                self.rejected = Some(frame);
+                Some(Err(error))
+            }
+        }
     }
 
     fn fail(&mut self, kind: ParseErrorKind) -> ParseError {

@@ -522,7 +522,10 @@ async fn drive_stream(
                                 if decoder.is_failed() {
                                     failed = Some(CloseReason::FramingError);
                                 }
-                                IncomingEvent::BadMessage(error)
+                                IncomingEvent::BadMessage {
+                                    error,
+                                    message: decoder.take_rejected(),
+                                }
                             }
                         };
                         if !shared.emit(peer.incoming(event)).await {
@@ -671,7 +674,7 @@ async fn handle_websocket_message(
     } else {
         let size = data.len();
         // A WebSocket message delimits the SIP message as a datagram does.
-        match Message::parse_with(data, &peer.limits, Framing::Datagram) {
+        match Message::parse_with(data.clone(), &peer.limits, Framing::Datagram) {
             Ok(message) => {
                 debug!(
                     method = ?message.method(),
@@ -683,7 +686,10 @@ async fn handle_websocket_message(
             }
             Err(error) => {
                 debug!(error = %error.kind, size, "bad message on WebSocket");
-                IncomingEvent::BadMessage(error)
+                IncomingEvent::BadMessage {
+                    error,
+                    message: Some(data),
+                }
             }
         }
     };
@@ -719,7 +725,10 @@ async fn websocket_error(
                 position: Position { line: 1, column: 1 },
             };
             if !shared
-                .emit(peer.incoming(IncomingEvent::BadMessage(error)))
+                .emit(peer.incoming(IncomingEvent::BadMessage {
+                    error,
+                    message: None,
+                }))
                 .await
             {
                 return None;

@@ -623,7 +623,7 @@ impl<R: RngCore> Driver<R> {
                             // The endpoint reads it again, answers 400 when
                             // the lines a response needs are readable, and
                             // counts it.
-                            Some(IncomingEvent::BadMessage(_)) => self.endpoint.handle_input(
+                            Some(IncomingEvent::BadMessage { .. }) => self.endpoint.handle_input(
                                 now(),
                                 Input::Datagram {
                                     transport: Transport::Udp,
@@ -710,6 +710,20 @@ impl<R: RngCore> Driver<R> {
                     }
                 }
             }
+            // A message framed on a connection that did not parse: the
+            // endpoint reads it again and answers 400 when it can.
+            IncomingEvent::BadMessage {
+                message: Some(data),
+                ..
+            } => self.endpoint.handle_input(
+                now,
+                Input::Message {
+                    transport,
+                    connection,
+                    remote: incoming.remote,
+                    data,
+                },
+            ),
             IncomingEvent::Pong => {
                 if let Some(c) = connection {
                     self.pending
@@ -718,8 +732,8 @@ impl<R: RngCore> Driver<R> {
                         }));
                 }
             }
-            // Unparseable input was counted by the transport; a transport
-            // error on receive has no transaction to tell.
+            // Other unparseable input was counted by the transport; a
+            // transport error on receive has no transaction to tell.
             _ => {}
         }
     }

@@ -66,12 +66,13 @@
 //! connections a [`ConnectionId`]. Its [`IncomingEvent`] is one of:
 //!
 //! - `Message`: a parsed message, untouched;
-//! - `BadMessage`: input that did not parse. Over UDP the layer answers
-//!   nothing (the core answers 400 when it can); over a stream, a framing
-//!   error (no or a broken Content-Length, a message over
-//!   [`ParseLimits::max_message_size`](sip_core::ParseLimits)) also closes
-//!   the connection, while a well-framed message that fails to parse is
-//!   skipped;
+//! - `BadMessage`: input that did not parse. The layer answers nothing;
+//!   the core answers a request 400 when the lines a response needs are
+//!   readable (the driver hands it a connection's message with its bytes).
+//!   Over a stream, a framing error (no or a broken Content-Length, a
+//!   message over [`ParseLimits::max_message_size`](sip_core::ParseLimits))
+//!   also closes the connection, while a well-framed message that fails to
+//!   parse is skipped;
 //! - `Pong`: a keep-alive answer;
 //! - `ConnectionClosed` with a [`CloseReason`];
 //! - `TransportError`: a UDP receive error or a failed inbound handshake.

@@ -384,13 +384,19 @@ pub enum IncomingEvent {
     /// A message that parsed. The layer does not touch it: adding `received`
     /// and `rport` to the top Via of a request is the core's job.
     Message(Message),
-    /// Input that is not a valid message. Over UDP nothing is answered here;
-    /// the core may answer 400 when enough of the request was readable. Over
-    /// a stream, a message that was framed correctly but did not parse is
-    /// skipped and the connection stays open; a framing error (no or a
-    /// broken Content-Length, a message over the size limit) is followed by
-    /// [`IncomingEvent::ConnectionClosed`].
-    BadMessage(ParseError),
+    /// Input that is not a valid message. Nothing is answered here; the
+    /// core may answer 400 when enough of the request was readable. Over a
+    /// connection, a message that was framed correctly (by its
+    /// Content-Length, or one WebSocket message) but did not parse is
+    /// skipped, with its bytes in `message`, and the connection stays open;
+    /// a framing error (no or a broken Content-Length, a message over the
+    /// size limit) is followed by [`IncomingEvent::ConnectionClosed`].
+    BadMessage {
+        /// What is wrong, and where.
+        error: ParseError,
+        /// The message's bytes, when it was framed on a connection.
+        message: Option<Bytes>,
+    },
     /// A keep-alive pong: a single CRLF on a stream (RFC 5626 §4.4.1) or a
     /// WebSocket pong frame. Pings from the peer are answered by the layer.
     Pong,

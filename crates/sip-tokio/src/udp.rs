@@ -82,7 +82,10 @@ pub(crate) fn datagram_event(data: &[u8], limits: &ParseLimits) -> Option<Incomi
             Err(error) => {
                 // No answer from here: the core may answer 400 if it can.
                 debug!(error = %error.kind, size = data.len(), "malformed UDP message");
-                IncomingEvent::BadMessage(error)
+                IncomingEvent::BadMessage {
+                    error,
+                    message: None,
+                }
             }
         },
     )

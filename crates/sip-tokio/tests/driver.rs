@@ -166,7 +166,7 @@ async fn udp_malformed_datagram_is_reported_and_not_answered() {
         .unwrap();
 
     let incoming = next(&mut server_rx).await;
-    assert!(matches!(incoming.event, IncomingEvent::BadMessage(_)));
+    assert!(matches!(incoming.event, IncomingEvent::BadMessage { .. }));
     assert_eq!(incoming.remote, peer.local_addr().unwrap());
 
     let mut buf = [0; 1500];
@@ -189,7 +189,7 @@ async fn udp_datagram_over_listener_limit_is_refused() {
     let incoming = next(&mut server_rx).await;
     assert!(matches!(
         incoming.event,
-        IncomingEvent::BadMessage(ref e) if matches!(e.kind, ParseErrorKind::MessageTooLarge { .. })
+        IncomingEvent::BadMessage { error: ref e, .. } if matches!(e.kind, ParseErrorKind::MessageTooLarge { .. })
     ));
 }
 
@@ -267,7 +267,7 @@ async fn rfc3261_18_3_bad_message_is_skipped_and_stream_continues() {
 
     assert!(matches!(
         next(&mut server_rx).await.event,
-        IncomingEvent::BadMessage(_)
+        IncomingEvent::BadMessage { .. }
     ));
     assert_eq!(call_id(&next(&mut server_rx).await), "after-bad");
 }
@@ -290,7 +290,7 @@ async fn oversize_message_is_refused_and_connection_closed() {
     let bad = next(&mut server_rx).await;
     assert!(matches!(
         bad.event,
-        IncomingEvent::BadMessage(ref e) if matches!(e.kind, ParseErrorKind::MessageTooLarge { .. })
+        IncomingEvent::BadMessage { error: ref e, .. } if matches!(e.kind, ParseErrorKind::MessageTooLarge { .. })
     ));
     let closed = next(&mut server_rx).await;
     assert_eq!(closed.connection, bad.connection);

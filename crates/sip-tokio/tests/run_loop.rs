@@ -426,6 +426,68 @@ async fn messages_behind_a_failed_connect_fail_with_it() {
     hold.abort();
 }
 
+/// The same over TCP: a request framed by its Content-Length that does not
+/// parse (no Max-Forwards) is answered 400 on its connection, which stays
+/// open for the next request. It used to be dropped in silence, and the
+/// sender waited 32 s for its transaction to time out.
+#[tokio::test]
+async fn a_tcp_request_that_does_not_parse_is_answered_400_on_its_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (transports, incoming) = Transports::new(TransportConfig::default());
+    let local = transports
+        .bind(TransportKind::Tcp, any_port(), ListenerOptions::new())
+        .await
+        .unwrap();
+    let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::seed_from_u64(7));
+    let mut driver = Driver::new(transports, incoming, endpoint);
+    let mut peer = tokio::net::TcpStream::connect(local).await.unwrap();
+    let bad = format!(
+        "OPTIONS sip:uas@127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/TCP {};branch=z9hG4bKbad\r\n\
+         From: <sip:peer@example.com>;tag=p1\r\n\
+         To: <sip:uas@example.com>\r\n\
+         Call-ID: unparsed\r\n\
+         CSeq: 1 OPTIONS\r\n\
+         Content-Length: 0\r\n\r\n",
+        peer.local_addr().unwrap()
+    );
+    peer.write_all(bad.as_bytes()).await.unwrap();
+    let event = timeout(WAIT, driver.next(None)).await.unwrap().unwrap();
+    assert!(
+        matches!(
+            event,
+            DriverEvent::Endpoint(EndpointEvent::BadMessage { .. })
+        ),
+        "{event:?}"
+    );
+    driver.flush().await;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    let answer = timeout(WAIT, async {
+        loop {
+            let n = peer.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the connection closed instead of a 400");
+            got.extend_from_slice(&buf[..n]);
+            if let Ok(m) = Message::parse(got.clone()) {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("a 400 on the connection");
+    assert_eq!(answer.status(), Some(400));
+    assert_eq!(answer.call_id().unwrap(), "unparsed");
+    // The connection still carries requests.
+    let good = options("still-open", "z9hG4bKgood");
+    peer.write_all(&good.to_bytes()).await.unwrap();
+    let next = timeout(WAIT, driver.next(None)).await.unwrap().unwrap();
+    assert!(
+        matches!(next, DriverEvent::Endpoint(EndpointEvent::Request { ref request, .. })
+            if request.call_id().unwrap() == "still-open"),
+        "{next:?}"
+    );
+}
+
 /// A request that does not parse (here, no Max-Forwards) reaching the
 /// driver over UDP is answered 400 by the endpoint behind it, naming the
 /// problem: the driver used to drop it, and the sender retransmitted for
