@@ -338,6 +338,40 @@ async fn rfc3261_17_1_4_a_register_whose_connection_closed_is_sent_again_on_a_ne
     phone.shutdown().await.unwrap();
 }
 
+/// A registrar that takes one REGISTER per connection, answers it 200 and
+/// closes (a misconfigured balancer): each new connection registers, but
+/// none stays up, so the back-off keeps growing instead of starting afresh
+/// with every success, and the phone does not spin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_registers_and_closes_every_connection_is_retried_with_a_back_off() {
+    use tokio::io::AsyncWriteExt;
+    let (registrar, (phone, _events), mut first, _, register) = first_register().await;
+    first.write_all(&register_ok(&register)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(first);
+    let mut registered = 0;
+    let watch = tokio::time::sleep(Duration::from_secs(6));
+    tokio::pin!(watch);
+    loop {
+        tokio::select! {
+            () = &mut watch => break,
+            conn = registrar.accept() => {
+                let (mut stream, _) = conn.unwrap();
+                let answered = tokio::time::timeout(Duration::from_secs(2), next_register(&mut stream)).await;
+                if let Ok(register) = answered {
+                    stream.write_all(&register_ok(&register)).await.unwrap();
+                    registered += 1;
+                }
+                drop(stream);
+            }
+        }
+    }
+    // Back-off 0, 1, 2, 4 s: three or four rounds in 6 s.
+    assert!(registered >= 2, "{registered}: the phone gave up");
+    assert!(registered <= 6, "{registered} registrations in 6 s");
+    phone.shutdown().await.unwrap();
+}
+
 /// A registrar that accepts connections and closes them at once (a load
 /// balancer without a backend, a server at its connection limit) gets new
 /// connections after a growing back-off, not as fast as they close.
