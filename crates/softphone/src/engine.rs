@@ -209,20 +209,25 @@ impl AccountState {
     }
 
     fn contact(&self) -> Option<String> {
-        let local = self.local?;
+        Some(self.contact_at(self.local?, self.server().kind.via_transport()))
+    }
+
+    /// Our Contact at `local` over `transport` (its Via token, `UDP`...).
+    fn contact_at(&self, local: SocketAddr, transport: &str) -> String {
         let user = &self.config.user;
         let outbound = self
             .flows
             .as_ref()
             .map(flows::AccountFlows::uri_params)
             .unwrap_or_default();
-        Some(match self.server().kind {
-            TransportKind::Udp => format!("sip:{user}@{local}{outbound}"),
-            k => format!(
+        if transport.eq_ignore_ascii_case("UDP") {
+            format!("sip:{user}@{local}{outbound}")
+        } else {
+            format!(
                 "sip:{user}@{local};transport={}{outbound}",
-                k.via_transport().to_ascii_lowercase()
-            ),
-        })
+                transport.to_ascii_lowercase()
+            )
+        }
     }
 }
 
@@ -326,6 +331,10 @@ struct CallLeg {
     local: Identity,
     remote: Identity,
     dest: Destination,
+    /// For a call of an account that signals to peers directly, our
+    /// address towards this call's peer (see `Engine::direct_local`);
+    /// otherwise the account's address is the call's.
+    direct_local: Option<SocketAddr>,
     /// Our INVITE (outgoing) or theirs (incoming).
     invite: Message,
     invite_tx: Option<ClientTxId>,
@@ -903,14 +912,19 @@ async fn reach(
     server: &Server,
 ) -> Result<(SocketAddr, Option<sip_tokio::ConnectionId>), String> {
     if server.kind == TransportKind::Udp {
-        if !udp_local.ip().is_unspecified() {
-            return Ok((udp_local, None));
-        }
-        let ip = interface_towards(udp_local.ip(), server.addr)
-            .map_err(|e| format!("no route to {}: {e}", server.addr))?;
-        return Ok((SocketAddr::new(ip, udp_local.port()), None));
+        return Ok((towards(udp_local, server.addr)?, None));
     }
     connect(transports, server).await
+}
+
+/// The address `peer` sees us at for a socket bound to `bound`: on the
+/// interface that routes to it when bound to every interface.
+fn towards(bound: SocketAddr, peer: SocketAddr) -> Result<SocketAddr, String> {
+    if !bound.ip().is_unspecified() {
+        return Ok(bound);
+    }
+    let ip = interface_towards(bound.ip(), peer).map_err(|e| format!("no route to {peer}: {e}"))?;
+    Ok(SocketAddr::new(ip, bound.port()))
 }
 
 /// The address of the interface that routes to `peer`, for a socket bound
@@ -1040,7 +1054,14 @@ impl Engine {
                 self.start_flows(i);
                 continue;
             }
-            let mut local = self.local_address(i).await;
+            // An account that calls peers directly has no server to reach:
+            // its stand-in server (the dialer's without a registrar) names
+            // no one to connect to.
+            let mut local = if self.signals_directly(i) {
+                towards(self.udp_local, self.accounts[i].server().addr).map(|a| (a, None))
+            } else {
+                self.local_address(i).await
+            };
             // A proxy that cannot be reached: fail over to the next one.
             for k in 1..self.accounts[i].servers.len() {
                 let Err(e) = &local else { break };
@@ -1878,20 +1899,42 @@ impl Engine {
     /// account's).
     fn via_for_call(&mut self, id: CallId) -> Option<String> {
         let leg = self.calls.get(&id)?;
-        let (account, transport) = (leg.account, leg.dest.transport);
-        self.via_with(account, transport.as_str())
+        let local = leg.direct_local.or(self.accounts[leg.account].local)?;
+        Some(self.via_at(local, leg.dest.transport.as_str()))
     }
 
     /// A Via with a new branch for a request sent over `kind`.
     fn via_over(&mut self, account: usize, kind: TransportKind) -> Option<String> {
-        self.via_with(account, kind.via_transport())
+        let local = self.accounts[account].local?;
+        Some(self.via_at(local, kind.via_transport()))
     }
 
-    /// A Via with a new branch, `transport` its token (`UDP`, `TLS`...).
-    fn via_with(&mut self, account: usize, transport: &str) -> Option<String> {
-        let local = self.accounts[account].local?;
+    /// A Via at `local` with a new branch, `transport` its token (`UDP`,
+    /// `TLS`...).
+    fn via_at(&mut self, local: SocketAddr, transport: &str) -> String {
         let branch = self.driver.endpoint().new_branch();
-        Some(format!("SIP/2.0/{transport} {local};branch={branch};rport"))
+        format!("SIP/2.0/{transport} {local};branch={branch};rport")
+    }
+
+    /// Whether account `ai` signals to peers directly: no registration,
+    /// no proxy.
+    fn signals_directly(&self, ai: usize) -> bool {
+        !self.config.register && self.accounts[ai].route.is_empty()
+    }
+
+    /// Our address for a call with `peer` when account `ai` signals to
+    /// peers directly: on the interface that routes to the peer (the
+    /// account's address is the one towards its stand-in server, which a
+    /// peer elsewhere cannot reach), at our SIP port, so that the peer's
+    /// requests, responses and media find us. `None` for an account that
+    /// signals through its server, whose address is the call's.
+    fn direct_local(&self, ai: usize, peer: SocketAddr) -> Option<SocketAddr> {
+        if !self.signals_directly(ai) {
+            return None;
+        }
+        towards(self.udp_local, peer)
+            .inspect_err(|e| debug!(error = %Pii::text(e), "no interface towards the peer"))
+            .ok()
     }
 
     /// Sends a call's INVITE again, to the next server, after the one it
@@ -2013,6 +2056,7 @@ impl Engine {
         let turn = self.config.config.relay.turn.clone();
         let tls = self.tls.clone();
         let done = self.prepared.clone();
+        let bound = self.udp_local;
         tokio::spawn(async move {
             let result = async {
                 let hops = match hops {
@@ -2028,8 +2072,14 @@ impl Engine {
                         (first, found.collect())
                     }
                 };
-                let prepared =
-                    media::prepare(local.ip(), rtp_ports, turn.as_ref(), tls.as_ref()).await?;
+                // A direct call's media goes out the interface towards the
+                // callee, as its signalling does (see `direct_local`).
+                let ip = if direct {
+                    towards(bound, hops.0.addr).map_or(local.ip(), |a| a.ip())
+                } else {
+                    local.ip()
+                };
+                let prepared = media::prepare(ip, rtp_ports, turn.as_ref(), tls.as_ref()).await?;
                 Ok((hops, prepared))
             }
             .await;
@@ -2152,8 +2202,17 @@ impl Engine {
         let local_id = self.local_identity(ai);
         let tag = self.driver.endpoint().new_tag();
         let call_id = self.driver.endpoint().new_call_id();
-        let via = self.via_over(ai, kind).ok_or(PhoneError::Stopped)?;
-        let contact = self.accounts[ai].contact().ok_or(PhoneError::Stopped)?;
+        let direct_local = self.direct_local(ai, first.addr);
+        let (via, contact) = match direct_local {
+            Some(local) => (
+                self.via_at(local, kind.via_transport()),
+                self.accounts[ai].contact_at(local, kind.via_transport()),
+            ),
+            None => (
+                self.via_over(ai, kind).ok_or(PhoneError::Stopped)?,
+                self.accounts[ai].contact().ok_or(PhoneError::Stopped)?,
+            ),
+        };
         let from = match &local_id.display_name {
             Some(name) => format!("\"{}\" <{}>;tag={tag}", quote(name), local_id.uri),
             None => format!("<{}>;tag={tag}", local_id.uri),
@@ -2227,6 +2286,7 @@ impl Engine {
                 display_name: None,
             },
             dest,
+            direct_local,
             invite,
             invite_tx: Some(tx),
             server_tx: None,
@@ -2317,7 +2377,7 @@ impl Engine {
             return Err(PhoneError::NoSuchCall(id));
         };
         let sdp = leg.answer_sdp.clone().unwrap_or_default();
-        let contact = self.accounts[leg.account].contact().unwrap_or_default();
+        let contact = call_contact(&self.accounts, leg);
         let mut b = Message::response_to(&leg.invite, 200, "OK")
             .and_then(|b| b.record_route_of(&leg.invite))
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
@@ -3134,7 +3194,8 @@ impl Engine {
                 return;
             }
         };
-        let Some(local) = self.accounts[ai].local.or(Some(self.udp_local)) else {
+        let direct = self.direct_local(ai, source.addr);
+        let Some(local) = direct.or(self.accounts[ai].local).or(Some(self.udp_local)) else {
             return;
         };
         // Bound to every interface: the one that routes to the caller (the
@@ -3227,9 +3288,13 @@ impl Engine {
             },
         };
         let tag = self.driver.endpoint().new_tag();
-        let contact = self.accounts[ai]
-            .contact()
-            .unwrap_or_else(|| format!("sip:{}@{}", self.accounts[ai].config.user, self.udp_local));
+        let direct_local = self.direct_local(ai, source.addr);
+        let contact = match direct_local {
+            Some(local) => self.accounts[ai].contact_at(local, source.transport.as_str()),
+            None => self.accounts[ai].contact().unwrap_or_else(|| {
+                format!("sip:{}@{}", self.accounts[ai].config.user, self.udp_local)
+            }),
+        };
         let Some(dialog) = Dialog::as_uas(&request, &tag, &contact) else {
             self.respond(tx, &request, 400, "Bad Request");
             return;
@@ -3272,6 +3337,7 @@ impl Engine {
             local: self.local_identity(ai),
             remote: remote.clone(),
             dest: source,
+            direct_local,
             invite: request.clone(),
             invite_tx: None,
             server_tx: Some(tx),
@@ -3517,7 +3583,7 @@ impl Engine {
             return;
         };
         leg.answer_in_ack = offered.is_none();
-        let contact = self.accounts[leg.account].contact().unwrap_or_default();
+        let contact = call_contact(&self.accounts, leg);
         let mut b = Message::response_to(&request, 200, "OK")
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
             .and_then(|b| b.header("Allow", ALLOW));
@@ -3755,9 +3821,9 @@ impl Engine {
             self.send_ack(id, response, None);
             return;
         }
-        let (account, dest) = (leg.account, leg.dest);
+        let dest = leg.dest;
         let invite = leg.invite.clone();
-        let contact = self.accounts[account].contact().unwrap_or_default();
+        let contact = call_contact(&self.accounts, leg);
         let Some(mut other) = Dialog::as_uac(&invite, response, &contact) else {
             return;
         };
@@ -3824,9 +3890,11 @@ impl Engine {
                 return false;
             }
         };
-        let Some(via) = self.via_with(account, dest.transport.as_str()) else {
+        let local = self.calls.get(&id).and_then(|l| l.direct_local);
+        let Some(local) = local.or(self.accounts[account].local) else {
             return false;
         };
+        let via = self.via_at(local, dest.transport.as_str());
         let Ok(cseq) = request.cseq() else {
             return false;
         };
@@ -3969,7 +4037,7 @@ impl Engine {
         match status {
             100 => {}
             101..=199 => {
-                let contact = self.accounts[leg.account].contact().unwrap_or_default();
+                let contact = call_contact(&self.accounts, leg);
                 if leg.dialog.is_none() && response.to().ok().and_then(|t| t.tag()).is_some() {
                     leg.dialog = Dialog::as_uac(&leg.invite, &response, &contact);
                 }
@@ -3993,7 +4061,7 @@ impl Engine {
                 }
             }
             200..=299 => {
-                let contact = self.accounts[leg.account].contact().unwrap_or_default();
+                let contact = call_contact(&self.accounts, leg);
                 match leg.dialog.as_mut() {
                     Some(d)
                         if d.id.remote_tag
@@ -4238,6 +4306,16 @@ fn with_credentials(
 /// outbound proxies) may ask, and so may whoever asks for a realm one of
 /// them asked for. Anyone else, such as the callee of a direct call, would
 /// get a digest of the password to attack offline.
+/// Our Contact in a call: at the call's own address for a direct call
+/// (see `Engine::direct_local`), else the account's.
+fn call_contact(accounts: &[AccountState], leg: &CallLeg) -> String {
+    let a = &accounts[leg.account];
+    match leg.direct_local {
+        Some(local) => a.contact_at(local, leg.dest.transport.as_str()),
+        None => a.contact().unwrap_or_default(),
+    }
+}
+
 fn may_answer(a: &AccountState, dest: Destination, response: &Message) -> bool {
     if a.servers.iter().any(|s| s.addr == dest.addr) {
         return true;

@@ -23,7 +23,8 @@ use media_audio::{
     Recording, Tone, ToneBackend, analysis,
 };
 use softphone::{
-    AudioSetup, Call, CallDirection, CallState, EndReason, Events, Phone, PhoneConfig, PhoneEvent,
+    AudioSetup, Call, CallDirection, CallState, EndReason, Events, Listen, Phone, PhoneConfig,
+    PhoneEvent,
 };
 
 struct Party {
@@ -710,6 +711,57 @@ async fn a_sound_card_that_fails_to_open_is_named_to_the_user() {
         "{text}"
     );
     bob_hangs_up(alice, bob, &ab, &ba).await;
+}
+
+/// A phone without a registrar that listens on UDP and TCP, its account
+/// server `server` over `transport`.
+async fn listening_party(user: &str, server: &str, transport: config_export::Transport) -> Party {
+    let heard = Recording::new(Duration::from_secs(20));
+    let mut c = Config::default();
+    let mut account = Account::new(user, user, server);
+    account.transport = transport;
+    c.accounts.push(account);
+    c.media.codecs = vec!["PCMU".into()];
+    let mut pc = PhoneConfig::new(c);
+    pc.bind = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    pc.register = false;
+    pc.listen = Listen::UdpAndTcp;
+    pc.audio = AudioSetup::Null;
+    let (phone, events) = Phone::start(pc).await.unwrap();
+    let addr = phone.accounts().await.unwrap()[0]
+        .local
+        .expect("a local address without a server to reach");
+    Party {
+        phone,
+        events,
+        addr,
+        heard,
+    }
+}
+
+/// A phone that calls peers directly (no registrar) over TCP has no
+/// server to connect to at start: the call goes straight to the callee
+/// over TCP, and the callee's BYE finds the caller at its Contact. The
+/// phone used to connect to its stand-in server first, and every call
+/// failed with "no connection".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_call_over_tcp_needs_no_registrar() {
+    // The stand-in server of a phone without a registrar: nothing listens.
+    let mut alice =
+        listening_party("alice", "sip:127.0.0.1:9", config_export::Transport::Tcp).await;
+    let mut bob = listening_party("bob", "sip:127.0.0.1", config_export::Transport::Udp).await;
+    let a = alice
+        .phone
+        .dial(None, &format!("sip:bob@{};transport=tcp", bob.addr))
+        .await
+        .expect("the call goes out over TCP");
+    let b = incoming(&mut bob.events).await;
+    b.answer().await.unwrap();
+    call_state(&mut alice.events, Some(&a), "the answer", |s| {
+        *s == CallState::Connected
+    })
+    .await;
+    bob_hangs_up(alice, bob, &a, &b).await;
 }
 
 /// An INVITE from `socket` to the phone at `to` with this Via branch; the
