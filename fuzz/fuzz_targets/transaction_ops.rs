@@ -116,7 +116,7 @@ fuzz_target!(|ops: Vec<Op>| {
                 ep.handle_input(now, Input::ConnectionClosed {
                     connection: ConnectionId(u64::from(connection % 4)),
                     transport: Transport::Tcp,
-                    remote: peer(),
+                    remote: Some(peer()),
                 });
             }
             Op::TransportError { reliable } => {

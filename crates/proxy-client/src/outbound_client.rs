@@ -1124,10 +1124,13 @@ impl Task {
                 if let Some(c) = connection {
                     self.endpoint.handle_input(
                         now,
+                        // One connection per proxy at a time (see
+                        // `open_deferred`): unpinned requests to its
+                        // address went over this one.
                         Input::ConnectionClosed {
                             connection: c,
                             transport,
-                            remote: incoming.remote,
+                            remote: Some(incoming.remote),
                         },
                     );
                 }

@@ -171,17 +171,23 @@ pub enum Input {
         message: Message,
     },
     /// A connection closed; its decoder is dropped, and a client
-    /// transaction whose request went over it and is still waiting for its
-    /// final response fails as by a transport error (§17.1.4): that
-    /// response has no way back (a server that connects back, §18.2.2,
-    /// cannot pass the NAT a phone sits behind).
+    /// transaction whose request went over it and has had no response yet
+    /// (or, but for an INVITE, only a provisional one) fails as by a
+    /// transport error (§17.1.4): its response has no way back over the
+    /// connection, and a server that connects back instead (§18.2.2) does
+    /// not get through the NAT a phone usually sits behind. An INVITE that
+    /// got a provisional response reached its next hop, which goes on
+    /// with it: Timer C or the callee ends it, not the connection.
     ConnectionClosed {
         /// The connection.
         connection: ConnectionId,
         /// Its transport.
         transport: Transport,
-        /// The peer's address on it.
-        remote: SocketAddr,
+        /// The peer's address on it, when no other connection to that
+        /// address is open: a request sent there without a connection of
+        /// its own went over this one. `None` fails only the transactions
+        /// whose destination names this connection.
+        remote: Option<SocketAddr>,
     },
     /// Sending to a destination failed (§17.1.4, §17.2.4).
     TransportError {
@@ -735,16 +741,17 @@ impl<R: RngCore> Endpoint<R> {
             } => {
                 self.decoders.remove(&connection);
                 self.fail_clients(now, |e| {
-                    e.destination.transport == transport
-                        && e.destination
-                            .connection
-                            .map_or(e.destination.addr == remote, |c| c == connection)
-                        && matches!(
-                            e.tx.state(),
-                            TransactionState::Calling
-                                | TransactionState::Trying
-                                | TransactionState::Proceeding
-                        )
+                    let waiting = match e.tx.state() {
+                        TransactionState::Calling | TransactionState::Trying => true,
+                        TransactionState::Proceeding => !e.tx.is_invite(),
+                        _ => false,
+                    };
+                    waiting
+                        && e.destination.transport == transport
+                        && match e.destination.connection {
+                            Some(c) => c == connection,
+                            None => Some(e.destination.addr) == remote,
+                        }
                 });
             }
             Input::TransportError { destination } => {
@@ -1958,24 +1965,50 @@ mod tests {
             ep.poll_event(),
             Some(EndpointEvent::Response { transaction, .. }) if transaction == answered
         ));
+        // An INVITE that is ringing reached its next hop, which goes on.
+        let ring = invite("SIP/2.0/TCP 192.0.2.1;branch=z9hG4bKring");
+        let ringing = ep.send_request(now, ring.clone(), tcp).unwrap();
+        let response = Message::response_to(&ring, 180, "Ringing")
+            .map(|b| b.to_tag("t8"))
+            .and_then(|b| b.build())
+            .unwrap();
         ep.handle_input(
             now,
-            Input::ConnectionClosed {
-                connection: ConnectionId(3),
+            Input::Parsed {
                 transport: Transport::Tcp,
+                connection: Some(ConnectionId(3)),
                 remote: server,
+                message: response,
             },
         );
-        let mut failed: Vec<ClientTxId> = std::iter::from_fn(|| ep.poll_event())
-            .filter_map(|e| match e {
-                EndpointEvent::ClientTransportError { transaction } => Some(transaction),
-                _ => None,
-            })
-            .collect();
-        failed.sort();
+        assert!(matches!(
+            ep.poll_event(),
+            Some(EndpointEvent::Response { transaction, .. }) if transaction == ringing
+        ));
+        let mut closed = |connection, remote| {
+            ep.handle_input(
+                now,
+                Input::ConnectionClosed {
+                    connection: ConnectionId(connection),
+                    transport: Transport::Tcp,
+                    remote,
+                },
+            );
+            let mut failed: Vec<ClientTxId> = std::iter::from_fn(|| ep.poll_event())
+                .filter_map(|e| match e {
+                    EndpointEvent::ClientTransportError { transaction } => Some(transaction),
+                    _ => None,
+                })
+                .collect();
+            failed.sort();
+            failed
+        };
+        // Another connection to the server is open: only the requests
+        // pinned to the closed one fail.
+        assert_eq!(closed(8, None), vec![elsewhere]);
         let mut expected = vec![lost, pinned];
         expected.sort();
-        assert_eq!(failed, expected, "udp {udp:?}, elsewhere {elsewhere:?}");
+        assert_eq!(closed(3, Some(server)), expected, "udp {udp:?}");
     }
 
     /// On a stream, a request framed by its Content-Length that does not

@@ -117,6 +117,7 @@ impl StreamDecoder {
 
     /// The next complete item, `None` when more bytes are needed.
     pub fn next_item(&mut self) -> Option<Result<StreamItem, ParseError>> {
+        self.rejected = None;
         if self.failed {
             return None;
         }
@@ -180,7 +181,6 @@ impl StreamDecoder {
         let frame = self.buf.split_to(total).freeze();
         self.expected = None;
         self.scanned = 0;
-        self.rejected = None;
         match Message::parse_with(frame.clone(), &self.limits, Framing::Stream) {
             Ok(message) => Some(Ok(StreamItem::Message(message))),
             Err(error) => {

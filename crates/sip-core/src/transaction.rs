@@ -256,6 +256,11 @@ impl ClientTransaction {
         self.state
     }
 
+    /// Whether this sends an INVITE.
+    pub fn is_invite(&self) -> bool {
+        self.invite
+    }
+
     fn message_ref<'a>(&'a self, out: &'a Out) -> Option<&'a Message> {
         match out {
             Out::Message(m) => Some(&**m),

@@ -693,12 +693,18 @@ impl<R: RngCore> Driver<R> {
             IncomingEvent::ConnectionClosed(reason) => {
                 if let Some(c) = connection {
                     let closed = self.connections.remove(&c.0);
+                    // With another connection to the peer open, requests
+                    // sent there may have gone over that one.
+                    let another = self
+                        .connections
+                        .values()
+                        .any(|(_, r)| *r == incoming.remote);
                     self.endpoint.handle_input(
                         now,
                         Input::ConnectionClosed {
                             connection: c,
                             transport,
-                            remote: incoming.remote,
+                            remote: (!another).then_some(incoming.remote),
                         },
                     );
                     if let Some((connection, _)) = closed {

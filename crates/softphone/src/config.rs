@@ -30,7 +30,10 @@ pub enum AudioSetup {
         /// Where what the peer sends is written.
         record: Option<PathBuf>,
     },
-    /// A backend of the integrator's own, made fresh for each call.
+    /// A backend of the integrator's own, made fresh for each call. The
+    /// factory and the backend's `open` run on a blocking thread while the
+    /// call starts on the null device, and may still run after a call that
+    /// ended at once (the device is then closed unused).
     Custom(AudioFactory),
 }
 

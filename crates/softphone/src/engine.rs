@@ -357,8 +357,10 @@ struct CallLeg {
     local_hold: bool,
     remote_hold: bool,
     muted: bool,
-    /// Why we cancel the INVITE, once we do: the call ends with this
-    /// reason when the CANCEL's outcome comes.
+    /// Why we cancel the INVITE, once we do (a hang-up, media that could
+    /// not start): the call ends with this reason when the INVITE ends in
+    /// a 487, a time-out or a transport error, or in a 2xx that is hung
+    /// up at once; another final status ends it as refused.
     cancelled: Option<EndReason>,
     dtmf_queue: VecDeque<char>,
     next_dtmf: Option<Instant>,
@@ -2373,6 +2375,15 @@ impl Engine {
                 state: leg.state_name(),
             });
         }
+        if leg.server_tx.is_none() {
+            return Err(PhoneError::NoSuchCall(id));
+        }
+        // Media first: a call whose media cannot start is refused rather
+        // than answered and hung up before the caller's ACK (§15).
+        self.start_media(id).await;
+        let leg = self.calls.get_mut(&id).ok_or_else(|| {
+            PhoneError::Media("the call's media did not start; the call was refused".into())
+        })?;
         let Some(tx) = leg.server_tx else {
             return Err(PhoneError::NoSuchCall(id));
         };
@@ -2423,7 +2434,6 @@ impl Engine {
             t.rearm(now);
         }
         info!(call = %id, "answered");
-        self.start_media(id).await;
         self.set_state(id, CallState::Connected);
         Ok(())
     }
@@ -2435,8 +2445,7 @@ impl Engine {
                 value: status.to_string(),
             });
         }
-        let now = self.now();
-        let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        let leg = self.calls.get(&id).ok_or(PhoneError::NoSuchCall(id))?;
         if leg.phase != Phase::Offered {
             return Err(PhoneError::InvalidState {
                 call: id,
@@ -2448,17 +2457,9 @@ impl Engine {
             486 => "Busy Here",
             603 => "Decline",
             480 => "Temporarily Unavailable",
-            488 => "Not Acceptable Here",
             _ => "Rejected",
         };
-        if let (Some(tx), Ok(resp)) = (
-            leg.server_tx,
-            Message::response_to(&leg.invite, status, reason)
-                .map(|b| b.to_tag(&leg.local_tag))
-                .and_then(|b| b.build()),
-        ) {
-            let _ = self.driver.endpoint().send_response(now, tx, resp);
-        }
+        self.refuse_offered(id, status, reason);
         self.end_call(id, EndReason::Declined { status }).await;
         Ok(())
     }
@@ -2806,15 +2807,15 @@ impl Engine {
         };
         match leg.phase {
             Phase::Calling => {
-                leg.cancelled = Some(EndReason::Failed(problem));
+                leg.cancelled.get_or_insert(EndReason::Failed(problem));
                 if let Some(tx) = leg.invite_tx {
                     let _ = self.driver.endpoint().cancel(now, tx);
                 }
             }
-            // Media starts at the answer, so this is not expected: the
-            // offer is refused as media that cannot be had.
+            // Answering starts media before the 200.
             Phase::Offered => {
-                let _ = self.reject(id, 488).await;
+                self.refuse_offered(id, 488, "Not Acceptable Here");
+                self.end_call(id, EndReason::Failed(problem)).await;
             }
             Phase::Confirmed => {
                 self.send_bye(id);
@@ -2837,11 +2838,17 @@ impl Engine {
     /// Answers an incoming call's INVITE with 487, as its caller gave it up
     /// (CANCEL, §9.2; BYE in the early dialog, §15.1.2).
     fn terminate_offered(&mut self, id: CallId) {
+        self.refuse_offered(id, 487, "Request Terminated");
+    }
+
+    /// Answers an incoming call's INVITE, not answered yet, with a final
+    /// non-2xx `status`.
+    fn refuse_offered(&mut self, id: CallId, status: u16, reason: &str) {
         let now = self.now();
         if let Some(leg) = self.calls.get(&id)
             && leg.phase == Phase::Offered
             && let Some(tx) = leg.server_tx
-            && let Ok(resp) = Message::response_to(&leg.invite, 487, "Request Terminated")
+            && let Ok(resp) = Message::response_to(&leg.invite, status, reason)
                 .map(|b| b.to_tag(&leg.local_tag))
                 .and_then(|b| b.build())
         {
@@ -2976,7 +2983,9 @@ impl Engine {
                 if let Some((id, what)) = self.pending.remove(&transaction) {
                     match what {
                         Pending::Invite if !self.invite_elsewhere(id) => {
-                            self.end_call(id, EndReason::Timeout).await;
+                            let reason = self.calls.get(&id).and_then(|l| l.cancelled.clone());
+                            self.end_call(id, reason.unwrap_or(EndReason::Timeout))
+                                .await;
                         }
                         Pending::Invite => {}
                         Pending::ReInvite { .. } | Pending::Update => {
@@ -4049,6 +4058,10 @@ impl Engine {
                         Ok(n) => {
                             leg.answer_tag = to_tag(&response);
                             self.apply_negotiated(id, n).await;
+                            // Media that could not start cancels the call.
+                            if self.calls.get(&id).is_none_or(|l| l.cancelled.is_some()) {
+                                return;
+                            }
                             state = CallState::EarlyMedia;
                         }
                         Err(e) => debug!(call = %id, error = %e, "early media refused"),
@@ -4117,6 +4130,11 @@ impl Engine {
                     self.end_call(id, reason).await;
                     return;
                 }
+                // A transfer's target answered: the transferor hears so
+                // (RFC 3515 §2.4.5) whatever becomes of the media.
+                if first && let Some(orig) = self.calls.get(&id).and_then(|l| l.transferred_from) {
+                    self.notify_transfer(orig, 200, "OK", true);
+                }
                 match negotiated {
                     Some(Ok(n)) => self.apply_negotiated(id, n).await,
                     Some(Err(e)) => {
@@ -4130,10 +4148,8 @@ impl Engine {
                 }
                 if first {
                     info!(call = %id, "answered by the peer");
+                    // Nothing when media failed and ended the call.
                     self.set_state(id, CallState::Connected);
-                    if let Some(orig) = self.calls.get(&id).and_then(|l| l.transferred_from) {
-                        self.notify_transfer(orig, 200, "OK", true);
-                    }
                 }
             }
             401 | 407 if leg.cancelled.is_some() => {

@@ -277,10 +277,14 @@ async fn watch_device(
         // Opening may take seconds on a wedged system: a hang-up must not
         // wait for it. A device opened after that is dropped on the
         // blocking thread.
-        let opening = tokio::task::spawn_blocking(move || open_device(&setup, rate));
+        let mut opening = tokio::task::spawn_blocking(move || open_device(&setup, rate));
         let opened = tokio::select! {
-            _ = &mut stop => return guard,
-            opened = opening => opened,
+            _ = &mut stop => {
+                // Not begun yet: it never will.
+                opening.abort();
+                return guard;
+            }
+            opened = &mut opening => opened,
         };
         let failed = |e: String| match why {
             Opening::First => Some(format!(

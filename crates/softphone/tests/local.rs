@@ -666,27 +666,29 @@ async fn until_heard(r: &Recording, frequency: f64, who: &str) {
 }
 
 /// Opening the sound card can take seconds: the call is placed, answered
-/// and connected meanwhile, the phones take commands, and the audio comes
-/// in once the devices are open.
+/// and connected meanwhile, the phones take commands, each call runs on
+/// the null device until its card is open, and then the audio comes in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_sound_card_holds_up_neither_the_call_nor_the_phone() {
-    let sound = SlowSoundSystem::default();
-    let mut alice = sound.party("alice", 440.0).await;
-    let mut bob = sound.party("bob", 700.0).await;
+    let (alice_sound, bob_sound) = (SlowSoundSystem::default(), SlowSoundSystem::default());
+    let mut alice = alice_sound.party("alice", 440.0).await;
+    let mut bob = bob_sound.party("bob", 700.0).await;
     let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
     let accounts = tokio::time::timeout(LIMIT, alice.phone.accounts()).await;
     assert!(
         matches!(accounts, Ok(Ok(ref a)) if a.len() == 1),
         "alice's phone does not answer while her sound card opens: {accounts:?}"
     );
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Alice's card opens; Bob's call still runs on the null device.
+    alice_sound.open();
+    tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(
-        !hears(&bob.heard, 440.0),
-        "bob hears alice's microphone before it is open"
+        !hears(&alice.heard, 700.0),
+        "alice hears bob's microphone before it is open"
     );
-    sound.open();
-    until_heard(&bob.heard, 440.0, "bob").await;
+    bob_sound.open();
     until_heard(&alice.heard, 700.0, "alice").await;
+    until_heard(&bob.heard, 440.0, "bob").await;
     bob_hangs_up(alice, bob, &ab, &ba).await;
 }
 
