@@ -1776,7 +1776,8 @@ impl Engine {
                     Some(leg) => {
                         leg.muted = muted;
                         if let Some(m) = &leg.media {
-                            m.set_muted(muted).await;
+                            // A held call stays silent until resumed.
+                            m.set_muted(muted || leg.local_hold).await;
                         }
                         Ok(())
                     }
@@ -2763,8 +2764,13 @@ impl Engine {
             negotiated.direction,
             Direction::RecvOnly | Direction::Inactive
         ) && !leg.local_hold;
+        // On hold we still send (sendonly keeps the NAT binding and the
+        // peer's jitter buffer fed), but silence: the held party must not
+        // hear what the user says meanwhile.
+        let silent = leg.muted || leg.local_hold;
         if let Some(m) = &leg.media {
             m.update(&negotiated).await;
+            m.set_muted(silent).await;
             return;
         }
         let Some(prepared) = leg.prepared.take() else {
@@ -2780,7 +2786,7 @@ impl Engine {
             self.media_tx.clone(),
         ) {
             Ok((m, notice)) => {
-                if leg.muted {
+                if silent {
                     m.set_muted(true).await;
                 }
                 leg.media = Some(m);
@@ -3272,7 +3278,7 @@ impl Engine {
         let prepared = match result {
             Ok(p) => p,
             Err(e) => {
-                warn!(error = %e, "no media port for an incoming call");
+                warn!(error = %Pii::text(&e.to_string()), "no media port for an incoming call");
                 self.respond(tx, &request, 503, "Service Unavailable");
                 return;
             }

@@ -253,6 +253,32 @@ async fn mute_silences_what_the_peer_hears() {
     bob_hangs_up(alice, bob, &ab, &ba).await;
 }
 
+/// A call we put on hold sends silence: the held party does not hear
+/// what the user says to someone else meanwhile, and hears the user again
+/// once the call is resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_held_party_does_not_hear_the_microphone() {
+    let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
+    let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
+    let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
+    until_heard(&bob.heard, 440.0, "bob").await;
+    ab.hold().await.unwrap();
+    call_state(&mut alice.events, Some(&ab), "hold", |s| {
+        matches!(s, CallState::OnHold { local: true, .. })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let rms = analysis::rms(&bob.heard.latest(Duration::from_millis(300)));
+    assert!(rms < 50.0, "bob hears alice while held: rms {rms:.0}");
+    ab.resume().await.unwrap();
+    call_state(&mut alice.events, Some(&ab), "resume", |s| {
+        *s == CallState::Connected
+    })
+    .await;
+    until_heard(&bob.heard, 440.0, "bob after the resume").await;
+    bob_hangs_up(alice, bob, &ab, &ba).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_on_unknown_or_ended_calls_are_typed_errors() {
     let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
