@@ -157,6 +157,16 @@ pub enum ProvisionError {
         /// The error, with the element path.
         source: Box<ConfigError>,
     },
+    /// The document is valid, but the application's own check
+    /// ([`Settings::with_acceptance`](crate::Settings::with_acceptance))
+    /// refused it: the application could not start with it.
+    #[error("{url}: the configuration cannot be used: {reason}")]
+    Unusable {
+        /// The provisioning document's URL.
+        url: String,
+        /// Why, as the application's check said.
+        reason: String,
+    },
     /// Includes are nested deeper than the limit.
     #[error("{url}: includes nested deeper than {limit}")]
     IncludeDepth {

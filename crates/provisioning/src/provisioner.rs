@@ -193,7 +193,13 @@ impl Provisioner {
         let config = combined.config;
         config
             .validate()
-            .map_err(|e| ProvisionError::document(root.as_str(), e))?;
+            .map_err(|e| ProvisionError::document(&fetch::display(&root), e))?;
+        if let Some(accept) = &settings.acceptance {
+            (accept.0)(&config).map_err(|reason| ProvisionError::Unusable {
+                url: fetch::display(&root),
+                reason,
+            })?;
+        }
         let changed = inner.store.save(&config)?;
         for (url, entry) in &check.cache_updates {
             // A cache that cannot be written costs a full download next time.

@@ -2,9 +2,10 @@
 //! and the limits.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use config_export::{MAX_DOCUMENT_BYTES, Secret};
+use config_export::{Config, MAX_DOCUMENT_BYTES, Secret};
 
 use crate::error::ProvisionError;
 
@@ -78,6 +79,22 @@ pub struct Settings {
     pub(crate) timeout: Duration,
     pub(crate) check_interval: Duration,
     pub(crate) allow_plain_http: bool,
+    pub(crate) acceptance: Option<Acceptance>,
+}
+
+/// The application's own check of a configuration (see
+/// [`Settings::with_acceptance`]).
+#[derive(Clone)]
+pub(crate) struct Acceptance(pub(crate) Arc<AcceptanceCheck>);
+
+/// What [`Settings::with_acceptance`] takes: `Err` says why a configuration
+/// cannot be used.
+type AcceptanceCheck = dyn Fn(&Config) -> Result<(), String> + Send + Sync;
+
+impl std::fmt::Debug for Acceptance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Acceptance(..)")
+    }
 }
 
 impl Settings {
@@ -96,6 +113,7 @@ impl Settings {
             timeout: DEFAULT_TIMEOUT,
             check_interval: DEFAULT_CHECK_INTERVAL,
             allow_plain_http: false,
+            acceptance: None,
         }
     }
 
@@ -197,6 +215,21 @@ impl Settings {
     #[must_use]
     pub fn with_check_interval(mut self, interval: Duration) -> Self {
         self.check_interval = interval.max(MIN_CHECK_INTERVAL);
+        self
+    }
+
+    /// A check the configuration must pass, besides its own validation,
+    /// before it replaces the stored one: the application's (for the
+    /// softphone, `softphone::check_config`), so that a document the
+    /// application could not start with is refused
+    /// ([`ProvisionError::Unusable`]) and the last good configuration
+    /// kept. `Err` says why, without secrets.
+    #[must_use]
+    pub fn with_acceptance(
+        mut self,
+        check: impl Fn(&Config) -> Result<(), String> + Send + Sync + 'static,
+    ) -> Self {
+        self.acceptance = Some(Acceptance(Arc::new(check)));
         self
     }
 

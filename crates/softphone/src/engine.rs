@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use config_export::{Account, DtmfMode};
+use config_export::{Account, Config, DtmfMode};
 use media_engine::negotiation::{MediaNegotiation, NegotiatedAudio};
 use media_engine::sdp::{Direction, SessionDescription};
 use rand::rngs::StdRng;
@@ -493,6 +493,7 @@ pub(crate) async fn start(
     config: PhoneConfig,
     events: mpsc::UnboundedSender<PhoneEvent>,
 ) -> Result<mpsc::UnboundedSender<Command>, PhoneError> {
+    check_config(&config.config)?;
     let history = match &config.history {
         Some(path) => History::open(path)?,
         None => History::in_memory()?,
@@ -513,7 +514,7 @@ pub(crate) async fn start(
         .as_ref()
         .is_some_and(crate::turn::needs_tls);
     let tls = if needs_tls {
-        let tls = tls_client(&config)?;
+        let tls = tls_client(&config.config)?;
         transport_config = transport_config.with_tls_client(tls.clone());
         Some(tls)
     } else {
@@ -535,7 +536,7 @@ pub(crate) async fn start(
     let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::from_os_rng());
     let mut driver = Driver::new(transports, incoming, endpoint);
     let mut rng = StdRng::from_os_rng();
-    let push = push_token(&config)?;
+    let push = push_token(&config.config)?;
     let dns = dns_resolver(&config.dns);
     let mut accounts = Vec::new();
     for account in &config.config.accounts {
@@ -605,10 +606,38 @@ fn transport_kind(account: &Account) -> TransportKind {
     }
 }
 
+/// What [`Phone::start`](crate::Phone::start) refuses in a configuration,
+/// found without the network: each account's registrar and outbound
+/// proxies as SIP URIs with a usable transport, the TLS trust anchors
+/// (files read, certificates decoded) and the push token. A provisioned
+/// document that passes this starts the phone as far as the configuration
+/// goes (servers may still be unreachable): give it to
+/// `provisioning::Settings::with_acceptance` so that a document the phone
+/// could not start with never replaces a working one.
+///
+/// # Errors
+///
+/// [`PhoneError::Config`] naming the first problem.
+pub fn check_config(config: &Config) -> Result<(), PhoneError> {
+    for account in &config.accounts {
+        let kind = transport_kind(account);
+        let bad = |why: String| PhoneError::Config(format!("account {:?}: {why}", account.id));
+        uri_target(&account.registrar, kind).map_err(bad)?;
+        for p in &account.outbound_proxies {
+            uri_target(p, kind).map_err(bad)?;
+        }
+    }
+    if !config.tls.trust.is_empty() {
+        tls_client(config)?;
+    }
+    push_token(config)?;
+    Ok(())
+}
+
 /// The configuration's push token (RFC 8599), for registrations through a
 /// relay.
-fn push_token(config: &PhoneConfig) -> Result<Option<proxy_client::push::PushToken>, PhoneError> {
-    let Some(push) = &config.config.push else {
+fn push_token(config: &Config) -> Result<Option<proxy_client::push::PushToken>, PhoneError> {
+    let Some(push) = &config.push else {
         return Ok(None);
     };
     let bad = |e: proxy_client::push::PushError| PhoneError::Config(format!("push: {e}"));
@@ -622,9 +651,9 @@ fn push_token(config: &PhoneConfig) -> Result<Option<proxy_client::push::PushTok
 
 /// The TLS trust: every configured anchor (`<ca-file>` and `<ca-pem>`
 /// alike) and nothing else, or the system's roots when none is configured.
-fn tls_client(config: &PhoneConfig) -> Result<TlsClientConfig, PhoneError> {
+fn tls_client(config: &Config) -> Result<TlsClientConfig, PhoneError> {
     use config_export::TrustAnchor;
-    let anchors = &config.config.tls.trust;
+    let anchors = &config.tls.trust;
     if anchors.is_empty() {
         return TlsClientConfig::with_system_roots()
             .map_err(|e| PhoneError::Config(format!("TLS trust: {e}")));
@@ -4543,5 +4572,37 @@ mod tests {
         assert!(uri_target("sips:pbx.example.com;transport=udp", TransportKind::Udp).is_err());
         assert!(uri_target("tel:+123", TransportKind::Udp).is_err());
         assert!(uri_target("not a uri", TransportKind::Udp).is_err());
+    }
+
+    /// What the phone could not start with is found before a provisioned
+    /// document replaces a working one: a sips: registrar over UDP, a CA
+    /// file that is not there, a certificate that does not decode.
+    #[test]
+    fn check_config_refuses_what_start_would() {
+        use config_export::{Transport, TrustAnchor};
+        let mut good = Config::default();
+        let mut account = Account::new("office", "alice", "sips:pbx.example.com");
+        account.transport = Transport::Tls;
+        good.accounts.push(account);
+        check_config(&good).unwrap();
+        let mut udp = good.clone();
+        udp.accounts[0].registrar = "sips:pbx.example.com;transport=udp".into();
+        let e = check_config(&udp).unwrap_err().to_string();
+        assert!(e.contains("UDP"), "{e}");
+        let mut proxy = good.clone();
+        proxy.accounts[0].outbound_proxies = vec!["relay example".into()];
+        assert!(check_config(&proxy).is_err());
+        let mut missing = good.clone();
+        missing
+            .tls
+            .trust
+            .push(TrustAnchor::File("/nonexistent/company-ca.pem".into()));
+        let e = check_config(&missing).unwrap_err().to_string();
+        assert!(e.contains("company-ca.pem"), "{e}");
+        let mut garbled = good.clone();
+        garbled.tls.trust.push(TrustAnchor::Pem(
+            "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n".into(),
+        ));
+        assert!(check_config(&garbled).is_err());
     }
 }

@@ -47,6 +47,7 @@ mod turn;
 pub use call::{Call, CallInfo};
 pub use config::{AudioFactory, AudioSetup, Config, Dns, Listen, PhoneConfig};
 pub use diagnostics::Pii;
+pub use engine::check_config;
 pub use error::PhoneError;
 pub use event::{
     CallId, CallState, EndReason, Identity, PhoneEvent, QualityReport, RegistrationStatus,

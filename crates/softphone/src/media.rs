@@ -77,7 +77,7 @@ pub(crate) async fn prepare(
                 info!(relayed = %Pii::ip(sockets.rtp_addr()), "media through the TURN relay");
                 return Ok(PreparedMedia { sockets });
             }
-            Err(e) => warn!(error = %Pii::text(&e.to_string()), "no TURN relay; media goes direct"),
+            Err(e) => warn!(error = %Pii::text(&e), "no TURN relay; media goes direct"),
         }
     }
     let range = PortRange::new(ports.0, ports.1)

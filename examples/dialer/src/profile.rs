@@ -154,7 +154,9 @@ pub(crate) async fn provision(
     password: Option<&str>,
     ca: Option<&Path>,
 ) -> Result<bool> {
-    let mut settings = Settings::new(url);
+    // A document the phone could not start with never replaces a working one.
+    let mut settings = Settings::new(url)
+        .with_acceptance(|c| softphone::check_config(c).map_err(|e| e.to_string()));
     match (user, password) {
         (Some(u), Some(p)) => settings = settings.with_credentials(Credentials::new(u, p)),
         (Some(u), None) => settings = settings.with_user(u),

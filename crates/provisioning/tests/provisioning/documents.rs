@@ -105,6 +105,41 @@ async fn an_invalid_value_names_its_element_and_keeps_the_store() {
     assert_eq!(f.stored_bytes().unwrap(), before);
 }
 
+/// A valid document that the application's own check refuses (here, as
+/// the softphone would, an account whose sips: registrar is to be reached
+/// over UDP) is not stored: the working configuration stays, and the error
+/// gives the check's reason but not the token in the URL's query.
+#[tokio::test]
+async fn a_document_the_application_cannot_use_keeps_the_store() {
+    let (f, before) = provisioned_fixture().await;
+    let udp = document("udp").replace("<transport>tls</transport>", "<transport>udp</transport>");
+    f.serve("/a.xml", Resource::document(udp));
+    let settings = f
+        .settings("/a.xml?token=s3cr3t-t0ken")
+        .with_acceptance(|c| {
+            match c
+                .accounts
+                .iter()
+                .any(|a| a.transport == config_export::Transport::Udp)
+            {
+                true => Err("a sips: registrar cannot be reached over UDP".into()),
+                false => Ok(()),
+            }
+        });
+    let error = provision(f.profile(), settings).await.unwrap_err();
+    assert!(
+        matches!(&error, ProvisionError::Unusable { reason, .. } if reason.contains("UDP")),
+        "{error:?}"
+    );
+    let shown = error.to_string();
+    assert!(!shown.contains("s3cr3t-t0ken"), "{shown}");
+    assert_eq!(
+        f.stored_bytes().unwrap(),
+        before,
+        "stored configuration changed"
+    );
+}
+
 #[tokio::test]
 async fn placeholders_are_filled_in_percent_encoded() {
     let f = Fixture::new();
