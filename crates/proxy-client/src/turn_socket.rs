@@ -50,6 +50,9 @@ const RECEIVE_QUEUE: usize = 1024;
 const CLOSE_WAIT: Duration = Duration::from_secs(3);
 /// Connecting (and the TLS handshake) to the TURN server must finish within this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A write to a TCP or TLS connection to the TURN server must finish
+/// within this: a stalled connection is lost, not waited on for ever.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How the client reaches the TURN server. The relayed side is UDP in
 /// every case (REQUESTED-TRANSPORT 17).
@@ -89,6 +92,10 @@ pub enum TurnSocketError {
     /// The socket was closed.
     #[error("TURN socket closed")]
     Closed,
+    /// [`TurnSocket::try_send_to`] found the send queue full (the path to
+    /// the TURN server is stalled): the datagram was dropped.
+    #[error("TURN send queue full: datagram dropped")]
+    QueueFull,
     /// Connecting to the TURN server took too long.
     #[error("connecting to the TURN server timed out")]
     ConnectTimeout,
@@ -302,6 +309,33 @@ impl TurnSocket {
     /// [`TurnError::FamilyMismatch`], [`TurnError::TooLarge`], the error
     /// that ended the allocation, or [`TurnSocketError::Closed`].
     pub async fn send_to(&self, data: &[u8], peer: SocketAddr) -> Result<usize, TurnSocketError> {
+        let command = self.send_command(data, peer)?;
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| self.closed())?;
+        Ok(data.len())
+    }
+
+    /// [`send_to`](Self::send_to) that never waits, for real-time media: a
+    /// stalled path to the TURN server (a TCP or TLS connection whose
+    /// writes block) fills the queue, and the datagram is dropped
+    /// ([`TurnSocketError::QueueFull`]) rather than holding up its sender.
+    ///
+    /// # Errors
+    ///
+    /// As `send_to`, and `QueueFull`.
+    pub fn try_send_to(&self, data: &[u8], peer: SocketAddr) -> Result<usize, TurnSocketError> {
+        let command = self.send_command(data, peer)?;
+        self.commands.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => TurnSocketError::QueueFull,
+            mpsc::error::TrySendError::Closed(_) => self.closed(),
+        })?;
+        Ok(data.len())
+    }
+
+    /// The command that sends `data` to `peer`, once checked.
+    fn send_command(&self, data: &[u8], peer: SocketAddr) -> Result<Command, TurnSocketError> {
         if peer.is_ipv4() != self.relayed.is_ipv4() {
             return Err(TurnError::FamilyMismatch {
                 peer,
@@ -312,14 +346,10 @@ impl TurnSocket {
         if data.len() > usize::from(u16::MAX) - 36 {
             return Err(TurnError::TooLarge(data.len()).into());
         }
-        self.commands
-            .send(Command::Send {
-                peer,
-                data: data.to_vec(),
-            })
-            .await
-            .map_err(|_| self.closed())?;
-        Ok(data.len())
+        Ok(Command::Send {
+            peer,
+            data: data.to_vec(),
+        })
     }
 
     /// Receives the next datagram from a peer: its length (cut to `buf`)
@@ -435,7 +465,16 @@ impl Link {
     async fn send(&mut self, data: &[u8], to: SocketAddr) -> io::Result<()> {
         match self {
             Link::Udp(socket) => socket.send_to(data, to).await.map(|_| ()),
-            Link::Stream { writer, .. } => writer.write_all(data).await,
+            Link::Stream { writer, .. } => {
+                tokio::time::timeout(WRITE_TIMEOUT, writer.write_all(data))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(io::Error::new(
+                            io::ErrorKind::TimedOut,
+                            "write to the TURN server stalled",
+                        ))
+                    })
+            }
         }
     }
 }

@@ -31,7 +31,9 @@ impl RelaySocket for TurnRelay {
         data: &'a [u8],
         peer: SocketAddr,
     ) -> RelayFuture<'a, io::Result<usize>> {
-        Box::pin(async move { self.0.send_to(data, peer).await.map_err(io::Error::other) })
+        // Media never waits for a stalled relay: a full queue drops the
+        // datagram, as the network would.
+        Box::pin(async move { self.0.try_send_to(data, peer).map_err(io::Error::other) })
     }
 
     fn recv_from<'a>(
