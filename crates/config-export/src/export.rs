@@ -18,8 +18,10 @@ pub const DEFAULT_WORK_FACTOR: u8 = 18;
 
 /// The largest scrypt work factor an import accepts unless
 /// [`Import::with_max_work_factor`] says otherwise. It bounds the work a
-/// hostile file can demand.
-pub const DEFAULT_MAX_WORK_FACTOR: u8 = 22;
+/// hostile file can demand, and its memory: scrypt here holds 1 KiB times
+/// 2^N, so 20 is 1 GiB (22 would be 4 GiB, more than a phone can give,
+/// and a failed allocation aborts rather than returning an error).
+pub const DEFAULT_MAX_WORK_FACTOR: u8 = 20;
 
 /// The warning that goes with a plaintext export.
 pub const PLAINTEXT_WARNING: &str = "this export is not encrypted: it holds passwords and tokens \
@@ -286,6 +288,42 @@ mod tests {
             Import::new().import(file.as_bytes()),
             Err(ImportError::PassphraseRequired)
         ));
+    }
+
+    /// A file that asks for 4 GiB of scrypt memory (work factor 22) is
+    /// refused by a default import before any work, rather than aborting
+    /// the process when the allocation fails; an export cannot ask for it.
+    #[test]
+    fn a_file_demanding_gigabytes_is_refused_by_default() {
+        let passphrase = Secret::new("p");
+        let armored = Export::new(&config())
+            .with_work_factor(4)
+            .encrypt(&passphrase)
+            .unwrap();
+        let mut raw = Vec::new();
+        ArmoredReader::new(armored.as_bytes())
+            .read_to_end(&mut raw)
+            .unwrap();
+        let header_end = raw.windows(4).position(|w| w == b"\n---").unwrap();
+        let header = String::from_utf8(raw[..header_end].to_vec()).unwrap();
+        assert!(header.contains(" 4\n"), "{header}");
+        let hostile = [
+            header.replace(" 4\n", " 22\n").as_bytes(),
+            &raw[header_end..],
+        ]
+        .concat();
+        let result = Import::new().with_passphrase(&passphrase).import(&hostile);
+        assert!(
+            matches!(
+                result,
+                Err(ImportError::ExcessiveWork {
+                    required: 22,
+                    limit: DEFAULT_MAX_WORK_FACTOR
+                })
+            ),
+            "{result:?}"
+        );
+        assert_eq!(Export::new(&config()).with_work_factor(22).work_factor, 20);
     }
 
     #[test]
