@@ -310,11 +310,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A configuration that does not load must not lock out the commands
+    // that replace it (provision, import, config): they go on with the
+    // defaults, whose privacy settings are the strictest; commands that
+    // need it fail on their own with this error.
     let settings = match profile::effective(&profile) {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
-            eprintln!("dialer: the profile's configuration is unusable: {e:#}");
-            return ExitCode::from(1);
+            eprintln!(
+                "dialer: the profile's configuration is unusable ({e:#}); provision, import or config can replace it"
+            );
+            Default::default()
         }
     };
     let log_file = cli

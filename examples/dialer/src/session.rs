@@ -293,10 +293,23 @@ pub(crate) async fn answer(
     let mut ended = 0u32;
     let mut all_ok = true;
     let mut hangups: Vec<(Instant, CallId)> = Vec::new();
+    // A re-check fetches documents for up to half a minute: beside the
+    // loop, so calls are answered and hung up, and Ctrl-C works, meanwhile.
+    let (rechecked_tx, mut rechecked) = tokio::sync::mpsc::unbounded_channel();
+    let mut rechecking = false;
     loop {
         let wake = hangups.iter().map(|(t, _)| *t).chain(stop_at).min();
         let ev = tokio::select! {
             ev = events.next() => ev,
+            Some(result) = rechecked.recv() => {
+                rechecking = false;
+                match result {
+                    Ok(true) => println!("configuration re-checked; it applies to the next start"),
+                    Ok(false) => println!("this profile was not provisioned: nothing to re-check"),
+                    Err(e) => println!("re-check failed: {e:#}"),
+                }
+                continue;
+            }
             // Ctrl-C ends the loop; the shutdown below hangs up,
             // un-registers and writes the calls to the history.
             () = interrupt.recv() => {
@@ -350,13 +363,16 @@ pub(crate) async fn answer(
             PhoneEvent::Quality { report, .. } => print_quality(&report),
             PhoneEvent::Dtmf { digit, .. } => println!("dtmf received: {digit}"),
             PhoneEvent::Notice { text } => println!("notice: {text}"),
+            PhoneEvent::CheckSync if rechecking => {
+                println!("the PBX asks for a provisioning re-check: one is under way");
+            }
             PhoneEvent::CheckSync => {
                 println!("the PBX asks for a provisioning re-check");
-                match crate::profile::recheck(profile).await {
-                    Ok(true) => println!("configuration re-checked; it applies to the next start"),
-                    Ok(false) => println!("this profile was not provisioned: nothing to re-check"),
-                    Err(e) => println!("re-check failed: {e:#}"),
-                }
+                rechecking = true;
+                let (profile, done) = (profile.to_owned(), rechecked_tx.clone());
+                tokio::spawn(async move {
+                    let _ = done.send(crate::profile::recheck(&profile).await);
+                });
             }
             PhoneEvent::Registration { status, .. } => print_registration(&status),
             _ => {}

@@ -200,6 +200,24 @@ fn provision_register_configure_export_and_import() {
     let c = dialer_with(&third, &["config", "show", "--json"], &[]);
     assert_eq!(a.out, c.out, "export -> provision lost something");
 
+    // A stored configuration that no longer loads (written by a newer
+    // version, damaged) does not lock out the command that replaces it.
+    std::fs::write(
+        third.join("provisioned.xml"),
+        "<softphone-config version=\"99\"/>",
+    )
+    .unwrap();
+    let r = dialer_with(&third, &["config", "show", "--json"], &[]);
+    assert!(!r.ok, "{}", r.out);
+    let r = dialer_with(
+        &third,
+        &["provision", &server.url("/exported.xml"), "--ca", &ca_path],
+        &[],
+    );
+    assert!(r.ok, "{}", r.out);
+    let c = dialer_with(&third, &["config", "show", "--json"], &[]);
+    assert_eq!(a.out, c.out, "provisioning did not repair the profile");
+
     // A redacted export has no secrets at all.
     let redacted = dir.path().join("support.xml");
     let r = dialer_with(
