@@ -331,7 +331,10 @@ struct Counters {
 /// Each side's lowest level over a second is its floor (the level between
 /// device periods, whatever their size); a floor above the target loses a
 /// millisecond, at most once a second: room for 1000 ppm of drift, and a
-/// cut rare enough not to be heard.
+/// cut rare enough not to be heard. A floor more than a frame above the
+/// target is no drift but what a stall left (a device that delivered late
+/// all at once): it is cut to the target at once, one audible skip rather
+/// than a call a few tens of milliseconds behind for a minute.
 #[derive(Debug, Default)]
 struct Drift {
     capture_floor: Option<usize>,
@@ -348,12 +351,15 @@ impl Drift {
     /// Notes the capture backlog after this tick's frame; returns the
     /// samples to drop from it now. Once a window, works out what each
     /// side loses next: `step` of what the floor holds beyond `target`.
-    fn capture(&mut self, backlog: usize, target: usize, step: usize) -> usize {
+    fn capture(&mut self, backlog: usize, target: usize, step: usize, frame: usize) -> usize {
         self.capture_floor = Some(self.capture_floor.map_or(backlog, |f| f.min(backlog)));
         self.ticks += 1;
         if self.ticks >= DRIFT_WINDOW {
             self.ticks = 0;
-            let over = |floor: Option<usize>| floor.unwrap_or(0).saturating_sub(target).min(step);
+            let over = |floor: Option<usize>| match floor.unwrap_or(0).saturating_sub(target) {
+                stalled if stalled > frame => stalled,
+                drifted => drifted.min(step),
+            };
             self.capture_due = over(self.capture_floor.take());
             self.playback_due = over(self.playback_floor.take());
         }
@@ -361,10 +367,13 @@ impl Drift {
     }
 
     /// Notes the playback ring's level before this tick's frame; returns
-    /// the samples to leave out of the frame.
-    fn playback(&mut self, waiting: usize) -> usize {
+    /// the samples (at most `frame`) to leave out of the frame; more due
+    /// is left out of the frames that follow.
+    fn playback(&mut self, waiting: usize, frame: usize) -> usize {
         self.playback_floor = Some(self.playback_floor.map_or(waiting, |f| f.min(waiting)));
-        std::mem::take(&mut self.playback_due)
+        let trim = self.playback_due.min(frame);
+        self.playback_due -= trim;
+        trim
     }
 }
 
@@ -528,7 +537,7 @@ impl Driver {
         };
         let playback = &mut self.audio.playback;
         let waiting = playback.buffer().capacity() - playback.slots();
-        let trim = self.drift.playback(waiting).min(out.len());
+        let trim = self.drift.playback(waiting, out.len());
         if playback
             .push_entire_slice(&out[..out.len() - trim])
             .is_err()
@@ -553,6 +562,7 @@ impl Driver {
                 available.saturating_sub(frame),
                 samples_in(self.audio.sample_rate, self.config.target_device_backlog),
                 samples_in(self.audio.sample_rate, Duration::from_millis(1)),
+                frame,
             ),
             over => over,
         };

@@ -792,6 +792,68 @@ async fn rfc4961_media_moved_to_a_new_endpoint_behind_nat_is_followed() {
     bob.stop().await;
 }
 
+/// A stall (a device that delivered 60 ms late, all at once) leaves audio
+/// waiting in the capture ring beyond the target: it is cut within about
+/// a second, not worn down a millisecond a second, which kept every word
+/// 60 ms late for a minute.
+#[tokio::test(start_paused = true)]
+async fn a_capture_backlog_a_stall_left_is_cut_at_once() {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (_, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    drop(a_sockets);
+    let rate = 8_000u32;
+    let now = Instant::now().into_std();
+    let wall = NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap());
+    let mut rng = StdRng::seed_from_u64(6);
+    let stream = AudioStream::new(
+        now,
+        wall,
+        &at_bob,
+        AudioStreamConfig::new("bob@example.org"),
+        &mut rng,
+    )
+    .unwrap();
+    let capacity = rate as usize / 5;
+    let (mut mic, capture) = rtrb::RingBuffer::new(capacity);
+    let (playback, mut speaker) = rtrb::RingBuffer::new(capacity);
+    let handle = AudioChannel::spawn(
+        stream,
+        b_sockets,
+        AudioPort::new(capture, playback, rate),
+        ChannelConfig::default(),
+    )
+    .unwrap();
+    let mut clock = tokio::time::interval(Duration::from_millis(10));
+    clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    let (mut before, mut after) = (0, 0);
+    for tick in 1..=500u32 {
+        clock.tick().await;
+        let _ = mic.push_partial_slice(&[1000i16; 80]);
+        if tick == 200 {
+            let _ = mic.push_partial_slice(&[1000i16; 480]);
+        }
+        if let Ok(read) = speaker.read_chunk(80.min(speaker.slots())) {
+            read.commit_all();
+        }
+        let waiting = capacity - mic.slots();
+        if (100..200).contains(&tick) {
+            before = before.max(waiting);
+        }
+        if tick > 400 {
+            after = after.max(waiting);
+        }
+    }
+    handle.stop().await;
+    // Cut to the target backlog (20 ms, 160 samples), which the steady
+    // level before the stall was below: no more than that above it, where
+    // the stall had put 480 samples.
+    assert!(
+        after <= before + 160,
+        "{after} samples waiting 2 s after the stall, {before} before it"
+    );
+}
+
 /// A sound card whose clock runs 0.05 % off the packet clock (beyond the
 /// few hundred ppm cards show), capturing
 /// fast and playing slow, over ten minutes: the drift is worn down a
