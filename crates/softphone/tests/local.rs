@@ -117,8 +117,7 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
 
     // A second call while the first waits on hold.
     let (ac, ca) = connect(&mut alice, &mut carol, "carol").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(hears(&alice.heard, 1200.0), "alice should hear carol");
+    until_heard(&alice.heard, 1200.0, "alice (carol)").await;
     let calls = alice.phone.calls().await.unwrap();
     assert_eq!(calls.len(), 2);
 
@@ -171,8 +170,8 @@ async fn attended_transfer_with_a_second_call_while_the_first_is_held() {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert_eq!(new_bob.info().await.unwrap().state, CallState::Connected);
     assert_eq!(new_carol.info().await.unwrap().state, CallState::Connected);
-    assert!(hears(&bob.heard, 1200.0), "bob should hear carol");
-    assert!(hears(&carol.heard, 700.0), "carol should hear bob");
+    until_heard(&bob.heard, 1200.0, "bob (carol)").await;
+    until_heard(&carol.heard, 700.0, "carol (bob)").await;
 
     new_bob.hangup().await.unwrap();
     call_state(&mut carol.events, Some(&new_carol), "the end", |s| {
@@ -237,8 +236,7 @@ async fn mute_silences_what_the_peer_hears() {
     let mut alice = party("alice", 440.0, DtmfMode::Rfc4733).await;
     let mut bob = party("bob", 700.0, DtmfMode::Rfc4733).await;
     let (ab, ba) = connect(&mut alice, &mut bob, "bob").await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(hears(&bob.heard, 440.0));
+    until_heard(&bob.heard, 440.0, "bob").await;
     ab.set_muted(true).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let rms = analysis::rms(&bob.heard.latest(Duration::from_millis(300)));
@@ -248,8 +246,7 @@ async fn mute_silences_what_the_peer_hears() {
     );
     assert!(ab.info().await.unwrap().muted);
     ab.set_muted(false).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    assert!(hears(&bob.heard, 440.0));
+    until_heard(&bob.heard, 440.0, "bob after unmuting").await;
     bob_hangs_up(alice, bob, &ab, &ba).await;
 }
 
