@@ -382,6 +382,11 @@ pub enum NegotiationError {
     /// Key material could not be made.
     #[error(transparent)]
     Srtp(#[from] SrtpError),
+    /// A re-offer's audio cannot be accepted (no common codec, plain RTP
+    /// where SRTP is mandatory...): the offer is refused whole (for SIP,
+    /// 488) and the session stays as it was (RFC 3264 §8).
+    #[error("the re-offer's audio cannot be accepted")]
+    ReofferRefused,
 }
 
 /// Offer/answer state of one call. See the module documentation.
@@ -581,6 +586,18 @@ impl MediaNegotiation {
                 }
             }
         }
+        // Within a session, answering the stream with port 0 would end the
+        // audio the peer thinks it changed; refusing the offer keeps both
+        // sides on the session they had. (An initial offer answered so is
+        // for the caller to refuse, and a peer that itself set the port to
+        // 0 removes the stream.)
+        let offered_audio = offer
+            .media
+            .iter()
+            .any(|m| m.kind == MediaKind::Audio && m.port != 0);
+        if audio.is_none() && offered_audio && self.last_local.is_some() {
+            return Err(NegotiationError::ReofferRefused);
+        }
         let description = self.stamp_sections(sections);
         Ok(Answer { description, audio })
     }
@@ -743,7 +760,7 @@ impl MediaNegotiation {
             send_telephone_event,
             receive_telephone_event,
             telephone_event_rate,
-            ptime: self.send_ptime(theirs),
+            ptime: self.send_ptime(theirs, codec),
             direction,
             rtcp_mux,
             srtp,
@@ -846,7 +863,7 @@ impl MediaNegotiation {
             send_telephone_event: telephone_event,
             receive_telephone_event: telephone_event,
             telephone_event_rate,
-            ptime: self.send_ptime(offered),
+            ptime: self.send_ptime(offered, codec),
             direction: Direction::from_flags(
                 direction.sends() && !remote_ip.is_unspecified(),
                 direction.receives(),
@@ -858,14 +875,23 @@ impl MediaNegotiation {
     }
 
     /// The packet time to send with: the peer's `ptime` if it is one this
-    /// side can send, within the peer's `maxptime`, in whole 10 ms steps.
-    fn send_ptime(&self, remote: &MediaDescription) -> u32 {
+    /// side can send, within the peer's `maxptime`, in whole 10 ms steps;
+    /// for Opus, whose frames are 10, 20, 40 or 60 ms, the longest of those
+    /// within it (a peer asking for 30 ms gets 20).
+    fn send_ptime(&self, remote: &MediaDescription, codec: Codec) -> u32 {
         let wanted = remote
             .ptime()
             .filter(|p| (10..=self.settings.max_ptime).contains(p))
             .unwrap_or(self.settings.ptime);
         let limit = remote.max_ptime().filter(|&m| m >= 10).unwrap_or(u32::MAX);
-        (wanted.min(limit) / 10 * 10).max(10)
+        let ptime = (wanted.min(limit) / 10 * 10).max(10);
+        match codec {
+            Codec::Opus => [60, 40, 20, 10]
+                .into_iter()
+                .find(|&frame| frame <= ptime)
+                .unwrap_or(10),
+            _ => ptime,
+        }
     }
 }
 
@@ -1384,6 +1410,67 @@ mod tests {
         let answer = b.handle_offer(&plain_offer("")).unwrap();
         assert_eq!(answer.audio.unwrap().ptime, 20);
         assert_eq!(answer.description.media[0].ptime(), Some(20));
+    }
+
+    /// RFC 3264 §8: a re-offer whose audio cannot be taken (here G.722
+    /// only) is refused whole, so the session stays; the next description
+    /// is still the old version plus one. A peer that sets the port to 0
+    /// itself removes the stream and is answered.
+    #[test]
+    fn rfc3264_8_a_reoffer_without_usable_audio_is_refused_and_the_session_stays() {
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let first = b.handle_offer(&plain_offer("")).unwrap();
+        assert!(first.audio.is_some());
+        let version = first.description.origin.session_version;
+        let g722 = remote(
+            "v=0\r\no=phone 1 2 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=audio 30002 RTP/AVP 9\r\na=rtpmap:9 G722/8000\r\n",
+        );
+        assert_eq!(b.handle_offer(&g722), Err(NegotiationError::ReofferRefused));
+        let again = b.handle_offer(&plain_offer("a=sendonly\r\n")).unwrap();
+        assert!(again.audio.is_some());
+        assert_eq!(again.description.origin.session_version, version + 1);
+        let removed = remote(
+            "v=0\r\no=phone 1 3 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=audio 0 RTP/AVP 0\r\n",
+        );
+        let answer = b.handle_offer(&removed).unwrap();
+        assert!(answer.audio.is_none());
+        assert_eq!(answer.description.media[0].port, 0);
+    }
+
+    /// Opus frames are 10, 20, 40 or 60 ms: a peer that asks for 30 ms
+    /// (Asterisk's `allow=ulaw:30,opus`) or 50 ms gets the longest frame
+    /// within it, and the stream can be built; G.711 takes any 10 ms step.
+    #[test]
+    fn rfc7587_opus_packet_time_is_a_frame_opus_has() {
+        let offer = |ptime: u32| {
+            remote(&format!(
+                "v=0\r\no=phone 1 1 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+                 m=audio 30000 RTP/AVP 111 0\r\na=rtpmap:111 opus/48000/2\r\na=ptime:{ptime}\r\n"
+            ))
+        };
+        for (asked, sent) in [(30, 20), (50, 40), (80, 60), (120, 60), (20, 20), (10, 10)] {
+            let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+            let audio = b.handle_offer(&offer(asked)).unwrap().audio.unwrap();
+            assert_eq!(audio.codec, Codec::Opus);
+            assert_eq!(audio.ptime, sent, "asked {asked}");
+            crate::stream::AudioStream::new(
+                crate::test_support::epoch(),
+                crate::rtcp::NtpTimestamp::from_unix(std::time::Duration::from_secs(1)),
+                &audio,
+                crate::stream::AudioStreamConfig::new("b@example.org"),
+                &mut StdRng::seed_from_u64(3),
+            )
+            .unwrap_or_else(|e| panic!("asked {asked}: {e}"));
+        }
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        let audio = b
+            .handle_offer(&plain_offer("a=ptime:30\r\n"))
+            .unwrap()
+            .audio
+            .unwrap();
+        assert_eq!(audio.ptime, 30);
     }
 
     #[test]

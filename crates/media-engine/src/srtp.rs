@@ -252,7 +252,8 @@ impl SrtpKeyMaterial {
     }
 
     /// Key material from an SDP crypto attribute (RFC 4568 §6.1): a
-    /// supported suite and exactly one `inline` key without MKI.
+    /// supported suite and exactly one `inline` key without MKI, and no
+    /// session parameter but `WSH`.
     pub fn from_crypto_attribute(crypto: &CryptoAttribute) -> Result<Self, SrtpError> {
         let suite = SrtpSuite::from_crypto_suite(&crypto.suite).ok_or_else(|| {
             SrtpError::UnsupportedSuite {
@@ -270,6 +271,20 @@ impl SrtpKeyMaterial {
         };
         if key.mki.is_some() {
             return Err(SrtpError::UnsupportedKeyParams { reason: "mki" });
+        }
+        // Session parameters change how the stream is protected
+        // (UNENCRYPTED_SRTCP, KDR...): one we would not honour makes the
+        // line unusable (RFC 4568 §6.3), so another line or 488 follows,
+        // not a stream the peer cannot read. The window size (WSH) only
+        // widens replay protection, which may be ignored.
+        if crypto
+            .session_params
+            .iter()
+            .any(|p| !p.get(..4).is_some_and(|w| w.eq_ignore_ascii_case("WSH=")))
+        {
+            return Err(SrtpError::UnsupportedKeyParams {
+                reason: "session parameter",
+            });
         }
         let (master_key, master_salt) = key
             .key_salt
@@ -1029,6 +1044,27 @@ mod tests {
             SrtpKeyMaterial::from_crypto_attribute(&mki),
             Err(SrtpError::UnsupportedKeyParams { reason: "mki" })
         );
+        // RFC 4568 §6.3: a session parameter we would not honour makes the
+        // line unusable; the replay window size may be ignored.
+        for param in [
+            "UNENCRYPTED_SRTCP",
+            "UNENCRYPTED_SRTP",
+            "UNAUTHENTICATED_SRTP",
+            "KDR=1",
+        ] {
+            let mut with = good.clone();
+            with.session_params = vec![param.into()];
+            assert_eq!(
+                SrtpKeyMaterial::from_crypto_attribute(&with),
+                Err(SrtpError::UnsupportedKeyParams {
+                    reason: "session parameter"
+                }),
+                "{param}"
+            );
+        }
+        let mut window = good.clone();
+        window.session_params = vec!["WSH=128".into()];
+        assert!(SrtpKeyMaterial::from_crypto_attribute(&window).is_ok());
         let mut other = good;
         other.suite = CryptoSuite::Other("F8_128_HMAC_SHA1_80".into());
         assert!(matches!(

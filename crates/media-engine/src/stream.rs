@@ -590,9 +590,12 @@ impl AudioStream {
     }
 
     /// Forgets the peer's SSRC, as when a re-offer moves media to another
-    /// endpoint: the next source heard is taken as the peer.
+    /// endpoint: the next source heard is taken as the peer. Its DTMF
+    /// timestamps start anywhere, so the last press heard is forgotten too
+    /// (the new endpoint's presses could look older and be dropped).
     pub fn forget_remote_source(&mut self) {
         self.session.forget_remote();
+        self.dtmf_receiver = DtmfReceiver::new();
     }
 
     /// The current direction.
