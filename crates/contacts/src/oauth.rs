@@ -907,14 +907,15 @@ pub struct Changes {
 
 /// Checks that a link from the server stays on the API's origin.
 pub(crate) fn same_origin(base: &Url, link: &str) -> Result<Url, CloudError> {
+    // The link carries the sync or page token: errors show it without.
     let url = Url::parse(link).map_err(|e| CloudError::BadUrl {
-        url: link.to_owned(),
+        url: shown_url(link),
         message: e.to_string(),
     })?;
     if url.origin() == base.origin() {
         Ok(url)
     } else {
-        Err(CloudError::ForeignLink(link.to_owned()))
+        Err(CloudError::ForeignLink(shown_url(link)))
     }
 }
 
@@ -1013,6 +1014,15 @@ mod tests {
             .check_url("ftp://h.example/p?token=SECRET")
             .unwrap_err();
         assert!(!err.to_string().contains("SECRET"), "{err}");
+        // A next or delta link the server sends, refused, shows no token.
+        let base = Url::parse("https://graph.example/v1.0/me/contacts").unwrap();
+        for link in [
+            "https://evil.example/v1.0/me/contacts/delta?$deltatoken=SECRET",
+            "https://graph.example:99999/delta?$skiptoken=SECRET",
+        ] {
+            let err = same_origin(&base, link).unwrap_err();
+            assert!(!err.to_string().contains("SECRET"), "{err}");
+        }
     }
 
     #[test]
