@@ -378,15 +378,19 @@ impl Contact {
             .unwrap_or_default()
     }
 
-    /// The keys duplicates across sources are merged by: E.164 numbers and
-    /// lower-case e-mail addresses.
+    /// The keys duplicates across sources are merged by: E.164 numbers
+    /// (with their extension: two people at one company's main number are
+    /// two people) and lower-case e-mail addresses.
     #[must_use]
     pub fn merge_keys(&self) -> Vec<String> {
         let mut keys: Vec<String> = self
             .numbers
             .iter()
             .filter(|n| n.e164)
-            .map(|n| n.number.clone())
+            .map(|n| match &n.extension {
+                Some(ext) => format!("{};ext={ext}", n.number),
+                None => n.number.clone(),
+            })
             .collect();
         keys.extend(
             self.emails

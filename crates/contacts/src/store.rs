@@ -78,7 +78,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX deletions_by_source ON deletions(source, deleted_at);
     ",
+    // 2: the extension of an indexed number: a caller from a company's
+    // main number is none of the people reached at its extensions. The
+    // rows are written again from the contacts after this (see `setup`).
+    r"
+    ALTER TABLE numbers ADD COLUMN extension TEXT;
+    ",
 ];
+
+/// The schema version whose migration needs the contacts' index rows
+/// written again: number rows then carry their extension.
+const REINDEX_AT: u32 = 2;
 
 /// The schema version this library writes.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -203,6 +213,12 @@ impl Store {
             let migration = |source| StoreError::Migration { version, source };
             let tx = conn.transaction().map_err(migration)?;
             tx.execute_batch(sql).map_err(migration)?;
+            if version == REINDEX_AT && found > 0 {
+                reindex(&tx).map_err(|e| match e {
+                    StoreError::Sqlite { source, .. } => migration(source),
+                    other => other,
+                })?;
+            }
             tx.pragma_update(None, "user_version", version)
                 .map_err(migration)?;
             tx.commit().map_err(migration)?;
@@ -660,7 +676,9 @@ impl Store {
     /// (a national form without a region) is compared by trailing digits
     /// with every stored number: pass the user's region to narrow that. When several contacts match,
     /// favourites win, then local contacts, then the oldest. Text with
-    /// letters in it ([`number::looks_like_number`]) matches nobody.
+    /// letters in it ([`number::looks_like_number`]) matches nobody, nor
+    /// does a number stored with an extension: a call from a company's
+    /// main number is none of the people reached at its extensions.
     ///
     /// # Errors
     ///
@@ -717,7 +735,8 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT c.id, c.favourite, c.source = 'local', n.e164 IS NOT NULL, n.match_digits \
-                 FROM numbers n JOIN contacts c ON c.id = n.contact_id WHERE n.tail = ?1",
+                 FROM numbers n JOIN contacts c ON c.id = n.contact_id \
+                 WHERE n.tail = ?1 AND n.extension IS NULL",
             )
             .map_err(StoreError::sql("looking up a number"))?;
         let rows = stmt
@@ -782,7 +801,8 @@ impl Store {
             .conn
             .prepare_cached(
                 "SELECT c.id, c.data, c.favourite FROM numbers n \
-                 JOIN contacts c ON c.id = n.contact_id WHERE n.e164 = ?1 \
+                 JOIN contacts c ON c.id = n.contact_id \
+                 WHERE n.e164 = ?1 AND n.extension IS NULL \
                  ORDER BY c.favourite DESC, c.source = 'local' DESC, c.id LIMIT 1",
             )
             .and_then(|mut stmt| {
@@ -922,6 +942,24 @@ fn stored_json(contact: &Contact) -> String {
     serde_json::to_string(&bare).unwrap_or_default()
 }
 
+/// Writes every contact's index rows again from its stored data, in a
+/// migration that changed what they hold.
+fn reindex(tx: &Transaction<'_>) -> Result<(), StoreError> {
+    let rows: Vec<(i64, String, bool)> = tx
+        .prepare("SELECT id, data, favourite FROM contacts")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+                .collect()
+        })
+        .map_err(StoreError::sql("reading contacts to index them again"))?;
+    for (id, data, favourite) in rows {
+        let id = ContactId(id);
+        let contact = decode(id, &data, favourite)?;
+        write_contact(tx, Some(id), &contact, favourite)?;
+    }
+    Ok(())
+}
+
 fn decode(id: ContactId, data: &str, favourite: bool) -> Result<Contact, StoreError> {
     let mut contact: Contact =
         serde_json::from_str(data).map_err(|source| StoreError::Corrupt { id, source })?;
@@ -1028,7 +1066,8 @@ fn write_contact(
     {
         let mut stmt = tx
             .prepare_cached(
-                "INSERT INTO numbers (contact_id, e164, match_digits, tail) VALUES (?1, ?2, ?3, ?4)",
+                "INSERT INTO numbers (contact_id, e164, match_digits, tail, extension) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )
             .map_err(StoreError::sql("indexing numbers"))?;
         for n in &contact.numbers {
@@ -1041,7 +1080,8 @@ fn write_contact(
                 id.0,
                 normalized.e164,
                 digits,
-                number::tail_key(digits)
+                number::tail_key(digits),
+                normalized.extension
             ])
             .map_err(StoreError::sql("indexing numbers"))?;
         }
@@ -1334,6 +1374,74 @@ mod tests {
         );
         assert!(store.lookup("+49 30 3000042", de()).unwrap().is_none());
         assert!(store.lookup("", de()).unwrap().is_none());
+    }
+
+    /// A directory lists people at a company's main number with their
+    /// extensions: a call from the main number is none of them (it used to
+    /// be named after whichever came first), the main line's own entry is
+    /// found, and two people sharing the main number are not merged.
+    #[test]
+    fn a_caller_from_a_main_number_is_not_named_after_an_extension() {
+        let mut store = Store::open_in_memory().unwrap();
+        let ada = Contact::new("Ada Extension").with_number(
+            NumberKind::Work,
+            "+49 30 1234560 x123",
+            de(),
+        );
+        let bob = Contact::new("Bob Extension").with_number(
+            NumberKind::Work,
+            "+49 30 1234560 ext. 124",
+            de(),
+        );
+        assert_ne!(ada.merge_keys(), bob.merge_keys());
+        store.insert(&ada).unwrap();
+        store.insert(&bob).unwrap();
+        assert!(store.lookup("+49301234560", de()).unwrap().is_none());
+        assert!(store.lookup("030 1234560", de()).unwrap().is_none());
+        let main = store
+            .insert(&Contact::new("Example GmbH").with_number(
+                NumberKind::Work,
+                "+49 30 1234560",
+                de(),
+            ))
+            .unwrap();
+        assert_eq!(
+            store.lookup("+49301234560", de()).unwrap().unwrap().id,
+            Some(main)
+        );
+    }
+
+    /// A store written before number rows held their extension is indexed
+    /// again when it is opened: its extensions stop naming callers too.
+    #[test]
+    fn a_version_1_store_is_indexed_again_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("contacts.db");
+        {
+            let mut store = Store::open(&path).unwrap();
+            store
+                .insert(&Contact::new("Ada Extension").with_number(
+                    NumberKind::Work,
+                    "+49 30 1234560 x123",
+                    de(),
+                ))
+                .unwrap();
+        }
+        {
+            // As version 1 wrote it: no extension column, the main number indexed.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE numbers_v1 AS SELECT contact_id, e164, match_digits, tail FROM numbers;
+                 DROP TABLE numbers;
+                 ALTER TABLE numbers_v1 RENAME TO numbers;
+                 PRAGMA user_version = 1;",
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+        assert!(store.lookup("+49301234560", de()).unwrap().is_none());
+        assert_eq!(store.search("Ada", 5).unwrap().len(), 1);
     }
 
     #[test]
