@@ -337,6 +337,8 @@ struct CallLeg {
     direct_local: Option<SocketAddr>,
     /// Our INVITE (outgoing) or theirs (incoming).
     invite: Message,
+    /// The answer in a provisional response whose early media plays.
+    early_answer: Option<SessionDescription>,
     invite_tx: Option<ClientTxId>,
     server_tx: Option<ServerTxId>,
     local_tag: String,
@@ -2320,6 +2322,7 @@ impl Engine {
             dest,
             direct_local,
             invite,
+            early_answer: None,
             invite_tx: Some(tx),
             server_tx: None,
             local_tag: tag,
@@ -3383,6 +3386,7 @@ impl Engine {
             dest: source,
             direct_local,
             invite: request.clone(),
+            early_answer: None,
             invite_tx: None,
             server_tx: Some(tx),
             local_tag: tag.clone(),
@@ -4092,6 +4096,7 @@ impl Engine {
                     match leg.negotiation.handle_answer(&answer) {
                         Ok(n) => {
                             leg.answer_tag = to_tag(&response);
+                            leg.early_answer = Some(answer.clone());
                             self.apply_negotiated(id, n).await;
                             // Media that could not start cancels the call.
                             if self.calls.get(&id).is_none_or(|l| l.cancelled.is_some()) {
@@ -4146,10 +4151,17 @@ impl Engine {
                         Err(media_engine::negotiation::NegotiationError::NoPendingOffer),
                         |a| leg.negotiation.handle_answer(&a),
                     ))
-                } else if forked && let Some(answer) = answer {
-                    // Another callee of the forked INVITE answered after the
-                    // one whose early media played: its answer now counts.
-                    info!(call = %id, "answered by another callee than the early media's");
+                } else if let Some(answer) = answer
+                    && leg.early_answer.as_ref() != Some(&answer)
+                {
+                    // The 2xx's SDP is the answer when it is not the early
+                    // media's (RFC 3261 §13.2.1: without 100rel that was
+                    // provisional): another callee of a forked INVITE, an
+                    // early answer that was unusable, or a gateway whose
+                    // announcement was sendonly and whose call is not.
+                    if forked {
+                        info!(call = %id, "answered by another callee than the early media's");
+                    }
                     Some(leg.negotiation.handle_forked_answer(&answer))
                 } else {
                     None

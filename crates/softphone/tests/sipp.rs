@@ -159,6 +159,63 @@ async fn early_media_flows_before_the_answer() {
     phone.shutdown().await.unwrap();
 }
 
+/// A gateway's announcement before the answer comes with a sendonly SDP
+/// in the 183 (we only listen), and the 200 that follows says sendrecv:
+/// that answer is the one that counts (RFC 3261 §13.2.1: without 100rel
+/// the early one was provisional), so we send once answered. The phone
+/// used to keep the early answer, and the callee never heard the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_answer_in_the_200_replaces_a_sendonly_announcements() {
+    let run = sipp("uas_announcement_then_answer.xml")
+        .with_call_duration(Duration::from_secs(3))
+        .spawn()
+        .unwrap();
+    let (phone, mut events) = phone("alice").await;
+    let call = phone
+        .dial(None, &format!("sip:service@{}", run.addr()))
+        .await
+        .unwrap();
+    let sent = |call: &softphone::Call| {
+        let call = call.clone();
+        async move {
+            call.info()
+                .await
+                .ok()
+                .and_then(|i| i.quality)
+                .map_or(0, |q| q.packets_sent)
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let early = loop {
+        let ev = timeout_at(deadline, events.next()).await.unwrap().unwrap();
+        if let PhoneEvent::CallState {
+            state: CallState::Connected,
+            ..
+        } = ev
+        {
+            break sent(&call).await;
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let answered = sent(&call).await;
+    assert!(
+        early < 10,
+        "{early} RTP packets went out while only listening"
+    );
+    assert!(
+        answered >= early + 40,
+        "only {} RTP packets went out in 1.5 s after the answer",
+        answered - early
+    );
+    let states = call_states(&mut events, None).await;
+    assert_eq!(
+        states.last(),
+        Some(&CallState::Ended(EndReason::RemoteHangup))
+    );
+    sipp_passed(run);
+    phone.shutdown().await.unwrap();
+}
+
 /// RFC 3261 §13.2.2.4: every 2xx to the INVITE gets an ACK, also the same
 /// 200 arriving again after the first ACK (the callee did not see it; sipp
 /// waits for a second ACK before its BYE).
