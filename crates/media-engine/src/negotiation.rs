@@ -527,7 +527,8 @@ impl MediaNegotiation {
                 answered: answer.media.len(),
             });
         }
-        let (ours, theirs) = (&offer.media[0], &answer.media[0]);
+        let at = audio_index(&offer);
+        let (ours, theirs) = (&offer.media[at], &answer.media[at]);
         let result = self.read_answer(ours, theirs, answer);
         // The offer was made either way: later descriptions build on it.
         self.last_local = Some(offer);
@@ -660,8 +661,35 @@ impl MediaNegotiation {
         }
     }
 
+    /// Our offer's description around its audio section. Within a session
+    /// every m-line of the last description keeps its place (RFC 3264 §8:
+    /// a re-offer has as many, in the same order), the others refused with
+    /// port 0: a peer that offered video as well reads our audio where it
+    /// was, not as its first line.
     fn stamp(&mut self, media: MediaDescription) -> SessionDescription {
-        self.stamp_sections(vec![media])
+        let sections = match &self.last_local {
+            Some(last) if last.media.len() > 1 => {
+                let at = audio_index(last);
+                last.media
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| {
+                        if i == at {
+                            media.clone()
+                        } else {
+                            MediaDescription::new(
+                                m.kind.clone(),
+                                0,
+                                m.protocol.clone(),
+                                m.formats.clone(),
+                            )
+                        }
+                    })
+                    .collect()
+            }
+            _ => vec![media],
+        };
+        self.stamp_sections(sections)
     }
 
     /// Wraps media sections in a session description whose version grows
@@ -893,6 +921,18 @@ impl MediaNegotiation {
             _ => ptime,
         }
     }
+}
+
+/// Where a description's audio is: its first audio section in use, else its
+/// first audio section, else the first.
+fn audio_index(description: &SessionDescription) -> usize {
+    let audio = |m: &&MediaDescription| m.kind == MediaKind::Audio;
+    description
+        .media
+        .iter()
+        .position(|m| audio(&m) && m.port != 0)
+        .or_else(|| description.media.iter().position(|m| audio(&m)))
+        .unwrap_or(0)
 }
 
 /// The codec a payload type of a section stands for.
@@ -1203,6 +1243,32 @@ mod tests {
             Protocol::Other("UDP/TLS/RTP/SAVPF".into())
         );
         assert_eq!(answer.audio.unwrap().remote_rtp.port(), 30000);
+
+        // RFC 3264 §8: our re-offer (hold) keeps all four lines in their
+        // order, audio where it was, and the answer is read there.
+        b.set_direction(Direction::SendOnly);
+        let hold = b.create_offer().unwrap();
+        let kinds: Vec<(&MediaKind, u16)> = hold.media.iter().map(|m| (&m.kind, m.port)).collect();
+        assert_eq!(
+            kinds,
+            [
+                (&MediaKind::Video, 0),
+                (&MediaKind::Audio, 0),
+                (&MediaKind::Audio, 5000),
+                (&MediaKind::Audio, 0)
+            ]
+        );
+        assert_eq!(hold.media[2].direction(), Direction::SendOnly);
+        let held = remote(
+            "v=0\r\no=x 1 2 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=video 0 RTP/AVP 99\r\n\
+             m=audio 0 UDP/TLS/RTP/SAVPF 0\r\n\
+             m=audio 30010 RTP/AVP 0\r\na=recvonly\r\n\
+             m=audio 0 RTP/AVP 8\r\n",
+        );
+        let audio = b.handle_answer(&held).unwrap();
+        assert_eq!(audio.remote_rtp.port(), 30010);
+        assert_eq!(audio.direction, Direction::SendOnly);
     }
 
     #[test]
