@@ -404,6 +404,37 @@ impl Cloud {
             Self::Exchange => OAuthConfig::microsoft(client_id),
         }
     }
+
+    /// The contacts' source of a login under `account`.
+    fn source(self, account: &str) -> contacts::Source {
+        match self {
+            Self::Google => contacts::Source::Google(account.to_owned()),
+            Self::Exchange => contacts::Source::Exchange(account.to_owned()),
+        }
+    }
+}
+
+/// Drops the contacts (and the sync token) of the cloud login a new one
+/// replaces: the new login may be another user, even under the same name,
+/// whose address book the next sync reads whole, and the old account's
+/// contacts must not stay behind naming callers.
+fn forget_previous_login(profile: &Path, cloud: Cloud) -> Result<()> {
+    let Some(previous) = StoredLogin::load(&cloud.login_file(profile))? else {
+        return Ok(());
+    };
+    if !profile.join(DATABASE_FILE).exists() {
+        return Ok(());
+    }
+    let source = cloud.source(&previous.account);
+    let mut store = contacts::Store::open(&profile.join(DATABASE_FILE))?;
+    let counts = store.replace_source(&source, &[], None)?;
+    if counts.removed > 0 {
+        println!(
+            "removed {} contacts of {source}, signed in afresh",
+            counts.removed
+        );
+    }
+    Ok(())
 }
 
 /// Options of `contacts google-login` and `contacts exchange-login`.
@@ -474,6 +505,7 @@ pub(crate) async fn login(profile: &Path, cloud: Cloud, args: &LoginArgs) -> Res
     let limit = Duration::from_secs(args.timeout.clamp(1, 600));
     let session = flow.finish(&http, limit).await?;
     std::fs::create_dir_all(profile)?;
+    forget_previous_login(profile, cloud)?;
     let mut stored = StoredLogin::new(&args.account, &session);
     stored.api_url.clone_from(&args.api_url);
     let path = cloud.login_file(profile);

@@ -140,4 +140,19 @@ fn google_and_exchange_login_then_sync() {
         ok && out.contains("Anna Müller") && !out.contains("Bernd"),
         "{out}"
     );
+
+    // Signing in again (perhaps as someone else under the same name): the
+    // old login's contacts go at once, and the next sync reads the address
+    // book whole instead of continuing from the old login's sync token.
+    let out = login(&profile, &fake, "google");
+    assert!(out.contains("removed 2 contacts of google:me"), "{out}");
+    let Run { ok, out, .. } = dialer(&profile, &["contacts", "search", "mull"]);
+    assert!(ok && !out.contains("Anna"), "{out}");
+    let Run { ok, out, .. } = dialer(
+        &profile,
+        &["contacts", "sync", "--google", "--region", "DE"],
+    );
+    assert!(ok, "{out}");
+    let Run { ok, out, .. } = dialer(&profile, &["contacts", "search", "mull"]);
+    assert!(ok && out.contains("Anna Müller"), "{out}");
 }
