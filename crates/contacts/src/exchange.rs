@@ -111,6 +111,7 @@ impl ExchangeSource {
             full: delta_link.is_none(),
             ..Changes::default()
         };
+        let mut entries = Vec::new();
         loop {
             if changes.pages >= MAX_PAGES {
                 return Err(CloudError::TooManyPages(MAX_PAGES));
@@ -131,9 +132,9 @@ impl ExchangeSource {
                     continue;
                 };
                 if item.get("@removed").is_some() {
-                    changes.deleted.push(id.to_owned());
+                    entries.push((id.to_owned(), None));
                 } else if let Some(contact) = graph_to_contact(item, &source, self.default_region) {
-                    changes.changed.push(contact);
+                    entries.push((id.to_owned(), Some(contact)));
                 } else {
                     changes.skipped += 1;
                 }
@@ -143,6 +144,7 @@ impl ExchangeSource {
             } else if let Some(delta) = page.get("@odata.deltaLink").and_then(Value::as_str) {
                 same_origin(&base, delta)?;
                 changes.token = Some(delta.to_owned());
+                changes.settle(entries);
                 return Ok(changes);
             } else {
                 return Err(CloudError::Malformed {

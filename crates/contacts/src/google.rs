@@ -102,6 +102,7 @@ impl GoogleSource {
             full: sync_token.is_none(),
             ..Changes::default()
         };
+        let mut entries = Vec::new();
         let mut page_token: Option<String> = None;
         loop {
             if changes.pages >= MAX_PAGES {
@@ -142,7 +143,7 @@ impl GoogleSource {
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
                 if deleted {
-                    changes.deleted.push(name.to_owned());
+                    entries.push((name.to_owned(), None));
                 } else if let Some(contact) =
                     person_to_contact(person, &source, self.default_region)
                 {
@@ -153,7 +154,7 @@ impl GoogleSource {
                     if let Some(url) = photo.and_then(|p| text(p, "url")) {
                         changes.photos.push((name.to_owned(), url.to_owned()));
                     }
-                    changes.changed.push(contact);
+                    entries.push((name.to_owned(), Some(contact)));
                 } else {
                     changes.skipped += 1;
                 }
@@ -165,6 +166,7 @@ impl GoogleSource {
                         .get("nextSyncToken")
                         .and_then(Value::as_str)
                         .map(str::to_owned);
+                    changes.settle(entries);
                     return Ok(changes);
                 }
             }

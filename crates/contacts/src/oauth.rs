@@ -905,6 +905,31 @@ pub struct Changes {
     pub photos: Vec<(String, String)>,
 }
 
+impl Changes {
+    /// Sets `changed` and `deleted` from the entries read, in the order the
+    /// server sent them (a source id and its contact, or `None` when it was
+    /// deleted). The same id may come more than once (Microsoft Graph says
+    /// so of delta queries): its last entry is the current one, so an item
+    /// deleted and then added again stays, and the later of two copies is
+    /// stored.
+    pub(crate) fn settle(&mut self, entries: Vec<(String, Option<Contact>)>) {
+        let last: std::collections::HashMap<String, usize> = entries
+            .iter()
+            .enumerate()
+            .map(|(i, (id, _))| (id.clone(), i))
+            .collect();
+        for (i, (id, entry)) in entries.into_iter().enumerate() {
+            if last.get(&id) != Some(&i) {
+                continue;
+            }
+            match entry {
+                Some(contact) => self.changed.push(contact),
+                None => self.deleted.push(id),
+            }
+        }
+    }
+}
+
 /// Checks that a link from the server stays on the API's origin.
 pub(crate) fn same_origin(base: &Url, link: &str) -> Result<Url, CloudError> {
     // The link carries the sync or page token: errors show it without.
@@ -1023,6 +1048,34 @@ mod tests {
             let err = same_origin(&base, link).unwrap_err();
             assert!(!err.to_string().contains("SECRET"), "{err}");
         }
+    }
+
+    /// Delta queries may name an item more than once: its last entry
+    /// counts, whether a deletion after a change, a change after a
+    /// deletion, or the later of two copies.
+    #[test]
+    fn the_last_entry_for_an_item_counts() {
+        let named = |id: &str, name: &str| {
+            let mut c = Contact::new(name);
+            c.source_id = Some(id.into());
+            Some(c)
+        };
+        let mut changes = Changes::default();
+        changes.settle(vec![
+            ("a".into(), named("a", "Ada")),
+            ("b".into(), named("b", "Bob old")),
+            ("a".into(), None),
+            ("b".into(), named("b", "Bob new")),
+            ("c".into(), None),
+            ("c".into(), named("c", "Cyd")),
+        ]);
+        let names: Vec<&str> = changes
+            .changed
+            .iter()
+            .map(|c| c.display_name.as_str())
+            .collect();
+        assert_eq!(names, ["Bob new", "Cyd"]);
+        assert_eq!(changes.deleted, ["a"]);
     }
 
     #[test]
