@@ -134,7 +134,7 @@ impl ExchangeSource {
                 if item.get("@removed").is_some() {
                     entries.push((id.to_owned(), None));
                 } else if let Some(contact) = graph_to_contact(item, &source, self.default_region) {
-                    entries.push((id.to_owned(), Some(contact)));
+                    entries.push((id.to_owned(), Some((contact, None))));
                 } else {
                     changes.skipped += 1;
                 }

@@ -151,10 +151,8 @@ impl GoogleSource {
                     let photo = list(person, "photos")
                         .iter()
                         .find(|p| !p.get("default").and_then(Value::as_bool).unwrap_or(false));
-                    if let Some(url) = photo.and_then(|p| text(p, "url")) {
-                        changes.photos.push((name.to_owned(), url.to_owned()));
-                    }
-                    entries.push((name.to_owned(), Some(contact)));
+                    let photo = photo.and_then(|p| text(p, "url")).map(str::to_owned);
+                    entries.push((name.to_owned(), Some((contact, photo))));
                 } else {
                     changes.skipped += 1;
                 }

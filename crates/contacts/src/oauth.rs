@@ -905,14 +905,19 @@ pub struct Changes {
     pub photos: Vec<(String, String)>,
 }
 
+/// One item a cloud read gave: its source id, and its contact with the URL
+/// of its photo, or `None` when it was deleted.
+pub(crate) type Entry = (String, Option<(Contact, Option<String>)>);
+
 impl Changes {
-    /// Sets `changed` and `deleted` from the entries read, in the order the
-    /// server sent them (a source id and its contact, or `None` when it was
-    /// deleted). The same id may come more than once (Microsoft Graph says
-    /// so of delta queries): its last entry is the current one, so an item
-    /// deleted and then added again stays, and the later of two copies is
-    /// stored.
-    pub(crate) fn settle(&mut self, entries: Vec<(String, Option<Contact>)>) {
+    /// Sets `changed`, `deleted` and `photos` from the entries read, in the
+    /// order the server sent them (a source id and its contact with the URL
+    /// of its photo, if any, or `None` when it was deleted). The same id
+    /// may come more than once (Microsoft Graph says so of delta queries):
+    /// its last entry is the current one, so an item deleted and then added
+    /// again stays, and the later of two copies is stored, with its own
+    /// photo or none.
+    pub(crate) fn settle(&mut self, entries: Vec<Entry>) {
         let last: std::collections::HashMap<String, usize> = entries
             .iter()
             .enumerate()
@@ -923,7 +928,12 @@ impl Changes {
                 continue;
             }
             match entry {
-                Some(contact) => self.changed.push(contact),
+                Some((contact, photo)) => {
+                    if let Some(url) = photo {
+                        self.photos.push((id, url));
+                    }
+                    self.changed.push(contact);
+                }
                 None => self.deleted.push(id),
             }
         }
@@ -1058,7 +1068,7 @@ mod tests {
         let named = |id: &str, name: &str| {
             let mut c = Contact::new(name);
             c.source_id = Some(id.into());
-            Some(c)
+            Some((c, Some(format!("https://photos.example/{name}"))))
         };
         let mut changes = Changes::default();
         changes.settle(vec![
@@ -1076,6 +1086,14 @@ mod tests {
             .collect();
         assert_eq!(names, ["Bob new", "Cyd"]);
         assert_eq!(changes.deleted, ["a"]);
+        let photos: Vec<&str> = changes.photos.iter().map(|(_, url)| url.as_str()).collect();
+        assert_eq!(
+            photos,
+            [
+                "https://photos.example/Bob new",
+                "https://photos.example/Cyd"
+            ]
+        );
     }
 
     #[test]

@@ -211,7 +211,17 @@ impl Store {
         {
             let version = from as u32 + 1;
             let migration = |source| StoreError::Migration { version, source };
-            let tx = conn.transaction().map_err(migration)?;
+            // Written at once, so that a second process opening the store
+            // waits here and then finds the step done, not half done.
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(migration)?;
+            let now_at: i64 = tx
+                .pragma_query_value(None, "user_version", |row| row.get(0))
+                .map_err(migration)?;
+            if now_at >= i64::from(version) {
+                continue;
+            }
             tx.execute_batch(sql).map_err(migration)?;
             if version == REINDEX_AT && found > 0 {
                 reindex(&tx).map_err(|e| match e {
@@ -486,6 +496,23 @@ impl Store {
         token: Option<&str>,
     ) -> Result<SyncCounts, StoreError> {
         self.sync(source, contacts, SyncMode::Full(&[]), token)
+    }
+
+    /// Forgets `source`'s sync token, so that its next sync reads it whole
+    /// (and, as a full sync, removes what it no longer has), as when its
+    /// account was signed in to afresh. Its contacts stay until then.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Sqlite`].
+    pub fn forget_sync_token(&mut self, source: &Source) -> Result<(), StoreError> {
+        self.conn
+            .execute(
+                "UPDATE sync_state SET token = NULL WHERE source = ?1",
+                [source.to_string()],
+            )
+            .map_err(StoreError::sql("forgetting a sync token"))?;
+        Ok(())
     }
 
     /// [`Store::replace_source`], except that the contacts whose source ids
@@ -954,8 +981,14 @@ fn reindex(tx: &Transaction<'_>) -> Result<(), StoreError> {
         .map_err(StoreError::sql("reading contacts to index them again"))?;
     for (id, data, favourite) in rows {
         let id = ContactId(id);
-        let contact = decode(id, &data, favourite)?;
-        write_contact(tx, Some(id), &contact, favourite)?;
+        // A row that does not read back is left as it was (unreadable, as
+        // before) rather than making every open of the store fail.
+        match decode(id, &data, favourite) {
+            Ok(contact) => {
+                write_contact(tx, Some(id), &contact, favourite)?;
+            }
+            Err(error) => tracing::warn!(%error, "a contact not indexed again"),
+        }
     }
     Ok(())
 }

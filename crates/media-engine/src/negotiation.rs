@@ -32,7 +32,10 @@
 //!   key (RFC 4568 §7.1.1). Keys come from the operating system's CSPRNG.
 //! - Streams the answerer cannot take (video, an unknown protocol, a
 //!   second audio stream, no common codec, SRTP it cannot meet) are
-//!   answered with port 0 (RFC 3264 §6).
+//!   answered with port 0 (RFC 3264 §6); within a session, a re-offer
+//!   whose audio cannot be taken is refused whole
+//!   ([`NegotiationError::ReofferRefused`], for SIP a 488), and our
+//!   re-offers keep every m-line of the session in its place.
 //! - Every description the local side sends keeps the `o=` session id;
 //!   the version grows by one whenever the description changes
 //!   (RFC 3264 §8).

@@ -56,10 +56,11 @@ pub struct ChannelConfig {
     /// clock running fast cannot build up delay.
     pub max_capture_backlog: Duration,
     /// Audio waiting in either ring beyond this is worn down by a
-    /// millisecond per packet time: the sound card's clock and the packet
-    /// clock drift apart by up to a few hundred ppm, which would otherwise
-    /// add delay for the whole call, or fill the playback ring until whole
-    /// frames are lost.
+    /// millisecond a second: the sound card's clock and the packet clock
+    /// drift apart by up to a few hundred ppm, which would otherwise add
+    /// delay for the whole call, or fill the playback ring until whole
+    /// frames are lost. More than a frame beyond it over a whole second is
+    /// what a stall left, and is cut at once.
     pub target_device_backlog: Duration,
     /// Events kept for a subscriber that lags before the oldest are lost.
     pub event_capacity: usize,

@@ -501,21 +501,7 @@ pub(crate) async fn start(
         None => History::in_memory()?,
     };
     let mut transport_config = TransportConfig::default();
-    let secure = |k: TransportKind| matches!(k, TransportKind::Tls | TransportKind::Wss);
-    let needs_tls = config.config.accounts.iter().any(|a| {
-        let kind = transport_kind(a);
-        secure(kind)
-            || uri_target(&a.registrar, kind).is_ok_and(|(_, _, k)| secure(k))
-            || a.outbound_proxies
-                .iter()
-                .any(|p| uri_target(p, kind).is_ok_and(|(_, _, k)| secure(k)))
-    }) || config
-        .config
-        .relay
-        .turn
-        .as_ref()
-        .is_some_and(crate::turn::needs_tls);
-    let tls = if needs_tls {
+    let tls = if needs_tls(&config.config) {
         let tls = tls_client(&config.config)?;
         transport_config = transport_config.with_tls_client(tls.clone());
         Some(tls)
@@ -610,8 +596,9 @@ fn transport_kind(account: &Account) -> TransportKind {
 
 /// What [`Phone::start`](crate::Phone::start) refuses in a configuration,
 /// found without the network: each account's registrar and outbound
-/// proxies as SIP URIs with a usable transport, the TLS trust anchors
-/// (files read, certificates decoded) and the push token. A provisioned
+/// proxies as SIP URIs with a usable transport, the TLS trust anchors when
+/// anything goes over TLS (files read, certificates decoded) and the push
+/// token. A provisioned
 /// document that passes this starts the phone as far as the configuration
 /// goes (servers may still be unreachable): give it to
 /// `provisioning::Settings::with_acceptance` so that a document the phone
@@ -629,11 +616,29 @@ pub fn check_config(config: &Config) -> Result<(), PhoneError> {
             uri_target(p, kind).map_err(bad)?;
         }
     }
-    if !config.tls.trust.is_empty() {
+    if needs_tls(config) {
         tls_client(config)?;
     }
     push_token(config)?;
     Ok(())
+}
+
+/// Whether anything of `config` goes over TLS (an account's server or the
+/// TURN server): only then is the TLS trust read.
+fn needs_tls(config: &Config) -> bool {
+    let secure = |k: TransportKind| matches!(k, TransportKind::Tls | TransportKind::Wss);
+    config.accounts.iter().any(|a| {
+        let kind = transport_kind(a);
+        secure(kind)
+            || uri_target(&a.registrar, kind).is_ok_and(|(_, _, k)| secure(k))
+            || a.outbound_proxies
+                .iter()
+                .any(|p| uri_target(p, kind).is_ok_and(|(_, _, k)| secure(k)))
+    }) || config
+        .relay
+        .turn
+        .as_ref()
+        .is_some_and(crate::turn::needs_tls)
 }
 
 /// The configuration's push token (RFC 8599), for registrations through a
@@ -4154,15 +4159,24 @@ impl Engine {
                 } else if let Some(answer) = answer
                     && leg.early_answer.as_ref() != Some(&answer)
                 {
-                    // The 2xx's SDP is the answer when it is not the early
-                    // media's (RFC 3261 §13.2.1: without 100rel that was
-                    // provisional): another callee of a forked INVITE, an
+                    // §13.2.1 makes the first SDP the answer and has later
+                    // ones ignored, but a 2xx that differs is taken when it
+                    // can be used: another callee of a forked INVITE, an
                     // early answer that was unusable, or a gateway whose
-                    // announcement was sendonly and whose call is not.
+                    // announcement was sendonly and whose call is not (RFC
+                    // 6337 §3.1.1 notes such peers). Within the early
+                    // media's dialog, one that cannot be used leaves the
+                    // early session as it was.
                     if forked {
                         info!(call = %id, "answered by another callee than the early media's");
                     }
-                    Some(leg.negotiation.handle_forked_answer(&answer))
+                    match leg.negotiation.handle_forked_answer(&answer) {
+                        Err(e) if !forked && leg.early_answer.is_some() => {
+                            debug!(call = %id, error = %e, "the 2xx's other answer is unusable: the early one stays");
+                            None
+                        }
+                        result => Some(result),
+                    }
                 } else {
                     None
                 };

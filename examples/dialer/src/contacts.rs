@@ -414,27 +414,42 @@ impl Cloud {
     }
 }
 
-/// Drops the contacts (and the sync token) of the cloud login a new one
-/// replaces: the new login may be another user, even under the same name,
-/// whose address book the next sync reads whole, and the old account's
-/// contacts must not stay behind naming callers.
-fn forget_previous_login(profile: &Path, cloud: Cloud) -> Result<()> {
-    let Some(previous) = StoredLogin::load(&cloud.login_file(profile))? else {
-        return Ok(());
+/// Makes the next sync of a cloud signed in to afresh read it whole: the
+/// new login may be another user, even under the same account name, and
+/// must not go on from the old one's sync token (a full sync then removes
+/// what the new address book lacks, keeping favourites of what it has).
+/// A login under another account name drops the old account's contacts at
+/// once. Nothing here stops the login: a damaged old login file or store
+/// is reported and passed over.
+fn forget_previous_login(profile: &Path, cloud: Cloud, account: &str) {
+    let forget = || -> Result<()> {
+        let Some(previous) = StoredLogin::load(&cloud.login_file(profile))? else {
+            return Ok(());
+        };
+        if !profile.join(DATABASE_FILE).exists() {
+            return Ok(());
+        }
+        let source = cloud.source(&previous.account);
+        let mut store = contacts::Store::open(&profile.join(DATABASE_FILE))?;
+        if previous.account == account {
+            store.forget_sync_token(&source)?;
+            return Ok(());
+        }
+        let counts = store.replace_source(&source, &[], None)?;
+        if counts.removed > 0 {
+            println!(
+                "removed {} contacts of {source}, signed in to another account",
+                counts.removed
+            );
+        }
+        Ok(())
     };
-    if !profile.join(DATABASE_FILE).exists() {
-        return Ok(());
-    }
-    let source = cloud.source(&previous.account);
-    let mut store = contacts::Store::open(&profile.join(DATABASE_FILE))?;
-    let counts = store.replace_source(&source, &[], None)?;
-    if counts.removed > 0 {
-        println!(
-            "removed {} contacts of {source}, signed in afresh",
-            counts.removed
+    if let Err(e) = forget() {
+        eprintln!(
+            "dialer: the previous {} login not cleaned up: {e:#}",
+            cloud.name()
         );
     }
-    Ok(())
 }
 
 /// Options of `contacts google-login` and `contacts exchange-login`.
@@ -505,7 +520,7 @@ pub(crate) async fn login(profile: &Path, cloud: Cloud, args: &LoginArgs) -> Res
     let limit = Duration::from_secs(args.timeout.clamp(1, 600));
     let session = flow.finish(&http, limit).await?;
     std::fs::create_dir_all(profile)?;
-    forget_previous_login(profile, cloud)?;
+    forget_previous_login(profile, cloud, &args.account);
     let mut stored = StoredLogin::new(&args.account, &session);
     stored.api_url.clone_from(&args.api_url);
     let path = cloud.login_file(profile);

@@ -311,14 +311,14 @@ fn main() -> ExitCode {
         }
     };
     // A configuration that does not load must not lock out the commands
-    // that replace it (provision, import, config): they go on with the
-    // defaults, whose privacy settings are the strictest; commands that
-    // need it fail on their own with this error.
+    // that replace it (provision, import): they go on with the defaults
+    // (personal data masked in logs, no crash reports); commands that need
+    // it fail on their own with this error.
     let settings = match profile::effective(&profile) {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
             eprintln!(
-                "dialer: the profile's configuration is unusable ({e:#}); provision, import or config can replace it"
+                "dialer: the profile's configuration is unusable ({e:#}); provision or import can replace it"
             );
             Default::default()
         }

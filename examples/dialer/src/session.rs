@@ -297,12 +297,24 @@ pub(crate) async fn answer(
     // loop, so calls are answered and hung up, and Ctrl-C works, meanwhile.
     let (rechecked_tx, mut rechecked) = tokio::sync::mpsc::unbounded_channel();
     let mut rechecking = false;
+    // A request during a re-check may follow a change the re-check under
+    // way fetched too early: one more runs after it.
+    let mut again = false;
+    let recheck = |done: tokio::sync::mpsc::UnboundedSender<_>| {
+        let profile = profile.to_owned();
+        tokio::spawn(async move {
+            let _ = done.send(crate::profile::recheck(&profile).await);
+        });
+    };
     loop {
         let wake = hangups.iter().map(|(t, _)| *t).chain(stop_at).min();
         let ev = tokio::select! {
             ev = events.next() => ev,
             Some(result) = rechecked.recv() => {
-                rechecking = false;
+                rechecking = std::mem::take(&mut again);
+                if rechecking {
+                    recheck(rechecked_tx.clone());
+                }
                 match result {
                     Ok(true) => println!("configuration re-checked; it applies to the next start"),
                     Ok(false) => println!("this profile was not provisioned: nothing to re-check"),
@@ -364,15 +376,15 @@ pub(crate) async fn answer(
             PhoneEvent::Dtmf { digit, .. } => println!("dtmf received: {digit}"),
             PhoneEvent::Notice { text } => println!("notice: {text}"),
             PhoneEvent::CheckSync if rechecking => {
-                println!("the PBX asks for a provisioning re-check: one is under way");
+                println!(
+                    "the PBX asks for a provisioning re-check: another follows the one under way"
+                );
+                again = true;
             }
             PhoneEvent::CheckSync => {
                 println!("the PBX asks for a provisioning re-check");
                 rechecking = true;
-                let (profile, done) = (profile.to_owned(), rechecked_tx.clone());
-                tokio::spawn(async move {
-                    let _ = done.send(crate::profile::recheck(&profile).await);
-                });
+                recheck(rechecked_tx.clone());
             }
             PhoneEvent::Registration { status, .. } => print_registration(&status),
             _ => {}

@@ -36,6 +36,10 @@ fn get(url: &str) -> String {
 }
 
 fn login(profile: &Path, fake: &FakeCloud, which: &str) -> String {
+    login_as(profile, fake, which, "me")
+}
+
+fn login_as(profile: &Path, fake: &FakeCloud, which: &str, account: &str) -> String {
     let mut child = Command::new("timeout")
         .arg("60")
         .arg(env!("CARGO_BIN_EXE_dialer"))
@@ -47,7 +51,7 @@ fn login(profile: &Path, fake: &FakeCloud, which: &str) -> String {
             "--client-id",
             FAKE_CLIENT_ID,
             "--account",
-            "me",
+            account,
             "--timeout",
             "30",
             "--auth-url",
@@ -141,10 +145,9 @@ fn google_and_exchange_login_then_sync() {
         "{out}"
     );
 
-    // Signing in again (perhaps as someone else under the same name): the
-    // old login's contacts go at once, and the next sync reads the address
-    // book whole instead of continuing from the old login's sync token.
-    let out = login(&profile, &fake, "google");
+    // Signing in to another account: the old one's contacts go at once,
+    // and the new one's sync reads its address book whole.
+    let out = login_as(&profile, &fake, "google", "work");
     assert!(out.contains("removed 2 contacts of google:me"), "{out}");
     let Run { ok, out, .. } = dialer(&profile, &["contacts", "search", "mull"]);
     assert!(ok && !out.contains("Anna"), "{out}");
