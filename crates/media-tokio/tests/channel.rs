@@ -792,12 +792,18 @@ async fn rfc4961_media_moved_to_a_new_endpoint_behind_nat_is_followed() {
     bob.stop().await;
 }
 
-/// A stall (a device that delivered 60 ms late, all at once) leaves audio
-/// waiting in the capture ring beyond the target: it is cut within about
-/// a second, not worn down a millisecond a second, which kept every word
-/// 60 ms late for a minute.
-#[tokio::test(start_paused = true)]
-async fn a_capture_backlog_a_stall_left_is_cut_at_once() {
+/// Bob's channel (PCMU, 8 kHz) on a device whose rings the test drives:
+/// what it captures goes into the first ring returned, what it plays comes
+/// out of the second; rings of 200 ms (`capacity` samples), as
+/// media-audio's devices have.
+async fn device_channel(
+    seed: u64,
+) -> (
+    AudioChannelHandle,
+    rtrb::Producer<i16>,
+    rtrb::Consumer<i16>,
+    usize,
+) {
     let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
     let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
     let (_, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
@@ -805,18 +811,17 @@ async fn a_capture_backlog_a_stall_left_is_cut_at_once() {
     let rate = 8_000u32;
     let now = Instant::now().into_std();
     let wall = NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap());
-    let mut rng = StdRng::seed_from_u64(6);
     let stream = AudioStream::new(
         now,
         wall,
         &at_bob,
         AudioStreamConfig::new("bob@example.org"),
-        &mut rng,
+        &mut StdRng::seed_from_u64(seed),
     )
     .unwrap();
     let capacity = rate as usize / 5;
-    let (mut mic, capture) = rtrb::RingBuffer::new(capacity);
-    let (playback, mut speaker) = rtrb::RingBuffer::new(capacity);
+    let (mic, capture) = rtrb::RingBuffer::new(capacity);
+    let (playback, speaker) = rtrb::RingBuffer::new(capacity);
     let handle = AudioChannel::spawn(
         stream,
         b_sockets,
@@ -824,6 +829,16 @@ async fn a_capture_backlog_a_stall_left_is_cut_at_once() {
         ChannelConfig::default(),
     )
     .unwrap();
+    (handle, mic, speaker, capacity)
+}
+
+/// A stall (a device that delivered 60 ms late, all at once) leaves audio
+/// waiting in the capture ring beyond the target: it is cut within about
+/// a second, not worn down a millisecond a second, which kept every word
+/// 60 ms late for a minute.
+#[tokio::test(start_paused = true)]
+async fn a_capture_backlog_a_stall_left_is_cut_at_once() {
+    let (handle, mut mic, mut speaker, capacity) = device_channel(6).await;
     let mut clock = tokio::time::interval(Duration::from_millis(10));
     clock.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let (mut before, mut after) = (0, 0);
@@ -862,33 +877,7 @@ async fn a_capture_backlog_a_stall_left_is_cut_at_once() {
 /// the capture backlog climbs to its 100 ms cap).
 #[tokio::test(start_paused = true)]
 async fn a_device_clock_that_drifts_builds_no_delay_and_loses_no_frame() {
-    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
-    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
-    let (_, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
-    drop(a_sockets);
-    let rate = 8_000u32;
-    let now = Instant::now().into_std();
-    let wall = NtpTimestamp::from_unix(SystemTime::now().duration_since(UNIX_EPOCH).unwrap());
-    let mut rng = StdRng::seed_from_u64(5);
-    let stream = AudioStream::new(
-        now,
-        wall,
-        &at_bob,
-        AudioStreamConfig::new("bob@example.org"),
-        &mut rng,
-    )
-    .unwrap();
-    // Rings of 200 ms, as media-audio's devices have.
-    let capacity = rate as usize / 5;
-    let (mut mic, capture) = rtrb::RingBuffer::new(capacity);
-    let (playback, mut speaker) = rtrb::RingBuffer::new(capacity);
-    let handle = AudioChannel::spawn(
-        stream,
-        b_sockets,
-        AudioPort::new(capture, playback, rate),
-        ChannelConfig::default(),
-    )
-    .unwrap();
+    let (handle, mut mic, mut speaker, capacity) = device_channel(5).await;
     // Every 10 ms: 80.04 samples captured, 79.96 played.
     let mut clock = tokio::time::interval(Duration::from_millis(10));
     clock.set_missed_tick_behavior(MissedTickBehavior::Burst);

@@ -36,6 +36,17 @@ fn options(call_id: &str, branch: &str) -> Message {
         .unwrap()
 }
 
+/// A driver listening on TCP only, and its address.
+async fn tcp_driver() -> (Driver<StdRng>, SocketAddr) {
+    let (transports, incoming) = Transports::new(TransportConfig::default());
+    let local = transports
+        .bind(TransportKind::Tcp, any_port(), ListenerOptions::new())
+        .await
+        .unwrap();
+    let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::seed_from_u64(7));
+    (Driver::new(transports, incoming, endpoint), local)
+}
+
 async fn driver() -> (Driver<StdRng>, SocketAddr) {
     let (transports, incoming) = Transports::new(TransportConfig::default());
     let local = transports
@@ -323,13 +334,7 @@ async fn settle_lets_the_last_connection_messages_out() {
 #[tokio::test]
 async fn rfc3261_18_2_2_a_response_after_its_connection_closed_goes_to_the_sent_by_port() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (transports, incoming) = Transports::new(TransportConfig::default());
-    let local = transports
-        .bind(TransportKind::Tcp, any_port(), ListenerOptions::new())
-        .await
-        .unwrap();
-    let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::seed_from_u64(7));
-    let mut driver = Driver::new(transports, incoming, endpoint);
+    let (mut driver, local) = tcp_driver().await;
     // The peer listens here, and connects from another port.
     let listening = tokio::net::TcpListener::bind(any_port()).await.unwrap();
     let sent_by = listening.local_addr().unwrap();
@@ -433,13 +438,7 @@ async fn messages_behind_a_failed_connect_fail_with_it() {
 #[tokio::test]
 async fn a_tcp_request_that_does_not_parse_is_answered_400_on_its_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (transports, incoming) = Transports::new(TransportConfig::default());
-    let local = transports
-        .bind(TransportKind::Tcp, any_port(), ListenerOptions::new())
-        .await
-        .unwrap();
-    let endpoint = Endpoint::new(EndpointConfig::default(), StdRng::seed_from_u64(7));
-    let mut driver = Driver::new(transports, incoming, endpoint);
+    let (mut driver, local) = tcp_driver().await;
     let mut peer = tokio::net::TcpStream::connect(local).await.unwrap();
     let bad = format!(
         "OPTIONS sip:uas@127.0.0.1 SIP/2.0\r\n\
