@@ -219,11 +219,19 @@ impl Store {
             let now_at: i64 = tx
                 .pragma_query_value(None, "user_version", |row| row.get(0))
                 .map_err(migration)?;
+            if now_at > i64::from(SCHEMA_VERSION) {
+                return Err(StoreError::TooNew {
+                    found: now_at,
+                    supported: SCHEMA_VERSION,
+                });
+            }
             if now_at >= i64::from(version) {
                 continue;
             }
             tx.execute_batch(sql).map_err(migration)?;
-            if version == REINDEX_AT && found > 0 {
+            // Rows another process wrote are indexed too (costs nothing on
+            // a new, empty store).
+            if version == REINDEX_AT {
                 reindex(&tx).map_err(|e| match e {
                     StoreError::Sqlite { source, .. } => migration(source),
                     other => other,
@@ -1373,6 +1381,11 @@ mod tests {
             store.sync_state(&source).unwrap().unwrap().token.as_deref(),
             Some("t2")
         );
+        // Signed in afresh: the token goes, the contacts stay until the
+        // next (full) sync replaces them.
+        store.forget_sync_token(&source).unwrap();
+        assert_eq!(store.sync_state(&source).unwrap().unwrap().token, None);
+        assert_eq!(store.contacts_of(&source).unwrap().len(), 2);
         assert!(matches!(
             store.replace_source(&Source::Local, &batch, None),
             Err(StoreError::NotSyncable(_))

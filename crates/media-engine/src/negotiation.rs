@@ -765,7 +765,6 @@ impl MediaNegotiation {
                 let local = SrtpKeyMaterial::from_crypto_attribute(offered)?;
                 let remote = SrtpKeyMaterial::from_crypto_attribute(answered)
                     .map_err(|_| NegotiationError::CryptoMismatch)?;
-                self.remote_key = Some(remote.clone());
                 Some(NegotiatedSrtp { local, remote })
             }
             _ if self.settings.srtp == SrtpPolicy::Mandatory => {
@@ -774,6 +773,11 @@ impl MediaNegotiation {
             _ => None,
         };
         let remote_ip = connection_ip(theirs, answer)?;
+        // Only an answer taken sets the peer's key: one refused here leaves
+        // the session (and what a later re-offer compares with) as it was.
+        if let Some(srtp) = &srtp {
+            self.remote_key = Some(srtp.remote.clone());
+        }
         let rtcp_mux = self.settings.rtcp_mux && ours.is_rtcp_mux() && theirs.is_rtcp_mux();
         let local = ours.direction();
         let remote = theirs.effective_direction(answer);

@@ -4171,7 +4171,11 @@ impl Engine {
                         info!(call = %id, "answered by another callee than the early media's");
                     }
                     match leg.negotiation.handle_forked_answer(&answer) {
-                        Err(e) if !forked && leg.early_answer.is_some() => {
+                        Err(e)
+                            if !forked
+                                && leg.answer_tag.is_some()
+                                && leg.early_answer.is_some() =>
+                        {
                             debug!(call = %id, error = %e, "the 2xx's other answer is unusable: the early one stays");
                             None
                         }

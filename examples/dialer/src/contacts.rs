@@ -418,25 +418,28 @@ impl Cloud {
 /// new login may be another user, even under the same account name, and
 /// must not go on from the old one's sync token (a full sync then removes
 /// what the new address book lacks, keeping favourites of what it has).
-/// A login under another account name drops the old account's contacts at
-/// once. Nothing here stops the login: a damaged old login file or store
-/// is reported and passed over.
+/// The contacts of every other account of that cloud go at once: only the
+/// account signed in to is synced from now on, and nothing else would
+/// ever remove them. Nothing here stops the login: a store that cannot be
+/// opened is reported and passed over.
 fn forget_previous_login(profile: &Path, cloud: Cloud, account: &str) {
     let forget = || -> Result<()> {
-        let Some(previous) = StoredLogin::load(&cloud.login_file(profile))? else {
-            return Ok(());
-        };
         if !profile.join(DATABASE_FILE).exists() {
             return Ok(());
         }
-        let source = cloud.source(&previous.account);
+        let current = cloud.source(account);
         let mut store = contacts::Store::open(&profile.join(DATABASE_FILE))?;
-        if previous.account == account {
-            store.forget_sync_token(&source)?;
-            return Ok(());
-        }
-        let counts = store.replace_source(&source, &[], None)?;
-        if counts.removed > 0 {
+        store.forget_sync_token(&current)?;
+        for source in store.sources()? {
+            let of_this_cloud = matches!(
+                (&source, cloud),
+                (contacts::Source::Google(_), Cloud::Google)
+                    | (contacts::Source::Exchange(_), Cloud::Exchange)
+            );
+            if !of_this_cloud || source == current {
+                continue;
+            }
+            let counts = store.replace_source(&source, &[], None)?;
             println!(
                 "removed {} contacts of {source}, signed in to another account",
                 counts.removed
