@@ -275,6 +275,26 @@ async fn next_register(stream: &mut tokio::net::TcpStream) -> sip_core::Message 
     }
 }
 
+/// Waits (within `limit`) for the phone's next connection and the REGISTER
+/// on it (`what` names that wait), checks that its Contact names the new
+/// connection, and answers it 200.
+async fn registered_again(registrar: &tokio::net::TcpListener, limit: Duration, what: &str) {
+    use tokio::io::AsyncWriteExt;
+    let (mut second, second_peer) = tokio::time::timeout(limit, registrar.accept())
+        .await
+        .expect("the phone reconnects")
+        .unwrap();
+    let again = tokio::time::timeout(limit, next_register(&mut second))
+        .await
+        .expect(what);
+    let contact = again.header("Contact").unwrap();
+    assert!(
+        contact.contains(&format!(":{};", second_peer.port())),
+        "{contact} names the new connection {second_peer}"
+    );
+    second.write_all(&register_ok(&again)).await.unwrap();
+}
+
 /// The registrar's side of a TCP connection closing (a restart, a NAT
 /// that forgot it) moves the binding to a new connection at once: the
 /// phone reconnects and registers again with a Contact naming the new
@@ -295,19 +315,7 @@ async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once
     // Registered; now the registrar drops the connection.
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(first);
-    let (mut second, second_peer) = tokio::time::timeout(limit, registrar.accept())
-        .await
-        .expect("the phone reconnects")
-        .unwrap();
-    let again = tokio::time::timeout(limit, next_register(&mut second))
-        .await
-        .expect("and registers again at once");
-    let contact = again.header("Contact").unwrap();
-    assert!(
-        contact.contains(&format!(":{};", second_peer.port())),
-        "{contact} names the new connection {second_peer}"
-    );
-    second.write_all(&register_ok(&again)).await.unwrap();
+    registered_again(&registrar, limit, "and registers again at once").await;
     phone.shutdown().await.unwrap();
 }
 
@@ -318,23 +326,15 @@ async fn a_lost_registration_connection_is_replaced_and_registered_again_at_once
 /// (32 s) for an answer that cannot come.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rfc3261_17_1_4_a_register_whose_connection_closed_is_sent_again_on_a_new_one() {
-    use tokio::io::AsyncWriteExt;
     let (registrar, (phone, _events), first, _, _) = first_register().await;
     drop(first);
     let limit = Duration::from_secs(15);
-    let (mut second, second_peer) = tokio::time::timeout(limit, registrar.accept())
-        .await
-        .expect("the phone reconnects")
-        .unwrap();
-    let again = tokio::time::timeout(limit, next_register(&mut second))
-        .await
-        .expect("and sends the REGISTER again without waiting out Timer F");
-    let contact = again.header("Contact").unwrap();
-    assert!(
-        contact.contains(&format!(":{};", second_peer.port())),
-        "{contact} names the new connection {second_peer}"
-    );
-    second.write_all(&register_ok(&again)).await.unwrap();
+    registered_again(
+        &registrar,
+        limit,
+        "and sends the REGISTER again without waiting out Timer F",
+    )
+    .await;
     phone.shutdown().await.unwrap();
 }
 
