@@ -1272,8 +1272,9 @@ fn write(config: &Config, redact: bool) -> (Element, BTreeSet<String>) {
 
 /// `value` with a URI's password (`sip:alice:pw@pbx`,
 /// `https://u:pw@host`) and query (`?token=...`) replaced by
-/// [`REDACTED`]; other text as it is.
-fn redact_uri(value: &str) -> String {
+/// [`REDACTED`]; other text as it is. What the redacted export writes for
+/// URI-valued settings, and what a front end should show for them.
+pub fn redact_uri(value: &str) -> String {
     // A URI only when a scheme starts the value (RFC 3986 §3.1).
     let Some(colon) = value.find(':') else {
         return value.to_owned();

@@ -85,7 +85,7 @@ mod model;
 mod secret;
 mod xml;
 
-pub use document::{REDACTED, VERSION};
+pub use document::{REDACTED, VERSION, redact_uri};
 pub use error::{ConfigError, ErrorKind, ExportError, ImportError, Position};
 pub use export::{
     DEFAULT_MAX_WORK_FACTOR, DEFAULT_WORK_FACTOR, Export, Import, PLAINTEXT_WARNING,

@@ -449,8 +449,9 @@ fn forget_previous_login(profile: &Path, cloud: Cloud, account: &str) {
     };
     if let Err(e) = forget() {
         eprintln!(
-            "dialer: the previous {} login not cleaned up: {e:#}",
-            cloud.name()
+            "dialer: the previous {} login not cleaned up: {}",
+            cloud.name(),
+            crate::options::describe(&e)
         );
     }
 }

@@ -306,7 +306,7 @@ fn main() -> ExitCode {
     let profile = match options::profile_dir(cli.profile.as_deref()) {
         Ok(p) => p,
         Err(e) => {
-            eprintln!("dialer: {e:#}");
+            eprintln!("dialer: {}", options::describe(&e));
             return ExitCode::from(2);
         }
     };
@@ -318,7 +318,8 @@ fn main() -> ExitCode {
         Ok(c) => c.unwrap_or_default(),
         Err(e) => {
             eprintln!(
-                "dialer: the profile's configuration is unusable ({e:#}); provision or import can replace it"
+                "dialer: the profile's configuration is unusable ({}); provision or import can replace it",
+                options::describe(&e)
             );
             Default::default()
         }
@@ -336,7 +337,7 @@ fn main() -> ExitCode {
     ) {
         Ok(g) => g,
         Err(e) => {
-            eprintln!("dialer: {e:#}");
+            eprintln!("dialer: {}", options::describe(&e));
             return ExitCode::from(2);
         }
     };
@@ -344,7 +345,7 @@ fn main() -> ExitCode {
         match options::init_crash_reports(&profile, cli.crash_dsn.as_deref(), &settings.privacy) {
             Ok(g) => g,
             Err(e) => {
-                eprintln!("dialer: crash reports: {e:#}");
+                eprintln!("dialer: crash reports: {}", options::describe(&e));
                 None
             }
         };
@@ -495,7 +496,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("dialer: error: {e:#}");
+            eprintln!("dialer: error: {}", options::describe(&e));
             if e.downcast_ref::<options::UsageError>().is_some() {
                 ExitCode::from(2)
             } else {

@@ -27,6 +27,25 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// An error and its causes on one line, as `{:#}` prints them, leaving out
+/// a cause whose text the link before already holds: the libraries' errors
+/// name their cause in their own message and also return it as `source`.
+pub(crate) fn describe(error: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut previous = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if previous.is_empty() || !previous.contains(&text) {
+            if !out.is_empty() {
+                out.push_str(": ");
+            }
+            out.push_str(&text);
+        }
+        previous = text;
+    }
+    out
+}
+
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     UsageError(msg.into()).into()
 }
@@ -323,4 +342,26 @@ pub(crate) fn export_logs(log_file: &Path, bundle: &Path) -> Result<bool> {
         export.bundle.display()
     );
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_shows_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "no entry for you");
+        let store = provisioning::ProvisionError::Store {
+            path: PathBuf::from("/p/provisioned.xml"),
+            source: io,
+        };
+        let error = anyhow::Error::new(store).context("provisioning");
+        assert_eq!(
+            describe(&error),
+            "provisioning: /p/provisioned.xml: no entry for you"
+        );
+        // A cause the message does not name still shows.
+        let error = anyhow::anyhow!("low level").context("high level");
+        assert_eq!(describe(&error), "high level: low level");
+    }
 }

@@ -7,7 +7,7 @@ use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use config_export::{Config, Export, Import, Secret};
+use config_export::{Config, Export, Import, Secret, redact_uri};
 use provisioning::{Credentials, LocalOverrides, Override, Settings, Store, merge};
 use serde_json::{Value, json};
 
@@ -182,7 +182,7 @@ pub(crate) async fn provision(
         if outcome.changed { "" } else { " (unchanged)" }
     );
     for a in &outcome.config.accounts {
-        println!("account {}: registrar {}", a.id, a.registrar);
+        println!("account {}: registrar {}", a.id, redact_uri(&a.registrar));
     }
     // An unchanged configuration names the same directories as before.
     if outcome.changed
@@ -224,8 +224,8 @@ pub(crate) fn config_json(c: &Config) -> Value {
             "auth_user": a.auth_user,
             "password": masked(&a.password),
             "display_name": a.display_name,
-            "registrar": a.registrar,
-            "outbound_proxies": a.outbound_proxies,
+            "registrar": redact_uri(&a.registrar),
+            "outbound_proxies": a.outbound_proxies.iter().map(|p| redact_uri(p)).collect::<Vec<_>>(),
             "transport": a.transport.as_str(),
             "expiry": a.expiry,
         })).collect::<Vec<_>>(),
@@ -236,8 +236,8 @@ pub(crate) fn config_json(c: &Config) -> Value {
             "jitter_min_ms": c.media.jitter_min_ms,
             "jitter_max_ms": c.media.jitter_max_ms,
         },
-        "relay": { "proxies": c.relay.proxies, "turn": c.relay.turn.as_ref().map(|t| json!({
-            "server": t.server, "user": t.user, "password": masked(&t.password),
+        "relay": { "proxies": c.relay.proxies.iter().map(|p| redact_uri(p)).collect::<Vec<_>>(), "turn": c.relay.turn.as_ref().map(|t| json!({
+            "server": redact_uri(&t.server), "user": t.user, "password": masked(&t.password),
         })) },
         "push": c.push.as_ref().map(|p| json!({"provider": p.provider, "prid": "********", "param": p.param})),
         "privacy": {
@@ -375,4 +375,25 @@ pub(crate) fn import(profile: &Path, file: &Path) -> Result<bool> {
         file.display()
     );
     Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_configuration_hides_passwords_and_tokens_in_uris() {
+        let mut account = config_export::Account::new("office", "alice", "sip:alice:acct-pw@pbx");
+        account.outbound_proxies = vec!["sip:edge:proxy-pw@edge.example;lr".to_owned()];
+        let mut config = Config::default();
+        config.accounts.push(account);
+        config.relay.proxies =
+            vec!["https://u:relay-pw@relay.example/?token=relay-token".to_owned()];
+        let shown = config_json(&config).to_string();
+        for secret in ["acct-pw", "proxy-pw", "relay-pw", "relay-token"] {
+            assert!(!shown.contains(secret), "{secret} shown: {shown}");
+        }
+        assert!(shown.contains("@pbx"), "{shown}");
+        assert!(shown.contains("edge.example;lr"), "{shown}");
+    }
 }

@@ -318,7 +318,7 @@ pub(crate) async fn answer(
                 match result {
                     Ok(true) => println!("configuration re-checked; it applies to the next start"),
                     Ok(false) => println!("this profile was not provisioned: nothing to re-check"),
-                    Err(e) => println!("re-check failed: {e:#}"),
+                    Err(e) => println!("re-check failed: {}", crate::options::describe(&e)),
                 }
                 continue;
             }

@@ -222,7 +222,7 @@ pub(crate) async fn run(profile: &Path, account: &AccountArgs, media: &MediaArgs
                 match shell.command(line.trim()).await {
                     Ok(true) => {}
                     Ok(false) => break,
-                    Err(e) => println!("error: {e:#}"),
+                    Err(e) => println!("error: {}", crate::options::describe(&e)),
                 }
             }
             ev = events.next() => {
