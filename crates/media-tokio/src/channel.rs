@@ -9,7 +9,8 @@ use media_engine::dtmf::Digit;
 use media_engine::negotiation::NegotiatedAudio;
 use media_engine::resample::{ResampleError, Resampler};
 use media_engine::stream::{
-    AudioStream, AudioStreamEvent, StreamError, StreamStatistics, TransmitKind,
+    AudioStream, AudioStreamEvent, Received, RefuseReason, StreamError, StreamStatistics,
+    TransmitKind,
 };
 use rtrb::{Consumer, Producer};
 use thiserror::Error;
@@ -177,6 +178,7 @@ impl AudioChannel {
             config,
             counters: Counters::default(),
             drift: Drift::default(),
+            peer_heard: None,
             events: events.clone(),
             statistics: None,
         };
@@ -427,6 +429,16 @@ impl Frames {
 /// The largest datagram read; RTP audio packets are far smaller.
 const RECEIVE_BUFFER: usize = 2048;
 
+/// How long the peer's current addresses may stay silent before plain RTP
+/// from a newcomer with another SSRC counts towards moving there. A stray
+/// that took the flow before the peer's first packet (RTP bleed, with the
+/// peer's SDP address unreachable behind NAT) would otherwise hold it for
+/// the whole call and fix its SSRC as the peer's; and a PBX that switches
+/// its media source without a re-offer is followed. Longer than the
+/// pauses of a talking peer with DTX (Opus sends every 400 ms), shorter
+/// than a listener gives up on a silent call.
+const PEER_SILENCE: Duration = Duration::from_secs(2);
+
 struct Driver {
     stream: AudioStream,
     sockets: MediaSockets,
@@ -437,6 +449,9 @@ struct Driver {
     config: ChannelConfig,
     counters: Counters,
     drift: Drift,
+    /// When the last genuine datagram came from the peer's current
+    /// addresses (see [`PEER_SILENCE`]).
+    peer_heard: Option<std::time::Instant>,
     events: broadcast::Sender<AudioStreamEvent>,
     statistics: Option<watch::Sender<ChannelStatistics>>,
 }
@@ -611,6 +626,9 @@ impl Driver {
             // A genuine datagram from where the peer is breaks any run a
             // newcomer was building; one from the SDP address brings the
             // flow back there (see `RemoteLatch`).
+            if received.is_genuine() {
+                self.peer_heard = Some(now);
+            }
             if latch.observe(from, received.is_genuine()) {
                 debug!(?port, "remote address back at the signalled one");
             }
@@ -622,8 +640,22 @@ impl Driver {
             ?received,
             "datagram from another address"
         );
-        if latch.observe(from, received.is_genuine()) {
+        // Plain RTP from another source counts once the peer has gone
+        // silent (see `PEER_SILENCE`); SRTP must authenticate whatever.
+        let peer_silent = self
+            .peer_heard
+            .is_none_or(|heard| now.saturating_duration_since(heard) >= PEER_SILENCE);
+        let another_source = matches!(received, Received::Refused(RefuseReason::UnknownSource));
+        if latch.observe(
+            from,
+            received.is_genuine() || (peer_silent && another_source),
+        ) {
             debug!(?port, to_port = from.port(), "remote address latched");
+            self.peer_heard = Some(now);
+            if another_source && port == Port::Rtp {
+                // The newcomer's packets are taken as the peer's from now.
+                self.stream.forget_remote_source();
+            }
         }
     }
 

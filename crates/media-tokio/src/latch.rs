@@ -26,7 +26,10 @@
 //! there, so a stray packet cannot lock out a peer behind NAT. Stray
 //! packets that win the race before a peer's first one (RTP bleed) hold
 //! the flow only until the peer sends from its SDP address, whose packets
-//! are taken as the peer's whatever SSRC was seen before.
+//! are taken as the peer's whatever SSRC was seen before; or, when that
+//! address is unreachable (NAT), until they have been silent for two
+//! seconds: the channel then counts plain RTP with another SSRC as genuine
+//! for latching and, once moved, takes the newcomer's SSRC as the peer's.
 
 use std::net::SocketAddr;
 

@@ -764,6 +764,50 @@ async fn rfc4961_strays_that_came_first_lose_the_flow_to_the_sdp_address() {
     bob.stop().await;
 }
 
+/// RTP bleed with the peer behind NAT: strays reach Bob before Alice's
+/// first packet and take the flow, and Alice's SDP names an address she
+/// never sends from. Once the strays have been silent for two seconds,
+/// Alice's packets from her public address (another SSRC) take the flow,
+/// and Bob plays her; while the stray held it, they could not.
+#[tokio::test(start_paused = true)]
+async fn rfc4961_strays_that_came_first_lose_the_flow_to_a_peer_behind_nat() {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (alice_addr, bob_addr) = (a_sockets.rtp_addr(), b_sockets.rtp_addr());
+    let (at_alice, mut at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    let private = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    at_bob.remote_rtp = private.local_addr().unwrap();
+    at_bob.remote_rtcp = private.local_addr().unwrap();
+    let stray = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    let stray_addr = stray.local_addr().unwrap();
+    let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
+    for seq in 0..4 {
+        stray
+            .send_to(&forged(media_engine::rtp::Ssrc(0x1111), seq, 160), bob_addr)
+            .await
+            .unwrap();
+        sleep(Duration::from_millis(20)).await;
+    }
+    let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
+    sleep(Duration::from_millis(1000)).await;
+    let held = bob.handle.statistics();
+    assert_eq!(held.remote_rtp, stray_addr, "the stray took the flow first");
+    assert_eq!(
+        held.stream.remote_ssrc,
+        Some(media_engine::rtp::Ssrc(0x1111))
+    );
+    sleep(Duration::from_millis(2000)).await;
+    assert_follows(&bob, &alice, alice_addr, 1000.0);
+    let mut buffer = [0u8; 2048];
+    while timeout(Duration::from_millis(50), stray.recv_from(&mut buffer))
+        .await
+        .is_ok()
+    {}
+    assert_silent(&stray, Duration::from_millis(300)).await;
+    alice.stop().await;
+    bob.stop().await;
+}
+
 /// A re-offer that moves media to another endpoint behind NAT (a transfer,
 /// direct media): its SDP address is private, its SSRC new. Bob forgets
 /// the old peer's SSRC, follows the new endpoint's packets to its public
