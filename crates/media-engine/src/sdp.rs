@@ -1438,20 +1438,31 @@ fn parse_attribute(line: usize, text: &str) -> Result<Attribute, SdpParseError> 
     }
 }
 
+/// A `ptime` or `maxptime` value: RFC 8866 §9 allows a real
+/// (`non-zero-int-or-real`, as in `20.0` or `2.5`); a fraction is rounded
+/// to the nearest millisecond, at least 1. The value only recommends a
+/// packet length, and the receiver follows what arrives.
 fn milliseconds(line: usize, value: &str, name: &'static str) -> Result<u32, SdpParseError> {
+    let invalid = |reason| SdpParseError::InvalidAttribute { line, name, reason };
     let value = value.trim();
-    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(SdpParseError::InvalidAttribute {
-            line,
-            name,
-            reason: "not a whole number of milliseconds",
-        });
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    let digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty()
+        || !digits(whole)
+        || !digits(fraction)
+        || (value.contains('.') && fraction.is_empty())
+    {
+        return Err(invalid("not a number of milliseconds"));
     }
-    value.parse().map_err(|_| SdpParseError::InvalidAttribute {
-        line,
-        name,
-        reason: "out of range",
-    })
+    let whole: u32 = whole.parse().map_err(|_| invalid("out of range"))?;
+    let round_up = fraction.as_bytes().first().is_some_and(|&d| d >= b'5');
+    let ms = whole
+        .checked_add(u32::from(round_up))
+        .ok_or(invalid("out of range"))?;
+    if ms == 0 && !fraction.bytes().any(|d| d != b'0') {
+        return Err(invalid("zero"));
+    }
+    Ok(ms.max(1))
 }
 
 fn parse_rtpmap(line: usize, value: &str) -> Result<RtpMap, SdpParseError> {
@@ -1738,6 +1749,22 @@ mod tests {
         a=x-custom\r\n";
 
     #[test]
+    fn rfc8866_9_ptime_and_maxptime_may_be_reals() {
+        let with = |ptime: &str, maxptime: &str| {
+            SessionDescription::parse(&format!(
+                "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/AVP 0\r\na=ptime:{ptime}\r\na=maxptime:{maxptime}\r\n"
+            ))
+            .map(|sdp| (sdp.media[0].ptime(), sdp.media[0].max_ptime()))
+        };
+        assert_eq!(with("20.0", "22.5"), Ok((Some(20), Some(23))));
+        assert_eq!(with("0.4", "120.49"), Ok((Some(1), Some(120))));
+        for bad in ["0", "0.0", ".5", "20.", "2.5.0", "-20", "20ms", "4294967295.5"] {
+            assert!(with(bad, "40").is_err(), "ptime {bad} accepted");
+        }
+    }
+
+    #[test]
     fn rfc8866_6_typed_attributes_parse() {
         let sdp = SessionDescription::parse(AUDIO).unwrap();
         let m = &sdp.media[0];
@@ -1914,11 +1941,11 @@ mod tests {
                 SdpParseError::MalformedLine { line: 5 },
             ),
             (
-                "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\na=ptime:2.5\r\n",
+                "v=0\r\no=- 1 1 IN IP4 1.2.3.4\r\ns=-\r\nt=0 0\r\na=ptime:2.5.0\r\n",
                 SdpParseError::InvalidAttribute {
                     line: 5,
                     name: "ptime",
-                    reason: "not a whole number of milliseconds",
+                    reason: "not a number of milliseconds",
                 },
             ),
             (
