@@ -1759,7 +1759,16 @@ mod tests {
         };
         assert_eq!(with("20.0", "22.5"), Ok((Some(20), Some(23))));
         assert_eq!(with("0.4", "120.49"), Ok((Some(1), Some(120))));
-        for bad in ["0", "0.0", ".5", "20.", "2.5.0", "-20", "20ms", "4294967295.5"] {
+        for bad in [
+            "0",
+            "0.0",
+            ".5",
+            "20.",
+            "2.5.0",
+            "-20",
+            "20ms",
+            "4294967295.5",
+        ] {
             assert!(with(bad, "40").is_err(), "ptime {bad} accepted");
         }
     }

@@ -127,6 +127,7 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
     }
     let signed_in = Cloud::ALL.iter().any(|c| c.login_file(profile).exists());
     let mut sources = Vec::new();
+    let mut unusable = false;
     match (&args.ldap, &args.base) {
         (Some(url), Some(base)) => {
             let bind = match (&args.bind, &args.bind_password) {
@@ -154,7 +155,9 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
                         (Some(dn), Some(p)) => Some((dn.as_str(), p.as_str())),
                         _ => None,
                     };
-                    let mut s = ldap_source(
+                    // One directory the configuration describes badly
+                    // must not keep the others from syncing.
+                    match ldap_source(
                         &l.id,
                         &l.url,
                         &l.base,
@@ -162,14 +165,24 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
                         args.ca.as_deref(),
                         args.starttls,
                         region,
-                    )?;
-                    if let Some(f) = &l.filter {
-                        s = s.with_filter(f);
+                    ) {
+                        Ok(s) => sources.push(match &l.filter {
+                            Some(f) => s.with_filter(f),
+                            None => s,
+                        }),
+                        Err(e) if e.downcast_ref::<UsageError>().is_some() => return Err(e),
+                        Err(e) => {
+                            unusable = true;
+                            println!(
+                                "directory {} is unusable, not synced: {}",
+                                l.id,
+                                crate::options::describe(&e)
+                            );
+                        }
                     }
-                    sources.push(s);
                 }
             }
-            if sources.is_empty() && !signed_in {
+            if sources.is_empty() && !signed_in && !unusable {
                 bail!(UsageError(
                     "no directory: give --ldap URL --base DN, configure one, or sign in with \
                      contacts google-login / exchange-login"
@@ -180,7 +193,7 @@ pub(crate) async fn sync(profile: &Path, args: &SyncArgs) -> Result<bool> {
         _ => bail!(UsageError("--ldap and --base go together".into())),
     }
     let mut book = open(profile)?;
-    let mut ok = true;
+    let mut ok = !unusable;
     for s in &sources {
         match book.sync_ldap(s).await {
             Ok(r) => println!(

@@ -104,3 +104,32 @@ fn sync_search_lookup_and_contacts_leave_with_their_source() {
     let r = dialer(&profile, &["contacts", "search", &prefix, "--json"]);
     assert!(!r.out.contains("ldap:corp"), "{}", r.out);
 }
+
+/// A configured directory that cannot be used (no host in its URL) is
+/// reported and skipped: the others still sync, and the exit status says
+/// not everything did.
+#[test]
+fn one_unusable_directory_does_not_stop_the_others() {
+    let slapd = Slapd::builder()
+        .with_generated_people(20)
+        .with_lifetime(Duration::from_secs(60))
+        .start()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile");
+    let document = config(Some(&slapd.url())).replace(
+        "<contacts>",
+        &format!(
+            "<contacts><ldap id=\"broken\"><url>ldap:///</url><base>{LDAP_PEOPLE_DN}</base></ldap>"
+        ),
+    );
+    let file = dir.path().join("two.xml");
+    std::fs::write(&file, document).unwrap();
+    let r = dialer(&profile, &["import", file.to_str().unwrap()]);
+    assert!(r.ok, "{}", r.out);
+    let r = dialer(&profile, &["contacts", "sync", "--region", "DE"]);
+    assert_eq!(r.code, Some(1), "{}", r.out);
+    assert!(r.out.contains("directory broken is unusable"), "{}", r.out);
+    assert!(r.out.contains("synced corp: 20 entries read"), "{}", r.out);
+    assert!(r.out.contains("20 contacts in the store"), "{}", r.out);
+}
