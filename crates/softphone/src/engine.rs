@@ -374,8 +374,11 @@ struct CallLeg {
     transferred_from: Option<CallId>,
     /// When we are the transferor and the peer accepted our REFER.
     transferring: bool,
-    /// A glare (491) retry of a hold/resume re-INVITE.
+    /// A glare (491) retry of a hold/resume re-INVITE, or the re-offer
+    /// after an unusable answer.
     reinvite_retry: Option<(Instant, bool)>,
+    /// Unusable answers in a row to our re-INVITEs.
+    unusable_answers: u8,
     end_reason: Option<EndReason>,
     /// An incoming call's negotiated media, started at the answer.
     pending_negotiated: Option<NegotiatedAudio>,
@@ -2353,6 +2356,7 @@ impl Engine {
             transferred_from: None,
             transferring: false,
             reinvite_retry: None,
+            unusable_answers: 0,
             end_reason: None,
             pending_negotiated: None,
             answer_tag: None,
@@ -3417,6 +3421,7 @@ impl Engine {
             transferred_from: None,
             transferring: false,
             reinvite_retry: None,
+            unusable_answers: 0,
             end_reason: None,
             pending_negotiated: negotiated,
             answer_tag: None,
@@ -4329,13 +4334,32 @@ impl Engine {
             match negotiated {
                 Some(Ok(n)) => {
                     leg.local_hold = hold;
+                    leg.unusable_answers = 0;
                     self.apply_negotiated(id, n).await;
                     self.hold_state(id);
                 }
                 _ => {
+                    // The peer took our offer and thinks its answer holds;
+                    // we cannot use it and keep what the call had. A new
+                    // offer of that puts both sides back in step; if its
+                    // answer is unusable too, the session cannot go on.
                     leg.negotiation.cancel_offer();
                     leg.keep_hold_state();
-                    warn!(call = %id, "re-INVITE answer unusable");
+                    leg.unusable_answers = leg.unusable_answers.saturating_add(1);
+                    if leg.unusable_answers >= 2 {
+                        warn!(call = %id, "re-INVITE answers unusable: hanging up");
+                        self.send_bye(id);
+                        self.end_call(
+                            id,
+                            EndReason::Failed(
+                                "the far end's answers to our offers are unusable".into(),
+                            ),
+                        )
+                        .await;
+                    } else {
+                        warn!(call = %id, "re-INVITE answer unusable: offering the call's media again");
+                        leg.reinvite_retry = Some((now, leg.local_hold));
+                    }
                 }
             }
             return;

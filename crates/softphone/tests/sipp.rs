@@ -280,6 +280,34 @@ async fn a_refused_hold_leaves_the_call_off_hold() {
     );
 }
 
+/// A 200 to our hold whose answer we cannot use (a codec we did not
+/// offer): the peer took the hold, we did not, so we offer the call's
+/// media again (sipp checks it is sendrecv) and the call goes on, never
+/// shown on hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unusable_answer_to_a_hold_is_followed_by_a_new_offer() {
+    let states = dial_sipp("uas_unusable_hold_answer.xml", true).await;
+    assert_eq!(
+        states,
+        [
+            CallState::Dialing,
+            CallState::Connected,
+            CallState::Ended(EndReason::RemoteHangup)
+        ]
+    );
+}
+
+/// When the answer to that new offer is unusable too, the session cannot
+/// go on: we hang up (sipp expects the BYE) and say why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unusable_answers_to_two_offers_in_a_row_end_the_call() {
+    let states = dial_sipp("uas_unusable_answers.xml", true).await;
+    assert!(
+        matches!(states.last(), Some(CallState::Ended(EndReason::Failed(why))) if why.contains("unusable")),
+        "{states:?}"
+    );
+}
+
 /// RFC 3264 with RFC 3261 §13.2.1: a re-INVITE without SDP gets our offer
 /// in the 200, and the answer in the ACK applies: here `inactive`, which
 /// puts the call on hold from the far side.
