@@ -120,6 +120,20 @@ pub enum CloudError {
     },
 }
 
+impl CloudError {
+    /// Whether trying again later may succeed: the request did not get
+    /// through, or the server was unavailable, overloaded (429) or timed
+    /// out (408).
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            CloudError::Http { .. } | CloudError::RateLimited { .. } => true,
+            CloudError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+            _ => false,
+        }
+    }
+}
+
 /// A refresh token. Never printed: `Debug` and `Display` show
 /// `<redacted>`; [`RefreshToken::expose`] gives the text.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

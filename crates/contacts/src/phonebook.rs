@@ -10,7 +10,7 @@ use crate::{
     exchange::ExchangeSource,
     google::GoogleSource,
     ldap::{LdapError, LdapSource, SkippedEntry},
-    model::{Contact, ContactId, Source},
+    model::{Contact, ContactId, PhotoRef, Source},
     number::Region,
     oauth::{Changes, CloudHttp, OAuthSession},
     photo::{MAX_PHOTO_BYTES, PhotoCache, PhotoError},
@@ -450,7 +450,11 @@ impl Contacts {
     /// Syncs a Google account: the changes since the stored sync token, or
     /// everything (then contacts gone at Google are removed here) when there
     /// is none or it has expired. Every page is read before anything is
-    /// written; a sync that fails part way changes nothing.
+    /// written; a sync that fails part way changes nothing. A photo the
+    /// photo host refuses (not found, too large, not an image) is dropped
+    /// and counted; one it cannot serve now (a network error, 5xx) leaves
+    /// the contact its old photo and the sync token where it was, so the
+    /// next sync reads the change again.
     ///
     /// # Errors
     ///
@@ -471,9 +475,18 @@ impl Contacts {
             .enumerate()
             .filter_map(|(i, c)| c.source_id.clone().map(|id| (id, i)))
             .collect();
+        // Photos the host could not give this time (a blip), by source id:
+        // the contact keeps the photo it has, and the sync token stays, so
+        // the next sync reads these changes again and fetches them.
+        let mut missed: Vec<String> = Vec::new();
         for (source_id, url) in std::mem::take(&mut changes.photos) {
             let stored = match http.get_photo(&url, MAX_PHOTO_BYTES).await {
                 Ok(bytes) => self.photos.store(&bytes).map_err(|e| e.to_string()),
+                Err(e) if e.is_transient() => {
+                    tracing::debug!(error = %e, "contact photo not fetched; tried again next sync");
+                    missed.push(source_id);
+                    continue;
+                }
                 Err(e) => Err(e.to_string()),
             };
             match stored {
@@ -487,6 +500,21 @@ impl Contacts {
                     rejected += 1;
                 }
             }
+        }
+        if !missed.is_empty() {
+            let kept: std::collections::HashMap<String, PhotoRef> = self
+                .store
+                .contacts_of(&origin)?
+                .into_iter()
+                .filter_map(|c| Some((c.source_id?, c.photo?)))
+                .collect();
+            for source_id in &missed {
+                if let (Some(&i), Some(photo)) = (by_source_id.get(source_id), kept.get(source_id))
+                {
+                    changes.changed[i].photo = Some(photo.clone());
+                }
+            }
+            changes.token = token;
         }
         let mut report = self.apply_cloud(origin, changes)?;
         report.photos_rejected = rejected;

@@ -709,3 +709,58 @@ async fn google_photos_are_cached_and_placeholders_skipped() {
         .expect("clara");
     assert!(clara.photo.is_none(), "synced without the broken photo");
 }
+
+/// A photo host's blip during a sync loses no photo: the changed contact
+/// keeps the photo it had, and the next sync reads the change again and
+/// fetches the new photo.
+#[tokio::test]
+async fn a_photo_that_could_not_be_fetched_is_kept_and_fetched_next_sync() {
+    let fake = FakeCloud::start(3).expect("fake");
+    let base = fake.base_url();
+    let mut anna = person("Anna", "Bild", "030 1000070");
+    anna["photos"] = json!([{"url": format!("{base}/photo/200"), "metadata": {"primary": true}}]);
+    fake.put_person("p0", anna.clone());
+    let (_dir, mut book) = book();
+    let (source, http, mut session) = (google(&fake), http(), session(&fake));
+    book.sync_google(&source, &http, &mut session)
+        .await
+        .expect("first sync");
+    let de = "DE".parse().ok();
+    let photo_of = |book: &Contacts| {
+        let anna = book
+            .lookup("030 1000070", de)
+            .expect("lookup")
+            .expect("anna");
+        std::fs::read(book.photo_path(&anna).expect("a photo")).expect("photo file")
+    };
+    assert_eq!(photo_of(&book), testkit::tiny_jpeg(200));
+
+    // A new photo, and a second number; the photo host is down once.
+    anna["photos"] = json!([{"url": format!("{base}/photo/100"), "metadata": {"primary": true}}]);
+    anna["phoneNumbers"]
+        .as_array_mut()
+        .expect("numbers")
+        .push(json!({"value": "030 1000079", "type": "work"}));
+    fake.put_person("p0", anna);
+    fake.fail_photos(1);
+    let report = book
+        .sync_google(&source, &http, &mut session)
+        .await
+        .expect("the sync goes on without the photo");
+    assert_eq!(report.counts.updated, 1, "{report:?}");
+    assert!(book.lookup("030 1000079", de).expect("lookup").is_some());
+    assert_eq!(
+        photo_of(&book),
+        testkit::tiny_jpeg(200),
+        "the old photo kept"
+    );
+
+    book.sync_google(&source, &http, &mut session)
+        .await
+        .expect("next sync");
+    assert_eq!(
+        photo_of(&book),
+        testkit::tiny_jpeg(100),
+        "the new photo fetched"
+    );
+}

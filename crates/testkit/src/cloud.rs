@@ -124,6 +124,8 @@ struct State {
     token_grants: Vec<String>,
     counter: u64,
     rotate: bool,
+    /// Photo requests still to fail with 503.
+    photo_outages: u32,
 }
 
 impl State {
@@ -243,6 +245,12 @@ impl FakeCloud {
             book.seq += 1;
             book.valid_from = book.seq;
         }
+    }
+
+    /// The next `count` photo requests fail with 503 Service Unavailable,
+    /// as a photo host's blip would.
+    pub fn fail_photos(&self, count: u32) {
+        lock(&self.state).photo_outages += count;
     }
 
     /// Makes every access token issued so far expired (401).
@@ -444,7 +452,15 @@ fn route(request: &Request, addr: SocketAddr, state: &Mutex<State>) -> Answer {
         ("GET", "/authorize") => authorize(request, state),
         ("POST", "/token") => token(request, state),
         ("GET", "/v1/people/me/connections") => api(request, state, people),
-        ("GET", path) if path.starts_with("/photo/") => photo(path),
+        ("GET", path) if path.starts_with("/photo/") => {
+            let mut state = lock(state);
+            if state.photo_outages > 0 {
+                state.photo_outages -= 1;
+                Answer::json(503, &json!({"error": "photo host unavailable"}))
+            } else {
+                photo(path)
+            }
+        }
         ("GET", "/v1.0/me/contacts/delta") => api(request, state, |r, s| graph(r, s, addr)),
         _ => Answer::json(
             404,
