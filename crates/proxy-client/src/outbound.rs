@@ -772,11 +772,13 @@ impl<R: RngCore> FlowManager<R> {
     }
 
     fn keepalive_interval(&self, proxy: usize, flow_timer: Option<Duration>) -> Duration {
-        flow_timer.unwrap_or(if self.config.proxies[proxy].transport == Transport::Udp {
-            self.config.keepalive.udp_interval
-        } else {
-            self.config.keepalive.stream_interval
-        })
+        match flow_timer {
+            Some(timer) => timer.min(MAX_FLOW_TIMER),
+            None if self.config.proxies[proxy].transport == Transport::Udp => {
+                self.config.keepalive.udp_interval
+            }
+            None => self.config.keepalive.stream_interval,
+        }
     }
 
     fn jitter(&mut self, value: Duration, low: f64) -> Duration {
@@ -961,15 +963,19 @@ fn jitter(rng: &mut impl RngCore, value: Duration, low: f64) -> Duration {
     value.mul_f64(low + (1.0 - low) * u)
 }
 
+/// The longest Flow-Timer taken: a day. A larger value from the network
+/// would overflow the clock arithmetic of the keep-alive schedule.
+pub const MAX_FLOW_TIMER: Duration = Duration::from_secs(86_400);
+
 /// The Flow-Timer of a REGISTER response (§4.4.1, seconds), if it holds a
-/// usable one.
+/// usable one, at most [`MAX_FLOW_TIMER`].
 #[must_use]
 pub fn flow_timer(response: &sip_core::Message) -> Option<Duration> {
     response
         .header("Flow-Timer")
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|&s| s > 0)
-        .map(Duration::from_secs)
+        .map(|s| Duration::from_secs(s).min(MAX_FLOW_TIMER))
 }
 
 /// The Contact header parameters of an outbound registration (§4.2):

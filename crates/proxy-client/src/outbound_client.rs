@@ -151,7 +151,9 @@ pub enum OutboundEvent {
         reg_id: u32,
         /// Index of its proxy.
         proxy: usize,
-        /// The Contact URI registered on it (use it in dialog-forming requests).
+        /// The Contact URI for dialog-forming requests on it: the registered
+        /// one without the push parameters, which go on REGISTERs only (RFC
+        /// 8599 §4.1: the peer must not learn the device's push token).
         contact: String,
         /// The Via sent-by of requests on this flow, e.g. `SIP/2.0/TLS 192.0.2.4:40312`.
         via: String,
@@ -178,7 +180,8 @@ pub enum OutboundEvent {
         reg_id: u32,
         /// Granted expiry in seconds.
         expires: u32,
-        /// The Contact URI registered.
+        /// The Contact URI for dialog-forming requests, as in
+        /// [`OutboundEvent::FlowUp`].
         contact: String,
     },
     /// A REGISTER failed; the flow is replaced.
@@ -495,6 +498,13 @@ struct FlowContext {
 }
 
 impl FlowContext {
+    /// `contact` without the push parameters, which end it.
+    fn dialog_contact(&self) -> &str {
+        self.contact
+            .strip_suffix(self.push_params.as_str())
+            .unwrap_or(&self.contact)
+    }
+
     /// `SIP/2.0/TLS 192.0.2.4:40312`, or the .invalid host on WebSocket.
     fn via(&self) -> String {
         let host = match self.local {
@@ -709,7 +719,7 @@ impl Task {
                 let (contact, via) = self
                     .contexts
                     .get(&flow)
-                    .map(|c| (c.contact.clone(), c.via()))
+                    .map(|c| (c.dialog_contact().to_owned(), c.via()))
                     .unwrap_or_default();
                 info!(reg_id, proxy, "outbound flow up");
                 self.emit(OutboundEvent::FlowUp {
@@ -874,7 +884,7 @@ impl Task {
         let reg_id = ctx.reg_id;
         match event {
             RegistrationEvent::Registered { expires } => {
-                let (timer, contact) = (ctx.flow_timer, ctx.contact.clone());
+                let (timer, contact) = (ctx.flow_timer, ctx.dialog_contact().to_owned());
                 // The push token changed while this REGISTER was out: the
                 // binding has the old one (or none), so register again.
                 let stale = ctx.push_params != self.push.uri_params();

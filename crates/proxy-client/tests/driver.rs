@@ -413,6 +413,23 @@ async fn rfc8599_a_push_token_given_while_registering_reaches_the_registrar() {
     .expect("a REGISTER with the new token");
     let contact = second.header("Contact").unwrap();
     assert!(contact.contains("pn-prid=token-one"), "{contact}");
+    // The Contact the app is told to put in dialogs has no push
+    // parameters (RFC 8599 §4.1: the peer must not learn the token).
+    let dialog_contact = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match next_event(&mut events).await {
+                OutboundEvent::Registered { contact, .. }
+                | OutboundEvent::FlowUp { contact, .. } => {
+                    return contact;
+                }
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("the registration with the token");
+    assert!(dialog_contact.ends_with(";ob"), "{dialog_contact}");
+    assert!(!dialog_contact.contains("pn-"), "{dialog_contact}");
     handle.shutdown().await;
 }
 

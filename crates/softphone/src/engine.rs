@@ -208,18 +208,28 @@ impl AccountState {
             .map(|k| (k, &self.servers[k]))
     }
 
+    /// Our Contact for dialogs, at the account's connection.
     fn contact(&self) -> Option<String> {
         Some(self.contact_at(self.local?, self.server().kind.via_transport()))
     }
 
-    /// Our Contact at `local` over `transport` (its Via token, `UDP`...).
-    fn contact_at(&self, local: SocketAddr, transport: &str) -> String {
-        let user = &self.config.user;
-        let outbound = self
+    /// Our Contact for REGISTERs: the dialogs' one with the push
+    /// parameters, which go nowhere else (RFC 8599 §4.1: a peer that
+    /// learnt the push token could wake the device as it likes).
+    fn register_contact(&self) -> Option<String> {
+        let push = self
             .flows
             .as_ref()
-            .map(flows::AccountFlows::uri_params)
+            .map(flows::AccountFlows::push_params)
             .unwrap_or_default();
+        Some(self.contact()? + &push)
+    }
+
+    /// Our Contact for dialogs at `local` over `transport` (its Via token,
+    /// `UDP`...): `;ob` through a relay's flow (RFC 5626 §4.3).
+    fn contact_at(&self, local: SocketAddr, transport: &str) -> String {
+        let user = &self.config.user;
+        let outbound = if self.flows.is_some() { ";ob" } else { "" };
         if transport.eq_ignore_ascii_case("UDP") {
             format!("sip:{user}@{local}{outbound}")
         } else {
@@ -1269,7 +1279,9 @@ impl Engine {
         a.connection = connection;
         a.connected_since = Some(now);
         let via = format!("SIP/2.0/{} {local}", a.server().kind.via_transport());
-        let Some(contact) = a.contact() else { return };
+        let Some(contact) = a.register_contact() else {
+            return;
+        };
         let route = a.route.clone();
         if let Some(reg) = a.registration.as_mut() {
             // A REGISTER out or a retry waiting takes the new Contact with
@@ -1308,7 +1320,7 @@ impl Engine {
     }
 
     fn start_registration(&mut self, i: usize) {
-        let Some(contact) = self.accounts[i].contact() else {
+        let Some(contact) = self.accounts[i].register_contact() else {
             return;
         };
         let a = &self.accounts[i];
@@ -1449,7 +1461,9 @@ impl Engine {
             a.failovers_in_row = 0;
         }
         let via = format!("SIP/2.0/{} {local}", a.server().kind.via_transport());
-        let Some(contact) = a.contact() else { return };
+        let Some(contact) = a.register_contact() else {
+            return;
+        };
         info!(account = %a.config.id, server = next, now = now_too, "registration fails over to the next server");
         let route = a.route.clone();
         if let Some(reg) = a.registration.as_mut() {
@@ -4573,6 +4587,33 @@ fn percent_decode(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 8599 §4.1: the push parameters go on REGISTERs only; the
+    /// Contact of INVITEs and their answers has `;ob` and nothing of the
+    /// device's token.
+    #[tokio::test]
+    async fn rfc8599_4_1_push_parameters_stay_out_of_dialog_contacts() {
+        let mut account = Account::new("office", "alice", "sip:127.0.0.1:5061;transport=tls");
+        account.transport = config_export::Transport::Tls;
+        account.outbound_proxies = vec!["sip:127.0.0.1:5062;transport=tls".into()];
+        let mut a = account_state(&account, &dns_resolver(&Dns::System))
+            .await
+            .unwrap();
+        let token = proxy_client::push::PushToken::new("fcm", "device-token").unwrap();
+        let mut rng = StdRng::seed_from_u64(1);
+        let instance = proxy_client::InstanceId::generate(&mut rng);
+        a.flows = flows::AccountFlows::new(&a.servers, instance, Some(token), &mut rng);
+        assert!(a.flows.is_some(), "TLS proxies take flows");
+        a.local = Some("127.0.0.1:40000".parse().unwrap());
+        let dialog = a.contact().unwrap();
+        let register = a.register_contact().unwrap();
+        assert_eq!(dialog, "sip:alice@127.0.0.1:40000;transport=tls;ob");
+        assert!(
+            register.starts_with(&dialog) && register.contains("pn-prid=device-token"),
+            "{register}"
+        );
+        assert!(!a.contact_at(a.local.unwrap(), "TLS").contains("pn-"));
+    }
 
     #[test]
     fn dtmf_relay_bodies() {

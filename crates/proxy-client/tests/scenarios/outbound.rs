@@ -3,7 +3,8 @@
 use std::time::{Duration, Instant};
 
 use proxy_client::outbound::{
-    FlowAction, FlowFailure, FlowId, FlowManager, OutboundConfig, ProxyTarget,
+    FlowAction, FlowFailure, FlowId, FlowManager, MAX_FLOW_TIMER, OutboundConfig, ProxyTarget,
+    flow_timer,
 };
 use proxy_client::stun::{Attribute, Class, Method, StunMessage};
 use sip_core::endpoint::Transport;
@@ -210,6 +211,30 @@ fn rfc5626_4_4_1_flow_timer_sets_the_keepalive_interval() {
     m.handle_registered(t0, flow, Some(Duration::from_secs(30)));
     let _ = drain(&mut m);
     assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(30)));
+}
+
+/// A Flow-Timer far beyond anything sensible (a broken or hostile relay)
+/// is capped at a day instead of overflowing the clock: refreshes too.
+#[test]
+fn rfc5626_4_4_1_a_huge_flow_timer_is_capped() {
+    let t0 = Instant::now();
+    let mut m = manager(1, 1, FixedRng::highest());
+    m.start(t0);
+    let (flow, _) = connect_of(&drain(&mut m)).unwrap();
+    m.handle_connected(t0, flow);
+    let _ = drain(&mut m);
+    m.handle_registered(t0, flow, Some(Duration::from_secs(u64::MAX)));
+    let _ = drain(&mut m);
+    assert_eq!(m.poll_timeout(), Some(t0 + MAX_FLOW_TIMER));
+    m.handle_registered(t0, flow, Some(Duration::MAX));
+    let response = sip_core::Message::parse(bytes::Bytes::from_static(
+        b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS 127.0.0.1:5061;branch=z9hG4bK1\r\n\
+          From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=2\r\n\
+          Call-ID: c\r\nCSeq: 1 REGISTER\r\nFlow-Timer: 18446744073709551615\r\n\
+          Content-Length: 0\r\n\r\n",
+    ))
+    .unwrap();
+    assert_eq!(flow_timer(&response), Some(MAX_FLOW_TIMER));
 }
 
 #[test]

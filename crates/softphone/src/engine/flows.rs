@@ -15,7 +15,7 @@ use proxy_client::push::{PushOutcome, PushState, PushToken};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use sip_tokio::{ConnectionId, OutboundMessage, TransportKind, core_transport};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{Engine, Server};
 use crate::diagnostics::Pii;
@@ -65,9 +65,9 @@ impl AccountFlows {
         })
     }
 
-    /// `;ob` and the push parameters for the Contact URI.
-    pub(super) fn uri_params(&self) -> String {
-        format!(";ob{}", self.push.uri_params())
+    /// The push parameters for the REGISTER's Contact URI.
+    pub(super) fn push_params(&self) -> String {
+        self.push.uri_params()
     }
 
     /// `+sip.instance` and `reg-id` for the Contact header.
@@ -144,6 +144,16 @@ impl Engine {
             && let Some(flow) = f.flow()
         {
             f.manager.handle_registered(now, flow, f.flow_timer);
+        }
+        // The push token changed while this REGISTER was out (the manager
+        // re-registers only flows already up): the binding has the old
+        // one, and pushes would go to it.
+        let a = &self.accounts[i];
+        let stale = a.flows.is_some()
+            && a.registration.as_ref().map(|r| r.contact().to_owned()) != a.register_contact();
+        if stale && self.shutting_down.is_none() {
+            debug!(account = %a.config.id, "push token changed during the REGISTER: registering again");
+            self.start_registration(i);
         }
     }
 
@@ -285,7 +295,8 @@ impl Engine {
                 // a flow drops it); it stands if its Contact is unchanged.
                 let a = &self.accounts[i];
                 let same = a.flows.as_ref().is_some_and(|f| f.flow() == Some(flow))
-                    && a.registration.as_ref().map(|r| r.contact().to_owned()) == a.contact();
+                    && a.registration.as_ref().map(|r| r.contact().to_owned())
+                        == a.register_contact();
                 match self.accounts[i].registration.as_mut() {
                     // The binding stands; refresh it with the same Call-ID.
                     Some(reg) if same => {
