@@ -330,6 +330,23 @@ impl SessionTimer {
         let refresher = if self.we_refresh { "uas" } else { "uac" };
         format!("{};refresher={refresher}", self.interval.as_secs())
     }
+
+    /// The Session-Expires of a re-INVITE or UPDATE we send: every one is
+    /// a refresh (RFC 4028 §7.4), which keeps the interval and the roles.
+    fn request_value(&self) -> String {
+        let refresher = if self.we_refresh { "uac" } else { "uas" };
+        format!("{};refresher={refresher}", self.interval.as_secs())
+    }
+
+    /// The timer after the 2xx to a re-INVITE or UPDATE we sent (RFC 4028
+    /// §7.2): the interval and refresher it names, or none at all when it
+    /// names none (the peer turned the timer off).
+    fn after_refresh(response: &Message, now: Instant) -> Option<SessionTimer> {
+        let se = response.session_expires().ok().flatten()?;
+        let interval = Duration::from_secs(u64::from(se.delta_seconds()?.max(90)));
+        let we_refresh = se.refresher() != Some("uas");
+        Some(SessionTimer::new(interval, we_refresh, true, now))
+    }
 }
 
 struct CallLeg {
@@ -389,6 +406,9 @@ struct CallLeg {
     reinvite_retry: Option<(Instant, bool)>,
     /// Unusable answers in a row to our re-INVITEs.
     unusable_answers: u8,
+    /// Hung up while our 2xx waited for its ACK: the BYE follows the ACK
+    /// (RFC 3261 §15) or the 2xx's give-up.
+    bye_after_ack: bool,
     end_reason: Option<EndReason>,
     /// An incoming call's negotiated media, started at the answer.
     pending_negotiated: Option<NegotiatedAudio>,
@@ -1681,7 +1701,14 @@ impl Engine {
                 times.push(t);
             }
             times.extend(leg.next_dtmf);
-            times.extend(leg.timer.as_ref().map(|t| t.deadline));
+            // The session timer runs once the call is answered (a ringing
+            // call gets neither a refresh nor a BYE, RFC 3261 §14.1, §15).
+            times.extend(
+                leg.timer
+                    .as_ref()
+                    .filter(|_| leg.phase == Phase::Confirmed)
+                    .map(|t| t.deadline),
+            );
             times.extend(leg.next_quality);
             times.extend(leg.reinvite_retry.map(|(t, _)| t));
         }
@@ -1746,9 +1773,14 @@ impl Engine {
         }
         if ack_lost {
             warn!(call = %id, "no ACK for our 2xx: ending the call");
+            let hung_up = self.calls.get(&id).is_some_and(|l| l.bye_after_ack);
             self.send_bye(id);
-            self.end_call(id, EndReason::Failed("no ACK for the answer".into()))
-                .await;
+            let reason = if hung_up {
+                EndReason::LocalHangup
+            } else {
+                EndReason::Failed("no ACK for the answer".into())
+            };
+            self.end_call(id, reason).await;
             return;
         }
         let Some(leg) = self.calls.get_mut(&id) else {
@@ -1781,6 +1813,7 @@ impl Engine {
         };
         if let Some(t) = &leg.timer
             && t.deadline <= now
+            && leg.phase == Phase::Confirmed
         {
             if t.we_refresh {
                 let interval = t.interval;
@@ -2371,6 +2404,7 @@ impl Engine {
             transferring: false,
             reinvite_retry: None,
             unusable_answers: 0,
+            bye_after_ack: false,
             end_reason: None,
             pending_negotiated: None,
             answer_tag: None,
@@ -2533,6 +2567,12 @@ impl Engine {
                 Ok(())
             }
             Phase::Offered => self.reject(id, 603).await,
+            // §15: no BYE before the ACK of our 2xx (the 2xx is still
+            // being resent); it follows the ACK.
+            Phase::Confirmed if leg.responder.is_some() => {
+                leg.bye_after_ack = true;
+                Ok(())
+            }
             Phase::Confirmed => {
                 self.send_bye(id);
                 self.end_call(id, EndReason::LocalHangup).await;
@@ -2599,6 +2639,15 @@ impl Engine {
 
     fn send_reinvite(&mut self, id: CallId, hold: bool) -> Result<(), PhoneError> {
         let leg = self.calls.get_mut(&id).ok_or(PhoneError::NoSuchCall(id))?;
+        // One offer at a time (RFC 3264 §4, RFC 3261 §14.1): the direction
+        // stays what the pending offer asked, which its answer applies.
+        if leg.negotiation.is_offer_pending() {
+            return Err(PhoneError::InvalidState {
+                call: id,
+                action: if hold { "hold" } else { "resume" },
+                state: "an offer is waiting for its answer".into(),
+            });
+        }
         leg.negotiation.set_direction(hold_direction(hold));
         let offer = match leg.negotiation.create_offer() {
             Ok(offer) => offer,
@@ -2611,10 +2660,15 @@ impl Engine {
                 });
             }
         };
+        let timer = leg.timer.as_ref().map(SessionTimer::request_value);
         let Some(mut request) = self.dialog_request(id, Method::Invite) else {
             return Err(PhoneError::NoSuchCall(id));
         };
         let _ = request.push_header("Allow", ALLOW);
+        let _ = request.push_header("Supported", "replaces, timer");
+        if let Some(value) = timer {
+            let _ = request.push_header("Session-Expires", &value);
+        }
         let _ = request.set_body(
             Some("application/sdp"),
             bytes::Bytes::from(offer.to_string()),
@@ -2651,10 +2705,13 @@ impl Engine {
                 a.split(',')
                     .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
             });
-        let interval = leg.timer.as_ref().map_or(1800, |t| t.interval.as_secs());
+        let value = leg.timer.as_ref().map_or_else(
+            || "1800;refresher=uac".to_owned(),
+            SessionTimer::request_value,
+        );
         if peer_allows_update {
             if let Some(mut update) = self.dialog_request(id, Method::Update) {
-                let _ = update.push_header("Session-Expires", &format!("{interval};refresher=uac"));
+                let _ = update.push_header("Session-Expires", &value);
                 let _ = update.push_header("Supported", "timer");
                 self.send_in_dialog(id, update, Pending::Update);
             }
@@ -3436,6 +3493,7 @@ impl Engine {
             transferring: false,
             reinvite_retry: None,
             unusable_answers: 0,
+            bye_after_ack: false,
             end_reason: None,
             pending_negotiated: negotiated,
             answer_tag: None,
@@ -3661,6 +3719,10 @@ impl Engine {
             .and_then(|b| b.header("Allow", ALLOW));
         if let Some(t) = &leg.timer {
             b = b.and_then(|b| b.header("Session-Expires", &t.response_value()));
+            // As in the answer to the INVITE (RFC 4028 §9).
+            if t.peer_supports {
+                b = b.and_then(|b| b.header("Require", "timer"));
+            }
         }
         let ok = b
             .and_then(|b| b.header("Content-Type", "application/sdp"))
@@ -3738,10 +3800,16 @@ impl Engine {
                 }
             }
         }
-        let value = leg.timer.as_ref().map(SessionTimer::response_value);
+        let value = leg
+            .timer
+            .as_ref()
+            .map(|t| (t.response_value(), t.peer_supports));
         let mut b = Message::response_to(&request, 200, "OK");
-        if let Some(v) = value {
+        if let Some((v, peer_supports)) = value {
             b = b.and_then(|b| b.header("Session-Expires", &v));
+            if peer_supports {
+                b = b.and_then(|b| b.header("Require", "timer"));
+            }
         }
         if let Some(sdp) = answer {
             b = b
@@ -3784,6 +3852,11 @@ impl Engine {
         }
         r.handle_ack();
         leg.responder = None;
+        if leg.bye_after_ack {
+            self.send_bye(id);
+            self.end_call(id, EndReason::LocalHangup).await;
+            return;
+        }
         if !std::mem::take(&mut leg.answer_in_ack) {
             return;
         }
@@ -4062,6 +4135,18 @@ impl Engine {
             self.pending.remove(&tx);
             self.in_dialog.remove(&tx);
         }
+        // A 2xx to a target-refresh request moves the remote target
+        // (RFC 3261 §12.2.1.2, RFC 3311 §5.1) and says what becomes of the
+        // session timer (RFC 4028 §7.2).
+        if (200..300).contains(&status)
+            && matches!(what, Pending::ReInvite { .. } | Pending::Update)
+            && let Some(leg) = self.calls.get_mut(&id)
+        {
+            if let Some(d) = leg.dialog.as_mut() {
+                d.handle_response(&response);
+            }
+            leg.timer = SessionTimer::after_refresh(&response, now);
+        }
         match what {
             Pending::Invite => self.invite_response(id, tx, response, status).await,
             Pending::ReInvite { hold, request } => {
@@ -4079,12 +4164,7 @@ impl Engine {
                 }
             }
             Pending::Update => {
-                if (200..300).contains(&status)
-                    && let Some(leg) = self.calls.get_mut(&id)
-                    && let Some(t) = leg.timer.as_mut()
-                {
-                    t.deadline = now + t.interval / 2;
-                } else if matches!(status, 408 | 481) {
+                if matches!(status, 408 | 481) {
                     // The peer no longer knows the dialog (§12.2.1.2).
                     self.send_bye(id);
                     self.end_call(id, EndReason::Failed(format!("UPDATE answered {status}")))
@@ -4339,9 +4419,6 @@ impl Engine {
             let Some(leg) = self.calls.get_mut(&id) else {
                 return;
             };
-            if let Some(t) = leg.timer.as_mut() {
-                t.rearm(now);
-            }
             let negotiated = sdp_of(&response)
                 .and_then(|b| SessionDescription::parse_bytes(b).ok())
                 .map(|a| leg.negotiation.handle_answer(&a));

@@ -37,6 +37,63 @@ async fn drain(events: &mut Events, limit: Duration) -> Vec<PhoneEvent> {
     out
 }
 
+/// A peer that is a bare UDP socket, answering by hand.
+struct BarePeer {
+    socket: tokio::net::UdpSocket,
+    buf: Vec<u8>,
+}
+
+impl BarePeer {
+    async fn bind() -> BarePeer {
+        BarePeer {
+            socket: tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap(),
+            buf: vec![0u8; 65_536],
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// The next SIP message and where it came from.
+    async fn recv(&mut self) -> (sip_core::Message, std::net::SocketAddr) {
+        loop {
+            let (n, from) = self.socket.recv_from(&mut self.buf).await.unwrap();
+            if let Ok(m) = sip_core::Message::parse(self.buf[..n].to_vec()) {
+                return (m, from);
+            }
+        }
+    }
+
+    /// The next request of `method` within `limit` of virtual time.
+    async fn request(&mut self, method: sip_core::Method, limit: Duration) -> sip_core::Message {
+        tokio::time::timeout(limit, async {
+            loop {
+                let (m, _) = self.recv().await;
+                if m.method() == Some(&method) {
+                    return m;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no {method} within {limit:?}"))
+    }
+
+    async fn send(&self, message: &sip_core::Message, to: std::net::SocketAddr) {
+        self.socket.send_to(&message.to_bytes(), to).await.unwrap();
+    }
+
+    /// An SDP answer or offer for PCMU on a port next to the peer's.
+    fn sdp(&self, direction: &str) -> Vec<u8> {
+        format!(
+            "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na={direction}\r\n",
+            self.addr().port() + 2
+        )
+        .into_bytes()
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_refreshed_session_outlives_its_interval_several_times() {
     let (alice, mut alice_events) = phone("alice", Some(Duration::from_secs(90))).await;
@@ -83,32 +140,17 @@ async fn a_refreshed_session_outlives_its_interval_several_times() {
 async fn a_refresh_update_answered_481_ends_the_call() {
     use sip_core::{Message, Method};
     let (alice, mut events) = phone("alice", Some(Duration::from_secs(90))).await;
-    let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let peer_addr = peer.local_addr().unwrap();
+    let mut peer = BarePeer::bind().await;
     let call = alice
-        .dial(None, &format!("sip:bob@{peer_addr}"))
+        .dial(None, &format!("sip:bob@{}", peer.addr()))
         .await
         .unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let mut recv = async || -> (Message, std::net::SocketAddr) {
-        loop {
-            let (n, from) = peer.recv_from(&mut buf).await.unwrap();
-            if let Ok(m) = Message::parse(buf[..n].to_vec()) {
-                return (m, from);
-            }
-        }
-    };
-    let (invite, alice_addr) = recv().await;
+    let (invite, alice_addr) = peer.recv().await;
     assert_eq!(invite.method(), Some(&Method::Invite));
-    let sdp = format!(
-        "v=0\r\no=bob 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-         m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
-        peer_addr.port() + 2
-    );
     let ok = Message::response_to(&invite, 200, "OK")
         .unwrap()
         .to_tag("bob1")
-        .header("Contact", &format!("<sip:bob@{peer_addr}>"))
+        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
         .unwrap()
         .header("Allow", "INVITE, ACK, BYE, UPDATE")
         .unwrap()
@@ -118,42 +160,24 @@ async fn a_refresh_update_answered_481_ends_the_call() {
         .unwrap()
         .header("Content-Type", "application/sdp")
         .unwrap()
-        .body(sdp.into_bytes())
+        .body(peer.sdp("sendrecv"))
         .build()
         .unwrap();
-    peer.send_to(&ok.to_bytes(), alice_addr).await.unwrap();
+    peer.send(&ok, alice_addr).await;
     // The ACK, then (45 s on) the refresh: an UPDATE, answered 481.
-    let update = tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            let (m, _) = recv().await;
-            if m.method() == Some(&Method::Update) {
-                break m;
-            }
-        }
-    })
-    .await
-    .expect("a refresh within the interval");
+    let update = peer.request(Method::Update, Duration::from_secs(120)).await;
     let gone = Message::response_to(&update, 481, "Call/Transaction Does Not Exist")
         .unwrap()
         .build()
         .unwrap();
-    peer.send_to(&gone.to_bytes(), alice_addr).await.unwrap();
+    peer.send(&gone, alice_addr).await;
     // Bounded: without the fix no BYE ever comes, only more UPDATEs.
-    let bye = tokio::time::timeout(Duration::from_secs(120), async {
-        loop {
-            let (m, _) = recv().await;
-            if m.method() == Some(&Method::Bye) {
-                break m;
-            }
-        }
-    })
-    .await
-    .expect("a BYE after the 481");
+    let bye = peer.request(Method::Bye, Duration::from_secs(120)).await;
     let bye_ok = Message::response_to(&bye, 200, "OK")
         .unwrap()
         .build()
         .unwrap();
-    peer.send_to(&bye_ok.to_bytes(), alice_addr).await.unwrap();
+    peer.send(&bye_ok, alice_addr).await;
     let seen = drain(&mut events, Duration::from_secs(5)).await;
     let ended = seen.iter().find_map(|e| match e {
         PhoneEvent::CallState {
@@ -167,6 +191,154 @@ async fn a_refresh_update_answered_481_ends_the_call() {
         "{ended:?}"
     );
     assert!(call.info().await.is_err(), "the call is gone");
+    alice.shutdown().await.unwrap();
+}
+
+/// RFC 4028 §7.4 and §7.2: a hold re-INVITE is a session refresh, so it
+/// carries the timer (Session-Expires with the roles as they are, and
+/// Supported: timer); a 2xx without Session-Expires turns the timer off.
+/// Before, the re-INVITE carried neither, a PBX that refreshes (Asterisk)
+/// stopped refreshing, and the phone hung up at the end of the interval.
+#[tokio::test(start_paused = true)]
+async fn rfc4028_a_hold_carries_the_timer_and_a_2xx_without_one_turns_it_off() {
+    use sip_core::{Message, Method};
+    let (alice, mut events) = phone("alice", None).await;
+    let mut peer = BarePeer::bind().await;
+    let call = alice
+        .dial(None, &format!("sip:bob@{}", peer.addr()))
+        .await
+        .unwrap();
+    let (invite, alice_addr) = peer.recv().await;
+    // The peer refreshes, every 90 s.
+    let ok = Message::response_to(&invite, 200, "OK")
+        .unwrap()
+        .to_tag("bob1")
+        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
+        .unwrap()
+        .header("Session-Expires", "90;refresher=uas")
+        .unwrap()
+        .header("Require", "timer")
+        .unwrap()
+        .header("Content-Type", "application/sdp")
+        .unwrap()
+        .body(peer.sdp("sendrecv"))
+        .build()
+        .unwrap();
+    peer.send(&ok, alice_addr).await;
+    peer.request(Method::Ack, Duration::from_secs(5)).await;
+    call.hold().await.unwrap();
+    let hold = peer.request(Method::Invite, Duration::from_secs(5)).await;
+    assert_eq!(
+        hold.header("Session-Expires"),
+        Some("90;refresher=uas"),
+        "{hold:?}"
+    );
+    assert!(
+        hold.supported()
+            .filter_map(Result::ok)
+            .any(|o| o.eq_ignore_ascii_case("timer")),
+        "{hold:?}"
+    );
+    // Answered without Session-Expires: no session expiration from now.
+    let ok = Message::response_to(&hold, 200, "OK")
+        .unwrap()
+        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
+        .unwrap()
+        .header("Content-Type", "application/sdp")
+        .unwrap()
+        .body(peer.sdp("recvonly"))
+        .build()
+        .unwrap();
+    peer.send(&ok, alice_addr).await;
+    peer.request(Method::Ack, Duration::from_secs(5)).await;
+    // Five of the old intervals pass without a refresh: no BYE.
+    let seen = drain(&mut events, Duration::from_secs(450)).await;
+    assert!(
+        !seen.iter().any(|e| matches!(
+            e,
+            PhoneEvent::CallState {
+                state: CallState::Ended(_),
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    assert!(matches!(
+        call.info().await.unwrap().state,
+        CallState::OnHold { local: true, .. }
+    ));
+    alice.shutdown().await.unwrap();
+}
+
+/// RFC 3261 §15: hung up before the caller's ACK of our 200, the phone
+/// keeps resending the 200 and sends its BYE only once the ACK came.
+#[tokio::test(start_paused = true)]
+async fn rfc3261_15_a_hang_up_before_the_ack_sends_the_bye_after_it() {
+    use sip_core::{Message, Method};
+    let (alice, mut events) = phone("alice", None).await;
+    let alice_addr = alice.accounts().await.unwrap()[0].local.unwrap();
+    let mut peer = BarePeer::bind().await;
+    let invite = format!(
+        "INVITE sip:alice@{alice_addr} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {peer};branch=z9hG4bKbye-after-ack\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@{peer}>;tag=b1\r\nTo: <sip:alice@{alice_addr}>\r\n\
+         Call-ID: bye-after-ack\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{peer}>\r\n\
+         Content-Type: application/sdp\r\nContent-Length: {len}\r\n\r\n",
+        peer = peer.addr(),
+        len = peer.sdp("sendrecv").len()
+    );
+    let mut bytes = invite.into_bytes();
+    bytes.extend(peer.sdp("sendrecv"));
+    let invite = Message::parse(bytes).unwrap();
+    peer.send(&invite, alice_addr).await;
+    let incoming = loop {
+        if let Some(PhoneEvent::IncomingCall { call, .. }) = events.next().await {
+            break call;
+        }
+    };
+    incoming.answer().await.unwrap();
+    let (ok, _) = loop {
+        let (m, from) = peer.recv().await;
+        if m.status() == Some(200) {
+            break (m, from);
+        }
+    };
+    incoming.hangup().await.unwrap();
+    // Two seconds without an ACK: the 200 comes again, no BYE.
+    let waited = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            let (m, _) = peer.recv().await;
+            assert_ne!(m.method(), Some(&Method::Bye), "a BYE before the ACK");
+        }
+    })
+    .await;
+    assert!(waited.is_err());
+    let ack = format!(
+        "ACK sip:alice@{alice_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {peer};branch=z9hG4bKack1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:bob@{peer}>;tag=b1\r\nTo: {to}\r\n\
+         Call-ID: bye-after-ack\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+        peer = peer.addr(),
+        to = ok.header("To").unwrap()
+    );
+    peer.send(&Message::parse(ack.into_bytes()).unwrap(), alice_addr)
+        .await;
+    let bye = peer.request(Method::Bye, Duration::from_secs(5)).await;
+    let bye_ok = Message::response_to(&bye, 200, "OK")
+        .unwrap()
+        .build()
+        .unwrap();
+    peer.send(&bye_ok, alice_addr).await;
+    let seen = drain(&mut events, Duration::from_secs(2)).await;
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            PhoneEvent::CallState {
+                state: CallState::Ended(softphone::EndReason::LocalHangup),
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
     alice.shutdown().await.unwrap();
 }
 
