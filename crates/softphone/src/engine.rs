@@ -409,6 +409,8 @@ struct CallLeg {
     /// Hung up while our 2xx waited for its ACK: the BYE follows the ACK
     /// (RFC 3261 §15) or the 2xx's give-up.
     bye_after_ack: bool,
+    /// The peer refused an UPDATE (405, 501): refreshes go as re-INVITEs.
+    update_refused: bool,
     end_reason: Option<EndReason>,
     /// An incoming call's negotiated media, started at the answer.
     pending_negotiated: Option<NegotiatedAudio>,
@@ -2405,6 +2407,7 @@ impl Engine {
             reinvite_retry: None,
             unusable_answers: 0,
             bye_after_ack: false,
+            update_refused: false,
             end_reason: None,
             pending_negotiated: None,
             answer_tag: None,
@@ -2696,15 +2699,16 @@ impl Engine {
         let Some(leg) = self.calls.get(&id) else {
             return;
         };
-        let peer_allows_update = leg
-            .last_2xx
-            .as_ref()
-            .or(Some(&leg.invite))
-            .and_then(|m| m.header("Allow"))
-            .is_some_and(|a| {
-                a.split(',')
-                    .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
-            });
+        let peer_allows_update = !leg.update_refused
+            && leg
+                .last_2xx
+                .as_ref()
+                .or(Some(&leg.invite))
+                .and_then(|m| m.header("Allow"))
+                .is_some_and(|a| {
+                    a.split(',')
+                        .any(|m| m.trim().eq_ignore_ascii_case("UPDATE"))
+                });
         let value = leg.timer.as_ref().map_or_else(
             || "1800;refresher=uac".to_owned(),
             SessionTimer::request_value,
@@ -3494,6 +3498,7 @@ impl Engine {
             reinvite_retry: None,
             unusable_answers: 0,
             bye_after_ack: false,
+            update_refused: false,
             end_reason: None,
             pending_negotiated: negotiated,
             answer_tag: None,
@@ -4147,6 +4152,11 @@ impl Engine {
             }
             leg.timer = SessionTimer::after_refresh(&response, now);
         }
+        if (status >= 500 || status == 405)
+            && matches!(what, Pending::ReInvite { .. } | Pending::Update)
+        {
+            self.refresh_again_soon(id, &response, now);
+        }
         match what {
             Pending::Invite => self.invite_response(id, tx, response, status).await,
             Pending::ReInvite { hold, request } => {
@@ -4164,7 +4174,11 @@ impl Engine {
                 }
             }
             Pending::Update => {
-                if matches!(status, 408 | 481) {
+                if matches!(status, 405 | 501)
+                    && let Some(leg) = self.calls.get_mut(&id)
+                {
+                    leg.update_refused = true;
+                } else if matches!(status, 408 | 481) {
                     // The peer no longer knows the dialog (§12.2.1.2).
                     self.send_bye(id);
                     self.end_call(id, EndReason::Failed(format!("UPDATE answered {status}")))
@@ -4172,6 +4186,35 @@ impl Engine {
                 }
             }
             Pending::Bye | Pending::Info | Pending::Notify => {}
+        }
+    }
+
+    /// A refused re-INVITE or UPDATE (a 500 while the peer has its own
+    /// INVITE out, a 503): when we refresh the session, the next refresh
+    /// goes after the Retry-After or 5 s, not at the end of the interval,
+    /// where the peer hangs up first (RFC 4028 §10: it sends its BYE up
+    /// to 32 s before the end).
+    fn refresh_again_soon(&mut self, id: CallId, response: &Message, now: Instant) {
+        let Some(t) = self.calls.get_mut(&id).and_then(|l| l.timer.as_mut()) else {
+            return;
+        };
+        if !t.we_refresh {
+            return;
+        }
+        let wait = response
+            .retry_after()
+            .ok()
+            .flatten()
+            .map_or(Duration::from_secs(5), |r| {
+                Duration::from_secs(u64::from(r.seconds).clamp(1, 30))
+            });
+        // While the refresh was out, `deadline` is the session's end.
+        let last_useful = t
+            .deadline
+            .checked_sub(Duration::from_secs(32))
+            .unwrap_or(now);
+        if now + wait < last_useful {
+            t.deadline = now + wait;
         }
     }
 

@@ -194,6 +194,89 @@ async fn a_refresh_update_answered_481_ends_the_call() {
     alice.shutdown().await.unwrap();
 }
 
+/// A refresh the peer cannot take now (503 with Retry-After) is tried again
+/// after that wait, not at the end of the interval, when the peer would
+/// already have hung up; an UPDATE the peer does not implement (501) makes
+/// the next refresh a re-INVITE.
+#[tokio::test(start_paused = true)]
+async fn rfc4028_a_refused_refresh_is_tried_again_soon() {
+    use sip_core::{Message, Method};
+    let (alice, mut events) = phone("alice", Some(Duration::from_secs(90))).await;
+    let mut peer = BarePeer::bind().await;
+    let call = alice
+        .dial(None, &format!("sip:bob@{}", peer.addr()))
+        .await
+        .unwrap();
+    let (invite, alice_addr) = peer.recv().await;
+    let ok = Message::response_to(&invite, 200, "OK")
+        .unwrap()
+        .to_tag("bob1")
+        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
+        .unwrap()
+        .header("Allow", "INVITE, ACK, BYE, UPDATE")
+        .unwrap()
+        .header("Session-Expires", "90;refresher=uac")
+        .unwrap()
+        .header("Require", "timer")
+        .unwrap()
+        .header("Content-Type", "application/sdp")
+        .unwrap()
+        .body(peer.sdp("sendrecv"))
+        .build()
+        .unwrap();
+    peer.send(&ok, alice_addr).await;
+    let first = peer.request(Method::Update, Duration::from_secs(60)).await;
+    let busy = Message::response_to(&first, 503, "Service Unavailable")
+        .unwrap()
+        .header("Retry-After", "2")
+        .unwrap()
+        .build()
+        .unwrap();
+    let refused_at = tokio::time::Instant::now();
+    peer.send(&busy, alice_addr).await;
+    let second = peer.request(Method::Update, Duration::from_secs(10)).await;
+    let waited = refused_at.elapsed();
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
+    let not_implemented = Message::response_to(&second, 501, "Not Implemented")
+        .unwrap()
+        .build()
+        .unwrap();
+    peer.send(&not_implemented, alice_addr).await;
+    let reinvite = peer.request(Method::Invite, Duration::from_secs(10)).await;
+    assert_eq!(
+        reinvite.header("Session-Expires"),
+        Some("90;refresher=uac"),
+        "{reinvite:?}"
+    );
+    let ok = Message::response_to(&reinvite, 200, "OK")
+        .unwrap()
+        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
+        .unwrap()
+        .header("Session-Expires", "90;refresher=uac")
+        .unwrap()
+        .header("Content-Type", "application/sdp")
+        .unwrap()
+        .body(peer.sdp("sendrecv"))
+        .build()
+        .unwrap();
+    peer.send(&ok, alice_addr).await;
+    // Refreshed: the next one comes half an interval on, as a re-INVITE.
+    peer.request(Method::Invite, Duration::from_secs(50)).await;
+    let seen = drain(&mut events, Duration::from_secs(1)).await;
+    assert!(
+        !seen.iter().any(|e| matches!(
+            e,
+            PhoneEvent::CallState {
+                state: CallState::Ended(_),
+                ..
+            }
+        )),
+        "{seen:?}"
+    );
+    drop(call);
+    alice.shutdown().await.unwrap();
+}
+
 /// RFC 4028 §7.4 and §7.2: a hold re-INVITE is a session refresh, so it
 /// carries the timer (Session-Expires with the roles as they are, and
 /// Supported: timer); a 2xx without Session-Expires turns the timer off.
