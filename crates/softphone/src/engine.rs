@@ -411,6 +411,10 @@ struct CallLeg {
     bye_after_ack: bool,
     /// The peer refused an UPDATE (405, 501): refreshes go as re-INVITEs.
     update_refused: bool,
+    /// The CSeq of the last REFER the peer sent in this call: its NOTIFYs
+    /// name it (RFC 3515 §2.4.6), or a second REFER's could not be told
+    /// from the first's.
+    refer_seq: Option<u32>,
     end_reason: Option<EndReason>,
     /// An incoming call's negotiated media, started at the answer.
     pending_negotiated: Option<NegotiatedAudio>,
@@ -2408,6 +2412,7 @@ impl Engine {
             unusable_answers: 0,
             bye_after_ack: false,
             update_refused: false,
+            refer_seq: None,
             end_reason: None,
             pending_negotiated: None,
             answer_tag: None,
@@ -3499,6 +3504,7 @@ impl Engine {
             unusable_answers: 0,
             bye_after_ack: false,
             update_refused: false,
+            refer_seq: None,
             end_reason: None,
             pending_negotiated: negotiated,
             answer_tag: None,
@@ -3904,6 +3910,9 @@ impl Engine {
             .find(|(n, _)| n.eq_ignore_ascii_case("Replaces"))
             .map(|(_, v)| percent_decode(v));
         self.respond(tx, &request, 202, "Accepted");
+        if let Some(leg) = self.calls.get_mut(&id) {
+            leg.refer_seq = request.cseq().ok().map(|c| c.seq);
+        }
         self.notify_transfer(id, 100, "Trying", false);
         let account = self
             .calls
@@ -3934,6 +3943,10 @@ impl Engine {
 
     /// NOTIFY for the implicit REFER subscription (RFC 3515 §2.4.4).
     fn notify_transfer(&mut self, id: CallId, status: u16, reason: &str, last: bool) {
+        let event = match self.calls.get(&id).and_then(|l| l.refer_seq) {
+            Some(seq) => format!("refer;id={seq}"),
+            None => "refer".to_owned(),
+        };
         let Some(mut notify) = self.dialog_request(id, Method::Notify) else {
             return;
         };
@@ -3942,7 +3955,7 @@ impl Engine {
         } else {
             "active;expires=60"
         };
-        let _ = notify.push_header("Event", "refer");
+        let _ = notify.push_header("Event", &event);
         let _ = notify.push_header("Subscription-State", state);
         let _ = notify.set_body(
             Some("message/sipfrag;version=2.0"),
