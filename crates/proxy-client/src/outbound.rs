@@ -626,11 +626,27 @@ impl<R: RngCore> FlowManager<R> {
             p.not_before = None;
         }
         for i in 0..self.slots.len() {
-            match self.slots[i] {
-                Slot::Up { flow, .. } => self.actions.push_back(FlowAction::Register {
+            match &mut self.slots[i] {
+                Slot::Up {
                     flow,
-                    reg_id: reg_id(i),
-                }),
+                    next_ping,
+                    pong_due,
+                    ..
+                } => {
+                    // The connection may have died while the device slept
+                    // (a NAT binding expired, no FIN came): a keep-alive
+                    // now finds out within the pong timeout, where the
+                    // REGISTER alone waits for its transaction to time out
+                    // (32 s), longer than a relay holds the pushed call.
+                    if pong_due.is_none() {
+                        *next_ping = now;
+                    }
+                    let flow = *flow;
+                    self.actions.push_back(FlowAction::Register {
+                        flow,
+                        reg_id: reg_id(i),
+                    });
+                }
                 Slot::Waiting { .. } | Slot::Idle => self.try_connect(now, i),
                 _ => {}
             }

@@ -335,6 +335,53 @@ fn rfc5626_4_5_503_retry_after_lengthens_the_wait_and_setup_timeout_counts() {
     }));
 }
 
+/// A push wake on a flow whose connection died in sleep without a FIN:
+/// the REGISTER goes, and a keep-alive with it, whose missing pong fails
+/// the flow after the pong timeout (10 s) and forms a new one, instead of
+/// waiting 32 s for the REGISTER to time out.
+#[test]
+fn rfc8599_a_push_wake_checks_the_flow_with_a_keepalive() {
+    let t0 = Instant::now();
+    let mut m = manager(1, 1, FixedRng::highest());
+    m.start(t0);
+    let (flow, _) = connect_of(&drain(&mut m)).unwrap();
+    bring_up(&mut m, t0, flow);
+    let woken = t0 + Duration::from_secs(20);
+    m.wake(woken);
+    let actions = drain(&mut m);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, FlowAction::Register { flow: f, .. } if *f == flow)),
+        "{actions:?}"
+    );
+    assert_eq!(m.poll_timeout(), Some(woken));
+    m.handle_timeout(woken);
+    let actions = drain(&mut m);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, FlowAction::SendKeepAlive { flow: f, .. } if *f == flow)),
+        "{actions:?}"
+    );
+    // No pong: the flow fails 10 s on and a new one connects.
+    let silent = woken + Duration::from_secs(10);
+    assert_eq!(m.poll_timeout(), Some(silent));
+    m.handle_timeout(silent);
+    let actions = drain(&mut m);
+    assert!(
+        actions.iter().any(|a| matches!(
+            a,
+            FlowAction::FlowFailed {
+                reason: FlowFailure::PongTimeout,
+                ..
+            }
+        )),
+        "{actions:?}"
+    );
+    assert!(connect_of(&actions).is_some(), "{actions:?}");
+}
+
 #[test]
 fn proxy_restart_recovers_and_a_push_wake_skips_the_back_off() {
     let t0 = Instant::now();
