@@ -198,6 +198,16 @@ pub enum OutboundEvent {
         /// The reg-id.
         reg_id: u32,
     },
+    /// Whether the registrar said it will push (its 2xx named the token's
+    /// service in `Feature-Caps: *;+sip.pns`, RFC 8599 §4.1.1): sent when
+    /// that changes. Without it the app must not count on pushes and
+    /// should stay awake to take calls.
+    PushConfirmation {
+        /// The reg-id of the flow the 2xx came on.
+        reg_id: u32,
+        /// Whether pushes will come.
+        confirmed: bool,
+    },
     /// A response to a request sent with [`OutboundHandle::send_request`]
     /// (provisional ones too; the last one is final).
     Response {
@@ -988,6 +998,29 @@ impl Task {
                 if response.status().is_some_and(|s| s >= 200) {
                     ctx.flow_timer = crate::outbound::flow_timer(&response);
                 }
+                // A 2xx to a REGISTER with the current push parameters says
+                // whether the network will push (RFC 8599 §4.1.1).
+                let with_push = !ctx.push_params.is_empty()
+                    && ctx.push_params == self.push.uri_params()
+                    && response.status().is_some_and(|s| (200..300).contains(&s))
+                    && response
+                        .header("Contact")
+                        .is_some_and(|c| c.contains("pn-provider="));
+                let reg_id = ctx.reg_id;
+                if with_push && self.push.handle_register_ok(&response) {
+                    let confirmed = self.push.is_confirmed() == Some(true);
+                    if !confirmed {
+                        warn!(reg_id, "the registrar does not confirm push notifications");
+                    }
+                    self.emit(OutboundEvent::PushConfirmation { reg_id, confirmed });
+                }
+                let Some(ctx) = self
+                    .contexts
+                    .values_mut()
+                    .find(|c| c.transaction == Some(transaction))
+                else {
+                    return;
+                };
                 if let Some(reg) = ctx.registration.as_mut() {
                     reg.handle_response(now, &response, &mut self.rng);
                 }

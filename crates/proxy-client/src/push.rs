@@ -135,6 +135,9 @@ pub enum PushOutcome {
 pub struct PushState {
     token: Option<PushToken>,
     refused: bool,
+    /// Whether the last 2xx to a REGISTER with the token said the network
+    /// will push (RFC 8599 §4.1.1); `None` before one.
+    confirmed: Option<bool>,
 }
 
 impl PushState {
@@ -144,6 +147,7 @@ impl PushState {
         PushState {
             token,
             refused: false,
+            confirmed: None,
         }
     }
 
@@ -157,6 +161,7 @@ impl PushState {
         let before = self.uri_params();
         self.token = token;
         self.refused = false;
+        self.confirmed = None;
         before != self.uri_params()
     }
 
@@ -188,6 +193,31 @@ impl PushState {
         }
     }
 
+    /// Looks at a 2xx to a REGISTER that carried the push parameters: the
+    /// network will ask for pushes only when its `Feature-Caps` name the
+    /// token's service in `+sip.pns` (RFC 8599 §4.1.1); without that, the
+    /// app must not rely on pushes and should stay awake to take calls.
+    /// Returns whether this answer changed what is known.
+    pub fn handle_register_ok(&mut self, response: &sip_core::Message) -> bool {
+        let Some(token) = self.token.as_ref().filter(|_| !self.refused) else {
+            return false;
+        };
+        let confirmed = response
+            .header_values("Feature-Caps")
+            .flat_map(|line| line.split(','))
+            .any(|value| names_service(value, token.provider()));
+        let changed = self.confirmed != Some(confirmed);
+        self.confirmed = Some(confirmed);
+        changed
+    }
+
+    /// Whether the network said it will push: `Some(false)` after a 2xx
+    /// without `+sip.pns` for the token's service, `None` before any.
+    #[must_use]
+    pub fn is_confirmed(&self) -> Option<bool> {
+        self.confirmed.filter(|_| self.is_active())
+    }
+
     /// Looks at the status of a REGISTER answer.
     pub fn handle_register_status(&mut self, status: u16) -> PushOutcome {
         if status == 555 && self.is_active() {
@@ -197,6 +227,19 @@ impl PushState {
             PushOutcome::Unchanged
         }
     }
+}
+
+/// Whether a `Feature-Caps` value (`*;+sip.pns="fcm";+sip.pnsreg="120"`)
+/// names `provider` in `+sip.pns`.
+fn names_service(value: &str, provider: &str) -> bool {
+    value.split(';').skip(1).any(|param| {
+        let (name, value) = param.split_once('=').unwrap_or((param, ""));
+        name.trim().eq_ignore_ascii_case("+sip.pns")
+            && value
+                .trim()
+                .trim_matches('"')
+                .eq_ignore_ascii_case(provider)
+    })
 }
 
 /// Escapes what may not stand in a SIP URI parameter value (RFC 3261
@@ -217,6 +260,42 @@ fn escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn ok_with(feature_caps: &str) -> sip_core::Message {
+        let caps = if feature_caps.is_empty() {
+            String::new()
+        } else {
+            format!("Feature-Caps: {feature_caps}\r\n")
+        };
+        sip_core::Message::parse(
+            format!(
+                "SIP/2.0 200 OK\r\nVia: SIP/2.0/TLS 192.0.2.4:5061;branch=z9hG4bK1\r\n\
+                 From: <sip:a@example.com>;tag=1\r\nTo: <sip:a@example.com>;tag=2\r\n\
+                 Call-ID: c\r\nCSeq: 1 REGISTER\r\n{caps}Content-Length: 0\r\n\r\n"
+            )
+            .into_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn rfc8599_4_1_1_the_network_confirms_push_in_feature_caps() {
+        let mut state = PushState::new(Some(PushToken::new("fcm", "t").unwrap()));
+        assert_eq!(state.is_confirmed(), None);
+        assert!(state.handle_register_ok(&ok_with("*;+sip.pns=\"FCM\";+sip.pnsreg=\"120\"")));
+        assert_eq!(state.is_confirmed(), Some(true));
+        assert!(!state.handle_register_ok(&ok_with("*;+sip.pnsreg=\"1\", *;+sip.pns=\"fcm\"")));
+        // Another service, or none: not confirmed.
+        assert!(state.handle_register_ok(&ok_with("*;+sip.pns=\"apns\"")));
+        assert_eq!(state.is_confirmed(), Some(false));
+        assert!(!state.handle_register_ok(&ok_with("")));
+        // A new token starts over; no token, nothing to confirm.
+        state.set_token(Some(PushToken::new("fcm", "u").unwrap()));
+        assert_eq!(state.is_confirmed(), None);
+        state.set_token(None);
+        assert!(!state.handle_register_ok(&ok_with("*;+sip.pns=\"fcm\"")));
+        assert_eq!(state.is_confirmed(), None);
+    }
 
     #[test]
     fn rfc8599_4_1_1_contact_uri_parameters() {

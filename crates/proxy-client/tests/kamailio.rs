@@ -114,10 +114,39 @@ async fn start(
     (handle, events, Vec::new())
 }
 
+/// RFC 8599 §4.1.1: a registrar that stores the push parameters but does
+/// not say it will push (no `+sip.pns` in its 2xx) leaves push
+/// unconfirmed, and the app is told so: it must stay awake to take calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registrar_that_does_not_confirm_push_is_reported() {
+    let ca = TestCa::new().unwrap();
+    let kamailio = Kamailio::builder().with_tls(&ca).start().unwrap();
+    let token = PushToken::new("fcm", "token-one").unwrap();
+    let config =
+        client_config(&kamailio, &ca, vec![tls_target(&kamailio)], instance(3)).with_push(token);
+    let (handle, mut events, mut seen) = start(config).await;
+    let confirmed = wait_for(
+        &mut events,
+        &mut seen,
+        Duration::from_secs(15),
+        |e| match e {
+            OutboundEvent::PushConfirmation { confirmed, .. } => Some(*confirmed),
+            _ => None,
+        },
+    )
+    .await;
+    assert!(!confirmed, "{seen:#?}");
+    handle.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registers_over_tls_with_instance_reg_id_ob_and_push_parameters() {
     let ca = TestCa::new().unwrap();
-    let kamailio = Kamailio::builder().with_tls(&ca).start().unwrap();
+    let kamailio = Kamailio::builder()
+        .with_tls(&ca)
+        .with_push()
+        .start()
+        .unwrap();
     let id = instance(1);
     let token = PushToken::new("fcm", "token-one")
         .unwrap()
@@ -129,6 +158,17 @@ async fn registers_over_tls_with_instance_reg_id_ob_and_push_parameters() {
     let (reg_id, contact) =
         wait_for(&mut events, &mut seen, Duration::from_secs(15), registered).await;
     assert_eq!(reg_id, 1);
+    // The relay said it will push (Feature-Caps: *;+sip.pns="fcm").
+    assert!(
+        seen.iter().any(|e| matches!(
+            e,
+            OutboundEvent::PushConfirmation {
+                confirmed: true,
+                ..
+            }
+        )),
+        "{seen:#?}"
+    );
     // The Contact for dialogs: no push parameters (RFC 8599 §4.1).
     assert!(contact.ends_with(";transport=tls;ob"), "{contact}");
     let binding = binding_where(&kamailio, |b| b.address.contains("token-one")).await;

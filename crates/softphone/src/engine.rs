@@ -1928,6 +1928,10 @@ impl Engine {
                         aor: a.aor.clone(),
                         status: a.status.clone(),
                         local: a.local,
+                        push_confirmed: a
+                            .flows
+                            .as_ref()
+                            .and_then(flows::AccountFlows::push_confirmed),
                     })
                     .collect();
                 let _ = reply.send(Ok(all));
@@ -4126,6 +4130,7 @@ impl Engine {
                 self.reg_tx.remove(&tx);
                 if response.status().is_some_and(|s| s < 300) {
                     self.note_flow_timer(i, &response);
+                    self.note_push_confirmation(i, &response);
                 }
                 if let Some(reg) = self.accounts[i].registration.as_mut() {
                     reg.handle_response(now, &response, &mut self.rng);

@@ -56,6 +56,10 @@ pub struct AccountInfo {
     pub status: RegistrationStatus,
     /// The local address SIP uses for it (Via and Contact).
     pub local: Option<std::net::SocketAddr>,
+    /// With a push token through a relay: whether the registrar said it
+    /// will push (RFC 8599 §4.1.1); `Some(false)` means the app must stay
+    /// awake to take calls. `None` without push or before an answer.
+    pub push_confirmed: Option<bool>,
 }
 
 impl Phone {

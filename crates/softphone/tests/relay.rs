@@ -55,6 +55,7 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
     let ca = TestCa::new().unwrap();
     let mut kamailio = Kamailio::builder()
         .with_tls(&ca)
+        .with_push()
         .with_lifetime(Duration::from_secs(120))
         .start()
         .unwrap();
@@ -132,7 +133,12 @@ async fn an_account_behind_a_tls_relay_uses_outbound_flows_push_and_recovers_fro
     )
     .await;
 
-    // The registrar holds the outbound and push parameters.
+    // The registrar holds the outbound and push parameters, and said it
+    // will push (RFC 8599 §4.1.1).
+    assert_eq!(
+        phone.accounts().await.unwrap()[0].push_confirmed,
+        Some(true)
+    );
     let binding = binding_where(&kamailio, |b| b.reg_id == Some(1)).await;
     eprintln!("binding: {binding:?}");
     assert_eq!(

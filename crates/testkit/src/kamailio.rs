@@ -82,6 +82,7 @@ pub struct KamailioBuilder {
     tls: Option<(String, String)>,
     websocket: bool,
     push_refused: bool,
+    push: bool,
     lifetime: Duration,
     ready_timeout: Duration,
 }
@@ -94,6 +95,7 @@ impl Default for KamailioBuilder {
             tls: None,
             websocket: false,
             push_refused: false,
+            push: false,
             lifetime: Duration::from_secs(300),
             ready_timeout: Duration::from_secs(15),
         }
@@ -150,6 +152,17 @@ impl KamailioBuilder {
     #[must_use]
     pub fn with_push_refused(mut self) -> Self {
         self.push_refused = true;
+        self
+    }
+
+    /// Answers a REGISTER whose Contact carries RFC 8599 push parameters
+    /// as a relay that sends pushes does: its 2xx names the service in
+    /// `Feature-Caps: *;+sip.pns` (§4.1.1). Without this (or
+    /// [`with_push_refused`](Self::with_push_refused)) the parameters are
+    /// stored and nothing is promised.
+    #[must_use]
+    pub fn with_push(mut self) -> Self {
+        self.push = true;
         self
     }
 
@@ -232,6 +245,9 @@ impl KamailioBuilder {
         }
         if self.push_refused {
             args.extend(["-A", "WITH_PUSH_REFUSED"].map(OsString::from));
+        }
+        if self.push {
+            args.extend(["-A", "WITH_PUSH"].map(OsString::from));
         }
         if self.websocket {
             args.extend(["-A", "WITH_WS"].map(OsString::from));

@@ -19,7 +19,7 @@ use tracing::{debug, info, warn};
 
 use super::{Engine, Server};
 use crate::diagnostics::Pii;
-use crate::event::RegistrationStatus;
+use crate::event::{PhoneEvent, RegistrationStatus};
 
 /// One account's flow (reg-id 1) and what it registers with.
 pub(super) struct AccountFlows {
@@ -68,6 +68,11 @@ impl AccountFlows {
     /// The push parameters for the REGISTER's Contact URI.
     pub(super) fn push_params(&self) -> String {
         self.push.uri_params()
+    }
+
+    /// Whether the registrar said it will push (see `AccountInfo`).
+    pub(super) fn push_confirmed(&self) -> Option<bool> {
+        self.push.is_confirmed()
     }
 
     /// `+sip.instance` and `reg-id` for the Contact header.
@@ -186,6 +191,36 @@ impl Engine {
     pub(super) fn note_flow_timer(&mut self, i: usize, response: &sip_core::Message) {
         if let Some(f) = self.accounts[i].flows.as_mut() {
             f.flow_timer = proxy_client::outbound::flow_timer(response);
+        }
+    }
+
+    /// A 2xx to a REGISTER: with push parameters in it, whether the
+    /// registrar said it will push (RFC 8599 §4.1.1). The user hears of it
+    /// when it will not: the phone must then stay awake to take calls.
+    pub(super) fn note_push_confirmation(&mut self, i: usize, response: &sip_core::Message) {
+        if self.shutting_down.is_some() {
+            return;
+        }
+        let a = &mut self.accounts[i];
+        let carried = a
+            .registration
+            .as_ref()
+            .is_some_and(|r| r.contact().contains("pn-provider="));
+        let Some(f) = a.flows.as_mut().filter(|_| carried) else {
+            return;
+        };
+        if !f.push.handle_register_ok(response) {
+            return;
+        }
+        if f.push.is_confirmed() == Some(false) {
+            warn!(account = %a.config.id, "the registrar does not confirm push notifications");
+            let text = format!(
+                "account {}: the server does not confirm push notifications; keep the app running to take calls",
+                a.config.id
+            );
+            self.emit(PhoneEvent::Notice { text });
+        } else {
+            info!(account = %a.config.id, "push notifications confirmed");
         }
     }
 
