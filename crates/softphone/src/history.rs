@@ -4,6 +4,7 @@
 //! in a transaction, so a database is either at the old version or the new.
 //! Times are Unix milliseconds (UTC).
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,15 @@ pub enum HistoryError {
         /// What SQLite said.
         #[source]
         source: rusqlite::Error,
+    },
+    /// The database file could not be created.
+    #[error("call history {path}: creating it: {source}")]
+    Create {
+        /// The database file.
+        path: String,
+        /// What the file system said.
+        #[source]
+        source: std::io::Error,
     },
     /// The database was written by a newer version of this crate.
     #[error("call history {path}: schema version {found} is newer than this program's {known}")]
@@ -131,6 +141,23 @@ impl History {
     /// Opens (creating and migrating) the history at `path`.
     pub fn open(path: &Path) -> Result<History, HistoryError> {
         let label = path.display().to_string();
+        // The owner's only (who called whom, and when); SQLite gives its
+        // journal files the same mode. Created only when missing.
+        let created = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path);
+        match created {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(source) => {
+                return Err(HistoryError::Create {
+                    path: label,
+                    source,
+                });
+            }
+        }
         let conn = Connection::open(path).map_err(|source| HistoryError::Database {
             path: label.clone(),
             source,
@@ -340,6 +367,18 @@ mod tests {
             srtp: None,
             mos: Some(4.3),
         }
+    }
+
+    /// Call records are the owner's only, whatever the directory's mode.
+    #[test]
+    fn the_database_file_is_the_owners_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.sqlite");
+        let h = History::open(&path).unwrap();
+        h.record(&record(1000, true, "x")).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
     }
 
     #[test]

@@ -337,11 +337,21 @@ pub(crate) fn erase(profile: &Path) -> Result<usize> {
         let rows = stmt.query_map([], |r| r.get(0))?;
         rows.collect::<Result<_, _>>()?
     };
-    for t in virtual_tables.iter().chain(tables.iter()) {
-        // FTS5 shadow tables are emptied through their virtual table.
+    for t in &virtual_tables {
+        // A DELETE on a contentless FTS5 table only marks its rows deleted
+        // (the words stay in its index until a merge): 'delete-all' drops
+        // the index itself.
+        let quoted = format!("\"{}\"", t.replace('"', "\"\""));
+        conn.execute(
+            &format!("INSERT INTO {quoted}({quoted}) VALUES('delete-all')"),
+            [],
+        )?;
+    }
+    for t in &tables {
+        // FTS5 shadow tables went with their virtual table.
         if virtual_tables
             .iter()
-            .any(|v| t != v && t.starts_with(&format!("{v}_")))
+            .any(|v| t.starts_with(&format!("{v}_")))
         {
             continue;
         }

@@ -328,6 +328,7 @@ fn main() -> ExitCode {
         .log_file
         .clone()
         .unwrap_or_else(|| profile.join("logs").join("dialer.log"));
+    let _ = options::LOG_FILE.set(log_file.clone());
     let _logs = match options::init_logging(
         &log_file,
         cli.verbose,

@@ -116,6 +116,10 @@ pub(crate) struct MediaArgs {
     pub(crate) turn_password: Option<String>,
 }
 
+/// The log file of this run (`--log-file`, else the profile's), which the
+/// phone purges by the retention setting. Set once by `main`.
+pub(crate) static LOG_FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
 /// The phone configuration for the options: one account `cli`.
 pub(crate) fn phone_config(
     profile: &Path,
@@ -124,9 +128,19 @@ pub(crate) fn phone_config(
     needs_registrar: bool,
 ) -> Result<PhoneConfig> {
     // Without account options, the profile's configuration (provisioned,
-    // imported or set) is used.
+    // imported or set) is used; with them, its privacy settings still hold
+    // (history and log retention, personal data in logs).
+    let effective = match &account.registrar {
+        None => crate::profile::effective(profile)?,
+        // Main has said already when the profile's configuration is unusable.
+        Some(_) => crate::profile::effective(profile).ok().flatten(),
+    };
+    let privacy = effective
+        .as_ref()
+        .map(|c| c.privacy.clone())
+        .unwrap_or_default();
     let stored = match &account.registrar {
-        None => crate::profile::effective(profile)?.filter(|c| !c.accounts.is_empty()),
+        None => effective.filter(|c| !c.accounts.is_empty()),
         Some(_) => None,
     };
     let transport = Transport::from_str(&account.transport.to_ascii_lowercase()).map_err(|_| {
@@ -165,6 +179,7 @@ pub(crate) fn phone_config(
         None => {
             let mut c = Config::default();
             c.accounts.push(acct);
+            c.privacy = privacy;
             c
         }
     };
@@ -236,7 +251,12 @@ pub(crate) fn phone_config(
     pc.audio = audio;
     pc.history = Some(profile.join("history.sqlite"));
     pc.contacts = Some(profile.join(contacts::DATABASE_FILE));
-    pc.log_file = Some(profile.join("logs").join("dialer.log"));
+    pc.log_file = Some(
+        LOG_FILE
+            .get()
+            .cloned()
+            .unwrap_or_else(|| profile.join("logs").join("dialer.log")),
+    );
     // Registrations through relay proxies carry this installation's
     // +sip.instance, kept in the profile like `dialer register`'s.
     if pc
@@ -347,6 +367,32 @@ pub(crate) fn export_logs(log_file: &Path, bundle: &Path) -> Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A one-off account on the command line keeps the profile's privacy
+    /// settings: with history off, no call is recorded.
+    #[test]
+    fn account_options_keep_the_profiles_privacy_settings() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            account: AccountArgs,
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let profile = dir.path().join("profile");
+        crate::profile::set(&profile, "privacy/history-retention-days", "0").unwrap();
+        crate::profile::set(&profile, "privacy/log-retention-days", "3").unwrap();
+        let cli = <Cli as clap::Parser>::parse_from([
+            "dialer",
+            "--registrar",
+            "sip:127.0.0.1",
+            "--user",
+            "alice",
+        ]);
+        let pc = phone_config(&profile, &cli.account, None, true).unwrap();
+        assert_eq!(pc.config.accounts[0].user, "alice");
+        assert_eq!(pc.config.privacy.history_retention_days, 0);
+        assert_eq!(pc.config.privacy.log_retention_days, 3);
+    }
 
     #[test]
     fn an_error_shows_each_cause_once() {

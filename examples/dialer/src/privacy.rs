@@ -82,7 +82,7 @@ pub(crate) fn export(profile: &Path, file: &Path) -> Result<bool> {
             "id": a.id,
             "user": a.user,
             "display_name": a.display_name,
-            "registrar": a.registrar,
+            "registrar": config_export::redact_uri(&a.registrar),
         })).collect::<Vec<_>>(),
         "call_history": history_json(profile)?,
         "contacts": crate::contacts::export_json(profile)?,
@@ -153,6 +153,9 @@ pub(crate) fn erase(profile: &Path, yes: bool, log_file: &Path) -> Result<bool> 
     {
         config.push = None;
         store.save(&config)?;
+        tokens = 1;
+    }
+    if crate::profile::forget_push_overrides(profile)? > 0 {
         tokens = 1;
     }
     println!(

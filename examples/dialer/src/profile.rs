@@ -62,6 +62,27 @@ fn load_overrides(profile: &Path) -> Result<LocalOverrides> {
     Ok(overrides)
 }
 
+/// Drops the local settings of the push token (`push/...`), as an erase
+/// does: a provisioned `<push>` must not bring a set token back. Returns
+/// how many there were.
+pub(crate) fn forget_push_overrides(profile: &Path) -> Result<usize> {
+    let overrides = load_overrides(profile)?;
+    let mut kept = LocalOverrides::new();
+    let mut dropped = 0;
+    for (path, change) in overrides.iter() {
+        let field = path.strip_prefix(ROOT).unwrap_or(path);
+        if field == "push" || field.starts_with("push/") {
+            dropped += 1;
+        } else {
+            kept.insert(path.to_owned(), change.clone());
+        }
+    }
+    if dropped > 0 {
+        save_overrides(profile, &kept)?;
+    }
+    Ok(dropped)
+}
+
 fn save_overrides(profile: &Path, overrides: &LocalOverrides) -> Result<()> {
     let list: Vec<Value> = overrides
         .iter()
@@ -355,14 +376,29 @@ pub(crate) fn import(profile: &Path, file: &Path) -> Result<bool> {
         .import(&bytes)
         .with_context(|| format!("importing {}", file.display()))?;
     Store::open(profile)?.save(&config)?;
-    // The user's own export: their privacy choices come along as theirs.
+    // An encrypted file is the user's own export (made with their
+    // passphrase): their privacy choices come along as theirs. A file in
+    // clear may be anyone's (a PBX's document), and opting in takes the
+    // user's own act.
     let mut overrides = load_overrides(profile)?;
-    for (path, on) in USER_ONLY.iter().zip([
-        config.privacy.crash_reports,
-        config.privacy.log_personal_data,
-    ]) {
-        if on {
-            overrides.set(*path, "true");
+    for ((path, on), key) in USER_ONLY
+        .iter()
+        .zip([
+            config.privacy.crash_reports,
+            config.privacy.log_personal_data,
+        ])
+        .zip(["crash_reports", "log_personal_data"])
+    {
+        match (on, encrypted) {
+            (true, true) => {
+                overrides.set(*path, "true");
+                println!("{key} on, as in your export");
+            }
+            (true, false) => println!(
+                "the file turns {key} on; not taken from a file in clear: \
+                 `dialer config set {key} on` does it"
+            ),
+            (false, _) => {}
         }
     }
     save_overrides(profile, &overrides)?;

@@ -171,6 +171,13 @@ fn provision_register_configure_export_and_import() {
         &[],
     );
     assert!(r.ok && r.out.contains("warning"), "{}", r.out);
+    // A file in clear may be anyone's: importing it does not opt the user
+    // in to crash reports, it only says the file asks for them.
+    let fourth = dir.path().join("fourth");
+    let r = dialer_with(&fourth, &["import", plain.to_str().unwrap()], &[]);
+    assert!(r.ok && r.out.contains("not taken"), "{}", r.out);
+    let r = dialer_with(&fourth, &["config", "show", "--json"], &[]);
+    assert!(r.out.contains("\"crash_reports\": false"), "{}", r.out);
     // Exports and the profile are the owner's only, and no temporary file
     // is left beside them.
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
