@@ -49,7 +49,9 @@ pub(crate) fn instance_id(profile: &Path) -> Result<InstanceId> {
         return Ok(id);
     }
     let id = InstanceId::generate(&mut rand::rng());
-    std::fs::write(&path, id.to_string()).context("storing the instance id")?;
+    // It identifies the device to every registrar: the owner's only.
+    crate::profile::write_private(&path, id.to_string().as_bytes())
+        .context("storing the instance id")?;
     Ok(id)
 }
 
