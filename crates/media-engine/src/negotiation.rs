@@ -461,9 +461,21 @@ impl MediaNegotiation {
         if self.pending_offer.is_some() {
             return Err(NegotiationError::OfferPending);
         }
-        let protocol = match self.settings.srtp {
-            SrtpPolicy::Mandatory => Protocol::RtpSavp,
-            SrtpPolicy::BestEffort | SrtpPolicy::Disabled => Protocol::RtpAvp,
+        // Within a session the audio keeps the profile it was agreed on
+        // (RFC 3264 §8: a re-offer changes only what should change): a
+        // peer that called with RTP/SAVP refuses, or answers in SAVP to, a
+        // hold offered in RTP/AVP, and the reverse.
+        let agreed = self
+            .last_local
+            .as_ref()
+            .and_then(|d| d.media.get(audio_index(d)))
+            .filter(|m| m.kind == MediaKind::Audio && m.port != 0)
+            .map(|m| m.protocol.clone())
+            .filter(|p| matches!(p, Protocol::RtpAvp | Protocol::RtpSavp));
+        let protocol = match (agreed, self.settings.srtp) {
+            (Some(agreed), _) => agreed,
+            (None, SrtpPolicy::Mandatory) => Protocol::RtpSavp,
+            (None, SrtpPolicy::BestEffort | SrtpPolicy::Disabled) => Protocol::RtpAvp,
         };
         let mut codecs: Vec<(u8, Codec)> = self
             .settings
@@ -599,7 +611,14 @@ impl MediaNegotiation {
             .media
             .iter()
             .any(|m| m.kind == MediaKind::Audio && m.port != 0);
-        if audio.is_none() && offered_audio && self.last_local.is_some() {
+        // Nor may a re-offer move the call to media we do not take (fax,
+        // T.38 in `m=image`, which a gateway takes a 2xx for as done, and
+        // stops its audio): refused, the call stays on audio.
+        let offered_other = offer
+            .media
+            .iter()
+            .any(|m| m.kind != MediaKind::Audio && m.port != 0);
+        if audio.is_none() && (offered_audio || offered_other) && self.last_local.is_some() {
             return Err(NegotiationError::ReofferRefused);
         }
         let description = self.stamp_sections(sections);
@@ -880,9 +899,12 @@ impl MediaNegotiation {
         let rtcp_mux = self.settings.rtcp_mux && offered.is_rtcp_mux();
         // Telephone-events are answered at the rate they were offered.
         let answered_events: Vec<(u8, u32)> = offered_event.into_iter().collect();
+        // Only the codec this side sends and plays (RFC 3264 §6.1 lets the
+        // answer list one): a peer that sent another codec of a longer
+        // answer (§5.1 lets it) would be heard by nobody.
         let section = self.audio_section(
             offered.protocol.clone(),
-            &codecs,
+            &codecs[..1],
             &answered_events,
             direction,
             rtcp_mux,
@@ -1166,7 +1188,9 @@ mod tests {
         );
         let answer = b.handle_offer(&plain_offer("")).unwrap();
         let m = &answer.description.media[0];
-        assert_eq!(m.formats, ["0", "8", "101"]);
+        // The answer lists the one codec chosen (and telephone-event): a
+        // peer may send any listed codec, and only this one is played.
+        assert_eq!(m.formats, ["0", "101"]);
         let audio = answer.audio.unwrap();
         assert_eq!(audio.codec, Codec::Pcmu);
         assert_eq!(
@@ -1212,7 +1236,7 @@ mod tests {
         // 98 is not in the m= line, so only 97 counts, at the codec's rate.
         assert_eq!(audio.send_telephone_event, Some(97));
         let m = &answer.description.media[0];
-        assert_eq!(m.formats, ["96", "0", "97"]);
+        assert_eq!(m.formats, ["96", "97"]);
         assert_eq!(m.rtpmap(96).unwrap().encoding, "opus");
         assert_eq!(m.rtpmap(97).unwrap().clock_rate, 48000);
     }
@@ -1510,6 +1534,15 @@ mod tests {
         let answer = b.handle_offer(&removed).unwrap();
         assert!(answer.audio.is_none());
         assert_eq!(answer.description.media[0].port, 0);
+        // A switch to fax (T.38), which the phone does not take, is refused
+        // rather than answered with port 0, which a gateway reads as done.
+        let mut b = negotiation(plain(MediaSettings::new(ip(2), 5000)));
+        b.handle_offer(&plain_offer("")).unwrap();
+        let t38 = remote(
+            "v=0\r\no=gw 1 2 IN IP4 198.51.100.7\r\ns=-\r\nc=IN IP4 198.51.100.7\r\nt=0 0\r\n\
+             m=image 30000 udptl t38\r\na=T38FaxVersion:0\r\n",
+        );
+        assert_eq!(b.handle_offer(&t38), Err(NegotiationError::ReofferRefused));
     }
 
     /// Opus frames are 10, 20, 40 or 60 ms: a peer that asks for 30 ms
@@ -1671,6 +1704,42 @@ mod tests {
         assert_eq!(answer.description.media[0].protocol, Protocol::RtpAvp);
         assert!(a.handle_answer(&answer.description).unwrap().srtp.is_some());
         assert!(answer.audio.unwrap().srtp.is_some());
+    }
+
+    /// RFC 3264 §8: a re-offer keeps the profile the audio was agreed on.
+    /// A call that came in as RTP/SAVP is held in RTP/SAVP by a phone whose
+    /// own offers are RTP/AVP (best effort), and one that came in as
+    /// RTP/AVP is held in RTP/AVP by a phone whose offers are RTP/SAVP.
+    #[test]
+    fn rfc3264_8_a_reoffer_keeps_the_agreed_profile() {
+        let mut savp_caller = alice();
+        let mut best_effort = negotiation(MediaSettings::new(ip(2), 5000).with_best_effort_srtp());
+        let offer = savp_caller.create_offer().unwrap();
+        assert_eq!(offer.media[0].protocol, Protocol::RtpSavp);
+        let answer = best_effort.handle_offer(&offer).unwrap();
+        savp_caller.handle_answer(&answer.description).unwrap();
+        best_effort.set_direction(Direction::SendOnly);
+        let hold = best_effort.create_offer().unwrap();
+        assert_eq!(hold.media[0].protocol, Protocol::RtpSavp);
+        let held = savp_caller.handle_offer(&hold).unwrap();
+        assert!(
+            best_effort
+                .handle_answer(&held.description)
+                .unwrap()
+                .srtp
+                .is_some()
+        );
+
+        let mut avp_caller = negotiation(MediaSettings::new(ip(3), 6000).with_best_effort_srtp());
+        let mut mandatory = bob();
+        let offer = avp_caller.create_offer().unwrap();
+        let answer = mandatory.handle_offer(&offer).unwrap();
+        assert_eq!(answer.description.media[0].protocol, Protocol::RtpAvp);
+        mandatory.set_direction(Direction::SendOnly);
+        assert_eq!(
+            mandatory.create_offer().unwrap().media[0].protocol,
+            Protocol::RtpAvp
+        );
     }
 
     #[test]

@@ -1006,7 +1006,13 @@ impl Parser {
                 return Err(SdpParseError::MalformedLine { line: number });
             }
             let kind = char::from(bytes[0]);
-            let value = &raw[2..];
+            // White space some peers leave at the end of a line (`a=sendrecv `,
+            // `b=AS:64 `) is not part of a structured value; free text
+            // keeps it (`s= `).
+            let value = match kind {
+                'a' | 'b' | 'c' | 'm' | 'o' | 't' => raw[2..].trim_end_matches([' ', '\t']),
+                _ => &raw[2..],
+            };
             if !self.seen_version {
                 if kind != 'v' {
                     return Err(SdpParseError::MissingLine { kind: 'v' });
@@ -1748,6 +1754,21 @@ mod tests {
         a=ssrc:12345 cname:alice\r\n\
         a=x-custom\r\n";
 
+    /// Trailing white space, which some peers leave on lines, does not
+    /// make the description unreadable.
+    #[test]
+    fn trailing_white_space_on_a_line_is_not_part_of_its_value() {
+        let sdp = SessionDescription::parse(
+            "v=0 \r\no=- 1 1 IN IP4 192.0.2.1 \r\ns= \r\nc=IN IP4 192.0.2.1\t\r\nt=0 0 \r\n\
+             m=audio 4000 RTP/AVP 0 \r\nb=AS:64 \r\na=rtpmap:0 PCMU/8000 \r\na=sendonly \r\na=rtcp-mux \r\n",
+        )
+        .unwrap();
+        let m = &sdp.media[0];
+        assert_eq!(m.direction(), Direction::SendOnly);
+        assert!(m.is_rtcp_mux());
+        assert_eq!(m.rtpmap(0).unwrap().encoding, "PCMU");
+    }
+
     #[test]
     fn rfc8866_9_ptime_and_maxptime_may_be_reals() {
         let with = |ptime: &str, maxptime: &str| {
@@ -2018,6 +2039,14 @@ mod tests {
         "[ -~]{0,16}".prop_map(|s| s)
     }
 
+    /// An attribute's value: the parser drops white space at the end of an
+    /// `a=` line (peers leave it there), so no value ends in it.
+    fn attribute_value(max: usize) -> impl Strategy<Value = String> {
+        proptest::string::string_regex(&format!("[ -~]{{0,{max}}}"))
+            .expect("a valid pattern")
+            .prop_map(|s| s.trim_end_matches([' ', '\t']).to_owned())
+    }
+
     fn address() -> impl Strategy<Value = Address> {
         prop_oneof![
             any::<[u8; 4]>().prop_map(|b| Address::Ip(IpAddr::from(b))),
@@ -2104,7 +2133,7 @@ mod tests {
                         channels,
                     })
                 }),
-            (token(), "[ -~]{0,20}")
+            (token(), attribute_value(20))
                 .prop_map(|(format, parameters)| Attribute::Fmtp(Fmtp { format, parameters })),
             any::<u32>().prop_map(Attribute::Ptime),
             any::<u32>().prop_map(Attribute::MaxPtime),
@@ -2114,7 +2143,10 @@ mod tests {
             (any::<u16>(), proptest::option::of(address()))
                 .prop_map(|(port, address)| Attribute::Rtcp(RtcpAttribute { port, address })),
             crypto().prop_map(Attribute::Crypto),
-            ("x-[a-z0-9-]{0,10}", proptest::option::of(text()))
+            (
+                "x-[a-z0-9-]{0,10}",
+                proptest::option::of(attribute_value(16))
+            )
                 .prop_map(|(name, value)| Attribute::Other { name, value }),
         ]
     }
