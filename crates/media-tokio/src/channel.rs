@@ -179,6 +179,7 @@ impl AudioChannel {
             counters: Counters::default(),
             drift: Drift::default(),
             peer_heard: None,
+            learning_until: tokio::time::Instant::now().into_std() + PEER_LEARNING,
             events: events.clone(),
             statistics: None,
         };
@@ -430,14 +431,19 @@ impl Frames {
 const RECEIVE_BUFFER: usize = 2048;
 
 /// How long the peer's current addresses may stay silent before plain RTP
-/// from a newcomer with another SSRC counts towards moving there. A stray
-/// that took the flow before the peer's first packet (RTP bleed, with the
-/// peer's SDP address unreachable behind NAT) would otherwise hold it for
-/// the whole call and fix its SSRC as the peer's; and a PBX that switches
-/// its media source without a re-offer is followed. Longer than the
-/// pauses of a talking peer with DTX (Opus sends every 400 ms), shorter
-/// than a listener gives up on a silent call.
+/// from a newcomer with another SSRC counts towards moving there, within
+/// [`PEER_LEARNING`]. A stray that took the flow before the peer's first
+/// packet (RTP bleed, with the peer's SDP address unreachable behind NAT)
+/// would otherwise hold it for the whole call and fix its SSRC as the
+/// peer's. Longer than the pauses of a talking peer with DTX (Opus sends
+/// every 400 ms).
 const PEER_SILENCE: Duration = Duration::from_secs(2);
+
+/// How long after the media starts (or moves, with a re-offer) the rule of
+/// [`PEER_SILENCE`] holds. Later a silent peer (on hold, with silence
+/// suppression) must not lose its media to whoever sends three plain
+/// packets to the port.
+const PEER_LEARNING: Duration = Duration::from_secs(10);
 
 struct Driver {
     stream: AudioStream,
@@ -452,6 +458,8 @@ struct Driver {
     /// When the last genuine datagram came from the peer's current
     /// addresses (see [`PEER_SILENCE`]).
     peer_heard: Option<std::time::Instant>,
+    /// Until when a silent peer's flow may move (see [`PEER_LEARNING`]).
+    learning_until: std::time::Instant,
     events: broadcast::Sender<AudioStreamEvent>,
     statistics: Option<watch::Sender<ChannelStatistics>>,
 }
@@ -642,9 +650,10 @@ impl Driver {
         );
         // Plain RTP from another source counts once the peer has gone
         // silent (see `PEER_SILENCE`); SRTP must authenticate whatever.
-        let peer_silent = self
-            .peer_heard
-            .is_none_or(|heard| now.saturating_duration_since(heard) >= PEER_SILENCE);
+        let peer_silent = now < self.learning_until
+            && self
+                .peer_heard
+                .is_none_or(|heard| now.saturating_duration_since(heard) >= PEER_SILENCE);
         let another_source = matches!(received, Received::Refused(RefuseReason::UnknownSource));
         if latch.observe(
             from,
@@ -746,6 +755,8 @@ impl Driver {
         }
         if old.remote_rtp != negotiated.remote_rtp {
             self.rtp_latch.reset(negotiated.remote_rtp);
+            self.learning_until = now + PEER_LEARNING;
+            self.peer_heard = None;
             // Media moves to another endpoint (a transfer, direct media):
             // its SSRC is not the old peer's, and behind NAT its packets
             // must count towards latching.

@@ -28,8 +28,9 @@
 //! the flow only until the peer sends from its SDP address, whose packets
 //! are taken as the peer's whatever SSRC was seen before; or, when that
 //! address is unreachable (NAT), until they have been silent for two
-//! seconds: the channel then counts plain RTP with another SSRC as genuine
-//! for latching and, once moved, takes the newcomer's SSRC as the peer's.
+//! seconds: in the first ten seconds of the media, the channel then counts
+//! plain RTP with another SSRC as genuine for latching and, once moved,
+//! takes the newcomer's SSRC as the peer's.
 
 use std::net::SocketAddr;
 

@@ -808,6 +808,35 @@ async fn rfc4961_strays_that_came_first_lose_the_flow_to_a_peer_behind_nat() {
     bob.stop().await;
 }
 
+/// Past the first seconds of the media, a silent peer (on hold, or with
+/// silence suppression) keeps its flow: plain RTP from another source and
+/// SSRC cannot take it, however long the peer is quiet.
+#[tokio::test(start_paused = true)]
+async fn rfc4961_a_silent_peer_keeps_its_flow_once_the_call_has_settled() {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (alice_addr, bob_addr) = (a_sockets.rtp_addr(), b_sockets.rtp_addr());
+    let (at_alice, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
+    let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
+    sleep(Duration::from_secs(12)).await;
+    alice.stop().await;
+    sleep(Duration::from_secs(3)).await;
+    let stray = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
+    for seq in 0..20u16 {
+        stray
+            .send_to(&forged(media_engine::rtp::Ssrc(0x2222), seq, 160), bob_addr)
+            .await
+            .unwrap();
+        sleep(Duration::from_millis(20)).await;
+    }
+    let s = bob.handle.statistics();
+    assert_eq!(s.remote_rtp, alice_addr);
+    assert_eq!(s.address_switches, 0);
+    assert_silent(&stray, Duration::from_millis(300)).await;
+    bob.stop().await;
+}
+
 /// A re-offer that moves media to another endpoint behind NAT (a transfer,
 /// direct media): its SDP address is private, its SSRC new. Bob forgets
 /// the old peer's SSRC, follows the new endpoint's packets to its public

@@ -1000,29 +1000,19 @@ impl Task {
                 }
                 // A 2xx to a REGISTER with the current push parameters says
                 // whether the network will push (RFC 8599 §4.1.1).
-                let with_push = !ctx.push_params.is_empty()
-                    && ctx.push_params == self.push.uri_params()
-                    && response.status().is_some_and(|s| (200..300).contains(&s))
-                    && response
-                        .header("Contact")
-                        .is_some_and(|c| c.contains("pn-provider="));
-                let reg_id = ctx.reg_id;
-                if with_push && self.push.handle_register_ok(&response) {
+                let ok = response.status().is_some_and(|s| (200..300).contains(&s));
+                let (reg_id, shutting_down) = (ctx.reg_id, self.shutdown.is_some());
+                let push_news =
+                    ok && !shutting_down && self.push.handle_register_ok(&response, &ctx.contact);
+                if let Some(reg) = ctx.registration.as_mut() {
+                    reg.handle_response(now, &response, &mut self.rng);
+                }
+                if push_news {
                     let confirmed = self.push.is_confirmed() == Some(true);
                     if !confirmed {
                         warn!(reg_id, "the registrar does not confirm push notifications");
                     }
                     self.emit(OutboundEvent::PushConfirmation { reg_id, confirmed });
-                }
-                let Some(ctx) = self
-                    .contexts
-                    .values_mut()
-                    .find(|c| c.transaction == Some(transaction))
-                else {
-                    return;
-                };
-                if let Some(reg) = ctx.registration.as_mut() {
-                    reg.handle_response(now, &response, &mut self.rng);
                 }
             }
             EndpointEvent::ClientTimedOut { transaction }

@@ -193,13 +193,23 @@ impl PushState {
         }
     }
 
-    /// Looks at a 2xx to a REGISTER that carried the push parameters: the
-    /// network will ask for pushes only when its `Feature-Caps` name the
+    /// Looks at a 2xx to a REGISTER whose Contact URI was
+    /// `registered_contact`: when that carried the current push parameters,
+    /// the network will ask for pushes only if its `Feature-Caps` name the
     /// token's service in `+sip.pns` (RFC 8599 §4.1.1); without that, the
-    /// app must not rely on pushes and should stay awake to take calls.
+    /// app must not rely on pushes and should stay awake to take calls. A
+    /// REGISTER with an older token (or none) says nothing about this one.
     /// Returns whether this answer changed what is known.
-    pub fn handle_register_ok(&mut self, response: &sip_core::Message) -> bool {
-        let Some(token) = self.token.as_ref().filter(|_| !self.refused) else {
+    pub fn handle_register_ok(
+        &mut self,
+        response: &sip_core::Message,
+        registered_contact: &str,
+    ) -> bool {
+        let params = self.uri_params();
+        if params.is_empty() || !registered_contact.ends_with(&params) {
+            return false;
+        }
+        let Some(token) = self.token.as_ref() else {
             return false;
         };
         let confirmed = response
@@ -280,20 +290,31 @@ mod tests {
 
     #[test]
     fn rfc8599_4_1_1_the_network_confirms_push_in_feature_caps() {
+        let contact = |state: &PushState| format!("sip:a@192.0.2.4:5061;ob{}", state.uri_params());
         let mut state = PushState::new(Some(PushToken::new("fcm", "t").unwrap()));
+        let registered = contact(&state);
         assert_eq!(state.is_confirmed(), None);
-        assert!(state.handle_register_ok(&ok_with("*;+sip.pns=\"FCM\";+sip.pnsreg=\"120\"")));
+        let caps = "*;+sip.pns=\"FCM\";+sip.pnsreg=\"120\"";
+        assert!(state.handle_register_ok(&ok_with(caps), &registered));
         assert_eq!(state.is_confirmed(), Some(true));
-        assert!(!state.handle_register_ok(&ok_with("*;+sip.pnsreg=\"1\", *;+sip.pns=\"fcm\"")));
+        let later = "*;+sip.pnsreg=\"1\", *;+sip.pns=\"fcm\"";
+        assert!(!state.handle_register_ok(&ok_with(later), &registered));
         // Another service, or none: not confirmed.
-        assert!(state.handle_register_ok(&ok_with("*;+sip.pns=\"apns\"")));
+        let apns = "*;+sip.pns=\"apns\"";
+        assert!(state.handle_register_ok(&ok_with(apns), &registered));
         assert_eq!(state.is_confirmed(), Some(false));
-        assert!(!state.handle_register_ok(&ok_with("")));
-        // A new token starts over; no token, nothing to confirm.
+        assert!(!state.handle_register_ok(&ok_with(""), &registered));
+        // A new token starts over, and the answer to a REGISTER that still
+        // carried the old one says nothing about it.
         state.set_token(Some(PushToken::new("fcm", "u").unwrap()));
         assert_eq!(state.is_confirmed(), None);
+        let fcm = "*;+sip.pns=\"fcm\"";
+        assert!(!state.handle_register_ok(&ok_with(fcm), &registered));
+        assert_eq!(state.is_confirmed(), None);
+        assert!(state.handle_register_ok(&ok_with(fcm), &contact(&state)));
+        // No token, nothing to confirm.
         state.set_token(None);
-        assert!(!state.handle_register_ok(&ok_with("*;+sip.pns=\"fcm\"")));
+        assert!(!state.handle_register_ok(&ok_with(fcm), &contact(&state)));
         assert_eq!(state.is_confirmed(), None);
     }
 

@@ -284,6 +284,10 @@ struct SessionTimer {
     we_refresh: bool,
     /// When we refresh (refresher) or give up (not refresher).
     deadline: Instant,
+    /// When the session expires without a refresh.
+    ends: Instant,
+    /// Refreshes of ours refused in a row (for the retry back-off).
+    refused: u32,
     /// The peer listed `timer` in Supported: our 2xx may require it.
     peer_supports: bool,
 }
@@ -309,6 +313,8 @@ impl SessionTimer {
             interval,
             we_refresh,
             deadline: now,
+            ends: now,
+            refused: 0,
             peer_supports,
         };
         timer.rearm(now);
@@ -318,11 +324,30 @@ impl SessionTimer {
     /// Starts the interval again at `now`: the refresher refreshes half-way,
     /// the other side gives up at its end.
     fn rearm(&mut self, now: Instant) {
+        self.ends = now + self.interval;
+        self.refused = 0;
         self.deadline = if self.we_refresh {
             now + self.interval / 2
         } else {
-            now + self.interval
+            self.ends
         };
+    }
+
+    /// Our refresh was refused for now (`retry_after`, if the peer said):
+    /// the next goes after that or 5 s, doubling with each refusal in a
+    /// row, while it can still reach the peer before it hangs up (RFC 4028
+    /// §10: up to 32 s before the end).
+    fn refused(&mut self, now: Instant, retry_after: Option<u32>) {
+        let base = retry_after.map_or(5, |s| u64::from(s).clamp(1, 30));
+        let wait = Duration::from_secs(base << self.refused.min(5));
+        self.refused = self.refused.saturating_add(1);
+        let last_useful = self
+            .ends
+            .checked_sub(Duration::from_secs(32).min(self.interval / 3))
+            .unwrap_or(now);
+        if now + wait < last_useful {
+            self.deadline = now + wait;
+        }
     }
 
     /// The Session-Expires of a response we send: we are its UAS.
@@ -338,14 +363,20 @@ impl SessionTimer {
         format!("{};refresher={refresher}", self.interval.as_secs())
     }
 
-    /// The timer after the 2xx to a re-INVITE or UPDATE we sent (RFC 4028
-    /// §7.2): the interval and refresher it names, or none at all when it
-    /// names none (the peer turned the timer off).
-    fn after_refresh(response: &Message, now: Instant) -> Option<SessionTimer> {
+    /// The timer after a 2xx to an INVITE, re-INVITE or UPDATE we sent
+    /// (RFC 4028 §7.2): the interval and refresher it names (us, when it
+    /// names none), or none at all when the 2xx has no Session-Expires.
+    fn of_response(response: &Message, now: Instant) -> Option<SessionTimer> {
         let se = response.session_expires().ok().flatten()?;
         let interval = Duration::from_secs(u64::from(se.delta_seconds()?.max(90)));
         let we_refresh = se.refresher() != Some("uas");
-        Some(SessionTimer::new(interval, we_refresh, true, now))
+        // A proxy may have put the header in for a peer without timers.
+        let peer_supports = response
+            .supported()
+            .chain(response.require())
+            .filter_map(Result::ok)
+            .any(|o| o.eq_ignore_ascii_case("timer"));
+        Some(SessionTimer::new(interval, we_refresh, peer_supports, now))
     }
 }
 
@@ -1674,10 +1705,16 @@ impl Engine {
             }
             self.timers().await;
         }
-        // Out of time: what is left ends here, in the history too.
+        // Out of time: what is left ends here, in the history too; a call
+        // hung up while its 200 waited for the ACK gets its BYE now.
         let left: Vec<CallId> = self.calls.keys().copied().collect();
         for id in left {
-            self.end_call(id, EndReason::Cancelled).await;
+            if self.calls.get(&id).is_some_and(|l| l.bye_after_ack) {
+                self.send_bye(id);
+                self.end_call(id, EndReason::LocalHangup).await;
+            } else {
+                self.end_call(id, EndReason::Cancelled).await;
+            }
         }
         // The last messages (an ACK and BYE for a 200 that raced our
         // CANCEL, the BYEs) leave before the connections close.
@@ -2580,9 +2617,15 @@ impl Engine {
             }
             Phase::Offered => self.reject(id, 603).await,
             // §15: no BYE before the ACK of our 2xx (the 2xx is still
-            // being resent); it follows the ACK.
+            // being resent); it follows the ACK. The media stops now.
             Phase::Confirmed if leg.responder.is_some() => {
                 leg.bye_after_ack = true;
+                if let Some(media) = leg.media.take() {
+                    let report = media.stop().await;
+                    if let Some(leg) = self.calls.get_mut(&id) {
+                        leg.last_quality = report.or(leg.last_quality.take());
+                    }
+                }
                 Ok(())
             }
             Phase::Confirmed => {
@@ -4168,9 +4211,11 @@ impl Engine {
             if let Some(d) = leg.dialog.as_mut() {
                 d.handle_response(&response);
             }
-            leg.timer = SessionTimer::after_refresh(&response, now);
+            leg.timer = SessionTimer::of_response(&response, now);
         }
+        let update_unknown = matches!(what, Pending::Update) && matches!(status, 405 | 501);
         if (status >= 500 || status == 405)
+            && !update_unknown
             && matches!(what, Pending::ReInvite { .. } | Pending::Update)
         {
             self.refresh_again_soon(id, &response, now);
@@ -4192,10 +4237,12 @@ impl Engine {
                 }
             }
             Pending::Update => {
-                if matches!(status, 405 | 501)
-                    && let Some(leg) = self.calls.get_mut(&id)
-                {
+                if update_unknown && let Some(leg) = self.calls.get_mut(&id) {
+                    // The refresh goes again at once, as a re-INVITE.
                     leg.update_refused = true;
+                    if let Some(t) = leg.timer.as_mut().filter(|t| t.we_refresh) {
+                        t.deadline = now;
+                    }
                 } else if matches!(status, 408 | 481) {
                     // The peer no longer knows the dialog (§12.2.1.2).
                     self.send_bye(id);
@@ -4209,30 +4256,14 @@ impl Engine {
 
     /// A refused re-INVITE or UPDATE (a 500 while the peer has its own
     /// INVITE out, a 503): when we refresh the session, the next refresh
-    /// goes after the Retry-After or 5 s, not at the end of the interval,
-    /// where the peer hangs up first (RFC 4028 §10: it sends its BYE up
-    /// to 32 s before the end).
+    /// comes soon rather than at the end of the interval, where the peer
+    /// hangs up first (see `SessionTimer::refused`).
     fn refresh_again_soon(&mut self, id: CallId, response: &Message, now: Instant) {
-        let Some(t) = self.calls.get_mut(&id).and_then(|l| l.timer.as_mut()) else {
-            return;
-        };
-        if !t.we_refresh {
-            return;
-        }
-        let wait = response
-            .retry_after()
-            .ok()
-            .flatten()
-            .map_or(Duration::from_secs(5), |r| {
-                Duration::from_secs(u64::from(r.seconds).clamp(1, 30))
-            });
-        // While the refresh was out, `deadline` is the session's end.
-        let last_useful = t
-            .deadline
-            .checked_sub(Duration::from_secs(32))
-            .unwrap_or(now);
-        if now + wait < last_useful {
-            t.deadline = now + wait;
+        let retry_after = response.retry_after().ok().flatten().map(|r| r.seconds);
+        if let Some(t) = self.calls.get_mut(&id).and_then(|l| l.timer.as_mut())
+            && t.we_refresh
+        {
+            t.refused(now, retry_after);
         }
     }
 
@@ -4300,13 +4331,7 @@ impl Engine {
                     leg.answered = Some(SystemTime::now());
                 }
                 // RFC 4028: who refreshes, and how often.
-                if let Some(se) = response.session_expires().ok().flatten()
-                    && let Some(secs) = se.delta_seconds()
-                {
-                    let interval = Duration::from_secs(u64::from(secs.max(90)));
-                    let we_refresh = se.refresher() != Some("uas");
-                    leg.timer = Some(SessionTimer::new(interval, we_refresh, true, now));
-                }
+                leg.timer = SessionTimer::of_response(&response, now);
                 let tag = to_tag(&response);
                 let forked = leg.answer_tag.is_some() && leg.answer_tag != tag;
                 let answer =
@@ -4517,6 +4542,7 @@ impl Engine {
             return;
         }
         leg.negotiation.cancel_offer();
+        leg.unusable_answers = 0;
         // The hold or resume did not happen: later offers and answers keep
         // the direction the call has.
         leg.keep_hold_state();

@@ -277,6 +277,54 @@ async fn rfc4028_a_refused_refresh_is_tried_again_soon() {
     alice.shutdown().await.unwrap();
 }
 
+/// A peer that refuses every refresh gets a few retries, further apart
+/// each time and none once it would hang up anyway, not a request every
+/// five seconds for the rest of the call.
+#[tokio::test(start_paused = true)]
+async fn rfc4028_refused_refreshes_back_off() {
+    use sip_core::{Message, Method};
+    let (alice, _events) = phone("alice", Some(Duration::from_secs(90))).await;
+    let mut peer = BarePeer::bind().await;
+    let _call = alice
+        .dial(None, &format!("sip:bob@{}", peer.addr()))
+        .await
+        .unwrap();
+    let (invite, alice_addr) = peer.recv().await;
+    let ok = Message::response_to(&invite, 200, "OK")
+        .unwrap()
+        .to_tag("bob1")
+        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
+        .unwrap()
+        .header("Allow", "INVITE, ACK, BYE, UPDATE")
+        .unwrap()
+        .header("Session-Expires", "90;refresher=uac")
+        .unwrap()
+        .header("Content-Type", "application/sdp")
+        .unwrap()
+        .body(peer.sdp("sendrecv"))
+        .build()
+        .unwrap();
+    peer.send(&ok, alice_addr).await;
+    let mut refreshes = 0;
+    let window = tokio::time::Instant::now() + Duration::from_secs(200);
+    while let Ok((m, _)) = tokio::time::timeout_at(window, peer.recv()).await {
+        if m.method() == Some(&Method::Update) {
+            refreshes += 1;
+            let busy = Message::response_to(&m, 503, "Service Unavailable")
+                .unwrap()
+                .build()
+                .unwrap();
+            peer.send(&busy, alice_addr).await;
+        }
+    }
+    // At 45 s, a retry at 50 s, then one per half interval: 95, 140, 185.
+    assert!(
+        (3..=6).contains(&refreshes),
+        "{refreshes} refreshes in 200 s"
+    );
+    alice.shutdown().await.unwrap();
+}
+
 /// RFC 4028 §7.4 and §7.2: a hold re-INVITE is a session refresh, so it
 /// carries the timer (Session-Expires with the roles as they are, and
 /// Supported: timer); a 2xx without Session-Expires turns the timer off.

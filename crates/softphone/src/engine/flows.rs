@@ -202,14 +202,10 @@ impl Engine {
             return;
         }
         let a = &mut self.accounts[i];
-        let carried = a
-            .registration
-            .as_ref()
-            .is_some_and(|r| r.contact().contains("pn-provider="));
-        let Some(f) = a.flows.as_mut().filter(|_| carried) else {
+        let (Some(f), Some(reg)) = (a.flows.as_mut(), a.registration.as_ref()) else {
             return;
         };
-        if !f.push.handle_register_ok(response) {
+        if !f.push.handle_register_ok(response, reg.contact()) {
             return;
         }
         if f.push.is_confirmed() == Some(false) {
