@@ -1108,7 +1108,14 @@ impl AudioStream {
                 None => return Received::Rtp { ssrc: packet.ssrc },
             }
         }
-        let disposition = if Some(packet.payload_type) == self.negotiated.receive_telephone_event {
+        // Events come on our number for them, or (a peer that renumbered
+        // them in its answer) on its own, as audio may (RFC 3264 §6.1).
+        let pt = packet.payload_type;
+        let is_event = Some(pt) == self.negotiated.receive_telephone_event
+            || (Some(pt) == self.negotiated.send_telephone_event
+                && pt != self.negotiated.receive_payload_type
+                && pt != self.negotiated.send_payload_type);
+        let disposition = if is_event {
             self.session.handle_untimed_rtp(now, &packet)
         } else {
             self.session.handle_rtp(now, &packet)
@@ -1124,7 +1131,7 @@ impl AudioStream {
             return received;
         }
         let payload_type = packet.payload_type;
-        if Some(payload_type) == self.negotiated.receive_telephone_event {
+        if is_event {
             for event in self.dtmf_receiver.handle(packet.timestamp, &packet.payload) {
                 if let DtmfEvent::Began { digit, .. } = event {
                     debug!(digit = %digit.to_char(), "dtmf received");
@@ -1721,6 +1728,32 @@ mod tests {
         assert_eq!(call.a.sent[0].data[1] & 0x7f, 8);
         assert_frequency(call.b.tail(25), 8000, 1000.0);
         assert_eq!(call.b.stream.statistics().packets_received, 50);
+    }
+
+    /// RFC 3264 §6.1: a peer that renumbered telephone-event in its
+    /// answer and sends events on its own number (not ours) is heard, as
+    /// audio on the peer's number is.
+    #[test]
+    fn rfc3264_6_1_events_on_the_peers_own_number_are_heard() {
+        let (_, n) = start_call(Codec::Pcmu, None);
+        let (mut at_alice, mut at_bob) = (n.at_alice.clone(), n.at_bob.clone());
+        at_alice.send_telephone_event = Some(96);
+        at_bob.send_telephone_event = Some(96);
+        assert_ne!(at_bob.receive_telephone_event, Some(96));
+        let mut call = Call::new(&at_alice, &at_bob, AudioStreamConfig::new("x"));
+        call.a
+            .stream
+            .send_dtmf(Digit::from_char('7').unwrap(), Duration::from_millis(100))
+            .unwrap();
+        call.run(20, |_, _| 1);
+        let received: Vec<_> = events(&mut call.b.stream)
+            .into_iter()
+            .filter_map(|e| match e {
+                AudioStreamEvent::DtmfReceived(d) => Some(d.to_char()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(received, ['7']);
     }
 
     #[test]
