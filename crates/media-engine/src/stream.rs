@@ -1736,7 +1736,7 @@ mod tests {
     #[test]
     fn rfc3264_6_1_events_on_the_peers_own_number_are_heard() {
         let (_, n) = start_call(Codec::Pcmu, None);
-        let (mut at_alice, mut at_bob) = (n.at_alice.clone(), n.at_bob.clone());
+        let (mut at_alice, mut at_bob) = (n.at_alice.clone(), n.at_bob);
         at_alice.send_telephone_event = Some(96);
         at_bob.send_telephone_event = Some(96);
         assert_ne!(at_bob.receive_telephone_event, Some(96));
