@@ -37,6 +37,13 @@ async fn drain(events: &mut Events, limit: Duration) -> Vec<PhoneEvent> {
     out
 }
 
+/// A 200 that makes the phone the refresher, every 90 s, by UPDATE.
+const WE_REFRESH_UPDATE_90: [(&str, &str); 3] = [
+    ("Allow", "INVITE, ACK, BYE, UPDATE"),
+    ("Session-Expires", "90;refresher=uac"),
+    ("Require", "timer"),
+];
+
 /// A peer that is a bare UDP socket, answering by hand.
 struct BarePeer {
     socket: tokio::net::UdpSocket,
@@ -81,6 +88,63 @@ impl BarePeer {
 
     async fn send(&self, message: &sip_core::Message, to: std::net::SocketAddr) {
         self.socket.send_to(&message.to_bytes(), to).await.unwrap();
+    }
+
+    /// A 200 to `request` with the peer's Contact, `headers`, and SDP in
+    /// `direction`; with a To tag when the request had none.
+    fn ok(
+        &self,
+        request: &sip_core::Message,
+        headers: &[(&str, &str)],
+        direction: &str,
+    ) -> sip_core::Message {
+        let mut b = sip_core::Message::response_to(request, 200, "OK").unwrap();
+        if request.header("To").is_some_and(|t| !t.contains("tag=")) {
+            b = b.to_tag("bob1");
+        }
+        b = b
+            .header("Contact", &format!("<sip:bob@{}>", self.addr()))
+            .unwrap();
+        for (name, value) in headers {
+            b = b.header(name, value).unwrap();
+        }
+        b.header("Content-Type", "application/sdp")
+            .unwrap()
+            .body(self.sdp(direction))
+            .build()
+            .unwrap()
+    }
+
+    /// `phone` calls this peer, which answers 200 with `headers`: the call
+    /// and the phone's address.
+    async fn answered_call(
+        &mut self,
+        phone: &Phone,
+        headers: &[(&str, &str)],
+    ) -> (softphone::Call, std::net::SocketAddr) {
+        let call = phone
+            .dial(None, &format!("sip:bob@{}", self.addr()))
+            .await
+            .unwrap();
+        let (invite, phone_addr) = self.recv().await;
+        assert_eq!(invite.method(), Some(&sip_core::Method::Invite));
+        let ok = self.ok(&invite, headers, "sendrecv");
+        self.send(&ok, phone_addr).await;
+        (call, phone_addr)
+    }
+
+    /// A final response to `request` without a body.
+    fn answer(
+        &self,
+        request: &sip_core::Message,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> sip_core::Message {
+        let mut b = sip_core::Message::response_to(request, status, "Answered").unwrap();
+        for (name, value) in headers {
+            b = b.header(name, value).unwrap();
+        }
+        b.build().unwrap()
     }
 
     /// An SDP answer or offer for PCMU on a port next to the peer's.
@@ -138,45 +202,17 @@ async fn a_refreshed_session_outlives_its_interval_several_times() {
 /// is a bare UDP socket answering by hand.
 #[tokio::test(start_paused = true)]
 async fn a_refresh_update_answered_481_ends_the_call() {
-    use sip_core::{Message, Method};
+    use sip_core::Method;
     let (alice, mut events) = phone("alice", Some(Duration::from_secs(90))).await;
     let mut peer = BarePeer::bind().await;
-    let call = alice
-        .dial(None, &format!("sip:bob@{}", peer.addr()))
-        .await
-        .unwrap();
-    let (invite, alice_addr) = peer.recv().await;
-    assert_eq!(invite.method(), Some(&Method::Invite));
-    let ok = Message::response_to(&invite, 200, "OK")
-        .unwrap()
-        .to_tag("bob1")
-        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
-        .unwrap()
-        .header("Allow", "INVITE, ACK, BYE, UPDATE")
-        .unwrap()
-        .header("Session-Expires", "90;refresher=uac")
-        .unwrap()
-        .header("Require", "timer")
-        .unwrap()
-        .header("Content-Type", "application/sdp")
-        .unwrap()
-        .body(peer.sdp("sendrecv"))
-        .build()
-        .unwrap();
-    peer.send(&ok, alice_addr).await;
+    let (call, alice_addr) = peer.answered_call(&alice, &WE_REFRESH_UPDATE_90).await;
     // The ACK, then (45 s on) the refresh: an UPDATE, answered 481.
     let update = peer.request(Method::Update, Duration::from_secs(120)).await;
-    let gone = Message::response_to(&update, 481, "Call/Transaction Does Not Exist")
-        .unwrap()
-        .build()
-        .unwrap();
+    let gone = peer.answer(&update, 481, &[]);
     peer.send(&gone, alice_addr).await;
     // Bounded: without the fix no BYE ever comes, only more UPDATEs.
     let bye = peer.request(Method::Bye, Duration::from_secs(120)).await;
-    let bye_ok = Message::response_to(&bye, 200, "OK")
-        .unwrap()
-        .build()
-        .unwrap();
+    let bye_ok = peer.answer(&bye, 200, &[]);
     peer.send(&bye_ok, alice_addr).await;
     let seen = drain(&mut events, Duration::from_secs(5)).await;
     let ended = seen.iter().find_map(|e| match e {
@@ -200,47 +236,18 @@ async fn a_refresh_update_answered_481_ends_the_call() {
 /// the next refresh a re-INVITE.
 #[tokio::test(start_paused = true)]
 async fn rfc4028_a_refused_refresh_is_tried_again_soon() {
-    use sip_core::{Message, Method};
+    use sip_core::Method;
     let (alice, mut events) = phone("alice", Some(Duration::from_secs(90))).await;
     let mut peer = BarePeer::bind().await;
-    let call = alice
-        .dial(None, &format!("sip:bob@{}", peer.addr()))
-        .await
-        .unwrap();
-    let (invite, alice_addr) = peer.recv().await;
-    let ok = Message::response_to(&invite, 200, "OK")
-        .unwrap()
-        .to_tag("bob1")
-        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
-        .unwrap()
-        .header("Allow", "INVITE, ACK, BYE, UPDATE")
-        .unwrap()
-        .header("Session-Expires", "90;refresher=uac")
-        .unwrap()
-        .header("Require", "timer")
-        .unwrap()
-        .header("Content-Type", "application/sdp")
-        .unwrap()
-        .body(peer.sdp("sendrecv"))
-        .build()
-        .unwrap();
-    peer.send(&ok, alice_addr).await;
+    let (call, alice_addr) = peer.answered_call(&alice, &WE_REFRESH_UPDATE_90).await;
     let first = peer.request(Method::Update, Duration::from_secs(60)).await;
-    let busy = Message::response_to(&first, 503, "Service Unavailable")
-        .unwrap()
-        .header("Retry-After", "2")
-        .unwrap()
-        .build()
-        .unwrap();
+    let busy = peer.answer(&first, 503, &[("Retry-After", "2")]);
     let refused_at = tokio::time::Instant::now();
     peer.send(&busy, alice_addr).await;
     let second = peer.request(Method::Update, Duration::from_secs(10)).await;
     let waited = refused_at.elapsed();
     assert!(waited >= Duration::from_secs(2), "{waited:?}");
-    let not_implemented = Message::response_to(&second, 501, "Not Implemented")
-        .unwrap()
-        .build()
-        .unwrap();
+    let not_implemented = peer.answer(&second, 501, &[]);
     peer.send(&not_implemented, alice_addr).await;
     let reinvite = peer.request(Method::Invite, Duration::from_secs(10)).await;
     assert_eq!(
@@ -248,17 +255,11 @@ async fn rfc4028_a_refused_refresh_is_tried_again_soon() {
         Some("90;refresher=uac"),
         "{reinvite:?}"
     );
-    let ok = Message::response_to(&reinvite, 200, "OK")
-        .unwrap()
-        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
-        .unwrap()
-        .header("Session-Expires", "90;refresher=uac")
-        .unwrap()
-        .header("Content-Type", "application/sdp")
-        .unwrap()
-        .body(peer.sdp("sendrecv"))
-        .build()
-        .unwrap();
+    let ok = peer.ok(
+        &reinvite,
+        &[("Session-Expires", "90;refresher=uac")],
+        "sendrecv",
+    );
     peer.send(&ok, alice_addr).await;
     // Refreshed: the next one comes half an interval on, as a re-INVITE.
     peer.request(Method::Invite, Duration::from_secs(50)).await;
@@ -282,38 +283,24 @@ async fn rfc4028_a_refused_refresh_is_tried_again_soon() {
 /// five seconds for the rest of the call.
 #[tokio::test(start_paused = true)]
 async fn rfc4028_refused_refreshes_back_off() {
-    use sip_core::{Message, Method};
+    use sip_core::Method;
     let (alice, _events) = phone("alice", Some(Duration::from_secs(90))).await;
     let mut peer = BarePeer::bind().await;
-    let _call = alice
-        .dial(None, &format!("sip:bob@{}", peer.addr()))
-        .await
-        .unwrap();
-    let (invite, alice_addr) = peer.recv().await;
-    let ok = Message::response_to(&invite, 200, "OK")
-        .unwrap()
-        .to_tag("bob1")
-        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
-        .unwrap()
-        .header("Allow", "INVITE, ACK, BYE, UPDATE")
-        .unwrap()
-        .header("Session-Expires", "90;refresher=uac")
-        .unwrap()
-        .header("Content-Type", "application/sdp")
-        .unwrap()
-        .body(peer.sdp("sendrecv"))
-        .build()
-        .unwrap();
-    peer.send(&ok, alice_addr).await;
+    let (_call, alice_addr) = peer
+        .answered_call(
+            &alice,
+            &[
+                ("Allow", "INVITE, ACK, BYE, UPDATE"),
+                ("Session-Expires", "90;refresher=uac"),
+            ],
+        )
+        .await;
     let mut refreshes = 0;
     let window = tokio::time::Instant::now() + Duration::from_secs(200);
     while let Ok((m, _)) = tokio::time::timeout_at(window, peer.recv()).await {
         if m.method() == Some(&Method::Update) {
             refreshes += 1;
-            let busy = Message::response_to(&m, 503, "Service Unavailable")
-                .unwrap()
-                .build()
-                .unwrap();
+            let busy = peer.answer(&m, 503, &[]);
             peer.send(&busy, alice_addr).await;
         }
     }
@@ -332,30 +319,19 @@ async fn rfc4028_refused_refreshes_back_off() {
 /// stopped refreshing, and the phone hung up at the end of the interval.
 #[tokio::test(start_paused = true)]
 async fn rfc4028_a_hold_carries_the_timer_and_a_2xx_without_one_turns_it_off() {
-    use sip_core::{Message, Method};
+    use sip_core::Method;
     let (alice, mut events) = phone("alice", None).await;
     let mut peer = BarePeer::bind().await;
-    let call = alice
-        .dial(None, &format!("sip:bob@{}", peer.addr()))
-        .await
-        .unwrap();
-    let (invite, alice_addr) = peer.recv().await;
     // The peer refreshes, every 90 s.
-    let ok = Message::response_to(&invite, 200, "OK")
-        .unwrap()
-        .to_tag("bob1")
-        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
-        .unwrap()
-        .header("Session-Expires", "90;refresher=uas")
-        .unwrap()
-        .header("Require", "timer")
-        .unwrap()
-        .header("Content-Type", "application/sdp")
-        .unwrap()
-        .body(peer.sdp("sendrecv"))
-        .build()
-        .unwrap();
-    peer.send(&ok, alice_addr).await;
+    let (call, alice_addr) = peer
+        .answered_call(
+            &alice,
+            &[
+                ("Session-Expires", "90;refresher=uas"),
+                ("Require", "timer"),
+            ],
+        )
+        .await;
     peer.request(Method::Ack, Duration::from_secs(5)).await;
     call.hold().await.unwrap();
     let hold = peer.request(Method::Invite, Duration::from_secs(5)).await;
@@ -371,15 +347,7 @@ async fn rfc4028_a_hold_carries_the_timer_and_a_2xx_without_one_turns_it_off() {
         "{hold:?}"
     );
     // Answered without Session-Expires: no session expiration from now.
-    let ok = Message::response_to(&hold, 200, "OK")
-        .unwrap()
-        .header("Contact", &format!("<sip:bob@{}>", peer.addr()))
-        .unwrap()
-        .header("Content-Type", "application/sdp")
-        .unwrap()
-        .body(peer.sdp("recvonly"))
-        .build()
-        .unwrap();
+    let ok = peer.ok(&hold, &[], "recvonly");
     peer.send(&ok, alice_addr).await;
     peer.request(Method::Ack, Duration::from_secs(5)).await;
     // Five of the old intervals pass without a refresh: no BYE.
@@ -405,7 +373,7 @@ async fn rfc4028_a_hold_carries_the_timer_and_a_2xx_without_one_turns_it_off() {
 /// keeps resending the 200 and sends its BYE only once the ACK came.
 #[tokio::test(start_paused = true)]
 async fn rfc3261_15_a_hang_up_before_the_ack_sends_the_bye_after_it() {
-    use sip_core::{Message, Method};
+    use sip_core::Method;
     let (alice, mut events) = phone("alice", None).await;
     let alice_addr = alice.accounts().await.unwrap()[0].local.unwrap();
     let mut peer = BarePeer::bind().await;
@@ -420,7 +388,7 @@ async fn rfc3261_15_a_hang_up_before_the_ack_sends_the_bye_after_it() {
     );
     let mut bytes = invite.into_bytes();
     bytes.extend(peer.sdp("sendrecv"));
-    let invite = Message::parse(bytes).unwrap();
+    let invite = sip_core::Message::parse(bytes).unwrap();
     peer.send(&invite, alice_addr).await;
     let incoming = loop {
         if let Some(PhoneEvent::IncomingCall { call, .. }) = events.next().await {
@@ -451,13 +419,13 @@ async fn rfc3261_15_a_hang_up_before_the_ack_sends_the_bye_after_it() {
         peer = peer.addr(),
         to = ok.header("To").unwrap()
     );
-    peer.send(&Message::parse(ack.into_bytes()).unwrap(), alice_addr)
-        .await;
+    peer.send(
+        &sip_core::Message::parse(ack.into_bytes()).unwrap(),
+        alice_addr,
+    )
+    .await;
     let bye = peer.request(Method::Bye, Duration::from_secs(5)).await;
-    let bye_ok = Message::response_to(&bye, 200, "OK")
-        .unwrap()
-        .build()
-        .unwrap();
+    let bye_ok = peer.answer(&bye, 200, &[]);
     peer.send(&bye_ok, alice_addr).await;
     let seen = drain(&mut events, Duration::from_secs(2)).await;
     assert!(
