@@ -171,9 +171,9 @@ impl CpalBackend {
                 }
             })?;
         let format = AudioFormat::new(choice.sample_rate);
+        // Device names stay out of logs: they often carry a person's name
+        // ("Jane's headset").
         tracing::debug!(
-            input = %input_name,
-            output = %output_name,
             rate = choice.sample_rate,
             input_channels = choice.input.channels,
             input_format = ?choice.input.format,
