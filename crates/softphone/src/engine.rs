@@ -356,6 +356,20 @@ impl SessionTimer {
         format!("{};refresher={refresher}", self.interval.as_secs())
     }
 
+    /// The headers of our 2xx to a request that refreshes the session:
+    /// Session-Expires, and Require: timer of a peer that supports timers
+    /// (only such a peer may be required to, RFC 4028 §9).
+    fn response_headers(timer: Option<&SessionTimer>) -> Vec<(&'static str, String)> {
+        let Some(t) = timer else {
+            return Vec::new();
+        };
+        let mut headers = vec![("Session-Expires", t.response_value())];
+        if t.peer_supports {
+            headers.push(("Require", "timer".to_owned()));
+        }
+        headers
+    }
+
     /// The Session-Expires of a re-INVITE or UPDATE we send: every one is
     /// a refresh (RFC 4028 §7.4), which keeps the interval and the roles.
     fn request_value(&self) -> String {
@@ -2535,16 +2549,10 @@ impl Engine {
             .and_then(|b| b.header("Supported", "replaces, timer"))
             .map_err(|e| PhoneError::Media(e.to_string()))?
             .to_tag(&leg.local_tag);
-        if let Some(t) = &leg.timer {
+        for (name, value) in SessionTimer::response_headers(leg.timer.as_ref()) {
             b = b
-                .header("Session-Expires", &t.response_value())
+                .header(name, &value)
                 .map_err(|e| PhoneError::Media(e.to_string()))?;
-            // Only a peer that supports timers may be required to (§9).
-            if t.peer_supports {
-                b = b
-                    .header("Require", "timer")
-                    .map_err(|e| PhoneError::Media(e.to_string()))?;
-            }
         }
         let ok = b
             .header("Content-Type", "application/sdp")
@@ -3775,12 +3783,8 @@ impl Engine {
         let mut b = Message::response_to(&request, 200, "OK")
             .and_then(|b| b.header("Contact", &format!("<{contact}>")))
             .and_then(|b| b.header("Allow", ALLOW));
-        if let Some(t) = &leg.timer {
-            b = b.and_then(|b| b.header("Session-Expires", &t.response_value()));
-            // As in the answer to the INVITE (RFC 4028 §9).
-            if t.peer_supports {
-                b = b.and_then(|b| b.header("Require", "timer"));
-            }
+        for (name, value) in SessionTimer::response_headers(leg.timer.as_ref()) {
+            b = b.and_then(|b| b.header(name, &value));
         }
         let ok = b
             .and_then(|b| b.header("Content-Type", "application/sdp"))
@@ -3858,16 +3862,10 @@ impl Engine {
                 }
             }
         }
-        let value = leg
-            .timer
-            .as_ref()
-            .map(|t| (t.response_value(), t.peer_supports));
+        let timer_headers = SessionTimer::response_headers(leg.timer.as_ref());
         let mut b = Message::response_to(&request, 200, "OK");
-        if let Some((v, peer_supports)) = value {
-            b = b.and_then(|b| b.header("Session-Expires", &v));
-            if peer_supports {
-                b = b.and_then(|b| b.header("Require", "timer"));
-            }
+        for (name, value) in timer_headers {
+            b = b.and_then(|b| b.header(name, &value));
         }
         if let Some(sdp) = answer {
             b = b
