@@ -1666,6 +1666,17 @@ mod tests {
         std::iter::from_fn(|| stream.poll_event()).collect()
     }
 
+    /// The DTMF digits `stream` reported since last asked.
+    fn digits_received(stream: &mut AudioStream) -> Vec<char> {
+        events(stream)
+            .into_iter()
+            .filter_map(|e| match e {
+                AudioStreamEvent::DtmfReceived(d) => Some(d.to_char()),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn start_call(codec: Codec, suite: Option<SrtpSuite>) -> (Call, Negotiated) {
         let mut rng = StdRng::seed_from_u64(1);
         let n = negotiate(
@@ -1746,14 +1757,7 @@ mod tests {
             .send_dtmf(Digit::from_char('7').unwrap(), Duration::from_millis(100))
             .unwrap();
         call.run(20, |_, _| 1);
-        let received: Vec<_> = events(&mut call.b.stream)
-            .into_iter()
-            .filter_map(|e| match e {
-                AudioStreamEvent::DtmfReceived(d) => Some(d.to_char()),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(received, ['7']);
+        assert_eq!(digits_received(&mut call.b.stream), ['7']);
     }
 
     #[test]
@@ -1800,14 +1804,11 @@ mod tests {
             }
             // Every datagram arrives twice; with SRTP the copy is a replay.
             call.run(40, |_, _| 2);
-            let received: Vec<_> = events(&mut call.b.stream)
-                .into_iter()
-                .filter_map(|e| match e {
-                    AudioStreamEvent::DtmfReceived(d) => Some(d.to_char()),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(received, ['1', '#', '9'], "suite {suite:?}");
+            assert_eq!(
+                digits_received(&mut call.b.stream),
+                ['1', '#', '9'],
+                "suite {suite:?}"
+            );
 
             // The first press on the wire: start with the marker, four
             // continuations, three ends, one timestamp.

@@ -358,6 +358,38 @@ async fn assert_silent(socket: &UdpSocket, wait: Duration) {
     assert!(got.is_err(), "the stray address received media: {got:?}");
 }
 
+/// Two channels' sockets on loopback and a plain PCMU negotiation between
+/// them: (Alice's sockets, Bob's, Alice's side, Bob's side).
+async fn plain_pcmu_pair() -> (MediaSockets, MediaSockets, NegotiatedAudio, NegotiatedAudio) {
+    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (at_alice, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
+    (a_sockets, b_sockets, at_alice, at_bob)
+}
+
+/// `count` forged packets with `ssrc` from `stray` to `to`, `gap` apart.
+async fn stray_burst(stray: &UdpSocket, to: SocketAddr, ssrc: u32, count: u16, gap: Duration) {
+    for seq in 0..count {
+        stray
+            .send_to(&forged(media_engine::rtp::Ssrc(ssrc), seq, 160), to)
+            .await
+            .unwrap();
+        if !gap.is_zero() {
+            sleep(gap).await;
+        }
+    }
+}
+
+/// Whatever `stray` got while it held the flow, then nothing more.
+async fn assert_stray_gets_no_more(stray: &UdpSocket) {
+    let mut buffer = [0u8; 2048];
+    while timeout(Duration::from_millis(50), stray.recv_from(&mut buffer))
+        .await
+        .is_ok()
+    {}
+    assert_silent(stray, Duration::from_millis(300)).await;
+}
+
 #[tokio::test(start_paused = true)]
 async fn rfc4961_stray_packets_cannot_hijack_the_flow() {
     for suite in [Some(SrtpSuite::AesCm128HmacSha1_80), None] {
@@ -737,29 +769,16 @@ fn assert_follows(bob: &Side, peer: &Side, addr: SocketAddr, hz: f64) {
 /// it back at once, and the stray address gets no more media.
 #[tokio::test(start_paused = true)]
 async fn rfc4961_strays_that_came_first_lose_the_flow_to_the_sdp_address() {
-    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
-    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (a_sockets, b_sockets, at_alice, at_bob) = plain_pcmu_pair().await;
     let (alice_addr, bob_addr) = (a_sockets.rtp_addr(), b_sockets.rtp_addr());
-    let (at_alice, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
     let stray = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
     let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
-    for seq in 0..4 {
-        stray
-            .send_to(&forged(media_engine::rtp::Ssrc(0x1111), seq, 160), bob_addr)
-            .await
-            .unwrap();
-    }
+    stray_burst(&stray, bob_addr, 0x1111, 4, Duration::ZERO).await;
     sleep(Duration::from_millis(20)).await;
     let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
     sleep(Duration::from_millis(500)).await;
     assert_follows(&bob, &alice, alice_addr, 1000.0);
-    // What the stray got while it held the flow, then nothing.
-    let mut buffer = [0u8; 2048];
-    while timeout(Duration::from_millis(50), stray.recv_from(&mut buffer))
-        .await
-        .is_ok()
-    {}
-    assert_silent(&stray, Duration::from_millis(300)).await;
+    assert_stray_gets_no_more(&stray).await;
     alice.stop().await;
     bob.stop().await;
 }
@@ -771,23 +790,15 @@ async fn rfc4961_strays_that_came_first_lose_the_flow_to_the_sdp_address() {
 /// and Bob plays her; while the stray held it, they could not.
 #[tokio::test(start_paused = true)]
 async fn rfc4961_strays_that_came_first_lose_the_flow_to_a_peer_behind_nat() {
-    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
-    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (a_sockets, b_sockets, at_alice, mut at_bob) = plain_pcmu_pair().await;
     let (alice_addr, bob_addr) = (a_sockets.rtp_addr(), b_sockets.rtp_addr());
-    let (at_alice, mut at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
     let private = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
     at_bob.remote_rtp = private.local_addr().unwrap();
     at_bob.remote_rtcp = private.local_addr().unwrap();
     let stray = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
     let stray_addr = stray.local_addr().unwrap();
     let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
-    for seq in 0..4 {
-        stray
-            .send_to(&forged(media_engine::rtp::Ssrc(0x1111), seq, 160), bob_addr)
-            .await
-            .unwrap();
-        sleep(Duration::from_millis(20)).await;
-    }
+    stray_burst(&stray, bob_addr, 0x1111, 4, Duration::from_millis(20)).await;
     let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
     sleep(Duration::from_millis(1000)).await;
     let held = bob.handle.statistics();
@@ -798,12 +809,7 @@ async fn rfc4961_strays_that_came_first_lose_the_flow_to_a_peer_behind_nat() {
     );
     sleep(Duration::from_millis(2000)).await;
     assert_follows(&bob, &alice, alice_addr, 1000.0);
-    let mut buffer = [0u8; 2048];
-    while timeout(Duration::from_millis(50), stray.recv_from(&mut buffer))
-        .await
-        .is_ok()
-    {}
-    assert_silent(&stray, Duration::from_millis(300)).await;
+    assert_stray_gets_no_more(&stray).await;
     alice.stop().await;
     bob.stop().await;
 }
@@ -813,23 +819,15 @@ async fn rfc4961_strays_that_came_first_lose_the_flow_to_a_peer_behind_nat() {
 /// SSRC cannot take it, however long the peer is quiet.
 #[tokio::test(start_paused = true)]
 async fn rfc4961_a_silent_peer_keeps_its_flow_once_the_call_has_settled() {
-    let a_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
-    let b_sockets = MediaSockets::bind(LOCALHOST, range(), true).await.unwrap();
+    let (a_sockets, b_sockets, at_alice, at_bob) = plain_pcmu_pair().await;
     let (alice_addr, bob_addr) = (a_sockets.rtp_addr(), b_sockets.rtp_addr());
-    let (at_alice, at_bob) = negotiate(&a_sockets, &b_sockets, Codec::Pcmu, None);
     let alice = Side::spawn(&at_alice, a_sockets, 8_000, 1000.0, "alice@example.org");
     let bob = Side::spawn(&at_bob, b_sockets, 8_000, 600.0, "bob@example.org");
     sleep(Duration::from_secs(12)).await;
     alice.stop().await;
     sleep(Duration::from_secs(3)).await;
     let stray = UdpSocket::bind((LOCALHOST, 0)).await.unwrap();
-    for seq in 0..20u16 {
-        stray
-            .send_to(&forged(media_engine::rtp::Ssrc(0x2222), seq, 160), bob_addr)
-            .await
-            .unwrap();
-        sleep(Duration::from_millis(20)).await;
-    }
+    stray_burst(&stray, bob_addr, 0x2222, 20, Duration::from_millis(20)).await;
     let s = bob.handle.statistics();
     assert_eq!(s.remote_rtp, alice_addr);
     assert_eq!(s.address_switches, 0);

@@ -200,16 +200,22 @@ fn rfc5626_4_4_1_missing_pong_fails_the_flow_and_it_is_replaced_at_once() {
     assert!(drain(&mut m).is_empty());
 }
 
-#[test]
-fn rfc5626_4_4_1_flow_timer_sets_the_keepalive_interval() {
+/// One flow up at `t0`, its REGISTER answered with `flow_timer`.
+fn up_with_flow_timer(flow_timer: Duration) -> (FlowManager<FixedRng>, FlowId, Instant) {
     let t0 = Instant::now();
     let mut m = manager(1, 1, FixedRng::highest());
     m.start(t0);
     let (flow, _) = connect_of(&drain(&mut m)).unwrap();
     m.handle_connected(t0, flow);
     let _ = drain(&mut m);
-    m.handle_registered(t0, flow, Some(Duration::from_secs(30)));
+    m.handle_registered(t0, flow, Some(flow_timer));
     let _ = drain(&mut m);
+    (m, flow, t0)
+}
+
+#[test]
+fn rfc5626_4_4_1_flow_timer_sets_the_keepalive_interval() {
+    let (m, _, t0) = up_with_flow_timer(Duration::from_secs(30));
     assert_eq!(m.poll_timeout(), Some(t0 + Duration::from_secs(30)));
 }
 
@@ -217,14 +223,7 @@ fn rfc5626_4_4_1_flow_timer_sets_the_keepalive_interval() {
 /// is capped at a day instead of overflowing the clock: refreshes too.
 #[test]
 fn rfc5626_4_4_1_a_huge_flow_timer_is_capped() {
-    let t0 = Instant::now();
-    let mut m = manager(1, 1, FixedRng::highest());
-    m.start(t0);
-    let (flow, _) = connect_of(&drain(&mut m)).unwrap();
-    m.handle_connected(t0, flow);
-    let _ = drain(&mut m);
-    m.handle_registered(t0, flow, Some(Duration::from_secs(u64::MAX)));
-    let _ = drain(&mut m);
+    let (mut m, flow, t0) = up_with_flow_timer(Duration::from_secs(u64::MAX));
     assert_eq!(m.poll_timeout(), Some(t0 + MAX_FLOW_TIMER));
     m.handle_registered(t0, flow, Some(Duration::MAX));
     let response = sip_core::Message::parse(bytes::Bytes::from_static(
